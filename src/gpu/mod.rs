@@ -1,0 +1,1 @@
+//! The wgpu backend: device selection, WGSL kernels, buffers.

@@ -1,0 +1,1 @@
+//! File I/O: `.npy`, `.safetensors`, golden cases.

@@ -1,0 +1,1 @@
+//! Observers: calibration statistics and the qparams they choose.

@@ -1,0 +1,217 @@
+//! Conv2d geometry: hyperparameters, shape validation and output size.
+//!
+//! Layouts are PyTorch's: activations NCHW, weights OIHW with `I = in_channels / groups`.
+//! Output size: `floor((H + 2p - d(k-1) - 1) / s) + 1`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Conv2d hyperparameters (PyTorch's `stride`, `padding`, `dilation`, `groups`), as (height, width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvParams {
+    /// Stride (sh, sw), each >= 1.
+    pub stride: [usize; 2],
+    /// Zero padding (ph, pw) added on both sides.
+    pub padding: [usize; 2],
+    /// Dilation (dh, dw), each >= 1.
+    pub dilation: [usize; 2],
+    /// Number of groups; divides both channel counts.
+    pub groups: usize,
+}
+
+impl Default for ConvParams {
+    fn default() -> Self {
+        ConvParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl ConvParams {
+    /// Builder: set both strides.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// Builder: set both paddings.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// Builder: set both dilations.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Builder: set groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+}
+
+/// The full, validated geometry of one conv2d call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvShape {
+    /// Batch size N.
+    pub n: usize,
+    /// Input channels C.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels O.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Hyperparameters.
+    pub params: ConvParams,
+    /// Output height (derived).
+    pub h_out: usize,
+    /// Output width (derived).
+    pub w_out: usize,
+}
+
+/// Largest element count squint accepts for one tensor (2^40): beyond it, the sizes are
+/// surely an error and products could overflow.
+pub const MAX_ELEMENTS: usize = 1 << 40;
+
+/// Multiplies dimensions, failing on overflow or on more than [`MAX_ELEMENTS`].
+pub fn checked_numel(dims: &[usize]) -> Result<usize> {
+    let mut n: usize = 1;
+    for &d in dims {
+        n = n
+            .checked_mul(d)
+            .filter(|&v| v <= MAX_ELEMENTS)
+            .ok_or_else(|| Error::Shape(format!("shape {dims:?} has too many elements")))?;
+    }
+    Ok(n)
+}
+
+impl ConvShape {
+    /// Validates an input shape `[N, C, H, W]`, a weight shape `[O, I, KH, KW]` and the params,
+    /// and derives the output size.
+    pub fn new(x: [usize; 4], w: [usize; 4], params: ConvParams) -> Result<Self> {
+        let [n, c_in, h, wd] = x;
+        let [c_out, i, kh, kw] = w;
+        let p = params;
+        if p.stride.contains(&0) {
+            return Err(Error::InvalidParameter(format!(
+                "stride must be >= 1, got {:?}",
+                p.stride
+            )));
+        }
+        if p.dilation.contains(&0) {
+            return Err(Error::InvalidParameter(format!(
+                "dilation must be >= 1, got {:?}",
+                p.dilation
+            )));
+        }
+        if p.groups == 0 {
+            return Err(Error::InvalidParameter("groups must be >= 1".into()));
+        }
+        if x.contains(&0) {
+            return Err(Error::Shape(format!("input shape {x:?} has a zero-sized dimension")));
+        }
+        if w.contains(&0) {
+            return Err(Error::Shape(format!("weight shape {w:?} has a zero-sized dimension")));
+        }
+        if c_in % p.groups != 0 || c_out % p.groups != 0 {
+            return Err(Error::InvalidParameter(format!(
+                "groups = {} must divide in_channels = {c_in} and out_channels = {c_out}",
+                p.groups
+            )));
+        }
+        if i * p.groups != c_in {
+            return Err(Error::Shape(format!(
+                "weight {w:?} expects {} input channels (I * groups = {i} * {}), input {x:?} has {c_in}",
+                i * p.groups,
+                p.groups
+            )));
+        }
+        checked_numel(&x)?;
+        checked_numel(&w)?;
+        let out = |size: usize, pad: usize, dil: usize, k: usize, s: usize, axis: &str| {
+            let padded = size + 2 * pad;
+            let span = dil * (k - 1) + 1;
+            if span > padded {
+                return Err(Error::Shape(format!(
+                    "kernel {axis} extent {span} (kernel {k}, dilation {dil}) exceeds the padded input {axis} {padded}"
+                )));
+            }
+            Ok((padded - span) / s + 1)
+        };
+        let h_out = out(h, p.padding[0], p.dilation[0], kh, p.stride[0], "height")?;
+        let w_out = out(wd, p.padding[1], p.dilation[1], kw, p.stride[1], "width")?;
+        checked_numel(&[n, c_out, h_out, w_out])?;
+        Ok(ConvShape {
+            n,
+            c_in,
+            h,
+            w: wd,
+            c_out,
+            kh,
+            kw,
+            params,
+            h_out,
+            w_out,
+        })
+    }
+
+    /// Input shape `[N, C, H, W]`.
+    pub fn input_dims(&self) -> [usize; 4] {
+        [self.n, self.c_in, self.h, self.w]
+    }
+
+    /// Weight shape `[O, I, KH, KW]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        [self.c_out, self.c_in / self.params.groups, self.kh, self.kw]
+    }
+
+    /// Output shape `[N, O, Ho, Wo]`.
+    pub fn output_dims(&self) -> [usize; 4] {
+        [self.n, self.c_out, self.h_out, self.w_out]
+    }
+
+    /// Input channels per group.
+    pub fn c_in_per_group(&self) -> usize {
+        self.c_in / self.params.groups
+    }
+
+    /// Output channels per group.
+    pub fn c_out_per_group(&self) -> usize {
+        self.c_out / self.params.groups
+    }
+
+    /// Reduction length per output: `I * KH * KW`.
+    pub fn k(&self) -> usize {
+        self.c_in_per_group() * self.kh * self.kw
+    }
+
+    /// Number of input elements.
+    pub fn input_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    /// Number of weight elements.
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.k()
+    }
+
+    /// Number of output elements.
+    pub fn output_len(&self) -> usize {
+        self.n * self.c_out * self.h_out * self.w_out
+    }
+
+    /// Multiply-accumulates of the conv: `N * O * Ho * Wo * K`; `2 *` this is the op count
+    /// used for GOPS.
+    pub fn macs(&self) -> u64 {
+        self.output_len() as u64 * self.k() as u64
+    }
+}
