@@ -144,12 +144,32 @@ mod tests {
     }
 
     #[test]
+    fn double_rounding_matches_tflite_reference() {
+        // 0.3 = 0.6 * 2^-1: SRDHM(1, 0.6*2^31) rounds 0.6 up to 1, then 1/2 rounds away to 1.
+        assert_eq!(
+            multiply_by_quantized_multiplier(1, quantize_multiplier(0.3)),
+            1
+        );
+        assert_eq!(
+            multiply_by_quantized_multiplier(-1, quantize_multiplier(0.3)),
+            -1
+        );
+        assert_eq!(
+            multiply_by_quantized_multiplier(10, quantize_multiplier(0.3)),
+            3
+        );
+    }
+
+    #[test]
     fn srdhm_saturates_the_single_overflow_case() {
         assert_eq!(
             saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
             i32::MAX
         );
-        assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30), 1 << 29);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(1 << 30, 1 << 30),
+            1 << 29
+        );
     }
 
     #[test]
@@ -158,7 +178,11 @@ mod tests {
             let qm = quantize_multiplier(m);
             for &x in &[0, 1, -1, 100, -100, 12345, -54321, 1 << 20] {
                 let y = multiply_by_quantized_multiplier(x, qm) as f64;
-                assert!((y - x as f64 * m).abs() <= 0.5 + 1e-6 * (x as f64).abs(), "{m} {x} {y}");
+                // Two roundings (SRDHM, then RoundingDivideByPOT) can add up to one LSB.
+                assert!(
+                    (y - x as f64 * m).abs() <= 1.0 + 1e-6 * (x as f64).abs(),
+                    "{m} {x} {y}"
+                );
             }
         }
     }

@@ -130,7 +130,10 @@ impl QScheme {
 
     /// Whether the scheme has one scale per output channel.
     pub fn is_per_channel(self) -> bool {
-        matches!(self, QScheme::PerChannelSymmetric | QScheme::PerChannelAffine)
+        matches!(
+            self,
+            QScheme::PerChannelSymmetric | QScheme::PerChannelAffine
+        )
     }
 
     /// Name as PyTorch spells it.

@@ -136,7 +136,10 @@ impl WeightQParams {
 
     /// Checks that the per-channel vectors match `out_channels`.
     pub fn check_channels(&self, out_channels: usize) -> Result<()> {
-        for (what, len) in [("scales", self.scales.len()), ("zero points", self.zero_points.len())] {
+        for (what, len) in [
+            ("scales", self.scales.len()),
+            ("zero points", self.zero_points.len()),
+        ] {
             if len != 1 && len != out_channels {
                 return Err(Error::Shape(format!(
                     "weight has {len} {what} but {out_channels} output channels"
