@@ -4,3 +4,4 @@
 //! other path in squint (the GPU kernels, faster CPU code) is tested against it bit for bit.
 
 pub mod reference;
+pub mod fast;

@@ -1,0 +1,159 @@
+//! Conv benchmarks: the fast int8 conv (1 thread and all threads), the fast float conv, and the
+//! int8 reference on the target shapes of the "Performance" issue. Throughput is reported as
+//! `2 · MACs` elements per second (criterion's "elem/s" = ops/s, so "Gelem/s" = GOPS).
+//!
+//! Run with `cargo bench --bench conv`; a filter narrows it down, e.g.
+//! `cargo bench --bench conv -- 'int8 1t'`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use squint::cpu::{fast, reference};
+use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
+use squint::shape::{ConvParams, ConvShape};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// The target shapes: (name, input dims, weight dims, params).
+fn shapes() -> Vec<(&'static str, [usize; 4], [usize; 4], ConvParams)> {
+    vec![
+        (
+            "i_1x132x64x64_121x132x3x3",
+            [1, 132, 64, 64],
+            [121, 132, 3, 3],
+            ConvParams::default(),
+        ),
+        (
+            "ii_1x64x56x56_64x64x3x3_p1",
+            [1, 64, 56, 56],
+            [64, 64, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            "iii_1x256x14x14_256x256x3x3_p1",
+            [1, 256, 14, 14],
+            [256, 256, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            "iv_dw_1x128x56x56_3x3_p1",
+            [1, 128, 56, 56],
+            [128, 1, 3, 3],
+            ConvParams::default().padding(1).groups(128),
+        ),
+    ]
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let all = fast::FastConvOptions::default();
+    let one = fast::FastConvOptions::with_threads(1);
+    eprintln!("fast path ISA: {}", fast::detected_isa());
+    for (name, xd, wd, params) in shapes() {
+        let s = ConvShape::new(xd, wd, params).expect("shape");
+        group.throughput(Throughput::Elements(2 * s.macs()));
+        let x = bytes(s.input_len(), 1);
+        let w: Vec<i8> = bytes(s.weight_len(), 2)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let x_qp = QParams::new(0.02, 128, QDtype::QUInt8).expect("qparams");
+        let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.005, 0);
+        let out = QParams::new(0.5, 0, QDtype::QUInt8).expect("qparams");
+        let bias = vec![0.1f32; s.c_out];
+        let epi = Epilogue::new(
+            RequantFormula::Onednn,
+            x_qp.scale,
+            &w_qp,
+            Some(&bias),
+            out,
+            true,
+            s.c_out,
+        )
+        .expect("epilogue");
+        let packed =
+            fast::PackedConv2d::new(&w, wd, &w_qp, &epi, params).expect("packing the weights");
+        let xf: Vec<f32> = x.iter().map(|&b| (b as f32 - 128.0) * 0.02).collect();
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32 * 0.005).collect();
+
+        group.bench_function(BenchmarkId::new("int8 1t", name), |b| {
+            b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &one).unwrap()))
+        });
+        group.bench_function(BenchmarkId::new("int8 all", name), |b| {
+            b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &all).unwrap()))
+        });
+        group.bench_function(BenchmarkId::new("f32 1t", name), |b| {
+            b.iter(|| {
+                black_box(fast::conv2d_f32(black_box(&xf), &wf, Some(&bias), &s, &one).unwrap())
+            })
+        });
+        group.bench_function(BenchmarkId::new("f32 all", name), |b| {
+            b.iter(|| {
+                black_box(fast::conv2d_f32(black_box(&xf), &wf, Some(&bias), &s, &all).unwrap())
+            })
+        });
+    }
+    group.finish();
+
+    // The reference is slow: one small shape only.
+    let mut group = c.benchmark_group("conv reference");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    let (xd, wd, params) = (
+        [1, 32, 16, 16],
+        [32, 32, 3, 3],
+        ConvParams::default().padding(1),
+    );
+    let s = ConvShape::new(xd, wd, params).expect("shape");
+    group.throughput(Throughput::Elements(2 * s.macs()));
+    let x = bytes(s.input_len(), 3);
+    let w: Vec<i8> = bytes(s.weight_len(), 4)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect();
+    let x_qp = QParams::new(0.02, 128, QDtype::QUInt8).expect("qparams");
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.005, 0);
+    let out = QParams::new(0.5, 0, QDtype::QUInt8).expect("qparams");
+    let epi = Epilogue::new(
+        RequantFormula::Fbgemm,
+        0.02,
+        &w_qp,
+        None,
+        out,
+        false,
+        s.c_out,
+    )
+    .expect("epilogue");
+    let packed = fast::PackedConv2d::new(&w, wd, &w_qp, &epi, params).expect("packing");
+    group.bench_function("int8 reference 1x32x16x16_32x32x3x3", |b| {
+        b.iter(|| {
+            black_box(
+                reference::conv2d_quantized(black_box(&x), &x_qp, &w, &w_qp, &epi, &s).unwrap(),
+            )
+        })
+    });
+    group.bench_function("int8 fast 1t 1x32x16x16_32x32x3x3", |b| {
+        b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &one).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv);
+criterion_main!(benches);

@@ -1,0 +1,189 @@
+//! The fast f32 conv: direct (implicit im2col over phase planes), blocked f32 GEMM with FMA, rayon.
+
+use super::int8::{segments, Geometry};
+use super::{depthwise, par_for, thread_count, FastConvOptions, Isa, SendPtr};
+use crate::error::{Error, Result};
+use crate::shape::ConvShape;
+
+/// Float accumulator tile (up to 6 channels × 64 pixels).
+type TileF = [[f32; 64]; 6];
+
+/// Channels per tile (every path).
+const NR: usize = 6;
+
+/// Pixels per tile of an ISA path.
+fn pixels_per_tile(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni => 64,
+        _ => 16,
+    }
+}
+
+/// Runs one f32 GEMM tile (see `x86::gemm_f32_avx512`).
+///
+/// # Safety
+/// `isa` must be available; `act` readable at `offs[t] + c·cs + [0, npx rounded up to a
+/// vector)`, `w` for a whole panel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile(
+    isa: Isa,
+    act: &[f32],
+    offs: &[usize],
+    cs: usize,
+    nc: usize,
+    w: &[f32],
+    npx: usize,
+    out: &mut TileF,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86::*;
+        let (a, wp) = (act.as_ptr(), w.as_ptr());
+        // SAFETY: the ISA and every read range are guaranteed by the caller.
+        unsafe {
+            match (isa, npx.div_ceil(16), npx.div_ceil(8)) {
+                (Isa::Avx512Vnni, 1, _) => gemm_f32_avx512::<NR, 1>(a, offs, cs, nc, wp, out),
+                (Isa::Avx512Vnni, 2, _) => gemm_f32_avx512::<NR, 2>(a, offs, cs, nc, wp, out),
+                (Isa::Avx512Vnni, 3, _) => gemm_f32_avx512::<NR, 3>(a, offs, cs, nc, wp, out),
+                (Isa::Avx512Vnni, _, _) => gemm_f32_avx512::<NR, 4>(a, offs, cs, nc, wp, out),
+                (Isa::Avx2 | Isa::AvxVnni, _, 1) => {
+                    gemm_f32_avx2::<NR, 1>(a, offs, cs, nc, wp, out)
+                }
+                (Isa::Avx2 | Isa::AvxVnni, _, _) => {
+                    gemm_f32_avx2::<NR, 2>(a, offs, cs, nc, wp, out)
+                }
+                (Isa::Portable, _, _) => {
+                    super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out)
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out);
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::Shape(format!(
+            "{what} has {got} elements, the conv shape needs {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// [`super::conv2d_f32`] on a given ISA path (errors if this CPU cannot run it): every path
+/// gives the same bits. Meant for tests and benchmarks.
+pub fn conv2d_f32_with_isa(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    opts: &FastConvOptions,
+    isa: Isa,
+) -> Result<Vec<f32>> {
+    isa.check_available()?;
+    check_len("input", x.len(), s.input_len())?;
+    check_len("weight", w.len(), s.weight_len())?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), s.c_out)?;
+    }
+    let mut out = vec![0f32; s.output_len()];
+    let cig = s.c_in_per_group();
+    if cig == 1 {
+        depthwise::run_f32(isa, x, w, bias, s, opts.threads, &mut out);
+        return Ok(out);
+    }
+    let (g, cog) = (s.params.groups, s.c_out_per_group());
+    let taps = s.kh * s.kw;
+    let k = s.k();
+    let px = pixels_per_tile(isa);
+    let ctiles = cog.div_ceil(NR);
+    // Panels [group][tile][tap][c][NR].
+    let panel_len = taps * cig * NR;
+    let mut panels = vec![0f32; g * ctiles * panel_len];
+    for gi in 0..g {
+        for ct in 0..ctiles {
+            let panel = &mut panels[(gi * ctiles + ct) * panel_len..][..panel_len];
+            for r in 0..NR.min(cog - ct * NR) {
+                let o = gi * cog + ct * NR + r;
+                for c in 0..cig {
+                    for t in 0..taps {
+                        panel[(t * cig + c) * NR + r] = w[o * k + c * taps + t];
+                    }
+                }
+            }
+        }
+    }
+    let geo = Geometry::new(s, cig, px);
+    let buf_len = geo.planes * geo.plane + 64;
+    let ptiles = geo.qtot / px;
+    let nthreads = thread_count(opts.threads);
+    let cchunks = if nthreads > 1 {
+        (4 * nthreads).div_ceil(ptiles).clamp(1, ctiles)
+    } else {
+        1
+    };
+    let per_chunk = ctiles.div_ceil(cchunks);
+    let plane_out = s.h_out * s.w_out;
+    let outp = SendPtr(out.as_mut_ptr());
+    super::with_scratch(&super::SCRATCH_F32, buf_len, |buf| {
+        for n in 0..s.n {
+            for gi in 0..g {
+                let bufp = SendPtr(buf.as_mut_ptr());
+                par_for(opts.threads, geo.planes, |pi| {
+                    // SAFETY: plane `pi` is a disjoint range of `buf`, written by this task only.
+                    let dst = unsafe { bufp.slice(pi * geo.plane, geo.plane) };
+                    dst.fill(0.0);
+                    let (c, rows) = geo.copies(s, pi);
+                    let ch = &x[(n * s.c_in + gi * cig + c) * s.h * s.w..][..s.h * s.w];
+                    let sx = s.params.stride[1];
+                    for (pos, iy, ix0, count) in rows {
+                        let row = &ch[iy * s.w..(iy + 1) * s.w];
+                        if sx == 1 {
+                            dst[pos..pos + count].copy_from_slice(&row[ix0..ix0 + count]);
+                        } else {
+                            for (d, i) in dst[pos..pos + count].iter_mut().zip((ix0..).step_by(sx))
+                            {
+                                *d = row[i];
+                            }
+                        }
+                    }
+                });
+                let buf = &buf[..];
+                let pan = &panels[gi * ctiles * panel_len..];
+                par_for(opts.threads, ptiles * cchunks, |item| {
+                    let (pt, chunk) = (item / cchunks, item % cchunks);
+                    let q0 = pt * px;
+                    let npx = px.min(geo.qtot - q0);
+                    let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
+                    if segs.is_empty() {
+                        return;
+                    }
+                    let act = &buf[q0..];
+                    let mut tile: TileF = [[0.0; 64]; 6];
+                    for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
+                        let wpan = &pan[ct * panel_len..][..panel_len];
+                        // SAFETY: the ISA was checked; the buffer holds every plane plus slack.
+                        unsafe {
+                            gemm_tile(isa, act, &geo.offs, geo.plane, cig, wpan, npx, &mut tile)
+                        };
+                        for (r, row) in tile.iter().enumerate().take(NR.min(cog - ct * NR)) {
+                            let o = gi * cog + ct * NR + r;
+                            let b = bias.map_or(0.0, |b| b[o]);
+                            let base = (n * s.c_out + o) * plane_out;
+                            for &(at, off, len) in &segs {
+                                // SAFETY: pixel tile pt × channel o is written by this task only,
+                                // inside the output.
+                                let dst = unsafe { outp.slice(base + off, len) };
+                                for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
+                                    *d = a + b;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    Ok(out)
+}

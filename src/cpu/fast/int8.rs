@@ -1,0 +1,483 @@
+//! The int8 blocked GEMM conv: weight panels, activation repacking, tiling and threads.
+
+use super::{par_for, thread_count, Isa, PackedConv2d, SendPtr, Sink};
+use crate::quant::{QDtype, QParams};
+use crate::shape::ConvShape;
+
+/// Accumulator tile (up to 6 channels × 64 pixels).
+type Tile = [[i32; 64]; 6];
+
+/// Tile sizes of an ISA path: `(channels per tile, pixels per tile, weight bytes per lane)`.
+fn tile_params(isa: Isa) -> (usize, usize, usize) {
+    match isa {
+        Isa::Avx512Vnni => (6, 64, 4),
+        Isa::AvxVnni => (6, 16, 4),
+        Isa::Avx2 => (4, 16, 8),
+        Isa::Portable => (4, 16, 4),
+    }
+}
+
+/// Packed weight panels of a GEMM conv.
+///
+/// Layout: `[group][channel tile][tap][Cin/4 block][nr][lane]`, where a lane is the four
+/// weights `w[o][4cb + j][ky][kx]` (j < 4; 0 for padded channels) as 4 i8 (VNNI, portable) or
+/// as two i32 words of sign-extended i16 pairs `(w0, w2), (w1, w3)` (AVX2). Channels past the
+/// group's end are 0. When some weight zero point is not 0, each group has one more tile, the
+/// all-one panel (channel 0 = 1 on every real tap, other channels 0) that computes `Σ_k u`.
+pub(super) struct Panels {
+    nr: usize,
+    px: usize,
+    /// Blocks of 4 input channels per group.
+    ncb: usize,
+    /// Real channel tiles per group.
+    ctiles: usize,
+    /// Tiles per group including the all-one panel.
+    tiles_per_group: usize,
+    /// Bytes per tile panel.
+    panel_len: usize,
+    data: Vec<u8>,
+}
+
+impl Panels {
+    /// Packs OIHW qint8 weights for `isa`.
+    pub(super) fn pack(w: &[i8], s: &ConvShape, isa: Isa, ones: bool) -> Self {
+        let (nr, px, lane) = tile_params(isa);
+        let (cig, cog, g) = (s.c_in_per_group(), s.c_out_per_group(), s.params.groups);
+        let taps = s.kh * s.kw;
+        let ncb = cig.div_ceil(4);
+        let ctiles = cog.div_ceil(nr);
+        let tiles_per_group = ctiles + usize::from(ones);
+        let panel_len = taps * ncb * nr * lane;
+        let mut data = vec![0u8; g * tiles_per_group * panel_len];
+        let k = s.k();
+        let mut put = |panel: usize, t: usize, cb: usize, r: usize, vals: [i8; 4]| {
+            let at = panel * panel_len + ((t * ncb + cb) * nr + r) * lane;
+            if lane == 4 {
+                for (j, &v) in vals.iter().enumerate() {
+                    data[at + j] = v as u8;
+                }
+            } else {
+                let words = [
+                    (vals[0] as i16, vals[2] as i16),
+                    (vals[1] as i16, vals[3] as i16),
+                ];
+                for (i, (a, b)) in words.into_iter().enumerate() {
+                    data[at + 4 * i..at + 4 * i + 2].copy_from_slice(&a.to_le_bytes());
+                    data[at + 4 * i + 2..at + 4 * i + 4].copy_from_slice(&b.to_le_bytes());
+                }
+            }
+        };
+        for gi in 0..g {
+            for ct in 0..tiles_per_group {
+                let panel = gi * tiles_per_group + ct;
+                for t in 0..taps {
+                    for cb in 0..ncb {
+                        for r in 0..nr {
+                            let mut vals = [0i8; 4];
+                            for (j, v) in vals.iter_mut().enumerate() {
+                                let c = 4 * cb + j;
+                                if c >= cig {
+                                    continue;
+                                }
+                                if ct == ctiles {
+                                    *v = i8::from(r == 0);
+                                } else if ct * nr + r < cog {
+                                    let o = gi * cog + ct * nr + r;
+                                    *v = w[o * k + c * taps + t];
+                                }
+                            }
+                            put(panel, t, cb, r, vals);
+                        }
+                    }
+                }
+            }
+        }
+        Panels {
+            nr,
+            px,
+            ncb,
+            ctiles,
+            tiles_per_group,
+            panel_len,
+            data,
+        }
+    }
+}
+
+/// Whether the `avx-vnni` path uses the VEX encoding (else the EVEX one, see [`Isa::AvxVnni`]).
+#[cfg(target_arch = "x86_64")]
+fn vex_vnni() -> bool {
+    static VEX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VEX.get_or_init(|| std::arch::is_x86_feature_detected!("avxvnni"))
+}
+
+/// Runs one GEMM tile: `out[r][p]` for `r < nr`, `p < npx` (the SIMD paths compute whole
+/// vectors: up to the next multiple of 16 or 8 pixels).
+///
+/// # Safety
+/// `isa` must be available; `act` must be readable at `offs[t] + cb·cbs + [0, 4·npx rounded up
+/// to a vector)` for every tap and channel block, `w` for one whole panel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile(
+    isa: Isa,
+    act: &[u8],
+    offs: &[usize],
+    cbs: usize,
+    ncb: usize,
+    w: &[u8],
+    nr: usize,
+    npx: usize,
+    out: &mut Tile,
+    init: &[i32; 6],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86::*;
+        let (a, wp) = (act.as_ptr(), w.as_ptr());
+        // SAFETY: the ISA and every read range are guaranteed by the caller; the panel layout
+        // matches the kernel (`tile_params`).
+        unsafe {
+            match (isa, npx.div_ceil(16), npx.div_ceil(8)) {
+                (Isa::Avx512Vnni, 1, _) => gemm_i8_avx512::<6, 1>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx512Vnni, 2, _) => gemm_i8_avx512::<6, 2>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx512Vnni, 3, _) => gemm_i8_avx512::<6, 3>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx512Vnni, _, _) => gemm_i8_avx512::<6, 4>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::AvxVnni, _, 1) if vex_vnni() => {
+                    gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, out, init)
+                }
+                (Isa::AvxVnni, _, _) if vex_vnni() => {
+                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, out, init)
+                }
+                (Isa::AvxVnni, _, 1) => {
+                    gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, out, init)
+                }
+                (Isa::AvxVnni, _, _) => {
+                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, out, init)
+                }
+                (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Portable, _, _) => {
+                    super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init)
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init);
+}
+
+/// One contiguous run of valid outputs inside a pixel tile: tile position, output offset
+/// within the channel plane, length.
+type Segment = (usize, usize, usize);
+
+/// The valid output runs of flat positions `[q0, q1)` with rows of `wrow` positions of which
+/// the first `w_out` are real outputs, `h_out` rows.
+pub(super) fn segments(
+    q0: usize,
+    q1: usize,
+    wrow: usize,
+    w_out: usize,
+    h_out: usize,
+) -> Vec<Segment> {
+    let mut segs = Vec::new();
+    let mut q = q0;
+    while q < q1 {
+        let (oy, ox) = (q / wrow, q % wrow);
+        if oy >= h_out {
+            break;
+        }
+        let run = (wrow - ox).min(q1 - q);
+        if ox < w_out {
+            segs.push((q - q0, oy * w_out + ox, run.min(w_out - ox)));
+        }
+        q += run;
+    }
+    segs
+}
+
+/// Input geometry of one run: how the activation buffer is laid out.
+///
+/// The padded input (`Hp × Wp`, padding holding the activation zero point) is split into
+/// `sh · sw` *phase planes* (plane `(py, px)` holds the padded positions `(y'·sh + py,
+/// x'·sw + px)`, `Hph × Wph` with `Wph = ⌈Wp / sw⌉`), each with one plane per channel (block).
+/// Output pixels are numbered in flat coordinates `q = oy·Wph + ox` (positions with
+/// `ox ≥ Wout` are computed and discarded). Tap `(ky, kx)` of output `q` reads phase plane
+/// `((ky·dh) mod sh, (kx·dw) mod sw)` at `q + ⌊ky·dh / sh⌋·Wph + ⌊kx·dw / sw⌋`: a constant
+/// offset per tap, so 16 consecutive outputs read 16 consecutive positions, for every stride.
+/// With stride 1 this is the plain padded image (implicit im2col).
+pub(super) struct Geometry {
+    /// Positions per output row in flat coordinates (`Wph`).
+    pub wrow: usize,
+    hph: usize,
+    stride: [usize; 2],
+    /// Channel (block) planes per phase.
+    nplanes: usize,
+    /// Pixel positions covered by tiles (a multiple of the tile size).
+    pub qtot: usize,
+    /// Positions per plane.
+    pub plane: usize,
+    /// Per tap: offset of the tap's first read, in positions from the buffer start.
+    pub offs: Vec<usize>,
+    /// Planes in the buffer (`phases · nplanes`).
+    pub planes: usize,
+}
+
+/// One row copy into a plane: destination position, input row, first input column, count
+/// (input columns `ix0 + i·sw`).
+type RowCopy = (usize, usize, usize, usize);
+
+impl Geometry {
+    /// The buffer geometry for `s` with `nplanes` channel (block) planes per phase and tiles
+    /// of `px` pixels.
+    pub(super) fn new(s: &ConvShape, nplanes: usize, px: usize) -> Self {
+        let p = &s.params;
+        let (sy, sx) = (p.stride[0], p.stride[1]);
+        let wp = s.w + 2 * p.padding[1];
+        let hp = s.h + 2 * p.padding[0];
+        let (wph, hph) = (wp.div_ceil(sx), hp.div_ceil(sy));
+        let qtot = (s.h_out * wph).div_ceil(px) * px;
+        let taps: Vec<(usize, usize)> = (0..s.kh * s.kw)
+            .map(|t| {
+                let (y, x) = ((t / s.kw) * p.dilation[0], (t % s.kw) * p.dilation[1]);
+                ((y % sy) * sx + x % sx, (y / sy) * wph + x / sx)
+            })
+            .collect();
+        let max_local = taps.iter().map(|t| t.1).max().unwrap_or(0);
+        let plane = (hph * wph).max(qtot + max_local);
+        Geometry {
+            wrow: wph,
+            hph,
+            stride: [sy, sx],
+            nplanes,
+            qtot,
+            plane,
+            offs: taps
+                .iter()
+                .map(|&(phase, local)| phase * nplanes * plane + local)
+                .collect(),
+            planes: sy * sx * nplanes,
+        }
+    }
+
+    /// Plane `pi`: its channel (block) index, and the row copies that fill it from the input
+    /// (positions not covered hold padding).
+    pub(super) fn copies(&self, s: &ConvShape, pi: usize) -> (usize, Vec<RowCopy>) {
+        let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
+        let [sy, sx] = self.stride;
+        let phase = pi / self.nplanes;
+        let (py, px) = (phase / sx, phase % sx);
+        // Phase columns x' with pw <= x'·sx + px < pw + w.
+        let x_lo = pw.saturating_sub(px).div_ceil(sx);
+        let x_hi = self.wrow.min((pw + s.w).saturating_sub(px).div_ceil(sx));
+        let mut rows = Vec::new();
+        if x_lo < x_hi {
+            for yq in 0..self.hph {
+                let y = yq * sy + py;
+                if y >= ph && y < ph + s.h {
+                    let pos = yq * self.wrow + x_lo;
+                    rows.push((pos, y - ph, x_lo * sx + px - pw, x_hi - x_lo));
+                }
+            }
+        }
+        (pi % self.nplanes, rows)
+    }
+}
+
+/// Repacks the input of batch `n`, group `g` into `buf` (`[planes][plane][4]` bytes): u8
+/// activations (`^ flip`), four channels per lane, `z` at padded positions and channels.
+#[allow(clippy::too_many_arguments)]
+fn repack(
+    x: &[u8],
+    s: &ConvShape,
+    n: usize,
+    g: usize,
+    geo: &Geometry,
+    z: u8,
+    flip: u8,
+    buf: &mut [u8],
+    threads: Option<usize>,
+) {
+    let cig = s.c_in_per_group();
+    let plane_bytes = geo.plane * 4;
+    let sx = s.params.stride[1];
+    let chan = |c: usize| -> Option<&[u8]> {
+        (c < cig).then(|| {
+            let base = (n * s.c_in + g * cig + c) * s.h * s.w;
+            &x[base..base + s.h * s.w]
+        })
+    };
+    let zrow = vec![z ^ flip; s.w];
+    let bufp = SendPtr(buf.as_mut_ptr());
+    par_for(threads, geo.planes, |pi| {
+        // SAFETY: plane `pi` is the disjoint range [pi·plane_bytes, (pi+1)·plane_bytes) of
+        // `buf` (which holds `planes` planes), written by this task only.
+        let dst = unsafe { bufp.slice(pi * plane_bytes, plane_bytes) };
+        dst.fill(z);
+        let (cb, rows) = geo.copies(s, pi);
+        let chans: [Option<&[u8]>; 4] = std::array::from_fn(|j| chan(4 * cb + j));
+        let mut gathered: [Vec<u8>; 4] = Default::default();
+        if sx > 1 {
+            for t in &mut gathered {
+                t.resize(s.w, 0);
+            }
+        }
+        for (pos, iy, ix0, count) in rows {
+            let src: [&[u8]; 4] = std::array::from_fn(|j| {
+                let row = match chans[j] {
+                    Some(ch) => &ch[iy * s.w..(iy + 1) * s.w],
+                    None => &zrow[..],
+                };
+                if sx == 1 {
+                    &row[ix0..ix0 + count]
+                } else {
+                    row
+                }
+            });
+            let src: [&[u8]; 4] = if sx == 1 {
+                src
+            } else {
+                for (t, row) in gathered.iter_mut().zip(src) {
+                    for (d, i) in t[..count].iter_mut().zip((ix0..).step_by(sx)) {
+                        *d = row[i];
+                    }
+                }
+                std::array::from_fn(|j| &gathered[j][..count])
+            };
+            interleave(src, flip, &mut dst[4 * pos..4 * (pos + count)]);
+        }
+    });
+}
+
+/// `dst[4i + j] = src[j][i] ^ flip`.
+pub(super) fn interleave(src: [&[u8]; 4], flip: u8, dst: &mut [u8]) {
+    let n = dst.len() / 4;
+    assert!(src.iter().all(|r| r.len() >= n));
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let avx512 = *AVX512.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+        });
+        let (s, d) = (src.map(|r| r.as_ptr()), dst.as_mut_ptr());
+        // SAFETY: each source holds n bytes and dst 4n (checked above); AVX-512 was detected.
+        unsafe {
+            if avx512 {
+                super::x86::interleave4_avx512(s, n, flip, d)
+            } else {
+                super::x86::interleave4(s, n, flip, d)
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    super::portable::interleave4(src, flip, dst);
+}
+
+/// The int8 GEMM conv of `pc` on input `x` into `sink`.
+pub(super) fn run(
+    pc: &PackedConv2d,
+    p: &Panels,
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+    opts: &super::FastConvOptions,
+    sink: Sink,
+) {
+    let isa = pc.isa;
+    let flip: u8 = if x_qp.dtype == QDtype::QInt8 { 0x80 } else { 0 };
+    let zi = x_qp.zero_point + if flip != 0 { 128 } else { 0 };
+    let z = zi as u8;
+    let k = s.k() as i32;
+    // Per-channel constant of the folding: −z·Σw + K·z·ζ (wrapping).
+    let corr0: Vec<i32> = (0..s.c_out)
+        .map(|o| {
+            (zi.wrapping_mul(pc.wsum[o]))
+                .wrapping_neg()
+                .wrapping_add(k.wrapping_mul(zi).wrapping_mul(pc.wzp[o]))
+        })
+        .collect();
+    let geo = Geometry::new(s, p.ncb, p.px);
+    let offs: Vec<usize> = geo.offs.iter().map(|o| o * 4).collect();
+    let cbs = geo.plane * 4;
+    let ptiles = geo.qtot / p.px;
+    let nthreads = thread_count(opts.threads);
+    let cchunks = if nthreads > 1 {
+        (4 * nthreads).div_ceil(ptiles).clamp(1, p.ctiles)
+    } else {
+        1
+    };
+    let per_chunk = p.ctiles.div_ceil(cchunks);
+    let cog = s.c_out_per_group();
+    let plane_out = s.h_out * s.w_out;
+    let out = sink.ptr();
+    let epi = &pc.epi;
+    // Slack: a SIMD kernel reads whole vectors (up to the tile size) past any offset.
+    let len = geo.planes * geo.plane * 4 + 64 * 4;
+    super::with_scratch(&super::SCRATCH_U8, len, |buf| {
+        for n in 0..s.n {
+            for g in 0..s.params.groups {
+                repack(x, s, n, g, &geo, z, flip, buf, opts.threads);
+                let buf = &buf[..];
+                let panels = &p.data[g * p.tiles_per_group * p.panel_len..];
+                par_for(opts.threads, ptiles * cchunks, |item| {
+                    let (pt, chunk) = (item / cchunks, item % cchunks);
+                    let q0 = pt * p.px;
+                    let npx = p.px.min(geo.qtot - q0);
+                    let act = &buf[q0 * 4..];
+                    let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
+                    if segs.is_empty() {
+                        return;
+                    }
+                    let mut tile: Tile = [[0; 64]; 6];
+                    let mut rowsum = [0i32; 64];
+                    if pc.any_wzp {
+                        let w = &panels[p.ctiles * p.panel_len..][..p.panel_len];
+                        // SAFETY: the ISA was checked when packing; the buffer holds every
+                        // plane plus slack past the last tile (see `Geometry::new`).
+                        unsafe {
+                            gemm_tile(
+                                isa, act, &offs, cbs, p.ncb, w, p.nr, npx, &mut tile, &[0; 6],
+                            )
+                        };
+                        rowsum = tile[0];
+                    }
+                    let ct_end = ((chunk + 1) * per_chunk).min(p.ctiles);
+                    for ct in chunk * per_chunk..ct_end {
+                        let o0 = g * cog + ct * p.nr;
+                        let nvalid = p.nr.min(cog - ct * p.nr);
+                        let init: [i32; 6] =
+                            std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 });
+                        let w = &panels[ct * p.panel_len..][..p.panel_len];
+                        // SAFETY: as above.
+                        unsafe {
+                            gemm_tile(isa, act, &offs, cbs, p.ncb, w, p.nr, npx, &mut tile, &init)
+                        };
+                        for (r, row) in tile.iter_mut().enumerate().take(nvalid) {
+                            let o = o0 + r;
+                            if pc.any_wzp {
+                                let zeta = pc.wzp[o];
+                                for (a, &rs) in row[..npx].iter_mut().zip(&rowsum) {
+                                    *a = a.wrapping_sub(zeta.wrapping_mul(rs));
+                                }
+                            }
+                            // SAFETY: the output positions of pixel tile `pt` and channel `o`
+                            // are written by this task only (tiles and channel chunks are
+                            // disjoint), and lie inside the output (`segments` keeps
+                            // oy < h_out, ox < w_out).
+                            unsafe {
+                                out.write_segments(
+                                    isa,
+                                    epi,
+                                    o,
+                                    &row[..npx],
+                                    &segs,
+                                    (n * s.c_out + o) * plane_out,
+                                )
+                            };
+                        }
+                    }
+                });
+            }
+        }
+    });
+}

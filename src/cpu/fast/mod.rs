@@ -1,0 +1,716 @@
+//! Fast CPU convolutions: an int8 conv bit-exact with [`super::reference`], and a fast float conv.
+//!
+//! # The int8 conv
+//!
+//! The reference computes, for every output, `acc = Σ_k (x_k − x_zp) · (w_k − w_zp)` over the
+//! `K = Cin/groups · KH · KW` taps (padded taps contribute 0), then requantizes `acc` with an
+//! [`Epilogue`]. The fast path computes the very same `acc` in a different, SIMD-friendly way
+//! (gemmlowp style), then applies the same epilogue, vectorized but operation for operation
+//! identical.
+//!
+//! ## Zero-point folding
+//!
+//! `vpdpbusd` (AVX512-VNNI / AVX-VNNI) multiplies **unsigned** bytes by **signed** bytes and adds
+//! groups of four products into int32 lanes, without saturation. Map the activations to u8:
+//!
+//! ```text
+//! quint8:  u = x            (stored byte),        z = x_zp
+//! qint8:   u = x + 128      (stored byte ^ 0x80), z = x_zp + 128
+//! so that  x − x_zp = u − z,   u ∈ [0, 255],   z ∈ [0, 255]   (x_zp inside the dtype range)
+//! ```
+//!
+//! The weights stay the stored qint8 bytes `w` (always a valid s8, whatever the zero point).
+//! With `w_zp = ζ` the zero point of the output channel:
+//!
+//! ```text
+//! acc = Σ_k (u_k − z)(w_k − ζ)
+//!     = Σ_k u_k·w_k  −  z·Σ_k w_k  −  ζ·Σ_k u_k  +  K·z·ζ
+//!       └─ GEMM ─┘     └ packed ┘     └ row sum ┘    └ const ┘
+//! ```
+//!
+//! * `Σ u·w` is the int8 GEMM (`M` = output pixels, `N` = output channels, `K`), computed by
+//!   `vpdpbusd` (or an exact emulation on AVX2, or scalar code).
+//! * `Σ_k w_k` per output channel is computed once, when the weights are packed.
+//! * `Σ_k u_k` per output pixel (the activation "row sum") is only needed when some `ζ ≠ 0`
+//!   (per-tensor affine weights); it is computed by the same GEMM kernel with an extra panel of
+//!   all-one weights.
+//! * Padded taps: the activation buffer holds `u = z` there, so `(u − z) = 0` exactly as in the
+//!   reference, and the identity above (a sum over all `K` taps) stays exact.
+//! * Channel padding (K is padded to a multiple of 4 by padding the input channels of a group):
+//!   the padded weights are 0 in every panel (also the all-one panel), so those lanes add 0 to
+//!   every term.
+//!
+//! All of this is evaluated in **wrapping** int32 arithmetic: the identity holds over the
+//! integers, hence modulo 2^32, and the true `acc` fits int32 (the overflow check guarantees it
+//! in [`PackedConv2d::run`]; [`PackedConv2d::run_acc`] falls back to the reference when the
+//! worst case does not fit), so the wrapped result is the exact `acc`, even though intermediate
+//! terms like `Σ u·w` may themselves wrap.
+//!
+//! ## Layout and kernels
+//!
+//! The conv runs *direct* (implicit im2col, no `K × M` matrix is built): each group's input is
+//! repacked once per call into `[phase][Cin/4][Hph·Wph + slack][4]` bytes (four channels
+//! interleaved per 32-bit lane, spatially padded with `z`). For stride 1 there is one phase,
+//! the padded image; stride `(sh, sw)` splits the padded image into `sh·sw` phase planes by
+//! row and column residue. Output pixels are enumerated in flat coordinates `q = oy·Wph + ox`
+//! (the `Wph − Wout` extra columns per row are computed and discarded), so that for every tap
+//! `(ky, kx)` the 16 lanes of one vector are 64 contiguous bytes at a constant offset (see
+//! `int8::Geometry`).
+//!
+//! The AVX512-VNNI micro-kernel keeps 6 output channels × 4 zmm (64 pixels) = 24 int32
+//! accumulators, loads 4 activation vectors per step of 4 `k`, and broadcasts 4 weight bytes per
+//! channel; `vpdpbusd`'s 4-cycle latency needs ≥ 8–12 independent accumulators, 24 leave
+//! headroom. The accumulators start at the folding constant `−z·Σw + K·z·ζ`. Weights are
+//! packed at [`PackedConv2d::new`] into panels `[group][channel tile][tap][Cin/4][6][4]`. Work
+//! is split over (batch, group, pixel tiles, channel-tile chunks) with rayon; the epilogue
+//! ([`Epilogue::apply`], vectorized with the same float operations in the same order and the
+//! same rounding; integer-only `fixed-point` runs scalar) is fused into the output write.
+//!
+//! Depthwise-like convs (`Cin/groups == 1`) use direct kernels instead (see the `depthwise`
+//! module): on AVX512-VNNI with stride 1, four kernel rows per `vpdpbusd` lane over a
+//! row-interleaved u8 plane (same folding, with `w − ζ` as the s8 weights when they fit);
+//! otherwise an f32 FMA kernel on `x − x_zp` and `w − ζ`, exact because every partial sum is
+//! an integer of magnitude ≤ 2^24; an int32 kernel beyond that.
+//!
+//! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
+//! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
+//! tested there), `avx2` (exact emulation: u8 and s8 split into even/odd 16-bit halves and
+//! `vpmaddwd`, whose pair sums ≤ 2·255·128 cannot saturate; never `vpmaddubsw`), and `portable`
+//! (scalar). [`PackedConv2d::with_isa`] forces one, for tests.
+//!
+//! # The float conv
+//!
+//! [`conv2d_f32`]: the same direct structure (phase planes, one plane per input channel) with
+//! an f32 GEMM micro-kernel using FMA (6 channels × 4 zmm of 16 pixels on AVX-512, 6 × 2 ymm on
+//! AVX2); depthwise-like convs use a direct row kernel. Summation order, identical on every ISA path (the portable path uses
+//! `f32::mul_add`), so that all paths give the same bits: for each output,
+//! `acc = 0; for (ky, kx) in row-major order { for ci in group { acc = fma(x, w, acc) } }`, with
+//! padded taps included as `fma(0, w, acc)`, then `y = acc + bias` (one f32 add). The f64
+//! reference sums the same products exactly and rounds once, so results differ from it in the
+//! last bits (relative error ≲ K·2^-24 of Σ|x·w|).
+
+mod depthwise;
+mod float;
+mod int8;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::error::{Error, Result};
+use crate::quant::{Epilogue, QParams, WeightQParams};
+use crate::shape::{ConvParams, ConvShape};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use float::conv2d_f32_with_isa;
+
+/// Options of the fast CPU kernels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FastConvOptions {
+    /// Worker threads: `None` = the global rayon pool (one per core by default); `Some(1)` runs
+    /// on the calling thread; `Some(n)` runs on a cached local pool of `n` threads.
+    pub threads: Option<usize>,
+}
+
+impl FastConvOptions {
+    /// Options with an explicit thread count.
+    pub fn with_threads(threads: usize) -> Self {
+        FastConvOptions {
+            threads: Some(threads),
+        }
+    }
+}
+
+/// An instruction-set path of the fast kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512 with VNNI (zmm `vpdpbusd`); needs avx512f, avx512bw, avx512vl, avx512vnni, fma.
+    Avx512Vnni,
+    /// ymm `vpdpbusd`: AVX-VNNI (VEX encoding; needs avxvnni, avx2, fma), or, on CPUs with
+    /// AVX512-VNNI but no AVX-VNNI, the same kernel with the EVEX encoding (avx512vl).
+    AvxVnni,
+    /// AVX2 + FMA (exact `vpmaddwd` emulation of the u8×s8 dot product).
+    Avx2,
+    /// Scalar code, any CPU.
+    Portable,
+}
+
+impl Isa {
+    /// Every path, fastest first.
+    pub const ALL: [Isa; 4] = [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Portable];
+
+    /// The name reported by [`detected_isa`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::AvxVnni => "avx-vnni",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && (std::arch::is_x86_feature_detected!("avxvnni")
+                        || (std::arch::is_x86_feature_detected!("avx512f")
+                            && std::arch::is_x86_feature_detected!("avx512vl")
+                            && std::arch::is_x86_feature_detected!("avx512vnni")))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every path this CPU can run, fastest first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    /// The fastest path this CPU can run (detected once).
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            Isa::ALL
+                .into_iter()
+                .find(|i| i.is_available())
+                .unwrap_or(Isa::Portable)
+        })
+    }
+
+    fn check_available(self) -> Result<()> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(Error::InvalidParameter(format!(
+                "ISA path '{}' is not supported by this CPU",
+                self.name()
+            )))
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The ISA path the fast kernels use on this CPU: `"avx512-vnni"`, `"avx-vnni"`, `"avx2"` or
+/// `"portable"`.
+pub fn detected_isa() -> &'static str {
+    Isa::detect().name()
+}
+
+/// Runs `f(i)` for `i in 0..n`, in parallel according to `threads` (see
+/// [`FastConvOptions::threads`]).
+fn par_for(threads: Option<usize>, n: usize, f: impl Fn(usize) + Sync + Send) {
+    match threads {
+        _ if n <= 1 => (0..n).for_each(f),
+        Some(1) => (0..n).for_each(f),
+        None => (0..n).into_par_iter().for_each(f),
+        Some(t) => pool(t).install(|| (0..n).into_par_iter().for_each(f)),
+    }
+}
+
+/// The number of threads `threads` stands for.
+fn thread_count(threads: Option<usize>) -> usize {
+    match threads {
+        Some(t) => t.max(1),
+        None => rayon::current_num_threads(),
+    }
+}
+
+/// A cached local rayon pool of `t` threads.
+fn pool(t: usize) -> Arc<rayon::ThreadPool> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(t)
+        .or_insert_with(|| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .thread_name(|i| format!("squint-conv-{i}"))
+                    .build()
+                    .expect("building a rayon thread pool"),
+            )
+        })
+        .clone()
+}
+
+/// A raw pointer that may cross threads. Every use writes a region no other task touches (the
+/// callers document why).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: the pointer is only dereferenced on disjoint regions by the tasks of one parallel
+// loop, while the owning buffer outlives the loop.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The mutable slice `[off, off + len)` of the buffer.
+    ///
+    /// # Safety
+    /// The range must lie inside the buffer, and no other live reference may overlap it.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, off: usize, len: usize) -> &mut [T] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), len) }
+    }
+}
+
+/// How the weights are laid out for the kernels.
+enum Kind {
+    /// `Cin/groups == 1`: direct per-channel kernel; `(w − ζ)` per (output channel, tap),
+    /// wrapping int32.
+    Depthwise {
+        /// `[c_out][kh*kw]`.
+        wprime: Vec<i32>,
+        /// For the AVX512-VNNI kernel (stride 1, every `w − ζ` a valid i8): per output channel,
+        /// `⌈KH/4⌉·KW` lanes of four `w − ζ` bytes down a kernel column (0 past the kernel).
+        vnni: Option<Vec<i32>>,
+    },
+    /// The blocked GEMM.
+    Gemm(int8::Panels),
+}
+
+/// Prepacked int8 conv weights for one layer: packed once (at convert time) and reused for
+/// every call. Holds the layer's epilogue too.
+pub struct PackedConv2d {
+    w_dims: [usize; 4],
+    params: ConvParams,
+    isa: Isa,
+    epi: Epilogue,
+    w_qp: WeightQParams,
+    /// The stored weights (OIHW), for the fallback paths.
+    weights: Vec<i8>,
+    /// `Σ_k |w − ζ|` per output channel (the overflow bound of [`Epilogue::check_accumulator`]).
+    sum_abs: Vec<i128>,
+    /// `Σ_k w` per output channel, wrapped to int32.
+    wsum: Vec<i32>,
+    /// `ζ` per output channel.
+    wzp: Vec<i32>,
+    /// Whether some `ζ ≠ 0`.
+    any_wzp: bool,
+    kind: Kind,
+}
+
+impl std::fmt::Debug for PackedConv2d {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConv2d")
+            .field("w_dims", &self.w_dims)
+            .field("params", &self.params)
+            .field("isa", &self.isa)
+            .field("formula", &self.epi.formula)
+            .field(
+                "kind",
+                &match self.kind {
+                    Kind::Depthwise { .. } => "depthwise",
+                    Kind::Gemm(_) => "gemm",
+                },
+            )
+            .finish()
+    }
+}
+
+impl PackedConv2d {
+    /// Packs the qint8 weights `w` (OIHW, `w_dims`) of a conv with hyperparameters `params` and
+    /// requantization epilogue `epi`, for the fastest ISA path of this CPU.
+    pub fn new(
+        w: &[i8],
+        w_dims: [usize; 4],
+        w_qp: &WeightQParams,
+        epi: &Epilogue,
+        params: ConvParams,
+    ) -> Result<Self> {
+        Self::with_isa(w, w_dims, w_qp, epi, params, Isa::detect())
+    }
+
+    /// Like [`Self::new`], for a given ISA path (errors if this CPU cannot run it). Meant for
+    /// tests and benchmarks.
+    pub fn with_isa(
+        w: &[i8],
+        w_dims: [usize; 4],
+        w_qp: &WeightQParams,
+        epi: &Epilogue,
+        params: ConvParams,
+        isa: Isa,
+    ) -> Result<Self> {
+        isa.check_available()?;
+        let [c_out, cig, kh, kw] = w_dims;
+        if w_dims.contains(&0) {
+            return Err(Error::Shape(format!(
+                "weight shape {w_dims:?} has a zero-sized dimension"
+            )));
+        }
+        // A 1-pixel input with enough padding validates params and the weight shape.
+        let probe = [1, cig * params.groups, kh, kw];
+        let mut p = params;
+        p.padding = [
+            params.padding[0].max(params.dilation[0] * kh),
+            params.padding[1].max(params.dilation[1] * kw),
+        ];
+        let s = ConvShape::new(probe, w_dims, p)?;
+        if w.len() != s.weight_len() {
+            return Err(Error::Shape(format!(
+                "weight has {} elements, its shape {w_dims:?} needs {}",
+                w.len(),
+                s.weight_len()
+            )));
+        }
+        w_qp.check_channels(c_out)?;
+        if epi.channels.len() != c_out {
+            return Err(Error::Shape(format!(
+                "epilogue has {} channels, the conv has {c_out} output channels",
+                epi.channels.len()
+            )));
+        }
+        let k = s.k();
+        let wzp: Vec<i32> = (0..c_out).map(|o| w_qp.zero_point(o)).collect();
+        let mut sum_abs = Vec::with_capacity(c_out);
+        let mut wsum = Vec::with_capacity(c_out);
+        for (o, row) in w.chunks_exact(k).enumerate() {
+            let z = wzp[o] as i128;
+            sum_abs.push(row.iter().map(|&v| (v as i128 - z).abs()).sum());
+            wsum.push(row.iter().map(|&v| v as i64).sum::<i64>() as i32);
+        }
+        let any_wzp = wzp.iter().any(|&z| z != 0);
+        let kind = if cig == 1 {
+            let taps = kh * kw;
+            let mut wprime = Vec::with_capacity(c_out * taps);
+            for (o, row) in w.chunks_exact(taps).enumerate() {
+                wprime.extend(row.iter().map(|&v| (v as i32).wrapping_sub(wzp[o])));
+            }
+            let vnni = (isa == Isa::Avx512Vnni
+                && params.stride == [1, 1]
+                && wprime.iter().all(|&v| i8::try_from(v).is_ok()))
+            .then(|| depthwise::pack_vnni(&wprime, c_out, kh, kw));
+            Kind::Depthwise { wprime, vnni }
+        } else {
+            Kind::Gemm(int8::Panels::pack(w, &s, isa, any_wzp))
+        };
+        Ok(PackedConv2d {
+            w_dims,
+            params,
+            isa,
+            epi: epi.clone(),
+            w_qp: w_qp.clone(),
+            weights: w.to_vec(),
+            sum_abs,
+            wsum,
+            wzp,
+            any_wzp,
+            kind,
+        })
+    }
+
+    /// The ISA path this packing runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The weight shape `[O, I, KH, KW]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.w_dims
+    }
+
+    /// The conv hyperparameters.
+    pub fn params(&self) -> ConvParams {
+        self.params
+    }
+
+    /// The requantization epilogue.
+    pub fn epilogue(&self) -> &Epilogue {
+        &self.epi
+    }
+
+    fn shape(&self, x: &[u8], x_dims: [usize; 4]) -> Result<ConvShape> {
+        let s = ConvShape::new(x_dims, self.w_dims, self.params)?;
+        if x.len() != s.input_len() {
+            return Err(Error::Shape(format!(
+                "input has {} elements, the conv shape needs {}",
+                x.len(),
+                s.input_len()
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Whether the input zero point lies in its dtype's range (the fast paths need it; other
+    /// inputs go to the reference).
+    fn zp_in_range(x_qp: &QParams) -> bool {
+        x_qp.dtype.full_range().contains(x_qp.zero_point)
+    }
+
+    /// `max |x − x_zp|` over the input dtype's range.
+    fn max_dx(x_qp: &QParams) -> i128 {
+        let r = x_qp.dtype.full_range();
+        let zp = x_qp.zero_point as i128;
+        (zp - r.min as i128).abs().max((r.max as i128 - zp).abs())
+    }
+
+    /// [`Epilogue::check_accumulator`] from the precomputed `Σ|w − ζ|` (same bound, same error).
+    fn check_accumulator(&self, x_qp: &QParams, k: usize) -> Result<()> {
+        let max_dx = Self::max_dx(x_qp);
+        let limit = i32::MAX as i128;
+        for (c, &sum_abs) in self.epi.channels.iter().zip(&self.sum_abs) {
+            let bound = (max_dx * sum_abs + (c.bias_i32 as i128).abs()) << c.fp_left_shift;
+            if bound > limit {
+                return Err(Error::AccumulatorOverflow {
+                    layer: None,
+                    bound,
+                    limit,
+                    k,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The quantized conv: same contract as [`crate::cpu::reference::conv2d_quantized`] (input
+    /// stored bytes `x` of shape `x_dims` with qparams `x_qp`; output stored bytes in
+    /// `epi.out.dtype`, NCHW), including the accumulator-overflow check. Bit-exact with it.
+    pub fn run(
+        &self,
+        x: &[u8],
+        x_dims: [usize; 4],
+        x_qp: &QParams,
+        opts: &FastConvOptions,
+    ) -> Result<Vec<u8>> {
+        let s = self.shape(x, x_dims)?;
+        if !Self::zp_in_range(x_qp) {
+            return crate::cpu::reference::conv2d_quantized(
+                x,
+                x_qp,
+                &self.weights,
+                &self.w_qp,
+                &self.epi,
+                &s,
+            );
+        }
+        self.check_accumulator(x_qp, s.k())?;
+        let mut out = vec![0u8; s.output_len()];
+        self.dispatch(x, x_qp, &s, opts, Sink::Bytes(&mut out));
+        Ok(out)
+    }
+
+    /// The exact int32 accumulators only (no epilogue), NCHW: same contract and result as
+    /// [`crate::cpu::reference::conv2d_acc`] (an error when an accumulator leaves int32). When
+    /// the worst case could overflow, this defers to the reference.
+    pub fn run_acc(
+        &self,
+        x: &[u8],
+        x_dims: [usize; 4],
+        x_qp: &QParams,
+        opts: &FastConvOptions,
+    ) -> Result<Vec<i32>> {
+        let s = self.shape(x, x_dims)?;
+        let worst = self.sum_abs.iter().copied().max().unwrap_or(0) * Self::max_dx(x_qp);
+        if !Self::zp_in_range(x_qp) || worst > i32::MAX as i128 {
+            return crate::cpu::reference::conv2d_acc(x, x_qp, &self.weights, &self.w_qp, &s);
+        }
+        let mut out = vec![0i32; s.output_len()];
+        self.dispatch(x, x_qp, &s, opts, Sink::Acc(&mut out));
+        Ok(out)
+    }
+
+    fn dispatch(&self, x: &[u8], x_qp: &QParams, s: &ConvShape, opts: &FastConvOptions, out: Sink) {
+        match &self.kind {
+            Kind::Depthwise { wprime, vnni } => {
+                depthwise::run_int8(self, wprime, vnni.as_deref(), x, x_qp, s, opts, out)
+            }
+            Kind::Gemm(p) => int8::run(self, p, x, x_qp, s, opts, out),
+        }
+    }
+}
+
+/// Where results go: requantized bytes, or raw accumulators.
+enum Sink<'a> {
+    /// Stored output bytes (epilogue applied).
+    Bytes(&'a mut [u8]),
+    /// Raw int32 accumulators.
+    Acc(&'a mut [i32]),
+}
+
+/// The shareable form of a [`Sink`] for parallel tasks.
+#[derive(Clone, Copy)]
+enum SinkPtr {
+    Bytes(SendPtr<u8>),
+    Acc(SendPtr<i32>),
+}
+
+impl Sink<'_> {
+    fn ptr(self) -> SinkPtr {
+        match self {
+            Sink::Bytes(b) => SinkPtr::Bytes(SendPtr(b.as_mut_ptr())),
+            Sink::Acc(a) => SinkPtr::Acc(SendPtr(a.as_mut_ptr())),
+        }
+    }
+}
+
+impl SinkPtr {
+    /// Writes the exact accumulators `acc` of output channel `o` to the flat output positions
+    /// `[off, off + acc.len())` (requantized for a byte sink).
+    ///
+    /// # Safety
+    /// The range must lie in the output buffer and be written by no other task.
+    #[inline]
+    unsafe fn write(self, isa: Isa, epi: &Epilogue, o: usize, acc: &[i32], off: usize) {
+        match self {
+            SinkPtr::Bytes(p) => {
+                // SAFETY: guaranteed by the caller.
+                let out = unsafe { p.slice(off, acc.len()) };
+                requant_row(isa, epi, o, acc, out);
+            }
+            SinkPtr::Acc(p) => {
+                // SAFETY: guaranteed by the caller.
+                unsafe { p.slice(off, acc.len()) }.copy_from_slice(acc);
+            }
+        }
+    }
+
+    /// Writes the valid runs `segs` (tile position, output offset from `base`, length) of one
+    /// tile row `row` (≤ 64 exact accumulators of output channel `o`). The whole row is
+    /// requantized at once, then copied run by run.
+    ///
+    /// # Safety
+    /// Every run must lie in the output buffer and be written by no other task.
+    #[inline]
+    unsafe fn write_segments(
+        self,
+        isa: Isa,
+        epi: &Epilogue,
+        o: usize,
+        row: &[i32],
+        segs: &[(usize, usize, usize)],
+        base: usize,
+    ) {
+        match self {
+            SinkPtr::Bytes(p) => {
+                let mut bytes = [0u8; 64];
+                let n = row.len().min(64);
+                requant_row(isa, epi, o, &row[..n], &mut bytes[..n]);
+                for &(at, off, len) in segs {
+                    // SAFETY: guaranteed by the caller.
+                    unsafe { p.slice(base + off, len) }.copy_from_slice(&bytes[at..at + len]);
+                }
+            }
+            SinkPtr::Acc(p) => {
+                for &(at, off, len) in segs {
+                    // SAFETY: guaranteed by the caller.
+                    unsafe { p.slice(base + off, len) }.copy_from_slice(&row[at..at + len]);
+                }
+            }
+        }
+    }
+}
+
+/// A per-thread scratch buffer, reused across calls (large allocations would otherwise be
+/// fresh, page-faulting memory on every call). Re-entrant calls on the same thread (a rayon
+/// worker stealing another conv) get a fresh buffer.
+fn with_scratch<T: Copy + Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, T::default());
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
+}
+
+thread_local! {
+    static SCRATCH_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Requantizes the accumulators `acc` of output channel `o` into stored bytes, exactly as
+/// `epi.out.dtype.int_to_byte(epi.apply(a, o))`.
+fn requant_row(isa: Isa, epi: &Epilogue, o: usize, acc: &[i32], out: &mut [u8]) {
+    debug_assert_eq!(acc.len(), out.len());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` was checked available when the conv was packed.
+        Isa::Avx512Vnni => unsafe { x86::requant_row_avx512(epi, o, acc, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above (both paths include AVX2).
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::requant_row_avx2(epi, o, acc, out) },
+        _ => portable::requant_row(epi, o, acc, out),
+    }
+}
+
+/// The fast quantized conv with the same contract as
+/// [`crate::cpu::reference::conv2d_quantized`], bit-exact with it. Packs the weights on every
+/// call: layers run repeatedly should use a [`PackedConv2d`].
+pub fn conv2d_quantized(
+    x: &[u8],
+    x_qp: &QParams,
+    w: &[i8],
+    w_qp: &WeightQParams,
+    epi: &Epilogue,
+    s: &ConvShape,
+    opts: &FastConvOptions,
+) -> Result<Vec<u8>> {
+    if w.len() != s.weight_len() {
+        return Err(Error::Shape(format!(
+            "weight has {} elements, the conv shape needs {}",
+            w.len(),
+            s.weight_len()
+        )));
+    }
+    // Same check, same order of errors as the reference.
+    epi.check_accumulator(
+        w,
+        w_qp,
+        x_qp.dtype.full_range(),
+        x_qp.zero_point,
+        s.k(),
+        None,
+    )?;
+    PackedConv2d::new(w, s.weight_dims(), w_qp, epi, s.params)?.run(x, s.input_dims(), x_qp, opts)
+}
+
+/// Fast float conv2d (cross-correlation, zero padding; NCHW/OIHW like the reference): implicit
+/// im2col, blocked f32 GEMM with FMA, multithreaded. Used for calibration and as the float
+/// baseline. The summation order is documented in the [module docs](self); results may differ
+/// from the f64 [`crate::cpu::reference::conv2d_f32`] in the last bits, but are identical on
+/// every ISA path and thread count.
+pub fn conv2d_f32(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    opts: &FastConvOptions,
+) -> Result<Vec<f32>> {
+    conv2d_f32_with_isa(x, w, bias, s, opts, Isa::detect())
+}

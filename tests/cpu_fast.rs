@@ -1,0 +1,588 @@
+//! The fast CPU conv against the reference: a seeded randomized sweep, byte for byte, on every
+//! ISA path this machine can run; plus error cases and the float conv.
+
+use squint::cpu::fast::{self, FastConvOptions, Isa, PackedConv2d};
+use squint::cpu::reference;
+use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
+use squint::shape::{ConvParams, ConvShape};
+use squint::Error;
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn usize(&mut self, lo: usize, hi: usize) -> usize {
+        self.range(lo as i64, hi as i64) as usize
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn coin(&mut self, p: f32) -> bool {
+        self.unit() < p
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.usize(0, v.len() - 1)]
+    }
+}
+
+/// One random quantized conv problem.
+struct Case {
+    s: ConvShape,
+    x: Vec<u8>,
+    x_qp: QParams,
+    w: Vec<i8>,
+    w_qp: WeightQParams,
+    epi: Epilogue,
+    desc: String,
+}
+
+/// One of `fixed` (extremes) or a uniform value in `lo..=hi`.
+fn pick_or_random(rng: &mut Rng, fixed: &[i32], lo: i64, hi: i64) -> i32 {
+    let r = rng.range(lo, hi) as i32;
+    if rng.coin(0.5) {
+        rng.pick(fixed)
+    } else {
+        r
+    }
+}
+
+fn random_shape(rng: &mut Rng) -> ConvShape {
+    loop {
+        let kh = rng.usize(1, 7);
+        let kw = if rng.coin(0.7) { kh } else { rng.usize(1, 7) };
+        let stride = [rng.usize(1, 3), rng.usize(1, 3)];
+        let stride = if rng.coin(0.5) { [1, 1] } else { stride };
+        let padding = [rng.usize(0, 3), rng.usize(0, 3)];
+        let dilation = if rng.coin(0.6) {
+            [1, 1]
+        } else {
+            [rng.usize(1, 3), rng.usize(1, 3)]
+        };
+        let (c_in, c_out, groups) = match rng.usize(0, 3) {
+            0 | 1 => (rng.usize(1, 13), rng.usize(1, 15), 1),
+            2 => {
+                let g = rng.usize(2, 4);
+                (g * rng.usize(1, 5), g * rng.usize(1, 7), g)
+            }
+            _ => {
+                let c = rng.usize(1, 12);
+                (c, c * rng.pick(&[1, 1, 2, 3]), c)
+            }
+        };
+        let n = rng.usize(1, 3);
+        let h = rng.usize(1, 19);
+        let w = rng.usize(1, 23);
+        let params = ConvParams {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        if let Ok(s) = ConvShape::new([n, c_in, h, w], [c_out, c_in / groups, kh, kw], params) {
+            return s;
+        }
+    }
+}
+
+fn random_case(rng: &mut Rng) -> Case {
+    let s = random_shape(rng);
+    let x_dtype = if rng.coin(0.5) {
+        QDtype::QUInt8
+    } else {
+        QDtype::QInt8
+    };
+    let x_zp = match x_dtype {
+        QDtype::QUInt8 => pick_or_random(rng, &[0, 255, 128], 0, 255),
+        QDtype::QInt8 => pick_or_random(rng, &[-128, 127, 0], -128, 127),
+    };
+    let x_qp = QParams {
+        scale: 0.01 + rng.unit() * 0.1,
+        zero_point: x_zp,
+        dtype: x_dtype,
+    };
+    // Inputs: full range, or clustered around the zero point.
+    let full = rng.coin(0.5);
+    let x: Vec<u8> = (0..s.input_len())
+        .map(|_| {
+            let v = if full {
+                rng.range(-128, 255)
+            } else {
+                x_zp as i64 + rng.range(-20, 20)
+            };
+            let r = x_dtype.full_range();
+            x_dtype.int_to_byte((v as i32).clamp(r.min, r.max))
+        })
+        .collect();
+    let scheme = rng.pick(&[
+        QScheme::PerTensorSymmetric,
+        QScheme::PerTensorAffine,
+        QScheme::PerChannelSymmetric,
+        QScheme::PerChannelAffine,
+    ]);
+    let nq = if scheme.is_per_channel() { s.c_out } else { 1 };
+    let zps: Vec<i32> = (0..nq)
+        .map(|_| {
+            if scheme.is_symmetric() {
+                0
+            } else {
+                pick_or_random(rng, &[-128, 127, 0], -128, 127)
+            }
+        })
+        .collect();
+    let scales: Vec<f32> = (0..nq).map(|_| 0.001 + rng.unit() * 0.02).collect();
+    let w_qp = WeightQParams {
+        scheme,
+        scales,
+        zero_points: zps,
+    };
+    let wide = rng.coin(0.5);
+    let w: Vec<i8> = (0..s.weight_len())
+        .map(|_| {
+            if wide {
+                rng.range(-128, 127) as i8
+            } else {
+                rng.range(-30, 30) as i8
+            }
+        })
+        .collect();
+    let formula = rng.pick(&RequantFormula::ALL);
+    let out_dtype = if rng.coin(0.5) {
+        QDtype::QUInt8
+    } else {
+        QDtype::QInt8
+    };
+    let out_zp = match out_dtype {
+        QDtype::QUInt8 => pick_or_random(rng, &[0, 255], 0, 255),
+        QDtype::QInt8 => pick_or_random(rng, &[-128, 127], -128, 127),
+    };
+    // Output scale: about the accumulator's spread, so that outputs are not all clamped.
+    let spread =
+        (s.k() as f32).sqrt() * if full { 60.0 } else { 12.0 } * if wide { 70.0 } else { 17.0 };
+    let sw0 = w_qp.scale(0);
+    let out_scale = x_qp.scale * sw0 * spread / (20.0 + rng.unit() * 100.0);
+    let out = QParams {
+        scale: out_scale,
+        zero_point: out_zp,
+        dtype: out_dtype,
+    };
+    let bias: Option<Vec<f32>> = rng.coin(0.6).then(|| {
+        (0..s.c_out)
+            .map(|_| (rng.unit() - 0.5) * 2.0 * out_scale * 100.0)
+            .collect()
+    });
+    let relu = rng.coin(0.4);
+    let epi = Epilogue::new(
+        formula,
+        x_qp.scale,
+        &w_qp,
+        bias.as_deref(),
+        out,
+        relu,
+        s.c_out,
+    )
+    .expect("epilogue");
+    let desc = format!(
+        "x {:?} w {:?} {:?} | x {x_dtype} zp {x_zp} | w {scheme:?} zp {:?} | {formula} out {out_dtype} zp {out_zp} relu {relu} bias {}",
+        s.input_dims(),
+        s.weight_dims(),
+        s.params,
+        w_qp.zero_points,
+        bias.is_some()
+    );
+    Case {
+        s,
+        x,
+        x_qp,
+        w,
+        w_qp,
+        epi,
+        desc,
+    }
+}
+
+fn same<T: PartialEq + std::fmt::Debug>(
+    a: &squint::Result<Vec<T>>,
+    b: &squint::Result<Vec<T>>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
+
+fn first_diff<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("first difference at {i}: {:?} vs {:?}", a[i], b[i]),
+        None => format!("lengths {} vs {}", a.len(), b.len()),
+    }
+}
+
+#[test]
+fn isa_detection_is_consistent() {
+    let avail = Isa::available();
+    assert!(avail.contains(&Isa::Portable));
+    assert_eq!(avail[0].name(), fast::detected_isa());
+    assert_eq!(Isa::detect(), avail[0]);
+    eprintln!("ISA paths available: {avail:?}");
+}
+
+#[test]
+fn randomized_sweep_matches_reference_on_every_isa() {
+    // `SQUINT_FAST_SEED=n` explores other cases.
+    let seed = std::env::var("SQUINT_FAST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_c0de_2024);
+    let mut rng = Rng(seed);
+    let isas = Isa::available();
+    let threads = [Some(1), Some(2), None];
+    let mut checked = 0;
+    // `SQUINT_FAST_CASES=n` runs a longer sweep.
+    let cases = std::env::var("SQUINT_FAST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(220);
+    for case_no in 0..cases {
+        let c = random_case(&mut rng);
+        let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &c.s);
+        let want_acc = reference::conv2d_acc(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.s);
+        for (i, &isa) in isas.iter().enumerate() {
+            let opts = FastConvOptions {
+                threads: threads[(case_no + i) % threads.len()],
+            };
+            let p =
+                PackedConv2d::with_isa(&c.w, c.s.weight_dims(), &c.w_qp, &c.epi, c.s.params, isa)
+                    .expect("pack");
+            let got = p.run(&c.x, c.s.input_dims(), &c.x_qp, &opts);
+            if !same(&got, &want) {
+                let detail = match (&got, &want) {
+                    (Ok(g), Ok(w)) => first_diff(g, w),
+                    _ => format!("{got:?} vs {want:?}"),
+                };
+                panic!("case {case_no} on {isa} ({opts:?}): {}\n{detail}", c.desc);
+            }
+            let got_acc = p.run_acc(&c.x, c.s.input_dims(), &c.x_qp, &opts);
+            if !same(&got_acc, &want_acc) {
+                let detail = match (&got_acc, &want_acc) {
+                    (Ok(g), Ok(w)) => first_diff(g, w),
+                    _ => format!("{:?} vs {:?}", got_acc.is_ok(), want_acc.is_ok()),
+                };
+                panic!("case {case_no} acc on {isa}: {}\n{detail}", c.desc);
+            }
+            checked += 1;
+        }
+        if case_no % 7 == 0 {
+            let got = fast::conv2d_quantized(
+                &c.x,
+                &c.x_qp,
+                &c.w,
+                &c.w_qp,
+                &c.epi,
+                &c.s,
+                &FastConvOptions::default(),
+            );
+            assert!(
+                same(&got, &want),
+                "case {case_no} (conv2d_quantized): {}",
+                c.desc
+            );
+        }
+    }
+    eprintln!("{checked} (case, ISA) pairs bit-exact on {isas:?}");
+}
+
+/// The four target shapes, shrunk spatially, on every path (exercises the real tile sizes).
+#[test]
+fn target_like_shapes_match_reference() {
+    let mut rng = Rng(77);
+    let shapes = [
+        ([1, 132, 12, 12], [121, 132, 3, 3], ConvParams::default()),
+        (
+            [1, 64, 14, 15],
+            [64, 64, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            [1, 256, 7, 7],
+            [256, 256, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            [1, 128, 9, 70],
+            [128, 1, 3, 3],
+            ConvParams::default().padding(1).groups(128),
+        ),
+        (
+            [2, 32, 17, 17],
+            [48, 32, 3, 3],
+            ConvParams::default().stride(2).padding(1),
+        ),
+        ([1, 40, 9, 9], [24, 40, 1, 1], ConvParams::default()),
+    ];
+    for (xd, wd, params) in shapes {
+        let s = ConvShape::new(xd, wd, params).unwrap();
+        for (x_dtype, x_zp, w_zp) in [(QDtype::QUInt8, 3, 0), (QDtype::QInt8, -5, 7)] {
+            let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+            let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8).collect();
+            let x_qp = QParams::new(0.05, x_zp, x_dtype).unwrap();
+            let w_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.01, w_zp);
+            let out = QParams::new(0.05 * 0.01 * 2000.0, 10, QDtype::QUInt8).unwrap();
+            for formula in RequantFormula::ALL {
+                let epi = Epilogue::new(formula, 0.05, &w_qp, None, out, false, s.c_out).unwrap();
+                let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
+                for isa in Isa::available() {
+                    let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, isa).unwrap();
+                    for threads in [Some(1), Some(2)] {
+                        let got = p.run(&x, xd, &x_qp, &FastConvOptions { threads }).unwrap();
+                        assert!(
+                            got == want,
+                            "{xd:?} {wd:?} {formula} {isa}: {}",
+                            first_diff(&got, &want)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A subnormal output scale makes `1/sy` infinite: the epilogue then meets inf and NaN
+/// (`0 · inf`); every path must clamp and round them as the scalar code does.
+#[test]
+fn non_finite_requant_intermediates_match() {
+    let s = ConvShape::new([1, 5, 6, 6], [7, 5, 3, 3], ConvParams::default().padding(1)).unwrap();
+    let mut rng = Rng(3);
+    let x: Vec<u8> = (0..s.input_len())
+        .map(|_| (rng.next() % 3) as u8 + 9)
+        .collect();
+    let w: Vec<i8> = (0..s.weight_len())
+        .map(|_| (rng.next() % 3) as i8 - 1)
+        .collect();
+    let x_qp = QParams::new(0.1, 10, QDtype::QUInt8).unwrap();
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.1, 0);
+    let out = QParams {
+        scale: 1.0e-44,
+        zero_point: 3,
+        dtype: QDtype::QInt8,
+    };
+    for formula in [
+        RequantFormula::Qnnpack,
+        RequantFormula::Fbgemm,
+        RequantFormula::Onednn,
+    ] {
+        let epi = Epilogue::new(formula, 0.1, &w_qp, None, out, false, s.c_out).unwrap();
+        let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
+        for isa in Isa::available() {
+            let p =
+                PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+            let got = p
+                .run(&x, s.input_dims(), &x_qp, &FastConvOptions::default())
+                .unwrap();
+            assert_eq!(got, want, "{formula} on {isa}");
+        }
+    }
+}
+
+fn simple_epi(s: &ConvShape, w_qp: &WeightQParams) -> Epilogue {
+    let out = QParams::new(1.0, 0, QDtype::QUInt8).unwrap();
+    Epilogue::new(RequantFormula::Fbgemm, 0.1, w_qp, None, out, false, s.c_out).unwrap()
+}
+
+#[test]
+fn wrong_input_length_is_an_error() {
+    let s = ConvShape::new([1, 4, 5, 5], [3, 4, 3, 3], ConvParams::default()).unwrap();
+    let w = vec![1i8; s.weight_len()];
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.1, 0);
+    let epi = simple_epi(&s, &w_qp);
+    let x_qp = QParams::new(0.1, 0, QDtype::QUInt8).unwrap();
+    let x = vec![0u8; s.input_len() - 1];
+    let opts = FastConvOptions::default();
+    for isa in Isa::available() {
+        let p = PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+        assert!(matches!(
+            p.run(&x, s.input_dims(), &x_qp, &opts),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            p.run_acc(&x, s.input_dims(), &x_qp, &opts),
+            Err(Error::Shape(_))
+        ));
+        // Input channels that do not match the weight.
+        let bad = [1, 5, 5, 5];
+        assert!(p.run(&[0u8; 125], bad, &x_qp, &opts).is_err());
+    }
+    assert!(fast::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s, &opts).is_err());
+    // Wrong weight length, wrong epilogue size.
+    assert!(PackedConv2d::new(&w[1..], s.weight_dims(), &w_qp, &epi, s.params).is_err());
+    let epi2 = Epilogue {
+        channels: epi.channels[..2].to_vec(),
+        ..epi.clone()
+    };
+    assert!(PackedConv2d::new(&w, s.weight_dims(), &w_qp, &epi2, s.params).is_err());
+    // Float conv length checks.
+    let xf = vec![0f32; s.input_len() - 1];
+    let wf = vec![0f32; s.weight_len()];
+    assert!(fast::conv2d_f32(&xf, &wf, None, &s, &opts).is_err());
+}
+
+#[test]
+fn accumulator_overflow_risk_is_an_error() {
+    // K = 1024·6·6 = 36864 taps of |w − ζ| = 255 with |x − x_zp| up to 255: 2.4e9 > i32::MAX.
+    let s = ConvShape::new([1, 1024, 6, 6], [2, 1024, 6, 6], ConvParams::default()).unwrap();
+    let w = vec![-128i8; s.weight_len()];
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.01, 127);
+    let epi = simple_epi(&s, &w_qp);
+    let x_qp = QParams::new(0.1, 0, QDtype::QUInt8).unwrap();
+    let full = vec![255u8; s.input_len()];
+    let small = vec![3u8; s.input_len()];
+    let opts = FastConvOptions::default();
+    let want = epi
+        .check_accumulator(&w, &w_qp, x_qp.dtype.full_range(), 0, s.k(), None)
+        .unwrap_err()
+        .to_string();
+    for isa in Isa::available() {
+        let p = PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+        let e = p.run(&small, s.input_dims(), &x_qp, &opts).unwrap_err();
+        assert!(matches!(e, Error::AccumulatorOverflow { .. }), "{e}");
+        assert_eq!(e.to_string(), want);
+        // run_acc: the real accumulators overflow only for the full input.
+        assert!(matches!(
+            p.run_acc(&full, s.input_dims(), &x_qp, &opts),
+            Err(Error::AccumulatorOverflow { .. })
+        ));
+        let acc = p.run_acc(&small, s.input_dims(), &x_qp, &opts).unwrap();
+        assert_eq!(
+            acc,
+            reference::conv2d_acc(&small, &x_qp, &w, &w_qp, &s).unwrap()
+        );
+    }
+    let e = fast::conv2d_quantized(&small, &x_qp, &w, &w_qp, &epi, &s, &opts).unwrap_err();
+    assert!(matches!(e, Error::AccumulatorOverflow { .. }));
+}
+
+#[test]
+fn out_of_range_input_zero_point_matches_reference() {
+    let s = ConvShape::new([1, 3, 5, 5], [2, 3, 3, 3], ConvParams::default().padding(1)).unwrap();
+    let w: Vec<i8> = (0..s.weight_len()).map(|i| (i % 7) as i8 - 3).collect();
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.1, 0);
+    let epi = simple_epi(&s, &w_qp);
+    let x: Vec<u8> = (0..s.input_len()).map(|i| (i * 37) as u8).collect();
+    let x_qp = QParams {
+        scale: 0.1,
+        zero_point: 300,
+        dtype: QDtype::QUInt8,
+    };
+    let p = PackedConv2d::new(&w, s.weight_dims(), &w_qp, &epi, s.params).unwrap();
+    let opts = FastConvOptions::default();
+    assert!(same(
+        &p.run(&x, s.input_dims(), &x_qp, &opts),
+        &reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s)
+    ));
+    assert!(same(
+        &p.run_acc(&x, s.input_dims(), &x_qp, &opts),
+        &reference::conv2d_acc(&x, &x_qp, &w, &w_qp, &s)
+    ));
+}
+
+#[test]
+fn float_conv_matches_reference_and_is_identical_across_isas() {
+    let mut rng = Rng(0xf10a7);
+    for case_no in 0..80 {
+        let s = random_shape(&mut rng);
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let bias: Option<Vec<f32>> = rng
+            .coin(0.5)
+            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let want = reference::conv2d_f32(&x, &w, bias.as_deref(), &s).unwrap();
+        let mut first: Option<Vec<f32>> = None;
+        for (i, isa) in Isa::available().into_iter().enumerate() {
+            let opts = FastConvOptions {
+                threads: [Some(1), Some(2), None][(case_no + i) % 3],
+            };
+            let got = fast::conv2d_f32_with_isa(&x, &w, bias.as_deref(), &s, &opts, isa).unwrap();
+            // |error| <= K · 2^-23 · Σ|x·w| + |bias|·2^-24; |x|, |w| <= 1.
+            let tol = s.k() as f32 * 1.2e-7 * (s.k() as f32 * 0.5 + 1.0) + 1e-6;
+            for (j, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - r).abs() <= tol,
+                    "case {case_no} {isa} at {j}: {g} vs {r} ({:?})",
+                    s
+                );
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "case {case_no}: {isa} differs from the first path ({:?})",
+                    s
+                ),
+            }
+        }
+    }
+}
+
+/// Weight zero points far outside int8 (the reference accepts any int32): the depthwise path
+/// leaves its exact-f32 kernel for the int32 one, the GEMM's row-sum correction wraps.
+#[test]
+fn huge_weight_zero_points_match_reference() {
+    let mut rng = Rng(99);
+    let cases = [
+        (
+            [2, 6, 9, 11],
+            [6, 1, 3, 3],
+            ConvParams::default().padding(1).groups(6),
+        ),
+        (
+            [1, 4, 9, 11],
+            [8, 1, 3, 2],
+            ConvParams::default().stride(2).groups(4),
+        ),
+        ([1, 8, 7, 9], [5, 8, 3, 3], ConvParams::default().padding(2)),
+    ];
+    for (xd, wd, params) in cases {
+        let s = ConvShape::new(xd, wd, params).unwrap();
+        let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+        let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8).collect();
+        let x_qp = QParams::new(0.05, 17, QDtype::QUInt8).unwrap();
+        let w_qp = WeightQParams {
+            scheme: QScheme::PerChannelAffine,
+            scales: vec![0.01; s.c_out],
+            zero_points: (0..s.c_out).map(|o| 100_000 - 37_000 * o as i32).collect(),
+        };
+        let out = QParams::new(2000.0, 3, QDtype::QInt8).unwrap();
+        for formula in [RequantFormula::Fbgemm, RequantFormula::Qnnpack] {
+            let epi = Epilogue::new(formula, 0.05, &w_qp, None, out, false, s.c_out).unwrap();
+            let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s);
+            let want_acc = reference::conv2d_acc(&x, &x_qp, &w, &w_qp, &s);
+            assert!(
+                want.is_ok() && want_acc.is_ok(),
+                "{xd:?} {wd:?}: the case must not overflow"
+            );
+            for isa in Isa::available() {
+                let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, isa).unwrap();
+                let opts = FastConvOptions::default();
+                assert!(
+                    same(&p.run(&x, xd, &x_qp, &opts), &want),
+                    "{xd:?} {wd:?} {isa}"
+                );
+                assert!(
+                    same(&p.run_acc(&x, xd, &x_qp, &opts), &want_acc),
+                    "{xd:?} {isa}"
+                );
+            }
+        }
+    }
+}
