@@ -18,12 +18,16 @@
 //! * [`gpu`]: the wgpu backend (WGSL kernels in `shaders/`).
 //! * [`io`]: `.npy` and `.safetensors` files, golden cases.
 
+pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod observers;
+pub mod pipeline;
 pub mod quant;
+pub mod rng;
 pub mod shape;
+pub mod tensor;
 
 pub use error::{Error, Result};

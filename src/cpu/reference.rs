@@ -126,7 +126,7 @@ pub fn requantize(acc: &[i32], epi: &Epilogue, channels: usize, plane: usize) ->
             epi.channels.len()
         )));
     }
-    if plane == 0 || acc.len() % (channels * plane) != 0 {
+    if plane == 0 || !acc.len().is_multiple_of(channels * plane) {
         return Err(Error::Shape(format!(
             "{} accumulators do not form [N, {channels}, {plane}]",
             acc.len()
@@ -164,7 +164,7 @@ pub fn conv2d_quantized(
 /// bytes with the given qparams, exactly as `quantize_per_tensor` / `quantize_per_channel`.
 pub fn quantize_weight(w: &[f32], w_qp: &WeightQParams, out_channels: usize) -> Result<Vec<i8>> {
     w_qp.check_channels(out_channels)?;
-    if out_channels == 0 || w.len() % out_channels != 0 {
+    if out_channels == 0 || !w.len().is_multiple_of(out_channels) {
         return Err(Error::Shape(format!(
             "weight of {} values cannot have {out_channels} output channels",
             w.len()

@@ -413,7 +413,7 @@ pub fn weight_qparams(
     scheme: QScheme,
     dtype: QDtype,
 ) -> Result<WeightQParams> {
-    if out_channels == 0 || w.is_empty() || w.len() % out_channels != 0 {
+    if out_channels == 0 || w.is_empty() || !w.len().is_multiple_of(out_channels) {
         return Err(Error::Shape(format!(
             "weight with {} values cannot be split into {out_channels} output channels",
             w.len()

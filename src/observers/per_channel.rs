@@ -72,7 +72,7 @@ impl PerChannelMinMaxObserver {
     /// `channels`, or `channels` differs from an earlier call; [`Error::NonFinite`] for NaN/Inf.
     /// On error the state is unchanged.
     pub fn observe(&mut self, x: &[f32], channels: usize, name: &str) -> Result<()> {
-        if channels == 0 || x.is_empty() || x.len() % channels != 0 {
+        if channels == 0 || x.is_empty() || !x.len().is_multiple_of(channels) {
             return Err(Error::Shape(format!(
                 "observer '{}': tensor '{name}' with {} values cannot be split into {channels} \
                  channels",

@@ -1,0 +1,469 @@
+//! Subcommand implementations.
+
+use super::*;
+use crate::error::Result;
+use crate::gpu::{self, BackendChoice, DeviceOptions};
+use crate::io::npy;
+use crate::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
+use crate::pipeline::{
+    demo, diagnostics, plot, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
+};
+use crate::pipeline::{golden, Device};
+use crate::quant::QDtype;
+use crate::tensor::Tensor;
+use serde_json::json;
+use std::process::ExitCode;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Golden(a) => cmd_golden(a),
+        Command::Observe(a) => cmd_observe(a),
+        Command::Adapters(a) => cmd_adapters(a),
+        Command::Demo(a) => cmd_demo(a),
+        Command::Quantize(a) => cmd_quantize(a),
+        Command::Run(a) => cmd_run(a),
+        Command::Report(a) => cmd_report(a),
+        Command::Bench(a) => cmd_bench(a),
+    }
+}
+
+impl GpuArgs {
+    /// The library's device options.
+    pub fn options(&self) -> DeviceOptions {
+        DeviceOptions {
+            backend: self.backend.map(|b| match b {
+                BackendArg::Vulkan => BackendChoice::Vulkan,
+                BackendArg::Gl => BackendChoice::Gl,
+                BackendArg::Metal => BackendChoice::Metal,
+                BackendArg::Dx12 => BackendChoice::Dx12,
+            }),
+            adapter: self.adapter.clone(),
+        }
+    }
+}
+
+fn open_device(kind: DeviceKind, gpu: &GpuArgs) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::CpuReference),
+        DeviceKind::CpuFast => Ok(Device::Cpu),
+        DeviceKind::Gpu => Device::open_gpu(&gpu.options()),
+    }
+}
+
+fn cmd_golden(a: GoldenArgs) -> Result<ExitCode> {
+    let device = open_device(a.device, &a.gpu)?;
+    println!("device: {}", device.describe());
+    println!(
+        "{:<44} {:>10} {:>10} {:>8}",
+        "case", "compared", "mismatch", "max|Δ|"
+    );
+    let mut all_ok = true;
+    for dir in &a.dirs {
+        if !dir.is_dir() && dir.exists() {
+            // A shell glob such as ../shared/golden/* also matches the README.
+            println!("{:<44} skipped (not a directory)", dir.display());
+            continue;
+        }
+        match golden::run_dir(dir, &device) {
+            Ok(reports) => {
+                for r in reports {
+                    all_ok &= r.passed();
+                    println!(
+                        "{:<44} {:>10} {:>10} {:>8}  {}",
+                        r.name,
+                        r.compared(),
+                        r.mismatches(),
+                        r.max_abs_diff(),
+                        if r.passed() { "ok" } else { "MISMATCH" }
+                    );
+                    if a.verbose || !r.passed() {
+                        for c in &r.checks {
+                            println!(
+                                "    {:<60} {:>8} {:>8} {:>6}",
+                                c.what, c.compared, c.mismatches, c.max_abs_diff
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("{:<44} error: {e}", dir.display());
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn cmd_observe(a: ObserveArgs) -> Result<ExitCode> {
+    let dtype = match a.dtype {
+        DtypeArg::Quint8 => QDtype::QUInt8,
+        DtypeArg::Qint8 => QDtype::QInt8,
+    };
+    let mut batches = Vec::new();
+    for path in &a.batches {
+        let t = npy::read::<f32>(path)?;
+        let name = path.display().to_string();
+        if a.split_axis0 {
+            for (i, b) in t.split_axis0()?.into_iter().enumerate() {
+                batches.push((format!("{name}[{i}]"), b));
+            }
+        } else {
+            batches.push((name, t));
+        }
+    }
+    if a.observer == ObserverArg::PerChannelMinmax {
+        let mut obs = PerChannelMinMaxObserver::new(dtype, a.symmetric, a.reduce_range);
+        for (name, b) in &batches {
+            let channels = *b.dims.first().unwrap_or(&1);
+            obs.observe(&b.data, channels, name)?;
+        }
+        let qp = obs.qparams()?;
+        let (mins, maxs) = obs
+            .min_max()
+            .map(|(a, b)| (a.to_vec(), b.to_vec()))
+            .unwrap_or_default();
+        let out = json!({
+            "observer": "per-channel-minmax",
+            "dtype": dtype.name(),
+            "qscheme": qp.scheme.name(),
+            "batches": batches.len(),
+            "scale": qp.scales,
+            "zero_point": qp.zero_points,
+            "min": mins,
+            "max": maxs,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("JSON of plain values")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kind = match a.observer {
+        ObserverArg::Minmax => ObserverKind::MinMax,
+        ObserverArg::MovingAverage => ObserverKind::MovingAverageMinMax,
+        ObserverArg::Histogram => ObserverKind::Histogram,
+        ObserverArg::PerChannelMinmax => unreachable!("handled above"),
+    };
+    let cfg = ObserverConfig::new(kind, dtype)
+        .symmetric(a.symmetric)
+        .reduce_range(a.reduce_range)
+        .averaging_constant(a.averaging_constant)
+        .label("observe");
+    let mut obs: Box<dyn Observer> = cfg.build()?;
+    for (name, b) in &batches {
+        obs.observe(&b.data, name)?;
+    }
+    let qp = obs.qparams()?;
+    let (min, max) = obs.min_max().expect("observer saw data");
+    let (search_min, search_max) = obs.qparams_range().expect("observer saw data");
+    let out = json!({
+        "observer": kind.name(),
+        "dtype": dtype.name(),
+        "symmetric": a.symmetric,
+        "reduce_range": a.reduce_range,
+        "batches": batches.len(),
+        "scale": qp.scale,
+        "scale_f32_hex": format!("{:#010x}", qp.scale.to_bits()),
+        "zero_point": qp.zero_point,
+        "min": min,
+        "max": max,
+        "range_min": search_min,
+        "range_max": search_max,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).expect("JSON of plain values")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_adapters(a: AdaptersArgs) -> Result<ExitCode> {
+    let list = gpu::list_adapters(&a.gpu.options());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("JSON of plain values")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        return Err(crate::Error::NoAdapter {
+            detail: String::new(),
+        });
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    for (i, r) in list.iter().enumerate() {
+        println!(
+            "[{i}] {} — backend {}, type {}, driver {} {}",
+            r.name, r.backend, r.device_type, r.driver, r.driver_info
+        );
+        println!(
+            "    packed int8 dot: {}, shader-int64: {}, subgroups: {}, timestamp queries: {}",
+            yn(r.packed_int8_dot_product),
+            yn(r.shader_int64),
+            yn(r.subgroups),
+            yn(r.timestamp_query)
+        );
+        println!(
+            "    max storage binding {} MiB, max buffer {} MiB, max workgroups/dim {}, max invocations/workgroup {}, workgroup storage {} KiB",
+            r.max_storage_buffer_binding_size >> 20,
+            r.max_buffer_size >> 20,
+            r.max_compute_workgroups_per_dimension,
+            r.max_compute_invocations_per_workgroup,
+            r.max_compute_workgroup_storage_size >> 10
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn observer_kind(a: ObserverArg) -> Result<ObserverKind> {
+    match a {
+        ObserverArg::Minmax => Ok(ObserverKind::MinMax),
+        ObserverArg::MovingAverage => Ok(ObserverKind::MovingAverageMinMax),
+        ObserverArg::Histogram => Ok(ObserverKind::Histogram),
+        ObserverArg::PerChannelMinmax => Err(crate::Error::InvalidParameter(
+            "per-channel-minmax observes weights, not activations".into(),
+        )),
+    }
+}
+
+/// Reads calibration files: 4-D files are one batch, 5-D stacks are split along axis 0.
+fn load_batches(paths: &[PathBuf]) -> Result<Vec<Tensor<f32>>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let t = npy::read::<f32>(p)?;
+        match t.dims.len() {
+            4 => out.push(t),
+            5 => out.extend(t.split_axis0()?),
+            _ => {
+                return Err(crate::Error::format(
+                    p,
+                    format!(
+                        "calibration data must be NCHW or BNCHW, got shape {:?}",
+                        t.dims
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Calibrated {
+    model: Model,
+    qconfig: QConfig,
+    batches: Vec<Tensor<f32>>,
+    quantized: QuantizedModel,
+}
+
+fn calibrate_and_convert(a: &ModelArgs) -> Result<Calibrated> {
+    let model = Model::load(&a.model, &a.weights)?;
+    let mut qconfig = QConfig::preset(&a.qconfig)?;
+    if let Some(o) = a.observer {
+        qconfig = qconfig.with_observer(observer_kind(o)?);
+    }
+    if let Some(f) = &a.formula {
+        qconfig.formula = crate::quant::RequantFormula::parse(f)?;
+        qconfig.name = format!("{}+{}", qconfig.name, qconfig.formula);
+    }
+    let batches = load_batches(&a.calib)?;
+    let mut prepared = PreparedModel::new(model.clone(), qconfig.clone())?;
+    prepared.calibrate_all(&batches, true)?;
+    let opts = ConvertOptions {
+        allow_uncalibrated: a.allow_uncalibrated,
+        pinned: match &a.pin {
+            Some(p) => crate::pipeline::quantized::read_pinned_qparams(p)?,
+            None => Default::default(),
+        },
+    };
+    let (quantized, warnings) = prepared.convert(&opts)?;
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    Ok(Calibrated {
+        model,
+        qconfig,
+        batches,
+        quantized,
+    })
+}
+
+fn eval_input(input: &Option<PathBuf>, batches: &[Tensor<f32>]) -> Result<Tensor<f32>> {
+    match input {
+        Some(p) => npy::read::<f32>(p),
+        None => batches.first().cloned().ok_or_else(|| {
+            crate::Error::InvalidParameter(
+                "diagnostics need --input or at least one --calib batch".into(),
+            )
+        }),
+    }
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<ExitCode> {
+    let opts = demo::DemoOptions {
+        seed: a.seed,
+        calib_batches: a.calib_batches,
+        gpu: (!a.no_gpu).then(|| a.gpu.options()),
+        progress: !a.json,
+        ..Default::default()
+    };
+    let report = demo::run_demo(&opts)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("plain data serialises")
+        );
+    } else {
+        print!("{}", demo::format_demo(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    let c = calibrate_and_convert(&a.model)?;
+    if a.report {
+        let x = eval_input(&a.input, &c.batches)?;
+        let r = diagnostics::diagnose(
+            &c.model,
+            &c.quantized,
+            &x,
+            &Device::Cpu,
+            Some(c.qconfig.activation.kind),
+            c.qconfig.activation.reduce_range,
+        )?;
+        print!("{}", diagnostics::format_table(&r));
+    }
+    c.quantized.save(&a.out)?;
+    println!(
+        "wrote {} ({} conv layers, qconfig {}, {} calibration batches)",
+        a.out.display(),
+        c.quantized.convs.len(),
+        c.qconfig.name,
+        c.batches.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    let qm = QuantizedModel::load(&a.model)?;
+    let x = npy::read::<f32>(&a.input)?;
+    let device = open_device(a.device, &a.gpu)?;
+    let y = qm.run(&x, &device)?;
+    if a.cross_check {
+        let r = qm.run(&x, &Device::CpuReference)?;
+        let mismatches =
+            y.q.data
+                .iter()
+                .zip(&r.q.data)
+                .filter(|(p, q)| p != q)
+                .count();
+        println!(
+            "cross-check {} vs cpu-reference: {} of {} output ints differ{}",
+            device.describe(),
+            mismatches,
+            r.q.data.len(),
+            if mismatches == 0 { " (bit-exact)" } else { "" }
+        );
+        if mismatches != 0 {
+            return Ok(ExitCode::from(1));
+        }
+    }
+    npy::write(&a.out, &y.y)?;
+    if let Some(p) = &a.out_ints {
+        match y.qp.dtype {
+            QDtype::QUInt8 => npy::write(p, &y.q)?,
+            QDtype::QInt8 => npy::write(
+                p,
+                &Tensor::new(
+                    y.q.dims.clone(),
+                    y.q.data.iter().map(|&b| b as i8).collect(),
+                )?,
+            )?,
+        }
+    }
+    println!(
+        "wrote {} {:?} on {} (output scale {} zero point {})",
+        a.out.display(),
+        y.y.dims,
+        device.describe(),
+        y.qp.scale,
+        y.qp.zero_point
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
+    let c = calibrate_and_convert(&a.model)?;
+    let x = eval_input(&a.input, &c.batches)?;
+    let r = diagnostics::diagnose(
+        &c.model,
+        &c.quantized,
+        &x,
+        &Device::Cpu,
+        Some(c.qconfig.activation.kind),
+        c.qconfig.activation.reduce_range,
+    )?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("plain data serialises")
+        );
+    } else {
+        println!(
+            "qconfig {} ({} calibration batches)",
+            c.qconfig.name,
+            c.batches.len()
+        );
+        print!("{}", diagnostics::format_table(&r));
+    }
+    if let Some(path) = &a.plot {
+        let h = plot::point_histograms(
+            &c.model,
+            c.qconfig.activation.dtype,
+            c.qconfig.activation.reduce_range,
+            &c.batches,
+        )?;
+        plot::plot_svg(path, &h)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
+    if a.threads == Some(0) {
+        return Err(crate::Error::InvalidParameter(
+            "--threads must be >= 1".into(),
+        ));
+    }
+    let opts = crate::pipeline::bench::BenchOptions {
+        threads: a.threads,
+        gpu: (!a.no_gpu).then(|| a.gpu.options()),
+        large: a.large,
+        runs: a.runs.max(1),
+        ..Default::default()
+    };
+    let json = a.json;
+    let report = crate::pipeline::bench::run_bench(&opts, |r| {
+        if !json {
+            eprintln!(
+                "  {:<38} {:<28} {:>9.3} ms {:>8.1} GOPS",
+                r.shape, r.path, r.ms, r.gops
+            );
+        }
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("plain data serialises")
+        );
+    } else {
+        print!("\n{}", crate::pipeline::bench::format_bench(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,270 @@
+//! `squint bench`: int8 conv throughput on the CPU (reference and fast path), the GPU, and
+//! float32 on the CPU, for a fixed set of shapes.
+//!
+//! GOPS = 2·N·Cout·Hout·Wout·(Cin/groups)·KH·KW / time. Each timing is the median of several
+//! runs after a warm-up run; quote results as ratios measured in one run.
+
+use crate::cpu::{self, fast::FastConvOptions};
+use crate::error::Result;
+use crate::gpu::{DeviceOptions, GpuContext, GpuConv2d};
+use crate::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
+use crate::rng::Rng;
+use crate::shape::{ConvParams, ConvShape};
+use serde::Serialize;
+use std::time::Instant;
+
+/// A benchmark shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchShape {
+    /// Short name.
+    pub name: &'static str,
+    /// Input NCHW.
+    pub x: [usize; 4],
+    /// Weight OIHW.
+    pub w: [usize; 4],
+    /// Hyperparameters.
+    pub params: ConvParams,
+    /// Only worth running on real GPUs (skipped unless asked for).
+    pub large: bool,
+}
+
+/// The standard shapes: (i) the forum conv, (ii)/(iii) ResNet-like 3x3 convs, (iv) a
+/// depthwise conv, and one large shape for real GPUs.
+pub fn standard_shapes() -> Vec<BenchShape> {
+    vec![
+        BenchShape {
+            name: "forum 1x132x64x64 * 121x132x3x3",
+            x: [1, 132, 64, 64],
+            w: [121, 132, 3, 3],
+            params: ConvParams::default(),
+            large: false,
+        },
+        BenchShape {
+            name: "1x64x56x56 * 64x64x3x3 p1",
+            x: [1, 64, 56, 56],
+            w: [64, 64, 3, 3],
+            params: ConvParams::default().padding(1),
+            large: false,
+        },
+        BenchShape {
+            name: "1x256x14x14 * 256x256x3x3 p1",
+            x: [1, 256, 14, 14],
+            w: [256, 256, 3, 3],
+            params: ConvParams::default().padding(1),
+            large: false,
+        },
+        BenchShape {
+            name: "depthwise 1x128x56x56 g128 3x3 p1",
+            x: [1, 128, 56, 56],
+            w: [128, 1, 3, 3],
+            params: ConvParams::default().padding(1).groups(128),
+            large: false,
+        },
+        BenchShape {
+            name: "large 8x256x56x56 * 256x256x3x3 p1",
+            x: [8, 256, 56, 56],
+            w: [256, 256, 3, 3],
+            params: ConvParams::default().padding(1),
+            large: true,
+        },
+    ]
+}
+
+/// Options of the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// CPU threads for the fast paths (None: all cores).
+    pub threads: Option<usize>,
+    /// GPU selection; None skips the GPU.
+    pub gpu: Option<DeviceOptions>,
+    /// Include the large shape.
+    pub large: bool,
+    /// Timed runs per path.
+    pub runs: usize,
+    /// Run the (slow) CPU reference where it takes less than this many MACs.
+    pub reference_max_macs: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            threads: None,
+            gpu: Some(DeviceOptions::default()),
+            large: false,
+            runs: 5,
+            reference_max_macs: 1 << 30,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// Shape name.
+    pub shape: String,
+    /// Path name (`float32 cpu`, `int8 cpu fast`, `int8 cpu reference`, `int8 gpu kernel`, `int8 gpu end-to-end`).
+    pub path: String,
+    /// Median milliseconds.
+    pub ms: f64,
+    /// Giga-operations per second.
+    pub gops: f64,
+    /// Detail (ISA, threads, adapter).
+    pub detail: String,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// CPU ISA path of the fast kernels.
+    pub cpu_isa: String,
+    /// Threads used by the fast CPU paths.
+    pub threads: usize,
+    /// Adapter, if any.
+    pub adapter: Option<String>,
+    /// Why the GPU was skipped, if so.
+    pub gpu_note: Option<String>,
+    /// Results.
+    pub results: Vec<BenchResult>,
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm-up
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
+
+/// Runs the benchmark.
+pub fn run_bench(
+    opts: &BenchOptions,
+    mut progress: impl FnMut(&BenchResult),
+) -> Result<BenchReport> {
+    let fopts = FastConvOptions {
+        threads: opts.threads,
+    };
+    let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
+    let (ctx, gpu_note) = match opts.gpu.as_ref().map(GpuContext::open) {
+        None => (None, Some("skipped (--no-gpu)".to_string())),
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+    };
+    let adapter = ctx.as_ref().map(|c| {
+        let r = c.adapter_report();
+        format!("{} ({})", r.name, r.backend)
+    });
+    let mut results = Vec::new();
+    let mut rng = Rng::new(42);
+    for shape in standard_shapes()
+        .into_iter()
+        .filter(|s| opts.large || !s.large)
+    {
+        let s = ConvShape::new(shape.x, shape.w, shape.params)?;
+        let ops = 2.0 * s.macs() as f64;
+        let x: Vec<f32> = rng.uniform_vec(s.input_len());
+        let w: Vec<f32> = rng.normal_vec(s.weight_len(), 0.05);
+        let xqp = QParams::new(1.0 / 255.0, 0, QDtype::QUInt8)?;
+        let x_q = quant::quantize_slice(&x, &xqp);
+        let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.002, 0);
+        let w_q = cpu::reference::quantize_weight(&w, &w_qp, s.c_out)?;
+        let out = QParams::new(0.05, 128, QDtype::QUInt8)?;
+        let epi = Epilogue::new(
+            RequantFormula::Qnnpack,
+            xqp.scale,
+            &w_qp,
+            None,
+            out,
+            false,
+            s.c_out,
+        )?;
+        let mut push = |path: &str, ms: f64, detail: String| {
+            let r = BenchResult {
+                shape: shape.name.to_string(),
+                path: path.to_string(),
+                ms,
+                gops: ops / (ms * 1e-3) / 1e9,
+                detail,
+            };
+            progress(&r);
+            results.push(r);
+        };
+        let ms = median_ms(opts.runs, || {
+            cpu::fast::conv2d_f32(&x, &w, None, &s, &fopts).map(|_| ())
+        })?;
+        push("float32 cpu", ms, format!("{threads} threads"));
+        let packed = cpu::fast::PackedConv2d::new(&w_q, shape.w, &w_qp, &epi, shape.params)?;
+        let ms = median_ms(opts.runs, || {
+            packed.run(&x_q, shape.x, &xqp, &fopts).map(|_| ())
+        })?;
+        push(
+            "int8 cpu fast",
+            ms,
+            format!("{}, {threads} threads", cpu::fast::detected_isa()),
+        );
+        if s.macs() <= opts.reference_max_macs {
+            let ms = median_ms(1, || {
+                cpu::reference::conv2d_quantized(&x_q, &xqp, &w_q, &w_qp, &epi, &s).map(|_| ())
+            })?;
+            push("int8 cpu reference", ms, "1 thread".into());
+        }
+        if let Some(ctx) = &ctx {
+            let layer = GpuConv2d::new(ctx, &w_q, shape.w, &w_qp, &epi, shape.params)?;
+            let xg = ctx.upload_q(&x_q, shape.x, xqp.dtype)?;
+            let name = adapter.clone().unwrap_or_default();
+            let ms = median_ms(opts.runs, || {
+                ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
+            })?;
+            push("int8 gpu conv + read-back", ms, name.clone());
+            let ms = median_ms(opts.runs, || {
+                let xg = ctx.upload_q(&x_q, shape.x, xqp.dtype)?;
+                ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
+            })?;
+            push("int8 gpu end-to-end", ms, name);
+        }
+    }
+    Ok(BenchReport {
+        cpu_isa: cpu::fast::detected_isa().to_string(),
+        threads,
+        adapter,
+        gpu_note,
+        results,
+    })
+}
+
+/// The report as a table with ratios against float32 on the CPU.
+pub fn format_bench(r: &BenchReport) -> String {
+    let mut s = format!(
+        "cpu: {} ({} threads); gpu: {}\n\n{:<38} {:<28} {:>10} {:>9} {:>9}\n",
+        r.cpu_isa,
+        r.threads,
+        r.adapter
+            .clone()
+            .or_else(|| r.gpu_note.clone())
+            .unwrap_or_default(),
+        "shape",
+        "path",
+        "ms",
+        "GOPS",
+        "vs f32"
+    );
+    for res in &r.results {
+        let f32_ms = r
+            .results
+            .iter()
+            .find(|o| o.shape == res.shape && o.path == "float32 cpu")
+            .map_or(f64::NAN, |o| o.ms);
+        s += &format!(
+            "{:<38} {:<28} {:>10.3} {:>9.1} {:>8.2}x\n",
+            res.shape,
+            res.path,
+            res.ms,
+            res.gops,
+            f32_ms / res.ms
+        );
+    }
+    s
+}

@@ -1,0 +1,162 @@
+//! Calibration histograms with the range each observer chooses, drawn as SVG (plotters).
+
+use super::model::Model;
+use crate::error::{Error, Result};
+use crate::observers::{HistogramObserver, Observer, ObserverConfig, ObserverKind};
+use crate::quant::QDtype;
+use crate::tensor::Tensor;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// One point's calibration histogram and the ranges observers choose for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointHistogram {
+    /// Point name.
+    pub name: String,
+    /// Histogram range.
+    pub min: f32,
+    /// Histogram range.
+    pub max: f32,
+    /// Bin counts (2048 bins over [min, max]).
+    pub hist: Vec<f32>,
+    /// (observer, range min, range max) that goes into the qparams formula.
+    pub ranges: Vec<(String, f32, f32)>,
+}
+
+/// Calibrates MinMax, MovingAverageMinMax and Histogram observers on every point of `model`
+/// and returns each point's histogram with the three ranges.
+pub fn point_histograms(
+    model: &Model,
+    dtype: QDtype,
+    reduce_range: bool,
+    calib: &[Tensor<f32>],
+) -> Result<Vec<PointHistogram>> {
+    let points = model.points();
+    let cfg = |k| ObserverConfig::new(k, dtype).reduce_range(reduce_range);
+    let mut hist: Vec<HistogramObserver> = points
+        .iter()
+        .map(|p| HistogramObserver::new(cfg(ObserverKind::Histogram).label(p)))
+        .collect::<Result<_>>()?;
+    let mut others: Vec<Vec<Box<dyn Observer>>> = points
+        .iter()
+        .map(|p| {
+            [ObserverKind::MinMax, ObserverKind::MovingAverageMinMax]
+                .into_iter()
+                .map(|k| cfg(k).label(p).build())
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    for b in calib {
+        let (seen, _) = model.forward_points(b)?;
+        for (i, t) in seen.iter().enumerate() {
+            hist[i].observe(&t.data, &points[i])?;
+            for o in &mut others[i] {
+                o.observe(&t.data, &points[i])?;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        let (min, max) = hist[i]
+            .min_max()
+            .ok_or_else(|| Error::Uncalibrated { name: p.clone() })?;
+        let mut ranges = Vec::new();
+        for o in &others[i] {
+            let (lo, hi) = o
+                .qparams_range()
+                .ok_or_else(|| Error::Uncalibrated { name: p.clone() })?;
+            ranges.push((o.config().kind.name().to_string(), lo, hi));
+        }
+        let (lo, hi) = hist[i].non_linear_param_search();
+        ranges.push(("histogram".to_string(), lo, hi));
+        out.push(PointHistogram {
+            name: p.clone(),
+            min,
+            max,
+            hist: hist[i].histogram().to_vec(),
+            ranges,
+        });
+    }
+    Ok(out)
+}
+
+/// Draws one panel per point into an SVG file.
+pub fn plot_svg(path: &Path, points: &[PointHistogram]) -> Result<()> {
+    let panel_h = 260u32;
+    let tmp = path.with_extension("svg.tmp");
+    {
+        let root =
+            SVGBackend::new(&tmp, (900, panel_h * points.len().max(1) as u32)).into_drawing_area();
+        let plot_err =
+            |e: &dyn std::fmt::Display| Error::format(path, format!("plotting failed: {e}"));
+        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
+        let panels = root.split_evenly((points.len().max(1), 1));
+        let colors = [RED, BLUE, GREEN, MAGENTA];
+        for (p, area) in points.iter().zip(panels.iter()) {
+            // Merge 2048 bins into 256 for readability; log-scaled counts.
+            let bins = 256usize;
+            let per = p.hist.len().div_ceil(bins).max(1);
+            let merged: Vec<f64> = p
+                .hist
+                .chunks(per)
+                .map(|c| c.iter().map(|&v| v as f64).sum())
+                .collect();
+            let width = (p.max - p.min) as f64 / merged.len() as f64;
+            let ymax = merged.iter().cloned().fold(1.0, f64::max);
+            let (lo, hi) = (p.min as f64, (p.max as f64).max(p.min as f64 + 1e-6));
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!("{} — calibration histogram and observer ranges", p.name),
+                    ("sans-serif", 16),
+                )
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(50)
+                .build_cartesian_2d(lo..hi, (1.0..ymax * 1.5).log_scale())
+                .map_err(|e| plot_err(&e))?;
+            chart
+                .configure_mesh()
+                .y_desc("count")
+                .draw()
+                .map_err(|e| plot_err(&e))?;
+            chart
+                .draw_series(
+                    merged
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &c)| c > 0.0)
+                        .map(|(i, &c)| {
+                            let x0 = lo + i as f64 * width;
+                            Rectangle::new(
+                                [(x0, 1.0), (x0 + width, c.max(1.0))],
+                                BLACK.mix(0.35).filled(),
+                            )
+                        }),
+                )
+                .map_err(|e| plot_err(&e))?;
+            for (k, (name, a, b)) in p.ranges.iter().enumerate() {
+                let c = colors[k % colors.len()];
+                chart
+                    .draw_series([*a as f64, *b as f64].into_iter().map(|x| {
+                        PathElement::new(vec![(x, 1.0), (x, ymax * 1.4)], c.stroke_width(2))
+                    }))
+                    .map_err(|e| plot_err(&e))?
+                    .label(format!("{name}: [{a:.4}, {b:.4}]"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| plot_err(&e))?;
+        }
+        root.present().map_err(|e| plot_err(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

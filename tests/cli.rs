@@ -1,0 +1,255 @@
+//! The command line end to end: `observe` against PyTorch's observers, `golden` on every public
+//! case, `demo --json`, and quantize → run with a cross-check.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn squint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_squint"))
+}
+
+fn golden() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden");
+    assert!(d.join("README.md").is_file(), "missing {}", d.display());
+    d
+}
+
+fn gpu_required() -> bool {
+    std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+fn has_gpu() -> bool {
+    squint::gpu::GpuContext::open(&Default::default()).is_ok()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("squint runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn observe_agrees_with_every_pytorch_observer_configuration() {
+    let dir = golden().join("observers");
+    let q: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("qparams.json")).unwrap()).unwrap();
+    let observers = q["observers"].as_object().unwrap();
+    assert_eq!(observers.len(), 8);
+    for (name, e) in observers {
+        let o = &e["observer"];
+        let mut cmd = squint();
+        cmd.arg("observe").arg("--split-axis0");
+        cmd.args([
+            "--observer",
+            match o["class"].as_str().unwrap() {
+                "MinMaxObserver" => "minmax",
+                "MovingAverageMinMaxObserver" => "moving-average",
+                "HistogramObserver" => "histogram",
+                c => panic!("unexpected class {c}"),
+            },
+        ]);
+        cmd.args(["--dtype", o["dtype"].as_str().unwrap()]);
+        if o["qscheme"].as_str().unwrap().contains("symmetric") {
+            cmd.arg("--symmetric");
+        }
+        if o["reduce_range"].as_bool().unwrap() {
+            cmd.arg("--reduce-range");
+        }
+        if let Some(c) = o.get("averaging_constant").and_then(Value::as_f64) {
+            cmd.args(["--averaging-constant", &c.to_string()]);
+        }
+        cmd.arg(dir.join("batches.npy"));
+        let out: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+        let f = |v: &Value| v.as_f64().unwrap() as f32;
+        assert_eq!(
+            f(&out["scale"]).to_bits(),
+            f(&e["scale"]).to_bits(),
+            "{name} scale"
+        );
+        assert_eq!(out["zero_point"], e["zero_point"], "{name} zero point");
+        assert_eq!(
+            f(&out["min"]).to_bits(),
+            f(&e["min_val"]).to_bits(),
+            "{name} min"
+        );
+        assert_eq!(
+            f(&out["max"]).to_bits(),
+            f(&e["max_val"]).to_bits(),
+            "{name} max"
+        );
+        assert_eq!(out["batches"], 4);
+    }
+}
+
+#[test]
+fn golden_reports_zero_mismatches_for_every_public_case_on_cpu_and_gpu() {
+    let mut devices = vec![vec!["--device", "cpu"], vec!["--device", "cpu-fast"]];
+    if gpu_required() || has_gpu() {
+        devices.push(vec!["--device", "gpu", "--backend", "vulkan"]);
+        devices.push(vec!["--device", "gpu", "--backend", "gl"]);
+    } else {
+        eprintln!("no GPU adapter: skipping the GPU golden run");
+    }
+    for d in devices {
+        let mut cmd = squint();
+        cmd.arg("golden").args(&d);
+        for e in std::fs::read_dir(golden()).unwrap() {
+            cmd.arg(e.unwrap().path());
+        }
+        let out = run_ok(&mut cmd);
+        let cases = out
+            .lines()
+            .filter(|l| l.trim_end().ends_with(" ok"))
+            .count();
+        assert!(cases >= 13, "{d:?}: only {cases} cases ok:\n{out}");
+        assert!(
+            !out.contains("MISMATCH") && !out.contains("error"),
+            "{d:?}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn demo_json_reports_rows_and_gpu_check() {
+    let out: Value = serde_json::from_str(&run_ok(squint().args(["demo", "--json"]))).unwrap();
+    let rows = out["rows"].as_array().unwrap();
+    let row = |mode: &str, obs: Option<&str>, cal: bool| {
+        rows.iter()
+            .find(|r| {
+                r["mode"] == mode
+                    && r["calibrated"] == cal
+                    && obs.is_none_or(|o| r["observer"] == o)
+            })
+            .unwrap_or_else(|| panic!("no row {mode} {obs:?}"))
+    };
+    let unc = row("static", None, false);
+    assert_eq!(unc["input_scale"], 1.0);
+    assert!(
+        unc["mse"].as_f64().unwrap() > 0.1,
+        "uncalibrated MSE is large"
+    );
+    let hist = row("static", Some("histogram"), true);
+    let mse = hist["mse"].as_f64().unwrap();
+    // PyTorch (torch 2.15, qnnpack default qconfig) measured 1.17e-4 on this experiment.
+    assert!(
+        mse < 2.0 * 1.17e-4 && mse > 1.17e-4 / 2.0,
+        "histogram MSE {mse}"
+    );
+    let wo = row("weight-only", None, false)["mse"].as_f64().unwrap();
+    assert!(wo < 2e-4, "weight-only MSE {wo}");
+    let g = &out["gpu_check"];
+    if gpu_required() || has_gpu() {
+        assert_eq!(g["bit_exact"], true, "{g}");
+        assert!(g["adapter"].is_string());
+    } else {
+        assert!(
+            g["note"].as_str().unwrap().contains("mesa-vulkan-drivers"),
+            "{g}"
+        );
+    }
+}
+
+fn write_calib(dir: &Path) -> PathBuf {
+    // The golden e2e calibration stack, as a user would save it.
+    let src = golden().join("e2e_two_conv/calib.npy");
+    let dst = dir.join("calib.npy");
+    std::fs::copy(src, &dst).unwrap();
+    dst
+}
+
+#[test]
+fn quantize_then_run_cross_checks_gpu_against_cpu_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e2e = golden().join("e2e_two_conv");
+    let calib = write_calib(tmp.path());
+    let q = tmp.path().join("m.q.safetensors");
+    let out = run_ok(
+        squint()
+            .args(["quantize", "--qconfig", "x86", "--report"])
+            .args([
+                "--model".as_ref(),
+                e2e.join("model.json").as_os_str(),
+                "--weights".as_ref(),
+                e2e.join("model.safetensors").as_os_str(),
+                "--calib".as_ref(),
+                calib.as_os_str(),
+                "--out".as_ref(),
+                q.as_os_str(),
+            ]),
+    );
+    assert!(out.contains("conv1") && out.contains("SQNR"), "{out}");
+    assert!(
+        out.contains("reduce_range is on"),
+        "x86 preset warns about reduce_range:\n{out}"
+    );
+    let y = tmp.path().join("y.npy");
+    let device = if gpu_required() || has_gpu() {
+        "gpu"
+    } else {
+        "cpu-fast"
+    };
+    let out = run_ok(
+        squint()
+            .args(["run", "--cross-check", "--device", device, "--model"])
+            .arg(&q)
+            .arg("--input")
+            .arg(e2e.join("x.npy"))
+            .arg("--out")
+            .arg(&y),
+    );
+    assert!(out.contains("bit-exact"), "{out}");
+    let y = squint::io::npy::read::<f32>(&y).unwrap();
+    assert_eq!(y.dims, vec![1, 8, 15, 15]);
+}
+
+#[test]
+fn quantize_without_calibration_fails_naming_the_points_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e2e = golden().join("e2e_two_conv");
+    let q = tmp.path().join("m.q.safetensors");
+    let out = squint()
+        .args(["quantize", "--model"])
+        .arg(e2e.join("model.json"))
+        .arg("--weights")
+        .arg(e2e.join("model.safetensors"))
+        .arg("--out")
+        .arg(&q)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input, conv1, conv2"), "{err}");
+    assert!(!q.exists());
+}
+
+#[test]
+fn report_plots_histograms_with_observer_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e2e = golden().join("e2e_two_conv");
+    let calib = write_calib(tmp.path());
+    let svg = tmp.path().join("h.svg");
+    let out = run_ok(
+        squint()
+            .args(["report", "--observer", "minmax", "--model"])
+            .arg(e2e.join("model.json"))
+            .arg("--weights")
+            .arg(e2e.join("model.safetensors"))
+            .arg("--calib")
+            .arg(&calib)
+            .arg("--plot")
+            .arg(&svg),
+    );
+    assert!(out.contains("input") && out.contains("conv2"), "{out}");
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg") || s.contains("<svg"));
+    for name in ["minmax", "moving-average", "histogram"] {
+        assert!(s.contains(name), "legend lacks {name}");
+    }
+}

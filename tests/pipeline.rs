@@ -1,0 +1,249 @@
+//! The static-quantization pipeline end to end: prepare → calibrate → convert → run, against
+//! PyTorch's own end-to-end model (`../shared/golden/e2e_two_conv`).
+
+use squint::gpu::{self, DeviceOptions};
+use squint::io::npy;
+use squint::pipeline::quantized::read_pinned_qparams;
+use squint::pipeline::{ConvertOptions, Device, Model, PreparedModel, QConfig, QuantizedModel};
+use squint::shape::ConvParams;
+use squint::tensor::Tensor;
+use squint::Error;
+use std::path::PathBuf;
+
+fn e2e() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/e2e_two_conv");
+    assert!(
+        d.join("model.json").is_file(),
+        "missing golden model at {}",
+        d.display()
+    );
+    d
+}
+
+fn load_model() -> Model {
+    Model::load(&e2e().join("model.json"), &e2e().join("model.safetensors")).unwrap()
+}
+
+fn calib() -> Vec<Tensor<f32>> {
+    npy::read::<f32>(e2e().join("calib.npy"))
+        .unwrap()
+        .split_axis0()
+        .unwrap()
+}
+
+fn x() -> Tensor<f32> {
+    npy::read::<f32>(e2e().join("x.npy")).unwrap()
+}
+
+fn torch_y(engine: &str) -> Vec<u8> {
+    npy::read::<u8>(e2e().join(engine).join("y_q.npy"))
+        .unwrap()
+        .data
+}
+
+/// Opens a GPU if one is available; fails when SQUINT_REQUIRE_GPU=1 and none opens.
+fn gpu_device() -> Option<Device> {
+    match Device::open_gpu(&DeviceOptions::default()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            assert!(
+                std::env::var("SQUINT_REQUIRE_GPU").as_deref() != Ok("1"),
+                "SQUINT_REQUIRE_GPU=1 but no GPU adapter opened: {e}"
+            );
+            eprintln!("skipping GPU part: {e}");
+            None
+        }
+    }
+}
+
+fn agreement(ours: &[u8], theirs: &[u8]) -> (usize, i32) {
+    let mism = ours.iter().zip(theirs).filter(|(a, b)| a != b).count();
+    let maxd = ours
+        .iter()
+        .zip(theirs)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap_or(0);
+    (mism, maxd)
+}
+
+#[test]
+fn e2e_own_calibration_reproduces_pytorch_on_both_presets() {
+    let model = load_model();
+    let calib = calib();
+    let x = x();
+    for engine in ["qnnpack", "x86"] {
+        let mut p = PreparedModel::new(model.clone(), QConfig::preset(engine).unwrap()).unwrap();
+        p.calibrate_all(&calib, false).unwrap();
+        let (qm, warnings) = p.convert(&ConvertOptions::default()).unwrap();
+        assert!(warnings.is_empty());
+        let theirs = torch_y(engine);
+        let mut devices = vec![Device::CpuReference, Device::Cpu];
+        devices.extend(gpu_device());
+        for d in &devices {
+            let y = qm.run(&x, d).unwrap();
+            let (mism, maxd) = agreement(&y.q.data, &theirs);
+            let share = 1.0 - mism as f64 / theirs.len() as f64;
+            assert!(
+                share >= 0.999 && maxd <= 1,
+                "{engine} on {}: {mism} of {} differ (max |Δ| {maxd})",
+                d.describe(),
+                theirs.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn e2e_pinned_qparams_reproduce_pytorch_bit_for_bit() {
+    let model = load_model();
+    let x = x();
+    for engine in ["qnnpack", "x86"] {
+        let pinned = read_pinned_qparams(&e2e().join(engine).join("points.json")).unwrap();
+        assert_eq!(pinned.len(), 3);
+        // Pinned points need no calibration at all.
+        let p = PreparedModel::new(model.clone(), QConfig::preset(engine).unwrap()).unwrap();
+        let (qm, _) = p
+            .convert(&ConvertOptions {
+                pinned,
+                ..Default::default()
+            })
+            .unwrap();
+        let theirs = torch_y(engine);
+        let mut devices = vec![Device::CpuReference, Device::Cpu];
+        devices.extend(gpu_device());
+        for d in &devices {
+            let y = qm.run(&x, d).unwrap();
+            assert_eq!(
+                agreement(&y.q.data, &theirs),
+                (0, 0),
+                "{engine} on {}",
+                d.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn converting_without_calibration_is_an_error_naming_every_point() {
+    let p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    let err = p.convert(&ConvertOptions::default()).unwrap_err();
+    match &err {
+        Error::UncalibratedPoints { points } => {
+            assert_eq!(points, &["input", "conv1", "conv2"]);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("input") && msg.contains("conv1") && msg.contains("conv2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn uncalibrated_opt_in_uses_scale_one_and_warns_per_point() {
+    let p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    let (qm, warnings) = p
+        .convert(&ConvertOptions {
+            allow_uncalibrated: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(warnings.len(), 3);
+    assert!(warnings[0].contains("scale 1") && warnings[0].contains("input"));
+    assert_eq!((qm.input_qp.scale, qm.input_qp.zero_point), (1.0, 0));
+}
+
+#[test]
+fn nan_in_calibration_data_is_an_error_and_changes_no_observer() {
+    let mut p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    let mut bad = x();
+    bad.data[5] = f32::NAN;
+    let err = p.calibrate(&bad).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+    assert_eq!(p.batches_seen(), 0);
+    assert!(p.observers().all(|(_, o)| o.batches_seen() == 0));
+}
+
+#[test]
+fn quantized_model_survives_save_and_load_with_identical_outputs_on_gpu_and_cpu() {
+    let model = load_model();
+    for preset in ["qnnpack", "x86", "fbgemm", "tflite"] {
+        let mut p = PreparedModel::new(model.clone(), QConfig::preset(preset).unwrap()).unwrap();
+        p.calibrate_all(&calib(), false).unwrap();
+        let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.safetensors");
+        qm.save(&path).unwrap();
+        let loaded = QuantizedModel::load(&path).unwrap();
+        let x = x();
+        let a = qm.run(&x, &Device::CpuReference).unwrap();
+        let b = loaded.run(&x, &Device::CpuReference).unwrap();
+        assert_eq!(a, b, "{preset}: reloaded model differs");
+        if let Some(g) = gpu_device() {
+            let c = loaded.run(&x, &g).unwrap();
+            assert_eq!(a.q, c.q, "{preset}: GPU differs from the CPU reference");
+            assert_eq!(a.y, c.y, "{preset}: GPU dequantized output differs");
+        }
+    }
+}
+
+#[test]
+fn builder_model_with_unfused_relu_clamps_at_the_zero_point() {
+    let mut rng = squint::rng::Rng::new(7);
+    let w1 = Tensor::new(vec![4, 2, 3, 3], rng.normal_vec(72, 0.3)).unwrap();
+    let w2 = Tensor::new(vec![3, 4, 1, 1], rng.normal_vec(12, 0.3)).unwrap();
+    let model = Model::builder()
+        .conv2d(
+            "a",
+            w1,
+            Some(vec![0.1, -0.2, 0.0, 0.3]),
+            ConvParams::default().padding(1),
+            false,
+        )
+        .relu("a_relu")
+        .conv2d("b", w2, None, ConvParams::default(), false)
+        .build()
+        .unwrap();
+    let batches: Vec<_> = (0..3)
+        .map(|_| Tensor::new(vec![1, 2, 6, 6], rng.normal_vec(72, 1.0)).unwrap())
+        .collect();
+    let mut p = PreparedModel::new(model, QConfig::qnnpack()).unwrap();
+    p.calibrate_all(&batches, false).unwrap();
+    let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+    assert!(
+        qm.convs[0].relu,
+        "the unfused ReLU clamps the first conv's output"
+    );
+    let pts = qm
+        .run_points_cpu(&batches[0], &Device::CpuReference)
+        .unwrap();
+    let zp = qm.convs[0].out_qp.zero_point;
+    assert!(pts[1].1.q.data.iter().all(|&v| v as i32 >= zp));
+}
+
+#[test]
+fn model_description_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let desc = dir.path().join("m.json");
+    std::fs::write(&desc, r#"{"layers": [{"name": "conv1", "type": "conv2d", "in_channels": 4, "out_channels": 16, "kernel_size": 3}]}"#).unwrap();
+    let err = Model::load(&desc, &e2e().join("model.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("in_channels"), "{err}");
+    std::fs::write(&desc, r#"{"layers": [{"name": "nope", "type": "conv2d"}]}"#).unwrap();
+    let err = Model::load(&desc, &e2e().join("model.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("nope.weight"), "{err}");
+    std::fs::write(&desc, r#"{"layers": [{"name": "p", "type": "maxpool"}]}"#).unwrap();
+    let err = Model::load(&desc, &e2e().join("model.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("maxpool"), "{err}");
+    std::fs::write(&desc, "{not json").unwrap();
+    assert!(matches!(
+        Model::load(&desc, &e2e().join("model.safetensors")),
+        Err(Error::Format { .. })
+    ));
+}
+
+#[test]
+fn gpu_module_lists_adapters_without_panicking() {
+    let _ = gpu::list_adapters(&DeviceOptions::default());
+}
