@@ -1,0 +1,647 @@
+//! Adapter selection, device creation, error capture and the per-device pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::kernels::{Binding, Kernel};
+use crate::error::{Error, Result};
+
+/// A graphics API wgpu can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// Vulkan (on a machine without a GPU: Mesa lavapipe).
+    Vulkan,
+    /// OpenGL / OpenGL ES through EGL (on a machine without a GPU: Mesa llvmpipe).
+    Gl,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows).
+    Dx12,
+}
+
+impl BackendChoice {
+    /// Every backend, for help texts.
+    pub const ALL: [BackendChoice; 4] = [
+        BackendChoice::Vulkan,
+        BackendChoice::Gl,
+        BackendChoice::Metal,
+        BackendChoice::Dx12,
+    ];
+
+    /// Parses a backend name as `WGPU_BACKEND` spells it (`vulkan`/`vk`, `gl`/`gles`/`opengl`,
+    /// `metal`/`mtl`, `dx12`/`d3d12`), case-insensitively.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
+            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
+            "metal" | "mtl" => Ok(BackendChoice::Metal),
+            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
+            _ => Err(Error::UnknownName {
+                kind: "GPU backend",
+                name: s.to_string(),
+                expected: "vulkan, gl, metal, dx12".into(),
+            }),
+        }
+    }
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Vulkan => "vulkan",
+            BackendChoice::Gl => "gl",
+            BackendChoice::Metal => "metal",
+            BackendChoice::Dx12 => "dx12",
+        }
+    }
+
+    /// The backend of a wgpu adapter, if it is one of the four.
+    pub fn from_wgpu(b: wgpu::Backend) -> Option<Self> {
+        match b {
+            wgpu::Backend::Vulkan => Some(BackendChoice::Vulkan),
+            wgpu::Backend::Gl => Some(BackendChoice::Gl),
+            wgpu::Backend::Metal => Some(BackendChoice::Metal),
+            wgpu::Backend::Dx12 => Some(BackendChoice::Dx12),
+            _ => None,
+        }
+    }
+
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Gl => wgpu::Backends::GL,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which adapter to open.
+///
+/// With both fields `None`, the backends come from `WGPU_BACKEND` (a comma list, as wgpu
+/// reads it) or else all of them, and the best adapter wins: discrete GPU, then integrated,
+/// virtual, CPU, other; on a tie Vulkan/Metal/DX12 before GL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOptions {
+    /// Only this backend (overrides `WGPU_BACKEND`).
+    pub backend: Option<BackendChoice>,
+    /// Only adapters whose name contains this string, case-insensitively.
+    pub adapter: Option<String>,
+}
+
+impl DeviceOptions {
+    fn backends(&self) -> (wgpu::Backends, String) {
+        match self.backend {
+            Some(b) => (b.backends(), b.name().to_string()),
+            None => match wgpu::Backends::from_env() {
+                Some(b) => (
+                    b,
+                    format!(
+                        "{} (from WGPU_BACKEND={:?})",
+                        backends_name(b),
+                        std::env::var("WGPU_BACKEND").unwrap_or_default()
+                    ),
+                ),
+                None => (wgpu::Backends::all(), "all".to_string()),
+            },
+        }
+    }
+
+    fn name_matches(&self, name: &str) -> bool {
+        match &self.adapter {
+            None => true,
+            Some(f) => name.to_lowercase().contains(&f.to_lowercase()),
+        }
+    }
+}
+
+fn backends_name(b: wgpu::Backends) -> String {
+    let mut names = Vec::new();
+    for (flag, name) in [
+        (wgpu::Backends::VULKAN, "vulkan"),
+        (wgpu::Backends::GL, "gl"),
+        (wgpu::Backends::METAL, "metal"),
+        (wgpu::Backends::DX12, "dx12"),
+        (wgpu::Backends::BROWSER_WEBGPU, "webgpu"),
+    ] {
+        if b.contains(flag) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// What squint knows about an adapter: identity and the capabilities it uses or may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterReport {
+    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
+    pub name: String,
+    /// Backend: "vulkan", "gl", "metal", "dx12" (or wgpu's name for another one).
+    pub backend: String,
+    /// Device type: "discrete", "integrated", "virtual", "cpu" or "other".
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver details (version).
+    pub driver_info: String,
+    /// The WGSL language feature `packed_4x8_integer_dot_product` (`dot4I8Packed`). A fixed
+    /// property of naga, not a per-adapter probe: backends without a native instruction get a
+    /// polyfill.
+    pub packed_int8_dot_product: bool,
+    /// `SHADER_INT64` (squint does not need it: its 64-bit products are emulated).
+    pub shader_int64: bool,
+    /// `SUBGROUP` operations.
+    pub subgroups: bool,
+    /// `TIMESTAMP_QUERY`.
+    pub timestamp_query: bool,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Largest workgroup count in one dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Largest workgroup (invocations).
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroup shared memory, bytes.
+    pub max_compute_workgroup_storage_size: u32,
+}
+
+impl AdapterReport {
+    fn new(adapter: &wgpu::Adapter, lang: &wgpu::WgslLanguageFeatures) -> Self {
+        let info = adapter.get_info();
+        let f = adapter.features();
+        let l = adapter.limits();
+        AdapterReport {
+            name: info.name.clone(),
+            backend: BackendChoice::from_wgpu(info.backend)
+                .map(|b| b.name().to_string())
+                .unwrap_or_else(|| format!("{:?}", info.backend).to_lowercase()),
+            device_type: match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => "discrete",
+                wgpu::DeviceType::IntegratedGpu => "integrated",
+                wgpu::DeviceType::VirtualGpu => "virtual",
+                wgpu::DeviceType::Cpu => "cpu",
+                wgpu::DeviceType::Other => "other",
+            }
+            .to_string(),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            packed_int8_dot_product: lang
+                .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
+            shader_int64: f.contains(wgpu::Features::SHADER_INT64),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+        }
+    }
+
+    /// The backend as a [`BackendChoice`], if it is one of the four.
+    pub fn backend_choice(&self) -> Option<BackendChoice> {
+        BackendChoice::parse(&self.backend).ok()
+    }
+
+    /// One line: `name (backend, device type)`.
+    pub fn summary(&self) -> String {
+        format!("{} ({}, {})", self.name, self.backend, self.device_type)
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let t = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let b = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    };
+    (t, b)
+}
+
+/// Points `XDG_RUNTIME_DIR` at a private 0700 directory when it is unset or invalid, so that
+/// Mesa's Vulkan loader does not print "XDG_RUNTIME_DIR is invalid or not set". Runs once per
+/// process, before the first instance is created.
+fn ensure_xdg_runtime_dir() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let valid = |p: &std::path::Path| {
+                p.is_absolute()
+                    && std::fs::metadata(p)
+                        .map(|m| m.is_dir() && m.permissions().mode() & 0o777 == 0o700)
+                        .unwrap_or(false)
+            };
+            if let Some(cur) = std::env::var_os("XDG_RUNTIME_DIR") {
+                if valid(std::path::Path::new(&cur)) {
+                    return;
+                }
+            }
+            let base = std::env::temp_dir();
+            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            for name in [
+                format!("squint-xdg-{user}"),
+                format!("squint-xdg-{user}-{}", std::process::id()),
+            ] {
+                let dir = base.join(name);
+                let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+                // Usable only if it is ours: private and writable.
+                let probe = dir.join(format!(".probe-{}", std::process::id()));
+                if valid(&dir) && std::fs::write(&probe, b"").is_ok() {
+                    let _ = std::fs::remove_file(&probe);
+                    // Called once, before this module creates any wgpu instance (and so before
+                    // any thread of ours reads the environment for it).
+                    std::env::set_var("XDG_RUNTIME_DIR", &dir);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    ensure_xdg_runtime_dir();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn enumerate(opts: &DeviceOptions) -> (wgpu::Instance, Vec<wgpu::Adapter>, Vec<String>, String) {
+    let (backends, backends_desc) = opts.backends();
+    let instance = new_instance(backends);
+    let all = pollster::block_on(instance.enumerate_adapters(backends));
+    let mut seen = Vec::new();
+    let mut kept = Vec::new();
+    for a in all {
+        let info = a.get_info();
+        let in_backends = BackendChoice::from_wgpu(info.backend)
+            .map(|b| backends.contains(b.backends()))
+            .unwrap_or(false);
+        seen.push(format!("{} ({:?})", info.name, info.backend));
+        if in_backends && opts.name_matches(&info.name) {
+            kept.push(a);
+        }
+    }
+    kept.sort_by_key(|a| rank(&a.get_info()));
+    (instance, kept, seen, backends_desc)
+}
+
+fn no_adapter(opts: &DeviceOptions, backends_desc: &str, seen: &[String], why: &str) -> Error {
+    let mut detail = format!(" (backends: {backends_desc}");
+    if let Some(f) = &opts.adapter {
+        detail.push_str(&format!("; adapter name filter: {f:?}"));
+    }
+    if seen.is_empty() {
+        detail.push_str("; no adapter enumerated");
+    } else {
+        detail.push_str(&format!("; adapters present: {}", seen.join(", ")));
+    }
+    if !why.is_empty() {
+        detail.push_str(&format!("; {why}"));
+    }
+    detail.push(')');
+    Error::NoAdapter { detail }
+}
+
+/// Lists the adapters `opts` selects, best first (the order [`GpuContext::open`] tries them).
+pub fn list_adapters(opts: &DeviceOptions) -> Vec<AdapterReport> {
+    let (instance, adapters, _, _) = enumerate(opts);
+    let lang = instance.wgsl_language_features();
+    adapters
+        .iter()
+        .map(|a| AdapterReport::new(a, &lang))
+        .collect()
+}
+
+/// Opens every adapter `opts` selects (one context per adapter, best first): e.g. both
+/// lavapipe (Vulkan) and llvmpipe (GL) on a machine without a GPU. Adapters whose device
+/// cannot be created are skipped; `Err(NoAdapter)` if none opens.
+pub fn open_all(opts: &DeviceOptions) -> Result<Vec<GpuContext>> {
+    let (instance, adapters, seen, backends_desc) = enumerate(opts);
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    for a in adapters {
+        let name = a.get_info().name;
+        match GpuContext::from_adapter(instance.clone(), a) {
+            Ok(c) => out.push(c),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    if out.is_empty() {
+        return Err(no_adapter(
+            opts,
+            &backends_desc,
+            &seen,
+            &failures.join("; "),
+        ));
+    }
+    Ok(out)
+}
+
+/// A compiled compute pipeline and its explicit bind group layout.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
+
+struct Inner {
+    // Kept alive for the adapter and device.
+    _instance: wgpu::Instance,
+    _adapter: wgpu::Adapter,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    report: AdapterReport,
+    limits: wgpu::Limits,
+    /// Errors that reached the uncaptured-error handler or the device-lost callback.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+/// Limits the host code splits work by: the device's, or smaller ones forced for testing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SplitLimits {
+    /// Largest storage binding window, bytes.
+    pub(crate) max_binding: u64,
+    /// Largest workgroup count per dispatch dimension.
+    pub(crate) max_workgroups: u32,
+    /// Storage binding offset alignment, bytes (at least 32, a power of two).
+    pub(crate) align: u64,
+    /// Largest buffer, bytes.
+    pub(crate) max_buffer: u64,
+}
+
+/// An open GPU device with its queue and compiled pipelines. Cheap to clone (an `Arc`), and
+/// `Send + Sync`: several threads may run kernels on one context at once.
+#[derive(Clone)]
+pub struct GpuContext {
+    inner: Arc<Inner>,
+    split: SplitLimits,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.inner.report.summary())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter `opts` selects (see [`DeviceOptions`]).
+    ///
+    /// Fails with [`Error::NoAdapter`], naming the backend and name filters and the adapters
+    /// present, when none matches or none can create a device.
+    pub fn open(opts: &DeviceOptions) -> Result<GpuContext> {
+        let (instance, adapters, seen, backends_desc) = enumerate(opts);
+        let mut failures = Vec::new();
+        for a in adapters {
+            let name = a.get_info().name;
+            match GpuContext::from_adapter(instance.clone(), a) {
+                Ok(c) => return Ok(c),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        Err(no_adapter(
+            opts,
+            &backends_desc,
+            &seen,
+            &failures.join("; "),
+        ))
+    }
+
+    fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
+        let report = AdapterReport::new(&adapter, &instance.wgsl_language_features());
+        let limits = adapter.limits();
+        // Optional features: timestamps, for profiling.
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("squint"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Gpu(format!("request_device on {}: {e}", report.summary())))?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        {
+            let sink = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+            let sink = uncaptured.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if reason != wgpu::DeviceLostReason::Destroyed {
+                    if let Ok(mut v) = sink.lock() {
+                        v.push(format!("device lost ({reason:?}): {msg}"));
+                    }
+                }
+            });
+        }
+        let split = SplitLimits {
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
+            max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
+            align: (limits.min_storage_buffer_offset_alignment as u64)
+                .max(32)
+                .next_power_of_two(),
+            max_buffer: limits.max_buffer_size,
+        };
+        Ok(GpuContext {
+            inner: Arc::new(Inner {
+                _instance: instance,
+                _adapter: adapter,
+                device,
+                queue,
+                report,
+                limits,
+                uncaptured,
+                pipelines: Mutex::new(HashMap::new()),
+            }),
+            split,
+        })
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter_report(&self) -> &AdapterReport {
+        &self.inner.report
+    }
+
+    /// The device limits (the adapter's: squint requests all of them).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The same device, with the host-side splitting limits lowered to at most
+    /// `max_binding_bytes` per storage binding and `max_workgroups_per_dimension` workgroups
+    /// per dispatch dimension. Results are unchanged, only split into more dispatches: this
+    /// exists to test the splitting paths with small tensors.
+    pub fn with_split_limits(
+        &self,
+        max_binding_bytes: u64,
+        max_workgroups_per_dimension: u32,
+    ) -> GpuContext {
+        let mut c = self.clone();
+        c.split.max_binding = c
+            .split
+            .max_binding
+            .min(max_binding_bytes.max(c.split.align));
+        c.split.max_workgroups = c
+            .split
+            .max_workgroups
+            .min(max_workgroups_per_dimension.max(1));
+        c
+    }
+
+    /// Whether two contexts share one device.
+    pub fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// An identity of the device, to check that tensors belong to this context.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    pub(crate) fn split(&self) -> SplitLimits {
+        self.split
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes; any error wgpu
+    /// reports (or that reached the uncaptured handler meanwhile) becomes [`Error::Gpu`].
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let d = &self.inner.device;
+        let oom = d.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = d.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = d.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let errs = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(internal.pop()),
+            pollster::block_on(oom.pop()),
+        ];
+        let mut msgs: Vec<String> = errs.into_iter().flatten().map(|e| e.to_string()).collect();
+        if let Ok(mut v) = self.inner.uncaptured.lock() {
+            msgs.append(&mut v);
+        }
+        if !msgs.is_empty() {
+            return Err(Error::Gpu(format!(
+                "{what} on {}: {}",
+                self.inner.report.summary(),
+                msgs.join("; ")
+            )));
+        }
+        r
+    }
+
+    /// The pipeline of `kernel` with the given override constants, compiled on first use.
+    pub(crate) fn pipeline(
+        &self,
+        kernel: Kernel,
+        overrides: &[(&'static str, u32)],
+    ) -> Result<Arc<Pipeline>> {
+        let key = (kernel, overrides.to_vec());
+        if let Some(p) = self.inner.pipelines.lock().map_err(poisoned)?.get(&key) {
+            return Ok(p.clone());
+        }
+        // Compiled outside the lock: another thread may compile the same one meanwhile; the
+        // first to insert wins, both are valid.
+        let p = self.scoped(&format!("compiling the {kernel:?} kernel"), || {
+            Ok(Arc::new(self.compile(kernel, overrides)))
+        })?;
+        let mut map = self.inner.pipelines.lock().map_err(poisoned)?;
+        Ok(map.entry(key).or_insert(p).clone())
+    }
+
+    fn compile(&self, kernel: Kernel, overrides: &[(&'static str, u32)]) -> Pipeline {
+        let d = &self.inner.device;
+        let source = kernel.source();
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.label()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = d.create_shader_module(desc);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+            .bindings()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(kernel.label()),
+            entries: &entries,
+        });
+        let pl = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(kernel.label()),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let constants: Vec<(&str, f64)> = overrides.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.label()),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: true,
+            },
+            cache: None,
+        });
+        Pipeline { pipeline, layout }
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::Gpu("pipeline cache lock poisoned by a panic in another thread".into())
+}

@@ -1,0 +1,432 @@
+//! GPU backend behaviour: errors instead of panics, the splitting paths (forced with small
+//! artificial limits) staying bit-exact, chaining without read-backs, concurrent use, and
+//! adapter selection by backend.
+//!
+//! With no adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`.
+
+use squint::cpu::reference;
+use squint::gpu::{
+    self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
+};
+use squint::quant::{
+    dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
+    WeightQParams,
+};
+use squint::shape::{ConvParams, ConvShape};
+use squint::Error;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn require_gpu() -> bool {
+    std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+fn contexts() -> Vec<GpuContext> {
+    match gpu::open_all(&DeviceOptions::default()) {
+        Ok(v) => v,
+        Err(e) => {
+            assert!(
+                !require_gpu(),
+                "SQUINT_REQUIRE_GPU=1 and no GPU adapter opened: {e}"
+            );
+            eprintln!("skipping: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// A conv problem with its CPU answer.
+struct Problem {
+    s: ConvShape,
+    x: Vec<u8>,
+    x_qp: QParams,
+    w: Vec<i8>,
+    w_qp: WeightQParams,
+    epi: Epilogue,
+    want: Vec<u8>,
+}
+
+fn problem(
+    seed: u64,
+    x_dims: [usize; 4],
+    w_dims: [usize; 4],
+    params: ConvParams,
+    formula: RequantFormula,
+) -> Problem {
+    let mut rng = Rng(seed);
+    let s = ConvShape::new(x_dims, w_dims, params).unwrap();
+    let x_qp = QParams::new(0.02, 128, QDtype::QUInt8).unwrap();
+    let w_qp = WeightQParams {
+        scheme: QScheme::PerChannelAffine,
+        scales: (0..s.c_out).map(|_| 0.001 + rng.f32() * 0.01).collect(),
+        zero_points: (0..s.c_out).map(|o| (o % 5) as i32 - 2).collect(),
+    };
+    let bias: Vec<f32> = (0..s.c_out).map(|_| rng.f32() - 0.5).collect();
+    let out = QParams::new(0.05, -3, QDtype::QInt8).unwrap();
+    let epi = Epilogue::new(formula, x_qp.scale, &w_qp, Some(&bias), out, false, s.c_out).unwrap();
+    let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+    let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8).collect();
+    let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
+    Problem {
+        s,
+        x,
+        x_qp,
+        w,
+        w_qp,
+        epi,
+        want,
+    }
+}
+
+#[test]
+fn shape_and_parameter_errors_are_errors_not_panics() {
+    for ctx in contexts() {
+        let p = problem(
+            1,
+            [1, 4, 6, 6],
+            [8, 4, 3, 3],
+            ConvParams::default(),
+            RequantFormula::Qnnpack,
+        );
+        // Input of the wrong length.
+        let r = gpu::conv2d_quantized(&ctx, &p.x[1..], &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
+        assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+        // Weight of the wrong length.
+        let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w[..10], &p.w_qp, &p.epi, &p.s);
+        assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+        // A layer given an input with the wrong channel count.
+        let layer = GpuConv2d::new(&ctx, &p.w, [8, 4, 3, 3], &p.w_qp, &p.epi, p.s.params).unwrap();
+        let bad = ctx
+            .upload_q(&[0u8; 3 * 36], [1, 3, 6, 6], QDtype::QUInt8)
+            .unwrap();
+        let r = layer.run(&ctx, &bad, &p.x_qp);
+        assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+        // Kernel larger than the padded input.
+        let tiny = ctx
+            .upload_q(&[0u8; 4 * 4], [1, 4, 2, 2], QDtype::QUInt8)
+            .unwrap();
+        assert!(layer.run(&ctx, &tiny, &p.x_qp).is_err());
+        // Input qparams of another dtype than the tensor.
+        let xt = ctx.upload_q(&p.x, [1, 4, 6, 6], QDtype::QUInt8).unwrap();
+        let qi8 = QParams::new(0.02, 0, QDtype::QInt8).unwrap();
+        let r = layer.run(&ctx, &xt, &qi8);
+        assert!(matches!(r, Err(Error::InvalidParameter(_))), "{r:?}");
+        // Epilogue with the wrong channel count, weight shape mismatches, zero groups.
+        let r = GpuConv2d::new(&ctx, &p.w, [4, 4, 3, 3], &p.w_qp, &p.epi, p.s.params);
+        assert!(r.is_err());
+        let r = GpuConv2d::new(
+            &ctx,
+            &p.w,
+            [8, 4, 3, 3],
+            &p.w_qp,
+            &p.epi,
+            ConvParams::default().groups(0),
+        );
+        assert!(matches!(r, Err(Error::InvalidParameter(_))), "{r:?}");
+        let r = GpuConv2d::new(
+            &ctx,
+            &p.w,
+            [8, 4, 3, 3],
+            &p.w_qp,
+            &p.epi,
+            ConvParams::default().groups(3),
+        );
+        assert!(matches!(r, Err(Error::InvalidParameter(_))), "{r:?}");
+        // Uploads and requantize validate like the CPU.
+        assert!(matches!(
+            ctx.upload_q(&[1, 2, 3], [1, 1, 2, 2], QDtype::QInt8),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            ctx.upload_f32(&[1.0; 4], [1, 1, 0, 4]),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            ctx.requantize(&[1, 2, 3], &p.epi, 8, 1),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            ctx.requantize(&[1; 16], &p.epi, 4, 4),
+            Err(Error::Shape(_))
+        ));
+        // An accumulator that could overflow int32 is refused up front, as on the CPU:
+        // K = 8192 * 9 taps of |x - 128| <= 128 times |w - 127| = 255.
+        let s = ConvShape::new([1, 8192, 3, 3], [4, 8192, 3, 3], ConvParams::default()).unwrap();
+        let wq = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.01, 127);
+        let epi =
+            Epilogue::new(RequantFormula::Fbgemm, 0.02, &wq, None, p.epi.out, false, 4).unwrap();
+        let x = vec![0u8; s.input_len()];
+        let big_w = vec![-128i8; s.weight_len()];
+        let r = gpu::conv2d_quantized(&ctx, &x, &p.x_qp, &big_w, &wq, &epi, &s);
+        assert!(matches!(r, Err(Error::AccumulatorOverflow { .. })), "{r:?}");
+    }
+}
+
+#[test]
+fn forced_splitting_stays_bit_exact() {
+    let ctxs = contexts();
+    let problems = [
+        // Regular conv: split over images, channel blocks and pixel tiles.
+        problem(
+            2,
+            [3, 4, 13, 11],
+            [12, 4, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Onednn,
+        ),
+        // Depthwise, strided and dilated.
+        problem(
+            3,
+            [2, 6, 15, 15],
+            [12, 1, 3, 3],
+            ConvParams::default()
+                .groups(6)
+                .stride(2)
+                .dilation(2)
+                .padding(2),
+            RequantFormula::FixedPoint,
+        ),
+        // Grouped 1x1.
+        problem(
+            4,
+            [3, 8, 9, 7],
+            [16, 2, 1, 1],
+            ConvParams::default().groups(4),
+            RequantFormula::Fbgemm,
+        ),
+    ];
+    for base in &ctxs {
+        let name = base.adapter_report().summary();
+        for (limit, wgs) in [(4096u64, 1u32), (8192, 2), (1 << 20, 1)] {
+            let ctx = base.with_split_limits(limit, wgs);
+            for (i, p) in problems.iter().enumerate() {
+                let got = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s)
+                    .unwrap_or_else(|e| panic!("{name}: problem {i}, limit {limit}: {e}"));
+                assert!(
+                    got == p.want,
+                    "{name}: problem {i} with binding limit {limit} and {wgs} workgroups per \
+                     dimension differs from the CPU at index {:?}",
+                    got.iter().zip(&p.want).position(|(a, b)| a != b)
+                );
+            }
+            // Quantize, dequantize and requantize split as well.
+            let mut rng = Rng(9);
+            let dims = [3, 5, 17, 19];
+            let n: usize = dims.iter().product();
+            let x: Vec<f32> = (0..n).map(|_| (rng.f32() - 0.5) * 10.0).collect();
+            let qp = QParams::new(0.037, 5, QDtype::QInt8).unwrap();
+            let q = ctx
+                .read_q(
+                    &ctx.quantize(&ctx.upload_f32(&x, dims).unwrap(), &qp)
+                        .unwrap(),
+                )
+                .unwrap();
+            assert_eq!(
+                q,
+                quantize_slice(&x, &qp),
+                "{name}: quantize, limit {limit}"
+            );
+            let f = ctx
+                .read_f32(
+                    &ctx.dequantize(&ctx.upload_q(&q, dims, qp.dtype).unwrap(), &qp)
+                        .unwrap(),
+                )
+                .unwrap();
+            let want = dequantize_slice(&q, &qp);
+            assert!(
+                f.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: dequantize, limit {limit}"
+            );
+            let p = &problems[0];
+            let acc: Vec<i32> = (0..3 * 12 * 50).map(|_| rng.next() as i32 >> 8).collect();
+            assert_eq!(
+                ctx.requantize(&acc, &p.epi, 12, 50).unwrap(),
+                reference::requantize(&acc, &p.epi, 12, 50).unwrap(),
+                "{name}: requantize, limit {limit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
+    for base in contexts() {
+        // One padded input plane of 40x40 i32 is 6400 bytes; a 4 KiB binding cannot hold it.
+        let ctx = base.with_split_limits(4096, 65535);
+        let p = problem(
+            5,
+            [1, 2, 38, 38],
+            [4, 2, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Qnnpack,
+        );
+        let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
+        assert!(matches!(r, Err(Error::DeviceLimit(_))), "{r:?}");
+    }
+}
+
+#[test]
+fn chain_without_read_backs_matches_cpu() {
+    for ctx in contexts() {
+        let mut rng = Rng(11);
+        let dims = [2, 6, 12, 10];
+        let n: usize = dims.iter().product();
+        let x: Vec<f32> = (0..n).map(|_| (rng.f32() - 0.3) * 4.0).collect();
+        let q_in = QParams::new(0.03, 100, QDtype::QUInt8).unwrap();
+        let mid = QParams::new(0.05, 7, QDtype::QUInt8).unwrap();
+        let out = QParams::new(0.04, -5, QDtype::QInt8).unwrap();
+        let w1_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+        let w2_qp = WeightQParams {
+            scheme: QScheme::PerChannelSymmetric,
+            scales: (0..5).map(|o| 0.004 + o as f32 * 0.001).collect(),
+            zero_points: vec![0; 5],
+        };
+        let s1 = ConvShape::new(dims, [8, 6, 3, 3], ConvParams::default().padding(1)).unwrap();
+        let s2 = ConvShape::new(
+            s1.output_dims(),
+            [5, 8, 3, 3],
+            ConvParams::default().stride(2),
+        )
+        .unwrap();
+        let w1: Vec<i8> = (0..s1.weight_len()).map(|_| rng.next() as i8).collect();
+        let w2: Vec<i8> = (0..s2.weight_len()).map(|_| rng.next() as i8).collect();
+        let e1 = Epilogue::new(
+            RequantFormula::Qnnpack,
+            q_in.scale,
+            &w1_qp,
+            None,
+            mid,
+            true,
+            8,
+        )
+        .unwrap();
+        let b2: Vec<f32> = (0..5).map(|i| i as f32 * 0.1 - 0.2).collect();
+        let e2 = Epilogue::new(
+            RequantFormula::Onednn,
+            mid.scale,
+            &w2_qp,
+            Some(&b2),
+            out,
+            false,
+            5,
+        )
+        .unwrap();
+        // CPU chain.
+        let cq = quantize_slice(&x, &q_in);
+        let c1 = reference::conv2d_quantized(&cq, &q_in, &w1, &w1_qp, &e1, &s1).unwrap();
+        let c2 = reference::conv2d_quantized(&c1, &mid, &w2, &w2_qp, &e2, &s2).unwrap();
+        let want = dequantize_slice(&c2, &out);
+        // GPU chain: one read-back at the end.
+        let l1 = GpuConv2d::new(&ctx, &w1, s1.weight_dims(), &w1_qp, &e1, s1.params).unwrap();
+        let l2 = GpuConv2d::new(&ctx, &w2, s2.weight_dims(), &w2_qp, &e2, s2.params).unwrap();
+        let t = ctx
+            .quantize(&ctx.upload_f32(&x, dims).unwrap(), &q_in)
+            .unwrap();
+        let t = l1.run(&ctx, &t, &q_in).unwrap();
+        let t = l2.run(&ctx, &t, &mid).unwrap();
+        assert_eq!(t.dims, s2.output_dims());
+        assert_eq!(t.dtype, QDtype::QInt8);
+        let y = ctx.read_f32(&ctx.dequantize(&t, &out).unwrap()).unwrap();
+        let name = ctx.adapter_report().summary();
+        assert!(
+            y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: chained result differs from the CPU chain"
+        );
+    }
+}
+
+#[test]
+fn one_layer_runs_on_several_threads_at_once() {
+    for ctx in contexts() {
+        let p = problem(
+            6,
+            [2, 8, 14, 14],
+            [16, 8, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Fbgemm,
+        );
+        let layer =
+            GpuConv2d::new(&ctx, &p.w, p.s.weight_dims(), &p.w_qp, &p.epi, p.s.params).unwrap();
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    for _ in 0..3 {
+                        let xt = ctx.upload_q(&p.x, p.s.input_dims(), p.x_qp.dtype).unwrap();
+                        let y = layer.run(&ctx, &xt, &p.x_qp).unwrap();
+                        assert_eq!(ctx.read_q(&y).unwrap(), p.want);
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn backend_selection_reports_the_backend_asked_for() {
+    let any = contexts();
+    if any.is_empty() {
+        return;
+    }
+    for b in [BackendChoice::Vulkan, BackendChoice::Gl] {
+        let opts = DeviceOptions {
+            backend: Some(b),
+            adapter: None,
+        };
+        match GpuContext::open(&opts) {
+            Ok(ctx) => {
+                let r = ctx.adapter_report();
+                assert_eq!(r.backend, b.name(), "{r:?}");
+                assert_eq!(r.backend_choice(), Some(b));
+                // Every listed adapter is of that backend, and the report serialises.
+                for a in gpu::list_adapters(&opts) {
+                    assert_eq!(a.backend, b.name());
+                    let json = serde_json::to_string(&a).unwrap();
+                    assert!(json.contains("max_storage_buffer_binding_size"), "{json}");
+                }
+                eprintln!("{b}: {}", r.summary());
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
+                assert!(e.to_string().contains(b.name()), "{e}");
+                eprintln!("{b}: not available here: {e}");
+            }
+        }
+    }
+    // A name filter that matches nothing names the filter in the error.
+    let opts = DeviceOptions {
+        backend: None,
+        adapter: Some("no-such-adapter-zz9".into()),
+    };
+    let e = GpuContext::open(&opts).unwrap_err();
+    assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
+    assert!(e.to_string().contains("no-such-adapter-zz9"), "{e}");
+    // A case-insensitive substring of a real name selects it.
+    let name = any[0].adapter_report().name.to_uppercase();
+    let opts = DeviceOptions {
+        backend: None,
+        adapter: Some(name[..name.len().min(6)].to_string()),
+    };
+    assert!(GpuContext::open(&opts).is_ok());
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GpuContext>();
+    check::<GpuConv2d>();
+    check::<GpuTensor>();
+    check::<GpuF32Tensor>();
+}

@@ -1,0 +1,535 @@
+//! Seeded randomized sweeps: every GPU kernel against the CPU reference, byte for byte, on
+//! every adapter this process can open (on a machine without a GPU: lavapipe through Vulkan
+//! and llvmpipe through GL).
+//!
+//! With no adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`, which makes
+//! them fail with the `NoAdapter` message.
+
+use std::time::Instant;
+
+use squint::cpu::reference;
+use squint::gpu::{self, DeviceOptions, GpuContext};
+use squint::quant::{
+    dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
+    WeightQParams,
+};
+use squint::shape::{ConvParams, ConvShape};
+
+/// splitmix64: tiny, deterministic, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn usize(&mut self, lo: usize, hi: usize) -> usize {
+        self.range(lo as i64, hi as i64) as usize
+    }
+    fn coin(&mut self, p_true: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p_true
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.usize(0, v.len() - 1)]
+    }
+}
+
+fn contexts() -> Vec<GpuContext> {
+    match gpu::open_all(&DeviceOptions::default()) {
+        Ok(v) => v,
+        Err(e) => {
+            if std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("SQUINT_REQUIRE_GPU=1 and no GPU adapter opened: {e}");
+            }
+            eprintln!("skipping the GPU sweep: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn dtype(rng: &mut Rng) -> QDtype {
+    if rng.coin(0.5) {
+        QDtype::QUInt8
+    } else {
+        QDtype::QInt8
+    }
+}
+
+fn random_zp(rng: &mut Rng, d: QDtype) -> i32 {
+    let r = d.full_range();
+    rng.range(r.min as i64, r.max as i64) as i32
+}
+
+/// A power of two 2^-e, so that products of scales are exact and `acc * M` lands on .5 ties.
+fn pow2(e: i32) -> f32 {
+    2f32.powi(-e)
+}
+
+struct ConvCase {
+    desc: String,
+    s: ConvShape,
+    x: Vec<u8>,
+    x_qp: QParams,
+    w: Vec<i8>,
+    w_qp: WeightQParams,
+    bias: Option<Vec<f32>>,
+    out: QParams,
+    relu: bool,
+}
+
+fn conv_case(rng: &mut Rng, idx: usize) -> ConvCase {
+    loop {
+        let kh = rng.usize(1, 7);
+        let kw = if rng.coin(0.7) { kh } else { rng.usize(1, 7) };
+        let stride = [rng.usize(1, 3), rng.usize(1, 3)];
+        let padding = [rng.usize(0, 3), rng.usize(0, 3)];
+        let dilation = if rng.coin(0.6) {
+            [1, 1]
+        } else {
+            [rng.usize(1, 3), rng.usize(1, 3)]
+        };
+        let kind = rng.usize(0, 2);
+        let (groups, cig, cog) = match kind {
+            0 => (1, rng.usize(1, 9), rng.usize(1, 13)),
+            1 => (rng.usize(2, 4), rng.usize(1, 5), rng.usize(1, 9)),
+            _ => {
+                // Depthwise (channel multiplier 1 or 2).
+                let c = rng.usize(1, 12);
+                (c, 1, rng.usize(1, 2))
+            }
+        };
+        let (c_in, c_out) = (groups * cig, groups * cog);
+        let n = rng.usize(1, 3);
+        let span_h = dilation[0] * (kh - 1) + 1;
+        let span_w = dilation[1] * (kw - 1) + 1;
+        let h = span_h.saturating_sub(2 * padding[0]).max(1) + rng.usize(0, 9);
+        let wd = span_w.saturating_sub(2 * padding[1]).max(1) + rng.usize(0, 9);
+        let params = ConvParams {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        let Ok(s) = ConvShape::new([n, c_in, h, wd], [c_out, cig, kh, kw], params) else {
+            continue;
+        };
+        let xd = dtype(rng);
+        let ties = rng.coin(0.5);
+        let (sx, sw_base, sy) = if ties {
+            // Powers of two with M = sx*sw/sy = 2^-(1..4): many exact .5 ties.
+            let (sx, sw) = (pow2(rng.range(2, 8) as i32), pow2(rng.range(4, 9) as i32));
+            (sx, sw, sx * sw * pow2(-(rng.range(1, 4) as i32)))
+        } else {
+            (
+                0.002 + rng.f32() * 0.05,
+                0.001 + rng.f32() * 0.02,
+                0.01 + rng.f32() * 0.3,
+            )
+        };
+        let x_qp = QParams::new(sx, random_zp(rng, xd), xd).unwrap();
+        let scheme = rng.pick(&[
+            QScheme::PerTensorSymmetric,
+            QScheme::PerTensorAffine,
+            QScheme::PerChannelSymmetric,
+            QScheme::PerChannelAffine,
+        ]);
+        let w_qp = if scheme.is_per_channel() {
+            WeightQParams {
+                scheme,
+                scales: (0..c_out)
+                    .map(|_| {
+                        if ties {
+                            sw_base * pow2(rng.range(-1, 1) as i32)
+                        } else {
+                            0.001 + rng.f32() * 0.02
+                        }
+                    })
+                    .collect(),
+                zero_points: (0..c_out)
+                    .map(|_| {
+                        if scheme == QScheme::PerChannelAffine {
+                            rng.range(-12, 12) as i32
+                        } else {
+                            0
+                        }
+                    })
+                    .collect(),
+            }
+        } else {
+            let zp = if scheme == QScheme::PerTensorAffine {
+                rng.range(-20, 20) as i32
+            } else {
+                0
+            };
+            WeightQParams::per_tensor(scheme, sw_base, zp)
+        };
+        let od = dtype(rng);
+        let out = QParams::new(sy, random_zp(rng, od), od).unwrap();
+        let bias = rng.coin(0.6).then(|| {
+            (0..c_out)
+                .map(|_| {
+                    if ties && rng.coin(0.5) {
+                        // Multiples of sx*sw/2: exact in every formula, and on ties.
+                        rng.range(-400, 400) as f32 * 0.5 * sx * sw_base
+                    } else {
+                        (rng.f32() - 0.5) * 2.0
+                    }
+                })
+                .collect()
+        });
+        let relu = rng.coin(0.4);
+        let x = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+        // Small weights keep many outputs inside the 8-bit range (not clamped).
+        let amp = rng.pick(&[127i64, 31, 7, 2]);
+        let w = (0..s.weight_len())
+            .map(|_| rng.range(-amp, amp) as i8)
+            .collect();
+        let desc = format!(
+            "case #{idx}: x [{n},{c_in},{h},{wd}] {xd} zp {} scale {sx:e}, w [{c_out},{cig},{kh},{kw}] \
+             {} zp {:?}, stride {stride:?} padding {padding:?} dilation {dilation:?} groups \
+             {groups}, out {od} zp {} scale {sy:e}, bias {}, relu {relu}, ties {ties}",
+            x_qp.zero_point,
+            scheme.name(),
+            &w_qp.zero_points[..w_qp.zero_points.len().min(4)],
+            out.zero_point,
+            bias.is_some(),
+        );
+        return ConvCase {
+            desc,
+            s,
+            x,
+            x_qp,
+            w,
+            w_qp,
+            bias,
+            out,
+            relu,
+        };
+    }
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a.len() != b.len() {
+        return Some(a.len().min(b.len()));
+    }
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+#[test]
+fn conv_sweep_matches_cpu_reference_on_every_adapter() {
+    let ctxs = contexts();
+    if ctxs.is_empty() {
+        return;
+    }
+    let mut rng = Rng(0x5157_1e55_c0de_0001);
+    let mut cases: Vec<ConvCase> = (0..150).map(|i| conv_case(&mut rng, i)).collect();
+    // A couple of larger ones: several pixel tiles and channel blocks per plane.
+    for i in 0..2 {
+        let mut c = conv_case(&mut rng, 150 + i);
+        let p = ConvParams::default().padding(1).groups(1);
+        c.s = ConvShape::new([2, 24, 19, 23], [20, 24, 3, 3], p).unwrap();
+        c.x = (0..c.s.input_len()).map(|_| rng.next() as u8).collect();
+        c.w = (0..c.s.weight_len()).map(|_| rng.next() as i8).collect();
+        c.w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.004, 0);
+        c.bias = c.bias.map(|_| (0..20).map(|_| rng.f32() - 0.5).collect());
+        c.desc = format!("case #{}: [2,24,19,23] * [20,24,3,3] p1", 150 + i);
+        cases.push(c);
+    }
+    // CPU reference once per case and formula.
+    let mut expected = Vec::new();
+    let mut skipped = 0;
+    let (mut outputs, mut unclamped, mut disagreements) = (0usize, 0usize, 0usize);
+    for c in &cases {
+        let mut per = Vec::new();
+        for f in RequantFormula::ALL {
+            let epi = Epilogue::new(
+                f,
+                c.x_qp.scale,
+                &c.w_qp,
+                c.bias.as_deref(),
+                c.out,
+                c.relu,
+                c.s.c_out,
+            );
+            match epi {
+                Ok(epi) => {
+                    let y = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &epi, &c.s)
+                        .unwrap_or_else(|e| panic!("CPU reference failed on {}: {e}", c.desc));
+                    per.push(Some((epi, y)));
+                }
+                Err(_) => {
+                    // e.g. a fixed-point multiplier out of range: the converter rejects it.
+                    skipped += 1;
+                    per.push(None);
+                }
+            }
+        }
+        // How strong the sweep is: outputs strictly inside the clamp, and outputs where the
+        // formulas disagree (they differ only near .5 ties).
+        if let Some(Some((epi, y0))) = per.first() {
+            outputs += y0.len();
+            unclamped += y0
+                .iter()
+                .filter(|&&b| {
+                    let v = epi.out.dtype.byte_to_int(b);
+                    v > epi.clamp.min && v < epi.clamp.max
+                })
+                .count();
+            for other in per.iter().skip(1).flatten() {
+                disagreements += y0.iter().zip(&other.1).filter(|(a, b)| a != b).count();
+            }
+        }
+        expected.push(per);
+    }
+    eprintln!(
+        "sweep: {outputs} outputs per formula, {unclamped} strictly inside the clamp, {disagreements} \
+         (output, formula) pairs where a formula differs from qnnpack"
+    );
+    for ctx in &ctxs {
+        let name = ctx.adapter_report().summary();
+        let t = Instant::now();
+        let mut runs = 0;
+        for (c, per) in cases.iter().zip(&expected) {
+            for (f, e) in RequantFormula::ALL.iter().zip(per) {
+                let Some((epi, want)) = e else { continue };
+                let got = gpu::conv2d_quantized(ctx, &c.x, &c.x_qp, &c.w, &c.w_qp, epi, &c.s)
+                    .unwrap_or_else(|e| panic!("formula {f} on {name}: {}: {e}", c.desc));
+                if let Some(i) = first_diff(&got, want) {
+                    let plane = c.s.h_out * c.s.w_out;
+                    panic!(
+                        "formula {f} on {name}: {}: first differing output index {i} \
+                         (n {}, c {}, y {}, x {}): gpu {:?} cpu {:?} ({} outputs)",
+                        c.desc,
+                        i / (plane * c.s.c_out),
+                        (i / plane) % c.s.c_out,
+                        (i % plane) / c.s.w_out,
+                        i % c.s.w_out,
+                        got.get(i),
+                        want.get(i),
+                        want.len()
+                    );
+                }
+                runs += 1;
+            }
+        }
+        eprintln!(
+            "{name}: {runs} conv runs ({} cases x formulas, {skipped} skipped) bit-exact in {:.2?}",
+            cases.len(),
+            t.elapsed()
+        );
+    }
+}
+
+fn random_epilogue(rng: &mut Rng, f: RequantFormula, channels: usize) -> Option<Epilogue> {
+    let ties = rng.coin(0.5);
+    let sx = if ties {
+        pow2(rng.range(2, 8) as i32)
+    } else {
+        0.001 + rng.f32() * 0.1
+    };
+    let sw: Vec<f32> = (0..channels)
+        .map(|_| {
+            if ties {
+                pow2(rng.range(3, 9) as i32)
+            } else {
+                0.0005 + rng.f32() * 0.02
+            }
+        })
+        .collect();
+    let sy = if ties {
+        sx * sw[0] * pow2(-(rng.range(0, 5) as i32))
+    } else {
+        // From tiny to large multipliers.
+        sx * sw[0] * (0.05 + rng.f32() * 40.0)
+    };
+    let w = WeightQParams {
+        scheme: QScheme::PerChannelSymmetric,
+        scales: sw,
+        zero_points: vec![0; channels],
+    };
+    let od = dtype(rng);
+    let out = QParams::new(sy, random_zp(rng, od), od).ok()?;
+    let bias: Option<Vec<f32>> = rng
+        .coin(0.6)
+        .then(|| (0..channels).map(|_| (rng.f32() - 0.5) * 20.0).collect());
+    Epilogue::new(f, sx, &w, bias.as_deref(), out, rng.coin(0.3), channels).ok()
+}
+
+fn random_acc(rng: &mut Rng) -> i32 {
+    match rng.usize(0, 7) {
+        0 => rng.next() as i32,
+        1 => rng.pick(&[
+            i32::MIN,
+            i32::MAX,
+            i32::MIN + 1,
+            i32::MAX - 1,
+            0,
+            1,
+            -1,
+            (1 << 24) + 1,
+            -(1 << 24) - 1,
+            (1 << 24) + 3,
+            1 << 30,
+            -(1 << 30),
+        ]),
+        2 => ((1i64 << 24) + rng.range(0, 1 << 30)) as i32 * if rng.coin(0.5) { 1 } else { -1 },
+        3 => rng.range(-300, 300) as i32,
+        4 => rng.range(-100_000, 100_000) as i32,
+        5 => rng.range(-(1 << 20), 1 << 20) as i32 * 2 + 1,
+        _ => rng.range(-5_000_000, 5_000_000) as i32,
+    }
+}
+
+#[test]
+fn requantize_sweep_matches_cpu_reference_on_every_adapter() {
+    let ctxs = contexts();
+    if ctxs.is_empty() {
+        return;
+    }
+    let mut rng = Rng(0x5157_1e55_c0de_0002);
+    let mut cases = Vec::new();
+    for i in 0..120 {
+        let f = RequantFormula::ALL[i % 4];
+        let channels = rng.usize(1, 9);
+        let plane = rng.usize(1, 13);
+        let n = if i.is_multiple_of(20) {
+            60
+        } else {
+            rng.usize(1, 3)
+        };
+        let Some(epi) = random_epilogue(&mut rng, f, channels) else {
+            continue;
+        };
+        let acc: Vec<i32> = (0..n * channels * plane)
+            .map(|_| random_acc(&mut rng))
+            .collect();
+        let want = reference::requantize(&acc, &epi, channels, plane).unwrap();
+        cases.push((f, channels, plane, epi, acc, want));
+    }
+    for ctx in &ctxs {
+        let name = ctx.adapter_report().summary();
+        let t = Instant::now();
+        for (f, channels, plane, epi, acc, want) in &cases {
+            let got = ctx.requantize(acc, epi, *channels, *plane).unwrap();
+            if let Some(i) = first_diff(&got, want) {
+                panic!(
+                    "requantize, formula {f} on {name}: channels {channels} plane {plane} \
+                     out {:?} clamp {:?}: first differing index {i}: acc {} gpu {:?} cpu {:?} \
+                     record {:?}",
+                    epi.out,
+                    epi.clamp,
+                    acc[i],
+                    got.get(i),
+                    want.get(i),
+                    epi.channels[(i / plane) % channels]
+                );
+            }
+        }
+        eprintln!(
+            "{name}: {} requantize cases bit-exact in {:.2?}",
+            cases.len(),
+            t.elapsed()
+        );
+    }
+}
+
+fn interesting_f32(rng: &mut Rng, scale: f32) -> f32 {
+    match rng.usize(0, 9) {
+        // Exactly on a .5 tie of x * inv_scale (scale is a power of two here or not).
+        0 | 1 => (rng.range(-300, 300) as f32 + 0.5) * scale,
+        2 => rng.pick(&[
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            1e30,
+            -1e30,
+            3e9,
+            -3e9,
+            f32::MIN_POSITIVE,
+            1e-40,
+            -1e-40,
+        ]),
+        3 => f32::from_bits(rng.next() as u32),
+        4 => (rng.f32() - 0.5) * 1e6 * scale,
+        _ => (rng.f32() - 0.5) * 400.0 * scale,
+    }
+}
+
+#[test]
+fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
+    let ctxs = contexts();
+    if ctxs.is_empty() {
+        return;
+    }
+    let mut rng = Rng(0x5157_1e55_c0de_0003);
+    let mut cases = Vec::new();
+    for i in 0..60 {
+        let dims = [
+            rng.usize(1, 3),
+            rng.usize(1, 5),
+            rng.usize(1, 11),
+            rng.usize(1, 11),
+        ];
+        let d = dtype(&mut rng);
+        let scale = match i % 3 {
+            0 => pow2(rng.range(-3, 12) as i32),
+            1 => 0.001 + rng.f32() * 0.2,
+            _ => f32::from_bits(rng.range(0x0080_0000, 0x4000_0000) as u32),
+        };
+        let qp = QParams::new(scale, random_zp(&mut rng, d), d).unwrap();
+        let n: usize = dims.iter().product();
+        let x: Vec<f32> = (0..n).map(|_| interesting_f32(&mut rng, scale)).collect();
+        let q: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        cases.push((dims, qp, x, q));
+    }
+    for ctx in &ctxs {
+        let name = ctx.adapter_report().summary();
+        for (dims, qp, x, q) in &cases {
+            let xt = ctx.upload_f32(x, *dims).unwrap();
+            let got = ctx.read_q(&ctx.quantize(&xt, qp).unwrap()).unwrap();
+            let want = quantize_slice(x, qp);
+            if let Some(i) = first_diff(&got, &want) {
+                panic!(
+                    "quantize on {name}: dims {dims:?} {qp:?}: first differing index {i}: x {:e} \
+                     ({:#010x}) gpu {:?} cpu {:?}",
+                    x[i],
+                    x[i].to_bits(),
+                    got.get(i),
+                    want.get(i)
+                );
+            }
+            let qt = ctx.upload_q(q, *dims, qp.dtype).unwrap();
+            let got = ctx.read_f32(&ctx.dequantize(&qt, qp).unwrap()).unwrap();
+            let want = dequantize_slice(q, qp);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            if let Some(i) = bits(&got)
+                .iter()
+                .zip(bits(&want))
+                .position(|(a, b)| *a != b)
+            {
+                panic!(
+                    "dequantize on {name}: dims {dims:?} {qp:?}: first differing index {i}: q {} \
+                     gpu {:e} cpu {:e}",
+                    q[i], got[i], want[i]
+                );
+            }
+        }
+        eprintln!(
+            "{name}: {} quantize/dequantize cases bit-exact",
+            cases.len()
+        );
+    }
+}
