@@ -247,3 +247,25 @@ fn model_description_errors_are_clear() {
 fn gpu_module_lists_adapters_without_panicking() {
     let _ = gpu::list_adapters(&DeviceOptions::default());
 }
+
+#[test]
+fn cross_check_reports_every_point_bit_exact_on_gpu_and_fast_cpu() {
+    let mut p = PreparedModel::new(load_model(), QConfig::x86()).unwrap();
+    p.calibrate_all(&calib(), false).unwrap();
+    let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let mut devices = vec![Device::Cpu];
+    devices.extend(gpu_device());
+    for d in &devices {
+        let checks = squint::pipeline::cross_check::cross_check(&qm, &x(), d).unwrap();
+        let names: Vec<_> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["input", "conv1", "conv2"]);
+        for c in &checks {
+            assert!(
+                c.bit_exact() && c.compared > 0,
+                "{} on {}: {c:?}",
+                c.name,
+                d.describe()
+            );
+        }
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod cross_check;
 pub mod device;
 pub mod diagnostics;
 pub mod golden;
