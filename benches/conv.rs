@@ -4,6 +4,11 @@
 //!
 //! Run with `cargo bench --bench conv`; a filter narrows it down, e.g.
 //! `cargo bench --bench conv -- 'int8 1t'`.
+//!
+//! `vpdpbusd ceiling` is the single-thread int8 peak of this CPU (24 independent zmm
+//! `vpdpbusd` chains, 128 ops each), measured in the same run so that the GOPS of the int8
+//! conv can be quoted as a fraction of it. The depthwise shape also runs every requantization
+//! formula (`int8 1t <formula>`); the other shapes use oneDNN's.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use squint::cpu::{fast, reference};
@@ -94,6 +99,19 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("int8 1t", name), |b| {
             b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &one).unwrap()))
         });
+        if params.groups > 1 {
+            for formula in RequantFormula::ALL {
+                let epi =
+                    Epilogue::new(formula, x_qp.scale, &w_qp, Some(&bias), out, true, s.c_out)
+                        .expect("epilogue");
+                let packed = fast::PackedConv2d::new(&w, wd, &w_qp, &epi, params)
+                    .expect("packing the weights");
+                let id = BenchmarkId::new(format!("int8 1t {formula}"), name);
+                group.bench_function(id, |b| {
+                    b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &one).unwrap()))
+                });
+            }
+        }
         group.bench_function(BenchmarkId::new("int8 all", name), |b| {
             b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &all).unwrap()))
         });
@@ -109,6 +127,22 @@ fn bench_conv(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni") {
+        let mut group = c.benchmark_group("ceiling");
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_secs(1));
+        const ITERS: u64 = 100_000;
+        group.throughput(Throughput::Elements(ITERS * 24 * 128));
+        group.bench_function("vpdpbusd ceiling", |b| {
+            // SAFETY: AVX512-VNNI was detected (it implies avx512f).
+            b.iter(|| unsafe { vpdpbusd_loop(black_box(ITERS)) })
+        });
+        group.finish();
+    }
 
     // The reference is slow: one small shape only.
     let mut group = c.benchmark_group("conv reference");
@@ -153,6 +187,33 @@ fn bench_conv(c: &mut Criterion) {
         b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &one).unwrap()))
     });
     group.finish();
+}
+
+/// `iters` rounds of 24 independent zmm `vpdpbusd` (enough chains to cover its latency): the
+/// int8 throughput ceiling of one core.
+///
+/// # Safety
+/// avx512f and avx512vnni must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn vpdpbusd_loop(iters: u64) -> [i32; 16] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_si512(); 24];
+    let a = _mm512_set1_epi32(0x0102_0304);
+    let b = _mm512_set1_epi32(0x0101_0101);
+    for _ in 0..iters {
+        for r in acc.iter_mut() {
+            *r = _mm512_dpbusd_epi32(*r, a, b);
+        }
+        // Keeps the loop from being folded.
+        std::arch::asm!("", options(nomem, nostack));
+    }
+    let mut sum = acc[0];
+    for &r in &acc[1..] {
+        sum = _mm512_add_epi32(sum, r);
+    }
+    // SAFETY: a 64-byte vector is 16 i32.
+    unsafe { std::mem::transmute::<__m512i, [i32; 16]>(sum) }
 }
 
 criterion_group!(benches, bench_conv);

@@ -1,25 +1,39 @@
-// squint: conv input preparation, appended to `common.wgsl`.
+// squint: conv input preparation, appended to `common.wgsl`. Sections between `//#if FLAG` /
+// `//#else` / `//#endif` are selected on the host before compilation.
 //
-// Repacks a packed 8-bit activation so that one u32 holds 4 consecutive input channels of one
-// pixel (the conv's reduction runs over channels, so one word is 4 reduction steps), in the
-// signed domain x' (quint8 bytes are XORed with 0x80, i.e. x' = x - 128, with zero point
-// z' = zp - 128; qint8 bytes are taken as they are, z' = zp), and materialises the conv's zero
-// padding: padded pixels and the channels that round each group up to a multiple of 4 hold
-// z', so that `x' - z'` is 0 there, as a padded tap contributes a real 0. Plain tensor
-// reshaping: kernels know nothing of models.
+// Repacks a packed 8-bit NCHW activation into "quads" for `conv2d_gemm.wgsl` and
+// `conv2d_dw.wgsl`: one vec4<u32> holds 16 channel slots of one padded pixel, byte b of word k
+// being slot 4k + b. Slots are assigned per group: slot s of a pixel belongs to group
+// g = s / sg and is channel g * cig + (s % sg) of the input when s % sg < cig. With
+// sg = 16 * ceil(cig / 16) every group starts on a quad (the GEMM layout); with sg = cig the
+// channels are simply contiguous (the depthwise layout). The conv's zero padding is
+// materialised: padded pixels and the slots past a group's channels hold the zero-point byte,
+// so that `x' - z'` is 0 there, as a padded tap contributes a real 0. Bytes are XORed with
+// `flip` to reach the kernel's domain (signed for `dot4I8Packed`, unsigned otherwise). Plain
+// tensor reshaping: kernels know nothing of models.
+//
+// Two kinds of items, in one dispatch:
+// * [0, u.n_interior): interior. Item (n, k, q): input word k of every plane (4 consecutive input pixels,
+//   which may continue on the next row) for the 16 slots of quad q: 16 word loads give the 4
+//   quads of those pixels (a 4 x 4 byte transpose per word of the quads).
+// * [u.n_interior, ...): border. Item n_interior + (n, b, q): quad q of the b-th padded pixel
+//   outside the input, all zero point.
 //
 // Buffers:
-// * `u` (uniform): the dispatch's item range, geometry, window bases, zero-point byte.
-// * `x` (storage, read): packed input, four values per u32 little-endian; each (n, c) plane
-//   holds `u.plane_words` words. A window starting at word `u.x_base`.
-// * `xq` (storage, read_write): output words indexed `((n * groups + g) * c4pg + c4) * hp * wp
-//   + py * wp + px`, byte b = channel `g * cig + 4 * c4 + b` at padded pixel (py, px); image
-//   `n` counts from input image `u.img_begin`. A window starting at word `u.xq_base`.
-// One invocation writes one `xq` word (items are `xq` words).
+// * `u` (uniform): the dispatch's item range and kind, geometry, window bases, flip and pad
+//   byte.
+// * `xt` (read-only storage texture rgba32uint; XTEX) or `x` (storage, read): the packed input,
+//   four values per u32 little-endian, `plane_words` words per (n, c) plane; the texture is a
+//   copy of the tensor's buffer, word i at texel i / 4 = (t % 2^x_tws, t >> x_tws), component
+//   i % 4; the buffer is a window from word `u.x_base`. Image n counts from `u.img_begin`.
+// * `qt` (write-only storage texture rgba32uint; XTEX) or `xq` (storage, read_write,
+//   array<vec4<u32>>): quad ((n * hp + py) * wp + px) * qp + q; texel i is at
+//   (i % 2^tws, i >> tws); the buffer is a window from quad `u.q_base`.
 
 struct Params {
     item_begin: u32,
     item_count: u32,
+    n_interior: u32,
     h: u32,
     w: u32,
     plane_words: u32,
@@ -30,10 +44,13 @@ struct Params {
     c_in: u32,
     cig: u32,
     groups: u32,
-    c4pg: u32,
+    sg: u32,
+    qp: u32,
     img_begin: u32,
     x_base: u32,
-    xq_base: u32,
+    x_tws: u32,
+    q_base: u32,
+    tws: u32,
     flip: u32,
     zbyte: u32,
     _pad0: u32,
@@ -41,8 +58,53 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
+//#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(2) var qt: texture_storage_2d<rgba32uint, write>;
+//#else
 @group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(2) var<storage, read_write> xq: array<vec4<u32>>;
+//#endif
+
+// Input word i (absolute index in the tensor).
+fn load_word(i: u32) -> u32 {
+//#if XTEX
+    let t = i >> 2u;
+    let mask = (1u << u.x_tws) - 1u;
+    let v = textureLoad(xt, vec2<u32>(t & mask, t >> u.x_tws));
+    let c = i & 3u;
+    return select(select(v.x, v.y, c == 1u), select(v.z, v.w, c == 3u), c >= 2u);
+//#else
+    return x[i - u.x_base];
+//#endif
+}
+
+fn store_quad(i: u32, v: vec4<u32>) {
+//#if XTEX
+    let mask = (1u << u.tws) - 1u;
+    textureStore(qt, vec2<u32>(i & mask, i >> u.tws), v);
+//#else
+    xq[i - u.q_base] = v;
+//#endif
+}
+
+// The padded pixel of the b-th border pixel of an image (rows above, then the left and right
+// margins of the input rows, then rows below).
+fn border_pixel(b: u32) -> vec2<u32> {
+    let top = u.ph * u.wp;
+    if (b < top) {
+        return vec2<u32>(b / u.wp, b % u.wp);
+    }
+    let side = 2u * u.pw;
+    let mid = u.h * side;
+    if (b < top + mid) {
+        let r = (b - top) / side;
+        let c = (b - top) - r * side;
+        return vec2<u32>(u.ph + r, select(u.w + c, c, c < u.pw));
+    }
+    let rest = b - top - mid;
+    return vec2<u32>(u.ph + u.h + rest / u.wp, rest % u.wp);
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -54,32 +116,53 @@ fn main(
     if (local >= u.item_count) {
         return;
     }
-    let e = u.item_begin + local;
-    let hpwp = u.hp * u.wp;
-    let plane4 = e / hpwp;
-    let r = e - plane4 * hpwp;
-    let py = r / u.wp;
-    let px = r - py * u.wp;
-    let ng = plane4 / u.c4pg;
-    let c4 = plane4 - ng * u.c4pg;
-    let n = ng / u.groups;
-    let g = ng - n * u.groups;
-    // Unsigned compares also reject the rows and columns before the input (wrap-around).
-    let iy = py - u.ph;
-    let ix = px - u.pw;
-    let inside = iy < u.h && ix < u.w;
-    let pos = iy * u.w + ix;
-    let sh = 8u * (pos & 3u);
-    let first_plane = (u.img_begin + n) * u.c_in + g * u.cig;
-    var packed = 0u;
-    for (var b = 0u; b < 4u; b = b + 1u) {
-        let c = c4 * 4u + b;
-        var byte = u.zbyte;
-        if (inside && c < u.cig) {
-            let word = x[(first_plane + c) * u.plane_words + pos / 4u - u.x_base];
-            byte = ((word >> sh) & 0xffu) ^ u.flip;
-        }
-        packed = packed | (byte << (8u * b));
+    let zfill = u.zbyte * 0x01010101u;
+    if (u.item_begin + local >= u.n_interior) {
+        let e = u.item_begin + local - u.n_interior;
+        let q = e % u.qp;
+        let r = e / u.qp;
+        let nb = u.hp * u.wp - u.h * u.w;
+        let n = r / nb;
+        let px = border_pixel(r - n * nb);
+        store_quad(((n * u.hp + px.x) * u.wp + px.y) * u.qp + q, vec4<u32>(zfill));
+        return;
     }
-    xq[e - u.xq_base] = packed;
+    let e = u.item_begin + local;
+    let q = e % u.qp;
+    let r = e / u.qp;
+    let n = r / u.plane_words;
+    let k = r - n * u.plane_words;
+    // The 16 slots of quad q: word j of the 4 output quads (one per pixel) gets byte m of
+    // slot 4j + m from input word k of that slot's channel.
+    let img = (u.img_begin + n) * u.c_in;
+    var quads: array<vec4<u32>, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        // Bytes: b[m] = the input word of slot 4j + m (4 pixels), or the pad byte x 4.
+        var b: array<u32, 4>;
+        for (var m = 0u; m < 4u; m++) {
+            let s = q * 16u + j * 4u + m;
+            let g = s / u.sg;
+            let i = s - g * u.sg;
+            var v = zfill;
+            if (g < u.groups && i < u.cig) {
+                v = load_word((img + g * u.cig + i) * u.plane_words + k) ^ (u.flip * 0x01010101u);
+            }
+            b[m] = v;
+        }
+        // Transpose: pixel p's word j = byte p of b[0], b[1], b[2], b[3].
+        for (var p = 0u; p < 4u; p++) {
+            let sh = 8u * p;
+            quads[p][j] = ((b[0] >> sh) & 0xffu) | (((b[1] >> sh) & 0xffu) << 8u)
+                | (((b[2] >> sh) & 0xffu) << 16u) | (((b[3] >> sh) & 0xffu) << 24u);
+        }
+    }
+    let plane = u.h * u.w;
+    for (var p = 0u; p < 4u; p++) {
+        let pos = k * 4u + p;
+        if (pos < plane) {
+            let iy = pos / u.w;
+            let ix = pos - iy * u.w;
+            store_quad(((n * u.hp + iy + u.ph) * u.wp + ix + u.pw) * u.qp + q, quads[p]);
+        }
+    }
 }

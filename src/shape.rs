@@ -51,6 +51,27 @@ impl ConvParams {
         self.groups = g;
         self
     }
+
+    /// Checks what can be checked without the tensor shapes: stride, dilation and groups are
+    /// each at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.stride.contains(&0) {
+            return Err(Error::InvalidParameter(format!(
+                "stride must be >= 1, got {:?}",
+                self.stride
+            )));
+        }
+        if self.dilation.contains(&0) {
+            return Err(Error::InvalidParameter(format!(
+                "dilation must be >= 1, got {:?}",
+                self.dilation
+            )));
+        }
+        if self.groups == 0 {
+            return Err(Error::InvalidParameter("groups must be >= 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The full, validated geometry of one conv2d call.
@@ -101,21 +122,7 @@ impl ConvShape {
         let [n, c_in, h, wd] = x;
         let [c_out, i, kh, kw] = w;
         let p = params;
-        if p.stride.contains(&0) {
-            return Err(Error::InvalidParameter(format!(
-                "stride must be >= 1, got {:?}",
-                p.stride
-            )));
-        }
-        if p.dilation.contains(&0) {
-            return Err(Error::InvalidParameter(format!(
-                "dilation must be >= 1, got {:?}",
-                p.dilation
-            )));
-        }
-        if p.groups == 0 {
-            return Err(Error::InvalidParameter("groups must be >= 1".into()));
-        }
+        p.validate()?;
         if x.contains(&0) {
             return Err(Error::Shape(format!("input shape {x:?} has a zero-sized dimension")));
         }
@@ -128,18 +135,30 @@ impl ConvShape {
                 p.groups
             )));
         }
-        if i * p.groups != c_in {
+        // Checked: I and groups come from files and their product may overflow.
+        if i.checked_mul(p.groups) != Some(c_in) {
             return Err(Error::Shape(format!(
-                "weight {w:?} expects {} input channels (I * groups = {i} * {}), input {x:?} has {c_in}",
-                i * p.groups,
+                "weight {w:?} expects I * groups = {i} * {} input channels, input {x:?} has {c_in}",
                 p.groups
             )));
         }
         checked_numel(&x)?;
         checked_numel(&w)?;
         let out = |size: usize, pad: usize, dil: usize, k: usize, s: usize, axis: &str| {
-            let padded = size + 2 * pad;
-            let span = dil * (k - 1) + 1;
+            let too_large = || {
+                Error::Shape(format!(
+                    "{axis}: input {size} with padding {pad}, kernel {k} and dilation {dil} is too large"
+                ))
+            };
+            let padded = pad
+                .checked_mul(2)
+                .and_then(|p2| p2.checked_add(size))
+                .filter(|&v| v <= MAX_ELEMENTS)
+                .ok_or_else(too_large)?;
+            let span = dil
+                .checked_mul(k - 1)
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(too_large)?;
             if span > padded {
                 return Err(Error::Shape(format!(
                     "kernel {axis} extent {span} (kernel {k}, dilation {dil}) exceeds the padded input {axis} {padded}"

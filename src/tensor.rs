@@ -77,3 +77,23 @@ impl<T> Tensor<T> {
             .collect())
     }
 }
+
+/// Checks that `elements` values of `bytes_per_element` bytes each can be allocated on the host
+/// before a kernel allocates them, so that a shape too large for memory is an
+/// [`Error::DeviceLimit`] naming `what` instead of an allocation failure that aborts the
+/// process. (With memory overcommit this can only catch requests larger than the system can
+/// ever provide.)
+pub fn check_host_alloc(elements: usize, bytes_per_element: usize, what: &str) -> Result<()> {
+    let bytes = elements.checked_mul(bytes_per_element).ok_or_else(|| {
+        Error::DeviceLimit(format!(
+            "{what} needs {elements} x {bytes_per_element} bytes, more than the address space"
+        ))
+    })?;
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(bytes).map_err(|_| {
+        Error::DeviceLimit(format!(
+            "{what} needs {bytes} bytes ({:.1} GiB) of host memory, which cannot be allocated",
+            bytes as f64 / (1u64 << 30) as f64
+        ))
+    })
+}

@@ -97,6 +97,54 @@ fn random_shape(rng: &mut Rng) -> ConvShape {
 
 fn random_case(rng: &mut Rng) -> Case {
     let s = random_shape(rng);
+    random_case_for(rng, s)
+}
+
+/// A random depthwise-like shape (one input channel per group) for the direct depthwise
+/// kernels: wide rows (several 64-column blocks, partial blocks), every padding up to 3,
+/// strides and dilations up to 3, kernels up to 7 (sometimes up to 16 columns), channel
+/// counts that are not multiples of 16, channel multipliers.
+fn random_dw_shape(rng: &mut Rng) -> ConvShape {
+    loop {
+        let kh = rng.usize(1, 7);
+        let kw = match rng.usize(0, 9) {
+            0 => rng.usize(8, 16),
+            1..=3 => rng.usize(1, 7),
+            _ => kh,
+        };
+        let stride = if rng.coin(0.5) {
+            [1, 1]
+        } else {
+            [rng.usize(1, 3), rng.usize(1, 3)]
+        };
+        let dilation = if rng.coin(0.6) {
+            [1, 1]
+        } else {
+            [rng.usize(1, 3), rng.usize(1, 3)]
+        };
+        let padding = [rng.usize(0, 3), rng.usize(0, 3)];
+        let c = rng.pick(&[1, 2, 3, 5, 7, 16, 17]);
+        let mult = rng.pick(&[1, 1, 1, 2, 3]);
+        let n = rng.usize(1, 2);
+        let h = rng.usize(1, 12);
+        let w = if rng.coin(0.5) {
+            rng.usize(1, 40)
+        } else {
+            rng.usize(60, 150)
+        };
+        let params = ConvParams {
+            stride,
+            padding,
+            dilation,
+            groups: c,
+        };
+        if let Ok(s) = ConvShape::new([n, c, h, w], [c * mult, 1, kh, kw], params) {
+            return s;
+        }
+    }
+}
+
+fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
     let x_dtype = if rng.coin(0.5) {
         QDtype::QUInt8
     } else {
@@ -582,6 +630,175 @@ fn huge_weight_zero_points_match_reference() {
                     same(&p.run_acc(&x, xd, &x_qp, &opts), &want_acc),
                     "{xd:?} {isa}"
                 );
+            }
+        }
+    }
+}
+
+/// Runs `c` on every ISA path (threads alternating) against the reference, `run` and
+/// `run_acc`.
+fn check_case(c: &Case, case_no: usize, what: &str) {
+    let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &c.s);
+    let want_acc = reference::conv2d_acc(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.s);
+    for (i, isa) in Isa::available().into_iter().enumerate() {
+        let opts = FastConvOptions {
+            threads: [Some(1), Some(2)][(case_no + i) % 2],
+        };
+        let p = PackedConv2d::with_isa(&c.w, c.s.weight_dims(), &c.w_qp, &c.epi, c.s.params, isa)
+            .expect("pack");
+        let got = p.run(&c.x, c.s.input_dims(), &c.x_qp, &opts);
+        if !same(&got, &want) {
+            let detail = match (&got, &want) {
+                (Ok(g), Ok(w)) => first_diff(g, w),
+                _ => format!("{got:?} vs {want:?}"),
+            };
+            panic!(
+                "{what} case {case_no} on {isa} ({opts:?}): {}\n{detail}",
+                c.desc
+            );
+        }
+        let got_acc = p.run_acc(&c.x, c.s.input_dims(), &c.x_qp, &opts);
+        if !same(&got_acc, &want_acc) {
+            let detail = match (&got_acc, &want_acc) {
+                (Ok(g), Ok(w)) => first_diff(g, w),
+                _ => format!("{:?} vs {:?}", got_acc.is_ok(), want_acc.is_ok()),
+            };
+            panic!("{what} case {case_no} acc on {isa}: {}\n{detail}", c.desc);
+        }
+    }
+}
+
+/// The direct depthwise kernels (AVX512-VNNI + VBMI: the permutation kernel for any stride
+/// and dilation, the unit-stride kernel; the f32 and int32 fallbacks elsewhere) on random
+/// depthwise shapes, every formula, dtype and weight scheme. `SQUINT_FAST_DW_CASES=n` runs a
+/// longer sweep, `SQUINT_FAST_SEED=n` other cases.
+#[test]
+fn depthwise_sweep_matches_reference_on_every_isa() {
+    let seed: u64 = std::env::var("SQUINT_FAST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xd3b7_4a11);
+    let mut rng = Rng(seed ^ 0x00de_9744);
+    let cases = std::env::var("SQUINT_FAST_DW_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(160);
+    for case_no in 0..cases {
+        let s = random_dw_shape(&mut rng);
+        let c = random_case_for(&mut rng, s);
+        check_case(&c, case_no, "depthwise");
+    }
+}
+
+/// The vectorized epilogues over a wide range of multipliers `sx·sw/sy`: fixed point in
+/// `[2^-24, 2^6]` (right shifts up to 24 and 0, left shifts up to 6), the float formulas in
+/// `[2^-24, 2^40]` (far beyond int32 before the clamp, so that the vector code must clamp
+/// before converting, and around the bound where it may skip that), with large accumulators,
+/// on a depthwise conv and on GEMM convs (1×1 and 3×3).
+#[test]
+fn requant_multipliers_match_reference() {
+    let mut rng = Rng(0xf1ed);
+    let shapes = [
+        (
+            [1, 5, 6, 70],
+            [5, 1, 3, 3],
+            ConvParams::default().padding(1).groups(5),
+        ),
+        ([1, 8, 5, 9], [7, 8, 1, 1], ConvParams::default()),
+        ([1, 6, 7, 7], [9, 6, 3, 3], ConvParams::default().padding(1)),
+    ];
+    let mut case_no = 0;
+    for (xd, wd, params) in shapes {
+        let s = ConvShape::new(xd, wd, params).unwrap();
+        for (formula, log2m) in (-24..=6).map(|m| (RequantFormula::FixedPoint, m)).chain(
+            (-24..=40).step_by(2).flat_map(|m| {
+                [
+                    RequantFormula::Qnnpack,
+                    RequantFormula::Fbgemm,
+                    RequantFormula::Onednn,
+                ]
+                .map(|f| (f, m))
+            }),
+        ) {
+            for (x_dtype, x_zp) in [(QDtype::QUInt8, 0), (QDtype::QInt8, -3)] {
+                let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+                let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8).collect();
+                let x_qp = QParams::new(0.5, x_zp, x_dtype).unwrap();
+                let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.25, 0);
+                // sy = sx·sw / m, with a mantissa that is not a power of two.
+                let m = 2f64.powi(log2m) * (1.0 + rng.unit() as f64 * 0.9);
+                let (out_dtype, out_zp) = if rng.coin(0.5) {
+                    (QDtype::QUInt8, rng.range(0, 255) as i32)
+                } else {
+                    (QDtype::QInt8, rng.range(-128, 127) as i32)
+                };
+                let out = QParams::new((0.125 / m) as f32, out_zp, out_dtype).unwrap();
+                let bias: Vec<f32> = (0..s.c_out).map(|_| (rng.unit() - 0.5) * 40.0).collect();
+                let relu = rng.coin(0.5);
+                let Ok(epi) =
+                    Epilogue::new(formula, x_qp.scale, &w_qp, Some(&bias), out, relu, s.c_out)
+                else {
+                    continue;
+                };
+                let c = Case {
+                    s,
+                    x,
+                    x_qp,
+                    w,
+                    w_qp,
+                    desc: format!(
+                        "{xd:?} {wd:?} {formula} m = {m} out {out_dtype} zp {out_zp} relu {relu}"
+                    ),
+                    epi,
+                };
+                check_case(&c, case_no, "multiplier");
+                case_no += 1;
+            }
+        }
+    }
+    assert!(case_no > 500, "only {case_no} cases");
+}
+
+/// Epilogue records the vector code does not take (an output zero point beyond its range, a
+/// fixed-point multiplier of `i32::MIN`) fall back to the scalar epilogue, with the same
+/// results.
+#[test]
+fn unusual_epilogue_records_match_reference() {
+    let mut rng = Rng(0xabc);
+    let shapes = [
+        (
+            [1, 3, 5, 20],
+            [3, 1, 3, 3],
+            ConvParams::default().padding(1).groups(3),
+        ),
+        ([1, 4, 5, 9], [5, 4, 3, 3], ConvParams::default()),
+    ];
+    for (xd, wd, params) in shapes {
+        let s = ConvShape::new(xd, wd, params).unwrap();
+        let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8 % 8).collect();
+        let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8 % 4).collect();
+        let x_qp = QParams::new(0.5, 2, QDtype::QUInt8).unwrap();
+        let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.25, 0);
+        let out = QParams::new(0.5, 3, QDtype::QInt8).unwrap();
+        for formula in RequantFormula::ALL {
+            let base = Epilogue::new(formula, 0.5, &w_qp, None, out, false, s.c_out).unwrap();
+            let mut far_zp = base.clone();
+            far_zp.out.zero_point = -2000;
+            let mut odd_q = base.clone();
+            for ch in &mut odd_q.channels {
+                ch.fp_multiplier = i32::MIN;
+            }
+            for epi in [far_zp, odd_q] {
+                let c = Case {
+                    s,
+                    x: x.clone(),
+                    x_qp,
+                    w: w.clone(),
+                    w_qp: w_qp.clone(),
+                    desc: format!("{xd:?} {formula} {:?}", epi.out),
+                    epi,
+                };
+                check_case(&c, 0, "unusual epilogue");
             }
         }
     }

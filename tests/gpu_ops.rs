@@ -6,7 +6,8 @@
 
 use squint::cpu::reference;
 use squint::gpu::{
-    self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
+    self, BackendChoice, DeviceOptions, DotChoice, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
+    InputChoice, KernelOptions, StagingChoice,
 };
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
@@ -32,6 +33,70 @@ impl Rng {
 
 fn require_gpu() -> bool {
     std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+/// Every conv kernel variant the adapter of `ctx` can run, named: the default choice and each
+/// forced alternative (the results must not depend on the choice).
+fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
+    let mut v = vec![("default", ctx.clone())];
+    let d = KernelOptions::default();
+    for (name, o) in [
+        (
+            "dot4I8Packed",
+            KernelOptions {
+                dot: DotChoice::Packed,
+                ..d
+            },
+        ),
+        (
+            "fallback dot",
+            KernelOptions {
+                dot: DotChoice::Fallback,
+                ..d
+            },
+        ),
+        (
+            "subgroup staging",
+            KernelOptions {
+                staging: StagingChoice::Subgroup,
+                ..d
+            },
+        ),
+        (
+            "workgroup-memory staging",
+            KernelOptions {
+                staging: StagingChoice::Shared,
+                ..d
+            },
+        ),
+        (
+            "direct staging",
+            KernelOptions {
+                staging: StagingChoice::Direct,
+                ..d
+            },
+        ),
+        (
+            "buffer input",
+            KernelOptions {
+                input: InputChoice::Buffer,
+                ..d
+            },
+        ),
+        (
+            "GEMM for depthwise",
+            KernelOptions {
+                no_depthwise: true,
+                ..d
+            },
+        ),
+    ] {
+        // Variants the adapter lacks (e.g. subgroups on GL) are errors, and skipped.
+        if let Ok(c) = ctx.with_kernel_options(o) {
+            v.push((name, c));
+        }
+    }
+    v
 }
 
 fn contexts() -> Vec<GpuContext> {
@@ -190,7 +255,7 @@ fn forced_splitting_stays_bit_exact() {
         // Depthwise, strided and dilated.
         problem(
             3,
-            [2, 6, 15, 15],
+            [2, 6, 11, 11],
             [12, 1, 3, 3],
             ConvParams::default()
                 .groups(6)
@@ -207,21 +272,45 @@ fn forced_splitting_stays_bit_exact() {
             ConvParams::default().groups(4),
             RequantFormula::Fbgemm,
         ),
+        // Several workgroups per output plane (a partial last one), partial channel blocks,
+        // more than one quad of input channels: its workgroups need more than 4 KiB of input.
+        problem(
+            7,
+            [2, 21, 29, 23],
+            [11, 21, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Qnnpack,
+        ),
     ];
     for base in &ctxs {
         let name = base.adapter_report().summary();
-        for (limit, wgs) in [(4096u64, 1u32), (8192, 2), (1 << 20, 1)] {
-            let ctx = base.with_split_limits(limit, wgs);
-            for (i, p) in problems.iter().enumerate() {
-                let got = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s)
-                    .unwrap_or_else(|e| panic!("{name}: problem {i}, limit {limit}: {e}"));
-                assert!(
-                    got == p.want,
-                    "{name}: problem {i} with binding limit {limit} and {wgs} workgroups per \
-                     dimension differs from the CPU at index {:?}",
-                    got.iter().zip(&p.want).position(|(a, b)| a != b)
-                );
+        for (limit, wgs) in [(4096u64, 1u32), (8192, 2), (16384, 1), (1 << 20, 1)] {
+            let split = base.with_split_limits(limit, wgs);
+            for (variant, ctx) in variants(&split) {
+                for (i, p) in problems.iter().enumerate() {
+                    let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
+                    // Data that one work item needs at once: problem 3's repacking reads 16
+                    // input planes of 668 bytes per quad (10 KiB), and problem 1 run by the GEMM
+                    // kernel (one 16-channel quad per input channel) has workgroups that read
+                    // 15 padded rows of 1440 bytes.
+                    if (i == 3 && limit < 16384)
+                        || (i == 1 && limit < 32768 && variant == "GEMM for depthwise")
+                    {
+                        assert!(matches!(r, Err(Error::DeviceLimit(_))), "{r:?}");
+                        continue;
+                    }
+                    let got = r.unwrap_or_else(|e| {
+                        panic!("{name}, {variant}: problem {i}, limit {limit}: {e}")
+                    });
+                    assert!(
+                        got == p.want,
+                        "{name}, {variant}: problem {i} with binding limit {limit} and {wgs} \
+                         workgroups per dimension differs from the CPU at index {:?}",
+                        got.iter().zip(&p.want).position(|(a, b)| a != b)
+                    );
+                }
             }
+            let ctx = split;
             // Quantize, dequantize and requantize split as well.
             let mut rng = Rng(9);
             let dims = [3, 5, 17, 19];
@@ -264,7 +353,8 @@ fn forced_splitting_stays_bit_exact() {
 #[test]
 fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
     for base in contexts() {
-        // One padded input plane of 40x40 i32 is 6400 bytes; a 4 KiB binding cannot hold it.
+        // One conv workgroup reads the input rows of 256 output pixels: 9 padded rows of 40
+        // quads of 16 bytes (5760 bytes), which a 4 KiB binding cannot hold.
         let ctx = base.with_split_limits(4096, 65535);
         let p = problem(
             5,
@@ -301,6 +391,26 @@ fn chain_without_read_backs_matches_cpu() {
             ConvParams::default().stride(2),
         )
         .unwrap();
+        let s3 = ConvShape::new(
+            s2.output_dims(),
+            [10, 1, 3, 3],
+            ConvParams::default().padding(1).groups(5),
+        )
+        .unwrap();
+        let w3_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.02, 3);
+        let w3: Vec<i8> = (0..s3.weight_len())
+            .map(|_| (rng.next() % 41) as i8 - 20)
+            .collect();
+        let e3 = Epilogue::new(
+            RequantFormula::Fbgemm,
+            out.scale,
+            &w3_qp,
+            None,
+            out,
+            true,
+            10,
+        )
+        .unwrap();
         let w1: Vec<i8> = (0..s1.weight_len()).map(|_| rng.next() as i8).collect();
         let w2: Vec<i8> = (0..s2.weight_len()).map(|_| rng.next() as i8).collect();
         let e1 = Epilogue::new(
@@ -328,7 +438,8 @@ fn chain_without_read_backs_matches_cpu() {
         let cq = quantize_slice(&x, &q_in);
         let c1 = reference::conv2d_quantized(&cq, &q_in, &w1, &w1_qp, &e1, &s1).unwrap();
         let c2 = reference::conv2d_quantized(&c1, &mid, &w2, &w2_qp, &e2, &s2).unwrap();
-        let want = dequantize_slice(&c2, &out);
+        let c3 = reference::conv2d_quantized(&c2, &out, &w3, &w3_qp, &e3, &s3).unwrap();
+        let want = dequantize_slice(&c3, &out);
         // GPU chain: one read-back at the end.
         let l1 = GpuConv2d::new(&ctx, &w1, s1.weight_dims(), &w1_qp, &e1, s1.params).unwrap();
         let l2 = GpuConv2d::new(&ctx, &w2, s2.weight_dims(), &w2_qp, &e2, s2.params).unwrap();
@@ -339,6 +450,9 @@ fn chain_without_read_backs_matches_cpu() {
         let t = l2.run(&ctx, &t, &mid).unwrap();
         assert_eq!(t.dims, s2.output_dims());
         assert_eq!(t.dtype, QDtype::QInt8);
+        let l3 = GpuConv2d::new(&ctx, &w3, s3.weight_dims(), &w3_qp, &e3, s3.params).unwrap();
+        assert!(l3.is_depthwise() && !l2.is_depthwise());
+        let t = l3.run(&ctx, &t, &out).unwrap();
         let y = ctx.read_f32(&ctx.dequantize(&t, &out).unwrap()).unwrap();
         let name = ctx.adapter_report().summary();
         assert!(
@@ -420,6 +534,48 @@ fn backend_selection_reports_the_backend_asked_for() {
         adapter: Some(name[..name.len().min(6)].to_string()),
     };
     assert!(GpuContext::open(&opts).is_ok());
+}
+
+#[test]
+fn timestamps_pooling_and_flush() {
+    for ctx in contexts() {
+        let name = ctx.adapter_report().summary();
+        let p = problem(
+            8,
+            [1, 16, 20, 20],
+            [8, 16, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Qnnpack,
+        );
+        let layer =
+            GpuConv2d::new(&ctx, &p.w, p.s.weight_dims(), &p.w_qp, &p.epi, p.s.params).unwrap();
+        let xt = ctx.upload_q(&p.x, p.s.input_dims(), p.x_qp.dtype).unwrap();
+        let (y, t) = layer.run_timed(&ctx, &xt, &p.x_qp).unwrap();
+        assert_eq!(ctx.read_q(&y).unwrap(), p.want, "{name}");
+        assert_eq!(t.is_some(), ctx.has_timestamps(), "{name}");
+        if let Some(t) = t {
+            assert!(t.as_nanos() > 0 && t.as_secs() < 60, "{name}: {t:?}");
+        }
+        // Dropped outputs go back to the pool and are reused.
+        drop(y);
+        ctx.flush().unwrap();
+        let cached = ctx.cached_buffer_bytes();
+        assert!(cached > 0, "{name}");
+        for _ in 0..3 {
+            let y = layer.run(&ctx, &xt, &p.x_qp).unwrap();
+            assert_eq!(ctx.read_q(&y).unwrap(), p.want, "{name}");
+        }
+        assert!(ctx.cached_buffer_bytes() <= cached, "{name}: the pool grew");
+        ctx.release_cached_buffers();
+        assert_eq!(ctx.cached_buffer_bytes(), 0, "{name}");
+        // Several layers queued before one read-back (one submission).
+        let ys: Vec<GpuTensor> = (0..5)
+            .map(|_| layer.run(&ctx, &xt, &p.x_qp).unwrap())
+            .collect();
+        for y in &ys {
+            assert_eq!(ctx.read_q(y).unwrap(), p.want, "{name}");
+        }
+    }
 }
 
 #[test]

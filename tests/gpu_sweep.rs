@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use squint::cpu::reference;
-use squint::gpu::{self, DeviceOptions, GpuContext};
+use squint::gpu::{
+    self, DeviceOptions, DotChoice, GpuContext, InputChoice, KernelOptions, StagingChoice,
+};
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
     WeightQParams,
@@ -55,6 +57,69 @@ fn contexts() -> Vec<GpuContext> {
             Vec::new()
         }
     }
+}
+
+/// The conv kernel variants to sweep on `ctx`'s adapter: the default choice first, then every
+/// forced alternative the adapter supports (the bytes must not depend on the choice).
+fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
+    let d = KernelOptions::default();
+    let mut v = vec![("default", ctx.clone())];
+    for (name, o) in [
+        (
+            "dot4I8Packed",
+            KernelOptions {
+                dot: DotChoice::Packed,
+                ..d
+            },
+        ),
+        (
+            "fallback dot (no dot4I8Packed)",
+            KernelOptions {
+                dot: DotChoice::Fallback,
+                ..d
+            },
+        ),
+        (
+            "subgroup staging",
+            KernelOptions {
+                staging: StagingChoice::Subgroup,
+                ..d
+            },
+        ),
+        (
+            "workgroup-memory staging",
+            KernelOptions {
+                staging: StagingChoice::Shared,
+                ..d
+            },
+        ),
+        (
+            "direct staging",
+            KernelOptions {
+                staging: StagingChoice::Direct,
+                ..d
+            },
+        ),
+        (
+            "buffer input",
+            KernelOptions {
+                input: InputChoice::Buffer,
+                ..d
+            },
+        ),
+        (
+            "GEMM for depthwise",
+            KernelOptions {
+                no_depthwise: true,
+                ..d
+            },
+        ),
+    ] {
+        if let Ok(c) = ctx.with_kernel_options(o) {
+            v.push((name, c));
+        }
+    }
+    v
 }
 
 fn dtype(rng: &mut Rng) -> QDtype {
@@ -233,16 +298,74 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
     }
     let mut rng = Rng(0x5157_1e55_c0de_0001);
     let mut cases: Vec<ConvCase> = (0..150).map(|i| conv_case(&mut rng, i)).collect();
-    // A couple of larger ones: several pixel tiles and channel blocks per plane.
-    for i in 0..2 {
-        let mut c = conv_case(&mut rng, 150 + i);
-        let p = ConvParams::default().padding(1).groups(1);
-        c.s = ConvShape::new([2, 24, 19, 23], [20, 24, 3, 3], p).unwrap();
+    // Larger ones, sized so that no tile is full: output pixels not a multiple of the
+    // workgroup tile (4 x 64) nor of 4, several workgroups per plane, channels not a multiple
+    // of the 8-channel block, input channels per group not a multiple of the 16-channel quad;
+    // GEMM and depthwise (channel multiplier 1 and 2), strided and dilated.
+    let large: [([usize; 4], [usize; 4], ConvParams); 8] = [
+        (
+            [2, 24, 19, 23],
+            [20, 24, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            [1, 37, 33, 29],
+            [19, 37, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        ([1, 130, 9, 70], [67, 130, 1, 1], ConvParams::default()),
+        (
+            [2, 20, 40, 23],
+            [12, 10, 3, 3],
+            ConvParams::default().padding(2).dilation(2).groups(2),
+        ),
+        (
+            [1, 16, 45, 45],
+            [24, 16, 3, 3],
+            ConvParams::default().stride(2).padding(1),
+        ),
+        (
+            [2, 40, 31, 17],
+            [40, 1, 5, 5],
+            ConvParams::default().padding(2).groups(40),
+        ),
+        (
+            [1, 24, 35, 30],
+            [48, 1, 3, 3],
+            ConvParams::default().stride(2).padding(1).groups(24),
+        ),
+        (
+            [1, 9, 61, 3],
+            [9, 1, 3, 1],
+            ConvParams::default().padding(1).groups(9),
+        ),
+    ];
+    for (i, (xd, wd, p)) in large.into_iter().enumerate() {
+        let idx = 150 + i;
+        let mut c = conv_case(&mut rng, idx);
+        c.s = ConvShape::new(xd, wd, p).unwrap();
         c.x = (0..c.s.input_len()).map(|_| rng.next() as u8).collect();
-        c.w = (0..c.s.weight_len()).map(|_| rng.next() as i8).collect();
-        c.w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.004, 0);
-        c.bias = c.bias.map(|_| (0..20).map(|_| rng.f32() - 0.5).collect());
-        c.desc = format!("case #{}: [2,24,19,23] * [20,24,3,3] p1", 150 + i);
+        c.w = (0..c.s.weight_len())
+            .map(|_| rng.range(-31, 31) as i8)
+            .collect();
+        let o = c.s.c_out;
+        if c.w_qp.scales.len() > 1 {
+            c.w_qp.scales.resize(o, c.w_qp.scales[0]);
+            c.w_qp.zero_points.resize(o, c.w_qp.zero_points[0]);
+        }
+        c.bias = c.bias.map(|_| (0..o).map(|_| rng.f32() - 0.5).collect());
+        c.desc = format!(
+            "case #{idx}: x {xd:?} {} zp {}, w {wd:?} {} zp {:?}, {p:?}, out {} zp {}, bias {}, \
+             relu {}",
+            c.x_qp.dtype,
+            c.x_qp.zero_point,
+            c.w_qp.scheme.name(),
+            &c.w_qp.zero_points[..c.w_qp.zero_points.len().min(4)],
+            c.out.dtype,
+            c.out.zero_point,
+            c.bias.is_some(),
+            c.relu
+        );
         cases.push(c);
     }
     // CPU reference once per case and formula.
@@ -295,38 +418,46 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
         "sweep: {outputs} outputs per formula, {unclamped} strictly inside the clamp, {disagreements} \
          (output, formula) pairs where a formula differs from qnnpack"
     );
-    for ctx in &ctxs {
-        let name = ctx.adapter_report().summary();
-        let t = Instant::now();
-        let mut runs = 0;
-        for (c, per) in cases.iter().zip(&expected) {
-            for (f, e) in RequantFormula::ALL.iter().zip(per) {
-                let Some((epi, want)) = e else { continue };
-                let got = gpu::conv2d_quantized(ctx, &c.x, &c.x_qp, &c.w, &c.w_qp, epi, &c.s)
-                    .unwrap_or_else(|e| panic!("formula {f} on {name}: {}: {e}", c.desc));
-                if let Some(i) = first_diff(&got, want) {
-                    let plane = c.s.h_out * c.s.w_out;
-                    panic!(
-                        "formula {f} on {name}: {}: first differing output index {i} \
-                         (n {}, c {}, y {}, x {}): gpu {:?} cpu {:?} ({} outputs)",
-                        c.desc,
-                        i / (plane * c.s.c_out),
-                        (i / plane) % c.s.c_out,
-                        (i % plane) / c.s.w_out,
-                        i % c.s.w_out,
-                        got.get(i),
-                        want.get(i),
-                        want.len()
-                    );
+    for base in &ctxs {
+        for (vi, (variant, ctx)) in variants(base).into_iter().enumerate() {
+            let name = format!("{} [{variant}]", ctx.adapter_report().summary());
+            let t = Instant::now();
+            let mut runs = 0;
+            for (ci, (c, per)) in cases.iter().zip(&expected).enumerate() {
+                // The default variant runs every case; the others every third case and all
+                // the large ones (to bound the test time).
+                if vi > 0 && ci < 150 && ci % 3 != vi % 3 {
+                    continue;
                 }
-                runs += 1;
+                for (f, e) in RequantFormula::ALL.iter().zip(per) {
+                    let Some((epi, want)) = e else { continue };
+                    let got = gpu::conv2d_quantized(&ctx, &c.x, &c.x_qp, &c.w, &c.w_qp, epi, &c.s)
+                        .unwrap_or_else(|e| panic!("formula {f} on {name}: {}: {e}", c.desc));
+                    if let Some(i) = first_diff(&got, want) {
+                        let plane = c.s.h_out * c.s.w_out;
+                        panic!(
+                            "formula {f} on {name}: {}: first differing output index {i} \
+                             (n {}, c {}, y {}, x {}): gpu {:?} cpu {:?} ({} outputs)",
+                            c.desc,
+                            i / (plane * c.s.c_out),
+                            (i / plane) % c.s.c_out,
+                            (i % plane) / c.s.w_out,
+                            i % c.s.w_out,
+                            got.get(i),
+                            want.get(i),
+                            want.len()
+                        );
+                    }
+                    runs += 1;
+                }
             }
+            eprintln!(
+                "{name}: {runs} conv runs ({} cases x formulas, {skipped} skipped) bit-exact in \
+                 {:.2?}",
+                cases.len(),
+                t.elapsed()
+            );
         }
-        eprintln!(
-            "{name}: {runs} conv runs ({} cases x formulas, {skipped} skipped) bit-exact in {:.2?}",
-            cases.len(),
-            t.elapsed()
-        );
     }
 }
 

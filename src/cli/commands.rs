@@ -356,35 +356,38 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     let device = open_device(a.device, &a.gpu)?;
     let y = qm.run(&x, &device)?;
     if a.cross_check {
-        let r = qm.run(&x, &Device::CpuReference)?;
-        let mismatches =
-            y.q.data
-                .iter()
-                .zip(&r.q.data)
-                .filter(|(p, q)| p != q)
-                .count();
-        println!(
-            "cross-check {} vs cpu-reference: {} of {} output ints differ{}",
-            device.describe(),
-            mismatches,
-            r.q.data.len(),
-            if mismatches == 0 { " (bit-exact)" } else { "" }
-        );
-        if mismatches != 0 {
+        let checks = crate::pipeline::cross_check::cross_check(&qm, &x, &device)?;
+        let mut exact = true;
+        for c in &checks {
+            exact &= c.bit_exact();
+            println!(
+                "cross-check {:<12} {} vs cpu-reference: {} of {} ints differ (max |Δ| {}){}",
+                c.name,
+                device.describe(),
+                c.mismatches,
+                c.compared,
+                c.max_abs_diff,
+                if c.bit_exact() { " bit-exact" } else { " MISMATCH" }
+            );
+        }
+        if !exact {
             return Ok(ExitCode::from(1));
         }
     }
     npy::write(&a.out, &y.y)?;
     if let Some(p) = &a.out_ints {
-        match y.qp.dtype {
-            QDtype::QUInt8 => npy::write(p, &y.q)?,
-            QDtype::QInt8 => npy::write(
-                p,
-                &Tensor::new(
-                    y.q.dims.clone(),
-                    y.q.data.iter().map(|&b| b as i8).collect(),
-                )?,
-            )?,
+        let written = match y.qp.dtype {
+            QDtype::QUInt8 => npy::write(p, &y.q),
+            QDtype::QInt8 => Tensor::new(
+                y.q.dims.clone(),
+                y.q.data.iter().map(|&b| b as i8).collect(),
+            )
+            .and_then(|t| npy::write(p, &t)),
+        };
+        if let Err(e) = written {
+            // All or nothing: do not leave --out behind when --out-ints fails.
+            let _ = std::fs::remove_file(&a.out);
+            return Err(e);
         }
     }
     println!(

@@ -320,7 +320,14 @@ pub fn main() -> std::process::ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, even when a message (e.g. a wgpu validation error) spans several.
+            let text = e.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("error: {}", lines.join(" "));
             std::process::ExitCode::from(1)
         }
     }

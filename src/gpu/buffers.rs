@@ -12,6 +12,20 @@
 //! that (a) each chunk's byte range in every storage buffer, widened down to the offset
 //! alignment, fits the largest binding, and (b) its workgroups fit a 2-D dispatch. Each chunk
 //! binds windows (`offset`, `size`) of the buffers and tells the kernel the window bases.
+//!
+//! # Pooling and recording
+//! Per-call buffers (tensors, scratch textures, read-back staging) come from the context's
+//! [`Pool`], keyed by usage and size class, and go back to it when dropped, so steady-state
+//! calls allocate nothing but a small uniform buffer. The dispatches of one operation are
+//! recorded as one compute pass ([`record`]) with all their uniform records in one buffer.
+//! Operations are recorded into the context's pending command encoder and submitted together
+//! (see [`GpuContext::flush`]): a buffer returned to the pool may be handed out again while
+//! commands that use it are still pending, which is safe because those commands run in
+//! recording order. Data is therefore never written into pooled buffers with
+//! `Queue::write_buffer` while work is pending (it would run before the pending commands).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use super::device::{GpuContext, Pipeline, SplitLimits};
 use super::kernels::WORKGROUP;
@@ -27,7 +41,7 @@ pub struct GpuTensor {
     pub dims: [usize; 4],
     /// Storage dtype of the bytes.
     pub dtype: QDtype,
-    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) buffer: Arc<PooledBuffer>,
     pub(crate) device_id: usize,
 }
 
@@ -36,7 +50,7 @@ pub struct GpuTensor {
 pub struct GpuF32Tensor {
     /// Shape `[N, C, H, W]`.
     pub dims: [usize; 4],
-    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) buffer: Arc<PooledBuffer>,
     pub(crate) device_id: usize,
 }
 
@@ -51,7 +65,7 @@ impl GpuTensor {
         plane_words(self.dims)
     }
 
-    /// Size of the device buffer in bytes.
+    /// Size of the device buffer in bytes (pooled buffers are rounded up to a size class).
     pub fn byte_len(&self) -> u64 {
         self.buffer.size()
     }
@@ -176,56 +190,370 @@ impl<'a> Slot<'a> {
     }
 }
 
-/// Records one dispatch of `groups` workgroups of `pipe` (as a 2-D grid when one dimension
-/// is not enough) with the uniform record `uniform` and the storage windows `slots`
-/// (bindings 1, 2, ...).
+/// One binding of a dispatch after the uniform record: a storage window or a texture.
+pub(crate) enum Res<'a> {
+    Buf(Slot<'a>),
+    Tex(&'a wgpu::TextureView),
+}
+
+/// One planned dispatch: `groups` workgroups of `pipe` (laid out as a 2-D grid when one
+/// dimension is not enough), its uniform record and its bindings 1, 2, ...
+pub(crate) struct Dispatch<'a> {
+    pub pipe: Arc<Pipeline>,
+    pub uniform: Vec<u8>,
+    pub res: Vec<Res<'a>>,
+    pub groups: u64,
+}
+
+impl<'a> Dispatch<'a> {
+    pub(crate) fn new<P: bytemuck::Pod>(
+        pipe: &Arc<Pipeline>,
+        params: &P,
+        res: Vec<Res<'a>>,
+        groups: u64,
+    ) -> Self {
+        Dispatch {
+            pipe: pipe.clone(),
+            uniform: bytemuck::bytes_of(params).to_vec(),
+            res,
+            groups,
+        }
+    }
+}
+
+/// Records `list` into `enc` as one compute pass (writing the timestamps `ts` = (query set,
+/// index at the beginning, index at the end) when given), all uniform records in one buffer.
+pub(crate) fn record(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    list: &[Dispatch<'_>],
+    ts: Option<(&wgpu::QuerySet, u32, u32)>,
+) {
+    if list.is_empty() {
+        return;
+    }
+    let d = ctx.device();
+    let align = (ctx.limits().min_uniform_buffer_offset_alignment as u64).max(16);
+    let stride = |len: usize| (len as u64).div_ceil(align) * align;
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::with_capacity(list.len());
+    for item in list {
+        offsets.push(bytes.len() as u64);
+        bytes.extend_from_slice(&item.uniform);
+        bytes.resize(
+            offsets[offsets.len() - 1] as usize + stride(item.uniform.len()) as usize,
+            0,
+        );
+    }
+    let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("squint params"),
+        contents: &bytes,
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let groups: Vec<wgpu::BindGroup> = list
+        .iter()
+        .zip(&offsets)
+        .map(|(item, &off)| {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &ubuf,
+                    offset: off,
+                    size: wgpu::BufferSize::new(item.uniform.len() as u64),
+                }),
+            }];
+            for (i, r) in item.res.iter().enumerate() {
+                let resource = match r {
+                    Res::Buf(s) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: s.buffer,
+                        offset: s.offset,
+                        size: wgpu::BufferSize::new(s.size),
+                    }),
+                    Res::Tex(v) => wgpu::BindingResource::TextureView(v),
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource,
+                });
+            }
+            d.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &item.pipe.layout,
+                entries: &entries,
+            })
+        })
+        .collect();
+    let timestamp_writes = ts.map(|(set, b, e)| wgpu::ComputePassTimestampWrites {
+        query_set: set,
+        beginning_of_pass_write_index: Some(b),
+        end_of_pass_write_index: Some(e),
+    });
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: None,
+        timestamp_writes,
+    });
+    let max = ctx.split().max_workgroups as u64;
+    for (item, bg) in list.iter().zip(&groups) {
+        let n = item.groups.max(1);
+        let gx = n.min(max);
+        let gy = n.div_ceil(gx);
+        pass.set_pipeline(&item.pipe.pipeline);
+        pass.set_bind_group(0, bg, &[]);
+        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+    }
+}
+
+/// Records one dispatch (as its own compute pass).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
-    pipe: &Pipeline,
+    pipe: &Arc<Pipeline>,
     uniform: &[u8],
-    slots: &[Slot<'_>],
+    slots: Vec<Slot<'_>>,
     groups: u64,
 ) {
-    let d = ctx.device();
-    let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("squint params"),
-        contents: uniform,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: ubuf.as_entire_binding(),
-    }];
-    for (i, s) in slots.iter().enumerate() {
-        entries.push(wgpu::BindGroupEntry {
-            binding: i as u32 + 1,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: s.buffer,
-                offset: s.offset,
-                size: wgpu::BufferSize::new(s.size),
-            }),
-        });
+    let item = Dispatch {
+        pipe: pipe.clone(),
+        uniform: uniform.to_vec(),
+        res: slots.into_iter().map(Res::Buf).collect(),
+        groups,
+    };
+    record(ctx, enc, &[item], None);
+}
+
+/// The size a pooled buffer of at least `size` bytes gets: multiples of 256 bytes up to
+/// 4 KiB, then quarter steps between powers of two (at most 25% slack).
+pub(crate) fn size_class(size: u64) -> u64 {
+    let size = size.max(4).div_ceil(4) * 4;
+    if size <= 4096 {
+        return size.div_ceil(256) * 256;
     }
-    let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipe.layout,
-        entries: &entries,
-    });
-    let groups = groups.max(1);
-    let max = ctx.split().max_workgroups as u64;
-    let gx = groups.min(max);
-    let gy = groups.div_ceil(gx);
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: None,
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(&pipe.pipeline);
-    pass.set_bind_group(0, &bg, &[]);
-    pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+    let step = 1u64 << (63 - size.leading_zeros() - 2);
+    size.div_ceil(step) * step
+}
+
+/// Free buffers and textures of one context, for reuse across calls.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    state: Mutex<PoolState>,
+    /// Most bytes kept free.
+    cap: u64,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    buffers: HashMap<(u64, u32), Vec<wgpu::Buffer>>,
+    textures: HashMap<(u32, u32), Vec<wgpu::Texture>>,
+    bytes: u64,
+}
+
+/// Free entries kept per key.
+const POOL_PER_KEY: usize = 8;
+
+impl Pool {
+    pub(crate) fn new(cap: u64) -> Arc<Pool> {
+        Arc::new(Pool {
+            state: Mutex::new(PoolState::default()),
+            cap,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_buffer(&self, size: u64, usage: wgpu::BufferUsages) -> Option<wgpu::Buffer> {
+        let mut st = self.lock();
+        let b = st.buffers.get_mut(&(size, usage.bits()))?.pop()?;
+        st.bytes -= size;
+        Some(b)
+    }
+
+    fn put_buffer(&self, b: wgpu::Buffer) {
+        let size = b.size();
+        let mut st = self.lock();
+        if st.bytes + size > self.cap {
+            return;
+        }
+        let list = st.buffers.entry((size, b.usage().bits())).or_default();
+        if list.len() < POOL_PER_KEY {
+            list.push(b);
+            st.bytes += size;
+        }
+    }
+
+    fn take_texture(&self, w: u32, h: u32) -> Option<wgpu::Texture> {
+        let mut st = self.lock();
+        let t = st.textures.get_mut(&(w, h))?.pop()?;
+        st.bytes -= w as u64 * h as u64 * 16;
+        Some(t)
+    }
+
+    fn put_texture(&self, t: wgpu::Texture) {
+        let (w, h) = (t.width(), t.height());
+        let size = w as u64 * h as u64 * 16;
+        let mut st = self.lock();
+        if st.bytes + size > self.cap {
+            return;
+        }
+        let list = st.textures.entry((w, h)).or_default();
+        if list.len() < POOL_PER_KEY {
+            list.push(t);
+            st.bytes += size;
+        }
+    }
+
+    /// Drops every free entry.
+    pub(crate) fn clear(&self) {
+        let mut st = self.lock();
+        st.buffers.clear();
+        st.textures.clear();
+        st.bytes = 0;
+    }
+
+    /// Bytes held by free entries.
+    pub(crate) fn free_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+/// A buffer on loan from a [`Pool`]; it goes back when dropped.
+pub(crate) struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Weak<Pool>,
+}
+
+impl std::fmt::Debug for PooledBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBuffer")
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for PooledBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer
+            .as_ref()
+            .expect("a pooled buffer is present until dropped")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
+            pool.put_buffer(b);
+        }
+    }
+}
+
+/// An rgba32uint texture on loan from a [`Pool`], with its view.
+pub(crate) struct PooledTexture {
+    texture: Option<wgpu::Texture>,
+    pub(crate) view: wgpu::TextureView,
+    pool: Weak<Pool>,
+}
+
+impl PooledTexture {
+    pub(crate) fn texture(&self) -> &wgpu::Texture {
+        self.texture
+            .as_ref()
+            .expect("a pooled texture is present until dropped")
+    }
+}
+
+impl Drop for PooledTexture {
+    fn drop(&mut self) {
+        if let (Some(t), Some(pool)) = (self.texture.take(), self.pool.upgrade()) {
+            pool.put_texture(t);
+        }
+    }
+}
+
+/// Usage of tensor and scratch storage buffers.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl GpuContext {
+    /// A buffer of at least `size` bytes with `usage`, from the pool or new. Its contents are
+    /// undefined.
+    pub(crate) fn pooled_buffer(
+        &self,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        what: &str,
+    ) -> Result<Arc<PooledBuffer>> {
+        let size = size.max(4).div_ceil(4) * 4;
+        let max = self.split().max_buffer;
+        if size > max {
+            return Err(Error::DeviceLimit(format!(
+                "{what} needs a buffer of {size} bytes, the device's largest buffer is {max} bytes"
+            )));
+        }
+        let class = size_class(size).min(max / 4 * 4).max(size);
+        let pool = self.pool();
+        let buffer = match pool.take_buffer(class, usage) {
+            Some(b) => b,
+            None => self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size: class,
+                usage,
+                mapped_at_creation: false,
+            }),
+        };
+        Ok(Arc::new(PooledBuffer {
+            buffer: Some(buffer),
+            pool: Arc::downgrade(pool),
+        }))
+    }
+
+    /// A pooled storage buffer holding `bytes` (the rest of it undefined). Pending work is
+    /// submitted first when the buffer is reused, so that the write cannot overtake it.
+    pub(crate) fn pooled_buffer_init(&self, bytes: &[u8], what: &str) -> Result<Arc<PooledBuffer>> {
+        let b = self.pooled_buffer(bytes.len() as u64, STORAGE_USAGE, what)?;
+        if bytes.len().is_multiple_of(4) {
+            self.write_after_pending(&b, bytes)?;
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.write_after_pending(&b, &padded)?;
+        }
+        Ok(b)
+    }
+
+    /// An rgba32uint storage texture of `width` x `height` texels, from the pool or new.
+    pub(crate) fn pooled_texture(&self, width: u32, height: u32) -> PooledTexture {
+        let pool = self.pool();
+        let texture = pool.take_texture(width, height).unwrap_or_else(|| {
+            self.device().create_texture(&wgpu::TextureDescriptor {
+                label: Some("squint conv quads"),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            })
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        PooledTexture {
+            texture: Some(texture),
+            view,
+            pool: Arc::downgrade(pool),
+        }
+    }
 }
 
 /// A storage buffer of `size` bytes (at least 4), checked against the device's largest buffer.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn storage_buffer(ctx: &GpuContext, size: u64, what: &str) -> Result<wgpu::Buffer> {
     let size = size.max(4).div_ceil(4) * 4;
     if size > ctx.split().max_buffer {
@@ -279,27 +607,24 @@ pub(crate) fn storage_buffer_init(
         }))
 }
 
-/// Copies the first `size` bytes of `buffer` back to the host (waits for the queue).
+/// Copies the first `size` bytes of `buffer` back to the host: submits the pending work with
+/// the copy and waits for the queue.
 pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
     let size = size.div_ceil(4) * 4;
     if size == 0 {
         return Ok(Vec::new());
     }
-    let staging = ctx.scoped("reading a buffer back", || {
-        let d = ctx.device();
-        let staging = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("squint read-back"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let staging = ctx.pooled_buffer(
+        size,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        "squint read-back",
+    )?;
+    ctx.submit_with("reading a buffer back", |enc| {
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-        ctx.queue().submit([enc.finish()]);
-        Ok(staging)
+        Ok(())
     })?;
     let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+    staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
         let _ = tx.send(r);
     });
     ctx.device()
@@ -310,7 +635,7 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
         .map_err(|e| Error::Gpu(format!("mapping a read-back buffer: {e}")))?;
     let data = {
         let view = staging
-            .get_mapped_range(..)
+            .get_mapped_range(..size)
             .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?;
         view.to_vec()
     };
@@ -329,7 +654,7 @@ impl GpuContext {
             )));
         }
         let buffer = self.scoped("uploading an f32 tensor", || {
-            storage_buffer_init(self, bytemuck::cast_slice(x), "squint f32 tensor")
+            self.pooled_buffer_init(bytemuck::cast_slice(x), "squint f32 tensor")
         })?;
         Ok(GpuF32Tensor {
             dims,
@@ -352,13 +677,13 @@ impl GpuContext {
         let pw = plane_words(dims) * 4;
         let buffer = self.scoped("uploading a quantized tensor", || {
             if pw == plane {
-                storage_buffer_init(self, bytes, "squint packed tensor")
+                self.pooled_buffer_init(bytes, "squint packed tensor")
             } else {
                 let mut padded = vec![0u8; dims[0] * dims[1] * pw];
                 for (dst, src) in padded.chunks_mut(pw).zip(bytes.chunks(plane)) {
                     dst[..plane].copy_from_slice(src);
                 }
-                storage_buffer_init(self, &padded, "squint packed tensor")
+                self.pooled_buffer_init(&padded, "squint packed tensor")
             }
         })?;
         Ok(GpuTensor {

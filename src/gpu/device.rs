@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{Binding, Kernel};
+use super::buffers::{Pool, PooledBuffer, PooledTexture};
+use super::kernels::{BStaging, Binding, Kernel};
 use crate::error::{Error, Result};
 
 /// A graphics API wgpu can drive.
@@ -378,6 +379,93 @@ struct Inner {
     /// Errors that reached the uncaptured-error handler or the device-lost callback.
     uncaptured: Arc<Mutex<Vec<String>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Free buffers and textures for reuse.
+    pool: Arc<Pool>,
+    /// Recorded command buffers not yet submitted (see [`GpuContext::flush`]).
+    pending: Mutex<Vec<wgpu::CommandBuffer>>,
+    /// Smallest subgroup size, when the device has subgroup operations.
+    subgroup_min: Option<u32>,
+    /// The device's own splitting limits.
+    base_split: SplitLimits,
+}
+
+/// Command buffers that are submitted automatically once this many are pending.
+const MAX_PENDING: usize = 64;
+
+/// Most bytes the buffer pool keeps free.
+const POOL_CAP: u64 = 512 << 20;
+
+/// Which `dot4I8Packed` path the conv kernels use (a hidden testing and benchmarking option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DotChoice {
+    /// `dot4I8Packed` on GPUs that have the language feature; the fallback on CPU adapters,
+    /// where it is faster (lavapipe and llvmpipe expand `dot4I8Packed` into shifts and
+    /// 32-bit multiplies, while the fallback's unsigned bytes let LLVM use `pmaddwd`).
+    #[default]
+    Auto,
+    /// Always `dot4I8Packed` (an error where the language feature is missing).
+    Packed,
+    /// Always the fallback (plain shifts and integer multiply-adds).
+    Fallback,
+}
+
+/// How the GEMM conv kernel stages its weight tile (a hidden testing option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StagingChoice {
+    /// Subgroup broadcasts where subgroups of at least 8 lanes exist, else workgroup memory on
+    /// GPUs and direct loads on CPU adapters.
+    #[default]
+    Auto,
+    /// Subgroup broadcasts (an error without subgroups of at least 8 lanes).
+    Subgroup,
+    /// Workgroup memory.
+    Shared,
+    /// Direct loads by every invocation.
+    Direct,
+}
+
+/// Where the conv kernels read the repacked input from (a hidden testing option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InputChoice {
+    /// A texture when it fits the texture size limits, else a storage buffer.
+    #[default]
+    Auto,
+    /// Always a storage buffer (split into windows like every other buffer).
+    Buffer,
+}
+
+/// Kernel selection overrides, for tests and benchmarks; the defaults pick the fastest
+/// variant the adapter supports. Results never depend on them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Dot product path.
+    pub dot: DotChoice,
+    /// Weight tile staging of the GEMM kernel.
+    pub staging: StagingChoice,
+    /// Repacked input source.
+    pub input: InputChoice,
+    /// Run depthwise convs through the GEMM kernel instead of the depthwise kernel.
+    pub no_depthwise: bool,
+}
+
+/// The concrete conv kernel choices of a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvPlan {
+    pub packed: bool,
+    pub staging: BStaging,
+    pub textures: bool,
+    pub depthwise: bool,
+    /// Workgroup size of the conv kernels.
+    pub wg: u32,
+    /// Quads per K chunk staged in workgroup memory.
+    pub tkq: u32,
+    /// Texture width (a power of two) and height limit.
+    pub tex_width: u32,
+    pub tex_max_height: u32,
 }
 
 /// Limits the host code splits work by: the device's, or smaller ones forced for testing.
@@ -399,6 +487,7 @@ pub(crate) struct SplitLimits {
 pub struct GpuContext {
     inner: Arc<Inner>,
     split: SplitLimits,
+    kernel: KernelOptions,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -438,6 +527,7 @@ impl GpuContext {
         // Optional features: timestamps, for profiling.
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let wanted = wanted | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("squint"),
@@ -476,6 +566,10 @@ impl GpuContext {
                 .next_power_of_two(),
             max_buffer: limits.max_buffer_size,
         };
+        let info = adapter.get_info();
+        let subgroup_min = features
+            .contains(wgpu::Features::SUBGROUP)
+            .then_some(info.subgroup_min_size);
         Ok(GpuContext {
             inner: Arc::new(Inner {
                 _instance: instance,
@@ -486,8 +580,13 @@ impl GpuContext {
                 limits,
                 uncaptured,
                 pipelines: Mutex::new(HashMap::new()),
+                pool: Pool::new(POOL_CAP),
+                pending: Mutex::new(Vec::new()),
+                subgroup_min,
+                base_split: split,
             }),
             split,
+            kernel: KernelOptions::default(),
         })
     }
 
@@ -504,7 +603,9 @@ impl GpuContext {
     /// The same device, with the host-side splitting limits lowered to at most
     /// `max_binding_bytes` per storage binding and `max_workgroups_per_dimension` workgroups
     /// per dispatch dimension. Results are unchanged, only split into more dispatches: this
-    /// exists to test the splitting paths with small tensors.
+    /// exists to test the splitting paths with small tensors. A lowered binding limit also
+    /// makes the conv kernels read their repacked input from a (split) buffer instead of a
+    /// texture.
     pub fn with_split_limits(
         &self,
         max_binding_bytes: u64,
@@ -519,7 +620,191 @@ impl GpuContext {
             .split
             .max_workgroups
             .min(max_workgroups_per_dimension.max(1));
+        // Textures are not bound as buffer windows: read the repacked conv input from a
+        // buffer so that its windows are split too.
+        if c.split.max_binding < self.inner.base_split.max_binding {
+            c.kernel.input = InputChoice::Buffer;
+        }
         c
+    }
+
+    /// The same device with kernel selection overrides (for tests and benchmarks: every
+    /// variant gives the same bytes). Fails when the adapter cannot run the variant asked for.
+    #[doc(hidden)]
+    pub fn with_kernel_options(&self, opts: KernelOptions) -> Result<GpuContext> {
+        let mut c = self.clone();
+        c.kernel = opts;
+        if c.split.max_binding < c.inner.base_split.max_binding {
+            // Lowered binding limits split buffer windows; keep the conv input in buffers.
+            c.kernel.input = InputChoice::Buffer;
+        }
+        c.conv_plan()?;
+        Ok(c)
+    }
+
+    /// The conv kernel choices for this context's adapter and options.
+    pub(crate) fn conv_plan(&self) -> Result<ConvPlan> {
+        let r = &self.inner.report;
+        let l = &self.inner.limits;
+        let cpu = r.device_type == "cpu";
+        let o = self.kernel;
+        let packed = match o.dot {
+            DotChoice::Auto => r.packed_int8_dot_product && !cpu,
+            DotChoice::Packed if !r.packed_int8_dot_product => {
+                return Err(Error::Gpu(format!(
+                    "{} lacks the WGSL language feature packed_4x8_integer_dot_product",
+                    r.summary()
+                )))
+            }
+            DotChoice::Packed => true,
+            DotChoice::Fallback => false,
+        };
+        // Workgroup size: 64 invocations on GPUs; one SIMD batch (8) on CPU adapters, where
+        // the size does not change the speed of a workgroup but a smaller one wastes fewer
+        // invocations on the partial last workgroup of each output plane (measured on
+        // lavapipe: 8 is as fast as 64 per invocation, 3-20% faster per layer).
+        let wg_max = l
+            .max_compute_invocations_per_workgroup
+            .min(l.max_compute_workgroup_size_x);
+        let wg = if cpu { 8 } else { 64 }.min(wg_max / 8 * 8).max(8);
+        let subgroups = self
+            .inner
+            .subgroup_min
+            .is_some_and(|m| (8..=wg).contains(&m));
+        let staging = match o.staging {
+            StagingChoice::Auto if subgroups => BStaging::Subgroup,
+            StagingChoice::Auto if cpu => BStaging::Direct,
+            StagingChoice::Auto => BStaging::Shared,
+            StagingChoice::Subgroup if !subgroups => {
+                return Err(Error::Gpu(format!(
+                    "{} has no subgroups of 8 to {wg} lanes",
+                    r.summary()
+                )))
+            }
+            StagingChoice::Subgroup => BStaging::Subgroup,
+            StagingChoice::Shared => BStaging::Shared,
+            StagingChoice::Direct => BStaging::Direct,
+        };
+        // Chunk of B in workgroup memory: 8 channels x TKQ quads of 16 bytes, at most half
+        // the workgroup storage and at most 32 quads.
+        let tkq = (l.max_compute_workgroup_storage_size / 2 / 128).clamp(1, 32);
+        let dim = l.max_texture_dimension_2d;
+        let tex_width = if dim == 0 {
+            0
+        } else {
+            1u32 << (31 - dim.min(4096).leading_zeros())
+        };
+        Ok(ConvPlan {
+            packed,
+            staging,
+            textures: o.input == InputChoice::Auto && tex_width >= 64,
+            depthwise: !o.no_depthwise,
+            wg,
+            tkq,
+            tex_width,
+            tex_max_height: dim,
+        })
+    }
+
+    /// Submits the recorded work that is still pending. Operations (quantize, conv,
+    /// dequantize, ...) record their commands and are submitted together, at the latest when
+    /// a result is read back, so that a chain of layers costs one submission; `flush` submits
+    /// now (useful before measuring, or to start the GPU early).
+    pub fn flush(&self) -> Result<()> {
+        self.submit_with("submitting pending work", |_| Ok(()))
+    }
+
+    /// Submits the pending work and waits until the GPU has finished everything submitted.
+    pub fn finish(&self) -> Result<()> {
+        self.flush()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
+    /// Records one operation into its own command buffer (inside error scopes) and queues it
+    /// for the next submission. `f` may hand scratch resources to `keep`: they return to the
+    /// pool only once the command buffer is queued.
+    pub(crate) fn encode<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder, &mut Keep) -> Result<T>,
+    ) -> Result<T> {
+        let mut keep = Keep::default();
+        let r = self.scoped(what, || {
+            let mut enc = self
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let r = f(&mut enc, &mut keep)?;
+            let cb = enc.finish();
+            let mut p = self.lock_pending();
+            p.push(cb);
+            if p.len() >= MAX_PENDING {
+                self.queue().submit(p.drain(..));
+            }
+            Ok(r)
+        });
+        drop(keep);
+        r
+    }
+
+    /// Submits the pending command buffers followed by one recorded by `f`.
+    pub(crate) fn submit_with(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        self.scoped(what, || {
+            let mut enc = self
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            f(&mut enc)?;
+            let cb = enc.finish();
+            let mut p = self.lock_pending();
+            p.push(cb);
+            self.queue().submit(p.drain(..));
+            Ok(())
+        })
+    }
+
+    /// Writes `bytes` at the start of `buffer` through the queue, after submitting the
+    /// pending work (a queue write runs before the command buffers of the next submission, and
+    /// pending ones may still use a pooled buffer's previous contents).
+    pub(crate) fn write_after_pending(&self, buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
+        let mut p = self.lock_pending();
+        if !p.is_empty() {
+            self.queue().submit(p.drain(..));
+        }
+        self.queue().write_buffer(buffer, 0, bytes);
+        Ok(())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::CommandBuffer>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.inner.pool
+    }
+
+    /// Drops the buffers and textures kept for reuse (they are reallocated when needed).
+    pub fn release_cached_buffers(&self) {
+        self.inner.pool.clear();
+    }
+
+    /// Bytes of device memory held by free pooled buffers and textures.
+    pub fn cached_buffer_bytes(&self) -> u64 {
+        self.inner.pool.free_bytes()
+    }
+
+    /// Whether the device can write timestamps (`TIMESTAMP_QUERY`).
+    pub fn has_timestamps(&self) -> bool {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Whether two contexts share one device.
@@ -605,14 +890,26 @@ impl GpuContext {
             .map(|(i, b)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match b {
-                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                ty: match b {
+                    Binding::Texture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::ReadOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2,
                     },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                    Binding::StorageTexture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
+                    b => wgpu::BindingType::Buffer {
+                        ty: match b {
+                            Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                            Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            _ => wgpu::BufferBindingType::Storage { read_only: false },
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
                 },
                 count: None,
             })
@@ -639,6 +936,23 @@ impl GpuContext {
             cache: None,
         });
         Pipeline { pipeline, layout }
+    }
+}
+
+/// Scratch resources of a recorded operation, kept until its command buffer is queued.
+#[derive(Default)]
+pub(crate) struct Keep {
+    buffers: Vec<Arc<PooledBuffer>>,
+    textures: Vec<PooledTexture>,
+}
+
+impl Keep {
+    pub(crate) fn buffer(&mut self, b: Arc<PooledBuffer>) {
+        self.buffers.push(b);
+    }
+
+    pub(crate) fn texture(&mut self, t: PooledTexture) {
+        self.textures.push(t);
     }
 }
 

@@ -29,6 +29,8 @@ pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use device::{
     list_adapters, open_all, AdapterReport, BackendChoice, DeviceOptions, GpuContext,
 };
+#[doc(hidden)]
+pub use device::{DotChoice, InputChoice, KernelOptions, StagingChoice};
 pub use ops::{conv2d_quantized, GpuConv2d};
 
 #[cfg(test)]

@@ -1,18 +1,31 @@
 //! The operations: quantize, dequantize, standalone requantize, and the int8 conv layer.
 //!
 //! Each operation records its dispatches (split to fit the device limits, see `buffers.rs`)
-//! into one command buffer and submits it without waiting, so a chain such as
-//! quantize → conv → conv → dequantize runs in queue order with no read-back in between. Every
-//! call allocates its own scratch, uniform and output buffers, so several threads may run the
-//! same [`GpuConv2d`] at once.
+//! as one compute pass in its own command buffer, queued on the context and submitted with
+//! the next read-back or [`GpuContext::flush`], so a chain such as quantize → conv → conv →
+//! dequantize → read costs one submission and no read-back in between. Every call takes its
+//! own scratch and output buffers from the context's pool, so several threads may run the same
+//! [`GpuConv2d`] at once.
+//!
+//! # Conv kernels
+//! [`GpuConv2d`] repacks its input with `conv_pack.wgsl` into quads (16 channels of one padded
+//! pixel per vec4, in a texture when it fits, else a buffer) and runs either the tiled
+//! implicit-GEMM kernel `conv2d_gemm.wgsl` (every conv with more than one input channel per
+//! group) or the depthwise kernel `conv2d_dw.wgsl` (one input channel per group), both with
+//! the requantization epilogue fused; see the shaders' headers for the tiling.
+
+use std::time::Duration;
+
+use wgpu::util::DeviceExt;
 
 use super::buffers::{
-    check_dims, dispatch, groups_for, packed_bytes, plan, plane_words, read_back, storage_buffer,
-    storage_buffer_init, GpuF32Tensor, GpuTensor, Slot,
+    check_dims, groups_for, packed_bytes, plan, plane_words, read_back, record,
+    storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
-use super::device::GpuContext;
+use super::device::{ConvPlan, GpuContext};
 use super::kernels::{
-    ConvPackParams, ConvParamsGpu, DequantizeParams, Kernel, QuantizeParams, RequantizeParams,
+    ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
+    QuantizeParams, RequantizeParams,
 };
 use crate::error::{Error, Result};
 use crate::quant::{inverse_scale, ChannelRequant, Epilogue, QDtype, QParams, WeightQParams};
@@ -21,9 +34,12 @@ use crate::shape::{ConvParams, ConvShape};
 /// Bytes of one `ChannelRequant` record.
 const RECORD: u64 = std::mem::size_of::<ChannelRequant>() as u64;
 
-/// Upper bound of the i32 scratch buffer of one conv call (the padded, widened input), unless
-/// a single image needs more.
+/// Upper bound of the repacked-input scratch buffer of one conv call (buffer mode), unless a
+/// single image needs more.
 const SCRATCH_CAP: u64 = 256 << 20;
+
+/// Bytes of one quad (16 channel slots).
+const QUAD: u64 = 16;
 
 fn validate_qparams(qp: &QParams) -> Result<()> {
     QParams::new(qp.scale, qp.zero_point, qp.dtype).map(|_| ())
@@ -49,12 +65,11 @@ impl GpuContext {
         };
         let chunks = plan(split, total, 64, "quantize", &ranges)?;
         let full = qp.dtype.full_range();
-        self.scoped("quantize", || {
+        self.encode("quantize", |enc, _| {
             let pipe = self.pipeline(Kernel::Quantize, &[])?;
-            let out = storage_buffer(self, packed_bytes(dims), "squint packed tensor")?;
-            let mut enc = self
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let out =
+                self.pooled_buffer(packed_bytes(dims), STORAGE_USAGE, "squint packed tensor")?;
+            let mut list = Vec::new();
             for &(b, e) in &chunks {
                 let r = ranges(b, e);
                 let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
@@ -72,16 +87,15 @@ impl GpuContext {
                     qmax: full.max,
                     _pad: [0; 2],
                 };
-                dispatch(
-                    self,
-                    &mut enc,
+                list.push(Dispatch::new(
                     &pipe,
-                    bytemuck::bytes_of(&p),
-                    &[xs, ys],
+                    &p,
+                    vec![Res::Buf(xs), Res::Buf(ys)],
                     groups_for(e - b),
-                );
+                ));
             }
-            self.queue().submit([enc.finish()]);
+            record(self, enc, &list, None);
+            drop(list);
             Ok(GpuTensor {
                 dims,
                 dtype: qp.dtype,
@@ -114,12 +128,10 @@ impl GpuContext {
             vec![(q_lo * 4, q_hi * 4), (b * 4, e * 4)]
         };
         let chunks = plan(split, total, 64, "dequantize", &ranges)?;
-        self.scoped("dequantize", || {
+        self.encode("dequantize", |enc, _| {
             let pipe = self.pipeline(Kernel::Dequantize, &[])?;
-            let out = storage_buffer(self, total * 4, "squint f32 tensor")?;
-            let mut enc = self
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let out = self.pooled_buffer(total * 4, STORAGE_USAGE, "squint f32 tensor")?;
+            let mut list = Vec::new();
             for &(b, e) in &chunks {
                 let r = ranges(b, e);
                 let qs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
@@ -136,16 +148,15 @@ impl GpuContext {
                     signed_bytes: u32::from(qp.dtype == QDtype::QInt8),
                     _pad: [0; 3],
                 };
-                dispatch(
-                    self,
-                    &mut enc,
+                list.push(Dispatch::new(
                     &pipe,
-                    bytemuck::bytes_of(&p),
-                    &[qs, ys],
+                    &p,
+                    vec![Res::Buf(qs), Res::Buf(ys)],
                     groups_for(e - b),
-                );
+                ));
             }
-            self.queue().submit([enc.finish()]);
+            record(self, enc, &list, None);
+            drop(list);
             Ok(GpuF32Tensor {
                 dims,
                 buffer: out,
@@ -204,15 +215,16 @@ impl GpuContext {
             ]
         };
         let chunks = plan(split, total, 64, "requantize", &ranges)?;
-        let out = self.scoped("requantize", || {
+        let acc_buf = self.scoped("uploading accumulators", || {
+            self.pooled_buffer_init(bytemuck::cast_slice(acc), "squint acc")
+        })?;
+        let epi_buf = self.scoped("uploading epilogue records", || {
+            self.pooled_buffer_init(bytemuck::cast_slice(&epi.channels), "squint epilogue")
+        })?;
+        let out = self.encode("requantize", |enc, _| {
             let pipe = self.pipeline(Kernel::Requantize, &[("FORMULA", epi.formula.code())])?;
-            let acc_buf = storage_buffer_init(self, bytemuck::cast_slice(acc), "squint acc")?;
-            let epi_buf =
-                storage_buffer_init(self, bytemuck::cast_slice(&epi.channels), "squint epilogue")?;
-            let out = storage_buffer(self, total * 4, "squint requantized")?;
-            let mut enc = self
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let out = self.pooled_buffer(total * 4, STORAGE_USAGE, "squint requantized")?;
+            let mut list = Vec::new();
             for &(b, e) in &chunks {
                 let r = ranges(b, e);
                 let a = Slot::new(split, &acc_buf, r[0].0, r[0].1);
@@ -232,16 +244,15 @@ impl GpuContext {
                     out_hi: epi.clamp.max,
                     _pad: 0,
                 };
-                dispatch(
-                    self,
-                    &mut enc,
+                list.push(Dispatch::new(
                     &pipe,
-                    bytemuck::bytes_of(&p),
-                    &[a, es, ys],
+                    &p,
+                    vec![Res::Buf(a), Res::Buf(es), Res::Buf(ys)],
                     groups_for(e - b),
-                );
+                ));
             }
-            self.queue().submit([enc.finish()]);
+            record(self, enc, &list, None);
+            drop(list);
             Ok(out)
         })?;
         let mut bytes = read_back(self, &out, total * 4)?;
@@ -250,19 +261,33 @@ impl GpuContext {
     }
 }
 
-/// A converted int8 conv layer on the GPU: weights (packed four input channels per u32,
-/// blocked by 4 output channels), per-channel weight sums and epilogue records are uploaded
+/// Which conv kernel a layer uses, with its weight layout.
+#[derive(Debug, Clone, Copy)]
+enum LayerKind {
+    /// `conv2d_gemm.wgsl`: `qg` quads per group and tap, `kq` quads per output, `cbpg`
+    /// channel blocks of 8 per group.
+    Gemm { qg: usize, kq: usize, cbpg: usize },
+    /// `conv2d_dw.wgsl` (one input channel per group).
+    Depthwise,
+}
+
+/// A converted int8 conv layer on the GPU. The weights (packed for the layer's kernel: four
+/// int8 K-values per u32, 16 per vec4, in blocks of 8 output channels; or, for depthwise
+/// layers, i16 `w - w_zp` values), per-channel weight sums and epilogue records are uploaded
 /// once, at construction.
 #[derive(Debug)]
 pub struct GpuConv2d {
     device_id: usize,
     w_dims: [usize; 4],
     params: ConvParams,
-    mode: u32,
+    kind: LayerKind,
     wzp: bool,
-    cblocks: usize,
-    cbpg: usize,
     weights: wgpu::Buffer,
+    /// The weights again as a read-only storage texture (for the texture kernels).
+    weights_tex: Option<WeightTexture>,
+    /// Per output channel 3 texels: the `ChannelRequant` record (2) and (w_zp or 0, weight
+    /// sum, 0, 0), for the texture kernels.
+    epi_tex: Option<WeightTexture>,
     wmeta: wgpu::Buffer,
     records: wgpu::Buffer,
     epi: Epilogue,
@@ -270,10 +295,112 @@ pub struct GpuConv2d {
     w_host: Vec<i8>,
 }
 
+/// Weights as an rgba32uint texture: vec4 i at texel (i % 2^tws, i >> tws).
+#[derive(Debug)]
+struct WeightTexture {
+    _texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    tws: u32,
+}
+
+impl WeightTexture {
+    /// `None` when the device's texture limits cannot hold `words`.
+    fn new(ctx: &GpuContext, words: &[u32], tex_width: u32, max_height: u32) -> Option<Self> {
+        let texels = words.len().div_ceil(4).max(1) as u64;
+        if tex_width == 0 {
+            return None;
+        }
+        // A narrower texture for small weights, so that little memory is wasted.
+        let width = (texels.next_power_of_two().min(tex_width as u64)) as u32;
+        let height = texels.div_ceil(width as u64);
+        if height > max_height as u64 {
+            return None;
+        }
+        let mut data = words.to_vec();
+        data.resize((width as u64 * height * 4) as usize, 0);
+        let texture = ctx.device().create_texture_with_data(
+            ctx.queue(),
+            &wgpu::TextureDescriptor {
+                label: Some("squint conv weights"),
+                size: wgpu::Extent3d {
+                    width,
+                    height: height as u32,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                usage: wgpu::TextureUsages::STORAGE_BINDING,
+                view_formats: &[],
+            },
+            wgpu::util::TextureDataOrder::LayerMajor,
+            bytemuck::cast_slice(&data),
+        );
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        Some(WeightTexture {
+            _texture: texture,
+            view,
+            tws: width.trailing_zeros(),
+        })
+    }
+}
+
+/// The GEMM kernel's weight layout: vec4 ((cb * kq + q) * 8 + j) holds the 16 K-values of
+/// quad q (tap (ky, kx) = q / qg, input channels 16 * (q % qg) ..) of channel j of channel
+/// block cb (channels rounding a group up to 16, and channels past the group, are 0).
+fn pack_gemm_weights(w: &[i8], w_dims: [usize; 4], groups: usize) -> (Vec<u32>, LayerKind) {
+    let [c_out, cig, kh, kw] = w_dims;
+    let cog = c_out / groups;
+    let qg = cig.div_ceil(16);
+    let kq = kh * kw * qg;
+    let cbpg = cog.div_ceil(8);
+    let mut packed = vec![0u32; groups * cbpg * kq * 8 * 4];
+    for g in 0..groups {
+        for b in 0..cbpg {
+            let cb = g * cbpg + b;
+            for j in 0..8 {
+                let l = b * 8 + j;
+                if l >= cog {
+                    continue;
+                }
+                let o = g * cog + l;
+                for tap in 0..kh * kw {
+                    for i in 0..cig {
+                        let (qq, r) = (i / 16, i % 16);
+                        let q = tap * qg + qq;
+                        let byte = w[(o * cig + i) * kh * kw + tap] as u8 as u32;
+                        packed[((cb * kq + q) * 8 + j) * 4 + r / 4] |= byte << (8 * (r % 4));
+                    }
+                }
+            }
+        }
+    }
+    (packed, LayerKind::Gemm { qg, kq, cbpg })
+}
+
+/// The depthwise kernel's weight layout: vec4 (ob * taps + tap) holds the i16 values
+/// `w - w_zp` of output channels 8 * ob + 2i (low half of word i) and 8 * ob + 2i + 1 (high
+/// half) at `tap`.
+fn pack_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) -> Vec<u32> {
+    let [c_out, _, kh, kw] = w_dims;
+    let taps = kh * kw;
+    let mut packed = vec![0u32; c_out.div_ceil(8) * taps * 4];
+    for o in 0..c_out {
+        let zp = w_qp.zero_point(o);
+        for tap in 0..taps {
+            let v = (w[o * taps + tap] as i32 - zp) as i16 as u16 as u32;
+            packed[((o / 8) * taps + tap) * 4 + (o % 8) / 2] |= v << (16 * (o % 2));
+        }
+    }
+    packed
+}
+
 impl GpuConv2d {
     /// Converts a layer: `w` is the qint8 weight (OIHW, shape `w_dims`) with qparams `w_qp`,
     /// `epi` the requantization epilogue (one record per output channel), `params` the conv
-    /// hyperparameters. Validates everything that does not depend on the input.
+    /// hyperparameters. Validates everything that does not depend on the input. Layers with
+    /// one input channel per group use the depthwise kernel, all others the GEMM kernel.
     pub fn new(
         ctx: &GpuContext,
         w: &[i8],
@@ -310,76 +437,79 @@ impl GpuConv2d {
             )));
         }
         let k = cig * kh * kw;
-        let c4pg = cig.div_ceil(4);
-        let k4 = c4pg * kh * kw;
-        let cog = c_out / groups;
-        // Mode 0: blocks of 4 channels inside one group, sharing each input word.
-        // Mode 1: each lane its own group (fewer than 4 output channels per group).
-        let (mode, cbpg, cblocks) = if cog >= 4 {
-            (0u32, cog.div_ceil(4), groups * cog.div_ceil(4))
+        let plan_k = ctx.conv_plan()?;
+        let depthwise = cig == 1 && plan_k.depthwise;
+        let (packed, kind) = if depthwise {
+            (
+                pack_depthwise_weights(w, w_dims, w_qp),
+                LayerKind::Depthwise,
+            )
         } else {
-            (1u32, 0, c_out.div_ceil(4))
+            pack_gemm_weights(w, w_dims, groups)
         };
-        let lane_channel = |cb: usize, j: usize| -> Option<usize> {
-            if mode == 0 {
-                let (g, b) = (cb / cbpg, cb % cbpg);
-                (b * 4 + j < cog).then_some(g * cog + b * 4 + j)
-            } else {
-                (cb * 4 + j < c_out).then_some(cb * 4 + j)
-            }
-        };
-        // Weight of output channel o at reduction step t = (c4, ky, kx), channel 4*c4 + b of
-        // the group (None for the channels rounding the group up to a multiple of 4).
-        let tap = |o: usize, t: usize, b: usize| -> Option<i32> {
-            let (c4, r) = (t / (kh * kw), t % (kh * kw));
-            let i = c4 * 4 + b;
-            (i < cig).then(|| w[o * k + i * kh * kw + r] as i32)
-        };
-        // One vec4<u32> per (block, step): lane j = the 4 packed int8 weights of channel j.
-        let mut packed = vec![0u32; cblocks * k4 * 4];
-        for cb in 0..cblocks {
-            for j in 0..4 {
-                let Some(o) = lane_channel(cb, j) else {
-                    continue;
-                };
-                for t in 0..k4 {
-                    for b in 0..4 {
-                        let byte = tap(o, t, b).unwrap_or(0) as u8 as u32;
-                        packed[(cb * k4 + t) * 4 + j] |= byte << (8 * b);
-                    }
-                }
-            }
-        }
         let meta: Vec<[i32; 2]> = (0..c_out)
             .map(|o| {
                 // Wrapping like the kernel's arithmetic (only the total modulo 2^32 matters).
-                let sum = w[o * k..(o + 1) * k]
-                    .iter()
-                    .fold(0i32, |a, &v| a.wrapping_add(v as i32));
-                [w_qp.zero_point(o), sum]
+                let zp = w_qp.zero_point(o);
+                let taps = &w[o * k..(o + 1) * k];
+                if depthwise {
+                    let s = taps
+                        .iter()
+                        .fold(0i32, |a, &v| a.wrapping_add(v as i32 - zp));
+                    [0, s]
+                } else {
+                    let s = taps.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
+                    [zp, s]
+                }
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
-        let (weights, wmeta, records) = ctx.scoped("uploading conv weights", || {
-            Ok((
-                storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
-                storage_buffer_init(ctx, bytemuck::cast_slice(&meta), "squint conv weight sums")?,
-                storage_buffer_init(
-                    ctx,
-                    bytemuck::cast_slice(&epi.channels),
-                    "squint conv epilogue",
-                )?,
-            ))
-        })?;
+        let epi_words: Vec<u32> = epi
+            .channels
+            .iter()
+            .zip(&meta)
+            .flat_map(|(c, m)| {
+                let r: &[u32] = bytemuck::cast_slice(std::slice::from_ref(c));
+                let mut v = r.to_vec();
+                v.extend([m[0] as u32, m[1] as u32, 0, 0]);
+                v
+            })
+            .collect();
+        let (weights, weights_tex, wmeta, records) =
+            ctx.scoped("uploading conv weights", || {
+                Ok((
+                    storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
+                    if plan_k.textures {
+                        WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
+                    } else {
+                        None
+                    },
+                    storage_buffer_init(
+                        ctx,
+                        bytemuck::cast_slice(&meta),
+                        "squint conv weight sums",
+                    )?,
+                    storage_buffer_init(
+                        ctx,
+                        bytemuck::cast_slice(&epi.channels),
+                        "squint conv epilogue",
+                    )?,
+                ))
+            })?;
         Ok(GpuConv2d {
             device_id: ctx.id(),
             w_dims,
             params,
-            mode,
+            kind,
             wzp,
-            cblocks,
-            cbpg,
             weights,
+            epi_tex: match weights_tex {
+                Some(_) => {
+                    WeightTexture::new(ctx, &epi_words, plan_k.tex_width, plan_k.tex_max_height)
+                }
+                None => None,
+            },
+            weights_tex,
             wmeta,
             records,
             epi: epi.clone(),
@@ -403,6 +533,11 @@ impl GpuConv2d {
         &self.epi
     }
 
+    /// Whether the layer runs on the depthwise kernel (else the GEMM kernel).
+    pub fn is_depthwise(&self) -> bool {
+        matches!(self.kind, LayerKind::Depthwise)
+    }
+
     /// The output shape for an input of shape `x_dims` (validates the geometry).
     pub fn output_shape(&self, x_dims: [usize; 4]) -> Result<ConvShape> {
         ConvShape::new(x_dims, self.w_dims, self.params)
@@ -410,8 +545,47 @@ impl GpuConv2d {
 
     /// Runs the conv on a packed input with qparams `x_qp` (its dtype must be `x.dtype`).
     /// Checks the worst-case accumulator bound first, as the CPU reference does. The output,
-    /// in the epilogue's output dtype, stays on the GPU; nothing is waited for.
+    /// in the epilogue's output dtype, stays on the GPU; the work is queued on the context and
+    /// submitted with the next read-back or [`GpuContext::flush`].
     pub fn run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<GpuTensor> {
+        let s = self.check_run(ctx, x, x_qp)?;
+        self.encode(ctx, x, x_qp, &s, None)
+    }
+
+    /// Like [`GpuConv2d::run`], and measures the GPU time of the layer (input repacking and
+    /// conv kernel) with timestamp queries: waits for the GPU. The time is `None` when the
+    /// device has no `TIMESTAMP_QUERY`.
+    pub fn run_timed(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        x_qp: &QParams,
+    ) -> Result<(GpuTensor, Option<Duration>)> {
+        let s = self.check_run(ctx, x, x_qp)?;
+        if !ctx.has_timestamps() {
+            return Ok((self.encode(ctx, x, x_qp, &s, None)?, None));
+        }
+        let d = ctx.device();
+        let qs = d.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("squint conv timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("squint timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let y = self.encode(ctx, x, x_qp, &s, Some((&qs, &resolve)))?;
+        let raw = read_back(ctx, &resolve, 16)?;
+        let t0 = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
+        let t1 = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes"));
+        let ns = t1.saturating_sub(t0) as f64 * ctx.queue().get_timestamp_period() as f64;
+        Ok((y, Some(Duration::from_nanos(ns.round() as u64))))
+    }
+
+    fn check_run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<ConvShape> {
         ctx.check_same(self.device_id, "GpuConv2d::run (layer)")?;
         ctx.check_same(x.device_id, "GpuConv2d::run (input)")?;
         validate_qparams(x_qp)?;
@@ -430,7 +604,7 @@ impl GpuConv2d {
             s.k(),
             None,
         )?;
-        self.encode(ctx, x, x_qp, &s)
+        Ok(s)
     }
 
     fn encode(
@@ -439,100 +613,120 @@ impl GpuConv2d {
         x: &GpuTensor,
         x_qp: &QParams,
         s: &ConvShape,
+        timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
     ) -> Result<GpuTensor> {
+        let plan_k: ConvPlan = ctx.conv_plan()?;
         let split = ctx.split();
         let p = &s.params;
-        let (hp, wp) = (s.h + 2 * p.padding[0], s.w + 2 * p.padding[1]);
-        let hpwp = (hp * wp) as u64;
+        let (hp, wp) = (
+            (s.h + 2 * p.padding[0]) as u64,
+            (s.w + 2 * p.padding[1]) as u64,
+        );
         let c_in = s.c_in as u64;
         let c_out = s.c_out as u64;
         let groups = p.groups as u64;
         let (cig, cog) = (s.c_in_per_group() as u64, s.c_out_per_group() as u64);
-        let c4pg = cig.div_ceil(4);
-        let k4 = c4pg * (s.kh * s.kw) as u64;
+        let (kh, kw) = (s.kh as u64, s.kw as u64);
+        let (sh, sw, dh, dw) = (
+            p.stride[0] as u64,
+            p.stride[1] as u64,
+            p.dilation[0] as u64,
+            p.dilation[1] as u64,
+        );
         let plane_out = (s.h_out * s.w_out) as u64;
+        let w_out = s.w_out as u64;
         let ptiles = plane_out.div_ceil(4);
         let pw_in = plane_words(x.dims) as u64;
-        let cblocks = self.cblocks as u64;
-        let cbpg = self.cbpg as u64;
-        let mode = self.mode;
-        // Signed-domain input zero point and the XOR that takes quint8 bytes there.
-        let (xz, flip) = match x.dtype {
-            QDtype::QUInt8 => (x_qp.zero_point - 128, 0x80u32),
-            QDtype::QInt8 => (x_qp.zero_point, 0),
+        let wg = plan_k.wg as u64;
+        let gpp = ptiles.div_ceil(wg);
+
+        // Per kernel: slots per group, quads per pixel, channel blocks, weight vec4s per block,
+        // and the output channels [lo, hi) of a block.
+        let (sg, qp, nblocks, wblock, cbpg) = match self.kind {
+            LayerKind::Gemm { qg, kq, cbpg } => {
+                let (qg, kq, cbpg) = (qg as u64, kq as u64, cbpg as u64);
+                (16 * qg, groups * qg, groups * cbpg, kq * 8, cbpg)
+            }
+            LayerKind::Depthwise => (cig, c_in.div_ceil(16), c_out.div_ceil(8), kh * kw, 0),
+        };
+        let block_out = |cb: u64| -> (u64, u64) {
+            match self.kind {
+                LayerKind::Gemm { .. } => {
+                    let (g, b) = (cb / cbpg, cb % cbpg);
+                    (g * cog + b * 8, g * cog + (b * 8 + 8).min(cog))
+                }
+                LayerKind::Depthwise => (cb * 8, (cb * 8 + 8).min(c_out)),
+            }
+        };
+        // The kernel's input domain: signed bytes for `dot4I8Packed`, else unsigned.
+        let signed = matches!(self.kind, LayerKind::Gemm { .. }) && plan_k.packed;
+        let (flip, xz) = match (x.dtype, signed) {
+            (QDtype::QUInt8, true) => (0x80u32, x_qp.zero_point - 128),
+            (QDtype::QUInt8, false) => (0, x_qp.zero_point),
+            (QDtype::QInt8, true) => (0, x_qp.zero_point),
+            (QDtype::QInt8, false) => (0x80, x_qp.zero_point + 128),
         };
 
-        // Image chunks for the scratch buffer.
-        let planes4 = groups * c4pg;
-        let per_image = planes4 * hpwp * 4;
-        if per_image > split.max_buffer {
+        // Image chunks: the repacked images of a chunk fit the texture (or scratch buffer), and
+        // their quad indices fit u32.
+        let quads_img = hp * wp * qp;
+        let tex_cap = plan_k.tex_width as u64 * plan_k.tex_max_height as u64;
+        let in_rows = packed_bytes(x.dims)
+            .div_ceil(QUAD)
+            .div_ceil(plan_k.tex_width.max(1) as u64)
+            .div_ceil(16)
+            * 16;
+        let use_tex = plan_k.textures
+            && quads_img <= tex_cap
+            && in_rows <= plan_k.tex_max_height as u64
+            && self.weights_tex.is_some()
+            && self.epi_tex.is_some();
+        if !use_tex && quads_img * QUAD > split.max_buffer {
             return Err(Error::DeviceLimit(format!(
-                "conv: one repacked input image needs {per_image} bytes of scratch, the \
-                 device's largest buffer is {} bytes",
+                "conv: one repacked input image needs {} bytes of scratch, the device's largest \
+                 buffer is {} bytes",
+                quads_img * QUAD,
                 split.max_buffer
             )));
         }
-        let cap = SCRATCH_CAP.min(split.max_buffer).max(per_image);
-        let nc = ((cap / per_image) as usize).clamp(1, s.n);
+        let cap = if use_tex {
+            tex_cap
+        } else {
+            (SCRATCH_CAP.min(split.max_buffer) / QUAD).max(quads_img)
+        }
+        .min(u32::MAX as u64 / 2);
+        let nc = (cap / quads_img).clamp(1, s.n as u64);
+        if quads_img > u32::MAX as u64 / 2 {
+            return Err(Error::DeviceLimit(format!(
+                "conv: one repacked input image has {quads_img} quads, more than the 2^31 \
+                 indices of squint's kernels"
+            )));
+        }
 
-        // Output channels of a block, and its range of groups.
-        let block_out = |cb: u64| -> (u64, u64) {
-            if mode == 0 {
-                let (g, b) = (cb / cbpg, cb % cbpg);
-                (g * cog + b * 4, g * cog + (b * 4 + 4).min(cog))
-            } else {
-                (cb * 4, (cb * 4 + 4).min(c_out))
-            }
-        };
-        let block_groups = |cb: u64| -> (u64, u64) {
-            let (lo, hi) = block_out(cb);
-            (lo / cog, (hi - 1) / cog + 1)
-        };
-        let w_out = s.w_out as u64;
-        let (sh, dh, kh) = (p.stride[0] as u64, p.dilation[0] as u64, s.kh as u64);
-        let row_of = |pt: u64, q: u64| ((pt * 4 + q).min(plane_out - 1) / w_out) * sh;
-        let wp64 = wp as u64;
-        // The conv's items are workgroups: (n, superblock, group of 64 pixel tiles). A
-        // superblock is 2 blocks of one group in mode 0, 1 block in mode 1.
-        let gpp = ptiles.div_ceil(64);
-        let spg = cbpg.div_ceil(2);
-        let sblocks = if mode == 0 { groups * spg } else { cblocks };
-        let sb_blocks = |sb: u64| -> (u64, u64) {
-            if mode == 0 {
-                let (g, i) = (sb / spg, sb % spg);
-                let first = g * cbpg + 2 * i;
-                (first, (first + 1).min(g * cbpg + cbpg - 1))
-            } else {
-                (sb, sb)
-            }
+        let formula = self.epi.formula.code();
+        let out_dims = s.output_dims();
+        let wg_count_per_img = nblocks * gpp;
+        let rows_of = |pt0: u64, pt1: u64| -> (u64, u64) {
+            let r0 = ((pt0 * 4).min(plane_out - 1) / w_out) * sh;
+            let r1 = ((pt1 * 4 + 3).min(plane_out - 1) / w_out) * sh + (kh - 1) * dh;
+            (r0, r1.min(hp - 1))
         };
         let conv_ranges = |n_base: u64, b: u64, e: u64| {
-            let dec = |wg: u64| {
-                let ptg = wg % gpp;
-                let t = wg / gpp;
-                (t / sblocks, t % sblocks, ptg)
-            };
-            let (n0, sb0, g0) = dec(b);
-            let (n1, sb1, g1) = dec(e - 1);
-            let (cb0, cb1) = (sb_blocks(sb0).0, sb_blocks(sb1).1);
-            let (pt0, pt1) = (g0 * 64, (g1 * 64 + 63).min(ptiles - 1));
-            let plane4 = |n: u64, g: u64| (n * groups + g) * c4pg;
-            let xq = if (n0, sb0) == (n1, sb1) {
-                let (g_lo, g_hi) = block_groups(cb0);
-                (
-                    plane4(n0, g_lo) * hpwp + row_of(pt0, 0) * wp64,
-                    (plane4(n0, g_hi) - 1) * hpwp + (row_of(pt1, 3) + (kh - 1) * dh + 1) * wp64,
-                )
+            let dec = |i: u64| (i / wg_count_per_img, (i / gpp) % nblocks, i % gpp);
+            let (n0, cb0, g0) = dec(b);
+            let (n1, cb1, g1) = dec(e - 1);
+            let pt0 = g0 * wg;
+            let pt1 = (g1 * wg + wg).min(ptiles) - 1;
+            let a = if (n0, cb0) == (n1, cb1) {
+                let (r0, r1) = rows_of(pt0, pt1);
+                ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
             } else {
-                (
-                    plane4(n0, block_groups(cb0).0) * hpwp,
-                    plane4(n1, block_groups(cb1).1) * hpwp,
-                )
+                (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
             };
             let (blo, bhi) = if n0 == n1 {
                 (cb0, cb1 + 1)
             } else {
-                (0, cblocks)
+                (0, nblocks)
             };
             let (c_lo, c_hi) = if n0 == n1 {
                 (block_out(cb0).0, block_out(cb1).1)
@@ -542,61 +736,196 @@ impl GpuConv2d {
             let y_lo = ((n_base + n0) * c_out + block_out(cb0).0) * ptiles + pt0;
             let y_hi = ((n_base + n1) * c_out + block_out(cb1).1 - 1) * ptiles + pt1 + 1;
             vec![
-                (xq.0 * 4, xq.1 * 4),
-                (blo * k4 * 16, bhi * k4 * 16),
+                (a.0 * QUAD, a.1 * QUAD),
+                (blo * wblock * 16, bhi * wblock * 16),
                 (c_lo * RECORD, c_hi * RECORD),
                 (c_lo * 8, c_hi * 8),
                 (y_lo * 4, y_hi * 4),
             ]
         };
 
-        let out_dims = s.output_dims();
-        ctx.scoped("conv2d", || {
-            let pack_pipe = ctx.pipeline(Kernel::ConvPack, &[])?;
-            let conv_pipe = ctx.pipeline(
-                Kernel::Conv2d,
-                &[
-                    ("FORMULA", self.epi.formula.code()),
-                    ("MODE", mode),
-                    ("WZP", u32::from(self.wzp)),
-                ],
+        ctx.encode("conv2d", |enc, keep| {
+            let pack_pipe = ctx.pipeline(Kernel::ConvPack { xtex: use_tex }, &[])?;
+            let conv_pipe = match self.kind {
+                LayerKind::Gemm { .. } => ctx.pipeline(
+                    Kernel::ConvGemm(GemmVariant {
+                        xtex: use_tex,
+                        b: plan_k.staging,
+                        packed: plan_k.packed,
+                    }),
+                    &[
+                        ("FORMULA", formula),
+                        ("WZP", u32::from(self.wzp)),
+                        ("WG", plan_k.wg),
+                        ("TKQ", plan_k.tkq),
+                    ],
+                )?,
+                LayerKind::Depthwise => ctx.pipeline(
+                    Kernel::ConvDw { xtex: use_tex },
+                    &[
+                        ("FORMULA", formula),
+                        ("WG", plan_k.wg),
+                        ("IDENT", u32::from(cog == 1)),
+                    ],
+                )?,
+            };
+            let out = ctx.pooled_buffer(
+                packed_bytes(out_dims),
+                STORAGE_USAGE,
+                "squint packed tensor",
             )?;
-            let out = storage_buffer(ctx, packed_bytes(out_dims), "squint packed tensor")?;
-            let scratch = storage_buffer(ctx, nc as u64 * per_image, "squint conv scratch")?;
-            let mut enc = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            let mut n_begin = 0usize;
-            while n_begin < s.n {
-                let n_end = (n_begin + nc).min(s.n);
-                let imgs = (n_end - n_begin) as u64;
-                let img0 = n_begin as u64;
-                // 1. Repack the input images of this chunk (4 channels per word, padded).
-                let pack_ranges = |b: u64, e: u64| {
-                    let dec = |i: u64| {
-                        let p4 = i / hpwp;
-                        let (ng, c4) = (p4 / c4pg, p4 % c4pg);
-                        (ng / groups, ng % groups, c4)
-                    };
-                    let (n0, g0, c0) = dec(b);
-                    let (n1, g1, c1) = dec(e - 1);
-                    let lo = (img0 + n0) * c_in + g0 * cig + c0 * 4;
-                    let hi = (img0 + n1) * c_in + g1 * cig + (c1 * 4 + 4).min(cig);
-                    vec![(lo * pw_in * 4, hi * pw_in * 4), (b * 4, e * 4)]
+            let chunk_quads = nc * quads_img;
+            let (tex, scratch) = if use_tex {
+                let w = plan_k.tex_width;
+                let h = (chunk_quads.div_ceil(w as u64) as u32).div_ceil(16) * 16;
+                (
+                    Some(ctx.pooled_texture(w, h.min(plan_k.tex_max_height))),
+                    None,
+                )
+            } else {
+                (
+                    None,
+                    Some(ctx.pooled_buffer(
+                        chunk_quads * QUAD,
+                        STORAGE_USAGE,
+                        "squint conv quads",
+                    )?),
+                )
+            };
+            let tws = plan_k.tex_width.trailing_zeros();
+            // The input tensor copied into a texture (the pack reads it with image loads,
+            // which are much cheaper than buffer loads on CPU adapters).
+            let x_tex = if use_tex {
+                let iw = plan_k.tex_width as u64;
+                let texels = packed_bytes(x.dims).div_ceil(QUAD);
+                let rows = texels.div_ceil(iw);
+                let t = ctx.pooled_texture(iw as u32, (rows as u32).div_ceil(16) * 16);
+                let full = texels / iw;
+                let rest = texels % iw;
+                let copy = |enc: &mut wgpu::CommandEncoder, offset: u64, y: u64, w: u64, h: u64| {
+                    enc.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer: &x.buffer,
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset,
+                                bytes_per_row: Some((iw * QUAD) as u32),
+                                rows_per_image: None,
+                            },
+                        },
+                        wgpu::TexelCopyTextureInfo {
+                            texture: t.texture(),
+                            mip_level: 0,
+                            origin: wgpu::Origin3d {
+                                x: 0,
+                                y: y as u32,
+                                z: 0,
+                            },
+                            aspect: wgpu::TextureAspect::All,
+                        },
+                        wgpu::Extent3d {
+                            width: w as u32,
+                            height: h as u32,
+                            depth_or_array_layers: 1,
+                        },
+                    );
                 };
-                for (b, e) in plan(
-                    split,
-                    imgs * planes4 * hpwp,
-                    64,
-                    "conv input repacking",
-                    &pack_ranges,
-                )? {
-                    let r = pack_ranges(b, e);
-                    let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
-                    let qs = Slot::new(split, &scratch, r[1].0, r[1].1);
+                if full > 0 {
+                    copy(enc, 0, 0, iw, full);
+                }
+                if rest > 0 {
+                    copy(enc, full * iw * QUAD, full, rest, 1);
+                }
+                Some((t, iw.trailing_zeros()))
+            } else {
+                None
+            };
+            let mut list = Vec::new();
+            let mut n_begin = 0u64;
+            while n_begin < s.n as u64 {
+                let n_end = (n_begin + nc).min(s.n as u64);
+                let imgs = n_end - n_begin;
+                let img0 = n_begin;
+                // 1. Repack the input images of this chunk into quads: interior items
+                //    (input words) and, with padding, border items.
+                let plane_in = (s.h * s.w) as u64;
+                let border_px = hp * wp - plane_in;
+                let (ph, pwid) = (p.padding[0] as u64, p.padding[1] as u64);
+                let interior = |b: u64, e: u64| {
+                    let per_img = pw_in * qp;
+                    let (n0, n1) = (b / per_img, (e - 1) / per_img);
+                    let x_lo = (img0 + n0) * c_in * pw_in * 4;
+                    let x_hi = (img0 + n1 + 1) * c_in * pw_in * 4;
+                    let q = if n0 == n1 {
+                        // Padded rows of input words k0 (first pixel) to k1 (last pixel).
+                        let (k0, k1) = ((b % per_img) / qp, ((e - 1) % per_img) / qp);
+                        let row = |pos: u64| pos.min(plane_in - 1) / s.w as u64 + ph;
+                        let (r0, r1) = (row(k0 * 4), row(k1 * 4 + 3));
+                        ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
+                    } else {
+                        (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
+                    };
+                    vec![(x_lo, x_hi), (q.0 * QUAD, q.1 * QUAD)]
+                };
+                // Padded row of the i-th border pixel of an image (as `border_pixel` in the
+                // shader: rows above, the margins of the input rows, rows below).
+                let border_row = |i: u64| {
+                    let top = ph * wp;
+                    let mid = s.h as u64 * 2 * pwid;
+                    if i < top {
+                        i / wp
+                    } else if i < top + mid {
+                        ph + (i - top) / (2 * pwid)
+                    } else {
+                        ph + s.h as u64 + (i - top - mid) / wp
+                    }
+                };
+                let border = |b: u64, e: u64| {
+                    let per_img = border_px * qp;
+                    let (n0, n1) = (b / per_img, (e - 1) / per_img);
+                    let q = if n0 == n1 {
+                        let r0 = border_row((b % per_img) / qp);
+                        let r1 = border_row(((e - 1) % per_img) / qp);
+                        ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
+                    } else {
+                        (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
+                    };
+                    vec![(0, 4), (q.0 * QUAD, q.1 * QUAD)]
+                };
+                let n_int = imgs * pw_in * qp;
+                let both = |b: u64, e: u64| {
+                    if e <= n_int {
+                        interior(b, e)
+                    } else if b >= n_int {
+                        border(b - n_int, e - n_int)
+                    } else {
+                        let (i, o) = (interior(b, n_int), border(0, e - n_int));
+                        vec![i[0], (i[1].0.min(o[1].0), i[1].1.max(o[1].1))]
+                    }
+                };
+                let total = n_int + imgs * border_px * qp;
+                for (b, e) in plan(split, total, 64, "conv input repacking", &both)? {
+                    let r = both(b, e);
+                    let (xres, x_base, x_tws) = match &x_tex {
+                        Some((t, tws_in)) => (Res::Tex(&t.view), 0, *tws_in),
+                        None => {
+                            let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
+                            let base = xs.base(4);
+                            (Res::Buf(xs), base, 0)
+                        }
+                    };
+                    let (qres, q_base) = match (&tex, &scratch) {
+                        (Some(t), _) => (Res::Tex(&t.view), 0),
+                        (None, Some(sb)) => {
+                            let qs = Slot::new(split, sb, r[1].0, r[1].1);
+                            let base = qs.base(QUAD);
+                            (Res::Buf(qs), base)
+                        }
+                        (None, None) => unreachable!("a texture or a scratch buffer exists"),
+                    };
                     let prm = ConvPackParams {
                         item_begin: b as u32,
                         item_count: (e - b) as u32,
+                        n_interior: n_int as u32,
                         h: s.h as u32,
                         w: s.w as u32,
                         plane_words: pw_in as u32,
@@ -607,78 +936,170 @@ impl GpuConv2d {
                         c_in: c_in as u32,
                         cig: cig as u32,
                         groups: groups as u32,
-                        c4pg: c4pg as u32,
-                        img_begin: n_begin as u32,
-                        x_base: xs.base(4),
-                        xq_base: qs.base(4),
+                        sg: sg as u32,
+                        qp: qp as u32,
+                        img_begin: img0 as u32,
+                        x_base,
+                        x_tws,
+                        q_base,
+                        tws,
                         flip,
                         zbyte: xz as u32 & 0xff,
                         _pad: [0; 2],
                     };
-                    dispatch(
-                        ctx,
-                        &mut enc,
+                    list.push(Dispatch::new(
                         &pack_pipe,
-                        bytemuck::bytes_of(&prm),
-                        &[xs, qs],
+                        &prm,
+                        vec![xres, qres],
                         groups_for(e - b),
-                    );
+                    ));
                 }
                 // 2. The conv with its fused epilogue.
                 let ranges = |b: u64, e: u64| conv_ranges(img0, b, e);
-                for (b, e) in plan(split, imgs * sblocks * gpp, 1, "conv2d", &ranges)? {
+                for (b, e) in plan(split, imgs * wg_count_per_img, 1, "conv2d", &ranges)? {
                     let r = ranges(b, e);
-                    let xs = Slot::new(split, &scratch, r[0].0, r[0].1);
-                    let ws = Slot::new(split, &self.weights, r[1].0, r[1].1);
-                    let es = Slot::new(split, &self.records, r[2].0, r[2].1);
-                    let ms = Slot::new(split, &self.wmeta, r[3].0, r[3].1);
-                    let ys = Slot::new(split, &out, r[4].0, r[4].1);
-                    let prm = ConvParamsGpu {
-                        wg_begin: b as u32,
-                        wg_count: (e - b) as u32,
-                        gpp: gpp as u32,
-                        ptiles: ptiles as u32,
-                        sblocks: sblocks as u32,
-                        spg: spg as u32,
-                        cbpg: cbpg as u32,
-                        plane_out: plane_out as u32,
-                        w_out: s.w_out as u32,
-                        c_out: c_out as u32,
-                        cog: cog as u32,
-                        kh: s.kh as u32,
-                        kw: s.kw as u32,
-                        k4: k4 as u32,
-                        c4pg: c4pg as u32,
-                        groups: groups as u32,
-                        hp: hp as u32,
-                        wp: wp as u32,
-                        sh: p.stride[0] as u32,
-                        sw: p.stride[1] as u32,
-                        dh: p.dilation[0] as u32,
-                        dw: p.dilation[1] as u32,
-                        n_begin: n_begin as u32,
-                        xq_base: xs.base(4),
-                        w_base: ws.base(16),
-                        e_base: es.base(RECORD),
-                        m_base: ms.base(8),
-                        y_base: ys.base(4),
-                        xz,
-                        out_zp: self.epi.out.zero_point,
-                        out_lo: self.epi.clamp.min,
-                        out_hi: self.epi.clamp.max,
+                    let (ares, a_base) = match (&tex, &scratch) {
+                        (Some(t), _) => (Res::Tex(&t.view), 0),
+                        (None, Some(sb)) => {
+                            let qs = Slot::new(split, sb, r[0].0, r[0].1);
+                            let base = qs.base(QUAD);
+                            (Res::Buf(qs), base)
+                        }
+                        (None, None) => unreachable!("a texture or a scratch buffer exists"),
                     };
-                    dispatch(
-                        ctx,
-                        &mut enc,
-                        &conv_pipe,
-                        bytemuck::bytes_of(&prm),
-                        &[xs, ws, es, ms, ys],
-                        e - b,
-                    );
+                    let ys = Slot::new(split, &out, r[4].0, r[4].1);
+                    let y_base = ys.base(4);
+                    let (res, w_base, b_tws, e_base, m_base, e_tws) =
+                        match (use_tex, &self.weights_tex, &self.epi_tex) {
+                            (true, Some(wt), Some(et)) => (
+                                vec![ares, Res::Tex(&wt.view), Res::Tex(&et.view), Res::Buf(ys)],
+                                0,
+                                wt.tws,
+                                0,
+                                0,
+                                et.tws,
+                            ),
+                            _ => {
+                                let ws = Slot::new(split, &self.weights, r[1].0, r[1].1);
+                                let es = Slot::new(split, &self.records, r[2].0, r[2].1);
+                                let ms = Slot::new(split, &self.wmeta, r[3].0, r[3].1);
+                                let (w_base, e_base, m_base) =
+                                    (ws.base(16), es.base(RECORD), ms.base(8));
+                                (
+                                    vec![
+                                        ares,
+                                        Res::Buf(ws),
+                                        Res::Buf(es),
+                                        Res::Buf(ms),
+                                        Res::Buf(ys),
+                                    ],
+                                    w_base,
+                                    0,
+                                    e_base,
+                                    m_base,
+                                    0,
+                                )
+                            }
+                        };
+                    let item = match self.kind {
+                        LayerKind::Gemm { qg, kq, cbpg } => {
+                            let (qg, kq) = (qg as u64, kq as u64);
+                            let prm = ConvGemmParams {
+                                wg_begin: b as u32,
+                                wg_count: (e - b) as u32,
+                                gpp: gpp as u32,
+                                ptiles: ptiles as u32,
+                                nblocks: nblocks as u32,
+                                cbpg: cbpg as u32,
+                                plane_out: plane_out as u32,
+                                w_out: w_out as u32,
+                                c_out: c_out as u32,
+                                cog: cog as u32,
+                                kw: kw as u32,
+                                kq: kq as u32,
+                                qg: qg as u32,
+                                qp: qp as u32,
+                                hp: hp as u32,
+                                wp: wp as u32,
+                                sh: sh as u32,
+                                sw: sw as u32,
+                                step_kx: (dw * qp).wrapping_sub(qg) as u32,
+                                step_ky: (dh * wp * qp).wrapping_sub(kw * dw * qp) as u32,
+                                n_begin: n_begin as u32,
+                                a_base,
+                                tws,
+                                w_base,
+                                b_tws,
+                                e_base,
+                                m_base,
+                                y_base,
+                                xz,
+                                kext: (16 * kq) as i32,
+                                out_zp: self.epi.out.zero_point,
+                                out_lo: self.epi.clamp.min,
+                                out_hi: self.epi.clamp.max,
+                                e_tws,
+                                _pad: [0; 2],
+                            };
+                            Dispatch::new(&conv_pipe, &prm, res, e - b)
+                        }
+                        LayerKind::Depthwise => {
+                            let prm = ConvDwParams {
+                                wg_begin: b as u32,
+                                wg_count: (e - b) as u32,
+                                gpp: gpp as u32,
+                                ptiles: ptiles as u32,
+                                nblocks: nblocks as u32,
+                                plane_out: plane_out as u32,
+                                w_out: w_out as u32,
+                                c_out: c_out as u32,
+                                mult: cog as u32,
+                                kw: kw as u32,
+                                taps: (kh * kw) as u32,
+                                qp: qp as u32,
+                                hp: hp as u32,
+                                wp: wp as u32,
+                                sh: sh as u32,
+                                sw: sw as u32,
+                                step_x: (dw * qp) as u32,
+                                step_y: (dh * wp * qp).wrapping_sub(kw * dw * qp) as u32,
+                                n_begin: n_begin as u32,
+                                a_base,
+                                tws,
+                                w_base,
+                                b_tws,
+                                e_base,
+                                m_base,
+                                y_base,
+                                xz,
+                                out_zp: self.epi.out.zero_point,
+                                out_lo: self.epi.clamp.min,
+                                out_hi: self.epi.clamp.max,
+                                e_tws,
+                                _pad: 0,
+                            };
+                            Dispatch::new(&conv_pipe, &prm, res, e - b)
+                        }
+                    };
+                    list.push(item);
                 }
                 n_begin = n_end;
             }
-            ctx.queue().submit([enc.finish()]);
+            let ts = timing.map(|(qs, _)| (qs, 0, 1));
+            record(ctx, enc, &list, ts);
+            drop(list);
+            if let Some((qs, resolve)) = timing {
+                enc.resolve_query_set(qs, 0..2, resolve, 0);
+            }
+            if let Some(t) = tex {
+                keep.texture(t);
+            }
+            if let Some((t, _)) = x_tex {
+                keep.texture(t);
+            }
+            if let Some(b) = scratch {
+                keep.buffer(b);
+            }
             Ok(GpuTensor {
                 dims: out_dims,
                 dtype: self.epi.out.dtype,

@@ -60,7 +60,7 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
                     item_count: (e - b) as u32,
                     _pad: [0; 2],
                 };
-                let slots = [
+                let slots = vec![
                     Slot::new(split, &inb, 0, e * 8),
                     Slot::new(split, &out, 0, e * 32),
                 ];
@@ -69,7 +69,7 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
                     &mut enc,
                     &pipe,
                     bytemuck::bytes_of(&p),
-                    &slots,
+                    slots,
                     buffers::groups_for(e - b),
                 );
             }

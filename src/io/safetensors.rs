@@ -66,7 +66,13 @@ impl StFile {
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let (buf, len) = read_aligned(path)?;
-        let bytes: &[u8] = &bytemuck::cast_slice(&buf)[..len];
+        Self::from_bytes(&bytemuck::cast_slice(&buf)[..len], path)
+    }
+
+    /// Parses the bytes of a safetensors file, with the same checks and errors as
+    /// [`Self::read`]; `path_for_errors` names the source in messages.
+    pub fn from_bytes(bytes: &[u8], path_for_errors: &Path) -> Result<Self> {
+        let path = path_for_errors;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::format(path, format!("not a valid .safetensors file: {e}")))?;
         let (_, meta) = SafeTensors::read_metadata(bytes)

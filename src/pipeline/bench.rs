@@ -2,7 +2,9 @@
 //! float32 on the CPU, for a fixed set of shapes.
 //!
 //! GOPS = 2·N·Cout·Hout·Wout·(Cin/groups)·KH·KW / time. Each timing is the median of several
-//! runs after a warm-up run; quote results as ratios measured in one run.
+//! runs after a warm-up run; quote results as ratios measured in one run. On the GPU the
+//! kernel time comes from timestamp queries where the adapter has them (the `detail` field
+//! says which clock was used).
 
 use crate::cpu::{self, fast::FastConvOptions};
 use crate::error::Result;
@@ -102,7 +104,10 @@ impl Default for BenchOptions {
 pub struct BenchResult {
     /// Shape name.
     pub shape: String,
-    /// Path name (`float32 cpu`, `int8 cpu fast`, `int8 cpu reference`, `int8 gpu kernel`, `int8 gpu end-to-end`).
+    /// Path name (`float32 cpu`, `int8 cpu fast`, `int8 cpu reference`, `int8 gpu kernel
+    /// (timestamps)` (GPU time of the layer from timestamp queries; `int8 gpu kernel (wall)`
+    /// where the device has none), `int8 gpu conv + read-back`, `int8 gpu end-to-end`
+    /// (upload, conv, read-back)).
     pub path: String,
     /// Median milliseconds.
     pub ms: f64,
@@ -125,6 +130,17 @@ pub struct BenchReport {
     pub gpu_note: Option<String>,
     /// Results.
     pub results: Vec<BenchResult>,
+}
+
+/// Median of the values `f` measures itself, after a warm-up call.
+fn median_value(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    f()?; // warm-up
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        t.push(f()?);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
 }
 
 fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -215,15 +231,43 @@ pub fn run_bench(
             let layer = GpuConv2d::new(ctx, &w_q, shape.w, &w_qp, &epi, shape.params)?;
             let xg = ctx.upload_q(&x_q, shape.x, xqp.dtype)?;
             let name = adapter.clone().unwrap_or_default();
+            let kernel = if layer.is_depthwise() {
+                "depthwise kernel"
+            } else {
+                "GEMM kernel"
+            };
+            // GPU time of the layer (input repacking + conv kernel): timestamp queries where
+            // the device has them, else the wall time of the work and its wait.
+            if ctx.has_timestamps() {
+                let ms = median_value(opts.runs, || {
+                    let (_, t) = layer.run_timed(ctx, &xg, &xqp)?;
+                    Ok(t.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
+                })?;
+                push(
+                    "int8 gpu kernel (timestamps)",
+                    ms,
+                    format!("{name}; {kernel}; GPU timestamp queries"),
+                );
+            } else {
+                let ms = median_ms(opts.runs, || {
+                    let _y = layer.run(ctx, &xg, &xqp)?;
+                    ctx.finish()
+                })?;
+                push(
+                    "int8 gpu kernel (wall)",
+                    ms,
+                    format!("{name}; {kernel}; wall time (no timestamp queries)"),
+                );
+            }
             let ms = median_ms(opts.runs, || {
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
             })?;
-            push("int8 gpu conv + read-back", ms, name.clone());
+            push("int8 gpu conv + read-back", ms, format!("{name}; {kernel}"));
             let ms = median_ms(opts.runs, || {
                 let xg = ctx.upload_q(&x_q, shape.x, xqp.dtype)?;
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
             })?;
-            push("int8 gpu end-to-end", ms, name);
+            push("int8 gpu end-to-end", ms, format!("{name}; {kernel}"));
         }
     }
     Ok(BenchReport {

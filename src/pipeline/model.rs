@@ -170,10 +170,16 @@ impl Model {
                         c.name, c.weight.dims
                     )));
                 }
+                if c.weight.dims.contains(&0) {
+                    return Err(Error::Shape(format!(
+                        "{}.weight has a zero-sized dimension: {:?}",
+                        c.name, c.weight.dims
+                    )));
+                }
                 c.params
                     .validate()
                     .map_err(|e| Error::InvalidParameter(format!("layer '{}': {e}", c.name)))?;
-                if c.weight.dims[0] % c.params.groups != 0 {
+                if !c.weight.dims[0].is_multiple_of(c.params.groups) {
                     return Err(Error::InvalidParameter(format!(
                         "layer '{}': groups = {} must divide out_channels = {}",
                         c.name, c.params.groups, c.weight.dims[0]

@@ -617,7 +617,7 @@ impl QConv {
             )));
         }
         params.validate()?;
-        if w_dims[0] % params.groups != 0 {
+        if !w_dims[0].is_multiple_of(params.groups) {
             return Err(Error::InvalidParameter(format!(
                 "groups = {} must divide out_channels = {}",
                 params.groups, w_dims[0]

@@ -1,6 +1,25 @@
 //! Direct kernels for convs with one input channel per group (depthwise, any channel
 //! multiplier): a GEMM with `K = KH·KW` would waste most of its lanes.
 //!
+//! # int8 on AVX512-VNNI
+//!
+//! When every `w' = w − ζ` is a valid i8 (symmetric weights always), `vpdpbusd` computes
+//! `Σ u·w'` four kernel columns at a time, `u = x ^ flip` the u8 activations (as in the GEMM),
+//! and the zero point folds into the accumulator's initial value:
+//! `acc = Σ (u − z)·w' = Σ u·w' − z·Σ w'`, where every padded tap holds (or is made to hold)
+//! `u = z` and so contributes 0, exactly as in the reference. The requantization epilogue
+//! (every formula, fixed-point included) is fused: accumulators never leave the registers.
+//!
+//! * Unit strides and column dilation (`x86::dw_i8_flat`, the common 3×3 / 5×5 stride-1
+//!   case): one padded plane per (batch, group) of `u` bytes, flat output positions
+//!   `q = oy·Wp + ox` as in the GEMM (a vector spans several short rows), and four *phases*
+//!   of 16 lanes per block of 64 positions so that each `vpdpbusd` operand is one plain load.
+//! * Other strides and dilations (`x86::dw_i8_channel`, needs AVX512-VBMI): straight from the
+//!   input, one `vpermt2b` per load builds the operand and substitutes `z` for padded columns;
+//!   padded rows are skipped, their `−z·Σ w'` share left out of the initial value.
+//!
+//! # f32, and int8 elsewhere
+//!
 //! Per (batch, group): a padded plane of the group's input channel, zero at padded positions;
 //! then per output channel of the group and output row, for each tap `t = (ky, kx)` in
 //! row-major order, `acc[ox] = fma(plane[(oy·sh + ky·dh)·Wp + ox·sw + kx·dw], w[t], acc[ox])`.
@@ -14,7 +33,7 @@
 
 use super::{par_for, Isa, PackedConv2d, SendPtr, Sink};
 use crate::quant::QParams;
-use crate::shape::ConvShape;
+use crate::shape::{ConvParams, ConvShape};
 
 /// Elements of slack after a plane: the SIMD row kernels read whole vectors.
 const SLACK: usize = 64;
@@ -269,132 +288,283 @@ fn item_ranges(items: usize, threads: Option<usize>) -> Vec<std::ops::Range<usiz
         .collect()
 }
 
-/// Packs `w − ζ` (`wprime`, `[c_out][kh·kw]`) for [`vnni_channel`]: per channel, lanes
-/// `[j < ⌈kh/4⌉][kx]` of the four bytes `w'[4j + i][kx]` (i < 4; 0 past the kernel).
+/// Column groups of four kernel columns (one `vpdpbusd` lane each) of the VNNI kernels: 1, 2
+/// or 4 (three are padded to four; more are not supported).
+fn column_groups(kw: usize) -> usize {
+    match kw.div_ceil(4) {
+        n @ (1 | 2) => n,
+        n => n.max(4),
+    }
+}
+
+/// Whether the flat kernel (`x86::dw_i8_flat`: unit strides and column dilation) applies.
+fn flat_eligible(params: &ConvParams) -> bool {
+    params.stride == [1, 1] && params.dilation[1] == 1
+}
+
+/// Whether one of the AVX512-VNNI depthwise kernels handles a conv with these hyperparameters
+/// and kernel size, on this CPU: at most 4 column groups (`kw ≤ 16`), and either the flat
+/// kernel (unit strides and column dilation), or the permutation kernel, which needs VBMI
+/// (`vpermt2b`) and must reach every input column of a chunk of 16 outputs and one column
+/// group from a single 64-byte load: `15·sx + (min(kw, 4) − 1)·dw ≤ 63`.
+pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa == Isa::Avx512Vnni
+            && column_groups(kw) <= 4
+            && (flat_eligible(params)
+                || (super::x86::has_vbmi()
+                    && 15 * params.stride[1] + (kw.min(4) - 1) * params.dilation[1] <= 63))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, params, kw);
+        false
+    }
+}
+
+/// Packs `w − ζ` (`wprime`, `[c_out][kh·kw]`, every value a valid i8) for the VNNI kernels:
+/// per channel and kernel row, `⌈kw/4⌉` words of the four bytes `w'[ky][4j + i]` (0 past the
+/// kernel).
 pub(super) fn pack_vnni(wprime: &[i32], c_out: usize, kh: usize, kw: usize) -> Vec<i32> {
-    let groups = kh.div_ceil(4);
-    let mut out = Vec::with_capacity(c_out * groups * kw);
-    for o in 0..c_out {
-        for j in 0..groups {
-            for kx in 0..kw {
-                let bytes: [u8; 4] = std::array::from_fn(|i| {
-                    let ky = 4 * j + i;
-                    if ky < kh {
-                        wprime[(o * kh + ky) * kw + kx] as i8 as u8
-                    } else {
-                        0
-                    }
-                });
-                out.push(i32::from_le_bytes(bytes));
-            }
+    let ng = column_groups(kw);
+    let mut out = Vec::with_capacity(c_out * kh * ng);
+    for row in wprime.chunks_exact(kw).take(c_out * kh) {
+        for j in 0..ng {
+            let bytes: [u8; 4] =
+                std::array::from_fn(|i| row.get(4 * j + i).map_or(0, |&v| v as i8 as u8));
+            out.push(i32::from_le_bytes(bytes));
         }
     }
     out
 }
 
-/// Geometry of the row-interleaved plane of the VNNI depthwise kernel (stride 1).
-///
-/// `P` is the padded u8 plane (`u = x ^ flip`, `z` at padding), with extra `z` rows below.
-/// `R[y][x]` holds the four bytes `P[y + i·dh][x]`, i < 4, so that one `vpdpbusd` lane
-/// multiplies four kernel rows at once: output `(oy, ox)` is
-/// `Σ_j Σ_kx dot4(R[oy + 4j·dh][ox + kx·dw], w'[4j..4j+4][kx])`.
-struct VnniPlane {
-    wp: usize,
-    /// Rows of `R`.
-    ry: usize,
-    /// Rows of `P`.
-    py: usize,
-    /// Byte offsets of the `⌈kh/4⌉·kw` lanes' reads in `R`.
-    offs: Vec<usize>,
+/// The column and row plan of the permutation kernel for one conv shape (see
+/// `x86::DwGeom`).
+#[cfg(target_arch = "x86_64")]
+struct DwPlan {
+    rows: Vec<(u32, u32)>,
+    lb: Vec<usize>,
+    mask: Vec<u64>,
+    idx: Vec<super::x86::Bytes64>,
 }
 
-impl VnniPlane {
+#[cfg(target_arch = "x86_64")]
+impl DwPlan {
+    /// The plan for `s` (which [`vnni_eligible`] accepted, not flat).
+    ///
+    /// Chunk `ci`, group `j`: every input column read is `ix = (16ci + l)·sx + (4j + i)·dw − pw`
+    /// (`l < 16`, `i < 4`), at least `base = 16ci·sx + 4j·dw − pw`. Loading 64 bytes from
+    /// `lb = max(base, 0)` covers every valid `ix` (`0 ≤ ix < w`), since
+    /// `ix − lb ≤ 15·sx + 3·dw ≤ 63`. The load is masked to the row (`lb + p < w`).
     fn new(s: &ConvShape) -> Self {
         let p = &s.params;
-        let wp = s.w + 2 * p.padding[1];
-        let hp = s.h + 2 * p.padding[0];
+        let (sy, sx) = (p.stride[0], p.stride[1]);
         let (dh, dw) = (p.dilation[0], p.dilation[1]);
-        let groups = s.kh.div_ceil(4);
-        let ry = s.h_out + 4 * (groups - 1) * dh;
-        VnniPlane {
-            wp,
-            ry,
-            py: hp.max(ry + 3 * dh),
-            offs: (0..groups)
-                .flat_map(|j| (0..s.kw).map(move |kx| (4 * j * dh * wp + kx * dw) * 4))
-                .collect(),
+        let (ph, pw) = (p.padding[0] as isize, p.padding[1] as isize);
+        let ng = column_groups(s.kw);
+        let chunks = s.w_out.div_ceil(16);
+        let (mut lb, mut mask, mut idx) = (vec![], vec![], vec![]);
+        for ci in 0..chunks {
+            for j in 0..ng {
+                let base = (16 * ci * sx + 4 * j * dw) as isize - pw;
+                let l0 = base.max(0) as usize;
+                let (l0, m) = if l0 < s.w {
+                    let n = (s.w - l0).min(64);
+                    (l0, if n == 64 { !0 } else { (1u64 << n) - 1 })
+                } else {
+                    (0, 0)
+                };
+                let mut v = super::x86::Bytes64([64; 64]);
+                for l in 0..16 {
+                    let ox = 16 * ci + l;
+                    for i in 0..4 {
+                        let kx = 4 * j + i;
+                        let ix = (ox * sx + kx * dw) as isize - pw;
+                        if ox < s.w_out && kx < s.kw && ix >= 0 && (ix as usize) < s.w {
+                            let d = ix as usize - l0;
+                            debug_assert!(d < 64);
+                            v.0[4 * l + i] = d as u8;
+                        }
+                    }
+                }
+                lb.push(l0);
+                mask.push(m);
+                idx.push(v);
+            }
         }
-    }
-
-    /// Bytes of `R`, with slack for whole-vector reads past a row's end.
-    fn r_len(&self) -> usize {
-        (self.ry * self.wp + 16) * 4
+        let rows = (0..s.h_out)
+            .map(|oy| {
+                let valid = |ky: usize| {
+                    let iy = (oy * sy + ky * dh) as isize - ph;
+                    iy >= 0 && (iy as usize) < s.h
+                };
+                let lo = (0..s.kh).find(|&ky| valid(ky)).unwrap_or(s.kh);
+                let hi = (lo..s.kh).find(|&ky| !valid(ky)).unwrap_or(s.kh);
+                (lo as u32, hi.max(lo) as u32)
+            })
+            .collect();
+        DwPlan {
+            rows,
+            lb,
+            mask,
+            idx,
+        }
     }
 }
 
-/// The VNNI depthwise conv of one input channel: fills `p` (stored bytes, padded) and `r`
-/// (row-interleaved `u`) from `src`, then writes the exact accumulators of output channels `o_range` through `emit`.
-#[allow(clippy::too_many_arguments)]
+/// The int8 depthwise conv on AVX512-VNNI (`lanes` from [`pack_vnni`]): parallel over
+/// (batch, group) items, each output channel computed by `x86::dw_i8_flat` (over a padded
+/// plane of the item's input channel, built once per item) or `x86::dw_i8_channel` (straight
+/// from the input), with the epilogue fused.
 #[cfg(target_arch = "x86_64")]
-fn vnni_channel(
-    s: &ConvShape,
-    vp: &VnniPlane,
-    src: &[u8],
-    flip: u8,
-    p: &mut [u8],
-    r: &mut [u8],
+#[allow(clippy::too_many_arguments)]
+fn run_int8_vnni(
+    pc: &PackedConv2d,
+    wprime: &[i32],
     lanes: &[i32],
-    init: impl Fn(usize) -> i32,
-    o_range: std::ops::Range<usize>,
-    acc: &mut [i32],
-    mut emit: impl FnMut(usize, &[i32]),
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+    threads: Option<usize>,
+    out: super::SinkPtr,
 ) {
-    let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
-    let dh = s.params.dilation[0];
-    let wp = vp.wp;
-    // P holds stored bytes (`z ^ flip` at padding, which stays from the first fill; the
-    // interior is rewritten); the interleave applies `^ flip`.
-    for (y, row) in src.chunks_exact(s.w).enumerate() {
-        p[(y + ph) * wp + pw..][..s.w].copy_from_slice(row);
-    }
-    for y in 0..vp.ry {
-        let rows: [&[u8]; 4] = std::array::from_fn(|i| &p[(y + i * dh) * wp..][..wp]);
-        super::int8::interleave(rows, flip, &mut r[y * wp * 4..(y + 1) * wp * 4]);
-    }
-    let n = s.w_out;
-    let nl = vp.offs.len();
-    // The bounds that make the unchecked reads and writes below sound: every read is at most
-    // (h_out − 1)·wp·4 + max(offs) + 4·(n rounded up to 16) ≤ r.len().
-    let max_off = vp.offs.iter().copied().max().unwrap_or(0);
-    assert!((s.h_out - 1) * wp * 4 + max_off + n.div_ceil(16) * 64 <= r.len());
-    assert!(acc.len() >= s.h_out * n && lanes.len() >= o_range.end * nl);
-    for o in o_range {
-        let w = &lanes[o * nl..(o + 1) * nl];
-        let c = init(o);
-        let mut oy = 0;
-        while oy < s.h_out {
-            let rows = (s.h_out - oy).min(3);
-            for c0 in (0..n).step_by(64) {
-                let nv = (n - c0).div_ceil(16).min(4);
-                let tail = (n - c0).min(64) - (nv - 1) * 16;
-                // SAFETY: reads and writes are in range (asserted above); the VNNI packing is
-                // only chosen on AVX512-VNNI CPUs.
+    use super::x86::{dw_i8_channel, dw_i8_flat, DwFlat, DwGeom, Requant512};
+    let (flip, z) = super::int8::flip_and_z(x_qp);
+    let p = &s.params;
+    let (kh, kw) = (s.kh, s.kw);
+    let ng = column_groups(kw);
+    let (g, cog) = (p.groups, s.c_out_per_group());
+    let plane_in = s.h * s.w;
+    let plane_out = s.h_out * s.w_out;
+    let (isa, epi) = (pc.isa, &pc.epi);
+    let ranges = item_ranges(s.n * g, threads);
+    let flat = flat_eligible(p);
+    // The flat layout: the padded plane, and the runs of real outputs per block of 64
+    // flat positions.
+    let (ph, pw) = (p.padding[0], p.padding[1]);
+    let wp = s.w + 2 * pw;
+    let hp = s.h + 2 * ph;
+    let positions = s.h_out * wp;
+    let segs: Vec<_> = if flat {
+        (0..positions.div_ceil(64))
+            .map(|b| {
+                super::int8::segments(64 * b, positions.min(64 * b + 64), wp, s.w_out, s.h_out)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let row_step = p.dilation[0] * wp;
+    // Every read of `dw_i8_flat` (see its `# Safety`).
+    let flat_len = (hp * wp).max(64 * segs.len() + 4 * ng + (kh - 1) * row_step + 64);
+    let fl = DwFlat {
+        row_step,
+        segs: &segs,
+    };
+    // The permutation kernel's plan.
+    let plan = (!flat).then(|| DwPlan::new(s));
+    let empty = DwPlan {
+        rows: Vec::new(),
+        lb: Vec::new(),
+        mask: Vec::new(),
+        idx: Vec::new(),
+    };
+    let pl = plan.as_ref().unwrap_or(&empty);
+    let geom = DwGeom {
+        w: s.w,
+        w_out: s.w_out,
+        h_out: s.h_out,
+        sy: p.stride[0],
+        dh: p.dilation[0],
+        ph,
+        rows: &pl.rows,
+        lb: &pl.lb,
+        mask: &pl.mask,
+        idx: &pl.idx,
+        flip,
+        z: z as u8,
+    };
+    // Every read of the kernels lies in the item's input plane or the flat plane (asserted
+    // once here).
+    assert!(x.len() >= s.n * s.c_in * plane_in && lanes.len() >= s.c_out * kh * ng);
+    par_for(threads, ranges.len(), |task| {
+        let mut pz = vec![0i32; kh + 1];
+        let mut acc = Vec::new();
+        // The flat plane: `z` at padded positions (written once), the interior rewritten
+        // per item.
+        let mut fplane = if flat {
+            vec![z as u8; flat_len]
+        } else {
+            Vec::new()
+        };
+        for item in ranges[task].clone() {
+            let (n, gi) = (item / g, item % g);
+            let src = &x[(n * s.c_in + gi) * plane_in..][..plane_in];
+            if flat {
+                // SAFETY: the ISA was checked when packing.
                 unsafe {
-                    use super::x86::dw_vnni_avx512;
-                    let q = r.as_ptr().add((oy * wp + c0) * 4);
-                    let d = acc.as_mut_ptr().add(oy * n + c0);
-                    let offs = &vp.offs[..];
-                    dw_dispatch!(dw_vnni_avx512; nv, rows; q, wp * 4, offs, w, c, d, n, tail)
+                    super::x86::copy_rows_xor_avx512(src, s.w, &mut fplane, ph * wp + pw, wp, flip)
+                };
+            }
+            for o in gi * cog..(gi + 1) * cog {
+                // pz[k] = −z·Σ_{ky < k} Σ_kx w'[ky][kx] (wrapping).
+                for (ky, row) in wprime[o * kh * kw..(o + 1) * kh * kw]
+                    .chunks_exact(kw)
+                    .enumerate()
+                {
+                    let sum = row.iter().fold(0i32, |a, &v| a.wrapping_add(v));
+                    pz[ky + 1] = pz[ky].wrapping_sub(z.wrapping_mul(sum));
+                }
+                let wts = &lanes[o * kh * ng..(o + 1) * kh * ng];
+                let off = (n * s.c_out + o) * plane_out;
+                // SAFETY: the ISA (and VBMI for the permutation kernel) was checked when
+                // packing; the input plane of item (n, gi) is in `x` (asserted above), the
+                // flat plane holds `flat_len` bytes; output channel o of batch n is written by
+                // this task only, inside the output (`plane_out` elements from `off`; the
+                // flat kernel's runs lie inside it by construction of `segments`).
+                unsafe {
+                    let k = Requant512::new(epi, o, pc.acc_bound(x_qp, o));
+                    let (k, dst) = match (out, k) {
+                        (super::SinkPtr::Bytes(b), Some(k)) => {
+                            (Some(k), b.slice(off, plane_out).as_mut_ptr())
+                        }
+                        (super::SinkPtr::Acc(a), _) => {
+                            (None, a.slice(off, plane_out).as_mut_ptr().cast())
+                        }
+                        // A record the vector epilogue does not cover: raw accumulators,
+                        // then the scalar epilogue.
+                        (_, None) => {
+                            acc.resize(plane_out, 0i32);
+                            (None, acc.as_mut_ptr().cast())
+                        }
+                    };
+                    if flat {
+                        let f = match ng {
+                            1 => dw_i8_flat::<1>,
+                            2 => dw_i8_flat::<2>,
+                            _ => dw_i8_flat::<4>,
+                        };
+                        f(&fl, fplane.as_ptr(), wts, kh, pz[kh], k.as_ref(), dst);
+                    } else {
+                        let f = match ng {
+                            1 => dw_i8_channel::<1>,
+                            2 => dw_i8_channel::<2>,
+                            _ => dw_i8_channel::<4>,
+                        };
+                        f(&geom, src.as_ptr(), wts, &pz, k.as_ref(), dst);
+                    }
+                    if let (super::SinkPtr::Bytes(_), None) = (out, &k) {
+                        out.write(isa, epi, o, &acc, off);
+                    }
                 }
             }
-            oy += rows;
         }
-        emit(o, &acc[..s.h_out * n]);
-    }
+    });
 }
 
-/// The int8 depthwise conv of `pc` (`w − ζ` per channel and tap in `wprime`; the VNNI lanes
-/// when that kernel applies) into `sink`.
+/// The int8 depthwise conv of `pc` (`w − ζ` per channel and tap in `wprime`; the lanes of
+/// [`pack_vnni`] when an AVX512-VNNI kernel applies) into `sink`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_int8(
     pc: &PackedConv2d,
@@ -426,38 +596,7 @@ pub(super) fn run_int8(
     let ranges = item_ranges(s.n * g, opts.threads);
     #[cfg(target_arch = "x86_64")]
     if let Some(lanes) = vnni {
-        let vp = VnniPlane::new(s);
-        // Folding: acc = Σ u·w' − z·Σ w' (padded taps hold u = z).
-        let init = |o: usize| {
-            let sum: i32 = wprime[o * taps..(o + 1) * taps]
-                .iter()
-                .fold(0i32, |a, &v| a.wrapping_add(v));
-            z.wrapping_mul(sum).wrapping_neg()
-        };
-        par_for(opts.threads, ranges.len(), |task| {
-            let mut p = vec![z as u8 ^ flip; vp.py * vp.wp];
-            let mut r = vec![0u8; vp.r_len()];
-            let mut acc = vec![0i32; plane_out];
-            for item in ranges[task].clone() {
-                let (n, gi) = (item / g, item % g);
-                let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
-                vnni_channel(
-                    s,
-                    &vp,
-                    src,
-                    flip,
-                    &mut p,
-                    &mut r,
-                    lanes,
-                    init,
-                    gi * cog..(gi + 1) * cog,
-                    &mut acc,
-                    // SAFETY: output channel o of batch n belongs to this task only.
-                    |o, a| unsafe { out.write(isa, epi, o, a, (n * s.c_out + o) * plane_out) },
-                );
-            }
-        });
-        return;
+        return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out);
     }
     let _ = vnni;
     par_for(opts.threads, ranges.len(), |task| {

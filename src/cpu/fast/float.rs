@@ -116,7 +116,7 @@ pub fn conv2d_f32_with_isa(
     }
     let geo = Geometry::new(s, cig, px);
     let buf_len = geo.planes * geo.plane + 64;
-    let ptiles = geo.qtot / px;
+    let ptiles = geo.qtot.div_ceil(px);
     let nthreads = thread_count(opts.threads);
     let cchunks = if nthreads > 1 {
         (4 * nthreads).div_ceil(ptiles).clamp(1, ctiles)

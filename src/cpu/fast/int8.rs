@@ -1,6 +1,6 @@
 //! The int8 blocked GEMM conv: weight panels, activation repacking, tiling and threads.
 
-use super::{par_for, thread_count, Isa, PackedConv2d, SendPtr, Sink};
+use super::{par_for, thread_count, Isa, PackedConv2d, SendPtr, Sink, SinkPtr};
 use crate::quant::{QDtype, QParams};
 use crate::shape::ConvShape;
 
@@ -112,7 +112,8 @@ fn vex_vnni() -> bool {
 }
 
 /// Runs one GEMM tile: `out[r][p]` for `r < nr`, `p < npx` (the SIMD paths compute whole
-/// vectors: up to the next multiple of 16 or 8 pixels).
+/// vectors: up to the next multiple of 16 or 8 pixels; the AVX512-VNNI path only the first
+/// `nvalid` rows, the others may compute all `nr`).
 ///
 /// # Safety
 /// `isa` must be available; `act` must be readable at `offs[t] + cb·cbs + [0, 4·npx rounded up
@@ -126,6 +127,7 @@ unsafe fn gemm_tile(
     ncb: usize,
     w: &[u8],
     nr: usize,
+    nvalid: usize,
     npx: usize,
     out: &mut Tile,
     init: &[i32; 6],
@@ -138,10 +140,26 @@ unsafe fn gemm_tile(
         // matches the kernel (`tile_params`).
         unsafe {
             match (isa, npx.div_ceil(16), npx.div_ceil(8)) {
-                (Isa::Avx512Vnni, 1, _) => gemm_i8_avx512::<6, 1>(a, offs, cbs, ncb, wp, out, init),
-                (Isa::Avx512Vnni, 2, _) => gemm_i8_avx512::<6, 2>(a, offs, cbs, ncb, wp, out, init),
-                (Isa::Avx512Vnni, 3, _) => gemm_i8_avx512::<6, 3>(a, offs, cbs, ncb, wp, out, init),
-                (Isa::Avx512Vnni, _, _) => gemm_i8_avx512::<6, 4>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx512Vnni, mv, _) => {
+                    // Only the `nvalid` channels that exist (the panels hold 6).
+                    macro_rules! nr {
+                        ($($nr:literal)*) => {
+                            match (nvalid, mv) {
+                                $(
+                                    ($nr, 1) => gemm_i8_avx512::<$nr, 1, 6>,
+                                    ($nr, 2) => gemm_i8_avx512::<$nr, 2, 6>,
+                                    ($nr, 3) => gemm_i8_avx512::<$nr, 3, 6>,
+                                    ($nr, _) => gemm_i8_avx512::<$nr, 4, 6>,
+                                )*
+                                (_, 1) => gemm_i8_avx512::<6, 1, 6>,
+                                (_, 2) => gemm_i8_avx512::<6, 2, 6>,
+                                (_, 3) => gemm_i8_avx512::<6, 3, 6>,
+                                (_, _) => gemm_i8_avx512::<6, 4, 6>,
+                            }
+                        };
+                    }
+                    nr!(1 2 3 4 5)(a, offs, cbs, ncb, wp, out, init)
+                }
                 (Isa::AvxVnni, _, 1) if vex_vnni() => {
                     gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, out, init)
                 }
@@ -212,7 +230,8 @@ pub(super) struct Geometry {
     stride: [usize; 2],
     /// Channel (block) planes per phase.
     nplanes: usize,
-    /// Pixel positions covered by tiles (a multiple of the tile size).
+    /// Pixel positions covered by tiles (a multiple of the vector width, 16 or the tile
+    /// size if smaller; the last tile may be partial).
     pub qtot: usize,
     /// Positions per plane.
     pub plane: usize,
@@ -235,7 +254,9 @@ impl Geometry {
         let wp = s.w + 2 * p.padding[1];
         let hp = s.h + 2 * p.padding[0];
         let (wph, hph) = (wp.div_ceil(sx), hp.div_ceil(sy));
-        let qtot = (s.h_out * wph).div_ceil(px) * px;
+        // Whole vectors only (the last tile may be partial): rounding up to whole tiles would
+        // compute up to a tile of discarded positions (on 14×14 outputs, 256 instead of 224).
+        let qtot = (s.h_out * wph).div_ceil(px.min(16)) * px.min(16);
         let taps: Vec<(usize, usize)> = (0..s.kh * s.kw)
             .map(|t| {
                 let (y, x) = ((t / s.kw) * p.dilation[0], (t % s.kw) * p.dilation[1]);
@@ -373,6 +394,13 @@ pub(super) fn interleave(src: [&[u8]; 4], flip: u8, dst: &mut [u8]) {
     super::portable::interleave4(src, flip, dst);
 }
 
+/// `(flip, z)`: stored activation bytes map to u8 activations `u = x ^ flip`, and `z` is the
+/// zero point in `u` (see the module docs of `fast`).
+pub(super) fn flip_and_z(x_qp: &QParams) -> (u8, i32) {
+    let flip: u8 = if x_qp.dtype == QDtype::QInt8 { 0x80 } else { 0 };
+    (flip, x_qp.zero_point + if flip != 0 { 128 } else { 0 })
+}
+
 /// The int8 GEMM conv of `pc` on input `x` into `sink`.
 pub(super) fn run(
     pc: &PackedConv2d,
@@ -384,8 +412,7 @@ pub(super) fn run(
     sink: Sink,
 ) {
     let isa = pc.isa;
-    let flip: u8 = if x_qp.dtype == QDtype::QInt8 { 0x80 } else { 0 };
-    let zi = x_qp.zero_point + if flip != 0 { 128 } else { 0 };
+    let (flip, zi) = flip_and_z(x_qp);
     let z = zi as u8;
     let k = s.k() as i32;
     // Per-channel constant of the folding: −z·Σw + K·z·ζ (wrapping).
@@ -396,10 +423,18 @@ pub(super) fn run(
                 .wrapping_add(k.wrapping_mul(zi).wrapping_mul(pc.wzp[o]))
         })
         .collect();
+    // The AVX-512 epilogue constants of every channel, built once per call.
+    #[cfg(target_arch = "x86_64")]
+    let consts: Vec<Option<super::x86::Requant512>> = match sink {
+        Sink::Bytes(_) if isa == Isa::Avx512Vnni => (0..s.c_out)
+            .map(|o| super::x86::Requant512::new(&pc.epi, o, pc.acc_bound(x_qp, o)))
+            .collect(),
+        _ => Vec::new(),
+    };
     let geo = Geometry::new(s, p.ncb, p.px);
     let offs: Vec<usize> = geo.offs.iter().map(|o| o * 4).collect();
     let cbs = geo.plane * 4;
-    let ptiles = geo.qtot / p.px;
+    let ptiles = geo.qtot.div_ceil(p.px);
     let nthreads = thread_count(opts.threads);
     let cchunks = if nthreads > 1 {
         (4 * nthreads).div_ceil(ptiles).clamp(1, p.ctiles)
@@ -421,8 +456,12 @@ pub(super) fn run(
                 let panels = &p.data[g * p.tiles_per_group * p.panel_len..];
                 par_for(opts.threads, ptiles * cchunks, |item| {
                     let (pt, chunk) = (item / cchunks, item % cchunks);
-                    let q0 = pt * p.px;
-                    let npx = p.px.min(geo.qtot - q0);
+                    // Balanced tiles of whole vectors (e.g. 13 vectors as 4 + 3 + 3 + 3 rather
+                    // than 4 + 4 + 4 + 1: a narrow tile reloads every weight for few pixels).
+                    let unit = p.px.min(16);
+                    let nvec = geo.qtot / unit;
+                    let q0 = unit * (nvec * pt / ptiles);
+                    let npx = unit * (nvec * (pt + 1) / ptiles) - q0;
                     let act = &buf[q0 * 4..];
                     let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
                     if segs.is_empty() {
@@ -436,7 +475,7 @@ pub(super) fn run(
                         // plane plus slack past the last tile (see `Geometry::new`).
                         unsafe {
                             gemm_tile(
-                                isa, act, &offs, cbs, p.ncb, w, p.nr, npx, &mut tile, &[0; 6],
+                                isa, act, &offs, cbs, p.ncb, w, p.nr, 1, npx, &mut tile, &[0; 6],
                             )
                         };
                         rowsum = tile[0];
@@ -450,7 +489,9 @@ pub(super) fn run(
                         let w = &panels[ct * p.panel_len..][..p.panel_len];
                         // SAFETY: as above.
                         unsafe {
-                            gemm_tile(isa, act, &offs, cbs, p.ncb, w, p.nr, npx, &mut tile, &init)
+                            gemm_tile(
+                                isa, act, &offs, cbs, p.ncb, w, p.nr, nvalid, npx, &mut tile, &init,
+                            )
                         };
                         for (r, row) in tile.iter_mut().enumerate().take(nvalid) {
                             let o = o0 + r;
@@ -460,20 +501,27 @@ pub(super) fn run(
                                     *a = a.wrapping_sub(zeta.wrapping_mul(rs));
                                 }
                             }
+                            let base = (n * s.c_out + o) * plane_out;
+                            #[cfg(target_arch = "x86_64")]
+                            if let (Some(Some(k)), SinkPtr::Bytes(b)) = (consts.get(o), out) {
+                                // SAFETY: as below; the ISA was checked when packing, and the
+                                // runs lie inside the row (`segments`), and `base` inside the
+                                // output.
+                                unsafe {
+                                    super::x86::requant_segments_avx512(
+                                        k,
+                                        &row[..npx],
+                                        &segs,
+                                        b.0.add(base),
+                                    )
+                                };
+                                continue;
+                            }
                             // SAFETY: the output positions of pixel tile `pt` and channel `o`
                             // are written by this task only (tiles and channel chunks are
                             // disjoint), and lie inside the output (`segments` keeps
                             // oy < h_out, ox < w_out).
-                            unsafe {
-                                out.write_segments(
-                                    isa,
-                                    epi,
-                                    o,
-                                    &row[..npx],
-                                    &segs,
-                                    (n * s.c_out + o) * plane_out,
-                                )
-                            };
+                            unsafe { out.write_segments(isa, epi, o, &row[..npx], &segs, base) };
                         }
                     }
                 });

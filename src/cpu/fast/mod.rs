@@ -64,13 +64,16 @@
 //! packed at [`PackedConv2d::new`] into panels `[group][channel tile][tap][Cin/4][6][4]`. Work
 //! is split over (batch, group, pixel tiles, channel-tile chunks) with rayon; the epilogue
 //! ([`Epilogue::apply`], vectorized with the same float operations in the same order and the
-//! same rounding; integer-only `fixed-point` runs scalar) is fused into the output write.
+//! same rounding, and for `fixed-point` with an exact 64-bit-lane emulation of the integer
+//! formula; see `x86::Requant512`) is fused into the output write. Pixel tiles are balanced
+//! whole vectors (the last tile is not padded to 64 pixels), and a channel tile with fewer
+//! than 6 real channels runs a narrower kernel.
 //!
 //! Depthwise-like convs (`Cin/groups == 1`) use direct kernels instead (see the `depthwise`
-//! module): on AVX512-VNNI with stride 1, four kernel rows per `vpdpbusd` lane over a
-//! row-interleaved u8 plane (same folding, with `w − ζ` as the s8 weights when they fit);
-//! otherwise an f32 FMA kernel on `x − x_zp` and `w − ζ`, exact because every partial sum is
-//! an integer of magnitude ≤ 2^24; an int32 kernel beyond that.
+//! module): on AVX512-VNNI, four kernel columns per `vpdpbusd` lane (same folding, with
+//! `w − ζ` as the s8 weights when they fit), the epilogue fused; otherwise an f32 FMA kernel on
+//! `x − x_zp` and `w − ζ`, exact because every partial sum is an integer of magnitude ≤ 2^24;
+//! an int32 kernel beyond that.
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
@@ -291,8 +294,9 @@ enum Kind {
     Depthwise {
         /// `[c_out][kh*kw]`.
         wprime: Vec<i32>,
-        /// For the AVX512-VNNI kernel (stride 1, every `w − ζ` a valid i8): per output channel,
-        /// `⌈KH/4⌉·KW` lanes of four `w − ζ` bytes down a kernel column (0 past the kernel).
+        /// For the AVX512-VNNI kernels (when `depthwise::vnni_eligible` and every `w − ζ` is
+        /// a valid i8): per output channel and kernel row, 1, 2 or 4 lanes of four `w − ζ`
+        /// bytes along the row (0 past the kernel).
         vnni: Option<Vec<i32>>,
     },
     /// The blocked GEMM.
@@ -406,8 +410,7 @@ impl PackedConv2d {
             for (o, row) in w.chunks_exact(taps).enumerate() {
                 wprime.extend(row.iter().map(|&v| (v as i32).wrapping_sub(wzp[o])));
             }
-            let vnni = (isa == Isa::Avx512Vnni
-                && params.stride == [1, 1]
+            let vnni = (depthwise::vnni_eligible(isa, &params, kw)
                 && wprime.iter().all(|&v| i8::try_from(v).is_ok()))
             .then(|| depthwise::pack_vnni(&wprime, c_out, kh, kw));
             Kind::Depthwise { wprime, vnni }
@@ -465,6 +468,11 @@ impl PackedConv2d {
     /// inputs go to the reference).
     fn zp_in_range(x_qp: &QParams) -> bool {
         x_qp.dtype.full_range().contains(x_qp.zero_point)
+    }
+
+    /// A bound on `|acc|` of output channel `o` (`max|x − x_zp|·Σ|w − ζ|`), saturated to u64.
+    fn acc_bound(&self, x_qp: &QParams, o: usize) -> u64 {
+        u64::try_from(Self::max_dx(x_qp) * self.sum_abs[o]).unwrap_or(u64::MAX)
     }
 
     /// `max |x − x_zp|` over the input dtype's range.

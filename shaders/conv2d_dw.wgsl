@@ -1,0 +1,287 @@
+// squint: depthwise int8 conv2d (one input channel per group, any channel multiplier m =
+// out_channels / groups) with the requantization epilogue fused, appended to `common.wgsl` and
+// `epilogue.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the
+// host before compilation.
+//
+// Output channel o reads input channel c = o / m only, so there is no reduction over channels
+// and no dot product: every multiply-add is one byte of x times one weight. The input is
+// repacked by `conv_pack.wgsl` with channels contiguous (no per-group padding, so nothing is
+// wasted): one vec4<u32> "quad" holds 16 consecutive input channels of one padded pixel, in the
+// unsigned domain x' (quint8 bytes as they are, qint8 bytes XOR 0x80) with zero point z'.
+// Weights are stored as i16 values w - w_zp (range [-255, 255]), so
+//   acc[n, o, p] = sum_taps (x' - z') * (w - w_zp) = sum_taps x' * (w - w_zp) - z' * S(o),
+// S(o) = sum_taps (w - w_zp) (from `wmeta`); padded taps hold z' and add exactly 0. Every product
+// is an unsigned byte times a 16-bit value (a `pmaddwd` on x86).
+//
+// Tiling: a workgroup computes WG pixel tiles (4 consecutive pixels of one output plane, one
+// packed output word) x 8 consecutive output channels (a channel block) of one image; each
+// invocation computes one pixel tile x the 8 channels (32 accumulators). Per tap an invocation
+// reads the quad(s) holding the 8 input channels at each of its 4 pixels (one quad when m = 1,
+// the override-free `IDENT` case; at most two otherwise) and one vec4 of 8 weights.
+//
+// Buffers:
+// * `u` (uniform): the dispatch's workgroup range, geometry, window bases, z', output zero
+//   point and clamp.
+// * `xt` (read-only storage texture rgba32uint, XTEX) or `xa` (storage, read, array<vec4<u32>>): input
+//   quads, index ((n * hp + py) * wp + px) * qp + channel / 16, texel i at (i % 2^tws,
+//   i >> tws); the buffer is a window from quad `u.a_base`.
+// * `wts` (storage, read): one vec4<u32> per (channel block, tap): word i = the i16 weights of
+//   channels 2i (low half) and 2i + 1 (high half) of the block. A window from `u.w_base`.
+// * `epi` (storage, read): one `ChannelRequant` per output channel, window from `u.e_base`.
+// * `wmeta` (storage, read): vec2<i32>(0, S(o)) per output channel, window from `u.m_base`.
+// * `y` (storage, read_write): packed output words, `ptiles` per (n, o) plane, window from
+//   `u.y_base`.
+// Workgroups are numbered (n, channel block, pixel-tile group), the last fastest.
+
+override WG: u32 = 64u;
+// 1 when the channel multiplier is 1 (channel o reads channel o).
+override IDENT: u32 = 1u;
+
+struct Params {
+    wg_begin: u32,
+    wg_count: u32,
+    gpp: u32,
+    ptiles: u32,
+    nblocks: u32,
+    plane_out: u32,
+    w_out: u32,
+    c_out: u32,
+    mult: u32,
+    kw: u32,
+    taps: u32,
+    qp: u32,
+    hp: u32,
+    wp: u32,
+    sh: u32,
+    sw: u32,
+    step_x: u32,
+    step_y: u32,
+    n_begin: u32,
+    a_base: u32,
+    tws: u32,
+    w_base: u32,
+    b_tws: u32,
+    e_base: u32,
+    m_base: u32,
+    y_base: u32,
+    xz: i32,
+    out_zp: i32,
+    out_lo: i32,
+    out_hi: i32,
+    e_tws: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: Params;
+//#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+// `requant` of `epilogue.wgsl` reads `epi`, which this variant does not bind (records come
+// from `et`).
+var<private> epi: array<ChannelRequant, 1>;
+//#else
+@group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> epi: array<ChannelRequant>;
+@group(0) @binding(4) var<storage, read> wmeta: array<vec2<i32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<u32>;
+//#endif
+
+fn load_a(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.tws) - 1u;
+    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
+//#else
+    return xa[i - u.a_base];
+//#endif
+}
+
+// The B (weight) vec4 with index i.
+fn load_b(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.b_tws) - 1u;
+    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
+//#else
+    return wts[i - u.w_base];
+//#endif
+}
+
+// The epilogue record and (w_zp, weight sum) of output channel c.
+fn load_rec(c: u32) -> ChannelRequant {
+//#if XTEX
+    let mask = (1u << u.e_tws) - 1u;
+    let i = c * 3u;
+    let t0 = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+    let t1 = textureLoad(et, vec2<u32>((i + 1u) & mask, (i + 1u) >> u.e_tws));
+    return ChannelRequant(i32(t0.x), t0.y, t0.z, t0.w, t1.x, i32(t1.y), i32(t1.z), i32(t1.w));
+//#else
+    return epi[c - u.e_base];
+//#endif
+}
+
+fn load_meta(c: u32) -> vec2<i32> {
+//#if XTEX
+    let mask = (1u << u.e_tws) - 1u;
+    let i = c * 3u + 2u;
+    let t = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+    return vec2<i32>(i32(t.x), i32(t.y));
+//#else
+    return wmeta[c - u.m_base];
+//#endif
+}
+
+fn bytes_u8(x: u32) -> vec4<i32> {
+    return vec4<i32>(i32(x & 0xffu), i32((x >> 8u) & 0xffu), i32((x >> 16u) & 0xffu),
+        i32(x >> 24u));
+}
+
+// Word k (0..7) of two consecutive quads.
+fn word_of(t0: vec4<u32>, t1: vec4<u32>, k: u32) -> u32 {
+    let t = select(t0, t1, k >= 4u);
+    let k4 = k & 3u;
+    return select(select(t.x, t.y, k4 == 1u), select(t.z, t.w, k4 == 3u), k4 >= 2u);
+}
+
+// The 8 input bytes (channels of the block's outputs) at one pixel: lanes 0..3 and 4..7.
+struct Px {
+    lo: vec4<i32>,
+    hi: vec4<i32>,
+}
+
+fn gather(a: u32, half: u32, r: array<u32, 8>, two: bool) -> Px {
+    let t0 = load_a(a);
+    if (IDENT == 1u) {
+        let lo = select(t0.x, t0.z, half == 1u);
+        let hi = select(t0.y, t0.w, half == 1u);
+        return Px(bytes_u8(lo), bytes_u8(hi));
+    }
+    var t1 = t0;
+    if (two) {
+        t1 = load_a(a + 1u);
+    }
+    var v: array<i32, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        v[j] = i32((word_of(t0, t1, r[j] >> 2u) >> ((r[j] & 3u) * 8u)) & 0xffu);
+    }
+    return Px(vec4<i32>(v[0], v[1], v[2], v[3]), vec4<i32>(v[4], v[5], v[6], v[7]));
+}
+
+fn store_channel(c: u32, v: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
+    // One record per channel (not per pixel): buffer loads are expensive on CPU adapters.
+    let rec = load_rec(c);
+    let r = vec4<u32>(
+        u32(requant_with(v.x, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.y, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.z, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.w, rec, u.out_zp, u.out_lo, u.out_hi)),
+    ) & vec4<u32>(0xffu);
+    // Bytes of pixels past the end of the plane are 0.
+    let b = select(vec4<u32>(0u), r, px_ok) << vec4<u32>(0u, 8u, 16u, 24u);
+    y[(plane0 + c) * u.ptiles + pt - u.y_base] = b.x | b.y | b.z | b.w;
+}
+
+fn w_lo16(w: vec4<u32>) -> vec4<i32> {
+    return (vec4<i32>(w) << vec4<u32>(16u)) >> vec4<u32>(16u);
+}
+
+fn w_hi16(w: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(w) >> vec4<u32>(16u);
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let wl = wid.y * nwg.x + wid.x;
+    if (wl >= u.wg_count) {
+        return;
+    }
+    let wg = u.wg_begin + wl;
+    let ptg = wg % u.gpp;
+    let t = wg / u.gpp;
+    let ob = t % u.nblocks;
+    let n = t / u.nblocks;
+    let o0 = ob * 8u;
+
+    // Input channel of each output channel (clamped past the last one), relative to the first
+    // quad read.
+    let c0 = min(o0, u.c_out - 1u) / u.mult;
+    let tq0 = c0 / 16u;
+    var r: array<u32, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        r[j] = min(o0 + j, u.c_out - 1u) / u.mult - tq0 * 16u;
+    }
+    let two = r[7] >= 16u;
+    let half = (o0 / 8u) & 1u;
+
+    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
+    let pt = ptg * WG + lid;
+    let p = vec4<u32>(pt * 4u) + lanes;
+    let pc = min(p, vec4<u32>(u.plane_out - 1u));
+    let oy = pc / vec4<u32>(u.w_out);
+    let ox = pc - oy * u.w_out;
+    let a = ((vec4<u32>(n * u.hp) + oy * u.sh) * u.wp + ox * u.sw) * u.qp + tq0;
+
+    var a0 = vec4<i32>(0);
+    var a1 = vec4<i32>(0);
+    var a2 = vec4<i32>(0);
+    var a3 = vec4<i32>(0);
+    var b0 = vec4<i32>(0);
+    var b1 = vec4<i32>(0);
+    var b2 = vec4<i32>(0);
+    var b3 = vec4<i32>(0);
+    let wq = ob * u.taps;
+    var off = 0u;
+    var kx = 0u;
+    for (var tap = 0u; tap < u.taps; tap++) {
+        let w = load_b(wq + tap);
+        // Channels 0..3 and 4..7 of the block: words 0, 1 and 2, 3 of `w`.
+        let wl4 = vec4<i32>(w_lo16(w).xy, w_hi16(w).xy).xzyw;
+        let wh4 = vec4<i32>(w_lo16(w).zw, w_hi16(w).zw).xzyw;
+        let x0 = gather(a.x + off, half, r, two);
+        let x1 = gather(a.y + off, half, r, two);
+        let x2 = gather(a.z + off, half, r, two);
+        let x3 = gather(a.w + off, half, r, two);
+        a0 += x0.lo * wl4;
+        a1 += x1.lo * wl4;
+        a2 += x2.lo * wl4;
+        a3 += x3.lo * wl4;
+        b0 += x0.hi * wh4;
+        b1 += x1.hi * wh4;
+        b2 += x2.hi * wh4;
+        b3 += x3.hi * wh4;
+        off += u.step_x;
+        kx += 1u;
+        if (kx == u.kw) {
+            kx = 0u;
+            off += u.step_y;
+        }
+    }
+
+    // The epilogue, one loop iteration per channel (a single copy of the integer-emulated
+    // float code in the compiled kernel).
+    if (pt < u.ptiles) {
+        let px_ok = p < vec4<u32>(u.plane_out);
+        let plane0 = (u.n_begin + n) * u.c_out;
+        let cols = array<vec4<i32>, 8>(
+            vec4<i32>(a0.x, a1.x, a2.x, a3.x),
+            vec4<i32>(a0.y, a1.y, a2.y, a3.y),
+            vec4<i32>(a0.z, a1.z, a2.z, a3.z),
+            vec4<i32>(a0.w, a1.w, a2.w, a3.w),
+            vec4<i32>(b0.x, b1.x, b2.x, b3.x),
+            vec4<i32>(b0.y, b1.y, b2.y, b3.y),
+            vec4<i32>(b0.z, b1.z, b2.z, b3.z),
+            vec4<i32>(b0.w, b1.w, b2.w, b3.w),
+        );
+        let nch = min(8u, u.c_out - o0);
+        for (var j = 0u; j < nch; j++) {
+            let c = o0 + j;
+            let v = cols[j] - vec4<i32>(u.xz * load_meta(c).y);
+            store_channel(c, v, px_ok, plane0, pt);
+        }
+    }
+}

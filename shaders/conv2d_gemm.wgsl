@@ -1,0 +1,395 @@
+// squint: tiled implicit-GEMM int8 conv2d with the requantization epilogue fused, appended to
+// `common.wgsl` and `epilogue.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif`
+// are selected on the host (see `kernels.rs`) before compilation.
+//
+// GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
+// A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
+// wrapping i32 (the host checks with `Epilogue::check_accumulator` that the true sum fits):
+//   acc[n, o, p] = sum_k (x'[n, p, k] - z') * (w[o, k] - w_zp(o))
+//                = sum x'w - w_zp * sum x' - z' * sum w + K' * z' * w_zp        (K' = 16 * kq)
+// x' is the input in the kernel's domain with zero point z' (signed bytes for `dot4I8Packed`,
+// unsigned bytes for the fallback), padding and the channels that round a group up to 16 hold
+// z' (so they add exactly 0), and `sum x'` is only accumulated when the override `WZP` is 1.
+//
+// A is never materialised: `conv_pack.wgsl` repacks the input once into "quads" (16 channels of
+// one group at one padded pixel, one vec4<u32>), and the kernel reads A on the fly (implicit
+// im2col) at the tap offsets. B is packed on the host the same way, one vec4 per (channel,
+// quad). The K loop walks quads in (ky, kx, quad) order; one quad is 4 steps of 4 MACs.
+//
+// Tiling.
+// * Workgroup tile: TM = 4 * WG output pixels (WG pixel tiles of 4 consecutive pixels of one
+//   output plane) x TN = 8 output channels (a channel block of one group), for one image.
+// * Register tile: each invocation computes 4 pixels x 8 channels (32 i32 accumulators): per
+//   quad it reads 4 A quads (one per pixel) and 8 B quads, and each A word feeds 8 dot products,
+//   each B word 4. One pixel tile is exactly one packed output word per channel, so invocations
+//   never share an output word.
+// * B staging, per K chunk (one of three, chosen on the host):
+//   - SG (subgroups of at least 8 lanes): lane j of each subgroup loads channel j's quad and
+//     the 8 quads reach every lane by `subgroupBroadcast` (registers, no barrier);
+//   - SHARED: the workgroup stages TKQ quads x 8 channels of B in `var<workgroup>` memory
+//     between two barriers (TKQ is an override chosen from the workgroup storage limit);
+//   - DIRECT: every invocation loads the 8 quads itself (CPU adapters without subgroups,
+//     where workgroup memory costs as much as a buffer load and barriers are coroutine
+//     switches).
+// * A is read directly (each A quad of an invocation is used by that invocation only): from a
+//   2-D rgba32uint texture (XTEX) or a storage buffer window.
+// Both register-tile dimensions are fixed by the code (measured best on lavapipe: 32
+// accumulators and the operands of one step fill the 32 vector registers); the workgroup size
+// WG and the chunk TKQ are overrides.
+//
+// Buffers:
+// * `u` (uniform): the dispatch's workgroup range, the conv geometry, window bases, z', K',
+//   output zero point and clamp.
+// * `xt` (read-only storage texture rgba32uint, XTEX) or `xa` (storage, read, array<vec4<u32>>): A quads,
+//   quad index ((n * hp + py) * wp + px) * qp + g * qg + quad for chunk image n at padded pixel
+//   (py, px); texel i is at (i % 2^tws, i >> tws); the buffer is a window from quad `u.a_base`.
+// * `wts` (storage, read): B, one vec4 per (channel block, quad, lane j of the block), window
+//   from vec4 `u.w_base`.
+// * `epi` (storage, read): one `ChannelRequant` per output channel, window from `u.e_base`.
+// * `wmeta` (storage, read): vec2<i32>(w_zp, sum of the channel's weights), from `u.m_base`.
+// * `y` (storage, read_write): the packed output, `ptiles` words per (n, o) plane, four
+//   pixels per word, window from word `u.y_base`.
+// Workgroups are numbered (n, channel block, pixel-tile group), the last fastest, `n` counting
+// from the image chunk; a dispatch runs workgroups [wg_begin, wg_begin + wg_count) laid out as
+// a 2-D grid.
+
+override WZP: u32 = 0u;
+override WG: u32 = 64u;
+override TKQ: u32 = 16u;
+
+struct Params {
+    wg_begin: u32,
+    wg_count: u32,
+    gpp: u32,
+    ptiles: u32,
+    nblocks: u32,
+    cbpg: u32,
+    plane_out: u32,
+    w_out: u32,
+    c_out: u32,
+    cog: u32,
+    kw: u32,
+    kq: u32,
+    qg: u32,
+    qp: u32,
+    hp: u32,
+    wp: u32,
+    sh: u32,
+    sw: u32,
+    step_kx: u32,
+    step_ky: u32,
+    n_begin: u32,
+    a_base: u32,
+    tws: u32,
+    w_base: u32,
+    b_tws: u32,
+    e_base: u32,
+    m_base: u32,
+    y_base: u32,
+    xz: i32,
+    kext: i32,
+    out_zp: i32,
+    out_lo: i32,
+    out_hi: i32,
+    e_tws: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: Params;
+//#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+// `requant` of `epilogue.wgsl` reads `epi`, which this variant does not bind (records come
+// from `et`).
+var<private> epi: array<ChannelRequant, 1>;
+//#else
+@group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> epi: array<ChannelRequant>;
+@group(0) @binding(4) var<storage, read> wmeta: array<vec2<i32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<u32>;
+//#endif
+
+//#if SHARED
+var<workgroup> wtile: array<vec4<u32>, TKQ * 8u>;
+//#endif
+
+// The A quad with (chunk-relative) index i.
+fn load_a(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.tws) - 1u;
+    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
+//#else
+    return xa[i - u.a_base];
+//#endif
+}
+
+// The B (weight) vec4 with index i.
+fn load_b(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.b_tws) - 1u;
+    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
+//#else
+    return wts[i - u.w_base];
+//#endif
+}
+
+// The epilogue record and (w_zp, weight sum) of output channel c.
+fn load_rec(c: u32) -> ChannelRequant {
+//#if XTEX
+    let mask = (1u << u.e_tws) - 1u;
+    let i = c * 3u;
+    let t0 = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+    let t1 = textureLoad(et, vec2<u32>((i + 1u) & mask, (i + 1u) >> u.e_tws));
+    return ChannelRequant(i32(t0.x), t0.y, t0.z, t0.w, t1.x, i32(t1.y), i32(t1.z), i32(t1.w));
+//#else
+    return epi[c - u.e_base];
+//#endif
+}
+
+fn load_meta(c: u32) -> vec2<i32> {
+//#if XTEX
+    let mask = (1u << u.e_tws) - 1u;
+    let i = c * 3u + 2u;
+    let t = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+    return vec2<i32>(i32(t.x), i32(t.y));
+//#else
+    return wmeta[c - u.m_base];
+//#endif
+}
+
+//#if PACKED
+// One A word (4 signed bytes) dot one B word.
+fn dd(x: u32, w: u32) -> i32 {
+    return dot4I8Packed(x, w);
+}
+
+// Sum of the 16 signed bytes of an A quad.
+fn xsum(x: vec4<u32>) -> i32 {
+    let ones = 0x01010101u;
+    return dot4I8Packed(x.x, ones) + dot4I8Packed(x.y, ones) + dot4I8Packed(x.z, ones)
+        + dot4I8Packed(x.w, ones);
+}
+//#else
+// Fallback without `dot4I8Packed`: 4 unsigned A bytes times 4 sign-extended B bytes, every
+// product a plain i32 multiply of two small values (x86 compilers turn it into `pmaddwd`).
+fn dd(x: u32, w: u32) -> i32 {
+    let v = i32(w);
+    return i32(x & 0xffu) * ((v << 24u) >> 24u) + i32((x >> 8u) & 0xffu) * ((v << 16u) >> 24u)
+        + i32((x >> 16u) & 0xffu) * ((v << 8u) >> 24u) + i32(x >> 24u) * (v >> 24u);
+}
+
+// Sum of the 16 unsigned bytes of an A quad.
+fn xsum(x: vec4<u32>) -> i32 {
+    let lo = (x & vec4<u32>(0x00ff00ffu)) + ((x >> vec4<u32>(8u)) & vec4<u32>(0x00ff00ffu));
+    let h = lo.x + lo.y + lo.z + lo.w;
+    return i32((h & 0xffffu) + (h >> 16u));
+}
+//#endif
+
+// Requantizes the 4 pixels `v` of output channel `c` and stores them as one word (bytes of
+// pixels past the end of the plane are 0).
+fn store_channel(c: u32, v: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
+    // One record per channel (not per pixel): buffer loads are expensive on CPU adapters.
+    let rec = load_rec(c);
+    let r = vec4<u32>(
+        u32(requant_with(v.x, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.y, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.z, rec, u.out_zp, u.out_lo, u.out_hi)),
+        u32(requant_with(v.w, rec, u.out_zp, u.out_lo, u.out_hi)),
+    ) & vec4<u32>(0xffu);
+    // Bytes of pixels past the end of the plane are 0.
+    let b = select(vec4<u32>(0u), r, px_ok) << vec4<u32>(0u, 8u, 16u, 24u);
+    y[(plane0 + c) * u.ptiles + pt - u.y_base] = b.x | b.y | b.z | b.w;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+//#if SG
+    @builtin(subgroup_invocation_id) sl: u32,
+//#endif
+) {
+    // Uniform across the workgroup (so no invocation leaves before a barrier or broadcast).
+    let wl = wid.y * nwg.x + wid.x;
+    if (wl >= u.wg_count) {
+        return;
+    }
+    let wg = u.wg_begin + wl;
+    let ptg = wg % u.gpp;
+    let t = wg / u.gpp;
+    let cb = t % u.nblocks;
+    let n = t / u.nblocks;
+    let g = cb / u.cbpg;
+    let bl = cb - g * u.cbpg;
+    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
+
+    // The 4 output pixels of this invocation's tile (clamped for reading) and the A quad of
+    // each one's top-left tap.
+    let pt = ptg * WG + lid;
+    let p = vec4<u32>(pt * 4u) + lanes;
+    let pc = min(p, vec4<u32>(u.plane_out - 1u));
+    let oy = pc / vec4<u32>(u.w_out);
+    let ox = pc - oy * u.w_out;
+    let a = ((vec4<u32>(n * u.hp) + oy * u.sh) * u.wp + ox * u.sw) * u.qp + g * u.qg;
+
+    // Accumulator a<q><j>: pixel q, channel j of the block; s<q>: sum of x' of pixel q.
+    var a00 = 0; var a01 = 0; var a02 = 0; var a03 = 0; var a04 = 0; var a05 = 0; var a06 = 0; var a07 = 0;
+    var a10 = 0; var a11 = 0; var a12 = 0; var a13 = 0; var a14 = 0; var a15 = 0; var a16 = 0; var a17 = 0;
+    var a20 = 0; var a21 = 0; var a22 = 0; var a23 = 0; var a24 = 0; var a25 = 0; var a26 = 0; var a27 = 0;
+    var a30 = 0; var a31 = 0; var a32 = 0; var a33 = 0; var a34 = 0; var a35 = 0; var a36 = 0; var a37 = 0;
+    var s0 = 0;
+    var s1 = 0;
+    var s2 = 0;
+    var s3 = 0;
+    // B index of this block's first quad (per lane with subgroups: lane j loads channel j);
+    // `off` follows the quad (ky, kx, qq) through the taps.
+    let wq = cb * u.kq * 8u;
+//#if SG
+    var wi = wq + min(sl, 7u);
+//#else
+    var wi = wq;
+//#endif
+    var off = 0u;
+    var qq = 0u;
+    var kx = 0u;
+    for (var q = 0u; q < u.kq; q++) {
+//#if SG
+        let wv = load_b(wi);
+        let w0 = subgroupBroadcast(wv, 0u);
+        let w1 = subgroupBroadcast(wv, 1u);
+        let w2 = subgroupBroadcast(wv, 2u);
+        let w3 = subgroupBroadcast(wv, 3u);
+        let w4 = subgroupBroadcast(wv, 4u);
+        let w5 = subgroupBroadcast(wv, 5u);
+        let w6 = subgroupBroadcast(wv, 6u);
+        let w7 = subgroupBroadcast(wv, 7u);
+//#else
+//#if SHARED
+        // Stage the next TKQ quads of B (a uniform condition: every invocation reaches the
+        // barriers).
+        let qi = q % TKQ;
+        if (qi == 0u) {
+            let qn = min(TKQ, u.kq - q);
+            workgroupBarrier();
+            for (var e = lid; e < qn * 8u; e += WG) {
+                wtile[e] = load_b(wi + e);
+            }
+            workgroupBarrier();
+        }
+        let tb = qi * 8u;
+        let w0 = wtile[tb];
+        let w1 = wtile[tb + 1u];
+        let w2 = wtile[tb + 2u];
+        let w3 = wtile[tb + 3u];
+        let w4 = wtile[tb + 4u];
+        let w5 = wtile[tb + 5u];
+        let w6 = wtile[tb + 6u];
+        let w7 = wtile[tb + 7u];
+//#else
+        let w0 = load_b(wi);
+        let w1 = load_b(wi + 1u);
+        let w2 = load_b(wi + 2u);
+        let w3 = load_b(wi + 3u);
+        let w4 = load_b(wi + 4u);
+        let w5 = load_b(wi + 5u);
+        let w6 = load_b(wi + 6u);
+        let w7 = load_b(wi + 7u);
+//#endif
+//#endif
+        wi += 8u;
+        let x0 = load_a(a.x + off);
+        let x1 = load_a(a.y + off);
+        let x2 = load_a(a.z + off);
+        let x3 = load_a(a.w + off);
+        // The register tile, one step (4 MACs per output) per byte group of the quads.
+        // Step 0: byte group x of every quad.
+        a00 += dd(x0.x, w0.x); a10 += dd(x1.x, w0.x); a20 += dd(x2.x, w0.x); a30 += dd(x3.x, w0.x);
+        a01 += dd(x0.x, w1.x); a11 += dd(x1.x, w1.x); a21 += dd(x2.x, w1.x); a31 += dd(x3.x, w1.x);
+        a02 += dd(x0.x, w2.x); a12 += dd(x1.x, w2.x); a22 += dd(x2.x, w2.x); a32 += dd(x3.x, w2.x);
+        a03 += dd(x0.x, w3.x); a13 += dd(x1.x, w3.x); a23 += dd(x2.x, w3.x); a33 += dd(x3.x, w3.x);
+        a04 += dd(x0.x, w4.x); a14 += dd(x1.x, w4.x); a24 += dd(x2.x, w4.x); a34 += dd(x3.x, w4.x);
+        a05 += dd(x0.x, w5.x); a15 += dd(x1.x, w5.x); a25 += dd(x2.x, w5.x); a35 += dd(x3.x, w5.x);
+        a06 += dd(x0.x, w6.x); a16 += dd(x1.x, w6.x); a26 += dd(x2.x, w6.x); a36 += dd(x3.x, w6.x);
+        a07 += dd(x0.x, w7.x); a17 += dd(x1.x, w7.x); a27 += dd(x2.x, w7.x); a37 += dd(x3.x, w7.x);
+        // Step 1: byte group y of every quad.
+        a00 += dd(x0.y, w0.y); a10 += dd(x1.y, w0.y); a20 += dd(x2.y, w0.y); a30 += dd(x3.y, w0.y);
+        a01 += dd(x0.y, w1.y); a11 += dd(x1.y, w1.y); a21 += dd(x2.y, w1.y); a31 += dd(x3.y, w1.y);
+        a02 += dd(x0.y, w2.y); a12 += dd(x1.y, w2.y); a22 += dd(x2.y, w2.y); a32 += dd(x3.y, w2.y);
+        a03 += dd(x0.y, w3.y); a13 += dd(x1.y, w3.y); a23 += dd(x2.y, w3.y); a33 += dd(x3.y, w3.y);
+        a04 += dd(x0.y, w4.y); a14 += dd(x1.y, w4.y); a24 += dd(x2.y, w4.y); a34 += dd(x3.y, w4.y);
+        a05 += dd(x0.y, w5.y); a15 += dd(x1.y, w5.y); a25 += dd(x2.y, w5.y); a35 += dd(x3.y, w5.y);
+        a06 += dd(x0.y, w6.y); a16 += dd(x1.y, w6.y); a26 += dd(x2.y, w6.y); a36 += dd(x3.y, w6.y);
+        a07 += dd(x0.y, w7.y); a17 += dd(x1.y, w7.y); a27 += dd(x2.y, w7.y); a37 += dd(x3.y, w7.y);
+        // Step 2: byte group z of every quad.
+        a00 += dd(x0.z, w0.z); a10 += dd(x1.z, w0.z); a20 += dd(x2.z, w0.z); a30 += dd(x3.z, w0.z);
+        a01 += dd(x0.z, w1.z); a11 += dd(x1.z, w1.z); a21 += dd(x2.z, w1.z); a31 += dd(x3.z, w1.z);
+        a02 += dd(x0.z, w2.z); a12 += dd(x1.z, w2.z); a22 += dd(x2.z, w2.z); a32 += dd(x3.z, w2.z);
+        a03 += dd(x0.z, w3.z); a13 += dd(x1.z, w3.z); a23 += dd(x2.z, w3.z); a33 += dd(x3.z, w3.z);
+        a04 += dd(x0.z, w4.z); a14 += dd(x1.z, w4.z); a24 += dd(x2.z, w4.z); a34 += dd(x3.z, w4.z);
+        a05 += dd(x0.z, w5.z); a15 += dd(x1.z, w5.z); a25 += dd(x2.z, w5.z); a35 += dd(x3.z, w5.z);
+        a06 += dd(x0.z, w6.z); a16 += dd(x1.z, w6.z); a26 += dd(x2.z, w6.z); a36 += dd(x3.z, w6.z);
+        a07 += dd(x0.z, w7.z); a17 += dd(x1.z, w7.z); a27 += dd(x2.z, w7.z); a37 += dd(x3.z, w7.z);
+        // Step 3: byte group w of every quad.
+        a00 += dd(x0.w, w0.w); a10 += dd(x1.w, w0.w); a20 += dd(x2.w, w0.w); a30 += dd(x3.w, w0.w);
+        a01 += dd(x0.w, w1.w); a11 += dd(x1.w, w1.w); a21 += dd(x2.w, w1.w); a31 += dd(x3.w, w1.w);
+        a02 += dd(x0.w, w2.w); a12 += dd(x1.w, w2.w); a22 += dd(x2.w, w2.w); a32 += dd(x3.w, w2.w);
+        a03 += dd(x0.w, w3.w); a13 += dd(x1.w, w3.w); a23 += dd(x2.w, w3.w); a33 += dd(x3.w, w3.w);
+        a04 += dd(x0.w, w4.w); a14 += dd(x1.w, w4.w); a24 += dd(x2.w, w4.w); a34 += dd(x3.w, w4.w);
+        a05 += dd(x0.w, w5.w); a15 += dd(x1.w, w5.w); a25 += dd(x2.w, w5.w); a35 += dd(x3.w, w5.w);
+        a06 += dd(x0.w, w6.w); a16 += dd(x1.w, w6.w); a26 += dd(x2.w, w6.w); a36 += dd(x3.w, w6.w);
+        a07 += dd(x0.w, w7.w); a17 += dd(x1.w, w7.w); a27 += dd(x2.w, w7.w); a37 += dd(x3.w, w7.w);
+        if (WZP == 1u) {
+            s0 += xsum(x0);
+            s1 += xsum(x1);
+            s2 += xsum(x2);
+            s3 += xsum(x3);
+        }
+        off += 1u;
+        qq += 1u;
+        if (qq == u.qg) {
+            qq = 0u;
+            off += u.step_kx;
+            kx += 1u;
+            if (kx == u.kw) {
+                kx = 0u;
+                off += u.step_ky;
+            }
+        }
+    }
+
+    // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
+    // One loop iteration per channel keeps a single copy of the (long) integer-emulated
+    // float code in the compiled kernel.
+    if (pt < u.ptiles) {
+        let px_ok = p < vec4<u32>(u.plane_out);
+        let plane0 = (u.n_begin + n) * u.c_out;
+        let sums = vec4<i32>(s0, s1, s2, s3);
+        let cols = array<vec4<i32>, 8>(
+            vec4<i32>(a00, a10, a20, a30),
+            vec4<i32>(a01, a11, a21, a31),
+            vec4<i32>(a02, a12, a22, a32),
+            vec4<i32>(a03, a13, a23, a33),
+            vec4<i32>(a04, a14, a24, a34),
+            vec4<i32>(a05, a15, a25, a35),
+            vec4<i32>(a06, a16, a26, a36),
+            vec4<i32>(a07, a17, a27, a37),
+        );
+        let nch = min(8u, u.cog - bl * 8u);
+        let z = u.xz;
+        for (var j = 0u; j < nch; j++) {
+            let c = g * u.cog + bl * 8u + j;
+            let m = load_meta(c);
+            var v = cols[j] + vec4<i32>(u.kext * z * m.x - z * m.y);
+            if (WZP == 1u) {
+                v = v - m.x * sums;
+            }
+            store_channel(c, v, px_ok, plane0, pt);
+        }
+    }
+}
