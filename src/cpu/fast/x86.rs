@@ -528,8 +528,8 @@ impl Requant512 {
                 (v + (c.bias_f32 as f64).abs()) * (c.inv_out_scale as f64).abs() + zp.abs() as f64
             }
         } * (1.0 + 1.0 / (1u64 << 20) as f64);
-        // (`!(… < …)` also clamps when the bound is NaN.)
-        let clamp_hi = !(v_bound < (1u64 << 30) as f64);
+        // (Also clamps when the bound is NaN.)
+        let clamp_hi = v_bound.is_nan() || v_bound >= (1u64 << 30) as f64;
         let fast_round = f.rs >= 1
             && ((acc_bound as u128 + (f.bias as i64).unsigned_abs() as u128) << f.ls)
                 + 2
@@ -1272,7 +1272,8 @@ pub(super) struct DwFlat<'a> {
 ///
 /// # Safety
 /// avx512f, avx512bw, avx512vl and avx512vnni must be available; `plane` readable for
-/// `64·segs.len() + 4·NG + 2 + (kh − 1)·row_step + 64` bytes; `out` writable at every run
+/// `64·segs.len() + 4·NG + (kh − 1)·row_step` bytes (block `b` reads up to byte
+/// `64·b + 3 + 4·(NG − 1) + (kh − 1)·row_step + 63`); `out` writable at every run
 /// (bytes, or i32 when `k` is `None`); `wts` holds `kh·NG` words; every run has
 /// `at + len ≤ 64`.
 #[allow(clippy::too_many_arguments)]
