@@ -17,18 +17,21 @@
 // packed output word) x 8 consecutive output channels (a channel block) of one image; each
 // invocation computes one pixel tile x the 8 channels (32 accumulators). Per tap an invocation
 // reads the quad(s) holding the 8 input channels at each of its 4 pixels (one quad when m = 1,
-// the override-free `IDENT` case; at most two otherwise) and one vec4 of 8 weights.
+// the `IDENT` override; at most two otherwise) and one vec4 of 8 weights. The epilogue runs
+// one loop iteration per channel (a single copy of the long integer-emulated float code).
 //
-// Buffers:
-// * `u` (uniform): the dispatch's workgroup range, geometry, window bases, z', output zero
-//   point and clamp.
-// * `xt` (read-only storage texture rgba32uint, XTEX) or `xa` (storage, read, array<vec4<u32>>): input
-//   quads, index ((n * hp + py) * wp + px) * qp + channel / 16, texel i at (i % 2^tws,
-//   i >> tws); the buffer is a window from quad `u.a_base`.
-// * `wts` (storage, read): one vec4<u32> per (channel block, tap): word i = the i16 weights of
-//   channels 2i (low half) and 2i + 1 (high half) of the block. A window from `u.w_base`.
-// * `epi` (storage, read): one `ChannelRequant` per output channel, window from `u.e_base`.
-// * `wmeta` (storage, read): vec2<i32>(0, S(o)) per output channel, window from `u.m_base`.
+// Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
+// (i % 2^tws, i >> tws); else storage buffers bound as windows):
+// * `u` (uniform): the dispatch's workgroup range, geometry, window bases / texture widths,
+//   z', output zero point and clamp.
+// * `xt` / `xa`: input quads, index ((n * hp + py) * wp + px) * qp + channel / 16 (texture
+//   width 2^tws; buffer window from `u.a_base`).
+// * `wt` / `wts`: one vec4<u32> per (channel block, tap): word i = the i16 weights of
+//   channels 2i (low half) and 2i + 1 (high half) of the block (texture width 2^b_tws; buffer
+//   window from `u.w_base`).
+// * `et` (texture, 3 texels per output channel: the `ChannelRequant` record, then (0, S(o),
+//   0, 0); width 2^e_tws) / `epi` (one `ChannelRequant` per output channel, from `u.e_base`)
+//   and `wmeta` (vec2<i32>(0, S(o)), from `u.m_base`).
 // * `y` (storage, read_write): packed output words, `ptiles` per (n, o) plane, window from
 //   `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest.

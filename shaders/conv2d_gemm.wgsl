@@ -19,34 +19,38 @@
 // Tiling.
 // * Workgroup tile: TM = 4 * WG output pixels (WG pixel tiles of 4 consecutive pixels of one
 //   output plane) x TN = 8 output channels (a channel block of one group), for one image.
-// * Register tile: each invocation computes 4 pixels x 8 channels (32 i32 accumulators): per
-//   quad it reads 4 A quads (one per pixel) and 8 B quads, and each A word feeds 8 dot products,
-//   each B word 4. One pixel tile is exactly one packed output word per channel, so invocations
-//   never share an output word.
-// * B staging, per K chunk (one of three, chosen on the host):
+//   The K loop runs over all kq quads; B is staged per chunk of TKQ quads (SHARED) or per quad.
+// * Register tile: each invocation computes 4 pixels x 8 channels (32 i32 accumulators
+//   a<pixel><channel>): per quad it reads 4 A quads (one per pixel) and 8 B quads, and each A
+//   word feeds 8 dot products, each B word 4. One pixel tile is exactly one packed output word
+//   per channel, so invocations never share an output word.
+// * B staging (one of three, chosen on the host):
 //   - SG (subgroups of at least 8 lanes): lane j of each subgroup loads channel j's quad and
 //     the 8 quads reach every lane by `subgroupBroadcast` (registers, no barrier);
 //   - SHARED: the workgroup stages TKQ quads x 8 channels of B in `var<workgroup>` memory
 //     between two barriers (TKQ is an override chosen from the workgroup storage limit);
-//   - DIRECT: every invocation loads the 8 quads itself (CPU adapters without subgroups,
-//     where workgroup memory costs as much as a buffer load and barriers are coroutine
-//     switches).
-// * A is read directly (each A quad of an invocation is used by that invocation only): from a
-//   2-D rgba32uint texture (XTEX) or a storage buffer window.
-// Both register-tile dimensions are fixed by the code (measured best on lavapipe: 32
-// accumulators and the operands of one step fill the 32 vector registers); the workgroup size
-// WG and the chunk TKQ are overrides.
+//   - DIRECT: every invocation loads the 8 quads itself (CPU adapters without subgroups:
+//     there workgroup memory is ordinary memory read through a per-lane loop, slower than a
+//     texture load, and barriers are coroutine switches).
+// * A is read directly (each A quad of an invocation is used by that invocation only).
+// Why these sizes: on lavapipe/llvmpipe (8 SIMD lanes of 32 bits, 32 vector registers) 4 x 8
+// measured best (4 x 4, 2 x 8, 3 x 8, 4 x 6 and 5 x 8 were 5-25% slower: fewer accumulators
+// reload operands more often, more spill); on GPUs it is a common register tile. The register
+// tile is fixed by the code; the workgroup size WG (from the invocation limit; 8, one SIMD
+// batch, on CPU adapters) and the chunk TKQ (from the workgroup storage limit) are overrides.
 //
-// Buffers:
-// * `u` (uniform): the dispatch's workgroup range, the conv geometry, window bases, z', K',
-//   output zero point and clamp.
-// * `xt` (read-only storage texture rgba32uint, XTEX) or `xa` (storage, read, array<vec4<u32>>): A quads,
-//   quad index ((n * hp + py) * wp + px) * qp + g * qg + quad for chunk image n at padded pixel
-//   (py, px); texel i is at (i % 2^tws, i >> tws); the buffer is a window from quad `u.a_base`.
-// * `wts` (storage, read): B, one vec4 per (channel block, quad, lane j of the block), window
-//   from vec4 `u.w_base`.
-// * `epi` (storage, read): one `ChannelRequant` per output channel, window from `u.e_base`.
-// * `wmeta` (storage, read): vec2<i32>(w_zp, sum of the channel's weights), from `u.m_base`.
+// Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
+// (i % 2^tws, i >> tws); else storage buffers bound as windows):
+// * `u` (uniform): the dispatch's workgroup range, the conv geometry, window bases / texture
+//   widths, z', K', output zero point and clamp.
+// * `xt` / `xa`: A quads, quad index ((n * hp + py) * wp + px) * qp + g * qg + quad for chunk
+//   image n at padded pixel (py, px) (texture width 2^tws; buffer window from `u.a_base`).
+// * `wt` / `wts`: B, one vec4 per (channel block, quad, lane j of the block) (texture width
+//   2^b_tws; buffer window from `u.w_base`).
+// * `et` (texture, 3 texels per output channel: the `ChannelRequant` record, then (w_zp, sum of
+//   the channel's weights, 0, 0); width 2^e_tws) / `epi` (one `ChannelRequant` per output
+//   channel, window from `u.e_base`) and `wmeta` (vec2<i32>(w_zp, sum of the weights), from
+//   `u.m_base`).
 // * `y` (storage, read_write): the packed output, `ptiles` words per (n, o) plane, four
 //   pixels per word, window from word `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest, `n` counting

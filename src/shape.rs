@@ -124,10 +124,14 @@ impl ConvShape {
         let p = params;
         p.validate()?;
         if x.contains(&0) {
-            return Err(Error::Shape(format!("input shape {x:?} has a zero-sized dimension")));
+            return Err(Error::Shape(format!(
+                "input shape {x:?} has a zero-sized dimension"
+            )));
         }
         if w.contains(&0) {
-            return Err(Error::Shape(format!("weight shape {w:?} has a zero-sized dimension")));
+            return Err(Error::Shape(format!(
+                "weight shape {w:?} has a zero-sized dimension"
+            )));
         }
         if c_in % p.groups != 0 || c_out % p.groups != 0 {
             return Err(Error::InvalidParameter(format!(

@@ -367,7 +367,11 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 c.mismatches,
                 c.compared,
                 c.max_abs_diff,
-                if c.bit_exact() { " bit-exact" } else { " MISMATCH" }
+                if c.bit_exact() {
+                    " bit-exact"
+                } else {
+                    " MISMATCH"
+                }
             );
         }
         if !exact {

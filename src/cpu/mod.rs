@@ -1,7 +1,7 @@
 //! CPU kernels.
 //!
-//! [`reference`] is the specification: plain loops, exact integer arithmetic, no tricks. Every
+//! [`self::reference`] is the specification: plain loops, exact integer arithmetic, no tricks. Every
 //! other path in squint (the GPU kernels, faster CPU code) is tested against it bit for bit.
 
-pub mod reference;
 pub mod fast;
+pub mod reference;

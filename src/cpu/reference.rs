@@ -62,12 +62,7 @@ fn for_each_tap(s: &ConvShape, mut f: impl FnMut(usize, usize, usize)) {
 }
 
 /// Float conv2d (cross-correlation, zero padding), accumulated in f64 and rounded once.
-pub fn conv2d_f32(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-) -> Result<Vec<f32>> {
+pub fn conv2d_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Result<Vec<f32>> {
     check_len("input", x.len(), s.input_len())?;
     check_len("weight", w.len(), s.weight_len())?;
     if let Some(b) = bias {
@@ -135,7 +130,11 @@ pub fn requantize(acc: &[i32], epi: &Epilogue, channels: usize, plane: usize) ->
     Ok(acc
         .iter()
         .enumerate()
-        .map(|(i, &a)| epi.out.dtype.int_to_byte(epi.apply(a, (i / plane) % channels)))
+        .map(|(i, &a)| {
+            epi.out
+                .dtype
+                .int_to_byte(epi.apply(a, (i / plane) % channels))
+        })
         .collect())
 }
 
@@ -172,8 +171,7 @@ pub fn quantize_weight(w: &[f32], w_qp: &WeightQParams, out_channels: usize) -> 
     }
     crate::quant::check_finite(w, "weight")?;
     let k = w.len() / out_channels;
-    Ok(w
-        .iter()
+    Ok(w.iter()
         .enumerate()
         .map(|(i, &v)| {
             let o = i / k;

@@ -510,8 +510,9 @@ impl GpuContext {
         }))
     }
 
-    /// A pooled storage buffer holding `bytes` (the rest of it undefined). Pending work is
-    /// submitted first when the buffer is reused, so that the write cannot overtake it.
+    /// A pooled storage buffer holding `bytes` (the rest of it undefined), written through the
+    /// queue after submitting the pending work (so that the write cannot overtake pending
+    /// commands that still use a reused buffer's previous contents).
     pub(crate) fn pooled_buffer_init(&self, bytes: &[u8], what: &str) -> Result<Arc<PooledBuffer>> {
         let b = self.pooled_buffer(bytes.len() as u64, STORAGE_USAGE, what)?;
         if bytes.len().is_multiple_of(4) {

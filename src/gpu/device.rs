@@ -697,7 +697,10 @@ impl GpuContext {
         Ok(ConvPlan {
             packed,
             staging,
-            textures: o.input == InputChoice::Auto && tex_width >= 64,
+            // The conv kernels bind three read-only storage textures.
+            textures: o.input == InputChoice::Auto
+                && tex_width >= 64
+                && l.max_storage_textures_per_shader_stage >= 3,
             depthwise: !o.no_depthwise,
             wg,
             tkq,

@@ -9,6 +9,20 @@
 //! * [`conv2d_quantized`] and [`GpuContext::requantize`] have the exact contracts of their
 //!   [`crate::cpu::reference`] counterparts and are tested against them byte for byte.
 //!
+//! Conv kernels (see `shaders/conv2d_gemm.wgsl`, `conv2d_dw.wgsl`, `conv_pack.wgsl`): the
+//! input is repacked into 16-channel "quads" (in textures when they fit), then a tiled
+//! implicit-GEMM kernel (4 pixels x 8 channels per invocation, weights staged by subgroup
+//! broadcast, workgroup memory or direct loads; `dot4I8Packed` where the WGSL language feature
+//! exists, a plain integer fallback otherwise and on CPU adapters, where it is faster) or, for
+//! one input channel per group, a depthwise kernel computes the int32 sums and requantizes
+//! them in the same pass. [`GpuConv2d::run_timed`] measures a layer with timestamp queries.
+//!
+//! Host side: pipelines and bind group layouts are compiled once per context; per-call
+//! buffers and textures come from a pool and return to it when dropped; each operation
+//! records its dispatches as one compute pass, and operations are submitted together with the
+//! next read-back or [`GpuContext::flush`] (a chain of layers is one submission, with no
+//! CPU-GPU round trip in between).
+//!
 //! Bit-exactness: the kernels (in `shaders/`) accumulate in exact wrapping i32 and do every
 //! float step of quantize, dequantize and the requantization formulas in integer-emulated
 //! IEEE binary32 (round to nearest even, subnormals kept), because WGSL permits fused

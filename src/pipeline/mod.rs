@@ -12,8 +12,8 @@
 //! ```
 
 pub mod bench;
-pub mod demo;
 pub mod cross_check;
+pub mod demo;
 pub mod device;
 pub mod diagnostics;
 pub mod golden;
