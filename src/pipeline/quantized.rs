@@ -364,7 +364,8 @@ impl QuantizedModel {
         }
     }
 
-    /// Runs on a CPU device and returns every point's output (`input`, then each conv).
+    /// Runs layer by layer on any device, reading each layer's output back, and returns every
+    /// point's output (`input`, then each conv). Used for diagnostics and cross-checks.
     pub fn run_points_cpu(
         &self,
         x: &Tensor<f32>,
@@ -382,12 +383,7 @@ impl QuantizedModel {
                 8,
                 &format!("the output of layer '{}'", c.name),
             )?;
-            cur = match device {
-                Device::Gpu(ctx) => {
-                    crate::gpu::conv2d_quantized(ctx, &cur, &qp, &c.w_q, &c.w_qp, &c.epi, &s)?
-                }
-                d => d.conv2d_quantized(&cur, &qp, &c.w_q, &c.w_qp, &c.epi, &s)?,
-            };
+            cur = device.conv2d_quantized(&cur, &qp, &c.w_q, &c.w_qp, &c.epi, &s)?;
             dims = s.output_dims();
             qp = c.out_qp;
             out.push((c.name.clone(), self.output_of(&cur, dims, qp)?));
