@@ -83,10 +83,11 @@ pub fn point_histograms(
 /// Draws one panel per point into an SVG file.
 pub fn plot_svg(path: &Path, points: &[PointHistogram]) -> Result<()> {
     let panel_h = 260u32;
-    let tmp = path.with_extension("svg.tmp");
+    // Render into memory, then write atomically: a failed plot leaves nothing behind.
+    let mut svg = String::new();
     {
-        let root =
-            SVGBackend::new(&tmp, (900, panel_h * points.len().max(1) as u32)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (900, panel_h * points.len().max(1) as u32))
+            .into_drawing_area();
         let plot_err =
             |e: &dyn std::fmt::Display| Error::format(path, format!("plotting failed: {e}"));
         root.fill(&WHITE).map_err(|e| plot_err(&e))?;
@@ -155,8 +156,5 @@ pub fn plot_svg(path: &Path, points: &[PointHistogram]) -> Result<()> {
         }
         root.present().map_err(|e| plot_err(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    crate::io::write_atomic(path, svg.as_bytes())
 }
