@@ -6,8 +6,7 @@
 
 use squint::cpu::reference;
 use squint::gpu::{
-    self, BackendChoice, DeviceOptions, DotChoice, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
-    InputChoice, KernelOptions, StagingChoice,
+    self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
 };
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
@@ -35,68 +34,8 @@ fn require_gpu() -> bool {
     std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
 }
 
-/// Every conv kernel variant the adapter of `ctx` can run, named: the default choice and each
-/// forced alternative (the results must not depend on the choice).
 fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
-    let mut v = vec![("default", ctx.clone())];
-    let d = KernelOptions::default();
-    for (name, o) in [
-        (
-            "dot4I8Packed",
-            KernelOptions {
-                dot: DotChoice::Packed,
-                ..d
-            },
-        ),
-        (
-            "fallback dot",
-            KernelOptions {
-                dot: DotChoice::Fallback,
-                ..d
-            },
-        ),
-        (
-            "subgroup staging",
-            KernelOptions {
-                staging: StagingChoice::Subgroup,
-                ..d
-            },
-        ),
-        (
-            "workgroup-memory staging",
-            KernelOptions {
-                staging: StagingChoice::Shared,
-                ..d
-            },
-        ),
-        (
-            "direct staging",
-            KernelOptions {
-                staging: StagingChoice::Direct,
-                ..d
-            },
-        ),
-        (
-            "buffer input",
-            KernelOptions {
-                input: InputChoice::Buffer,
-                ..d
-            },
-        ),
-        (
-            "GEMM for depthwise",
-            KernelOptions {
-                no_depthwise: true,
-                ..d
-            },
-        ),
-    ] {
-        // Variants the adapter lacks (e.g. subgroups on GL) are errors, and skipped.
-        if let Ok(c) = ctx.with_kernel_options(o) {
-            v.push((name, c));
-        }
-    }
-    v
+    ctx.kernel_variants()
 }
 
 fn contexts() -> Vec<GpuContext> {

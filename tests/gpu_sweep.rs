@@ -8,9 +8,7 @@
 use std::time::Instant;
 
 use squint::cpu::reference;
-use squint::gpu::{
-    self, DeviceOptions, DotChoice, GpuContext, InputChoice, KernelOptions, StagingChoice,
-};
+use squint::gpu::{self, DeviceOptions, GpuContext};
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
     WeightQParams,
@@ -59,67 +57,8 @@ fn contexts() -> Vec<GpuContext> {
     }
 }
 
-/// The conv kernel variants to sweep on `ctx`'s adapter: the default choice first, then every
-/// forced alternative the adapter supports (the bytes must not depend on the choice).
 fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
-    let d = KernelOptions::default();
-    let mut v = vec![("default", ctx.clone())];
-    for (name, o) in [
-        (
-            "dot4I8Packed",
-            KernelOptions {
-                dot: DotChoice::Packed,
-                ..d
-            },
-        ),
-        (
-            "fallback dot (no dot4I8Packed)",
-            KernelOptions {
-                dot: DotChoice::Fallback,
-                ..d
-            },
-        ),
-        (
-            "subgroup staging",
-            KernelOptions {
-                staging: StagingChoice::Subgroup,
-                ..d
-            },
-        ),
-        (
-            "workgroup-memory staging",
-            KernelOptions {
-                staging: StagingChoice::Shared,
-                ..d
-            },
-        ),
-        (
-            "direct staging",
-            KernelOptions {
-                staging: StagingChoice::Direct,
-                ..d
-            },
-        ),
-        (
-            "buffer input",
-            KernelOptions {
-                input: InputChoice::Buffer,
-                ..d
-            },
-        ),
-        (
-            "GEMM for depthwise",
-            KernelOptions {
-                no_depthwise: true,
-                ..d
-            },
-        ),
-    ] {
-        if let Ok(c) = ctx.with_kernel_options(o) {
-            v.push((name, c));
-        }
-    }
-    v
+    ctx.kernel_variants()
 }
 
 fn dtype(rng: &mut Rng) -> QDtype {

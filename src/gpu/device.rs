@@ -628,6 +628,73 @@ impl GpuContext {
         c
     }
 
+    /// Every conv kernel variant this adapter can run, named: the default choice first, then
+    /// each forced alternative it supports (results must not depend on the choice). Tests use
+    /// it to sweep every path.
+    #[doc(hidden)]
+    pub fn kernel_variants(&self) -> Vec<(&'static str, GpuContext)> {
+        let d = KernelOptions::default();
+        let forced = [
+            (
+                "dot4I8Packed",
+                KernelOptions {
+                    dot: DotChoice::Packed,
+                    ..d
+                },
+            ),
+            (
+                "fallback dot (no dot4I8Packed)",
+                KernelOptions {
+                    dot: DotChoice::Fallback,
+                    ..d
+                },
+            ),
+            (
+                "subgroup staging",
+                KernelOptions {
+                    staging: StagingChoice::Subgroup,
+                    ..d
+                },
+            ),
+            (
+                "workgroup-memory staging",
+                KernelOptions {
+                    staging: StagingChoice::Shared,
+                    ..d
+                },
+            ),
+            (
+                "direct staging",
+                KernelOptions {
+                    staging: StagingChoice::Direct,
+                    ..d
+                },
+            ),
+            (
+                "buffer input",
+                KernelOptions {
+                    input: InputChoice::Buffer,
+                    ..d
+                },
+            ),
+            (
+                "GEMM for depthwise",
+                KernelOptions {
+                    no_depthwise: true,
+                    ..d
+                },
+            ),
+        ];
+        let mut v = vec![("default", self.clone())];
+        // Variants the adapter lacks (e.g. subgroups on GL) are errors, and left out.
+        v.extend(
+            forced
+                .into_iter()
+                .filter_map(|(name, o)| self.with_kernel_options(o).ok().map(|c| (name, c))),
+        );
+        v
+    }
+
     /// The same device with kernel selection overrides (for tests and benchmarks: every
     /// variant gives the same bytes). Fails when the adapter cannot run the variant asked for.
     #[doc(hidden)]
