@@ -107,9 +107,18 @@ pub enum Error {
         detail: String,
     },
 
-    /// The GPU reported an error (validation, out of memory, device lost).
+    /// The GPU reported an error (validation, out of memory, an internal error).
     #[error("GPU error: {0}")]
     Gpu(String),
+
+    /// The GPU device was lost (driver reset, removed GPU, destroyed device). The context
+    /// reopens the device on its next call; tensors and layers created on the lost device
+    /// must be created again.
+    #[error(
+        "GPU device lost: {0}; the next call reopens the device (tensors and layers created \
+         on the lost device must be created again)"
+    )]
+    DeviceLost(String),
 
     /// The data does not fit a device limit and cannot be split.
     #[error("device limit exceeded: {0}")]

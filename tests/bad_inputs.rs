@@ -33,6 +33,7 @@ fn kind(e: &Error) -> &'static str {
         Error::UnknownName { .. } => "UnknownName",
         Error::NoAdapter { .. } => "NoAdapter",
         Error::Gpu(_) => "Gpu",
+        Error::DeviceLost(_) => "DeviceLost",
         Error::DeviceLimit(_) => "DeviceLimit",
         Error::Golden { .. } => "Golden",
     }
@@ -912,12 +913,45 @@ fn failed_save_leaves_the_previous_output_intact() {
     let fx = Fixture::new();
     let out = fx.path("y.npy");
     std::fs::write(&out, b"previous").unwrap();
-    // Make the rename fail by putting a directory where the temporary file would go.
-    let tmp = fx.path(&format!(".y.npy.tmp-{}", std::process::id()));
-    std::fs::create_dir(&tmp).unwrap();
+    // The write fails after the temporary file is complete, before the rename.
+    squint::io::fail_next_rename_on_this_thread();
     let err = npy::write(&out, &tiny_x(1)).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
+    let stray: Vec<String> = fx
+        .files()
+        .into_iter()
+        .filter(|f| f.contains(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    // The hook fired once: the next write succeeds.
+    npy::write(&out, &tiny_x(1)).unwrap();
+    assert_ne!(std::fs::read(&out).unwrap(), b"previous");
+}
+
+#[test]
+fn concurrent_writes_of_one_path_never_mix_their_bytes() {
+    let fx = Fixture::new();
+    let out = fx.path("y.bin");
+    let payloads: Vec<Vec<u8>> = (0..4u8).map(|t| vec![t; 1 << 20]).collect();
+    std::thread::scope(|s| {
+        for p in &payloads {
+            let (out, payloads) = (&out, &payloads);
+            s.spawn(move || {
+                for _ in 0..8 {
+                    squint::io::write_atomic(out, p).unwrap();
+                    let got = std::fs::read(out).unwrap();
+                    assert!(payloads.contains(&got), "mixed or partial file");
+                }
+            });
+        }
+    });
+    let stray: Vec<String> = fx
+        .files()
+        .into_iter()
+        .filter(|f| f.contains(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }
 
 #[test]

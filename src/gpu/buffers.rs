@@ -32,7 +32,6 @@ use super::kernels::WORKGROUP;
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
 use crate::shape::checked_numel;
-use wgpu::util::DeviceExt;
 
 /// A packed 8-bit tensor on the GPU (NCHW; see the module docs for the byte layout).
 #[derive(Debug, Clone)]
@@ -42,7 +41,7 @@ pub struct GpuTensor {
     /// Storage dtype of the bytes.
     pub dtype: QDtype,
     pub(crate) buffer: Arc<PooledBuffer>,
-    pub(crate) device_id: usize,
+    pub(crate) device_id: u64,
 }
 
 /// A float32 tensor on the GPU (plain NCHW).
@@ -51,7 +50,7 @@ pub struct GpuF32Tensor {
     /// Shape `[N, C, H, W]`.
     pub dims: [usize; 4],
     pub(crate) buffer: Arc<PooledBuffer>,
-    pub(crate) device_id: usize,
+    pub(crate) device_id: u64,
 }
 
 impl GpuTensor {
@@ -228,9 +227,9 @@ pub(crate) fn record(
     enc: &mut wgpu::CommandEncoder,
     list: &[Dispatch<'_>],
     ts: Option<(&wgpu::QuerySet, u32, u32)>,
-) {
+) -> Result<()> {
     if list.is_empty() {
-        return;
+        return Ok(());
     }
     let d = ctx.device();
     let align = (ctx.limits().min_uniform_buffer_offset_alignment as u64).max(16);
@@ -245,11 +244,7 @@ pub(crate) fn record(
             0,
         );
     }
-    let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("squint params"),
-        contents: &bytes,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
+    let ubuf = buffer_with_data(ctx, &bytes, wgpu::BufferUsages::UNIFORM, "squint params")?;
     let groups: Vec<wgpu::BindGroup> = list
         .iter()
         .zip(&offsets)
@@ -301,6 +296,7 @@ pub(crate) fn record(
         pass.set_bind_group(0, bg, &[]);
         pass.dispatch_workgroups(gx as u32, gy as u32, 1);
     }
+    Ok(())
 }
 
 /// Records one dispatch (as its own compute pass).
@@ -312,14 +308,14 @@ pub(crate) fn dispatch(
     uniform: &[u8],
     slots: Vec<Slot<'_>>,
     groups: u64,
-) {
+) -> Result<()> {
     let item = Dispatch {
         pipe: pipe.clone(),
         uniform: uniform.to_vec(),
         res: slots.into_iter().map(Res::Buf).collect(),
         groups,
     };
-    record(ctx, enc, &[item], None);
+    record(ctx, enc, &[item], None)
 }
 
 /// The size a pooled buffer of at least `size` bytes gets: multiples of 256 bytes up to
@@ -588,24 +584,34 @@ pub(crate) fn storage_buffer_init(
     }
     let usage =
         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    if size == bytes.len() as u64 {
-        return Ok(ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(what),
-                contents: bytes,
-                usage,
-            }));
+    buffer_with_data(ctx, bytes, usage, what)
+}
+
+/// A new buffer holding `bytes`, zero-padded to a multiple of 4 (at least 4 bytes), filled
+/// through a mapping at creation. Unlike wgpu's `create_buffer_init`, which panics when the
+/// mapping fails (as it does on a lost device), this returns an error.
+pub(crate) fn buffer_with_data(
+    ctx: &GpuContext,
+    bytes: &[u8],
+    usage: wgpu::BufferUsages,
+    what: &str,
+) -> Result<wgpu::Buffer> {
+    let size = (bytes.len() as u64).max(4).div_ceil(4) * 4;
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(what),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| ctx.gpu_error(&format!("filling the buffer '{what}'"), &e.to_string()))?;
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+        // The padding of a buffer mapped at creation is zero-initialized.
     }
-    let mut padded = bytes.to_vec();
-    padded.resize(size as usize, 0);
-    Ok(ctx
-        .device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(what),
-            contents: &padded,
-            usage,
-        }))
+    buffer.unmap();
+    Ok(buffer)
 }
 
 /// Copies the first `size` bytes of `buffer` back to the host: submits the pending work with
@@ -630,14 +636,18 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
     });
     ctx.device()
         .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        .map_err(|e| ctx.gpu_error("waiting for the GPU", &e.to_string()))?;
     rx.recv()
-        .map_err(|_| Error::Gpu("buffer mapping was abandoned".into()))?
-        .map_err(|e| Error::Gpu(format!("mapping a read-back buffer: {e}")))?;
+        .map_err(|_| ctx.gpu_error("reading back", "the buffer mapping was abandoned"))?
+        .map_err(|e| ctx.gpu_error("mapping a read-back buffer", &e.to_string()))?;
+    if ctx.snapshot_lost() {
+        // The work this read waited for may not have run.
+        return Err(ctx.gpu_error("reading back", "the device was lost"));
+    }
     let data = {
         let view = staging
             .get_mapped_range(..size)
-            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?;
+            .map_err(|e| ctx.gpu_error("reading a mapped buffer", &e.to_string()))?;
         view.to_vec()
     };
     staging.unmap();
@@ -647,6 +657,10 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
 impl GpuContext {
     /// Uploads a float32 tensor (NCHW).
     pub fn upload_f32(&self, x: &[f32], dims: [usize; 4]) -> Result<GpuF32Tensor> {
+        self.live()?.upload_f32_here(x, dims)
+    }
+
+    fn upload_f32_here(&self, x: &[f32], dims: [usize; 4]) -> Result<GpuF32Tensor> {
         let n = check_dims(dims, "f32 tensor")?;
         if x.len() != n {
             return Err(Error::Shape(format!(
@@ -667,6 +681,10 @@ impl GpuContext {
     /// Uploads a quantized tensor given as stored bytes (u8 for quint8, two's-complement i8
     /// for qint8), NCHW.
     pub fn upload_q(&self, bytes: &[u8], dims: [usize; 4], dtype: QDtype) -> Result<GpuTensor> {
+        self.live()?.upload_q_here(bytes, dims, dtype)
+    }
+
+    fn upload_q_here(&self, bytes: &[u8], dims: [usize; 4], dtype: QDtype) -> Result<GpuTensor> {
         let n = check_dims(dims, "quantized tensor")?;
         if bytes.len() != n {
             return Err(Error::Shape(format!(
@@ -698,6 +716,10 @@ impl GpuContext {
     /// Reads a quantized tensor back as stored bytes (NCHW, the CPU reference's convention).
     /// Waits for all work queued before.
     pub fn read_q(&self, x: &GpuTensor) -> Result<Vec<u8>> {
+        self.live()?.read_q_here(x)
+    }
+
+    fn read_q_here(&self, x: &GpuTensor) -> Result<Vec<u8>> {
         self.check_same(x.device_id, "read_q")?;
         let raw = read_back(self, &x.buffer, packed_bytes(x.dims))?;
         let plane = x.dims[2] * x.dims[3];
@@ -716,6 +738,10 @@ impl GpuContext {
 
     /// Reads a float32 tensor back. Waits for all work queued before.
     pub fn read_f32(&self, x: &GpuF32Tensor) -> Result<Vec<f32>> {
+        self.live()?.read_f32_here(x)
+    }
+
+    fn read_f32_here(&self, x: &GpuF32Tensor) -> Result<Vec<f32>> {
         self.check_same(x.device_id, "read_f32")?;
         let raw = read_back(self, &x.buffer, x.numel() as u64 * 4)?;
         Ok(raw
@@ -724,7 +750,13 @@ impl GpuContext {
             .collect())
     }
 
-    pub(crate) fn check_same(&self, id: usize, what: &str) -> Result<()> {
+    pub(crate) fn check_same(&self, id: u64, what: &str) -> Result<()> {
+        if id != self.id() && self.was_lost(id) {
+            return Err(Error::DeviceLost(format!(
+                "{what}: the tensor or layer was created on {} before it was lost",
+                self.adapter_report().summary()
+            )));
+        }
         if id != self.id() {
             return Err(Error::InvalidParameter(format!(
                 "{what}: the tensor lives on another GPU device than this context"

@@ -1,6 +1,7 @@
 //! Adapter selection, device creation, error capture and the per-device pipeline cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -369,10 +370,13 @@ pub(crate) struct Pipeline {
 type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
 
 struct Inner {
-    // Kept alive for the adapter and device.
-    _instance: wgpu::Instance,
-    _adapter: wgpu::Adapter,
+    /// Unique among all devices this process opens (tensors carry it).
+    id: u64,
     device: wgpu::Device,
+    /// Set by the device-lost callback (or when wgpu reports the device lost).
+    lost: Arc<AtomicBool>,
+    /// Makes the next operation fail as if it ran out of memory (testing hook).
+    simulated_oom: AtomicBool,
     queue: wgpu::Queue,
     report: AdapterReport,
     limits: wgpu::Limits,
@@ -388,6 +392,19 @@ struct Inner {
     /// The device's own splitting limits.
     base_split: SplitLimits,
 }
+
+/// Where a context's device comes from, shared by all its clones: the adapter to reopen a lost
+/// device on, and the device currently in use.
+struct Home {
+    instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+    current: Mutex<Arc<Inner>>,
+    /// Ids of the devices that were lost (to explain errors about tensors created on them).
+    lost_ids: Mutex<Vec<u64>>,
+}
+
+/// Source of [`Inner::id`].
+static NEXT_DEVICE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Command buffers that are submitted automatically once this many are pending.
 const MAX_PENDING: usize = 64;
@@ -483,9 +500,19 @@ pub(crate) struct SplitLimits {
 
 /// An open GPU device with its queue and compiled pipelines. Cheap to clone (an `Arc`), and
 /// `Send + Sync`: several threads may run kernels on one context at once.
+///
+/// # Device loss
+/// When the device is lost (a driver reset, a removed GPU, [`GpuContext::simulate_device_loss`])
+/// the operation that notices fails with [`Error::DeviceLost`], and the next call on this
+/// context or any clone of it opens a fresh device on the same adapter (compiling the
+/// pipelines again). Tensors and [`super::GpuConv2d`] layers created on the lost device are
+/// gone with it: using one gives [`Error::DeviceLost`] again, so upload or build it anew
+/// (a [`crate::pipeline::QuantizedModel`] rebuilds its layers by itself). After an
+/// out-of-memory error the device stays in use and its cached buffers are released.
 #[derive(Clone)]
 pub struct GpuContext {
     inner: Arc<Inner>,
+    home: Arc<Home>,
     split: SplitLimits,
     kernel: KernelOptions,
 }
@@ -522,74 +549,155 @@ impl GpuContext {
     }
 
     fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
-        let report = AdapterReport::new(&adapter, &instance.wgsl_language_features());
-        let limits = adapter.limits();
-        // Optional features: timestamps, for profiling.
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        let wanted = wanted | wgpu::Features::SUBGROUP;
-        let features = adapter.features() & wanted;
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("squint"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| Error::Gpu(format!("request_device on {}: {e}", report.summary())))?;
-        let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        {
-            let sink = uncaptured.clone();
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                if let Ok(mut v) = sink.lock() {
-                    v.push(e.to_string());
-                }
-            }));
-            let sink = uncaptured.clone();
-            device.set_device_lost_callback(move |reason, msg| {
-                if reason != wgpu::DeviceLostReason::Destroyed {
-                    if let Ok(mut v) = sink.lock() {
-                        v.push(format!("device lost ({reason:?}): {msg}"));
-                    }
-                }
-            });
-        }
-        let split = SplitLimits {
-            max_binding: limits
-                .max_storage_buffer_binding_size
-                .min(limits.max_buffer_size),
-            max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
-            align: (limits.min_storage_buffer_offset_alignment as u64)
-                .max(32)
-                .next_power_of_two(),
-            max_buffer: limits.max_buffer_size,
-        };
-        let info = adapter.get_info();
-        let subgroup_min = features
-            .contains(wgpu::Features::SUBGROUP)
-            .then_some(info.subgroup_min_size);
+        let inner = Arc::new(open_inner(&instance, &adapter)?);
+        let split = inner.base_split;
         Ok(GpuContext {
-            inner: Arc::new(Inner {
-                _instance: instance,
-                _adapter: adapter,
-                device,
-                queue,
-                report,
-                limits,
-                uncaptured,
-                pipelines: Mutex::new(HashMap::new()),
-                pool: Pool::new(POOL_CAP),
-                pending: Mutex::new(Vec::new()),
-                subgroup_min,
-                base_split: split,
+            inner: inner.clone(),
+            home: Arc::new(Home {
+                instance,
+                adapter,
+                current: Mutex::new(inner),
+                lost_ids: Mutex::new(Vec::new()),
             }),
             split,
             kernel: KernelOptions::default(),
         })
     }
 
+    /// This context on the device currently in use: itself while its device is not lost,
+    /// else on the device its clones have reopened, or on a device opened now. Every public
+    /// operation starts here.
+    pub(crate) fn live(&self) -> Result<GpuContext> {
+        if !self.inner.is_lost() {
+            return Ok(self.clone());
+        }
+        let mut current = self.home.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_lost() {
+            let old = current.id;
+            let fresh = open_inner(&self.home.instance, &self.home.adapter).map_err(|e| {
+                Error::DeviceLost(format!(
+                    "{} was lost and could not be reopened: {e}",
+                    self.inner.report.summary()
+                ))
+            })?;
+            *current = Arc::new(fresh);
+            let mut ids = self.home.lost_ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.push(old);
+        }
+        Ok(GpuContext {
+            inner: current.clone(),
+            home: self.home.clone(),
+            split: self.split,
+            kernel: self.kernel,
+        })
+    }
+
+    /// Whether the device in use was lost (the next operation reopens it).
+    pub fn is_lost(&self) -> bool {
+        self.home
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_lost()
+    }
+}
+
+/// Requests a device on `adapter` with every limit and the optional features squint uses.
+fn open_inner(instance: &wgpu::Instance, adapter: &wgpu::Adapter) -> Result<Inner> {
+    let report = AdapterReport::new(adapter, &instance.wgsl_language_features());
+    let limits = adapter.limits();
+    // Optional features: timestamps, for profiling.
+    let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let wanted = wanted | wgpu::Features::SUBGROUP;
+    let features = adapter.features() & wanted;
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("squint"),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        .map_err(|e| Error::Gpu(format!("request_device on {}: {e}", report.summary())))?;
+    let uncaptured = Arc::new(Mutex::new(Vec::new()));
+    let lost = Arc::new(AtomicBool::new(false));
+    {
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let sink = uncaptured.clone();
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            flag.store(true, Ordering::SeqCst);
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(format!("device lost ({reason:?}): {msg}"));
+                }
+            }
+        });
+    }
+    let split = SplitLimits {
+        max_binding: limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size),
+        max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
+        align: (limits.min_storage_buffer_offset_alignment as u64)
+            .max(32)
+            .next_power_of_two(),
+        max_buffer: limits.max_buffer_size,
+    };
+    let info = adapter.get_info();
+    let subgroup_min = features
+        .contains(wgpu::Features::SUBGROUP)
+        .then_some(info.subgroup_min_size);
+    Ok(Inner {
+        id: NEXT_DEVICE_ID.fetch_add(1, Ordering::Relaxed),
+        device,
+        lost,
+        simulated_oom: AtomicBool::new(false),
+        queue,
+        report,
+        limits,
+        uncaptured,
+        pipelines: Mutex::new(HashMap::new()),
+        pool: Pool::new(POOL_CAP),
+        pending: Mutex::new(Vec::new()),
+        subgroup_min,
+        base_split: split,
+    })
+}
+
+impl Inner {
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether the device is lost, after letting wgpu notice: a device that became invalid
+    /// (destroyed, or lost while work was queued) is reported lost by a poll once its queue
+    /// drains. Called on the error paths only (it waits for the queue, and up to 40 ms more
+    /// when the device is not lost).
+    fn check_lost(&self) -> bool {
+        // Another thread's poll may have taken the lost callback and not yet run it: give it
+        // a few milliseconds.
+        for _ in 0..20 {
+            if self.is_lost() {
+                return true;
+            }
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+            if self.is_lost() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        false
+    }
+}
+
+impl GpuContext {
     /// The adapter this context runs on.
     pub fn adapter_report(&self) -> &AdapterReport {
         &self.inner.report
@@ -781,17 +889,19 @@ impl GpuContext {
     /// a result is read back, so that a chain of layers costs one submission; `flush` submits
     /// now (useful before measuring, or to start the GPU early).
     pub fn flush(&self) -> Result<()> {
-        self.submit_with("submitting pending work", |_| Ok(()))
+        self.live()?
+            .submit_with("submitting pending work", |_| Ok(()))
     }
 
     /// Submits the pending work and waits until the GPU has finished everything submitted.
     pub fn finish(&self) -> Result<()> {
-        self.flush()?;
-        self.inner
+        let ctx = self.live()?;
+        ctx.submit_with("submitting pending work", |_| Ok(()))?;
+        ctx.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+            .map_err(|e| ctx.gpu_error("waiting for the GPU", &e.to_string()))
     }
 
     /// Records one operation into its own command buffer (inside error scopes) and queues it
@@ -877,14 +987,66 @@ impl GpuContext {
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// Whether two contexts share one device.
-    pub fn same_device(&self, other: &GpuContext) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    /// Destroys the device in use, as a driver reset or a removed GPU would: the operations
+    /// in flight on it fail, and the next call reopens it. For testing recovery from device
+    /// loss (wgpu's `Device::destroy`, a real loss as far as wgpu and the driver know).
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) -> Result<()> {
+        let ctx = self.live()?;
+        ctx.inner.device.destroy();
+        // wgpu reports a destroyed device lost once its queue has drained, from a poll.
+        ctx.inner.check_lost();
+        Ok(())
     }
 
-    /// An identity of the device, to check that tensors belong to this context.
-    pub(crate) fn id(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+    /// Makes the next operation on the device in use fail as if the device ran out of memory,
+    /// after it ran (software adapters allocate host memory lazily, so a real device
+    /// out-of-memory cannot be provoked safely in a test). For testing the recovery path.
+    #[doc(hidden)]
+    pub fn simulate_out_of_memory(&self) -> Result<()> {
+        self.live()?
+            .inner
+            .simulated_oom
+            .store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether two contexts share one device (clones, and contexts derived with the
+    /// `with_*` methods, do; a reopened device counts as the same).
+    pub fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.home, &other.home)
+    }
+
+    /// The identity of the device in use, to check that tensors belong to it.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Whether the device of this snapshot (not necessarily the one in use) was lost.
+    pub(crate) fn snapshot_lost(&self) -> bool {
+        self.inner.is_lost()
+    }
+
+    /// Whether `id` names a device of this context that was lost.
+    pub(crate) fn was_lost(&self, id: u64) -> bool {
+        (id == self.inner.id && self.inner.is_lost())
+            || self
+                .home
+                .lost_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+    }
+
+    /// The error for a failure `msg` while doing `what`: [`Error::DeviceLost`] when the device
+    /// is lost, else [`Error::Gpu`].
+    pub(crate) fn gpu_error(&self, what: &str, msg: &str) -> Error {
+        let text = format!("{what} on {}: {msg}", self.inner.report.summary());
+        if self.inner.check_lost() {
+            Error::DeviceLost(text)
+        } else {
+            Error::Gpu(text)
+        }
     }
 
     pub(crate) fn device(&self) -> &wgpu::Device {
@@ -912,16 +1074,29 @@ impl GpuContext {
             pollster::block_on(internal.pop()),
             pollster::block_on(oom.pop()),
         ];
+        let mut oom = errs
+            .iter()
+            .any(|e| matches!(e, Some(wgpu::Error::OutOfMemory { .. })));
         let mut msgs: Vec<String> = errs.into_iter().flatten().map(|e| e.to_string()).collect();
+        if self.inner.simulated_oom.swap(false, Ordering::SeqCst) {
+            oom = true;
+            msgs.push("Out of Memory (simulated)".into());
+        }
         if let Ok(mut v) = self.inner.uncaptured.lock() {
             msgs.append(&mut v);
         }
+        if !msgs.is_empty() && self.inner.check_lost() {
+            // Whatever wgpu said (often only that some object is invalid), the cause is this.
+            msgs.insert(0, "the device was lost".into());
+            return Err(self.gpu_error(what, &msgs.join("; ")));
+        }
+        if oom {
+            // Give the memory squint holds back; the device itself stays usable.
+            self.inner.pool.clear();
+            msgs.push("squint released its cached buffers; retry, or use smaller batches".into());
+        }
         if !msgs.is_empty() {
-            return Err(Error::Gpu(format!(
-                "{what} on {}: {}",
-                self.inner.report.summary(),
-                msgs.join("; ")
-            )));
+            return Err(self.gpu_error(what, &msgs.join("; ")));
         }
         r
     }

@@ -30,7 +30,9 @@
 //! flushing; see `shaders/common.wgsl`. The fixed-point formula uses 32-bit operations only.
 //!
 //! wgpu validation errors, which panic by default, are captured with error scopes around every
-//! operation and an uncaptured-error handler, and come back as [`crate::Error::Gpu`]. Work that
+//! operation and an uncaptured-error handler, and come back as [`crate::Error::Gpu`]; a lost
+//! device comes back as [`crate::Error::DeviceLost`] and is reopened by the next call (see
+//! [`GpuContext`]'s "Device loss"). Work that
 //! exceeds a binding or dispatch limit is split into several dispatches; only data that cannot
 //! fit a buffer at all gives [`crate::Error::DeviceLimit`].
 

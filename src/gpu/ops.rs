@@ -50,6 +50,10 @@ impl GpuContext {
     /// [`crate::quant::quantize_slice`] (PyTorch's `quantize_per_tensor`). The result stays on
     /// the GPU.
     pub fn quantize(&self, x: &GpuF32Tensor, qp: &QParams) -> Result<GpuTensor> {
+        self.live()?.quantize_here(x, qp)
+    }
+
+    fn quantize_here(&self, x: &GpuF32Tensor, qp: &QParams) -> Result<GpuTensor> {
         self.check_same(x.device_id, "quantize")?;
         validate_qparams(qp)?;
         let dims = x.dims;
@@ -94,7 +98,7 @@ impl GpuContext {
                     groups_for(e - b),
                 ));
             }
-            record(self, enc, &list, None);
+            record(self, enc, &list, None)?;
             drop(list);
             Ok(GpuTensor {
                 dims,
@@ -108,6 +112,10 @@ impl GpuContext {
     /// Dequantizes a packed tensor: `f32((q - zp) * scale)`, exactly as
     /// [`crate::quant::dequantize_slice`]. The result stays on the GPU.
     pub fn dequantize(&self, x: &GpuTensor, qp: &QParams) -> Result<GpuF32Tensor> {
+        self.live()?.dequantize_here(x, qp)
+    }
+
+    fn dequantize_here(&self, x: &GpuTensor, qp: &QParams) -> Result<GpuF32Tensor> {
         self.check_same(x.device_id, "dequantize")?;
         validate_qparams(qp)?;
         if qp.dtype != x.dtype {
@@ -155,7 +163,7 @@ impl GpuContext {
                     groups_for(e - b),
                 ));
             }
-            record(self, enc, &list, None);
+            record(self, enc, &list, None)?;
             drop(list);
             Ok(GpuF32Tensor {
                 dims,
@@ -169,6 +177,16 @@ impl GpuContext {
     /// each on the GPU, returning stored output bytes: the contract of
     /// [`crate::cpu::reference::requantize`] (same validation, same bytes).
     pub fn requantize(
+        &self,
+        acc: &[i32],
+        epi: &Epilogue,
+        channels: usize,
+        plane: usize,
+    ) -> Result<Vec<u8>> {
+        self.live()?.requantize_here(acc, epi, channels, plane)
+    }
+
+    fn requantize_here(
         &self,
         acc: &[i32],
         epi: &Epilogue,
@@ -251,7 +269,7 @@ impl GpuContext {
                     groups_for(e - b),
                 ));
             }
-            record(self, enc, &list, None);
+            record(self, enc, &list, None)?;
             drop(list);
             Ok(out)
         })?;
@@ -277,7 +295,7 @@ enum LayerKind {
 /// once, at construction.
 #[derive(Debug)]
 pub struct GpuConv2d {
-    device_id: usize,
+    device_id: u64,
     w_dims: [usize; 4],
     params: ConvParams,
     kind: LayerKind,
@@ -409,6 +427,7 @@ impl GpuConv2d {
         epi: &Epilogue,
         params: ConvParams,
     ) -> Result<Self> {
+        let ctx = &ctx.live()?;
         let n = check_dims(w_dims, "weight")?;
         if w.len() != n {
             return Err(Error::Shape(format!(
@@ -548,6 +567,7 @@ impl GpuConv2d {
     /// in the epilogue's output dtype, stays on the GPU; the work is queued on the context and
     /// submitted with the next read-back or [`GpuContext::flush`].
     pub fn run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<GpuTensor> {
+        let ctx = &ctx.live()?;
         let s = self.check_run(ctx, x, x_qp)?;
         self.encode(ctx, x, x_qp, &s, None)
     }
@@ -561,6 +581,7 @@ impl GpuConv2d {
         x: &GpuTensor,
         x_qp: &QParams,
     ) -> Result<(GpuTensor, Option<Duration>)> {
+        let ctx = &ctx.live()?;
         let s = self.check_run(ctx, x, x_qp)?;
         if !ctx.has_timestamps() {
             return Ok((self.encode(ctx, x, x_qp, &s, None)?, None));
@@ -1086,7 +1107,7 @@ impl GpuConv2d {
                 n_begin = n_end;
             }
             let ts = timing.map(|(qs, _)| (qs, 0, 1));
-            record(ctx, enc, &list, ts);
+            record(ctx, enc, &list, ts)?;
             drop(list);
             if let Some((qs, resolve)) = timing {
                 enc.resolve_query_set(qs, 0..2, resolve, 0);

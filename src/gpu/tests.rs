@@ -71,7 +71,7 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
                     bytemuck::bytes_of(&p),
                     slots,
                     buffers::groups_for(e - b),
-                );
+                )?;
             }
             ctx.queue().submit([enc.finish()]);
             Ok(out)

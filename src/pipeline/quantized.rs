@@ -249,7 +249,7 @@ pub struct QuantizedModel {
     pub input_source: PointSource,
     /// The convs in order.
     pub convs: Vec<QConv>,
-    gpu_cache: Mutex<Option<(GpuContext, Arc<Vec<GpuConv2d>>)>>,
+    gpu_cache: Mutex<Option<(u64, Arc<Vec<GpuConv2d>>)>>,
 }
 
 impl std::fmt::Debug for QuantizedModel {
@@ -401,8 +401,9 @@ impl QuantizedModel {
 
     fn gpu_layers(&self, ctx: &GpuContext) -> Result<Arc<Vec<GpuConv2d>>> {
         let mut cache = self.gpu_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((c, layers)) = cache.as_ref() {
-            if c.same_device(ctx) {
+        if let Some((id, layers)) = cache.as_ref() {
+            // Layers built on a lost device are rebuilt on the reopened one.
+            if *id == ctx.id() {
                 return Ok(layers.clone());
             }
         }
@@ -412,7 +413,7 @@ impl QuantizedModel {
                 .map(|c| GpuConv2d::new(ctx, &c.w_q, c.w_dims, &c.w_qp, &c.epi, c.params))
                 .collect::<Result<Vec<_>>>()?,
         );
-        *cache = Some((ctx.clone(), layers.clone()));
+        *cache = Some((ctx.id(), layers.clone()));
         Ok(layers)
     }
 
@@ -427,6 +428,7 @@ impl QuantizedModel {
         for c in &self.convs {
             d = c.shape(d)?.output_dims();
         }
+        let ctx = &ctx.live()?;
         let layers = self.gpu_layers(ctx)?;
         let xf = ctx.upload_f32(&x.data, dims)?;
         let mut cur = ctx.quantize(&xf, &self.input_qp)?;
