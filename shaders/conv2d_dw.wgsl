@@ -1,6 +1,6 @@
 // squint: depthwise int8 conv2d (one input channel per group, any channel multiplier m =
-// out_channels / groups) with the requantization epilogue fused, appended to `common.wgsl` and
-// `epilogue.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the
+// out_channels / groups) with the requantization epilogue fused, appended to
+// `epilogue_table.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the
 // host before compilation.
 //
 // Output channel o reads input channel c = o / m only, so there is no reduction over channels
@@ -18,7 +18,7 @@
 // invocation computes one pixel tile x the 8 channels (32 accumulators). Per tap an invocation
 // reads the quad(s) holding the 8 input channels at each of its 4 pixels (one quad when m = 1,
 // the `IDENT` override; at most two otherwise) and one vec4 of 8 weights. The epilogue runs
-// one loop iteration per channel (a single copy of the long integer-emulated float code).
+// per channel as a table lookup (`epilogue_table.wgsl`).
 //
 // Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
 // (i % 2^tws, i >> tws); else storage buffers bound as windows):
@@ -29,9 +29,9 @@
 // * `wt` / `wts`: one vec4<u32> per (channel block, tap): word i = the i16 weights of
 //   channels 2i (low half) and 2i + 1 (high half) of the block (texture width 2^b_tws; buffer
 //   window from `u.w_base`).
-// * `et` (texture, 3 texels per output channel: the `ChannelRequant` record, then (0, S(o),
-//   0, 0); width 2^e_tws) / `epi` (one `ChannelRequant` per output channel, from `u.e_base`)
-//   and `wmeta` (vec2<i32>(0, S(o)), from `u.m_base`).
+// * `et` / `etab`: the epilogue table of `epilogue_table.wgsl`, E_VEC4 vec4s per output
+//   channel, whose second vec4 is (0, S(o), 0, 0) (texture width 2^e_tws; buffer window from
+//   vec4 `u.e_base`).
 // * `y` (storage, read_write): packed output words, `ptiles` per (n, o) plane, window from
 //   `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest.
@@ -65,13 +65,13 @@ struct Params {
     w_base: u32,
     b_tws: u32,
     e_base: u32,
-    m_base: u32,
     y_base: u32,
     xz: i32,
     out_zp: i32,
     out_lo: i32,
     out_hi: i32,
     e_tws: u32,
+    _pad0: u32,
     _pad1: u32,
 }
 
@@ -81,15 +81,11 @@ struct Params {
 @group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read_write> y: array<u32>;
-// `requant` of `epilogue.wgsl` reads `epi`, which this variant does not bind (records come
-// from `et`).
-var<private> epi: array<ChannelRequant, 1>;
 //#else
 @group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> epi: array<ChannelRequant>;
-@group(0) @binding(4) var<storage, read> wmeta: array<vec2<i32>>;
-@group(0) @binding(5) var<storage, read_write> y: array<u32>;
+@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
 //#endif
 
 fn load_a(i: u32) -> vec4<u32> {
@@ -111,27 +107,13 @@ fn load_b(i: u32) -> vec4<u32> {
 //#endif
 }
 
-// The epilogue record and (w_zp, weight sum) of output channel c.
-fn load_rec(c: u32) -> ChannelRequant {
+// Vec4 i of the epilogue table.
+fn load_e(i: u32) -> vec4<u32> {
 //#if XTEX
     let mask = (1u << u.e_tws) - 1u;
-    let i = c * 3u;
-    let t0 = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-    let t1 = textureLoad(et, vec2<u32>((i + 1u) & mask, (i + 1u) >> u.e_tws));
-    return ChannelRequant(i32(t0.x), t0.y, t0.z, t0.w, t1.x, i32(t1.y), i32(t1.z), i32(t1.w));
+    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
 //#else
-    return epi[c - u.e_base];
-//#endif
-}
-
-fn load_meta(c: u32) -> vec2<i32> {
-//#if XTEX
-    let mask = (1u << u.e_tws) - 1u;
-    let i = c * 3u + 2u;
-    let t = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-    return vec2<i32>(i32(t.x), i32(t.y));
-//#else
-    return wmeta[c - u.m_base];
+    return etab[i - u.e_base];
 //#endif
 }
 
@@ -171,18 +153,16 @@ fn gather(a: u32, half: u32, r: array<u32, 8>, two: bool) -> Px {
     return Px(vec4<i32>(v[0], v[1], v[2], v[3]), vec4<i32>(v[4], v[5], v[6], v[7]));
 }
 
-fn store_channel(c: u32, v: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
-    // One record per channel (not per pixel): buffer loads are expensive on CPU adapters.
-    let rec = load_rec(c);
-    let r = vec4<u32>(
-        u32(requant_with(v.x, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.y, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.z, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.w, rec, u.out_zp, u.out_lo, u.out_hi)),
-    ) & vec4<u32>(0xffu);
-    // Bytes of pixels past the end of the plane are 0.
-    let b = select(vec4<u32>(0u), r, px_ok) << vec4<u32>(0u, 8u, 16u, 24u);
-    y[(plane0 + c) * u.ptiles + pt - u.y_base] = b.x | b.y | b.z | b.w;
+// Output channel o0 + j (if it exists): the zero-point correction of the 4 pixels' sums `v`,
+// the epilogue, and the store of the packed word.
+fn finish(j: u32, v: vec4<i32>, o0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32, pt: u32) {
+    if (j >= nch) {
+        return;
+    }
+    let c = o0 + j;
+    let h = load_e(c * E_VEC4);
+    let acc = v - vec4<i32>(u.xz * i32(load_e(c * E_VEC4 + 1u).y));
+    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
 }
 
 fn w_lo16(w: vec4<u32>) -> vec4<i32> {
@@ -265,26 +245,18 @@ fn main(
         }
     }
 
-    // The epilogue, one loop iteration per channel (a single copy of the integer-emulated
-    // float code in the compiled kernel).
+    // The epilogue.
     if (pt < u.ptiles) {
         let px_ok = p < vec4<u32>(u.plane_out);
         let plane0 = (u.n_begin + n) * u.c_out;
-        let cols = array<vec4<i32>, 8>(
-            vec4<i32>(a0.x, a1.x, a2.x, a3.x),
-            vec4<i32>(a0.y, a1.y, a2.y, a3.y),
-            vec4<i32>(a0.z, a1.z, a2.z, a3.z),
-            vec4<i32>(a0.w, a1.w, a2.w, a3.w),
-            vec4<i32>(b0.x, b1.x, b2.x, b3.x),
-            vec4<i32>(b0.y, b1.y, b2.y, b3.y),
-            vec4<i32>(b0.z, b1.z, b2.z, b3.z),
-            vec4<i32>(b0.w, b1.w, b2.w, b3.w),
-        );
         let nch = min(8u, u.c_out - o0);
-        for (var j = 0u; j < nch; j++) {
-            let c = o0 + j;
-            let v = cols[j] - vec4<i32>(u.xz * load_meta(c).y);
-            store_channel(c, v, px_ok, plane0, pt);
-        }
+        finish(0u, vec4<i32>(a0.x, a1.x, a2.x, a3.x), o0, nch, px_ok, plane0, pt);
+        finish(1u, vec4<i32>(a0.y, a1.y, a2.y, a3.y), o0, nch, px_ok, plane0, pt);
+        finish(2u, vec4<i32>(a0.z, a1.z, a2.z, a3.z), o0, nch, px_ok, plane0, pt);
+        finish(3u, vec4<i32>(a0.w, a1.w, a2.w, a3.w), o0, nch, px_ok, plane0, pt);
+        finish(4u, vec4<i32>(b0.x, b1.x, b2.x, b3.x), o0, nch, px_ok, plane0, pt);
+        finish(5u, vec4<i32>(b0.y, b1.y, b2.y, b3.y), o0, nch, px_ok, plane0, pt);
+        finish(6u, vec4<i32>(b0.z, b1.z, b2.z, b3.z), o0, nch, px_ok, plane0, pt);
+        finish(7u, vec4<i32>(b0.w, b1.w, b2.w, b3.w), o0, nch, px_ok, plane0, pt);
     }
 }

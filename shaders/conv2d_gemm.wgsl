@@ -1,5 +1,5 @@
 // squint: tiled implicit-GEMM int8 conv2d with the requantization epilogue fused, appended to
-// `common.wgsl` and `epilogue.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif`
+// `epilogue_table.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif`
 // are selected on the host (see `kernels.rs`) before compilation.
 //
 // GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
@@ -47,10 +47,9 @@
 //   image n at padded pixel (py, px) (texture width 2^tws; buffer window from `u.a_base`).
 // * `wt` / `wts`: B, one vec4 per (channel block, quad, lane j of the block) (texture width
 //   2^b_tws; buffer window from `u.w_base`).
-// * `et` (texture, 3 texels per output channel: the `ChannelRequant` record, then (w_zp, sum of
-//   the channel's weights, 0, 0); width 2^e_tws) / `epi` (one `ChannelRequant` per output
-//   channel, window from `u.e_base`) and `wmeta` (vec2<i32>(w_zp, sum of the weights), from
-//   `u.m_base`).
+// * `et` / `etab`: the epilogue table of `epilogue_table.wgsl`, E_VEC4 vec4s per output
+//   channel, whose second vec4 is (w_zp, sum of the channel's weights, 0, 0) (texture width
+//   2^e_tws; buffer window from vec4 `u.e_base`).
 // * `y` (storage, read_write): the packed output, `ptiles` words per (n, o) plane, four
 //   pixels per word, window from word `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest, `n` counting
@@ -88,7 +87,6 @@ struct Params {
     w_base: u32,
     b_tws: u32,
     e_base: u32,
-    m_base: u32,
     y_base: u32,
     xz: i32,
     kext: i32,
@@ -96,6 +94,7 @@ struct Params {
     out_lo: i32,
     out_hi: i32,
     e_tws: u32,
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -106,15 +105,11 @@ struct Params {
 @group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read_write> y: array<u32>;
-// `requant` of `epilogue.wgsl` reads `epi`, which this variant does not bind (records come
-// from `et`).
-var<private> epi: array<ChannelRequant, 1>;
 //#else
 @group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> epi: array<ChannelRequant>;
-@group(0) @binding(4) var<storage, read> wmeta: array<vec2<i32>>;
-@group(0) @binding(5) var<storage, read_write> y: array<u32>;
+@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
 //#endif
 
 //#if SHARED
@@ -141,27 +136,13 @@ fn load_b(i: u32) -> vec4<u32> {
 //#endif
 }
 
-// The epilogue record and (w_zp, weight sum) of output channel c.
-fn load_rec(c: u32) -> ChannelRequant {
+// Vec4 i of the epilogue table.
+fn load_e(i: u32) -> vec4<u32> {
 //#if XTEX
     let mask = (1u << u.e_tws) - 1u;
-    let i = c * 3u;
-    let t0 = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-    let t1 = textureLoad(et, vec2<u32>((i + 1u) & mask, (i + 1u) >> u.e_tws));
-    return ChannelRequant(i32(t0.x), t0.y, t0.z, t0.w, t1.x, i32(t1.y), i32(t1.z), i32(t1.w));
+    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
 //#else
-    return epi[c - u.e_base];
-//#endif
-}
-
-fn load_meta(c: u32) -> vec2<i32> {
-//#if XTEX
-    let mask = (1u << u.e_tws) - 1u;
-    let i = c * 3u + 2u;
-    let t = textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-    return vec2<i32>(i32(t.x), i32(t.y));
-//#else
-    return wmeta[c - u.m_base];
+    return etab[i - u.e_base];
 //#endif
 }
 
@@ -194,20 +175,22 @@ fn xsum(x: vec4<u32>) -> i32 {
 }
 //#endif
 
-// Requantizes the 4 pixels `v` of output channel `c` and stores them as one word (bytes of
-// pixels past the end of the plane are 0).
-fn store_channel(c: u32, v: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
-    // One record per channel (not per pixel): buffer loads are expensive on CPU adapters.
-    let rec = load_rec(c);
-    let r = vec4<u32>(
-        u32(requant_with(v.x, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.y, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.z, rec, u.out_zp, u.out_lo, u.out_hi)),
-        u32(requant_with(v.w, rec, u.out_zp, u.out_lo, u.out_hi)),
-    ) & vec4<u32>(0xffu);
-    // Bytes of pixels past the end of the plane are 0.
-    let b = select(vec4<u32>(0u), r, px_ok) << vec4<u32>(0u, 8u, 16u, 24u);
-    y[(plane0 + c) * u.ptiles + pt - u.y_base] = b.x | b.y | b.z | b.w;
+// Output channel j of the block (if it exists): zero-point corrections of the 4 pixels'
+// sums `v`, the epilogue, and the store of the packed word.
+fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32,
+    pt: u32) {
+    if (j >= nch) {
+        return;
+    }
+    let c = c0 + j;
+    let h = load_e(c * E_VEC4);
+    let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
+    let z = u.xz;
+    var acc = v + vec4<i32>(u.kext * z * m.x - z * m.y);
+    if (WZP == 1u) {
+        acc = acc - m.x * sums;
+    }
+    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
 }
 
 @compute @workgroup_size(WG)
@@ -368,32 +351,19 @@ fn main(
     }
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
-    // One loop iteration per channel keeps a single copy of the (long) integer-emulated
-    // float code in the compiled kernel.
     if (pt < u.ptiles) {
         let px_ok = p < vec4<u32>(u.plane_out);
         let plane0 = (u.n_begin + n) * u.c_out;
         let sums = vec4<i32>(s0, s1, s2, s3);
-        let cols = array<vec4<i32>, 8>(
-            vec4<i32>(a00, a10, a20, a30),
-            vec4<i32>(a01, a11, a21, a31),
-            vec4<i32>(a02, a12, a22, a32),
-            vec4<i32>(a03, a13, a23, a33),
-            vec4<i32>(a04, a14, a24, a34),
-            vec4<i32>(a05, a15, a25, a35),
-            vec4<i32>(a06, a16, a26, a36),
-            vec4<i32>(a07, a17, a27, a37),
-        );
         let nch = min(8u, u.cog - bl * 8u);
-        let z = u.xz;
-        for (var j = 0u; j < nch; j++) {
-            let c = g * u.cog + bl * 8u + j;
-            let m = load_meta(c);
-            var v = cols[j] + vec4<i32>(u.kext * z * m.x - z * m.y);
-            if (WZP == 1u) {
-                v = v - m.x * sums;
-            }
-            store_channel(c, v, px_ok, plane0, pt);
-        }
+        let c0 = g * u.cog + bl * 8u;
+        finish(0u, vec4<i32>(a00, a10, a20, a30), sums, c0, nch, px_ok, plane0, pt);
+        finish(1u, vec4<i32>(a01, a11, a21, a31), sums, c0, nch, px_ok, plane0, pt);
+        finish(2u, vec4<i32>(a02, a12, a22, a32), sums, c0, nch, px_ok, plane0, pt);
+        finish(3u, vec4<i32>(a03, a13, a23, a33), sums, c0, nch, px_ok, plane0, pt);
+        finish(4u, vec4<i32>(a04, a14, a24, a34), sums, c0, nch, px_ok, plane0, pt);
+        finish(5u, vec4<i32>(a05, a15, a25, a35), sums, c0, nch, px_ok, plane0, pt);
+        finish(6u, vec4<i32>(a06, a16, a26, a36), sums, c0, nch, px_ok, plane0, pt);
+        finish(7u, vec4<i32>(a07, a17, a27, a37), sums, c0, nch, px_ok, plane0, pt);
     }
 }

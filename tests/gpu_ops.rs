@@ -212,7 +212,7 @@ fn forced_splitting_stays_bit_exact() {
             RequantFormula::Fbgemm,
         ),
         // Several workgroups per output plane (a partial last one), partial channel blocks,
-        // more than one quad of input channels: its workgroups need more than 4 KiB of input.
+        // more than one quad of input channels: its workgroups need more than 9 KiB of input.
         problem(
             7,
             [2, 21, 29, 23],
@@ -223,7 +223,8 @@ fn forced_splitting_stays_bit_exact() {
     ];
     for base in &ctxs {
         let name = base.adapter_report().summary();
-        for (limit, wgs) in [(4096u64, 1u32), (8192, 2), (16384, 1), (1 << 20, 1)] {
+        // The smallest limit holds the epilogue tables of one channel block (8 x 1056 bytes).
+        for (limit, wgs) in [(9216u64, 1u32), (9216, 2), (16384, 1), (1 << 20, 1)] {
             let split = base.with_split_limits(limit, wgs);
             for (variant, ctx) in variants(&split) {
                 for (i, p) in problems.iter().enumerate() {
@@ -292,18 +293,21 @@ fn forced_splitting_stays_bit_exact() {
 #[test]
 fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
     for base in contexts() {
-        // One conv workgroup reads the input rows of 256 output pixels: 9 padded rows of 40
-        // quads of 16 bytes (5760 bytes), which a 4 KiB binding cannot hold.
-        let ctx = base.with_split_limits(4096, 65535);
+        // Repacking one 16-channel quad reads its input planes whole: 2 planes of 38 x 200
+        // bytes (15200 bytes), which a 9 KiB binding cannot hold.
+        let ctx = base.with_split_limits(9216, 65535);
         let p = problem(
             5,
-            [1, 2, 38, 38],
+            [1, 2, 38, 200],
             [4, 2, 3, 3],
             ConvParams::default().padding(1),
             RequantFormula::Qnnpack,
         );
         let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
-        assert!(matches!(r, Err(Error::DeviceLimit(_))), "{r:?}");
+        match r {
+            Err(Error::DeviceLimit(msg)) => assert!(msg.contains("9216 bytes"), "{msg}"),
+            other => panic!("expected DeviceLimit, got {other:?}"),
+        }
     }
 }
 

@@ -79,6 +79,63 @@ proptest! {
         prop_assert!(epi.clamp.contains(y));
         if relu { prop_assert!(y >= zp_off); }
     }
+
+    /// The GPU kernels requantize through `StepTable` (estimate, verify, else search); it must
+    /// equal the formula on the whole accumulator domain: at random accumulators, at both
+    /// sides of every threshold and at the domain's ends.
+    #[test]
+    fn step_table_equals_the_formula_on_the_accumulator_domain(
+        formula in 0usize..4, sx in 1e-5f32..1.0, sw in 1e-5f32..1.0, sy in 1e-4f32..10.0,
+        zp_off in 0i32..256, relu in any::<bool>(), b in -100f32..100.0, dt in dtype(),
+        accs in proptest::collection::vec(any::<i32>(), 64)
+    ) {
+        let full = dt.full_range();
+        let out = QParams::new(sy, full.min + zp_off, dt).unwrap();
+        let w = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, sw, 0);
+        let Ok(epi) = Epilogue::new(RequantFormula::ALL[formula], sx, &w, Some(&[b]), out, relu, 1)
+        else { return Ok(()) };
+        let t = epi.step_table(0);
+        let l = t.limit;
+        prop_assert_eq!(l, epi.accumulator_limit(0));
+        prop_assert!(t.thresholds.windows(2).all(|p| p[0] <= p[1]), "not sorted");
+        let mut probes = vec![-l, l, 0];
+        for &th in &t.thresholds {
+            probes.extend([th - 1, th, th.saturating_add(1)]);
+        }
+        // Random accumulators, folded into the domain.
+        probes.extend(accs.iter().map(|&a| if l == 0 { 0 } else { a % l }));
+        for acc in probes {
+            if acc < -l || acc > l { continue; }
+            let want = epi.apply(acc, 0);
+            prop_assert_eq!(t.lookup(acc), want, "lookup at {}", acc);
+            prop_assert_eq!(t.search(acc), want, "search at {}", acc);
+        }
+    }
+}
+
+#[test]
+fn step_table_of_a_typical_layer_has_a_threshold_per_level_and_a_good_estimate() {
+    let out = QParams::new(0.05, 128, QDtype::QUInt8).unwrap();
+    let w = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+    for formula in RequantFormula::ALL {
+        let epi = Epilogue::new(formula, 0.02, &w, Some(&[0.3]), out, false, 1).unwrap();
+        let t = epi.step_table(0);
+        assert_eq!((t.base, t.top), (0, 255), "{formula}");
+        assert_eq!(t.thresholds.len(), 255, "{formula}");
+        // The estimate alone is right except near rounding ties (and, for fixed point, where
+        // its two roundings differ from one): the table lookup rarely has to search.
+        let mut right = 0;
+        for acc in (-60_000..60_000).step_by(7) {
+            let e = (acc as f32 * t.slope + t.offset)
+                .round_ties_even()
+                .clamp(0.0, 255.0) as i32;
+            right += i32::from(e == epi.apply(acc, 0));
+        }
+        assert!(
+            right * 100 >= 99 * (120_000 / 7),
+            "{formula}: estimate right {right}"
+        );
+    }
 }
 
 #[test]

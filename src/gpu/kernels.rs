@@ -11,6 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
+const EPILOGUE_TABLE: &str = include_str!("../../shaders/epilogue_table.wgsl");
 const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
 const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const REQUANTIZE: &str = include_str!("../../shaders/requantize.wgsl");
@@ -141,13 +142,13 @@ impl Kernel {
                     BStaging::Shared => flags.push("SHARED"),
                     BStaging::Direct => {}
                 }
-                &[COMMON, EPILOGUE, CONV_GEMM]
+                &[EPILOGUE_TABLE, CONV_GEMM]
             }
             Kernel::ConvDw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
                 }
-                &[COMMON, EPILOGUE, CONV_DW]
+                &[EPILOGUE_TABLE, CONV_DW]
             }
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
         };
@@ -164,7 +165,7 @@ impl Kernel {
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
             Kernel::Requantize => &[Uniform, Read, Read, Write],
             Kernel::ConvGemm(GemmVariant { xtex: false, .. }) | Kernel::ConvDw { xtex: false } => {
-                &[Uniform, Read, Read, Read, Read, Write]
+                &[Uniform, Read, Read, Read, Write]
             }
             Kernel::ConvGemm(GemmVariant { xtex: true, .. }) | Kernel::ConvDw { xtex: true } => {
                 &[Uniform, Texture, Texture, Texture, Write]
@@ -283,7 +284,6 @@ pub(crate) struct ConvGemmParams {
     pub w_base: u32,
     pub b_tws: u32,
     pub e_base: u32,
-    pub m_base: u32,
     pub y_base: u32,
     pub xz: i32,
     pub kext: i32,
@@ -291,7 +291,7 @@ pub(crate) struct ConvGemmParams {
     pub out_lo: i32,
     pub out_hi: i32,
     pub e_tws: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
 }
 
 /// Uniform of `conv2d_dw.wgsl`.
@@ -322,14 +322,13 @@ pub(crate) struct ConvDwParams {
     pub w_base: u32,
     pub b_tws: u32,
     pub e_base: u32,
-    pub m_base: u32,
     pub y_base: u32,
     pub xz: i32,
     pub out_zp: i32,
     pub out_lo: i32,
     pub out_hi: i32,
     pub e_tws: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform of `softfloat_test.wgsl`.

@@ -23,11 +23,14 @@
 //! next read-back or [`GpuContext::flush`] (a chain of layers is one submission, with no
 //! CPU-GPU round trip in between).
 //!
-//! Bit-exactness: the kernels (in `shaders/`) accumulate in exact wrapping i32 and do every
-//! float step of quantize, dequantize and the requantization formulas in integer-emulated
-//! IEEE binary32 (round to nearest even, subnormals kept), because WGSL permits fused
-//! multiply-add contraction, reassociation, unspecified rounding of `f32(i32)` and subnormal
-//! flushing; see `shaders/common.wgsl`. The fixed-point formula uses 32-bit operations only.
+//! Bit-exactness: WGSL permits fused multiply-add contraction, reassociation, unspecified
+//! rounding of `f32(i32)` and subnormal flushing, so no result depends on GPU float
+//! arithmetic. The kernels (in `shaders/`) accumulate in exact wrapping i32; quantize,
+//! dequantize and [`GpuContext::requantize`] do every float step in integer-emulated IEEE
+//! binary32 (round to nearest even, subnormals kept; see `shaders/common.wgsl`); the conv
+//! kernels requantize through each channel's exact step table
+//! ([`crate::quant::StepTable`], `shaders/epilogue_table.wgsl`): a float estimate of the
+//! output level, verified against the table and replaced by a table search when wrong.
 //!
 //! wgpu validation errors, which panic by default, are captured with error scopes around every
 //! operation and an uncaptured-error handler, and come back as [`crate::Error::Gpu`]; a lost

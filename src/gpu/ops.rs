@@ -303,11 +303,10 @@ pub struct GpuConv2d {
     weights: wgpu::Buffer,
     /// The weights again as a read-only storage texture (for the texture kernels).
     weights_tex: Option<WeightTexture>,
-    /// Per output channel 3 texels: the `ChannelRequant` record (2) and (w_zp or 0, weight
-    /// sum, 0, 0), for the texture kernels.
-    epi_tex: Option<WeightTexture>,
-    wmeta: wgpu::Buffer,
-    records: wgpu::Buffer,
+    /// The epilogue table (`epilogue_table`): `TABLE_VEC4` vec4s per output channel.
+    etab: wgpu::Buffer,
+    /// The epilogue table again as a texture (for the texture kernels).
+    etab_tex: Option<WeightTexture>,
     epi: Epilogue,
     w_qp: WeightQParams,
     w_host: Vec<i8>,
@@ -362,6 +361,40 @@ impl WeightTexture {
             tws: width.trailing_zeros(),
         })
     }
+}
+
+/// Vec4s per output channel in the conv kernels' epilogue table.
+const TABLE_VEC4: u64 = 66;
+
+/// The conv kernels' epilogue table (`shaders/epilogue_table.wgsl`): per output channel o,
+/// `TABLE_VEC4` vec4s: (bits of the f32 slope, bits of the f32 offset, base, top), then
+/// (`meta[o]`, 0, 0), then the `top - base` thresholds of [`Epilogue::step_table`], zero-padded
+/// to 256.
+fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]]) -> Vec<u32> {
+    let mut words = Vec::with_capacity(meta.len() * TABLE_VEC4 as usize * 4);
+    for (o, m) in meta.iter().enumerate() {
+        let t = epi.step_table(o);
+        // The estimate is only a speed hint; keep it finite.
+        let (slope, offset) = if t.slope.is_finite() && t.offset.is_finite() {
+            (t.slope, t.offset)
+        } else {
+            (0.0, t.base as f32)
+        };
+        words.extend([
+            slope.to_bits(),
+            offset.to_bits(),
+            t.base as u32,
+            t.top as u32,
+            m[0] as u32,
+            m[1] as u32,
+            0,
+            0,
+        ]);
+        let start = words.len();
+        words.extend(t.thresholds.iter().map(|&v| v as u32));
+        words.resize(start + (TABLE_VEC4 as usize - 2) * 4, 0);
+    }
+    words
 }
 
 /// The GEMM kernel's weight layout: vec4 ((cb * kq + q) * 8 + j) holds the 16 K-values of
@@ -483,38 +516,18 @@ impl GpuConv2d {
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
-        let epi_words: Vec<u32> = epi
-            .channels
-            .iter()
-            .zip(&meta)
-            .flat_map(|(c, m)| {
-                let r: &[u32] = bytemuck::cast_slice(std::slice::from_ref(c));
-                let mut v = r.to_vec();
-                v.extend([m[0] as u32, m[1] as u32, 0, 0]);
-                v
-            })
-            .collect();
-        let (weights, weights_tex, wmeta, records) =
-            ctx.scoped("uploading conv weights", || {
-                Ok((
-                    storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
-                    if plan_k.textures {
-                        WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
-                    } else {
-                        None
-                    },
-                    storage_buffer_init(
-                        ctx,
-                        bytemuck::cast_slice(&meta),
-                        "squint conv weight sums",
-                    )?,
-                    storage_buffer_init(
-                        ctx,
-                        bytemuck::cast_slice(&epi.channels),
-                        "squint conv epilogue",
-                    )?,
-                ))
-            })?;
+        let table = epilogue_table(epi, &meta);
+        let (weights, weights_tex, etab) = ctx.scoped("uploading conv weights", || {
+            Ok((
+                storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
+                if plan_k.textures {
+                    WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
+                } else {
+                    None
+                },
+                storage_buffer_init(ctx, bytemuck::cast_slice(&table), "squint conv epilogue")?,
+            ))
+        })?;
         Ok(GpuConv2d {
             device_id: ctx.id(),
             w_dims,
@@ -522,15 +535,12 @@ impl GpuConv2d {
             kind,
             wzp,
             weights,
-            epi_tex: match weights_tex {
-                Some(_) => {
-                    WeightTexture::new(ctx, &epi_words, plan_k.tex_width, plan_k.tex_max_height)
-                }
+            etab_tex: match weights_tex {
+                Some(_) => WeightTexture::new(ctx, &table, plan_k.tex_width, plan_k.tex_max_height),
                 None => None,
             },
             weights_tex,
-            wmeta,
-            records,
+            etab,
             epi: epi.clone(),
             w_qp: w_qp.clone(),
             w_host: w.to_vec(),
@@ -701,7 +711,7 @@ impl GpuConv2d {
             && quads_img <= tex_cap
             && in_rows <= plan_k.tex_max_height as u64
             && self.weights_tex.is_some()
-            && self.epi_tex.is_some();
+            && self.etab_tex.is_some();
         if !use_tex && quads_img * QUAD > split.max_buffer {
             return Err(Error::DeviceLimit(format!(
                 "conv: one repacked input image needs {} bytes of scratch, the device's largest \
@@ -724,7 +734,6 @@ impl GpuConv2d {
             )));
         }
 
-        let formula = self.epi.formula.code();
         let out_dims = s.output_dims();
         let wg_count_per_img = nblocks * gpp;
         let rows_of = |pt0: u64, pt1: u64| -> (u64, u64) {
@@ -759,8 +768,7 @@ impl GpuConv2d {
             vec![
                 (a.0 * QUAD, a.1 * QUAD),
                 (blo * wblock * 16, bhi * wblock * 16),
-                (c_lo * RECORD, c_hi * RECORD),
-                (c_lo * 8, c_hi * 8),
+                (c_lo * TABLE_VEC4 * 16, c_hi * TABLE_VEC4 * 16),
                 (y_lo * 4, y_hi * 4),
             ]
         };
@@ -775,7 +783,6 @@ impl GpuConv2d {
                         packed: plan_k.packed,
                     }),
                     &[
-                        ("FORMULA", formula),
                         ("WZP", u32::from(self.wzp)),
                         ("WG", plan_k.wg),
                         ("TKQ", plan_k.tkq),
@@ -783,11 +790,7 @@ impl GpuConv2d {
                 )?,
                 LayerKind::Depthwise => ctx.pipeline(
                     Kernel::ConvDw { xtex: use_tex },
-                    &[
-                        ("FORMULA", formula),
-                        ("WG", plan_k.wg),
-                        ("IDENT", u32::from(cog == 1)),
-                    ],
+                    &[("WG", plan_k.wg), ("IDENT", u32::from(cog == 1))],
                 )?,
             };
             let out = ctx.pooled_buffer(
@@ -988,36 +991,26 @@ impl GpuConv2d {
                         }
                         (None, None) => unreachable!("a texture or a scratch buffer exists"),
                     };
-                    let ys = Slot::new(split, &out, r[4].0, r[4].1);
+                    let ys = Slot::new(split, &out, r[3].0, r[3].1);
                     let y_base = ys.base(4);
-                    let (res, w_base, b_tws, e_base, m_base, e_tws) =
-                        match (use_tex, &self.weights_tex, &self.epi_tex) {
+                    let (res, w_base, b_tws, e_base, e_tws) =
+                        match (use_tex, &self.weights_tex, &self.etab_tex) {
                             (true, Some(wt), Some(et)) => (
                                 vec![ares, Res::Tex(&wt.view), Res::Tex(&et.view), Res::Buf(ys)],
                                 0,
                                 wt.tws,
                                 0,
-                                0,
                                 et.tws,
                             ),
                             _ => {
                                 let ws = Slot::new(split, &self.weights, r[1].0, r[1].1);
-                                let es = Slot::new(split, &self.records, r[2].0, r[2].1);
-                                let ms = Slot::new(split, &self.wmeta, r[3].0, r[3].1);
-                                let (w_base, e_base, m_base) =
-                                    (ws.base(16), es.base(RECORD), ms.base(8));
+                                let es = Slot::new(split, &self.etab, r[2].0, r[2].1);
+                                let (w_base, e_base) = (ws.base(16), es.base(16));
                                 (
-                                    vec![
-                                        ares,
-                                        Res::Buf(ws),
-                                        Res::Buf(es),
-                                        Res::Buf(ms),
-                                        Res::Buf(ys),
-                                    ],
+                                    vec![ares, Res::Buf(ws), Res::Buf(es), Res::Buf(ys)],
                                     w_base,
                                     0,
                                     e_base,
-                                    m_base,
                                     0,
                                 )
                             }
@@ -1052,7 +1045,6 @@ impl GpuConv2d {
                                 w_base,
                                 b_tws,
                                 e_base,
-                                m_base,
                                 y_base,
                                 xz,
                                 kext: (16 * kq) as i32,
@@ -1060,7 +1052,7 @@ impl GpuConv2d {
                                 out_lo: self.epi.clamp.min,
                                 out_hi: self.epi.clamp.max,
                                 e_tws,
-                                _pad: [0; 2],
+                                _pad: [0; 3],
                             };
                             Dispatch::new(&conv_pipe, &prm, res, e - b)
                         }
@@ -1090,14 +1082,13 @@ impl GpuConv2d {
                                 w_base,
                                 b_tws,
                                 e_base,
-                                m_base,
                                 y_base,
                                 xz,
                                 out_zp: self.epi.out.zero_point,
                                 out_lo: self.epi.clamp.min,
                                 out_hi: self.epi.clamp.max,
                                 e_tws,
-                                _pad: 0,
+                                _pad: [0; 2],
                             };
                             Dispatch::new(&conv_pipe, &prm, res, e - b)
                         }

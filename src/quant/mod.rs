@@ -12,6 +12,7 @@ mod fixed_point;
 mod qparams;
 mod quantize;
 mod requant;
+mod step;
 
 pub use fixed_point::{
     multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
@@ -22,3 +23,4 @@ pub use quantize::{
     check_finite, dequantize_one, dequantize_slice, inverse_scale, quantize_one, quantize_slice,
 };
 pub use requant::{ChannelRequant, Epilogue, RequantFormula, WeightQParams};
+pub use step::StepTable;

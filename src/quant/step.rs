@@ -1,0 +1,203 @@
+//! The epilogue as a step function: an exact, float-free description of one output channel's
+//! requantization, for kernels that cannot afford (or cannot trust) float arithmetic.
+//!
+//! # Derivation
+//! For output channel `o`, write `f(acc) = Epilogue::apply(acc, o)`. Every formula is a
+//! composition of non-decreasing maps of the accumulator, on the domain `D = [-L, L]` where no
+//! integer step overflows (`L = (i32::MAX >> fp_left_shift) - |bias_i32|`):
+//! * `acc + bias_i32` (no wrap on `D`), `f32(·)` (rounding is monotone), `+ bias_f32`,
+//!   `× m` for a multiplier `m > 0` (monotone under round-to-nearest), `rne`, `+ zp`;
+//! * fixed point: `<< left_shift` (no overflow on `D`), the saturating rounding doubling high
+//!   multiply by a positive Q0.31 multiplier, the rounding right shift, `+ zp` (saturating);
+//! * the final clamp to the output range.
+//!
+//! So `f` is non-decreasing on `D`, and it is fully described by its value at `-L`
+//! (`base`), its value at `L` (`top`) and, for each level `k` in `(base, top]`, the smallest
+//! accumulator that reaches it, `t_k = min { a in D : f(a) >= k }`:
+//!
+//! ```text
+//! f(acc) = base + #{ k in (base, top] : t_k <= acc }      for every acc in D
+//! ```
+//!
+//! There are at most 255 levels (8-bit outputs). [`Epilogue::check_accumulator`] guarantees,
+//! before any kernel runs, that every accumulator the conv can produce lies in `D`
+//! (`(max|x - x_zp| * sum|w - w_zp| + |bias_i32|) << left_shift <= i32::MAX`), so the table is
+//! exact for all of them. The table is built here by binary search over `D` with the CPU
+//! formula itself, so it inherits that formula's bits.
+//!
+//! # Estimate and verify
+//! A kernel finds the level in two table reads: it estimates `k ≈ rne(slope * acc + offset)`
+//! in ordinary float arithmetic (`slope`, `offset` approximate the formula's affine map),
+//! clamps it to `[base, top]`, and accepts it when `t_k <= acc < t_(k+1)` (the bounds that
+//! exist). Otherwise it binary-searches the table. The estimate only decides the speed; the
+//! result is always the table's, whatever rounding, contraction or flushing the float estimate
+//! suffered. [`StepTable::lookup`] is that procedure on the CPU.
+
+use super::requant::{Epilogue, RequantFormula};
+
+/// One output channel's epilogue as a step function (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTable {
+    /// `f(-L)`: the level of the smallest accumulator of the domain.
+    pub base: i32,
+    /// `f(L)`: the level of the largest accumulator of the domain.
+    pub top: i32,
+    /// `thresholds[i] = t_(base + 1 + i)`: the smallest accumulator whose level is at least
+    /// `base + 1 + i` (non-decreasing; `top - base` entries).
+    pub thresholds: Vec<i32>,
+    /// Estimate of the level: `rne(slope * acc + offset)` (a speed hint, never trusted).
+    pub slope: f32,
+    /// See `slope`.
+    pub offset: f32,
+    /// The domain bound `L`: the table describes accumulators in `[-L, L]`.
+    pub limit: i32,
+}
+
+impl StepTable {
+    /// The smallest accumulator of level at least `k`, for `k` in `(base, top]`.
+    #[inline]
+    fn t(&self, k: i32) -> i32 {
+        self.thresholds[(k - self.base - 1) as usize]
+    }
+
+    /// The level of `acc` (in `[-limit, limit]`) by estimate and verify, as the GPU kernels
+    /// compute it; equals `Epilogue::apply(acc, o)`.
+    pub fn lookup(&self, acc: i32) -> i32 {
+        let e = (acc as f32 * self.slope + self.offset).round_ties_even();
+        let k = e.clamp(self.base as f32, self.top as f32) as i32;
+        let lo_ok = k == self.base || self.t(k) <= acc;
+        let hi_ok = k == self.top || acc < self.t(k + 1);
+        if lo_ok && hi_ok {
+            return k;
+        }
+        self.search(acc)
+    }
+
+    /// The level of `acc` by binary search only.
+    pub fn search(&self, acc: i32) -> i32 {
+        let (mut lo, mut hi) = (self.base, self.top);
+        while lo < hi {
+            let mid = lo + (hi - lo + 1) / 2;
+            if self.t(mid) <= acc {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+}
+
+impl Epilogue {
+    /// The accumulator domain bound `L` of output channel `o` (see the module docs): the
+    /// largest `|acc|` that [`Epilogue::check_accumulator`] can let through.
+    pub fn accumulator_limit(&self, o: usize) -> i32 {
+        let c = &self.channels[o];
+        let shifted = i32::MAX >> c.fp_left_shift.clamp(0, 31);
+        (shifted as i64 - (c.bias_i32 as i64).abs()).max(0) as i32
+    }
+
+    /// An affine approximation `level ≈ slope * acc + offset` of output channel `o`'s formula
+    /// (before rounding and clamping).
+    fn affine(&self, o: usize) -> (f64, f64) {
+        let c = &self.channels[o];
+        let zp = self.out.zero_point as f64;
+        match self.formula {
+            RequantFormula::Qnnpack => {
+                let s = c.mult as f64;
+                (s, c.bias_i32 as f64 * s + zp)
+            }
+            RequantFormula::Fbgemm => {
+                let s = c.mult as f64;
+                (s, c.bias_f32 as f64 * s + zp)
+            }
+            RequantFormula::Onednn => {
+                let inv = c.inv_out_scale as f64;
+                (
+                    c.mult as f64 * c.mult2 as f64 * inv,
+                    c.bias_f32 as f64 * inv + zp,
+                )
+            }
+            RequantFormula::FixedPoint => {
+                let shift = c.fp_left_shift - c.fp_right_shift - 31;
+                let s = c.fp_multiplier as f64 * 2f64.powi(shift);
+                (s, c.bias_i32 as f64 * s + zp)
+            }
+        }
+    }
+
+    /// Output channel `o`'s epilogue as a [`StepTable`], built with [`Epilogue::apply`] itself.
+    pub fn step_table(&self, o: usize) -> StepTable {
+        let limit = self.accumulator_limit(o) as i64;
+        let f = |a: i64| self.apply(a as i32, o);
+        let (base, top) = (f(-limit), f(limit));
+        let (slope, offset) = self.affine(o);
+        let mut thresholds = Vec::with_capacity((top - base).max(0) as usize);
+        // Invariant: f(lo) < k.
+        let mut lo = -limit;
+        for k in base + 1..=top {
+            // Bracket t_k around the estimate, galloping outwards: f(lo) < k <= f(hi).
+            let guess = if slope.is_finite() && slope > 0.0 {
+                let g = ((k as f64 - 0.5 - offset) / slope).ceil();
+                if g.is_finite() {
+                    (g.clamp(-(limit as f64), limit as f64)) as i64
+                } else {
+                    lo + 1
+                }
+            } else {
+                lo + 1
+            };
+            let mut hi = limit;
+            let g = guess.clamp(lo + 1, limit);
+            let mut step = 1i64;
+            if f(g) >= k {
+                hi = g;
+                loop {
+                    let cand = g - step;
+                    if cand <= lo {
+                        break;
+                    }
+                    if f(cand) < k {
+                        lo = cand;
+                        break;
+                    }
+                    hi = cand;
+                    step *= 2;
+                }
+            } else {
+                lo = g;
+                loop {
+                    let cand = g + step;
+                    if cand >= limit {
+                        break;
+                    }
+                    if f(cand) >= k {
+                        hi = cand;
+                        break;
+                    }
+                    lo = cand;
+                    step *= 2;
+                }
+            }
+            // Binary search in (lo, hi].
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if f(mid) >= k {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            thresholds.push(hi as i32);
+            lo = hi - 1;
+        }
+        StepTable {
+            base,
+            top,
+            thresholds,
+            slope: slope as f32,
+            offset: offset as f32,
+            limit: limit as i32,
+        }
+    }
+}
