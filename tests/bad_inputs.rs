@@ -900,12 +900,7 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
     ];
     check_table(rows);
     // Nothing half-written: no temporary file is left behind by any failed write.
-    let stray: Vec<String> = fx
-        .files()
-        .into_iter()
-        .filter(|f| f.contains(".tmp"))
-        .collect();
-    assert!(stray.is_empty(), "temporary files left behind: {stray:?}");
+    fx.assert_no_temporary_files();
 }
 
 #[test]
@@ -918,12 +913,7 @@ fn failed_save_leaves_the_previous_output_intact() {
     let err = npy::write(&out, &tiny_x(1)).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
-    let stray: Vec<String> = fx
-        .files()
-        .into_iter()
-        .filter(|f| f.contains(".tmp"))
-        .collect();
-    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    fx.assert_no_temporary_files();
     // The hook fired once: the next write succeeds.
     npy::write(&out, &tiny_x(1)).unwrap();
     assert_ne!(std::fs::read(&out).unwrap(), b"previous");
@@ -946,12 +936,7 @@ fn concurrent_writes_of_one_path_never_mix_their_bytes() {
             });
         }
     });
-    let stray: Vec<String> = fx
-        .files()
-        .into_iter()
-        .filter(|f| f.contains(".tmp"))
-        .collect();
-    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    fx.assert_no_temporary_files();
 }
 
 #[test]

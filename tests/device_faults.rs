@@ -10,7 +10,7 @@ mod hardening_support;
 
 use hardening_support::*;
 use squint::gpu::{DeviceOptions, GpuContext};
-use squint::pipeline::{Device, QConfig, QuantizedOutput};
+use squint::pipeline::{Device, QConfig, QuantizedModel, QuantizedOutput};
 use squint::quant::{QDtype, QParams};
 use squint::tensor::Tensor;
 use squint::Error;
@@ -32,15 +32,17 @@ fn contexts() -> Vec<GpuContext> {
     }
 }
 
-fn input() -> Tensor<f32> {
-    Tensor::new(vec![2, 3, 12, 10], values(2 * 3 * 12 * 10, 77)).unwrap()
+/// The tiny model, an input, and its output on the CPU reference.
+fn model_input_expected() -> (QuantizedModel, Tensor<f32>, QuantizedOutput) {
+    let qm = tiny_quantized(QConfig::qnnpack());
+    let x = Tensor::new(vec![2, 3, 12, 10], values(2 * 3 * 12 * 10, 77)).unwrap();
+    let expected = qm.run(&x, &Device::CpuReference).unwrap();
+    (qm, x, expected)
 }
 
 #[test]
 fn a_model_run_after_device_loss_reopens_the_device_and_gives_the_same_bytes() {
-    let qm = tiny_quantized(QConfig::qnnpack());
-    let x = input();
-    let expected = qm.run(&x, &Device::CpuReference).unwrap();
+    let (qm, x, expected) = model_input_expected();
     for ctx in contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());
@@ -97,9 +99,7 @@ fn tensors_and_layers_from_a_lost_device_give_device_lost_errors() {
 #[test]
 fn device_loss_while_other_threads_run_gives_errors_or_exact_results_never_panics() {
     const LOSSES: usize = 4;
-    let qm = tiny_quantized(QConfig::qnnpack());
-    let x = input();
-    let expected = qm.run(&x, &Device::CpuReference).unwrap();
+    let (qm, x, expected) = model_input_expected();
     for ctx in contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());
@@ -153,9 +153,7 @@ fn device_loss_while_other_threads_run_gives_errors_or_exact_results_never_panic
 
 #[test]
 fn out_of_memory_is_an_error_that_releases_cached_buffers_and_the_next_call_succeeds() {
-    let qm = tiny_quantized(QConfig::qnnpack());
-    let x = input();
-    let expected = qm.run(&x, &Device::CpuReference).unwrap();
+    let (qm, x, expected) = model_input_expected();
     for ctx in contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());

@@ -189,4 +189,14 @@ impl Fixture {
         v.sort();
         v
     }
+
+    /// Asserts that no write left a temporary file behind.
+    pub fn assert_no_temporary_files(&self) {
+        let stray: Vec<String> = self
+            .files()
+            .into_iter()
+            .filter(|f| f.contains(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files left behind: {stray:?}");
+    }
 }
