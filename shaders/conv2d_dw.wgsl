@@ -1,7 +1,8 @@
 // squint: depthwise int8 conv2d (one input channel per group, any channel multiplier m =
 // out_channels / groups) with the requantization epilogue fused, appended to
-// `epilogue_table.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the
-// host before compilation.
+// `epilogue_table.wgsl` and `conv_common.wgsl` (bindings, loads, the epilogue store).
+// Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the host before
+// compilation.
 //
 // Output channel o reads input channel c = o / m only, so there is no reduction over channels
 // and no dot product: every multiply-add is one byte of x times one weight. The input is
@@ -76,46 +77,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
-//#if XTEX
-@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(4) var<storage, read_write> y: array<u32>;
-//#else
-@group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<u32>;
-//#endif
-
-fn load_a(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.tws) - 1u;
-    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
-//#else
-    return xa[i - u.a_base];
-//#endif
-}
-
-// The B (weight) vec4 with index i.
-fn load_b(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.b_tws) - 1u;
-    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
-//#else
-    return wts[i - u.w_base];
-//#endif
-}
-
-// Vec4 i of the epilogue table.
-fn load_e(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.e_tws) - 1u;
-    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-//#else
-    return etab[i - u.e_base];
-//#endif
-}
 
 fn bytes_u8(x: u32) -> vec4<i32> {
     return vec4<i32>(i32(x & 0xffu), i32((x >> 8u) & 0xffu), i32((x >> 16u) & 0xffu),
@@ -160,9 +121,8 @@ fn finish(j: u32, v: vec4<i32>, o0: u32, nch: u32, px_ok: vec4<bool>, plane0: u3
         return;
     }
     let c = o0 + j;
-    let h = load_e(c * E_VEC4);
     let acc = v - vec4<i32>(u.xz * i32(load_e(c * E_VEC4 + 1u).y));
-    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
+    store_channel(c, acc, px_ok, plane0, pt);
 }
 
 fn w_lo16(w: vec4<u32>) -> vec4<i32> {

@@ -1,6 +1,7 @@
 // squint: tiled implicit-GEMM int8 conv2d with the requantization epilogue fused, appended to
-// `epilogue_table.wgsl`. Sections between `//#if FLAG` / `//#else` / `//#endif`
-// are selected on the host (see `kernels.rs`) before compilation.
+// `epilogue_table.wgsl` and `conv_common.wgsl` (bindings, loads, the epilogue store).
+// Sections between `//#if FLAG` / `//#else` / `//#endif` are selected on the host (see
+// `kernels.rs`) before compilation.
 //
 // GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
 // A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
@@ -100,51 +101,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
-//#if XTEX
-@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(4) var<storage, read_write> y: array<u32>;
-//#else
-@group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<u32>;
-//#endif
 
 //#if SHARED
 var<workgroup> wtile: array<vec4<u32>, TKQ * 8u>;
 //#endif
-
-// The A quad with (chunk-relative) index i.
-fn load_a(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.tws) - 1u;
-    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
-//#else
-    return xa[i - u.a_base];
-//#endif
-}
-
-// The B (weight) vec4 with index i.
-fn load_b(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.b_tws) - 1u;
-    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
-//#else
-    return wts[i - u.w_base];
-//#endif
-}
-
-// Vec4 i of the epilogue table.
-fn load_e(i: u32) -> vec4<u32> {
-//#if XTEX
-    let mask = (1u << u.e_tws) - 1u;
-    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
-//#else
-    return etab[i - u.e_base];
-//#endif
-}
 
 //#if PACKED
 // One A word (4 signed bytes) dot one B word.
@@ -183,14 +143,13 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
         return;
     }
     let c = c0 + j;
-    let h = load_e(c * E_VEC4);
     let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
     let z = u.xz;
     var acc = v + vec4<i32>(u.kext * z * m.x - z * m.y);
     if (WZP == 1u) {
         acc = acc - m.x * sums;
     }
-    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
+    store_channel(c, acc, px_ok, plane0, pt);
 }
 
 @compute @workgroup_size(WG)

@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 const EPILOGUE_TABLE: &str = include_str!("../../shaders/epilogue_table.wgsl");
+const CONV_COMMON: &str = include_str!("../../shaders/conv_common.wgsl");
 const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
 const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const REQUANTIZE: &str = include_str!("../../shaders/requantize.wgsl");
@@ -142,13 +143,13 @@ impl Kernel {
                     BStaging::Shared => flags.push("SHARED"),
                     BStaging::Direct => {}
                 }
-                &[EPILOGUE_TABLE, CONV_GEMM]
+                &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM]
             }
             Kernel::ConvDw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
                 }
-                &[EPILOGUE_TABLE, CONV_DW]
+                &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW]
             }
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
         };

@@ -1,0 +1,57 @@
+// squint: what the conv kernels `conv2d_gemm.wgsl` and `conv2d_dw.wgsl` share, appended after
+// `epilogue_table.wgsl` and before the kernel, which declares the uniform `u` (with the fields
+// used here: the texture widths `tws`, `b_tws`, `e_tws`, the buffer window bases `a_base`,
+// `w_base`, `e_base`, `y_base`, and `ptiles`).
+//
+// Bindings: 1 the input quads, 2 the packed weights, 3 the epilogue table, as rgba32uint
+// storage textures (XTEX: vec4 i at texel (i % 2^width_log2, i >> width_log2)) or as storage
+// buffer windows; 4 the packed output (four pixels per word).
+
+//#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+//#else
+@group(0) @binding(1) var<storage, read> xa: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+//#endif
+
+// The A quad with (chunk-relative) index i.
+fn load_a(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.tws) - 1u;
+    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
+//#else
+    return xa[i - u.a_base];
+//#endif
+}
+
+// The B (weight) vec4 with index i.
+fn load_b(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.b_tws) - 1u;
+    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
+//#else
+    return wts[i - u.w_base];
+//#endif
+}
+
+// Vec4 i of the epilogue table.
+fn load_e(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.e_tws) - 1u;
+    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+//#else
+    return etab[i - u.e_base];
+//#endif
+}
+
+// Requantizes the 4 pixels' accumulators `acc` of output channel c and stores them as the
+// packed output word `pt` of plane `plane0 + c` (bytes of pixels past the plane's end are 0).
+fn store_channel(c: u32, acc: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
+    let h = load_e(c * E_VEC4);
+    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
+}
