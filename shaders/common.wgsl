@@ -340,3 +340,14 @@ fn sat_add_i32(a: i32, b: i32) -> i32 {
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 64u + lid;
 }
+
+// Items per invocation of the elementwise kernels (quantize, dequantize; `ITEMS_PER_INVOCATION`
+// on the host): invocation `lid` of workgroup w handles items (w * 4 + j) * 64 + lid, j < 4.
+// Consecutive lanes take consecutive items (coalesced on GPUs, one vector on CPU adapters),
+// and each invocation does enough work to amortize its cost on CPU adapters.
+const ITEMS_PER: u32 = 4u;
+
+// Item j of this invocation (see ITEMS_PER).
+fn item_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, j: u32) -> u32 {
+    return ((wid.y * nwg.x + wid.x) * ITEMS_PER + j) * 64u + lid;
+}

@@ -1,16 +1,17 @@
 // squint: dequantize packed 8-bit -> f32, appended to `common.wgsl`.
 //
-// x = f32(q - zp) * scale, the int-to-float conversion (exact: |q - zp| <= 255) and the product
-// done in integer-emulated binary32 (`sf_from_i32`, `sf_mul`), so subnormal results are kept
-// exactly as the CPU computes them.
+// x = f32(q - zp) * scale takes 256 values at most: the host computes them with the CPU
+// formula (`dequantize_one`) and the kernel looks them up by stored byte, so no float
+// arithmetic runs on the GPU and subnormal results are kept exactly.
 //
 // Buffers:
-// * `u` (uniform): the dispatch's item range, tensor geometry, window bases, qparams.
+// * `u` (uniform): the dispatch's item range, tensor geometry, window bases, the 256 values.
 // * `q` (storage, read): packed input, four values per u32 little-endian; each (n, c) plane
 //   holds `u.plane_words` words. A window starting at word `u.q_base`.
 // * `y` (storage, read_write): f32 output as bit patterns, plain NCHW, a window starting at
 //   element `u.y_base`.
-// One invocation writes one f32 (items are output elements of the whole tensor).
+// Items are the input words of the whole tensor (each gives up to four f32); every invocation
+// handles ITEMS_PER of them (`item_index`).
 
 struct Params {
     item_begin: u32,
@@ -19,12 +20,10 @@ struct Params {
     plane_words: u32,
     q_base: u32,
     y_base: u32,
-    scale: u32,
-    zp: i32,
-    signed_bytes: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
+    // The f32 bits of the value of stored byte b, at values[b / 4][b % 4].
+    values: array<vec4<u32>, 64>,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -37,20 +36,21 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let local = linear_index(wid, nwg, lid);
-    if (local >= u.item_count) {
-        return;
+    for (var j = 0u; j < ITEMS_PER; j = j + 1u) {
+        let local = item_index(wid, nwg, lid, j);
+        if (local >= u.item_count) {
+            return;
+        }
+        let word_index = u.item_begin + local;
+        let plane = word_index / u.plane_words;
+        let first = (word_index - plane * u.plane_words) * 4u;
+        let word = q[word_index - u.q_base];
+        for (var b = 0u; b < 4u; b = b + 1u) {
+            let pos = first + b;
+            if (pos < u.plane) {
+                let v = (word >> (8u * b)) & 0xffu;
+                y[plane * u.plane + pos - u.y_base] = u.values[v >> 2u][v & 3u];
+            }
+        }
     }
-    let e = u.item_begin + local;
-    let plane = e / u.plane;
-    let pos = e - plane * u.plane;
-    let word = q[plane * u.plane_words + pos / 4u - u.q_base];
-    let sh = 8u * (pos & 3u);
-    var v: i32;
-    if (u.signed_bytes != 0u) {
-        v = i32(word << (24u - sh)) >> 24u;
-    } else {
-        v = i32((word >> sh) & 0xffu);
-    }
-    y[e - u.y_base] = sf_mul(sf_from_i32(v - u.zp), u.scale);
 }

@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 use squint::quant::{
-    calculate_qparams, dequantize_one, inverse_scale, quantize_one, Epilogue, QDtype, QParams,
-    QRange, QScheme, RequantFormula, WeightQParams, EPS,
+    calculate_qparams, dequantize_one, f32_from_order_key, f32_order_key, inverse_scale,
+    quantize_one, Epilogue, QDtype, QParams, QRange, QScheme, QuantizeSteps, RequantFormula,
+    WeightQParams, EPS,
 };
 
 fn dtype() -> impl Strategy<Value = QDtype> {
@@ -110,6 +111,42 @@ proptest! {
             prop_assert_eq!(t.lookup(acc), want, "lookup at {}", acc);
             prop_assert_eq!(t.search(acc), want, "search at {}", acc);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The GPU quantize kernel decides levels with `QuantizeSteps` (integer key comparisons);
+    /// it must equal `quantize_one` for every input bit pattern, NaN and infinities included.
+    #[test]
+    fn quantize_steps_equal_quantize_one_for_any_input(
+        scale_bits in 0x0080_0000u32..0x7f00_0000, zp_off in 0i32..256, dt in dtype(),
+        xs in proptest::collection::vec(any::<u32>(), 128)
+    ) {
+        let full = dt.full_range();
+        let qp = QParams::new(f32::from_bits(scale_bits), full.min + zp_off, dt).unwrap();
+        let steps = QuantizeSteps::new(&qp);
+        let inv = inverse_scale(qp.scale);
+        prop_assert_eq!(steps.thresholds.len() as i32, full.max - full.min);
+        let mut probes: Vec<f32> = xs.iter().map(|&b| f32::from_bits(b)).collect();
+        for &t in &steps.thresholds {
+            probes.push(f32_from_order_key(t));
+            probes.push(f32_from_order_key(t.wrapping_sub(1)));
+        }
+        probes.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN]);
+        for x in probes {
+            prop_assert_eq!(steps.level(x), quantize_one(x, inv, &qp), "x = {:e} ({:#x})", x, x.to_bits());
+        }
+    }
+
+    #[test]
+    fn f32_order_key_orders_like_the_floats(a in any::<u32>(), b in any::<u32>()) {
+        let (x, y) = (f32::from_bits(a), f32::from_bits(b));
+        prop_assume!(!x.is_nan() && !y.is_nan());
+        prop_assert_eq!(f32_from_order_key(f32_order_key(x)).to_bits(), a);
+        if x < y { prop_assert!(f32_order_key(x) < f32_order_key(y)); }
+        if x == y && a == b { prop_assert_eq!(f32_order_key(x), f32_order_key(y)); }
     }
 }
 

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::device::{GpuContext, Pipeline, SplitLimits};
-use super::kernels::WORKGROUP;
+use super::kernels::{ITEMS_PER_INVOCATION, WORKGROUP};
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
 use crate::shape::checked_numel;
@@ -162,6 +162,11 @@ pub(crate) fn plan(
 /// Workgroups for `items` one-item-per-invocation items.
 pub(crate) fn groups_for(items: u64) -> u64 {
     items.div_ceil(WORKGROUP)
+}
+
+/// Workgroups for `items` items of an elementwise kernel (`ITEMS_PER_INVOCATION` each).
+pub(crate) fn groups_for_elementwise(items: u64) -> u64 {
+    items.div_ceil(WORKGROUP * ITEMS_PER_INVOCATION)
 }
 
 /// One storage binding of a dispatch: a window of `buffer`.

@@ -24,6 +24,9 @@ const SOFTFLOAT_TEST: &str = include_str!("../../shaders/softfloat_test.wgsl");
 /// Workgroup size of the element-wise kernels (`@workgroup_size(64)`).
 pub(crate) const WORKGROUP: u64 = 64;
 
+/// Items per invocation of the elementwise kernels (`ITEMS_PER` in `common.wgsl`).
+pub(crate) const ITEMS_PER_INVOCATION: u64 = 4;
+
 /// How the GEMM kernel gets the B (weight) tile of a K chunk to its invocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum BStaging {
@@ -177,7 +180,7 @@ impl Kernel {
 
 /// Uniform of `quantize.wgsl`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct QuantizeParams {
     pub item_begin: u32,
     pub item_count: u32,
@@ -189,12 +192,15 @@ pub(crate) struct QuantizeParams {
     pub zp: i32,
     pub qmin: i32,
     pub qmax: i32,
-    pub _pad: [u32; 2],
+    pub nan_q: i32,
+    pub _pad: u32,
+    /// `QuantizeSteps::thresholds` (`qmax - qmin` keys), zero-padded to 256.
+    pub thresholds: [u32; 256],
 }
 
 /// Uniform of `dequantize.wgsl`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct DequantizeParams {
     pub item_begin: u32,
     pub item_count: u32,
@@ -202,10 +208,9 @@ pub(crate) struct DequantizeParams {
     pub plane_words: u32,
     pub q_base: u32,
     pub y_base: u32,
-    pub scale: u32,
-    pub zp: i32,
-    pub signed_bytes: u32,
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
+    /// The f32 bits of `dequantize_one` for each stored byte value.
+    pub values: [u32; 256],
 }
 
 /// Uniform of `requantize.wgsl`.

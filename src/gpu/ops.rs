@@ -19,8 +19,8 @@ use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use super::buffers::{
-    check_dims, groups_for, packed_bytes, plan, plane_words, read_back, record,
-    storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
+    check_dims, groups_for, groups_for_elementwise, packed_bytes, plan, plane_words, read_back,
+    record, storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
 use super::device::{ConvPlan, GpuContext};
 use super::kernels::{
@@ -28,7 +28,10 @@ use super::kernels::{
     QuantizeParams, RequantizeParams,
 };
 use crate::error::{Error, Result};
-use crate::quant::{inverse_scale, ChannelRequant, Epilogue, QDtype, QParams, WeightQParams};
+use crate::quant::{
+    dequantize_one, inverse_scale, ChannelRequant, Epilogue, QDtype, QParams, QuantizeSteps,
+    WeightQParams,
+};
 use crate::shape::{ConvParams, ConvShape};
 
 /// Bytes of one `ChannelRequant` record.
@@ -68,7 +71,9 @@ impl GpuContext {
             vec![(x_lo * 4, x_hi * 4), (b * 4, e * 4)]
         };
         let chunks = plan(split, total, 64, "quantize", &ranges)?;
-        let full = qp.dtype.full_range();
+        let steps = QuantizeSteps::new(qp);
+        let mut thresholds = [0u32; 256];
+        thresholds[..steps.thresholds.len()].copy_from_slice(&steps.thresholds);
         self.encode("quantize", |enc, _| {
             let pipe = self.pipeline(Kernel::Quantize, &[])?;
             let out =
@@ -87,15 +92,17 @@ impl GpuContext {
                     y_base: ys.base(4),
                     inv_scale: inverse_scale(qp.scale).to_bits(),
                     zp: qp.zero_point,
-                    qmin: full.min,
-                    qmax: full.max,
-                    _pad: [0; 2],
+                    qmin: steps.qmin,
+                    qmax: steps.qmax,
+                    nan_q: steps.nan,
+                    _pad: 0,
+                    thresholds,
                 };
                 list.push(Dispatch::new(
                     &pipe,
                     &p,
                     vec![Res::Buf(xs), Res::Buf(ys)],
-                    groups_for(e - b),
+                    groups_for_elementwise(e - b),
                 ));
             }
             record(self, enc, &list, None)?;
@@ -127,18 +134,24 @@ impl GpuContext {
         let dims = x.dims;
         let plane = (dims[2] * dims[3]) as u64;
         let pw = plane_words(dims) as u64;
-        let total = x.numel() as u64;
+        // Items are packed input words (four outputs each), as in `quantize`.
+        let total = (dims[0] * dims[1]) as u64 * pw;
         let split = self.split();
         let ranges = |b: u64, e: u64| {
-            let (p0, p1) = (b / plane, (e - 1) / plane);
-            let q_lo = p0 * pw + (b % plane) / 4;
-            let q_hi = p1 * pw + ((e - 1) % plane) / 4 + 1;
-            vec![(q_lo * 4, q_hi * 4), (b * 4, e * 4)]
+            let (p0, p1) = (b / pw, (e - 1) / pw);
+            let y_lo = p0 * plane + (b % pw) * 4;
+            let y_hi = p1 * plane + (((e - 1) % pw) * 4 + 4).min(plane);
+            vec![(b * 4, e * 4), (y_lo * 4, y_hi * 4)]
         };
         let chunks = plan(split, total, 64, "dequantize", &ranges)?;
+        let mut values = [0u32; 256];
+        for (b, v) in values.iter_mut().enumerate() {
+            *v = dequantize_one(qp.dtype.byte_to_int(b as u8), qp).to_bits();
+        }
         self.encode("dequantize", |enc, _| {
             let pipe = self.pipeline(Kernel::Dequantize, &[])?;
-            let out = self.pooled_buffer(total * 4, STORAGE_USAGE, "squint f32 tensor")?;
+            let out =
+                self.pooled_buffer(x.numel() as u64 * 4, STORAGE_USAGE, "squint f32 tensor")?;
             let mut list = Vec::new();
             for &(b, e) in &chunks {
                 let r = ranges(b, e);
@@ -151,16 +164,14 @@ impl GpuContext {
                     plane_words: pw as u32,
                     q_base: qs.base(4),
                     y_base: ys.base(4),
-                    scale: qp.scale.to_bits(),
-                    zp: qp.zero_point,
-                    signed_bytes: u32::from(qp.dtype == QDtype::QInt8),
-                    _pad: [0; 3],
+                    _pad: [0; 2],
+                    values,
                 };
                 list.push(Dispatch::new(
                     &pipe,
                     &p,
                     vec![Res::Buf(qs), Res::Buf(ys)],
-                    groups_for(e - b),
+                    groups_for_elementwise(e - b),
                 ));
             }
             record(self, enc, &list, None)?;

@@ -23,4 +23,4 @@ pub use quantize::{
     check_finite, dequantize_one, dequantize_slice, inverse_scale, quantize_one, quantize_slice,
 };
 pub use requant::{ChannelRequant, Epilogue, RequantFormula, WeightQParams};
-pub use step::StepTable;
+pub use step::{f32_from_order_key, f32_order_key, QuantizeSteps, StepTable};

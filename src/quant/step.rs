@@ -201,3 +201,95 @@ impl Epilogue {
         }
     }
 }
+
+/// The order-preserving map from `f32` to `u32`: `a < b` (as floats, with `-0 < +0`) if and
+/// only if `key(a) < key(b)`, for all non-NaN values. Comparing keys is exact integer
+/// arithmetic, which is how the GPU kernels compare floats they must not trust float
+/// arithmetic on.
+#[inline]
+pub fn f32_order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The inverse of [`f32_order_key`].
+#[inline]
+pub fn f32_from_order_key(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
+}
+
+/// Per-tensor quantization ([`super::quantize_one`]) as a step function of the input, for
+/// kernels that must not trust float arithmetic. `quantize_one` is non-decreasing in `x`
+/// (a product with `1/scale > 0`, `rne`, a clamp), so for non-NaN `x`
+///
+/// ```text
+/// q(x) = qmin + #{ i : thresholds[i] <= f32_order_key(x) }
+/// ```
+///
+/// where `thresholds[i]` is the key of the smallest float whose level is at least
+/// `qmin + 1 + i`; NaN quantizes to `nan` (the zero point, clamped). Built with
+/// `quantize_one` itself, by binary search over the keys from `-inf` to `+inf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantizeSteps {
+    /// The lowest level (the dtype's minimum).
+    pub qmin: i32,
+    /// The highest level (the dtype's maximum).
+    pub qmax: i32,
+    /// `qmax - qmin` keys, non-decreasing.
+    pub thresholds: Vec<u32>,
+    /// The level of NaN inputs.
+    pub nan: i32,
+}
+
+impl QuantizeSteps {
+    /// The step table of quantization with `qp`.
+    pub fn new(qp: &super::QParams) -> Self {
+        let inv = super::inverse_scale(qp.scale);
+        let f = |k: u32| super::quantize_one(f32_from_order_key(k), inv, qp);
+        let full = qp.dtype.full_range();
+        let (lo_key, hi_key) = (
+            f32_order_key(f32::NEG_INFINITY),
+            f32_order_key(f32::INFINITY),
+        );
+        let mut thresholds = Vec::with_capacity((full.max - full.min) as usize);
+        // Invariant: f(lo) < level <= f(hi).
+        let mut lo = lo_key;
+        for level in full.min + 1..=full.max {
+            let mut hi = hi_key;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if f(mid) >= level {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            thresholds.push(hi);
+            lo = hi - 1;
+        }
+        QuantizeSteps {
+            qmin: full.min,
+            qmax: full.max,
+            thresholds,
+            nan: super::quantize_one(f32::NAN, inv, qp),
+        }
+    }
+
+    /// The level of `x` from the table alone (binary search); equals
+    /// `quantize_one(x, inverse_scale(scale), qp)`.
+    pub fn level(&self, x: f32) -> i32 {
+        if x.is_nan() {
+            return self.nan;
+        }
+        let key = f32_order_key(x);
+        self.qmin + self.thresholds.partition_point(|&t| t <= key) as i32
+    }
+}
