@@ -25,10 +25,11 @@
 //!
 //! Bit-exactness: WGSL permits fused multiply-add contraction, reassociation, unspecified
 //! rounding of `f32(i32)` and subnormal flushing, so no result depends on GPU float
-//! arithmetic. The kernels (in `shaders/`) accumulate in exact wrapping i32; quantize,
-//! dequantize and [`GpuContext::requantize`] do every float step in integer-emulated IEEE
-//! binary32 (round to nearest even, subnormals kept; see `shaders/common.wgsl`); the conv
-//! kernels requantize through each channel's exact step table
+//! arithmetic. The kernels (in `shaders/`) accumulate in exact wrapping i32; dequantize looks
+//! up the 256 values the CPU formula gives; quantize decides levels by integer comparisons
+//! against [`crate::quant::QuantizeSteps`]; [`GpuContext::requantize`] does every float step
+//! in integer-emulated IEEE binary32 (round to nearest even, subnormals kept; see
+//! `shaders/common.wgsl`); the conv kernels requantize through each channel's exact step table
 //! ([`crate::quant::StepTable`], `shaders/epilogue_table.wgsl`): a float estimate of the
 //! output level, verified against the table and replaced by a table search when wrong.
 //!
