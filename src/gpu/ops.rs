@@ -44,6 +44,26 @@ const SCRATCH_CAP: u64 = 256 << 20;
 /// Bytes of one quad (16 channel slots).
 const QUAD: u64 = 16;
 
+/// Which way an elementwise kernel converts.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// Plain f32 in, packed 8-bit out (quantize).
+    FloatToPacked,
+    /// Packed 8-bit in, plain f32 out (dequantize).
+    PackedToFloat,
+}
+
+/// One dispatch of an elementwise kernel: its items (packed words), the tensor geometry, and
+/// the 4-byte-word offsets of its input and output windows.
+struct Window {
+    item_begin: u32,
+    item_count: u32,
+    plane: u32,
+    plane_words: u32,
+    in_base: u32,
+    out_base: u32,
+}
+
 fn validate_qparams(qp: &QParams) -> Result<()> {
     QParams::new(qp.scale, qp.zero_point, qp.dtype).map(|_| ())
 }
@@ -59,60 +79,36 @@ impl GpuContext {
     fn quantize_here(&self, x: &GpuF32Tensor, qp: &QParams) -> Result<GpuTensor> {
         self.check_same(x.device_id, "quantize")?;
         validate_qparams(qp)?;
-        let dims = x.dims;
-        let plane = (dims[2] * dims[3]) as u64;
-        let pw = plane_words(dims) as u64;
-        let total = (dims[0] * dims[1]) as u64 * pw;
-        let split = self.split();
-        let ranges = |b: u64, e: u64| {
-            let (p0, p1) = (b / pw, (e - 1) / pw);
-            let x_lo = p0 * plane + (b % pw) * 4;
-            let x_hi = p1 * plane + (((e - 1) % pw) * 4 + 4).min(plane);
-            vec![(x_lo * 4, x_hi * 4), (b * 4, e * 4)]
-        };
-        let chunks = plan(split, total, 64, "quantize", &ranges)?;
         let steps = QuantizeSteps::new(qp);
         let mut thresholds = [0u32; 256];
         thresholds[..steps.thresholds.len()].copy_from_slice(&steps.thresholds);
-        self.encode("quantize", |enc, _| {
-            let pipe = self.pipeline(Kernel::Quantize, &[])?;
-            let out =
-                self.pooled_buffer(packed_bytes(dims), STORAGE_USAGE, "squint packed tensor")?;
-            let mut list = Vec::new();
-            for &(b, e) in &chunks {
-                let r = ranges(b, e);
-                let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
-                let ys = Slot::new(split, &out, r[1].0, r[1].1);
-                let p = QuantizeParams {
-                    item_begin: b as u32,
-                    item_count: (e - b) as u32,
-                    plane: plane as u32,
-                    plane_words: pw as u32,
-                    x_base: xs.base(4),
-                    y_base: ys.base(4),
-                    inv_scale: inverse_scale(qp.scale).to_bits(),
-                    zp: qp.zero_point,
-                    qmin: steps.qmin,
-                    qmax: steps.qmax,
-                    nan_q: steps.nan,
-                    _pad: 0,
-                    thresholds,
-                };
-                list.push(Dispatch::new(
-                    &pipe,
-                    &p,
-                    vec![Res::Buf(xs), Res::Buf(ys)],
-                    groups_for_elementwise(e - b),
-                ));
-            }
-            record(self, enc, &list, None)?;
-            drop(list);
-            Ok(GpuTensor {
-                dims,
-                dtype: qp.dtype,
-                buffer: out,
-                device_id: self.id(),
-            })
+        let inv_scale = inverse_scale(qp.scale).to_bits();
+        let out = self.elementwise(
+            Kernel::Quantize,
+            x.dims,
+            &x.buffer,
+            Direction::FloatToPacked,
+            |w| QuantizeParams {
+                item_begin: w.item_begin,
+                item_count: w.item_count,
+                plane: w.plane,
+                plane_words: w.plane_words,
+                x_base: w.in_base,
+                y_base: w.out_base,
+                inv_scale,
+                zp: qp.zero_point,
+                qmin: steps.qmin,
+                qmax: steps.qmax,
+                nan_q: steps.nan,
+                _pad: 0,
+                thresholds,
+            },
+        )?;
+        Ok(GpuTensor {
+            dims: x.dims,
+            dtype: qp.dtype,
+            buffer: out,
+            device_id: self.id(),
         })
     }
 
@@ -131,56 +127,94 @@ impl GpuContext {
                 qp.dtype, x.dtype
             )));
         }
-        let dims = x.dims;
-        let plane = (dims[2] * dims[3]) as u64;
-        let pw = plane_words(dims) as u64;
-        // Items are packed input words (four outputs each), as in `quantize`.
-        let total = (dims[0] * dims[1]) as u64 * pw;
-        let split = self.split();
-        let ranges = |b: u64, e: u64| {
-            let (p0, p1) = (b / pw, (e - 1) / pw);
-            let y_lo = p0 * plane + (b % pw) * 4;
-            let y_hi = p1 * plane + (((e - 1) % pw) * 4 + 4).min(plane);
-            vec![(b * 4, e * 4), (y_lo * 4, y_hi * 4)]
-        };
-        let chunks = plan(split, total, 64, "dequantize", &ranges)?;
         let mut values = [0u32; 256];
         for (b, v) in values.iter_mut().enumerate() {
             *v = dequantize_one(qp.dtype.byte_to_int(b as u8), qp).to_bits();
         }
-        self.encode("dequantize", |enc, _| {
-            let pipe = self.pipeline(Kernel::Dequantize, &[])?;
-            let out =
-                self.pooled_buffer(x.numel() as u64 * 4, STORAGE_USAGE, "squint f32 tensor")?;
+        let out = self.elementwise(
+            Kernel::Dequantize,
+            x.dims,
+            &x.buffer,
+            Direction::PackedToFloat,
+            |w| DequantizeParams {
+                item_begin: w.item_begin,
+                item_count: w.item_count,
+                plane: w.plane,
+                plane_words: w.plane_words,
+                q_base: w.in_base,
+                y_base: w.out_base,
+                _pad: [0; 2],
+                values,
+            },
+        )?;
+        Ok(GpuF32Tensor {
+            dims: x.dims,
+            buffer: out,
+            device_id: self.id(),
+        })
+    }
+
+    /// Records an elementwise kernel between a plain f32 tensor and a packed 8-bit one of shape
+    /// `dims`, reading `input`: items are the packed words (four values each), split into
+    /// dispatches that fit the binding limits; `params` builds each dispatch's uniform from
+    /// its [`Window`]. Returns the output buffer.
+    fn elementwise<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        dims: [usize; 4],
+        input: &wgpu::Buffer,
+        dir: Direction,
+        params: impl Fn(Window) -> P,
+    ) -> Result<std::sync::Arc<super::buffers::PooledBuffer>> {
+        let plane = (dims[2] * dims[3]) as u64;
+        let pw = plane_words(dims) as u64;
+        let total = (dims[0] * dims[1]) as u64 * pw;
+        let split = self.split();
+        // Byte ranges of the input and output windows of words [b, e).
+        let ranges = |b: u64, e: u64| {
+            let (p0, p1) = (b / pw, (e - 1) / pw);
+            let f_lo = p0 * plane + (b % pw) * 4;
+            let f_hi = p1 * plane + (((e - 1) % pw) * 4 + 4).min(plane);
+            let (words, floats) = ((b * 4, e * 4), (f_lo * 4, f_hi * 4));
+            match dir {
+                Direction::FloatToPacked => vec![floats, words],
+                Direction::PackedToFloat => vec![words, floats],
+            }
+        };
+        let what = kernel.label();
+        let chunks = plan(split, total, 64, what, &ranges)?;
+        let (out_bytes, out_label) = match dir {
+            Direction::FloatToPacked => (packed_bytes(dims), "squint packed tensor"),
+            Direction::PackedToFloat => {
+                (plane * (dims[0] * dims[1]) as u64 * 4, "squint f32 tensor")
+            }
+        };
+        self.encode(what, |enc, _| {
+            let pipe = self.pipeline(kernel, &[])?;
+            let out = self.pooled_buffer(out_bytes, STORAGE_USAGE, out_label)?;
             let mut list = Vec::new();
             for &(b, e) in &chunks {
                 let r = ranges(b, e);
-                let qs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
-                let ys = Slot::new(split, &out, r[1].0, r[1].1);
-                let p = DequantizeParams {
+                let ins = Slot::new(split, input, r[0].0, r[0].1);
+                let outs = Slot::new(split, &out, r[1].0, r[1].1);
+                let p = params(Window {
                     item_begin: b as u32,
                     item_count: (e - b) as u32,
                     plane: plane as u32,
                     plane_words: pw as u32,
-                    q_base: qs.base(4),
-                    y_base: ys.base(4),
-                    _pad: [0; 2],
-                    values,
-                };
+                    in_base: ins.base(4),
+                    out_base: outs.base(4),
+                });
                 list.push(Dispatch::new(
                     &pipe,
                     &p,
-                    vec![Res::Buf(qs), Res::Buf(ys)],
+                    vec![Res::Buf(ins), Res::Buf(outs)],
                     groups_for_elementwise(e - b),
                 ));
             }
             record(self, enc, &list, None)?;
             drop(list);
-            Ok(GpuF32Tensor {
-                dims,
-                buffer: out,
-                device_id: self.id(),
-            })
+            Ok(out)
         })
     }
 
