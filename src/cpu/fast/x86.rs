@@ -202,95 +202,85 @@ pub(super) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
     }
 }
 
-/// f32 GEMM tile on AVX-512: `out[r][16v + l] = fma chain over (t, c)` of
-/// `act[t][c][pixel]·w[t][c][r]`, in the documented order.
+/// Defines an f32 GEMM tile of `$lanes` pixels per vector from the vector intrinsics given:
+/// `out[r][lanes·v + l] = fma chain over (t, c)` of `act[t][c][pixel]·w[t][c][r]`, in the
+/// documented order (taps, then channels, one FMA each).
 ///
-/// Activations: for tap `t` and channel `c`, the 16·MV pixels are the f32 at
-/// `act + offs[t] + c·cs + 16·v` (offsets in elements). Weights: `[t][c][NR]` f32.
-///
-/// # Safety
-/// avx512f must be available; all reads in range as for [`gemm_i8_avx512`].
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn gemm_f32_avx512<const NR: usize, const MV: usize>(
-    act: *const f32,
-    offs: &[usize],
-    cs: usize,
-    nc: usize,
-    w: *const f32,
-    out: &mut TileF,
-) {
-    // SAFETY: the caller guarantees the target features and the memory ranges listed
-    // in `# Safety`; every access below stays inside them.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); MV]; NR];
-        let mut wp = w;
-        for &off in offs {
-            let mut p = act.add(off);
-            for _ in 0..nc {
-                let mut a = [_mm512_setzero_ps(); MV];
-                for (v, av) in a.iter_mut().enumerate() {
-                    *av = _mm512_loadu_ps(p.add(16 * v));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let b = _mm512_set1_ps(*wp.add(r));
-                    for v in 0..MV {
-                        accr[v] = _mm512_fmadd_ps(a[v], b, accr[v]);
+/// Activations: for tap `t` and channel `c`, the `lanes·MV` pixels are the f32 at
+/// `act + offs[t] + c·cs + lanes·v` (offsets in elements). Weights: `[t][c][NR]` f32.
+macro_rules! gemm_f32_tile {
+    (
+        $(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+        $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The features must be available; all reads in range as for [`gemm_i8_avx512`].
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name<const NR: usize, const MV: usize>(
+            act: *const f32,
+            offs: &[usize],
+            cs: usize,
+            nc: usize,
+            w: *const f32,
+            out: &mut TileF,
+        ) {
+            // SAFETY: the caller guarantees the target features and the memory ranges
+            // listed in `# Safety`; every access below stays inside them.
+            unsafe {
+                let mut acc = [[$zero(); MV]; NR];
+                let mut wp = w;
+                for &off in offs {
+                    let mut p = act.add(off);
+                    for _ in 0..nc {
+                        let mut a = [$zero(); MV];
+                        for (v, av) in a.iter_mut().enumerate() {
+                            *av = $load(p.add($lanes * v));
+                        }
+                        for (r, accr) in acc.iter_mut().enumerate() {
+                            let b = $set1(*wp.add(r));
+                            for v in 0..MV {
+                                accr[v] = $fma(a[v], b, accr[v]);
+                            }
+                        }
+                        wp = wp.add(NR);
+                        p = p.add(cs);
                     }
                 }
-                wp = wp.add(NR);
-                p = p.add(cs);
+                for (r, accr) in acc.iter().enumerate() {
+                    for (v, &x) in accr.iter().enumerate() {
+                        $store(out[r].as_mut_ptr().add($lanes * v), x);
+                    }
+                }
             }
         }
-        for (r, accr) in acc.iter().enumerate() {
-            for (v, &x) in accr.iter().enumerate() {
-                _mm512_storeu_ps(out[r].as_mut_ptr().add(16 * v), x);
-            }
-        }
-    }
+    };
 }
 
-/// f32 GEMM tile on AVX2 + FMA (8 pixels per vector); see [`gemm_f32_avx512`].
-///
-/// # Safety
-/// avx2 and fma must be available; all reads in range.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn gemm_f32_avx2<const NR: usize, const MV: usize>(
-    act: *const f32,
-    offs: &[usize],
-    cs: usize,
-    nc: usize,
-    w: *const f32,
-    out: &mut TileF,
-) {
-    // SAFETY: the caller guarantees the target features and the memory ranges listed
-    // in `# Safety`; every access below stays inside them.
-    unsafe {
-        let mut acc = [[_mm256_setzero_ps(); MV]; NR];
-        let mut wp = w;
-        for &off in offs {
-            let mut p = act.add(off);
-            for _ in 0..nc {
-                let mut a = [_mm256_setzero_ps(); MV];
-                for (v, av) in a.iter_mut().enumerate() {
-                    *av = _mm256_loadu_ps(p.add(8 * v));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let b = _mm256_set1_ps(*wp.add(r));
-                    for v in 0..MV {
-                        accr[v] = _mm256_fmadd_ps(a[v], b, accr[v]);
-                    }
-                }
-                wp = wp.add(NR);
-                p = p.add(cs);
-            }
-        }
-        for (r, accr) in acc.iter().enumerate() {
-            for (v, &x) in accr.iter().enumerate() {
-                _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * v), x);
-            }
-        }
-    }
-}
+gemm_f32_tile!(
+    /// f32 GEMM tile on AVX-512 (16 pixels per vector).
+    gemm_f32_avx512,
+    "avx512f",
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+
+gemm_f32_tile!(
+    /// f32 GEMM tile on AVX2 + FMA (8 pixels per vector).
+    gemm_f32_avx2,
+    "avx2,fma",
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// `round_f32_to_i32` of the epilogue on 16 lanes: round half to even, clamp to ±1e9 (exact
 /// integers in f32, so clamping before or after rounding is the same), NaN → 0.
