@@ -565,8 +565,14 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
         let q: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
         cases.push((dims, qp, x, q));
     }
-    for ctx in &ctxs {
-        let name = ctx.adapter_report().summary();
+    // The default kernels, and the step-table search forced (no float estimate).
+    let variants = ctxs.iter().flat_map(|c| {
+        c.kernel_variants()
+            .into_iter()
+            .filter(|(v, _)| *v == "default" || v.starts_with("step tables"))
+            .map(|(v, ctx)| (format!("{} [{v}]", c.adapter_report().summary()), ctx))
+    });
+    for (name, ctx) in variants {
         for (dims, qp, x, q) in &cases {
             let xt = ctx.upload_f32(x, *dims).unwrap();
             let got = ctx.read_q(&ctx.quantize(&xt, qp).unwrap()).unwrap();

@@ -467,6 +467,9 @@ pub struct KernelOptions {
     pub input: InputChoice,
     /// Run depthwise convs through the GEMM kernel instead of the depthwise kernel.
     pub no_depthwise: bool,
+    /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
+    /// nearly every value takes the table search: tests that path.
+    pub search_only: bool,
 }
 
 /// The concrete conv kernel choices of a context.
@@ -476,6 +479,8 @@ pub(crate) struct ConvPlan {
     pub staging: BStaging,
     pub textures: bool,
     pub depthwise: bool,
+    /// See [`KernelOptions::search_only`].
+    pub search_only: bool,
     /// Workgroup size of the conv kernels.
     pub wg: u32,
     /// Quads per K chunk staged in workgroup memory.
@@ -792,6 +797,13 @@ impl GpuContext {
                     ..d
                 },
             ),
+            (
+                "step tables searched (no float estimate)",
+                KernelOptions {
+                    search_only: true,
+                    ..d
+                },
+            ),
         ];
         let mut v = vec![("default", self.clone())];
         // Variants the adapter lacks (e.g. subgroups on GL) are errors, and left out.
@@ -877,6 +889,7 @@ impl GpuContext {
                 && tex_width >= 64
                 && l.max_storage_textures_per_shader_stage >= 3,
             depthwise: !o.no_depthwise,
+            search_only: o.search_only,
             wg,
             tkq,
             tex_width,

@@ -82,7 +82,12 @@ impl GpuContext {
         let steps = QuantizeSteps::new(qp);
         let mut thresholds = [0u32; 256];
         thresholds[..steps.thresholds.len()].copy_from_slice(&steps.thresholds);
-        let inv_scale = inverse_scale(qp.scale).to_bits();
+        // The scale of the kernel's float estimate (0 forces the table search, for tests).
+        let inv_scale = if self.conv_plan()?.search_only {
+            0
+        } else {
+            inverse_scale(qp.scale).to_bits()
+        };
         let out = self.elementwise(
             Kernel::Quantize,
             x.dims,
@@ -415,12 +420,15 @@ const TABLE_VEC4: u64 = 66;
 /// `TABLE_VEC4` vec4s: (bits of the f32 slope, bits of the f32 offset, base, top), then
 /// (`meta[o]`, 0, 0), then the `top - base` thresholds of [`Epilogue::step_table`], zero-padded
 /// to 256.
-fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]]) -> Vec<u32> {
+///
+/// With `search_only` the estimate is the constant `base`, so nearly every value takes the
+/// table search (to test that path).
+fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> Vec<u32> {
     let mut words = Vec::with_capacity(meta.len() * TABLE_VEC4 as usize * 4);
     for (o, m) in meta.iter().enumerate() {
         let t = epi.step_table(o);
         // The estimate is only a speed hint; keep it finite.
-        let (slope, offset) = if t.slope.is_finite() && t.offset.is_finite() {
+        let (slope, offset) = if t.slope.is_finite() && t.offset.is_finite() && !search_only {
             (t.slope, t.offset)
         } else {
             (0.0, t.base as f32)
@@ -561,7 +569,7 @@ impl GpuConv2d {
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
-        let table = epilogue_table(epi, &meta);
+        let table = epilogue_table(epi, &meta, plan_k.search_only);
         let (weights, weights_tex, etab) = ctx.scoped("uploading conv weights", || {
             Ok((
                 storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
