@@ -179,17 +179,9 @@ impl Epilogue {
                     step *= 2;
                 }
             }
-            // Binary search in (lo, hi].
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if f(mid) >= k {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            thresholds.push(hi as i32);
-            lo = hi - 1;
+            let t = first_reaching(lo, hi, |a| f(a) >= k);
+            thresholds.push(t as i32);
+            lo = t - 1;
         }
         StepTable {
             base,
@@ -200,6 +192,20 @@ impl Epilogue {
             limit: limit as i32,
         }
     }
+}
+
+/// The smallest `a` in `(lo, hi]` for which `reached(a)`, by bisection, given that `reached`
+/// is false at `lo`, true at `hi` and monotone in between.
+fn first_reaching(mut lo: i64, mut hi: i64, reached: impl Fn(i64) -> bool) -> i64 {
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if reached(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 /// The order-preserving map from `f32` to `u32`: `a < b` (as floats, with `-0 < +0`) if and
@@ -263,17 +269,9 @@ impl QuantizeSteps {
         // Invariant: f(lo) < level <= f(hi).
         let mut lo = lo_key;
         for level in full.min + 1..=full.max {
-            let mut hi = hi_key;
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if f(mid) >= level {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            thresholds.push(hi);
-            lo = hi - 1;
+            let t = first_reaching(lo as i64, hi_key as i64, |k| f(k as u32) >= level);
+            thresholds.push(t as u32);
+            lo = t as u32 - 1;
         }
         QuantizeSteps {
             qmin: full.min,
