@@ -29,8 +29,8 @@ use super::kernels::{
 };
 use crate::error::{Error, Result};
 use crate::quant::{
-    dequantize_one, inverse_scale, ChannelRequant, Epilogue, QDtype, QParams, QuantizeSteps,
-    WeightQParams,
+    dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QDtype, QParams,
+    QuantizeSteps, WeightQParams,
 };
 use crate::shape::{ConvParams, ConvShape};
 
@@ -358,8 +358,8 @@ pub struct GpuConv2d {
     /// The epilogue table again as a texture (for the texture kernels).
     etab_tex: Option<WeightTexture>,
     epi: Epilogue,
-    w_qp: WeightQParams,
-    w_host: Vec<i8>,
+    /// `Σ|w − w_zp|` per output channel, for the accumulator check of every run.
+    sum_abs: Vec<i128>,
 }
 
 /// Weights as an rgba32uint texture: vec4 i at texel (i % 2^tws, i >> tws).
@@ -595,8 +595,7 @@ impl GpuConv2d {
             weights_tex,
             etab,
             epi: epi.clone(),
-            w_qp: w_qp.clone(),
-            w_host: w.to_vec(),
+            sum_abs: weight_abs_sums(w, w_qp, c_out, k),
         })
     }
 
@@ -680,9 +679,8 @@ impl GpuConv2d {
             )));
         }
         let s = ConvShape::new(x.dims, self.w_dims, self.params)?;
-        self.epi.check_accumulator(
-            &self.w_host,
-            &self.w_qp,
+        self.epi.check_accumulator_sums(
+            &self.sum_abs,
             x_qp.dtype.full_range(),
             x_qp.zero_point,
             s.k(),

@@ -22,5 +22,5 @@ pub use qparams::{calculate_qparams, QDtype, QParams, QRange, QScheme, EPS};
 pub use quantize::{
     check_finite, dequantize_one, dequantize_slice, inverse_scale, quantize_one, quantize_slice,
 };
-pub use requant::{ChannelRequant, Epilogue, RequantFormula, WeightQParams};
+pub use requant::{weight_abs_sums, ChannelRequant, Epilogue, RequantFormula, WeightQParams};
 pub use step::{f32_from_order_key, f32_order_key, QuantizeSteps, StepTable};

@@ -103,6 +103,14 @@ impl QRange {
     pub fn clamp(self, v: i32) -> i32 {
         v.clamp(self.min, self.max)
     }
+
+    /// The largest `|v − zp|` over the range: how far a value can lie from zero point `zp`.
+    #[inline]
+    pub fn max_offset(self, zp: i32) -> i128 {
+        (zp as i128 - self.min as i128)
+            .abs()
+            .max((self.max as i128 - zp as i128).abs())
+    }
 }
 
 /// How qparams are derived from a range.

@@ -339,16 +339,23 @@ impl Epilogue {
         k: usize,
         layer: Option<&str>,
     ) -> Result<()> {
-        let max_dx = ((in_zp - in_range.min).abs()).max((in_range.max - in_zp).abs()) as i128;
+        let sum_abs = weight_abs_sums(weights, w, self.channels.len(), k);
+        self.check_accumulator_sums(&sum_abs, in_range, in_zp, k, layer)
+    }
+
+    /// [`Epilogue::check_accumulator`] from the per-channel `sum|w - w_zp|` of
+    /// [`weight_abs_sums`] (computed once, when a layer is packed): same bound, same error.
+    pub fn check_accumulator_sums(
+        &self,
+        sum_abs: &[i128],
+        in_range: QRange,
+        in_zp: i32,
+        k: usize,
+        layer: Option<&str>,
+    ) -> Result<()> {
+        let max_dx = in_range.max_offset(in_zp);
         let limit = i32::MAX as i128;
-        for (o, c) in self.channels.iter().enumerate() {
-            let wzp = w.zero_point(o) as i128;
-            let sum_abs: i128 = weights
-                .get(o * k..(o + 1) * k)
-                .unwrap_or(&[])
-                .iter()
-                .map(|&v| (v as i128 - wzp).abs())
-                .sum();
+        for (c, &sum_abs) in self.channels.iter().zip(sum_abs) {
             let bound = (max_dx * sum_abs + (c.bias_i32 as i128).abs()) << c.fp_left_shift;
             if bound > limit {
                 return Err(Error::AccumulatorOverflow {
@@ -361,4 +368,20 @@ impl Epilogue {
         }
         Ok(())
     }
+}
+
+/// `sum_k |w - w_zp|` per output channel of an int8 weight (OIHW, `k` values per channel, zero
+/// points `w`): the weight side of the accumulator bound. Channels past the data sum to 0.
+pub fn weight_abs_sums(weights: &[i8], w: &WeightQParams, channels: usize, k: usize) -> Vec<i128> {
+    (0..channels)
+        .map(|o| {
+            let wzp = w.zero_point(o) as i128;
+            weights
+                .get(o * k..(o + 1) * k)
+                .unwrap_or(&[])
+                .iter()
+                .map(|&v| (v as i128 - wzp).abs())
+                .sum()
+        })
+        .collect()
 }

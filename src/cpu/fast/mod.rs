@@ -100,7 +100,7 @@ mod portable;
 mod x86;
 
 use crate::error::{Error, Result};
-use crate::quant::{Epilogue, QParams, WeightQParams};
+use crate::quant::{weight_abs_sums, Epilogue, QParams, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -396,13 +396,11 @@ impl PackedConv2d {
         }
         let k = s.k();
         let wzp: Vec<i32> = (0..c_out).map(|o| w_qp.zero_point(o)).collect();
-        let mut sum_abs = Vec::with_capacity(c_out);
-        let mut wsum = Vec::with_capacity(c_out);
-        for (o, row) in w.chunks_exact(k).enumerate() {
-            let z = wzp[o] as i128;
-            sum_abs.push(row.iter().map(|&v| (v as i128 - z).abs()).sum());
-            wsum.push(row.iter().map(|&v| v as i64).sum::<i64>() as i32);
-        }
+        let sum_abs = weight_abs_sums(w, w_qp, c_out, k);
+        let wsum: Vec<i32> = w
+            .chunks_exact(k)
+            .map(|row| row.iter().map(|&v| v as i64).sum::<i64>() as i32)
+            .collect();
         let any_wzp = wzp.iter().any(|&z| z != 0);
         let kind = if cig == 1 {
             let taps = kh * kw;
@@ -477,27 +475,7 @@ impl PackedConv2d {
 
     /// `max |x − x_zp|` over the input dtype's range.
     fn max_dx(x_qp: &QParams) -> i128 {
-        let r = x_qp.dtype.full_range();
-        let zp = x_qp.zero_point as i128;
-        (zp - r.min as i128).abs().max((r.max as i128 - zp).abs())
-    }
-
-    /// [`Epilogue::check_accumulator`] from the precomputed `Σ|w − ζ|` (same bound, same error).
-    fn check_accumulator(&self, x_qp: &QParams, k: usize) -> Result<()> {
-        let max_dx = Self::max_dx(x_qp);
-        let limit = i32::MAX as i128;
-        for (c, &sum_abs) in self.epi.channels.iter().zip(&self.sum_abs) {
-            let bound = (max_dx * sum_abs + (c.bias_i32 as i128).abs()) << c.fp_left_shift;
-            if bound > limit {
-                return Err(Error::AccumulatorOverflow {
-                    layer: None,
-                    bound,
-                    limit,
-                    k,
-                });
-            }
-        }
-        Ok(())
+        x_qp.dtype.full_range().max_offset(x_qp.zero_point)
     }
 
     /// The quantized conv: same contract as [`crate::cpu::reference::conv2d_quantized`] (input
@@ -521,7 +499,13 @@ impl PackedConv2d {
                 &s,
             );
         }
-        self.check_accumulator(x_qp, s.k())?;
+        self.epi.check_accumulator_sums(
+            &self.sum_abs,
+            x_qp.dtype.full_range(),
+            x_qp.zero_point,
+            s.k(),
+            None,
+        )?;
         let mut out = vec![0u8; s.output_len()];
         self.dispatch(x, x_qp, &s, opts, Sink::Bytes(&mut out));
         Ok(out)
