@@ -1,40 +1,14 @@
 //! The fast CPU conv against the reference: a seeded randomized sweep, byte for byte, on every
 //! ISA path this machine can run; plus error cases and the float conv.
 
+mod common;
+
+use common::Rng;
 use squint::cpu::fast::{self, FastConvOptions, Isa, PackedConv2d};
 use squint::cpu::reference;
 use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::shape::{ConvParams, ConvShape};
 use squint::Error;
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn usize(&mut self, lo: usize, hi: usize) -> usize {
-        self.range(lo as i64, hi as i64) as usize
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn coin(&mut self, p: f32) -> bool {
-        self.unit() < p
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.usize(0, v.len() - 1)]
-    }
-}
 
 /// One random quantized conv problem.
 struct Case {
@@ -50,7 +24,7 @@ struct Case {
 /// One of `fixed` (extremes) or a uniform value in `lo..=hi`.
 fn pick_or_random(rng: &mut Rng, fixed: &[i32], lo: i64, hi: i64) -> i32 {
     let r = rng.range(lo, hi) as i32;
-    if rng.coin(0.5) {
+    if rng.chance(0.5) {
         rng.pick(fixed)
     } else {
         r
@@ -60,11 +34,11 @@ fn pick_or_random(rng: &mut Rng, fixed: &[i32], lo: i64, hi: i64) -> i32 {
 fn random_shape(rng: &mut Rng) -> ConvShape {
     loop {
         let kh = rng.usize(1, 7);
-        let kw = if rng.coin(0.7) { kh } else { rng.usize(1, 7) };
+        let kw = if rng.chance(0.7) { kh } else { rng.usize(1, 7) };
         let stride = [rng.usize(1, 3), rng.usize(1, 3)];
-        let stride = if rng.coin(0.5) { [1, 1] } else { stride };
+        let stride = if rng.chance(0.5) { [1, 1] } else { stride };
         let padding = [rng.usize(0, 3), rng.usize(0, 3)];
-        let dilation = if rng.coin(0.6) {
+        let dilation = if rng.chance(0.6) {
             [1, 1]
         } else {
             [rng.usize(1, 3), rng.usize(1, 3)]
@@ -112,12 +86,12 @@ fn random_dw_shape(rng: &mut Rng) -> ConvShape {
             1..=3 => rng.usize(1, 7),
             _ => kh,
         };
-        let stride = if rng.coin(0.5) {
+        let stride = if rng.chance(0.5) {
             [1, 1]
         } else {
             [rng.usize(1, 3), rng.usize(1, 3)]
         };
-        let dilation = if rng.coin(0.6) {
+        let dilation = if rng.chance(0.6) {
             [1, 1]
         } else {
             [rng.usize(1, 3), rng.usize(1, 3)]
@@ -127,7 +101,7 @@ fn random_dw_shape(rng: &mut Rng) -> ConvShape {
         let mult = rng.pick(&[1, 1, 1, 2, 3]);
         let n = rng.usize(1, 2);
         let h = rng.usize(1, 12);
-        let w = if rng.coin(0.5) {
+        let w = if rng.chance(0.5) {
             rng.usize(1, 40)
         } else {
             rng.usize(60, 150)
@@ -145,7 +119,7 @@ fn random_dw_shape(rng: &mut Rng) -> ConvShape {
 }
 
 fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
-    let x_dtype = if rng.coin(0.5) {
+    let x_dtype = if rng.chance(0.5) {
         QDtype::QUInt8
     } else {
         QDtype::QInt8
@@ -160,7 +134,7 @@ fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
         dtype: x_dtype,
     };
     // Inputs: full range, or clustered around the zero point.
-    let full = rng.coin(0.5);
+    let full = rng.chance(0.5);
     let x: Vec<u8> = (0..s.input_len())
         .map(|_| {
             let v = if full {
@@ -194,7 +168,7 @@ fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
         scales,
         zero_points: zps,
     };
-    let wide = rng.coin(0.5);
+    let wide = rng.chance(0.5);
     let w: Vec<i8> = (0..s.weight_len())
         .map(|_| {
             if wide {
@@ -205,7 +179,7 @@ fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
         })
         .collect();
     let formula = rng.pick(&RequantFormula::ALL);
-    let out_dtype = if rng.coin(0.5) {
+    let out_dtype = if rng.chance(0.5) {
         QDtype::QUInt8
     } else {
         QDtype::QInt8
@@ -224,12 +198,12 @@ fn random_case_for(rng: &mut Rng, s: ConvShape) -> Case {
         zero_point: out_zp,
         dtype: out_dtype,
     };
-    let bias: Option<Vec<f32>> = rng.coin(0.6).then(|| {
+    let bias: Option<Vec<f32>> = rng.chance(0.6).then(|| {
         (0..s.c_out)
             .map(|_| (rng.unit() - 0.5) * 2.0 * out_scale * 100.0)
             .collect()
     });
-    let relu = rng.coin(0.4);
+    let relu = rng.chance(0.4);
     let epi = Epilogue::new(
         formula,
         x_qp.scale,
@@ -293,7 +267,7 @@ fn randomized_sweep_matches_reference_on_every_isa() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_c0de_2024);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let isas = Isa::available();
     let threads = [Some(1), Some(2), None];
     let mut checked = 0;
@@ -354,7 +328,7 @@ fn randomized_sweep_matches_reference_on_every_isa() {
 /// The four target shapes, shrunk spatially, on every path (exercises the real tile sizes).
 #[test]
 fn target_like_shapes_match_reference() {
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let shapes = [
         ([1, 132, 12, 12], [121, 132, 3, 3], ConvParams::default()),
         (
@@ -411,7 +385,7 @@ fn target_like_shapes_match_reference() {
 #[test]
 fn non_finite_requant_intermediates_match() {
     let s = ConvShape::new([1, 5, 6, 6], [7, 5, 3, 3], ConvParams::default().padding(1)).unwrap();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let x: Vec<u8> = (0..s.input_len())
         .map(|_| (rng.next() % 3) as u8 + 9)
         .collect();
@@ -546,13 +520,13 @@ fn out_of_range_input_zero_point_matches_reference() {
 
 #[test]
 fn float_conv_matches_reference_and_is_identical_across_isas() {
-    let mut rng = Rng(0xf10a7);
+    let mut rng = Rng::new(0xf10a7);
     for case_no in 0..80 {
         let s = random_shape(&mut rng);
         let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
         let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
         let bias: Option<Vec<f32>> = rng
-            .coin(0.5)
+            .chance(0.5)
             .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
         let want = reference::conv2d_f32(&x, &w, bias.as_deref(), &s).unwrap();
         let mut first: Option<Vec<f32>> = None;
@@ -586,7 +560,7 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
 /// leaves its exact-f32 kernel for the int32 one, the GEMM's row-sum correction wraps.
 #[test]
 fn huge_weight_zero_points_match_reference() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let cases = [
         (
             [2, 6, 9, 11],
@@ -678,7 +652,7 @@ fn depthwise_sweep_matches_reference_on_every_isa() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0xd3b7_4a11);
-    let mut rng = Rng(seed ^ 0x00de_9744);
+    let mut rng = Rng::new(seed ^ 0x00de_9744);
     let cases = std::env::var("SQUINT_FAST_DW_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -697,7 +671,7 @@ fn depthwise_sweep_matches_reference_on_every_isa() {
 /// on a depthwise conv and on GEMM convs (1×1 and 3×3).
 #[test]
 fn requant_multipliers_match_reference() {
-    let mut rng = Rng(0xf1ed);
+    let mut rng = Rng::new(0xf1ed);
     let shapes = [
         (
             [1, 5, 6, 70],
@@ -727,14 +701,14 @@ fn requant_multipliers_match_reference() {
                 let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.25, 0);
                 // sy = sx·sw / m, with a mantissa that is not a power of two.
                 let m = 2f64.powi(log2m) * (1.0 + rng.unit() as f64 * 0.9);
-                let (out_dtype, out_zp) = if rng.coin(0.5) {
+                let (out_dtype, out_zp) = if rng.chance(0.5) {
                     (QDtype::QUInt8, rng.range(0, 255) as i32)
                 } else {
                     (QDtype::QInt8, rng.range(-128, 127) as i32)
                 };
                 let out = QParams::new((0.125 / m) as f32, out_zp, out_dtype).unwrap();
                 let bias: Vec<f32> = (0..s.c_out).map(|_| (rng.unit() - 0.5) * 40.0).collect();
-                let relu = rng.coin(0.5);
+                let relu = rng.chance(0.5);
                 let Ok(epi) =
                     Epilogue::new(formula, x_qp.scale, &w_qp, Some(&bias), out, relu, s.c_out)
                 else {
@@ -764,7 +738,7 @@ fn requant_multipliers_match_reference() {
 /// results.
 #[test]
 fn unusual_epilogue_records_match_reference() {
-    let mut rng = Rng(0xabc);
+    let mut rng = Rng::new(0xabc);
     let shapes = [
         (
             [1, 3, 5, 20],

@@ -6,31 +6,18 @@
 //! wgpu's `Device::destroy`. Out-of-memory is simulated at squint's error-capture layer
 //! (software adapters allocate host memory lazily, so a real one cannot be provoked safely).
 
+mod common;
 mod hardening_support;
 
+use common::gpu_contexts;
+
 use hardening_support::*;
-use squint::gpu::{DeviceOptions, GpuContext};
 use squint::pipeline::{Device, QConfig, QuantizedModel, QuantizedOutput};
 use squint::quant::{QDtype, QParams};
 use squint::tensor::Tensor;
 use squint::Error;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// Every adapter; empty (with a message) when none opens, unless SQUINT_REQUIRE_GPU=1.
-fn contexts() -> Vec<GpuContext> {
-    match squint::gpu::open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
-        Err(e) => {
-            assert!(
-                std::env::var("SQUINT_REQUIRE_GPU").as_deref() != Ok("1"),
-                "SQUINT_REQUIRE_GPU=1 but no GPU adapter opened: {e}"
-            );
-            eprintln!("skipping: {e}");
-            Vec::new()
-        }
-    }
-}
 
 /// The tiny model, an input, and its output on the CPU reference.
 fn model_input_expected() -> (QuantizedModel, Tensor<f32>, QuantizedOutput) {
@@ -43,7 +30,7 @@ fn model_input_expected() -> (QuantizedModel, Tensor<f32>, QuantizedOutput) {
 #[test]
 fn a_model_run_after_device_loss_reopens_the_device_and_gives_the_same_bytes() {
     let (qm, x, expected) = model_input_expected();
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());
         assert!(qm.run(&x, &device).unwrap() == expected, "{name}: before");
@@ -65,7 +52,7 @@ fn a_model_run_after_device_loss_reopens_the_device_and_gives_the_same_bytes() {
 fn tensors_and_layers_from_a_lost_device_give_device_lost_errors() {
     let qp = QParams::new(0.05, 3, QDtype::QUInt8).unwrap();
     let data: Vec<f32> = values(2 * 5 * 7, 5);
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let xf = ctx.upload_f32(&data, [1, 2, 5, 7]).unwrap();
         let q = ctx.quantize(&xf, &qp).unwrap();
@@ -100,7 +87,7 @@ fn tensors_and_layers_from_a_lost_device_give_device_lost_errors() {
 fn device_loss_while_other_threads_run_gives_errors_or_exact_results_never_panics() {
     const LOSSES: usize = 4;
     let (qm, x, expected) = model_input_expected();
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());
         let done = AtomicBool::new(false);
@@ -154,7 +141,7 @@ fn device_loss_while_other_threads_run_gives_errors_or_exact_results_never_panic
 #[test]
 fn out_of_memory_is_an_error_that_releases_cached_buffers_and_the_next_call_succeeds() {
     let (qm, x, expected) = model_input_expected();
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let device = Device::Gpu(ctx.clone());
         assert!(qm.run(&x, &device).unwrap() == expected, "{name}");

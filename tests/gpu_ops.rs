@@ -4,6 +4,9 @@
 //!
 //! With no adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`.
 
+mod common;
+
+use common::{gpu_contexts, Rng};
 use squint::cpu::reference;
 use squint::gpu::{
     self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
@@ -15,41 +18,8 @@ use squint::quant::{
 use squint::shape::{ConvParams, ConvShape};
 use squint::Error;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-fn require_gpu() -> bool {
-    std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
-}
-
 fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
     ctx.kernel_variants()
-}
-
-fn contexts() -> Vec<GpuContext> {
-    match gpu::open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
-        Err(e) => {
-            assert!(
-                !require_gpu(),
-                "SQUINT_REQUIRE_GPU=1 and no GPU adapter opened: {e}"
-            );
-            eprintln!("skipping: {e}");
-            Vec::new()
-        }
-    }
 }
 
 /// A conv problem with its CPU answer.
@@ -70,15 +40,15 @@ fn problem(
     params: ConvParams,
     formula: RequantFormula,
 ) -> Problem {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let s = ConvShape::new(x_dims, w_dims, params).unwrap();
     let x_qp = QParams::new(0.02, 128, QDtype::QUInt8).unwrap();
     let w_qp = WeightQParams {
         scheme: QScheme::PerChannelAffine,
-        scales: (0..s.c_out).map(|_| 0.001 + rng.f32() * 0.01).collect(),
+        scales: (0..s.c_out).map(|_| 0.001 + rng.unit() * 0.01).collect(),
         zero_points: (0..s.c_out).map(|o| (o % 5) as i32 - 2).collect(),
     };
-    let bias: Vec<f32> = (0..s.c_out).map(|_| rng.f32() - 0.5).collect();
+    let bias: Vec<f32> = (0..s.c_out).map(|_| rng.unit() - 0.5).collect();
     let out = QParams::new(0.05, -3, QDtype::QInt8).unwrap();
     let epi = Epilogue::new(formula, x_qp.scale, &w_qp, Some(&bias), out, false, s.c_out).unwrap();
     let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
@@ -97,7 +67,7 @@ fn problem(
 
 #[test]
 fn shape_and_parameter_errors_are_errors_not_panics() {
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let p = problem(
             1,
             [1, 4, 6, 6],
@@ -181,7 +151,7 @@ fn shape_and_parameter_errors_are_errors_not_panics() {
 
 #[test]
 fn forced_splitting_stays_bit_exact() {
-    let ctxs = contexts();
+    let ctxs = gpu_contexts();
     let problems = [
         // Regular conv: split over images, channel blocks and pixel tiles.
         problem(
@@ -252,10 +222,10 @@ fn forced_splitting_stays_bit_exact() {
             }
             let ctx = split;
             // Quantize, dequantize and requantize split as well.
-            let mut rng = Rng(9);
+            let mut rng = Rng::new(9);
             let dims = [3, 5, 17, 19];
             let n: usize = dims.iter().product();
-            let x: Vec<f32> = (0..n).map(|_| (rng.f32() - 0.5) * 10.0).collect();
+            let x: Vec<f32> = (0..n).map(|_| (rng.unit() - 0.5) * 10.0).collect();
             let qp = QParams::new(0.037, 5, QDtype::QInt8).unwrap();
             let q = ctx
                 .read_q(
@@ -292,7 +262,7 @@ fn forced_splitting_stays_bit_exact() {
 
 #[test]
 fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
-    for base in contexts() {
+    for base in gpu_contexts() {
         // Repacking one 16-channel quad reads its input planes whole: 2 planes of 38 x 200
         // bytes (15200 bytes), which a 9 KiB binding cannot hold.
         let ctx = base.with_split_limits(9216, 65535);
@@ -313,11 +283,11 @@ fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
 
 #[test]
 fn chain_without_read_backs_matches_cpu() {
-    for ctx in contexts() {
-        let mut rng = Rng(11);
+    for ctx in gpu_contexts() {
+        let mut rng = Rng::new(11);
         let dims = [2, 6, 12, 10];
         let n: usize = dims.iter().product();
-        let x: Vec<f32> = (0..n).map(|_| (rng.f32() - 0.3) * 4.0).collect();
+        let x: Vec<f32> = (0..n).map(|_| (rng.unit() - 0.3) * 4.0).collect();
         let q_in = QParams::new(0.03, 100, QDtype::QUInt8).unwrap();
         let mid = QParams::new(0.05, 7, QDtype::QUInt8).unwrap();
         let out = QParams::new(0.04, -5, QDtype::QInt8).unwrap();
@@ -407,7 +377,7 @@ fn chain_without_read_backs_matches_cpu() {
 
 #[test]
 fn one_layer_runs_on_several_threads_at_once() {
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let p = problem(
             6,
             [2, 8, 14, 14],
@@ -433,7 +403,7 @@ fn one_layer_runs_on_several_threads_at_once() {
 
 #[test]
 fn backend_selection_reports_the_backend_asked_for() {
-    let any = contexts();
+    let any = gpu_contexts();
     if any.is_empty() {
         return;
     }
@@ -481,7 +451,7 @@ fn backend_selection_reports_the_backend_asked_for() {
 
 #[test]
 fn timestamps_pooling_and_flush() {
-    for ctx in contexts() {
+    for ctx in gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let p = problem(
             8,

@@ -5,57 +5,18 @@
 //! With no adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`, which makes
 //! them fail with the `NoAdapter` message.
 
+mod common;
+
+use common::{gpu_contexts, Rng};
 use std::time::Instant;
 
 use squint::cpu::reference;
-use squint::gpu::{self, DeviceOptions, GpuContext};
+use squint::gpu::{self, GpuContext};
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
     WeightQParams,
 };
 use squint::shape::{ConvParams, ConvShape};
-
-/// splitmix64: tiny, deterministic, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn usize(&mut self, lo: usize, hi: usize) -> usize {
-        self.range(lo as i64, hi as i64) as usize
-    }
-    fn coin(&mut self, p_true: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p_true
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.usize(0, v.len() - 1)]
-    }
-}
-
-fn contexts() -> Vec<GpuContext> {
-    match gpu::open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
-        Err(e) => {
-            if std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("SQUINT_REQUIRE_GPU=1 and no GPU adapter opened: {e}");
-            }
-            eprintln!("skipping the GPU sweep: {e}");
-            Vec::new()
-        }
-    }
-}
 
 fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
     ctx.kernel_variants()
@@ -135,9 +96,9 @@ fn conv_case(rng: &mut Rng, idx: usize) -> ConvCase {
             (sx, sw, sx * sw * pow2(-(rng.range(1, 4) as i32)))
         } else {
             (
-                0.002 + rng.f32() * 0.05,
-                0.001 + rng.f32() * 0.02,
-                0.01 + rng.f32() * 0.3,
+                0.002 + rng.unit() * 0.05,
+                0.001 + rng.unit() * 0.02,
+                0.01 + rng.unit() * 0.3,
             )
         };
         let x_qp = QParams::new(sx, random_zp(rng, xd), xd).unwrap();
@@ -155,7 +116,7 @@ fn conv_case(rng: &mut Rng, idx: usize) -> ConvCase {
                         if ties {
                             sw_base * pow2(rng.range(-1, 1) as i32)
                         } else {
-                            0.001 + rng.f32() * 0.02
+                            0.001 + rng.unit() * 0.02
                         }
                     })
                     .collect(),
@@ -186,7 +147,7 @@ fn conv_case(rng: &mut Rng, idx: usize) -> ConvCase {
                         // Multiples of sx*sw/2: exact in every formula, and on ties.
                         rng.range(-400, 400) as f32 * 0.5 * sx * sw_base
                     } else {
-                        (rng.f32() - 0.5) * 2.0
+                        (rng.unit() - 0.5) * 2.0
                     }
                 })
                 .collect()
@@ -231,11 +192,11 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 
 #[test]
 fn conv_sweep_matches_cpu_reference_on_every_adapter() {
-    let ctxs = contexts();
+    let ctxs = gpu_contexts();
     if ctxs.is_empty() {
         return;
     }
-    let mut rng = Rng(0x5157_1e55_c0de_0001);
+    let mut rng = Rng::new(0x5157_1e55_c0de_0001);
     let mut cases: Vec<ConvCase> = (0..150).map(|i| conv_case(&mut rng, i)).collect();
     // Larger ones, sized so that no tile is full: output pixels not a multiple of the
     // workgroup tile (4 x 64) nor of 4, several workgroups per plane, channels not a multiple
@@ -292,7 +253,7 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
             c.w_qp.scales.resize(o, c.w_qp.scales[0]);
             c.w_qp.zero_points.resize(o, c.w_qp.zero_points[0]);
         }
-        c.bias = c.bias.map(|_| (0..o).map(|_| rng.f32() - 0.5).collect());
+        c.bias = c.bias.map(|_| (0..o).map(|_| rng.unit() - 0.5).collect());
         c.desc = format!(
             "case #{idx}: x {xd:?} {} zp {}, w {wd:?} {} zp {:?}, {p:?}, out {} zp {}, bias {}, \
              relu {}",
@@ -405,14 +366,14 @@ fn random_epilogue(rng: &mut Rng, f: RequantFormula, channels: usize) -> Option<
     let sx = if ties {
         pow2(rng.range(2, 8) as i32)
     } else {
-        0.001 + rng.f32() * 0.1
+        0.001 + rng.unit() * 0.1
     };
     let sw: Vec<f32> = (0..channels)
         .map(|_| {
             if ties {
                 pow2(rng.range(3, 9) as i32)
             } else {
-                0.0005 + rng.f32() * 0.02
+                0.0005 + rng.unit() * 0.02
             }
         })
         .collect();
@@ -420,7 +381,7 @@ fn random_epilogue(rng: &mut Rng, f: RequantFormula, channels: usize) -> Option<
         sx * sw[0] * pow2(-(rng.range(0, 5) as i32))
     } else {
         // From tiny to large multipliers.
-        sx * sw[0] * (0.05 + rng.f32() * 40.0)
+        sx * sw[0] * (0.05 + rng.unit() * 40.0)
     };
     let w = WeightQParams {
         scheme: QScheme::PerChannelSymmetric,
@@ -431,7 +392,7 @@ fn random_epilogue(rng: &mut Rng, f: RequantFormula, channels: usize) -> Option<
     let out = QParams::new(sy, random_zp(rng, od), od).ok()?;
     let bias: Option<Vec<f32>> = rng
         .coin(0.6)
-        .then(|| (0..channels).map(|_| (rng.f32() - 0.5) * 20.0).collect());
+        .then(|| (0..channels).map(|_| (rng.unit() - 0.5) * 20.0).collect());
     Epilogue::new(f, sx, &w, bias.as_deref(), out, rng.coin(0.3), channels).ok()
 }
 
@@ -462,11 +423,11 @@ fn random_acc(rng: &mut Rng) -> i32 {
 
 #[test]
 fn requantize_sweep_matches_cpu_reference_on_every_adapter() {
-    let ctxs = contexts();
+    let ctxs = gpu_contexts();
     if ctxs.is_empty() {
         return;
     }
-    let mut rng = Rng(0x5157_1e55_c0de_0002);
+    let mut rng = Rng::new(0x5157_1e55_c0de_0002);
     let mut cases = Vec::new();
     for i in 0..120 {
         let f = RequantFormula::ALL[i % 4];
@@ -533,18 +494,18 @@ fn interesting_f32(rng: &mut Rng, scale: f32) -> f32 {
             -1e-40,
         ]),
         3 => f32::from_bits(rng.next() as u32),
-        4 => (rng.f32() - 0.5) * 1e6 * scale,
-        _ => (rng.f32() - 0.5) * 400.0 * scale,
+        4 => (rng.unit() - 0.5) * 1e6 * scale,
+        _ => (rng.unit() - 0.5) * 400.0 * scale,
     }
 }
 
 #[test]
 fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
-    let ctxs = contexts();
+    let ctxs = gpu_contexts();
     if ctxs.is_empty() {
         return;
     }
-    let mut rng = Rng(0x5157_1e55_c0de_0003);
+    let mut rng = Rng::new(0x5157_1e55_c0de_0003);
     let mut cases = Vec::new();
     for i in 0..60 {
         let dims = [
@@ -556,7 +517,7 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
         let d = dtype(&mut rng);
         let scale = match i % 3 {
             0 => pow2(rng.range(-3, 12) as i32),
-            1 => 0.001 + rng.f32() * 0.2,
+            1 => 0.001 + rng.unit() * 0.2,
             _ => f32::from_bits(rng.range(0x0080_0000, 0x4000_0000) as u32),
         };
         let qp = QParams::new(scale, random_zp(&mut rng, d), d).unwrap();

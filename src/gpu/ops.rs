@@ -914,6 +914,17 @@ impl GpuConv2d {
             } else {
                 None
             };
+            // The repacked quads: the texture, or the byte window `w` of the scratch buffer
+            // (with its base in quads).
+            let quads = |w: (u64, u64)| match (&tex, &scratch) {
+                (Some(t), _) => (Res::Tex(&t.view), 0),
+                (None, Some(sb)) => {
+                    let qs = Slot::new(split, sb, w.0, w.1);
+                    let base = qs.base(QUAD);
+                    (Res::Buf(qs), base)
+                }
+                (None, None) => unreachable!("a texture or a scratch buffer exists"),
+            };
             let mut list = Vec::new();
             let mut n_begin = 0u64;
             while n_begin < s.n as u64 {
@@ -988,15 +999,7 @@ impl GpuConv2d {
                             (Res::Buf(xs), base, 0)
                         }
                     };
-                    let (qres, q_base) = match (&tex, &scratch) {
-                        (Some(t), _) => (Res::Tex(&t.view), 0),
-                        (None, Some(sb)) => {
-                            let qs = Slot::new(split, sb, r[1].0, r[1].1);
-                            let base = qs.base(QUAD);
-                            (Res::Buf(qs), base)
-                        }
-                        (None, None) => unreachable!("a texture or a scratch buffer exists"),
-                    };
+                    let (qres, q_base) = quads(r[1]);
                     let prm = ConvPackParams {
                         item_begin: b as u32,
                         item_count: (e - b) as u32,
@@ -1033,15 +1036,7 @@ impl GpuConv2d {
                 let ranges = |b: u64, e: u64| conv_ranges(img0, b, e);
                 for (b, e) in plan(split, imgs * wg_count_per_img, 1, "conv2d", &ranges)? {
                     let r = ranges(b, e);
-                    let (ares, a_base) = match (&tex, &scratch) {
-                        (Some(t), _) => (Res::Tex(&t.view), 0),
-                        (None, Some(sb)) => {
-                            let qs = Slot::new(split, sb, r[0].0, r[0].1);
-                            let base = qs.base(QUAD);
-                            (Res::Buf(qs), base)
-                        }
-                        (None, None) => unreachable!("a texture or a scratch buffer exists"),
-                    };
+                    let (ares, a_base) = quads(r[0]);
                     let ys = Slot::new(split, &out, r[3].0, r[3].1);
                     let y_base = ys.base(4);
                     let (res, w_base, b_tws, e_base, e_tws) =
