@@ -1035,6 +1035,11 @@ impl GpuContext {
         self.inner.id
     }
 
+    /// Whether the kernel options ask for the step-table search without float estimates.
+    pub(crate) fn search_only(&self) -> bool {
+        self.kernel.search_only
+    }
+
     /// Whether the device of this snapshot (not necessarily the one in use) was lost.
     pub(crate) fn snapshot_lost(&self) -> bool {
         self.inner.is_lost()

@@ -83,7 +83,7 @@ impl GpuContext {
         let mut thresholds = [0u32; 256];
         thresholds[..steps.thresholds.len()].copy_from_slice(&steps.thresholds);
         // The scale of the kernel's float estimate (0 forces the table search, for tests).
-        let inv_scale = if self.conv_plan()?.search_only {
+        let inv_scale = if self.search_only() {
             0
         } else {
             inverse_scale(qp.scale).to_bits()
