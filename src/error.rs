@@ -124,6 +124,11 @@ pub enum Error {
     #[error("device limit exceeded: {0}")]
     DeviceLimit(String),
 
+    /// The GPU did not finish submitted work within the context's wait timeout (a hung or
+    /// very slow device). The work may still complete; the context stays usable.
+    #[error("GPU timeout: {0}")]
+    Timeout(String),
+
     /// A golden-case comparison could not be carried out.
     #[error("golden case '{case}': {message}")]
     Golden {

@@ -35,6 +35,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Gpu(_) => "Gpu",
         Error::DeviceLost(_) => "DeviceLost",
         Error::DeviceLimit(_) => "DeviceLimit",
+        Error::Timeout(_) => "Timeout",
         Error::Golden { .. } => "Golden",
     }
 }

@@ -16,11 +16,22 @@ fn golden() -> PathBuf {
 }
 
 fn gpu_required() -> bool {
-    std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
+    squint::gpu::testing::require_gpu()
 }
 
 fn has_gpu() -> bool {
-    squint::gpu::GpuContext::open(&Default::default()).is_ok()
+    squint::gpu::testing::available()
+}
+
+/// The backends (`vulkan`, `gl`, ...) of the adapters this machine has, each once.
+fn gpu_backends() -> Vec<String> {
+    let mut v: Vec<String> = squint::gpu::list_adapters(&Default::default())
+        .into_iter()
+        .map(|a| a.backend)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -91,11 +102,13 @@ fn observe_agrees_with_every_pytorch_observer_configuration() {
 #[test]
 fn golden_reports_zero_mismatches_for_every_public_case_on_cpu_and_gpu() {
     let mut devices = vec![vec!["--device", "cpu"], vec!["--device", "cpu-fast"]];
-    if gpu_required() || has_gpu() {
-        devices.push(vec!["--device", "gpu", "--backend", "vulkan"]);
-        devices.push(vec!["--device", "gpu", "--backend", "gl"]);
-    } else {
-        eprintln!("no GPU adapter: skipping the GPU golden run");
+    // Every backend this machine has (CI: Vulkan and GL), not an assumed list.
+    let backends = gpu_backends();
+    if backends.is_empty() {
+        squint::gpu::testing::skip_or_fail("no adapter listed for the GPU golden run");
+    }
+    for b in &backends {
+        devices.push(vec!["--device", "gpu", "--backend", b.as_str()]);
     }
     for d in devices {
         let mut cmd = squint();

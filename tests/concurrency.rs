@@ -5,7 +5,6 @@
 mod hardening_support;
 
 use hardening_support::*;
-use squint::gpu::DeviceOptions;
 use squint::pipeline::{Device, QConfig, QuantizedModel, QuantizedOutput};
 use squint::tensor::Tensor;
 use std::sync::Barrier;
@@ -15,17 +14,7 @@ const RUNS_PER_THREAD: usize = 3;
 
 /// Opens the GPU; `None` (with a message) when no adapter opens, unless SQUINT_REQUIRE_GPU=1.
 fn gpu_device() -> Option<Device> {
-    match Device::open_gpu(&DeviceOptions::default()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            assert!(
-                std::env::var("SQUINT_REQUIRE_GPU").as_deref() != Ok("1"),
-                "SQUINT_REQUIRE_GPU=1 but no GPU adapter opened: {e}"
-            );
-            eprintln!("skipping the GPU part: {e}");
-            None
-        }
-    }
+    squint::gpu::testing::best().map(Device::Gpu)
 }
 
 /// Inputs of different shapes, so concurrent calls need buffers of different sizes.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{gpu_contexts, Rng};
+use common::{gpu_contexts, variants, Rng};
 use squint::cpu::reference;
 use squint::gpu::{
     self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
@@ -17,10 +17,6 @@ use squint::quant::{
 };
 use squint::shape::{ConvParams, ConvShape};
 use squint::Error;
-
-fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
-    ctx.kernel_variants()
-}
 
 /// A conv problem with its CPU answer.
 struct Problem {

@@ -7,20 +7,16 @@
 
 mod common;
 
-use common::{gpu_contexts, Rng};
+use common::{gpu_contexts, variants, Rng};
 use std::time::Instant;
 
 use squint::cpu::reference;
-use squint::gpu::{self, GpuContext};
+use squint::gpu;
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
     WeightQParams,
 };
 use squint::shape::{ConvParams, ConvShape};
-
-fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
-    ctx.kernel_variants()
-}
 
 fn dtype(rng: &mut Rng) -> QDtype {
     if rng.coin(0.5) {
@@ -528,7 +524,7 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
     }
     // The default kernels, and the step-table search forced (no float estimate).
     let variants = ctxs.iter().flat_map(|c| {
-        c.kernel_variants()
+        variants(c)
             .into_iter()
             .filter(|(v, _)| *v == "default" || v.starts_with("step tables"))
             .map(|(v, ctx)| (format!("{} [{v}]", c.adapter_report().summary()), ctx))

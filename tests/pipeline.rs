@@ -43,17 +43,7 @@ fn torch_y(engine: &str) -> Vec<u8> {
 
 /// Opens a GPU if one is available; fails when SQUINT_REQUIRE_GPU=1 and none opens.
 fn gpu_device() -> Option<Device> {
-    match Device::open_gpu(&DeviceOptions::default()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            assert!(
-                std::env::var("SQUINT_REQUIRE_GPU").as_deref() != Ok("1"),
-                "SQUINT_REQUIRE_GPU=1 but no GPU adapter opened: {e}"
-            );
-            eprintln!("skipping GPU part: {e}");
-            None
-        }
-    }
+    gpu::testing::best().map(Device::Gpu)
 }
 
 fn agreement(ours: &[u8], theirs: &[u8]) -> (usize, i32) {
@@ -216,9 +206,7 @@ fn builder_model_with_unfused_relu_clamps_at_the_zero_point() {
         qm.convs[0].relu,
         "the unfused ReLU clamps the first conv's output"
     );
-    let pts = qm
-        .run_points_cpu(&batches[0], &Device::CpuReference)
-        .unwrap();
+    let pts = qm.run_points(&batches[0], &Device::CpuReference).unwrap();
     let zp = qm.convs[0].out_qp.zero_point;
     assert!(pts[1].1.q.data.iter().all(|&v| v as i32 >= zp));
 }
@@ -256,10 +244,10 @@ fn cross_check_reports_every_point_bit_exact_on_gpu_and_fast_cpu() {
     let mut devices = vec![Device::Cpu];
     devices.extend(gpu_device());
     for d in &devices {
-        let checks = squint::pipeline::cross_check::cross_check(&qm, &x(), d).unwrap();
-        let names: Vec<_> = checks.iter().map(|c| c.name.as_str()).collect();
+        let cc = squint::pipeline::cross_check::cross_check(&qm, &x(), d).unwrap();
+        let names: Vec<_> = cc.points.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["input", "conv1", "conv2"]);
-        for c in &checks {
+        for c in &cc.points {
             assert!(
                 c.bit_exact() && c.compared > 0,
                 "{} on {}: {c:?}",
@@ -267,5 +255,66 @@ fn cross_check_reports_every_point_bit_exact_on_gpu_and_fast_cpu() {
                 d.describe()
             );
         }
+        assert!(cc.bit_exact() && cc.first_difference().is_none());
+        // What was checked is what `run` returns on that device, f32 bits included.
+        let y = qm.run(&x(), d).unwrap();
+        assert_eq!(cc.output.q, y.q, "{}", d.describe());
+        let bits = |t: &Tensor<f32>| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&cc.output.y), bits(&y.y), "{}", d.describe());
     }
+}
+
+#[test]
+fn run_points_ends_with_exactly_what_run_returns_on_every_device() {
+    let mut p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    p.calibrate_all(&calib(), false).unwrap();
+    let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let mut devices = vec![Device::CpuReference, Device::Cpu];
+    devices.extend(gpu_device());
+    for d in &devices {
+        let points = qm.run_points(&x(), d).unwrap();
+        assert_eq!(points.len(), 1 + qm.convs.len(), "{}", d.describe());
+        let (name, last) = points.last().unwrap();
+        assert_eq!(name, &qm.convs.last().unwrap().name);
+        assert_eq!(last, &qm.run(&x(), d).unwrap(), "{}", d.describe());
+    }
+}
+
+#[test]
+fn cross_check_names_the_first_point_that_differs() {
+    use squint::pipeline::cross_check::compare_points;
+    let mut p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    p.calibrate_all(&calib(), false).unwrap();
+    let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let reference = qm.run_points(&x(), &Device::CpuReference).unwrap();
+    // One int of conv1 off by one, and one f32 bit of conv2's dequantized output.
+    let mut ours = reference.clone();
+    ours[1].1.q.data[7] ^= 1;
+    ours[2].1.y.data[3] = f32::from_bits(ours[2].1.y.data[3].to_bits() ^ 1);
+    let checks = compare_points(&ours, &reference).unwrap();
+    let bad: Vec<_> = checks.iter().filter(|c| !c.bit_exact()).collect();
+    assert_eq!(bad.len(), 2, "{checks:?}");
+    assert_eq!(
+        (bad[0].name.as_str(), bad[0].mismatches, bad[0].max_abs_diff),
+        ("conv1", 1, 1)
+    );
+    assert_eq!(
+        (
+            bad[1].name.as_str(),
+            bad[1].mismatches,
+            bad[1].f32_mismatches
+        ),
+        ("conv2", 0, 1)
+    );
+    // Runs that do not correspond are an error, not a count.
+    assert!(matches!(
+        compare_points(&ours[..2], &reference),
+        Err(Error::Shape(_))
+    ));
+    let mut renamed = reference.clone();
+    renamed[1].0 = "other".into();
+    assert!(matches!(
+        compare_points(&renamed, &reference),
+        Err(Error::Shape(_))
+    ));
 }

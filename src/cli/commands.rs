@@ -354,19 +354,20 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     let qm = QuantizedModel::load(&a.model)?;
     let x = npy::read::<f32>(&a.input)?;
     let device = open_device(a.device, &a.gpu)?;
-    let y = qm.run(&x, &device)?;
-    if a.cross_check {
-        let checks = crate::pipeline::cross_check::cross_check(&qm, &x, &device)?;
-        let mut exact = true;
-        for c in &checks {
-            exact &= c.bit_exact();
+    let y = if a.cross_check {
+        // The output written is the one that was checked: cross_check runs the model exactly
+        // as `run` does and returns that output.
+        let cc = crate::pipeline::cross_check::cross_check(&qm, &x, &device)?;
+        for c in &cc.points {
             println!(
-                "cross-check {:<12} {} vs cpu-reference: {} of {} ints differ (max |Δ| {}){}",
+                "cross-check {:<12} {} vs cpu-reference: {} of {} ints differ (max |Δ| {}), {} \
+                 dequantized f32 differ{}",
                 c.name,
                 device.describe(),
                 c.mismatches,
                 c.compared,
                 c.max_abs_diff,
+                c.f32_mismatches,
                 if c.bit_exact() {
                     " bit-exact"
                 } else {
@@ -374,10 +375,19 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 }
             );
         }
-        if !exact {
+        if let Some(first) = cc.first_difference() {
+            eprintln!(
+                "error: cross-check failed: {} differs from the CPU reference first at point '{}'; \
+                 nothing written",
+                device.describe(),
+                first.name
+            );
             return Ok(ExitCode::from(1));
         }
-    }
+        cc.output
+    } else {
+        qm.run(&x, &device)?
+    };
     npy::write(&a.out, &y.y)?;
     if let Some(p) = &a.out_ints {
         let written = match y.qp.dtype {

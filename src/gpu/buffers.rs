@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::device::{GpuContext, Pipeline, SplitLimits};
+use super::gate::Gate;
 use super::kernels::{ITEMS_PER_INVOCATION, WORKGROUP};
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
@@ -340,6 +341,8 @@ pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// Most bytes kept free.
     cap: u64,
+    /// The device's gate: loans return (and surplus entries are dropped) inside it.
+    gate: Arc<Gate>,
 }
 
 #[derive(Debug, Default)]
@@ -353,10 +356,11 @@ struct PoolState {
 const POOL_PER_KEY: usize = 8;
 
 impl Pool {
-    pub(crate) fn new(cap: u64) -> Arc<Pool> {
+    pub(crate) fn new(cap: u64, gate: &Arc<Gate>) -> Arc<Pool> {
         Arc::new(Pool {
             state: Mutex::new(PoolState::default()),
             cap,
+            gate: gate.clone(),
         })
     }
 
@@ -419,10 +423,12 @@ impl Pool {
     }
 }
 
-/// A buffer on loan from a [`Pool`]; it goes back when dropped.
+/// A buffer on loan from a [`Pool`]; it goes back when dropped (inside the device's gate,
+/// like the buffer's own drop when the pool is full or gone).
 pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     pool: Weak<Pool>,
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for PooledBuffer {
@@ -444,17 +450,21 @@ impl std::ops::Deref for PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
+        let _inside = self.gate.enter();
         if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
             pool.put_buffer(b);
         }
+        // Else the buffer (if any) drops here, inside the gate.
     }
 }
 
-/// An rgba32uint texture on loan from a [`Pool`], with its view.
+/// An rgba32uint texture on loan from a [`Pool`], with its view (returned and dropped inside
+/// the device's gate, like [`PooledBuffer`]).
 pub(crate) struct PooledTexture {
     texture: Option<wgpu::Texture>,
-    pub(crate) view: wgpu::TextureView,
+    view: Option<wgpu::TextureView>,
     pool: Weak<Pool>,
+    gate: Arc<Gate>,
 }
 
 impl PooledTexture {
@@ -463,10 +473,18 @@ impl PooledTexture {
             .as_ref()
             .expect("a pooled texture is present until dropped")
     }
+
+    pub(crate) fn view(&self) -> &wgpu::TextureView {
+        self.view
+            .as_ref()
+            .expect("a pooled texture's view is present until dropped")
+    }
 }
 
 impl Drop for PooledTexture {
     fn drop(&mut self) {
+        let _inside = self.gate.enter();
+        self.view = None;
         if let (Some(t), Some(pool)) = (self.texture.take(), self.pool.upgrade()) {
             pool.put_texture(t);
         }
@@ -508,6 +526,7 @@ impl GpuContext {
         Ok(Arc::new(PooledBuffer {
             buffer: Some(buffer),
             pool: Arc::downgrade(pool),
+            gate: pool.gate.clone(),
         }))
     }
 
@@ -548,8 +567,9 @@ impl GpuContext {
         let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
         PooledTexture {
             texture: Some(texture),
-            view,
+            view: Some(view),
             pool: Arc::downgrade(pool),
+            gate: pool.gate.clone(),
         }
     }
 }
@@ -639,9 +659,7 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
     staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
         let _ = tx.send(r);
     });
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| ctx.gpu_error("waiting for the GPU", &e.to_string()))?;
+    ctx.wait_idle("waiting for a read-back")?;
     rx.recv()
         .map_err(|_| ctx.gpu_error("reading back", "the buffer mapping was abandoned"))?
         .map_err(|e| ctx.gpu_error("mapping a read-back buffer", &e.to_string()))?;
@@ -662,7 +680,7 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
 impl GpuContext {
     /// Uploads a float32 tensor (NCHW).
     pub fn upload_f32(&self, x: &[f32], dims: [usize; 4]) -> Result<GpuF32Tensor> {
-        self.live()?.upload_f32_here(x, dims)
+        self.enter()?.upload_f32_here(x, dims)
     }
 
     fn upload_f32_here(&self, x: &[f32], dims: [usize; 4]) -> Result<GpuF32Tensor> {
@@ -686,7 +704,7 @@ impl GpuContext {
     /// Uploads a quantized tensor given as stored bytes (u8 for quint8, two's-complement i8
     /// for qint8), NCHW.
     pub fn upload_q(&self, bytes: &[u8], dims: [usize; 4], dtype: QDtype) -> Result<GpuTensor> {
-        self.live()?.upload_q_here(bytes, dims, dtype)
+        self.enter()?.upload_q_here(bytes, dims, dtype)
     }
 
     fn upload_q_here(&self, bytes: &[u8], dims: [usize; 4], dtype: QDtype) -> Result<GpuTensor> {
@@ -721,7 +739,7 @@ impl GpuContext {
     /// Reads a quantized tensor back as stored bytes (NCHW, the CPU reference's convention).
     /// Waits for all work queued before.
     pub fn read_q(&self, x: &GpuTensor) -> Result<Vec<u8>> {
-        self.live()?.read_q_here(x)
+        self.enter()?.read_q_here(x)
     }
 
     fn read_q_here(&self, x: &GpuTensor) -> Result<Vec<u8>> {
@@ -743,7 +761,7 @@ impl GpuContext {
 
     /// Reads a float32 tensor back. Waits for all work queued before.
     pub fn read_f32(&self, x: &GpuF32Tensor) -> Result<Vec<f32>> {
-        self.live()?.read_f32_here(x)
+        self.enter()?.read_f32_here(x)
     }
 
     fn read_f32_here(&self, x: &GpuF32Tensor) -> Result<Vec<f32>> {

@@ -1,12 +1,15 @@
 //! Adapter selection, device creation, error capture and the per-device pipeline cache.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::buffers::{Pool, PooledBuffer, PooledTexture};
+use super::gate::{Gate, GateGuard};
 use super::kernels::{BStaging, Binding, Kernel};
 use crate::error::{Error, Result};
 
@@ -240,50 +243,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (t, b)
 }
 
-/// Points `XDG_RUNTIME_DIR` at a private 0700 directory when it is unset or invalid, so that
-/// Mesa's Vulkan loader does not print "XDG_RUNTIME_DIR is invalid or not set". Runs once per
-/// process, before the first instance is created.
-fn ensure_xdg_runtime_dir() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            let valid = |p: &std::path::Path| {
-                p.is_absolute()
-                    && std::fs::metadata(p)
-                        .map(|m| m.is_dir() && m.permissions().mode() & 0o777 == 0o700)
-                        .unwrap_or(false)
-            };
-            if let Some(cur) = std::env::var_os("XDG_RUNTIME_DIR") {
-                if valid(std::path::Path::new(&cur)) {
-                    return;
-                }
-            }
-            let base = std::env::temp_dir();
-            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-            for name in [
-                format!("squint-xdg-{user}"),
-                format!("squint-xdg-{user}-{}", std::process::id()),
-            ] {
-                let dir = base.join(name);
-                let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-                // Usable only if it is ours: private and writable.
-                let probe = dir.join(format!(".probe-{}", std::process::id()));
-                if valid(&dir) && std::fs::write(&probe, b"").is_ok() {
-                    let _ = std::fs::remove_file(&probe);
-                    // Called once, before this module creates any wgpu instance (and so before
-                    // any thread of ours reads the environment for it).
-                    std::env::set_var("XDG_RUNTIME_DIR", &dir);
-                    return;
-                }
-            }
-        }
-    });
-}
-
 fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
-    ensure_xdg_runtime_dir();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = backends;
     wgpu::Instance::new(desc)
@@ -372,12 +332,16 @@ type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
 struct Inner {
     /// Unique among all devices this process opens (tensors carry it).
     id: u64,
-    device: wgpu::Device,
+    /// Dropped inside the gate (see `Drop for Inner`).
+    device: ManuallyDrop<wgpu::Device>,
+    /// The gate and settings of the adapter.
+    shared: Arc<Shared>,
     /// Set by the device-lost callback (or when wgpu reports the device lost).
     lost: Arc<AtomicBool>,
     /// Makes the next operation fail as if it ran out of memory (testing hook).
     simulated_oom: AtomicBool,
-    queue: wgpu::Queue,
+    /// Dropped inside the gate (see `Drop for Inner`).
+    queue: ManuallyDrop<wgpu::Queue>,
     report: AdapterReport,
     limits: wgpu::Limits,
     /// Errors that reached the uncaptured-error handler or the device-lost callback.
@@ -401,6 +365,21 @@ struct Home {
     current: Mutex<Arc<Inner>>,
     /// Ids of the devices that were lost (to explain errors about tensors created on them).
     lost_ids: Mutex<Vec<u64>>,
+    shared: Arc<Shared>,
+}
+
+/// What the devices of one adapter share with their [`Home`].
+struct Shared {
+    /// Serialises the use of the adapter's devices where the backend needs it.
+    gate: Arc<Gate>,
+    /// Longest wait for the GPU, nanoseconds (see [`GpuContext::set_wait_timeout`]).
+    wait_timeout_ns: AtomicU64,
+}
+
+impl Shared {
+    fn wait_timeout(&self) -> Duration {
+        Duration::from_nanos(self.wait_timeout_ns.load(Ordering::Relaxed))
+    }
 }
 
 /// Source of [`Inner::id`].
@@ -522,6 +501,32 @@ pub struct GpuContext {
     kernel: KernelOptions,
 }
 
+/// A [`GpuContext`] on its live device, inside the device's gate until dropped (see
+/// [`GpuContext::enter`]).
+pub(crate) struct Entered {
+    ctx: GpuContext,
+    // Declared last: dropped after `ctx`, which may drop a lost device.
+    _guard: GateGuard,
+}
+
+impl std::ops::Deref for Entered {
+    type Target = GpuContext;
+    fn deref(&self) -> &GpuContext {
+        &self.ctx
+    }
+}
+
+/// The default of [`GpuContext::wait_timeout`]: `SQUINT_GPU_TIMEOUT_SECS`, else 300 s (a
+/// software adapter may take minutes over a large batch).
+fn default_wait_timeout() -> Duration {
+    std::env::var("SQUINT_GPU_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(1e9)))
+        .unwrap_or(Duration::from_secs(300))
+}
+
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GpuContext")
@@ -554,7 +559,14 @@ impl GpuContext {
     }
 
     fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
-        let inner = Arc::new(open_inner(&instance, &adapter)?);
+        let shared = Arc::new(Shared {
+            gate: Gate::for_backend(adapter.get_info().backend),
+            wait_timeout_ns: AtomicU64::new(default_wait_timeout().as_nanos() as u64),
+        });
+        let inner = {
+            let _inside = shared.gate.enter();
+            Arc::new(open_inner(&instance, &adapter, &shared)?)
+        };
         let split = inner.base_split;
         Ok(GpuContext {
             inner: inner.clone(),
@@ -563,28 +575,40 @@ impl GpuContext {
                 adapter,
                 current: Mutex::new(inner),
                 lost_ids: Mutex::new(Vec::new()),
+                shared,
             }),
             split,
             kernel: KernelOptions::default(),
         })
     }
 
-    /// This context on the device currently in use: itself while its device is not lost,
-    /// else on the device its clones have reopened, or on a device opened now. Every public
-    /// operation starts here.
-    pub(crate) fn live(&self) -> Result<GpuContext> {
+    /// Enters the device's gate (see [`Gate`]) and returns this context on the device
+    /// currently in use: itself while its device is not lost, else on the device its clones
+    /// have reopened, or on a device opened now. Every public operation starts here and keeps
+    /// the returned value until it is done.
+    pub(crate) fn enter(&self) -> Result<Entered> {
+        let guard = self.home.shared.gate.enter();
+        Ok(Entered {
+            ctx: self.live()?,
+            _guard: guard,
+        })
+    }
+
+    /// See [`GpuContext::enter`] (without entering the gate).
+    fn live(&self) -> Result<GpuContext> {
         if !self.inner.is_lost() {
             return Ok(self.clone());
         }
         let mut current = self.home.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.is_lost() {
             let old = current.id;
-            let fresh = open_inner(&self.home.instance, &self.home.adapter).map_err(|e| {
-                Error::DeviceLost(format!(
-                    "{} was lost and could not be reopened: {e}",
-                    self.inner.report.summary()
-                ))
-            })?;
+            let fresh = open_inner(&self.home.instance, &self.home.adapter, &self.home.shared)
+                .map_err(|e| {
+                    Error::DeviceLost(format!(
+                        "{} was lost and could not be reopened: {e}",
+                        self.inner.report.summary()
+                    ))
+                })?;
             *current = Arc::new(fresh);
             let mut ids = self.home.lost_ids.lock().unwrap_or_else(|p| p.into_inner());
             ids.push(old);
@@ -595,6 +619,48 @@ impl GpuContext {
             split: self.split,
             kernel: self.kernel,
         })
+    }
+
+    /// Whether squint serialises the use of this device across threads (on backends whose
+    /// wgpu implementation is not safe under concurrent calls: GL). Results never depend on
+    /// it; only how much threads overlap does.
+    pub fn serialises_threads(&self) -> bool {
+        self.home.shared.gate.serial()
+    }
+
+    /// The longest squint waits for the GPU to finish submitted work (a read-back,
+    /// [`GpuContext::finish`]) before giving up with [`Error::Timeout`]. Shared by every clone
+    /// of this context. The default is 300 s, or `SQUINT_GPU_TIMEOUT_SECS` when set.
+    pub fn wait_timeout(&self) -> Duration {
+        self.home.shared.wait_timeout()
+    }
+
+    /// Sets [`GpuContext::wait_timeout`] for this context and all its clones (at least 1 µs).
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        let ns = timeout.as_nanos().clamp(1_000, u64::MAX as u128) as u64;
+        self.home
+            .shared
+            .wait_timeout_ns
+            .store(ns, Ordering::Relaxed);
+    }
+
+    /// Waits until the GPU has finished the work submitted so far, at most
+    /// [`GpuContext::wait_timeout`]; `what` names the operation for errors.
+    pub(crate) fn wait_idle(&self, what: &str) -> Result<()> {
+        let timeout = self.wait_timeout();
+        match self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(timeout),
+        }) {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout(format!(
+                "{what} on {}: the GPU did not finish within {timeout:?} (a hung or very slow \
+                 device; raise the limit with set_wait_timeout, --gpu-timeout or \
+                 SQUINT_GPU_TIMEOUT_SECS)",
+                self.inner.report.summary()
+            ))),
+            Err(e) => Err(self.gpu_error(what, &e.to_string())),
+        }
     }
 
     /// Whether the device in use was lost (the next operation reopens it).
@@ -608,7 +674,11 @@ impl GpuContext {
 }
 
 /// Requests a device on `adapter` with every limit and the optional features squint uses.
-fn open_inner(instance: &wgpu::Instance, adapter: &wgpu::Adapter) -> Result<Inner> {
+fn open_inner(
+    instance: &wgpu::Instance,
+    adapter: &wgpu::Adapter,
+    shared: &Arc<Shared>,
+) -> Result<Inner> {
     let report = AdapterReport::new(adapter, &instance.wgsl_language_features());
     let limits = adapter.limits();
     // Optional features: timestamps, for profiling.
@@ -630,18 +700,18 @@ fn open_inner(instance: &wgpu::Instance, adapter: &wgpu::Adapter) -> Result<Inne
     {
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
-            }
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
         }));
         let sink = uncaptured.clone();
         let flag = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             flag.store(true, Ordering::SeqCst);
             if reason != wgpu::DeviceLostReason::Destroyed {
-                if let Ok(mut v) = sink.lock() {
-                    v.push(format!("device lost ({reason:?}): {msg}"));
-                }
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("device lost ({reason:?}): {msg}"));
             }
         });
     }
@@ -661,19 +731,42 @@ fn open_inner(instance: &wgpu::Instance, adapter: &wgpu::Adapter) -> Result<Inne
         .then_some(info.subgroup_min_size);
     Ok(Inner {
         id: NEXT_DEVICE_ID.fetch_add(1, Ordering::Relaxed),
-        device,
+        device: ManuallyDrop::new(device),
+        shared: shared.clone(),
         lost,
         simulated_oom: AtomicBool::new(false),
-        queue,
+        queue: ManuallyDrop::new(queue),
         report,
         limits,
         uncaptured,
         pipelines: Mutex::new(HashMap::new()),
-        pool: Pool::new(POOL_CAP),
+        pool: Pool::new(POOL_CAP, &shared.gate),
         pending: Mutex::new(Vec::new()),
         subgroup_min,
         base_split: split,
     })
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Everything that holds device objects goes inside the gate.
+        let _inside = self.shared.gate.enter();
+        self.pool.clear();
+        self.pipelines
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.pending
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        // SAFETY: dropped exactly once, here; `self` is being dropped and its other fields
+        // do not use them.
+        unsafe {
+            ManuallyDrop::drop(&mut self.queue);
+            ManuallyDrop::drop(&mut self.device);
+        }
+    }
 }
 
 impl Inner {
@@ -687,16 +780,22 @@ impl Inner {
     /// when the device is not lost).
     fn check_lost(&self) -> bool {
         // Another thread's poll may have taken the lost callback and not yet run it: give it
-        // a few milliseconds.
+        // a few milliseconds. The first poll waits for the queue, at most the wait timeout (a
+        // hung device is not lost, and must not hang the error path).
+        let mut poll = wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.shared.wait_timeout()),
+        };
         for _ in 0..20 {
             if self.is_lost() {
                 return true;
             }
-            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+            let _ = self.device.poll(poll);
+            poll = wgpu::PollType::Poll;
             if self.is_lost() {
                 return true;
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(2));
         }
         false
     }
@@ -746,6 +845,15 @@ impl GpuContext {
     /// it to sweep every path.
     #[doc(hidden)]
     pub fn kernel_variants(&self) -> Vec<(&'static str, GpuContext)> {
+        self.kernel_variants_with_dropped().0
+    }
+
+    /// [`GpuContext::kernel_variants`], and the variants left out with the reason.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    pub fn kernel_variants_with_dropped(
+        &self,
+    ) -> (Vec<(&'static str, GpuContext)>, Vec<(&'static str, String)>) {
         let d = KernelOptions::default();
         let forced = [
             (
@@ -805,14 +913,16 @@ impl GpuContext {
                 },
             ),
         ];
-        let mut v = vec![("default", self.clone())];
+        let mut kept = vec![("default", self.clone())];
+        let mut dropped = Vec::new();
         // Variants the adapter lacks (e.g. subgroups on GL) are errors, and left out.
-        v.extend(
-            forced
-                .into_iter()
-                .filter_map(|(name, o)| self.with_kernel_options(o).ok().map(|c| (name, c))),
-        );
-        v
+        for (name, o) in forced {
+            match self.with_kernel_options(o) {
+                Ok(c) => kept.push((name, c)),
+                Err(e) => dropped.push((name, e.to_string())),
+            }
+        }
+        (kept, dropped)
     }
 
     /// The same device with kernel selection overrides (for tests and benchmarks: every
@@ -902,19 +1012,15 @@ impl GpuContext {
     /// a result is read back, so that a chain of layers costs one submission; `flush` submits
     /// now (useful before measuring, or to start the GPU early).
     pub fn flush(&self) -> Result<()> {
-        self.live()?
+        self.enter()?
             .submit_with("submitting pending work", |_| Ok(()))
     }
 
     /// Submits the pending work and waits until the GPU has finished everything submitted.
     pub fn finish(&self) -> Result<()> {
-        let ctx = self.live()?;
+        let ctx = self.enter()?;
         ctx.submit_with("submitting pending work", |_| Ok(()))?;
-        ctx.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| ctx.gpu_error("waiting for the GPU", &e.to_string()))
+        ctx.wait_idle("waiting for the GPU")
     }
 
     /// Records one operation into its own command buffer (inside error scopes) and queues it
@@ -974,8 +1080,22 @@ impl GpuContext {
         Ok(())
     }
 
+    /// The pipeline cache. A panic in another thread cannot leave it inconsistent (entries
+    /// are inserted whole), so a poisoned lock is used as it is.
+    fn lock_pipelines(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Arc<Pipeline>>> {
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::CommandBuffer>> {
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The gate of this context's adapter (see [`Gate`]).
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
+        &self.inner.shared.gate
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
@@ -984,6 +1104,7 @@ impl GpuContext {
 
     /// Drops the buffers and textures kept for reuse (they are reallocated when needed).
     pub fn release_cached_buffers(&self) {
+        let _inside = self.home.shared.gate.enter();
         self.inner.pool.clear();
     }
 
@@ -1005,7 +1126,7 @@ impl GpuContext {
     /// loss (wgpu's `Device::destroy`, a real loss as far as wgpu and the driver know).
     #[doc(hidden)]
     pub fn simulate_device_loss(&self) -> Result<()> {
-        let ctx = self.live()?;
+        let ctx = self.enter()?;
         ctx.inner.device.destroy();
         // wgpu reports a destroyed device lost once its queue has drained, from a poll.
         ctx.inner.check_lost();
@@ -1017,7 +1138,7 @@ impl GpuContext {
     /// out-of-memory cannot be provoked safely in a test). For testing the recovery path.
     #[doc(hidden)]
     pub fn simulate_out_of_memory(&self) -> Result<()> {
-        self.live()?
+        self.enter()?
             .inner
             .simulated_oom
             .store(true, Ordering::SeqCst);
@@ -1086,7 +1207,19 @@ impl GpuContext {
         let oom = d.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let internal = d.push_error_scope(wgpu::ErrorFilter::Internal);
         let validation = d.push_error_scope(wgpu::ErrorFilter::Validation);
-        let r = f();
+        // A panic inside wgpu (or squint's recording code) must not skip popping the scopes
+        // nor unwind through the caller: it becomes an error.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Err(Error::Gpu(format!(
+                "{what} on {}: wgpu panicked: {msg}",
+                self.inner.report.summary()
+            )))
+        });
         let errs = [
             pollster::block_on(validation.pop()),
             pollster::block_on(internal.pop()),
@@ -1100,9 +1233,13 @@ impl GpuContext {
             oom = true;
             msgs.push("Out of Memory (simulated)".into());
         }
-        if let Ok(mut v) = self.inner.uncaptured.lock() {
-            msgs.append(&mut v);
-        }
+        msgs.append(
+            &mut self
+                .inner
+                .uncaptured
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         if !msgs.is_empty() && self.inner.check_lost() {
             // Whatever wgpu said (often only that some object is invalid), the cause is this.
             msgs.insert(0, "the device was lost".into());
@@ -1126,7 +1263,7 @@ impl GpuContext {
         overrides: &[(&'static str, u32)],
     ) -> Result<Arc<Pipeline>> {
         let key = (kernel, overrides.to_vec());
-        if let Some(p) = self.inner.pipelines.lock().map_err(poisoned)?.get(&key) {
+        if let Some(p) = self.lock_pipelines().get(&key) {
             return Ok(p.clone());
         }
         // Compiled outside the lock: another thread may compile the same one meanwhile; the
@@ -1134,7 +1271,7 @@ impl GpuContext {
         let p = self.scoped(&format!("compiling the {kernel:?} kernel"), || {
             Ok(Arc::new(self.compile(kernel, overrides)))
         })?;
-        let mut map = self.inner.pipelines.lock().map_err(poisoned)?;
+        let mut map = self.lock_pipelines();
         Ok(map.entry(key).or_insert(p).clone())
     }
 
@@ -1217,8 +1354,4 @@ impl Keep {
     pub(crate) fn texture(&mut self, t: PooledTexture) {
         self.textures.push(t);
     }
-}
-
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
-    Error::Gpu("pipeline cache lock poisoned by a panic in another thread".into())
 }

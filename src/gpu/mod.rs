@@ -42,8 +42,11 @@
 
 mod buffers;
 mod device;
+mod gate;
 mod kernels;
 mod ops;
+#[doc(hidden)]
+pub mod testing;
 
 pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use device::{

@@ -23,6 +23,7 @@ use super::buffers::{
     record, storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
 use super::device::{ConvPlan, GpuContext};
+use super::gate::Gated;
 use super::kernels::{
     ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
     QuantizeParams, RequantizeParams,
@@ -73,7 +74,7 @@ impl GpuContext {
     /// [`crate::quant::quantize_slice`] (PyTorch's `quantize_per_tensor`). The result stays on
     /// the GPU.
     pub fn quantize(&self, x: &GpuF32Tensor, qp: &QParams) -> Result<GpuTensor> {
-        self.live()?.quantize_here(x, qp)
+        self.enter()?.quantize_here(x, qp)
     }
 
     fn quantize_here(&self, x: &GpuF32Tensor, qp: &QParams) -> Result<GpuTensor> {
@@ -120,7 +121,7 @@ impl GpuContext {
     /// Dequantizes a packed tensor: `f32((q - zp) * scale)`, exactly as
     /// [`crate::quant::dequantize_slice`]. The result stays on the GPU.
     pub fn dequantize(&self, x: &GpuTensor, qp: &QParams) -> Result<GpuF32Tensor> {
-        self.live()?.dequantize_here(x, qp)
+        self.enter()?.dequantize_here(x, qp)
     }
 
     fn dequantize_here(&self, x: &GpuTensor, qp: &QParams) -> Result<GpuF32Tensor> {
@@ -233,7 +234,7 @@ impl GpuContext {
         channels: usize,
         plane: usize,
     ) -> Result<Vec<u8>> {
-        self.live()?.requantize_here(acc, epi, channels, plane)
+        self.enter()?.requantize_here(acc, epi, channels, plane)
     }
 
     fn requantize_here(
@@ -350,6 +351,16 @@ pub struct GpuConv2d {
     params: ConvParams,
     kind: LayerKind,
     wzp: bool,
+    /// The layer's device objects (dropped inside the device's gate).
+    res: Gated<LayerResources>,
+    epi: Epilogue,
+    /// `Σ|w − w_zp|` per output channel, for the accumulator check of every run.
+    sum_abs: Vec<i128>,
+}
+
+/// The device objects of a [`GpuConv2d`].
+#[derive(Debug)]
+struct LayerResources {
     weights: wgpu::Buffer,
     /// The weights again as a read-only storage texture (for the texture kernels).
     weights_tex: Option<WeightTexture>,
@@ -357,9 +368,6 @@ pub struct GpuConv2d {
     etab: wgpu::Buffer,
     /// The epilogue table again as a texture (for the texture kernels).
     etab_tex: Option<WeightTexture>,
-    epi: Epilogue,
-    /// `Σ|w − w_zp|` per output channel, for the accumulator check of every run.
-    sum_abs: Vec<i128>,
 }
 
 /// Weights as an rgba32uint texture: vec4 i at texel (i % 2^tws, i >> tws).
@@ -513,7 +521,7 @@ impl GpuConv2d {
         epi: &Epilogue,
         params: ConvParams,
     ) -> Result<Self> {
-        let ctx = &ctx.live()?;
+        let ctx = &ctx.enter()?;
         let n = check_dims(w_dims, "weight")?;
         if w.len() != n {
             return Err(Error::Shape(format!(
@@ -570,16 +578,31 @@ impl GpuConv2d {
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
         let table = epilogue_table(epi, &meta, plan_k.search_only);
-        let (weights, weights_tex, etab) = ctx.scoped("uploading conv weights", || {
-            Ok((
-                storage_buffer_init(ctx, bytemuck::cast_slice(&packed), "squint conv weights")?,
-                if plan_k.textures {
-                    WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
-                } else {
-                    None
+        let res = ctx.scoped("uploading conv weights", || {
+            let weights_tex = if plan_k.textures {
+                WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
+            } else {
+                None
+            };
+            Ok(LayerResources {
+                weights: storage_buffer_init(
+                    ctx,
+                    bytemuck::cast_slice(&packed),
+                    "squint conv weights",
+                )?,
+                etab_tex: match weights_tex {
+                    Some(_) => {
+                        WeightTexture::new(ctx, &table, plan_k.tex_width, plan_k.tex_max_height)
+                    }
+                    None => None,
                 },
-                storage_buffer_init(ctx, bytemuck::cast_slice(&table), "squint conv epilogue")?,
-            ))
+                weights_tex,
+                etab: storage_buffer_init(
+                    ctx,
+                    bytemuck::cast_slice(&table),
+                    "squint conv epilogue",
+                )?,
+            })
         })?;
         Ok(GpuConv2d {
             device_id: ctx.id(),
@@ -587,13 +610,7 @@ impl GpuConv2d {
             params,
             kind,
             wzp,
-            weights,
-            etab_tex: match weights_tex {
-                Some(_) => WeightTexture::new(ctx, &table, plan_k.tex_width, plan_k.tex_max_height),
-                None => None,
-            },
-            weights_tex,
-            etab,
+            res: Gated::new(res, ctx.gate()),
             epi: epi.clone(),
             sum_abs: weight_abs_sums(w, w_qp, c_out, k),
         })
@@ -629,7 +646,7 @@ impl GpuConv2d {
     /// in the epilogue's output dtype, stays on the GPU; the work is queued on the context and
     /// submitted with the next read-back or [`GpuContext::flush`].
     pub fn run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<GpuTensor> {
-        let ctx = &ctx.live()?;
+        let ctx = &ctx.enter()?;
         let s = self.check_run(ctx, x, x_qp)?;
         self.encode(ctx, x, x_qp, &s, None)
     }
@@ -643,7 +660,7 @@ impl GpuConv2d {
         x: &GpuTensor,
         x_qp: &QParams,
     ) -> Result<(GpuTensor, Option<Duration>)> {
-        let ctx = &ctx.live()?;
+        let ctx = &ctx.enter()?;
         let s = self.check_run(ctx, x, x_qp)?;
         if !ctx.has_timestamps() {
             return Ok((self.encode(ctx, x, x_qp, &s, None)?, None));
@@ -761,8 +778,8 @@ impl GpuConv2d {
         let use_tex = plan_k.textures
             && quads_img <= tex_cap
             && in_rows <= plan_k.tex_max_height as u64
-            && self.weights_tex.is_some()
-            && self.etab_tex.is_some();
+            && self.res.weights_tex.is_some()
+            && self.res.etab_tex.is_some();
         if !use_tex && quads_img * QUAD > split.max_buffer {
             return Err(Error::DeviceLimit(format!(
                 "conv: one repacked input image needs {} bytes of scratch, the device's largest \
@@ -917,7 +934,7 @@ impl GpuConv2d {
             // The repacked quads: the texture, or the byte window `w` of the scratch buffer
             // (with its base in quads).
             let quads = |w: (u64, u64)| match (&tex, &scratch) {
-                (Some(t), _) => (Res::Tex(&t.view), 0),
+                (Some(t), _) => (Res::Tex(t.view()), 0),
                 (None, Some(sb)) => {
                     let qs = Slot::new(split, sb, w.0, w.1);
                     let base = qs.base(QUAD);
@@ -992,7 +1009,7 @@ impl GpuConv2d {
                 for (b, e) in plan(split, total, 64, "conv input repacking", &both)? {
                     let r = both(b, e);
                     let (xres, x_base, x_tws) = match &x_tex {
-                        Some((t, tws_in)) => (Res::Tex(&t.view), 0, *tws_in),
+                        Some((t, tws_in)) => (Res::Tex(t.view()), 0, *tws_in),
                         None => {
                             let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
                             let base = xs.base(4);
@@ -1040,7 +1057,7 @@ impl GpuConv2d {
                     let ys = Slot::new(split, &out, r[3].0, r[3].1);
                     let y_base = ys.base(4);
                     let (res, w_base, b_tws, e_base, e_tws) =
-                        match (use_tex, &self.weights_tex, &self.etab_tex) {
+                        match (use_tex, &self.res.weights_tex, &self.res.etab_tex) {
                             (true, Some(wt), Some(et)) => (
                                 vec![ares, Res::Tex(&wt.view), Res::Tex(&et.view), Res::Buf(ys)],
                                 0,
@@ -1049,8 +1066,8 @@ impl GpuConv2d {
                                 et.tws,
                             ),
                             _ => {
-                                let ws = Slot::new(split, &self.weights, r[1].0, r[1].1);
-                                let es = Slot::new(split, &self.etab, r[2].0, r[2].1);
+                                let ws = Slot::new(split, &self.res.weights, r[1].0, r[1].1);
+                                let es = Slot::new(split, &self.res.etab, r[2].0, r[2].1);
                                 let (w_base, e_base) = (ws.base(16), es.base(16));
                                 (
                                     vec![ares, Res::Buf(ws), Res::Buf(es), Res::Buf(ys)],
@@ -1205,6 +1222,8 @@ pub fn conv2d_quantized(
         s.k(),
         None,
     )?;
+    // One critical section for the whole call (the gate is re-entrant).
+    let ctx = &ctx.enter()?;
     let xt = ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
     let layer = GpuConv2d::new(ctx, w, s.weight_dims(), w_qp, epi, s.params)?;
     let y = layer.run(ctx, &xt, x_qp)?;

@@ -27,16 +27,7 @@ impl SplitMix {
 }
 
 fn contexts() -> Vec<GpuContext> {
-    match open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
-        Err(e) => {
-            if std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("SQUINT_REQUIRE_GPU=1 but no adapter opened: {e}");
-            }
-            eprintln!("skipping GPU unit test: {e}");
-            Vec::new()
-        }
-    }
+    testing::contexts()
 }
 
 fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {

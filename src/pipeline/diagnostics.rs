@@ -13,7 +13,7 @@
 use super::model::{Layer, Model};
 use super::quantized::{PointSource, QuantizedModel};
 use super::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observers::ObserverKind;
 use crate::quant::QParams;
 use crate::tensor::Tensor;
@@ -122,11 +122,15 @@ pub fn diagnose(
             }
         }
     }
-    let dev = match device {
-        Device::Gpu(_) => &Device::Cpu,
-        d => d,
-    };
-    let q_points = qm.run_points_cpu(x, dev)?;
+    let q_points = qm.run_points(x, device)?;
+    if q_points.len() != float_points.len() {
+        return Err(Error::InvalidParameter(format!(
+            "the quantized model has {} quantization points, the float model {}: they do not \
+             describe the same network",
+            q_points.len(),
+            float_points.len()
+        )));
+    }
     let mut out = Vec::new();
     for ((name, q), f) in q_points.iter().zip(&float_points) {
         let source = if name == "input" {

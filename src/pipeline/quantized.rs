@@ -353,41 +353,76 @@ impl QuantizedModel {
     /// On a GPU everything stays on the device between the single upload and the single read;
     /// the layers' weights are uploaded once per device and cached.
     pub fn run(&self, x: &Tensor<f32>, device: &Device) -> Result<QuantizedOutput> {
-        let dims = x.dims4("input")?;
-        quant::check_finite(&x.data, "input")?;
-        match device {
-            Device::Gpu(ctx) => self.run_gpu(x, dims, ctx),
-            _ => {
-                let ints = self.run_points_cpu(x, device)?;
-                Ok(ints.into_iter().last().expect("at least the input point").1)
-            }
-        }
+        let mut points = self.run_path(x, device, false)?;
+        points
+            .pop()
+            .map(|(_, out)| out)
+            .ok_or_else(|| Error::Gpu("the model run returned no output".into()))
     }
 
-    /// Runs layer by layer on any device, reading each layer's output back, and returns every
-    /// point's output (`input`, then each conv). Used for diagnostics and cross-checks.
-    pub fn run_points_cpu(
+    /// Runs the model exactly as [`QuantizedModel::run`] does on `device` (on a GPU: GPU
+    /// quantize, the chained convs, GPU dequantize) and also reads back every quantization
+    /// point on the way: `input`, then each conv. The last entry is what `run` returns, bit
+    /// for bit; reading the intermediate points back changes nothing that is computed. Used
+    /// for diagnostics and cross-checks.
+    pub fn run_points(
         &self,
         x: &Tensor<f32>,
         device: &Device,
     ) -> Result<Vec<(String, QuantizedOutput)>> {
-        let mut dims = x.dims4("input")?;
+        self.run_path(x, device, true)
+    }
+
+    /// The one implementation of [`QuantizedModel::run`] and [`QuantizedModel::run_points`]:
+    /// returns every point when `all_points`, else only the output.
+    fn run_path(
+        &self,
+        x: &Tensor<f32>,
+        device: &Device,
+        all_points: bool,
+    ) -> Result<Vec<(String, QuantizedOutput)>> {
+        let dims = x.dims4("input")?;
         quant::check_finite(&x.data, "input")?;
-        let mut cur = quant::quantize_slice(&x.data, &self.input_qp);
-        let mut qp = self.input_qp;
-        let mut out = vec![("input".to_string(), self.output_of(&cur, dims, qp)?)];
+        // Validate every shape (and the host allocations) before any work.
+        let mut d = dims;
         for c in &self.convs {
-            let s = c.shape(dims)?;
+            let s = c.shape(d)?;
             crate::tensor::check_host_alloc(
                 s.output_len(),
                 8,
                 &format!("the output of layer '{}'", c.name),
             )?;
+            d = s.output_dims();
+        }
+        match device {
+            Device::Gpu(ctx) => self.run_gpu(x, dims, ctx, all_points),
+            _ => self.run_host(x, dims, device, all_points),
+        }
+    }
+
+    /// CPU devices: host quantize, one conv after the other, host dequantize.
+    fn run_host(
+        &self,
+        x: &Tensor<f32>,
+        mut dims: [usize; 4],
+        device: &Device,
+        all_points: bool,
+    ) -> Result<Vec<(String, QuantizedOutput)>> {
+        let mut cur = quant::quantize_slice(&x.data, &self.input_qp);
+        let mut qp = self.input_qp;
+        let mut name = "input";
+        let mut out = Vec::new();
+        for c in &self.convs {
+            if all_points {
+                out.push((name.to_string(), self.output_of(&cur, dims, qp)?));
+            }
+            let s = c.shape(dims)?;
             cur = device.conv2d_quantized(&cur, &qp, &c.w_q, &c.w_qp, &c.epi, &s)?;
             dims = s.output_dims();
             qp = c.out_qp;
-            out.push((c.name.clone(), self.output_of(&cur, dims, qp)?));
+            name = &c.name;
         }
+        out.push((name.to_string(), self.output_of(&cur, dims, qp)?));
         Ok(out)
     }
 
@@ -417,34 +452,45 @@ impl QuantizedModel {
         Ok(layers)
     }
 
+    /// A GPU: upload, GPU quantize, the chained convs, GPU dequantize, one read-back (plus
+    /// one per intermediate point when `all_points`).
     fn run_gpu(
         &self,
         x: &Tensor<f32>,
         dims: [usize; 4],
         ctx: &GpuContext,
-    ) -> Result<QuantizedOutput> {
-        // Validate every shape before touching the device.
-        let mut d = dims;
-        for c in &self.convs {
-            d = c.shape(d)?.output_dims();
-        }
-        let ctx = &ctx.live()?;
+        all_points: bool,
+    ) -> Result<Vec<(String, QuantizedOutput)>> {
+        let ctx = &ctx.enter()?;
         let layers = self.gpu_layers(ctx)?;
         let xf = ctx.upload_f32(&x.data, dims)?;
         let mut cur = ctx.quantize(&xf, &self.input_qp)?;
         let mut qp = self.input_qp;
+        let mut name = "input";
+        let mut out = Vec::new();
         for (c, g) in self.convs.iter().zip(layers.iter()) {
+            if all_points {
+                out.push((
+                    name.to_string(),
+                    self.output_of(&ctx.read_q(&cur)?, cur.dims, qp)?,
+                ));
+            }
             cur = g.run(ctx, &cur, &qp)?;
             qp = c.out_qp;
+            name = &c.name;
         }
         let yf = ctx.dequantize(&cur, &qp)?;
         let q = ctx.read_q(&cur)?;
         let y = ctx.read_f32(&yf)?;
-        Ok(QuantizedOutput {
-            q: Tensor::new(d.to_vec(), q)?,
-            qp,
-            y: Tensor::new(d.to_vec(), y)?,
-        })
+        out.push((
+            name.to_string(),
+            QuantizedOutput {
+                q: Tensor::new(cur.dims.to_vec(), q)?,
+                qp,
+                y: Tensor::new(cur.dims.to_vec(), y)?,
+            },
+        ));
+        Ok(out)
     }
 
     /// Saves the converted model as `.safetensors`: int8 weights (`<layer>.weight_q`), float

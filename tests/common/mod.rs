@@ -2,7 +2,7 @@
 //! SplitMix64) and every GPU adapter this process can open.
 #![allow(dead_code)]
 
-use squint::gpu::{self, DeviceOptions, GpuContext};
+use squint::gpu::{testing, GpuContext};
 
 /// Seeded test data: [`squint::rng::Rng`] with the draws the tests use.
 pub struct Rng(squint::rng::Rng);
@@ -49,22 +49,13 @@ impl Rng {
     }
 }
 
-/// Whether `SQUINT_REQUIRE_GPU=1`: GPU tests must then fail rather than skip.
-pub fn require_gpu() -> bool {
-    std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
+/// Every adapter; empty (with a message) when none opens, unless `SQUINT_REQUIRE_GPU=1`
+/// (the policy lives in `squint::gpu::testing`).
+pub fn gpu_contexts() -> Vec<GpuContext> {
+    testing::contexts()
 }
 
-/// Every adapter; empty (with a message) when none opens, unless `SQUINT_REQUIRE_GPU=1`.
-pub fn gpu_contexts() -> Vec<GpuContext> {
-    match gpu::open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
-        Err(e) => {
-            assert!(
-                !require_gpu(),
-                "SQUINT_REQUIRE_GPU=1 and no GPU adapter opened: {e}"
-            );
-            eprintln!("skipping the GPU part: {e}");
-            Vec::new()
-        }
-    }
+/// Every kernel variant of `ctx`, printing (and in CI failing on) the ones left out.
+pub fn variants(ctx: &GpuContext) -> Vec<(&'static str, GpuContext)> {
+    testing::variants(ctx)
 }
