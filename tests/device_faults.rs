@@ -164,3 +164,60 @@ fn out_of_memory_is_an_error_that_releases_cached_buffers_and_the_next_call_succ
         );
     }
 }
+
+/// A conv model big enough that the GPU needs milliseconds for it (about 0.6 GOP).
+fn slow_model_and_input() -> (QuantizedModel, Tensor<f32>) {
+    use squint::pipeline::{ConvertOptions, Model, PreparedModel};
+    use squint::shape::ConvParams;
+    let (c, hw) = (48, 64);
+    let w = Tensor::new(vec![c, c, 3, 3], values(c * c * 9, 31)).unwrap();
+    let model = Model::builder()
+        .conv2d("conv", w, None, ConvParams::default().padding(1), false)
+        .build()
+        .unwrap();
+    let x = Tensor::new(vec![1, c, hw, hw], values(c * hw * hw, 32)).unwrap();
+    let mut p = PreparedModel::new(model, QConfig::qnnpack()).unwrap();
+    p.calibrate(&x).unwrap();
+    (p.convert(&ConvertOptions::default()).unwrap().0, x)
+}
+
+#[test]
+fn a_wait_longer_than_the_timeout_is_a_timeout_error_and_the_context_stays_usable() {
+    let (qm, x) = slow_model_and_input();
+    let expected = qm.run(&x, &Device::Cpu).unwrap();
+    for ctx in gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let device = Device::Gpu(ctx.clone());
+        // Compile and upload first, so that the timed call only waits for the kernels.
+        assert!(qm.run(&x, &device).unwrap() == expected, "{name}: warm-up");
+        // No GPU finishes a 0.6 GOP conv in a microsecond: the wait gives up. (A loaded
+        // machine only makes the GPU slower, and the test surer.) Mesa's GL driver runs the
+        // work inside the submission itself, before any wait: there the run may complete.
+        ctx.set_wait_timeout(Duration::from_micros(1));
+        let started = Instant::now();
+        match qm.run(&x, &device) {
+            Err(e) => {
+                assert!(matches!(e, Error::Timeout(_)), "{name}: {e}");
+                assert!(e.to_string().contains("did not finish"), "{name}: {e}");
+            }
+            Ok(y) => {
+                assert!(
+                    ctx.adapter_report().backend == "gl",
+                    "{name}: a 1 µs wait did not time out"
+                );
+                assert!(y == expected, "{name}: result differs");
+                eprintln!("{name}: the work ran inside the submission; no wait to time out");
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name}: the timeout did not bound the wait"
+        );
+        // The context is still usable, and its results exact.
+        ctx.set_wait_timeout(Duration::from_secs(300));
+        for _ in 0..2 {
+            let y = qm.run(&x, &device).unwrap_or_else(|e| panic!("{name}: after: {e}"));
+            assert!(y == expected, "{name}: result differs after a timeout");
+        }
+    }
+}

@@ -242,7 +242,8 @@ fn forced_splitting_stays_bit_exact() {
                 .unwrap();
             let want = dequantize_slice(&q, &qp);
             assert!(
-                f.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                f.len() == want.len()
+                    && f.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{name}: dequantize, limit {limit}"
             );
             let p = &problems[0];
@@ -365,7 +366,7 @@ fn chain_without_read_backs_matches_cpu() {
         let y = ctx.read_f32(&ctx.dequantize(&t, &out).unwrap()).unwrap();
         let name = ctx.adapter_report().summary();
         assert!(
-            y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            y.len() == want.len() && y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{name}: chained result differs from the CPU chain"
         );
     }
@@ -407,6 +408,7 @@ fn backend_selection_reports_the_backend_asked_for() {
         let opts = DeviceOptions {
             backend: Some(b),
             adapter: None,
+            ..Default::default()
         };
         match GpuContext::open(&opts) {
             Ok(ctx) => {
@@ -432,6 +434,7 @@ fn backend_selection_reports_the_backend_asked_for() {
     let opts = DeviceOptions {
         backend: None,
         adapter: Some("no-such-adapter-zz9".into()),
+        ..Default::default()
     };
     let e = GpuContext::open(&opts).unwrap_err();
     assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
@@ -441,6 +444,7 @@ fn backend_selection_reports_the_backend_asked_for() {
     let opts = DeviceOptions {
         backend: None,
         adapter: Some(name[..name.len().min(6)].to_string()),
+        ..Default::default()
     };
     assert!(GpuContext::open(&opts).is_ok());
 }

@@ -305,6 +305,7 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
                 })
                 .count();
             for other in per.iter().skip(1).flatten() {
+                assert_eq!(y0.len(), other.1.len(), "{}", c.desc);
                 disagreements += y0.iter().zip(&other.1).filter(|(a, b)| a != b).count();
             }
         }
@@ -314,6 +315,12 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
         "sweep: {outputs} outputs per formula, {unclamped} strictly inside the clamp, {disagreements} \
          (output, formula) pairs where a formula differs from qnnpack"
     );
+    // The sweep's strength, asserted: few (case, formula) pairs without an epilogue, most
+    // outputs not clamped, and the formulas' differences reached.
+    let pairs = cases.len() * RequantFormula::ALL.len();
+    assert!(skipped * 10 <= pairs, "{skipped} of {pairs} (case, formula) pairs skipped");
+    assert!(unclamped * 2 >= outputs, "only {unclamped} of {outputs} outputs inside the clamp");
+    assert!(disagreements > 0, "no output where the formulas differ");
     for base in &ctxs {
         for (vi, (variant, ctx)) in variants(base).into_iter().enumerate() {
             let name = format!("{} [{variant}]", ctx.adapter_report().summary());
@@ -353,6 +360,14 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
                 cases.len(),
                 t.elapsed()
             );
+            // The default variant runs every pair with an epilogue; the others about a third
+            // of the random cases and every large one.
+            let min_runs = if vi == 0 {
+                pairs - skipped
+            } else {
+                (150 / 3 + large.len()) * RequantFormula::ALL.len() * 9 / 10
+            };
+            assert!(runs >= min_runs, "{name}: only {runs} conv runs (at least {min_runs})");
         }
     }
 }
@@ -425,6 +440,7 @@ fn requantize_sweep_matches_cpu_reference_on_every_adapter() {
     }
     let mut rng = Rng::new(0x5157_1e55_c0de_0002);
     let mut cases = Vec::new();
+    let mut rejected = 0;
     for i in 0..120 {
         let f = RequantFormula::ALL[i % 4];
         let channels = rng.usize(1, 9);
@@ -435,6 +451,8 @@ fn requantize_sweep_matches_cpu_reference_on_every_adapter() {
             rng.usize(1, 3)
         };
         let Some(epi) = random_epilogue(&mut rng, f, channels) else {
+            // A multiplier the formula cannot represent (the converter rejects it too).
+            rejected += 1;
             continue;
         };
         let acc: Vec<i32> = (0..n * channels * plane)
@@ -443,6 +461,10 @@ fn requantize_sweep_matches_cpu_reference_on_every_adapter() {
         let want = reference::requantize(&acc, &epi, channels, plane).unwrap();
         cases.push((f, channels, plane, epi, acc, want));
     }
+    assert!(
+        rejected <= 12,
+        "{rejected} of 120 random epilogues rejected: the sweep is too weak"
+    );
     for ctx in &ctxs {
         let name = ctx.adapter_report().summary();
         let t = Instant::now();
@@ -523,12 +545,16 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
         cases.push((dims, qp, x, q));
     }
     // The default kernels, and the step-table search forced (no float estimate).
-    let variants = ctxs.iter().flat_map(|c| {
-        variants(c)
-            .into_iter()
-            .filter(|(v, _)| *v == "default" || v.starts_with("step tables"))
-            .map(|(v, ctx)| (format!("{} [{v}]", c.adapter_report().summary()), ctx))
-    });
+    let variants: Vec<_> = ctxs
+        .iter()
+        .flat_map(|c| {
+            variants(c)
+                .into_iter()
+                .filter(|(v, _)| *v == "default" || v.starts_with("step tables"))
+                .map(|(v, ctx)| (format!("{} [{v}]", c.adapter_report().summary()), ctx))
+        })
+        .collect();
+    assert_eq!(variants.len(), 2 * ctxs.len(), "both variants on every adapter");
     for (name, ctx) in variants {
         for (dims, qp, x, q) in &cases {
             let xt = ctx.upload_f32(x, *dims).unwrap();
@@ -548,6 +574,7 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
             let got = ctx.read_f32(&ctx.dequantize(&qt, qp).unwrap()).unwrap();
             let want = dequantize_slice(q, qp);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(got.len(), want.len(), "dequantize on {name}: dims {dims:?}");
             if let Some(i) = bits(&got)
                 .iter()
                 .zip(bits(&want))

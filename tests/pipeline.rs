@@ -74,6 +74,14 @@ fn e2e_own_calibration_reproduces_pytorch_on_both_presets() {
             let y = qm.run(&x, d).unwrap();
             let (mism, maxd) = agreement(&y.q.data, &theirs);
             let share = 1.0 - mism as f64 / theirs.len() as f64;
+            // The one tolerance in the suite, and its cause: calibration feeds the observers
+            // with the outputs of squint's *float* conv, not PyTorch's. Their float sums may
+            // differ in the last bits (another summation order), so an observed min/max or
+            // histogram, and with it a point's scale, can differ by an ulp, which moves a few
+            // outputs across a rounding boundary by one LSB. On this model and data the
+            // qparams come out bit-identical and every element agrees today; the tolerance is
+            // for data where the float sums differ. With PyTorch's qparams pinned (the next
+            // test) the comparison is exact, so the int8 kernels are never the cause.
             assert!(
                 share >= 0.999 && maxd <= 1,
                 "{engine} on {}: {mism} of {} differ (max |Δ| {maxd})",
@@ -318,3 +326,4 @@ fn cross_check_names_the_first_point_that_differs() {
         Err(Error::Shape(_))
     ));
 }
+

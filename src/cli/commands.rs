@@ -39,6 +39,7 @@ impl GpuArgs {
                 BackendArg::Dx12 => BackendChoice::Dx12,
             }),
             adapter: self.adapter.clone(),
+            wait_timeout: self.gpu_timeout,
         }
     }
 }

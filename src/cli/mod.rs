@@ -220,6 +220,18 @@ pub struct GpuArgs {
     /// Use the adapter whose name contains this (case-insensitive) substring.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Give up with an error when the GPU has not finished after this many seconds (a hung
+    /// device). Default: SQUINT_GPU_TIMEOUT_SECS, else 300.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub gpu_timeout: Option<std::time::Duration>,
+}
+
+/// Parses `--gpu-timeout`: positive seconds, fractions allowed.
+fn parse_timeout(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
 }
 
 /// Backends on the command line.

@@ -659,7 +659,11 @@ pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> R
     staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
         let _ = tx.send(r);
     });
-    ctx.wait_idle("waiting for a read-back")?;
+    if let Err(e) = ctx.wait_idle("waiting for a read-back") {
+        // Cancel the pending mapping, so that the staging buffer can go back to the pool.
+        staging.unmap();
+        return Err(e);
+    }
     rx.recv()
         .map_err(|_| ctx.gpu_error("reading back", "the buffer mapping was abandoned"))?
         .map_err(|e| ctx.gpu_error("mapping a read-back buffer", &e.to_string()))?;

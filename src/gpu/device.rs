@@ -100,6 +100,9 @@ pub struct DeviceOptions {
     pub backend: Option<BackendChoice>,
     /// Only adapters whose name contains this string, case-insensitively.
     pub adapter: Option<String>,
+    /// The longest wait for the GPU before [`Error::Timeout`] (see
+    /// [`GpuContext::set_wait_timeout`]); `None`: `SQUINT_GPU_TIMEOUT_SECS`, else 300 s.
+    pub wait_timeout: Option<Duration>,
 }
 
 impl DeviceOptions {
@@ -305,7 +308,7 @@ pub fn open_all(opts: &DeviceOptions) -> Result<Vec<GpuContext>> {
     let mut failures = Vec::new();
     for a in adapters {
         let name = a.get_info().name;
-        match GpuContext::from_adapter(instance.clone(), a) {
+        match GpuContext::from_adapter(instance.clone(), a, opts) {
             Ok(c) => out.push(c),
             Err(e) => failures.push(format!("{name}: {e}")),
         }
@@ -516,6 +519,11 @@ impl std::ops::Deref for Entered {
     }
 }
 
+/// A wait timeout in nanoseconds, at least 1 µs.
+fn timeout_ns(t: Duration) -> u64 {
+    t.as_nanos().clamp(1_000, u64::MAX as u128) as u64
+}
+
 /// The default of [`GpuContext::wait_timeout`]: `SQUINT_GPU_TIMEOUT_SECS`, else 300 s (a
 /// software adapter may take minutes over a large batch).
 fn default_wait_timeout() -> Duration {
@@ -545,7 +553,7 @@ impl GpuContext {
         let mut failures = Vec::new();
         for a in adapters {
             let name = a.get_info().name;
-            match GpuContext::from_adapter(instance.clone(), a) {
+            match GpuContext::from_adapter(instance.clone(), a, opts) {
                 Ok(c) => return Ok(c),
                 Err(e) => failures.push(format!("{name}: {e}")),
             }
@@ -558,10 +566,16 @@ impl GpuContext {
         ))
     }
 
-    fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<GpuContext> {
+    fn from_adapter(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        opts: &DeviceOptions,
+    ) -> Result<GpuContext> {
         let shared = Arc::new(Shared {
             gate: Gate::for_backend(adapter.get_info().backend),
-            wait_timeout_ns: AtomicU64::new(default_wait_timeout().as_nanos() as u64),
+            wait_timeout_ns: AtomicU64::new(timeout_ns(
+                opts.wait_timeout.unwrap_or_else(default_wait_timeout),
+            )),
         });
         let inner = {
             let _inside = shared.gate.enter();
@@ -637,11 +651,10 @@ impl GpuContext {
 
     /// Sets [`GpuContext::wait_timeout`] for this context and all its clones (at least 1 µs).
     pub fn set_wait_timeout(&self, timeout: Duration) {
-        let ns = timeout.as_nanos().clamp(1_000, u64::MAX as u128) as u64;
         self.home
             .shared
             .wait_timeout_ns
-            .store(ns, Ordering::Relaxed);
+            .store(timeout_ns(timeout), Ordering::Relaxed);
     }
 
     /// Waits until the GPU has finished the work submitted so far, at most

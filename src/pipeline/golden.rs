@@ -393,6 +393,16 @@ pub fn run_conv_case(dir: &Path, device: &Device) -> Result<CaseReport> {
     let w_qp = weight_qparams(&w.data, s.c_out, scheme, QDtype::QInt8)?;
     let torch_ws = f32_list(&p, "w_scale", &pj)?;
     let torch_wzp = i32_list(&p, "w_zero_point", &pj)?;
+    if torch_ws.len() != torch_wzp.len() {
+        return Err(golden_err(
+            dir,
+            format!(
+                "{} weight scales but {} weight zero points",
+                torch_ws.len(),
+                torch_wzp.len()
+            ),
+        ));
+    }
     for (i, (&ts, &tz)) in torch_ws.iter().zip(&torch_wzp).enumerate() {
         let what = if torch_ws.len() == 1 {
             "w".to_string()
