@@ -141,7 +141,7 @@ fn small_enough(
 
 fn run_float(model: &Model) {
     let convs: Vec<_> = model
-        .layers
+        .layers()
         .iter()
         .filter_map(|l| match l {
             Layer::Conv(c) => Some((c.weight_dims(), c.params)),

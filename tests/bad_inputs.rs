@@ -485,6 +485,42 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
             let b = vec![0.0, f32::INFINITY, 0.0, 0.0];
             parse(TINY_JSON, &weights_with("conv1.bias", f32t(&[4], b))).map(drop)
         }),
+        row(
+            "hand-built model with a 2-D conv weight",
+            "Shape",
+            &["c.weight", "4-D"],
+            || {
+                use squint::pipeline::model::{FloatConv, Layer};
+                Model::new(vec![Layer::Conv(FloatConv {
+                    name: "c".into(),
+                    weight: Tensor::new(vec![4, 3], vec![0.5; 12]).unwrap(),
+                    bias: None,
+                    params: ConvParams::default(),
+                    relu: false,
+                })])
+                .map(drop)
+            },
+        ),
+        row(
+            "a million CPU threads",
+            "InvalidParameter",
+            &["threads = 1000000"],
+            || {
+                let s = ConvShape::new([1, 1, 4, 4], [1, 1, 1, 1], ConvParams::default())?;
+                let opts = squint::cpu::fast::FastConvOptions::with_threads(1_000_000);
+                squint::cpu::fast::conv2d_f32(&[0.0; 16], &[1.0], None, &s, &opts).map(drop)
+            },
+        ),
+        row(
+            "zero CPU threads",
+            "InvalidParameter",
+            &["threads = 0"],
+            || {
+                let s = ConvShape::new([1, 1, 4, 4], [1, 1, 1, 1], ConvParams::default())?;
+                let opts = squint::cpu::fast::FastConvOptions::with_threads(0);
+                squint::cpu::fast::conv2d_f32(&[0.0; 16], &[1.0], None, &s, &opts).map(drop)
+            },
+        ),
         // ---- calibration
         row(
             "NaN in calibration data",

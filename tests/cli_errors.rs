@@ -706,6 +706,40 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
             mentions: vec!["quantise"],
             outputs: vec![],
         },
+        Row {
+            what: "a million benchmark threads",
+            args: args(&["bench", "--no-gpu", "--threads", "1000000"]),
+            mentions: vec!["threads = 1000000", "at most 1024"],
+            outputs: vec![],
+        },
+        Row {
+            what: "zero benchmark threads",
+            args: args(&["bench", "--no-gpu", "--threads", "0"]),
+            mentions: vec!["--threads", ">= 1"],
+            outputs: vec![],
+        },
+        Row {
+            what: "a negative GPU timeout",
+            args: args(&["adapters", "--gpu-timeout=-1"]),
+            mentions: vec!["seconds"],
+            outputs: vec![],
+        },
+        Row {
+            what: "a GPU timeout that is not a number",
+            args: args(&[
+                "run",
+                "--gpu-timeout",
+                "soon",
+                "--model",
+                &qm,
+                "--input",
+                &xin,
+                "--out",
+                &y,
+            ]),
+            mentions: vec!["seconds", "soon"],
+            outputs: vec![PathBuf::from(&y)],
+        },
     ];
     let failures: Vec<String> = rows.iter().filter_map(check).collect();
     assert!(

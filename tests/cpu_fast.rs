@@ -343,7 +343,9 @@ fn randomized_sweep_matches_reference_on_every_isa() {
             );
         }
     }
-    eprintln!("{checked} (case, ISA) pairs bit-exact on {isas:?}; {errors} of {cases} cases are errors");
+    eprintln!(
+        "{checked} (case, ISA) pairs bit-exact on {isas:?}; {errors} of {cases} cases are errors"
+    );
     assert_eq!(checked, cases * isas.len());
     assert!(
         errors * 10 <= cases,
@@ -772,7 +774,10 @@ fn requant_multipliers_match_reference() {
     eprintln!("multipliers: {case_no} cases ({values} compared values), {rejected} rejected");
     assert!(case_no > 500, "only {case_no} cases");
     assert!(rejected * 20 <= case_no, "{rejected} epilogues rejected");
-    assert!(values * 10 >= case_no * 9, "only {values} of {case_no} compared values");
+    assert!(
+        values * 10 >= case_no * 9,
+        "only {values} of {case_no} compared values"
+    );
 }
 
 /// Epilogue records the vector code does not take (an output zero point beyond its range, a

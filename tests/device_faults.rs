@@ -216,7 +216,9 @@ fn a_wait_longer_than_the_timeout_is_a_timeout_error_and_the_context_stays_usabl
         // The context is still usable, and its results exact.
         ctx.set_wait_timeout(Duration::from_secs(300));
         for _ in 0..2 {
-            let y = qm.run(&x, &device).unwrap_or_else(|e| panic!("{name}: after: {e}"));
+            let y = qm
+                .run(&x, &device)
+                .unwrap_or_else(|e| panic!("{name}: after: {e}"));
             assert!(y == expected, "{name}: result differs after a timeout");
         }
     }

@@ -318,8 +318,14 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
     // The sweep's strength, asserted: few (case, formula) pairs without an epilogue, most
     // outputs not clamped, and the formulas' differences reached.
     let pairs = cases.len() * RequantFormula::ALL.len();
-    assert!(skipped * 10 <= pairs, "{skipped} of {pairs} (case, formula) pairs skipped");
-    assert!(unclamped * 2 >= outputs, "only {unclamped} of {outputs} outputs inside the clamp");
+    assert!(
+        skipped * 10 <= pairs,
+        "{skipped} of {pairs} (case, formula) pairs skipped"
+    );
+    assert!(
+        unclamped * 2 >= outputs,
+        "only {unclamped} of {outputs} outputs inside the clamp"
+    );
     assert!(disagreements > 0, "no output where the formulas differ");
     for base in &ctxs {
         for (vi, (variant, ctx)) in variants(base).into_iter().enumerate() {
@@ -367,7 +373,10 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
             } else {
                 (150 / 3 + large.len()) * RequantFormula::ALL.len() * 9 / 10
             };
-            assert!(runs >= min_runs, "{name}: only {runs} conv runs (at least {min_runs})");
+            assert!(
+                runs >= min_runs,
+                "{name}: only {runs} conv runs (at least {min_runs})"
+            );
         }
     }
 }
@@ -554,7 +563,11 @@ fn quantize_and_dequantize_sweep_match_cpu_on_every_adapter() {
                 .map(|(v, ctx)| (format!("{} [{v}]", c.adapter_report().summary()), ctx))
         })
         .collect();
-    assert_eq!(variants.len(), 2 * ctxs.len(), "both variants on every adapter");
+    assert_eq!(
+        variants.len(),
+        2 * ctxs.len(),
+        "both variants on every adapter"
+    );
     for (name, ctx) in variants {
         for (dims, qp, x, q) in &cases {
             let xt = ctx.upload_f32(x, *dims).unwrap();

@@ -326,4 +326,3 @@ fn cross_check_names_the_first_point_that_differs() {
         Err(Error::Shape(_))
     ));
 }
-

@@ -161,8 +161,10 @@ fn cmd_observe(a: ObserveArgs) -> Result<ExitCode> {
         obs.observe(&b.data, name)?;
     }
     let qp = obs.qparams()?;
-    let (min, max) = obs.min_max().expect("observer saw data");
-    let (search_min, search_max) = obs.qparams_range().expect("observer saw data");
+    // `qparams` succeeded, so the observer saw data and both ranges exist.
+    let no_data = || crate::Error::InvalidParameter("the observer saw no data".into());
+    let (min, max) = obs.min_max().ok_or_else(no_data)?;
+    let (search_min, search_max) = obs.qparams_range().ok_or_else(no_data)?;
     let out = json!({
         "observer": kind.name(),
         "dtype": dtype.name(),

@@ -111,10 +111,10 @@ pub fn diagnose(
     // Conv outputs followed by an unfused ReLU are compared after the ReLU, as the quantized
     // conv clamps at the zero point.
     let mut conv_idx = 0;
-    for (i, l) in model.layers.iter().enumerate() {
+    for (i, l) in model.layers().iter().enumerate() {
         if let Layer::Conv(_) = l {
             conv_idx += 1;
-            if matches!(model.layers.get(i + 1), Some(Layer::Relu { .. })) {
+            if matches!(model.layers().get(i + 1), Some(Layer::Relu { .. })) {
                 float_points[conv_idx]
                     .data
                     .iter_mut()

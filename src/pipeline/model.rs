@@ -71,10 +71,13 @@ impl Layer {
 }
 
 /// A float model: `quantize → layers → dequantize`.
+///
+/// A `Model` is always valid (see [`Model::validate`]): it is only made by [`Model::new`],
+/// [`ModelBuilder::build`] and the loaders, which validate it, and its layers cannot be
+/// changed afterwards.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    /// The layers in order.
-    pub layers: Vec<Layer>,
+    layers: Vec<Layer>,
 }
 
 /// Builds a [`Model`] in code.
@@ -146,6 +149,18 @@ impl Model {
     /// Starts a builder.
     pub fn builder() -> ModelBuilder {
         ModelBuilder::default()
+    }
+
+    /// A model of `layers`, validated (see [`Model::validate`]).
+    pub fn new(layers: Vec<Layer>) -> Result<Model> {
+        let m = Model { layers };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The layers in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
     }
 
     /// Checks names, shapes and finiteness of the weights.

@@ -114,7 +114,7 @@ impl PreparedModel {
     pub fn calibrate(&mut self, x: &Tensor<f32>) -> Result<()> {
         let (seen, _) = self.model.forward_points(x)?;
         let fused: Vec<bool> = std::iter::once(false)
-            .chain(self.model.layers.iter().filter_map(|l| match l {
+            .chain(self.model.layers().iter().filter_map(|l| match l {
                 Layer::Conv(c) => Some(c.relu),
                 Layer::Relu { .. } => None,
             }))
@@ -297,7 +297,7 @@ impl QuantizedModel {
         let input_qp = qps["input"];
         let mut convs: Vec<QConv> = Vec::new();
         let mut cur_qp = input_qp;
-        for l in &model.layers {
+        for l in model.layers() {
             match l {
                 Layer::Conv(c) => {
                     let [o, _, _, _] = c.weight_dims();

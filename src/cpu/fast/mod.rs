@@ -116,7 +116,26 @@ pub struct FastConvOptions {
     pub threads: Option<usize>,
 }
 
+/// The most worker threads [`FastConvOptions::threads`] may ask for.
+pub const MAX_THREADS: usize = 1024;
+
 impl FastConvOptions {
+    /// Checks the options and prepares what they need (the thread pool of `threads`): every
+    /// public entry point calls it first, so that a bad thread count is an error, not a
+    /// panic or a hang.
+    pub fn check(&self) -> Result<()> {
+        match self.threads {
+            Some(0) => Err(Error::InvalidParameter(
+                "threads = 0: use at least 1 (or None for one per core)".into(),
+            )),
+            Some(t) if t > MAX_THREADS => Err(Error::InvalidParameter(format!(
+                "threads = {t}: at most {MAX_THREADS} worker threads"
+            ))),
+            Some(t) if t > 1 => pool(t).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// Options with an explicit thread count.
     pub fn with_threads(threads: usize) -> Self {
         FastConvOptions {
@@ -231,7 +250,11 @@ fn par_for(threads: Option<usize>, n: usize, f: impl Fn(usize) + Sync + Send) {
         _ if n <= 1 => (0..n).for_each(f),
         Some(1) => (0..n).for_each(f),
         None => (0..n).into_par_iter().for_each(f),
-        Some(t) => pool(t).install(|| (0..n).into_par_iter().for_each(f)),
+        Some(t) => match pool(t) {
+            Ok(p) => p.install(|| (0..n).into_par_iter().for_each(f)),
+            // Unreachable after `FastConvOptions::check`; the result does not depend on it.
+            Err(_) => (0..n).for_each(f),
+        },
     }
 }
 
@@ -243,25 +266,22 @@ fn thread_count(threads: Option<usize>) -> usize {
     }
 }
 
-/// A cached local rayon pool of `t` threads.
-fn pool(t: usize) -> Arc<rayon::ThreadPool> {
+/// A cached local rayon pool of `t` threads (an error when the OS refuses the threads).
+fn pool(t: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    pools
-        .entry(t)
-        .or_insert_with(|| {
-            Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .thread_name(|i| format!("squint-conv-{i}"))
-                    .build()
-                    .expect("building a rayon thread pool"),
-            )
-        })
-        .clone()
+    if let Some(p) = pools.get(&t) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .thread_name(|i| format!("squint-conv-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidParameter(format!("cannot start {t} worker threads: {e}")))?;
+    Ok(pools.entry(t).or_insert(Arc::new(p)).clone())
 }
 
 /// A raw pointer that may cross threads. Every use writes a region no other task touches (the
@@ -488,6 +508,7 @@ impl PackedConv2d {
         x_qp: &QParams,
         opts: &FastConvOptions,
     ) -> Result<Vec<u8>> {
+        opts.check()?;
         let s = self.shape(x, x_dims)?;
         if !Self::zp_in_range(x_qp) {
             return crate::cpu::reference::conv2d_quantized(
@@ -521,6 +542,7 @@ impl PackedConv2d {
         x_qp: &QParams,
         opts: &FastConvOptions,
     ) -> Result<Vec<i32>> {
+        opts.check()?;
         let s = self.shape(x, x_dims)?;
         let worst = self.sum_abs.iter().copied().max().unwrap_or(0) * Self::max_dx(x_qp);
         if !Self::zp_in_range(x_qp) || worst > i32::MAX as i128 {
