@@ -120,6 +120,21 @@ pub enum Error {
     )]
     DeviceLost(String),
 
+    /// A kernel's WGSL source breaks the rules of squint's `//#if FLAG` preprocessor (an unknown
+    /// flag, an unbalanced section): a bug in squint, caught before anything is compiled.
+    #[error(
+        "kernel source {file}{}: {message}",
+        line.map(|l| format!(", line {l}")).unwrap_or_default()
+    )]
+    KernelSource {
+        /// The shader file.
+        file: String,
+        /// The line, counted from 1 (none when the requested flags are at fault).
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The data does not fit a device limit and cannot be split.
     #[error("device limit exceeded: {0}")]
     DeviceLimit(String),

@@ -36,6 +36,7 @@ fn kind(e: &Error) -> &'static str {
         Error::DeviceLost(_) => "DeviceLost",
         Error::DeviceLimit(_) => "DeviceLimit",
         Error::Timeout(_) => "Timeout",
+        Error::KernelSource { .. } => "KernelSource",
         Error::Golden { .. } => "Golden",
     }
 }

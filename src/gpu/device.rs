@@ -1282,15 +1282,15 @@ impl GpuContext {
         // Compiled outside the lock: another thread may compile the same one meanwhile; the
         // first to insert wins, both are valid.
         let p = self.scoped(&format!("compiling the {kernel:?} kernel"), || {
-            Ok(Arc::new(self.compile(kernel, overrides)))
+            self.compile(kernel, overrides).map(Arc::new)
         })?;
         let mut map = self.lock_pipelines();
         Ok(map.entry(key).or_insert(p).clone())
     }
 
-    fn compile(&self, kernel: Kernel, overrides: &[(&'static str, u32)]) -> Pipeline {
+    fn compile(&self, kernel: Kernel, overrides: &[(&'static str, u32)]) -> Result<Pipeline> {
         let d = &self.inner.device;
-        let source = kernel.source();
+        let source = kernel.source()?;
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.label()),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -1348,7 +1348,7 @@ impl GpuContext {
             },
             cache: None,
         });
-        Pipeline { pipeline, layout }
+        Ok(Pipeline { pipeline, layout })
     }
 }
 

@@ -6,20 +6,34 @@
 //! textures. Kernel files may contain `//#if FLAG`, `//#else` and `//#endif` lines: a tiny
 //! preprocessor keeps the sections of the variant being compiled (features such as subgroups
 //! or `dot4I8Packed` must not even appear in the source of a device without them).
+//! The preprocessor is strict (known flags only, balanced sections, see [`preprocess`]), and
+//! the tests in `kernel_contract.rs` check every variant's source against it.
 
 use bytemuck::{Pod, Zeroable};
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
-const EPILOGUE_TABLE: &str = include_str!("../../shaders/epilogue_table.wgsl");
-const CONV_COMMON: &str = include_str!("../../shaders/conv_common.wgsl");
-const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
-const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
-const REQUANTIZE: &str = include_str!("../../shaders/requantize.wgsl");
-const CONV_PACK: &str = include_str!("../../shaders/conv_pack.wgsl");
-const CONV_GEMM: &str = include_str!("../../shaders/conv2d_gemm.wgsl");
-const CONV_DW: &str = include_str!("../../shaders/conv2d_dw.wgsl");
-const SOFTFLOAT_TEST: &str = include_str!("../../shaders/softfloat_test.wgsl");
+use crate::error::{Error, Result};
+
+/// A file of `shaders/`: its name (named in preprocessor errors) and its text.
+macro_rules! shader {
+    ($file:literal) => {
+        ($file, include_str!(concat!("../../shaders/", $file)))
+    };
+}
+
+/// A kernel source file: its name in `shaders/` and its text.
+type ShaderFile = (&'static str, &'static str);
+
+const COMMON: ShaderFile = shader!("common.wgsl");
+const EPILOGUE: ShaderFile = shader!("epilogue.wgsl");
+const EPILOGUE_TABLE: ShaderFile = shader!("epilogue_table.wgsl");
+const CONV_COMMON: ShaderFile = shader!("conv_common.wgsl");
+const QUANTIZE: ShaderFile = shader!("quantize.wgsl");
+const DEQUANTIZE: ShaderFile = shader!("dequantize.wgsl");
+const REQUANTIZE: ShaderFile = shader!("requantize.wgsl");
+const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
+const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
+const CONV_DW: ShaderFile = shader!("conv2d_dw.wgsl");
+const SOFTFLOAT_TEST: ShaderFile = shader!("softfloat_test.wgsl");
 
 /// Workgroup size of the element-wise kernels (`@workgroup_size(64)`).
 pub(crate) const WORKGROUP: u64 = 64;
@@ -84,29 +98,109 @@ pub(crate) enum Binding {
     StorageTexture,
 }
 
-/// Keeps the lines of `src` whose enclosing `//#if FLAG` sections are enabled by `flags`.
-pub(crate) fn preprocess(src: &str, flags: &[&str]) -> String {
+/// The flags a kernel source may test in `//#if FLAG` lines: those [`Kernel::source`] sets for
+/// some variant. [`preprocess`] rejects any other, so a misspelt flag cannot silently drop (or
+/// keep) a section.
+pub(crate) const FLAGS: [&str; 4] = ["XTEX", "PACKED", "SG", "SHARED"];
+
+/// Keeps the lines of `src` (the text of the shader file `file`) whose enclosing `//#if FLAG`
+/// sections are enabled by `flags`; the directive lines themselves are dropped.
+///
+/// Sections nest. Every line whose trimmed text starts with `//#` must be one of `//#if FLAG`
+/// (`FLAG` one of [`FLAGS`]), `//#else` (at most one per section) or `//#endif`, and every
+/// section must be closed in the same file; `flags` must hold only [`FLAGS`]. Anything else is an
+/// [`Error::KernelSource`] naming the file, the line and the problem.
+pub(crate) fn preprocess(file: &str, src: &str, flags: &[&str]) -> Result<String> {
+    let fail = |line: Option<usize>, message: String| Error::KernelSource {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    let known = FLAGS.join(", ");
+    if let Some(flag) = flags.iter().find(|f| !FLAGS.contains(f)) {
+        return Err(fail(
+            None,
+            format!("unknown flag '{flag}' requested (known flags: {known})"),
+        ));
+    }
+    /// An open `//#if` section.
+    struct Section {
+        /// Line number of its `//#if`.
+        line: usize,
+        /// The current branch is kept (before looking at the enclosing sections).
+        on: bool,
+        /// The enclosing sections are all kept.
+        outer: bool,
+        /// Its `//#else` was seen.
+        in_else: bool,
+    }
     let mut out = String::with_capacity(src.len());
-    // Per open section: (this branch is kept, the enclosing section is kept).
-    let mut stack: Vec<(bool, bool)> = Vec::new();
-    let active = |stack: &[(bool, bool)]| stack.last().is_none_or(|&(on, outer)| on && outer);
-    for line in src.lines() {
-        let t = line.trim();
-        if let Some(flag) = t.strip_prefix("//#if ") {
-            let outer = active(&stack);
-            stack.push((flags.contains(&flag.trim()), outer));
-        } else if t == "//#else" {
-            if let Some(top) = stack.last_mut() {
-                top.0 = !top.0;
+    let mut stack: Vec<Section> = Vec::new();
+    for (i, line) in src.lines().enumerate() {
+        let n = i + 1;
+        let Some(directive) = line.trim().strip_prefix("//#") else {
+            if stack.last().is_none_or(|s| s.on && s.outer) {
+                out.push_str(line);
+                out.push('\n');
             }
-        } else if t == "//#endif" {
-            stack.pop();
-        } else if active(&stack) {
-            out.push_str(line);
-            out.push('\n');
+            continue;
+        };
+        let words: Vec<&str> = directive.split_whitespace().collect();
+        match words[..] {
+            ["if", flag] => {
+                if !FLAGS.contains(&flag) {
+                    return Err(fail(
+                        Some(n),
+                        format!("`//#if {flag}`: unknown flag '{flag}' (known flags: {known})"),
+                    ));
+                }
+                let outer = stack.last().is_none_or(|s| s.on && s.outer);
+                stack.push(Section {
+                    line: n,
+                    on: flags.contains(&flag),
+                    outer,
+                    in_else: false,
+                });
+            }
+            ["else"] => {
+                let Some(top) = stack.last_mut() else {
+                    return Err(fail(Some(n), "`//#else` without `//#if`".into()));
+                };
+                if top.in_else {
+                    return Err(fail(
+                        Some(n),
+                        format!(
+                            "second `//#else` in the section opened by the `//#if` at line {}",
+                            top.line
+                        ),
+                    ));
+                }
+                top.in_else = true;
+                top.on = !top.on;
+            }
+            ["endif"] => {
+                if stack.pop().is_none() {
+                    return Err(fail(Some(n), "`//#endif` without `//#if`".into()));
+                }
+            }
+            _ => {
+                return Err(fail(
+                    Some(n),
+                    format!(
+                        "malformed directive `{}`; expected `//#if FLAG`, `//#else` or `//#endif`",
+                        line.trim()
+                    ),
+                ))
+            }
         }
     }
-    out
+    match stack.last() {
+        Some(open) => Err(fail(
+            Some(open.line),
+            "`//#if` not closed by an `//#endif` before the end of the file".into(),
+        )),
+        None => Ok(out),
+    }
 }
 
 impl Kernel {
@@ -122,17 +216,15 @@ impl Kernel {
         }
     }
 
-    pub(crate) fn source(self) -> String {
+    /// The `//#if` flags of this variant (all in [`FLAGS`]).
+    pub(crate) fn flags(self) -> Vec<&'static str> {
         let mut flags = Vec::new();
-        let parts: &[&str] = match self {
-            Kernel::Quantize => &[COMMON, QUANTIZE],
-            Kernel::Dequantize => &[COMMON, DEQUANTIZE],
-            Kernel::Requantize => &[COMMON, EPILOGUE, REQUANTIZE],
-            Kernel::ConvPack { xtex } => {
+        match self {
+            Kernel::Quantize | Kernel::Dequantize | Kernel::Requantize | Kernel::SoftFloatTest => {}
+            Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
                 }
-                &[COMMON, CONV_PACK]
             }
             Kernel::ConvGemm(v) => {
                 if v.xtex {
@@ -146,17 +238,34 @@ impl Kernel {
                     BStaging::Shared => flags.push("SHARED"),
                     BStaging::Direct => {}
                 }
-                &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM]
             }
-            Kernel::ConvDw { xtex } => {
-                if xtex {
-                    flags.push("XTEX");
-                }
-                &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW]
-            }
+        }
+        flags
+    }
+
+    /// The shader files this kernel is made of, in order.
+    fn files(self) -> &'static [ShaderFile] {
+        match self {
+            Kernel::Quantize => &[COMMON, QUANTIZE],
+            Kernel::Dequantize => &[COMMON, DEQUANTIZE],
+            Kernel::Requantize => &[COMMON, EPILOGUE, REQUANTIZE],
+            Kernel::ConvPack { .. } => &[COMMON, CONV_PACK],
+            Kernel::ConvGemm(_) => &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM],
+            Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
-        };
-        preprocess(&parts.join("\n"), &flags)
+        }
+    }
+
+    /// The WGSL source of this variant: its files, each preprocessed with [`Kernel::flags`],
+    /// joined by newlines. Fails (with [`Error::KernelSource`]) only on a malformed shader file.
+    pub(crate) fn source(self) -> Result<String> {
+        let flags = self.flags();
+        let parts = self
+            .files()
+            .iter()
+            .map(|(file, src)| preprocess(file, src, &flags))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(parts.join("\n"))
     }
 
     pub(crate) fn bindings(self) -> &'static [Binding] {
@@ -345,3 +454,7 @@ pub(crate) struct TestParams {
     pub item_count: u32,
     pub _pad: [u32; 2],
 }
+
+#[cfg(test)]
+#[path = "kernel_contract.rs"]
+mod kernel_contract;
