@@ -1,5 +1,6 @@
-//! The host/shader contract: the `//#if` preprocessor's rules, and every kernel variant's source
-//! passing them.
+//! The host/shader contract: the `//#if` preprocessor's rules, every kernel variant's source
+//! passing them, and every uniform record having the layout (size, field offsets, scalar types)
+//! of the WGSL struct its kernel binds at binding 0, read from the source by naga.
 
 use super::*;
 
@@ -188,4 +189,406 @@ fn known_flags_are_exactly_those_the_variants_set_and_the_shaders_test() {
     for flag in FLAGS {
         assert!(tested.contains(&flag), "no shader tests `//#if {flag}`");
     }
+}
+
+/// One field of a uniform record, or one run of padding fields (names starting with `_`).
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    name: String,
+    offset: usize,
+    size: usize,
+    /// `u32`, `i32` or `f32` (of the scalars it holds); `pad` for padding.
+    scalar: &'static str,
+}
+
+/// The layout of a uniform record on one side of the contract.
+#[derive(Debug)]
+struct Layout {
+    name: String,
+    size: usize,
+    fields: Vec<Field>,
+}
+
+impl Layout {
+    /// `fields` with each run of consecutive padding fields (`_pad: [u32; 2]` on one side,
+    /// `_pad0: u32, _pad1: u32` on the other) merged into one.
+    fn merged(fields: Vec<Field>) -> Vec<Field> {
+        let mut out: Vec<Field> = Vec::new();
+        for f in fields {
+            if f.name.starts_with('_') {
+                if let Some(last) = out.last_mut().filter(|l| l.scalar == "pad") {
+                    last.size = f.offset + f.size - last.offset;
+                    continue;
+                }
+                out.push(Field {
+                    name: "_pad".into(),
+                    scalar: "pad",
+                    ..f
+                });
+            } else {
+                out.push(f);
+            }
+        }
+        out
+    }
+}
+
+/// The WGSL scalar type a Rust field of a uniform record holds.
+trait WgslScalar {
+    const NAME: &'static str;
+}
+impl WgslScalar for u32 {
+    const NAME: &'static str = "u32";
+}
+impl WgslScalar for i32 {
+    const NAME: &'static str = "i32";
+}
+impl WgslScalar for f32 {
+    const NAME: &'static str = "f32";
+}
+impl<T: WgslScalar, const N: usize> WgslScalar for [T; N] {
+    const NAME: &'static str = T::NAME;
+}
+
+fn scalar_of<T: WgslScalar>(_: &T) -> &'static str {
+    T::NAME
+}
+
+/// The layout of a Rust uniform record. Every field must be listed: the destructuring `let`
+/// does not compile otherwise.
+macro_rules! rust_layout {
+    ($t:ident { $($f:ident),* $(,)? }) => {{
+        let value: $t = Zeroable::zeroed();
+        let $t { $($f: _),* } = value;
+        Layout {
+            name: stringify!($t).to_string(),
+            size: std::mem::size_of::<$t>(),
+            fields: Layout::merged(vec![$(Field {
+                name: stringify!($f).to_string(),
+                offset: std::mem::offset_of!($t, $f),
+                size: std::mem::size_of_val(&value.$f),
+                scalar: scalar_of(&value.$f),
+            }),*]),
+        }
+    }};
+}
+
+/// The Rust record the host writes to binding 0 of `kernel`.
+fn rust_uniform(kernel: Kernel) -> Layout {
+    match kernel {
+        Kernel::Quantize => rust_layout!(QuantizeParams {
+            item_begin,
+            item_count,
+            plane,
+            plane_words,
+            x_base,
+            y_base,
+            inv_scale,
+            zp,
+            qmin,
+            qmax,
+            nan_q,
+            _pad,
+            thresholds,
+        }),
+        Kernel::Dequantize => rust_layout!(DequantizeParams {
+            item_begin,
+            item_count,
+            plane,
+            plane_words,
+            q_base,
+            y_base,
+            _pad,
+            values,
+        }),
+        Kernel::Requantize => rust_layout!(RequantizeParams {
+            item_begin,
+            item_count,
+            len,
+            plane,
+            channels,
+            acc_base,
+            epi_base,
+            y_base,
+            out_zp,
+            out_lo,
+            out_hi,
+            _pad,
+        }),
+        Kernel::ConvPack { .. } => rust_layout!(ConvPackParams {
+            item_begin,
+            item_count,
+            n_interior,
+            h,
+            w,
+            plane_words,
+            hp,
+            wp,
+            ph,
+            pw,
+            c_in,
+            cig,
+            groups,
+            sg,
+            qp,
+            img_begin,
+            x_base,
+            x_tws,
+            q_base,
+            tws,
+            flip,
+            zbyte,
+            _pad,
+        }),
+        Kernel::ConvGemm(_) => rust_layout!(ConvGemmParams {
+            wg_begin,
+            wg_count,
+            gpp,
+            ptiles,
+            nblocks,
+            cbpg,
+            plane_out,
+            w_out,
+            c_out,
+            cog,
+            kw,
+            kq,
+            qg,
+            qp,
+            hp,
+            wp,
+            sh,
+            sw,
+            step_kx,
+            step_ky,
+            n_begin,
+            a_base,
+            tws,
+            w_base,
+            b_tws,
+            e_base,
+            y_base,
+            xz,
+            kext,
+            out_zp,
+            out_lo,
+            out_hi,
+            e_tws,
+            _pad,
+        }),
+        Kernel::ConvDw { .. } => rust_layout!(ConvDwParams {
+            wg_begin,
+            wg_count,
+            gpp,
+            ptiles,
+            nblocks,
+            plane_out,
+            w_out,
+            c_out,
+            mult,
+            kw,
+            taps,
+            qp,
+            hp,
+            wp,
+            sh,
+            sw,
+            step_x,
+            step_y,
+            n_begin,
+            a_base,
+            tws,
+            w_base,
+            b_tws,
+            e_base,
+            y_base,
+            xz,
+            out_zp,
+            out_lo,
+            out_hi,
+            e_tws,
+            _pad,
+        }),
+        Kernel::SoftFloatTest => rust_layout!(TestParams {
+            item_begin,
+            item_count,
+            _pad,
+        }),
+    }
+}
+
+/// The scalar type a WGSL type is made of (`u32` for `array<vec4<u32>, 64>`).
+fn wgsl_scalar(module: &naga::Module, ty: naga::Handle<naga::Type>) -> &'static str {
+    use naga::{ScalarKind, TypeInner};
+    let scalar = match module.types[ty].inner {
+        TypeInner::Scalar(s) | TypeInner::Vector { scalar: s, .. } => s,
+        TypeInner::Matrix { scalar: s, .. } => s,
+        TypeInner::Array { base, .. } => return wgsl_scalar(module, base),
+        _ => return "other",
+    };
+    match (scalar.kind, scalar.width) {
+        (ScalarKind::Uint, 4) => "u32",
+        (ScalarKind::Sint, 4) => "i32",
+        (ScalarKind::Float, 4) => "f32",
+        _ => "other",
+    }
+}
+
+/// The layout of the struct `kernel`'s WGSL source binds at `@group(0) @binding(0)` as
+/// `var<uniform>`, by naga's reflection.
+fn wgsl_uniform(kernel: Kernel) -> Layout {
+    let source = kernel.source().unwrap();
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+    let binding0 = naga::ResourceBinding {
+        group: 0,
+        binding: 0,
+    };
+    let uniforms: Vec<_> = module
+        .global_variables
+        .iter()
+        .map(|(_, g)| g)
+        .filter(|g| g.space == naga::AddressSpace::Uniform)
+        .collect();
+    assert!(
+        uniforms.len() == 1 && uniforms[0].binding == Some(binding0),
+        "{kernel:?}: expected one var<uniform>, at group 0 binding 0: {uniforms:?}"
+    );
+    let ty = &module.types[uniforms[0].ty];
+    let naga::TypeInner::Struct { members, span } = &ty.inner else {
+        panic!("{kernel:?}: the uniform is not a struct: {ty:?}");
+    };
+    let fields = members
+        .iter()
+        .map(|m| Field {
+            name: m.name.clone().unwrap_or_default(),
+            offset: m.offset as usize,
+            size: module.types[m.ty].inner.size(module.to_ctx()) as usize,
+            scalar: wgsl_scalar(&module, m.ty),
+        })
+        .collect();
+    Layout {
+        name: ty.name.clone().unwrap_or_default(),
+        size: *span as usize,
+        fields: Layout::merged(fields),
+    }
+}
+
+/// What differs between the Rust and the WGSL layout of one record, as a printable report
+/// (empty when they agree). Fields are compared by position (offset, size, scalar type), and
+/// a name both sides have must be at the same offset on both.
+fn layout_diff(rust: &Layout, wgsl: &Layout) -> String {
+    let mut problems = Vec::new();
+    if rust.size != wgsl.size {
+        problems.push(format!(
+            "size: Rust {} bytes, WGSL {} bytes",
+            rust.size, wgsl.size
+        ));
+    }
+    let row = |f: Option<&Field>| match f {
+        Some(f) => format!(
+            "{:<12} @{:<5} {:>5}B {}",
+            f.name, f.offset, f.size, f.scalar
+        ),
+        None => "-".into(),
+    };
+    let mut table = Vec::new();
+    for i in 0..rust.fields.len().max(wgsl.fields.len()) {
+        let (r, w) = (rust.fields.get(i), wgsl.fields.get(i));
+        let differs = match (r, w) {
+            (Some(r), Some(w)) => r.offset != w.offset || r.size != w.size || r.scalar != w.scalar,
+            _ => true,
+        };
+        if differs {
+            problems.push(format!("field {i}: Rust {} vs WGSL {}", row(r), row(w)));
+        }
+        let mark = if differs { "  <-- differs" } else { "" };
+        table.push(format!("  {i:>3}  {:<34} | {}{mark}", row(r), row(w)));
+    }
+    for r in rust.fields.iter().filter(|f| f.scalar != "pad") {
+        if let Some(w) = wgsl.fields.iter().find(|w| w.name == r.name) {
+            if w.offset != r.offset {
+                problems.push(format!(
+                    "'{}' is at offset {} in Rust but {} in WGSL",
+                    r.name, r.offset, w.offset
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} (Rust) vs {} (WGSL):\n  {}\n       {:<34} | WGSL\n{}",
+        rust.name,
+        wgsl.name,
+        problems.join("\n  "),
+        "Rust",
+        table.join("\n")
+    )
+}
+
+#[test]
+fn every_uniform_record_matches_the_wgsl_struct_at_binding_0() {
+    // Each distinct difference once, with the variants that show it.
+    let mut failures: Vec<(String, Vec<Kernel>)> = Vec::new();
+    for kernel in all_kernels() {
+        assert_eq!(kernel.bindings()[0], Binding::Uniform, "{kernel:?}");
+        let diff = layout_diff(&rust_uniform(kernel), &wgsl_uniform(kernel));
+        if diff.is_empty() {
+            continue;
+        }
+        match failures.iter_mut().find(|(d, _)| *d == diff) {
+            Some((_, kernels)) => kernels.push(kernel),
+            None => failures.push((diff, vec![kernel])),
+        }
+    }
+    let report: Vec<String> = failures
+        .iter()
+        .map(|(diff, kernels)| format!("{kernels:?}:\n{diff}"))
+        .collect();
+    assert!(report.is_empty(), "{}", report.join("\n\n"));
+}
+
+#[test]
+fn layout_diff_reports_a_moved_field_and_a_size_change() {
+    let field = |name: &str, offset: usize| Field {
+        name: name.into(),
+        offset,
+        size: 4,
+        scalar: "u32",
+    };
+    let rust = Layout {
+        name: "R".into(),
+        size: 16,
+        fields: vec![field("a", 0), field("b", 4), field("c", 8), field("d", 12)],
+    };
+    let same = Layout {
+        name: "W".into(),
+        size: 16,
+        fields: rust.fields.clone(),
+    };
+    assert_eq!(layout_diff(&rust, &same), "");
+    // Same offsets and sizes by position, but two fields swapped: only the names reveal it.
+    let swapped = Layout {
+        name: "W".into(),
+        size: 16,
+        fields: vec![field("a", 0), field("c", 4), field("b", 8), field("d", 12)],
+    };
+    let diff = layout_diff(&rust, &swapped);
+    assert!(
+        diff.contains("'b' is at offset 4 in Rust but 8 in WGSL"),
+        "{diff}"
+    );
+    let longer = Layout {
+        name: "W".into(),
+        size: 32,
+        fields: vec![field("a", 0), field("b", 4), field("c", 16), field("d", 20)],
+    };
+    let diff = layout_diff(&rust, &longer);
+    assert!(
+        diff.contains("size: Rust 16 bytes, WGSL 32 bytes"),
+        "{diff}"
+    );
+    assert!(diff.contains("field 2:"), "{diff}");
 }
