@@ -187,6 +187,31 @@ impl ConvShape {
         })
     }
 
+    /// Checks that a `ConvShape` whose fields were set by hand is one [`ConvShape::new`] would
+    /// build: valid params and shapes, and the derived output size. Kernels call this before
+    /// indexing, so an inconsistent shape is an error, not a panic or an out-of-bounds access.
+    pub fn validate(&self) -> Result<()> {
+        self.params.validate()?;
+        if !self.c_in.is_multiple_of(self.params.groups) {
+            return Err(Error::InvalidParameter(format!(
+                "groups = {} must divide in_channels = {}",
+                self.params.groups, self.c_in
+            )));
+        }
+        let rebuilt = ConvShape::new(
+            [self.n, self.c_in, self.h, self.w],
+            [self.c_out, self.c_in / self.params.groups, self.kh, self.kw],
+            self.params,
+        )?;
+        if rebuilt != *self {
+            return Err(Error::Shape(format!(
+                "conv shape has output {}x{}, its input, weight and params give {}x{}",
+                self.h_out, self.w_out, rebuilt.h_out, rebuilt.w_out
+            )));
+        }
+        Ok(())
+    }
+
     /// Input shape `[N, C, H, W]`.
     pub fn input_dims(&self) -> [usize; 4] {
         [self.n, self.c_in, self.h, self.w]
@@ -235,6 +260,7 @@ impl ConvShape {
     /// Multiply-accumulates of the conv: `N * O * Ho * Wo * K`; `2 *` this is the op count
     /// used for GOPS.
     pub fn macs(&self) -> u64 {
-        self.output_len() as u64 * self.k() as u64
+        // Saturating: both factors may reach 2^40.
+        (self.output_len() as u64).saturating_mul(self.k() as u64)
     }
 }

@@ -63,6 +63,7 @@ fn for_each_tap(s: &ConvShape, mut f: impl FnMut(usize, usize, usize)) {
 
 /// Float conv2d (cross-correlation, zero padding), accumulated in f64 and rounded once.
 pub fn conv2d_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Result<Vec<f32>> {
+    s.validate()?;
     check_len("input", x.len(), s.input_len())?;
     check_len("weight", w.len(), s.weight_len())?;
     if let Some(b) = bias {
@@ -90,38 +91,52 @@ pub fn conv2d_acc(
     w_qp: &WeightQParams,
     s: &ConvShape,
 ) -> Result<Vec<i32>> {
+    s.validate()?;
     check_len("input", x.len(), s.input_len())?;
     check_len("weight", w.len(), s.weight_len())?;
     w_qp.check_channels(s.c_out)?;
     let cog_k = s.k();
     let mut acc = vec![0i64; s.output_len()];
+    // Differences and products fit i64 for any i32 zero points; a partial sum leaving i64
+    // (only possible with zero points far outside the 8-bit ranges) is an overflow error.
+    let mut wide = None;
     for_each_tap(s, |o, xi, wi| {
-        let xv = x_qp.dtype.byte_to_int(x[xi]) - x_qp.zero_point;
-        let wv = w[wi] as i32 - w_qp.zero_point(wi / cog_k);
-        acc[o] += xv as i64 * wv as i64;
+        let xv = x_qp.dtype.byte_to_int(x[xi]) as i64 - x_qp.zero_point as i64;
+        let wv = w[wi] as i64 - w_qp.zero_point(wi / cog_k) as i64;
+        match acc[o].checked_add(xv * wv) {
+            Some(a) => acc[o] = a,
+            None => wide = Some(acc[o] as i128 + (xv * wv) as i128),
+        }
     });
+    let overflow = |bound: i128| Error::AccumulatorOverflow {
+        layer: None,
+        bound,
+        limit: i32::MAX as i128,
+        k: s.k(),
+    };
+    if let Some(bound) = wide {
+        return Err(overflow(bound));
+    }
     acc.into_iter()
-        .map(|a| {
-            i32::try_from(a).map_err(|_| Error::AccumulatorOverflow {
-                layer: None,
-                bound: a as i128,
-                limit: i32::MAX as i128,
-                k: s.k(),
-            })
-        })
+        .map(|a| i32::try_from(a).map_err(|_| overflow(a as i128)))
         .collect()
 }
 
 /// Applies the epilogue to NCHW accumulators with `channels` channels of `plane` elements each,
 /// returning stored output bytes in the epilogue's output dtype.
 pub fn requantize(acc: &[i32], epi: &Epilogue, channels: usize, plane: usize) -> Result<Vec<u8>> {
+    epi.validate()?;
     if epi.channels.len() != channels {
         return Err(Error::Shape(format!(
             "epilogue has {} channels, the tensor has {channels}",
             epi.channels.len()
         )));
     }
-    if plane == 0 || !acc.len().is_multiple_of(channels * plane) {
+    if plane == 0
+        || !channels
+            .checked_mul(plane)
+            .is_some_and(|cp| acc.len().is_multiple_of(cp))
+    {
         return Err(Error::Shape(format!(
             "{} accumulators do not form [N, {channels}, {plane}]",
             acc.len()
@@ -147,6 +162,7 @@ pub fn conv2d_quantized(
     epi: &Epilogue,
     s: &ConvShape,
 ) -> Result<Vec<u8>> {
+    s.validate()?;
     epi.check_accumulator(
         w,
         w_qp,

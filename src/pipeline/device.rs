@@ -52,6 +52,8 @@ impl Device {
         epi: &Epilogue,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
+        s.validate()?;
+        epi.validate()?;
         match self {
             Device::CpuReference => cpu::reference::conv2d_quantized(x, x_qp, w, w_qp, epi, s),
             Device::Cpu => cpu::fast::conv2d_quantized(

@@ -77,8 +77,9 @@ pub struct PointReport {
 
 fn clipped_share(x: &[f32], qp: &QParams) -> f64 {
     let r = qp.dtype.full_range();
-    let lo = (r.min - qp.zero_point) as f32 * qp.scale - qp.scale * 0.5;
-    let hi = (r.max - qp.zero_point) as f32 * qp.scale + qp.scale * 0.5;
+    // In i64: no overflow for any zero point (the fields of a model's qparams are public).
+    let lo = (r.min as i64 - qp.zero_point as i64) as f32 * qp.scale - qp.scale * 0.5;
+    let hi = (r.max as i64 - qp.zero_point as i64) as f32 * qp.scale + qp.scale * 0.5;
     let n = x.iter().filter(|&&v| v < lo || v > hi).count();
     n as f64 / x.len().max(1) as f64
 }

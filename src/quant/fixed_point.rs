@@ -30,9 +30,9 @@ impl QuantizedMultiplier {
         self.shift.max(0)
     }
 
-    /// Right shift applied after the high multiply (`max(-shift, 0)`).
+    /// Right shift applied after the high multiply (`max(-shift, 0)`, saturating).
     pub fn right_shift(self) -> i32 {
-        (-self.shift).max(0)
+        self.shift.saturating_neg().max(0)
     }
 }
 
@@ -86,10 +86,11 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     ((ab + nudge) / (1i64 << 31)) as i32
 }
 
-/// gemmlowp's `RoundingDivideByPOT`: `x / 2^exponent`, rounding half away from zero.
+/// gemmlowp's `RoundingDivideByPOT`: `x / 2^exponent`, rounding half away from zero. The
+/// exponent is meant to lie in `0..=31` (gemmlowp asserts it); others are clamped into it.
 #[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
-    debug_assert!((0..=31).contains(&exponent));
+    let exponent = exponent.clamp(0, 31);
     let mask: i32 = ((1i64 << exponent) - 1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);

@@ -98,10 +98,11 @@ impl QRange {
         (self.min..=self.max).contains(&v)
     }
 
-    /// Clamp `v` into the range.
+    /// Clamp `v` into the range. Never panics: for an inverted range (`min > max`, only
+    /// possible through the public fields) the result is `max`.
     #[inline]
     pub fn clamp(self, v: i32) -> i32 {
-        v.clamp(self.min, self.max)
+        v.max(self.min).min(self.max)
     }
 
     /// The largest `|v − zp|` over the range: how far a value can lie from zero point `zp`.

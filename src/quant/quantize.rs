@@ -36,7 +36,8 @@ pub fn quantize_slice(x: &[f32], qp: &QParams) -> Vec<u8> {
 /// Dequantizes one int: `f32((q - zp) * scale)`.
 #[inline]
 pub fn dequantize_one(q: i32, qp: &QParams) -> f32 {
-    (q - qp.zero_point) as f32 * qp.scale
+    // In i64: `q - zp` cannot overflow, even for zero points outside the dtype's range.
+    (q as i64 - qp.zero_point as i64) as f32 * qp.scale
 }
 
 /// Dequantizes stored bytes.

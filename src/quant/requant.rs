@@ -115,6 +115,9 @@ impl WeightQParams {
     }
 
     /// Scale of output channel `o`.
+    ///
+    /// # Panics
+    /// If there is neither one scale nor one for channel `o` (see [`Self::check_channels`]).
     #[inline]
     pub fn scale(&self, o: usize) -> f32 {
         if self.scales.len() == 1 {
@@ -125,6 +128,10 @@ impl WeightQParams {
     }
 
     /// Zero point of output channel `o`.
+    ///
+    /// # Panics
+    /// If there is neither one zero point nor one for channel `o` (see
+    /// [`Self::check_channels`]).
     #[inline]
     pub fn zero_point(&self, o: usize) -> i32 {
         if self.zero_points.len() == 1 {
@@ -294,17 +301,51 @@ impl Epilogue {
         })
     }
 
+    /// Checks what the kernels rely on in an epilogue whose public fields were set by hand
+    /// (one from [`Epilogue::new`] always passes): a clamp range with `min <= max` inside the
+    /// output dtype's range, and for `fixed-point` a left shift in `0..=30` and a right shift
+    /// in `0..=31`. Other unusual records (an output zero point outside the dtype's range, any
+    /// multiplier) are allowed: every kernel computes them alike. The kernels call this before
+    /// running, so that a bad epilogue is an [`Error::InvalidParameter`], not a panic.
+    pub fn validate(&self) -> Result<()> {
+        let full = self.out.dtype.full_range();
+        let c = self.clamp;
+        if !(c.min <= c.max && full.contains(c.min) && full.contains(c.max)) {
+            return Err(Error::InvalidParameter(format!(
+                "epilogue clamp [{}, {}] must satisfy min <= max inside the {} range",
+                c.min, c.max, self.out.dtype
+            )));
+        }
+        if self.formula == RequantFormula::FixedPoint {
+            if let Some((o, ch)) = self.channels.iter().enumerate().find(|(_, ch)| {
+                !(0..=30).contains(&ch.fp_left_shift) || !(0..=31).contains(&ch.fp_right_shift)
+            }) {
+                return Err(Error::InvalidParameter(format!(
+                    "epilogue channel {o}: fixed-point shifts << {} >> {} (left shift 0..=30, \
+                     right shift 0..=31)",
+                    ch.fp_left_shift, ch.fp_right_shift
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Requantizes one accumulator of output channel `o` to an output int (in the output dtype's
     /// range, already clamped).
+    ///
+    /// # Panics
+    /// If `o` is not below `channels.len()`.
     #[inline]
     pub fn apply(&self, acc: i32, o: usize) -> i32 {
         let c = &self.channels[o];
         let zp = self.out.zero_point;
         let y = match self.formula {
             RequantFormula::Qnnpack => {
-                round_f32_to_i32(acc.wrapping_add(c.bias_i32) as f32 * c.mult) + zp
+                round_f32_to_i32(acc.wrapping_add(c.bias_i32) as f32 * c.mult).saturating_add(zp)
             }
-            RequantFormula::Fbgemm => round_f32_to_i32((acc as f32 + c.bias_f32) * c.mult) + zp,
+            RequantFormula::Fbgemm => {
+                round_f32_to_i32((acc as f32 + c.bias_f32) * c.mult).saturating_add(zp)
+            }
             RequantFormula::Onednn => {
                 let mut v = acc as f32 * c.mult;
                 v *= c.mult2;
@@ -316,7 +357,7 @@ impl Epilogue {
             RequantFormula::FixedPoint => {
                 let qm = super::fixed_point::QuantizedMultiplier {
                     multiplier: c.fp_multiplier,
-                    shift: c.fp_left_shift - c.fp_right_shift,
+                    shift: c.fp_left_shift.saturating_sub(c.fp_right_shift),
                 };
                 multiply_by_quantized_multiplier(acc.wrapping_add(c.bias_i32), qm)
                     .saturating_add(zp)
@@ -339,6 +380,7 @@ impl Epilogue {
         k: usize,
         layer: Option<&str>,
     ) -> Result<()> {
+        w.check_channels(self.channels.len())?;
         let sum_abs = weight_abs_sums(weights, w, self.channels.len(), k);
         self.check_accumulator_sums(&sum_abs, in_range, in_zp, k, layer)
     }
@@ -353,10 +395,17 @@ impl Epilogue {
         k: usize,
         layer: Option<&str>,
     ) -> Result<()> {
+        self.validate()?;
         let max_dx = in_range.max_offset(in_zp);
         let limit = i32::MAX as i128;
         for (c, &sum_abs) in self.channels.iter().zip(sum_abs) {
-            let bound = (max_dx * sum_abs + (c.bias_i32 as i128).abs()) << c.fp_left_shift;
+            // Saturating, as `sum_abs` may hold any value; the shift is 0..=30 for a valid
+            // epilogue (`Epilogue::new` sets 0 for the float formulas).
+            let shift = c.fp_left_shift.clamp(0, 30);
+            let bound = max_dx
+                .saturating_mul(sum_abs)
+                .saturating_add((c.bias_i32 as i128).abs())
+                .saturating_mul(1i128 << shift);
             if bound > limit {
                 return Err(Error::AccumulatorOverflow {
                     layer: layer.map(str::to_string),
@@ -371,13 +420,17 @@ impl Epilogue {
 }
 
 /// `sum_k |w - w_zp|` per output channel of an int8 weight (OIHW, `k` values per channel, zero
-/// points `w`): the weight side of the accumulator bound. Channels past the data sum to 0.
+/// points `w`): the weight side of the accumulator bound. Channels past the data sum to 0, and
+/// channels without a zero point in `w` (which [`WeightQParams::check_channels`] rejects) use 0.
 pub fn weight_abs_sums(weights: &[i8], w: &WeightQParams, channels: usize, k: usize) -> Vec<i128> {
     (0..channels)
         .map(|o| {
-            let wzp = w.zero_point(o) as i128;
-            weights
-                .get(o * k..(o + 1) * k)
+            let wzp = match w.zero_points.as_slice() {
+                [z] => *z,
+                zps => zps.get(o).copied().unwrap_or(0),
+            } as i128;
+            o.checked_mul(k)
+                .and_then(|start| weights.get(start..start.checked_add(k)?))
                 .unwrap_or(&[])
                 .iter()
                 .map(|&v| (v as i128 - wzp).abs())

@@ -54,16 +54,30 @@ pub struct StepTable {
 }
 
 impl StepTable {
-    /// The smallest accumulator of level at least `k`, for `k` in `(base, top]`.
+    /// The smallest accumulator of level at least `k`, for `k` in `(base, top]`. Outside the
+    /// table (only for a table built by hand, or from an epilogue that is not monotone) a
+    /// level below it is reached by every accumulator and one above it by none.
     #[inline]
     fn t(&self, k: i32) -> i32 {
-        self.thresholds[(k - self.base - 1) as usize]
+        let i = k as i64 - self.base as i64 - 1;
+        if i < 0 {
+            return i32::MIN;
+        }
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.thresholds.get(i))
+            .copied()
+            .unwrap_or(i32::MAX)
     }
 
     /// The level of `acc` (in `[-limit, limit]`) by estimate and verify, as the GPU kernels
     /// compute it; equals `Epilogue::apply(acc, o)`.
     pub fn lookup(&self, acc: i32) -> i32 {
         let e = (acc as f32 * self.slope + self.offset).round_ties_even();
+        if self.top < self.base {
+            // Only for a table built by hand, or from an epilogue that is not monotone.
+            return self.base;
+        }
         let k = e.clamp(self.base as f32, self.top as f32) as i32;
         let lo_ok = k == self.base || self.t(k) <= acc;
         let hi_ok = k == self.top || acc < self.t(k + 1);
@@ -77,7 +91,8 @@ impl StepTable {
     pub fn search(&self, acc: i32) -> i32 {
         let (mut lo, mut hi) = (self.base, self.top);
         while lo < hi {
-            let mid = lo + (hi - lo + 1) / 2;
+            // In i64: `hi - lo` may exceed i32 in a table built by hand.
+            let mid = (lo as i64 + (hi as i64 - lo as i64 + 1) / 2) as i32;
             if self.t(mid) <= acc {
                 lo = mid;
             } else {
