@@ -505,7 +505,7 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
         row(
             "a million CPU threads",
             "InvalidParameter",
-            &["threads = 1000000"],
+            &["thread count", "1024", "1000000"],
             || {
                 let s = ConvShape::new([1, 1, 4, 4], [1, 1, 1, 1], ConvParams::default())?;
                 let opts = squint::cpu::fast::FastConvOptions::with_threads(1_000_000);
@@ -515,7 +515,7 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
         row(
             "zero CPU threads",
             "InvalidParameter",
-            &["threads = 0"],
+            &["thread count", "got 0"],
             || {
                 let s = ConvShape::new([1, 1, 4, 4], [1, 1, 1, 1], ConvParams::default())?;
                 let opts = squint::cpu::fast::FastConvOptions::with_threads(0);

@@ -456,10 +456,11 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
-    if a.threads == Some(0) {
-        return Err(crate::Error::InvalidParameter(
-            "--threads must be >= 1".into(),
-        ));
+    let max = crate::cpu::fast::MAX_THREADS;
+    if let Some(t) = a.threads.filter(|&t| t == 0 || t > max) {
+        return Err(crate::Error::InvalidParameter(format!(
+            "--threads must be between 1 and {max}, got {t}"
+        )));
     }
     let opts = crate::pipeline::bench::BenchOptions {
         threads: a.threads,

@@ -155,7 +155,8 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark. A thread count outside `1..=`[`cpu::fast::MAX_THREADS`], or one the
+/// system cannot start, is an [`crate::Error::InvalidParameter`] before anything runs.
 pub fn run_bench(
     opts: &BenchOptions,
     mut progress: impl FnMut(&BenchResult),
@@ -163,6 +164,7 @@ pub fn run_bench(
     let fopts = FastConvOptions {
         threads: opts.threads,
     };
+    fopts.validate()?;
     let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
     let (ctx, gpu_note) = match opts.gpu.as_ref().map(GpuContext::open) {
         None => (None, Some("skipped (--no-gpu)".to_string())),

@@ -82,7 +82,8 @@ pub fn conv2d_f32_with_isa(
     isa: Isa,
 ) -> Result<Vec<f32>> {
     isa.check_available()?;
-    opts.check()?;
+    opts.validate()?;
+    s.validate()?;
     check_len("input", x.len(), s.input_len())?;
     check_len("weight", w.len(), s.weight_len())?;
     if let Some(b) = bias {

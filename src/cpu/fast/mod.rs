@@ -108,38 +108,37 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use float::conv2d_f32_with_isa;
 
+/// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).
+pub const MAX_THREADS: usize = 1024;
+
 /// Options of the fast CPU kernels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FastConvOptions {
     /// Worker threads: `None` = the global rayon pool (one per core by default); `Some(1)` runs
-    /// on the calling thread; `Some(n)` runs on a cached local pool of `n` threads.
+    /// on the calling thread; `Some(n)` runs on a cached local pool of `n` threads, for `n` in
+    /// `1..=`[`MAX_THREADS`] (other counts are an [`Error::InvalidParameter`]).
     pub threads: Option<usize>,
 }
 
-/// The most worker threads [`FastConvOptions::threads`] may ask for.
-pub const MAX_THREADS: usize = 1024;
-
 impl FastConvOptions {
-    /// Checks the options and prepares what they need (the thread pool of `threads`): every
-    /// public entry point calls it first, so that a bad thread count is an error, not a
-    /// panic or a hang.
-    pub fn check(&self) -> Result<()> {
-        match self.threads {
-            Some(0) => Err(Error::InvalidParameter(
-                "threads = 0: use at least 1 (or None for one per core)".into(),
-            )),
-            Some(t) if t > MAX_THREADS => Err(Error::InvalidParameter(format!(
-                "threads = {t}: at most {MAX_THREADS} worker threads"
-            ))),
-            Some(t) if t > 1 => pool(t).map(|_| ()),
-            _ => Ok(()),
-        }
-    }
-
     /// Options with an explicit thread count.
     pub fn with_threads(threads: usize) -> Self {
         FastConvOptions {
             threads: Some(threads),
+        }
+    }
+
+    /// Checks the thread count (`1..=`[`MAX_THREADS`]) and builds the local thread pool it
+    /// needs, so that the kernels never fail for it later. A pool the system cannot create
+    /// (e.g. too many threads for its limits) is an [`Error::InvalidParameter`] too. Every
+    /// fast kernel calls this first.
+    pub fn validate(&self) -> Result<()> {
+        match self.threads {
+            None | Some(1) => Ok(()),
+            Some(t) if t == 0 || t > MAX_THREADS => Err(Error::InvalidParameter(format!(
+                "thread count must be between 1 and {MAX_THREADS}, got {t}"
+            ))),
+            Some(t) => pool(t).map(drop),
         }
     }
 }
@@ -250,9 +249,10 @@ fn par_for(threads: Option<usize>, n: usize, f: impl Fn(usize) + Sync + Send) {
         _ if n <= 1 => (0..n).for_each(f),
         Some(1) => (0..n).for_each(f),
         None => (0..n).into_par_iter().for_each(f),
+        // The pool was built by `FastConvOptions::validate`; were it missing, the work runs
+        // on the calling thread (same results: they never depend on the thread count).
         Some(t) => match pool(t) {
             Ok(p) => p.install(|| (0..n).into_par_iter().for_each(f)),
-            // Unreachable after `FastConvOptions::check`; the result does not depend on it.
             Err(_) => (0..n).for_each(f),
         },
     }
@@ -266,7 +266,7 @@ fn thread_count(threads: Option<usize>) -> usize {
     }
 }
 
-/// A cached local rayon pool of `t` threads (an error when the OS refuses the threads).
+/// A cached local rayon pool of `t` threads; an error if the system cannot create it.
 fn pool(t: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
@@ -280,8 +280,12 @@ fn pool(t: usize) -> Result<Arc<rayon::ThreadPool>> {
         .num_threads(t)
         .thread_name(|i| format!("squint-conv-{i}"))
         .build()
-        .map_err(|e| Error::InvalidParameter(format!("cannot start {t} worker threads: {e}")))?;
-    Ok(pools.entry(t).or_insert(Arc::new(p)).clone())
+        .map_err(|e| {
+            Error::InvalidParameter(format!("cannot start a pool of {t} CPU threads: {e}"))
+        })?;
+    let p = Arc::new(p);
+    pools.insert(t, p.clone());
+    Ok(p)
 }
 
 /// A raw pointer that may cross threads. Every use writes a region no other task touches (the
@@ -386,6 +390,7 @@ impl PackedConv2d {
         isa: Isa,
     ) -> Result<Self> {
         isa.check_available()?;
+        epi.validate()?;
         let [c_out, cig, kh, kw] = w_dims;
         if w_dims.contains(&0) {
             return Err(Error::Shape(format!(
@@ -393,11 +398,18 @@ impl PackedConv2d {
             )));
         }
         // A 1-pixel input with enough padding validates params and the weight shape.
-        let probe = [1, cig * params.groups, kh, kw];
+        params.validate()?;
+        let too_large = || Error::Shape(format!("weight shape {w_dims:?} is too large"));
+        let probe = [
+            1,
+            cig.checked_mul(params.groups).ok_or_else(too_large)?,
+            kh,
+            kw,
+        ];
         let mut p = params;
         p.padding = [
-            params.padding[0].max(params.dilation[0] * kh),
-            params.padding[1].max(params.dilation[1] * kw),
+            params.padding[0].max(params.dilation[0].checked_mul(kh).ok_or_else(too_large)?),
+            params.padding[1].max(params.dilation[1].checked_mul(kw).ok_or_else(too_large)?),
         ];
         let s = ConvShape::new(probe, w_dims, p)?;
         if w.len() != s.weight_len() {
@@ -508,7 +520,7 @@ impl PackedConv2d {
         x_qp: &QParams,
         opts: &FastConvOptions,
     ) -> Result<Vec<u8>> {
-        opts.check()?;
+        opts.validate()?;
         let s = self.shape(x, x_dims)?;
         if !Self::zp_in_range(x_qp) {
             return crate::cpu::reference::conv2d_quantized(
@@ -542,7 +554,7 @@ impl PackedConv2d {
         x_qp: &QParams,
         opts: &FastConvOptions,
     ) -> Result<Vec<i32>> {
-        opts.check()?;
+        opts.validate()?;
         let s = self.shape(x, x_dims)?;
         let worst = self.sum_abs.iter().copied().max().unwrap_or(0) * Self::max_dx(x_qp);
         if !Self::zp_in_range(x_qp) || worst > i32::MAX as i128 {
@@ -695,6 +707,8 @@ pub fn conv2d_quantized(
     s: &ConvShape,
     opts: &FastConvOptions,
 ) -> Result<Vec<u8>> {
+    opts.validate()?;
+    s.validate()?;
     if w.len() != s.weight_len() {
         return Err(Error::Shape(format!(
             "weight has {} elements, the conv shape needs {}",
