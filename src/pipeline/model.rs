@@ -42,6 +42,11 @@ pub struct FloatConv {
 
 impl FloatConv {
     /// Weight dims `[O, I, KH, KW]`.
+    ///
+    /// # Panics
+    /// If the weight is not 4-D. [`Model::validate`] (run by [`ModelBuilder::build`],
+    /// [`Model::forward_points`] and `PreparedModel::new`) rejects such layers with
+    /// [`Error::Shape`].
     pub fn weight_dims(&self) -> [usize; 4] {
         let d = &self.weight.dims;
         [d[0], d[1], d[2], d[3]]
@@ -163,7 +168,10 @@ impl Model {
         &self.layers
     }
 
-    /// Checks names, shapes and finiteness of the weights.
+    /// Checks names, shapes (4-D weights holding as many values as their dims say, no
+    /// zero-sized dimension, groups dividing the output channels, one bias value per output
+    /// channel) and finiteness of the weights. Every constructor runs it, and so does every
+    /// entry point that runs a model.
     pub fn validate(&self) -> Result<()> {
         if self.layers.is_empty() {
             return Err(Error::InvalidParameter(
@@ -189,6 +197,16 @@ impl Model {
                     return Err(Error::Shape(format!(
                         "{}.weight has a zero-sized dimension: {:?}",
                         c.name, c.weight.dims
+                    )));
+                }
+                let numel = crate::shape::checked_numel(&c.weight.dims)
+                    .map_err(|e| Error::Shape(format!("{}.weight: {e}", c.name)))?;
+                if numel != c.weight.data.len() {
+                    return Err(Error::Shape(format!(
+                        "{}.weight has {} values for dims {:?} ({numel} expected)",
+                        c.name,
+                        c.weight.data.len(),
+                        c.weight.dims
                     )));
                 }
                 c.params
@@ -341,6 +359,7 @@ impl Model {
     /// Float forward pass on the CPU. Returns, for each point of [`Self::points`], the float
     /// tensor an observer at that point sees, and the final output (after trailing ReLUs).
     pub fn forward_points(&self, x: &Tensor<f32>) -> Result<(Vec<Tensor<f32>>, Tensor<f32>)> {
+        self.validate()?;
         crate::quant::check_finite(&x.data, "input")?;
         let mut cur = x.clone();
         let mut cur_dims = x.dims4("input")?;
