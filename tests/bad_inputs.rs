@@ -8,11 +8,19 @@ mod hardening_support;
 mod fuzz_entry;
 
 use hardening_support::*;
+use squint::cpu::{
+    self,
+    fast::{FastConvOptions, PackedConv2d},
+};
 use squint::io::npy;
 use squint::io::safetensors::{StFile, StTensor};
+use squint::pipeline::bench::{run_bench, BenchOptions};
+use squint::pipeline::model::FloatConv;
 use squint::pipeline::quantized::read_pinned_qparams;
-use squint::pipeline::{ConvertOptions, Device, Model, PreparedModel, QConfig, QuantizedModel};
-use squint::quant::{QDtype, RequantFormula};
+use squint::pipeline::{
+    ConvertOptions, Device, Layer, Model, PreparedModel, QConfig, QuantizedModel,
+};
+use squint::quant::{Epilogue, QDtype, QParams, QRange, QScheme, RequantFormula, WeightQParams};
 use squint::shape::{ConvParams, ConvShape};
 use squint::tensor::Tensor;
 use squint::{Error, Result};
@@ -175,6 +183,25 @@ fn padded_1x1(padding: usize) -> Model {
         )
         .build()
         .unwrap()
+}
+
+/// A one-conv model made by [`Model::new`] (which validates it), with weight `weight`.
+fn hand_built_model(weight: Tensor<f32>) -> squint::Result<Model> {
+    Model::new(vec![Layer::Conv(FloatConv {
+        name: "conv1".into(),
+        weight,
+        bias: None,
+        params: ConvParams::default(),
+        relu: false,
+    })])
+}
+
+/// quint8 input qparams, per-tensor weight qparams and a one-channel epilogue, all valid.
+fn unit_conv_qparams() -> Result<(QParams, WeightQParams, Epilogue)> {
+    let qp = QParams::new(0.1, 0, QDtype::QUInt8)?;
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.1, 0);
+    let epi = Epilogue::new(RequantFormula::Qnnpack, 0.1, &w_qp, None, qp, false, 1)?;
+    Ok((qp, w_qp, epi))
 }
 
 fn one_pixel() -> Tensor<f32> {
@@ -486,22 +513,6 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
             let b = vec![0.0, f32::INFINITY, 0.0, 0.0];
             parse(TINY_JSON, &weights_with("conv1.bias", f32t(&[4], b))).map(drop)
         }),
-        row(
-            "hand-built model with a 2-D conv weight",
-            "Shape",
-            &["c.weight", "4-D"],
-            || {
-                use squint::pipeline::model::{FloatConv, Layer};
-                Model::new(vec![Layer::Conv(FloatConv {
-                    name: "c".into(),
-                    weight: Tensor::new(vec![4, 3], vec![0.5; 12]).unwrap(),
-                    bias: None,
-                    params: ConvParams::default(),
-                    relu: false,
-                })])
-                .map(drop)
-            },
-        ),
         row(
             "a million CPU threads",
             "InvalidParameter",
@@ -905,6 +916,133 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
                 );
                 f.write(&path).unwrap();
                 run_tiny(&QuantizedModel::load(&path)?, &x)
+            },
+        ),
+        // ---- values built by hand through public fields, and thread counts
+        row(
+            "hand-built model with a 2-D weight",
+            "Shape",
+            &["conv1.weight", "4-D"],
+            || {
+                hand_built_model(Tensor::new(vec![2, 2], vec![0.5; 4]).unwrap())?
+                    .forward(&one_pixel())
+                    .map(drop)
+            },
+        ),
+        row(
+            "hand-built model whose weight data does not match its dims",
+            "Shape",
+            &["conv1.weight", "values"],
+            || {
+                let w = Tensor {
+                    dims: vec![1, 1, 2, 2],
+                    data: vec![0.5],
+                };
+                hand_built_model(w)?.forward(&one_pixel()).map(drop)
+            },
+        ),
+        row(
+            "fast conv with more threads than the limit",
+            "InvalidParameter",
+            &["thread count", "1024"],
+            || {
+                let s = ConvShape::new([1, 1, 1, 1], [1, 1, 1, 1], ConvParams::default())?;
+                let opts = FastConvOptions::with_threads(1_000_000);
+                cpu::fast::conv2d_f32(&[1.0], &[1.0], None, &s, &opts).map(drop)
+            },
+        ),
+        row(
+            "fast conv with 0 threads",
+            "InvalidParameter",
+            &["thread count"],
+            || {
+                let s = ConvShape::new([1, 1, 1, 1], [1, 1, 1, 1], ConvParams::default())?;
+                let opts = FastConvOptions::with_threads(0);
+                cpu::fast::conv2d_f32(&[1.0], &[1.0], None, &s, &opts).map(drop)
+            },
+        ),
+        row(
+            "benchmark with more threads than the limit",
+            "InvalidParameter",
+            &["thread count", "1000000"],
+            || {
+                let opts = BenchOptions {
+                    threads: Some(1_000_000),
+                    gpu: None,
+                    ..Default::default()
+                };
+                run_bench(&opts, |_| {}).map(drop)
+            },
+        ),
+        row(
+            "hand-built conv shape with a wrong output size",
+            "Shape",
+            &["output"],
+            || {
+                let mut s = ConvShape::new([1, 1, 2, 2], [1, 1, 1, 1], ConvParams::default())?;
+                s.h_out = 3;
+                cpu::reference::conv2d_f32(&[0.0; 4], &[1.0], None, &s).map(drop)
+            },
+        ),
+        row(
+            "hand-built conv shape with groups 0",
+            "InvalidParameter",
+            &["groups"],
+            || {
+                let mut s = ConvShape::new([1, 1, 1, 1], [1, 1, 1, 1], ConvParams::default())?;
+                s.params.groups = 0;
+                let (qp, w_qp, epi) = unit_conv_qparams()?;
+                cpu::reference::conv2d_quantized(&[0], &qp, &[1], &w_qp, &epi, &s).map(drop)
+            },
+        ),
+        row(
+            "hand-built epilogue with an inverted clamp",
+            "InvalidParameter",
+            &["clamp"],
+            || {
+                let (_, _, mut epi) = unit_conv_qparams()?;
+                epi.clamp = QRange { min: 10, max: 5 };
+                cpu::reference::requantize(&[0], &epi, 1, 1).map(drop)
+            },
+        ),
+        row(
+            "requantize with channels * plane overflowing",
+            "Shape",
+            &["accumulators"],
+            || {
+                let (_, _, epi) = unit_conv_qparams()?;
+                cpu::reference::requantize(&[0], &epi, 1, usize::MAX).map(drop)
+            },
+        ),
+        row(
+            "reference accumulators with a weight zero point of i32::MIN",
+            "AccumulatorOverflow",
+            &["overflow"],
+            || {
+                let (qp, _, _) = unit_conv_qparams()?;
+                let w_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.1, i32::MIN);
+                let s = ConvShape::new([1, 1, 1, 1], [1, 1, 1, 1], ConvParams::default())?;
+                cpu::reference::conv2d_acc(&[1], &qp, &[1], &w_qp, &s).map(drop)
+            },
+        ),
+        row(
+            "accumulator check with no weight zero point",
+            "Shape",
+            &["zero points"],
+            || {
+                let (qp, mut w_qp, epi) = unit_conv_qparams()?;
+                w_qp.zero_points.clear();
+                epi.check_accumulator(&[1], &w_qp, qp.dtype.full_range(), 0, 1, None)
+            },
+        ),
+        row(
+            "packed weight whose I * groups overflows",
+            "Shape",
+            &["too large"],
+            || {
+                let (_, w_qp, epi) = unit_conv_qparams()?;
+                let params = ConvParams::default().groups(4);
+                PackedConv2d::new(&[1], [4, 1 << 62, 1, 1], &w_qp, &epi, params).map(drop)
             },
         ),
         // ---- unwritable outputs
