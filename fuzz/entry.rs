@@ -160,15 +160,15 @@ fn run_float(model: &Model) {
 }
 
 fn run_quantized(qm: &QuantizedModel) {
-    let Some(first) = qm.convs.first() else {
+    let Some(first) = qm.convs().first() else {
         let x = Tensor::new(vec![1, 1, 2, 2], vec![0.5, -0.25, 1.0, 0.0]).expect("valid dims");
         let _ = qm.run(&x, &Device::CpuReference);
         return;
     };
-    let Some(x) = input_for(first.w_dims, first.params.groups) else {
+    let Some(x) = input_for(first.w_dims(), first.params().groups) else {
         return;
     };
-    let shapes = qm.convs.iter().map(|c| (c.w_dims, c.params));
+    let shapes = qm.convs().iter().map(|c| (c.w_dims(), c.params()));
     if !small_enough(shapes, [1, x.dims[1], 8, 8]) {
         return;
     }

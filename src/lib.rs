@@ -4,11 +4,42 @@
 //! weights, int32 bias and a requantization epilogue, and the int8 conv runs on any GPU through
 //! `wgpu`, bit-exact with a simple CPU reference.
 //!
+//! The library pipeline — prepare → calibrate → convert → run → cross-check:
+//!
+//! ```
+//! use squint::pipeline::{cross_check, ConvertOptions, Device, Model, PreparedModel, QConfig};
+//! use squint::shape::ConvParams;
+//! use squint::tensor::Tensor;
+//!
+//! # fn main() -> squint::Result<()> {
+//! let mut rng = squint::rng::Rng::new(0);
+//! // A float model: Conv2d(3, 4, 3, padding=1) + ReLU (or `Model::load(json, safetensors)`).
+//! let w = Tensor::new(vec![4, 3, 3, 3], rng.normal_vec(108, 0.3))?;
+//! let conv = ConvParams::default().padding(1);
+//! let model = Model::builder().conv2d("conv1", w, Some(vec![0.1; 4]), conv, true).build()?;
+//! let mut batch = || Tensor::new(vec![1, 3, 8, 8], rng.uniform_vec(192));
+//! let (calib, x) = (vec![batch()?, batch()?], batch()?);
+//!
+//! // Prepare: an observer at every quantization point; calibrate on float batches.
+//! let mut prepared = PreparedModel::new(model, QConfig::qnnpack())?;
+//! prepared.calibrate_all_with(&calib, |done, total| println!("calibrated {done}/{total}"))?;
+//! // Convert: int8 weights, qparams, one requantization epilogue per conv.
+//! let (quantized, warnings) = prepared.convert(&ConvertOptions::default())?;
+//! assert!(warnings.is_empty());
+//! // Run (here on the fast CPU path; `Device::open_gpu(&Default::default())?` for a GPU) …
+//! let y = quantized.run(&x, &Device::Cpu)?;
+//! assert_eq!(y.y.dims, [1, 4, 8, 8]);
+//! // … and cross-check every quantization point against the CPU reference, bit for bit.
+//! let check = cross_check::cross_check(&quantized, &x, &Device::Cpu)?;
+//! assert!(check.bit_exact());
+//! # Ok(()) }
+//! ```
+//!
 //! Module map (dependencies point one way):
 //!
 //! ```text
-//! cli → pipeline → { observers, cpu, gpu } → quant (math), shape
-//!                   io (npy, safetensors, golden cases)
+//! pipeline → { observers, cpu, gpu } → quant (math), shape
+//!            io (npy, safetensors, golden cases)
 //! ```
 //!
 //! * [`quant`]: qparams, quantize/dequantize, requantization formulas (pure math).
@@ -17,8 +48,13 @@
 //! * [`cpu`]: the reference kernels every fast path is checked against.
 //! * [`gpu`]: the wgpu backend (WGSL kernels in `shaders/`).
 //! * [`io`]: `.npy` and `.safetensors` files, golden cases.
+//! * [`pipeline`]: prepare, calibrate, convert, run, diagnostics, golden checks.
+//!
+//! The `squint` command line (`squint demo`, `quantize`, `run`, `report`, `bench`, …) is the
+//! crate's binary, built with the default `cli` feature; it is not part of this API. Depend on
+//! the engine alone with `squint = { version = "0.1", default-features = false }` (no clap,
+//! indicatif or plotters).
 
-pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
@@ -31,3 +67,8 @@ pub mod shape;
 pub mod tensor;
 
 pub use error::{Error, Result};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,8 +1,12 @@
-//! The `squint` command-line tool (see `squint --help`).
+//! The `squint` command-line tool (see `squint --help`), built with the `cli` feature (on by
+//! default). The command line, `squint demo` and `squint bench` live here, in the binary; the
+//! library (`src/lib.rs`) is the engine only.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
     ensure_xdg_runtime_dir();
-    squint::cli::main()
+    cli::main()
 }
 
 /// Points `XDG_RUNTIME_DIR` at a private 0700 directory when it is unset or invalid, so that

@@ -14,9 +14,8 @@ use squint::cpu::{
 };
 use squint::io::npy;
 use squint::io::safetensors::{StFile, StTensor};
-use squint::pipeline::bench::{run_bench, BenchOptions};
 use squint::pipeline::model::FloatConv;
-use squint::pipeline::quantized::read_pinned_qparams;
+use squint::pipeline::read_pinned_qparams;
 use squint::pipeline::{
     ConvertOptions, Device, Layer, Model, PreparedModel, QConfig, QuantizedModel,
 };
@@ -961,19 +960,9 @@ fn every_bad_input_gives_its_specific_typed_error_without_panicking() {
                 cpu::fast::conv2d_f32(&[1.0], &[1.0], None, &s, &opts).map(drop)
             },
         ),
-        row(
-            "benchmark with more threads than the limit",
-            "InvalidParameter",
-            &["thread count", "1000000"],
-            || {
-                let opts = BenchOptions {
-                    threads: Some(1_000_000),
-                    gpu: None,
-                    ..Default::default()
-                };
-                run_bench(&opts, |_| {}).map(drop)
-            },
-        ),
+        // `squint bench` is part of the binary, not the library: its thread-count row lives in
+        // src/cli/bench.rs (unit test) and tests/cli_errors.rs ("bench with more threads than
+        // the limit").
         row(
             "hand-built conv shape with a wrong output size",
             "Shape",

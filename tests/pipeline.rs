@@ -3,7 +3,7 @@
 
 use squint::gpu::{self, DeviceOptions};
 use squint::io::npy;
-use squint::pipeline::quantized::read_pinned_qparams;
+use squint::pipeline::read_pinned_qparams;
 use squint::pipeline::{ConvertOptions, Device, Model, PreparedModel, QConfig, QuantizedModel};
 use squint::shape::ConvParams;
 use squint::tensor::Tensor;
@@ -150,7 +150,7 @@ fn uncalibrated_opt_in_uses_scale_one_and_warns_per_point() {
         .unwrap();
     assert_eq!(warnings.len(), 3);
     assert!(warnings[0].contains("scale 1") && warnings[0].contains("input"));
-    assert_eq!((qm.input_qp.scale, qm.input_qp.zero_point), (1.0, 0));
+    assert_eq!((qm.input_qp().scale, qm.input_qp().zero_point), (1.0, 0));
 }
 
 #[test]
@@ -211,11 +211,11 @@ fn builder_model_with_unfused_relu_clamps_at_the_zero_point() {
     p.calibrate_all(&batches, false).unwrap();
     let (qm, _) = p.convert(&ConvertOptions::default()).unwrap();
     assert!(
-        qm.convs[0].relu,
+        qm.convs()[0].relu(),
         "the unfused ReLU clamps the first conv's output"
     );
     let pts = qm.run_points(&batches[0], &Device::CpuReference).unwrap();
-    let zp = qm.convs[0].out_qp.zero_point;
+    let zp = qm.convs()[0].out_qp().zero_point;
     assert!(pts[1].1.q.data.iter().all(|&v| v as i32 >= zp));
 }
 
@@ -281,9 +281,9 @@ fn run_points_ends_with_exactly_what_run_returns_on_every_device() {
     devices.extend(gpu_device());
     for d in &devices {
         let points = qm.run_points(&x(), d).unwrap();
-        assert_eq!(points.len(), 1 + qm.convs.len(), "{}", d.describe());
+        assert_eq!(points.len(), 1 + qm.convs().len(), "{}", d.describe());
         let (name, last) = points.last().unwrap();
-        assert_eq!(name, &qm.convs.last().unwrap().name);
+        assert_eq!(name, qm.convs().last().unwrap().name());
         assert_eq!(last, &qm.run(&x(), d).unwrap(), "{}", d.describe());
     }
 }

@@ -12,7 +12,7 @@ use squint::observers::{
     weight_qparams, HistogramObserver, ObserverConfig, ObserverKind, PerChannelMinMaxObserver,
 };
 use squint::pipeline::{
-    diagnostics, plot, ConvertOptions, Device, Layer, Model, PreparedModel, QConfig,
+    diagnostics, histograms, ConvertOptions, Device, Layer, Model, PreparedModel, QConfig,
 };
 use squint::quant::{
     calculate_qparams, dequantize_slice, multiply_by_quantized_multiplier, quantize_slice,
@@ -534,8 +534,8 @@ proptest! {
         };
         call("Model::validate", || model.validate())?;
         call("Model::forward", || model.forward(&x).map(drop))?;
-        call("plot::point_histograms", || {
-            plot::point_histograms(&model, qc.activation.dtype, false, std::slice::from_ref(&x)).map(drop)
+        call("histograms::point_histograms", || {
+            histograms::point_histograms(&model, qc.activation.dtype, false, std::slice::from_ref(&x)).map(drop)
         })?;
         let Ok(mut pm) = no_panic("PreparedModel::new", || PreparedModel::new(model.clone(), qc.clone()))? else {
             return Ok(());
@@ -552,9 +552,12 @@ proptest! {
                 diagnostics::diagnose(&model, &qm, &x, &d, None, false).map(drop)
             })?;
         }
-        // The qparams are public fields: any value must give an error or a result.
-        qm.input_qp.zero_point = zp;
-        qm.input_qp.scale = scale;
+        // QParams has public fields: any hand-built value must give an error or a result, and a
+        // refused one leaves a model that still runs.
+        let mut qp = qm.input_qp();
+        qp.zero_point = zp;
+        qp.scale = scale;
+        call("QuantizedModel::set_input_qp", || qm.set_input_qp(qp))?;
         for d in [Device::CpuReference, Device::Cpu] {
             call("QuantizedModel::run (hand-edited qparams)", || qm.run(&x, &d).map(drop))?;
         }

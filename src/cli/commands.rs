@@ -1,17 +1,18 @@
 //! Subcommand implementations.
 
 use super::*;
-use crate::error::Result;
-use crate::gpu::{self, BackendChoice, DeviceOptions};
-use crate::io::npy;
-use crate::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
-use crate::pipeline::{
-    demo, diagnostics, plot, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
-};
-use crate::pipeline::{golden, Device};
-use crate::quant::QDtype;
-use crate::tensor::Tensor;
+use super::{bench, demo, plot, progress};
 use serde_json::json;
+use squint::error::Result;
+use squint::gpu::{self, BackendChoice, DeviceOptions};
+use squint::io::npy;
+use squint::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
+use squint::pipeline::{
+    diagnostics, histograms, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
+};
+use squint::pipeline::{golden, Device};
+use squint::quant::QDtype;
+use squint::tensor::Tensor;
 use std::process::ExitCode;
 
 /// Runs a parsed command line.
@@ -162,7 +163,7 @@ fn cmd_observe(a: ObserveArgs) -> Result<ExitCode> {
     }
     let qp = obs.qparams()?;
     // `qparams` succeeded, so the observer saw data and both ranges exist.
-    let no_data = || crate::Error::InvalidParameter("the observer saw no data".into());
+    let no_data = || squint::Error::InvalidParameter("the observer saw no data".into());
     let (min, max) = obs.min_max().ok_or_else(no_data)?;
     let (search_min, search_max) = obs.qparams_range().ok_or_else(no_data)?;
     let out = json!({
@@ -196,7 +197,7 @@ fn cmd_adapters(a: AdaptersArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
-        return Err(crate::Error::NoAdapter {
+        return Err(squint::Error::NoAdapter {
             detail: String::new(),
         });
     }
@@ -230,7 +231,7 @@ fn observer_kind(a: ObserverArg) -> Result<ObserverKind> {
         ObserverArg::Minmax => Ok(ObserverKind::MinMax),
         ObserverArg::MovingAverage => Ok(ObserverKind::MovingAverageMinMax),
         ObserverArg::Histogram => Ok(ObserverKind::Histogram),
-        ObserverArg::PerChannelMinmax => Err(crate::Error::InvalidParameter(
+        ObserverArg::PerChannelMinmax => Err(squint::Error::InvalidParameter(
             "per-channel-minmax observes weights, not activations".into(),
         )),
     }
@@ -245,7 +246,7 @@ fn load_batches(paths: &[PathBuf]) -> Result<Vec<Tensor<f32>>> {
             4 => out.push(t),
             5 => out.extend(t.split_axis0()?),
             _ => {
-                return Err(crate::Error::format(
+                return Err(squint::Error::format(
                     p,
                     format!(
                         "calibration data must be NCHW or BNCHW, got shape {:?}",
@@ -272,16 +273,16 @@ fn calibrate_and_convert(a: &ModelArgs) -> Result<Calibrated> {
         qconfig = qconfig.with_observer(observer_kind(o)?);
     }
     if let Some(f) = &a.formula {
-        qconfig.formula = crate::quant::RequantFormula::parse(f)?;
+        qconfig.formula = squint::quant::RequantFormula::parse(f)?;
         qconfig.name = format!("{}+{}", qconfig.name, qconfig.formula);
     }
     let batches = load_batches(&a.calib)?;
     let mut prepared = PreparedModel::new(model.clone(), qconfig.clone())?;
-    prepared.calibrate_all(&batches, true)?;
+    progress::calibrate_with_bar(&mut prepared, &batches)?;
     let opts = ConvertOptions {
         allow_uncalibrated: a.allow_uncalibrated,
         pinned: match &a.pin {
-            Some(p) => crate::pipeline::quantized::read_pinned_qparams(p)?,
+            Some(p) => squint::pipeline::read_pinned_qparams(p)?,
             None => Default::default(),
         },
     };
@@ -301,7 +302,7 @@ fn eval_input(input: &Option<PathBuf>, batches: &[Tensor<f32>]) -> Result<Tensor
     match input {
         Some(p) => npy::read::<f32>(p),
         None => batches.first().cloned().ok_or_else(|| {
-            crate::Error::InvalidParameter(
+            squint::Error::InvalidParameter(
                 "diagnostics need --input or at least one --calib batch".into(),
             )
         }),
@@ -346,7 +347,7 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     println!(
         "wrote {} ({} conv layers, qconfig {}, {} calibration batches)",
         a.out.display(),
-        c.quantized.convs.len(),
+        c.quantized.convs().len(),
         c.qconfig.name,
         c.batches.len()
     );
@@ -360,7 +361,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     let y = if a.cross_check {
         // The output written is the one that was checked: cross_check runs the model exactly
         // as `run` does and returns that output.
-        let cc = crate::pipeline::cross_check::cross_check(&qm, &x, &device)?;
+        let cc = squint::pipeline::cross_check::cross_check(&qm, &x, &device)?;
         for c in &cc.points {
             println!(
                 "cross-check {:<12} {} vs cpu-reference: {} of {} ints differ (max |Δ| {}), {} \
@@ -443,7 +444,7 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
         print!("{}", diagnostics::format_table(&r));
     }
     if let Some(path) = &a.plot {
-        let h = plot::point_histograms(
+        let h = histograms::point_histograms(
             &c.model,
             c.qconfig.activation.dtype,
             c.qconfig.activation.reduce_range,
@@ -456,13 +457,13 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
-    let max = crate::cpu::fast::MAX_THREADS;
+    let max = squint::cpu::fast::MAX_THREADS;
     if let Some(t) = a.threads.filter(|&t| t == 0 || t > max) {
-        return Err(crate::Error::InvalidParameter(format!(
+        return Err(squint::Error::InvalidParameter(format!(
             "--threads must be between 1 and {max}, got {t}"
         )));
     }
-    let opts = crate::pipeline::bench::BenchOptions {
+    let opts = bench::BenchOptions {
         threads: a.threads,
         gpu: (!a.no_gpu).then(|| a.gpu.options()),
         large: a.large,
@@ -470,7 +471,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let json = a.json;
-    let report = crate::pipeline::bench::run_bench(&opts, |r| {
+    let report = bench::run_bench(&opts, |r| {
         if !json {
             eprintln!(
                 "  {:<38} {:<28} {:>9.3} ms {:>8.1} GOPS",
@@ -484,7 +485,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
             serde_json::to_string_pretty(&report).expect("plain data serialises")
         );
     } else {
-        print!("\n{}", crate::pipeline::bench::format_bench(&report));
+        print!("\n{}", bench::format_bench(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

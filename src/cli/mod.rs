@@ -1,9 +1,14 @@
 //! The `squint` command line.
 //!
-//! Each subcommand is a thin layer over the library: parse arguments, call the pipeline,
-//! print. Errors print one line (`error: ...`) and exit with status 1.
+//! A module of the binary, not of the library (it needs the `cli` feature: clap, indicatif,
+//! plotters). Each subcommand is a thin layer over the library: parse arguments, call the
+//! pipeline, print; `demo` and `bench` are the two experiments only the binary runs. Errors print one line (`error: ...`) and exit with status 1.
 
+mod bench;
 mod commands;
+mod demo;
+mod plot;
+mod progress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

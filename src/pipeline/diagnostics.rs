@@ -135,12 +135,12 @@ pub fn diagnose(
     let mut out = Vec::new();
     for ((name, q), f) in q_points.iter().zip(&float_points) {
         let source = if name == "input" {
-            qm.input_source
+            qm.input_source()
         } else {
-            qm.convs
+            qm.convs()
                 .iter()
-                .find(|c| &c.name == name)
-                .map_or(PointSource::Observed, |c| c.source)
+                .find(|c| c.name() == name)
+                .map_or(PointSource::Observed, |c| c.source())
         };
         let metrics = error_metrics(&f.data, &q.y.data);
         let clipped = clipped_share(&f.data, &q.qp);

@@ -1,202 +1,20 @@
-//! prepare → calibrate → convert, and the converted [`QuantizedModel`].
+//! The converted [`QuantizedModel`] and its int8 layers ([`QConv`]), and the run paths:
+//! quantize → int8 convs → dequantize on the CPU reference, the fast CPU path or a GPU.
+//!
+//! A converted model is consistent by construction: every conv's input qparams are the previous
+//! point's output qparams, and each epilogue was derived from those qparams, the weights and the
+//! bias. The fields are therefore private; [`PreparedModel::convert`](super::PreparedModel::convert)
+//! and [`QuantizedModel::load`] build models, the accessors read them, and
+//! [`QuantizedModel::set_input_qp`] is the one checked way to change a model's qparams.
 
-use super::model::{Layer, Model};
-use super::qconfig::QConfig;
+use super::gpu_cache::GpuLayerCache;
 use super::Device;
-use crate::cpu;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuConv2d};
-use crate::io::safetensors::{StFile, StTensor};
-use crate::observers::{weight_qparams, Observer};
+use crate::gpu::GpuContext;
 use crate::quant::{self, Epilogue, QDtype, QParams, RequantFormula, WeightQParams};
 use crate::shape::{checked_numel, ConvParams, ConvShape};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-/// A model with an observer at every activation quantization point.
-#[derive(Debug)]
-pub struct PreparedModel {
-    model: Model,
-    qconfig: QConfig,
-    observers: Vec<(String, Box<dyn Observer>)>,
-    batches: usize,
-}
-
-/// Options of [`PreparedModel::convert`].
-#[derive(Debug, Clone, Default)]
-pub struct ConvertOptions {
-    /// Use PyTorch's default (scale 1.0, zero point 0) for points that saw no data, instead of
-    /// failing. This reproduces the classic mistake; a warning names each such point.
-    pub allow_uncalibrated: bool,
-    /// Activation qparams fixed from outside (point name → (scale, zero point)), e.g. from a
-    /// calibration done elsewhere. Pinned points ignore their observer.
-    pub pinned: BTreeMap<String, (f32, i32)>,
-}
-
-/// Reads pinned activation qparams from JSON: `{"input": {"scale": 0.03, "zero_point": 129}, ...}`.
-/// PyTorch-style `points.json` files (`{"points": {...}}`) are accepted as well.
-pub fn read_pinned_qparams(path: &Path) -> Result<BTreeMap<String, (f32, i32)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
-    let obj = v.get("points").unwrap_or(&v).as_object().ok_or_else(|| {
-        Error::format(
-            path,
-            "expected an object of point name → {scale, zero_point}",
-        )
-    })?;
-    let mut out = BTreeMap::new();
-    for (k, p) in obj {
-        let scale = p.get("scale").and_then(|s| s.as_f64());
-        let zp = p.get("zero_point").and_then(|s| s.as_i64());
-        match (scale, zp) {
-            (Some(s), Some(z)) => {
-                out.insert(k.clone(), (s as f32, z as i32));
-            }
-            _ => {
-                return Err(Error::format(
-                    path,
-                    format!("point '{k}' needs a numeric 'scale' and an integer 'zero_point'"),
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-impl PreparedModel {
-    /// Attaches an observer built from `qconfig.activation` to every quantization point.
-    pub fn new(model: Model, qconfig: QConfig) -> Result<Self> {
-        model.validate()?;
-        let observers = model
-            .points()
-            .into_iter()
-            .map(|p| {
-                let cfg = qconfig.activation.clone().label(&p);
-                Ok((p, cfg.build()?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PreparedModel {
-            model,
-            qconfig,
-            observers,
-            batches: 0,
-        })
-    }
-
-    /// The float model.
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    /// The qconfig.
-    pub fn qconfig(&self) -> &QConfig {
-        &self.qconfig
-    }
-
-    /// Calibration batches seen.
-    pub fn batches_seen(&self) -> usize {
-        self.batches
-    }
-
-    /// The observer of each point.
-    pub fn observers(&self) -> impl Iterator<Item = (&str, &dyn Observer)> {
-        self.observers.iter().map(|(n, o)| (n.as_str(), o.as_ref()))
-    }
-
-    /// Runs one float batch through the model, feeding every observer. As in PyTorch 2.15, the
-    /// observer of a conv with a fused ReLU is called twice per batch (it is both the last child
-    /// of the fused `Sequential` and a forward hook); this only matters for the moving-average
-    /// observer.
-    pub fn calibrate(&mut self, x: &Tensor<f32>) -> Result<()> {
-        let (seen, _) = self.model.forward_points(x)?;
-        let fused: Vec<bool> = std::iter::once(false)
-            .chain(self.model.layers().iter().filter_map(|l| match l {
-                Layer::Conv(c) => Some(c.relu),
-                Layer::Relu { .. } => None,
-            }))
-            .collect();
-        // Check every point first so that a bad batch changes no observer.
-        for ((name, _), t) in self.observers.iter().zip(&seen) {
-            quant::check_finite(&t.data, name)?;
-        }
-        for (((name, obs), t), twice) in self.observers.iter_mut().zip(&seen).zip(fused) {
-            obs.observe(&t.data, name)?;
-            if twice {
-                obs.observe(&t.data, name)?;
-            }
-        }
-        self.batches += 1;
-        Ok(())
-    }
-
-    /// Calibrates on many batches, with a progress bar on stderr when `progress` is set.
-    pub fn calibrate_all(&mut self, batches: &[Tensor<f32>], progress: bool) -> Result<()> {
-        let bar = if progress && batches.len() > 1 {
-            let b = indicatif::ProgressBar::new(batches.len() as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "calibrating {bar:30} {pos}/{len} batches ({elapsed})",
-                )
-                .expect("static template"),
-            );
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        for b in batches {
-            self.calibrate(b)?;
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        Ok(())
-    }
-
-    /// Converts to a [`QuantizedModel`]. Fails, naming every point, if any point saw no
-    /// calibration data and is not pinned, unless `opts.allow_uncalibrated` is set; returns the
-    /// model and the warnings to show.
-    pub fn convert(&self, opts: &ConvertOptions) -> Result<(QuantizedModel, Vec<String>)> {
-        let mut warnings = Vec::new();
-        let uncalibrated: Vec<String> = self
-            .observers
-            .iter()
-            .filter(|(n, o)| o.batches_seen() == 0 && !opts.pinned.contains_key(n))
-            .map(|(n, _)| n.to_string())
-            .collect();
-        if !uncalibrated.is_empty() && !opts.allow_uncalibrated {
-            return Err(Error::UncalibratedPoints {
-                points: uncalibrated,
-            });
-        }
-        let mut qps = BTreeMap::new();
-        let mut flags = BTreeMap::new();
-        for (name, obs) in &self.observers {
-            let qp = if let Some(&(s, z)) = opts.pinned.get(name) {
-                flags.insert(name.clone(), PointSource::Pinned);
-                QParams::new(s, z, self.qconfig.activation.dtype).map_err(|e| {
-                    Error::InvalidParameter(format!("pinned qparams of '{name}': {e}"))
-                })?
-            } else if obs.batches_seen() == 0 {
-                let qp = obs.qparams_or_uncalibrated_default();
-                warnings.push(format!(
-                    "warning: '{name}' saw no calibration data; using PyTorch's uncalibrated default scale {} / zero_point {} — expect large errors",
-                    qp.scale, qp.zero_point
-                ));
-                flags.insert(name.clone(), PointSource::Uncalibrated);
-                qp
-            } else {
-                flags.insert(name.clone(), PointSource::Observed);
-                obs.qparams()?
-            };
-            qps.insert(name.clone(), qp);
-        }
-        let qm = QuantizedModel::from_parts(&self.model, &self.qconfig, &qps, &flags)?;
-        Ok((qm, warnings))
-    }
-}
 
 /// Where a point's qparams came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,45 +29,32 @@ pub enum PointSource {
 }
 
 /// A converted conv layer: int8 weights, bias and epilogue.
+///
+/// Read-only: the epilogue is derived from the other fields, so they only change together, in
+/// the converter and the loader, which check them.
 #[derive(Debug, Clone)]
 pub struct QConv {
-    /// Layer name.
-    pub name: String,
-    /// int8 weight, OIHW.
-    pub w_q: Vec<i8>,
-    /// Weight dims.
-    pub w_dims: [usize; 4],
-    /// Weight qparams.
-    pub w_qp: WeightQParams,
-    /// Float bias (the epilogue derives its constants from it).
-    pub bias: Option<Vec<f32>>,
-    /// Conv hyperparameters.
-    pub params: ConvParams,
-    /// Output clamped at the zero point (fused ReLU, or an unfused ReLU right after).
-    pub relu: bool,
-    /// Input qparams.
-    pub in_qp: QParams,
-    /// Output qparams.
-    pub out_qp: QParams,
-    /// Requantization epilogue.
-    pub epi: Epilogue,
-    /// Where the output qparams came from.
-    pub source: PointSource,
+    name: String,
+    w_q: Vec<i8>,
+    w_dims: [usize; 4],
+    w_qp: WeightQParams,
+    bias: Option<Vec<f32>>,
+    params: ConvParams,
+    relu: bool,
+    in_qp: QParams,
+    out_qp: QParams,
+    epi: Epilogue,
+    source: PointSource,
 }
 
 /// A converted model: quantize, int8 convs, dequantize.
 pub struct QuantizedModel {
-    /// qconfig name.
-    pub qconfig: String,
-    /// Requantization formula of every conv.
-    pub formula: RequantFormula,
-    /// qparams of the input quantization point.
-    pub input_qp: QParams,
-    /// Where the input qparams came from.
-    pub input_source: PointSource,
-    /// The convs in order.
-    pub convs: Vec<QConv>,
-    gpu_cache: Mutex<Option<(u64, Arc<Vec<GpuConv2d>>)>>,
+    qconfig: String,
+    formula: RequantFormula,
+    input_qp: QParams,
+    input_source: PointSource,
+    convs: Vec<QConv>,
+    gpu_cache: GpuLayerCache,
 }
 
 impl std::fmt::Debug for QuantizedModel {
@@ -271,7 +76,7 @@ impl Clone for QuantizedModel {
             input_qp: self.input_qp,
             input_source: self.input_source,
             convs: self.convs.clone(),
-            gpu_cache: Mutex::new(None),
+            gpu_cache: GpuLayerCache::default(),
         }
     }
 }
@@ -288,65 +93,93 @@ pub struct QuantizedOutput {
 }
 
 impl QuantizedModel {
-    fn from_parts(
-        model: &Model,
-        qconfig: &QConfig,
-        qps: &BTreeMap<String, QParams>,
-        sources: &BTreeMap<String, PointSource>,
-    ) -> Result<Self> {
-        let input_qp = qps["input"];
-        let mut convs: Vec<QConv> = Vec::new();
-        let mut cur_qp = input_qp;
-        for l in model.layers() {
-            match l {
-                Layer::Conv(c) => {
-                    let [o, _, _, _] = c.weight_dims();
-                    let w_qp = weight_qparams(&c.weight.data, o, qconfig.weight_scheme, QDtype::QInt8)?;
-                    let w_q = cpu::reference::quantize_weight(&c.weight.data, &w_qp, o)?;
-                    let out_qp = qps[&c.name];
-                    let conv = QConv::new(
-                        &c.name,
-                        w_q,
-                        c.weight_dims(),
-                        w_qp,
-                        c.bias.clone(),
-                        c.params,
-                        c.relu,
-                        cur_qp,
-                        out_qp,
-                        qconfig.formula,
-                        sources[&c.name],
-                    )?;
-                    cur_qp = out_qp;
-                    convs.push(conv);
-                }
-                Layer::Relu { name } => match convs.last_mut() {
-                    Some(prev) if !prev.relu => {
-                        prev.relu = true;
-                        prev.rebuild_epilogue(qconfig.formula)?;
-                    }
-                    Some(_) => {}
-                    None => {
-                        return Err(Error::InvalidParameter(format!(
-                            "ReLU '{name}' must follow a conv (a ReLU on the quantized input is not supported)"
-                        )))
-                    }
-                },
-            }
-        }
-        Ok(QuantizedModel {
-            qconfig: qconfig.name.clone(),
-            formula: qconfig.formula,
+    /// Assembles a model from convs built by [`QConv::new`] with `formula`, chained: the first
+    /// conv's input qparams are `input_qp`, each next conv's are the previous conv's output
+    /// qparams. The converter and the file loader are the only callers.
+    pub(super) fn from_chained_convs(
+        qconfig: String,
+        formula: RequantFormula,
+        input_qp: QParams,
+        input_source: PointSource,
+        convs: Vec<QConv>,
+    ) -> Self {
+        debug_assert!(std::iter::once(input_qp)
+            .chain(convs.iter().map(|c| c.out_qp))
+            .zip(&convs)
+            .all(|(qp, c)| qp == c.in_qp));
+        QuantizedModel {
+            qconfig,
+            formula,
             input_qp,
-            input_source: sources["input"],
+            input_source,
             convs,
-            gpu_cache: Mutex::new(None),
-        })
+            gpu_cache: GpuLayerCache::default(),
+        }
+    }
+
+    /// Name of the qconfig the model was converted with (e.g. `qnnpack`, `x86+fixed-point`).
+    pub fn qconfig_name(&self) -> &str {
+        &self.qconfig
+    }
+
+    /// Requantization formula of every conv.
+    pub fn formula(&self) -> RequantFormula {
+        self.formula
+    }
+
+    /// qparams of the input quantization point (`QuantStub`).
+    pub fn input_qp(&self) -> QParams {
+        self.input_qp
+    }
+
+    /// Where the input qparams came from.
+    pub fn input_source(&self) -> PointSource {
+        self.input_source
+    }
+
+    /// The convs in order.
+    pub fn convs(&self) -> &[QConv] {
+        &self.convs
     }
 
     /// qparams of the model output.
     pub fn output_qp(&self) -> QParams {
         self.convs.last().map_or(self.input_qp, |c| c.out_qp)
+    }
+
+    /// Replaces the input qparams, e.g. to match the producer of the model's input. The new
+    /// qparams are checked as the converter checks them (finite positive scale, zero point in
+    /// range, the model's activation dtype), the first conv's epilogue is rebuilt for them and
+    /// its accumulator bounds are checked again, and GPU layers are rebuilt on the next run. On
+    /// error the model is unchanged.
+    pub fn set_input_qp(&mut self, qp: QParams) -> Result<()> {
+        let qp = QParams::new(qp.scale, qp.zero_point, qp.dtype)
+            .map_err(|e| Error::InvalidParameter(format!("input qparams: {e}")))?;
+        if qp.dtype != self.input_qp.dtype {
+            return Err(Error::InvalidParameter(format!(
+                "input qparams: dtype {} differs from the model's activation dtype {}",
+                qp.dtype, self.input_qp.dtype
+            )));
+        }
+        if let Some(first) = self.convs.first() {
+            let rebuilt = QConv::new(
+                &first.name,
+                first.w_q.clone(),
+                first.w_dims,
+                first.w_qp.clone(),
+                first.bias.clone(),
+                first.params,
+                first.relu,
+                qp,
+                first.out_qp,
+                self.formula,
+                first.source,
+            )?;
+            self.convs[0] = rebuilt;
+        }
+        self.input_qp = qp;
+        self.gpu_cache.clear();
+        Ok(())
     }
 
     /// Runs the model on `device`: quantize the float input, run every int8 conv, dequantize.
@@ -414,7 +247,7 @@ impl QuantizedModel {
         let mut out = Vec::new();
         for c in &self.convs {
             if all_points {
-                out.push((name.to_string(), self.output_of(&cur, dims, qp)?));
+                out.push((name.to_string(), output_of(&cur, dims, qp)?));
             }
             let s = c.shape(dims)?;
             cur = device.conv2d_quantized(&cur, &qp, &c.w_q, &c.w_qp, &c.epi, &s)?;
@@ -422,34 +255,8 @@ impl QuantizedModel {
             qp = c.out_qp;
             name = &c.name;
         }
-        out.push((name.to_string(), self.output_of(&cur, dims, qp)?));
+        out.push((name.to_string(), output_of(&cur, dims, qp)?));
         Ok(out)
-    }
-
-    fn output_of(&self, q: &[u8], dims: [usize; 4], qp: QParams) -> Result<QuantizedOutput> {
-        Ok(QuantizedOutput {
-            q: Tensor::new(dims.to_vec(), q.to_vec())?,
-            qp,
-            y: Tensor::new(dims.to_vec(), quant::dequantize_slice(q, &qp))?,
-        })
-    }
-
-    fn gpu_layers(&self, ctx: &GpuContext) -> Result<Arc<Vec<GpuConv2d>>> {
-        let mut cache = self.gpu_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((id, layers)) = cache.as_ref() {
-            // Layers built on a lost device are rebuilt on the reopened one.
-            if *id == ctx.id() {
-                return Ok(layers.clone());
-            }
-        }
-        let layers = Arc::new(
-            self.convs
-                .iter()
-                .map(|c| GpuConv2d::new(ctx, &c.w_q, c.w_dims, &c.w_qp, &c.epi, c.params))
-                .collect::<Result<Vec<_>>>()?,
-        );
-        *cache = Some((ctx.id(), layers.clone()));
-        Ok(layers)
     }
 
     /// A GPU: upload, GPU quantize, the chained convs, GPU dequantize, one read-back (plus
@@ -462,7 +269,7 @@ impl QuantizedModel {
         all_points: bool,
     ) -> Result<Vec<(String, QuantizedOutput)>> {
         let ctx = &ctx.enter()?;
-        let layers = self.gpu_layers(ctx)?;
+        let layers = self.gpu_cache.layers(ctx, &self.convs)?;
         let xf = ctx.upload_f32(&x.data, dims)?;
         let mut cur = ctx.quantize(&xf, &self.input_qp)?;
         let mut qp = self.input_qp;
@@ -472,7 +279,7 @@ impl QuantizedModel {
             if all_points {
                 out.push((
                     name.to_string(),
-                    self.output_of(&ctx.read_q(&cur)?, cur.dims, qp)?,
+                    output_of(&ctx.read_q(&cur)?, cur.dims, qp)?,
                 ));
             }
             cur = g.run(ctx, &cur, &qp)?;
@@ -492,150 +299,22 @@ impl QuantizedModel {
         ));
         Ok(out)
     }
-
-    /// Saves the converted model as `.safetensors`: int8 weights (`<layer>.weight_q`), float
-    /// bias (`<layer>.bias`), int32 bias as the formula quantizes it (`<layer>.bias_q`, for
-    /// inspection), and every qparam in the `squint.model` metadata entry (JSON).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut f = StFile::default();
-        let mut layers = Vec::new();
-        for c in &self.convs {
-            f.tensors.insert(
-                format!("{}.weight_q", c.name),
-                StTensor::I8(Tensor::new(c.w_dims.to_vec(), c.w_q.clone())?),
-            );
-            if let Some(b) = &c.bias {
-                f.tensors.insert(
-                    format!("{}.bias", c.name),
-                    StTensor::F32(Tensor::new(vec![b.len()], b.clone())?),
-                );
-            }
-            f.tensors.insert(
-                format!("{}.bias_q", c.name),
-                StTensor::I32(Tensor::new(
-                    vec![c.epi.channels.len()],
-                    c.epi.channels.iter().map(|ch| ch.bias_i32).collect(),
-                )?),
-            );
-            layers.push(SavedConv {
-                name: c.name.clone(),
-                params: c.params,
-                relu: c.relu,
-                w_qp: c.w_qp.clone(),
-                out_qp: c.out_qp,
-                source: c.source,
-            });
-        }
-        let meta = SavedModel {
-            format: FORMAT.to_string(),
-            qconfig: self.qconfig.clone(),
-            formula: self.formula,
-            input_qp: self.input_qp,
-            input_source: self.input_source,
-            layers,
-        };
-        f.metadata.insert(
-            "squint.model".into(),
-            serde_json::to_string(&meta).expect("plain data serialises"),
-        );
-        f.write(path)
-    }
-
-    /// Loads a model saved by [`Self::save`]; runs without the float weights.
-    pub fn load(path: &Path) -> Result<Self> {
-        Self::from_st_file(&StFile::read(path)?, path)
-    }
-
-    /// Parses the bytes of a file written by [`Self::save`], with the same checks and errors
-    /// as [`Self::load`]; `path_for_errors` names the source in messages.
-    pub fn from_bytes(bytes: &[u8], path_for_errors: &Path) -> Result<Self> {
-        Self::from_st_file(
-            &StFile::from_bytes(bytes, path_for_errors)?,
-            path_for_errors,
-        )
-    }
-
-    fn from_st_file(f: &StFile, path: &Path) -> Result<Self> {
-        let meta_s = f.metadata.get("squint.model").ok_or_else(|| {
-            Error::format(path, "no 'squint.model' metadata: not a squint quantized model (float state_dicts go to `squint quantize`)")
-        })?;
-        let meta: SavedModel = serde_json::from_str(meta_s)
-            .map_err(|e| Error::format(path, format!("invalid 'squint.model' metadata: {e}")))?;
-        if meta.format != FORMAT {
-            return Err(Error::format(
-                path,
-                format!("unsupported format '{}', expected '{FORMAT}'", meta.format),
-            ));
-        }
-        // Everything in the metadata is untrusted: validate it as the converter would have.
-        let input_qp = QParams::new(
-            meta.input_qp.scale,
-            meta.input_qp.zero_point,
-            meta.input_qp.dtype,
-        )
-        .map_err(|e| Error::format(path, format!("input qparams: {e}")))?;
-        let mut convs = Vec::new();
-        let mut in_qp = input_qp;
-        for l in meta.layers {
-            let w = f.i8(&format!("{}.weight_q", l.name), path)?;
-            let w_dims = w.dims4(&format!("{}.weight_q", l.name))?;
-            let bias = match f.tensors.get(&format!("{}.bias", l.name)) {
-                Some(_) => Some(f.f32(&format!("{}.bias", l.name), path)?.data.clone()),
-                None => None,
-            };
-            let conv = QConv::new(
-                &l.name,
-                w.data.clone(),
-                w_dims,
-                l.w_qp,
-                bias,
-                l.params,
-                l.relu,
-                in_qp,
-                l.out_qp,
-                meta.formula,
-                l.source,
-            )
-            .map_err(|e| Error::format(path, format!("layer '{}': {e}", l.name)))?;
-            in_qp = conv.out_qp;
-            convs.push(conv);
-        }
-        Ok(QuantizedModel {
-            qconfig: meta.qconfig,
-            formula: meta.formula,
-            input_qp,
-            input_source: meta.input_source,
-            convs,
-            gpu_cache: Mutex::new(None),
-        })
-    }
 }
 
-const FORMAT: &str = "squint-quantized-v1";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedConv {
-    name: String,
-    params: ConvParams,
-    relu: bool,
-    w_qp: WeightQParams,
-    out_qp: QParams,
-    source: PointSource,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedModel {
-    format: String,
-    qconfig: String,
-    formula: RequantFormula,
-    input_qp: QParams,
-    input_source: PointSource,
-    layers: Vec<SavedConv>,
+fn output_of(q: &[u8], dims: [usize; 4], qp: QParams) -> Result<QuantizedOutput> {
+    Ok(QuantizedOutput {
+        q: Tensor::new(dims.to_vec(), q.to_vec())?,
+        qp,
+        y: Tensor::new(dims.to_vec(), quant::dequantize_slice(q, &qp))?,
+    })
 }
 
 impl QConv {
+    /// Checks the parts of a layer against each other and derives its epilogue: weight dims
+    /// and length, conv hyperparameters, weight and input qparams, and the int32 accumulator
+    /// bounds.
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    pub(super) fn new(
         name: &str,
         w_q: Vec<i8>,
         w_dims: [usize; 4],
@@ -707,16 +386,19 @@ impl QConv {
         })
     }
 
-    fn rebuild_epilogue(&mut self, formula: RequantFormula) -> Result<()> {
+    /// Clamps the output at the zero point (an unfused ReLU right after this conv), rebuilding
+    /// the epilogue. On error the layer is unchanged.
+    pub(super) fn fuse_relu(&mut self, formula: RequantFormula) -> Result<()> {
         self.epi = Epilogue::new(
             formula,
             self.in_qp.scale,
             &self.w_qp,
             self.bias.as_deref(),
             self.out_qp,
-            self.relu,
+            true,
             self.w_dims[0],
         )?;
+        self.relu = true;
         Ok(())
     }
 
@@ -724,5 +406,61 @@ impl QConv {
     pub fn shape(&self, dims: [usize; 4]) -> Result<ConvShape> {
         ConvShape::new(dims, self.w_dims, self.params)
             .map_err(|e| Error::Shape(format!("layer '{}': {e}", self.name)))
+    }
+
+    /// Layer name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// int8 weight, OIHW.
+    pub fn w_q(&self) -> &[i8] {
+        &self.w_q
+    }
+
+    /// Weight dims (OIHW).
+    pub fn w_dims(&self) -> [usize; 4] {
+        self.w_dims
+    }
+
+    /// Weight qparams.
+    pub fn w_qp(&self) -> &WeightQParams {
+        &self.w_qp
+    }
+
+    /// Float bias (the epilogue derives its constants from it).
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// Conv hyperparameters.
+    pub fn params(&self) -> ConvParams {
+        self.params
+    }
+
+    /// Whether the output is clamped at the zero point (fused ReLU, or an unfused ReLU right
+    /// after).
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+
+    /// Input qparams.
+    pub fn in_qp(&self) -> QParams {
+        self.in_qp
+    }
+
+    /// Output qparams.
+    pub fn out_qp(&self) -> QParams {
+        self.out_qp
+    }
+
+    /// Requantization epilogue.
+    pub fn epi(&self) -> &Epilogue {
+        &self.epi
+    }
+
+    /// Where the output qparams came from.
+    pub fn source(&self) -> PointSource {
+        self.source
     }
 }

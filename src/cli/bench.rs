@@ -6,13 +6,13 @@
 //! kernel time comes from timestamp queries where the adapter has them (the `detail` field
 //! says which clock was used).
 
-use crate::cpu::{self, fast::FastConvOptions};
-use crate::error::Result;
-use crate::gpu::{DeviceOptions, GpuContext, GpuConv2d};
-use crate::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
-use crate::rng::Rng;
-use crate::shape::{ConvParams, ConvShape};
 use serde::Serialize;
+use squint::cpu::{self, fast::FastConvOptions};
+use squint::error::Result;
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d};
+use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
+use squint::rng::Rng;
+use squint::shape::{ConvParams, ConvShape};
 use std::time::Instant;
 
 /// A benchmark shape.
@@ -156,7 +156,7 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 /// Runs the benchmark. A thread count outside `1..=`[`cpu::fast::MAX_THREADS`], or one the
-/// system cannot start, is an [`crate::Error::InvalidParameter`] before anything runs.
+/// system cannot start, is an [`squint::Error::InvalidParameter`] before anything runs.
 pub fn run_bench(
     opts: &BenchOptions,
     mut progress: impl FnMut(&BenchResult),
@@ -313,4 +313,29 @@ pub fn format_bench(r: &BenchReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library's own check behind `--threads` (the command line refuses first, see
+    /// tests/cli_errors.rs): a thread count over the limit is a typed error, not a panic.
+    #[test]
+    fn benchmark_with_more_threads_than_the_limit_is_invalid_parameter() {
+        let opts = BenchOptions {
+            threads: Some(1_000_000),
+            gpu: None,
+            ..Default::default()
+        };
+        let e = run_bench(&opts, |_| {}).expect_err("1000000 threads must be refused");
+        let msg = e.to_string().to_lowercase();
+        assert!(
+            matches!(e, squint::Error::InvalidParameter(_)),
+            "expected InvalidParameter, got {e:?}"
+        );
+        for m in ["thread count", "1000000"] {
+            assert!(msg.contains(m), "the message lacks '{m}': {msg}");
+        }
+    }
 }

@@ -7,20 +7,17 @@
 //! The demo shows every variant side by side, then checks the GPU against the CPU reference
 //! bit for bit and times the int8 conv.
 
-use super::diagnostics::error_metrics;
-use super::model::Model;
-use super::qconfig::QConfig;
-use super::quantized::{ConvertOptions, PreparedModel, QuantizedModel};
-use super::Device;
-use crate::cpu::{self, fast::FastConvOptions};
-use crate::error::Result;
-use crate::gpu::{DeviceOptions, GpuContext};
-use crate::observers::{weight_qparams, ObserverKind};
-use crate::quant::{dequantize_one, QDtype, QParams, QScheme};
-use crate::rng::Rng;
-use crate::shape::{ConvParams, ConvShape};
-use crate::tensor::Tensor;
 use serde::Serialize;
+use squint::cpu::{self, fast::FastConvOptions};
+use squint::error::Result;
+use squint::gpu::{DeviceOptions, GpuContext};
+use squint::observers::{weight_qparams, ObserverKind};
+use squint::pipeline::diagnostics::error_metrics;
+use squint::pipeline::{ConvertOptions, Device, Model, PreparedModel, QConfig, QuantizedModel};
+use squint::quant::{dequantize_one, QDtype, QParams, QScheme};
+use squint::rng::Rng;
+use squint::shape::{ConvParams, ConvShape};
+use squint::tensor::Tensor;
 use std::time::Instant;
 
 /// Options of the demo.
@@ -140,8 +137,8 @@ fn static_row(
         calibrated,
         mse: m.mse,
         sqnr_db: m.sqnr_db,
-        input_scale: Some(qm.input_qp.scale),
-        input_zero_point: Some(qm.input_qp.zero_point),
+        input_scale: Some(qm.input_qp().scale),
+        input_zero_point: Some(qm.input_qp().zero_point),
         output_scale: Some(qm.output_qp().scale),
         output_zero_point: Some(qm.output_qp().zero_point),
     })
@@ -224,7 +221,11 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
         ObserverKind::Histogram,
     ] {
         let mut p = PreparedModel::new(model.clone(), QConfig::qnnpack().with_observer(kind))?;
-        p.calibrate_all(&calib, opts.progress)?;
+        if opts.progress {
+            super::progress::calibrate_with_bar(&mut p, &calib)?;
+        } else {
+            p.calibrate_all(&calib, false)?;
+        }
         let (qm, _) = p.convert(&ConvertOptions::default())?;
         rows.push(static_row(&qm, &x, &y_float, kind.name(), true)?);
         if kind == ObserverKind::Histogram {
@@ -234,13 +235,14 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
     let qm = hist_model.expect("histogram row ran");
 
     // Timings of the int8 conv on the CPU.
-    let c = &qm.convs[0];
-    let x_q = crate::quant::quantize_slice(&x.data, &qm.input_qp);
+    let c = &qm.convs()[0];
+    let x_q = squint::quant::quantize_slice(&x.data, &qm.input_qp());
     let gops = |ms: f64| 2.0 * s.macs() as f64 / (ms * 1e-3) / 1e9;
     let mut timings = Vec::new();
     let mut y_ref = Vec::new();
     let ms = median_ms(1, || {
-        y_ref = cpu::reference::conv2d_quantized(&x_q, &qm.input_qp, &c.w_q, &c.w_qp, &c.epi, &s)?;
+        y_ref =
+            cpu::reference::conv2d_quantized(&x_q, &qm.input_qp(), c.w_q(), c.w_qp(), c.epi(), &s)?;
         Ok(())
     })?;
     timings.push(Timing {
@@ -249,7 +251,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
         gops: gops(ms),
     });
     let ms = median_ms(opts.timing_runs, || {
-        cpu::fast::conv2d_quantized(&x_q, &qm.input_qp, &c.w_q, &c.w_qp, &c.epi, &s, &fopts)
+        cpu::fast::conv2d_quantized(&x_q, &qm.input_qp(), c.w_q(), c.w_qp(), c.epi(), &s, &fopts)
             .map(|_| ())
     })?;
     timings.push(Timing {
@@ -291,13 +293,20 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
                 + y_gpu.q.data.len().abs_diff(y_ref.len());
             gpu_check.bit_exact = Some(mismatches == 0);
             gpu_check.mismatches = mismatches;
-            let layer =
-                crate::gpu::GpuConv2d::new(&ctx, &c.w_q, c.w_dims, &c.w_qp, &c.epi, c.params)?;
-            let xg = ctx.upload_q(&x_q, x_dims, qm.input_qp.dtype)?;
+            let layer = squint::gpu::GpuConv2d::new(
+                &ctx,
+                c.w_q(),
+                c.w_dims(),
+                c.w_qp(),
+                c.epi(),
+                c.params(),
+            )?;
+            let xg = ctx.upload_q(&x_q, x_dims, qm.input_qp().dtype)?;
             // Warm-up (pipeline creation), then time conv + read-back.
-            ctx.read_q(&layer.run(&ctx, &xg, &qm.input_qp)?)?;
+            ctx.read_q(&layer.run(&ctx, &xg, &qm.input_qp())?)?;
             let ms = median_ms(opts.timing_runs, || {
-                ctx.read_q(&layer.run(&ctx, &xg, &qm.input_qp)?).map(|_| ())
+                ctx.read_q(&layer.run(&ctx, &xg, &qm.input_qp())?)
+                    .map(|_| ())
             })?;
             timings.push(Timing {
                 path: format!("int8 gpu conv + read-back ({})", r.name),
