@@ -326,3 +326,55 @@ fn cross_check_names_the_first_point_that_differs() {
         Err(Error::Shape(_))
     ));
 }
+
+#[test]
+fn set_input_qp_gives_the_model_converted_with_that_input_pinned_on_every_device() {
+    let mut p = PreparedModel::new(load_model(), QConfig::qnnpack()).unwrap();
+    p.calibrate_all(&calib(), false).unwrap();
+    let (mut qm, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let observed = qm.input_qp();
+    let (scale, zp) = (observed.scale * 1.5, observed.zero_point / 2);
+    let (pinned, _) = p
+        .convert(&ConvertOptions {
+            pinned: [("input".to_string(), (scale, zp))].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut devices = vec![Device::CpuReference, Device::Cpu];
+    devices.extend(gpu_device());
+    // Run first, so that a GPU has the old layers cached.
+    for d in &devices {
+        qm.run(&x(), d).unwrap();
+    }
+    let mut qp = observed;
+    qp.scale = scale;
+    qp.zero_point = zp;
+    qm.set_input_qp(qp).unwrap();
+    assert_eq!(qm.input_qp(), pinned.input_qp());
+    assert_eq!(qm.convs()[0].in_qp(), qp);
+    assert_eq!(qm.convs()[0].epi(), pinned.convs()[0].epi());
+    for d in &devices {
+        assert_eq!(
+            qm.run(&x(), d).unwrap(),
+            pinned.run(&x(), d).unwrap(),
+            "{}",
+            d.describe()
+        );
+    }
+    // Refused qparams leave the model as it was.
+    for bad in [(0.0, zp), (f32::NAN, zp), (scale, 256), (scale, -1)] {
+        let mut b = qp;
+        (b.scale, b.zero_point) = bad;
+        let e = qm.set_input_qp(b).unwrap_err();
+        assert!(matches!(e, Error::InvalidParameter(_)), "{bad:?}: {e}");
+    }
+    let mut other_dtype = qp;
+    other_dtype.dtype = squint::quant::QDtype::QInt8;
+    other_dtype.zero_point = 0;
+    assert!(qm.set_input_qp(other_dtype).is_err());
+    assert_eq!(qm.input_qp(), qp);
+    assert_eq!(
+        qm.run(&x(), &Device::Cpu).unwrap(),
+        pinned.run(&x(), &Device::Cpu).unwrap()
+    );
+}
