@@ -27,9 +27,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use super::device::{GpuContext, Pipeline, SplitLimits};
+use super::device::{GpuContext, Pipeline};
 use super::gate::Gate;
 use super::kernels::{ITEMS_PER_INVOCATION, WORKGROUP};
+use super::split::SplitLimits;
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
 use crate::shape::checked_numel;
@@ -94,70 +95,6 @@ pub(crate) fn check_dims(dims: [usize; 4], what: &str) -> Result<usize> {
         )));
     }
     checked_numel(&dims)
-}
-
-impl SplitLimits {
-    /// The binding window covering bytes `[lo, hi)`: `(offset, size)`.
-    pub(crate) fn window(&self, lo: u64, hi: u64) -> (u64, u64) {
-        let offset = lo / self.align * self.align;
-        let end = hi.div_ceil(4) * 4;
-        (offset, (end - offset).max(4))
-    }
-
-    fn fits(&self, lo: u64, hi: u64) -> bool {
-        self.window(lo, hi).1 <= self.max_binding
-    }
-
-    /// Largest workgroup count of one dispatch (a 2-D grid).
-    fn max_groups(&self) -> u64 {
-        let d = self.max_workgroups as u64;
-        d * d
-    }
-}
-
-/// Cuts items `[0, total)` into chunks whose storage windows (`ranges(begin, end)` gives the
-/// byte range each storage binding needs) fit the binding limit and whose workgroups fit one
-/// dispatch (`per_group` items per workgroup). `what` names the operation in errors.
-pub(crate) fn plan(
-    split: SplitLimits,
-    total: u64,
-    per_group: u64,
-    what: &str,
-    ranges: &dyn Fn(u64, u64) -> Vec<(u64, u64)>,
-) -> Result<Vec<(u64, u64)>> {
-    if total > u32::MAX as u64 {
-        return Err(Error::DeviceLimit(format!(
-            "{what}: {total} work items exceed the 2^32 item indices of squint's kernels"
-        )));
-    }
-    let cap = split.max_groups() * per_group;
-    let mut chunks = Vec::new();
-    let mut begin = 0;
-    while begin < total {
-        let mut n = (total - begin).min(cap);
-        loop {
-            let r = ranges(begin, begin + n);
-            if r.iter().all(|&(lo, hi)| split.fits(lo, hi)) {
-                break;
-            }
-            if n == 1 {
-                let need = r
-                    .iter()
-                    .map(|&(lo, hi)| split.window(lo, hi).1)
-                    .max()
-                    .unwrap_or(0);
-                return Err(Error::DeviceLimit(format!(
-                    "{what}: one work item needs a storage binding of {need} bytes, the device \
-                     allows {} bytes per binding",
-                    split.max_binding
-                )));
-            }
-            n = n.div_ceil(2);
-        }
-        chunks.push((begin, begin + n));
-        begin += n;
-    }
-    Ok(chunks)
 }
 
 /// Workgroups for `items` one-item-per-invocation items.

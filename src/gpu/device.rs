@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::buffers::{Pool, PooledBuffer, PooledTexture};
 use super::gate::{Gate, GateGuard};
 use super::kernels::{BStaging, Binding, Kernel};
+use super::split::SplitLimits;
 use crate::error::{Error, Result};
 
 /// A graphics API wgpu can drive.
@@ -470,19 +471,6 @@ pub(crate) struct ConvPlan {
     /// Texture width (a power of two) and height limit.
     pub tex_width: u32,
     pub tex_max_height: u32,
-}
-
-/// Limits the host code splits work by: the device's, or smaller ones forced for testing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SplitLimits {
-    /// Largest storage binding window, bytes.
-    pub(crate) max_binding: u64,
-    /// Largest workgroup count per dispatch dimension.
-    pub(crate) max_workgroups: u32,
-    /// Storage binding offset alignment, bytes (at least 32, a power of two).
-    pub(crate) align: u64,
-    /// Largest buffer, bytes.
-    pub(crate) max_buffer: u64,
 }
 
 /// An open GPU device with its queue and compiled pipelines. Cheap to clone (an `Arc`), and

@@ -41,10 +41,12 @@
 //! fit a buffer at all gives [`crate::Error::DeviceLimit`].
 
 mod buffers;
+mod conv_plan;
 mod device;
 mod gate;
 mod kernels;
 mod ops;
+mod split;
 #[doc(hidden)]
 pub mod testing;
 

@@ -19,15 +19,17 @@ use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use super::buffers::{
-    check_dims, groups_for, groups_for_elementwise, packed_bytes, plan, plane_words, read_back,
-    record, storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
+    check_dims, groups_for, groups_for_elementwise, packed_bytes, plane_words, read_back, record,
+    storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
+use super::conv_plan::{ConvGeometry, ConvKernelLayout, QUAD, TABLE_VEC4};
 use super::device::{ConvPlan, GpuContext};
 use super::gate::Gated;
 use super::kernels::{
     ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
     QuantizeParams, RequantizeParams,
 };
+use super::split::plan;
 use crate::error::{Error, Result};
 use crate::quant::{
     dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QDtype, QParams,
@@ -41,9 +43,6 @@ const RECORD: u64 = std::mem::size_of::<ChannelRequant>() as u64;
 /// Upper bound of the repacked-input scratch buffer of one conv call (buffer mode), unless a
 /// single image needs more.
 const SCRATCH_CAP: u64 = 256 << 20;
-
-/// Bytes of one quad (16 channel slots).
-const QUAD: u64 = 16;
 
 /// Which way an elementwise kernel converts.
 #[derive(Clone, Copy)]
@@ -421,9 +420,6 @@ impl WeightTexture {
     }
 }
 
-/// Vec4s per output channel in the conv kernels' epilogue table.
-const TABLE_VEC4: u64 = 66;
-
 /// The conv kernels' epilogue table (`shaders/epilogue_table.wgsl`): per output channel o,
 /// `TABLE_VEC4` vec4s: (bits of the f32 slope, bits of the f32 offset, base, top), then
 /// (`meta[o]`, 0, 0), then the `top - base` thresholds of [`Epilogue::step_table`], zero-padded
@@ -716,47 +712,26 @@ impl GpuConv2d {
     ) -> Result<GpuTensor> {
         let plan_k: ConvPlan = ctx.conv_plan()?;
         let split = ctx.split();
+        let layout = match self.kind {
+            LayerKind::Gemm { qg, kq, cbpg } => ConvKernelLayout::Gemm {
+                quads_per_group: qg as u64,
+                k_quads: kq as u64,
+                blocks_per_group: cbpg as u64,
+            },
+            LayerKind::Depthwise => ConvKernelLayout::Depthwise,
+        };
+        let geo = ConvGeometry::new(s, layout, plan_k.wg);
         let p = &s.params;
-        let (hp, wp) = (
-            (s.h + 2 * p.padding[0]) as u64,
-            (s.w + 2 * p.padding[1]) as u64,
-        );
-        let c_in = s.c_in as u64;
-        let c_out = s.c_out as u64;
-        let groups = p.groups as u64;
-        let (cig, cog) = (s.c_in_per_group() as u64, s.c_out_per_group() as u64);
-        let (kh, kw) = (s.kh as u64, s.kw as u64);
-        let (sh, sw, dh, dw) = (
-            p.stride[0] as u64,
-            p.stride[1] as u64,
-            p.dilation[0] as u64,
-            p.dilation[1] as u64,
-        );
-        let plane_out = (s.h_out * s.w_out) as u64;
-        let w_out = s.w_out as u64;
-        let ptiles = plane_out.div_ceil(4);
-        let pw_in = plane_words(x.dims) as u64;
-        let wg = plan_k.wg as u64;
-        let gpp = ptiles.div_ceil(wg);
-
-        // Per kernel: slots per group, quads per pixel, channel blocks, weight vec4s per block,
-        // and the output channels [lo, hi) of a block.
-        let (sg, qp, nblocks, wblock, cbpg) = match self.kind {
-            LayerKind::Gemm { qg, kq, cbpg } => {
-                let (qg, kq, cbpg) = (qg as u64, kq as u64, cbpg as u64);
-                (16 * qg, groups * qg, groups * cbpg, kq * 8, cbpg)
-            }
-            LayerKind::Depthwise => (cig, c_in.div_ceil(16), c_out.div_ceil(8), kh * kw, 0),
-        };
-        let block_out = |cb: u64| -> (u64, u64) {
-            match self.kind {
-                LayerKind::Gemm { .. } => {
-                    let (g, b) = (cb / cbpg, cb % cbpg);
-                    (g * cog + b * 8, g * cog + (b * 8 + 8).min(cog))
-                }
-                LayerKind::Depthwise => (cb * 8, (cb * 8 + 8).min(c_out)),
-            }
-        };
+        let (hp, wp) = (geo.padded_h, geo.padded_w);
+        let (c_in, c_out, groups) = (geo.c_in, geo.c_out, geo.groups);
+        let (cig, cog) = (geo.c_in_per_group, geo.c_out_per_group);
+        let (kh, kw) = (geo.kh, geo.kw);
+        let (sh, sw, dh, dw) = (geo.stride_h, geo.stride_w, geo.dilation_h, geo.dilation_w);
+        let (plane_out, w_out, ptiles) = (geo.plane_out, geo.w_out, geo.pixel_tiles);
+        let pw_in = geo.plane_words_in;
+        let gpp = geo.groups_per_plane;
+        let (sg, quads_per_pixel, nblocks) =
+            (geo.slots_per_group, geo.quads_per_pixel, geo.channel_blocks);
         // The kernel's input domain: signed bytes for `dot4I8Packed`, else unsigned.
         let signed = matches!(self.kind, LayerKind::Gemm { .. }) && plan_k.packed;
         let (flip, xz) = match (x.dtype, signed) {
@@ -768,7 +743,7 @@ impl GpuConv2d {
 
         // Image chunks: the repacked images of a chunk fit the texture (or scratch buffer), and
         // their quad indices fit u32.
-        let quads_img = hp * wp * qp;
+        let quads_img = geo.quads_per_image();
         let tex_cap = plan_k.tex_width as u64 * plan_k.tex_max_height as u64;
         let in_rows = packed_bytes(x.dims)
             .div_ceil(QUAD)
@@ -803,43 +778,7 @@ impl GpuConv2d {
         }
 
         let out_dims = s.output_dims();
-        let wg_count_per_img = nblocks * gpp;
-        let rows_of = |pt0: u64, pt1: u64| -> (u64, u64) {
-            let r0 = ((pt0 * 4).min(plane_out - 1) / w_out) * sh;
-            let r1 = ((pt1 * 4 + 3).min(plane_out - 1) / w_out) * sh + (kh - 1) * dh;
-            (r0, r1.min(hp - 1))
-        };
-        let conv_ranges = |n_base: u64, b: u64, e: u64| {
-            let dec = |i: u64| (i / wg_count_per_img, (i / gpp) % nblocks, i % gpp);
-            let (n0, cb0, g0) = dec(b);
-            let (n1, cb1, g1) = dec(e - 1);
-            let pt0 = g0 * wg;
-            let pt1 = (g1 * wg + wg).min(ptiles) - 1;
-            let a = if (n0, cb0) == (n1, cb1) {
-                let (r0, r1) = rows_of(pt0, pt1);
-                ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
-            } else {
-                (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
-            };
-            let (blo, bhi) = if n0 == n1 {
-                (cb0, cb1 + 1)
-            } else {
-                (0, nblocks)
-            };
-            let (c_lo, c_hi) = if n0 == n1 {
-                (block_out(cb0).0, block_out(cb1).1)
-            } else {
-                (0, c_out)
-            };
-            let y_lo = ((n_base + n0) * c_out + block_out(cb0).0) * ptiles + pt0;
-            let y_hi = ((n_base + n1) * c_out + block_out(cb1).1 - 1) * ptiles + pt1 + 1;
-            vec![
-                (a.0 * QUAD, a.1 * QUAD),
-                (blo * wblock * 16, bhi * wblock * 16),
-                (c_lo * TABLE_VEC4 * 16, c_hi * TABLE_VEC4 * 16),
-                (y_lo * 4, y_hi * 4),
-            ]
-        };
+        let wg_count_per_img = geo.workgroups_per_image();
 
         ctx.encode("conv2d", |enc, keep| {
             let pack_pipe = ctx.pipeline(Kernel::ConvPack { xtex: use_tex }, &[])?;
@@ -950,62 +889,9 @@ impl GpuConv2d {
                 let img0 = n_begin;
                 // 1. Repack the input images of this chunk into quads: interior items
                 //    (input words) and, with padding, border items.
-                let plane_in = (s.h * s.w) as u64;
-                let border_px = hp * wp - plane_in;
-                let (ph, pwid) = (p.padding[0] as u64, p.padding[1] as u64);
-                let interior = |b: u64, e: u64| {
-                    let per_img = pw_in * qp;
-                    let (n0, n1) = (b / per_img, (e - 1) / per_img);
-                    let x_lo = (img0 + n0) * c_in * pw_in * 4;
-                    let x_hi = (img0 + n1 + 1) * c_in * pw_in * 4;
-                    let q = if n0 == n1 {
-                        // Padded rows of input words k0 (first pixel) to k1 (last pixel).
-                        let (k0, k1) = ((b % per_img) / qp, ((e - 1) % per_img) / qp);
-                        let row = |pos: u64| pos.min(plane_in - 1) / s.w as u64 + ph;
-                        let (r0, r1) = (row(k0 * 4), row(k1 * 4 + 3));
-                        ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
-                    } else {
-                        (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
-                    };
-                    vec![(x_lo, x_hi), (q.0 * QUAD, q.1 * QUAD)]
-                };
-                // Padded row of the i-th border pixel of an image (as `border_pixel` in the
-                // shader: rows above, the margins of the input rows, rows below).
-                let border_row = |i: u64| {
-                    let top = ph * wp;
-                    let mid = s.h as u64 * 2 * pwid;
-                    if i < top {
-                        i / wp
-                    } else if i < top + mid {
-                        ph + (i - top) / (2 * pwid)
-                    } else {
-                        ph + s.h as u64 + (i - top - mid) / wp
-                    }
-                };
-                let border = |b: u64, e: u64| {
-                    let per_img = border_px * qp;
-                    let (n0, n1) = (b / per_img, (e - 1) / per_img);
-                    let q = if n0 == n1 {
-                        let r0 = border_row((b % per_img) / qp);
-                        let r1 = border_row(((e - 1) % per_img) / qp);
-                        ((n0 * hp + r0) * wp * qp, (n0 * hp + r1 + 1) * wp * qp)
-                    } else {
-                        (n0 * hp * wp * qp, (n1 + 1) * hp * wp * qp)
-                    };
-                    vec![(0, 4), (q.0 * QUAD, q.1 * QUAD)]
-                };
-                let n_int = imgs * pw_in * qp;
-                let both = |b: u64, e: u64| {
-                    if e <= n_int {
-                        interior(b, e)
-                    } else if b >= n_int {
-                        border(b - n_int, e - n_int)
-                    } else {
-                        let (i, o) = (interior(b, n_int), border(0, e - n_int));
-                        vec![i[0], (i[1].0.min(o[1].0), i[1].1.max(o[1].1))]
-                    }
-                };
-                let total = n_int + imgs * border_px * qp;
+                let both = |b: u64, e: u64| geo.repack_ranges(img0, imgs, b, e);
+                let n_int = geo.interior_items(imgs);
+                let total = geo.repack_items(imgs);
                 for (b, e) in plan(split, total, 64, "conv input repacking", &both)? {
                     let r = both(b, e);
                     let (xres, x_base, x_tws) = match &x_tex {
@@ -1032,7 +918,7 @@ impl GpuConv2d {
                         cig: cig as u32,
                         groups: groups as u32,
                         sg: sg as u32,
-                        qp: qp as u32,
+                        qp: quads_per_pixel as u32,
                         img_begin: img0 as u32,
                         x_base,
                         x_tws,
@@ -1050,7 +936,7 @@ impl GpuConv2d {
                     ));
                 }
                 // 2. The conv with its fused epilogue.
-                let ranges = |b: u64, e: u64| conv_ranges(img0, b, e);
+                let ranges = |b: u64, e: u64| geo.conv_ranges(img0, b, e);
                 for (b, e) in plan(split, imgs * wg_count_per_img, 1, "conv2d", &ranges)? {
                     let r = ranges(b, e);
                     let (ares, a_base) = quads(r[0]);
@@ -1095,13 +981,15 @@ impl GpuConv2d {
                                 kw: kw as u32,
                                 kq: kq as u32,
                                 qg: qg as u32,
-                                qp: qp as u32,
+                                qp: quads_per_pixel as u32,
                                 hp: hp as u32,
                                 wp: wp as u32,
                                 sh: sh as u32,
                                 sw: sw as u32,
-                                step_kx: (dw * qp).wrapping_sub(qg) as u32,
-                                step_ky: (dh * wp * qp).wrapping_sub(kw * dw * qp) as u32,
+                                step_kx: (dw * quads_per_pixel).wrapping_sub(qg) as u32,
+                                step_ky: (dh * wp * quads_per_pixel)
+                                    .wrapping_sub(kw * dw * quads_per_pixel)
+                                    as u32,
                                 n_begin: n_begin as u32,
                                 a_base,
                                 tws,
@@ -1132,13 +1020,15 @@ impl GpuConv2d {
                                 mult: cog as u32,
                                 kw: kw as u32,
                                 taps: (kh * kw) as u32,
-                                qp: qp as u32,
+                                qp: quads_per_pixel as u32,
                                 hp: hp as u32,
                                 wp: wp as u32,
                                 sh: sh as u32,
                                 sw: sw as u32,
-                                step_x: (dw * qp) as u32,
-                                step_y: (dh * wp * qp).wrapping_sub(kw * dw * qp) as u32,
+                                step_x: (dw * quads_per_pixel) as u32,
+                                step_y: (dh * wp * quads_per_pixel)
+                                    .wrapping_sub(kw * dw * quads_per_pixel)
+                                    as u32,
                                 n_begin: n_begin as u32,
                                 a_base,
                                 tws,

@@ -3,8 +3,9 @@
 //! `crate::quant::fixed_point`), and the splitting planner. The end-to-end sweeps are in
 //! `tests/gpu_sweep.rs` and `tests/gpu_ops.rs`.
 
-use super::buffers::{plan, read_back, storage_buffer, storage_buffer_init, Slot};
+use super::buffers::{read_back, storage_buffer, storage_buffer_init, Slot};
 use super::kernels::{Kernel, TestParams};
+use super::split::plan;
 use super::*;
 use crate::quant::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
 
@@ -290,7 +291,7 @@ fn soft_float_and_fixed_point_match_the_cpu() {
 
 #[test]
 fn planner_respects_binding_and_dispatch_limits() {
-    let split = device::SplitLimits {
+    let split = super::split::SplitLimits {
         max_binding: 1024,
         max_workgroups: 2,
         align: 256,

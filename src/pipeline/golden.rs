@@ -9,15 +9,16 @@
 //!   the case's `kernel_path` formula on the chosen device;
 //! * an **observers** directory (`qparams.json`): every observer configuration is replayed on
 //!   the batches and compared after each batch;
-//! * an **end-to-end model** (`model.json` with per-engine directories): each engine's
-//!   pipeline is run with the recorded activation qparams and compared layer by layer.
+//! * an **end-to-end model** (`model.json` with per-engine directories): the model is loaded
+//!   with [`Model::load`] (description and `model.safetensors`), and each engine's pipeline is
+//!   run with the recorded activation qparams and compared layer by layer.
 //!
 //! Every comparison is exact: ints must be equal, scales equal as float32 bit patterns.
 
-use super::Device;
+use super::{Device, Layer, Model};
 use crate::cpu::reference;
 use crate::error::{Error, Result};
-use crate::io::{npy, safetensors::StFile};
+use crate::io::npy;
 use crate::observers::{weight_qparams, HistogramObserver, Observer, ObserverConfig, ObserverKind};
 use crate::quant::{
     self, Epilogue, QDtype, QParams, QRange, QScheme, RequantFormula, WeightQParams,
@@ -543,22 +544,28 @@ fn check_observer_state(
     Ok(())
 }
 
-/// The end-to-end two-conv model: each engine's pipeline with the recorded activation qparams.
-pub fn run_e2e(dir: &Path, device: &Device) -> Result<Vec<CaseReport>> {
-    let mj = dir.join("model.json");
-    let model = read_json(&mj)?;
-    let weights_path = dir.join("model.safetensors");
-    let weights = StFile::read(&weights_path)?;
-    let x = npy::read::<f32>(dir.join("x.npy"))?;
-    let layers = get(&model, "layers", &mj)?
+/// The engines of an end-to-end case: the golden-only `engines` list of `model.json` (the
+/// model itself, its `layers`, is read by [`Model::load`]).
+fn e2e_engines(mj: &Path) -> Result<Vec<String>> {
+    let meta = read_json(mj)?;
+    Ok(get(&meta, "engines", mj)?
         .as_array()
-        .ok_or_else(|| Error::format(&mj, "'layers' is not a list"))?;
-    let engines: Vec<String> = get(&model, "engines", &mj)?
-        .as_array()
-        .ok_or_else(|| Error::format(&mj, "'engines' is not a list"))?
+        .ok_or_else(|| Error::format(mj, "'engines' is not a list"))?
         .iter()
         .filter_map(|e| e.as_str().map(str::to_string))
-        .collect();
+        .collect())
+}
+
+/// The end-to-end two-conv model: each engine's pipeline with the recorded activation qparams.
+///
+/// The model (layers, hyperparameters, float weights and biases) is loaded and validated by
+/// [`Model::load`]; an unfused ReLU layer is an error (a golden model fuses its ReLUs, and
+/// each conv's fused ReLU is taken from the engine's `relu_fused`, as PyTorch recorded it).
+pub fn run_e2e(dir: &Path, device: &Device) -> Result<Vec<CaseReport>> {
+    let mj = dir.join("model.json");
+    let model = Model::load(&mj, &dir.join("model.safetensors"))?;
+    let engines = e2e_engines(&mj)?;
+    let x = npy::read::<f32>(dir.join("x.npy"))?;
     let mut reports = Vec::new();
     for engine in engines {
         let edir: PathBuf = dir.join(&engine);
@@ -588,21 +595,16 @@ pub fn run_e2e(dir: &Path, device: &Device) -> Result<Vec<CaseReport>> {
         let mut cur_dims = x.dims4("x.npy")?;
         let torch_xq = npy::read_expect::<u8>(edir.join("x_q.npy"), &x.dims)?;
         rep.ints("x_q", &cur, &torch_xq.data);
-        for layer in layers {
-            let name = str_of(layer, "name", &mj)?;
+        for layer in model.layers() {
+            let Layer::Conv(conv) = layer else {
+                let msg = format!("layer '{}': an unfused ReLU is not supported", layer.name());
+                return Err(golden_err(dir, msg));
+            };
+            let name = conv.name.as_str();
             let pt = get(points, name, &pj)?;
-            let params = ConvParams {
-                stride: pair(layer, "stride", &mj)?,
-                padding: pair(layer, "padding", &mj)?,
-                dilation: pair(layer, "dilation", &mj)?,
-                groups: i64_of(layer, "groups", &mj)? as usize,
-            };
-            let w = weights.f32(str_of(layer, "weight_key", &mj)?, &weights_path)?;
-            let bias = match layer.get("bias_key").and_then(Value::as_str) {
-                Some(k) => Some(weights.f32(k, &weights_path)?.data.clone()),
-                None => None,
-            };
-            let s = ConvShape::new(cur_dims, w.dims4(name)?, params)?;
+            let w = &conv.weight;
+            let bias = conv.bias.as_deref();
+            let s = ConvShape::new(cur_dims, conv.weight_dims(), conv.params)?;
             let scheme = weight_scheme(str_of(pt, "weight_qscheme", &pj)?)?;
             let w_qp = weight_qparams(&w.data, s.c_out, scheme, QDtype::QInt8)?;
             let ts = f32_list(pt, "weight_scale", &pj)?;
@@ -638,15 +640,7 @@ pub fn run_e2e(dir: &Path, device: &Device) -> Result<Vec<CaseReport>> {
                 .get("relu_fused")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            let epi = Epilogue::new(
-                formula,
-                cur_qp.scale,
-                &w_qp,
-                bias.as_deref(),
-                out_qp,
-                relu,
-                s.c_out,
-            )?;
+            let epi = Epilogue::new(formula, cur_qp.scale, &w_qp, bias, out_qp, relu, s.c_out)?;
             if pt.get("bias_q_qnnpack").is_some() {
                 let theirs = i32_list(pt, "bias_q_qnnpack", &pj)?;
                 let ours: Vec<i32> = epi.channels.iter().map(|c| c.bias_i32).collect();

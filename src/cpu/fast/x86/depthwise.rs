@@ -1,0 +1,405 @@
+//! Depthwise-like conv kernels (`Cin/groups == 1`), driven by [`crate::cpu::fast`]'s
+//! `depthwise` module.
+//!
+//! * Float rows: [`dw_avx512`] (AVX-512F) and [`dw_avx2`] (AVX2 + FMA), an FMA chain over the
+//!   taps for `R` output rows at a time, stored as f32 or as exact i32.
+//! * int8 on AVX-512 VNNI, four kernel columns per `vpdpbusd` lane, epilogue fused (the
+//!   [`requant_rel_512!`] and [`pack4_512!`] macros of the `requant` module):
+//!   [`dw_i8_flat`] (unit strides and column dilation, over a flat padded plane described by
+//!   [`DwFlat`]) and [`dw_i8_channel`] (any stride or dilation, straight from the input with
+//!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
+
+use super::requant::{pack4_512, requant_rel_512, Requant512};
+use std::arch::x86_64::*;
+
+/// Depthwise kernel on AVX-512: `R` output rows × `NV` vectors of 16 columns. For row `r`,
+/// lane `l` of vector `v`: `acc = fma chain over t of p[r·rs + offs[t] + 16v + l] · w[t]`
+/// (taps in order, from 0), then `acc + bias`, stored at `out[r·os + 16v + l]` as f32, or as
+/// i32 (truncating; the caller guarantees exact integers) when `I32` is set. Only the first
+/// `tail` lanes of the last vector are stored.
+///
+/// # Safety
+/// avx512f must be available; `p` readable at `r·rs + offs[t] + [0, 16·NV)` for every row and
+/// tap; `out` writable at `r·os + [0, 16·(NV−1) + tail)`; `1 <= tail <= 16`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dw_avx512<const NV: usize, const R: usize, const I32: bool>(
+    p: *const f32,
+    rs: usize,
+    offs: &[usize],
+    w: &[f32],
+    bias: f32,
+    out: *mut f32,
+    os: usize,
+    tail: usize,
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        for (&off, &wt) in offs.iter().zip(w) {
+            let wv = _mm512_set1_ps(wt);
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let q = p.add(r * rs + off);
+                for (v, a) in accr.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(16 * v)), wv, *a);
+                }
+            }
+        }
+        let b = _mm512_set1_ps(bias);
+        let last: __mmask16 = ((1u32 << tail) - 1) as u16;
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &a) in accr.iter().enumerate() {
+                let y = _mm512_add_ps(a, b);
+                let m = if v + 1 == NV { last } else { 0xffff };
+                let d = out.add(r * os + 16 * v);
+                if I32 {
+                    _mm512_mask_storeu_epi32(d.cast(), m, _mm512_cvttps_epi32(y));
+                } else {
+                    _mm512_mask_storeu_ps(d, m, y);
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise kernel on AVX2 + FMA (8 lanes per vector); see [`dw_avx512`] (`tail` in 1..=8).
+///
+/// # Safety
+/// avx2 and fma must be available; ranges as for [`dw_avx512`] with 8-lane vectors.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dw_avx2<const NV: usize, const R: usize, const I32: bool>(
+    p: *const f32,
+    rs: usize,
+    offs: &[usize],
+    w: &[f32],
+    bias: f32,
+    out: *mut f32,
+    os: usize,
+    tail: usize,
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); NV]; R];
+        for (&off, &wt) in offs.iter().zip(w) {
+            let wv = _mm256_set1_ps(wt);
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let q = p.add(r * rs + off);
+                for (v, a) in accr.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8 * v)), wv, *a);
+                }
+            }
+        }
+        let b = _mm256_set1_ps(bias);
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane);
+        let all = _mm256_set1_epi32(-1);
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &a) in accr.iter().enumerate() {
+                let y = _mm256_add_ps(a, b);
+                let m = if v + 1 == NV { last } else { all };
+                let d = out.add(r * os + 8 * v);
+                if I32 {
+                    _mm256_maskstore_epi32(d.cast(), m, _mm256_cvttps_epi32(y));
+                } else {
+                    _mm256_maskstore_ps(d, m, y);
+                }
+            }
+        }
+    }
+}
+
+/// A 64-byte vector in memory (a `vpermt2b` index of the depthwise kernel).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Bytes64(pub [u8; 64]);
+
+/// Whether this CPU has AVX512-VBMI (`vpermt2b`), which the int8 depthwise kernel needs on top
+/// of the `avx512-vnni` path.
+pub(crate) fn has_vbmi() -> bool {
+    static VBMI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VBMI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
+}
+
+/// The geometry of one channel of the int8 depthwise kernel [`dw_i8_channel`] (built by
+/// `depthwise::DwPlan`). Column chunk `ci` covers outputs `16·ci .. 16·ci + 16` of a row;
+/// for chunk `ci` and column group `j` (kernel columns `4j .. 4j + 4`), entry `ci·NG + j` of
+/// `lb`, `mask`, `idx` gives the first input column loaded, the load mask (bytes inside the
+/// row), and the byte permutation that builds the `vpdpbusd` operand: byte `4l + i` is input
+/// column `(16·ci + l)·sx + (4j + i)·dw − pw`, as index `column − lb`, or 64 + (anything) to
+/// select the zero-point vector when that column is padding (or the kernel column or the
+/// output column does not exist).
+pub(crate) struct DwGeom<'a> {
+    /// Input row length (bytes).
+    pub w: usize,
+    /// Output row length.
+    pub w_out: usize,
+    /// Output rows.
+    pub h_out: usize,
+    /// Row stride.
+    pub sy: usize,
+    /// Row dilation.
+    pub dh: usize,
+    /// Row padding (top).
+    pub ph: usize,
+    /// Per output row: the valid kernel rows `ky_lo .. ky_hi` (input row inside the image).
+    pub rows: &'a [(u32, u32)],
+    /// Per (chunk, column group): the first input column loaded ("load base").
+    pub lb: &'a [usize],
+    /// Per (chunk, column group): the byte mask of the load (columns inside the row).
+    pub mask: &'a [u64],
+    /// Per (chunk, column group): the `vpermt2b` index building the `vpdpbusd` operand.
+    pub idx: &'a [Bytes64],
+    /// `u = x ^ flip` maps stored bytes to u8 activations.
+    pub flip: u8,
+    /// The activation zero point in `u`.
+    pub z: u8,
+}
+
+/// The int8 depthwise conv of one output channel on AVX512-VNNI + VBMI, without any padded or
+/// interleaved plane: for each 16-column chunk and output row,
+///
+/// ```text
+/// acc = init[row] + Σ_{valid ky} Σ_j dot4(P(row·sy + ky·dh − ph, j), w'[ky][4j .. 4j + 4])
+/// ```
+///
+/// where `P(iy, j)` is the masked load of input row `iy` at column `lb`, xored with `flip`,
+/// permuted with `vpermt2b` against the zero-point vector (see [`DwGeom`]), and the weights
+/// `wts[ky·NG + j]` hold the four bytes `w'[ky][4j + i] = w − ζ` (0 past the kernel). With
+/// `init[row] = −z·Σ_{valid ky} Σ_kx w'[ky][kx]` (`pz[hi] − pz[lo]`, `pz` the prefix sums of
+/// `−z·rowsum`), every valid kernel row contributes `Σ_kx (u − z)·w'`, padded columns
+/// `(z − z)·w' = 0`, padded rows nothing: the exact accumulator (wrapping int32, whose true
+/// value fits). It is then requantized with [`requant_rel_512!`] and [`pack4_512!`] and stored as
+/// bytes, or stored as
+/// is when `k` is `None`.
+///
+/// Columns go by blocks of up to four chunks (64 outputs: four independent accumulators per
+/// row, one 64-byte store), rows one by one inside a block, so that the block's permutation
+/// vectors stay in registers.
+///
+/// # Safety
+/// avx512f, avx512bw, avx512vl, avx512vnni and avx512vbmi must be available; `x` must be
+/// readable for the `h × w` input plane the geometry was built for (every row `iy` read is
+/// inside it, and loads are masked to the row); `out` writable for `h_out·w_out` bytes (i32
+/// when `k` is `None`); `wts` holds `kh·NG` words and `pz` `kh + 1`, with `kh ≥ ky_hi` for
+/// every row; the geometry has `NG` column groups.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(crate) unsafe fn dw_i8_channel<const NG: usize>(
+    g: &DwGeom,
+    x: *const u8,
+    wts: &[i32],
+    pz: &[i32],
+    k: Option<&Requant512>,
+    out: *mut u8,
+) {
+    let chunks = g.w_out.div_ceil(16);
+    let k = k.copied();
+    // SAFETY: forwarded from the caller; every block lies inside the row (`c0 < w_out`).
+    unsafe {
+        for c0 in (0..chunks).step_by(4) {
+            match chunks - c0 {
+                1 => dw_i8_block::<NG, 1>(g, x, wts, pz, k, out, c0),
+                2 => dw_i8_block::<NG, 2>(g, x, wts, pz, k, out, c0),
+                3 => dw_i8_block::<NG, 3>(g, x, wts, pz, k, out, c0),
+                _ => dw_i8_block::<NG, 4>(g, x, wts, pz, k, out, c0),
+            }
+        }
+    }
+}
+
+/// The chunks `c0 .. c0 + NV` of every output row (see [`dw_i8_channel`]).
+///
+/// # Safety
+/// As for [`dw_i8_channel`], with `c0 + NV ≤ ⌈w_out / 16⌉`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn dw_i8_block<const NG: usize, const NV: usize>(
+    g: &DwGeom,
+    x: *const u8,
+    wts: &[i32],
+    pz: &[i32],
+    k: Option<Requant512>,
+    out: *mut u8,
+    c0: usize,
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed in
+    // `# Safety`; loads are masked to the row, stores to the valid output columns.
+    unsafe {
+        // The int bias is folded into the accumulators (bytes only).
+        let bias = k.map_or(0, |k| k.int_bias());
+        let zv = _mm512_set1_epi8(g.z as i8);
+        let fv = _mm512_set1_epi8(g.flip as i8);
+        let col0 = 16 * c0;
+        let valid = (g.w_out - col0).min(16 * NV);
+        let smask: __mmask64 = if valid == 64 { !0 } else { (1u64 << valid) - 1 };
+        // (Plain loops: closures, e.g. in `array::from_fn`, are not reliably inlined into
+        // target-feature code.)
+        let mut idx = [[_mm512_setzero_si512(); NG]; NV];
+        let mut lm = [[0 as __mmask64; NG]; NV];
+        let mut lb = [[0usize; NG]; NV];
+        for v in 0..NV {
+            for j in 0..NG {
+                let at = (c0 + v) * NG + j;
+                idx[v][j] = _mm512_load_si512(g.idx[at].0.as_ptr().cast());
+                lm[v][j] = g.mask[at];
+                lb[v][j] = g.lb[at];
+            }
+        }
+        // Restores output order after the in-lane packs (see `requant_row_avx512`).
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let row_step = g.dh * g.w;
+        for oy in 0..g.h_out {
+            let (lo, hi) = g.rows[oy];
+            let (lo, hi) = (lo as usize, hi as usize);
+            let init = pz[hi].wrapping_sub(pz[lo]).wrapping_add(bias);
+            let mut acc = [_mm512_set1_epi32(init); NV];
+            // Input row of kernel row `lo` (inside the image when `lo < hi`).
+            let mut rowp = if lo < hi {
+                x.add((oy * g.sy + lo * g.dh - g.ph) * g.w)
+            } else {
+                x
+            };
+            for ky in lo..hi {
+                for j in 0..NG {
+                    let wv = _mm512_set1_epi32(wts[ky * NG + j]);
+                    for v in 0..NV {
+                        let u = _mm512_xor_si512(
+                            _mm512_maskz_loadu_epi8(lm[v][j], rowp.add(lb[v][j]).cast()),
+                            fv,
+                        );
+                        let p = _mm512_permutex2var_epi8(u, idx[v][j], zv);
+                        acc[v] = _mm512_dpbusd_epi32(acc[v], p, wv);
+                    }
+                }
+                rowp = rowp.add(row_step);
+            }
+            let o = oy * g.w_out + col0;
+            match &k {
+                None => {
+                    for (v, &a) in acc.iter().enumerate() {
+                        let m = (smask >> (16 * v)) as __mmask16;
+                        _mm512_mask_storeu_epi32(out.cast::<i32>().add(o + 16 * v).cast(), m, a);
+                    }
+                }
+                Some(k) => {
+                    let mut y = [_mm512_setzero_si512(); 4];
+                    for v in 0..NV {
+                        y[v] = requant_rel_512!(k, acc[v], false);
+                    }
+                    let bytes =
+                        _mm512_permutexvar_epi32(order, pack4_512!(k, y[0], y[1], y[2], y[3]));
+                    _mm512_mask_storeu_epi8(out.add(o).cast(), smask, bytes);
+                }
+            }
+        }
+    }
+}
+
+/// The layout of the flat plane of [`dw_i8_flat`], the padded input of one channel as u8
+/// activations `u` (`x ^ flip`; `z` at padded positions) in rows of `wp = W + 2·pw` bytes,
+/// with slack after it; flat output position `q = oy·wp + ox`.
+pub(crate) struct DwFlat<'a> {
+    /// Bytes between kernel rows (`dh·wp`).
+    pub row_step: usize,
+    /// Per block of 64 flat output positions: the runs of real outputs (block position,
+    /// output offset, length), as `int8::segments` gives them; blocks without any are absent
+    /// from the end.
+    pub segs: &'a [Vec<(usize, usize, usize)>],
+}
+
+/// The int8 depthwise conv of one output channel with unit strides and column dilation
+/// (`sy = sx = dw = 1`) on AVX512-VNNI, over a flat padded plane (see [`DwFlat`]).
+///
+/// Output `(oy, ox)` is flat position `q = oy·wp + ox`; positions with `ox ≥ Wout` are
+/// computed and dropped, as in the GEMM, so a block of 64 positions spans several short rows
+/// (on 14×14 outputs, 16·14 positions instead of 14 blocks of 64 lanes for 14 outputs). The
+/// block is computed as four *phases* `s < 4` of 16 lanes, lane `l` of phase `s` being
+/// position `q0 + 4l + s`. Its taps `4j .. 4j + 4` of kernel row `ky` read plane bytes
+/// `q0 + 4l + s + ky·dh·wp + 4j + i` (`i < 4`): bytes `4l .. 4l + 4` of the 64 bytes loaded
+/// at `q0 + s + ky·dh·wp + 4j`, so one plain load per (phase, group, kernel row) is the
+/// `vpdpbusd` operand, with no shuffle. Padded taps read `u = z`, hence
+/// `acc = init + Σ u·w' = Σ (u − z)·w'` with `init = −z·Σ w'` (plus the int bias folded in
+/// when requantizing): the exact accumulator, wrapping int32.
+///
+/// After the epilogue ([`requant_rel_512!`]), the packs ([`pack4_512!`]) leave in 128-bit
+/// lane `k` the bytes `[y0[4k .. 4k + 4], y1[..], y2[..], y3[..]]`: byte `4s + a` is
+/// position `16k + 4a + s`, so the in-lane shuffle `q ← 4·(q mod 4) + ⌊q/4⌋` restores
+/// position order; each run is then stored with a masked store. Accumulators (`k = None`)
+/// are stored through a small buffer.
+///
+/// # Safety
+/// avx512f, avx512bw, avx512vl and avx512vnni must be available; `plane` readable for
+/// `64·segs.len() + 4·NG + (kh − 1)·row_step` bytes (block `b` reads up to byte
+/// `64·b + 3 + 4·(NG − 1) + (kh − 1)·row_step + 63`); `out` writable at every run
+/// (bytes, or i32 when `k` is `None`); `wts` holds `kh·NG` words; every run has
+/// `at + len ≤ 64`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn dw_i8_flat<const NG: usize>(
+    f: &DwFlat,
+    plane: *const u8,
+    wts: &[i32],
+    kh: usize,
+    init: i32,
+    k: Option<&Requant512>,
+    out: *mut u8,
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed in
+    // `# Safety`. The masked stores address `out + off − at`, possibly outside the output,
+    // but only the run's bytes are accessed.
+    unsafe {
+        let k = k.copied();
+        let init = _mm512_set1_epi32(init.wrapping_add(k.map_or(0, |k| k.int_bias())));
+        let mut tr = [0u8; 64];
+        for (q, t) in tr.iter_mut().enumerate() {
+            *t = (4 * (q % 4) + (q % 16) / 4) as u8;
+        }
+        let tr = _mm512_loadu_si512(tr.as_ptr().cast());
+        for (b, segs) in f.segs.iter().enumerate() {
+            let mut acc = [init; 4];
+            let mut p = plane.add(64 * b);
+            for ky in 0..kh {
+                for j in 0..NG {
+                    let wv = _mm512_set1_epi32(wts[ky * NG + j]);
+                    for (s, a) in acc.iter_mut().enumerate() {
+                        let u = _mm512_loadu_si512(p.add(s + 4 * j).cast());
+                        *a = _mm512_dpbusd_epi32(*a, u, wv);
+                    }
+                }
+                p = p.add(f.row_step);
+            }
+            match &k {
+                None => {
+                    let mut t = [0i32; 64];
+                    for (s, &a) in acc.iter().enumerate() {
+                        _mm512_storeu_si512(t[16 * s..].as_mut_ptr().cast(), a);
+                    }
+                    for &(at, off, len) in segs {
+                        let dst = out.cast::<i32>().add(off);
+                        for c in 0..len {
+                            let q = at + c;
+                            *dst.add(c) = t[16 * (q % 4) + q / 4];
+                        }
+                    }
+                }
+                Some(k) => {
+                    let y0 = requant_rel_512!(k, acc[0], false);
+                    let y1 = requant_rel_512!(k, acc[1], false);
+                    let y2 = requant_rel_512!(k, acc[2], false);
+                    let y3 = requant_rel_512!(k, acc[3], false);
+                    let bytes = _mm512_shuffle_epi8(pack4_512!(k, y0, y1, y2, y3), tr);
+                    for &(at, off, len) in segs {
+                        let bits = if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
+                        _mm512_mask_storeu_epi8(
+                            out.add(off).wrapping_sub(at).cast(),
+                            bits << at,
+                            bytes,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

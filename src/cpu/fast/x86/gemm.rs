@@ -1,0 +1,281 @@
+//! GEMM micro-kernels of the direct (implicit im2col) convs: one tile of up to 6 output
+//! channels × 64 pixels per call, accumulators in registers, stored to a [`Tile`] / [`TileF`].
+//!
+//! * int8 (`Σ u8·s8` in wrapping int32, see the zero-point folding in [`crate::cpu::fast`]):
+//!   [`gemm_i8_avx512`] (AVX-512 VNNI, zmm `vpdpbusd`), [`gemm_i8_avxvnni`] (AVX-VNNI, VEX
+//!   ymm `vpdpbusd`), [`gemm_i8_avxvnni_evex`] (the same ymm tile with EVEX `vpdpbusd`, on
+//!   AVX-512 VNNI + VL), [`gemm_i8_avx2`] (AVX2, exact `vpmaddwd` emulation without VNNI).
+//! * f32 (one FMA per product, in the documented order): [`gemm_f32_avx512`] (AVX-512F) and
+//!   [`gemm_f32_avx2`] (AVX2 + FMA).
+
+use std::arch::x86_64::*;
+
+/// Accumulator tile: up to 6 channels × 64 pixels (the callers' `int8::Tile`).
+type Tile = [[i32; 64]; 6];
+/// Float accumulator tile: up to 6 channels × 64 pixels (the callers' `float::TileF`).
+type TileF = [[f32; 64]; 6];
+
+/// int8 GEMM tile on AVX-512 VNNI: `out[r][16v + l] = Σ_{t, cb} Σ_{j<4} act[...]·w[...]`
+/// `+ init[r]` (wrapping int32) for `NR` channels and `16·MV` pixels.
+///
+/// Activations: for tap `t` and channel block `cb`, the 16·MV lanes are the 4-byte groups at
+/// `act + offs[t] + cb·cbs + 64·v`. Weights: `[t][cb][PNR][4]` i8 from `w`, of which the
+/// first `NR ≤ PNR` channels are computed (a panel's last, partial tile runs with a smaller
+/// `NR` instead of computing channels that do not exist).
+///
+/// # Safety
+/// avx512f, avx512bw and avx512vnni must be available; every activation read
+/// (`act + offs[t] + cb·cbs + [0, 64·MV)`) and the `offs.len()·ncb·PNR·4` weight bytes must
+/// be readable; `NR ≤ PNR`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn gemm_i8_avx512<const NR: usize, const MV: usize, const PNR: usize>(
+    act: *const u8,
+    offs: &[usize],
+    cbs: usize,
+    ncb: usize,
+    w: *const u8,
+    out: &mut Tile,
+    init: &[i32; 6],
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); MV]; NR];
+        for (accr, &i) in acc.iter_mut().zip(init) {
+            *accr = [_mm512_set1_epi32(i); MV];
+        }
+        let mut wp = w as *const i32;
+        for &off in offs {
+            let mut p = act.add(off);
+            for _ in 0..ncb {
+                let mut a = [_mm512_setzero_si512(); MV];
+                for (v, av) in a.iter_mut().enumerate() {
+                    *av = _mm512_loadu_si512(p.add(64 * v).cast());
+                }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_epi32(wp.add(r).read_unaligned());
+                    for v in 0..MV {
+                        accr[v] = _mm512_dpbusd_epi32(accr[v], a[v], b);
+                    }
+                }
+                wp = wp.add(PNR);
+                p = p.add(cbs);
+            }
+        }
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                _mm512_storeu_si512(out[r].as_mut_ptr().add(16 * v).cast(), x);
+            }
+        }
+    }
+}
+
+/// Defines a ymm GEMM tile (8 pixels per vector) with the given `vpdpbusd` intrinsic; see
+/// [`gemm_i8_avx512`] for the semantics.
+macro_rules! gemm_i8_ymm {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The features must be available; reads as for [`gemm_i8_avx512`] with 32-byte
+        /// vectors.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
+            act: *const u8,
+            offs: &[usize],
+            cbs: usize,
+            ncb: usize,
+            w: *const u8,
+            out: &mut Tile,
+            init: &[i32; 6],
+        ) {
+            // SAFETY: the caller guarantees the target features and the memory ranges listed
+            // in `# Safety`; every access below stays inside them.
+            unsafe {
+                let mut acc = [[_mm256_setzero_si256(); MV]; NR];
+                for (accr, &i) in acc.iter_mut().zip(init) {
+                    *accr = [_mm256_set1_epi32(i); MV];
+                }
+                let mut wp = w as *const i32;
+                for &off in offs {
+                    let mut p = act.add(off);
+                    for _ in 0..ncb {
+                        let mut a = [_mm256_setzero_si256(); MV];
+                        for (v, av) in a.iter_mut().enumerate() {
+                            *av = _mm256_loadu_si256(p.add(32 * v).cast());
+                        }
+                        for (r, accr) in acc.iter_mut().enumerate() {
+                            let b = _mm256_set1_epi32(wp.add(r).read_unaligned());
+                            for v in 0..MV {
+                                accr[v] = $dpbusd(accr[v], a[v], b);
+                            }
+                        }
+                        wp = wp.add(NR);
+                        p = p.add(cbs);
+                    }
+                }
+                for (r, accr) in acc.iter().enumerate() {
+                    for (v, &x) in accr.iter().enumerate() {
+                        _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
+                    }
+                }
+            }
+        }
+    };
+}
+
+gemm_i8_ymm!(
+    /// The GEMM tile with ymm registers and VEX `vpdpbusd` (AVX-VNNI).
+    gemm_i8_avxvnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+
+gemm_i8_ymm!(
+    /// The same ymm tile with EVEX `vpdpbusd` (AVX512-VNNI + VL): the `avx-vnni` path on CPUs
+    /// with AVX-512 VNNI but without AVX-VNNI (and how that path is tested there).
+    gemm_i8_avxvnni_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
+
+/// The GEMM tile on AVX2 without VNNI, exact: each 32-bit activation lane `(a0, a1, a2, a3)`
+/// (u8) is split into 16-bit halves `(a0, a2)` and `(a1, a3)`; weights are pre-split at pack
+/// time into `(w0, w2)` and `(w1, w3)` (i16, sign-extended), layout `[t][cb][NR][2]` i32 words.
+/// `vpmaddwd` then gives `a0·w0 + a2·w2` and `a1·w1 + a3·w3` exactly (|pair sum| ≤ 2·255·128),
+/// unlike `vpmaddubsw`, whose int16 pair sums saturate.
+///
+/// # Safety
+/// avx2 must be available; reads as for [`gemm_i8_avx512`] with 32-byte vectors, and
+/// `offs.len()·ncb·NR·8` weight bytes.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
+    act: *const u8,
+    offs: &[usize],
+    cbs: usize,
+    ncb: usize,
+    w: *const u8,
+    out: &mut Tile,
+    init: &[i32; 6],
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); MV]; NR];
+        for (accr, &i) in acc.iter_mut().zip(init) {
+            *accr = [_mm256_set1_epi32(i); MV];
+        }
+        let lo_bytes = _mm256_set1_epi16(0x00ff);
+        let mut wp = w as *const i32;
+        for &off in offs {
+            let mut p = act.add(off);
+            for _ in 0..ncb {
+                let mut ae = [_mm256_setzero_si256(); MV];
+                let mut ao = [_mm256_setzero_si256(); MV];
+                for v in 0..MV {
+                    let a = _mm256_loadu_si256(p.add(32 * v).cast());
+                    ae[v] = _mm256_and_si256(a, lo_bytes);
+                    ao[v] = _mm256_srli_epi16::<8>(a);
+                }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let we = _mm256_set1_epi32(wp.add(2 * r).read_unaligned());
+                    let wo = _mm256_set1_epi32(wp.add(2 * r + 1).read_unaligned());
+                    for v in 0..MV {
+                        let s = _mm256_add_epi32(
+                            _mm256_madd_epi16(ae[v], we),
+                            _mm256_madd_epi16(ao[v], wo),
+                        );
+                        accr[v] = _mm256_add_epi32(accr[v], s);
+                    }
+                }
+                wp = wp.add(2 * NR);
+                p = p.add(cbs);
+            }
+        }
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
+            }
+        }
+    }
+}
+
+/// Defines an f32 GEMM tile of `$lanes` pixels per vector from the vector intrinsics given:
+/// `out[r][lanes·v + l] = fma chain over (t, c)` of `act[t][c][pixel]·w[t][c][r]`, in the
+/// documented order (taps, then channels, one FMA each).
+///
+/// Activations: for tap `t` and channel `c`, the `lanes·MV` pixels are the f32 at
+/// `act + offs[t] + c·cs + lanes·v` (offsets in elements). Weights: `[t][c][NR]` f32.
+macro_rules! gemm_f32_tile {
+    (
+        $(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+        $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The features must be available; all reads in range as for [`gemm_i8_avx512`].
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
+            act: *const f32,
+            offs: &[usize],
+            cs: usize,
+            nc: usize,
+            w: *const f32,
+            out: &mut TileF,
+        ) {
+            // SAFETY: the caller guarantees the target features and the memory ranges
+            // listed in `# Safety`; every access below stays inside them.
+            unsafe {
+                let mut acc = [[$zero(); MV]; NR];
+                let mut wp = w;
+                for &off in offs {
+                    let mut p = act.add(off);
+                    for _ in 0..nc {
+                        let mut a = [$zero(); MV];
+                        for (v, av) in a.iter_mut().enumerate() {
+                            *av = $load(p.add($lanes * v));
+                        }
+                        for (r, accr) in acc.iter_mut().enumerate() {
+                            let b = $set1(*wp.add(r));
+                            for v in 0..MV {
+                                accr[v] = $fma(a[v], b, accr[v]);
+                            }
+                        }
+                        wp = wp.add(NR);
+                        p = p.add(cs);
+                    }
+                }
+                for (r, accr) in acc.iter().enumerate() {
+                    for (v, &x) in accr.iter().enumerate() {
+                        $store(out[r].as_mut_ptr().add($lanes * v), x);
+                    }
+                }
+            }
+        }
+    };
+}
+
+gemm_f32_tile!(
+    /// f32 GEMM tile on AVX-512 (16 pixels per vector).
+    gemm_f32_avx512,
+    "avx512f",
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+
+gemm_f32_tile!(
+    /// f32 GEMM tile on AVX2 + FMA (8 pixels per vector).
+    gemm_f32_avx2,
+    "avx2,fma",
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);

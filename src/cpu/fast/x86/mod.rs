@@ -1,0 +1,32 @@
+//! x86-64 SIMD kernels (AVX-512 VNNI, AVX-VNNI, AVX2 + FMA, SSE2), one concern per module:
+//!
+//! * [`gemm`]: the int8 and f32 GEMM micro-kernels of the direct convs;
+//! * [`requant`]: the vectorized requantization epilogue (AVX-512 and AVX2);
+//! * [`depthwise`]: the depthwise-like conv kernels (f32 rows; int8 on AVX-512 VNNI);
+//! * [`pack`]: activation repacking (byte interleaving, padded-plane copies, u8 → f32).
+//!
+//! The kernels are re-exported here, so the callers in [`crate::cpu::fast`] use them as
+//! `x86::name`. (They are `pub(crate)` in their private modules, hence reachable from
+//! `cpu::fast` only, through these re-exports.)
+//!
+//! Every kernel here is `unsafe` and `#[target_feature]` (or, like [`interleave4`], needs only
+//! SSE2, part of x86-64): callers must have checked the features at run time (the
+//! [`super::Isa`] a conv was packed for is checked available when packing), and must pass
+//! pointers valid for the reads and writes documented per function.
+
+mod depthwise;
+mod gemm;
+mod pack;
+mod requant;
+
+pub(super) use depthwise::{
+    dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, has_vbmi, Bytes64, DwFlat, DwGeom,
+};
+pub(super) use gemm::{
+    gemm_f32_avx2, gemm_f32_avx512, gemm_i8_avx2, gemm_i8_avx512, gemm_i8_avxvnni,
+    gemm_i8_avxvnni_evex,
+};
+pub(super) use pack::{bytes_to_f32_avx512, copy_rows_xor_avx512, interleave4, interleave4_avx512};
+pub(super) use requant::{
+    requant_row_avx2, requant_row_avx512, requant_segments_avx512, Requant512,
+};

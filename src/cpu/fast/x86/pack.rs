@@ -1,0 +1,139 @@
+//! Activation repacking for the int8 and float kernels: byte interleaving into the 4-byte
+//! `vpdpbusd` lanes ([`interleave4`] on SSE2, [`interleave4_avx512`] on AVX-512BW), row copies
+//! into a padded plane ([`copy_rows_xor_avx512`], AVX-512BW) and the u8 → f32 conversion
+//! of the float depthwise path ([`bytes_to_f32_avx512`], AVX-512BW). All of them map the
+//! stored activation bytes `x` to u8 activations `u = x ^ flip` on the way (see the
+//! zero-point folding in [`crate::cpu::fast`]).
+
+use std::arch::x86_64::*;
+
+/// Interleaves four byte rows into 4-byte lanes: `dst[4i + j] = src_j[i] ^ flip`, for
+/// `i < n`.
+///
+/// # Safety
+/// The four sources must be readable for `n` bytes and `dst` writable for `4n` bytes (SSE2 is
+/// part of x86-64).
+pub(crate) unsafe fn interleave4(src: [*const u8; 4], n: usize, flip: u8, dst: *mut u8) {
+    let f = _mm_set1_epi8(flip as i8);
+    let mut i = 0;
+    // SAFETY: every access is below n (sources) or 4n (destination), as the caller guarantees.
+    unsafe {
+        while i + 16 <= n {
+            let r0 = _mm_xor_si128(_mm_loadu_si128(src[0].add(i).cast()), f);
+            let r1 = _mm_xor_si128(_mm_loadu_si128(src[1].add(i).cast()), f);
+            let r2 = _mm_xor_si128(_mm_loadu_si128(src[2].add(i).cast()), f);
+            let r3 = _mm_xor_si128(_mm_loadu_si128(src[3].add(i).cast()), f);
+            let ab_lo = _mm_unpacklo_epi8(r0, r1);
+            let ab_hi = _mm_unpackhi_epi8(r0, r1);
+            let cd_lo = _mm_unpacklo_epi8(r2, r3);
+            let cd_hi = _mm_unpackhi_epi8(r2, r3);
+            let d = dst.add(4 * i);
+            _mm_storeu_si128(d.cast(), _mm_unpacklo_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(d.add(16).cast(), _mm_unpackhi_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(d.add(32).cast(), _mm_unpacklo_epi16(ab_hi, cd_hi));
+            _mm_storeu_si128(d.add(48).cast(), _mm_unpackhi_epi16(ab_hi, cd_hi));
+            i += 16;
+        }
+        while i < n {
+            for (j, s) in src.iter().enumerate() {
+                *dst.add(4 * i + j) = *s.add(i) ^ flip;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// `dst[i] = ((src[i] ^ flip) as i32 − z) as f32`: u8 activations minus their zero point.
+///
+/// # Safety
+/// avx512f and avx512bw must be available.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn bytes_to_f32_avx512(src: &[u8], flip: u8, z: i32, dst: &mut [f32]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = ((b ^ flip) as i32 - z) as f32;
+    }
+}
+
+/// Copies the rows of `src` (`w` bytes each) into `dst` at `at + y·stride`, xored with
+/// `flip`, 64 bytes at a time.
+///
+/// # Safety
+/// avx512f and avx512bw must be available.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn copy_rows_xor_avx512(
+    src: &[u8],
+    w: usize,
+    dst: &mut [u8],
+    at: usize,
+    stride: usize,
+    flip: u8,
+) {
+    let f = _mm512_set1_epi8(flip as i8);
+    for (y, row) in src.chunks_exact(w).enumerate() {
+        let d = &mut dst[at + y * stride..][..w];
+        let mut i = 0;
+        // SAFETY: every access is masked to `[i, w)`, inside `row` and `d`.
+        unsafe {
+            while i < w {
+                let rem = (w - i).min(64);
+                let m: __mmask64 = if rem == 64 { !0 } else { (1u64 << rem) - 1 };
+                let v = _mm512_maskz_loadu_epi8(m, row.as_ptr().add(i).cast());
+                _mm512_mask_storeu_epi8(d.as_mut_ptr().add(i).cast(), m, _mm512_xor_si512(v, f));
+                i += rem;
+            }
+        }
+    }
+}
+
+/// [`interleave4`] with AVX-512 (64 positions per step), then the SSE2 version for the rest.
+///
+/// # Safety
+/// avx512f and avx512bw must be available; ranges as for [`interleave4`].
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn interleave4_avx512(src: [*const u8; 4], n: usize, flip: u8, dst: *mut u8) {
+    // SAFETY: every access is below n (sources) or 4n (destination), as the caller guarantees;
+    // the last step masks its loads and stores to that range.
+    unsafe {
+        let f = _mm512_set1_epi8(flip as i8);
+        let mut i = 0;
+        while i < n {
+            let rem = (n - i).min(64);
+            let lm: __mmask64 = if rem == 64 { !0 } else { (1u64 << rem) - 1 };
+            let mut r = [_mm512_setzero_si512(); 4];
+            for (rj, s) in r.iter_mut().zip(src) {
+                *rj = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, s.add(i).cast()), f);
+            }
+            // Per 128-bit lane k, q_m holds positions 16k + 4m .. 16k + 4m + 3.
+            let ab_lo = _mm512_unpacklo_epi8(r[0], r[1]);
+            let ab_hi = _mm512_unpackhi_epi8(r[0], r[1]);
+            let cd_lo = _mm512_unpacklo_epi8(r[2], r[3]);
+            let cd_hi = _mm512_unpackhi_epi8(r[2], r[3]);
+            let q0 = _mm512_unpacklo_epi16(ab_lo, cd_lo);
+            let q1 = _mm512_unpackhi_epi16(ab_lo, cd_lo);
+            let q2 = _mm512_unpacklo_epi16(ab_hi, cd_hi);
+            let q3 = _mm512_unpackhi_epi16(ab_hi, cd_hi);
+            // 4×4 transpose of 128-bit lanes: out_k = [q0.k, q1.k, q2.k, q3.k].
+            let t0 = _mm512_shuffle_i32x4::<0b01_00_01_00>(q0, q1);
+            let t1 = _mm512_shuffle_i32x4::<0b01_00_01_00>(q2, q3);
+            let t2 = _mm512_shuffle_i32x4::<0b11_10_11_10>(q0, q1);
+            let t3 = _mm512_shuffle_i32x4::<0b11_10_11_10>(q2, q3);
+            let out = [
+                _mm512_shuffle_i32x4::<0b10_00_10_00>(t0, t1),
+                _mm512_shuffle_i32x4::<0b11_01_11_01>(t0, t1),
+                _mm512_shuffle_i32x4::<0b10_00_10_00>(t2, t3),
+                _mm512_shuffle_i32x4::<0b11_01_11_01>(t2, t3),
+            ];
+            let d = dst.add(4 * i);
+            for (k, &v) in out.iter().enumerate() {
+                // Output bytes 64k .. 64k + 63 of this step; 4·rem are valid.
+                let valid = (4 * rem).saturating_sub(64 * k).min(64);
+                if valid == 64 {
+                    _mm512_storeu_si512(d.add(64 * k).cast(), v);
+                } else if valid > 0 {
+                    _mm512_mask_storeu_epi8(d.add(64 * k).cast(), (1u64 << valid) - 1, v);
+                }
+            }
+            i += rem;
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! CPU tests of the conv geometry and of the work splitting ([`super::super::split::plan`]).
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::gpu::split::{plan, SplitLimits};
+use crate::shape::ConvParams;
+
+/// The layout `pack_gemm_weights` (in `ops.rs`) gives a grouped conv.
+fn gemm_layout(s: &ConvShape) -> ConvKernelLayout {
+    let qg = s.c_in_per_group().div_ceil(16) as u64;
+    ConvKernelLayout::Gemm {
+        quads_per_group: qg,
+        k_quads: (s.kh * s.kw) as u64 * qg,
+        blocks_per_group: s.c_out_per_group().div_ceil(8) as u64,
+    }
+}
+
+fn layout_for(s: &ConvShape, depthwise: bool) -> ConvKernelLayout {
+    if depthwise {
+        ConvKernelLayout::Depthwise
+    } else {
+        gemm_layout(s)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape(
+    n: usize,
+    groups: usize,
+    cig: usize,
+    cog: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
+) -> Option<ConvShape> {
+    let params = ConvParams {
+        stride,
+        padding: pad,
+        dilation: dil,
+        groups,
+    };
+    ConvShape::new(
+        [n, groups * cig, hw[0], hw[1]],
+        [groups * cog, cig, k[0], k[1]],
+        params,
+    )
+    .ok()
+}
+
+fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
+    (
+        1usize..4,
+        1usize..4,
+        1usize..40,
+        1usize..20,
+        (1usize..12, 1usize..12),
+        (1usize..4, 1usize..4),
+        (1usize..3, 1usize..3),
+        (0usize..3, 0usize..3),
+        (1usize..3, 1usize..3),
+        any::<bool>(),
+        prop_oneof![Just(1u32), Just(2), Just(8), Just(64)],
+    )
+        .prop_filter_map(
+            "valid conv shape",
+            |(n, g, cig, cog, hw, k, st, pad, dil, dw, wg)| {
+                let cig = if dw { 1 } else { cig };
+                let s = shape(
+                    n,
+                    g,
+                    cig,
+                    cog,
+                    [hw.0, hw.1],
+                    [k.0, k.1],
+                    [st.0, st.1],
+                    [pad.0, pad.1],
+                    [dil.0, dil.1],
+                )?;
+                Some((s, dw, wg))
+            },
+        )
+}
+
+fn limits_case() -> impl Strategy<Value = SplitLimits> {
+    (prop_oneof![Just(32u64), Just(256)], 1u32..6, 6u32..22).prop_map(|(align, wgs, bind_log)| {
+        SplitLimits {
+            max_binding: 1 << bind_log,
+            max_workgroups: wgs,
+            align,
+            max_buffer: 1 << 40,
+        }
+    })
+}
+
+fn within(inner: (u64, u64), outer: (u64, u64)) -> bool {
+    outer.0 <= inner.0 && inner.1 <= outer.1
+}
+
+/// Checks that `chunks` partition `[0, total)` in order.
+fn assert_partition(chunks: &[(u64, u64)], total: u64) {
+    let mut next = 0;
+    for &(b, e) in chunks {
+        assert_eq!(b, next, "chunks are contiguous");
+        assert!(e > b, "chunks are not empty");
+        next = e;
+    }
+    assert_eq!(next, total, "chunks cover every item");
+}
+
+#[test]
+fn block_channels_partition_output_channels() {
+    for (groups, cog) in [(1, 1), (1, 8), (1, 9), (3, 5), (2, 17), (4, 16)] {
+        let s = shape(1, groups, 3, cog, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+        let geo = ConvGeometry::new(&s, gemm_layout(&s), 64);
+        let mut next = 0;
+        for b in 0..geo.channel_blocks {
+            let (lo, hi) = geo.block_channels(b);
+            assert_eq!(lo, next);
+            assert!(hi > lo && hi - lo <= CHANNELS_PER_BLOCK);
+            next = hi;
+        }
+        assert_eq!(next, geo.c_out);
+    }
+}
+
+#[test]
+fn border_rows_count_padding_pixels() {
+    let s = shape(1, 1, 4, 4, [3, 5], [3, 3], [1, 1], [2, 1], [1, 1]).unwrap();
+    let geo = ConvGeometry::new(&s, gemm_layout(&s), 64);
+    let mut per_row = vec![0u64; geo.padded_h as usize];
+    for i in 0..geo.border_pixels() {
+        per_row[geo.border_row(i) as usize] += 1;
+    }
+    for (r, &count) in per_row.iter().enumerate() {
+        let r = r as u64;
+        let interior = r >= geo.pad_h && r < geo.pad_h + geo.h;
+        let want = if interior {
+            2 * geo.pad_w
+        } else {
+            geo.padded_w
+        };
+        assert_eq!(count, want, "row {r}");
+    }
+}
+
+#[test]
+fn plan_rejects_an_item_that_cannot_fit() {
+    let split = SplitLimits {
+        max_binding: 64,
+        max_workgroups: 4,
+        align: 32,
+        max_buffer: 1 << 20,
+    };
+    let r = plan(split, 10, 1, "test", &|b, e| vec![(b * 128, e * 128)]);
+    assert!(matches!(r, Err(crate::Error::DeviceLimit(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every (image, output channel, pixel tile) belongs to exactly one conv workgroup, and
+    /// the workgroup's output, input-row and channel ranges contain what it computes.
+    #[test]
+    fn conv_workgroups_cover_every_output_once((s, dw, wg) in conv_case()) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let n = s.n as u64;
+        let mut seen = vec![0u8; (n * geo.c_out * geo.pixel_tiles) as usize];
+        for i in 0..n * geo.workgroups_per_image() {
+            let (img, block, g) = geo.decode_workgroup(i);
+            let r = geo.conv_ranges(0, i, i + 1);
+            let (c_lo, c_hi) = geo.block_channels(block);
+            let tiles = g * geo.workgroup_size..((g + 1) * geo.workgroup_size).min(geo.pixel_tiles);
+            for c in c_lo..c_hi {
+                for t in tiles.clone() {
+                    let word = (img * geo.c_out + c) * geo.pixel_tiles + t;
+                    seen[word as usize] += 1;
+                    prop_assert!(within((word * 4, word * 4 + 4), r[3]));
+                }
+                prop_assert!(within((c * TABLE_VEC4 * 16, (c + 1) * TABLE_VEC4 * 16), r[2]));
+            }
+            for t in tiles {
+                for px in t * 4..(t * 4 + 4).min(geo.plane_out) {
+                    let (oy, ox) = (px / geo.w_out, px % geo.w_out);
+                    for ky in 0..geo.kh {
+                        let row = oy * geo.stride_h + ky * geo.dilation_h;
+                        for kx in 0..geo.kw {
+                            let col = ox * geo.stride_w + kx * geo.dilation_w;
+                            let q = ((img * geo.padded_h + row) * geo.padded_w + col)
+                                * geo.quads_per_pixel;
+                            let need = (q * QUAD, (q + geo.quads_per_pixel) * QUAD);
+                            prop_assert!(within(need, r[0]));
+                        }
+                    }
+                }
+            }
+        }
+        prop_assert!(seen.iter().all(|&k| k == 1));
+    }
+
+    /// The conv split partitions the workgroups of a chunk; every dispatch fits the
+    /// workgroup-count and binding limits, and its ranges contain those of its workgroups.
+    #[test]
+    fn conv_split_fits_limits((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let total = s.n as u64 * geo.workgroups_per_image();
+        let ranges = |b: u64, e: u64| geo.conv_ranges(first, b, e);
+        if let Ok(chunks) = plan(split, total, 1, "conv2d", &ranges) {
+            assert_partition(&chunks, total);
+            let max_groups = split.max_workgroups as u64 * split.max_workgroups as u64;
+            for &(b, e) in &chunks {
+                prop_assert!(e - b <= max_groups);
+                let r = ranges(b, e);
+                for &(lo, hi) in &r {
+                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+                }
+                for i in b..e {
+                    for (one, all) in ranges(i, i + 1).iter().zip(&r) {
+                        prop_assert!(within(*one, *all));
+                    }
+                }
+            }
+        } else {
+            // Only when a single workgroup needs more than one binding allows.
+            let too_big = (0..total).any(|i| {
+                ranges(i, i + 1).iter().any(|&(lo, hi)| split.window(lo, hi).1 > split.max_binding)
+            });
+            prop_assert!(too_big);
+        }
+    }
+
+    /// Repack items: interior and border items partition the chunk's padded pixels, each
+    /// item's quads lie in its ranges, and a split respects the binding limit.
+    #[test]
+    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let images = s.n as u64;
+        let qpp = geo.quads_per_pixel;
+        let total = geo.repack_items(images);
+        prop_assert_eq!(
+            total - geo.interior_items(images),
+            images * (geo.padded_h * geo.padded_w - geo.h * geo.w) * qpp
+        );
+        // Every padded pixel is written by the interior (through its input word) or the border.
+        let mut hit = vec![0u8; (images * geo.padded_h * geo.padded_w) as usize];
+        let n_int = geo.interior_items(images);
+        for i in 0..total {
+            let r = geo.repack_ranges(first, images, i, i + 1);
+            if i < n_int {
+                if !i.is_multiple_of(qpp) {
+                    continue;
+                }
+                let per_img = geo.plane_words_in * qpp;
+                let (img, word) = (i / per_img, (i % per_img) / qpp);
+                prop_assert!(within(((first + img) * geo.c_in * geo.plane_words_in * 4, (first + img + 1) * geo.c_in * geo.plane_words_in * 4), r[0]));
+                for px in word * 4..(word * 4 + 4).min(geo.h * geo.w) {
+                    let (y, x) = (px / geo.w + geo.pad_h, px % geo.w + geo.pad_w);
+                    let p = (img * geo.padded_h + y) * geo.padded_w + x;
+                    hit[p as usize] += 1;
+                    prop_assert!(within((p * qpp * QUAD, (p + 1) * qpp * QUAD), r[1]));
+                }
+            } else if (i - n_int).is_multiple_of(qpp) {
+                let per_img = geo.border_pixels() * qpp;
+                let j = i - n_int;
+                let (img, b) = (j / per_img, (j % per_img) / qpp);
+                let row = geo.border_row(b);
+                let lo = ((img * geo.padded_h + row) * geo.padded_w) * qpp * QUAD;
+                let hi = ((img * geo.padded_h + row + 1) * geo.padded_w) * qpp * QUAD;
+                prop_assert!(within((lo, hi), r[1]));
+            }
+        }
+        // Border pixels of an image: each padded row gets its padding pixels.
+        for img in 0..images {
+            for row in 0..geo.padded_h {
+                let interior_row = row >= geo.pad_h && row < geo.pad_h + geo.h;
+                let covered = (0..geo.padded_w)
+                    .filter(|&x| hit[((img * geo.padded_h + row) * geo.padded_w + x) as usize] == 1)
+                    .count() as u64;
+                let want = if interior_row { geo.w } else { 0 };
+                prop_assert_eq!(covered, want);
+            }
+        }
+        prop_assert!(hit.iter().all(|&k| k <= 1));
+        let ranges = |b: u64, e: u64| geo.repack_ranges(first, images, b, e);
+        if let Ok(chunks) = plan(split, total, 64, "conv input repacking", &ranges) {
+            assert_partition(&chunks, total);
+            for &(b, e) in &chunks {
+                prop_assert!(e - b <= 64 * split.max_workgroups as u64 * split.max_workgroups as u64);
+                for &(lo, hi) in &ranges(b, e) {
+                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+                }
+            }
+        }
+    }
+}
