@@ -144,6 +144,16 @@ pub enum Error {
     #[error("GPU timeout: {0}")]
     Timeout(String),
 
+    /// A graph model is malformed: a node's inputs do not fit its op, a value is missing or
+    /// produced twice, the nodes form a cycle.
+    #[error("graph: {at}: {message}")]
+    Graph {
+        /// Where: `node 'name' (Op)`, `value 'name'` or `graph`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A golden-case comparison could not be carried out.
     #[error("golden case '{case}': {message}")]
     Golden {

@@ -58,6 +58,7 @@
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod io;
 pub mod observers;
 pub mod pipeline;

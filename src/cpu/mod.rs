@@ -4,4 +4,5 @@
 //! other path in squint (the GPU kernels, faster CPU code) is tested against it bit for bit.
 
 pub mod fast;
+pub mod float_ops;
 pub mod reference;

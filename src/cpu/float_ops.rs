@@ -1,0 +1,217 @@
+//! Float reference of the graph ops other than conv (the conv's is [`super::reference::conv2d_f32`]
+//! and its fast path): the calibration path of graph models, simplest code.
+//!
+//! Sums are accumulated in f64 and rounded to f32 once, like the float conv reference, so the
+//! result does not depend on the summation order. Layouts are NCHW; shapes are checked by the
+//! caller's op ([`crate::graph::Op::output_dims`]) and again here by length.
+
+use crate::error::{Error, Result};
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::Shape(format!(
+            "{what} has {got} elements, expected {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// The input rows `start..end` a pooling output row `o` covers: the window starts at
+/// `o*stride - pad` and spans `kernel` taps `dilation` apart; taps outside `0..len` are padding.
+fn window_taps(o: usize, k: usize, s: usize, p: usize, d: usize) -> impl Iterator<Item = isize> {
+    let start = (o * s) as isize - p as isize;
+    (0..k).map(move |t| start + (t * d) as isize)
+}
+
+/// 2-D pooling geometry for [`max_pool2d`] and [`avg_pool2d`]: `[n, c, h, w]` in, `[oh, ow]`
+/// out, kernel, stride, padding and dilation per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeometry {
+    /// Input dims NCHW.
+    pub input: [usize; 4],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Window size.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Padding on both sides.
+    pub padding: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+}
+
+impl PoolGeometry {
+    fn output_len(&self) -> usize {
+        self.input[0] * self.input[1] * self.output[0] * self.output[1]
+    }
+}
+
+/// Max pooling: each output is the largest input in its window; padding is `-inf` (never
+/// chosen unless the window holds only padding, which the output size formula rules out).
+pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+    let [n, c, h, w] = g.input;
+    check_len("max_pool2d input", x.len(), n * c * h * w)?;
+    let mut out = Vec::with_capacity(g.output_len());
+    for plane in x.chunks_exact(h * w) {
+        for oy in 0..g.output[0] {
+            for ox in 0..g.output[1] {
+                let mut m = f32::NEG_INFINITY;
+                for iy in window_taps(oy, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0]) {
+                    for ix in window_taps(ox, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1])
+                    {
+                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                            m = m.max(plane[iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The divisor of one average-pooling window (PyTorch's CPU `avg_pool2d`): the window clipped
+/// to the padded input counts when `count_include_pad`, the window clipped to the input
+/// otherwise; `divisor_override` replaces both. Also returns the window clipped to the input,
+/// as `(y0..y1, x0..x1)`; it is empty when the window lies entirely in the padding.
+pub fn avg_pool_window(
+    g: &PoolGeometry,
+    oy: usize,
+    ox: usize,
+    count_include_pad: bool,
+    divisor_override: Option<usize>,
+) -> (usize, [std::ops::Range<usize>; 2]) {
+    let clip = |o: usize, axis: usize, len: usize| {
+        let (k, s, p) = (g.kernel[axis], g.stride[axis], g.padding[axis]);
+        let start = (o * s) as isize - p as isize;
+        let end_padded = (start + k as isize).min((len + p) as isize);
+        let pad_span = (end_padded - start) as usize;
+        let (a, b) = (
+            start.max(0) as usize,
+            end_padded.min(len as isize).max(0) as usize,
+        );
+        (pad_span, a..b.max(a))
+    };
+    let (ph, ry) = clip(oy, 0, g.input[2]);
+    let (pw, rx) = clip(ox, 1, g.input[3]);
+    let divisor = match divisor_override {
+        Some(d) => d,
+        None if count_include_pad => ph * pw,
+        None => ry.len() * rx.len(),
+    };
+    (divisor, [ry, rx])
+}
+
+/// Average pooling (no dilation): the sum over each window divided by
+/// [`avg_pool_window`]'s divisor; a window entirely in the padding gives 0.
+pub fn avg_pool2d(
+    x: &[f32],
+    g: &PoolGeometry,
+    count_include_pad: bool,
+    divisor_override: Option<usize>,
+) -> Result<Vec<f32>> {
+    let [n, c, h, w] = g.input;
+    check_len("avg_pool2d input", x.len(), n * c * h * w)?;
+    let mut out = Vec::with_capacity(g.output_len());
+    for plane in x.chunks_exact(h * w) {
+        for oy in 0..g.output[0] {
+            for ox in 0..g.output[1] {
+                let (div, [ry, rx]) =
+                    avg_pool_window(g, oy, ox, count_include_pad, divisor_override);
+                if ry.is_empty() || rx.is_empty() || div == 0 {
+                    out.push(0.0);
+                    continue;
+                }
+                let sum: f64 = ry
+                    .flat_map(|y| rx.clone().map(move |xx| plane[y * w + xx] as f64))
+                    .sum();
+                out.push((sum / div as f64) as f32);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The input range adaptive pooling averages for output `o` of `out` over `len` inputs:
+/// `floor(o*len/out) .. ceil((o+1)*len/out)`.
+pub fn adaptive_range(o: usize, out: usize, len: usize) -> std::ops::Range<usize> {
+    (o * len / out)..((o + 1) * len).div_ceil(out)
+}
+
+/// Adaptive average pooling of NCHW `input` to `output` (height, width).
+pub fn adaptive_avg_pool2d(x: &[f32], input: [usize; 4], output: [usize; 2]) -> Result<Vec<f32>> {
+    let [n, c, h, w] = input;
+    check_len("adaptive_avg_pool2d input", x.len(), n * c * h * w)?;
+    let mut out = Vec::with_capacity(n * c * output[0] * output[1]);
+    for plane in x.chunks_exact(h * w) {
+        for oy in 0..output[0] {
+            for ox in 0..output[1] {
+                let (ry, rx) = (
+                    adaptive_range(oy, output[0], h),
+                    adaptive_range(ox, output[1], w),
+                );
+                let count = ry.len() * rx.len();
+                let sum: f64 = ry
+                    .flat_map(|y| rx.clone().map(move |xx| plane[y * w + xx] as f64))
+                    .sum();
+                out.push((sum / count as f64) as f32);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Concatenation along `axis` of tensors whose dims agree elsewhere: `outer` is the product of
+/// the dims before `axis`, and each input contributes its `inner = dims[axis..].product()`
+/// elements per outer index.
+pub fn concat<T: Copy>(inputs: &[&[T]], inner: &[usize], outer: usize) -> Result<Vec<T>> {
+    if inputs.len() != inner.len() {
+        return Err(Error::Shape(format!(
+            "concat: {} inputs but {} inner sizes",
+            inputs.len(),
+            inner.len()
+        )));
+    }
+    for (i, (x, &n)) in inputs.iter().zip(inner).enumerate() {
+        check_len(&format!("concat input {i}"), x.len(), outer * n)?;
+    }
+    let mut out = Vec::with_capacity(inputs.iter().map(|x| x.len()).sum());
+    for o in 0..outer {
+        for (x, &n) in inputs.iter().zip(inner) {
+            out.extend_from_slice(&x[o * n..(o + 1) * n]);
+        }
+    }
+    Ok(out)
+}
+
+/// `y[n][o] = sum_i x[n][i] * w[o][i] + b[o]` for `x` of shape `[batch, in]`, `w` of
+/// `[out, in]`.
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    batch: usize,
+    out: usize,
+) -> Result<Vec<f32>> {
+    if out == 0 || w.is_empty() || !w.len().is_multiple_of(out) {
+        return Err(Error::Shape(format!(
+            "linear weight has {} elements, not a non-zero multiple of {out} outputs",
+            w.len()
+        )));
+    }
+    let inp = w.len() / out;
+    check_len("linear input", x.len(), batch * inp)?;
+    if let Some(b) = bias {
+        check_len("linear bias", b.len(), out)?;
+    }
+    let mut y = Vec::with_capacity(batch * out);
+    for row in x.chunks_exact(inp).take(batch) {
+        for (o, wr) in w.chunks_exact(inp).enumerate() {
+            let dot: f64 = row.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+            y.push((dot + bias.map_or(0.0, |b| b[o] as f64)) as f32);
+        }
+    }
+    Ok(y)
+}

@@ -1,0 +1,155 @@
+//! Float evaluation of a [`Graph`] on the CPU: the path calibration observes.
+//!
+//! Conv2d runs on the fast float conv (bit-identical on every ISA); every other op on the float
+//! reference in [`crate::cpu::float_ops`]. Values are dropped as soon as their last reader has
+//! run ([`BufferPlan::last_use`]).
+
+use super::op::node_error;
+use super::{BufferPlan, Graph, Node, Op, ValueId};
+use crate::cpu::fast::{self, FastConvOptions};
+use crate::cpu::float_ops::{self, PoolGeometry};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+impl Graph {
+    /// Runs the graph in f32 and returns its outputs.
+    pub fn run_f32(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
+        self.run_f32_visit(inputs, |_, _| Ok(()))
+    }
+
+    /// Runs the graph in f32, showing every value to `visit` as soon as it exists (graph inputs
+    /// first, then each node's output in node order), and returns the graph outputs. This is
+    /// how observers see a graph during calibration.
+    pub fn run_f32_visit(
+        &self,
+        inputs: &[Tensor<f32>],
+        mut visit: impl FnMut(ValueId, &Tensor<f32>) -> Result<()>,
+    ) -> Result<Vec<Tensor<f32>>> {
+        if inputs.len() != self.inputs().len() {
+            return Err(Error::Graph {
+                at: "graph".into(),
+                message: format!(
+                    "takes {} input(s), got {}",
+                    self.inputs().len(),
+                    inputs.len()
+                ),
+            });
+        }
+        let plan = BufferPlan::new(self);
+        let mut live: Vec<Option<Tensor<f32>>> = vec![None; self.values().len()];
+        for (&id, x) in self.inputs().iter().zip(inputs) {
+            let v = self.value(id);
+            if x.dims != v.dims {
+                return Err(Error::Shape(format!(
+                    "graph input '{}' must have dims {:?}, got {:?}",
+                    v.name, v.dims, x.dims
+                )));
+            }
+            crate::quant::check_finite(&x.data, &v.name)?;
+            visit(id, x)?;
+            live[id.0] = Some(x.clone());
+        }
+        for (step, node) in self.nodes().iter().enumerate() {
+            let args: Vec<&Tensor<f32>> = node
+                .inputs
+                .iter()
+                .map(|v| {
+                    live[v.0]
+                        .as_ref()
+                        .expect("inputs are live until their last reader")
+                })
+                .collect();
+            let dims = self.value(node.output).dims.clone();
+            crate::tensor::check_host_alloc(
+                dims.iter().product(),
+                4,
+                &format!("the output of node '{}'", node.name),
+            )?;
+            let data = eval_node(node, &args, &dims)
+                .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?;
+            let y = Tensor::new(dims, data)?;
+            visit(node.output, &y)?;
+            live[node.output.0] = Some(y);
+            for v in &node.inputs {
+                if plan.last_use[v.0] == Some(step) {
+                    live[v.0] = None;
+                }
+            }
+        }
+        Ok(self
+            .outputs()
+            .iter()
+            .map(|o| live[o.0].clone().expect("graph outputs stay live"))
+            .collect())
+    }
+}
+
+fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2d) -> PoolGeometry {
+    PoolGeometry {
+        input: [x[0], x[1], x[2], x[3]],
+        output: [y[2], y[3]],
+        kernel: p.kernel,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+    }
+}
+
+/// One node on already-checked dims (the graph inferred `out_dims` from the inputs' dims).
+fn eval_node(node: &Node, args: &[&Tensor<f32>], out_dims: &[usize]) -> Result<Vec<f32>> {
+    let x = args[0];
+    let y = match &node.op {
+        Op::Conv2d(c) => {
+            let s = c.shape(&x.dims).map_err(Error::Shape)?;
+            let opts = FastConvOptions::default();
+            let mut y = fast::conv2d_f32(&x.data, &c.weight.data, c.bias.as_deref(), &s, &opts)?;
+            y.iter_mut().for_each(|v| *v = c.act.apply(*v));
+            y
+        }
+        Op::Add { act } => x
+            .data
+            .iter()
+            .zip(&args[1].data)
+            .map(|(&a, &b)| act.apply(a + b))
+            .collect(),
+        Op::Concat { axis } => {
+            let outer: usize = x.dims[..*axis].iter().product();
+            let inner: Vec<usize> = args
+                .iter()
+                .map(|t| t.dims[*axis..].iter().product())
+                .collect();
+            let data: Vec<&[f32]> = args.iter().map(|t| t.data.as_slice()).collect();
+            float_ops::concat(&data, &inner, outer)?
+        }
+        Op::MaxPool2d(p) => float_ops::max_pool2d(&x.data, &pool_geometry(&x.dims, out_dims, p))?,
+        Op::AvgPool2d {
+            pool,
+            count_include_pad,
+            divisor_override,
+        } => float_ops::avg_pool2d(
+            &x.data,
+            &pool_geometry(&x.dims, out_dims, pool),
+            *count_include_pad,
+            *divisor_override,
+        )?,
+        Op::AdaptiveAvgPool2d { output } => float_ops::adaptive_avg_pool2d(
+            &x.data,
+            [x.dims[0], x.dims[1], x.dims[2], x.dims[3]],
+            *output,
+        )?,
+        Op::Flatten { .. } | Op::Reshape { .. } => x.data.clone(),
+        Op::Linear(l) => {
+            let mut y = float_ops::linear(
+                &x.data,
+                &l.weight.data,
+                l.bias.as_deref(),
+                x.dims[0],
+                l.weight.dims[0],
+            )?;
+            y.iter_mut().for_each(|v| *v = l.act.apply(*v));
+            y
+        }
+        Op::Activation(a) => x.data.iter().map(|&v| a.apply(v)).collect(),
+    };
+    Ok(y)
+}

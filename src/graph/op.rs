@@ -1,0 +1,415 @@
+//! The operators of a graph, their attributes and their output shapes.
+//!
+//! Every operator has one output. Shapes follow PyTorch: activations are NCHW, a conv weight is
+//! OIHW, a linear weight is `[out_features, in_features]`.
+//!
+//! Pooling output size (PyTorch's `pooling_output_shape`, `aten/src/ATen/native/Pool.h`):
+//!
+//! ```text
+//! out = floor((in + 2p - d(k-1) - 1 + (ceil_mode ? s-1 : 0)) / s) + 1
+//! if ceil_mode and (out-1)*s >= in + p: out -= 1    (the last window must start inside the
+//!                                                     input or its left padding)
+//! ```
+//!
+//! and PyTorch requires `p <= k/2`. Adaptive average pooling to `O` outputs averages input rows
+//! `floor(o*I/O) .. ceil((o+1)*I/O)` for each output row `o` (`adaptive_avg_pool2d`).
+
+use crate::error::Error;
+use crate::shape::{checked_numel, ConvParams, ConvShape};
+use crate::tensor::Tensor;
+
+/// An elementwise clamp applied after an op (fused) or on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// Nothing.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, min), max)`: ReLU6 is `Clip { min: 0, max: 6 }`, PyTorch's `Hardtanh` and
+    /// ONNX's `Clip` in general.
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound (`>= min`).
+        max: f32,
+    },
+}
+
+impl Activation {
+    /// ReLU6.
+    pub const RELU6: Activation = Activation::Clip { min: 0.0, max: 6.0 };
+
+    /// Applies the activation to one value.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clip { min, max } => v.max(min).min(max),
+        }
+    }
+
+    fn validate(self) -> std::result::Result<(), String> {
+        match self {
+            Activation::Clip { min, max }
+                if !(min.is_finite() && max.is_finite() && min <= max) =>
+            {
+                Err(format!(
+                    "clip bounds must be finite with min <= max, got [{min}, {max}]"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A float conv2d with its weights, optionally followed by a fused activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2dOp {
+    /// Weight, OIHW.
+    pub weight: Tensor<f32>,
+    /// Optional bias, one per output channel.
+    pub bias: Option<Vec<f32>>,
+    /// Stride, padding, dilation, groups.
+    pub params: ConvParams,
+    /// Fused activation.
+    pub act: Activation,
+}
+
+impl Conv2dOp {
+    /// The conv's shape for an input of dims `x`.
+    pub fn shape(&self, x: &[usize]) -> std::result::Result<ConvShape, String> {
+        let x4 = dims4(x, "input")?;
+        let w4 = dims4(&self.weight.dims, "weight")?;
+        if let Some(b) = &self.bias {
+            if b.len() != w4[0] {
+                return Err(format!(
+                    "bias has {} elements for {} output channels",
+                    b.len(),
+                    w4[0]
+                ));
+            }
+        }
+        ConvShape::new(x4, w4, self.params).map_err(|e| e.to_string())
+    }
+}
+
+/// A float linear layer `y = x W^T + b` on `[N, in_features]`, with a fused activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearOp {
+    /// Weight, `[out_features, in_features]`.
+    pub weight: Tensor<f32>,
+    /// Optional bias, one per output feature.
+    pub bias: Option<Vec<f32>>,
+    /// Fused activation.
+    pub act: Activation,
+}
+
+/// Window geometry of a 2-D pooling (height, width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2d {
+    /// Window size, each >= 1.
+    pub kernel: [usize; 2],
+    /// Stride, each >= 1 (PyTorch's default is the kernel size).
+    pub stride: [usize; 2],
+    /// Implicit padding on both sides, at most half the kernel.
+    pub padding: [usize; 2],
+    /// Dilation, each >= 1 (average pooling has none: 1).
+    pub dilation: [usize; 2],
+    /// Round the output size up instead of down.
+    pub ceil_mode: bool,
+}
+
+impl Pool2d {
+    /// A `k`x`k` window with stride `k`, no padding: PyTorch's defaults for `MaxPool2d(k)`.
+    pub fn new(k: usize) -> Self {
+        Pool2d {
+            kernel: [k, k],
+            stride: [k, k],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+        }
+    }
+    /// Builder: both strides.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// Builder: both paddings.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// Builder: both dilations.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Builder: ceil mode.
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+
+    /// Output size along one axis (see the module docs), or why there is none.
+    pub fn output_len(&self, axis: usize, input: usize) -> std::result::Result<usize, String> {
+        let (k, s, p, d) = (
+            self.kernel[axis],
+            self.stride[axis],
+            self.padding[axis],
+            self.dilation[axis],
+        );
+        if k == 0 || s == 0 || d == 0 {
+            return Err(format!(
+                "kernel, stride and dilation must be >= 1, got {:?}, {:?}, {:?}",
+                self.kernel, self.stride, self.dilation
+            ));
+        }
+        if p > k / 2 {
+            return Err(format!(
+                "padding {p} is more than half the kernel size {k} (PyTorch refuses it)"
+            ));
+        }
+        let span = d
+            .checked_mul(k - 1)
+            .and_then(|v| v.checked_add(1))
+            .ok_or("window overflows")?;
+        let padded = input.checked_add(2 * p).ok_or("padded input overflows")?;
+        if padded < span {
+            return Err(format!(
+                "the window spans {span} but the padded input has only {padded}"
+            ));
+        }
+        let round_up = if self.ceil_mode { s - 1 } else { 0 };
+        let mut out = (padded - span + round_up) / s + 1;
+        if self.ceil_mode && (out - 1) * s >= input + p {
+            out -= 1;
+        }
+        Ok(out)
+    }
+}
+
+/// One operator of a graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Conv2d with a fused activation (BatchNorm already folded in).
+    Conv2d(Conv2dOp),
+    /// Elementwise sum of two tensors of equal shape, then an activation (`add_relu`).
+    Add {
+        /// Fused activation.
+        act: Activation,
+    },
+    /// Concatenation along `axis` (1 = channels for NCHW).
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Max pooling over NCHW; padding counts as `-inf`.
+    MaxPool2d(Pool2d),
+    /// Average pooling over NCHW (no dilation).
+    AvgPool2d {
+        /// Window geometry (`dilation` must be 1).
+        pool: Pool2d,
+        /// Padding elements count in the divisor.
+        count_include_pad: bool,
+        /// A fixed divisor instead of the window size.
+        divisor_override: Option<usize>,
+    },
+    /// Adaptive average pooling of NCHW to `output` (height, width); `[1, 1]` is global.
+    AdaptiveAvgPool2d {
+        /// Output height and width.
+        output: [usize; 2],
+    },
+    /// Flattens dims `start_dim..` into one (`torch.flatten(x, start_dim)`).
+    Flatten {
+        /// The first dim flattened.
+        start_dim: usize,
+    },
+    /// Reinterprets the data with new dims of the same element count.
+    Reshape {
+        /// The new dims.
+        dims: Vec<usize>,
+    },
+    /// Linear (Gemm, MatMul with constant weights) with a fused activation.
+    Linear(LinearOp),
+    /// A standalone activation.
+    Activation(Activation),
+}
+
+impl Op {
+    /// The operator's name, as in error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "Conv2d",
+            Op::Add { .. } => "Add",
+            Op::Concat { .. } => "Concat",
+            Op::MaxPool2d(_) => "MaxPool2d",
+            Op::AvgPool2d { .. } => "AvgPool2d",
+            Op::AdaptiveAvgPool2d { .. } => "AdaptiveAvgPool2d",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Linear(_) => "Linear",
+            Op::Activation(_) => "Activation",
+        }
+    }
+
+    /// How many inputs the op takes (`None`: one or more).
+    pub fn arity(&self) -> Option<usize> {
+        match self {
+            Op::Add { .. } => Some(2),
+            Op::Concat { .. } => None,
+            _ => Some(1),
+        }
+    }
+
+    /// The output dims for inputs of dims `inputs`, or why the op cannot take them.
+    pub fn output_dims(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        match self.arity() {
+            Some(n) if inputs.len() != n => {
+                return Err(format!("takes {n} input(s), got {}", inputs.len()))
+            }
+            None if inputs.is_empty() => return Err("takes at least one input".into()),
+            _ => {}
+        }
+        let x = inputs[0];
+        let dims = match self {
+            Op::Conv2d(c) => {
+                c.act.validate()?;
+                c.shape(x)?.output_dims().to_vec()
+            }
+            Op::Add { act } => {
+                act.validate()?;
+                if inputs[1] != x {
+                    return Err(format!(
+                        "inputs must have equal shapes (no broadcasting), got {x:?} and {:?}",
+                        inputs[1]
+                    ));
+                }
+                x.to_vec()
+            }
+            Op::Concat { axis } => {
+                if *axis >= x.len() {
+                    return Err(format!("axis {axis} is out of range for rank {}", x.len()));
+                }
+                let mut out = x.to_vec();
+                for (i, d) in inputs.iter().enumerate().skip(1) {
+                    let same_rest = d.len() == x.len()
+                        && d.iter()
+                            .zip(x)
+                            .enumerate()
+                            .all(|(a, (u, v))| a == *axis || u == v);
+                    if !same_rest {
+                        return Err(format!(
+                            "input {i} has shape {d:?}, incompatible with {x:?} outside axis {axis}"
+                        ));
+                    }
+                    out[*axis] = out[*axis]
+                        .checked_add(d[*axis])
+                        .ok_or("concatenated size overflows")?;
+                }
+                out
+            }
+            Op::MaxPool2d(p) => pool_dims(x, p)?,
+            Op::AvgPool2d {
+                pool,
+                divisor_override,
+                ..
+            } => {
+                if pool.dilation != [1, 1] {
+                    return Err(format!(
+                        "average pooling has no dilation, got {:?}",
+                        pool.dilation
+                    ));
+                }
+                if *divisor_override == Some(0) {
+                    return Err("divisor_override must be >= 1".into());
+                }
+                pool_dims(x, pool)?
+            }
+            Op::AdaptiveAvgPool2d { output } => {
+                let [n, c, h, w] = dims4(x, "input")?;
+                if output.contains(&0) || h == 0 || w == 0 {
+                    return Err(format!(
+                        "input {h}x{w} and output {output:?} must be non-empty"
+                    ));
+                }
+                vec![n, c, output[0], output[1]]
+            }
+            Op::Flatten { start_dim } => {
+                if *start_dim >= x.len() {
+                    return Err(format!(
+                        "start_dim {start_dim} is out of range for rank {}",
+                        x.len()
+                    ));
+                }
+                let rest = checked_numel(&x[*start_dim..]).map_err(|e| e.to_string())?;
+                let mut out = x[..*start_dim].to_vec();
+                out.push(rest);
+                out
+            }
+            Op::Reshape { dims } => {
+                let (a, b) = (
+                    checked_numel(x).map_err(|e| e.to_string())?,
+                    checked_numel(dims).map_err(|e| e.to_string())?,
+                );
+                if a != b {
+                    return Err(format!(
+                        "cannot reshape {x:?} ({a} elements) to {dims:?} ({b} elements)"
+                    ));
+                }
+                dims.clone()
+            }
+            Op::Linear(l) => {
+                l.act.validate()?;
+                let [o, i] = <[usize; 2]>::try_from(l.weight.dims.as_slice()).map_err(|_| {
+                    format!("weight must be 2-D [out, in], got {:?}", l.weight.dims)
+                })?;
+                if x.len() != 2 || x[1] != i {
+                    return Err(format!(
+                        "input must be [N, {i}] for a weight [{o}, {i}], got {x:?}"
+                    ));
+                }
+                if let Some(b) = &l.bias {
+                    if b.len() != o {
+                        return Err(format!("bias has {} elements for {o} outputs", b.len()));
+                    }
+                }
+                vec![x[0], o]
+            }
+            Op::Activation(a) => {
+                a.validate()?;
+                x.to_vec()
+            }
+        };
+        check_dims(&dims)?;
+        Ok(dims)
+    }
+}
+
+/// Checks that `dims` has elements and not too many: empty tensors are not supported.
+pub(crate) fn check_dims(dims: &[usize]) -> std::result::Result<(), String> {
+    checked_numel(dims).map_err(|e| e.to_string())?;
+    if dims.contains(&0) {
+        return Err(format!(
+            "shape {dims:?} is empty; empty tensors are not supported"
+        ));
+    }
+    Ok(())
+}
+
+fn dims4(d: &[usize], what: &str) -> std::result::Result<[usize; 4], String> {
+    <[usize; 4]>::try_from(d).map_err(|_| format!("{what} must be 4-D (NCHW), got {d:?}"))
+}
+
+fn pool_dims(x: &[usize], p: &Pool2d) -> std::result::Result<Vec<usize>, String> {
+    let [n, c, h, w] = dims4(x, "input")?;
+    Ok(vec![n, c, p.output_len(0, h)?, p.output_len(1, w)?])
+}
+
+/// An error about node `node` running op `op`.
+pub(crate) fn node_error(node: &str, op: &str, message: impl Into<String>) -> Error {
+    Error::Graph {
+        at: format!("node '{node}' ({op})"),
+        message: message.into(),
+    }
+}
