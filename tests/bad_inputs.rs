@@ -44,6 +44,7 @@ fn kind(e: &Error) -> &'static str {
         Error::DeviceLimit(_) => "DeviceLimit",
         Error::Timeout(_) => "Timeout",
         Error::KernelSource { .. } => "KernelSource",
+        Error::Graph { .. } => "Graph",
         Error::Golden { .. } => "Golden",
     }
 }
