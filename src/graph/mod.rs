@@ -263,6 +263,11 @@ impl GraphBuilder {
         Ok(id)
     }
 
+    /// A value defined so far.
+    pub fn value(&self, id: ValueId) -> Option<&Value> {
+        self.values.get(id.0)
+    }
+
     /// Declares a graph input.
     pub fn input(&mut self, name: &str, dims: &[usize]) -> Result<ValueId> {
         op::check_dims(dims).map_err(|m| value_error(name, &m))?;

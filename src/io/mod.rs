@@ -1,4 +1,4 @@
-//! File I/O: `.npy` arrays, `.safetensors` tensors, and atomic writes.
+//! File I/O: `.npy` arrays, `.safetensors` tensors, ONNX models, and atomic writes.
 //!
 //! Readers never trust a header: sizes are checked against the bytes actually present before
 //! anything is allocated, and every failure is an [`crate::Error::Format`] naming the file.
@@ -6,6 +6,7 @@
 //! so an error never leaves a half-written output behind.
 
 pub mod npy;
+pub mod onnx;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
