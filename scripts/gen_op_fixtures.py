@@ -107,6 +107,57 @@ def add_cases():
     return cases
 
 
+def _x86_add_probe(rng):
+    """Searches scales and zero points for which ATen's vector dequantization
+    (fma(s, q, f32(s * -zp))) and its scalar one (f32(s * (q - zp))) give different add results;
+    returns (sa, sb, sy, za, zb, zy, [(a, b), ...]) with the differing input pairs."""
+    f = np.float32
+    a = np.arange(256, dtype=np.int64)[:, None]
+    b = np.arange(256, dtype=np.int64)[None, :]
+    while True:
+        sa, sb, sy = (rand_scale(rng) for _ in range(3))
+        za, zb, zy = (int(rng.integers(0, 256)) for _ in range(3))
+        c_s = (f(sa) * (a - za).astype(f) + f(sb) * (b - zb).astype(f)).astype(f)
+        pa, pb = f(f(sa) * -f(za)), f(f(sb) * -f(zb))
+        # f64 holds s*q + p exactly here (similar magnitudes), so one rounding = fma.
+        da = (np.float64(f(sa)) * a + np.float64(pa)).astype(f)
+        db = (np.float64(f(sb)) * b + np.float64(pb)).astype(f)
+        c_v = (da + db).astype(f)
+        inv = f(1.0) / f(sy)
+        q = lambda c: np.clip(np.rint((c * inv).astype(f)).astype(np.int64) + zy, 0, 255)
+        d = np.argwhere(q(c_s) != q(c_v))
+        if len(d):
+            return sa, sb, sy, za, zb, zy, [(int(i), int(j)) for i, j in d]
+
+
+def add_isa_probe_cases():
+    """Adds where the x86 engine's vector and scalar paths disagree: each tensor has 200
+    elements (AVX512 runs the first 128 through the vector path, AVX2 the first 192, DEFAULT
+    none) and holds a differing input pair at every 9th position, so both paths see it."""
+    cases = []
+    for idx in range(4):
+        rng = np.random.default_rng(seed_for("add_isa_probe", idx))
+        sa, sb, sy, za, zb, zy, pairs = _x86_add_probe(rng)
+        shape = (1, 2, 10, 10)
+        a = rng.integers(0, 256, size=200).astype(np.uint8)
+        b = rng.integers(0, 256, size=200).astype(np.uint8)
+        for k, pos in enumerate(range(0, 200, 9)):
+            a[pos], b[pos] = pairs[k % len(pairs)]
+        qa, qb = qt(a.reshape(shape), sa, za), qt(b.reshape(shape), sb, zb)
+        relu = idx == 3
+        fn = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
+        y = fn(qa, qb, f32(sy), zy)
+        op = "add_relu" if relu else "add"
+        cases.append({
+            "name": f"{op}_isa_probe_{idx}",
+            "op": op,
+            "inputs": [tdesc(qa), tdesc(qb)],
+            "attrs": {},
+            "out": tdesc(y),
+        })
+    return cases
+
+
 # ---------------------------------------------------------------- cat
 def cat_cases():
     cfgs = [
@@ -319,6 +370,73 @@ def linear_cases(engine):
     return cases
 
 
+def _linear_formulas(acc, sx, sw, b, sy, zy):
+    """The three requantization formulas PyTorch's engines use (see docs/ops.md), in float32."""
+    f = np.float32
+    acc = acc.astype(np.int64)
+    sx, sy = f(sx), f(sy)
+    sw, b = sw.astype(f), b.astype(f)
+    s = (sw * sx).astype(f)
+    bq = np.rint((b * (f(1) / s).astype(f)).astype(f)).astype(np.int64)
+    m = (s * (f(1) / sy)).astype(f)
+    qn = np.rint(((acc + bq).astype(f) * m).astype(f)).astype(np.int64) + zy
+    s2 = (sx * sw).astype(f)
+    m2 = (s2 / sy).astype(f)
+    bf = (b / s2).astype(f)
+    fb = np.rint(((acc.astype(f) + bf).astype(f) * m2).astype(f)).astype(np.int64) + zy
+    inv = f(1) / sy
+    on = np.rint(((((acc.astype(f) * sx).astype(f) * sw).astype(f) + b).astype(f) * inv
+                  ).astype(f) + f(zy)).astype(np.int64)
+    c = lambda v: np.clip(v, 0, 255)
+    return c(qn), c(fb), c(on)
+
+
+def linear_probe_cases():
+    """Linear layers on which the qnnpack, fbgemm and onednn formulas give different ints
+    (found by a seeded search with a NumPy model of the three), so the fixtures tell them
+    apart: per-tensor and per-channel weights, with bias."""
+    cases = []
+    for idx, pc in enumerate([False, True, False, True]):
+        rng = np.random.default_rng(seed_for("linear_probe", idx))
+        while True:
+            n, k, o = 16, int(rng.integers(8, 48)), 16
+            sx, sy = rand_scale(rng), rand_scale(rng, 0.01, 0.2)
+            zx, zy = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+            x = rng.integers(0, 256, size=(n, k)).astype(np.uint8)
+            wi = rng.integers(-128, 128, size=(o, k)).astype(np.int8)
+            sw = (np.array([rand_scale(rng, 0.001, 0.02) for _ in range(o)]) if pc
+                  else np.full(o, rand_scale(rng, 0.001, 0.02))).astype(np.float32)
+            b = rng.normal(0.0, 0.5, size=o).astype(np.float32)
+            acc = (x.astype(np.int64) - zx) @ wi.astype(np.int64).T
+            qn, fb, on = _linear_formulas(acc, sx, sw, b, sy, zy)
+            if (qn != fb).any() and (fb != on).any():
+                break
+        qx = qt(x, sx, zx)
+        if pc:
+            w = torch._make_per_channel_quantized_tensor(
+                torch.tensor(wi), torch.tensor(sw.astype(np.float64)),
+                torch.zeros(o, dtype=torch.int64), 0)
+            wq = {"qscheme": "per_channel_affine", "scales": [f32(v) for v in sw],
+                  "zero_points": [0] * o}
+        else:
+            w = torch._make_per_tensor_quantized_tensor(torch.tensor(wi), f32(sw[0]), 0)
+            wq = {"qscheme": "per_tensor_affine", "scales": [f32(sw[0])], "zero_points": [0]}
+        bias = torch.tensor(b)
+        y = torch.ops.quantized.linear(qx, torch.ops.quantized.linear_prepack(w, bias),
+                                       f32(sy), zy)
+        wq.update({"shape": [o, k], "ints": wi.reshape(-1).tolist()})
+        cases.append({
+            "name": f"linear_probe_{idx}_{'pc' if pc else 'pt'}",
+            "op": "linear",
+            "inputs": [tdesc(qx)],
+            "weight": wq,
+            "bias": [float(v) for v in b],
+            "attrs": {},
+            "out": tdesc(y),
+        })
+    return cases
+
+
 # ---------------------------------------------------------------- activations, flatten
 def activation_cases():
     cfgs = [
@@ -359,12 +477,12 @@ def activation_cases():
 
 
 FAMILIES = {
-    "add": lambda e: add_cases(),
+    "add": lambda e: add_cases() + add_isa_probe_cases(),
     "cat": lambda e: cat_cases(),
     "max_pool2d": lambda e: max_pool_cases(),
     "avg_pool2d": lambda e: avg_pool_cases(),
     "adaptive_avg_pool2d": lambda e: adaptive_avg_pool_cases(),
-    "linear": linear_cases,
+    "linear": lambda e: linear_cases(e) + linear_probe_cases(),
     "activation": lambda e: activation_cases(),
 }
 

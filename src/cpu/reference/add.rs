@@ -17,7 +17,7 @@ use crate::quant::{quantize_one, QDtype, QParams, QnnpackAddParams};
 /// of `a.len()` elements each, returning the stored output bytes (output dtype = input dtype).
 ///
 /// For the x86 engine, ATen's `cpu_kernel_vec` runs the vector lambda on the first
-/// `floor(n / 2L) * 2L` elements (`L` = [`CpuCapability::quint8_lanes`]) and the scalar lambda
+/// `floor(n / 2L) * 2L` elements (`L` = [`CpuCapability::qadd_lanes`], 32 on AVX2 and AVX512) and the scalar lambda
 /// on the rest; the two dequantize differently (see the module docs), so `isa` must be the
 /// capability of the PyTorch build that is to be matched. The qnnpack engine ignores `isa`.
 #[allow(clippy::too_many_arguments)]
@@ -94,7 +94,7 @@ fn add_x86(
     relu: bool,
 ) -> Vec<u8> {
     let n = a.len();
-    let vec_end = isa.quint8_lanes().map_or(0, |l| n / (2 * l) * (2 * l));
+    let vec_end = isa.qadd_lanes().map_or(0, |l| n / (2 * l) * (2 * l));
     let inv = 1.0f32 / out.scale;
     let dt = a_qp.dtype;
     // Vector path: `s * q + f32(s * -zp)` with one rounding (FMA).
