@@ -170,6 +170,7 @@ def cat_cases():
         ([(1, 2, 3, 4), (2, 2, 3, 4)], 0, "random"),
         ([(1, 4, 5, 5), (1, 6, 5, 5)], 1, "equal"),
         ([(1, 4, 5, 5), (1, 6, 5, 5)], 1, "torch_cat"),
+        ([(1, 3, 4, 5), (1, 2, 4, 5)], 1, "torch_cat_mixed"),
     ]
     cases = []
     for idx, (shapes, dim, kind) in enumerate(cfgs):
@@ -195,13 +196,14 @@ def cat_cases():
             zps = [zps[0]] * n
             zy = zps[0]
         xs = [rand_q(rng, sh, s, z) for sh, s, z in zip(shapes, scales, zps)]
-        if kind == "torch_cat":
+        if kind.startswith("torch_cat"):
+            # Mixed qparams: torch.cat warns and requantizes to the first input's qparams.
             y = torch.cat(xs, dim=dim)
         else:
             y = torch.ops.quantized.cat(xs, dim=dim, scale=f32(sy), zero_point=zy)
         cases.append({
             "name": f"cat_{idx}_{kind}",
-            "op": "torch_cat" if kind == "torch_cat" else "cat",
+            "op": "torch_cat" if kind.startswith("torch_cat") else "cat",
             "inputs": [tdesc(x) for x in xs],
             "attrs": {"dim": dim},
             "out": tdesc(y),

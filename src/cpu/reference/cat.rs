@@ -3,8 +3,10 @@
 //! PyTorch's `quantized_cat_impl` (`qconcat.cpp`) dequantizes every input to float
 //! (`f32(s * (q - zp))`), concatenates, and quantizes the result with the output qparams
 //! (`rne(f32(x * f32(1/s_out))) + zp_out`, clamped), the same for every engine and ISA.
-//! `torch.cat` on quantized tensors requires all inputs to share their qparams and gives the
-//! output those qparams: the ints pass through unchanged.
+//! `torch.cat` on quantized tensors (`cat_quantized_cpu`, `TensorShape.cpp`) gives the output
+//! the first input's qparams: with shared qparams the ints pass through unchanged; otherwise
+//! PyTorch warns ("All inputs of this cat operator must share the same quantization
+//! parameters") and requantizes the other inputs as `quantized::cat` does.
 
 use super::check_data;
 use crate::error::{Error, Result};
@@ -97,21 +99,16 @@ pub fn cat(inputs: &[CatInput<'_>], dim: usize, out: &QParams) -> Result<(Vec<u8
     })
 }
 
-/// `torch.cat(inputs, dim)` on quantized tensors: all inputs must have the same qparams, which
-/// the output keeps; the stored ints are copied. Returns the output bytes, sizes and qparams.
+/// `torch.cat(inputs, dim)` on quantized tensors: the output takes the first input's qparams
+/// and the inputs are requantized to them as in [`cat`] (the identity for inputs that already
+/// have them). Returns the output bytes, sizes and qparams.
 pub fn torch_cat(inputs: &[CatInput<'_>], dim: usize) -> Result<(Vec<u8>, Vec<usize>, QParams)> {
     let first = inputs
         .first()
         .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
-    if let Some((i, x)) = inputs.iter().enumerate().find(|(_, x)| x.qp != first.qp) {
-        return Err(Error::InvalidParameter(format!(
-            "torch.cat: input {i} has qparams {:?}, input 0 has {:?}; quantized torch.cat needs \
-             equal qparams (use quantized::cat to requantize)",
-            x.qp, first.qp
-        )));
-    }
-    let (data, dims) = concat(inputs, dim, |_, v| v)?;
-    Ok((data, dims, *first.qp))
+    let qp = *first.qp;
+    let (data, dims) = cat(inputs, dim, &qp)?;
+    Ok((data, dims, qp))
 }
 
 #[cfg(test)]
@@ -139,7 +136,9 @@ mod tests {
         let (y, d) = cat(&[a, b], 1, &q).unwrap();
         assert_eq!(d, vec![1, 5]);
         assert_eq!(y, vec![1, 2, 2, 4, 6]);
-        assert!(torch_cat(&[a, b], 1).is_err()); // qparams differ
+        let (y, _, qp) = torch_cat(&[a, b], 1).unwrap(); // requantized to input 0's qparams
+        assert_eq!((y, qp), (vec![1, 2, 2, 4, 6], q));
+        assert!(torch_cat(&[], 1).is_err());
         let short = CatInput {
             data: &[1],
             dims: &[1, 2],
