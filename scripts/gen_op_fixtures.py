@@ -489,6 +489,23 @@ FAMILIES = {
 }
 
 
+def fbgemm_isa():
+    """The instruction set FBGEMM (the x86 engine's linear) runs with: FBGEMM picks it itself
+    (ATEN_CPU_CAPABILITY does not apply), and FBGEMM_ENABLE_INSTRUCTIONS overrides it."""
+    env = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS")
+    if env:
+        return {"AVX512_E1": "AVX512_VNNI"}.get(env, env)
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        return "unknown"
+    if "avx512_vnni" in flags:
+        return "AVX512_VNNI"
+    if all(f in flags for f in ["avx512f", "avx512bw", "avx512dq", "avx512vl"]):
+        return "AVX512"
+    return "AVX2" if "avx2" in flags else "unknown"
+
+
 def generate(out_dir, engines, suffix=""):
     os.makedirs(out_dir, exist_ok=True)
     cap = torch.backends.cpu.get_cpu_capability()
@@ -501,6 +518,7 @@ def generate(out_dir, engines, suffix=""):
                 "engine": engine,
                 "torch_version": torch.__version__,
                 "cpu_capability": cap,
+                "fbgemm_isa": fbgemm_isa(),
                 "cases": gen(engine),
             }
             path = os.path.join(out_dir, f"{fam}_{engine}{suffix}.json")
@@ -522,9 +540,13 @@ def main():
     native = generate(args.out, ENGINES)
     # ISA sweep of the x86 engine: the same cases under other ATen CPU capabilities.
     variants = {}
-    for cap in ["avx2", "default"]:
+    for cap in ["avx2", "default", "fbgemm_avx2"]:
         with tempfile.TemporaryDirectory() as tmp:
-            env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
+            if cap == "fbgemm_avx2":
+                # FBGEMM without VNNI: u8*s8 pair products summed in saturating int16.
+                env = dict(os.environ, FBGEMM_ENABLE_INSTRUCTIONS="AVX2")
+            else:
+                env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
             subprocess.run([sys.executable, __file__, "--only-x86-to", tmp], check=True, env=env)
             for fam in FAMILIES:
                 with open(os.path.join(tmp, f"{fam}_x86.json")) as f:
@@ -532,17 +554,22 @@ def main():
     for fam in FAMILIES:
         doc = native[(fam, "x86")]
         dependent = {}
-        for cap in ["avx2", "default"]:
+        for cap in ["avx2", "default", "fbgemm_avx2"]:
             v = variants[(fam, cap)]
             diff = [c["name"] for c, d in zip(doc["cases"], v["cases"]) if c["out"] != d["out"]]
             if diff:
-                dependent[v["cpu_capability"]] = diff
+                key = f"FBGEMM {v['fbgemm_isa']}" if cap.startswith("fbgemm") else v["cpu_capability"]
+                dependent[key] = diff
         doc["isa_dependent_cases"] = dependent
         with open(os.path.join(args.out, f"{fam}_x86.json"), "w") as f:
             json.dump(doc, f, separators=(",", ":"))
             f.write("\n")
         if dependent:
-            for cap in ["avx2", "default"]:
+            for cap in ["avx2", "default", "fbgemm_avx2"]:
+                if cap.startswith("fbgemm") and not any(k.startswith("FBGEMM") for k in dependent):
+                    continue
+                if not cap.startswith("fbgemm") and set(dependent) <= {"FBGEMM AVX2"}:
+                    continue
                 v = variants[(fam, cap)]
                 v["isa_dependent_cases"] = dependent
                 with open(os.path.join(args.out, f"{fam}_x86_{cap}.json"), "w") as f:

@@ -1,5 +1,7 @@
 //! squint's int8 reference of PyTorch eager's quantized ops against fixtures made by real
 //! PyTorch (`scripts/gen_op_fixtures.py`, files `tests/data/ops/{op}_{engine}[_{isa}].json`).
+//! ISA variants: `_avx2` / `_default` were made with `ATEN_CPU_CAPABILITY` set, `_fbgemm_avx2`
+//! with `FBGEMM_ENABLE_INSTRUCTIONS=AVX2`; each file records the ISA it was made with.
 //!
 //! Every output int of every case must equal PyTorch's: no tolerance. Each file must hold at
 //! least one case and every case must be checked; the per-file counts are printed.
@@ -58,7 +60,12 @@ fn dims4(d: &[usize]) -> [usize; 4] {
 }
 
 /// Runs one case; returns (output bytes, output dims, output qparams).
-fn run_case(engine: QEngine, isa: CpuCapability, case: &Value) -> (Vec<u8>, Vec<usize>, QParams) {
+fn run_case(
+    engine: QEngine,
+    isa: CpuCapability,
+    acc: linear::Accumulation,
+    case: &Value,
+) -> (Vec<u8>, Vec<usize>, QParams) {
     let op = case["op"].as_str().unwrap();
     let inputs: Vec<Q> = case["inputs"]
         .as_array()
@@ -180,8 +187,9 @@ fn run_case(engine: QEngine, isa: CpuCapability, case: &Value) -> (Vec<u8>, Vec<
             let bias: Option<Vec<f32>> = case["bias"]
                 .as_array()
                 .map(|b| b.iter().map(|v| v.as_f64().unwrap() as f32).collect());
-            let (y, d) = linear::linear(
+            let (y, d) = linear::linear_with(
                 linear::linear_formula(engine),
+                acc,
                 &x.data,
                 &x.dims,
                 &x.qp,
@@ -244,12 +252,19 @@ fn check_file(path: &Path) -> usize {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let engine = QEngine::parse(doc["engine"].as_str().unwrap()).unwrap();
     let isa = CpuCapability::parse(doc["cpu_capability"].as_str().unwrap()).unwrap();
+    // The x86 engine's linear runs in FBGEMM, whose accumulation depends on its own ISA.
+    let acc = match engine {
+        QEngine::X86 => {
+            linear::Accumulation::for_fbgemm_isa(doc["fbgemm_isa"].as_str().unwrap()).unwrap()
+        }
+        QEngine::Qnnpack => linear::Accumulation::Exact,
+    };
     let cases = doc["cases"].as_array().unwrap();
     assert!(!cases.is_empty(), "{}: no cases", path.display());
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let (y, dims, qp) = run_case(engine, isa, case);
+        let (y, dims, qp) = run_case(engine, isa, acc, case);
         let want = qtensor(&case["out"]);
         assert_eq!(dims, want.dims, "{}: {name}: output shape", path.display());
         assert_eq!(qp, want.qp, "{}: {name}: output qparams", path.display());
@@ -289,7 +304,7 @@ fn check_family(fam: &str) {
         files += 1;
     }
     // ISA variants of the x86 engine, written only where PyTorch's results depend on it.
-    for isa in ["avx2", "default"] {
+    for isa in ["avx2", "default", "fbgemm_avx2"] {
         let path = data_dir().join(format!("{fam}_x86_{isa}.json"));
         if path.exists() {
             total += check_file(&path);
@@ -346,9 +361,15 @@ fn every_fixture_file_is_checked() {
             continue;
         }
         let known = FAMILIES.iter().any(|f| {
-            ["qnnpack", "x86", "x86_avx2", "x86_default"]
-                .iter()
-                .any(|e| name == format!("{f}_{e}.json"))
+            [
+                "qnnpack",
+                "x86",
+                "x86_avx2",
+                "x86_default",
+                "x86_fbgemm_avx2",
+            ]
+            .iter()
+            .any(|e| name == format!("{f}_{e}.json"))
         });
         assert!(known, "fixture {name} is not checked by any test");
     }

@@ -6,8 +6,15 @@
 //! float multiply), FBGEMM's for engine `x86` (PyTorch packs linear weights for FBGEMM on that
 //! engine; float bias added to the float accumulator). A fused ReLU clamps at the output zero
 //! point.
+//!
+//! FBGEMM's accumulator depends on the machine: with AVX512-VNNI (`vpdpbusd`) it is exact;
+//! on AVX2 and AVX512 without VNNI its kernels multiply u8 activations by s8 weights with
+//! `vpmaddubsw`, which sums each pair of products in **saturating int16** before widening
+//! ([`Accumulation::SaturatingPairs`]). PyTorch's x86/fbgemm qconfigs use `reduce_range=True`
+//! (7-bit activations) so that the saturation cannot happen; full-range activations give
+//! results that differ between machines.
 
-use super::{check_data, conv2d_quantized, QEngine};
+use super::{check_data, conv2d_quantized, requantize, QEngine};
 use crate::error::{Error, Result};
 use crate::quant::{Epilogue, QParams, RequantFormula, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
@@ -17,6 +24,34 @@ pub fn linear_formula(engine: QEngine) -> RequantFormula {
     match engine {
         QEngine::Qnnpack => RequantFormula::Qnnpack,
         QEngine::X86 => RequantFormula::Fbgemm,
+    }
+}
+
+/// How the int32 accumulator of a linear layer is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Accumulation {
+    /// Exact `Σ (x - x_zp)(w - w_zp)` (QNNPACK; FBGEMM with AVX512-VNNI).
+    Exact,
+    /// FBGEMM without VNNI (AVX2, AVX512): the raw products `x_u8 * w_s8` of inputs `2m` and
+    /// `2m + 1` are summed in saturating int16 (`vpmaddubsw`), those sums in int32, and the
+    /// zero-point terms are corrected exactly: `acc = Σ_m sat16(x[2m]w[2m] + x[2m+1]w[2m+1])
+    /// - x_zp Σ w - w_zp Σ x + K x_zp w_zp`.
+    SaturatingPairs,
+}
+
+impl Accumulation {
+    /// The accumulation of FBGEMM running with instruction set `isa` (`AVX512_VNNI`, `AVX512`,
+    /// `AVX2`; as recorded in the fixtures' `fbgemm_isa`).
+    pub fn for_fbgemm_isa(isa: &str) -> crate::error::Result<Self> {
+        match isa.to_ascii_uppercase().as_str() {
+            "AVX512_VNNI" | "AVX512_E1" => Ok(Accumulation::Exact),
+            "AVX2" | "AVX512" => Ok(Accumulation::SaturatingPairs),
+            _ => Err(Error::UnknownName {
+                kind: "FBGEMM instruction set",
+                name: isa.to_string(),
+                expected: "AVX512_VNNI, AVX512, AVX2".into(),
+            }),
+        }
     }
 }
 
@@ -31,6 +66,36 @@ pub fn linear_formula(engine: QEngine) -> RequantFormula {
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     formula: RequantFormula,
+    x: &[u8],
+    x_dims: &[usize],
+    x_qp: &QParams,
+    w: &[i8],
+    w_dims: [usize; 2],
+    w_qp: &WeightQParams,
+    bias: Option<&[f32]>,
+    out: &QParams,
+    relu: bool,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    linear_with(
+        formula,
+        Accumulation::Exact,
+        x,
+        x_dims,
+        x_qp,
+        w,
+        w_dims,
+        w_qp,
+        bias,
+        out,
+        relu,
+    )
+}
+
+/// [`linear`] with an explicit [`Accumulation`] (`SaturatingPairs` needs quint8 input).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_with(
+    formula: RequantFormula,
+    accumulation: Accumulation,
     x: &[u8],
     x_dims: &[usize],
     x_qp: &QParams,
@@ -64,14 +129,77 @@ pub fn linear(
     let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
     let epi = Epilogue::new(formula, x_qp.scale, w_qp, bias, *out, relu, o)?;
     // NCHW with H = W = 1 is exactly [rows, O] row-major.
-    let y = conv2d_quantized(x, x_qp, w, w_qp, &epi, &s)?;
-    Ok((y, out_dims))
+    if accumulation == Accumulation::Exact {
+        let y = conv2d_quantized(x, x_qp, w, w_qp, &epi, &s)?;
+        return Ok((y, out_dims));
+    }
+    if x_qp.dtype != crate::quant::QDtype::QUInt8 {
+        return Err(Error::InvalidParameter(
+            "linear: FBGEMM's saturating accumulation takes quint8 activations".into(),
+        ));
+    }
+    w_qp.check_channels(o)?;
+    epi.check_accumulator(w, w_qp, x_qp.dtype.full_range(), x_qp.zero_point, k, None)?;
+    let x_zp = x_qp.zero_point as i64;
+    let mut acc = Vec::with_capacity(rows * o);
+    for r in 0..rows {
+        let xr = &x[r * k..(r + 1) * k];
+        let x_sum: i64 = xr.iter().map(|&v| v as i64).sum();
+        for c in 0..o {
+            let wr = &w[c * k..(c + 1) * k];
+            let w_zp = w_qp.zero_point(c) as i64;
+            let mut raw: i64 = 0;
+            for (xp, wp) in xr.chunks(2).zip(wr.chunks(2)) {
+                let pair: i32 = xp.iter().zip(wp).map(|(&a, &b)| a as i32 * b as i32).sum();
+                raw += pair.clamp(i16::MIN as i32, i16::MAX as i32) as i64;
+            }
+            let w_sum: i64 = wr.iter().map(|&v| v as i64).sum();
+            let a = raw - x_zp * w_sum - w_zp * x_sum + k as i64 * x_zp * w_zp;
+            acc.push(i32::try_from(a).map_err(|_| Error::AccumulatorOverflow {
+                layer: None,
+                bound: a as i128,
+                limit: i32::MAX as i128,
+                k,
+            })?);
+        }
+    }
+    Ok((requantize(&acc, &epi, o, 1)?, out_dims))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::{QDtype, QScheme};
+
+    #[test]
+    fn saturating_pairs_clip_each_pair_to_int16() {
+        // x = [255, 255], w = [127, 127]: exact 64770, one saturated pair 32767.
+        let xq = QParams::new(1.0, 0, QDtype::QUInt8).unwrap();
+        let out = QParams::new(1000.0, 0, QDtype::QUInt8).unwrap();
+        let wq = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 1.0, 0);
+        let f = RequantFormula::Fbgemm;
+        let run = |a| {
+            linear_with(
+                f,
+                a,
+                &[255, 255],
+                &[1, 2],
+                &xq,
+                &[127, 127],
+                [1, 2],
+                &wq,
+                None,
+                &out,
+                false,
+            )
+            .unwrap()
+            .0
+        };
+        assert_eq!(run(Accumulation::Exact), vec![65]); // 64.77
+        assert_eq!(run(Accumulation::SaturatingPairs), vec![33]); // 32.767
+        assert!(Accumulation::for_fbgemm_isa("AVX512_VNNI").unwrap() == Accumulation::Exact);
+        assert!(Accumulation::for_fbgemm_isa("SSE").is_err());
+    }
 
     #[test]
     fn bad_inputs_are_errors() {
