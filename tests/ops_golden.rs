@@ -214,7 +214,12 @@ fn run_case(
             x.qp,
         ),
         "hardtanh" | "clamp" => {
-            let y = activation::hardtanh(
+            let f = if op == "clamp" {
+                activation::clamp
+            } else {
+                activation::hardtanh
+            };
+            let y = f(
                 engine,
                 &x.data,
                 &x.qp,

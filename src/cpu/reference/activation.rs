@@ -6,7 +6,7 @@
 //! * `relu6` (`torch.ops.quantized.relu6`, `F.relu6`), `hardtanh`, `clamp`: PyTorch quantizes
 //!   the float bounds with the input's qparams (`quantize_val`: `rne(f32(v * f32(1/s))) + zp`,
 //!   clamped to the dtype) and clamps the ints: `min(max(q, lo), hi)`. Engine `qnnpack` (quint8)
-//!   runs the same clamp in QNNPACK, which refuses `lo >= hi`.
+//!   runs the same clamp in QNNPACK, which refuses `lo > hi` (only reachable via `clamp`).
 //! * `flatten` / `reshape`: the ints and qparams pass through.
 
 use super::{check_data, QEngine};
@@ -28,11 +28,10 @@ pub fn relu(x: &[u8], qp: &QParams) -> Result<Vec<u8>> {
         .collect())
 }
 
-/// Quantized `hardtanh(x, min_val, max_val)` (also `torch.clamp(x, min_val, max_val)`):
-/// clamps the ints to the quantized bounds. `min_val > max_val` is an error (PyTorch:
-/// "min_val cannot be greater than max_val"), and so are bounds QNNPACK refuses on the
-/// qnnpack engine (quantized `lo >= hi`).
-pub fn hardtanh(
+/// Quantized `torch.clamp(x, min_val, max_val)`: clamps the ints to the quantized bounds,
+/// `min(max(q, lo), hi)` (so `hi` wins when `lo > hi`, as in PyTorch's generic kernel). On the
+/// qnnpack engine (quint8) QNNPACK's clamp operator refuses `lo > hi`: an error here too.
+pub fn clamp(
     engine: QEngine,
     x: &[u8],
     qp: &QParams,
@@ -40,23 +39,40 @@ pub fn hardtanh(
     max_val: f32,
 ) -> Result<Vec<u8>> {
     check(x, qp)?;
-    if !(min_val.is_finite() && max_val.is_finite()) || min_val > max_val {
+    if !(min_val.is_finite() && max_val.is_finite()) {
         return Err(Error::InvalidParameter(format!(
-            "hardtanh: bounds [{min_val}, {max_val}] must be finite with min <= max"
+            "clamp: bounds [{min_val}, {max_val}] must be finite"
         )));
     }
     let inv = inverse_scale(qp.scale);
     let lo = quantize_one(min_val, inv, qp);
     let hi = quantize_one(max_val, inv, qp);
-    if engine == QEngine::Qnnpack && qp.dtype == QDtype::QUInt8 && lo >= hi {
+    if engine == QEngine::Qnnpack && qp.dtype == QDtype::QUInt8 && lo > hi {
         return Err(Error::InvalidParameter(format!(
-            "hardtanh: QNNPACK refuses the quantized range [{lo}, {hi}]"
+            "clamp: QNNPACK refuses the quantized range [{lo}, {hi}]"
         )));
     }
     let dt = qp.dtype;
     Ok(x.iter()
         .map(|&b| dt.int_to_byte(dt.byte_to_int(b).max(lo).min(hi)))
         .collect())
+}
+
+/// Quantized `hardtanh(x, min_val, max_val)`: [`clamp`], after PyTorch's check that
+/// `min_val <= max_val` ("min_val cannot be greater than max_val").
+pub fn hardtanh(
+    engine: QEngine,
+    x: &[u8],
+    qp: &QParams,
+    min_val: f32,
+    max_val: f32,
+) -> Result<Vec<u8>> {
+    if min_val > max_val {
+        return Err(Error::InvalidParameter(format!(
+            "hardtanh: min_val {min_val} is greater than max_val {max_val}"
+        )));
+    }
+    clamp(engine, x, qp, min_val, max_val)
 }
 
 /// Quantized `relu6` (`torch.ops.quantized.relu6`, what `F.relu6` runs on a quantized
@@ -139,11 +155,15 @@ mod tests {
         );
         assert!(hardtanh(QEngine::X86, &[1], &qp, 1.0, -1.0).is_err());
         assert!(hardtanh(QEngine::X86, &[1], &qp, f32::NAN, 1.0).is_err());
-        // Equal quantized bounds: QNNPACK refuses, the generic kernel clamps.
-        assert!(hardtanh(QEngine::Qnnpack, &[1], &qp, 0.0, 0.01).is_err());
+        // Equal quantized bounds are fine on both engines.
+        for e in [QEngine::Qnnpack, QEngine::X86] {
+            assert_eq!(hardtanh(e, &[1, 50], &qp, 0.0, 0.01).unwrap(), vec![10, 10]);
+        }
+        // clamp with min > max: QNNPACK refuses, the generic kernel returns the upper bound.
+        assert!(clamp(QEngine::Qnnpack, &[1], &qp, 1.0, -1.0).is_err());
         assert_eq!(
-            hardtanh(QEngine::X86, &[1, 50], &qp, 0.0, 0.01).unwrap(),
-            vec![10, 10]
+            clamp(QEngine::X86, &[1, 50], &qp, 1.0, -1.0).unwrap(),
+            vec![0, 0]
         );
     }
 
