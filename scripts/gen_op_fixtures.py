@@ -452,6 +452,7 @@ def activation_cases():
         ("clamp", {"min_val": -0.5, "max_val": 0.75}, (1, 3, 5, 7)),
         ("flatten", {"start_dim": 1}, (2, 3, 4, 5)),
         ("reshape", {"shape": [3, -1]}, (1, 3, 4, 5)),
+        ("relu6", {"via": "torch.ops.quantized.relu6"}, (1, 5, 7, 3)),
     ]
     cases = []
     for idx, (op, attrs, shape) in enumerate(cfgs):
@@ -463,6 +464,8 @@ def activation_cases():
         x = rand_q(rng, shape, s, z)
         if op == "relu":
             y = torch.relu(x)
+        elif op == "relu6" and attrs:
+            y = torch.ops.quantized.relu6(x)
         elif op == "relu6":
             y = F.relu6(x)
         elif op == "hardtanh":
