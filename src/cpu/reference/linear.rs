@@ -34,8 +34,11 @@ pub enum Accumulation {
     Exact,
     /// FBGEMM without VNNI (AVX2, AVX512): the raw products `x_u8 * w_s8` of inputs `2m` and
     /// `2m + 1` are summed in saturating int16 (`vpmaddubsw`), those sums in int32, and the
-    /// zero-point terms are corrected exactly: `acc = Σ_m sat16(x[2m]w[2m] + x[2m+1]w[2m+1])
-    /// - x_zp Σ w - w_zp Σ x + K x_zp w_zp`.
+    /// zero-point terms are corrected exactly:
+    ///
+    /// ```text
+    /// acc = Σ_m sat16(x[2m]w[2m] + x[2m+1]w[2m+1]) - x_zp Σ w - w_zp Σ x + K x_zp w_zp
+    /// ```
     SaturatingPairs,
 }
 
