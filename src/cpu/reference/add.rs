@@ -169,6 +169,34 @@ mod tests {
     }
 
     #[test]
+    fn x86_vector_and_scalar_paths_differ_on_a_probe_pair() {
+        // From fixture add_isa_probe_0 (PyTorch: 44 on the vector path, 45 on the scalar one).
+        let a = qp(f32::from_bits(0x3c8d_4593), 246);
+        let b = qp(f32::from_bits(0x3cba_e9c1), 249);
+        let y = qp(f32::from_bits(0x3d05_207a), 191);
+        let run = |isa, n| {
+            add(
+                QEngine::X86,
+                isa,
+                &vec![171; n],
+                &a,
+                &vec![97; n],
+                &b,
+                &y,
+                false,
+            )
+        };
+        // 70 elements with 32 lanes: the first 64 take the vector path, the last 6 the scalar.
+        let v = run(CpuCapability::Avx512, 70).unwrap();
+        assert!(v[..64].iter().all(|&q| q == 44) && v[64..].iter().all(|&q| q == 45));
+        assert_eq!(run(CpuCapability::Avx2, 70).unwrap(), v);
+        assert!(run(CpuCapability::Default, 70)
+            .unwrap()
+            .iter()
+            .all(|&q| q == 45));
+    }
+
+    #[test]
     fn empty_is_empty() {
         let a = qp(0.1, 3);
         let r = add(
