@@ -9,6 +9,7 @@
 //! ties to even. Every function here documents its formula in that notation.
 
 mod fixed_point;
+mod qnnpack;
 mod qparams;
 mod quantize;
 mod requant;
@@ -18,6 +19,7 @@ pub use fixed_point::{
     multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul, QuantizedMultiplier,
 };
+pub use qnnpack::QnnpackAddParams;
 pub use qparams::{calculate_qparams, QDtype, QParams, QRange, QScheme, EPS};
 pub use quantize::{
     check_finite, dequantize_one, dequantize_slice, inverse_scale, quantize_one, quantize_slice,

@@ -1,4 +1,4 @@
-//! Reference conv2d kernels: the simplest, obviously-correct code in the crate.
+//! Reference conv2d kernels.
 //!
 //! * [`conv2d_f32`]: float conv, accumulated in f64 and rounded once to f32.
 //! * [`conv2d_acc`]: int8 conv, exact accumulation of `(x_q - x_zp) * (w_q - w_zp)`, checked to
