@@ -84,7 +84,7 @@ impl Graph {
     }
 }
 
-fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2d) -> PoolGeometry {
+fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2dParams) -> PoolGeometry {
     PoolGeometry {
         input: [x[0], x[1], x[2], x[3]],
         output: [y[2], y[3]],

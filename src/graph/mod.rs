@@ -14,13 +14,13 @@
 //! can reuse, [`float`] evaluates the graph in f32 on the CPU (the calibration path).
 //!
 //! ```
-//! use squint::graph::{Activation, GraphBuilder, Op, Pool2d};
+//! use squint::graph::{Activation, GraphBuilder, Op, Pool2dParams};
 //! use squint::tensor::Tensor;
 //!
 //! # fn main() -> squint::Result<()> {
 //! let mut b = GraphBuilder::new();
 //! let x = b.input("x", &[1, 4, 8, 8])?;
-//! let p = b.node("pool", Op::MaxPool2d(Pool2d::new(2)), &[x])?;
+//! let p = b.node("pool", Op::MaxPool2d(Pool2dParams::square(2)), &[x])?;
 //! let y = b.node("sum", Op::Add { act: Activation::Relu }, &[p, p])?;
 //! let g = b.build(&[y])?;
 //! assert_eq!(g.value(y).dims, [1, 4, 4, 4]);
@@ -35,7 +35,7 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use op::{Activation, Conv2dOp, LinearOp, Op, Pool2d};
+pub use op::{Activation, Conv2dOp, LinearOp, Op, Pool2dParams};
 pub use plan::BufferPlan;
 
 use crate::error::{Error, Result};

@@ -3,20 +3,15 @@
 //! Every operator has one output. Shapes follow PyTorch: activations are NCHW, a conv weight is
 //! OIHW, a linear weight is `[out_features, in_features]`.
 //!
-//! Pooling output size (PyTorch's `pooling_output_shape`, `aten/src/ATen/native/Pool.h`):
-//!
-//! ```text
-//! out = floor((in + 2p - d(k-1) - 1 + (ceil_mode ? s-1 : 0)) / s) + 1
-//! if ceil_mode and (out-1)*s >= in + p: out -= 1    (the last window must start inside the
-//!                                                     input or its left padding)
-//! ```
-//!
-//! and PyTorch requires `p <= k/2`. Adaptive average pooling to `O` outputs averages input rows
-//! `floor(o*I/O) .. ceil((o+1)*I/O)` for each output row `o` (`adaptive_avg_pool2d`).
+//! Pooling output sizes are PyTorch's `pooling_output_shape` ([`Pool2dParams::output_size`]).
+//! Adaptive average pooling to `O` outputs averages input rows `floor(o*I/O) .. ceil((o+1)*I/O)`
+//! for each output row `o` (`adaptive_avg_pool2d`).
 
 use crate::error::Error;
 use crate::shape::{checked_numel, ConvParams, ConvShape};
 use crate::tensor::Tensor;
+
+pub use crate::cpu::reference::pool::Pool2dParams;
 
 /// An elementwise clamp applied after an op (fused) or on its own.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,91 +99,6 @@ pub struct LinearOp {
     pub act: Activation,
 }
 
-/// Window geometry of a 2-D pooling (height, width).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pool2d {
-    /// Window size, each >= 1.
-    pub kernel: [usize; 2],
-    /// Stride, each >= 1 (PyTorch's default is the kernel size).
-    pub stride: [usize; 2],
-    /// Implicit padding on both sides, at most half the kernel.
-    pub padding: [usize; 2],
-    /// Dilation, each >= 1 (average pooling has none: 1).
-    pub dilation: [usize; 2],
-    /// Round the output size up instead of down.
-    pub ceil_mode: bool,
-}
-
-impl Pool2d {
-    /// A `k`x`k` window with stride `k`, no padding: PyTorch's defaults for `MaxPool2d(k)`.
-    pub fn new(k: usize) -> Self {
-        Pool2d {
-            kernel: [k, k],
-            stride: [k, k],
-            padding: [0, 0],
-            dilation: [1, 1],
-            ceil_mode: false,
-        }
-    }
-    /// Builder: both strides.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = [s, s];
-        self
-    }
-    /// Builder: both paddings.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p, p];
-        self
-    }
-    /// Builder: both dilations.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = [d, d];
-        self
-    }
-    /// Builder: ceil mode.
-    pub fn ceil_mode(mut self, c: bool) -> Self {
-        self.ceil_mode = c;
-        self
-    }
-
-    /// Output size along one axis (see the module docs), or why there is none.
-    pub fn output_len(&self, axis: usize, input: usize) -> std::result::Result<usize, String> {
-        let (k, s, p, d) = (
-            self.kernel[axis],
-            self.stride[axis],
-            self.padding[axis],
-            self.dilation[axis],
-        );
-        if k == 0 || s == 0 || d == 0 {
-            return Err(format!(
-                "kernel, stride and dilation must be >= 1, got {:?}, {:?}, {:?}",
-                self.kernel, self.stride, self.dilation
-            ));
-        }
-        if p > k / 2 {
-            return Err(format!(
-                "padding {p} is more than half the kernel size {k} (PyTorch refuses it)"
-            ));
-        }
-        let span = d
-            .checked_mul(k - 1)
-            .and_then(|v| v.checked_add(1))
-            .ok_or("window overflows")?;
-        let padded = input.checked_add(2 * p).ok_or("padded input overflows")?;
-        if padded < span {
-            return Err(format!(
-                "the window spans {span} but the padded input has only {padded}"
-            ));
-        }
-        let round_up = if self.ceil_mode { s - 1 } else { 0 };
-        let mut out = (padded - span + round_up) / s + 1;
-        if self.ceil_mode && (out - 1) * s >= input + p {
-            out -= 1;
-        }
-        Ok(out)
-    }
-}
-
 /// One operator of a graph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -205,11 +115,11 @@ pub enum Op {
         axis: usize,
     },
     /// Max pooling over NCHW; padding counts as `-inf`.
-    MaxPool2d(Pool2d),
+    MaxPool2d(Pool2dParams),
     /// Average pooling over NCHW (no dilation).
     AvgPool2d {
         /// Window geometry (`dilation` must be 1).
-        pool: Pool2d,
+        pool: Pool2dParams,
         /// Padding elements count in the divisor.
         count_include_pad: bool,
         /// A fixed divisor instead of the window size.
@@ -401,9 +311,10 @@ fn dims4(d: &[usize], what: &str) -> std::result::Result<[usize; 4], String> {
     <[usize; 4]>::try_from(d).map_err(|_| format!("{what} must be 4-D (NCHW), got {d:?}"))
 }
 
-fn pool_dims(x: &[usize], p: &Pool2d) -> std::result::Result<Vec<usize>, String> {
+fn pool_dims(x: &[usize], p: &Pool2dParams) -> std::result::Result<Vec<usize>, String> {
     let [n, c, h, w] = dims4(x, "input")?;
-    Ok(vec![n, c, p.output_len(0, h)?, p.output_len(1, w)?])
+    let [oh, ow] = p.output_size(h, w).map_err(|e| e.to_string())?;
+    Ok(vec![n, c, oh, ow])
 }
 
 /// An error about node `node` running op `op`.

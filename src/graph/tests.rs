@@ -52,7 +52,8 @@ fn a_cycle_is_an_error_naming_its_nodes() {
 #[test]
 fn malformed_graphs_are_errors_naming_the_node_and_its_op() {
     let x: &[(&str, &[usize])] = &[("x", &[1, 2, 4, 4])];
-    let cases: Vec<(Vec<NodeSpec>, &[&str], &str)> = vec![
+    let cases: Vec<(Vec<NodeSpec>, &[&str], &str)> =
+        vec![
         (
             vec![spec("r", relu(), &["nope"])],
             &["r"],
@@ -74,18 +75,18 @@ fn malformed_graphs_are_errors_naming_the_node_and_its_op() {
             "value 'x': is produced more than once",
         ),
         (
-            vec![spec("p", Op::MaxPool2d(Pool2d::new(5)), &["x"])],
+            vec![spec("p", Op::MaxPool2d(Pool2dParams::square(5)), &["x"])],
             &["p"],
-            "node 'p' (MaxPool2d): the window spans 5 but the padded input has only 4",
+            "node 'p' (MaxPool2d): shape error: pooling: input 4x4 is too small for kernel [5, 5]",
         ),
         (
-            vec![spec("p", Op::MaxPool2d(Pool2d::new(2).padding(2)), &["x"])],
+            vec![spec("p", Op::MaxPool2d(Pool2dParams::square(2).padding(2)), &["x"])],
             &["p"],
-            "more than half the kernel",
+            "must be at most half the kernel",
         ),
         (
             vec![
-                spec("p", Op::MaxPool2d(Pool2d::new(2)), &["x"]),
+                spec("p", Op::MaxPool2d(Pool2dParams::square(2)), &["x"]),
                 spec("s", add(), &["x", "p"]),
             ],
             &["s"],
@@ -93,7 +94,7 @@ fn malformed_graphs_are_errors_naming_the_node_and_its_op() {
         ),
         (
             vec![
-                spec("p", Op::MaxPool2d(Pool2d::new(2)), &["x"]),
+                spec("p", Op::MaxPool2d(Pool2dParams::square(2)), &["x"]),
                 spec("c", Op::Concat { axis: 1 }, &["x", "p"]),
             ],
             &["c"],
@@ -157,17 +158,25 @@ fn a_linear_needs_a_2d_input_of_its_in_features() {
 fn pool_output_sizes_follow_pytorchs_formula_including_ceil_mode() {
     // (input, pool, expected) computed with PyTorch's pooling_output_shape.
     let cases = [
-        (112, Pool2d::new(3).stride(2).padding(1), 56),
-        (5, Pool2d::new(2), 2),
-        (5, Pool2d::new(2).ceil_mode(true), 3),
+        (112, Pool2dParams::square(3).stride(2).padding(1), 56),
+        (5, Pool2dParams::square(2), 2),
+        (5, Pool2dParams::square(2).ceil_mode(true), 3),
         // ceil mode would start a last window in the right padding: PyTorch drops it.
-        (5, Pool2d::new(2).padding(1).ceil_mode(true), 3),
-        (6, Pool2d::new(3).stride(2).padding(1).ceil_mode(true), 4),
-        (7, Pool2d::new(3).stride(2).dilation(2), 2),
-        (1, Pool2d::new(1), 1),
+        (5, Pool2dParams::square(2).padding(1).ceil_mode(true), 3),
+        (
+            6,
+            Pool2dParams::square(3).stride(2).padding(1).ceil_mode(true),
+            4,
+        ),
+        (7, Pool2dParams::square(3).stride(2).dilation(2), 2),
+        (1, Pool2dParams::square(1), 1),
     ];
     for (input, pool, want) in cases {
-        assert_eq!(pool.output_len(0, input), Ok(want), "{input} {pool:?}");
+        assert_eq!(
+            pool.output_size(input, input).unwrap(),
+            [want, want],
+            "{input} {pool:?}"
+        );
     }
 }
 
@@ -196,7 +205,9 @@ fn float_residual_block_equals_the_ops_done_by_hand() {
     });
     let c = b.node("conv", conv, &[x]).unwrap();
     let s = b.node("add", add(), &[c, x]).unwrap();
-    let m = b.node("pool", Op::MaxPool2d(Pool2d::new(1)), &[s]).unwrap();
+    let m = b
+        .node("pool", Op::MaxPool2d(Pool2dParams::square(1)), &[s])
+        .unwrap();
     let a = b
         .node("gap", Op::AdaptiveAvgPool2d { output: [1, 1] }, &[m])
         .unwrap();
@@ -228,7 +239,7 @@ fn float_avg_pool_divides_by_the_window_clipped_as_pytorch_does() {
         let mut b = GraphBuilder::new();
         let x = b.input("x", &[1, 1, 3, 3]).unwrap();
         let op = Op::AvgPool2d {
-            pool: Pool2d::new(3).stride(1).padding(1),
+            pool: Pool2dParams::square(3).stride(1).padding(1),
             count_include_pad,
             divisor_override,
         };

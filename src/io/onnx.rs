@@ -27,7 +27,9 @@
 //! `b' = ((b - mean) * r) * gamma + beta` (a conv without bias has `b = 0`).
 
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Conv2dOp, Graph, GraphBuilder, LinearOp, Op, Pool2d, ValueId};
+use crate::graph::{
+    Activation, Conv2dOp, Graph, GraphBuilder, LinearOp, Op, Pool2dParams, ValueId,
+};
 use crate::shape::ConvParams;
 use crate::tensor::Tensor;
 use onnx_protobuf::Message;
@@ -442,7 +444,7 @@ impl<'a> Importer<'a> {
                 if kernel.contains(&0) {
                     return Err("attribute 'kernel_shape' is required".into());
                 }
-                let pool = Pool2d {
+                let pool = Pool2dParams {
                     kernel,
                     stride: attrs.pair("strides", 1)?,
                     padding: attrs.pads()?,

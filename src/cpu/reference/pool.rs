@@ -50,6 +50,31 @@ impl Pool2dParams {
         }
     }
 
+    /// A `k`x`k` window with stride `k` (PyTorch's defaults for `MaxPool2d(k)`).
+    pub fn square(k: usize) -> Self {
+        Self::new([k, k])
+    }
+    /// Builder: both strides.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// Builder: both paddings.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// Builder: both dilations.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Builder: ceil mode.
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+
     /// Output size `[h_out, w_out]` for an `h`x`w` input (PyTorch's `pooling_output_shape`),
     /// after the checks of `pool2d_shape_check`: positive kernel, stride and dilation, padding
     /// at most half the kernel, and an output of at least 1x1.
