@@ -50,49 +50,114 @@ fn shape(
     .ok()
 }
 
+/// A valid conv case: shape, whether it runs on the depthwise kernel, conv workgroup size.
+///
+/// Shapes are valid by construction (no filtering, so every generated case is exercised):
+/// the input extent is the kernel's dilated extent minus the padding (at least 1) plus an
+/// extra 0..10 rows or columns, so the output is never empty.
 fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
     (
-        1usize..4,
-        1usize..4,
-        1usize..40,
-        1usize..20,
-        (1usize..12, 1usize..12),
+        (1usize..4, 1usize..4, 1usize..40, 1usize..20),
         (1usize..4, 1usize..4),
         (1usize..3, 1usize..3),
         (0usize..3, 0usize..3),
         (1usize..3, 1usize..3),
+        (0usize..10, 0usize..10),
         any::<bool>(),
         prop_oneof![Just(1u32), Just(2), Just(8), Just(64)],
     )
-        .prop_filter_map(
-            "valid conv shape",
-            |(n, g, cig, cog, hw, k, st, pad, dil, dw, wg)| {
-                let cig = if dw { 1 } else { cig };
-                let s = shape(
-                    n,
-                    g,
-                    cig,
-                    cog,
-                    [hw.0, hw.1],
-                    [k.0, k.1],
-                    [st.0, st.1],
-                    [pad.0, pad.1],
-                    [dil.0, dil.1],
-                )?;
-                Some((s, dw, wg))
-            },
-        )
+        .prop_map(|((n, g, cig, cog), k, st, pad, dil, extra, dw, wg)| {
+            let cig = if dw { 1 } else { cig };
+            // The smallest input extent whose padded size holds the dilated kernel.
+            let least = |k: usize, dil: usize, pad: usize| {
+                (dil * (k - 1) + 1).saturating_sub(2 * pad).max(1)
+            };
+            let hw = [
+                least(k.0, dil.0, pad.0) + extra.0,
+                least(k.1, dil.1, pad.1) + extra.1,
+            ];
+            let s = shape(
+                n,
+                g,
+                cig,
+                cog,
+                hw,
+                [k.0, k.1],
+                [st.0, st.1],
+                [pad.0, pad.1],
+                [dil.0, dil.1],
+            )
+            .expect("conv_case builds valid shapes");
+            (s, dw, wg)
+        })
 }
 
-fn limits_case() -> impl Strategy<Value = SplitLimits> {
-    (prop_oneof![Just(32u64), Just(256)], 1u32..6, 6u32..22).prop_map(|(align, wgs, bind_log)| {
+/// Split limits to test with, sized relative to the largest binding window one work item
+/// needs (so that a case neither always fails nor always fits in one dispatch).
+#[derive(Clone, Copy, Debug)]
+struct LimitsCase {
+    align: u64,
+    max_workgroups: u32,
+    /// The binding limit is the one-item need times 2^slack_log.
+    slack_log: u32,
+}
+
+impl LimitsCase {
+    fn limits(&self, max_binding: u64) -> SplitLimits {
         SplitLimits {
-            max_binding: 1 << bind_log,
-            max_workgroups: wgs,
-            align,
+            max_binding,
+            max_workgroups: self.max_workgroups,
+            align: self.align,
             max_buffer: 1 << 40,
         }
-    })
+    }
+}
+
+fn limits_case() -> impl Strategy<Value = LimitsCase> {
+    (prop_oneof![Just(32u64), Just(256)], 1u32..6, 0u32..8).prop_map(
+        |(align, max_workgroups, slack_log)| LimitsCase {
+            align,
+            max_workgroups,
+            slack_log,
+        },
+    )
+}
+
+/// The largest binding window (bytes, under `split`'s alignment) one item of `[0, total)`
+/// needs.
+fn largest_item_window(
+    split: SplitLimits,
+    total: u64,
+    ranges: &dyn Fn(u64, u64) -> Vec<(u64, u64)>,
+) -> u64 {
+    (0..total)
+        .flat_map(|i| ranges(i, i + 1))
+        .map(|(lo, hi)| split.window(lo, hi).1)
+        .max()
+        .expect("at least one item")
+}
+
+/// Plans `[0, total)` under `case`: first with a binding limit just below the largest
+/// one-item window (must fail with `DeviceLimit`), then with that window times
+/// `2^slack_log` (must succeed). Returns the limits and chunks of the successful plan.
+fn plan_both_ways(
+    case: LimitsCase,
+    total: u64,
+    per_group: u64,
+    ranges: &dyn Fn(u64, u64) -> Vec<(u64, u64)>,
+) -> (SplitLimits, Vec<(u64, u64)>) {
+    let need = largest_item_window(case.limits(u64::MAX), total, ranges);
+    let tight = case.limits(need - 1);
+    let r = plan(tight, total, per_group, "test", ranges);
+    assert!(
+        matches!(r, Err(crate::Error::DeviceLimit(_))),
+        "a limit below one item's window {need} must fail, got {r:?}"
+    );
+    let split = case.limits(need << case.slack_log);
+    let chunks = plan(split, total, per_group, "test", ranges)
+        .expect("a limit that holds every single item must plan");
+    assert_partition(&chunks, total);
+    (split, chunks)
 }
 
 fn within(inner: (u64, u64), outer: (u64, u64)) -> bool {
@@ -203,38 +268,30 @@ proptest! {
     /// The conv split partitions the workgroups of a chunk; every dispatch fits the
     /// workgroup-count and binding limits, and its ranges contain those of its workgroups.
     #[test]
-    fn conv_split_fits_limits((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+    fn conv_split_fits_limits((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
         let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
         let total = s.n as u64 * geo.workgroups_per_image();
         let ranges = |b: u64, e: u64| geo.conv_ranges(first, b, e);
-        if let Ok(chunks) = plan(split, total, 1, "conv2d", &ranges) {
-            assert_partition(&chunks, total);
-            let max_groups = split.max_workgroups as u64 * split.max_workgroups as u64;
-            for &(b, e) in &chunks {
-                prop_assert!(e - b <= max_groups);
-                let r = ranges(b, e);
-                for &(lo, hi) in &r {
-                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
-                }
-                for i in b..e {
-                    for (one, all) in ranges(i, i + 1).iter().zip(&r) {
-                        prop_assert!(within(*one, *all));
-                    }
+        let (split, chunks) = plan_both_ways(case, total, 1, &ranges);
+        let max_groups = split.max_workgroups as u64 * split.max_workgroups as u64;
+        for &(b, e) in &chunks {
+            prop_assert!(e - b <= max_groups);
+            let r = ranges(b, e);
+            for &(lo, hi) in &r {
+                prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+            }
+            for i in b..e {
+                for (one, all) in ranges(i, i + 1).iter().zip(&r) {
+                    prop_assert!(within(*one, *all));
                 }
             }
-        } else {
-            // Only when a single workgroup needs more than one binding allows.
-            let too_big = (0..total).any(|i| {
-                ranges(i, i + 1).iter().any(|&(lo, hi)| split.window(lo, hi).1 > split.max_binding)
-            });
-            prop_assert!(too_big);
         }
     }
 
     /// Repack items: interior and border items partition the chunk's padded pixels, each
     /// item's quads lie in its ranges, and a split respects the binding limit.
     #[test]
-    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
         let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
         let images = s.n as u64;
         let qpp = geo.quads_per_pixel;
@@ -284,12 +341,20 @@ proptest! {
         }
         prop_assert!(hit.iter().all(|&k| k <= 1));
         let ranges = |b: u64, e: u64| geo.repack_ranges(first, images, b, e);
-        if let Ok(chunks) = plan(split, total, 64, "conv input repacking", &ranges) {
-            assert_partition(&chunks, total);
-            for &(b, e) in &chunks {
-                prop_assert!(e - b <= 64 * split.max_workgroups as u64 * split.max_workgroups as u64);
-                for &(lo, hi) in &ranges(b, e) {
-                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+        let (split, chunks) = plan_both_ways(case, total, 64, &ranges);
+        for &(b, e) in &chunks {
+            prop_assert!(e - b <= 64 * split.max_workgroups as u64 * split.max_workgroups as u64);
+            let r = ranges(b, e);
+            for &(lo, hi) in &r {
+                prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+            }
+            for i in b..e {
+                let one = ranges(i, i + 1);
+                // Every item's quads lie in the dispatch's quad window; an interior item's
+                // input words in its input window (border items bind a dummy input word).
+                prop_assert!(within(one[1], r[1]));
+                if i < n_int {
+                    prop_assert!(within(one[0], r[0]));
                 }
             }
         }
