@@ -22,13 +22,14 @@ use super::buffers::{
     check_dims, groups_for, groups_for_elementwise, packed_bytes, plane_words, read_back, record,
     storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
+use super::context::GpuContext;
 use super::conv_plan::{ConvGeometry, ConvKernelLayout, QUAD, TABLE_VEC4};
-use super::device::{ConvPlan, GpuContext};
 use super::gate::Gated;
 use super::kernels::{
     ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
     QuantizeParams, RequantizeParams,
 };
+use super::pipelines::ConvPlan;
 use super::split::plan;
 use crate::error::{Error, Result};
 use crate::quant::{
@@ -170,7 +171,7 @@ impl GpuContext {
         input: &wgpu::Buffer,
         dir: Direction,
         params: impl Fn(Window) -> P,
-    ) -> Result<std::sync::Arc<super::buffers::PooledBuffer>> {
+    ) -> Result<std::sync::Arc<super::pool::PooledBuffer>> {
         let plane = (dims[2] * dims[3]) as u64;
         let pw = plane_words(dims) as u64;
         let total = (dims[0] * dims[1]) as u64 * pw;
