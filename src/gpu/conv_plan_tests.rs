@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::gpu::split::{plan, SplitLimits};
+use crate::quant::QDtype;
 use crate::shape::ConvParams;
 
 /// The layout `pack_gemm_weights` (in `ops.rs`) gives a grouped conv.
@@ -357,6 +358,155 @@ proptest! {
                     prop_assert!(within(one[0], r[0]));
                 }
             }
+        }
+    }
+}
+
+/// Every stored byte, read in the kernel's domain (`byte ^ flip`, signed or unsigned) minus
+/// the domain's zero point, is the stored value minus the input zero point; the pad byte is
+/// the zero point itself.
+#[test]
+fn input_domain_preserves_differences_to_the_zero_point() {
+    for dtype in [QDtype::QUInt8, QDtype::QInt8] {
+        let range = dtype.full_range();
+        let (lo, hi) = (range.min, range.max);
+        for signed in [false, true] {
+            let kernel_value = |b: u32| {
+                if signed {
+                    b as u8 as i8 as i32
+                } else {
+                    b as u8 as i32
+                }
+            };
+            for zp in lo..=hi {
+                let d = InputDomain::new(dtype, zp, signed);
+                assert!(d.flip == 0 || d.flip == 0x80);
+                assert_eq!(
+                    kernel_value(d.pad_byte()),
+                    d.zero_point,
+                    "{dtype:?} {signed} {zp}"
+                );
+                for b in 0..=255u8 {
+                    assert_eq!(
+                        kernel_value(b as u32 ^ d.flip) - d.zero_point,
+                        dtype.byte_to_int(b) - zp,
+                        "{dtype:?} signed={signed} zp={zp} byte={b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn texture_rows_round_up_to_16() {
+    assert_eq!(texture_rows(1, 64), 16);
+    assert_eq!(texture_rows(64 * 16, 64), 16);
+    assert_eq!(texture_rows(64 * 16 + 1, 64), 32);
+    assert_eq!(texture_rows(0, 64), 0);
+}
+
+#[test]
+fn input_texture_copies_cover_every_texel_once() {
+    for width in [1u64, 4, 64] {
+        for texels in 0..200u64 {
+            let copies = input_texture_copies(texels, width);
+            let mut covered = 0;
+            for c in &copies {
+                assert!(c.rows > 0 && c.width > 0 && c.width <= width);
+                // Row-major: the copy starts at texel first_row * width of the buffer.
+                assert_eq!(c.byte_offset, c.first_row * width * QUAD);
+                assert_eq!(c.first_row * width, covered, "copies are contiguous");
+                covered += c.width * c.rows;
+            }
+            assert_eq!(covered, texels, "width {width}, {texels} texels");
+        }
+    }
+}
+
+#[test]
+fn image_chunks_partition_the_batch() {
+    for images in 1..20u64 {
+        for per_chunk in 1..25u64 {
+            let chunks: Vec<_> = image_chunks(images, per_chunk).collect();
+            let mut next = 0;
+            for &(first, count) in &chunks {
+                assert_eq!(first, next);
+                assert!(count >= 1 && count <= per_chunk);
+                next += count;
+            }
+            assert_eq!(next, images);
+            assert_eq!(chunks.len() as u64, images.div_ceil(per_chunk));
+        }
+    }
+}
+
+#[test]
+fn scratch_plan_prefers_textures_and_fits_every_chunk() {
+    let limits = ScratchLimits {
+        textures: true,
+        tex_width: 64,
+        tex_max_height: 32,
+        max_buffer: 1 << 20,
+    };
+    // Fits the 64 x 32 texture: textures, as many images as fit.
+    let p = ScratchPlan::new(limits, 100, 10, 50).unwrap();
+    assert_eq!(
+        p,
+        ScratchPlan {
+            use_textures: true,
+            images_per_chunk: 20
+        }
+    );
+    // Without textures: scratch-buffer chunks of at most max_buffer bytes.
+    let no_tex = ScratchLimits {
+        textures: false,
+        ..limits
+    };
+    let p = ScratchPlan::new(no_tex, 100, 10, 10_000).unwrap();
+    assert!(!p.use_textures);
+    assert_eq!(p.images_per_chunk, (1 << 20) / QUAD / 100);
+    // An input too large for the texture falls back to buffers.
+    let p = ScratchPlan::new(limits, 100, 64 * 33, 5).unwrap();
+    assert!(!p.use_textures);
+    assert_eq!(p.images_per_chunk, 5);
+    // One image larger than the largest buffer (and than the texture) cannot run.
+    let r = ScratchPlan::new(limits, (1 << 20) / QUAD + 1, 10, 1);
+    assert!(matches!(r, Err(crate::Error::DeviceLimit(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Walking the taps as the kernels do (GEMM: `quads_per_group` quads per tap, +1 each,
+    /// then `next_tap`; depthwise: `next_tap` per tap; both `next_row` after `kw` taps), in
+    /// wrapping u32, reaches the quad of every tap of an output pixel.
+    #[test]
+    fn tap_steps_walk_the_kernel_window((s, dw, wg) in conv_case()) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let (next_tap, next_row) = geo.tap_steps();
+        let per_tap = match geo.layout {
+            ConvKernelLayout::Gemm { quads_per_group, .. } => quads_per_group,
+            ConvKernelLayout::Depthwise => 0,
+        };
+        let qpp = geo.quads_per_pixel;
+        // The pixel the last output pixel's window starts at, and a group offset.
+        let last = geo.plane_out - 1;
+        let (oy, ox) = (last / geo.w_out, last % geo.w_out);
+        let start = ((oy * geo.stride_h) * geo.padded_w + ox * geo.stride_w) * qpp;
+        let mut off = start as u32;
+        for ky in 0..geo.kh {
+            for kx in 0..geo.kw {
+                let want = ((oy * geo.stride_h + ky * geo.dilation_h) * geo.padded_w
+                    + ox * geo.stride_w + kx * geo.dilation_w) * qpp;
+                prop_assert_eq!(off, want as u32);
+                off = off.wrapping_add(per_tap as u32).wrapping_add(next_tap);
+            }
+            off = off.wrapping_add(next_row);
+        }
+        if let ConvKernelLayout::Gemm { k_quads, .. } = geo.layout {
+            prop_assert_eq!(geo.padded_k(), 16 * k_quads);
+            prop_assert_eq!(k_quads, geo.kh * geo.kw * per_tap);
         }
     }
 }
