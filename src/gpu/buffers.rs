@@ -8,10 +8,11 @@
 //! an output word. When `H*W` is a multiple of 4 the buffer is plain NCHW bytes.
 //!
 //! # Splitting
-//! Every kernel works on a linear range of items. [`plan`] cuts `[0, total)` into chunks such
-//! that (a) each chunk's byte range in every storage buffer, widened down to the offset
-//! alignment, fits the largest binding, and (b) its workgroups fit a 2-D dispatch. Each chunk
-//! binds windows (`offset`, `size`) of the buffers and tells the kernel the window bases.
+//! Every kernel works on a linear range of items. [`plan`](super::split::plan) cuts
+//! `[0, total)` into chunks such that (a) each chunk's byte range in every storage buffer,
+//! widened down to the offset alignment, fits the largest binding, and (b) its workgroups fit
+//! a 2-D dispatch. Each chunk binds windows (`offset`, `size`) of the buffers and tells the
+//! kernel the window bases.
 //!
 //! # Pooling and recording
 //! Per-call buffers (tensors, scratch textures, read-back staging) come from the context's

@@ -121,9 +121,13 @@ pub struct KernelOptions {
 /// The concrete conv kernel choices of a context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConvPlan {
+    /// The GEMM kernel uses `dot4I8Packed` (signed bytes), else the integer fallback.
     pub packed: bool,
+    /// How the GEMM kernel stages its weight tile.
     pub staging: BStaging,
+    /// The conv kernels may read their operands from textures (when they fit).
     pub textures: bool,
+    /// Layers with one input channel per group use the depthwise kernel.
     pub depthwise: bool,
     /// See [`KernelOptions::search_only`].
     pub search_only: bool,
