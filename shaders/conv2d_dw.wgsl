@@ -22,18 +22,20 @@
 // per channel as a table lookup (`epilogue_table.wgsl`).
 //
 // Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
-// (i % 2^tws, i >> tws); else storage buffers bound as windows):
+// (i % 2^log2_width, i >> log2_width); else storage buffers bound as windows):
 // * `u` (uniform): the dispatch's workgroup range, geometry, window bases / texture widths,
 //   z', output zero point and clamp.
-// * `xt` / `xa`: input quads, index ((n * hp + py) * wp + px) * qp + channel / 16 (texture
-//   width 2^tws; buffer window from `u.a_base`).
+// * `xt` / `xa`: input quads, index ((n * padded_h + py) * padded_w + px) * quads_per_pixel
+//   + channel / 16 (texture width 2^quads_tex_log2_width; buffer window from `u.a_base`).
 // * `wt` / `wts`: one vec4<u32> per (channel block, tap): word i = the i16 weights of
-//   channels 2i (low half) and 2i + 1 (high half) of the block (texture width 2^b_tws; buffer
+//   channels 2i (low half) and 2i + 1 (high half) of the block (texture width
+//   2^w_tex_log2_width; buffer
 //   window from `u.w_base`).
 // * `et` / `etab`: the epilogue table of `epilogue_table.wgsl`, E_VEC4 vec4s per output
-//   channel, whose second vec4 is (0, S(o), 0, 0) (texture width 2^e_tws; buffer window from
-//   vec4 `u.e_base`).
-// * `y` (storage, read_write): packed output words, `ptiles` per (n, o) plane, window from
+//   channel, whose second vec4 is (0, S(o), 0, 0) (texture width
+//   2^etab_tex_log2_width; buffer window from
+//   vec4 `u.etab_base`).
+// * `y` (storage, read_write): packed output words, `pixel_tiles` per (n, o) plane, window from
 //   `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest.
 
@@ -41,37 +43,39 @@ override WG: u32 = 64u;
 // 1 when the channel multiplier is 1 (channel o reads channel o).
 override IDENT: u32 = 1u;
 
+// The host side is `ConvDwParams` in `src/gpu/kernels.rs` (field docs there; names and
+// offsets are checked by `kernel_contract.rs`).
 struct Params {
     wg_begin: u32,
     wg_count: u32,
-    gpp: u32,
-    ptiles: u32,
-    nblocks: u32,
+    plane_workgroups: u32, // workgroups per (image, channel block)
+    pixel_tiles: u32, // 4-pixel tiles per output plane
+    channel_blocks: u32, // 8-channel blocks over all groups
     plane_out: u32,
     w_out: u32,
     c_out: u32,
-    mult: u32,
+    channel_multiplier: u32, // output channels per input channel
     kw: u32,
     taps: u32,
-    qp: u32,
-    hp: u32,
-    wp: u32,
-    sh: u32,
-    sw: u32,
-    step_x: u32,
-    step_y: u32,
+    quads_per_pixel: u32,
+    padded_h: u32,
+    padded_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    step_x: u32, // quad step from a tap to the next tap
+    step_y: u32, // quad step after a kernel row to the next row (wrapping)
     n_begin: u32,
-    a_base: u32,
-    tws: u32,
-    w_base: u32,
-    b_tws: u32,
-    e_base: u32,
-    y_base: u32,
-    xz: i32,
+    a_base: u32, // first quad of the quads buffer window
+    quads_tex_log2_width: u32, // log2 width of the quads texture
+    w_base: u32, // first vec4 of the weights buffer window
+    w_tex_log2_width: u32, // log2 width of the weights texture
+    etab_base: u32, // first vec4 of the epilogue-table buffer window
+    y_base: u32, // first word of the output window
+    x_zero_point: i32, // z': input zero point in the kernel's byte domain
     out_zp: i32,
     out_lo: i32,
     out_hi: i32,
-    e_tws: u32,
+    etab_tex_log2_width: u32, // log2 width of the epilogue-table texture
     _pad0: u32,
     _pad1: u32,
 }
@@ -121,7 +125,7 @@ fn finish(j: u32, v: vec4<i32>, o0: u32, nch: u32, px_ok: vec4<bool>, plane0: u3
         return;
     }
     let c = o0 + j;
-    let acc = v - vec4<i32>(u.xz * i32(load_e(c * E_VEC4 + 1u).y));
+    let acc = v - vec4<i32>(u.x_zero_point * i32(load_e(c * E_VEC4 + 1u).y));
     store_channel(c, acc, px_ok, plane0, pt);
 }
 
@@ -144,19 +148,19 @@ fn main(
         return;
     }
     let wg = u.wg_begin + wl;
-    let ptg = wg % u.gpp;
-    let t = wg / u.gpp;
-    let ob = t % u.nblocks;
-    let n = t / u.nblocks;
+    let ptg = wg % u.plane_workgroups;
+    let t = wg / u.plane_workgroups;
+    let ob = t % u.channel_blocks;
+    let n = t / u.channel_blocks;
     let o0 = ob * 8u;
 
     // Input channel of each output channel (clamped past the last one), relative to the first
     // quad read.
-    let c0 = min(o0, u.c_out - 1u) / u.mult;
+    let c0 = min(o0, u.c_out - 1u) / u.channel_multiplier;
     let tq0 = c0 / 16u;
     var r: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) {
-        r[j] = min(o0 + j, u.c_out - 1u) / u.mult - tq0 * 16u;
+        r[j] = min(o0 + j, u.c_out - 1u) / u.channel_multiplier - tq0 * 16u;
     }
     let two = r[7] >= 16u;
     let half = (o0 / 8u) & 1u;
@@ -167,7 +171,8 @@ fn main(
     let pc = min(p, vec4<u32>(u.plane_out - 1u));
     let oy = pc / vec4<u32>(u.w_out);
     let ox = pc - oy * u.w_out;
-    let a = ((vec4<u32>(n * u.hp) + oy * u.sh) * u.wp + ox * u.sw) * u.qp + tq0;
+    let a = ((vec4<u32>(n * u.padded_h) + oy * u.stride_h) * u.padded_w + ox * u.stride_w)
+        * u.quads_per_pixel + tq0;
 
     var a0 = vec4<i32>(0);
     var a1 = vec4<i32>(0);
@@ -206,7 +211,7 @@ fn main(
     }
 
     // The epilogue.
-    if (pt < u.ptiles) {
+    if (pt < u.pixel_tiles) {
         let px_ok = p < vec4<u32>(u.plane_out);
         let plane0 = (u.n_begin + n) * u.c_out;
         let nch = min(8u, u.c_out - o0);

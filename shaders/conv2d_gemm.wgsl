@@ -7,7 +7,7 @@
 // A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
 // wrapping i32 (the host checks with `Epilogue::check_accumulator` that the true sum fits):
 //   acc[n, o, p] = sum_k (x'[n, p, k] - z') * (w[o, k] - w_zp(o))
-//                = sum x'w - w_zp * sum x' - z' * sum w + K' * z' * w_zp        (K' = 16 * kq)
+//                = sum x'w - w_zp * sum x' - z' * sum w + K' * z' * w_zp        (K' = 16 * k_quads)
 // x' is the input in the kernel's domain with zero point z' (signed bytes for `dot4I8Packed`,
 // unsigned bytes for the fallback), padding and the channels that round a group up to 16 hold
 // z' (so they add exactly 0), and `sum x'` is only accumulated when the override `WZP` is 1.
@@ -20,7 +20,8 @@
 // Tiling.
 // * Workgroup tile: TM = 4 * WG output pixels (WG pixel tiles of 4 consecutive pixels of one
 //   output plane) x TN = 8 output channels (a channel block of one group), for one image.
-//   The K loop runs over all kq quads; B is staged per chunk of TKQ quads (SHARED) or per quad.
+//   The K loop runs over all k_quads quads; B is staged per chunk of TKQ quads (SHARED) or per
+//   quad.
 // * Register tile: each invocation computes 4 pixels x 8 channels (32 i32 accumulators
 //   a<pixel><channel>): per quad it reads 4 A quads (one per pixel) and 8 B quads, and each A
 //   word feeds 8 dot products, each B word 4. One pixel tile is exactly one packed output word
@@ -41,17 +42,18 @@
 // batch, on CPU adapters) and the chunk TKQ (from the workgroup storage limit) are overrides.
 //
 // Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
-// (i % 2^tws, i >> tws); else storage buffers bound as windows):
+// (i % 2^log2_width, i >> log2_width); else storage buffers bound as windows):
 // * `u` (uniform): the dispatch's workgroup range, the conv geometry, window bases / texture
 //   widths, z', K', output zero point and clamp.
-// * `xt` / `xa`: A quads, quad index ((n * hp + py) * wp + px) * qp + g * qg + quad for chunk
-//   image n at padded pixel (py, px) (texture width 2^tws; buffer window from `u.a_base`).
+// * `xt` / `xa`: A quads, quad index ((n * padded_h + py) * padded_w + px) * quads_per_pixel
+//   + g * quads_per_group + quad for chunk image n at padded pixel (py, px) (texture width
+//   2^quads_tex_log2_width; buffer window from `u.a_base`).
 // * `wt` / `wts`: B, one vec4 per (channel block, quad, lane j of the block) (texture width
-//   2^b_tws; buffer window from `u.w_base`).
+//   2^w_tex_log2_width; buffer window from `u.w_base`).
 // * `et` / `etab`: the epilogue table of `epilogue_table.wgsl`, E_VEC4 vec4s per output
 //   channel, whose second vec4 is (w_zp, sum of the channel's weights, 0, 0) (texture width
-//   2^e_tws; buffer window from vec4 `u.e_base`).
-// * `y` (storage, read_write): the packed output, `ptiles` words per (n, o) plane, four
+//   2^etab_tex_log2_width; buffer window from vec4 `u.etab_base`).
+// * `y` (storage, read_write): the packed output, `pixel_tiles` words per (n, o) plane, four
 //   pixels per word, window from word `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest, `n` counting
 // from the image chunk; a dispatch runs workgroups [wg_begin, wg_begin + wg_count) laid out as
@@ -61,40 +63,42 @@ override WZP: u32 = 0u;
 override WG: u32 = 64u;
 override TKQ: u32 = 16u;
 
+// The host side is `ConvGemmParams` in `src/gpu/kernels.rs` (field docs there; names and
+// offsets are checked by `kernel_contract.rs`).
 struct Params {
     wg_begin: u32,
     wg_count: u32,
-    gpp: u32,
-    ptiles: u32,
-    nblocks: u32,
-    cbpg: u32,
+    plane_workgroups: u32, // workgroups per (image, channel block)
+    pixel_tiles: u32, // 4-pixel tiles per output plane
+    channel_blocks: u32, // 8-channel blocks over all groups
+    blocks_per_group: u32,
     plane_out: u32,
     w_out: u32,
     c_out: u32,
-    cog: u32,
+    c_out_per_group: u32,
     kw: u32,
-    kq: u32,
-    qg: u32,
-    qp: u32,
-    hp: u32,
-    wp: u32,
-    sh: u32,
-    sw: u32,
-    step_kx: u32,
-    step_ky: u32,
+    k_quads: u32,
+    quads_per_group: u32,
+    quads_per_pixel: u32,
+    padded_h: u32,
+    padded_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    step_kx: u32, // quad step after a tap to the next tap (wrapping)
+    step_ky: u32, // quad step after a kernel row to the next row (wrapping)
     n_begin: u32,
-    a_base: u32,
-    tws: u32,
-    w_base: u32,
-    b_tws: u32,
-    e_base: u32,
-    y_base: u32,
-    xz: i32,
-    kext: i32,
+    a_base: u32, // first quad of the quads buffer window
+    quads_tex_log2_width: u32, // log2 width of the quads texture
+    w_base: u32, // first vec4 of the weights buffer window
+    w_tex_log2_width: u32, // log2 width of the weights texture
+    etab_base: u32, // first vec4 of the epilogue-table buffer window
+    y_base: u32, // first word of the output window
+    x_zero_point: i32, // z': input zero point in the kernel's byte domain
+    k_padded: i32, // K' = 16 * k_quads, for the K' * z' * w_zp correction
     out_zp: i32,
     out_lo: i32,
     out_hi: i32,
-    e_tws: u32,
+    etab_tex_log2_width: u32, // log2 width of the epilogue-table texture
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -144,8 +148,8 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
     }
     let c = c0 + j;
     let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
-    let z = u.xz;
-    var acc = v + vec4<i32>(u.kext * z * m.x - z * m.y);
+    let z = u.x_zero_point;
+    var acc = v + vec4<i32>(u.k_padded * z * m.x - z * m.y);
     if (WZP == 1u) {
         acc = acc - m.x * sums;
     }
@@ -167,12 +171,12 @@ fn main(
         return;
     }
     let wg = u.wg_begin + wl;
-    let ptg = wg % u.gpp;
-    let t = wg / u.gpp;
-    let cb = t % u.nblocks;
-    let n = t / u.nblocks;
-    let g = cb / u.cbpg;
-    let bl = cb - g * u.cbpg;
+    let ptg = wg % u.plane_workgroups;
+    let t = wg / u.plane_workgroups;
+    let cb = t % u.channel_blocks;
+    let n = t / u.channel_blocks;
+    let g = cb / u.blocks_per_group;
+    let bl = cb - g * u.blocks_per_group;
     let lanes = vec4<u32>(0u, 1u, 2u, 3u);
 
     // The 4 output pixels of this invocation's tile (clamped for reading) and the A quad of
@@ -182,7 +186,8 @@ fn main(
     let pc = min(p, vec4<u32>(u.plane_out - 1u));
     let oy = pc / vec4<u32>(u.w_out);
     let ox = pc - oy * u.w_out;
-    let a = ((vec4<u32>(n * u.hp) + oy * u.sh) * u.wp + ox * u.sw) * u.qp + g * u.qg;
+    let a = ((vec4<u32>(n * u.padded_h) + oy * u.stride_h) * u.padded_w + ox * u.stride_w)
+        * u.quads_per_pixel + g * u.quads_per_group;
 
     // Accumulator a<q><j>: pixel q, channel j of the block; s<q>: sum of x' of pixel q.
     var a00 = 0; var a01 = 0; var a02 = 0; var a03 = 0; var a04 = 0; var a05 = 0; var a06 = 0; var a07 = 0;
@@ -195,7 +200,7 @@ fn main(
     var s3 = 0;
     // B index of this block's first quad (per lane with subgroups: lane j loads channel j);
     // `off` follows the quad (ky, kx, qq) through the taps.
-    let wq = cb * u.kq * 8u;
+    let wq = cb * u.k_quads * 8u;
 //#if SG
     var wi = wq + min(sl, 7u);
 //#else
@@ -204,7 +209,7 @@ fn main(
     var off = 0u;
     var qq = 0u;
     var kx = 0u;
-    for (var q = 0u; q < u.kq; q++) {
+    for (var q = 0u; q < u.k_quads; q++) {
 //#if SG
         let wv = load_b(wi);
         let w0 = subgroupBroadcast(wv, 0u);
@@ -221,7 +226,7 @@ fn main(
         // barriers).
         let qi = q % TKQ;
         if (qi == 0u) {
-            let qn = min(TKQ, u.kq - q);
+            let qn = min(TKQ, u.k_quads - q);
             workgroupBarrier();
             for (var e = lid; e < qn * 8u; e += WG) {
                 wtile[e] = load_b(wi + e);
@@ -298,7 +303,7 @@ fn main(
         }
         off += 1u;
         qq += 1u;
-        if (qq == u.qg) {
+        if (qq == u.quads_per_group) {
             qq = 0u;
             off += u.step_kx;
             kx += 1u;
@@ -310,12 +315,12 @@ fn main(
     }
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
-    if (pt < u.ptiles) {
+    if (pt < u.pixel_tiles) {
         let px_ok = p < vec4<u32>(u.plane_out);
         let plane0 = (u.n_begin + n) * u.c_out;
         let sums = vec4<i32>(s0, s1, s2, s3);
-        let nch = min(8u, u.cog - bl * 8u);
-        let c0 = g * u.cog + bl * 8u;
+        let nch = min(8u, u.c_out_per_group - bl * 8u);
+        let c0 = g * u.c_out_per_group + bl * 8u;
         finish(0u, vec4<i32>(a00, a10, a20, a30), sums, c0, nch, px_ok, plane0, pt);
         finish(1u, vec4<i32>(a01, a11, a21, a31), sums, c0, nch, px_ok, plane0, pt);
         finish(2u, vec4<i32>(a02, a12, a22, a32), sums, c0, nch, px_ok, plane0, pt);

@@ -1,7 +1,8 @@
 // squint: what the conv kernels `conv2d_gemm.wgsl` and `conv2d_dw.wgsl` share, appended after
 // `epilogue_table.wgsl` and before the kernel, which declares the uniform `u` (with the fields
-// used here: the texture widths `tws`, `b_tws`, `e_tws`, the buffer window bases `a_base`,
-// `w_base`, `e_base`, `y_base`, and `ptiles`).
+// used here: the log2 texture widths `quads_tex_log2_width`, `w_tex_log2_width`,
+// `etab_tex_log2_width`, the buffer window bases `a_base`, `w_base`, `etab_base`, `y_base`,
+// and `pixel_tiles`).
 //
 // Bindings: 1 the input quads, 2 the packed weights, 3 the epilogue table, as rgba32uint
 // storage textures (XTEX: vec4 i at texel (i % 2^width_log2, i >> width_log2)) or as storage
@@ -22,8 +23,8 @@
 // The A quad with (chunk-relative) index i.
 fn load_a(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.tws) - 1u;
-    return textureLoad(xt, vec2<u32>(i & mask, i >> u.tws));
+    let mask = (1u << u.quads_tex_log2_width) - 1u;
+    return textureLoad(xt, vec2<u32>(i & mask, i >> u.quads_tex_log2_width));
 //#else
     return xa[i - u.a_base];
 //#endif
@@ -32,8 +33,8 @@ fn load_a(i: u32) -> vec4<u32> {
 // The B (weight) vec4 with index i.
 fn load_b(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.b_tws) - 1u;
-    return textureLoad(wt, vec2<u32>(i & mask, i >> u.b_tws));
+    let mask = (1u << u.w_tex_log2_width) - 1u;
+    return textureLoad(wt, vec2<u32>(i & mask, i >> u.w_tex_log2_width));
 //#else
     return wts[i - u.w_base];
 //#endif
@@ -42,10 +43,10 @@ fn load_b(i: u32) -> vec4<u32> {
 // Vec4 i of the epilogue table.
 fn load_e(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.e_tws) - 1u;
-    return textureLoad(et, vec2<u32>(i & mask, i >> u.e_tws));
+    let mask = (1u << u.etab_tex_log2_width) - 1u;
+    return textureLoad(et, vec2<u32>(i & mask, i >> u.etab_tex_log2_width));
 //#else
-    return etab[i - u.e_base];
+    return etab[i - u.etab_base];
 //#endif
 }
 
@@ -53,5 +54,5 @@ fn load_e(i: u32) -> vec4<u32> {
 // packed output word `pt` of plane `plane0 + c` (bytes of pixels past the plane's end are 0).
 fn store_channel(c: u32, acc: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
     let h = load_e(c * E_VEC4);
-    y[(plane0 + c) * u.ptiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
+    y[(plane0 + c) * u.pixel_tiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
 }

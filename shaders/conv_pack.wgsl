@@ -4,13 +4,13 @@
 // Repacks a packed 8-bit NCHW activation into "quads" for `conv2d_gemm.wgsl` and
 // `conv2d_dw.wgsl`: one vec4<u32> holds 16 channel slots of one padded pixel, byte b of word k
 // being slot 4k + b. Slots are assigned per group: slot s of a pixel belongs to group
-// g = s / sg and is channel g * cig + (s % sg) of the input when s % sg < cig. With
-// sg = 16 * ceil(cig / 16) every group starts on a quad (the GEMM layout); with sg = cig the
-// channels are simply contiguous (the depthwise layout). The conv's zero padding is
-// materialised: padded pixels and the slots past a group's channels hold the zero-point byte,
-// so that `x' - z'` is 0 there, as a padded tap contributes a real 0. Bytes are XORed with
-// `flip` to reach the kernel's domain (signed for `dot4I8Packed`, unsigned otherwise). Plain
-// tensor reshaping: kernels know nothing of models.
+// g = s / S and is channel g * C + (s % S) of the input when s % S < C (S = `slots_per_group`,
+// C = `c_in_per_group`). With S = 16 * ceil(C / 16) every group starts on a quad (the GEMM
+// layout); with S = C the channels are simply contiguous (the depthwise layout). The conv's
+// zero padding is materialised: padded pixels and the slots past a group's channels hold the
+// zero-point byte, so that `x' - z'` is 0 there, as a padded tap contributes a real 0. Bytes
+// are XORed with `u.flip` to reach the kernel's domain (signed for `dot4I8Packed`, unsigned
+// otherwise). Plain tensor reshaping: kernels know nothing of models.
 //
 // Two kinds of items, in one dispatch:
 // * [0, u.n_interior): interior. Item (n, k, q): input word k of every plane (4 consecutive input pixels,
@@ -24,35 +24,39 @@
 //   byte.
 // * `xt` (read-only storage texture rgba32uint; XTEX) or `x` (storage, read): the packed input,
 //   four values per u32 little-endian, `plane_words` words per (n, c) plane; the texture is a
-//   copy of the tensor's buffer, word i at texel i / 4 = (t % 2^x_tws, t >> x_tws), component
+//   copy of the tensor's buffer, word i at texel i / 4 = (t % 2^x_tex_log2_width,
+//   t >> x_tex_log2_width), component
 //   i % 4; the buffer is a window from word `u.x_base`. Image n counts from `u.img_begin`.
 // * `qt` (write-only storage texture rgba32uint; XTEX) or `xq` (storage, read_write,
-//   array<vec4<u32>>): quad ((n * hp + py) * wp + px) * qp + q; texel i is at
-//   (i % 2^tws, i >> tws); the buffer is a window from quad `u.q_base`.
+//   array<vec4<u32>>): quad ((n * padded_h + py) * padded_w + px) * quads_per_pixel + q;
+//   texel i is at (i % 2^quads_tex_log2_width, i >> quads_tex_log2_width); the buffer is a
+//   window from quad `u.q_base`.
 
+// The host side is `ConvPackParams` in `src/gpu/kernels.rs` (field docs there; names and
+// offsets are checked by `kernel_contract.rs`).
 struct Params {
     item_begin: u32,
     item_count: u32,
-    n_interior: u32,
+    n_interior: u32, // interior items; border items follow
     h: u32,
     w: u32,
     plane_words: u32,
-    hp: u32,
-    wp: u32,
-    ph: u32,
-    pw: u32,
+    padded_h: u32,
+    padded_w: u32,
+    pad_h: u32,
+    pad_w: u32,
     c_in: u32,
-    cig: u32,
+    c_in_per_group: u32,
     groups: u32,
-    sg: u32,
-    qp: u32,
+    slots_per_group: u32, // channel slots per group in a pixel's quads
+    quads_per_pixel: u32,
     img_begin: u32,
-    x_base: u32,
-    x_tws: u32,
-    q_base: u32,
-    tws: u32,
-    flip: u32,
-    zbyte: u32,
+    x_base: u32, // first word of the input buffer window
+    x_tex_log2_width: u32, // log2 width of the input texture
+    q_base: u32, // first quad of the quads buffer window
+    quads_tex_log2_width: u32, // log2 width of the quads texture
+    flip: u32, // 0x80 or 0, XORed into input bytes (kernel byte domain)
+    pad_byte: u32, // z' as a byte: fills padding and group-rounding slots
     _pad0: u32,
     _pad1: u32,
 }
@@ -70,8 +74,8 @@ struct Params {
 fn load_word(i: u32) -> u32 {
 //#if XTEX
     let t = i >> 2u;
-    let mask = (1u << u.x_tws) - 1u;
-    let v = textureLoad(xt, vec2<u32>(t & mask, t >> u.x_tws));
+    let mask = (1u << u.x_tex_log2_width) - 1u;
+    let v = textureLoad(xt, vec2<u32>(t & mask, t >> u.x_tex_log2_width));
     let c = i & 3u;
     return select(select(v.x, v.y, c == 1u), select(v.z, v.w, c == 3u), c >= 2u);
 //#else
@@ -81,8 +85,8 @@ fn load_word(i: u32) -> u32 {
 
 fn store_quad(i: u32, v: vec4<u32>) {
 //#if XTEX
-    let mask = (1u << u.tws) - 1u;
-    textureStore(qt, vec2<u32>(i & mask, i >> u.tws), v);
+    let mask = (1u << u.quads_tex_log2_width) - 1u;
+    textureStore(qt, vec2<u32>(i & mask, i >> u.quads_tex_log2_width), v);
 //#else
     xq[i - u.q_base] = v;
 //#endif
@@ -91,19 +95,19 @@ fn store_quad(i: u32, v: vec4<u32>) {
 // The padded pixel of the b-th border pixel of an image (rows above, then the left and right
 // margins of the input rows, then rows below).
 fn border_pixel(b: u32) -> vec2<u32> {
-    let top = u.ph * u.wp;
+    let top = u.pad_h * u.padded_w;
     if (b < top) {
-        return vec2<u32>(b / u.wp, b % u.wp);
+        return vec2<u32>(b / u.padded_w, b % u.padded_w);
     }
-    let side = 2u * u.pw;
+    let side = 2u * u.pad_w;
     let mid = u.h * side;
     if (b < top + mid) {
         let r = (b - top) / side;
         let c = (b - top) - r * side;
-        return vec2<u32>(u.ph + r, select(u.w + c, c, c < u.pw));
+        return vec2<u32>(u.pad_h + r, select(u.w + c, c, c < u.pad_w));
     }
     let rest = b - top - mid;
-    return vec2<u32>(u.ph + u.h + rest / u.wp, rest % u.wp);
+    return vec2<u32>(u.pad_h + u.h + rest / u.padded_w, rest % u.padded_w);
 }
 
 @compute @workgroup_size(64)
@@ -116,20 +120,21 @@ fn main(
     if (local >= u.item_count) {
         return;
     }
-    let zfill = u.zbyte * 0x01010101u;
+    let zfill = u.pad_byte * 0x01010101u;
     if (u.item_begin + local >= u.n_interior) {
         let e = u.item_begin + local - u.n_interior;
-        let q = e % u.qp;
-        let r = e / u.qp;
-        let nb = u.hp * u.wp - u.h * u.w;
+        let q = e % u.quads_per_pixel;
+        let r = e / u.quads_per_pixel;
+        let nb = u.padded_h * u.padded_w - u.h * u.w;
         let n = r / nb;
         let px = border_pixel(r - n * nb);
-        store_quad(((n * u.hp + px.x) * u.wp + px.y) * u.qp + q, vec4<u32>(zfill));
+        store_quad(((n * u.padded_h + px.x) * u.padded_w + px.y) * u.quads_per_pixel + q,
+            vec4<u32>(zfill));
         return;
     }
     let e = u.item_begin + local;
-    let q = e % u.qp;
-    let r = e / u.qp;
+    let q = e % u.quads_per_pixel;
+    let r = e / u.quads_per_pixel;
     let n = r / u.plane_words;
     let k = r - n * u.plane_words;
     // The 16 slots of quad q: word j of the 4 output quads (one per pixel) gets byte m of
@@ -141,11 +146,12 @@ fn main(
         var b: array<u32, 4>;
         for (var m = 0u; m < 4u; m++) {
             let s = q * 16u + j * 4u + m;
-            let g = s / u.sg;
-            let i = s - g * u.sg;
+            let g = s / u.slots_per_group;
+            let i = s - g * u.slots_per_group;
             var v = zfill;
-            if (g < u.groups && i < u.cig) {
-                v = load_word((img + g * u.cig + i) * u.plane_words + k) ^ (u.flip * 0x01010101u);
+            if (g < u.groups && i < u.c_in_per_group) {
+                v = load_word((img + g * u.c_in_per_group + i) * u.plane_words + k)
+                    ^ (u.flip * 0x01010101u);
             }
             b[m] = v;
         }
@@ -162,7 +168,8 @@ fn main(
         if (pos < plane) {
             let iy = pos / u.w;
             let ix = pos - iy * u.w;
-            store_quad(((n * u.hp + iy + u.ph) * u.wp + ix + u.pw) * u.qp + q, quads[p]);
+            store_quad(((n * u.padded_h + iy + u.pad_h) * u.padded_w + ix + u.pad_w)
+                * u.quads_per_pixel + q, quads[p]);
         }
     }
 }

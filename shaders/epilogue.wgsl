@@ -14,15 +14,17 @@
 override FORMULA: u32 = 0u;
 
 // `ChannelRequant`, eight 32-bit words; float fields are read as their bit patterns.
+// Which fields a formula reads, and their meaning, depend on the formula (see
+// `ChannelRequant` in `src/quant/requant.rs`).
 struct ChannelRequant {
-    bias_i32: i32,
-    bias_f32: u32,
-    mult: u32,
-    mult2: u32,
-    inv_out_scale: u32,
-    fp_multiplier: i32,
-    fp_left_shift: i32,
-    fp_right_shift: i32,
+    bias_i32: i32, // integer bias added to the accumulator (qnnpack, fixed-point)
+    bias_f32: u32, // float bias: f32(b / s) for fbgemm, b for onednn
+    mult: u32, // first multiplier: M for qnnpack and fbgemm, the input scale sx for onednn
+    mult2: u32, // second multiplier: the weight scale sw for onednn (unused otherwise)
+    inv_out_scale: u32, // f32(1 / sy) for onednn
+    fp_multiplier: i32, // Q0.31 multiplier (fixed-point)
+    fp_left_shift: i32, // left shift before the high multiply (fixed-point)
+    fp_right_shift: i32, // right shift after the high multiply (fixed-point)
 }
 
 // `Epilogue::apply`: accumulator -> clamped output int.

@@ -1,5 +1,5 @@
-//! Device tensors, uploads and read-backs, and the splitting of work into dispatches whose
-//! storage bindings fit the device limits.
+//! Device tensors, uploads and read-backs, pooled allocations on a context, and the
+//! recording of dispatches whose storage bindings fit the device limits.
 //!
 //! # Layout of a packed tensor ([`GpuTensor`])
 //! NCHW, four 8-bit values per u32 in little-endian byte order, each (n, c) plane of `H*W`
@@ -8,14 +8,15 @@
 //! an output word. When `H*W` is a multiple of 4 the buffer is plain NCHW bytes.
 //!
 //! # Splitting
-//! Every kernel works on a linear range of items. [`plan`] cuts `[0, total)` into chunks such
-//! that (a) each chunk's byte range in every storage buffer, widened down to the offset
-//! alignment, fits the largest binding, and (b) its workgroups fit a 2-D dispatch. Each chunk
-//! binds windows (`offset`, `size`) of the buffers and tells the kernel the window bases.
+//! Every kernel works on a linear range of items. [`plan`](super::split::plan) cuts
+//! `[0, total)` into chunks such that (a) each chunk's byte range in every storage buffer,
+//! widened down to the offset alignment, fits the largest binding, and (b) its workgroups fit
+//! a 2-D dispatch. Each chunk binds windows (`offset`, `size`) of the buffers and tells the
+//! kernel the window bases.
 //!
 //! # Pooling and recording
 //! Per-call buffers (tensors, scratch textures, read-back staging) come from the context's
-//! [`Pool`], keyed by usage and size class, and go back to it when dropped, so steady-state
+//! pool (`pool.rs`), keyed by usage and size class, and go back to it when dropped, so steady-state
 //! calls allocate nothing but a small uniform buffer. The dispatches of one operation are
 //! recorded as one compute pass ([`record`]) with all their uniform records in one buffer.
 //! Operations are recorded into the context's pending command encoder and submitted together
@@ -24,12 +25,12 @@
 //! recording order. Data is therefore never written into pooled buffers with
 //! `Queue::write_buffer` while work is pending (it would run before the pending commands).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
-use super::device::{GpuContext, Pipeline};
-use super::gate::Gate;
+use super::context::GpuContext;
 use super::kernels::{ITEMS_PER_INVOCATION, WORKGROUP};
+use super::pipelines::Pipeline;
+use super::pool::{size_class, PooledBuffer, PooledTexture};
 use super::split::SplitLimits;
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
@@ -261,173 +262,6 @@ pub(crate) fn dispatch(
     record(ctx, enc, &[item], None)
 }
 
-/// The size a pooled buffer of at least `size` bytes gets: multiples of 256 bytes up to
-/// 4 KiB, then quarter steps between powers of two (at most 25% slack).
-pub(crate) fn size_class(size: u64) -> u64 {
-    let size = size.max(4).div_ceil(4) * 4;
-    if size <= 4096 {
-        return size.div_ceil(256) * 256;
-    }
-    let step = 1u64 << (63 - size.leading_zeros() - 2);
-    size.div_ceil(step) * step
-}
-
-/// Free buffers and textures of one context, for reuse across calls.
-#[derive(Debug)]
-pub(crate) struct Pool {
-    state: Mutex<PoolState>,
-    /// Most bytes kept free.
-    cap: u64,
-    /// The device's gate: loans return (and surplus entries are dropped) inside it.
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, Default)]
-struct PoolState {
-    buffers: HashMap<(u64, u32), Vec<wgpu::Buffer>>,
-    textures: HashMap<(u32, u32), Vec<wgpu::Texture>>,
-    bytes: u64,
-}
-
-/// Free entries kept per key.
-const POOL_PER_KEY: usize = 8;
-
-impl Pool {
-    pub(crate) fn new(cap: u64, gate: &Arc<Gate>) -> Arc<Pool> {
-        Arc::new(Pool {
-            state: Mutex::new(PoolState::default()),
-            cap,
-            gate: gate.clone(),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take_buffer(&self, size: u64, usage: wgpu::BufferUsages) -> Option<wgpu::Buffer> {
-        let mut st = self.lock();
-        let b = st.buffers.get_mut(&(size, usage.bits()))?.pop()?;
-        st.bytes -= size;
-        Some(b)
-    }
-
-    fn put_buffer(&self, b: wgpu::Buffer) {
-        let size = b.size();
-        let mut st = self.lock();
-        if st.bytes + size > self.cap {
-            return;
-        }
-        let list = st.buffers.entry((size, b.usage().bits())).or_default();
-        if list.len() < POOL_PER_KEY {
-            list.push(b);
-            st.bytes += size;
-        }
-    }
-
-    fn take_texture(&self, w: u32, h: u32) -> Option<wgpu::Texture> {
-        let mut st = self.lock();
-        let t = st.textures.get_mut(&(w, h))?.pop()?;
-        st.bytes -= w as u64 * h as u64 * 16;
-        Some(t)
-    }
-
-    fn put_texture(&self, t: wgpu::Texture) {
-        let (w, h) = (t.width(), t.height());
-        let size = w as u64 * h as u64 * 16;
-        let mut st = self.lock();
-        if st.bytes + size > self.cap {
-            return;
-        }
-        let list = st.textures.entry((w, h)).or_default();
-        if list.len() < POOL_PER_KEY {
-            list.push(t);
-            st.bytes += size;
-        }
-    }
-
-    /// Drops every free entry.
-    pub(crate) fn clear(&self) {
-        let mut st = self.lock();
-        st.buffers.clear();
-        st.textures.clear();
-        st.bytes = 0;
-    }
-
-    /// Bytes held by free entries.
-    pub(crate) fn free_bytes(&self) -> u64 {
-        self.lock().bytes
-    }
-}
-
-/// A buffer on loan from a [`Pool`]; it goes back when dropped (inside the device's gate,
-/// like the buffer's own drop when the pool is full or gone).
-pub(crate) struct PooledBuffer {
-    buffer: Option<wgpu::Buffer>,
-    pool: Weak<Pool>,
-    gate: Arc<Gate>,
-}
-
-impl std::fmt::Debug for PooledBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBuffer")
-            .field("size", &self.size())
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::ops::Deref for PooledBuffer {
-    type Target = wgpu::Buffer;
-    fn deref(&self) -> &wgpu::Buffer {
-        self.buffer
-            .as_ref()
-            .expect("a pooled buffer is present until dropped")
-    }
-}
-
-impl Drop for PooledBuffer {
-    fn drop(&mut self) {
-        let _inside = self.gate.enter();
-        if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
-            pool.put_buffer(b);
-        }
-        // Else the buffer (if any) drops here, inside the gate.
-    }
-}
-
-/// An rgba32uint texture on loan from a [`Pool`], with its view (returned and dropped inside
-/// the device's gate, like [`PooledBuffer`]).
-pub(crate) struct PooledTexture {
-    texture: Option<wgpu::Texture>,
-    view: Option<wgpu::TextureView>,
-    pool: Weak<Pool>,
-    gate: Arc<Gate>,
-}
-
-impl PooledTexture {
-    pub(crate) fn texture(&self) -> &wgpu::Texture {
-        self.texture
-            .as_ref()
-            .expect("a pooled texture is present until dropped")
-    }
-
-    pub(crate) fn view(&self) -> &wgpu::TextureView {
-        self.view
-            .as_ref()
-            .expect("a pooled texture's view is present until dropped")
-    }
-}
-
-impl Drop for PooledTexture {
-    fn drop(&mut self) {
-        let _inside = self.gate.enter();
-        self.view = None;
-        if let (Some(t), Some(pool)) = (self.texture.take(), self.pool.upgrade()) {
-            pool.put_texture(t);
-        }
-    }
-}
-
 /// Usage of tensor and scratch storage buffers.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -460,11 +294,7 @@ impl GpuContext {
                 mapped_at_creation: false,
             }),
         };
-        Ok(Arc::new(PooledBuffer {
-            buffer: Some(buffer),
-            pool: Arc::downgrade(pool),
-            gate: pool.gate.clone(),
-        }))
+        Ok(Arc::new(PooledBuffer::new(buffer, pool)))
     }
 
     /// A pooled storage buffer holding `bytes` (the rest of it undefined), written through the
@@ -501,13 +331,7 @@ impl GpuContext {
                 view_formats: &[],
             })
         });
-        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-        PooledTexture {
-            texture: Some(texture),
-            view: Some(view),
-            pool: Arc::downgrade(pool),
-            gate: pool.gate.clone(),
-        }
+        PooledTexture::new(texture, pool)
     }
 }
 

@@ -4,6 +4,8 @@
 //! dispatches that fit the binding limits. Pure integer logic, no wgpu calls, tested on the
 //! CPU (unit tests and proptests below).
 
+use crate::error::{Error, Result};
+use crate::quant::QDtype;
 use crate::shape::ConvShape;
 
 /// Bytes of one quad (16 channel slots).
@@ -11,6 +13,13 @@ pub(crate) const QUAD: u64 = 16;
 
 /// vec4s of one output channel's epilogue table (see `epilogue_table` in `ops.rs`).
 pub(crate) const TABLE_VEC4: u64 = 66;
+
+/// Upper bound of the repacked-input scratch buffer of one conv call (buffer mode), unless a
+/// single image needs more.
+pub(crate) const SCRATCH_CAP: u64 = 256 << 20;
+
+/// Quad indices must stay below this (the kernels' index arithmetic is u32, with headroom).
+const MAX_QUAD_INDEX: u64 = u32::MAX as u64 / 2;
 
 /// Output pixels of one conv invocation (a pixel tile).
 pub(crate) const PIXELS_PER_TILE: u64 = 4;
@@ -344,6 +353,174 @@ impl ConvGeometry {
             vec![i[0], (i[1].0.min(o[1].0), i[1].1.max(o[1].1))]
         }
     }
+
+    /// Quad-index steps of the conv kernels' tap walk (wrapping u32, as the kernels add
+    /// them): `(next_tap, next_row)`. GEMM: after the `quads_per_group` quads of one tap, to
+    /// the first quad of the next tap of the kernel row; depthwise: from one tap to the next.
+    /// Both: after a row of `kw` taps, from there to the first tap of the next kernel row.
+    pub(crate) fn tap_steps(&self) -> (u32, u32) {
+        let qpp = self.quads_per_pixel;
+        let tap = self.dilation_w * qpp;
+        let next_row = (self.dilation_h * self.padded_w * qpp).wrapping_sub(self.kw * tap) as u32;
+        match self.layout {
+            ConvKernelLayout::Gemm {
+                quads_per_group, ..
+            } => (tap.wrapping_sub(quads_per_group) as u32, next_row),
+            ConvKernelLayout::Depthwise => (tap as u32, next_row),
+        }
+    }
+
+    /// K as the GEMM kernel sums it: `16 * k_quads` (each group's input channels rounded up
+    /// to 16, per tap), for the zero-point correction `K' * z' * w_zp`; 0 for depthwise.
+    pub(crate) fn padded_k(&self) -> u64 {
+        match self.layout {
+            ConvKernelLayout::Gemm { k_quads, .. } => 16 * k_quads,
+            ConvKernelLayout::Depthwise => 0,
+        }
+    }
+}
+
+/// How the conv kernels see input bytes: a stored byte XOR `flip` is the byte in the kernel's
+/// domain (signed bytes for `dot4I8Packed`, unsigned otherwise), in which the input's zero
+/// point is `zero_point`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InputDomain {
+    /// 0x80 or 0: XORed into every input byte by the repack kernel.
+    pub flip: u32,
+    /// The input zero point in the kernel's domain (`z'`).
+    pub zero_point: i32,
+}
+
+impl InputDomain {
+    /// The domain for an input of `dtype` with zero point `zero_point`, read by a kernel on
+    /// `signed` bytes.
+    pub(crate) fn new(dtype: QDtype, zero_point: i32, signed: bool) -> Self {
+        let (flip, zero_point) = match (dtype, signed) {
+            (QDtype::QUInt8, true) => (0x80u32, zero_point - 128),
+            (QDtype::QUInt8, false) => (0, zero_point),
+            (QDtype::QInt8, true) => (0, zero_point),
+            (QDtype::QInt8, false) => (0x80, zero_point + 128),
+        };
+        InputDomain { flip, zero_point }
+    }
+
+    /// The byte padding and rounding slots are filled with: `z'` as a byte of the kernel's
+    /// domain (so that `x' - z'` is 0 there).
+    pub(crate) fn pad_byte(&self) -> u32 {
+        self.zero_point as u32 & 0xff
+    }
+}
+
+/// Texture rows (a multiple of 16) that hold `texels` texels in rows of `width`.
+pub(crate) fn texture_rows(texels: u64, width: u64) -> u64 {
+    texels.div_ceil(width).div_ceil(16) * 16
+}
+
+/// The device limits that decide where a conv call keeps its repacked input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScratchLimits {
+    /// Whether the conv kernels may read textures (the kernel choice allows it and the layer
+    /// has its weights and epilogue table as textures).
+    pub textures: bool,
+    /// Texture width (a power of two, or 0) and height limit.
+    pub tex_width: u32,
+    pub tex_max_height: u32,
+    /// The device's largest buffer, bytes.
+    pub max_buffer: u64,
+}
+
+/// Where a conv call keeps its repacked input, and how many images each chunk repacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScratchPlan {
+    /// Quads and input in textures (else the input tensor's buffer and a scratch buffer).
+    pub use_textures: bool,
+    /// Images repacked and convolved per chunk (at least 1).
+    pub images_per_chunk: u64,
+}
+
+impl ScratchPlan {
+    /// The plan for `images` images of `quads_per_image` quads each, whose packed input has
+    /// `input_texels` quad-sized texels: textures when one image's quads and the whole input
+    /// fit them, chunks whose quads fit the texture (or the scratch buffer) and whose quad
+    /// indices fit u32. Fails when one image cannot fit.
+    pub(crate) fn new(
+        limits: ScratchLimits,
+        quads_per_image: u64,
+        input_texels: u64,
+        images: u64,
+    ) -> Result<Self> {
+        let tex_cap = limits.tex_width as u64 * limits.tex_max_height as u64;
+        let input_rows = texture_rows(input_texels, limits.tex_width.max(1) as u64);
+        let use_textures = limits.textures
+            && quads_per_image <= tex_cap
+            && input_rows <= limits.tex_max_height as u64;
+        if !use_textures && quads_per_image * QUAD > limits.max_buffer {
+            return Err(Error::DeviceLimit(format!(
+                "conv: one repacked input image needs {} bytes of scratch, the device's largest \
+                 buffer is {} bytes",
+                quads_per_image * QUAD,
+                limits.max_buffer
+            )));
+        }
+        let cap = if use_textures {
+            tex_cap
+        } else {
+            (SCRATCH_CAP.min(limits.max_buffer) / QUAD).max(quads_per_image)
+        }
+        .min(MAX_QUAD_INDEX);
+        let images_per_chunk = (cap / quads_per_image).clamp(1, images);
+        if quads_per_image > MAX_QUAD_INDEX {
+            return Err(Error::DeviceLimit(format!(
+                "conv: one repacked input image has {quads_per_image} quads, more than the 2^31 \
+                 indices of squint's kernels"
+            )));
+        }
+        Ok(ScratchPlan {
+            use_textures,
+            images_per_chunk,
+        })
+    }
+}
+
+/// The chunks `(first image, images)` of `images` images, `per_chunk` at a time.
+pub(crate) fn image_chunks(images: u64, per_chunk: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..images)
+        .step_by(per_chunk.max(1) as usize)
+        .map(move |first| (first, per_chunk.min(images - first)))
+}
+
+/// One buffer-to-texture copy of the conv input: `rows` rows of `width` texels, from byte
+/// `byte_offset` of the buffer to texture row `first_row`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TexelCopy {
+    pub byte_offset: u64,
+    pub first_row: u64,
+    pub width: u64,
+    pub rows: u64,
+}
+
+/// The copies that put `texels` quad-sized texels into a texture `width` texels wide, row
+/// by row: the whole rows, then the partial last row.
+pub(crate) fn input_texture_copies(texels: u64, width: u64) -> Vec<TexelCopy> {
+    let (full_rows, rest) = (texels / width, texels % width);
+    let mut copies = Vec::new();
+    if full_rows > 0 {
+        copies.push(TexelCopy {
+            byte_offset: 0,
+            first_row: 0,
+            width,
+            rows: full_rows,
+        });
+    }
+    if rest > 0 {
+        copies.push(TexelCopy {
+            byte_offset: full_rows * width * QUAD,
+            first_row: full_rows,
+            width: rest,
+            rows: 1,
+        });
+    }
+    copies
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::gpu::split::{plan, SplitLimits};
+use crate::quant::QDtype;
 use crate::shape::ConvParams;
 
 /// The layout `pack_gemm_weights` (in `ops.rs`) gives a grouped conv.
@@ -50,49 +51,114 @@ fn shape(
     .ok()
 }
 
+/// A valid conv case: shape, whether it runs on the depthwise kernel, conv workgroup size.
+///
+/// Shapes are valid by construction (no filtering, so every generated case is exercised):
+/// the input extent is the kernel's dilated extent minus the padding (at least 1) plus an
+/// extra 0..10 rows or columns, so the output is never empty.
 fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
     (
-        1usize..4,
-        1usize..4,
-        1usize..40,
-        1usize..20,
-        (1usize..12, 1usize..12),
+        (1usize..4, 1usize..4, 1usize..40, 1usize..20),
         (1usize..4, 1usize..4),
         (1usize..3, 1usize..3),
         (0usize..3, 0usize..3),
         (1usize..3, 1usize..3),
+        (0usize..10, 0usize..10),
         any::<bool>(),
         prop_oneof![Just(1u32), Just(2), Just(8), Just(64)],
     )
-        .prop_filter_map(
-            "valid conv shape",
-            |(n, g, cig, cog, hw, k, st, pad, dil, dw, wg)| {
-                let cig = if dw { 1 } else { cig };
-                let s = shape(
-                    n,
-                    g,
-                    cig,
-                    cog,
-                    [hw.0, hw.1],
-                    [k.0, k.1],
-                    [st.0, st.1],
-                    [pad.0, pad.1],
-                    [dil.0, dil.1],
-                )?;
-                Some((s, dw, wg))
-            },
-        )
+        .prop_map(|((n, g, cig, cog), k, st, pad, dil, extra, dw, wg)| {
+            let cig = if dw { 1 } else { cig };
+            // The smallest input extent whose padded size holds the dilated kernel.
+            let least = |k: usize, dil: usize, pad: usize| {
+                (dil * (k - 1) + 1).saturating_sub(2 * pad).max(1)
+            };
+            let hw = [
+                least(k.0, dil.0, pad.0) + extra.0,
+                least(k.1, dil.1, pad.1) + extra.1,
+            ];
+            let s = shape(
+                n,
+                g,
+                cig,
+                cog,
+                hw,
+                [k.0, k.1],
+                [st.0, st.1],
+                [pad.0, pad.1],
+                [dil.0, dil.1],
+            )
+            .expect("conv_case builds valid shapes");
+            (s, dw, wg)
+        })
 }
 
-fn limits_case() -> impl Strategy<Value = SplitLimits> {
-    (prop_oneof![Just(32u64), Just(256)], 1u32..6, 6u32..22).prop_map(|(align, wgs, bind_log)| {
+/// Split limits to test with, sized relative to the largest binding window one work item
+/// needs (so that a case neither always fails nor always fits in one dispatch).
+#[derive(Clone, Copy, Debug)]
+struct LimitsCase {
+    align: u64,
+    max_workgroups: u32,
+    /// The binding limit is the one-item need times 2^slack_log.
+    slack_log: u32,
+}
+
+impl LimitsCase {
+    fn limits(&self, max_binding: u64) -> SplitLimits {
         SplitLimits {
-            max_binding: 1 << bind_log,
-            max_workgroups: wgs,
-            align,
+            max_binding,
+            max_workgroups: self.max_workgroups,
+            align: self.align,
             max_buffer: 1 << 40,
         }
-    })
+    }
+}
+
+fn limits_case() -> impl Strategy<Value = LimitsCase> {
+    (prop_oneof![Just(32u64), Just(256)], 1u32..6, 0u32..8).prop_map(
+        |(align, max_workgroups, slack_log)| LimitsCase {
+            align,
+            max_workgroups,
+            slack_log,
+        },
+    )
+}
+
+/// The largest binding window (bytes, under `split`'s alignment) one item of `[0, total)`
+/// needs.
+fn largest_item_window(
+    split: SplitLimits,
+    total: u64,
+    ranges: &dyn Fn(u64, u64) -> Vec<(u64, u64)>,
+) -> u64 {
+    (0..total)
+        .flat_map(|i| ranges(i, i + 1))
+        .map(|(lo, hi)| split.window(lo, hi).1)
+        .max()
+        .expect("at least one item")
+}
+
+/// Plans `[0, total)` under `case`: first with a binding limit just below the largest
+/// one-item window (must fail with `DeviceLimit`), then with that window times
+/// `2^slack_log` (must succeed). Returns the limits and chunks of the successful plan.
+fn plan_both_ways(
+    case: LimitsCase,
+    total: u64,
+    per_group: u64,
+    ranges: &dyn Fn(u64, u64) -> Vec<(u64, u64)>,
+) -> (SplitLimits, Vec<(u64, u64)>) {
+    let need = largest_item_window(case.limits(u64::MAX), total, ranges);
+    let tight = case.limits(need - 1);
+    let r = plan(tight, total, per_group, "test", ranges);
+    assert!(
+        matches!(r, Err(crate::Error::DeviceLimit(_))),
+        "a limit below one item's window {need} must fail, got {r:?}"
+    );
+    let split = case.limits(need << case.slack_log);
+    let chunks = plan(split, total, per_group, "test", ranges)
+        .expect("a limit that holds every single item must plan");
+    assert_partition(&chunks, total);
+    (split, chunks)
 }
 
 fn within(inner: (u64, u64), outer: (u64, u64)) -> bool {
@@ -203,38 +269,30 @@ proptest! {
     /// The conv split partitions the workgroups of a chunk; every dispatch fits the
     /// workgroup-count and binding limits, and its ranges contain those of its workgroups.
     #[test]
-    fn conv_split_fits_limits((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+    fn conv_split_fits_limits((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
         let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
         let total = s.n as u64 * geo.workgroups_per_image();
         let ranges = |b: u64, e: u64| geo.conv_ranges(first, b, e);
-        if let Ok(chunks) = plan(split, total, 1, "conv2d", &ranges) {
-            assert_partition(&chunks, total);
-            let max_groups = split.max_workgroups as u64 * split.max_workgroups as u64;
-            for &(b, e) in &chunks {
-                prop_assert!(e - b <= max_groups);
-                let r = ranges(b, e);
-                for &(lo, hi) in &r {
-                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
-                }
-                for i in b..e {
-                    for (one, all) in ranges(i, i + 1).iter().zip(&r) {
-                        prop_assert!(within(*one, *all));
-                    }
+        let (split, chunks) = plan_both_ways(case, total, 1, &ranges);
+        let max_groups = split.max_workgroups as u64 * split.max_workgroups as u64;
+        for &(b, e) in &chunks {
+            prop_assert!(e - b <= max_groups);
+            let r = ranges(b, e);
+            for &(lo, hi) in &r {
+                prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+            }
+            for i in b..e {
+                for (one, all) in ranges(i, i + 1).iter().zip(&r) {
+                    prop_assert!(within(*one, *all));
                 }
             }
-        } else {
-            // Only when a single workgroup needs more than one binding allows.
-            let too_big = (0..total).any(|i| {
-                ranges(i, i + 1).iter().any(|&(lo, hi)| split.window(lo, hi).1 > split.max_binding)
-            });
-            prop_assert!(too_big);
         }
     }
 
     /// Repack items: interior and border items partition the chunk's padded pixels, each
     /// item's quads lie in its ranges, and a split respects the binding limit.
     #[test]
-    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), split in limits_case(), first in 0u64..3) {
+    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
         let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
         let images = s.n as u64;
         let qpp = geo.quads_per_pixel;
@@ -284,14 +342,171 @@ proptest! {
         }
         prop_assert!(hit.iter().all(|&k| k <= 1));
         let ranges = |b: u64, e: u64| geo.repack_ranges(first, images, b, e);
-        if let Ok(chunks) = plan(split, total, 64, "conv input repacking", &ranges) {
-            assert_partition(&chunks, total);
-            for &(b, e) in &chunks {
-                prop_assert!(e - b <= 64 * split.max_workgroups as u64 * split.max_workgroups as u64);
-                for &(lo, hi) in &ranges(b, e) {
-                    prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+        let (split, chunks) = plan_both_ways(case, total, 64, &ranges);
+        for &(b, e) in &chunks {
+            prop_assert!(e - b <= 64 * split.max_workgroups as u64 * split.max_workgroups as u64);
+            let r = ranges(b, e);
+            for &(lo, hi) in &r {
+                prop_assert!(split.window(lo, hi).1 <= split.max_binding);
+            }
+            for i in b..e {
+                let one = ranges(i, i + 1);
+                // Every item's quads lie in the dispatch's quad window; an interior item's
+                // input words in its input window (border items bind a dummy input word).
+                prop_assert!(within(one[1], r[1]));
+                if i < n_int {
+                    prop_assert!(within(one[0], r[0]));
                 }
             }
+        }
+    }
+}
+
+/// Every stored byte, read in the kernel's domain (`byte ^ flip`, signed or unsigned) minus
+/// the domain's zero point, is the stored value minus the input zero point; the pad byte is
+/// the zero point itself.
+#[test]
+fn input_domain_preserves_differences_to_the_zero_point() {
+    for dtype in [QDtype::QUInt8, QDtype::QInt8] {
+        let range = dtype.full_range();
+        let (lo, hi) = (range.min, range.max);
+        for signed in [false, true] {
+            let kernel_value = |b: u32| {
+                if signed {
+                    b as u8 as i8 as i32
+                } else {
+                    b as u8 as i32
+                }
+            };
+            for zp in lo..=hi {
+                let d = InputDomain::new(dtype, zp, signed);
+                assert!(d.flip == 0 || d.flip == 0x80);
+                assert_eq!(
+                    kernel_value(d.pad_byte()),
+                    d.zero_point,
+                    "{dtype:?} {signed} {zp}"
+                );
+                for b in 0..=255u8 {
+                    assert_eq!(
+                        kernel_value(b as u32 ^ d.flip) - d.zero_point,
+                        dtype.byte_to_int(b) - zp,
+                        "{dtype:?} signed={signed} zp={zp} byte={b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn texture_rows_round_up_to_16() {
+    assert_eq!(texture_rows(1, 64), 16);
+    assert_eq!(texture_rows(64 * 16, 64), 16);
+    assert_eq!(texture_rows(64 * 16 + 1, 64), 32);
+    assert_eq!(texture_rows(0, 64), 0);
+}
+
+#[test]
+fn input_texture_copies_cover_every_texel_once() {
+    for width in [1u64, 4, 64] {
+        for texels in 0..200u64 {
+            let copies = input_texture_copies(texels, width);
+            let mut covered = 0;
+            for c in &copies {
+                assert!(c.rows > 0 && c.width > 0 && c.width <= width);
+                // Row-major: the copy starts at texel first_row * width of the buffer.
+                assert_eq!(c.byte_offset, c.first_row * width * QUAD);
+                assert_eq!(c.first_row * width, covered, "copies are contiguous");
+                covered += c.width * c.rows;
+            }
+            assert_eq!(covered, texels, "width {width}, {texels} texels");
+        }
+    }
+}
+
+#[test]
+fn image_chunks_partition_the_batch() {
+    for images in 1..20u64 {
+        for per_chunk in 1..25u64 {
+            let chunks: Vec<_> = image_chunks(images, per_chunk).collect();
+            let mut next = 0;
+            for &(first, count) in &chunks {
+                assert_eq!(first, next);
+                assert!(count >= 1 && count <= per_chunk);
+                next += count;
+            }
+            assert_eq!(next, images);
+            assert_eq!(chunks.len() as u64, images.div_ceil(per_chunk));
+        }
+    }
+}
+
+#[test]
+fn scratch_plan_prefers_textures_and_fits_every_chunk() {
+    let limits = ScratchLimits {
+        textures: true,
+        tex_width: 64,
+        tex_max_height: 32,
+        max_buffer: 1 << 20,
+    };
+    // Fits the 64 x 32 texture: textures, as many images as fit.
+    let p = ScratchPlan::new(limits, 100, 10, 50).unwrap();
+    assert_eq!(
+        p,
+        ScratchPlan {
+            use_textures: true,
+            images_per_chunk: 20
+        }
+    );
+    // Without textures: scratch-buffer chunks of at most max_buffer bytes.
+    let no_tex = ScratchLimits {
+        textures: false,
+        ..limits
+    };
+    let p = ScratchPlan::new(no_tex, 100, 10, 10_000).unwrap();
+    assert!(!p.use_textures);
+    assert_eq!(p.images_per_chunk, (1 << 20) / QUAD / 100);
+    // An input too large for the texture falls back to buffers.
+    let p = ScratchPlan::new(limits, 100, 64 * 33, 5).unwrap();
+    assert!(!p.use_textures);
+    assert_eq!(p.images_per_chunk, 5);
+    // One image larger than the largest buffer (and than the texture) cannot run.
+    let r = ScratchPlan::new(limits, (1 << 20) / QUAD + 1, 10, 1);
+    assert!(matches!(r, Err(crate::Error::DeviceLimit(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Walking the taps as the kernels do (GEMM: `quads_per_group` quads per tap, +1 each,
+    /// then `next_tap`; depthwise: `next_tap` per tap; both `next_row` after `kw` taps), in
+    /// wrapping u32, reaches the quad of every tap of an output pixel.
+    #[test]
+    fn tap_steps_walk_the_kernel_window((s, dw, wg) in conv_case()) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let (next_tap, next_row) = geo.tap_steps();
+        let per_tap = match geo.layout {
+            ConvKernelLayout::Gemm { quads_per_group, .. } => quads_per_group,
+            ConvKernelLayout::Depthwise => 0,
+        };
+        let qpp = geo.quads_per_pixel;
+        // The pixel the last output pixel's window starts at, and a group offset.
+        let last = geo.plane_out - 1;
+        let (oy, ox) = (last / geo.w_out, last % geo.w_out);
+        let start = ((oy * geo.stride_h) * geo.padded_w + ox * geo.stride_w) * qpp;
+        let mut off = start as u32;
+        for ky in 0..geo.kh {
+            for kx in 0..geo.kw {
+                let want = ((oy * geo.stride_h + ky * geo.dilation_h) * geo.padded_w
+                    + ox * geo.stride_w + kx * geo.dilation_w) * qpp;
+                prop_assert_eq!(off, want as u32);
+                off = off.wrapping_add(per_tap as u32).wrapping_add(next_tap);
+            }
+            off = off.wrapping_add(next_row);
+        }
+        if let ConvKernelLayout::Gemm { k_quads, .. } = geo.layout {
+            prop_assert_eq!(geo.padded_k(), 16 * k_quads);
+            prop_assert_eq!(k_quads, geo.kh * geo.kw * per_tap);
         }
     }
 }

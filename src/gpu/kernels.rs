@@ -291,17 +291,30 @@ impl Kernel {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct QuantizeParams {
+    /// First work item of this dispatch.
     pub item_begin: u32,
+    /// Work items in this dispatch.
     pub item_count: u32,
+    /// Values per (n, c) plane (`H * W`).
     pub plane: u32,
+    /// Packed words per (n, c) plane (`ceil(H * W / 4)`).
     pub plane_words: u32,
+    /// First f32 of the input window.
     pub x_base: u32,
+    /// First word of the output window.
     pub y_base: u32,
+    /// f32 bits of the quantize scale's inverse, the float estimate's factor (0: table search
+    /// only).
     pub inv_scale: u32,
+    /// Output zero point.
     pub zp: i32,
+    /// Smallest output level.
     pub qmin: i32,
+    /// Largest output level.
     pub qmax: i32,
+    /// The level NaN quantizes to.
     pub nan_q: i32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: u32,
     /// `QuantizeSteps::thresholds` (`qmax - qmin` keys), zero-padded to 256.
     pub thresholds: [u32; 256],
@@ -311,12 +324,19 @@ pub(crate) struct QuantizeParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct DequantizeParams {
+    /// First work item of this dispatch.
     pub item_begin: u32,
+    /// Work items in this dispatch.
     pub item_count: u32,
+    /// Values per (n, c) plane (`H * W`).
     pub plane: u32,
+    /// Packed words per (n, c) plane (`ceil(H * W / 4)`).
     pub plane_words: u32,
+    /// First word of the packed input window.
     pub q_base: u32,
+    /// First f32 of the output window.
     pub y_base: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
     /// The f32 bits of `dequantize_one` for each stored byte value.
     pub values: [u32; 256],
@@ -326,17 +346,29 @@ pub(crate) struct DequantizeParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct RequantizeParams {
+    /// First work item of this dispatch.
     pub item_begin: u32,
+    /// Work items in this dispatch.
     pub item_count: u32,
+    /// Accumulators in the tensor.
     pub len: u32,
+    /// Values per (n, c) plane (`H * W`).
     pub plane: u32,
+    /// Channels (one epilogue record each).
     pub channels: u32,
+    /// First accumulator of the accumulator window.
     pub acc_base: u32,
+    /// First `ChannelRequant` record of the epilogue window.
     pub epi_base: u32,
+    /// First word of the output window.
     pub y_base: u32,
+    /// Output zero point.
     pub out_zp: i32,
+    /// Output clamp, lower bound (raised to the zero point by a fused ReLU).
     pub out_lo: i32,
+    /// Output clamp, upper bound.
     pub out_hi: i32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: u32,
 }
 
@@ -344,28 +376,54 @@ pub(crate) struct RequantizeParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct ConvPackParams {
+    /// First work item of this dispatch.
     pub item_begin: u32,
+    /// Work items in this dispatch.
     pub item_count: u32,
+    /// Interior items of the chunk (input words x quads per pixel); border items follow.
     pub n_interior: u32,
+    /// Input height.
     pub h: u32,
+    /// Input width.
     pub w: u32,
+    /// Packed input words per (n, c) plane (`ceil(h * w / 4)`).
     pub plane_words: u32,
-    pub hp: u32,
-    pub wp: u32,
-    pub ph: u32,
-    pub pw: u32,
+    /// Padded input height (`h + 2 * pad_h`).
+    pub padded_h: u32,
+    /// Padded input width (`w + 2 * pad_w`).
+    pub padded_w: u32,
+    /// Zero padding rows, top and bottom each.
+    pub pad_h: u32,
+    /// Zero padding columns, left and right each.
+    pub pad_w: u32,
+    /// Input channels.
     pub c_in: u32,
-    pub cig: u32,
+    /// Input channels per group.
+    pub c_in_per_group: u32,
+    /// Groups.
     pub groups: u32,
-    pub sg: u32,
-    pub qp: u32,
+    /// Quad channel slots per group in the repacked input (GEMM: `c_in_per_group` rounded up to
+    /// 16; depthwise: `c_in_per_group`).
+    pub slots_per_group: u32,
+    /// Quads (16 channel slots each) per padded input pixel.
+    pub quads_per_pixel: u32,
+    /// First image of the chunk in the input tensor.
     pub img_begin: u32,
+    /// First word of the packed input window (buffer mode).
     pub x_base: u32,
-    pub x_tws: u32,
+    /// Log2 of the input texture's width (texture mode).
+    pub x_tex_log2_width: u32,
+    /// First quad of the repacked-quads window (buffer mode).
     pub q_base: u32,
-    pub tws: u32,
+    /// Log2 of the repacked-quads texture's width (texture mode).
+    pub quads_tex_log2_width: u32,
+    /// 0x80 or 0: XORed into every input byte to reach the kernel's byte domain (signed for
+    /// `dot4I8Packed`, else unsigned).
     pub flip: u32,
-    pub zbyte: u32,
+    /// The input zero point in the kernel's domain as a byte: fills padding and the slots
+    /// rounding a group up.
+    pub pad_byte: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
 }
 
@@ -373,39 +431,76 @@ pub(crate) struct ConvPackParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct ConvGemmParams {
+    /// First workgroup of this dispatch (numbered image, channel block, pixel-tile group; the
+    /// last fastest).
     pub wg_begin: u32,
+    /// Workgroups in this dispatch.
     pub wg_count: u32,
-    pub gpp: u32,
-    pub ptiles: u32,
-    pub nblocks: u32,
-    pub cbpg: u32,
+    /// Workgroups per (image, channel block): the output plane's pixel tiles in workgroups.
+    pub plane_workgroups: u32,
+    /// Pixel tiles (4 output pixels, one packed word) per output plane.
+    pub pixel_tiles: u32,
+    /// Channel blocks (up to 8 output channels) over all groups.
+    pub channel_blocks: u32,
+    /// Channel blocks per group.
+    pub blocks_per_group: u32,
+    /// Output pixels per plane.
     pub plane_out: u32,
+    /// Output width.
     pub w_out: u32,
+    /// Output channels.
     pub c_out: u32,
-    pub cog: u32,
+    /// Output channels per group.
+    pub c_out_per_group: u32,
+    /// Kernel width.
     pub kw: u32,
-    pub kq: u32,
-    pub qg: u32,
-    pub qp: u32,
-    pub hp: u32,
-    pub wp: u32,
-    pub sh: u32,
-    pub sw: u32,
+    /// Weight quads per output channel (`kh * kw * quads_per_group`).
+    pub k_quads: u32,
+    /// Quads per group and tap (`ceil(c_in_per_group / 16)`).
+    pub quads_per_group: u32,
+    /// Quads (16 channel slots each) per padded input pixel.
+    pub quads_per_pixel: u32,
+    /// Padded input height (`h + 2 * pad_h`).
+    pub padded_h: u32,
+    /// Padded input width (`w + 2 * pad_w`).
+    pub padded_w: u32,
+    /// Vertical stride.
+    pub stride_h: u32,
+    /// Horizontal stride.
+    pub stride_w: u32,
+    /// Quad-index step (wrapping) from the end of one tap's quads to the next tap of the kernel
+    /// row.
     pub step_kx: u32,
+    /// Quad-index step (wrapping) from the end of a kernel row to the next row's first tap.
     pub step_ky: u32,
+    /// First image of the chunk in the output tensor.
     pub n_begin: u32,
+    /// First quad of the repacked-quads window (buffer mode).
     pub a_base: u32,
-    pub tws: u32,
+    /// Log2 of the repacked-quads texture's width (texture mode).
+    pub quads_tex_log2_width: u32,
+    /// First vec4 of the weights window (buffer mode).
     pub w_base: u32,
-    pub b_tws: u32,
-    pub e_base: u32,
+    /// Log2 of the weights texture's width (texture mode).
+    pub w_tex_log2_width: u32,
+    /// First vec4 of the epilogue-table window (buffer mode).
+    pub etab_base: u32,
+    /// First word of the output window.
     pub y_base: u32,
-    pub xz: i32,
-    pub kext: i32,
+    /// The input zero point in the kernel's byte domain (`z'`, see `flip`).
+    pub x_zero_point: i32,
+    /// K as the kernel sums it (`16 * k_quads`, groups rounded up to 16 channels per tap): the
+    /// `K' * z' * w_zp` term of the zero-point correction.
+    pub k_padded: i32,
+    /// Output zero point.
     pub out_zp: i32,
+    /// Output clamp, lower bound (raised to the zero point by a fused ReLU).
     pub out_lo: i32,
+    /// Output clamp, upper bound.
     pub out_hi: i32,
-    pub e_tws: u32,
+    /// Log2 of the epilogue-table texture's width (texture mode).
+    pub etab_tex_log2_width: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 3],
 }
 
@@ -413,36 +508,68 @@ pub(crate) struct ConvGemmParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct ConvDwParams {
+    /// First workgroup of this dispatch (numbered image, channel block, pixel-tile group; the
+    /// last fastest).
     pub wg_begin: u32,
+    /// Workgroups in this dispatch.
     pub wg_count: u32,
-    pub gpp: u32,
-    pub ptiles: u32,
-    pub nblocks: u32,
+    /// Workgroups per (image, channel block): the output plane's pixel tiles in workgroups.
+    pub plane_workgroups: u32,
+    /// Pixel tiles (4 output pixels, one packed word) per output plane.
+    pub pixel_tiles: u32,
+    /// Channel blocks (up to 8 output channels) over all groups.
+    pub channel_blocks: u32,
+    /// Output pixels per plane.
     pub plane_out: u32,
+    /// Output width.
     pub w_out: u32,
+    /// Output channels.
     pub c_out: u32,
-    pub mult: u32,
+    /// Output channels per input channel (per group).
+    pub channel_multiplier: u32,
+    /// Kernel width.
     pub kw: u32,
+    /// Kernel taps (`kh * kw`).
     pub taps: u32,
-    pub qp: u32,
-    pub hp: u32,
-    pub wp: u32,
-    pub sh: u32,
-    pub sw: u32,
+    /// Quads (16 channel slots each) per padded input pixel.
+    pub quads_per_pixel: u32,
+    /// Padded input height (`h + 2 * pad_h`).
+    pub padded_h: u32,
+    /// Padded input width (`w + 2 * pad_w`).
+    pub padded_w: u32,
+    /// Vertical stride.
+    pub stride_h: u32,
+    /// Horizontal stride.
+    pub stride_w: u32,
+    /// Quad-index step from one tap to the next of the kernel row.
     pub step_x: u32,
+    /// Quad-index step (wrapping) from the end of a kernel row to the next row's first tap.
     pub step_y: u32,
+    /// First image of the chunk in the output tensor.
     pub n_begin: u32,
+    /// First quad of the repacked-quads window (buffer mode).
     pub a_base: u32,
-    pub tws: u32,
+    /// Log2 of the repacked-quads texture's width (texture mode).
+    pub quads_tex_log2_width: u32,
+    /// First vec4 of the weights window (buffer mode).
     pub w_base: u32,
-    pub b_tws: u32,
-    pub e_base: u32,
+    /// Log2 of the weights texture's width (texture mode).
+    pub w_tex_log2_width: u32,
+    /// First vec4 of the epilogue-table window (buffer mode).
+    pub etab_base: u32,
+    /// First word of the output window.
     pub y_base: u32,
-    pub xz: i32,
+    /// The input zero point in the kernel's byte domain (`z'`, see `flip`).
+    pub x_zero_point: i32,
+    /// Output zero point.
     pub out_zp: i32,
+    /// Output clamp, lower bound (raised to the zero point by a fused ReLU).
     pub out_lo: i32,
+    /// Output clamp, upper bound.
     pub out_hi: i32,
-    pub e_tws: u32,
+    /// Log2 of the epilogue-table texture's width (texture mode).
+    pub etab_tex_log2_width: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
 }
 
@@ -450,8 +577,11 @@ pub(crate) struct ConvDwParams {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct TestParams {
+    /// First work item of this dispatch.
     pub item_begin: u32,
+    /// Work items in this dispatch.
     pub item_count: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
 }
 

@@ -33,6 +33,26 @@
 //! ([`crate::quant::StepTable`], `shaders/epilogue_table.wgsl`): a float estimate of the
 //! output level, verified against the table and replaced by a table search when wrong.
 //!
+//! # Files
+//! * `adapter.rs`: backend names, [`DeviceOptions`], [`AdapterReport`], adapter enumeration and
+//!   ranking, [`list_adapters`] (opens no device).
+//! * `context.rs`: [`GpuContext`] and its lifecycle: opening ([`open_all`]), the gate, recording
+//!   and submission, error scopes, device-loss recovery, testing hooks.
+//! * `pipelines.rs`: kernel overrides ([`KernelOptions`]), the conv kernel choices of an
+//!   adapter, pipeline compilation and the per-device pipeline cache.
+//! * `pool.rs`: the per-context pool of buffers and textures, and the loans an operation keeps.
+//! * `buffers.rs`: [`GpuTensor`], [`GpuF32Tensor`], uploads, read-backs, binding windows and
+//!   dispatch recording.
+//! * `ops.rs`: quantize, dequantize, requantize and [`GpuConv2d`] (weight packing, encoding).
+//! * `conv_plan.rs` (tests in `conv_plan_tests.rs`): the conv's integer geometry and the byte
+//!   ranges of its dispatches (pure, CPU-tested).
+//! * `split.rs`: the split limits and the planner that cuts work into fitting dispatches (pure).
+//! * `kernels.rs` (contract test in `kernel_contract.rs`): WGSL sources, bindings and the
+//!   uniform structs shared with `shaders/*.wgsl`.
+//! * `gate.rs`: the per-adapter gate that serialises backends unsafe under concurrent calls.
+//! * `testing.rs`: the GPU availability policy of squint's own tests (hidden).
+//! * `tests.rs`: GPU unit tests of the kernels' integer-emulated arithmetic and the splitting.
+//!
 //! wgpu validation errors, which panic by default, are captured with error scopes around every
 //! operation and an uncaptured-error handler, and come back as [`crate::Error::Gpu`]; a lost
 //! device comes back as [`crate::Error::DeviceLost`] and is reopened by the next call (see
@@ -40,23 +60,25 @@
 //! exceeds a binding or dispatch limit is split into several dispatches; only data that cannot
 //! fit a buffer at all gives [`crate::Error::DeviceLimit`].
 
+mod adapter;
 mod buffers;
+mod context;
 mod conv_plan;
-mod device;
 mod gate;
 mod kernels;
 mod ops;
+mod pipelines;
+mod pool;
 mod split;
 #[doc(hidden)]
 pub mod testing;
 
+pub use adapter::{list_adapters, AdapterReport, BackendChoice, DeviceOptions};
 pub use buffers::{GpuF32Tensor, GpuTensor};
-pub use device::{
-    list_adapters, open_all, AdapterReport, BackendChoice, DeviceOptions, GpuContext,
-};
-#[doc(hidden)]
-pub use device::{DotChoice, InputChoice, KernelOptions, StagingChoice};
+pub use context::{open_all, GpuContext};
 pub use ops::{conv2d_quantized, GpuConv2d};
+#[doc(hidden)]
+pub use pipelines::{DotChoice, InputChoice, KernelOptions, StagingChoice};
 
 #[cfg(test)]
 mod tests;

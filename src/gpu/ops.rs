@@ -14,6 +14,7 @@
 //! group) or the depthwise kernel `conv2d_dw.wgsl` (one input channel per group), both with
 //! the requantization epilogue fused; see the shaders' headers for the tiling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wgpu::util::DeviceExt;
@@ -22,27 +23,28 @@ use super::buffers::{
     check_dims, groups_for, groups_for_elementwise, packed_bytes, plane_words, read_back, record,
     storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
 };
-use super::conv_plan::{ConvGeometry, ConvKernelLayout, QUAD, TABLE_VEC4};
-use super::device::{ConvPlan, GpuContext};
+use super::context::GpuContext;
+use super::conv_plan::{
+    image_chunks, input_texture_copies, texture_rows, ConvGeometry, ConvKernelLayout, InputDomain,
+    ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
+};
 use super::gate::Gated;
 use super::kernels::{
     ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
     QuantizeParams, RequantizeParams,
 };
-use super::split::plan;
+use super::pipelines::{ConvPlan, Pipeline};
+use super::pool::{Keep, PooledBuffer, PooledTexture};
+use super::split::{plan, SplitLimits};
 use crate::error::{Error, Result};
 use crate::quant::{
-    dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QDtype, QParams,
+    dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QParams,
     QuantizeSteps, WeightQParams,
 };
 use crate::shape::{ConvParams, ConvShape};
 
 /// Bytes of one `ChannelRequant` record.
 const RECORD: u64 = std::mem::size_of::<ChannelRequant>() as u64;
-
-/// Upper bound of the repacked-input scratch buffer of one conv call (buffer mode), unless a
-/// single image needs more.
-const SCRATCH_CAP: u64 = 256 << 20;
 
 /// Which way an elementwise kernel converts.
 #[derive(Clone, Copy)]
@@ -170,7 +172,7 @@ impl GpuContext {
         input: &wgpu::Buffer,
         dir: Direction,
         params: impl Fn(Window) -> P,
-    ) -> Result<std::sync::Arc<super::buffers::PooledBuffer>> {
+    ) -> Result<Arc<PooledBuffer>> {
         let plane = (dims[2] * dims[3]) as u64;
         let pw = plane_words(dims) as u64;
         let total = (dims[0] * dims[1]) as u64 * pw;
@@ -329,16 +331,6 @@ impl GpuContext {
     }
 }
 
-/// Which conv kernel a layer uses, with its weight layout.
-#[derive(Debug, Clone, Copy)]
-enum LayerKind {
-    /// `conv2d_gemm.wgsl`: `qg` quads per group and tap, `kq` quads per output, `cbpg`
-    /// channel blocks of 8 per group.
-    Gemm { qg: usize, kq: usize, cbpg: usize },
-    /// `conv2d_dw.wgsl` (one input channel per group).
-    Depthwise,
-}
-
 /// A converted int8 conv layer on the GPU. The weights (packed for the layer's kernel: four
 /// int8 K-values per u32, 16 per vec4, in blocks of 8 output channels; or, for depthwise
 /// layers, i16 `w - w_zp` values), per-channel weight sums and epilogue records are uploaded
@@ -348,7 +340,8 @@ pub struct GpuConv2d {
     device_id: u64,
     w_dims: [usize; 4],
     params: ConvParams,
-    kind: LayerKind,
+    /// The conv kernel and its weight layout.
+    layout: ConvKernelLayout,
     wzp: bool,
     /// The layer's device objects (dropped inside the device's gate).
     res: Gated<LayerResources>,
@@ -369,12 +362,12 @@ struct LayerResources {
     etab_tex: Option<WeightTexture>,
 }
 
-/// Weights as an rgba32uint texture: vec4 i at texel (i % 2^tws, i >> tws).
+/// Weights as an rgba32uint texture: vec4 i at texel (i % 2^log2_width, i >> log2_width).
 #[derive(Debug)]
 struct WeightTexture {
     _texture: wgpu::Texture,
     view: wgpu::TextureView,
-    tws: u32,
+    log2_width: u32,
 }
 
 impl WeightTexture {
@@ -415,7 +408,7 @@ impl WeightTexture {
         Some(WeightTexture {
             _texture: texture,
             view,
-            tws: width.trailing_zeros(),
+            log2_width: width.trailing_zeros(),
         })
     }
 }
@@ -454,37 +447,45 @@ fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> Vec<u
     words
 }
 
-/// The GEMM kernel's weight layout: vec4 ((cb * kq + q) * 8 + j) holds the 16 K-values of
-/// quad q (tap (ky, kx) = q / qg, input channels 16 * (q % qg) ..) of channel j of channel
-/// block cb (channels rounding a group up to 16, and channels past the group, are 0).
-fn pack_gemm_weights(w: &[i8], w_dims: [usize; 4], groups: usize) -> (Vec<u32>, LayerKind) {
-    let [c_out, cig, kh, kw] = w_dims;
-    let cog = c_out / groups;
-    let qg = cig.div_ceil(16);
-    let kq = kh * kw * qg;
-    let cbpg = cog.div_ceil(8);
-    let mut packed = vec![0u32; groups * cbpg * kq * 8 * 4];
+/// The GEMM kernel's weight layout: vec4 ((block * k_quads + q) * 8 + lane) holds the 16
+/// K-values of quad q (tap (ky, kx) = q / quads_per_group, input channels
+/// 16 * (q % quads_per_group) ..) of channel `lane` of channel block `block` (channels rounding
+/// a group up to 16, and channels past the group, are 0).
+fn pack_gemm_weights(w: &[i8], w_dims: [usize; 4], groups: usize) -> (Vec<u32>, ConvKernelLayout) {
+    let [c_out, c_in_per_group, kh, kw] = w_dims;
+    let taps = kh * kw;
+    let c_out_per_group = c_out / groups;
+    let quads_per_group = c_in_per_group.div_ceil(16);
+    let k_quads = taps * quads_per_group;
+    let blocks_per_group = c_out_per_group.div_ceil(8);
+    let mut packed = vec![0u32; groups * blocks_per_group * k_quads * 8 * 4];
     for g in 0..groups {
-        for b in 0..cbpg {
-            let cb = g * cbpg + b;
-            for j in 0..8 {
-                let l = b * 8 + j;
-                if l >= cog {
+        for b in 0..blocks_per_group {
+            let block = g * blocks_per_group + b;
+            for lane in 0..8 {
+                let in_group = b * 8 + lane;
+                if in_group >= c_out_per_group {
                     continue;
                 }
-                let o = g * cog + l;
-                for tap in 0..kh * kw {
-                    for i in 0..cig {
-                        let (qq, r) = (i / 16, i % 16);
-                        let q = tap * qg + qq;
-                        let byte = w[(o * cig + i) * kh * kw + tap] as u8 as u32;
-                        packed[((cb * kq + q) * 8 + j) * 4 + r / 4] |= byte << (8 * (r % 4));
+                let o = g * c_out_per_group + in_group;
+                for tap in 0..taps {
+                    for i in 0..c_in_per_group {
+                        let (quad_in_tap, slot) = (i / 16, i % 16);
+                        let q = tap * quads_per_group + quad_in_tap;
+                        let byte = w[(o * c_in_per_group + i) * taps + tap] as u8 as u32;
+                        packed[((block * k_quads + q) * 8 + lane) * 4 + slot / 4] |=
+                            byte << (8 * (slot % 4));
                     }
                 }
             }
         }
     }
-    (packed, LayerKind::Gemm { qg, kq, cbpg })
+    let layout = ConvKernelLayout::Gemm {
+        quads_per_group: quads_per_group as u64,
+        k_quads: k_quads as u64,
+        blocks_per_group: blocks_per_group as u64,
+    };
+    (packed, layout)
 }
 
 /// The depthwise kernel's weight layout: vec4 (ob * taps + tap) holds the i16 values
@@ -548,10 +549,10 @@ impl GpuConv2d {
         let k = cig * kh * kw;
         let plan_k = ctx.conv_plan()?;
         let depthwise = cig == 1 && plan_k.depthwise;
-        let (packed, kind) = if depthwise {
+        let (packed, layout) = if depthwise {
             (
                 pack_depthwise_weights(w, w_dims, w_qp),
-                LayerKind::Depthwise,
+                ConvKernelLayout::Depthwise,
             )
         } else {
             pack_gemm_weights(w, w_dims, groups)
@@ -604,7 +605,7 @@ impl GpuConv2d {
             device_id: ctx.id(),
             w_dims,
             params,
-            kind,
+            layout,
             wzp,
             res: Gated::new(res, ctx.gate()),
             epi: epi.clone(),
@@ -629,7 +630,7 @@ impl GpuConv2d {
 
     /// Whether the layer runs on the depthwise kernel (else the GEMM kernel).
     pub fn is_depthwise(&self) -> bool {
-        matches!(self.kind, LayerKind::Depthwise)
+        matches!(self.layout, ConvKernelLayout::Depthwise)
     }
 
     /// The output shape for an input of shape `x_dims` (validates the geometry).
@@ -702,6 +703,9 @@ impl GpuConv2d {
         Ok(s)
     }
 
+    /// Records the conv of `x` (shape `s`, qparams `x_qp`) as one compute pass, timed with
+    /// `timing` (query set, resolve buffer) when given: per chunk of images, the repack of
+    /// the input into quads, then the conv kernel with its fused epilogue.
     fn encode(
         &self,
         ctx: &GpuContext,
@@ -710,368 +714,523 @@ impl GpuConv2d {
         s: &ConvShape,
         timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
     ) -> Result<GpuTensor> {
-        let plan_k: ConvPlan = ctx.conv_plan()?;
-        let split = ctx.split();
-        let layout = match self.kind {
-            LayerKind::Gemm { qg, kq, cbpg } => ConvKernelLayout::Gemm {
-                quads_per_group: qg as u64,
-                k_quads: kq as u64,
-                blocks_per_group: cbpg as u64,
-            },
-            LayerKind::Depthwise => ConvKernelLayout::Depthwise,
-        };
-        let geo = ConvGeometry::new(s, layout, plan_k.wg);
-        let p = &s.params;
-        let (hp, wp) = (geo.padded_h, geo.padded_w);
-        let (c_in, c_out, groups) = (geo.c_in, geo.c_out, geo.groups);
-        let (cig, cog) = (geo.c_in_per_group, geo.c_out_per_group);
-        let (kh, kw) = (geo.kh, geo.kw);
-        let (sh, sw, dh, dw) = (geo.stride_h, geo.stride_w, geo.dilation_h, geo.dilation_w);
-        let (plane_out, w_out, ptiles) = (geo.plane_out, geo.w_out, geo.pixel_tiles);
-        let pw_in = geo.plane_words_in;
-        let gpp = geo.groups_per_plane;
-        let (sg, quads_per_pixel, nblocks) =
-            (geo.slots_per_group, geo.quads_per_pixel, geo.channel_blocks);
-        // The kernel's input domain: signed bytes for `dot4I8Packed`, else unsigned.
-        let signed = matches!(self.kind, LayerKind::Gemm { .. }) && plan_k.packed;
-        let (flip, xz) = match (x.dtype, signed) {
-            (QDtype::QUInt8, true) => (0x80u32, x_qp.zero_point - 128),
-            (QDtype::QUInt8, false) => (0, x_qp.zero_point),
-            (QDtype::QInt8, true) => (0, x_qp.zero_point),
-            (QDtype::QInt8, false) => (0x80, x_qp.zero_point + 128),
-        };
-
-        // Image chunks: the repacked images of a chunk fit the texture (or scratch buffer), and
-        // their quad indices fit u32.
-        let quads_img = geo.quads_per_image();
-        let tex_cap = plan_k.tex_width as u64 * plan_k.tex_max_height as u64;
-        let in_rows = packed_bytes(x.dims)
-            .div_ceil(QUAD)
-            .div_ceil(plan_k.tex_width.max(1) as u64)
-            .div_ceil(16)
-            * 16;
-        let use_tex = plan_k.textures
-            && quads_img <= tex_cap
-            && in_rows <= plan_k.tex_max_height as u64
-            && self.res.weights_tex.is_some()
-            && self.res.etab_tex.is_some();
-        if !use_tex && quads_img * QUAD > split.max_buffer {
-            return Err(Error::DeviceLimit(format!(
-                "conv: one repacked input image needs {} bytes of scratch, the device's largest \
-                 buffer is {} bytes",
-                quads_img * QUAD,
-                split.max_buffer
-            )));
-        }
-        let cap = if use_tex {
-            tex_cap
-        } else {
-            (SCRATCH_CAP.min(split.max_buffer) / QUAD).max(quads_img)
-        }
-        .min(u32::MAX as u64 / 2);
-        let nc = (cap / quads_img).clamp(1, s.n as u64);
-        if quads_img > u32::MAX as u64 / 2 {
-            return Err(Error::DeviceLimit(format!(
-                "conv: one repacked input image has {quads_img} quads, more than the 2^31 \
-                 indices of squint's kernels"
-            )));
-        }
-
-        let out_dims = s.output_dims();
-        let wg_count_per_img = geo.workgroups_per_image();
-
-        ctx.encode("conv2d", |enc, keep| {
-            let pack_pipe = ctx.pipeline(Kernel::ConvPack { xtex: use_tex }, &[])?;
-            let conv_pipe = match self.kind {
-                LayerKind::Gemm { .. } => ctx.pipeline(
-                    Kernel::ConvGemm(GemmVariant {
-                        xtex: use_tex,
-                        b: plan_k.staging,
-                        packed: plan_k.packed,
-                    }),
-                    &[
-                        ("WZP", u32::from(self.wzp)),
-                        ("WG", plan_k.wg),
-                        ("TKQ", plan_k.tkq),
-                    ],
-                )?,
-                LayerKind::Depthwise => ctx.pipeline(
-                    Kernel::ConvDw { xtex: use_tex },
-                    &[("WG", plan_k.wg), ("IDENT", u32::from(cog == 1))],
-                )?,
-            };
-            let out = ctx.pooled_buffer(
-                packed_bytes(out_dims),
+        let kernels = ctx.conv_plan()?;
+        let geometry = ConvGeometry::new(s, self.layout, kernels.wg);
+        let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
+        let scratch = self.plan_scratch(ctx, &kernels, &geometry, x)?;
+        let output_dims = s.output_dims();
+        ctx.encode("conv2d", |encoder, keep| {
+            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures)?;
+            let output = ctx.pooled_buffer(
+                packed_bytes(output_dims),
                 STORAGE_USAGE,
                 "squint packed tensor",
             )?;
-            let chunk_quads = nc * quads_img;
-            let (tex, scratch) = if use_tex {
-                let w = plan_k.tex_width;
-                let h = (chunk_quads.div_ceil(w as u64) as u32).div_ceil(16) * 16;
-                (
-                    Some(ctx.pooled_texture(w, h.min(plan_k.tex_max_height))),
-                    None,
-                )
-            } else {
-                (
-                    None,
-                    Some(ctx.pooled_buffer(
-                        chunk_quads * QUAD,
-                        STORAGE_USAGE,
-                        "squint conv quads",
-                    )?),
-                )
+            let quads = RepackedQuads::allocate(ctx, &kernels, &scratch, &geometry)?;
+            let input = ConvInput::prepare(ctx, encoder, x, &kernels, scratch.use_textures);
+            let call = ConvCall {
+                layer: self,
+                split: ctx.split(),
+                geometry: &geometry,
+                domain,
+                use_textures: scratch.use_textures,
+                quads_tex_log2_width: kernels.tex_width.trailing_zeros(),
+                quads: &quads,
+                input: &input,
+                output: &output,
             };
-            let tws = plan_k.tex_width.trailing_zeros();
-            // The input tensor copied into a texture (the pack reads it with image loads,
-            // which are much cheaper than buffer loads on CPU adapters).
-            let x_tex = if use_tex {
-                let iw = plan_k.tex_width as u64;
-                let texels = packed_bytes(x.dims).div_ceil(QUAD);
-                let rows = texels.div_ceil(iw);
-                let t = ctx.pooled_texture(iw as u32, (rows as u32).div_ceil(16) * 16);
-                let full = texels / iw;
-                let rest = texels % iw;
-                let copy = |enc: &mut wgpu::CommandEncoder, offset: u64, y: u64, w: u64, h: u64| {
-                    enc.copy_buffer_to_texture(
-                        wgpu::TexelCopyBufferInfo {
-                            buffer: &x.buffer,
-                            layout: wgpu::TexelCopyBufferLayout {
-                                offset,
-                                bytes_per_row: Some((iw * QUAD) as u32),
-                                rows_per_image: None,
-                            },
-                        },
-                        wgpu::TexelCopyTextureInfo {
-                            texture: t.texture(),
-                            mip_level: 0,
-                            origin: wgpu::Origin3d {
-                                x: 0,
-                                y: y as u32,
-                                z: 0,
-                            },
-                            aspect: wgpu::TextureAspect::All,
-                        },
-                        wgpu::Extent3d {
-                            width: w as u32,
-                            height: h as u32,
-                            depth_or_array_layers: 1,
-                        },
-                    );
-                };
-                if full > 0 {
-                    copy(enc, 0, 0, iw, full);
-                }
-                if rest > 0 {
-                    copy(enc, full * iw * QUAD, full, rest, 1);
-                }
-                Some((t, iw.trailing_zeros()))
-            } else {
-                None
-            };
-            // The repacked quads: the texture, or the byte window `w` of the scratch buffer
-            // (with its base in quads).
-            let quads = |w: (u64, u64)| match (&tex, &scratch) {
-                (Some(t), _) => (Res::Tex(t.view()), 0),
-                (None, Some(sb)) => {
-                    let qs = Slot::new(split, sb, w.0, w.1);
-                    let base = qs.base(QUAD);
-                    (Res::Buf(qs), base)
-                }
-                (None, None) => unreachable!("a texture or a scratch buffer exists"),
-            };
-            let mut list = Vec::new();
-            let mut n_begin = 0u64;
-            while n_begin < s.n as u64 {
-                let n_end = (n_begin + nc).min(s.n as u64);
-                let imgs = n_end - n_begin;
-                let img0 = n_begin;
-                // 1. Repack the input images of this chunk into quads: interior items
-                //    (input words) and, with padding, border items.
-                let both = |b: u64, e: u64| geo.repack_ranges(img0, imgs, b, e);
-                let n_int = geo.interior_items(imgs);
-                let total = geo.repack_items(imgs);
-                for (b, e) in plan(split, total, 64, "conv input repacking", &both)? {
-                    let r = both(b, e);
-                    let (xres, x_base, x_tws) = match &x_tex {
-                        Some((t, tws_in)) => (Res::Tex(t.view()), 0, *tws_in),
-                        None => {
-                            let xs = Slot::new(split, &x.buffer, r[0].0, r[0].1);
-                            let base = xs.base(4);
-                            (Res::Buf(xs), base, 0)
-                        }
-                    };
-                    let (qres, q_base) = quads(r[1]);
-                    let prm = ConvPackParams {
-                        item_begin: b as u32,
-                        item_count: (e - b) as u32,
-                        n_interior: n_int as u32,
-                        h: s.h as u32,
-                        w: s.w as u32,
-                        plane_words: pw_in as u32,
-                        hp: hp as u32,
-                        wp: wp as u32,
-                        ph: p.padding[0] as u32,
-                        pw: p.padding[1] as u32,
-                        c_in: c_in as u32,
-                        cig: cig as u32,
-                        groups: groups as u32,
-                        sg: sg as u32,
-                        qp: quads_per_pixel as u32,
-                        img_begin: img0 as u32,
-                        x_base,
-                        x_tws,
-                        q_base,
-                        tws,
-                        flip,
-                        zbyte: xz as u32 & 0xff,
-                        _pad: [0; 2],
-                    };
-                    list.push(Dispatch::new(
-                        &pack_pipe,
-                        &prm,
-                        vec![xres, qres],
-                        groups_for(e - b),
-                    ));
-                }
-                // 2. The conv with its fused epilogue.
-                let ranges = |b: u64, e: u64| geo.conv_ranges(img0, b, e);
-                for (b, e) in plan(split, imgs * wg_count_per_img, 1, "conv2d", &ranges)? {
-                    let r = ranges(b, e);
-                    let (ares, a_base) = quads(r[0]);
-                    let ys = Slot::new(split, &out, r[3].0, r[3].1);
-                    let y_base = ys.base(4);
-                    let (res, w_base, b_tws, e_base, e_tws) =
-                        match (use_tex, &self.res.weights_tex, &self.res.etab_tex) {
-                            (true, Some(wt), Some(et)) => (
-                                vec![ares, Res::Tex(&wt.view), Res::Tex(&et.view), Res::Buf(ys)],
-                                0,
-                                wt.tws,
-                                0,
-                                et.tws,
-                            ),
-                            _ => {
-                                let ws = Slot::new(split, &self.res.weights, r[1].0, r[1].1);
-                                let es = Slot::new(split, &self.res.etab, r[2].0, r[2].1);
-                                let (w_base, e_base) = (ws.base(16), es.base(16));
-                                (
-                                    vec![ares, Res::Buf(ws), Res::Buf(es), Res::Buf(ys)],
-                                    w_base,
-                                    0,
-                                    e_base,
-                                    0,
-                                )
-                            }
-                        };
-                    let item = match self.kind {
-                        LayerKind::Gemm { qg, kq, cbpg } => {
-                            let (qg, kq) = (qg as u64, kq as u64);
-                            let prm = ConvGemmParams {
-                                wg_begin: b as u32,
-                                wg_count: (e - b) as u32,
-                                gpp: gpp as u32,
-                                ptiles: ptiles as u32,
-                                nblocks: nblocks as u32,
-                                cbpg: cbpg as u32,
-                                plane_out: plane_out as u32,
-                                w_out: w_out as u32,
-                                c_out: c_out as u32,
-                                cog: cog as u32,
-                                kw: kw as u32,
-                                kq: kq as u32,
-                                qg: qg as u32,
-                                qp: quads_per_pixel as u32,
-                                hp: hp as u32,
-                                wp: wp as u32,
-                                sh: sh as u32,
-                                sw: sw as u32,
-                                step_kx: (dw * quads_per_pixel).wrapping_sub(qg) as u32,
-                                step_ky: (dh * wp * quads_per_pixel)
-                                    .wrapping_sub(kw * dw * quads_per_pixel)
-                                    as u32,
-                                n_begin: n_begin as u32,
-                                a_base,
-                                tws,
-                                w_base,
-                                b_tws,
-                                e_base,
-                                y_base,
-                                xz,
-                                kext: (16 * kq) as i32,
-                                out_zp: self.epi.out.zero_point,
-                                out_lo: self.epi.clamp.min,
-                                out_hi: self.epi.clamp.max,
-                                e_tws,
-                                _pad: [0; 3],
-                            };
-                            Dispatch::new(&conv_pipe, &prm, res, e - b)
-                        }
-                        LayerKind::Depthwise => {
-                            let prm = ConvDwParams {
-                                wg_begin: b as u32,
-                                wg_count: (e - b) as u32,
-                                gpp: gpp as u32,
-                                ptiles: ptiles as u32,
-                                nblocks: nblocks as u32,
-                                plane_out: plane_out as u32,
-                                w_out: w_out as u32,
-                                c_out: c_out as u32,
-                                mult: cog as u32,
-                                kw: kw as u32,
-                                taps: (kh * kw) as u32,
-                                qp: quads_per_pixel as u32,
-                                hp: hp as u32,
-                                wp: wp as u32,
-                                sh: sh as u32,
-                                sw: sw as u32,
-                                step_x: (dw * quads_per_pixel) as u32,
-                                step_y: (dh * wp * quads_per_pixel)
-                                    .wrapping_sub(kw * dw * quads_per_pixel)
-                                    as u32,
-                                n_begin: n_begin as u32,
-                                a_base,
-                                tws,
-                                w_base,
-                                b_tws,
-                                e_base,
-                                y_base,
-                                xz,
-                                out_zp: self.epi.out.zero_point,
-                                out_lo: self.epi.clamp.min,
-                                out_hi: self.epi.clamp.max,
-                                e_tws,
-                                _pad: [0; 2],
-                            };
-                            Dispatch::new(&conv_pipe, &prm, res, e - b)
-                        }
-                    };
-                    list.push(item);
-                }
-                n_begin = n_end;
+            let mut dispatches = Vec::new();
+            for (first_image, images) in image_chunks(s.n as u64, scratch.images_per_chunk) {
+                call.push_repack(&pipelines.pack, first_image, images, &mut dispatches)?;
+                call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?;
             }
-            let ts = timing.map(|(qs, _)| (qs, 0, 1));
-            record(ctx, enc, &list, ts)?;
-            drop(list);
-            if let Some((qs, resolve)) = timing {
-                enc.resolve_query_set(qs, 0..2, resolve, 0);
+            let timestamps = timing.map(|(query_set, _)| (query_set, 0, 1));
+            record(ctx, encoder, &dispatches, timestamps)?;
+            drop(dispatches);
+            if let Some((query_set, resolve)) = timing {
+                encoder.resolve_query_set(query_set, 0..2, resolve, 0);
             }
-            if let Some(t) = tex {
-                keep.texture(t);
-            }
-            if let Some((t, _)) = x_tex {
-                keep.texture(t);
-            }
-            if let Some(b) = scratch {
-                keep.buffer(b);
-            }
+            quads.keep_until_queued(keep);
+            input.keep_until_queued(keep);
             Ok(GpuTensor {
-                dims: out_dims,
+                dims: output_dims,
                 dtype: self.epi.out.dtype,
-                buffer: out,
+                buffer: output,
                 device_id: ctx.id(),
             })
         })
+    }
+
+    /// Whether the layer's conv kernel reads signed bytes (`dot4I8Packed`) rather than
+    /// unsigned ones.
+    fn reads_signed_bytes(&self, kernels: &ConvPlan) -> bool {
+        matches!(self.layout, ConvKernelLayout::Gemm { .. }) && kernels.packed
+    }
+
+    /// Where a run on input `x` keeps its repacked input, and how many images per chunk.
+    fn plan_scratch(
+        &self,
+        ctx: &GpuContext,
+        kernels: &ConvPlan,
+        geometry: &ConvGeometry,
+        x: &GpuTensor,
+    ) -> Result<ScratchPlan> {
+        let limits = ScratchLimits {
+            textures: kernels.textures
+                && self.res.weights_tex.is_some()
+                && self.res.etab_tex.is_some(),
+            tex_width: kernels.tex_width,
+            tex_max_height: kernels.tex_max_height,
+            max_buffer: ctx.split().max_buffer,
+        };
+        ScratchPlan::new(
+            limits,
+            geometry.quads_per_image(),
+            packed_bytes(x.dims).div_ceil(QUAD),
+            x.dims[0] as u64,
+        )
+    }
+
+    /// The repack and conv pipelines of this layer for the context's kernel choices.
+    fn pipelines(
+        &self,
+        ctx: &GpuContext,
+        kernels: &ConvPlan,
+        use_textures: bool,
+    ) -> Result<ConvPipelines> {
+        let pack = ctx.pipeline(Kernel::ConvPack { xtex: use_textures }, &[])?;
+        let conv = match self.layout {
+            ConvKernelLayout::Gemm { .. } => ctx.pipeline(
+                Kernel::ConvGemm(GemmVariant {
+                    xtex: use_textures,
+                    b: kernels.staging,
+                    packed: kernels.packed,
+                }),
+                &[
+                    ("WZP", u32::from(self.wzp)),
+                    ("WG", kernels.wg),
+                    ("TKQ", kernels.tkq),
+                ],
+            )?,
+            ConvKernelLayout::Depthwise => {
+                let c_out_per_group = self.w_dims[0] / self.params.groups;
+                ctx.pipeline(
+                    Kernel::ConvDw { xtex: use_textures },
+                    &[
+                        ("WG", kernels.wg),
+                        ("IDENT", u32::from(c_out_per_group == 1)),
+                    ],
+                )?
+            }
+        };
+        Ok(ConvPipelines { pack, conv })
+    }
+}
+
+/// The two pipelines of a conv run.
+struct ConvPipelines {
+    /// `conv_pack.wgsl`.
+    pack: Arc<Pipeline>,
+    /// `conv2d_gemm.wgsl` or `conv2d_dw.wgsl`.
+    conv: Arc<Pipeline>,
+}
+
+/// Where one conv run writes its repacked input quads: a pooled texture, or a pooled scratch
+/// buffer bound as windows.
+enum RepackedQuads {
+    Texture(PooledTexture),
+    Buffer(Arc<PooledBuffer>),
+}
+
+impl RepackedQuads {
+    /// Storage for the quads of one chunk of `scratch.images_per_chunk` images.
+    fn allocate(
+        ctx: &GpuContext,
+        kernels: &ConvPlan,
+        scratch: &ScratchPlan,
+        geometry: &ConvGeometry,
+    ) -> Result<Self> {
+        let chunk_quads = scratch.images_per_chunk * geometry.quads_per_image();
+        if scratch.use_textures {
+            let width = kernels.tex_width;
+            let height = texture_rows(chunk_quads, width as u64).min(kernels.tex_max_height as u64);
+            Ok(RepackedQuads::Texture(
+                ctx.pooled_texture(width, height as u32),
+            ))
+        } else {
+            Ok(RepackedQuads::Buffer(ctx.pooled_buffer(
+                chunk_quads * QUAD,
+                STORAGE_USAGE,
+                "squint conv quads",
+            )?))
+        }
+    }
+
+    /// The binding covering quad bytes `bytes`, and the index of its first quad (the kernels
+    /// subtract it; 0 for the texture, which is bound whole).
+    fn binding(&self, split: SplitLimits, bytes: (u64, u64)) -> (Res<'_>, u32) {
+        match self {
+            RepackedQuads::Texture(texture) => (Res::Tex(texture.view()), 0),
+            RepackedQuads::Buffer(buffer) => {
+                let window = Slot::new(split, buffer, bytes.0, bytes.1);
+                let base = window.base(QUAD);
+                (Res::Buf(window), base)
+            }
+        }
+    }
+
+    /// Hands the storage to `keep`, so that it returns to the pool once the commands are queued.
+    fn keep_until_queued(self, keep: &mut Keep) {
+        match self {
+            RepackedQuads::Texture(texture) => keep.texture(texture),
+            RepackedQuads::Buffer(buffer) => keep.buffer(buffer),
+        }
+    }
+}
+
+/// The conv input as the repack kernel reads it: the tensor's buffer (bound as windows), or a
+/// copy in a texture (image loads are much cheaper than buffer loads on CPU adapters).
+enum ConvInput<'a> {
+    Buffer(&'a wgpu::Buffer),
+    Texture {
+        texture: PooledTexture,
+        log2_width: u32,
+    },
+}
+
+impl<'a> ConvInput<'a> {
+    /// The input `x`, copied into a pooled texture (recorded on `encoder`) when
+    /// `use_textures`.
+    fn prepare(
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &'a GpuTensor,
+        kernels: &ConvPlan,
+        use_textures: bool,
+    ) -> Self {
+        if !use_textures {
+            return ConvInput::Buffer(&x.buffer);
+        }
+        let width = kernels.tex_width as u64;
+        let texels = packed_bytes(x.dims).div_ceil(QUAD);
+        let texture = ctx.pooled_texture(width as u32, texture_rows(texels, width) as u32);
+        for copy in input_texture_copies(texels, width) {
+            copy_into_texture(encoder, &x.buffer, texture.texture(), width, copy);
+        }
+        ConvInput::Texture {
+            texture,
+            log2_width: width.trailing_zeros(),
+        }
+    }
+
+    /// The binding covering input bytes `bytes`, the index of its first word (0 for the
+    /// texture), and the texture's log2 width (0 for the buffer).
+    fn binding(&self, split: SplitLimits, bytes: (u64, u64)) -> (Res<'_>, u32, u32) {
+        match self {
+            ConvInput::Texture {
+                texture,
+                log2_width,
+            } => (Res::Tex(texture.view()), 0, *log2_width),
+            ConvInput::Buffer(buffer) => {
+                let window = Slot::new(split, buffer, bytes.0, bytes.1);
+                let base = window.base(4);
+                (Res::Buf(window), base, 0)
+            }
+        }
+    }
+
+    /// Hands a texture copy to `keep`, so that it returns to the pool once the commands are
+    /// queued.
+    fn keep_until_queued(self, keep: &mut Keep) {
+        if let ConvInput::Texture { texture, .. } = self {
+            keep.texture(texture);
+        }
+    }
+}
+
+/// Records `copy` from `buffer` (rows of `width` quad-sized texels) into `texture`.
+fn copy_into_texture(
+    encoder: &mut wgpu::CommandEncoder,
+    buffer: &wgpu::Buffer,
+    texture: &wgpu::Texture,
+    width: u64,
+    copy: TexelCopy,
+) {
+    encoder.copy_buffer_to_texture(
+        wgpu::TexelCopyBufferInfo {
+            buffer,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: copy.byte_offset,
+                bytes_per_row: Some((width * QUAD) as u32),
+                rows_per_image: None,
+            },
+        },
+        wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d {
+                x: 0,
+                y: copy.first_row as u32,
+                z: 0,
+            },
+            aspect: wgpu::TextureAspect::All,
+        },
+        wgpu::Extent3d {
+            width: copy.width as u32,
+            height: copy.rows as u32,
+            depth_or_array_layers: 1,
+        },
+    );
+}
+
+/// The storage windows of one conv dispatch: the first element index of each buffer window
+/// (0 for textures) and the log2 widths of the textures (0 for buffers).
+struct ConvWindows<'a> {
+    bindings: Vec<Res<'a>>,
+    quads_base: u32,
+    weights_base: u32,
+    weights_tex_log2_width: u32,
+    etab_base: u32,
+    etab_tex_log2_width: u32,
+    output_base: u32,
+}
+
+/// Everything one conv run's dispatches are built from.
+struct ConvCall<'a> {
+    layer: &'a GpuConv2d,
+    split: SplitLimits,
+    geometry: &'a ConvGeometry,
+    domain: InputDomain,
+    use_textures: bool,
+    /// Log2 width of the quads texture (passed whether or not the quads are in one).
+    quads_tex_log2_width: u32,
+    quads: &'a RepackedQuads,
+    input: &'a ConvInput<'a>,
+    output: &'a PooledBuffer,
+}
+
+impl<'a> ConvCall<'a> {
+    /// Appends the repack dispatches of the chunk of `images` images from `first_image`:
+    /// interior items (input words), then, with padding, border items.
+    fn push_repack(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        first_image: u64,
+        images: u64,
+        dispatches: &mut Vec<Dispatch<'a>>,
+    ) -> Result<()> {
+        let geometry = self.geometry;
+        let ranges = |b: u64, e: u64| geometry.repack_ranges(first_image, images, b, e);
+        let items = geometry.repack_items(images);
+        for (begin, end) in plan(self.split, items, 64, "conv input repacking", &ranges)? {
+            let r = ranges(begin, end);
+            let (input, x_base, x_tex_log2_width) = self.input.binding(self.split, r[0]);
+            let (quads, q_base) = self.quads.binding(self.split, r[1]);
+            let params = ConvPackParams {
+                item_begin: begin as u32,
+                item_count: (end - begin) as u32,
+                n_interior: geometry.interior_items(images) as u32,
+                h: geometry.h as u32,
+                w: geometry.w as u32,
+                plane_words: geometry.plane_words_in as u32,
+                padded_h: geometry.padded_h as u32,
+                padded_w: geometry.padded_w as u32,
+                pad_h: geometry.pad_h as u32,
+                pad_w: geometry.pad_w as u32,
+                c_in: geometry.c_in as u32,
+                c_in_per_group: geometry.c_in_per_group as u32,
+                groups: geometry.groups as u32,
+                slots_per_group: geometry.slots_per_group as u32,
+                quads_per_pixel: geometry.quads_per_pixel as u32,
+                img_begin: first_image as u32,
+                x_base,
+                x_tex_log2_width,
+                q_base,
+                quads_tex_log2_width: self.quads_tex_log2_width,
+                flip: self.domain.flip,
+                pad_byte: self.domain.pad_byte(),
+                _pad: [0; 2],
+            };
+            dispatches.push(Dispatch::new(
+                pipeline,
+                &params,
+                vec![input, quads],
+                groups_for(end - begin),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends the conv dispatches (kernel with fused epilogue) of the chunk of `images`
+    /// images from `first_image`.
+    fn push_conv(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        first_image: u64,
+        images: u64,
+        dispatches: &mut Vec<Dispatch<'a>>,
+    ) -> Result<()> {
+        let geometry = self.geometry;
+        let ranges = |b: u64, e: u64| geometry.conv_ranges(first_image, b, e);
+        let workgroups = images * geometry.workgroups_per_image();
+        for (begin, end) in plan(self.split, workgroups, 1, "conv2d", &ranges)? {
+            let windows = self.conv_windows(&ranges(begin, end));
+            let (wg_begin, wg_count) = (begin as u32, (end - begin) as u32);
+            let dispatch = match self.geometry.layout {
+                ConvKernelLayout::Gemm { .. } => {
+                    let params = self.gemm_params(first_image, wg_begin, wg_count, &windows);
+                    Dispatch::new(pipeline, &params, windows.bindings, end - begin)
+                }
+                ConvKernelLayout::Depthwise => {
+                    let params = self.depthwise_params(first_image, wg_begin, wg_count, &windows);
+                    Dispatch::new(pipeline, &params, windows.bindings, end - begin)
+                }
+            };
+            dispatches.push(dispatch);
+        }
+        Ok(())
+    }
+
+    /// The bindings of a conv dispatch whose byte ranges (quads, weights, epilogue table,
+    /// output) are `r`: textures when the run uses them, else buffer windows.
+    fn conv_windows(&self, r: &[(u64, u64)]) -> ConvWindows<'a> {
+        let (quads, quads_base) = self.quads.binding(self.split, r[0]);
+        let output = Slot::new(self.split, self.output, r[3].0, r[3].1);
+        let output_base = output.base(4);
+        let res = &self.layer.res;
+        match (self.use_textures, &res.weights_tex, &res.etab_tex) {
+            (true, Some(weights), Some(etab)) => ConvWindows {
+                bindings: vec![
+                    quads,
+                    Res::Tex(&weights.view),
+                    Res::Tex(&etab.view),
+                    Res::Buf(output),
+                ],
+                quads_base,
+                weights_base: 0,
+                weights_tex_log2_width: weights.log2_width,
+                etab_base: 0,
+                etab_tex_log2_width: etab.log2_width,
+                output_base,
+            },
+            _ => {
+                let weights = Slot::new(self.split, &res.weights, r[1].0, r[1].1);
+                let etab = Slot::new(self.split, &res.etab, r[2].0, r[2].1);
+                let (weights_base, etab_base) = (weights.base(16), etab.base(16));
+                ConvWindows {
+                    bindings: vec![quads, Res::Buf(weights), Res::Buf(etab), Res::Buf(output)],
+                    quads_base,
+                    weights_base,
+                    weights_tex_log2_width: 0,
+                    etab_base,
+                    etab_tex_log2_width: 0,
+                    output_base,
+                }
+            }
+        }
+    }
+
+    /// The uniform of a `conv2d_gemm.wgsl` dispatch.
+    fn gemm_params(
+        &self,
+        first_image: u64,
+        wg_begin: u32,
+        wg_count: u32,
+        windows: &ConvWindows<'_>,
+    ) -> ConvGemmParams {
+        let g = self.geometry;
+        let ConvKernelLayout::Gemm {
+            quads_per_group,
+            k_quads,
+            blocks_per_group,
+        } = g.layout
+        else {
+            unreachable!("gemm_params of a depthwise layer")
+        };
+        let (step_kx, step_ky) = g.tap_steps();
+        let epi = &self.layer.epi;
+        ConvGemmParams {
+            wg_begin,
+            wg_count,
+            plane_workgroups: g.groups_per_plane as u32,
+            pixel_tiles: g.pixel_tiles as u32,
+            channel_blocks: g.channel_blocks as u32,
+            blocks_per_group: blocks_per_group as u32,
+            plane_out: g.plane_out as u32,
+            w_out: g.w_out as u32,
+            c_out: g.c_out as u32,
+            c_out_per_group: g.c_out_per_group as u32,
+            kw: g.kw as u32,
+            k_quads: k_quads as u32,
+            quads_per_group: quads_per_group as u32,
+            quads_per_pixel: g.quads_per_pixel as u32,
+            padded_h: g.padded_h as u32,
+            padded_w: g.padded_w as u32,
+            stride_h: g.stride_h as u32,
+            stride_w: g.stride_w as u32,
+            step_kx,
+            step_ky,
+            n_begin: first_image as u32,
+            a_base: windows.quads_base,
+            quads_tex_log2_width: self.quads_tex_log2_width,
+            w_base: windows.weights_base,
+            w_tex_log2_width: windows.weights_tex_log2_width,
+            etab_base: windows.etab_base,
+            y_base: windows.output_base,
+            x_zero_point: self.domain.zero_point,
+            k_padded: g.padded_k() as i32,
+            out_zp: epi.out.zero_point,
+            out_lo: epi.clamp.min,
+            out_hi: epi.clamp.max,
+            etab_tex_log2_width: windows.etab_tex_log2_width,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The uniform of a `conv2d_dw.wgsl` dispatch.
+    fn depthwise_params(
+        &self,
+        first_image: u64,
+        wg_begin: u32,
+        wg_count: u32,
+        windows: &ConvWindows<'_>,
+    ) -> ConvDwParams {
+        let g = self.geometry;
+        let (step_x, step_y) = g.tap_steps();
+        let epi = &self.layer.epi;
+        ConvDwParams {
+            wg_begin,
+            wg_count,
+            plane_workgroups: g.groups_per_plane as u32,
+            pixel_tiles: g.pixel_tiles as u32,
+            channel_blocks: g.channel_blocks as u32,
+            plane_out: g.plane_out as u32,
+            w_out: g.w_out as u32,
+            c_out: g.c_out as u32,
+            channel_multiplier: g.c_out_per_group as u32,
+            kw: g.kw as u32,
+            taps: (g.kh * g.kw) as u32,
+            quads_per_pixel: g.quads_per_pixel as u32,
+            padded_h: g.padded_h as u32,
+            padded_w: g.padded_w as u32,
+            stride_h: g.stride_h as u32,
+            stride_w: g.stride_w as u32,
+            step_x,
+            step_y,
+            n_begin: first_image as u32,
+            a_base: windows.quads_base,
+            quads_tex_log2_width: self.quads_tex_log2_width,
+            w_base: windows.weights_base,
+            w_tex_log2_width: windows.weights_tex_log2_width,
+            etab_base: windows.etab_base,
+            y_base: windows.output_base,
+            x_zero_point: self.domain.zero_point,
+            out_zp: epi.out.zero_point,
+            out_lo: epi.clamp.min,
+            out_hi: epi.clamp.max,
+            etab_tex_log2_width: windows.etab_tex_log2_width,
+            _pad: [0; 2],
+        }
     }
 }
 

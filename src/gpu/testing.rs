@@ -5,7 +5,8 @@
 //! tests, not skip them. The kernel-variant list of [`variants`] also fails there when a
 //! variant that Mesa's software adapters support is missing.
 
-use super::device::{open_all, DeviceOptions, GpuContext};
+use super::adapter::DeviceOptions;
+use super::context::{open_all, GpuContext};
 
 /// Whether `SQUINT_REQUIRE_GPU=1`: GPU tests must then fail rather than skip.
 pub fn require_gpu() -> bool {

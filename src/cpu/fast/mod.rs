@@ -65,9 +65,9 @@
 //! is split over (batch, group, pixel tiles, channel-tile chunks) with rayon; the epilogue
 //! ([`Epilogue::apply`], vectorized with the same float operations in the same order and the
 //! same rounding, and for `fixed-point` with an exact 64-bit-lane emulation of the integer
-//! formula; see `x86::Requant512`) is fused into the output write. Pixel tiles are balanced
-//! whole vectors (the last tile is not padded to 64 pixels), and a channel tile with fewer
-//! than 6 real channels runs a narrower kernel.
+//! formula; see `x86::requant::Requant512` in `x86/requant.rs`) is fused into the output
+//! write. Pixel tiles are balanced whole vectors (the last tile is not padded to 64 pixels),
+//! and a channel tile with fewer than 6 real channels runs a narrower kernel.
 //!
 //! Depthwise-like convs (`Cin/groups == 1`) use direct kernels instead (see the `depthwise`
 //! module): on AVX512-VNNI, four kernel columns per `vpdpbusd` lane (same folding, with

@@ -1,304 +1,22 @@
-//! Adapter selection, device creation, error capture and the per-device pipeline cache.
+//! [`GpuContext`] and its lifecycle: opening a device on an adapter ([`GpuContext::open`],
+//! [`open_all`]), entering the device's gate, recording and submitting work, error scopes,
+//! and recovery from device loss (reopening on the same adapter), with the testing hooks that
+//! simulate loss and out-of-memory.
 
-use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::buffers::{Pool, PooledBuffer, PooledTexture};
+use super::adapter::{enumerate, no_adapter, AdapterReport, DeviceOptions};
 use super::gate::{Gate, GateGuard};
-use super::kernels::{BStaging, Binding, Kernel};
+use super::kernels::Kernel;
+use super::pipelines::{
+    compile_pipeline, ConvPlan, InputChoice, KernelOptions, Pipeline, PipelineCache,
+};
+use super::pool::{Keep, Pool, POOL_CAP};
 use super::split::SplitLimits;
 use crate::error::{Error, Result};
-
-/// A graphics API wgpu can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendChoice {
-    /// Vulkan (on a machine without a GPU: Mesa lavapipe).
-    Vulkan,
-    /// OpenGL / OpenGL ES through EGL (on a machine without a GPU: Mesa llvmpipe).
-    Gl,
-    /// Metal (macOS, iOS).
-    Metal,
-    /// Direct3D 12 (Windows).
-    Dx12,
-}
-
-impl BackendChoice {
-    /// Every backend, for help texts.
-    pub const ALL: [BackendChoice; 4] = [
-        BackendChoice::Vulkan,
-        BackendChoice::Gl,
-        BackendChoice::Metal,
-        BackendChoice::Dx12,
-    ];
-
-    /// Parses a backend name as `WGPU_BACKEND` spells it (`vulkan`/`vk`, `gl`/`gles`/`opengl`,
-    /// `metal`/`mtl`, `dx12`/`d3d12`), case-insensitively.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
-            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
-            "metal" | "mtl" => Ok(BackendChoice::Metal),
-            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
-            _ => Err(Error::UnknownName {
-                kind: "GPU backend",
-                name: s.to_string(),
-                expected: "vulkan, gl, metal, dx12".into(),
-            }),
-        }
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendChoice::Vulkan => "vulkan",
-            BackendChoice::Gl => "gl",
-            BackendChoice::Metal => "metal",
-            BackendChoice::Dx12 => "dx12",
-        }
-    }
-
-    /// The backend of a wgpu adapter, if it is one of the four.
-    pub fn from_wgpu(b: wgpu::Backend) -> Option<Self> {
-        match b {
-            wgpu::Backend::Vulkan => Some(BackendChoice::Vulkan),
-            wgpu::Backend::Gl => Some(BackendChoice::Gl),
-            wgpu::Backend::Metal => Some(BackendChoice::Metal),
-            wgpu::Backend::Dx12 => Some(BackendChoice::Dx12),
-            _ => None,
-        }
-    }
-
-    fn backends(self) -> wgpu::Backends {
-        match self {
-            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
-            BackendChoice::Gl => wgpu::Backends::GL,
-            BackendChoice::Metal => wgpu::Backends::METAL,
-            BackendChoice::Dx12 => wgpu::Backends::DX12,
-        }
-    }
-}
-
-impl std::fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Which adapter to open.
-///
-/// With both fields `None`, the backends come from `WGPU_BACKEND` (a comma list, as wgpu
-/// reads it) or else all of them, and the best adapter wins: discrete GPU, then integrated,
-/// virtual, CPU, other; on a tie Vulkan/Metal/DX12 before GL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceOptions {
-    /// Only this backend (overrides `WGPU_BACKEND`).
-    pub backend: Option<BackendChoice>,
-    /// Only adapters whose name contains this string, case-insensitively.
-    pub adapter: Option<String>,
-    /// The longest wait for the GPU before [`Error::Timeout`] (see
-    /// [`GpuContext::set_wait_timeout`]); `None`: `SQUINT_GPU_TIMEOUT_SECS`, else 300 s.
-    pub wait_timeout: Option<Duration>,
-}
-
-impl DeviceOptions {
-    fn backends(&self) -> (wgpu::Backends, String) {
-        match self.backend {
-            Some(b) => (b.backends(), b.name().to_string()),
-            None => match wgpu::Backends::from_env() {
-                Some(b) => (
-                    b,
-                    format!(
-                        "{} (from WGPU_BACKEND={:?})",
-                        backends_name(b),
-                        std::env::var("WGPU_BACKEND").unwrap_or_default()
-                    ),
-                ),
-                None => (wgpu::Backends::all(), "all".to_string()),
-            },
-        }
-    }
-
-    fn name_matches(&self, name: &str) -> bool {
-        match &self.adapter {
-            None => true,
-            Some(f) => name.to_lowercase().contains(&f.to_lowercase()),
-        }
-    }
-}
-
-fn backends_name(b: wgpu::Backends) -> String {
-    let mut names = Vec::new();
-    for (flag, name) in [
-        (wgpu::Backends::VULKAN, "vulkan"),
-        (wgpu::Backends::GL, "gl"),
-        (wgpu::Backends::METAL, "metal"),
-        (wgpu::Backends::DX12, "dx12"),
-        (wgpu::Backends::BROWSER_WEBGPU, "webgpu"),
-    ] {
-        if b.contains(flag) {
-            names.push(name);
-        }
-    }
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(",")
-    }
-}
-
-/// What squint knows about an adapter: identity and the capabilities it uses or may use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdapterReport {
-    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
-    pub name: String,
-    /// Backend: "vulkan", "gl", "metal", "dx12" (or wgpu's name for another one).
-    pub backend: String,
-    /// Device type: "discrete", "integrated", "virtual", "cpu" or "other".
-    pub device_type: String,
-    /// Driver name.
-    pub driver: String,
-    /// Driver details (version).
-    pub driver_info: String,
-    /// The WGSL language feature `packed_4x8_integer_dot_product` (`dot4I8Packed`). A fixed
-    /// property of naga, not a per-adapter probe: backends without a native instruction get a
-    /// polyfill.
-    pub packed_int8_dot_product: bool,
-    /// `SHADER_INT64` (squint does not need it: its 64-bit products are emulated).
-    pub shader_int64: bool,
-    /// `SUBGROUP` operations.
-    pub subgroups: bool,
-    /// `TIMESTAMP_QUERY`.
-    pub timestamp_query: bool,
-    /// Largest storage buffer binding, bytes.
-    pub max_storage_buffer_binding_size: u64,
-    /// Largest buffer, bytes.
-    pub max_buffer_size: u64,
-    /// Largest workgroup count in one dispatch dimension.
-    pub max_compute_workgroups_per_dimension: u32,
-    /// Largest workgroup (invocations).
-    pub max_compute_invocations_per_workgroup: u32,
-    /// Workgroup shared memory, bytes.
-    pub max_compute_workgroup_storage_size: u32,
-}
-
-impl AdapterReport {
-    fn new(adapter: &wgpu::Adapter, lang: &wgpu::WgslLanguageFeatures) -> Self {
-        let info = adapter.get_info();
-        let f = adapter.features();
-        let l = adapter.limits();
-        AdapterReport {
-            name: info.name.clone(),
-            backend: BackendChoice::from_wgpu(info.backend)
-                .map(|b| b.name().to_string())
-                .unwrap_or_else(|| format!("{:?}", info.backend).to_lowercase()),
-            device_type: match info.device_type {
-                wgpu::DeviceType::DiscreteGpu => "discrete",
-                wgpu::DeviceType::IntegratedGpu => "integrated",
-                wgpu::DeviceType::VirtualGpu => "virtual",
-                wgpu::DeviceType::Cpu => "cpu",
-                wgpu::DeviceType::Other => "other",
-            }
-            .to_string(),
-            driver: info.driver.clone(),
-            driver_info: info.driver_info.clone(),
-            packed_int8_dot_product: lang
-                .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
-            shader_int64: f.contains(wgpu::Features::SHADER_INT64),
-            subgroups: f.contains(wgpu::Features::SUBGROUP),
-            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
-            max_buffer_size: l.max_buffer_size,
-            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
-            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
-            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
-        }
-    }
-
-    /// The backend as a [`BackendChoice`], if it is one of the four.
-    pub fn backend_choice(&self) -> Option<BackendChoice> {
-        BackendChoice::parse(&self.backend).ok()
-    }
-
-    /// One line: `name (backend, device type)`.
-    pub fn summary(&self) -> String {
-        format!("{} ({}, {})", self.name, self.backend, self.device_type)
-    }
-}
-
-fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
-    let t = match info.device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Cpu => 3,
-        wgpu::DeviceType::Other => 4,
-    };
-    let b = match info.backend {
-        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
-        wgpu::Backend::Gl => 1,
-        _ => 2,
-    };
-    (t, b)
-}
-
-fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = backends;
-    wgpu::Instance::new(desc)
-}
-
-fn enumerate(opts: &DeviceOptions) -> (wgpu::Instance, Vec<wgpu::Adapter>, Vec<String>, String) {
-    let (backends, backends_desc) = opts.backends();
-    let instance = new_instance(backends);
-    let all = pollster::block_on(instance.enumerate_adapters(backends));
-    let mut seen = Vec::new();
-    let mut kept = Vec::new();
-    for a in all {
-        let info = a.get_info();
-        let in_backends = BackendChoice::from_wgpu(info.backend)
-            .map(|b| backends.contains(b.backends()))
-            .unwrap_or(false);
-        seen.push(format!("{} ({:?})", info.name, info.backend));
-        if in_backends && opts.name_matches(&info.name) {
-            kept.push(a);
-        }
-    }
-    kept.sort_by_key(|a| rank(&a.get_info()));
-    (instance, kept, seen, backends_desc)
-}
-
-fn no_adapter(opts: &DeviceOptions, backends_desc: &str, seen: &[String], why: &str) -> Error {
-    let mut detail = format!(" (backends: {backends_desc}");
-    if let Some(f) = &opts.adapter {
-        detail.push_str(&format!("; adapter name filter: {f:?}"));
-    }
-    if seen.is_empty() {
-        detail.push_str("; no adapter enumerated");
-    } else {
-        detail.push_str(&format!("; adapters present: {}", seen.join(", ")));
-    }
-    if !why.is_empty() {
-        detail.push_str(&format!("; {why}"));
-    }
-    detail.push(')');
-    Error::NoAdapter { detail }
-}
-
-/// Lists the adapters `opts` selects, best first (the order [`GpuContext::open`] tries them).
-pub fn list_adapters(opts: &DeviceOptions) -> Vec<AdapterReport> {
-    let (instance, adapters, _, _) = enumerate(opts);
-    let lang = instance.wgsl_language_features();
-    adapters
-        .iter()
-        .map(|a| AdapterReport::new(a, &lang))
-        .collect()
-}
 
 /// Opens every adapter `opts` selects (one context per adapter, best first): e.g. both
 /// lavapipe (Vulkan) and llvmpipe (GL) on a machine without a GPU. Adapters whose device
@@ -325,14 +43,6 @@ pub fn open_all(opts: &DeviceOptions) -> Result<Vec<GpuContext>> {
     Ok(out)
 }
 
-/// A compiled compute pipeline and its explicit bind group layout.
-pub(crate) struct Pipeline {
-    pub(crate) pipeline: wgpu::ComputePipeline,
-    pub(crate) layout: wgpu::BindGroupLayout,
-}
-
-type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
-
 struct Inner {
     /// Unique among all devices this process opens (tensors carry it).
     id: u64,
@@ -350,7 +60,8 @@ struct Inner {
     limits: wgpu::Limits,
     /// Errors that reached the uncaptured-error handler or the device-lost callback.
     uncaptured: Arc<Mutex<Vec<String>>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Compiled pipelines.
+    pipelines: PipelineCache,
     /// Free buffers and textures for reuse.
     pool: Arc<Pool>,
     /// Recorded command buffers not yet submitted (see [`GpuContext::flush`]).
@@ -391,87 +102,6 @@ static NEXT_DEVICE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Command buffers that are submitted automatically once this many are pending.
 const MAX_PENDING: usize = 64;
-
-/// Most bytes the buffer pool keeps free.
-const POOL_CAP: u64 = 512 << 20;
-
-/// Which `dot4I8Packed` path the conv kernels use (a hidden testing and benchmarking option).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DotChoice {
-    /// `dot4I8Packed` on GPUs that have the language feature; the fallback on CPU adapters,
-    /// where it is faster (lavapipe and llvmpipe expand `dot4I8Packed` into shifts and
-    /// 32-bit multiplies, while the fallback's unsigned bytes let LLVM use `pmaddwd`).
-    #[default]
-    Auto,
-    /// Always `dot4I8Packed` (an error where the language feature is missing).
-    Packed,
-    /// Always the fallback (plain shifts and integer multiply-adds).
-    Fallback,
-}
-
-/// How the GEMM conv kernel stages its weight tile (a hidden testing option).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum StagingChoice {
-    /// Subgroup broadcasts where subgroups of at least 8 lanes exist, else workgroup memory on
-    /// GPUs and direct loads on CPU adapters.
-    #[default]
-    Auto,
-    /// Subgroup broadcasts (an error without subgroups of at least 8 lanes).
-    Subgroup,
-    /// Workgroup memory.
-    Shared,
-    /// Direct loads by every invocation.
-    Direct,
-}
-
-/// Where the conv kernels read the repacked input from (a hidden testing option).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum InputChoice {
-    /// A texture when it fits the texture size limits, else a storage buffer.
-    #[default]
-    Auto,
-    /// Always a storage buffer (split into windows like every other buffer).
-    Buffer,
-}
-
-/// Kernel selection overrides, for tests and benchmarks; the defaults pick the fastest
-/// variant the adapter supports. Results never depend on them.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelOptions {
-    /// Dot product path.
-    pub dot: DotChoice,
-    /// Weight tile staging of the GEMM kernel.
-    pub staging: StagingChoice,
-    /// Repacked input source.
-    pub input: InputChoice,
-    /// Run depthwise convs through the GEMM kernel instead of the depthwise kernel.
-    pub no_depthwise: bool,
-    /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
-    /// nearly every value takes the table search: tests that path.
-    pub search_only: bool,
-}
-
-/// The concrete conv kernel choices of a context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvPlan {
-    pub packed: bool,
-    pub staging: BStaging,
-    pub textures: bool,
-    pub depthwise: bool,
-    /// See [`KernelOptions::search_only`].
-    pub search_only: bool,
-    /// Workgroup size of the conv kernels.
-    pub wg: u32,
-    /// Quads per K chunk staged in workgroup memory.
-    pub tkq: u32,
-    /// Texture width (a power of two) and height limit.
-    pub tex_width: u32,
-    pub tex_max_height: u32,
-}
 
 /// An open GPU device with its queue and compiled pipelines. Cheap to clone (an `Arc`), and
 /// `Send + Sync`: several threads may run kernels on one context at once.
@@ -740,7 +370,7 @@ fn open_inner(
         report,
         limits,
         uncaptured,
-        pipelines: Mutex::new(HashMap::new()),
+        pipelines: PipelineCache::default(),
         pool: Pool::new(POOL_CAP, &shared.gate),
         pending: Mutex::new(Vec::new()),
         subgroup_min,
@@ -753,10 +383,7 @@ impl Drop for Inner {
         // Everything that holds device objects goes inside the gate.
         let _inside = self.shared.gate.enter();
         self.pool.clear();
-        self.pipelines
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.pipelines.clear();
         self.pending
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
@@ -855,65 +482,7 @@ impl GpuContext {
     pub fn kernel_variants_with_dropped(
         &self,
     ) -> (Vec<(&'static str, GpuContext)>, Vec<(&'static str, String)>) {
-        let d = KernelOptions::default();
-        let forced = [
-            (
-                "dot4I8Packed",
-                KernelOptions {
-                    dot: DotChoice::Packed,
-                    ..d
-                },
-            ),
-            (
-                "fallback dot (no dot4I8Packed)",
-                KernelOptions {
-                    dot: DotChoice::Fallback,
-                    ..d
-                },
-            ),
-            (
-                "subgroup staging",
-                KernelOptions {
-                    staging: StagingChoice::Subgroup,
-                    ..d
-                },
-            ),
-            (
-                "workgroup-memory staging",
-                KernelOptions {
-                    staging: StagingChoice::Shared,
-                    ..d
-                },
-            ),
-            (
-                "direct staging",
-                KernelOptions {
-                    staging: StagingChoice::Direct,
-                    ..d
-                },
-            ),
-            (
-                "buffer input",
-                KernelOptions {
-                    input: InputChoice::Buffer,
-                    ..d
-                },
-            ),
-            (
-                "GEMM for depthwise",
-                KernelOptions {
-                    no_depthwise: true,
-                    ..d
-                },
-            ),
-            (
-                "step tables searched (no float estimate)",
-                KernelOptions {
-                    search_only: true,
-                    ..d
-                },
-            ),
-        ];
+        let forced = KernelOptions::forced_variants();
         let mut kept = vec![("default", self.clone())];
         let mut dropped = Vec::new();
         // Variants the adapter lacks (e.g. subgroups on GL) are errors, and left out.
@@ -942,70 +511,12 @@ impl GpuContext {
 
     /// The conv kernel choices for this context's adapter and options.
     pub(crate) fn conv_plan(&self) -> Result<ConvPlan> {
-        let r = &self.inner.report;
-        let l = &self.inner.limits;
-        let cpu = r.device_type == "cpu";
-        let o = self.kernel;
-        let packed = match o.dot {
-            DotChoice::Auto => r.packed_int8_dot_product && !cpu,
-            DotChoice::Packed if !r.packed_int8_dot_product => {
-                return Err(Error::Gpu(format!(
-                    "{} lacks the WGSL language feature packed_4x8_integer_dot_product",
-                    r.summary()
-                )))
-            }
-            DotChoice::Packed => true,
-            DotChoice::Fallback => false,
-        };
-        // Workgroup size: 64 invocations on GPUs; one SIMD batch (8) on CPU adapters, where
-        // the size does not change the speed of a workgroup but a smaller one wastes fewer
-        // invocations on the partial last workgroup of each output plane (measured on
-        // lavapipe: 8 is as fast as 64 per invocation, 3-20% faster per layer).
-        let wg_max = l
-            .max_compute_invocations_per_workgroup
-            .min(l.max_compute_workgroup_size_x);
-        let wg = if cpu { 8 } else { 64 }.min(wg_max / 8 * 8).max(8);
-        let subgroups = self
-            .inner
-            .subgroup_min
-            .is_some_and(|m| (8..=wg).contains(&m));
-        let staging = match o.staging {
-            StagingChoice::Auto if subgroups => BStaging::Subgroup,
-            StagingChoice::Auto if cpu => BStaging::Direct,
-            StagingChoice::Auto => BStaging::Shared,
-            StagingChoice::Subgroup if !subgroups => {
-                return Err(Error::Gpu(format!(
-                    "{} has no subgroups of 8 to {wg} lanes",
-                    r.summary()
-                )))
-            }
-            StagingChoice::Subgroup => BStaging::Subgroup,
-            StagingChoice::Shared => BStaging::Shared,
-            StagingChoice::Direct => BStaging::Direct,
-        };
-        // Chunk of B in workgroup memory: 8 channels x TKQ quads of 16 bytes, at most half
-        // the workgroup storage and at most 32 quads.
-        let tkq = (l.max_compute_workgroup_storage_size / 2 / 128).clamp(1, 32);
-        let dim = l.max_texture_dimension_2d;
-        let tex_width = if dim == 0 {
-            0
-        } else {
-            1u32 << (31 - dim.min(4096).leading_zeros())
-        };
-        Ok(ConvPlan {
-            packed,
-            staging,
-            // The conv kernels bind three read-only storage textures.
-            textures: o.input == InputChoice::Auto
-                && tex_width >= 64
-                && l.max_storage_textures_per_shader_stage >= 3,
-            depthwise: !o.no_depthwise,
-            search_only: o.search_only,
-            wg,
-            tkq,
-            tex_width,
-            tex_max_height: dim,
-        })
+        ConvPlan::for_adapter(
+            &self.inner.report,
+            &self.inner.limits,
+            self.inner.subgroup_min,
+            self.kernel,
+        )
     }
 
     /// Submits the recorded work that is still pending. Operations (quantize, conv,
@@ -1079,15 +590,6 @@ impl GpuContext {
         }
         self.queue().write_buffer(buffer, 0, bytes);
         Ok(())
-    }
-
-    /// The pipeline cache. A panic in another thread cannot leave it inconsistent (entries
-    /// are inserted whole), so a poisoned lock is used as it is.
-    fn lock_pipelines(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Arc<Pipeline>>> {
-        self.inner
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::CommandBuffer>> {
@@ -1257,102 +759,17 @@ impl GpuContext {
         r
     }
 
-    /// The pipeline of `kernel` with the given override constants, compiled on first use.
+    /// The pipeline of `kernel` with the given override constants, compiled on first use
+    /// (inside error scopes).
     pub(crate) fn pipeline(
         &self,
         kernel: Kernel,
         overrides: &[(&'static str, u32)],
     ) -> Result<Arc<Pipeline>> {
-        let key = (kernel, overrides.to_vec());
-        if let Some(p) = self.lock_pipelines().get(&key) {
-            return Ok(p.clone());
-        }
-        // Compiled outside the lock: another thread may compile the same one meanwhile; the
-        // first to insert wins, both are valid.
-        let p = self.scoped(&format!("compiling the {kernel:?} kernel"), || {
-            self.compile(kernel, overrides).map(Arc::new)
-        })?;
-        let mut map = self.lock_pipelines();
-        Ok(map.entry(key).or_insert(p).clone())
-    }
-
-    fn compile(&self, kernel: Kernel, overrides: &[(&'static str, u32)]) -> Result<Pipeline> {
-        let d = &self.inner.device;
-        let source = kernel.source()?;
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.label()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        };
-        let module = d.create_shader_module(desc);
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
-            .bindings()
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: match b {
-                    Binding::Texture => wgpu::BindingType::StorageTexture {
-                        access: wgpu::StorageTextureAccess::ReadOnly,
-                        format: wgpu::TextureFormat::Rgba32Uint,
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                    },
-                    Binding::StorageTexture => wgpu::BindingType::StorageTexture {
-                        access: wgpu::StorageTextureAccess::WriteOnly,
-                        format: wgpu::TextureFormat::Rgba32Uint,
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                    },
-                    b => wgpu::BindingType::Buffer {
-                        ty: match b {
-                            Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                            Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                            _ => wgpu::BufferBindingType::Storage { read_only: false },
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                },
-                count: None,
+        self.inner.pipelines.get_or_compile(kernel, overrides, || {
+            self.scoped(&format!("compiling the {kernel:?} kernel"), || {
+                compile_pipeline(self.device(), kernel, overrides)
             })
-            .collect();
-        let layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(kernel.label()),
-            entries: &entries,
-        });
-        let pl = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(kernel.label()),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let constants: Vec<(&str, f64)> = overrides.iter().map(|&(k, v)| (k, v as f64)).collect();
-        let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.label()),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: true,
-            },
-            cache: None,
-        });
-        Ok(Pipeline { pipeline, layout })
-    }
-}
-
-/// Scratch resources of a recorded operation, kept until its command buffer is queued.
-#[derive(Default)]
-pub(crate) struct Keep {
-    buffers: Vec<Arc<PooledBuffer>>,
-    textures: Vec<PooledTexture>,
-}
-
-impl Keep {
-    pub(crate) fn buffer(&mut self, b: Arc<PooledBuffer>) {
-        self.buffers.push(b);
-    }
-
-    pub(crate) fn texture(&mut self, t: PooledTexture) {
-        self.textures.push(t);
+        })
     }
 }

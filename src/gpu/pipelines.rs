@@ -1,0 +1,346 @@
+//! Kernel selection and the per-device pipeline cache: the hidden kernel overrides
+//! ([`KernelOptions`]), the concrete conv kernel choices they give on an adapter
+//! ([`ConvPlan`]), and compiled pipelines with their explicit bind group layouts, compiled once
+//! per device and key ([`PipelineCache`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::adapter::AdapterReport;
+use super::kernels::{BStaging, Binding, Kernel};
+use crate::error::{Error, Result};
+
+/// A compiled compute pipeline and its explicit bind group layout.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+/// A pipeline cache key: the kernel and its override constants.
+type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
+
+/// The compiled pipelines of one device, by kernel and override constants.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    map: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+impl PipelineCache {
+    /// The cache map. A panic in another thread cannot leave it inconsistent (entries are
+    /// inserted whole), so a poisoned lock is used as it is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Arc<Pipeline>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pipeline of `kernel` with `overrides`, from the cache or made by `compile` and
+    /// cached. `compile` runs outside the lock: another thread may compile the same one
+    /// meanwhile; the first to insert wins, both are valid.
+    pub(crate) fn get_or_compile(
+        &self,
+        kernel: Kernel,
+        overrides: &[(&'static str, u32)],
+        compile: impl FnOnce() -> Result<Pipeline>,
+    ) -> Result<Arc<Pipeline>> {
+        let key = (kernel, overrides.to_vec());
+        if let Some(p) = self.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(compile()?);
+        Ok(self.lock().entry(key).or_insert(p).clone())
+    }
+
+    /// Drops every pipeline (inside the device's gate, see `Drop for Inner` in `context.rs`).
+    pub(crate) fn clear(&mut self) {
+        self.map
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Which `dot4I8Packed` path the conv kernels use (a hidden testing and benchmarking option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DotChoice {
+    /// `dot4I8Packed` on GPUs that have the language feature; the fallback on CPU adapters,
+    /// where it is faster (lavapipe and llvmpipe expand `dot4I8Packed` into shifts and
+    /// 32-bit multiplies, while the fallback's unsigned bytes let LLVM use `pmaddwd`).
+    #[default]
+    Auto,
+    /// Always `dot4I8Packed` (an error where the language feature is missing).
+    Packed,
+    /// Always the fallback (plain shifts and integer multiply-adds).
+    Fallback,
+}
+
+/// How the GEMM conv kernel stages its weight tile (a hidden testing option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StagingChoice {
+    /// Subgroup broadcasts where subgroups of at least 8 lanes exist, else workgroup memory on
+    /// GPUs and direct loads on CPU adapters.
+    #[default]
+    Auto,
+    /// Subgroup broadcasts (an error without subgroups of at least 8 lanes).
+    Subgroup,
+    /// Workgroup memory.
+    Shared,
+    /// Direct loads by every invocation.
+    Direct,
+}
+
+/// Where the conv kernels read the repacked input from (a hidden testing option).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InputChoice {
+    /// A texture when it fits the texture size limits, else a storage buffer.
+    #[default]
+    Auto,
+    /// Always a storage buffer (split into windows like every other buffer).
+    Buffer,
+}
+
+/// Kernel selection overrides, for tests and benchmarks; the defaults pick the fastest
+/// variant the adapter supports. Results never depend on them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Dot product path.
+    pub dot: DotChoice,
+    /// Weight tile staging of the GEMM kernel.
+    pub staging: StagingChoice,
+    /// Repacked input source.
+    pub input: InputChoice,
+    /// Run depthwise convs through the GEMM kernel instead of the depthwise kernel.
+    pub no_depthwise: bool,
+    /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
+    /// nearly every value takes the table search: tests that path.
+    pub search_only: bool,
+}
+
+/// The concrete conv kernel choices of a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvPlan {
+    /// The GEMM kernel uses `dot4I8Packed` (signed bytes), else the integer fallback.
+    pub packed: bool,
+    /// How the GEMM kernel stages its weight tile.
+    pub staging: BStaging,
+    /// The conv kernels may read their operands from textures (when they fit).
+    pub textures: bool,
+    /// Layers with one input channel per group use the depthwise kernel.
+    pub depthwise: bool,
+    /// See [`KernelOptions::search_only`].
+    pub search_only: bool,
+    /// Workgroup size of the conv kernels.
+    pub wg: u32,
+    /// Quads per K chunk staged in workgroup memory.
+    pub tkq: u32,
+    /// Texture width (a power of two) and height limit.
+    pub tex_width: u32,
+    pub tex_max_height: u32,
+}
+
+impl KernelOptions {
+    /// Every forced alternative to the default choices, named (see
+    /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 8] {
+        let d = KernelOptions::default();
+        [
+            (
+                "dot4I8Packed",
+                KernelOptions {
+                    dot: DotChoice::Packed,
+                    ..d
+                },
+            ),
+            (
+                "fallback dot (no dot4I8Packed)",
+                KernelOptions {
+                    dot: DotChoice::Fallback,
+                    ..d
+                },
+            ),
+            (
+                "subgroup staging",
+                KernelOptions {
+                    staging: StagingChoice::Subgroup,
+                    ..d
+                },
+            ),
+            (
+                "workgroup-memory staging",
+                KernelOptions {
+                    staging: StagingChoice::Shared,
+                    ..d
+                },
+            ),
+            (
+                "direct staging",
+                KernelOptions {
+                    staging: StagingChoice::Direct,
+                    ..d
+                },
+            ),
+            (
+                "buffer input",
+                KernelOptions {
+                    input: InputChoice::Buffer,
+                    ..d
+                },
+            ),
+            (
+                "GEMM for depthwise",
+                KernelOptions {
+                    no_depthwise: true,
+                    ..d
+                },
+            ),
+            (
+                "step tables searched (no float estimate)",
+                KernelOptions {
+                    search_only: true,
+                    ..d
+                },
+            ),
+        ]
+    }
+}
+
+impl ConvPlan {
+    /// The conv kernel choices for an adapter (`report`, the device's `limits`, its smallest
+    /// subgroup size when it has subgroups) under the overrides `o`. Fails when `o` forces a
+    /// variant the adapter cannot run.
+    pub(crate) fn for_adapter(
+        r: &AdapterReport,
+        l: &wgpu::Limits,
+        subgroup_min: Option<u32>,
+        o: KernelOptions,
+    ) -> Result<ConvPlan> {
+        let cpu = r.device_type == "cpu";
+        let packed = match o.dot {
+            DotChoice::Auto => r.packed_int8_dot_product && !cpu,
+            DotChoice::Packed if !r.packed_int8_dot_product => {
+                return Err(Error::Gpu(format!(
+                    "{} lacks the WGSL language feature packed_4x8_integer_dot_product",
+                    r.summary()
+                )))
+            }
+            DotChoice::Packed => true,
+            DotChoice::Fallback => false,
+        };
+        // Workgroup size: 64 invocations on GPUs; one SIMD batch (8) on CPU adapters, where
+        // the size does not change the speed of a workgroup but a smaller one wastes fewer
+        // invocations on the partial last workgroup of each output plane (measured on
+        // lavapipe: 8 is as fast as 64 per invocation, 3-20% faster per layer).
+        let wg_max = l
+            .max_compute_invocations_per_workgroup
+            .min(l.max_compute_workgroup_size_x);
+        let wg = if cpu { 8 } else { 64 }.min(wg_max / 8 * 8).max(8);
+        let subgroups = subgroup_min.is_some_and(|m| (8..=wg).contains(&m));
+        let staging = match o.staging {
+            StagingChoice::Auto if subgroups => BStaging::Subgroup,
+            StagingChoice::Auto if cpu => BStaging::Direct,
+            StagingChoice::Auto => BStaging::Shared,
+            StagingChoice::Subgroup if !subgroups => {
+                return Err(Error::Gpu(format!(
+                    "{} has no subgroups of 8 to {wg} lanes",
+                    r.summary()
+                )))
+            }
+            StagingChoice::Subgroup => BStaging::Subgroup,
+            StagingChoice::Shared => BStaging::Shared,
+            StagingChoice::Direct => BStaging::Direct,
+        };
+        // Chunk of B in workgroup memory: 8 channels x TKQ quads of 16 bytes, at most half
+        // the workgroup storage and at most 32 quads.
+        let tkq = (l.max_compute_workgroup_storage_size / 2 / 128).clamp(1, 32);
+        let dim = l.max_texture_dimension_2d;
+        let tex_width = if dim == 0 {
+            0
+        } else {
+            1u32 << (31 - dim.min(4096).leading_zeros())
+        };
+        Ok(ConvPlan {
+            packed,
+            staging,
+            // The conv kernels bind three read-only storage textures.
+            textures: o.input == InputChoice::Auto
+                && tex_width >= 64
+                && l.max_storage_textures_per_shader_stage >= 3,
+            depthwise: !o.no_depthwise,
+            search_only: o.search_only,
+            wg,
+            tkq,
+            tex_width,
+            tex_max_height: dim,
+        })
+    }
+}
+
+/// Compiles `kernel` on `d` with the override constants `overrides`, with its explicit bind
+/// group layout (errors surface through the caller's error scopes).
+pub(crate) fn compile_pipeline(
+    d: &wgpu::Device,
+    kernel: Kernel,
+    overrides: &[(&'static str, u32)],
+) -> Result<Pipeline> {
+    let source = kernel.source()?;
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(kernel.label()),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    let module = d.create_shader_module(desc);
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+        .bindings()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match b {
+                Binding::Texture => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::ReadOnly,
+                    format: wgpu::TextureFormat::Rgba32Uint,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+                Binding::StorageTexture => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::WriteOnly,
+                    format: wgpu::TextureFormat::Rgba32Uint,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+                b => wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        _ => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            },
+            count: None,
+        })
+        .collect();
+    let layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(kernel.label()),
+        entries: &entries,
+    });
+    let pl = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(kernel.label()),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let constants: Vec<(&str, f64)> = overrides.iter().map(|&(k, v)| (k, v as f64)).collect();
+    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(kernel.label()),
+        layout: Some(&pl),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            zero_initialize_workgroup_memory: true,
+        },
+        cache: None,
+    });
+    Ok(Pipeline { pipeline, layout })
+}
