@@ -35,6 +35,7 @@ pub mod histograms;
 pub mod model;
 pub mod prepare;
 pub mod qconfig;
+pub mod qgraph;
 pub mod quantized;
 
 pub use convert::{read_pinned_qparams, ConvertOptions};

@@ -314,7 +314,7 @@ impl QConv {
     /// and length, conv hyperparameters, weight and input qparams, and the int32 accumulator
     /// bounds.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
+    pub(crate) fn new(
         name: &str,
         w_q: Vec<i8>,
         w_dims: [usize; 4],

@@ -1,0 +1,154 @@
+//! The per-op interface a device implements to run a [`QuantizedGraph`].
+//!
+//! The run loop ([`QuantizedGraph::run`]) calls one method per node with the node's int8
+//! inputs; a backend returns the output's stored bytes (the output's dims and qparams are the
+//! graph's). Each backend is checked against [`ReferenceBackend`], which calls the scalar
+//! reference ops of [`crate::cpu::reference`] (the specification) with the graph's engine.
+
+use super::{QLinear, QuantizedGraph};
+use crate::cpu::reference::cat::CatInput;
+use crate::cpu::reference::pool::{AvgOptions, Pool2dParams};
+use crate::cpu::reference::{self as r, CpuCapability, QEngine};
+use crate::error::{Error, Result};
+use crate::pipeline::QConv;
+use crate::quant::QParams;
+
+/// An int8 tensor: stored bytes, dims and qparams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QTensor {
+    /// Stored bytes (u8 for quint8), row-major.
+    pub data: Vec<u8>,
+    /// Dims, outermost first.
+    pub dims: Vec<usize>,
+    /// Quantization parameters.
+    pub qp: QParams,
+}
+
+impl QTensor {
+    fn dims4(&self) -> Result<[usize; 4]> {
+        <[usize; 4]>::try_from(self.dims.as_slice())
+            .map_err(|_| Error::Shape(format!("expected a 4-D tensor, got {:?}", self.dims)))
+    }
+}
+
+/// One method per int8 op. Inputs carry their qparams; `out` is the output's.
+pub trait QBackend {
+    /// Conv2d with the conv's epilogue (its input qparams are `x.qp`).
+    fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>>;
+    /// Linear on `[N, in]`.
+    fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>>;
+    /// Elementwise add (optionally + ReLU) of two tensors of equal dims.
+    fn add(&mut self, a: &QTensor, b: &QTensor, out: &QParams, relu: bool) -> Result<Vec<u8>>;
+    /// Concatenation along `axis`, requantized to `out`.
+    fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>>;
+    /// Max pooling (qparams unchanged).
+    fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>>;
+    /// Average pooling (qparams unchanged).
+    fn avg_pool2d(&mut self, x: &QTensor, p: &Pool2dParams, o: &AvgOptions) -> Result<Vec<u8>>;
+    /// Adaptive average pooling to `output` (qparams unchanged).
+    fn adaptive_avg_pool2d(&mut self, x: &QTensor, output: [usize; 2]) -> Result<Vec<u8>>;
+    /// ReLU (qparams unchanged).
+    fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>>;
+    /// Clamp to `[min, max]` (qparams unchanged).
+    fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>>;
+}
+
+/// The specification: [`crate::cpu::reference`]'s scalar ops, PyTorch eager's formulas for
+/// the graph's engine.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferenceBackend {
+    engine: QEngine,
+    isa: CpuCapability,
+}
+
+impl ReferenceBackend {
+    /// The reference for `graph`'s engine and CPU capability.
+    pub fn new(graph: &QuantizedGraph) -> Self {
+        ReferenceBackend {
+            engine: graph.engine(),
+            isa: graph.isa(),
+        }
+    }
+}
+
+impl QBackend for ReferenceBackend {
+    fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>> {
+        if x.qp != conv.in_qp() {
+            return Err(Error::InvalidParameter(format!(
+                "conv '{}' was converted for input qparams {:?}, got {:?}",
+                conv.name(),
+                conv.in_qp(),
+                x.qp
+            )));
+        }
+        let s = conv.shape(x.dims4()?)?;
+        r::conv2d_quantized(&x.data, &x.qp, conv.w_q(), conv.w_qp(), conv.epi(), &s)
+    }
+
+    fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
+        let (y, _) = r::linear::linear(
+            l.formula(),
+            &x.data,
+            &x.dims,
+            &x.qp,
+            l.w_q(),
+            l.w_dims(),
+            l.w_qp(),
+            l.bias(),
+            out,
+            l.relu(),
+        )?;
+        Ok(y)
+    }
+
+    fn add(&mut self, a: &QTensor, b: &QTensor, out: &QParams, relu: bool) -> Result<Vec<u8>> {
+        if a.dims != b.dims {
+            return Err(Error::Shape(format!(
+                "add: dims {:?} and {:?} differ",
+                a.dims, b.dims
+            )));
+        }
+        r::add::add(
+            self.engine,
+            self.isa,
+            &a.data,
+            &a.qp,
+            &b.data,
+            &b.qp,
+            out,
+            relu,
+        )
+    }
+
+    fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>> {
+        let inputs: Vec<CatInput<'_>> = xs
+            .iter()
+            .map(|x| CatInput {
+                data: &x.data,
+                dims: &x.dims,
+                qp: &x.qp,
+            })
+            .collect();
+        Ok(r::cat::cat(&inputs, axis, out)?.0)
+    }
+
+    fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
+        Ok(r::pool::max_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, p)?.0)
+    }
+
+    fn avg_pool2d(&mut self, x: &QTensor, p: &Pool2dParams, o: &AvgOptions) -> Result<Vec<u8>> {
+        Ok(r::pool::avg_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, p, o)?.0)
+    }
+
+    fn adaptive_avg_pool2d(&mut self, x: &QTensor, output: [usize; 2]) -> Result<Vec<u8>> {
+        Ok(r::pool::adaptive_avg_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, output)?.0)
+    }
+
+    fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
+        r::activation::relu(&x.data, &x.qp)
+    }
+
+    fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
+        r::activation::hardtanh(self.engine, &x.data, &x.qp, min, max)
+    }
+}

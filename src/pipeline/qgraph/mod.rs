@@ -1,0 +1,389 @@
+//! Graph models in int8: prepare → calibrate → convert → run, like the conv chain
+//! ([`crate::pipeline::PreparedModel`]) but over a [`Graph`].
+//!
+//! * [`prepare`]: [`PreparedGraph`], the observers and where PyTorch eager puts them.
+//! * This module: [`QuantizedGraph`], its int8 nodes ([`QNode`]), conversion and the run loop.
+//! * [`backend`]: the per-op interface ([`QBackend`]) a device implements; the run loop calls one
+//!   method per node and never looks at the device. [`ReferenceBackend`] is the specification
+//!   ([`crate::cpu::reference`]).
+//!
+//! ```
+//! use squint::graph::{Activation, Conv2dOp, GraphBuilder, Op, Pool2dParams};
+//! use squint::pipeline::qgraph::{PreparedGraph, ReferenceBackend};
+//! use squint::pipeline::{ConvertOptions, QConfig};
+//! use squint::shape::ConvParams;
+//! use squint::tensor::Tensor;
+//!
+//! # fn main() -> squint::Result<()> {
+//! let mut rng = squint::rng::Rng::new(0);
+//! let mut b = GraphBuilder::new();
+//! let x = b.input("x", &[1, 3, 8, 8])?;
+//! let weight = Tensor::new(vec![3, 3, 3, 3], rng.normal_vec(81, 0.3))?;
+//! let conv = Conv2dOp { weight, bias: None, params: ConvParams::default().padding(1), act: Activation::Relu };
+//! let c = b.node("conv", Op::Conv2d(conv), &[x])?;
+//! let s = b.node("add", Op::Add { act: Activation::None }, &[c, x])?;
+//! let p = b.node("pool", Op::MaxPool2d(Pool2dParams::square(2)), &[s])?;
+//! let graph = b.build(&[p])?;
+//!
+//! let mut prepared = PreparedGraph::new(graph, QConfig::qnnpack())?;
+//! for _ in 0..3 {
+//!     prepared.calibrate(&[Tensor::new(vec![1, 3, 8, 8], rng.uniform_vec(192))?])?;
+//! }
+//! let (quantized, _warnings) = prepared.convert(&ConvertOptions::default())?;
+//! let input = Tensor::new(vec![1, 3, 8, 8], rng.uniform_vec(192))?;
+//! let run = quantized.run(&mut ReferenceBackend::new(&quantized), &[input])?;
+//! assert_eq!(run.outputs[0].dims, [1, 3, 4, 4]);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod prepare;
+#[cfg(test)]
+mod tests;
+
+pub use backend::{QBackend, QTensor, ReferenceBackend};
+pub use prepare::{has_observer, PreparedGraph};
+
+use super::convert::ConvertOptions;
+use super::qconfig::QConfig;
+use super::quantized::{PointSource, QConv};
+use crate::cpu;
+use crate::cpu::reference::pool::{AvgOptions, Pool2dParams};
+use crate::cpu::reference::{CpuCapability, QEngine};
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Graph, Op, ValueId};
+use crate::observers::weight_qparams;
+use crate::quant::{self, QDtype, QParams, RequantFormula, WeightQParams};
+use crate::tensor::Tensor;
+
+/// The PyTorch engine whose formulas a qconfig's non-conv ops follow: `qnnpack` → QNNPACK,
+/// `x86` and `fbgemm` → x86 (FBGEMM and ATen's kernels). `tflite` has none.
+pub fn engine_of(qconfig: &QConfig) -> Result<QEngine> {
+    match qconfig.name.as_str() {
+        "qnnpack" => Ok(QEngine::Qnnpack),
+        "x86" | "fbgemm" => Ok(QEngine::X86),
+        other => Err(Error::InvalidParameter(format!(
+            "qconfig '{other}' has no PyTorch engine for graph ops; use qnnpack, x86 or fbgemm"
+        ))),
+    }
+}
+
+/// A converted linear layer: int8 weights `[out, in]`, float bias, the requantization formula
+/// of its engine (see `docs/ops.md`).
+#[derive(Debug, Clone)]
+pub struct QLinear {
+    w_q: Vec<i8>,
+    w_dims: [usize; 2],
+    w_qp: WeightQParams,
+    bias: Option<Vec<f32>>,
+    relu: bool,
+    formula: RequantFormula,
+}
+
+impl QLinear {
+    /// The int8 weights, `[out, in]` row-major.
+    pub fn w_q(&self) -> &[i8] {
+        &self.w_q
+    }
+    /// `[out_features, in_features]`.
+    pub fn w_dims(&self) -> [usize; 2] {
+        self.w_dims
+    }
+    /// The weight qparams.
+    pub fn w_qp(&self) -> &WeightQParams {
+        &self.w_qp
+    }
+    /// The float bias.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+    /// Whether a ReLU is fused.
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+    /// The requantization formula.
+    pub fn formula(&self) -> RequantFormula {
+        self.formula
+    }
+}
+
+/// One int8 node.
+#[derive(Debug, Clone)]
+pub enum QNode {
+    /// A conv with its epilogue (the conv chain's [`QConv`]).
+    Conv2d(QConv),
+    /// A linear layer.
+    Linear(QLinear),
+    /// `quantized::add` / `add_relu`.
+    Add {
+        /// ReLU fused.
+        relu: bool,
+    },
+    /// `quantized::cat` along `axis`.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Max pooling.
+    MaxPool2d(Pool2dParams),
+    /// Average pooling.
+    AvgPool2d(Pool2dParams, AvgOptions),
+    /// Adaptive average pooling to `[h, w]`.
+    AdaptiveAvgPool2d([usize; 2]),
+    /// Flatten / reshape: the ints are unchanged.
+    Reshape,
+    /// Quantized ReLU.
+    Relu,
+    /// Quantized hardtanh / clamp.
+    Clip {
+        /// Lower bound (float).
+        min: f32,
+        /// Upper bound (float).
+        max: f32,
+    },
+}
+
+/// A converted graph: the float graph (names, dims, order), the qparams of every value and one
+/// int8 node per graph node.
+#[derive(Debug, Clone)]
+pub struct QuantizedGraph {
+    graph: Graph,
+    qconfig: String,
+    engine: QEngine,
+    isa: CpuCapability,
+    qps: Vec<QParams>,
+    sources: Vec<Option<PointSource>>,
+    nodes: Vec<QNode>,
+}
+
+/// What [`QuantizedGraph::run`] returns.
+#[derive(Debug, Clone)]
+pub struct GraphRun {
+    /// The int8 tensor of every value, in value order.
+    pub values: Vec<QTensor>,
+    /// The graph outputs, dequantized.
+    pub outputs: Vec<Tensor<f32>>,
+}
+
+impl PreparedGraph {
+    /// Converts: qparams for every value, int8 weights, an epilogue per conv. Fails with
+    /// [`Error::UncalibratedPoints`] naming every point that saw no data, unless pinned or
+    /// `opts.allow_uncalibrated`.
+    pub fn convert(&self, opts: &ConvertOptions) -> Result<(QuantizedGraph, Vec<String>)> {
+        let engine = engine_of(&self.qconfig)?;
+        let (qps, sources, warnings) = self.point_qparams(opts)?;
+        let g = &self.graph;
+        let mut nodes = Vec::with_capacity(g.nodes().len());
+        for n in g.nodes() {
+            let in_qp = qps[n.inputs[0].0];
+            let out_qp = qps[n.output.0];
+            let q = match &n.op {
+                Op::Conv2d(c) => {
+                    let dims = <[usize; 4]>::try_from(c.weight.dims.as_slice())
+                        .map_err(|_| Error::Shape(format!("'{}': weight must be 4-D", n.name)))?;
+                    let w_qp = weight_qparams(
+                        &c.weight.data,
+                        dims[0],
+                        self.qconfig.weight_scheme,
+                        QDtype::QInt8,
+                    )?;
+                    let w_q = cpu::reference::quantize_weight(&c.weight.data, &w_qp, dims[0])?;
+                    QNode::Conv2d(QConv::new(
+                        &n.name,
+                        w_q,
+                        dims,
+                        w_qp,
+                        c.bias.clone(),
+                        c.params,
+                        c.act == Activation::Relu,
+                        in_qp,
+                        out_qp,
+                        self.qconfig.formula,
+                        sources[n.output.0].unwrap_or(PointSource::Observed),
+                    )?)
+                }
+                Op::Linear(l) => {
+                    let dims = <[usize; 2]>::try_from(l.weight.dims.as_slice())
+                        .map_err(|_| Error::Shape(format!("'{}': weight must be 2-D", n.name)))?;
+                    let w_qp = weight_qparams(
+                        &l.weight.data,
+                        dims[0],
+                        self.qconfig.weight_scheme,
+                        QDtype::QInt8,
+                    )?;
+                    let w_q = cpu::reference::quantize_weight(&l.weight.data, &w_qp, dims[0])?;
+                    QNode::Linear(QLinear {
+                        w_q,
+                        w_dims: dims,
+                        w_qp,
+                        bias: l.bias.clone(),
+                        relu: l.act == Activation::Relu,
+                        formula: cpu::reference::linear::linear_formula(engine),
+                    })
+                }
+                Op::Add { act } => QNode::Add {
+                    relu: *act == Activation::Relu,
+                },
+                Op::Concat { axis } => QNode::Concat { axis: *axis },
+                Op::MaxPool2d(p) => QNode::MaxPool2d(*p),
+                Op::AvgPool2d {
+                    pool,
+                    count_include_pad,
+                    divisor_override,
+                } => QNode::AvgPool2d(
+                    *pool,
+                    AvgOptions {
+                        count_include_pad: *count_include_pad,
+                        divisor_override: divisor_override.map(|d| d as i64),
+                    },
+                ),
+                Op::AdaptiveAvgPool2d { output } => QNode::AdaptiveAvgPool2d(*output),
+                Op::Flatten { .. } | Op::Reshape { .. } => QNode::Reshape,
+                Op::Activation(Activation::Relu) => QNode::Relu,
+                Op::Activation(Activation::Clip { min, max }) => QNode::Clip {
+                    min: *min,
+                    max: *max,
+                },
+                Op::Activation(Activation::None) => QNode::Reshape,
+            };
+            nodes.push(q);
+        }
+        Ok((
+            QuantizedGraph {
+                graph: g.clone(),
+                qconfig: self.qconfig.name.clone(),
+                engine,
+                isa: CpuCapability::Avx2,
+                qps,
+                sources,
+                nodes,
+            },
+            warnings,
+        ))
+    }
+}
+
+impl QuantizedGraph {
+    /// The float graph (names, dims, node order).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    /// The qconfig preset it was converted with.
+    pub fn qconfig_name(&self) -> &str {
+        &self.qconfig
+    }
+    /// The PyTorch engine whose formulas the non-conv ops follow.
+    pub fn engine(&self) -> QEngine {
+        self.engine
+    }
+    /// The CPU capability whose PyTorch results the x86 engine's add reproduces (default
+    /// AVX2, which AVX-512 machines also run; see `docs/ops.md`).
+    pub fn isa(&self) -> CpuCapability {
+        self.isa
+    }
+    /// Reproduce PyTorch's results on a machine with capability `isa` (x86 engine's add).
+    pub fn set_isa(&mut self, isa: CpuCapability) {
+        self.isa = isa;
+    }
+    /// The qparams of every value, in value order.
+    pub fn qparams(&self) -> &[QParams] {
+        &self.qps
+    }
+    /// Where each value's qparams came from; `None` for values that inherit them.
+    pub fn sources(&self) -> &[Option<PointSource>] {
+        &self.sources
+    }
+    /// The int8 nodes, one per graph node, in node order.
+    pub fn nodes(&self) -> &[QNode] {
+        &self.nodes
+    }
+
+    /// Quantizes the float inputs, runs every node on `backend` and dequantizes the outputs.
+    pub fn run(&self, backend: &mut dyn QBackend, inputs: &[Tensor<f32>]) -> Result<GraphRun> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs().len() {
+            return Err(Error::Graph {
+                at: "graph".into(),
+                message: format!("takes {} input(s), got {}", g.inputs().len(), inputs.len()),
+            });
+        }
+        let mut values: Vec<Option<QTensor>> = vec![None; g.values().len()];
+        for (&id, x) in g.inputs().iter().zip(inputs) {
+            let v = g.value(id);
+            if x.dims != v.dims {
+                return Err(Error::Shape(format!(
+                    "graph input '{}' must have dims {:?}, got {:?}",
+                    v.name, v.dims, x.dims
+                )));
+            }
+            quant::check_finite(&x.data, &v.name)?;
+            let qp = self.qps[id.0];
+            values[id.0] = Some(QTensor {
+                data: quant::quantize_slice(&x.data, &qp),
+                dims: v.dims.clone(),
+                qp,
+            });
+        }
+        for (node, q) in g.nodes().iter().zip(&self.nodes) {
+            let args: Vec<&QTensor> = node
+                .inputs
+                .iter()
+                .map(|v| values[v.0].as_ref().expect("inputs come first"))
+                .collect();
+            let out = self.qps[node.output.0];
+            let dims = g.value(node.output).dims.clone();
+            let data = run_node(backend, q, &args, &out).map_err(|e| Error::Graph {
+                at: format!("node '{}' ({})", node.name, node.op.kind()),
+                message: e.to_string(),
+            })?;
+            if data.len() != dims.iter().product::<usize>() {
+                return Err(Error::Graph {
+                    at: format!("node '{}' ({})", node.name, node.op.kind()),
+                    message: format!(
+                        "the backend returned {} values for dims {dims:?}",
+                        data.len()
+                    ),
+                });
+            }
+            values[node.output.0] = Some(QTensor {
+                data,
+                dims,
+                qp: out,
+            });
+        }
+        let values: Vec<QTensor> = values
+            .into_iter()
+            .map(|v| v.expect("every value is computed"))
+            .collect();
+        let outputs = g
+            .outputs()
+            .iter()
+            .map(|o| {
+                let t = &values[o.0];
+                Tensor::new(t.dims.clone(), quant::dequantize_slice(&t.data, &t.qp))
+            })
+            .collect::<Result<_>>()?;
+        Ok(GraphRun { values, outputs })
+    }
+
+    /// The value named `name`.
+    pub fn find(&self, name: &str) -> Option<ValueId> {
+        self.graph.find(name)
+    }
+}
+
+fn run_node(b: &mut dyn QBackend, q: &QNode, args: &[&QTensor], out: &QParams) -> Result<Vec<u8>> {
+    let x = args[0];
+    match q {
+        QNode::Conv2d(c) => b.conv2d(c, x),
+        QNode::Linear(l) => b.linear(l, x, out),
+        QNode::Add { relu } => b.add(x, args[1], out, *relu),
+        QNode::Concat { axis } => b.concat(args, *axis, out),
+        QNode::MaxPool2d(p) => b.max_pool2d(x, p),
+        QNode::AvgPool2d(p, o) => b.avg_pool2d(x, p, o),
+        QNode::AdaptiveAvgPool2d(o) => b.adaptive_avg_pool2d(x, *o),
+        QNode::Reshape => Ok(x.data.clone()),
+        QNode::Relu => b.relu(x),
+        QNode::Clip { min, max } => b.clip(x, *min, *max),
+    }
+}
