@@ -7,7 +7,9 @@ quantized engine (`qnnpack`, `x86`) runs PyTorch eager static quantization (fuse
 prepare, calibrate, convert) and records every quantization point of the converted model:
 
     tests/data/models/<model>/
-        model.onnx            float unfused model (TorchScript exporter, opset 17, static shapes)
+        model.onnx            float unfused model (TorchScript exporter, opset 17, static shapes;
+                              the exporter folds BN into Conv with its own formula)
+        model_bn.onnx         the same with training=TrainingMode.PRESERVE: BN nodes kept
         input.npy             float32 [2, C, H, W]: the input the quantized model is run on
         calib.npy             float32 [4, 2, C, H, W]: calibration batches, in order
         float_output.npy      float32: PyTorch's float (unquantized, unfused) output on input.npy
@@ -18,6 +20,9 @@ prepare, calibrate, convert) and records every quantization point of the convert
         <engine>/<point>.weight.npy  int8 int_repr() of a conv/linear weight
         <engine>/<point>.bias.npy    float32 bias of a conv/linear (after BN fusion)
         <engine>/output.npy   float32: the converted model's final (dequantized) output
+
+    tests/data/models/observer_placement.json: which module types get an observer from eager
+        `prepare`, and their converted output qparams (QuantStub -> Conv2d -> module), per engine.
 
 Point names are PyTorch module names with '.' replaced by '_'; the quantized graph input is
 `quant` (the QuantStub). See docs/models.md for the format and the placement rules observed.
@@ -445,9 +450,9 @@ def quantize_model(float_model, calib, engine, fuse_groups):
         obs = m.get_submodule(name).activation_post_process
         observed[name]["calib_min"] = f32(obs.min_val)
         observed[name]["calib_max"] = f32(obs.max_val)
-    wobs = m.qconfig.weight()
+    wobs, aobs = m.qconfig.weight(), m.qconfig.activation()
     torch.ao.quantization.convert(m, inplace=True)
-    return m, observed, observer_desc(wobs)
+    return m, observed, {"activation": observer_desc(aobs), "weight": observer_desc(wobs)}
 
 
 def trace_points(qmodel, x):
@@ -596,8 +601,7 @@ def engine_fixtures(name, float_model, onnx_models, x, calib, engine, out_dir, f
     doc = {
         "model": name, "engine": engine, "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "fbgemm_isa": fbgemm_isa(),
-        "qconfig": {"activation": next(iter(observed.values())) if observed else None,
-                    "weight": wobs},
+        "qconfig": wobs,
         "fuse_groups": fuse_groups,
         "input_file": "../input.npy", "output_file": "output.npy",
         "points": points,
