@@ -604,6 +604,17 @@ def engine_fixtures(name, float_model, onnx_models, x, calib, engine, out_dir, f
         "qconfig": wobs,
         "fuse_groups": fuse_groups,
         "input_file": "../input.npy", "output_file": "output.npy",
+        # docs/ops.md: on the x86 engine, quantized add/add_relu (ATen vector/scalar split, set by
+        # cpu_capability) and linear (FBGEMM: saturating int16 pair sums without VNNI) can depend
+        # on the machine; qnnpack's kernels and everything else here do not.
+        "potentially_isa_dependent_points": {
+            p["name"]: ("x86 add: ATen AVX2/AVX512 vector path dequantizes with FMA, scalar tail and "
+                        "ATEN_CPU_CAPABILITY=default do not (cpu_capability)"
+                        if p["type"] == "QFunctional" and p.get("op") in ("add", "add_relu") else
+                        "x86 linear: FBGEMM without AVX512-VNNI saturates int16 pair sums "
+                        "(fbgemm_isa; cannot trigger with reduce_range activations <= 127)")
+            for p in points if engine == "x86" and (p["type"] == "Linear" or (
+                p["type"] == "QFunctional" and p.get("op") in ("add", "add_relu")))},
         "points": points,
     }
     return doc, qm
