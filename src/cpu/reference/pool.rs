@@ -23,6 +23,30 @@ use super::{check_data, QEngine};
 use crate::error::{Error, Result};
 use crate::quant::{QDtype, QParams};
 
+/// How PyTorch stores a quantized NCHW tensor in memory. The x86 engine's (and the fallback
+/// paths') average pools round differently on each: ATen's NCHW kernels add the zero point
+/// before rounding, its NHWC kernels (`qavg_pool2d_nhwc_kernel`,
+/// `qadaptive_avg_pool2d_nhwc_kernel`, `q/cpu/kernels/QuantizedOpKernels.cpp`) after. Quantized
+/// convs return channels-last tensors, so the pools after them take the NHWC kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MemoryFormat {
+    /// Row-major NCHW.
+    #[default]
+    Contiguous,
+    /// NHWC in memory (`torch.channels_last`).
+    ChannelsLast,
+}
+
+/// The NHWC kernels' rounding: `acc = Σ q - zx·size` over the window's valid taps,
+/// `m = f32(1 / divisor)` (input and output scale are equal), then `quantize_val(1/m, zy, acc)`:
+/// `clamp(rne(f32(acc · f32(1 / f32(1/m)))) + zy)`.
+fn nhwc_average(acc: i64, divisor: i64, zp: i32, full: crate::quant::QRange) -> i32 {
+    let m = 1.0f32 / divisor as f32;
+    let inv = 1.0f32 / (1.0f32 / m);
+    let v = (acc as f32 * inv).round_ties_even() as i64 + zp as i64;
+    v.clamp(full.min as i64, full.max as i64) as i32
+}
+
 /// Geometry of a 2-d pooling window, as (height, width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dParams {
@@ -249,6 +273,20 @@ pub fn avg_pool2d(
     p: &Pool2dParams,
     opt: &AvgOptions,
 ) -> Result<(Vec<u8>, [usize; 4])> {
+    avg_pool2d_in(MemoryFormat::Contiguous, engine, x, dims, qp, p, opt)
+}
+
+/// [`avg_pool2d`] of a tensor PyTorch stores as `format` (the ints are given NCHW either way):
+/// on a channels-last tensor the generic (non-QNNPACK) path rounds as [`MemoryFormat`] says.
+pub fn avg_pool2d_in(
+    format: MemoryFormat,
+    engine: QEngine,
+    x: &[u8],
+    dims: [usize; 4],
+    qp: &QParams,
+    p: &Pool2dParams,
+    opt: &AvgOptions,
+) -> Result<(Vec<u8>, [usize; 4])> {
     check_input(x, dims, qp)?;
     if p.dilation != [1, 1] {
         return Err(Error::InvalidParameter(format!(
@@ -302,6 +340,10 @@ pub fn avg_pool2d(
                     }
                 }
                 let sum = sum - size * zp as i64;
+                if format == MemoryFormat::ChannelsLast {
+                    out.push(dt.int_to_byte(nhwc_average(sum, divide, zp, full)));
+                    continue;
+                }
                 let multiplier = (scale_factor / divide as f64) as f32;
                 let v = (sum as f32 * multiplier + zp as f32).round_ties_even();
                 let v = v.clamp(full.min as f32, full.max as f32) as i32;
@@ -315,6 +357,19 @@ pub fn avg_pool2d(
 /// `F.adaptive_avg_pool2d(x, [oh, ow])` on a quantized NCHW tensor. Returns the output bytes
 /// (same qparams) and the output shape.
 pub fn adaptive_avg_pool2d(
+    engine: QEngine,
+    x: &[u8],
+    dims: [usize; 4],
+    qp: &QParams,
+    output_size: [usize; 2],
+) -> Result<(Vec<u8>, [usize; 4])> {
+    adaptive_avg_pool2d_in(MemoryFormat::Contiguous, engine, x, dims, qp, output_size)
+}
+
+/// [`adaptive_avg_pool2d`] of a tensor PyTorch stores as `format` (the ints are given NCHW
+/// either way): on a channels-last tensor the generic path rounds as [`MemoryFormat`] says.
+pub fn adaptive_avg_pool2d_in(
+    format: MemoryFormat,
     engine: QEngine,
     x: &[u8],
     dims: [usize; 4],
@@ -359,6 +414,17 @@ pub fn adaptive_avg_pool2d(
                     for ix in ws..we {
                         sum += dt.byte_to_int(plane[iy * w + ix]) as i64;
                     }
+                }
+                if format == MemoryFormat::ChannelsLast {
+                    let size = ((he - hs) * (we - ws)) as i64;
+                    let acc = sum - size * qp.zero_point as i64;
+                    out.push(dt.int_to_byte(nhwc_average(
+                        acc,
+                        size,
+                        qp.zero_point,
+                        dt.full_range(),
+                    )));
+                    continue;
                 }
                 // No clamp in PyTorch either: the mean of in-range ints stays in range.
                 let v = (sum as f32 * kdhwr).round_ties_even() as i32;

@@ -7,7 +7,7 @@
 
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::cat::CatInput;
-use crate::cpu::reference::pool::{AvgOptions, Pool2dParams};
+use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::pipeline::QConv;
@@ -37,16 +37,36 @@ pub trait QBackend {
     fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>>;
     /// Linear on `[N, in]`.
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>>;
-    /// Elementwise add (optionally + ReLU) of two tensors of equal dims.
-    fn add(&mut self, a: &QTensor, b: &QTensor, out: &QParams, relu: bool) -> Result<Vec<u8>>;
+    /// Elementwise add (optionally + ReLU) of two tensors of equal dims that PyTorch stores as
+    /// `format`.
+    fn add(
+        &mut self,
+        a: &QTensor,
+        b: &QTensor,
+        out: &QParams,
+        relu: bool,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>>;
     /// Concatenation along `axis`, requantized to `out`.
     fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>>;
     /// Max pooling (qparams unchanged).
     fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>>;
-    /// Average pooling (qparams unchanged).
-    fn avg_pool2d(&mut self, x: &QTensor, p: &Pool2dParams, o: &AvgOptions) -> Result<Vec<u8>>;
-    /// Adaptive average pooling to `output` (qparams unchanged).
-    fn adaptive_avg_pool2d(&mut self, x: &QTensor, output: [usize; 2]) -> Result<Vec<u8>>;
+    /// Average pooling (qparams unchanged) of a tensor PyTorch stores as `format`.
+    fn avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        p: &Pool2dParams,
+        o: &AvgOptions,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>>;
+    /// Adaptive average pooling to `output` (qparams unchanged) of a tensor PyTorch stores as
+    /// `format`.
+    fn adaptive_avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        output: [usize; 2],
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>>;
     /// ReLU (qparams unchanged).
     fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>>;
     /// Clamp to `[min, max]` (qparams unchanged).
@@ -101,23 +121,30 @@ impl QBackend for ReferenceBackend {
         Ok(y)
     }
 
-    fn add(&mut self, a: &QTensor, b: &QTensor, out: &QParams, relu: bool) -> Result<Vec<u8>> {
+    fn add(
+        &mut self,
+        a: &QTensor,
+        b: &QTensor,
+        out: &QParams,
+        relu: bool,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
         if a.dims != b.dims {
             return Err(Error::Shape(format!(
                 "add: dims {:?} and {:?} differ",
                 a.dims, b.dims
             )));
         }
-        r::add::add(
-            self.engine,
-            self.isa,
-            &a.data,
-            &a.qp,
-            &b.data,
-            &b.qp,
-            out,
-            relu,
-        )
+        // The x86 engine's vector/scalar split runs in memory order: add in PyTorch's order.
+        let order = memory_order(&a.dims, format);
+        let gather = |t: &QTensor| order.iter().map(|&i| t.data[i]).collect::<Vec<u8>>();
+        let (am, bm) = (gather(a), gather(b));
+        let ym = r::add::add(self.engine, self.isa, &am, &a.qp, &bm, &b.qp, out, relu)?;
+        let mut y = vec![0u8; ym.len()];
+        for (&i, v) in order.iter().zip(ym) {
+            y[i] = v;
+        }
+        Ok(y)
     }
 
     fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>> {
@@ -136,12 +163,25 @@ impl QBackend for ReferenceBackend {
         Ok(r::pool::max_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, p)?.0)
     }
 
-    fn avg_pool2d(&mut self, x: &QTensor, p: &Pool2dParams, o: &AvgOptions) -> Result<Vec<u8>> {
-        Ok(r::pool::avg_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, p, o)?.0)
+    fn avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        p: &Pool2dParams,
+        o: &AvgOptions,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        let dims = x.dims4()?;
+        Ok(r::pool::avg_pool2d_in(format, self.engine, &x.data, dims, &x.qp, p, o)?.0)
     }
 
-    fn adaptive_avg_pool2d(&mut self, x: &QTensor, output: [usize; 2]) -> Result<Vec<u8>> {
-        Ok(r::pool::adaptive_avg_pool2d(self.engine, &x.data, x.dims4()?, &x.qp, output)?.0)
+    fn adaptive_avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        output: [usize; 2],
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        let dims = x.dims4()?;
+        Ok(r::pool::adaptive_avg_pool2d_in(format, self.engine, &x.data, dims, &x.qp, output)?.0)
     }
 
     fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
@@ -150,5 +190,19 @@ impl QBackend for ReferenceBackend {
 
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
         r::activation::hardtanh(self.engine, &x.data, &x.qp, min, max)
+    }
+}
+
+/// The NCHW index of each element in PyTorch's memory order: identity for contiguous tensors,
+/// NHWC order for channels-last 4-D ones.
+fn memory_order(dims: &[usize], format: MemoryFormat) -> Vec<usize> {
+    let n: usize = dims.iter().product();
+    match (format, dims) {
+        (MemoryFormat::ChannelsLast, &[b, c, h, w]) => (0..b)
+            .flat_map(|bi| {
+                (0..h * w).flat_map(move |p| (0..c).map(move |ci| (bi * c + ci) * h * w + p))
+            })
+            .collect(),
+        _ => (0..n).collect(),
     }
 }

@@ -48,7 +48,7 @@ use super::convert::ConvertOptions;
 use super::qconfig::QConfig;
 use super::quantized::{PointSource, QConv};
 use crate::cpu;
-use crate::cpu::reference::pool::{AvgOptions, Pool2dParams};
+use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Op, ValueId};
@@ -118,6 +118,9 @@ pub enum QNode {
     Add {
         /// ReLU fused.
         relu: bool,
+        /// How PyTorch stores the output (the first input's format); the x86 engine's
+        /// vector/scalar split follows memory order.
+        format: MemoryFormat,
     },
     /// `quantized::cat` along `axis`.
     Concat {
@@ -126,10 +129,10 @@ pub enum QNode {
     },
     /// Max pooling.
     MaxPool2d(Pool2dParams),
-    /// Average pooling.
-    AvgPool2d(Pool2dParams, AvgOptions),
-    /// Adaptive average pooling to `[h, w]`.
-    AdaptiveAvgPool2d([usize; 2]),
+    /// Average pooling of an input PyTorch stores as the [`MemoryFormat`].
+    AvgPool2d(Pool2dParams, AvgOptions, MemoryFormat),
+    /// Adaptive average pooling to `[h, w]` of an input PyTorch stores as the [`MemoryFormat`].
+    AdaptiveAvgPool2d([usize; 2], MemoryFormat),
     /// Flatten / reshape: the ints are unchanged.
     Reshape,
     /// Quantized ReLU.
@@ -173,8 +176,10 @@ impl PreparedGraph {
         let engine = engine_of(&self.qconfig)?;
         let (qps, sources, warnings) = self.point_qparams(opts)?;
         let g = &self.graph;
+        let formats = memory_formats(g);
         let mut nodes = Vec::with_capacity(g.nodes().len());
         for n in g.nodes() {
+            let in_format = formats[n.inputs[0].0];
             let in_qp = qps[n.inputs[0].0];
             let out_qp = qps[n.output.0];
             let q = match &n.op {
@@ -223,6 +228,7 @@ impl PreparedGraph {
                 }
                 Op::Add { act } => QNode::Add {
                     relu: *act == Activation::Relu,
+                    format: in_format,
                 },
                 Op::Concat { axis } => QNode::Concat { axis: *axis },
                 Op::MaxPool2d(p) => QNode::MaxPool2d(*p),
@@ -236,8 +242,9 @@ impl PreparedGraph {
                         count_include_pad: *count_include_pad,
                         divisor_override: divisor_override.map(|d| d as i64),
                     },
+                    in_format,
                 ),
-                Op::AdaptiveAvgPool2d { output } => QNode::AdaptiveAvgPool2d(*output),
+                Op::AdaptiveAvgPool2d { output } => QNode::AdaptiveAvgPool2d(*output, in_format),
                 Op::Flatten { .. } | Op::Reshape { .. } => QNode::Reshape,
                 Op::Activation(Activation::Relu) => QNode::Relu,
                 Op::Activation(Activation::Clip { min, max }) => QNode::Clip {
@@ -372,16 +379,49 @@ impl QuantizedGraph {
     }
 }
 
+/// How PyTorch eager stores each value of a quantized graph in memory (it changes how some
+/// ops round, see [`MemoryFormat`]): quantized convs return channels-last tensors; add keeps
+/// its first input's format (`suggest_memory_format`), concat along channels of channels-last
+/// tensors stays channels-last (`qcat_nhwc`), pools and activations keep their input's; graph
+/// inputs (`QuantStub`), reshapes and linears are contiguous.
+pub fn memory_formats(g: &Graph) -> Vec<MemoryFormat> {
+    let mut f = vec![MemoryFormat::Contiguous; g.values().len()];
+    for n in g.nodes() {
+        let first = f[n.inputs[0].0];
+        f[n.output.0] = match &n.op {
+            Op::Conv2d(_) => MemoryFormat::ChannelsLast,
+            Op::Add { .. }
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d { .. }
+            | Op::AdaptiveAvgPool2d { .. }
+            | Op::Activation(_) => first,
+            Op::Concat { axis } => {
+                let all_cl = n
+                    .inputs
+                    .iter()
+                    .all(|v| f[v.0] == MemoryFormat::ChannelsLast);
+                if *axis == 1 && all_cl {
+                    MemoryFormat::ChannelsLast
+                } else {
+                    MemoryFormat::Contiguous
+                }
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Linear(_) => MemoryFormat::Contiguous,
+        };
+    }
+    f
+}
+
 fn run_node(b: &mut dyn QBackend, q: &QNode, args: &[&QTensor], out: &QParams) -> Result<Vec<u8>> {
     let x = args[0];
     match q {
         QNode::Conv2d(c) => b.conv2d(c, x),
         QNode::Linear(l) => b.linear(l, x, out),
-        QNode::Add { relu } => b.add(x, args[1], out, *relu),
+        QNode::Add { relu, format } => b.add(x, args[1], out, *relu, *format),
         QNode::Concat { axis } => b.concat(args, *axis, out),
         QNode::MaxPool2d(p) => b.max_pool2d(x, p),
-        QNode::AvgPool2d(p, o) => b.avg_pool2d(x, p, o),
-        QNode::AdaptiveAvgPool2d(o) => b.adaptive_avg_pool2d(x, *o),
+        QNode::AvgPool2d(p, o, f) => b.avg_pool2d(x, p, o, *f),
+        QNode::AdaptiveAvgPool2d(o, f) => b.adaptive_avg_pool2d(x, *o, *f),
         QNode::Reshape => Ok(x.data.clone()),
         QNode::Relu => b.relu(x),
         QNode::Clip { min, max } => b.clip(x, *min, *max),
