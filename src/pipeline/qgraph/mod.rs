@@ -37,6 +37,7 @@
 //! ```
 
 pub mod backend;
+mod format;
 pub mod prepare;
 #[cfg(test)]
 mod tests;
@@ -51,7 +52,7 @@ use crate::cpu;
 use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
-use crate::graph::{Activation, Graph, Op, ValueId};
+use crate::graph::{Activation, Conv2dOp, Graph, LinearOp, Op, ValueId};
 use crate::observers::weight_qparams;
 use crate::quant::{self, QDtype, QParams, RequantFormula, WeightQParams};
 use crate::tensor::Tensor;
@@ -59,7 +60,11 @@ use crate::tensor::Tensor;
 /// The PyTorch engine whose formulas a qconfig's non-conv ops follow: `qnnpack` → QNNPACK,
 /// `x86` and `fbgemm` → x86 (FBGEMM and ATen's kernels). `tflite` has none.
 pub fn engine_of(qconfig: &QConfig) -> Result<QEngine> {
-    match qconfig.name.as_str() {
+    engine_named(&qconfig.name)
+}
+
+fn engine_named(name: &str) -> Result<QEngine> {
+    match name {
         "qnnpack" => Ok(QEngine::Qnnpack),
         "x86" | "fbgemm" => Ok(QEngine::X86),
         other => Err(Error::InvalidParameter(format!(
@@ -152,6 +157,7 @@ pub enum QNode {
 pub struct QuantizedGraph {
     graph: Graph,
     qconfig: String,
+    formula: RequantFormula,
     engine: QEngine,
     isa: CpuCapability,
     qps: Vec<QParams>,
@@ -168,31 +174,100 @@ pub struct GraphRun {
     pub outputs: Vec<Tensor<f32>>,
 }
 
+/// A conv's or linear's int8 weights and their qparams.
+pub(crate) type QWeights = (Vec<i8>, WeightQParams);
+
 impl PreparedGraph {
     /// Converts: qparams for every value, int8 weights, an epilogue per conv. Fails with
     /// [`Error::UncalibratedPoints`] naming every point that saw no data, unless pinned or
     /// `opts.allow_uncalibrated`.
     pub fn convert(&self, opts: &ConvertOptions) -> Result<(QuantizedGraph, Vec<String>)> {
-        let engine = engine_of(&self.qconfig)?;
         let (qps, sources, warnings) = self.point_qparams(opts)?;
-        let g = &self.graph;
-        let formats = memory_formats(g);
-        let mut nodes = Vec::with_capacity(g.nodes().len());
-        for n in g.nodes() {
-            let in_format = formats[n.inputs[0].0];
-            let in_qp = qps[n.inputs[0].0];
-            let out_qp = qps[n.output.0];
-            let q = match &n.op {
-                Op::Conv2d(c) => {
-                    let dims = <[usize; 4]>::try_from(c.weight.dims.as_slice())
-                        .map_err(|_| Error::Shape(format!("'{}': weight must be 4-D", n.name)))?;
+        let mut weights = Vec::with_capacity(self.graph.nodes().len());
+        for n in self.graph.nodes() {
+            let w = match &n.op {
+                Op::Conv2d(Conv2dOp { weight, .. }) | Op::Linear(LinearOp { weight, .. }) => {
+                    let out = weight.dims[0];
                     let w_qp = weight_qparams(
-                        &c.weight.data,
-                        dims[0],
+                        &weight.data,
+                        out,
                         self.qconfig.weight_scheme,
                         QDtype::QInt8,
                     )?;
-                    let w_q = cpu::reference::quantize_weight(&c.weight.data, &w_qp, dims[0])?;
+                    let w_q = cpu::reference::quantize_weight(&weight.data, &w_qp, out)?;
+                    Some((w_q, w_qp))
+                }
+                _ => None,
+            };
+            weights.push(w);
+        }
+        let q = QuantizedGraph::assemble(
+            self.graph.clone(),
+            self.qconfig.name.clone(),
+            self.qconfig.formula,
+            CpuCapability::Avx2,
+            qps,
+            sources,
+            weights,
+        )?;
+        Ok((q, warnings))
+    }
+}
+
+impl QuantizedGraph {
+    /// Builds the int8 nodes from the float graph (structure, dims, biases), the qparams of
+    /// every value and the int8 weights of every conv and linear (`None` for other nodes).
+    /// Checks what a converter guarantees: inherited qparams equal their input's, every conv's
+    /// epilogue fits its qparams and weights.
+    pub(crate) fn assemble(
+        graph: Graph,
+        qconfig: String,
+        formula: RequantFormula,
+        isa: CpuCapability,
+        qps: Vec<QParams>,
+        sources: Vec<Option<PointSource>>,
+        weights: Vec<Option<QWeights>>,
+    ) -> Result<Self> {
+        let engine = engine_named(&qconfig)?;
+        let g = &graph;
+        if qps.len() != g.values().len() || sources.len() != qps.len() {
+            return Err(Error::Shape(format!(
+                "{} qparams for {} values",
+                qps.len(),
+                g.values().len()
+            )));
+        }
+        if weights.len() != g.nodes().len() {
+            return Err(Error::Shape(format!(
+                "{} weight entries for {} nodes",
+                weights.len(),
+                g.nodes().len()
+            )));
+        }
+        let formats = memory_formats(g);
+        let mut nodes = Vec::with_capacity(g.nodes().len());
+        for (n, w) in g.nodes().iter().zip(weights) {
+            let at = || format!("node '{}' ({})", n.name, n.op.kind());
+            let in_qp = qps[n.inputs[0].0];
+            let out_qp = qps[n.output.0];
+            let in_format = formats[n.inputs[0].0];
+            if !has_observer(&n.op) && out_qp != in_qp {
+                return Err(Error::Graph {
+                    at: at(),
+                    message: format!(
+                        "its output keeps its input's qparams {in_qp:?}, got {out_qp:?}"
+                    ),
+                });
+            }
+            let missing = || Error::Graph {
+                at: at(),
+                message: "has no int8 weights".into(),
+            };
+            let q = match &n.op {
+                Op::Conv2d(c) => {
+                    let (w_q, w_qp) = w.ok_or_else(missing)?;
+                    let dims = <[usize; 4]>::try_from(c.weight.dims.as_slice())
+                        .map_err(|_| Error::Shape(format!("{}: weight must be 4-D", at())))?;
                     QNode::Conv2d(QConv::new(
                         &n.name,
                         w_q,
@@ -203,20 +278,22 @@ impl PreparedGraph {
                         c.act == Activation::Relu,
                         in_qp,
                         out_qp,
-                        self.qconfig.formula,
+                        formula,
                         sources[n.output.0].unwrap_or(PointSource::Observed),
                     )?)
                 }
                 Op::Linear(l) => {
+                    let (w_q, w_qp) = w.ok_or_else(missing)?;
                     let dims = <[usize; 2]>::try_from(l.weight.dims.as_slice())
-                        .map_err(|_| Error::Shape(format!("'{}': weight must be 2-D", n.name)))?;
-                    let w_qp = weight_qparams(
-                        &l.weight.data,
-                        dims[0],
-                        self.qconfig.weight_scheme,
-                        QDtype::QInt8,
-                    )?;
-                    let w_q = cpu::reference::quantize_weight(&l.weight.data, &w_qp, dims[0])?;
+                        .map_err(|_| Error::Shape(format!("{}: weight must be 2-D", at())))?;
+                    if w_q.len() != dims[0] * dims[1] {
+                        return Err(Error::Shape(format!(
+                            "{}: {} weights for dims {dims:?}",
+                            at(),
+                            w_q.len()
+                        )));
+                    }
+                    w_qp.check_channels(dims[0])?;
                     QNode::Linear(QLinear {
                         w_q,
                         w_dims: dims,
@@ -255,18 +332,16 @@ impl PreparedGraph {
             };
             nodes.push(q);
         }
-        Ok((
-            QuantizedGraph {
-                graph: g.clone(),
-                qconfig: self.qconfig.name.clone(),
-                engine,
-                isa: CpuCapability::Avx2,
-                qps,
-                sources,
-                nodes,
-            },
-            warnings,
-        ))
+        Ok(QuantizedGraph {
+            graph,
+            qconfig,
+            formula,
+            engine,
+            isa,
+            qps,
+            sources,
+            nodes,
+        })
     }
 }
 
@@ -278,6 +353,10 @@ impl QuantizedGraph {
     /// The qconfig preset it was converted with.
     pub fn qconfig_name(&self) -> &str {
         &self.qconfig
+    }
+    /// The requantization formula of the convs.
+    pub fn formula(&self) -> RequantFormula {
+        self.formula
     }
     /// The PyTorch engine whose formulas the non-conv ops follow.
     pub fn engine(&self) -> QEngine {

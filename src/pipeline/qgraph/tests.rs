@@ -270,3 +270,45 @@ fn tflite_and_fused_clip_are_refused_with_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn a_saved_graph_loads_and_runs_to_the_same_ints() {
+    for qconfig in [QConfig::qnnpack(), QConfig::x86()] {
+        let mut rng = Rng::new(10);
+        let p = calibrated(block_graph(&mut rng), qconfig, &mut rng);
+        let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.safetensors");
+        q.save(&path).unwrap();
+        assert!(QuantizedGraph::is_graph_file(&path).unwrap());
+        let back = QuantizedGraph::load(&path).unwrap();
+        assert_eq!(back.qparams(), q.qparams());
+        assert_eq!(back.sources(), q.sources());
+        let x = batch(&mut rng, &[2, 3, 8, 8]);
+        let a = q
+            .run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))
+            .unwrap();
+        let b = back.run(&mut ReferenceBackend::new(&back), &[x]).unwrap();
+        assert_eq!(a.values, b.values);
+        assert_eq!(a.outputs, b.outputs);
+    }
+}
+
+#[test]
+fn a_conv_chain_file_is_a_clear_error_for_the_graph_loader() {
+    let mut rng = Rng::new(11);
+    let w = Tensor::new(vec![2, 3, 1, 1], rng.normal_vec(6, 0.3)).unwrap();
+    let model = Model::builder()
+        .conv2d("c", w, None, ConvParams::default(), false)
+        .build()
+        .unwrap();
+    let mut pm = PreparedModel::new(model, QConfig::qnnpack()).unwrap();
+    pm.calibrate(&batch(&mut rng, &[1, 3, 4, 4])).unwrap();
+    let (qm, _) = pm.convert(&ConvertOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.safetensors");
+    qm.save(&path).unwrap();
+    assert!(!QuantizedGraph::is_graph_file(&path).unwrap());
+    let e = QuantizedGraph::load(&path).unwrap_err().to_string();
+    assert!(e.contains("conv-chain model (squint-quantized-v1)"), "{e}");
+}
