@@ -266,3 +266,52 @@ fn report_plots_histograms_with_observer_ranges() {
         assert!(s.contains(name), "legend lacks {name}");
     }
 }
+
+/// An ONNX graph end to end: quantize (own calibration) → run on the CPU; the tiny ResNet's
+/// output ints equal PyTorch eager's (x86 engine) and a v2 graph file is written.
+#[test]
+fn quantize_and_run_an_onnx_resnet_matches_pytorch_eager() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("r.q.safetensors");
+    let (y, yi) = (tmp.path().join("y.npy"), tmp.path().join("yi.npy"));
+    let out = run_ok(
+        squint()
+            .args(["quantize", "--qconfig", "x86", "--model"])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--out")
+            .arg(&q),
+    );
+    assert!(out.contains("12 nodes, 10 quantization points"), "{out}");
+    run_ok(
+        squint()
+            .args(["run", "--device", "cpu", "--model"])
+            .arg(&q)
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y)
+            .arg("--out-ints")
+            .arg(&yi),
+    );
+    let got = squint::io::npy::read::<u8>(&yi).unwrap();
+    let want = squint::io::npy::read::<u8>(d.join("x86/fc.npy")).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(squint::io::npy::read::<f32>(&y).unwrap().dims, [2, 10]);
+    // An ONNX model with --weights is refused, and nothing is written.
+    let bad = tmp.path().join("bad.q.safetensors");
+    let o = squint()
+        .args(["quantize", "--weights", "w.safetensors", "--model"])
+        .arg(d.join("model_bn.onnx"))
+        .arg("--calib")
+        .arg(d.join("calib.npy"))
+        .arg("--out")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("drop --weights"));
+    assert!(!bad.exists());
+}

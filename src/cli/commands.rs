@@ -7,6 +7,7 @@ use squint::error::Result;
 use squint::gpu::{self, BackendChoice, DeviceOptions};
 use squint::io::npy;
 use squint::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
+use squint::pipeline::qgraph::{PreparedGraph, QuantizedGraph, ReferenceBackend};
 use squint::pipeline::{
     diagnostics, histograms, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
 };
@@ -266,8 +267,12 @@ struct Calibrated {
     quantized: QuantizedModel,
 }
 
-fn calibrate_and_convert(a: &ModelArgs) -> Result<Calibrated> {
-    let model = Model::load(&a.model, &a.weights)?;
+fn is_onnx(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+fn qconfig_of(a: &ModelArgs) -> Result<QConfig> {
     let mut qconfig = QConfig::preset(&a.qconfig)?;
     if let Some(o) = a.observer {
         qconfig = qconfig.with_observer(observer_kind(o)?);
@@ -276,17 +281,36 @@ fn calibrate_and_convert(a: &ModelArgs) -> Result<Calibrated> {
         qconfig.formula = squint::quant::RequantFormula::parse(f)?;
         qconfig.name = format!("{}+{}", qconfig.name, qconfig.formula);
     }
-    let batches = load_batches(&a.calib)?;
-    let mut prepared = PreparedModel::new(model.clone(), qconfig.clone())?;
-    progress::calibrate_with_bar(&mut prepared, &batches)?;
-    let opts = ConvertOptions {
+    Ok(qconfig)
+}
+
+fn convert_options(a: &ModelArgs) -> Result<ConvertOptions> {
+    Ok(ConvertOptions {
         allow_uncalibrated: a.allow_uncalibrated,
         pinned: match &a.pin {
             Some(p) => squint::pipeline::read_pinned_qparams(p)?,
             None => Default::default(),
         },
-    };
-    let (quantized, warnings) = prepared.convert(&opts)?;
+    })
+}
+
+fn calibrate_and_convert(a: &ModelArgs) -> Result<Calibrated> {
+    if is_onnx(&a.model) {
+        return Err(squint::Error::InvalidParameter(
+            "this command reads JSON conv chains only; ONNX graph models go to `squint quantize` and `squint run`".into(),
+        ));
+    }
+    let weights = a.weights.as_ref().ok_or_else(|| {
+        squint::Error::InvalidParameter(
+            "a JSON model needs --weights (a safetensors state_dict)".into(),
+        )
+    })?;
+    let model = Model::load(&a.model, weights)?;
+    let qconfig = qconfig_of(a)?;
+    let batches = load_batches(&a.calib)?;
+    let mut prepared = PreparedModel::new(model.clone(), qconfig.clone())?;
+    progress::calibrate_with_bar(&mut prepared, &batches)?;
+    let (quantized, warnings) = prepared.convert(&convert_options(a)?)?;
     for w in warnings {
         eprintln!("{w}");
     }
@@ -329,7 +353,50 @@ fn cmd_demo(a: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `squint quantize` of an ONNX graph: import, calibrate (observers where PyTorch eager puts
+/// them), convert, save as a graph file.
+fn cmd_quantize_graph(a: QuantizeArgs) -> Result<ExitCode> {
+    let m = &a.model;
+    if m.weights.is_some() {
+        return Err(squint::Error::InvalidParameter(
+            "an ONNX model carries its weights: drop --weights".into(),
+        ));
+    }
+    if a.report {
+        return Err(squint::Error::InvalidParameter(
+            "--report is not available for graph models yet".into(),
+        ));
+    }
+    if m.observer.is_some() || m.formula.is_some() {
+        return Err(squint::Error::InvalidParameter(
+            "--observer and --formula are not available for graph models yet; use a --qconfig preset".into(),
+        ));
+    }
+    let graph = squint::io::onnx::load(&m.model)?;
+    let qconfig = qconfig_of(m)?;
+    let batches = load_batches(&m.calib)?;
+    let mut prepared = PreparedGraph::new(graph, qconfig.clone())?;
+    progress::calibrate_graph_with_bar(&mut prepared, &batches)?;
+    let (quantized, warnings) = prepared.convert(&convert_options(m)?)?;
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    quantized.save(&a.out)?;
+    println!(
+        "wrote {} ({} nodes, {} quantization points, qconfig {}, {} calibration batches)",
+        a.out.display(),
+        quantized.graph().nodes().len(),
+        quantized.sources().iter().flatten().count(),
+        qconfig.name,
+        batches.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    if is_onnx(&a.model.model) {
+        return cmd_quantize_graph(a);
+    }
     let c = calibrate_and_convert(&a.model)?;
     if a.report {
         let x = eval_input(&a.input, &c.batches)?;
@@ -354,7 +421,52 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `squint run` of a graph file.
+fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
+    let q = QuantizedGraph::load(&a.model)?;
+    let x = npy::read::<f32>(&a.input)?;
+    if a.cross_check {
+        return Err(squint::Error::InvalidParameter(
+            "--cross-check is not available for graph models yet".into(),
+        ));
+    }
+    let (run, device) = match a.device {
+        DeviceKind::Cpu | DeviceKind::CpuFast => (
+            q.run(&mut ReferenceBackend::new(&q), &[x])?,
+            "cpu-reference",
+        ),
+        DeviceKind::Gpu => {
+            return Err(squint::Error::InvalidParameter(
+                "graph models run on the CPU only yet: use --device cpu".into(),
+            ))
+        }
+    };
+    let out = &run.outputs[0];
+    let out_id = q.graph().outputs()[0];
+    let ints = &run.values[out_id.0];
+    npy::write(&a.out, out)?;
+    if let Some(p) = &a.out_ints {
+        let t = Tensor::new(ints.dims.clone(), ints.data.clone())?;
+        if let Err(e) = npy::write(p, &t) {
+            let _ = std::fs::remove_file(&a.out);
+            return Err(e);
+        }
+    }
+    println!(
+        "wrote {} {:?} on {device} ({} nodes; output scale {} zero point {})",
+        a.out.display(),
+        out.dims,
+        q.graph().nodes().len(),
+        ints.qp.scale,
+        ints.qp.zero_point
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    if QuantizedGraph::is_graph_file(&a.model)? {
+        return cmd_run_graph(a);
+    }
     let qm = QuantizedModel::load(&a.model)?;
     let x = npy::read::<f32>(&a.input)?;
     let device = open_device(a.device, &a.gpu)?;

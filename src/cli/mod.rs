@@ -51,7 +51,13 @@ pub enum Command {
     Demo(DemoArgs),
     /// Calibrate a float model and convert it to int8 (prepare → calibrate → convert → save).
     ///
-    /// Example: squint quantize --model model.json --weights model.safetensors
+    /// Example: squint quantize --model model.onnx --calib calib.npy --qconfig x86
+    ///          --out model.q.safetensors
+    ///
+    /// An ONNX model is a graph (ResNet/MobileNet-style CNNs: Conv with BatchNorm folded,
+    /// ReLU, Add, Concat, pools, Flatten, Gemm); a JSON model is a conv chain:
+    ///
+    ///   squint quantize --model model.json --weights model.safetensors
     ///          --calib calib.npy --qconfig qnnpack --out model.q.safetensors --report
     Quantize(QuantizeArgs),
     /// Run a converted model on an input and write the dequantized output.
@@ -116,12 +122,15 @@ pub struct DemoArgs {
 /// Float-model inputs shared by `quantize` and `report`.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model description (JSON: layers with name, type, hyperparameters).
+    /// The float model: an ONNX file (`torch.onnx.export` of a CNN in eval mode; its
+    /// initializers are the weights), or a JSON conv chain (layers with name, type,
+    /// hyperparameters) with --weights.
     #[arg(long)]
     pub model: PathBuf,
-    /// Float weights: a PyTorch state_dict saved with safetensors.torch.save_file.
+    /// Float weights of a JSON model: a PyTorch state_dict saved with
+    /// safetensors.torch.save_file (an ONNX model carries its own).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// Calibration batches (.npy, float32): NCHW files are one batch each, BNCHW stacks are
     /// split along axis 0.
     #[arg(long, num_args = 1..)]
