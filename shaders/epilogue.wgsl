@@ -1,4 +1,5 @@
-// squint: the requantization epilogue shared by `conv2d_i8.wgsl` and `requantize.wgsl`,
+// squint: the requantization epilogue of `requantize.wgsl` (the conv kernels read the step tables of
+// `epilogue_table.wgsl`, built on the host from the same `Epilogue`),
 // prepended (after `common.wgsl`) at pipeline creation.
 //
 // `requant(acc, ch)` implements `Epilogue::apply` of `src/quant/requant.rs` for every formula,
