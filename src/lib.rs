@@ -38,8 +38,8 @@
 //! Module map (dependencies point one way):
 //!
 //! ```text
-//! pipeline → { observers, cpu, gpu } → quant (math), shape
-//!            io (npy, safetensors, golden cases)
+//! pipeline → { io, graph, observers, cpu, gpu } → quant (math), shape
+//! io::onnx → graph → cpu (float evaluation)
 //! ```
 //!
 //! * [`quant`]: qparams, quantize/dequantize, requantization formulas (pure math).
@@ -47,8 +47,10 @@
 //! * [`observers`]: calibration statistics (MinMax, MovingAverageMinMax, Histogram, per-channel).
 //! * [`cpu`]: the reference kernels every fast path is checked against.
 //! * [`gpu`]: the wgpu backend (WGSL kernels in `shaders/`).
-//! * [`io`]: `.npy` and `.safetensors` files, golden cases.
-//! * [`pipeline`]: prepare, calibrate, convert, run, diagnostics, golden checks.
+//! * [`graph`]: graph models (a DAG of named values), shapes, buffer plan, float evaluation.
+//! * [`io`]: `.npy`, `.safetensors` and ONNX files.
+//! * [`pipeline`]: prepare, calibrate, convert, run, diagnostics, golden checks; graph models
+//!   in [`pipeline::qgraph`].
 //!
 //! The `squint` command line (`squint demo`, `quantize`, `run`, `report`, `bench`, …) is the
 //! crate's binary, built with the default `cli` feature; it is not part of this API. Depend on

@@ -139,7 +139,8 @@ fn isa_name(isa: CpuCapability) -> &'static str {
 }
 
 impl QuantizedGraph {
-    /// Saves the converted graph (see the [module docs](self)).
+    /// Saves the converted graph: int8 weights and float biases as tensors, the graph, qparams and
+    /// sources in the `squint.graph` metadata (format `squint-quantized-graph-v2`).
     pub fn save(&self, path: &Path) -> Result<()> {
         let g = &self.graph;
         let name = |v: crate::graph::ValueId| g.value(v).name.clone();
