@@ -459,3 +459,38 @@ fn reshape_dims_follow_onnx_semantics() {
     assert!(reshape_dims(&[2, 3, 4], &[-1, -1]).is_err());
     assert!(reshape_dims(&[2, 3, 4], &[5, -1]).is_err());
 }
+
+#[test]
+fn truncated_and_corrupted_models_are_errors_not_panics() {
+    let mut rng = Rng::new(2);
+    let (nodes, init) = resnet_like(&mut rng);
+    let bytes = model(
+        value_info("x", &[dim(1), dim(3), dim(8), dim(8)]),
+        nodes,
+        init,
+        "y",
+        17,
+    );
+    let mut errors = 0;
+    let mut check = |b: &[u8]| {
+        let r = std::panic::catch_unwind(|| import(b));
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("import panicked on {} bytes", b.len()),
+        }
+    };
+    for len in (0..bytes.len()).step_by(7) {
+        check(&bytes[..len]);
+    }
+    for _ in 0..300 {
+        let mut b = bytes.clone();
+        for _ in 0..3 {
+            let i = rng.below(b.len());
+            b[i] = rng.next_u64() as u8;
+        }
+        check(&b);
+    }
+    // Almost every truncation is malformed; the check above is not vacuous.
+    assert!(errors > bytes.len() / 7 / 2, "{errors}");
+}

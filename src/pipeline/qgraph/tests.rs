@@ -312,3 +312,34 @@ fn a_conv_chain_file_is_a_clear_error_for_the_graph_loader() {
     let e = QuantizedGraph::load(&path).unwrap_err().to_string();
     assert!(e.contains("conv-chain model (squint-quantized-v1)"), "{e}");
 }
+
+#[test]
+fn corrupted_graph_files_are_errors_not_panics() {
+    let mut rng = Rng::new(12);
+    let p = calibrated(block_graph(&mut rng), QConfig::qnnpack(), &mut rng);
+    let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.safetensors");
+    q.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let mut errors = 0;
+    for i in 0..400 {
+        let mut b = bytes.clone();
+        if i % 4 == 0 {
+            b.truncate(rng.below(b.len()));
+        } else {
+            // Mostly inside the JSON header, where the graph is.
+            let k = rng.below(b.len().min(4096));
+            b[k] = rng.next_u64() as u8;
+        }
+        let r = std::panic::catch_unwind(|| {
+            QuantizedGraph::from_bytes(&b, std::path::Path::new("g.safetensors"))
+        });
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("loading panicked (case {i})"),
+        }
+    }
+    assert!(errors > 100, "{errors}");
+}
