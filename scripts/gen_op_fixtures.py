@@ -6,9 +6,13 @@ writes one JSON file per op family and engine under `tests/data/ops/`:
 
     {op}_{engine}.json = {"op", "engine", "torch_version", "cpu_capability", "cases": [...]}
 
-Each case holds the attributes, the input ints (NCHW / row-major, quint8 as 0..255), their
-qparams, the weight ints and qparams (linear), the float bias (linear) and the expected output
-ints and qparams. Every scale is a float32 value (written as the JSON double of that float32).
+Each case holds the attributes, the input ints (NCHW / row-major, quint8 as 0..255, whatever
+the memory format), their qparams and memory format (`contiguous`, or `channels_last` for NHWC
+storage; a 1x1-plane or one-channel tensor is both and is written `contiguous`), the weight
+ints and qparams (linear), the float bias (linear) and the expected output ints, qparams and
+memory format. Cases run on channels-last inputs say so with `"memory_format":
+"channels_last"` (all inputs) or `"mixed"` (cat). Every scale is a float32 value (written as
+the JSON double of that float32).
 
 The x86-engine ops are also run with `ATEN_CPU_CAPABILITY=avx2` and `=default` (subprocesses)
 to find out which results depend on the instruction set of the machine: each x86 file records
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 torch.set_num_threads(1)
 
 ENGINES = ["qnnpack", "x86"]
+CL = torch.channels_last
 
 
 def f32(x):
@@ -55,9 +60,19 @@ def rand_q(rng, shape, scale, zp, lo=0, hi=255):
     return qt(ints, scale, zp)
 
 
+def mem_format(q):
+    """`channels_last` for a 4-d tensor stored NHWC (and not also plain contiguous, as 1x1 or
+    one-channel tensors are), `contiguous` otherwise."""
+    if q.dim() == 4 and not q.is_contiguous() and q.is_contiguous(memory_format=CL):
+        return "channels_last"
+    assert q.is_contiguous(), "only contiguous and channels-last tensors are recorded"
+    return "contiguous"
+
+
 def tdesc(q):
     assert q.qscheme() == torch.per_tensor_affine
     return {
+        "memory_format": mem_format(q),
         "shape": list(q.shape),
         "scale": f32(q.q_scale()),
         "zero_point": int(q.q_zero_point()),
@@ -481,12 +496,266 @@ def activation_cases():
     return cases
 
 
+# ---------------------------------------------------------------- channels-last (NHWC) inputs
+# Quantized convs return channels-last tensors, and ATen sends those to NHWC kernels of their
+# own (`q/cpu/kernels/QuantizedOpKernels.cpp`). Each case below runs the op on
+# `x.contiguous(memory_format=torch.channels_last)` and says so with
+# `"memory_format": "channels_last"` ("mixed" when only some inputs are); the ints are still
+# written in NCHW order, and every tensor records its own `memory_format`.
+def to_cl(q):
+    return q.contiguous(memory_format=CL)
+
+
+def from_memory_order(mem, shape):
+    """NCHW ints of a channels-last tensor whose memory (NHWC order) holds `mem`."""
+    n, c, h, w = shape
+    return np.asarray(mem).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def _window_stats(shape, k, s, p, ceil, cip, div):
+    """(size, divisor) of every avg-pool output window, as (N*C, Ho, Wo)-broadcastable
+    arrays, from float avg pools of ones (exact)."""
+    ones = torch.ones((1, 1) + tuple(shape[2:]))
+    size = F.avg_pool2d(ones, k, s, p, ceil_mode=ceil, count_include_pad=False,
+                        divisor_override=1)[0, 0].numpy().astype(np.int64)
+    if div:
+        divisor = np.full_like(size, div)
+    elif cip:
+        frac = F.avg_pool2d(ones, k, s, p, ceil_mode=ceil, count_include_pad=True)[0, 0].numpy()
+        divisor = np.rint(size / frac).astype(np.int64)
+    else:
+        divisor = size
+    return size, divisor
+
+
+def _avg_nchw_vs_nhwc(x, zp, k, s, p, ceil, cip, div):
+    """Number of outputs on which the NCHW rounding (`rne(f32(f32(acc) m) + zp)`) and the NHWC
+    one (`rne(f32(acc m)) + zp`) differ, for int input x (N, C, H, W)."""
+    f = np.float32
+    size, divisor = _window_stats(x.shape, k, s, p, ceil, cip, div)
+    sums = F.avg_pool2d(torch.tensor(x, dtype=torch.float64), k, s, p, ceil_mode=ceil,
+                        count_include_pad=False, divisor_override=1).numpy().astype(np.int64)
+    acc = sums - size * zp
+    m = (f(1) / divisor.astype(f)).astype(f)
+    nchw = np.clip(np.rint(((acc.astype(f) * m).astype(f) + f(zp)).astype(f)), 0, 255)
+    nhwc = np.clip(np.rint((acc.astype(f) * m).astype(f)) + zp, 0, 255)
+    return int((nchw != nhwc).sum())
+
+
+def avg_pool_cl_cases():
+    """Channels-last avg pools on both kernels' paths (the NHWC kernel vectorizes 8 channels at
+    a time on AVX2, 16 on AVX512, scalar rest), with odd zero points and small input ranges so
+    that many windows end in ties; inputs are redrawn (at most 200 times) until the NCHW and
+    NHWC roundings differ somewhere, which needs an even divisor (odd ones never tie)."""
+    cfgs = [
+        # (shape, kernel, stride, padding, ceil, count_include_pad, divisor_override)
+        ((1, 3, 8, 8), (2, 2), (2, 2), (0, 0), False, True, None),
+        ((1, 13, 5, 7), (3, 3), (2, 2), (1, 1), False, True, None),
+        ((1, 13, 5, 7), (3, 3), (2, 2), (1, 1), False, False, None),
+        ((2, 5, 5, 7), (3, 3), (2, 2), (1, 1), True, True, None),
+        ((1, 19, 5, 7), (3, 3), (2, 2), (1, 1), True, False, None),
+        ((1, 24, 5, 7), (3, 2), (1, 2), (1, 0), False, True, None),
+        ((1, 7, 9, 10), (2, 3), (3, 2), (1, 1), True, False, None),
+        ((1, 16, 6, 6), (2, 2), (2, 2), (0, 0), False, True, 3),
+        ((1, 70, 3, 3), (3, 3), (1, 1), (1, 1), False, True, None),
+        ((1, 9, 6, 6), (3, 3), (3, 3), (1, 1), True, True, 5),
+        ((1, 21, 5, 6), (5, 2), (1, 2), (2, 1), False, False, None),
+        ((1, 32, 4, 4), (2, 2), (1, 1), (0, 0), False, True, 6),
+    ]
+    cases = []
+    for idx, (shape, k, s, p, ceil, cip, div) in enumerate(cfgs):
+        rng = np.random.default_rng(seed_for("avg_pool2d_cl", idx))
+        for attempt in range(200):
+            zp = int(rng.integers(1, 128)) * 2 - 1  # odd
+            lo = int(rng.integers(0, 200))
+            x = rng.integers(lo, lo + 12, size=shape)
+            if idx == 0 and attempt == 0:
+                x = rng.integers(0, 256, size=shape)  # one unconstrained case
+                break
+            if _avg_nchw_vs_nhwc(x, zp, k, s, p, ceil, cip, div) > 0:
+                break
+        q = to_cl(qt(x, rand_scale(rng), zp))
+        y = F.avg_pool2d(q, k, s, p, ceil_mode=ceil, count_include_pad=cip, divisor_override=div)
+        cases.append({
+            "name": f"avg_pool2d_cl_{idx}",
+            "op": "avg_pool2d",
+            "memory_format": "channels_last",
+            "inputs": [tdesc(q)],
+            "attrs": {"kernel_size": list(k), "stride": list(s), "padding": list(p),
+                      "ceil_mode": ceil, "count_include_pad": cip, "divisor_override": div},
+            "out": tdesc(y),
+        })
+    return cases
+
+
+def adaptive_avg_pool_cl_cases():
+    cfgs = [
+        ((1, 3, 7, 7), (1, 1)),
+        ((2, 13, 4, 4), (1, 1)),
+        ((1, 70, 3, 3), (1, 1)),
+        ((1, 24, 2, 2), (1, 1)),
+        ((1, 9, 8, 8), (2, 2)),
+        ((1, 17, 5, 7), (3, 4)),
+        ((1, 8, 6, 4), (4, 3)),
+        ((1, 11, 5, 5), (5, 5)),
+        ((1, 16, 4, 6), (3, 5)),
+    ]
+    cases = []
+    for idx, (shape, o) in enumerate(cfgs):
+        rng = np.random.default_rng(seed_for("adaptive_avg_pool2d_cl", idx))
+        zp = int(rng.integers(1, 128)) * 2 - 1
+        lo = int(rng.integers(0, 200))
+        x = rng.integers(lo, lo + 12, size=shape) if idx else rng.integers(0, 256, size=shape)
+        q = to_cl(qt(x, rand_scale(rng), zp))
+        y = F.adaptive_avg_pool2d(q, o)
+        cases.append({
+            "name": f"adaptive_avg_pool2d_cl_{idx}",
+            "op": "adaptive_avg_pool2d",
+            "memory_format": "channels_last",
+            "inputs": [tdesc(q)],
+            "attrs": {"output_size": list(o)},
+            "out": tdesc(y),
+        })
+    return cases
+
+
+def max_pool_cl_cases():
+    cfgs = [
+        ((1, 3, 8, 8), (2, 2), (2, 2), (0, 0), (1, 1), False),
+        ((2, 13, 5, 7), (3, 3), (2, 2), (1, 1), (1, 1), True),
+        ((1, 20, 7, 6), (3, 2), (1, 2), (1, 0), (2, 1), False),
+        ((1, 70, 3, 3), (3, 3), (1, 1), (1, 1), (1, 1), False),
+        ((1, 9, 7, 8), (2, 3), (3, 2), (1, 1), (2, 2), True),
+    ]
+    cases = []
+    for idx, (shape, k, s, p, d, ceil) in enumerate(cfgs):
+        rng = np.random.default_rng(seed_for("max_pool2d_cl", idx))
+        q = to_cl(rand_q(rng, shape, rand_scale(rng), int(rng.integers(0, 256))))
+        y = F.max_pool2d(q, k, s, p, d, ceil_mode=ceil)
+        cases.append({
+            "name": f"max_pool2d_cl_{idx}",
+            "op": "max_pool2d",
+            "memory_format": "channels_last",
+            "inputs": [tdesc(q)],
+            "attrs": {"kernel_size": list(k), "stride": list(s), "padding": list(p),
+                      "dilation": list(d), "ceil_mode": ceil},
+            "out": tdesc(y),
+        })
+    return cases
+
+
+def add_cl_cases():
+    """Channels-last adds: the x86 kernel splits vector / scalar by memory (NHWC) position, so
+    the probe pairs are placed every 9th memory position of 200-element tensors; with NCHW
+    positions the tail would be other elements. Plus plain random ones (sizes not multiples of
+    64)."""
+    cases = []
+    shapes = [(1, 3, 5, 7), (2, 5, 3, 3), (1, 13, 3, 5)]
+    for idx, shape in enumerate(shapes):
+        rng = np.random.default_rng(seed_for("add_cl", idx))
+        sa, sb, sy = rand_scale(rng), rand_scale(rng), rand_scale(rng)
+        za, zb, zy = (int(rng.integers(0, 256)) for _ in range(3))
+        a, b = to_cl(rand_q(rng, shape, sa, za)), to_cl(rand_q(rng, shape, sb, zb))
+        relu = idx == 1
+        fn = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
+        op = "add_relu" if relu else "add"
+        cases.append({"name": f"{op}_cl_{idx}", "op": op, "memory_format": "channels_last",
+                      "inputs": [tdesc(a), tdesc(b)], "attrs": {},
+                      "out": tdesc(fn(a, b, f32(sy), zy))})
+    for idx in range(3):
+        rng = np.random.default_rng(seed_for("add_cl_probe", idx))
+        sa, sb, sy, za, zb, zy, pairs = _x86_add_probe(rng)
+        shape = [(1, 8, 5, 5), (2, 4, 5, 5), (1, 40, 1, 5)][idx]
+        a = rng.integers(0, 256, size=200).astype(np.uint8)
+        b = rng.integers(0, 256, size=200).astype(np.uint8)
+        for k, pos in enumerate(range(0, 200, 9)):
+            a[pos], b[pos] = pairs[k % len(pairs)]
+        qa = to_cl(qt(from_memory_order(a, shape), sa, za))
+        qb = to_cl(qt(from_memory_order(b, shape), sb, zb))
+        relu = idx == 2
+        fn = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
+        op = "add_relu" if relu else "add"
+        cases.append({"name": f"{op}_cl_probe_{idx}", "op": op,
+                      "memory_format": "channels_last", "inputs": [tdesc(qa), tdesc(qb)],
+                      "attrs": {}, "out": tdesc(fn(qa, qb, f32(sy), zy))})
+    return cases
+
+
+def _cat_fma_probe(rng):
+    """Scale and zero points for which the vector dequantization (fma(s, q, f32(s * -zp))) and
+    the scalar one (f32(s * (q - zp))) requantize some q differently: (s, zp, sy, zy, [q...])."""
+    f = np.float32
+    q = np.arange(256, dtype=np.int64)
+    while True:
+        s, sy = rand_scale(rng), rand_scale(rng)
+        zp, zy = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+        d_s = (f(s) * (q - zp).astype(f)).astype(f)
+        d_v = (np.float64(f(s)) * q + np.float64(f(f(s) * -f(zp)))).astype(f)
+        inv_s = f(1.0) / f(sy)
+        inv_v = f(1.0 / np.float64(f(sy)))
+        qs = np.clip(np.rint((d_s * inv_s).astype(f)).astype(np.int64) + zy, 0, 255)
+        qv = np.clip(np.rint((d_v * inv_v).astype(f)).astype(np.int64) + zy, 0, 255)
+        diff = np.nonzero(qs != qv)[0]
+        if len(diff):
+            return s, zp, sy, zy, [int(v) for v in diff]
+
+
+def cat_cl_cases():
+    """Channels-last cats: all inputs channels-last along dim 1 take `qcat_nhwc_kernel`
+    (vectorized requantization of channel blocks, scalar rest); other dims and mixed memory
+    formats take the generic path."""
+    cases = []
+    cfgs = [
+        # (shapes, dim, formats ("c"/"cl" per input), kind)
+        ([(1, 3, 4, 5), (1, 13, 4, 5)], 1, "cl", "random"),
+        ([(1, 13, 3, 3), (1, 21, 3, 3), (1, 40, 3, 3)], 1, "cl", "probe"),
+        ([(2, 5, 3, 3), (2, 9, 3, 3)], 1, "cl", "torch_cat"),
+        ([(1, 11, 3, 4), (1, 6, 3, 4)], 1, "cl", "torch_cat_mixed"),
+        ([(1, 11, 3, 4), (1, 6, 3, 4)], 1, "cl", "first_equal"),
+        ([(1, 5, 3, 4), (1, 7, 3, 4)], 1, ["cl", "c"], "random"),
+        ([(1, 9, 2, 4), (1, 9, 3, 4)], 2, "cl", "random"),
+        ([(1, 6, 3, 4), (1, 6, 3, 2)], 3, ["c", "cl"], "random"),
+    ]
+    for idx, (shapes, dim, fmts, kind) in enumerate(cfgs):
+        rng = np.random.default_rng(seed_for("cat_cl", idx))
+        n = len(shapes)
+        fmts = [fmts] * n if isinstance(fmts, str) else fmts
+        if kind == "probe":
+            s, zp, sy, zy, qs = _cat_fma_probe(rng)
+            scales, zps = [s] * n, [zp] * n
+            ints = [rng.choice(qs, size=sh) for sh in shapes]
+        else:
+            scales = [rand_scale(rng) for _ in range(n)]
+            zps = [int(rng.integers(0, 256)) for _ in range(n)]
+            sy, zy = rand_scale(rng), int(rng.integers(0, 256))
+            if kind == "torch_cat":
+                scales, zps = [scales[0]] * n, [zps[0]] * n
+            if kind == "first_equal":
+                sy, zy = scales[0], zps[0]
+            ints = [rng.integers(0, 256, size=sh) for sh in shapes]
+        xs = [qt(i, sc, z) for i, sc, z in zip(ints, scales, zps)]
+        xs = [to_cl(x) if f_ == "cl" else x for x, f_ in zip(xs, fmts)]
+        if kind.startswith("torch_cat"):
+            y = torch.cat(xs, dim=dim)
+        else:
+            y = torch.ops.quantized.cat(xs, dim=dim, scale=f32(sy), zero_point=zy)
+        cases.append({
+            "name": f"cat_cl_{idx}_{kind}",
+            "op": "torch_cat" if kind.startswith("torch_cat") else "cat",
+            "memory_format": "channels_last" if set(fmts) == {"cl"} else "mixed",
+            "inputs": [tdesc(x) for x in xs],
+            "attrs": {"dim": dim},
+            "out": tdesc(y),
+        })
+    return cases
+
+
 FAMILIES = {
-    "add": lambda e: add_cases() + add_isa_probe_cases(),
-    "cat": lambda e: cat_cases(),
-    "max_pool2d": lambda e: max_pool_cases(),
-    "avg_pool2d": lambda e: avg_pool_cases(),
-    "adaptive_avg_pool2d": lambda e: adaptive_avg_pool_cases(),
+    "add": lambda e: add_cases() + add_isa_probe_cases() + add_cl_cases(),
+    "cat": lambda e: cat_cases() + cat_cl_cases(),
+    "max_pool2d": lambda e: max_pool_cases() + max_pool_cl_cases(),
+    "avg_pool2d": lambda e: avg_pool_cases() + avg_pool_cl_cases(),
+    "adaptive_avg_pool2d": lambda e: adaptive_avg_pool_cases() + adaptive_avg_pool_cl_cases(),
     "linear": lambda e: linear_cases(e) + linear_probe_cases(),
     "activation": lambda e: activation_cases(),
 }

@@ -5,8 +5,14 @@
 //!
 //! Every output int of every case must equal PyTorch's: no tolerance. Each file must hold at
 //! least one case and every case must be checked; the per-file counts are printed.
+//!
+//! Cases with `"memory_format": "channels_last"` ran on channels-last (NHWC) tensors in PyTorch
+//! and are checked with the reference's `_in(MemoryFormat::ChannelsLast, ..)` functions;
+//! `"mixed"` (some inputs channels-last) and absent mean the contiguous kernels. Each file must
+//! hold channels-last cases for the pool, add and cat families.
 
 use serde_json::Value;
+use squint::cpu::reference::pool::MemoryFormat;
 use squint::cpu::reference::{activation, add, cat, linear, pool, CpuCapability, QEngine};
 use squint::quant::{QDtype, QParams, QScheme, WeightQParams};
 use std::path::{Path, PathBuf};
@@ -59,6 +65,28 @@ fn dims4(d: &[usize]) -> [usize; 4] {
     d.try_into().expect("4-d tensor")
 }
 
+/// The memory format the case's op ran on: channels-last only when every input was.
+fn case_format(case: &Value) -> MemoryFormat {
+    match case["memory_format"].as_str() {
+        Some("channels_last") => MemoryFormat::ChannelsLast,
+        None | Some("mixed") => MemoryFormat::Contiguous,
+        Some(f) => panic!("unknown memory_format {f}"),
+    }
+}
+
+/// The memory format PyTorch's output has (recorded per tensor): channels-last after
+/// channels-last inputs (all of them, for cat), contiguous otherwise. Tensors with one
+/// channel or a 1x1 plane are both and are recorded as contiguous.
+fn expected_out_format(case: &Value) -> &'static str {
+    let dims = usizes(&case["out"]["shape"]);
+    let ambiguous = dims.len() == 4 && (dims[1] == 1 || dims[2] * dims[3] == 1);
+    if case_format(case) == MemoryFormat::ChannelsLast && !ambiguous {
+        "channels_last"
+    } else {
+        "contiguous"
+    }
+}
+
 /// Runs one case; returns (output bytes, output dims, output qparams).
 fn run_case(
     engine: QEngine,
@@ -76,12 +104,15 @@ fn run_case(
     let out = qtensor(&case["out"]);
     let a = &case["attrs"];
     let x = &inputs[0];
+    let format = case_format(case);
     match op {
         "add" | "add_relu" => {
             let b = &inputs[1];
-            let y = add::add(
+            let y = add::add_in(
+                format,
                 engine,
                 isa,
+                &x.dims,
                 &x.data,
                 &x.qp,
                 &b.data,
@@ -103,11 +134,11 @@ fn run_case(
                 .collect();
             let dim = a["dim"].as_u64().unwrap() as usize;
             if op == "cat" {
-                let (y, d) = cat::cat(&ins, dim, &out.qp).unwrap();
+                let (y, d) = cat::cat_in(format, isa, &ins, dim, &out.qp).unwrap();
                 (y, d, out.qp)
             } else {
-                let (y, d, qp) = cat::torch_cat(&ins, dim).unwrap();
-                if inputs.iter().all(|q| q.qp == qp) {
+                let (y, d, qp) = cat::torch_cat_in(format, isa, &ins, dim).unwrap();
+                if inputs.iter().all(|q| q.qp == qp) && format == MemoryFormat::Contiguous {
                     // Shared qparams: the ints pass through.
                     let outer: usize = d[..dim].iter().product();
                     let mut copied = Vec::new();
@@ -135,18 +166,20 @@ fn run_case(
                 ceil_mode: a["ceil_mode"].as_bool().unwrap(),
             };
             let (y, d) = if op == "max_pool2d" {
+                // Max is exact: the NHWC kernel (`qmaxpool_2d_nhwc_kernel`) gives the same ints.
                 pool::max_pool2d(engine, &x.data, dims4(&x.dims), &x.qp, &p).unwrap()
             } else {
                 let o = pool::AvgOptions {
                     count_include_pad: a["count_include_pad"].as_bool().unwrap(),
                     divisor_override: a["divisor_override"].as_i64(),
                 };
-                pool::avg_pool2d(engine, &x.data, dims4(&x.dims), &x.qp, &p, &o).unwrap()
+                pool::avg_pool2d_in(format, engine, &x.data, dims4(&x.dims), &x.qp, &p, &o).unwrap()
             };
             (y, d.to_vec(), x.qp)
         }
         "adaptive_avg_pool2d" => {
-            let (y, d) = pool::adaptive_avg_pool2d(
+            let (y, d) = pool::adaptive_avg_pool2d_in(
+                format,
                 engine,
                 &x.data,
                 dims4(&x.dims),
@@ -267,8 +300,18 @@ fn check_file(path: &Path) -> usize {
     let cases = doc["cases"].as_array().unwrap();
     assert!(!cases.is_empty(), "{}: no cases", path.display());
     let mut failures = Vec::new();
+    let mut channels_last = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
+        if case_format(case) == MemoryFormat::ChannelsLast {
+            channels_last += 1;
+        }
+        assert_eq!(
+            case["out"]["memory_format"].as_str().unwrap(),
+            expected_out_format(case),
+            "{}: {name}: output memory format",
+            path.display()
+        );
         let (y, dims, qp) = run_case(engine, isa, acc, case);
         let want = qtensor(&case["out"]);
         assert_eq!(dims, want.dims, "{}: {name}: output shape", path.display());
@@ -285,9 +328,30 @@ fn check_file(path: &Path) -> usize {
         failures.len(),
         cases.len()
     );
-    eprintln!("{}: {} cases bit-exact", path.display(), cases.len());
+    eprintln!(
+        "{}: {} cases bit-exact ({channels_last} channels-last)",
+        path.display(),
+        cases.len()
+    );
+    let fam = doc["op"].as_str().unwrap();
+    if CHANNELS_LAST_FAMILIES.contains(&fam) {
+        assert!(
+            channels_last >= 5,
+            "{}: only {channels_last} channels-last cases",
+            path.display()
+        );
+    }
     cases.len()
 }
+
+/// Families whose fixtures must include channels-last cases.
+const CHANNELS_LAST_FAMILIES: [&str; 5] = [
+    "add",
+    "cat",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+];
 
 const FAMILIES: [&str; 7] = [
     "add",

@@ -7,9 +7,11 @@
 //!   ATen's `qadd_kernel`: dequantize both inputs to float, add, ReLU in float, quantize with
 //!   the output qparams (round half to even). Its vector path dequantizes with a fused
 //!   multiply-add, `fma(s, q, f32(s * -zp))`, its scalar path with `f32(s * (q - zp))`; which
-//!   elements take which path depends on the [`CpuCapability`] (see [`add`]).
+//!   elements take which path depends on the [`CpuCapability`] (see [`add`]) and, for
+//!   channels-last tensors, on the memory order (see [`add_in`]).
 
-use super::{CpuCapability, QEngine};
+use super::pool::MemoryFormat;
+use super::{check_data, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::quant::{quantize_one, QDtype, QParams, QnnpackAddParams};
 
@@ -51,6 +53,49 @@ pub fn add(
         QEngine::Qnnpack => add_qnnpack(a, a_qp, b, b_qp, out, relu),
         QEngine::X86 => Ok(add_x86(isa, a, a_qp, b, b_qp, out, relu)),
     }
+}
+
+/// [`add`] of two tensors of sizes `dims` (ints given in NCHW order) that PyTorch stores as
+/// `format` (both inputs alike; the output takes that format too).
+///
+/// ATen's `TensorIterator` runs `qadd_kernel` in memory order, so on channels-last 4-d tensors
+/// the x86 engine's vector/scalar split falls on the first `floor(n / 2L) * 2L` elements in
+/// **NHWC** order, not NCHW (fixtures `add_cl_probe_*`). The qnnpack engine's add is
+/// elementwise with one formula, so the format does not matter there.
+#[allow(clippy::too_many_arguments)]
+pub fn add_in(
+    format: MemoryFormat,
+    engine: QEngine,
+    isa: CpuCapability,
+    dims: &[usize],
+    a: &[u8],
+    a_qp: &QParams,
+    b: &[u8],
+    b_qp: &QParams,
+    out: &QParams,
+    relu: bool,
+) -> Result<Vec<u8>> {
+    check_data("add input a", a.len(), dims)?;
+    check_data("add input b", b.len(), dims)?;
+    let &[n, c, h, w] = dims else {
+        return add(engine, isa, a, a_qp, b, b_qp, out, relu);
+    };
+    if format == MemoryFormat::Contiguous || engine == QEngine::Qnnpack {
+        return add(engine, isa, a, a_qp, b, b_qp, out, relu);
+    }
+    // NCHW index of each element, in NHWC memory order.
+    let order: Vec<usize> = (0..n)
+        .flat_map(|bi| {
+            (0..h * w).flat_map(move |p| (0..c).map(move |ci| (bi * c + ci) * h * w + p))
+        })
+        .collect();
+    let gather = |x: &[u8]| order.iter().map(|&i| x[i]).collect::<Vec<u8>>();
+    let ym = add(engine, isa, &gather(a), a_qp, &gather(b), b_qp, out, relu)?;
+    let mut y = vec![0u8; ym.len()];
+    for (&i, v) in order.iter().zip(ym) {
+        y[i] = v;
+    }
+    Ok(y)
 }
 
 fn add_qnnpack(
@@ -194,6 +239,56 @@ mod tests {
             .unwrap()
             .iter()
             .all(|&q| q == 45));
+    }
+
+    #[test]
+    fn x86_split_runs_in_memory_order_on_channels_last() {
+        // As above, 70 elements: the vector path takes the first 64 in memory order. On a
+        // channels-last [1, 35, 1, 2] tensor memory position p*35 + c holds NCHW index 2c + p,
+        // so the scalar tail is (p = 1, c >= 29): NCHW indices 59, 61, .., 69.
+        let a = qp(f32::from_bits(0x3c8d_4593), 246);
+        let b = qp(f32::from_bits(0x3cba_e9c1), 249);
+        let y = qp(f32::from_bits(0x3d05_207a), 191);
+        let dims = [1, 35, 1, 2];
+        let run = |format, engine| {
+            add_in(
+                format,
+                engine,
+                CpuCapability::Avx512,
+                &dims,
+                &[171; 70],
+                &a,
+                &[97; 70],
+                &b,
+                &y,
+                false,
+            )
+            .unwrap()
+        };
+        let v = run(MemoryFormat::ChannelsLast, QEngine::X86);
+        for (i, &q) in v.iter().enumerate() {
+            let tail = i >= 59 && i % 2 == 1;
+            assert_eq!(q, if tail { 45 } else { 44 }, "element {i}");
+        }
+        let c = run(MemoryFormat::Contiguous, QEngine::X86);
+        assert!(c[..64].iter().all(|&q| q == 44) && c[64..].iter().all(|&q| q == 45));
+        assert_eq!(
+            run(MemoryFormat::ChannelsLast, QEngine::Qnnpack),
+            run(MemoryFormat::Contiguous, QEngine::Qnnpack)
+        );
+        assert!(add_in(
+            MemoryFormat::ChannelsLast,
+            QEngine::X86,
+            CpuCapability::Avx512,
+            &[1, 35, 1, 1],
+            &[171; 70],
+            &a,
+            &[97; 70],
+            &b,
+            &y,
+            false
+        )
+        .is_err());
     }
 
     #[test]

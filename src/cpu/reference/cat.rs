@@ -7,8 +7,17 @@
 //! the first input's qparams: with shared qparams the ints pass through unchanged; otherwise
 //! PyTorch warns ("All inputs of this cat operator must share the same quantization
 //! parameters") and requantizes the other inputs as `quantized::cat` does.
+//!
+//! Channels-last inputs ([`cat_in`]): when **all** inputs are channels-last 4-d tensors and
+//! `dim` is 1, ATen takes `qcat_nhwc_kernel` (`q/cpu/kernels/QuantizedOpKernels.cpp`), which
+//! copies inputs that have the output qparams and requantizes the others pixel by pixel: the
+//! first `floor(C_i / 8) * 8` channels of input `i` (AVX2 and AVX512 builds, which both run the
+//! AVX2 kernel; none on `DEFAULT`) in vector code that dequantizes with a fused multiply-add,
+//! `fma(s, q, f32(s * -zp))`, and quantizes with `f32(1 / f64(s_out))`, the rest as above.
+//! Every other combination (mixed formats, other dims) takes the generic path.
 
-use super::check_data;
+use super::pool::MemoryFormat;
+use super::{check_data, CpuCapability};
 use crate::error::{Error, Result};
 use crate::quant::{dequantize_one, quantize_one, QParams};
 
@@ -111,6 +120,84 @@ pub fn torch_cat(inputs: &[CatInput<'_>], dim: usize) -> Result<(Vec<u8>, Vec<us
     Ok((data, dims, qp))
 }
 
+/// Channels of one input that `qcat_nhwc_kernel`'s vector code requantizes: 32-lane blocks,
+/// then 8-lane blocks (`Vectorized<quint8>` of the AVX2 kernel; the AVX512 build registers
+/// none of its own, as the fixtures confirm), none on `DEFAULT`.
+fn nhwc_cat_vector_channels(isa: CpuCapability, c: usize) -> usize {
+    match isa {
+        CpuCapability::Default => 0,
+        CpuCapability::Avx2 | CpuCapability::Avx512 => c / 8 * 8,
+    }
+}
+
+/// [`cat`] of inputs that PyTorch stores as `format` (all alike; the ints are given in NCHW
+/// order either way): channels-last 4-d inputs concatenated along dim 1 take ATen's NHWC kernel,
+/// whose vector part rounds differently (see the module docs), so `isa` must be the capability
+/// of the PyTorch build to match. Anything else is [`cat`].
+pub fn cat_in(
+    format: MemoryFormat,
+    isa: CpuCapability,
+    inputs: &[CatInput<'_>],
+    dim: usize,
+    out: &QParams,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let nhwc = format == MemoryFormat::ChannelsLast
+        && dim == 1
+        && inputs.first().is_some_and(|x| x.dims.len() == 4);
+    if !nhwc {
+        return cat(inputs, dim, out);
+    }
+    // Validates everything (shapes, dtypes, qparams) as the contiguous path does.
+    let (_, out_dims) = cat(inputs, dim, out)?;
+    let [n, c_out, h, w]: [usize; 4] = out_dims[..].try_into().expect("4-d");
+    let hw = h * w;
+    let dt = out.dtype;
+    let inv_scalar = 1.0f32 / out.scale;
+    let inv_vector = (1.0f64 / out.scale as f64) as f32;
+    let mut y = vec![0u8; n * c_out * hw];
+    let mut c_base = 0;
+    for x in inputs {
+        let c_in = x.dims[1];
+        let fast = x.qp.scale == out.scale && x.qp.zero_point == out.zero_point;
+        let vec_end = nhwc_cat_vector_channels(isa, c_in);
+        let premul = x.qp.scale * -(x.qp.zero_point as f32);
+        for b in 0..n {
+            for c in 0..c_in {
+                for p in 0..hw {
+                    let v = x.data[(b * c_in + c) * hw + p];
+                    let o = &mut y[(b * c_out + c_base + c) * hw + p];
+                    *o = if fast {
+                        v
+                    } else if c < vec_end {
+                        let f = x.qp.scale.mul_add(dt.byte_to_int(v) as f32, premul);
+                        dt.int_to_byte(quantize_one(f, inv_vector, out))
+                    } else {
+                        let f = dequantize_one(dt.byte_to_int(v), x.qp);
+                        dt.int_to_byte(quantize_one(f, inv_scalar, out))
+                    };
+                }
+            }
+        }
+        c_base += c_in;
+    }
+    Ok((y, out_dims))
+}
+
+/// [`torch_cat`] of inputs that PyTorch stores as `format` (see [`cat_in`]).
+pub fn torch_cat_in(
+    format: MemoryFormat,
+    isa: CpuCapability,
+    inputs: &[CatInput<'_>],
+    dim: usize,
+) -> Result<(Vec<u8>, Vec<usize>, QParams)> {
+    let first = inputs
+        .first()
+        .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
+    let qp = *first.qp;
+    let (data, dims) = cat_in(format, isa, inputs, dim, &qp)?;
+    Ok((data, dims, qp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +232,34 @@ mod tests {
             qp: &q,
         };
         assert!(cat(&[a, short], 0, &q).is_err());
+    }
+
+    #[test]
+    fn nhwc_cat_vector_channels_round_differently() {
+        // From fixture cat_cl_1_probe: q = 226 requantizes to 90 in the vector code (FMA
+        // dequantization) and to 89 in the scalar code.
+        let x_qp = QParams::new(f32::from_bits(0x3b8f_32ad), 135, QDtype::QUInt8).unwrap();
+        let y_qp = QParams::new(f32::from_bits(0x3c29_3be4), 51, QDtype::QUInt8).unwrap();
+        let data = vec![226u8; 13];
+        let x = CatInput {
+            data: &data,
+            dims: &[1, 13, 1, 1],
+            qp: &x_qp,
+        };
+        let run = |f, isa, dim| cat_in(f, isa, &[x, x], dim, &y_qp).unwrap().0;
+        let cl = MemoryFormat::ChannelsLast;
+        let y = run(cl, CpuCapability::Avx512, 1);
+        // Per input: channels 0..8 vector, 8..13 scalar.
+        let want: Vec<u8> = (0..26).map(|i| if i % 13 < 8 { 90 } else { 89 }).collect();
+        assert_eq!(y, want);
+        assert_eq!(run(cl, CpuCapability::Avx2, 1), want);
+        // DEFAULT, contiguous inputs, or another dim: the scalar formula everywhere.
+        assert!(run(cl, CpuCapability::Default, 1).iter().all(|&v| v == 89));
+        let c = MemoryFormat::Contiguous;
+        assert!(run(c, CpuCapability::Avx512, 1).iter().all(|&v| v == 89));
+        assert!(run(cl, CpuCapability::Avx512, 0).iter().all(|&v| v == 89));
+        // Inputs with the output's qparams are copied.
+        let (y, _, qp) = torch_cat_in(cl, CpuCapability::Avx512, &[x, x], 1).unwrap();
+        assert_eq!((y, qp), (vec![226; 26], x_qp));
     }
 }
