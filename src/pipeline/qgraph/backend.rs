@@ -47,8 +47,15 @@ pub trait QBackend {
         relu: bool,
         format: MemoryFormat,
     ) -> Result<Vec<u8>>;
-    /// Concatenation along `axis`, requantized to `out`.
-    fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>>;
+    /// Concatenation along `axis`, requantized to `out`; `format` is channels-last when every
+    /// input is (ATen's NHWC cat kernel then rounds differently, see `docs/ops.md`).
+    fn concat(
+        &mut self,
+        xs: &[&QTensor],
+        axis: usize,
+        out: &QParams,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>>;
     /// Max pooling (qparams unchanged).
     fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>>;
     /// Average pooling (qparams unchanged) of a tensor PyTorch stores as `format`.
@@ -135,19 +142,27 @@ impl QBackend for ReferenceBackend {
                 a.dims, b.dims
             )));
         }
-        // The x86 engine's vector/scalar split runs in memory order: add in PyTorch's order.
-        let order = memory_order(&a.dims, format);
-        let gather = |t: &QTensor| order.iter().map(|&i| t.data[i]).collect::<Vec<u8>>();
-        let (am, bm) = (gather(a), gather(b));
-        let ym = r::add::add(self.engine, self.isa, &am, &a.qp, &bm, &b.qp, out, relu)?;
-        let mut y = vec![0u8; ym.len()];
-        for (&i, v) in order.iter().zip(ym) {
-            y[i] = v;
-        }
-        Ok(y)
+        r::add::add_in(
+            format,
+            self.engine,
+            self.isa,
+            &a.dims,
+            &a.data,
+            &a.qp,
+            &b.data,
+            &b.qp,
+            out,
+            relu,
+        )
     }
 
-    fn concat(&mut self, xs: &[&QTensor], axis: usize, out: &QParams) -> Result<Vec<u8>> {
+    fn concat(
+        &mut self,
+        xs: &[&QTensor],
+        axis: usize,
+        out: &QParams,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
         let inputs: Vec<CatInput<'_>> = xs
             .iter()
             .map(|x| CatInput {
@@ -156,7 +171,7 @@ impl QBackend for ReferenceBackend {
                 qp: &x.qp,
             })
             .collect();
-        Ok(r::cat::cat(&inputs, axis, out)?.0)
+        Ok(r::cat::cat_in(format, self.isa, &inputs, axis, out)?.0)
     }
 
     fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
@@ -190,19 +205,5 @@ impl QBackend for ReferenceBackend {
 
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
         r::activation::hardtanh(self.engine, &x.data, &x.qp, min, max)
-    }
-}
-
-/// The NCHW index of each element in PyTorch's memory order: identity for contiguous tensors,
-/// NHWC order for channels-last 4-D ones.
-fn memory_order(dims: &[usize], format: MemoryFormat) -> Vec<usize> {
-    let n: usize = dims.iter().product();
-    match (format, dims) {
-        (MemoryFormat::ChannelsLast, &[b, c, h, w]) => (0..b)
-            .flat_map(|bi| {
-                (0..h * w).flat_map(move |p| (0..c).map(move |ci| (bi * c + ci) * h * w + p))
-            })
-            .collect(),
-        _ => (0..n).collect(),
     }
 }

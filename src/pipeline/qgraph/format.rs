@@ -177,7 +177,7 @@ impl QuantizedGraph {
                     }
                 }
                 (QNode::Add { relu, .. }, _) => SavedOp::Add { relu: *relu },
-                (QNode::Concat { axis }, _) => SavedOp::Concat { axis: *axis },
+                (QNode::Concat { axis, .. }, _) => SavedOp::Concat { axis: *axis },
                 (QNode::MaxPool2d(p), _) => SavedOp::MaxPool2d { pool: (*p).into() },
                 (
                     QNode::AvgPool2d(..),

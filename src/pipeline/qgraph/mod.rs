@@ -131,6 +131,8 @@ pub enum QNode {
     Concat {
         /// The axis.
         axis: usize,
+        /// Channels-last when every input is (and the axis is 1).
+        format: MemoryFormat,
     },
     /// Max pooling.
     MaxPool2d(Pool2dParams),
@@ -307,7 +309,10 @@ impl QuantizedGraph {
                     relu: *act == Activation::Relu,
                     format: in_format,
                 },
-                Op::Concat { axis } => QNode::Concat { axis: *axis },
+                Op::Concat { axis } => QNode::Concat {
+                    axis: *axis,
+                    format: formats[n.output.0],
+                },
                 Op::MaxPool2d(p) => QNode::MaxPool2d(*p),
                 Op::AvgPool2d {
                     pool,
@@ -497,7 +502,7 @@ fn run_node(b: &mut dyn QBackend, q: &QNode, args: &[&QTensor], out: &QParams) -
         QNode::Conv2d(c) => b.conv2d(c, x),
         QNode::Linear(l) => b.linear(l, x, out),
         QNode::Add { relu, format } => b.add(x, args[1], out, *relu, *format),
-        QNode::Concat { axis } => b.concat(args, *axis, out),
+        QNode::Concat { axis, format } => b.concat(args, *axis, out, *format),
         QNode::MaxPool2d(p) => b.max_pool2d(x, p),
         QNode::AvgPool2d(p, o, f) => b.avg_pool2d(x, p, o, *f),
         QNode::AdaptiveAvgPool2d(o, f) => b.adaptive_avg_pool2d(x, *o, *f),
