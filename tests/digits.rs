@@ -1,0 +1,36 @@
+//! The worked example (`examples/digits.rs`) as a test: on the held-out digits, squint's int8
+//! model (its own calibration) scores what PyTorch's own int8 model scores, within one image,
+//! and converting without calibration (scale 1.0 everywhere) collapses the accuracy.
+
+#[path = "../examples/digits.rs"]
+mod digits;
+
+use squint::pipeline::QConfig;
+
+#[test]
+fn calibrated_int8_keeps_the_float_accuracy_and_uncalibrated_int8_loses_it() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits/pytorch.json"),
+    )
+    .unwrap();
+    let torch: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for engine in ["x86", "qnnpack"] {
+        let s = digits::evaluate(QConfig::preset(engine).unwrap()).unwrap();
+        let one = 1.0 / s.images as f64;
+        let torch_float = torch["float"].as_f64().unwrap();
+        let torch_int8 = torch[format!("int8_{engine}")].as_f64().unwrap();
+        eprintln!("{engine}: {s:?}, PyTorch float {torch_float} int8 {torch_int8}");
+        assert!(
+            (s.float - torch_float).abs() <= one,
+            "{engine}: float {s:?}"
+        );
+        assert!(
+            (s.int8 - torch_int8).abs() <= one + 1e-12,
+            "{engine}: int8 {s:?}"
+        );
+        assert!(
+            s.int8_uncalibrated < s.float - 0.2,
+            "{engine}: uncalibrated {s:?}"
+        );
+    }
+}
