@@ -10,7 +10,7 @@
 use serde_json::Value;
 use squint::cpu::reference::CpuCapability;
 use squint::io::{npy, onnx};
-use squint::pipeline::qgraph::{PreparedGraph, QNode, ReferenceBackend};
+use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, QNode, ReferenceBackend};
 use squint::pipeline::{ConvertOptions, QConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,12 @@ fn check_pinned(model: &str, engine: &str) -> usize {
     q.set_isa(CpuCapability::parse(meta["cpu_capability"].as_str().unwrap()).unwrap());
 
     let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
-    let run = q.run(&mut ReferenceBackend::new(&q), &[x]).unwrap();
+    let run = q
+        .run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))
+        .unwrap();
+    // The fast CPU path gives the same ints at every value.
+    let fast = q.run(&mut FastCpuBackend::new(&q), &[x]).unwrap();
+    assert_eq!(fast.values, run.values, "{model}/{engine}: fast CPU path");
     let mut compared = 0;
     for p in pts {
         let name = p["name"].as_str().unwrap();

@@ -7,7 +7,7 @@ use squint::error::Result;
 use squint::gpu::{self, BackendChoice, DeviceOptions};
 use squint::io::npy;
 use squint::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
-use squint::pipeline::qgraph::{PreparedGraph, QuantizedGraph, ReferenceBackend};
+use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, QuantizedGraph, ReferenceBackend};
 use squint::pipeline::{
     diagnostics, histograms, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
 };
@@ -431,10 +431,11 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
         ));
     }
     let (run, device) = match a.device {
-        DeviceKind::Cpu | DeviceKind::CpuFast => (
+        DeviceKind::Cpu => (
             q.run(&mut ReferenceBackend::new(&q), &[x])?,
             "cpu-reference",
         ),
+        DeviceKind::CpuFast => (q.run(&mut FastCpuBackend::new(&q), &[x])?, "cpu-fast"),
         DeviceKind::Gpu => {
             return Err(squint::Error::InvalidParameter(
                 "graph models run on the CPU only yet: use --device cpu".into(),

@@ -207,3 +207,88 @@ impl QBackend for ReferenceBackend {
         r::activation::hardtanh(self.engine, &x.data, &x.qp, min, max)
     }
 }
+
+/// The fast CPU path: convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded,
+/// bit-identical to the reference on every ISA), every other op on the reference (they are a
+/// small share of a CNN's work).
+#[derive(Debug, Clone)]
+pub struct FastCpuBackend {
+    reference: ReferenceBackend,
+    opts: crate::cpu::fast::FastConvOptions,
+}
+
+impl FastCpuBackend {
+    /// The fast path for `graph`'s engine and CPU capability, with default threads.
+    pub fn new(graph: &QuantizedGraph) -> Self {
+        FastCpuBackend {
+            reference: ReferenceBackend::new(graph),
+            opts: Default::default(),
+        }
+    }
+}
+
+impl QBackend for FastCpuBackend {
+    fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>> {
+        if x.qp != conv.in_qp() {
+            return self.reference.conv2d(conv, x);
+        }
+        let s = conv.shape(x.dims4()?)?;
+        crate::cpu::fast::conv2d_quantized(
+            &x.data,
+            &x.qp,
+            conv.w_q(),
+            conv.w_qp(),
+            conv.epi(),
+            &s,
+            &self.opts,
+        )
+    }
+    fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
+        self.reference.linear(l, x, out)
+    }
+    fn add(
+        &mut self,
+        a: &QTensor,
+        b: &QTensor,
+        out: &QParams,
+        relu: bool,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        self.reference.add(a, b, out, relu, format)
+    }
+    fn concat(
+        &mut self,
+        xs: &[&QTensor],
+        axis: usize,
+        out: &QParams,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        self.reference.concat(xs, axis, out, format)
+    }
+    fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
+        self.reference.max_pool2d(x, p)
+    }
+    fn avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        p: &Pool2dParams,
+        o: &AvgOptions,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        self.reference.avg_pool2d(x, p, o, format)
+    }
+    fn adaptive_avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        output: [usize; 2],
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        self.reference.adaptive_avg_pool2d(x, output, format)
+    }
+    fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
+        self.reference.relu(x)
+    }
+    fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
+        self.reference.clip(x, min, max)
+    }
+}

@@ -42,7 +42,7 @@ pub mod prepare;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{QBackend, QTensor, ReferenceBackend};
+pub use backend::{FastCpuBackend, QBackend, QTensor, ReferenceBackend};
 pub use prepare::{has_observer, PreparedGraph};
 
 use super::convert::ConvertOptions;
