@@ -315,3 +315,29 @@ fn quantize_and_run_an_onnx_resnet_matches_pytorch_eager() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("drop --weights"));
     assert!(!bad.exists());
 }
+
+#[test]
+fn bench_of_an_onnx_model_times_float_and_int8_paths() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
+    let out = run_ok(
+        squint()
+            .args(["bench", "--json", "--runs", "1", "--model"])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--calib")
+            .arg(d.join("calib.npy")),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let paths: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["float32 cpu", "int8 cpu-reference", "int8 cpu-fast"]
+    );
+    assert!(v["results"][2]["ms"].as_f64().unwrap() > 0.0);
+}

@@ -13,6 +13,7 @@ use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::rng::Rng;
 use squint::shape::{ConvParams, ConvShape};
+use squint::tensor::Tensor;
 use std::time::Instant;
 
 /// A benchmark shape.
@@ -338,4 +339,46 @@ mod tests {
             assert!(msg.contains(m), "the message lacks '{m}': {msg}");
         }
     }
+}
+
+/// One path of a whole-model benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphBenchResult {
+    /// What ran (`float32 cpu`, `int8 cpu-reference`, `int8 cpu-fast`).
+    pub path: String,
+    /// Median milliseconds of one forward pass.
+    pub ms: f64,
+}
+
+/// Whole-model latency of `graph` on `input`: float on the CPU, int8 on the CPU reference and
+/// the fast CPU path, after calibrating on `calib` with `qconfig`.
+pub fn run_graph_bench(
+    graph: squint::graph::Graph,
+    input: &Tensor<f32>,
+    calib: &[Tensor<f32>],
+    qconfig: squint::pipeline::QConfig,
+    runs: usize,
+) -> Result<Vec<GraphBenchResult>> {
+    use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, ReferenceBackend};
+    let x = std::slice::from_ref(input);
+    let mut out = vec![GraphBenchResult {
+        path: "float32 cpu".into(),
+        ms: median_ms(runs, || graph.run_f32(x).map(|_| ()))?,
+    }];
+    let mut prepared = PreparedGraph::new(graph, qconfig)?;
+    for b in calib {
+        prepared.calibrate(std::slice::from_ref(b))?;
+    }
+    let (q, _) = prepared.convert(&squint::pipeline::ConvertOptions::default())?;
+    out.push(GraphBenchResult {
+        path: "int8 cpu-reference".into(),
+        ms: median_ms(runs, || {
+            q.run(&mut ReferenceBackend::new(&q), x).map(|_| ())
+        })?,
+    });
+    out.push(GraphBenchResult {
+        path: "int8 cpu-fast".into(),
+        ms: median_ms(runs, || q.run(&mut FastCpuBackend::new(&q), x).map(|_| ()))?,
+    });
+    Ok(out)
 }

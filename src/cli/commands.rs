@@ -576,6 +576,47 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
             "--threads must be between 1 and {max}, got {t}"
         )));
     }
+    if let Some(model) = &a.model {
+        let input = a
+            .input
+            .as_ref()
+            .ok_or_else(|| squint::Error::InvalidParameter("bench --model needs --input".into()))?;
+        let x = npy::read::<f32>(input)?;
+        let calib = if a.calib.is_empty() {
+            vec![x.clone()]
+        } else {
+            load_batches(&a.calib)?
+        };
+        let graph = squint::io::onnx::load(model)?;
+        let results = bench::run_graph_bench(
+            graph,
+            &x,
+            &calib,
+            QConfig::preset(&a.qconfig)?,
+            a.runs.max(1),
+        )?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({ "model": model, "input_dims": x.dims, "results": results })
+                )
+                .expect("plain data serialises")
+            );
+        } else {
+            println!(
+                "{} on {:?}, qconfig {} (median of {} runs):",
+                model.display(),
+                x.dims,
+                a.qconfig,
+                a.runs.max(1)
+            );
+            for r in &results {
+                println!("  {:<22} {:>10.3} ms", r.path, r.ms);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = bench::BenchOptions {
         threads: a.threads,
         gpu: (!a.no_gpu).then(|| a.gpu.options()),

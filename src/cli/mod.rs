@@ -94,6 +94,20 @@ pub struct BenchArgs {
     /// Skip the GPU.
     #[arg(long)]
     pub no_gpu: bool,
+    /// Benchmark a whole ONNX model instead of the conv shapes: float vs int8 (CPU reference,
+    /// fast CPU path) latency of one forward pass. Needs --input; calibrates on --calib (or the
+    /// input).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Input of --model (.npy, float32, the model's input dims).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Calibration batches of --model (.npy; default: the input).
+    #[arg(long, num_args = 1..)]
+    pub calib: Vec<PathBuf>,
+    /// QConfig preset of --model.
+    #[arg(long, default_value = "x86")]
+    pub qconfig: String,
     /// GPU selection.
     #[command(flatten)]
     pub gpu: GpuArgs,
