@@ -27,14 +27,20 @@ impl Rng {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// Uniform integer in `lo..=hi`.
+    /// Uniform integer in `lo..=hi` (`lo` when the range is empty, `hi < lo`).
     pub fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
+        if hi < lo {
+            return lo;
+        }
         let span = (hi as i64 - lo as i64 + 1) as u64;
         (lo as i64 + (self.next_u64() % span) as i64) as i32
     }
 
-    /// Uniform index in `0..n` (n > 0).
+    /// Uniform index in `0..n` (0 when `n` is 0, the empty range).
     pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
         (self.next_u64() % n as u64) as usize
     }
 
@@ -53,5 +59,20 @@ impl Rng {
     /// `n` normal values with standard deviation `std`.
     pub fn normal_vec(&mut self, n: usize, std: f32) -> Vec<f32> {
         (0..n).map(|_| self.normal() * std).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn empty_ranges_give_their_lower_bound_instead_of_panicking() {
+        let mut r = Rng::new(1);
+        assert_eq!(r.below(0), 0);
+        assert_eq!(r.range_i32(5, 4), 5);
+        assert_eq!(r.range_i32(i32::MAX, i32::MIN), i32::MAX);
+        assert!((0..1000).all(|_| (-3..=3).contains(&r.range_i32(-3, 3))));
+        assert!((0..1000).map(|_| r.range_i32(i32::MIN, i32::MAX)).any(|v| v < 0));
     }
 }
