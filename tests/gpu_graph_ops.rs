@@ -206,6 +206,27 @@ fn max_pool2d_equals_the_reference() {
 }
 
 #[test]
+fn dilated_padded_max_pool2d_equals_the_reference() {
+    // QNNPACK clamps taps into the input: with dilation a clamped tap can read a pixel outside
+    // the true window, which the generic kernel skips.
+    sweep("max_pool2d dilated", 8, 40, 30, |rng, _, g, c, n, what| {
+        let dims = vec![
+            rng.usize(1, 2),
+            rng.usize(1, 3),
+            rng.usize(5, 12),
+            rng.usize(5, 12),
+        ];
+        let x = rand_tensor(rng, &dims, QDtype::QUInt8);
+        let k = [rng.usize(2, 4), rng.usize(2, 4)];
+        let mut p = Pool2dParams::new(k);
+        p.stride = [rng.usize(1, 2), rng.usize(1, 2)];
+        p.padding = [rng.usize(1, k[0] / 2), rng.usize(1, k[1] / 2)];
+        p.dilation = [rng.usize(2, 3), rng.usize(2, 3)];
+        n.check(what, g.max_pool2d(&x, &p), c.max_pool2d(&x, &p));
+    });
+}
+
+#[test]
 fn avg_pool2d_equals_the_reference() {
     sweep("avg_pool2d", 4, 60, 40, |rng, e, g, c, n, what| {
         let d = dtype(rng, e);
@@ -246,6 +267,64 @@ fn adaptive_avg_pool2d_equals_the_reference() {
             c.adaptive_avg_pool2d(&x, out),
         );
     });
+}
+
+#[test]
+fn adaptive_avg_pool2d_on_tie_prone_windows_equals_the_reference() {
+    // Windows of 3x6, 5x6, ... (even sizes with odd factors): sums at exact .5 ties, where
+    // the multiplier's two-step rounding `f32(f32(1/kh)/kw)` decides.
+    sweep(
+        "adaptive_avg_pool2d ties",
+        9,
+        30,
+        30,
+        |rng, e, g, c, n, what| {
+            let d = dtype(rng, e);
+            let (kh, kw) = (rng.pick(&[3, 5, 6, 7]), rng.pick(&[2, 6, 10, 3]));
+            let (ho, wo) = (rng.usize(1, 3), rng.usize(1, 2));
+            let dims = vec![rng.usize(1, 2), rng.usize(1, 6), kh * ho, kw * wo];
+            let mut x = rand_tensor(rng, &dims, d);
+            if rng.coin(0.5) {
+                // Few distinct values: many sums land on ties.
+                for v in &mut x.data {
+                    *v = [0u8, 1, 3, 128, 255][(*v % 5) as usize];
+                }
+            }
+            let out = [ho, wo];
+            n.check(
+                what,
+                g.adaptive_avg_pool2d(&x, out),
+                c.adaptive_avg_pool2d(&x, out),
+            );
+        },
+    );
+}
+
+#[test]
+fn adaptive_avg_pool2d_rounds_its_multiplier_in_two_steps() {
+    // A 7x10 qint8 window averaging -126.5: `f32(f32(1/7)/10)` gives -127, `f32(1/70)` -126.
+    let qp = QParams::new(0.1, 0, QDtype::QInt8).unwrap();
+    let data: Vec<u8> = (0..70)
+        .map(|i| if i % 2 == 0 { 0x81 } else { 0x82 })
+        .collect();
+    let x = QTensor {
+        data,
+        dims: vec![1, 1, 7, 10],
+        qp,
+    };
+    let mut runs = 0;
+    for ctx in gpu_contexts() {
+        for engine in ENGINES {
+            let mut g = GpuBackend::with_engine(ctx.clone(), engine, CpuCapability::Avx2);
+            let want = reference(engine, CpuCapability::Avx2)
+                .adaptive_avg_pool2d(&x, [1, 1])
+                .unwrap();
+            assert_eq!(want, vec![(-127i8) as u8]);
+            assert_eq!(g.adaptive_avg_pool2d(&x, [1, 1]).unwrap(), want);
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 2 * gpu_contexts().len());
 }
 
 #[test]
@@ -320,6 +399,43 @@ fn add_equals_the_reference_on_both_engines_and_every_capability() {
             }
         }
     }
+}
+
+#[test]
+fn x86_add_takes_atens_vector_and_scalar_paths_like_the_reference() {
+    // The pair of `cpu::reference::add`'s probe test: 44 on the vector path, 45 on the scalar.
+    let qp = |bits: u32, zp| QParams::new(f32::from_bits(bits), zp, QDtype::QUInt8).unwrap();
+    let (qa, qb, out) = (
+        qp(0x3c8d_4593, 246),
+        qp(0x3cba_e9c1, 249),
+        qp(0x3d05_207a, 191),
+    );
+    let t = |v: u8, qp| QTensor {
+        data: vec![v; 70],
+        dims: vec![1, 70],
+        qp,
+    };
+    let (a, b) = (t(171, qa), t(97, qb));
+    let mut runs = 0;
+    for ctx in gpu_contexts() {
+        for isa in [
+            CpuCapability::Avx2,
+            CpuCapability::Avx512,
+            CpuCapability::Default,
+        ] {
+            let mut g = GpuBackend::with_engine(ctx.clone(), QEngine::X86, isa);
+            let y = g.add(&a, &b, &out, false).unwrap();
+            let want = reference(QEngine::X86, isa)
+                .add(&a, &b, &out, false)
+                .unwrap();
+            assert_eq!(y, want, "{isa:?}");
+            let scalar_from = if isa == CpuCapability::Default { 0 } else { 64 };
+            assert!(y[..scalar_from].iter().all(|&q| q == 44), "{isa:?}: {y:?}");
+            assert!(y[scalar_from..].iter().all(|&q| q == 45), "{isa:?}: {y:?}");
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 3 * gpu_contexts().len());
 }
 
 #[test]
