@@ -439,6 +439,65 @@ fn x86_add_takes_atens_vector_and_scalar_paths_like_the_reference() {
 }
 
 #[test]
+fn lowered_binding_limits_split_the_work_and_keep_the_results() {
+    let mut runs = 0;
+    for full in gpu_contexts() {
+        let ctx = full.with_split_limits(1024, 65535);
+        for engine in ENGINES {
+            let isa = CpuCapability::Avx2;
+            let mut g = GpuBackend::with_engine(ctx.clone(), engine, isa);
+            let mut c = reference(engine, isa);
+            let mut rng = Rng::new(21);
+            let qp = qparams(&mut rng, QDtype::QUInt8);
+            // 6 planes of 323 bytes: several planes per dispatch, several dispatches.
+            let x = tensor(&mut rng, &[2, 3, 17, 19], qp);
+            let y = rand_tensor(&mut rng, &[2, 5, 17, 19], QDtype::QUInt8);
+            let out = qparams(&mut rng, QDtype::QUInt8);
+            let p = Pool2dParams::square(3).stride(2).padding(1);
+            let o = AvgOptions::default();
+            let mut n = Count::default();
+            n.check("relu", g.relu(&x), c.relu(&x));
+            n.check("clip", g.clip(&x, -0.1, 0.3), c.clip(&x, -0.1, 0.3));
+            n.check("max", g.max_pool2d(&x, &p), c.max_pool2d(&x, &p));
+            n.check("avg", g.avg_pool2d(&x, &p, &o), c.avg_pool2d(&x, &p, &o));
+            n.check(
+                "adaptive",
+                g.adaptive_avg_pool2d(&x, [5, 4]),
+                c.adaptive_avg_pool2d(&x, [5, 4]),
+            );
+            // Axis 1: 2584 bytes per outer index, more than a binding; axis 3: many rows.
+            for axis in [0, 1, 3] {
+                let z = if axis == 1 { y.clone() } else { x.clone() };
+                n.check(
+                    "concat",
+                    g.concat(&[&x, &z], axis, &out),
+                    c.concat(&[&x, &z], axis, &out),
+                );
+            }
+            n.assert_ran(&format!("split {engine:?}"), 8, 8);
+            // One plane larger than a binding cannot be cut.
+            let big = rand_tensor(&mut rng, &[1, 1, 40, 40], QDtype::QUInt8);
+            let r = g.max_pool2d(&big, &p);
+            assert!(matches!(r, Err(squint::Error::DeviceLimit(_))), "{r:?}");
+            // The add's tables (128 KiB) need a larger binding; its elements are then cut.
+            let mut g =
+                GpuBackend::with_engine(full.with_split_limits(1 << 18, 65535), engine, isa);
+            let a = rand_tensor(&mut rng, &[1, 300_001], QDtype::QUInt8);
+            let b = rand_tensor(&mut rng, &[1, 300_001], QDtype::QUInt8);
+            let mut n = Count::default();
+            n.check(
+                "add",
+                g.add(&a, &b, &out, false),
+                c.add(&a, &b, &out, false),
+            );
+            n.assert_ran(&format!("split add {engine:?}"), 1, 1);
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 2 * gpu_contexts().len());
+}
+
+#[test]
 fn bad_inputs_are_errors_not_panics() {
     for ctx in gpu_contexts() {
         let mut g = GpuBackend::with_engine(ctx.clone(), QEngine::X86, CpuCapability::Avx2);

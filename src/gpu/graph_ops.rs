@@ -7,7 +7,10 @@
 //! tables are computed on the host with the CPU formula, and the average pool's float steps
 //! use the integer-emulated binary32 of `shaders/common.wgsl`.
 //!
-//! Each input and output must fit one storage binding (else [`Error::DeviceLimit`]).
+//! Work whose buffers exceed the device's storage binding limit is cut on the host into
+//! pieces that fit (element ranges, outer indices of a concatenation, planes of a pool), each
+//! its own dispatch; only a piece that cannot be cut further and does not fit (one pooled
+//! plane, the add's two 64 KiB tables) gives [`Error::DeviceLimit`].
 
 use super::buffers::{groups_for, read_back, record, Dispatch, Res, Slot, STORAGE_USAGE};
 use super::context::GpuContext;
@@ -115,14 +118,23 @@ impl GpuContext {
         Ok(bytes)
     }
 
+    /// The largest piece (bytes, a multiple of 4) one binding takes.
+    fn piece_bytes(&self) -> usize {
+        (self.split().max_binding.min(usize::MAX as u64) as usize / 4 * 4).max(4)
+    }
+
     /// Maps every byte of `x` through `table`: `y[i] = table[x[i]]`.
     pub fn map_bytes(&self, x: &[u8], table: &[u8; 256]) -> Result<Vec<u8>> {
-        let input = LutInput {
-            data: x,
-            block: x.len(),
-            table,
-        };
-        self.concat_bytes(&[input], 1)
+        let mut out = Vec::with_capacity(x.len());
+        for piece in x.chunks(self.piece_bytes()) {
+            let input = LutInput {
+                data: piece,
+                block: piece.len(),
+                table,
+            };
+            out.extend(self.concat_once(&[input], 1)?);
+        }
+        Ok(out)
     }
 
     /// Concatenates `inputs` block by block: for each of the `outer` outer indices, input 0's
@@ -131,6 +143,51 @@ impl GpuContext {
         if inputs.is_empty() {
             return Err(Error::Shape("concat: no inputs".into()));
         }
+        for (i, x) in inputs.iter().enumerate() {
+            if x.data.len() != outer.saturating_mul(x.block) {
+                return Err(Error::Shape(format!(
+                    "concat: input {i} has {} bytes, {outer} blocks of {} need {}",
+                    x.data.len(),
+                    x.block,
+                    outer.saturating_mul(x.block)
+                )));
+            }
+        }
+        let row: usize = inputs.iter().map(|x| x.block).sum();
+        let meta = inputs.len() * 68 * 4;
+        let piece = self.piece_bytes();
+        if row == 0 || outer == 0 {
+            return Ok(Vec::new());
+        }
+        if row <= piece && meta <= piece {
+            // Whole outer indices per dispatch.
+            let rows = piece / row;
+            let mut out = Vec::with_capacity(outer * row);
+            for o0 in (0..outer).step_by(rows) {
+                let o1 = (o0 + rows).min(outer);
+                let sub: Vec<LutInput<'_>> = inputs
+                    .iter()
+                    .map(|x| LutInput {
+                        data: &x.data[o0 * x.block..o1 * x.block],
+                        ..*x
+                    })
+                    .collect();
+                out.extend(self.concat_once(&sub, o1 - o0)?);
+            }
+            return Ok(out);
+        }
+        // One outer index does not fit: map each input's block on its own.
+        let mut out = Vec::with_capacity(outer * row);
+        for o in 0..outer {
+            for x in inputs {
+                out.extend(self.map_bytes(&x.data[o * x.block..(o + 1) * x.block], x.table)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`GpuContext::concat_bytes`] as one dispatch.
+    fn concat_once(&self, inputs: &[LutInput<'_>], outer: usize) -> Result<Vec<u8>> {
         let mut meta: Vec<u32> = Vec::with_capacity(inputs.len() * 68);
         let mut data = Vec::new();
         let mut cum = 0usize;
@@ -194,15 +251,25 @@ impl GpuContext {
                 tables.len()
             )));
         }
-        if a.is_empty() {
-            return Ok(Vec::new());
+        let piece = self.piece_bytes();
+        let mut out = Vec::with_capacity(a.len());
+        for begin in (0..a.len()).step_by(piece) {
+            let end = (begin + piece).min(a.len());
+            let p = GraphAddParams {
+                total: to_u32(end - begin, "binary op")?,
+                split: to_u32(split.clamp(begin, end) - begin, "binary op")?,
+                _pad: [0; 2],
+            };
+            let (a, b) = (&a[begin..end], &b[begin..end]);
+            out.extend(self.run_bytes(
+                Kernel::GraphAdd,
+                "add",
+                &p,
+                &[tables, a, b],
+                end - begin,
+            )?);
         }
-        let p = GraphAddParams {
-            total: to_u32(a.len(), "binary op")?,
-            split: to_u32(split.min(a.len()), "binary op")?,
-            _pad: [0; 2],
-        };
-        self.run_bytes(Kernel::GraphAdd, "add", &p, &[tables, a, b], a.len())
+        Ok(out)
     }
 
     /// Max pooling of NCHW stored bytes `x` (`dims`, `dtype`) with window `p`: taps outside
@@ -262,13 +329,40 @@ impl GpuContext {
                 "max_pool2d: coordinates exceed the kernel's 32-bit indices".into(),
             ));
         }
-        self.run_bytes(
-            Kernel::GraphPool,
-            "max_pool2d",
-            &params,
-            &[&[0; 4], x],
-            total,
-        )
+        self.pool_pieces("max_pool2d", x, dims, [ho, wo], params, &[0; 4])
+    }
+
+    /// Runs the pool kernel over as many whole planes per dispatch as the binding limit takes.
+    fn pool_pieces(
+        &self,
+        what: &str,
+        x: &[u8],
+        dims: [usize; 4],
+        out_hw: [usize; 2],
+        mut params: GraphPoolParams,
+        tab: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (plane_in, plane_out) = (dims[2] * dims[3], out_hw[0] * out_hw[1]);
+        let planes = dims[0] * dims[1];
+        let piece = self.piece_bytes();
+        let per = (piece / plane_in).min(piece / plane_out);
+        if per == 0 {
+            return Err(Error::DeviceLimit(format!(
+                "{what}: one {}x{} plane exceeds the device's storage binding limit of {} bytes",
+                dims[2],
+                dims[3],
+                self.split().max_binding
+            )));
+        }
+        let mut out = Vec::with_capacity(planes * plane_out);
+        for p0 in (0..planes).step_by(per) {
+            let p1 = (p0 + per).min(planes);
+            let total = (p1 - p0) * plane_out;
+            params.total = to_u32(total, what)?;
+            let xs = &x[p0 * plane_in..p1 * plane_in];
+            out.extend(self.run_bytes(Kernel::GraphPool, what, &params, &[tab, xs], total)?);
+        }
+        Ok(out)
     }
 
     /// Average pooling of NCHW stored bytes `x` (`dims`, `dtype`) as `plan` describes (see
@@ -333,13 +427,8 @@ impl GpuContext {
                 "avg_pool2d: the input exceeds the kernel's 32-bit indices".into(),
             ));
         }
-        self.run_bytes(
-            Kernel::GraphPool,
-            "avg_pool2d",
-            &params,
-            &[bytemuck::cast_slice(&tab), x],
-            total,
-        )
+        let tab = bytemuck::cast_slice(&tab);
+        self.pool_pieces("avg_pool2d", x, dims, [ho, wo], params, tab)
     }
 }
 
