@@ -13,7 +13,9 @@ use squint::cpu::reference::pool::{AvgOptions, Pool2dParams};
 use squint::cpu::reference::{CpuCapability, QEngine};
 use squint::gpu::GpuContext;
 use squint::graph::{Activation, Conv2dOp, Graph, GraphBuilder, LinearOp, Op};
-use squint::pipeline::qgraph::{GpuBackend, PreparedGraph, QBackend, QTensor, ReferenceBackend};
+use squint::pipeline::qgraph::{
+    GpuBackend, PreparedGraph, QBackend, QLinear, QNode, QTensor, ReferenceBackend,
+};
 use squint::pipeline::{ConvertOptions, QConfig};
 use squint::quant::{QDtype, QParams};
 use squint::shape::ConvParams;
@@ -98,7 +100,7 @@ fn dims4(rng: &mut Rng, max_hw: usize) -> Vec<usize> {
 }
 
 /// Counts of one op's sweep on one adapter and engine.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct Count {
     equal: usize,
     both_err: usize,
@@ -495,6 +497,91 @@ fn lowered_binding_limits_split_the_work_and_keep_the_results() {
         }
     }
     assert_eq!(runs, 2 * gpu_contexts().len());
+}
+
+/// A converted one-linear graph (`[rows, k]` -> `[rows, o]`) and its linear node.
+fn converted_linear(
+    qc: QConfig,
+    rows: usize,
+    k: usize,
+    o: usize,
+    relu: bool,
+    seed: u64,
+) -> (squint::pipeline::qgraph::QuantizedGraph, QLinear) {
+    let mut rng = squint::rng::Rng::new(seed);
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", &[rows, k]).unwrap();
+    let fc = Op::Linear(LinearOp {
+        weight: Tensor::new(vec![o, k], rng.normal_vec(o * k, 0.3)).unwrap(),
+        bias: if seed.is_multiple_of(3) {
+            None
+        } else {
+            Some(rng.normal_vec(o, 0.2))
+        },
+        act: if relu {
+            Activation::Relu
+        } else {
+            Activation::None
+        },
+    });
+    let y = b.node("fc", fc, &[x]).unwrap();
+    let mut p = PreparedGraph::new(b.build(&[y]).unwrap(), qc).unwrap();
+    for _ in 0..2 {
+        let t = Tensor::new(vec![rows, k], rng.normal_vec(rows * k, 1.0)).unwrap();
+        p.calibrate(&[t]).unwrap();
+    }
+    let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let l = match &q.nodes()[0] {
+        QNode::Linear(l) => l.clone(),
+        other => panic!("expected a linear node, got {other:?}"),
+    };
+    (q, l)
+}
+
+#[test]
+fn linear_equals_the_reference_for_every_formula() {
+    let ctxs = gpu_contexts();
+    let mut rng = Rng::new(31);
+    let mut counts = vec![Count::default(); 3];
+    let cases = 12;
+    for i in 0..cases {
+        for (qi, qc) in [QConfig::qnnpack(), QConfig::x86(), QConfig::fbgemm()]
+            .into_iter()
+            .enumerate()
+        {
+            let (rows, k, o) = (rng.usize(1, 7), rng.usize(1, 70), rng.usize(1, 19));
+            let (q, l) = converted_linear(qc, rows, k, o, rng.coin(0.5), 100 + i as u64);
+            let mut c = ReferenceBackend::new(&q);
+            // The converted input qparams, or random ones (ties, saturation).
+            let xqp = if rng.coin(0.5) {
+                q.qparams()[0]
+            } else {
+                qparams(&mut rng, q.qparams()[0].dtype)
+            };
+            let out = if rng.coin(0.5) {
+                q.qparams()[1]
+            } else {
+                qparams(&mut rng, QDtype::QUInt8)
+            };
+            let x = tensor(&mut rng, &[rows, k], xqp);
+            for ctx in &ctxs {
+                let mut g = GpuBackend::new(ctx.clone(), &q);
+                let what = format!(
+                    "linear {} case {i} on {}",
+                    q.qconfig_name(),
+                    ctx.adapter_report().summary()
+                );
+                counts[qi].check(&what, g.linear(&l, &x, &out), c.linear(&l, &x, &out));
+            }
+        }
+    }
+    for (qi, n) in counts.iter().enumerate() {
+        n.assert_ran(
+            &format!("linear qconfig {qi}"),
+            cases * ctxs.len(),
+            cases * ctxs.len() * 3 / 4,
+        );
+    }
 }
 
 #[test]
