@@ -15,6 +15,11 @@
 //! * avg pool and adaptive avg pool: integer window sums on the GPU, then the engine's float
 //!   formula in integer-emulated binary32 (`shaders/graph_pool.wgsl`); the host computes each
 //!   output position's window and f32 multiplier with the reference's expressions.
+//!
+//! Costs: [`QBackend`] hands bytes in and out, so every op uploads its inputs and reads its
+//! output back (one round trip per node), and a conv or linear packs and uploads its weights
+//! on every call (no layer cache: a conv's name does not identify its weights across graphs).
+//! The add's tables cost 65536 reference evaluations per path and call on the host.
 
 use super::backend::{QBackend, QTensor};
 use super::{QLinear, QuantizedGraph};
