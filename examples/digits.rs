@@ -8,7 +8,7 @@
 //! ```
 
 use squint::io::{npy, onnx};
-use squint::pipeline::qgraph::{PreparedGraph, QuantizedGraph, ReferenceBackend};
+use squint::pipeline::qgraph::{GpuBackend, PreparedGraph, QuantizedGraph, ReferenceBackend};
 use squint::pipeline::{ConvertOptions, QConfig};
 use squint::tensor::Tensor;
 use std::path::{Path, PathBuf};
@@ -123,6 +123,33 @@ pub fn evaluate(qconfig: QConfig) -> squint::Result<Scores> {
     })
 }
 
+/// Calibrates and converts with `qconfig`, then runs every test batch on the GPU `ctx` and on
+/// the CPU reference; returns how many int8 output values there were and how many differ.
+pub fn gpu_check(qconfig: QConfig, ctx: squint::gpu::GpuContext) -> squint::Result<(usize, usize)> {
+    let graph = onnx::load(&dir().join("model.onnx"))?;
+    let batch = graph.value(graph.inputs()[0]).dims[0];
+    let test = batches(&npy::read::<f32>(dir().join("test_x.npy"))?, batch)?;
+    let mut prepared = PreparedGraph::new(graph, qconfig)?;
+    for b in npy::read::<f32>(dir().join("calib.npy"))?.split_axis0()? {
+        prepared.calibrate(&[b])?;
+    }
+    let (q, _) = prepared.convert(&ConvertOptions::default())?;
+    let mut gpu = GpuBackend::new(ctx, &q);
+    let (mut total, mut differ) = (0, 0);
+    for (x, _) in &test {
+        let x = std::slice::from_ref(x);
+        let (g, c) = (
+            q.run(&mut gpu, x)?,
+            q.run(&mut ReferenceBackend::new(&q), x)?,
+        );
+        for (a, b) in g.values.iter().zip(&c.values) {
+            total += b.data.len();
+            differ += a.data.iter().zip(&b.data).filter(|(u, v)| u != v).count();
+        }
+    }
+    Ok((total, differ))
+}
+
 #[allow(dead_code)]
 fn main() -> squint::Result<()> {
     for name in ["x86", "qnnpack"] {
@@ -134,6 +161,14 @@ fn main() -> squint::Result<()> {
             100.0 * s.int8,
             100.0 * s.int8_uncalibrated
         );
+    }
+    match squint::gpu::GpuContext::open(&Default::default()) {
+        Ok(ctx) => {
+            let name = ctx.adapter_report().summary();
+            let (total, differ) = gpu_check(QConfig::x86(), ctx)?;
+            println!("GPU {name}: {differ} of {total} int8 values differ from the CPU reference");
+        }
+        Err(e) => println!("GPU check skipped: {e}"),
     }
     Ok(())
 }

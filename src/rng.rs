@@ -73,6 +73,8 @@ mod tests {
         assert_eq!(r.range_i32(5, 4), 5);
         assert_eq!(r.range_i32(i32::MAX, i32::MIN), i32::MAX);
         assert!((0..1000).all(|_| (-3..=3).contains(&r.range_i32(-3, 3))));
-        assert!((0..1000).map(|_| r.range_i32(i32::MIN, i32::MAX)).any(|v| v < 0));
+        assert!((0..1000)
+            .map(|_| r.range_i32(i32::MIN, i32::MAX))
+            .any(|v| v < 0));
     }
 }

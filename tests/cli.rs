@@ -299,6 +299,32 @@ fn quantize_and_run_an_onnx_resnet_matches_pytorch_eager() {
     let got = squint::io::npy::read::<u8>(&yi).unwrap();
     let want = squint::io::npy::read::<u8>(d.join("x86/fc.npy")).unwrap();
     assert_eq!(got, want);
+    // On every GPU backend, with every value cross-checked against the CPU reference.
+    if gpu_required() || has_gpu() {
+        for backend in gpu_backends() {
+            let out = run_ok(
+                squint()
+                    .args([
+                        "run",
+                        "--device",
+                        "gpu",
+                        "--cross-check",
+                        "--backend",
+                        &backend,
+                    ])
+                    .arg("--model")
+                    .arg(&q)
+                    .arg("--input")
+                    .arg(d.join("input.npy"))
+                    .arg("--out")
+                    .arg(&y)
+                    .arg("--out-ints")
+                    .arg(&yi),
+            );
+            assert!(out.contains("0 ints differ, bit-exact"), "{backend}: {out}");
+            assert_eq!(squint::io::npy::read::<u8>(&yi).unwrap(), want, "{backend}");
+        }
+    }
     assert_eq!(squint::io::npy::read::<f32>(&y).unwrap().dims, [2, 10]);
     // An ONNX model with --weights is refused, and nothing is written.
     let bad = tmp.path().join("bad.q.safetensors");
@@ -321,7 +347,7 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
     let out = run_ok(
         squint()
-            .args(["bench", "--json", "--runs", "1", "--model"])
+            .args(["bench", "--json", "--no-gpu", "--runs", "1", "--model"])
             .arg(d.join("model_bn.onnx"))
             .arg("--input")
             .arg(d.join("input.npy"))

@@ -34,3 +34,13 @@ fn calibrated_int8_keeps_the_float_accuracy_and_uncalibrated_int8_loses_it() {
         );
     }
 }
+
+#[test]
+fn the_digits_model_on_every_gpu_equals_the_cpu_reference_at_every_value() {
+    for ctx in squint::gpu::testing::contexts() {
+        let name = ctx.adapter_report().summary();
+        let (total, differ) = digits::gpu_check(QConfig::x86(), ctx).unwrap();
+        assert!(total > 100_000, "{total}");
+        assert_eq!(differ, 0, "{name}: {differ} of {total} values differ");
+    }
+}

@@ -10,7 +10,9 @@
 use serde_json::Value;
 use squint::cpu::reference::CpuCapability;
 use squint::io::{npy, onnx};
-use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, QNode, ReferenceBackend};
+use squint::pipeline::qgraph::{
+    FastCpuBackend, GpuBackend, PreparedGraph, QNode, ReferenceBackend,
+};
 use squint::pipeline::{ConvertOptions, QConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,8 +61,18 @@ fn check_pinned(model: &str, engine: &str) -> usize {
         .run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))
         .unwrap();
     // The fast CPU path gives the same ints at every value.
-    let fast = q.run(&mut FastCpuBackend::new(&q), &[x]).unwrap();
+    let fast = q
+        .run(&mut FastCpuBackend::new(&q), std::slice::from_ref(&x))
+        .unwrap();
     assert_eq!(fast.values, run.values, "{model}/{engine}: fast CPU path");
+    // And every GPU adapter.
+    for ctx in squint::gpu::testing::contexts() {
+        let name = ctx.adapter_report().summary();
+        let gpu = q
+            .run(&mut GpuBackend::new(ctx, &q), std::slice::from_ref(&x))
+            .unwrap();
+        assert_eq!(gpu.values, run.values, "{model}/{engine}: {name}");
+    }
     let mut compared = 0;
     for p in pts {
         let name = p["name"].as_str().unwrap();

@@ -350,16 +350,17 @@ pub struct GraphBenchResult {
     pub ms: f64,
 }
 
-/// Whole-model latency of `graph` on `input`: float on the CPU, int8 on the CPU reference and
-/// the fast CPU path, after calibrating on `calib` with `qconfig`.
+/// Whole-model latency of `graph` on `input`: float on the CPU, int8 on the CPU reference, the
+/// fast CPU path and (with `gpu`) a GPU, after calibrating on `calib` with `qconfig`.
 pub fn run_graph_bench(
     graph: squint::graph::Graph,
     input: &Tensor<f32>,
     calib: &[Tensor<f32>],
     qconfig: squint::pipeline::QConfig,
     runs: usize,
+    gpu: Option<&DeviceOptions>,
 ) -> Result<Vec<GraphBenchResult>> {
-    use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, ReferenceBackend};
+    use squint::pipeline::qgraph::{FastCpuBackend, GpuBackend, PreparedGraph, ReferenceBackend};
     let x = std::slice::from_ref(input);
     let mut out = vec![GraphBenchResult {
         path: "float32 cpu".into(),
@@ -380,5 +381,16 @@ pub fn run_graph_bench(
         path: "int8 cpu-fast".into(),
         ms: median_ms(runs, || q.run(&mut FastCpuBackend::new(&q), x).map(|_| ()))?,
     });
+    if let Some(opts) = gpu {
+        let ctx = GpuContext::open(opts)?;
+        let path = format!("int8 gpu ({})", ctx.adapter_report().summary());
+        let mut backend = GpuBackend::new(ctx, &q);
+        // One untimed run compiles the pipelines.
+        q.run(&mut backend, x)?;
+        out.push(GraphBenchResult {
+            path,
+            ms: median_ms(runs, || q.run(&mut backend, x).map(|_| ()))?,
+        });
+    }
     Ok(out)
 }

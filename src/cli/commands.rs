@@ -7,7 +7,9 @@ use squint::error::Result;
 use squint::gpu::{self, BackendChoice, DeviceOptions};
 use squint::io::npy;
 use squint::observers::{Observer, ObserverConfig, ObserverKind, PerChannelMinMaxObserver};
-use squint::pipeline::qgraph::{FastCpuBackend, PreparedGraph, QuantizedGraph, ReferenceBackend};
+use squint::pipeline::qgraph::{
+    FastCpuBackend, GpuBackend, PreparedGraph, QuantizedGraph, ReferenceBackend,
+};
 use squint::pipeline::{
     diagnostics, histograms, ConvertOptions, Model, PreparedModel, QConfig, QuantizedModel,
 };
@@ -425,23 +427,49 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
 fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
     let q = QuantizedGraph::load(&a.model)?;
     let x = npy::read::<f32>(&a.input)?;
-    if a.cross_check {
-        return Err(squint::Error::InvalidParameter(
-            "--cross-check is not available for graph models yet".into(),
-        ));
-    }
     let (run, device) = match a.device {
         DeviceKind::Cpu => (
-            q.run(&mut ReferenceBackend::new(&q), &[x])?,
-            "cpu-reference",
+            q.run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))?,
+            "cpu-reference".to_string(),
         ),
-        DeviceKind::CpuFast => (q.run(&mut FastCpuBackend::new(&q), &[x])?, "cpu-fast"),
+        DeviceKind::CpuFast => (
+            q.run(&mut FastCpuBackend::new(&q), std::slice::from_ref(&x))?,
+            "cpu-fast".to_string(),
+        ),
         DeviceKind::Gpu => {
-            return Err(squint::Error::InvalidParameter(
-                "graph models run on the CPU only yet: use --device cpu".into(),
-            ))
+            let ctx = squint::gpu::GpuContext::open(&a.gpu.options())?;
+            let name = ctx.adapter_report().summary();
+            (
+                q.run(&mut GpuBackend::new(ctx, &q), std::slice::from_ref(&x))?,
+                name,
+            )
         }
     };
+    if a.cross_check {
+        // Every value of the graph against the CPU reference, bit for bit.
+        let want = q.run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))?;
+        let mut first = None;
+        let mut differ_total = 0;
+        for (i, (g, c)) in run.values.iter().zip(&want.values).enumerate() {
+            let differ = g.data.iter().zip(&c.data).filter(|(a, b)| a != b).count()
+                + g.data.len().abs_diff(c.data.len());
+            differ_total += differ;
+            if differ > 0 && first.is_none() {
+                first = Some(q.graph().values()[i].name.clone());
+            }
+        }
+        println!(
+            "cross-check {device} vs cpu-reference: {} values, {differ_total} ints differ{}",
+            run.values.len(),
+            if differ_total == 0 { ", bit-exact" } else { "" }
+        );
+        if let Some(name) = first {
+            eprintln!(
+                "error: cross-check failed: {device} differs from the CPU reference first at '{name}'; nothing written"
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
     let out = &run.outputs[0];
     let out_id = q.graph().outputs()[0];
     let ints = &run.values[out_id.0];
@@ -588,12 +616,14 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
             load_batches(&a.calib)?
         };
         let graph = squint::io::onnx::load(model)?;
+        let gpu = (!a.no_gpu).then(|| a.gpu.options());
         let results = bench::run_graph_bench(
             graph,
             &x,
             &calib,
             QConfig::preset(&a.qconfig)?,
             a.runs.max(1),
+            gpu.as_ref(),
         )?;
         if a.json {
             println!(

@@ -95,7 +95,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_gpu: bool,
     /// Benchmark a whole ONNX model instead of the conv shapes: float vs int8 (CPU reference,
-    /// fast CPU path) latency of one forward pass. Needs --input; calibrates on --calib (or the
+    /// fast CPU path, GPU unless --no-gpu) latency of one forward pass. Needs --input; calibrates on --calib (or the
     /// input).
     #[arg(long)]
     pub model: Option<PathBuf>,

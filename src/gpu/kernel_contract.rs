@@ -11,6 +11,9 @@ fn all_kernels() -> Vec<Kernel> {
         Kernel::Dequantize,
         Kernel::Requantize,
         Kernel::SoftFloatTest,
+        Kernel::GraphLut,
+        Kernel::GraphAdd,
+        Kernel::GraphPool,
     ];
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
@@ -30,7 +33,10 @@ fn all_kernels() -> Vec<Kernel> {
             | Kernel::ConvPack { .. }
             | Kernel::ConvGemm(_)
             | Kernel::ConvDw { .. }
-            | Kernel::SoftFloatTest => {}
+            | Kernel::SoftFloatTest
+            | Kernel::GraphLut
+            | Kernel::GraphAdd
+            | Kernel::GraphPool => {}
         }
     }
     all
@@ -412,6 +418,38 @@ fn rust_uniform(kernel: Kernel) -> Layout {
         Kernel::SoftFloatTest => rust_layout!(TestParams {
             item_begin,
             item_count,
+            _pad,
+        }),
+        Kernel::GraphLut => rust_layout!(GraphLutParams {
+            total,
+            out_block,
+            n_inputs,
+            _pad,
+        }),
+        Kernel::GraphAdd => rust_layout!(GraphAddParams { total, split, _pad }),
+        Kernel::GraphPool => rust_layout!(GraphPoolParams {
+            total,
+            h,
+            w,
+            ho,
+            wo,
+            mode,
+            signed_bytes,
+            clamp_taps,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            tap_zp,
+            float_add,
+            add_f32,
+            post_add,
+            out_min,
+            out_max,
             _pad,
         }),
     }

@@ -34,6 +34,9 @@ const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
 const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
 const CONV_DW: ShaderFile = shader!("conv2d_dw.wgsl");
 const SOFTFLOAT_TEST: ShaderFile = shader!("softfloat_test.wgsl");
+const GRAPH_LUT: ShaderFile = shader!("graph_lut.wgsl");
+const GRAPH_ADD: ShaderFile = shader!("graph_add.wgsl");
+const GRAPH_POOL: ShaderFile = shader!("graph_pool.wgsl");
 
 /// Workgroup size of the element-wise kernels (`@workgroup_size(64)`).
 pub(crate) const WORKGROUP: u64 = 64;
@@ -83,6 +86,12 @@ pub(crate) enum Kernel {
     /// Only the unit tests dispatch it.
     #[cfg_attr(not(test), allow(dead_code))]
     SoftFloatTest,
+    /// Gather through per-input byte tables (concat, ReLU, clamp).
+    GraphLut,
+    /// Elementwise binary op through 256x256 byte tables (add).
+    GraphAdd,
+    /// Max and average pooling.
+    GraphPool,
 }
 
 /// How a binding is used.
@@ -213,6 +222,9 @@ impl Kernel {
             Kernel::ConvGemm(_) => "squint conv2d_gemm",
             Kernel::ConvDw { .. } => "squint conv2d_dw",
             Kernel::SoftFloatTest => "squint softfloat_test",
+            Kernel::GraphLut => "squint graph_lut",
+            Kernel::GraphAdd => "squint graph_add",
+            Kernel::GraphPool => "squint graph_pool",
         }
     }
 
@@ -220,7 +232,13 @@ impl Kernel {
     pub(crate) fn flags(self) -> Vec<&'static str> {
         let mut flags = Vec::new();
         match self {
-            Kernel::Quantize | Kernel::Dequantize | Kernel::Requantize | Kernel::SoftFloatTest => {}
+            Kernel::Quantize
+            | Kernel::Dequantize
+            | Kernel::Requantize
+            | Kernel::SoftFloatTest
+            | Kernel::GraphLut
+            | Kernel::GraphAdd
+            | Kernel::GraphPool => {}
             Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
@@ -253,6 +271,9 @@ impl Kernel {
             Kernel::ConvGemm(_) => &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM],
             Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
+            Kernel::GraphLut => &[COMMON, GRAPH_LUT],
+            Kernel::GraphAdd => &[COMMON, GRAPH_ADD],
+            Kernel::GraphPool => &[COMMON, GRAPH_POOL],
         }
     }
 
@@ -276,7 +297,10 @@ impl Kernel {
             }
             Kernel::ConvPack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
-            Kernel::Requantize => &[Uniform, Read, Read, Write],
+            Kernel::Requantize | Kernel::GraphLut | Kernel::GraphPool => {
+                &[Uniform, Read, Read, Write]
+            }
+            Kernel::GraphAdd => &[Uniform, Read, Read, Read, Write],
             Kernel::ConvGemm(GemmVariant { xtex: false, .. }) | Kernel::ConvDw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
@@ -581,6 +605,84 @@ pub(crate) struct TestParams {
     pub item_begin: u32,
     /// Work items in this dispatch.
     pub item_count: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// Uniform of `graph_lut.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct GraphLutParams {
+    /// Output elements.
+    pub total: u32,
+    /// Output elements per outer index (the inputs' blocks together).
+    pub out_block: u32,
+    /// Number of inputs (each with a record and a table).
+    pub n_inputs: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: u32,
+}
+
+/// Uniform of `graph_add.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct GraphAddParams {
+    /// Elements.
+    pub total: u32,
+    /// First element that uses table 1 (elements below use table 0).
+    pub split: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// Uniform of `graph_pool.wgsl` (see the shader for the meaning of each field).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct GraphPoolParams {
+    /// Output elements.
+    pub total: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output height.
+    pub ho: u32,
+    /// Output width.
+    pub wo: u32,
+    /// 0: max, 1: average.
+    pub mode: u32,
+    /// The stored bytes are qint8 (else quint8).
+    pub signed_bytes: u32,
+    /// Max: clamp taps into the input (QNNPACK) instead of skipping them.
+    pub clamp_taps: u32,
+    /// Max: kernel height.
+    pub kh: u32,
+    /// Max: kernel width.
+    pub kw: u32,
+    /// Max: stride (rows).
+    pub sh: u32,
+    /// Max: stride (columns).
+    pub sw: u32,
+    /// Max: padding (rows).
+    pub ph: u32,
+    /// Max: padding (columns).
+    pub pw: u32,
+    /// Max: dilation (rows).
+    pub dh: u32,
+    /// Max: dilation (columns).
+    pub dw: u32,
+    /// Average: subtracted from the sum once per tap.
+    pub tap_zp: i32,
+    /// Average: add `add_f32` in float before rounding.
+    pub float_add: u32,
+    /// Average: f32 bits added before rounding when `float_add`.
+    pub add_f32: u32,
+    /// Average: added after rounding.
+    pub post_add: i32,
+    /// Average: output clamp, lower bound.
+    pub out_min: i32,
+    /// Average: output clamp, upper bound.
+    pub out_max: i32,
     /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
 }

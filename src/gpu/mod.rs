@@ -44,6 +44,10 @@
 //! * `buffers.rs`: [`GpuTensor`], [`GpuF32Tensor`], uploads, read-backs, binding windows and
 //!   dispatch recording.
 //! * `ops.rs`: quantize, dequantize, requantize and [`GpuConv2d`] (weight packing, encoding).
+//! * `graph_ops.rs`: the byte-level ops of graph models ([`GpuContext::concat_bytes`],
+//!   [`GpuContext::map_bytes`], [`GpuContext::binary_bytes`], [`GpuContext::max_pool2d_bytes`],
+//!   [`GpuContext::avg_pool2d_bytes`]; kernels `graph_lut.wgsl`, `graph_add.wgsl`,
+//!   `graph_pool.wgsl`): byte tables computed on the host, integer-emulated f32 for averages.
 //! * `conv_plan.rs` (tests in `conv_plan_tests.rs`): the conv's integer geometry and the byte
 //!   ranges of its dispatches (pure, CPU-tested).
 //! * `split.rs`: the split limits and the planner that cuts work into fitting dispatches (pure).
@@ -65,6 +69,7 @@ mod buffers;
 mod context;
 mod conv_plan;
 mod gate;
+mod graph_ops;
 mod kernels;
 mod ops;
 mod pipelines;
@@ -76,6 +81,7 @@ pub mod testing;
 pub use adapter::{list_adapters, AdapterReport, BackendChoice, DeviceOptions};
 pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use context::{open_all, GpuContext};
+pub use graph_ops::{AvgPoolPlan, LutInput};
 pub use ops::{conv2d_quantized, GpuConv2d};
 #[doc(hidden)]
 pub use pipelines::{DotChoice, InputChoice, KernelOptions, StagingChoice};

@@ -6,6 +6,7 @@
 //! * [`backend`]: the per-op interface ([`QBackend`]) a device implements; the run loop calls one
 //!   method per node and never looks at the device. [`ReferenceBackend`] is the specification
 //!   ([`crate::cpu::reference`]).
+//! * [`gpu`]: [`GpuBackend`], the same ops on a [`crate::gpu::GpuContext`], bit for bit.
 //!
 //! ```
 //! use squint::graph::{Activation, Conv2dOp, GraphBuilder, Op, Pool2dParams};
@@ -38,11 +39,13 @@
 
 pub mod backend;
 mod format;
+pub mod gpu;
 pub mod prepare;
 #[cfg(test)]
 mod tests;
 
 pub use backend::{FastCpuBackend, QBackend, QTensor, ReferenceBackend};
+pub use gpu::GpuBackend;
 pub use prepare::{has_observer, PreparedGraph};
 
 use super::convert::ConvertOptions;

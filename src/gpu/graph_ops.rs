@@ -1,0 +1,444 @@
+//! Byte-level GPU ops for graph models: gather through byte tables (concatenation, ReLU,
+//! clamp), binary byte tables (add), max and average pooling.
+//!
+//! The kernels know nothing of models or engines: they take stored bytes, dims and integer
+//! constants (byte tables, window rectangles, f32 bit patterns). Every op uploads its inputs,
+//! runs one dispatch and reads the output back. No float arithmetic runs on the GPU: the byte
+//! tables are computed on the host with the CPU formula, and the average pool's float steps
+//! use the integer-emulated binary32 of `shaders/common.wgsl`.
+//!
+//! Work whose buffers exceed the device's storage binding limit is cut on the host into
+//! pieces that fit (element ranges, outer indices of a concatenation, planes of a pool), each
+//! its own dispatch; only a piece that cannot be cut further and does not fit (one pooled
+//! plane, the add's two 64 KiB tables) gives [`Error::DeviceLimit`].
+
+use super::buffers::{groups_for, read_back, record, Dispatch, Res, Slot, STORAGE_USAGE};
+use super::context::GpuContext;
+use super::kernels::{GraphAddParams, GraphLutParams, GraphPoolParams, Kernel};
+use crate::cpu::reference::pool::Pool2dParams;
+use crate::error::{Error, Result};
+use crate::quant::QDtype;
+
+/// One input of [`GpuContext::concat_bytes`]: its stored bytes, its elements per outer index,
+/// and the table its bytes go through.
+#[derive(Debug, Clone, Copy)]
+pub struct LutInput<'a> {
+    /// Stored bytes, `outer * block` of them.
+    pub data: &'a [u8],
+    /// Elements per outer index (the input's size along the axis times the inner size).
+    pub block: usize,
+    /// Output byte of each stored input byte.
+    pub table: &'a [u8; 256],
+}
+
+/// The windows and constants of [`GpuContext::avg_pool2d_bytes`]. With `s` the sum of the
+/// stored ints of the window (rows `rows[oy]`, columns `cols[ox]`, half-open, inside the
+/// input) and `n` its size, the output is
+/// `clamp(rne(f32(f32(s - n * tap_zp) * multipliers[oy * wo + ox]) [+ add]) + post_add, clamp)`
+/// with every float step rounded to nearest even in binary32, `[+ add]` an f32 addition when
+/// `add` is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AvgPoolPlan {
+    /// Row range `[start, end)` of each output row.
+    pub rows: Vec<[u32; 2]>,
+    /// Column range `[start, end)` of each output column.
+    pub cols: Vec<[u32; 2]>,
+    /// The f32 multiplier of each output position, row-major.
+    pub multipliers: Vec<f32>,
+    /// Subtracted from the sum once per tap.
+    pub tap_zp: i32,
+    /// Added in float before rounding.
+    pub add: Option<f32>,
+    /// Added after rounding.
+    pub post_add: i32,
+    /// Output clamp `[min, max]` (inclusive).
+    pub clamp: [i32; 2],
+}
+
+fn pack_bytes(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    v.resize(b.len().div_ceil(4).max(1) * 4, 0);
+    v
+}
+
+fn to_u32(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        Error::DeviceLimit(format!(
+            "{what}: {n} exceeds the 2^32 indices of squint's kernels"
+        ))
+    })
+}
+
+impl GpuContext {
+    /// Uploads `inputs` (bytes or words), runs `kernel` once over `out_len` output bytes (one
+    /// invocation per output word) and reads the output back.
+    fn run_bytes<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        what: &str,
+        params: &P,
+        inputs: &[&[u8]],
+        out_len: usize,
+    ) -> Result<Vec<u8>> {
+        let ctx = &self.enter()?;
+        let split = ctx.split();
+        let out_bytes = (out_len.div_ceil(4).max(1) * 4) as u64;
+        let padded: Vec<Vec<u8>> = inputs.iter().map(|b| pack_bytes(b)).collect();
+        for len in padded.iter().map(|b| b.len() as u64).chain([out_bytes]) {
+            if len > split.max_binding {
+                return Err(Error::DeviceLimit(format!(
+                    "{what}: a buffer of {len} bytes exceeds the device's storage binding limit \
+                     of {} bytes",
+                    split.max_binding
+                )));
+            }
+        }
+        let bufs = ctx.scoped(&format!("{what}: uploading"), || {
+            padded
+                .iter()
+                .map(|b| ctx.pooled_buffer_init(b, "squint graph op input"))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let out = ctx.encode(what, |enc, _| {
+            let pipe = ctx.pipeline(kernel, &[])?;
+            let out = ctx.pooled_buffer(out_bytes, STORAGE_USAGE, "squint graph op output")?;
+            let mut res: Vec<Res<'_>> = bufs
+                .iter()
+                .zip(&padded)
+                .map(|(b, p)| Res::Buf(Slot::new(split, b, 0, p.len() as u64)))
+                .collect();
+            res.push(Res::Buf(Slot::new(split, &out, 0, out_bytes)));
+            let list = vec![Dispatch::new(&pipe, params, res, groups_for(out_bytes / 4))];
+            record(ctx, enc, &list, None)?;
+            drop(list);
+            Ok(out)
+        })?;
+        let mut bytes = read_back(ctx, &out, out_bytes)?;
+        bytes.truncate(out_len);
+        Ok(bytes)
+    }
+
+    /// The largest piece (bytes, a multiple of 4) one binding takes.
+    fn piece_bytes(&self) -> usize {
+        (self.split().max_binding.min(usize::MAX as u64) as usize / 4 * 4).max(4)
+    }
+
+    /// Maps every byte of `x` through `table`: `y[i] = table[x[i]]`.
+    pub fn map_bytes(&self, x: &[u8], table: &[u8; 256]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(x.len());
+        for piece in x.chunks(self.piece_bytes()) {
+            let input = LutInput {
+                data: piece,
+                block: piece.len(),
+                table,
+            };
+            out.extend(self.concat_once(&[input], 1)?);
+        }
+        Ok(out)
+    }
+
+    /// Concatenates `inputs` block by block: for each of the `outer` outer indices, input 0's
+    /// block of elements, then input 1's, ..., each byte mapped through its input's table.
+    pub fn concat_bytes(&self, inputs: &[LutInput<'_>], outer: usize) -> Result<Vec<u8>> {
+        if inputs.is_empty() {
+            return Err(Error::Shape("concat: no inputs".into()));
+        }
+        for (i, x) in inputs.iter().enumerate() {
+            if x.data.len() != outer.saturating_mul(x.block) {
+                return Err(Error::Shape(format!(
+                    "concat: input {i} has {} bytes, {outer} blocks of {} need {}",
+                    x.data.len(),
+                    x.block,
+                    outer.saturating_mul(x.block)
+                )));
+            }
+        }
+        let row: usize = inputs.iter().map(|x| x.block).sum();
+        let meta = inputs.len() * 68 * 4;
+        let piece = self.piece_bytes();
+        if row == 0 || outer == 0 {
+            return Ok(Vec::new());
+        }
+        if row <= piece && meta <= piece {
+            // Whole outer indices per dispatch.
+            let rows = piece / row;
+            let mut out = Vec::with_capacity(outer * row);
+            for o0 in (0..outer).step_by(rows) {
+                let o1 = (o0 + rows).min(outer);
+                let sub: Vec<LutInput<'_>> = inputs
+                    .iter()
+                    .map(|x| LutInput {
+                        data: &x.data[o0 * x.block..o1 * x.block],
+                        ..*x
+                    })
+                    .collect();
+                out.extend(self.concat_once(&sub, o1 - o0)?);
+            }
+            return Ok(out);
+        }
+        // One outer index does not fit: map each input's block on its own.
+        let mut out = Vec::with_capacity(outer * row);
+        for o in 0..outer {
+            for x in inputs {
+                out.extend(self.map_bytes(&x.data[o * x.block..(o + 1) * x.block], x.table)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`GpuContext::concat_bytes`] as one dispatch.
+    fn concat_once(&self, inputs: &[LutInput<'_>], outer: usize) -> Result<Vec<u8>> {
+        let mut meta: Vec<u32> = Vec::with_capacity(inputs.len() * 68);
+        let mut data = Vec::new();
+        let mut cum = 0usize;
+        for (i, x) in inputs.iter().enumerate() {
+            if x.data.len() != outer * x.block {
+                return Err(Error::Shape(format!(
+                    "concat: input {i} has {} bytes, {outer} blocks of {} need {}",
+                    x.data.len(),
+                    x.block,
+                    outer * x.block
+                )));
+            }
+            meta.extend([
+                to_u32(data.len(), "concat input bytes")?,
+                to_u32(x.block, "concat block")?,
+                to_u32(cum, "concat block")?,
+                0,
+            ]);
+            data.extend_from_slice(x.data);
+            cum += x.block;
+        }
+        for x in inputs {
+            meta.extend(
+                x.table
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        let total = outer * cum;
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let p = GraphLutParams {
+            total: to_u32(total, "concat output")?,
+            out_block: to_u32(cum, "concat block")?,
+            n_inputs: to_u32(inputs.len(), "concat inputs")?,
+            _pad: 0,
+        };
+        self.run_bytes(
+            Kernel::GraphLut,
+            "concat",
+            &p,
+            &[bytemuck::cast_slice(&meta), &data],
+            total,
+        )
+    }
+
+    /// Elementwise `y[i] = tables[t][a[i] * 256 + b[i]]` with `t = 0` for `i < split`, else 1.
+    /// `tables` holds two tables of 65536 bytes.
+    pub fn binary_bytes(&self, a: &[u8], b: &[u8], tables: &[u8], split: usize) -> Result<Vec<u8>> {
+        if a.len() != b.len() {
+            return Err(Error::Shape(format!(
+                "binary op: inputs have {} and {} elements",
+                a.len(),
+                b.len()
+            )));
+        }
+        if tables.len() != 2 << 16 {
+            return Err(Error::InvalidParameter(format!(
+                "binary op: expected two tables of 65536 bytes, got {} bytes",
+                tables.len()
+            )));
+        }
+        let piece = self.piece_bytes();
+        let mut out = Vec::with_capacity(a.len());
+        for begin in (0..a.len()).step_by(piece) {
+            let end = (begin + piece).min(a.len());
+            let p = GraphAddParams {
+                total: to_u32(end - begin, "binary op")?,
+                split: to_u32(split.clamp(begin, end) - begin, "binary op")?,
+                _pad: [0; 2],
+            };
+            let (a, b) = (&a[begin..end], &b[begin..end]);
+            out.extend(self.run_bytes(
+                Kernel::GraphAdd,
+                "add",
+                &p,
+                &[tables, a, b],
+                end - begin,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Max pooling of NCHW stored bytes `x` (`dims`, `dtype`) with window `p`: taps outside
+    /// the input are skipped, or clamped into it when `clamp_taps` (QNNPACK). Fails when some
+    /// output has no tap inside the input.
+    pub fn max_pool2d_bytes(
+        &self,
+        x: &[u8],
+        dims: [usize; 4],
+        dtype: QDtype,
+        p: &Pool2dParams,
+        clamp_taps: bool,
+    ) -> Result<Vec<u8>> {
+        let [n, c, h, w] = dims;
+        check_len(x, dims)?;
+        let [ho, wo] = p.output_size(h, w)?;
+        if !clamp_taps {
+            let has_tap = |o: usize, i: usize, size: usize| {
+                (0..p.kernel[i]).any(|k| {
+                    let v = (o * p.stride[i] + k * p.dilation[i]) as i64 - p.padding[i] as i64;
+                    v >= 0 && v < size as i64
+                })
+            };
+            let bad_y = (0..ho).find(|&o| !has_tap(o, 0, h));
+            let bad_x = (0..wo).find(|&o| !has_tap(o, 1, w));
+            if let (Some(oy), _) | (_, Some(oy)) = (bad_y, bad_x) {
+                return Err(Error::InvalidParameter(format!(
+                    "max_pool2d: output row or column {oy} has no tap inside the {h}x{w} input"
+                )));
+            }
+        }
+        let total = n * c * ho * wo;
+        let u = |v: usize| to_u32(v, "max_pool2d");
+        let params = GraphPoolParams {
+            total: u(total)?,
+            h: u(h)?,
+            w: u(w)?,
+            ho: u(ho)?,
+            wo: u(wo)?,
+            mode: 0,
+            signed_bytes: (dtype == QDtype::QInt8) as u32,
+            clamp_taps: clamp_taps as u32,
+            kh: u(p.kernel[0])?,
+            kw: u(p.kernel[1])?,
+            sh: u(p.stride[0])?,
+            sw: u(p.stride[1])?,
+            ph: u(p.padding[0])?,
+            pw: u(p.padding[1])?,
+            dh: u(p.dilation[0])?,
+            dw: u(p.dilation[1])?,
+            ..Default::default()
+        };
+        // Coordinates are i32 in the kernel.
+        let reach = |i: usize| (ho.max(wo)) * p.stride[i] + p.kernel[i] * p.dilation[i];
+        if reach(0).max(reach(1)) > i32::MAX as usize || x.len() > u32::MAX as usize {
+            return Err(Error::DeviceLimit(
+                "max_pool2d: coordinates exceed the kernel's 32-bit indices".into(),
+            ));
+        }
+        self.pool_pieces("max_pool2d", x, dims, [ho, wo], params, &[0; 4])
+    }
+
+    /// Runs the pool kernel over as many whole planes per dispatch as the binding limit takes.
+    fn pool_pieces(
+        &self,
+        what: &str,
+        x: &[u8],
+        dims: [usize; 4],
+        out_hw: [usize; 2],
+        mut params: GraphPoolParams,
+        tab: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (plane_in, plane_out) = (dims[2] * dims[3], out_hw[0] * out_hw[1]);
+        let planes = dims[0] * dims[1];
+        let piece = self.piece_bytes();
+        let per = (piece / plane_in).min(piece / plane_out);
+        if per == 0 {
+            return Err(Error::DeviceLimit(format!(
+                "{what}: one {}x{} plane exceeds the device's storage binding limit of {} bytes",
+                dims[2],
+                dims[3],
+                self.split().max_binding
+            )));
+        }
+        let mut out = Vec::with_capacity(planes * plane_out);
+        for p0 in (0..planes).step_by(per) {
+            let p1 = (p0 + per).min(planes);
+            let total = (p1 - p0) * plane_out;
+            params.total = to_u32(total, what)?;
+            let xs = &x[p0 * plane_in..p1 * plane_in];
+            out.extend(self.run_bytes(Kernel::GraphPool, what, &params, &[tab, xs], total)?);
+        }
+        Ok(out)
+    }
+
+    /// Average pooling of NCHW stored bytes `x` (`dims`, `dtype`) as `plan` describes (see
+    /// [`AvgPoolPlan`]).
+    pub fn avg_pool2d_bytes(
+        &self,
+        x: &[u8],
+        dims: [usize; 4],
+        dtype: QDtype,
+        plan: &AvgPoolPlan,
+    ) -> Result<Vec<u8>> {
+        let [n, c, h, w] = dims;
+        check_len(x, dims)?;
+        let (ho, wo) = (plan.rows.len(), plan.cols.len());
+        if ho == 0 || wo == 0 || plan.multipliers.len() != ho * wo {
+            return Err(Error::Shape(format!(
+                "avg_pool2d: {} rows, {} columns and {} multipliers do not form a plan",
+                ho,
+                wo,
+                plan.multipliers.len()
+            )));
+        }
+        let fits = |r: &[u32; 2], size: usize| r[0] < r[1] && r[1] as usize <= size;
+        if !plan.rows.iter().all(|r| fits(r, h)) || !plan.cols.iter().all(|r| fits(r, w)) {
+            return Err(Error::InvalidParameter(format!(
+                "avg_pool2d: a window is empty or leaves the {h}x{w} input"
+            )));
+        }
+        // The kernel sums in i32: |q - tap_zp| <= 255 + |tap_zp| per tap.
+        let max_rows = plan.rows.iter().map(|r| (r[1] - r[0]) as u64).max();
+        let max_cols = plan.cols.iter().map(|r| (r[1] - r[0]) as u64).max();
+        let taps = max_rows.unwrap_or(0) * max_cols.unwrap_or(0);
+        if taps * (255 + plan.tap_zp.unsigned_abs() as u64) > i32::MAX as u64 {
+            return Err(Error::DeviceLimit(format!(
+                "avg_pool2d: windows of {taps} taps may overflow the kernel's 32-bit sums"
+            )));
+        }
+        let mut tab: Vec<u32> = Vec::with_capacity(2 * (ho + wo) + ho * wo);
+        tab.extend(plan.rows.iter().flatten());
+        tab.extend(plan.cols.iter().flatten());
+        tab.extend(plan.multipliers.iter().map(|m| m.to_bits()));
+        let total = n * c * ho * wo;
+        let u = |v: usize| to_u32(v, "avg_pool2d");
+        let params = GraphPoolParams {
+            total: u(total)?,
+            h: u(h)?,
+            w: u(w)?,
+            ho: u(ho)?,
+            wo: u(wo)?,
+            mode: 1,
+            signed_bytes: (dtype == QDtype::QInt8) as u32,
+            tap_zp: plan.tap_zp,
+            float_add: plan.add.is_some() as u32,
+            add_f32: plan.add.unwrap_or(0.0).to_bits(),
+            post_add: plan.post_add,
+            out_min: plan.clamp[0],
+            out_max: plan.clamp[1],
+            ..Default::default()
+        };
+        if x.len() > u32::MAX as usize {
+            return Err(Error::DeviceLimit(
+                "avg_pool2d: the input exceeds the kernel's 32-bit indices".into(),
+            ));
+        }
+        let tab = bytemuck::cast_slice(&tab);
+        self.pool_pieces("avg_pool2d", x, dims, [ho, wo], params, tab)
+    }
+}
+
+fn check_len(x: &[u8], dims: [usize; 4]) -> Result<()> {
+    let n = super::buffers::check_dims(dims, "pooling input")?;
+    if x.len() != n {
+        return Err(Error::Shape(format!(
+            "pooling: {} bytes do not form the shape {dims:?}",
+            x.len()
+        )));
+    }
+    Ok(())
+}

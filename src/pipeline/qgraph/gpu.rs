@@ -1,0 +1,613 @@
+//! [`GpuBackend`]: the int8 ops of a [`QuantizedGraph`] on a [`GpuContext`], bit for bit
+//! equal to [`ReferenceBackend`](super::ReferenceBackend).
+//!
+//! * conv2d: [`crate::gpu::conv2d_quantized`] with the conv's weights and epilogue.
+//! * linear: the same GPU conv, 1x1 on `[rows, in, 1, 1]`, with the epilogue the reference
+//!   builds (`Epilogue::new` with the engine's formula): the reference linear *is* that conv.
+//! * relu, clip, concat, add: every output byte is a function of the stored input byte(s)
+//!   only (for add, also of ATen's vector/scalar split on the x86 engine). The host evaluates
+//!   the reference op on all 256 bytes (all 65536 byte pairs for add, once per path) and the
+//!   GPU gathers through those tables ([`GpuContext::concat_bytes`],
+//!   [`GpuContext::binary_bytes`]): the same technique as squint's GPU dequantize, exact by
+//!   construction, including the reference's validation errors.
+//! * max pool: integer max on the GPU, with QNNPACK's clamped taps or the generic kernel's
+//!   skipped ones.
+//! * avg pool and adaptive avg pool: integer window sums on the GPU, then the engine's float
+//!   formula in integer-emulated binary32 (`shaders/graph_pool.wgsl`); the host computes each
+//!   output position's window and f32 multiplier with the reference's expressions.
+//!
+//! Costs: [`QBackend`] hands bytes in and out, so every op uploads its inputs and reads its
+//! output back (one round trip per node), and a conv or linear packs and uploads its weights
+//! on every call (no layer cache: a conv's name does not identify its weights across graphs).
+//! The add's tables cost 65536 reference evaluations per path and call on the host.
+
+use super::backend::{QBackend, QTensor};
+use super::{QLinear, QuantizedGraph};
+use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
+use crate::cpu::reference::{self as r, CpuCapability, QEngine};
+use crate::error::{Error, Result};
+use crate::gpu::{AvgPoolPlan, GpuContext, LutInput};
+use crate::pipeline::QConv;
+use crate::quant::{Epilogue, QDtype, QParams};
+use crate::shape::{ConvParams, ConvShape};
+
+/// Runs a [`QuantizedGraph`]'s int8 ops on a GPU (see the module docs).
+#[derive(Debug, Clone)]
+pub struct GpuBackend {
+    ctx: GpuContext,
+    engine: QEngine,
+    isa: CpuCapability,
+}
+
+/// Every stored byte, in order.
+fn all_bytes() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+fn table(v: Vec<u8>) -> Result<[u8; 256]> {
+    <[u8; 256]>::try_from(v.as_slice())
+        .map_err(|_| Error::Gpu("a byte table does not have 256 entries".into()))
+}
+
+fn dims4(x: &QTensor) -> Result<[usize; 4]> {
+    <[usize; 4]>::try_from(x.dims.as_slice())
+        .map_err(|_| Error::Shape(format!("expected a 4-D tensor, got {:?}", x.dims)))
+}
+
+fn check_pool_input(x: &QTensor) -> Result<[usize; 4]> {
+    let d = dims4(x)?;
+    if d.contains(&0) {
+        return Err(Error::Shape(format!(
+            "pooling input {d:?} has a zero-sized dimension"
+        )));
+    }
+    if x.data.len() != d.iter().product::<usize>() {
+        return Err(Error::Shape(format!(
+            "pooling input has {} bytes, dims {d:?} need {}",
+            x.data.len(),
+            d.iter().product::<usize>()
+        )));
+    }
+    QParams::new(x.qp.scale, x.qp.zero_point, x.qp.dtype)?;
+    Ok(d)
+}
+
+/// QNNPACK's average pooling (kernel `k`, no ceil mode): windows clipped to the input, padded
+/// taps count as the zero point, one multiplier `f32(s / f32(s * f32(kh * kw)))`.
+fn qnnpack_avg_plan(
+    qp: &QParams,
+    p: &Pool2dParams,
+    hw: [usize; 2],
+    out: [usize; 2],
+) -> Result<AvgPoolPlan> {
+    let pool_size = p.kernel[0] * p.kernel[1];
+    if pool_size == 1 {
+        return Err(Error::InvalidParameter(
+            "avg_pool2d: QNNPACK refuses 1x1 pooling".into(),
+        ));
+    }
+    if pool_size >= 1 << 24 {
+        return Err(Error::InvalidParameter(format!(
+            "avg_pool2d: QNNPACK needs fewer than 2^24 pooled elements, got {pool_size}"
+        )));
+    }
+    let scale = qp.scale / (qp.scale * pool_size as f32);
+    let ranges = |i: usize| -> Vec<[u32; 2]> {
+        (0..out[i])
+            .map(|o| {
+                let s = (o * p.stride[i]) as i64 - p.padding[i] as i64;
+                let e = s + p.kernel[i] as i64;
+                [s.max(0) as u32, e.min(hw[i] as i64) as u32]
+            })
+            .collect()
+    };
+    Ok(AvgPoolPlan {
+        rows: ranges(0),
+        cols: ranges(1),
+        multipliers: vec![scale; out[0] * out[1]],
+        tap_zp: qp.zero_point,
+        add: None,
+        post_add: qp.zero_point,
+        clamp: [0, 255],
+    })
+}
+
+impl GpuBackend {
+    /// A backend on `ctx` for `graph`'s engine and CPU capability.
+    pub fn new(ctx: GpuContext, graph: &QuantizedGraph) -> Self {
+        Self::with_engine(ctx, graph.engine(), graph.isa())
+    }
+
+    /// A backend on `ctx` reproducing engine `engine` on a CPU with capability `isa`.
+    pub fn with_engine(ctx: GpuContext, engine: QEngine, isa: CpuCapability) -> Self {
+        GpuBackend { ctx, engine, isa }
+    }
+
+    /// The device.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    fn max_pool_here(&self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
+        let d = check_pool_input(x)?;
+        p.output_size(d[2], d[3])?;
+        let qnnpack =
+            self.engine == QEngine::Qnnpack && x.qp.dtype == QDtype::QUInt8 && !p.ceil_mode;
+        if qnnpack && p.kernel == [1, 1] {
+            return Err(Error::InvalidParameter(
+                "max_pool2d: QNNPACK refuses 1x1 pooling".into(),
+            ));
+        }
+        self.ctx
+            .max_pool2d_bytes(&x.data, d, x.qp.dtype, p, qnnpack)
+    }
+}
+
+impl QBackend for GpuBackend {
+    fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>> {
+        if x.qp != conv.in_qp() {
+            return Err(Error::InvalidParameter(format!(
+                "conv '{}' was converted for input qparams {:?}, got {:?}",
+                conv.name(),
+                conv.in_qp(),
+                x.qp
+            )));
+        }
+        let s = conv.shape(dims4(x)?)?;
+        crate::gpu::conv2d_quantized(
+            &self.ctx,
+            &x.data,
+            &x.qp,
+            conv.w_q(),
+            conv.w_qp(),
+            conv.epi(),
+            &s,
+        )
+    }
+
+    fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
+        QParams::new(x.qp.scale, x.qp.zero_point, x.qp.dtype)?;
+        let [o, k] = l.w_dims();
+        if l.w_q().len() != o * k {
+            return Err(Error::Shape(format!(
+                "linear weight has {} elements, dims {:?} need {}",
+                l.w_q().len(),
+                l.w_dims(),
+                o * k
+            )));
+        }
+        let (&last, lead) = x
+            .dims
+            .split_last()
+            .ok_or_else(|| Error::Shape("linear: the input has no dimensions".into()))?;
+        if last != k {
+            return Err(Error::Shape(format!(
+                "linear: input {:?} has {last} features, the weight {:?} expects {k}",
+                x.dims,
+                l.w_dims()
+            )));
+        }
+        let rows: usize = lead.iter().product();
+        if rows == 0 || o == 0 || k == 0 {
+            return Err(Error::Shape(format!(
+                "linear: input {:?} / weight {:?} has a zero-sized dimension",
+                x.dims,
+                l.w_dims()
+            )));
+        }
+        if x.data.len() != rows * k {
+            return Err(Error::Shape(format!(
+                "linear input has {} bytes, dims {:?} need {}",
+                x.data.len(),
+                x.dims,
+                rows * k
+            )));
+        }
+        let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
+        let epi = Epilogue::new(
+            l.formula(),
+            x.qp.scale,
+            l.w_qp(),
+            l.bias(),
+            *out,
+            l.relu(),
+            o,
+        )?;
+        crate::gpu::conv2d_quantized(&self.ctx, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
+    }
+
+    fn add(
+        &mut self,
+        a: &QTensor,
+        b: &QTensor,
+        out: &QParams,
+        relu: bool,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        if a.dims != b.dims {
+            return Err(Error::Shape(format!(
+                "add: dims {:?} and {:?} differ",
+                a.dims, b.dims
+            )));
+        }
+        if a.data.len() != b.data.len() {
+            return Err(Error::Shape(format!(
+                "add: inputs have {} and {} elements",
+                a.data.len(),
+                b.data.len()
+            )));
+        }
+        // Table of the byte pair (p >> 8, p & 255), for each path.
+        let (pa, pb): (Vec<u8>, Vec<u8>) =
+            (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+        let run = |isa| r::add::add(self.engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
+        let n = a.data.len();
+        let (tables, split) = match (self.engine, self.isa.qadd_lanes()) {
+            (QEngine::X86, Some(lanes)) => {
+                // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
+                debug_assert_eq!((1 << 16) % (2 * lanes), 0);
+                let mut t = run(self.isa)?;
+                t.extend(run(CpuCapability::Default)?);
+                (t, n / (2 * lanes) * (2 * lanes))
+            }
+            _ => {
+                let t = run(self.isa)?;
+                ([t.clone(), t].concat(), n)
+            }
+        };
+        // The vector/scalar split is by memory position: lay channels-last tensors out NHWC
+        // for the GPU (a host permutation of bytes; the arithmetic stays on the GPU).
+        match (format, <[usize; 4]>::try_from(a.dims.as_slice())) {
+            (MemoryFormat::ChannelsLast, Ok(d)) if split < n => {
+                let (pa, pb) = (to_nhwc(&a.data, d), to_nhwc(&b.data, d));
+                let y = self.ctx.binary_bytes(&pa, &pb, &tables, split)?;
+                Ok(from_nhwc(&y, d))
+            }
+            _ => self.ctx.binary_bytes(&a.data, &b.data, &tables, split),
+        }
+    }
+
+    fn concat(
+        &mut self,
+        xs: &[&QTensor],
+        axis: usize,
+        out: &QParams,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
+        let rank = first.dims.len();
+        if axis >= rank {
+            return Err(Error::InvalidParameter(format!(
+                "cat: dim {axis} is out of range for rank {rank}"
+            )));
+        }
+        let all = all_bytes();
+        let mut tables = Vec::with_capacity(xs.len());
+        for (i, x) in xs.iter().enumerate() {
+            let n: usize = x.dims.iter().product();
+            if x.data.len() != n {
+                return Err(Error::Shape(format!(
+                    "cat input {i} has {} bytes, dims {:?} need {n}",
+                    x.data.len(),
+                    x.dims
+                )));
+            }
+            if x.qp.dtype != first.qp.dtype {
+                return Err(Error::InvalidParameter(format!(
+                    "cat: input {i} is {}, input 0 is {}",
+                    x.qp.dtype, first.qp.dtype
+                )));
+            }
+            let same_other_dims = x.dims.len() == rank
+                && x.dims
+                    .iter()
+                    .zip(&first.dims)
+                    .enumerate()
+                    .all(|(d, (a, b))| d == axis || a == b);
+            if !same_other_dims {
+                return Err(Error::Shape(format!(
+                    "cat: input {i} has shape {:?}, input 0 has {:?} (only dim {axis} may differ)",
+                    x.dims, first.dims
+                )));
+            }
+            // The reference on every stored byte (validates the qparams and dtypes too).
+            let one = r::cat::CatInput {
+                data: &all,
+                dims: &[256],
+                qp: &x.qp,
+            };
+            tables.push(table(r::cat::cat(&[one], 0, out)?.0)?);
+        }
+        let outer: usize = first.dims[..axis].iter().product();
+        let inner: usize = first.dims[axis + 1..].iter().product();
+        if format == MemoryFormat::ChannelsLast && axis == 1 && rank == 4 {
+            return self.concat_channels_last(xs, out, outer, inner);
+        }
+        let inputs: Vec<LutInput<'_>> = xs
+            .iter()
+            .zip(&tables)
+            .map(|(x, t)| LutInput {
+                data: &x.data,
+                block: x.dims[axis] * inner,
+                table: t,
+            })
+            .collect();
+        self.ctx.concat_bytes(&inputs, outer)
+    }
+
+    fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
+        self.max_pool_here(x, p)
+    }
+
+    fn avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        p: &Pool2dParams,
+        o: &AvgOptions,
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        let d = check_pool_input(x)?;
+        if p.dilation != [1, 1] {
+            return Err(Error::InvalidParameter(format!(
+                "avg_pool2d has no dilation, got {:?}",
+                p.dilation
+            )));
+        }
+        if o.divisor_override == Some(0) {
+            return Err(Error::InvalidParameter(
+                "avg_pool2d: divisor_override must not be 0".into(),
+            ));
+        }
+        let [_, _, h, w] = d;
+        let [ho, wo] = p.output_size(h, w)?;
+        let qp = &x.qp;
+        let plan = if self.engine == QEngine::Qnnpack && qp.dtype == QDtype::QUInt8 && !p.ceil_mode
+        {
+            qnnpack_avg_plan(qp, p, [h, w], [ho, wo])?
+        } else {
+            // The generic kernel: (clipped range, unclipped-with-padding size) per axis.
+            let ranges = |i: usize, out: usize, size: usize| -> Result<Vec<([u32; 2], i64)>> {
+                (0..out)
+                    .map(|oi| {
+                        let s = (oi * p.stride[i]) as i64 - p.padding[i] as i64;
+                        let e = (s + p.kernel[i] as i64).min((size + p.padding[i]) as i64);
+                        let pool = e - s;
+                        let (s, e) = (s.max(0), e.min(size as i64));
+                        if e <= s {
+                            return Err(Error::InvalidParameter(format!(
+                                "avg_pool2d: output index {oi} has its window entirely in the \
+                                 padding"
+                            )));
+                        }
+                        Ok(([s as u32, e as u32], pool))
+                    })
+                    .collect()
+            };
+            let (rows, cols) = (ranges(0, ho, h)?, ranges(1, wo, w)?);
+            let mut multipliers = Vec::with_capacity(ho * wo);
+            for (ry, py) in &rows {
+                for (rx, px) in &cols {
+                    let size = (ry[1] - ry[0]) as i64 * (rx[1] - rx[0]) as i64;
+                    let divide = match o.divisor_override {
+                        Some(dv) => dv,
+                        None if o.count_include_pad => py * px,
+                        None => size,
+                    };
+                    multipliers.push(match format {
+                        MemoryFormat::ChannelsLast => nhwc_multiplier(divide),
+                        MemoryFormat::Contiguous => (1.0f64 / divide as f64) as f32,
+                    });
+                }
+            }
+            let full = qp.dtype.full_range();
+            if format == MemoryFormat::ChannelsLast {
+                // ATen's NHWC kernel: Σ(q - zp) over the valid taps, rounded, then + zp.
+                return self.ctx.avg_pool2d_bytes(
+                    &x.data,
+                    d,
+                    qp.dtype,
+                    &AvgPoolPlan {
+                        rows: rows.iter().map(|r| r.0).collect(),
+                        cols: cols.iter().map(|r| r.0).collect(),
+                        multipliers,
+                        tap_zp: qp.zero_point,
+                        add: None,
+                        post_add: qp.zero_point,
+                        clamp: [full.min, full.max],
+                    },
+                );
+            }
+            AvgPoolPlan {
+                rows: rows.iter().map(|r| r.0).collect(),
+                cols: cols.iter().map(|r| r.0).collect(),
+                multipliers,
+                tap_zp: qp.zero_point,
+                add: Some(qp.zero_point as f32),
+                post_add: 0,
+                clamp: [full.min, full.max],
+            }
+        };
+        self.ctx.avg_pool2d_bytes(&x.data, d, qp.dtype, &plan)
+    }
+
+    fn adaptive_avg_pool2d(
+        &mut self,
+        x: &QTensor,
+        output: [usize; 2],
+        format: MemoryFormat,
+    ) -> Result<Vec<u8>> {
+        let d = check_pool_input(x)?;
+        let [_, _, h, w] = d;
+        let [ho, wo] = output;
+        if ho == 0 || wo == 0 {
+            return Err(Error::Shape(format!(
+                "adaptive_avg_pool2d: output size {output:?} has a zero"
+            )));
+        }
+        let qp = &x.qp;
+        let qnnpack = self.engine == QEngine::Qnnpack
+            && qp.dtype == QDtype::QUInt8
+            && [h, w] != [ho, wo]
+            && h % ho == 0
+            && w % wo == 0;
+        let plan = if qnnpack {
+            let p = Pool2dParams::new([h / ho, w / wo]);
+            qnnpack_avg_plan(qp, &p, [h, w], [ho, wo])?
+        } else {
+            // PyTorch's start_index / end_index, in float as the reference computes them.
+            let start =
+                |o: usize, out: usize, inp: usize| ((o * inp) as f32 / out as f32).floor() as usize;
+            let end = |o: usize, out: usize, inp: usize| {
+                (((o + 1) * inp) as f32 / out as f32).ceil() as usize
+            };
+            let range = |o: usize, out: usize, inp: usize| {
+                [start(o, out, inp) as u32, end(o, out, inp) as u32]
+            };
+            let rows: Vec<[u32; 2]> = (0..ho).map(|o| range(o, ho, h)).collect();
+            let cols: Vec<[u32; 2]> = (0..wo).map(|o| range(o, wo, w)).collect();
+            if format == MemoryFormat::ChannelsLast {
+                // ATen's NHWC kernel: Σ(q - zp) over the window, rounded, then + zp.
+                let mut multipliers = Vec::with_capacity(ho * wo);
+                for ry in &rows {
+                    for rx in &cols {
+                        let size = (ry[1] - ry[0]) as i64 * (rx[1] - rx[0]) as i64;
+                        multipliers.push(nhwc_multiplier(size));
+                    }
+                }
+                let full = qp.dtype.full_range();
+                let plan = AvgPoolPlan {
+                    rows,
+                    cols,
+                    multipliers,
+                    tap_zp: qp.zero_point,
+                    add: None,
+                    post_add: qp.zero_point,
+                    clamp: [full.min, full.max],
+                };
+                return self.ctx.avg_pool2d_bytes(&x.data, d, qp.dtype, &plan);
+            }
+            let kdr = 1.0f32;
+            let mut multipliers = Vec::with_capacity(ho * wo);
+            for ry in &rows {
+                let kdhr = kdr / (ry[1] - ry[0]) as f32;
+                for rx in &cols {
+                    multipliers.push(kdhr / (rx[1] - rx[0]) as f32);
+                }
+            }
+            AvgPoolPlan {
+                rows,
+                cols,
+                multipliers,
+                tap_zp: 0,
+                add: None,
+                post_add: 0,
+                clamp: [i32::MIN, i32::MAX],
+            }
+        };
+        self.ctx.avg_pool2d_bytes(&x.data, d, qp.dtype, &plan)
+    }
+
+    fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
+        let t = table(r::activation::relu(&all_bytes(), &x.qp)?)?;
+        self.ctx.map_bytes(&x.data, &t)
+    }
+
+    fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
+        let t = table(r::activation::hardtanh(
+            self.engine,
+            &all_bytes(),
+            &x.qp,
+            min,
+            max,
+        )?)?;
+        self.ctx.map_bytes(&x.data, &t)
+    }
+}
+
+/// The multiplier of ATen's NHWC average pools: `quantize_val(1/m, ..)` with
+/// `m = f32(1 / divisor)` multiplies by `f32(1 / f32(1/m))`.
+fn nhwc_multiplier(divisor: i64) -> f32 {
+    let m = 1.0f32 / divisor as f32;
+    1.0f32 / (1.0f32 / m)
+}
+
+/// NCHW bytes to NHWC.
+fn to_nhwc(x: &[u8], [n, c, h, w]: [usize; 4]) -> Vec<u8> {
+    let hw = h * w;
+    let mut y = Vec::with_capacity(x.len());
+    for b in 0..n {
+        for p in 0..hw {
+            for ch in 0..c {
+                y.push(x[(b * c + ch) * hw + p]);
+            }
+        }
+    }
+    y
+}
+
+/// NHWC bytes back to NCHW.
+fn from_nhwc(y: &[u8], [n, c, h, w]: [usize; 4]) -> Vec<u8> {
+    let hw = h * w;
+    let mut x = vec![0u8; y.len()];
+    let mut i = 0;
+    for b in 0..n {
+        for p in 0..hw {
+            for ch in 0..c {
+                x[(b * c + ch) * hw + p] = y[i];
+                i += 1;
+            }
+        }
+    }
+    x
+}
+
+impl GpuBackend {
+    /// ATen's NHWC cat (all inputs channels-last, along channels): a channel's bytes map
+    /// through the vector or the scalar formula depending on its position in its input. The
+    /// host finds, per input, the runs of channels that share one byte table (the reference on
+    /// every byte of every channel) and the GPU gathers each run through its table.
+    fn concat_channels_last(
+        &mut self,
+        xs: &[&QTensor],
+        out: &QParams,
+        outer: usize,
+        hw: usize,
+    ) -> Result<Vec<u8>> {
+        let mut parts: Vec<(Vec<u8>, usize, [u8; 256])> = Vec::new();
+        for x in xs {
+            let c = x.dims[1];
+            let probe: Vec<u8> = (0..c).flat_map(|_| 0..=255u8).collect();
+            let dims = [1, c, 1, 256];
+            let one = r::cat::CatInput {
+                data: &probe,
+                dims: &dims,
+                qp: &x.qp,
+            };
+            let (t, _) = r::cat::cat_in(MemoryFormat::ChannelsLast, self.isa, &[one], 1, out)?;
+            let mut c0 = 0;
+            while c0 < c {
+                let tab = &t[c0 * 256..(c0 + 1) * 256];
+                let mut c1 = c0 + 1;
+                while c1 < c && &t[c1 * 256..(c1 + 1) * 256] == tab {
+                    c1 += 1;
+                }
+                let data: Vec<u8> = (0..outer)
+                    .flat_map(|b| x.data[(b * c + c0) * hw..(b * c + c1) * hw].iter().copied())
+                    .collect();
+                parts.push((data, (c1 - c0) * hw, table(tab.to_vec())?));
+                c0 = c1;
+            }
+        }
+        let inputs: Vec<LutInput<'_>> = parts
+            .iter()
+            .map(|(data, block, t)| LutInput {
+                data,
+                block: *block,
+                table: t,
+            })
+            .collect();
+        self.ctx.concat_bytes(&inputs, outer)
+    }
+}
