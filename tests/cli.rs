@@ -367,3 +367,72 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
     );
     assert!(v["results"][2]["ms"].as_f64().unwrap() > 0.0);
 }
+
+/// `--pin` on a graph names ONNX values: with PyTorch's qparams pinned at every observed point,
+/// the MobileNet's output ints from the command line equal PyTorch eager's (x86 engine).
+#[test]
+fn quantize_an_onnx_mobilenet_with_pytorchs_qparams_pinned_matches_pytorch() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("x86/points.json")).unwrap()).unwrap();
+    let mut pins = serde_json::Map::new();
+    for p in meta["points"].as_array().unwrap() {
+        if p["observer"].as_bool().unwrap() {
+            pins.insert(
+                p["onnx_value_bn"].as_str().unwrap().to_string(),
+                serde_json::json!({"scale": p["scale"], "zero_point": p["zero_point"]}),
+            );
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pin = tmp.path().join("pin.json");
+    std::fs::write(&pin, Value::Object(pins).to_string()).unwrap();
+    let (q, y, yi) = (
+        tmp.path().join("m.q.safetensors"),
+        tmp.path().join("y.npy"),
+        tmp.path().join("yi.npy"),
+    );
+    run_ok(
+        squint()
+            .args(["quantize", "--qconfig", "x86", "--model"])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--pin")
+            .arg(&pin)
+            .arg("--out")
+            .arg(&q),
+    );
+    run_ok(
+        squint()
+            .args(["run", "--device", "cpu-fast", "--model"])
+            .arg(&q)
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y)
+            .arg("--out-ints")
+            .arg(&yi),
+    );
+    let got = squint::io::npy::read::<u8>(&yi).unwrap();
+    let want = squint::io::npy::read::<u8>(d.join("x86/fc.npy")).unwrap();
+    assert_eq!(got, want);
+    // The file holds exactly the pinned qparams, marked as pinned.
+    let g = squint::pipeline::qgraph::QuantizedGraph::load(&q).unwrap();
+    let mut pinned = 0;
+    for p in meta["points"].as_array().unwrap() {
+        if !p["observer"].as_bool().unwrap() {
+            continue;
+        }
+        let id = g.find(p["onnx_value_bn"].as_str().unwrap()).unwrap();
+        let qp = g.qparams()[id.0];
+        assert_eq!(qp.scale, p["scale"].as_f64().unwrap() as f32);
+        assert_eq!(qp.zero_point, p["zero_point"].as_i64().unwrap() as i32);
+        assert_eq!(
+            g.sources()[id.0],
+            Some(squint::pipeline::PointSource::Pinned)
+        );
+        pinned += 1;
+    }
+    assert_eq!(pinned, 17);
+}
