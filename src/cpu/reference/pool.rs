@@ -41,10 +41,15 @@ pub enum MemoryFormat {
 /// `m = f32(1 / divisor)` (input and output scale are equal), then `quantize_val(1/m, zy, acc)`:
 /// `clamp(rne(f32(acc · f32(1 / f32(1/m)))) + zy)`.
 fn nhwc_average(acc: i64, divisor: i64, zp: i32, full: crate::quant::QRange) -> i32 {
-    let m = 1.0f32 / divisor as f32;
-    let inv = 1.0f32 / (1.0f32 / m);
-    let v = (acc as f32 * inv).round_ties_even() as i64 + zp as i64;
+    let v = (acc as f32 * nhwc_multiplier(divisor)).round_ties_even() as i64 + zp as i64;
     v.clamp(full.min as i64, full.max as i64) as i32
+}
+
+/// The multiplier of ATen's NHWC average pools for `divisor`: `quantize_val(1/m, ..)` with
+/// `m = f32(1 / divisor)` multiplies by `f32(1 / f32(1/m))`.
+pub fn nhwc_multiplier(divisor: i64) -> f32 {
+    let m = 1.0f32 / divisor as f32;
+    1.0f32 / (1.0f32 / m)
 }
 
 /// Geometry of a 2-d pooling window, as (height, width).

@@ -23,7 +23,7 @@
 
 use super::backend::{QBackend, QTensor};
 use super::{QLinear, QuantizedGraph};
-use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
+use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::gpu::{AvgPoolPlan, GpuContext, LutInput};
@@ -524,13 +524,6 @@ impl QBackend for GpuBackend {
         )?)?;
         self.ctx.map_bytes(&x.data, &t)
     }
-}
-
-/// The multiplier of ATen's NHWC average pools: `quantize_val(1/m, ..)` with
-/// `m = f32(1 / divisor)` multiplies by `f32(1 / f32(1/m))`.
-fn nhwc_multiplier(divisor: i64) -> f32 {
-    let m = 1.0f32 / divisor as f32;
-    1.0f32 / (1.0f32 / m)
 }
 
 /// NCHW bytes to NHWC.
