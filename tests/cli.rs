@@ -436,3 +436,54 @@ fn quantize_an_onnx_mobilenet_with_pytorchs_qparams_pinned_matches_pytorch() {
     }
     assert_eq!(pinned, 17);
 }
+
+/// `report` and `quantize --report` on an ONNX graph: a row per value naming the point an
+/// inherited value shares, JSON with every value, and a histogram panel per quantization point.
+#[test]
+fn report_on_an_onnx_graph_covers_every_value_and_plots_every_point() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let svg = tmp.path().join("h.svg");
+    let base = || {
+        let mut c = squint();
+        c.args(["report", "--qconfig", "x86", "--model"])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--input")
+            .arg(d.join("input.npy"));
+        c
+    };
+    let table = run_ok(base().arg("--plot").arg(&svg));
+    assert!(
+        table.contains("/maxpool/MaxPool_output_0")
+            && table.contains("(qparams of /relu/Relu_output_0)"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run_ok(base().arg("--json"))).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 13, "the input and 12 nodes");
+    assert_eq!(rows[12]["name"], "logits");
+    assert!(rows[12]["metrics"]["sqnr_db"].as_f64().unwrap() > 25.0);
+    let s = std::fs::read_to_string(&svg).unwrap();
+    for point in ["input", "/layer1/Relu_output_0", "logits"] {
+        assert!(s.contains(point), "no panel for {point}");
+    }
+    assert!(
+        !s.contains("/maxpool/MaxPool_output_0"),
+        "a pool has no observer"
+    );
+    // quantize --report prints the same table before writing the file.
+    let q = tmp.path().join("r.q.safetensors");
+    let out = run_ok(
+        squint()
+            .args(["quantize", "--qconfig", "x86", "--report", "--model"])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--out")
+            .arg(&q),
+    );
+    assert!(out.contains("(qparams of /relu/Relu_output_0)"), "{out}");
+    assert!(q.exists());
+}

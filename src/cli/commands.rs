@@ -355,18 +355,18 @@ fn cmd_demo(a: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `squint quantize` of an ONNX graph: import, calibrate (observers where PyTorch eager puts
-/// them), convert, save as a graph file.
-fn cmd_quantize_graph(a: QuantizeArgs) -> Result<ExitCode> {
-    let m = &a.model;
+/// An ONNX graph, calibrated (observers where PyTorch eager puts them) and converted.
+struct CalibratedGraph {
+    prepared: PreparedGraph,
+    qconfig: QConfig,
+    batches: Vec<Tensor<f32>>,
+    quantized: QuantizedGraph,
+}
+
+fn calibrate_and_convert_graph(m: &ModelArgs) -> Result<CalibratedGraph> {
     if m.weights.is_some() {
         return Err(squint::Error::InvalidParameter(
             "an ONNX model carries its weights: drop --weights".into(),
-        ));
-    }
-    if a.report {
-        return Err(squint::Error::InvalidParameter(
-            "--report is not available for graph models yet".into(),
         ));
     }
     if m.observer.is_some() || m.formula.is_some() {
@@ -383,14 +383,44 @@ fn cmd_quantize_graph(a: QuantizeArgs) -> Result<ExitCode> {
     for w in warnings {
         eprintln!("{w}");
     }
+    Ok(CalibratedGraph {
+        prepared,
+        qconfig,
+        batches,
+        quantized,
+    })
+}
+
+impl CalibratedGraph {
+    /// Per-value diagnostics on `input` (default: the first calibration batch), on the CPU
+    /// reference.
+    fn diagnose(&self, input: &Option<PathBuf>) -> Result<Vec<diagnostics::PointReport>> {
+        let x = eval_input(input, &self.batches)?;
+        diagnostics::diagnose_graph(
+            &self.quantized,
+            &[x],
+            &mut ReferenceBackend::new(&self.quantized),
+            Some(self.qconfig.activation.kind),
+            self.qconfig.activation.reduce_range,
+        )
+    }
+}
+
+/// `squint quantize` of an ONNX graph: import, calibrate, convert, save as a graph file.
+fn cmd_quantize_graph(a: QuantizeArgs) -> Result<ExitCode> {
+    let c = calibrate_and_convert_graph(&a.model)?;
+    if a.report {
+        print!("{}", diagnostics::format_table(&c.diagnose(&a.input)?));
+    }
+    let quantized = &c.quantized;
     quantized.save(&a.out)?;
     println!(
         "wrote {} ({} nodes, {} quantization points, qconfig {}, {} calibration batches)",
         a.out.display(),
         quantized.graph().nodes().len(),
         quantized.sources().iter().flatten().count(),
-        qconfig.name,
-        batches.len()
+        c.qconfig.name,
+        c.batches.len()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -560,7 +590,23 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints `reports` as JSON or as the table under `title`.
+fn print_reports(reports: &[diagnostics::PointReport], json: bool, title: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(reports).expect("plain data serialises")
+        );
+    } else {
+        println!("{title}");
+        print!("{}", diagnostics::format_table(reports));
+    }
+}
+
 fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
+    if is_onnx(&a.model.model) {
+        return cmd_report_graph(a);
+    }
     let c = calibrate_and_convert(&a.model)?;
     let x = eval_input(&a.input, &c.batches)?;
     let r = diagnostics::diagnose(
@@ -571,25 +617,44 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
         Some(c.qconfig.activation.kind),
         c.qconfig.activation.reduce_range,
     )?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).expect("plain data serialises")
-        );
-    } else {
-        println!(
-            "qconfig {} ({} calibration batches)",
-            c.qconfig.name,
-            c.batches.len()
-        );
-        print!("{}", diagnostics::format_table(&r));
-    }
+    let title = format!(
+        "qconfig {} ({} calibration batches)",
+        c.qconfig.name,
+        c.batches.len()
+    );
+    print_reports(&r, a.json, &title);
     if let Some(path) = &a.plot {
         let h = histograms::point_histograms(
             &c.model,
             c.qconfig.activation.dtype,
             c.qconfig.activation.reduce_range,
             &c.batches,
+        )?;
+        plot::plot_svg(path, &h)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `squint report` of an ONNX graph: every value (each node's output), on the CPU reference.
+fn cmd_report_graph(a: ReportArgs) -> Result<ExitCode> {
+    let c = calibrate_and_convert_graph(&a.model)?;
+    let r = c.diagnose(&a.input)?;
+    let title = format!(
+        "qconfig {} ({} calibration batches, engine {}); values without a quantization point of \
+         their own share their input's qparams",
+        c.qconfig.name,
+        c.batches.len(),
+        c.quantized.engine().name()
+    );
+    print_reports(&r, a.json, &title);
+    if let Some(path) = &a.plot {
+        let batches: Vec<Vec<Tensor<f32>>> = c.batches.iter().map(|b| vec![b.clone()]).collect();
+        let h = histograms::graph_point_histograms(
+            &c.prepared,
+            c.qconfig.activation.dtype,
+            c.qconfig.activation.reduce_range,
+            &batches,
         )?;
         plot::plot_svg(path, &h)?;
         eprintln!("wrote {}", path.display());

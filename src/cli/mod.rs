@@ -67,7 +67,12 @@ pub enum Command {
     /// Calibrate, convert and print per-point diagnostics (SQNR, MSE, clipping, advice);
     /// optionally plot each point's calibration histogram with the observers' ranges.
     ///
-    /// Example: squint report --model model.json --weights model.safetensors --calib calib.npy --plot hist.svg
+    /// For an ONNX graph every value gets a row; values computed without an observer (pools,
+    /// flatten, relu, clip) name the point whose qparams they share.
+    ///
+    /// Example: squint report --model model.onnx --calib calib.npy --qconfig x86 --plot hist.svg
+    ///
+    ///          squint report --model model.json --weights model.safetensors --calib calib.npy
     Report(ReportArgs),
     /// Benchmark the int8 conv: float32 CPU, int8 CPU fast path and reference, int8 GPU.
     ///

@@ -11,11 +11,12 @@
 //!   `[(qmin − zp)·s − s/2, (qmax − zp)·s + s/2]`.
 
 use super::model::{Layer, Model};
+use super::qgraph::{QBackend, QuantizedGraph};
 use super::quantized::{PointSource, QuantizedModel};
 use super::Device;
 use crate::error::{Error, Result};
 use crate::observers::ObserverKind;
-use crate::quant::QParams;
+use crate::quant::{self, QParams};
 use crate::tensor::Tensor;
 use serde::Serialize;
 
@@ -55,12 +56,18 @@ pub fn error_metrics(x: &[f32], y: &[f32]) -> ErrorMetrics {
 /// The diagnostics of one quantization point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PointReport {
-    /// Point name (`input`, or the conv's name).
+    /// Value name (`input`, or the conv's name in a conv chain; the ONNX value name in a graph).
     pub name: String,
+    /// The op that computes it (`input` for model inputs).
+    pub op: String,
     /// Its qparams.
     pub qparams: QParams,
-    /// Where they came from.
+    /// Where they came from (for an inherited value, where its point's came from).
     pub source: PointSource,
+    /// The quantization point whose qparams this value shares, when it has none of its own
+    /// (max/avg pools, flatten, relu, clip run on quantized tensors without an observer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inherits: Option<String>,
     /// Errors against the float model.
     pub metrics: ErrorMetrics,
     /// `max_abs_err / scale`.
@@ -132,29 +139,86 @@ pub fn diagnose(
             float_points.len()
         )));
     }
-    let mut out = Vec::new();
-    for ((name, q), f) in q_points.iter().zip(&float_points) {
-        let source = if name == "input" {
-            qm.input_source()
-        } else {
-            qm.convs()
-                .iter()
-                .find(|c| c.name() == name)
-                .map_or(PointSource::Observed, |c| c.source())
-        };
-        let metrics = error_metrics(&f.data, &q.y.data);
-        let clipped = clipped_share(&f.data, &q.qp);
-        let (float_min, float_max) = f
-            .data
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let mut warnings = Vec::new();
+    let advice = Advice { observer };
+    let reports = q_points
+        .iter()
+        .zip(&float_points)
+        .map(|((name, q), f)| {
+            let source = if name == "input" {
+                qm.input_source()
+            } else {
+                qm.convs()
+                    .iter()
+                    .find(|c| c.name() == name)
+                    .map_or(PointSource::Observed, |c| c.source())
+            };
+            let op = if name == "input" { "input" } else { "Conv2d" };
+            point_report(
+                name,
+                op,
+                &q.qp,
+                Origin::Own(source),
+                &f.data,
+                &q.y.data,
+                &advice,
+            )
+        })
+        .collect();
+    Ok(with_range_note(reports, reduce_range))
+}
+
+/// Adds the `reduce_range` advice once, to the first point: it is a property of the qconfig,
+/// not of any one point.
+fn with_range_note(mut reports: Vec<PointReport>, reduce_range: bool) -> Vec<PointReport> {
+    if let (true, Some(first)) = (reduce_range, reports.first_mut()) {
+        first.warnings.push(
+            "reduce_range is on: every activation uses 7 of its 8 bits (needed by FBGEMM's int16 accumulation, not by qnnpack, oneDNN or GPUs)".into(),
+        );
+    }
+    reports
+}
+
+/// What the calibration was, for advice.
+struct Advice {
+    observer: Option<ObserverKind>,
+}
+
+/// Where a value's qparams come from.
+enum Origin<'a> {
+    /// Its own quantization point.
+    Own(PointSource),
+    /// The point of the named value (ops that run on quantized tensors without an observer).
+    Inherited(&'a str, PointSource),
+}
+
+/// The diagnostics of one value: its float activation `f` against the dequantized int8 `y`.
+fn point_report(
+    name: &str,
+    op: &str,
+    qp: &QParams,
+    origin: Origin<'_>,
+    f: &[f32],
+    y: &[f32],
+    advice: &Advice,
+) -> PointReport {
+    let metrics = error_metrics(f, y);
+    let clipped = clipped_share(f, qp);
+    let (float_min, float_max) = f
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (source, inherits) = match origin {
+        Origin::Own(s) => (s, None),
+        Origin::Inherited(from, s) => (s, Some(from.to_string())),
+    };
+    let mut warnings = Vec::new();
+    // Advice on the range belongs to the point that chose it, not to every value sharing it.
+    if inherits.is_none() {
         if source == PointSource::Uncalibrated {
             warnings.push(format!(
                 "'{name}' was never calibrated: scale {} / zero point {} is PyTorch's default, not a measured range; run calibration batches",
-                q.qp.scale, q.qp.zero_point
+                qp.scale, qp.zero_point
             ));
         }
         if clipped > 0.01 {
@@ -163,43 +227,120 @@ pub fn diagnose(
                 clipped * 100.0
             ));
         }
-        if !matches!(observer, Some(ObserverKind::Histogram)) {
-            if let Some((p, max)) = outlier_stretched(&f.data) {
+        if !matches!(advice.observer, Some(ObserverKind::Histogram)) {
+            if let Some((p, max)) = outlier_stretched(f) {
                 warnings.push(format!(
                     "the range of '{name}' is stretched by a few outliers (99.9% of |x| ≤ {p:.3}, max {max:.3}): try the histogram observer"
                 ));
             }
         }
-        if reduce_range {
-            warnings.push(format!(
-                "reduce_range is on: '{name}' uses 7 of its 8 bits (needed by FBGEMM's int16 accumulation, not by qnnpack, oneDNN or GPUs)"
-            ));
-        }
-        out.push(PointReport {
-            name: name.clone(),
-            qparams: q.qp,
-            source,
-            max_err_lsb: metrics.max_abs_err / q.qp.scale as f64,
-            metrics,
-            clipped,
-            float_min,
-            float_max,
-            warnings,
-        });
     }
-    Ok(out)
+    PointReport {
+        name: name.to_string(),
+        op: op.to_string(),
+        qparams: *qp,
+        source,
+        inherits,
+        max_err_lsb: metrics.max_abs_err / qp.scale as f64,
+        metrics,
+        clipped,
+        float_min,
+        float_max,
+        warnings,
+    }
+}
+
+/// Per-value diagnostics of a graph model: runs the float graph and the int8 graph (on
+/// `backend`, normally [`ReferenceBackend`](super::qgraph::ReferenceBackend)) on `inputs` and reports every value, graph inputs
+/// first, then each node's output in node order. Values whose op runs on quantized tensors
+/// without an observer (pools, flatten, relu, clip) report the point whose qparams they share
+/// in [`PointReport::inherits`]; advice is given once, at that point.
+pub fn diagnose_graph(
+    q: &QuantizedGraph,
+    inputs: &[Tensor<f32>],
+    backend: &mut dyn QBackend,
+    observer: Option<ObserverKind>,
+    reduce_range: bool,
+) -> Result<Vec<PointReport>> {
+    let g = q.graph();
+    let mut float: Vec<Option<Tensor<f32>>> = vec![None; g.values().len()];
+    g.run_f32_visit(inputs, |v, t| {
+        float[v.0] = Some(t.clone());
+        Ok(())
+    })?;
+    let run = q.run(backend, inputs)?;
+    // The value whose point each value's qparams come from.
+    let mut point: Vec<usize> = (0..g.values().len()).collect();
+    for n in g.nodes() {
+        if q.sources()[n.output.0].is_none() {
+            if let Some(first) = n.inputs.first() {
+                point[n.output.0] = point[first.0];
+            }
+        }
+    }
+    let mut op: Vec<&str> = vec!["input"; g.values().len()];
+    for n in g.nodes() {
+        op[n.output.0] = n.op.kind();
+    }
+    let advice = Advice { observer };
+    let order = g
+        .inputs()
+        .iter()
+        .copied()
+        .chain(g.nodes().iter().map(|n| n.output));
+    let reports = order
+        .map(|v| {
+            let f = float[v.0].as_ref().ok_or_else(|| {
+                Error::InvalidParameter(format!(
+                    "the float graph computed no value '{}'",
+                    g.value(v).name
+                ))
+            })?;
+            let qv = &run.values[v.0];
+            let y = quant::dequantize_slice(&qv.data, &qv.qp);
+            let p = point[v.0];
+            let source = q.sources()[p].unwrap_or(PointSource::Observed);
+            let origin = if p == v.0 {
+                Origin::Own(source)
+            } else {
+                Origin::Inherited(&g.values()[p].name, source)
+            };
+            Ok(point_report(
+                &g.value(v).name,
+                op[v.0],
+                &qv.qp,
+                origin,
+                &f.data,
+                &y,
+                &advice,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(with_range_note(reports, reduce_range))
 }
 
 /// Formats reports as a table.
 pub fn format_table(reports: &[PointReport]) -> String {
+    let w = reports.iter().map(|r| r.name.len()).fold(12, usize::max);
+    let ow = reports.iter().map(|r| r.op.len()).fold(6, usize::max);
     let mut s = format!(
-        "{:<12} {:>12} {:>5} {:>10} {:>10} {:>11} {:>9} {:>8}  {}\n",
-        "point", "scale", "zp", "SQNR dB", "MSE", "max|Δ| LSB", "clipped", "source", "float range"
+        "{:<w$} {:<ow$} {:>12} {:>5} {:>10} {:>10} {:>11} {:>9} {:>8}  {}\n",
+        "point",
+        "op",
+        "scale",
+        "zp",
+        "SQNR dB",
+        "MSE",
+        "max|Δ| LSB",
+        "clipped",
+        "source",
+        "float range"
     );
     for r in reports {
         s += &format!(
-            "{:<12} {:>12.6e} {:>5} {:>10.2} {:>10.3e} {:>11.2} {:>8.3}% {:>8}  [{:.4}, {:.4}]\n",
+            "{:<w$} {:<ow$} {:>12.6e} {:>5} {:>10.2} {:>10.3e} {:>11.2} {:>8.3}% {:>8}  [{:.4}, {:.4}]",
             r.name,
+            r.op,
             r.qparams.scale,
             r.qparams.zero_point,
             r.metrics.sqnr_db,
@@ -214,6 +355,10 @@ pub fn format_table(reports: &[PointReport]) -> String {
             r.float_min,
             r.float_max
         );
+        if let Some(from) = &r.inherits {
+            s += &format!("  (qparams of {from})");
+        }
+        s.push('\n');
     }
     for r in reports {
         for w in &r.warnings {
