@@ -681,6 +681,37 @@ def add_cl_cases():
     return cases
 
 
+def add_mixed_cases():
+    """Adds of one channels-last and one contiguous input: TensorIterator finds an input strided
+    along the innermost dimension and runs the scalar lambda everywhere (`basic_loop`), whatever
+    the CPU. One-channel tensors and 1x1 planes are both layouts at once (the vector path runs
+    as for contiguous tensors). Probe pairs sit at every 9th element, as in the other probes."""
+    cases = []
+    cfgs = [
+        # (shape, a channels-last, b channels-last, relu)
+        ((1, 8, 5, 5), True, False, False),
+        ((2, 4, 5, 5), False, True, False),
+        ((1, 40, 1, 5), True, False, True),
+        ((1, 1, 10, 20), True, False, False),
+        ((2, 100, 1, 1), False, True, False),
+    ]
+    for idx, (shape, a_cl, b_cl, relu) in enumerate(cfgs):
+        rng = np.random.default_rng(seed_for("add_mixed_probe", idx))
+        sa, sb, sy, za, zb, zy, pairs = _x86_add_probe(rng)
+        a = rng.integers(0, 256, size=200).astype(np.uint8)
+        b = rng.integers(0, 256, size=200).astype(np.uint8)
+        for k, pos in enumerate(range(0, 200, 9)):
+            a[pos], b[pos] = pairs[k % len(pairs)]
+        qa, qb = qt(a.reshape(shape), sa, za), qt(b.reshape(shape), sb, zb)
+        qa, qb = (to_cl(qa) if a_cl else qa), (to_cl(qb) if b_cl else qb)
+        fn = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
+        op = "add_relu" if relu else "add"
+        cases.append({"name": f"{op}_mixed_probe_{idx}", "op": op, "memory_format": "mixed",
+                      "inputs": [tdesc(qa), tdesc(qb)], "attrs": {},
+                      "out": tdesc(fn(qa, qb, f32(sy), zy))})
+    return cases
+
+
 def _cat_fma_probe(rng):
     """Scale and zero points for which the vector dequantization (fma(s, q, f32(s * -zp))) and
     the scalar one (f32(s * (q - zp))) requantize some q differently: (s, zp, sy, zy, [q...])."""
@@ -751,7 +782,7 @@ def cat_cl_cases():
 
 
 FAMILIES = {
-    "add": lambda e: add_cases() + add_isa_probe_cases() + add_cl_cases(),
+    "add": lambda e: add_cases() + add_isa_probe_cases() + add_cl_cases() + add_mixed_cases(),
     "cat": lambda e: cat_cases() + cat_cl_cases(),
     "max_pool2d": lambda e: max_pool_cases() + max_pool_cl_cases(),
     "avg_pool2d": lambda e: avg_pool_cases() + avg_pool_cl_cases(),

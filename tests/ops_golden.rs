@@ -74,10 +74,26 @@ fn case_format(case: &Value) -> MemoryFormat {
     }
 }
 
-/// The memory format PyTorch's output has (recorded per tensor): channels-last after
+/// The memory format of one recorded tensor.
+fn tensor_format(t: &Value) -> MemoryFormat {
+    match t["memory_format"].as_str() {
+        Some("channels_last") => MemoryFormat::ChannelsLast,
+        Some("contiguous") => MemoryFormat::Contiguous,
+        f => panic!("unknown tensor memory_format {f:?}"),
+    }
+}
+
+/// The memory format PyTorch's output has (recorded per tensor): an add's is its first
+/// input's (`suggest_memory_format`); otherwise channels-last after
 /// channels-last inputs (all of them, for cat), contiguous otherwise. Tensors with one
 /// channel or a 1x1 plane are both and are recorded as contiguous.
 fn expected_out_format(case: &Value) -> &'static str {
+    if matches!(case["op"].as_str(), Some("add" | "add_relu")) {
+        return match tensor_format(&case["inputs"][0]) {
+            MemoryFormat::ChannelsLast => "channels_last",
+            MemoryFormat::Contiguous => "contiguous",
+        };
+    }
     let dims = usizes(&case["out"]["shape"]);
     let ambiguous = dims.len() == 4 && (dims[1] == 1 || dims[2] * dims[3] == 1);
     if case_format(case) == MemoryFormat::ChannelsLast && !ambiguous {
@@ -109,7 +125,10 @@ fn run_case(
         "add" | "add_relu" => {
             let b = &inputs[1];
             let y = add::add_in(
-                format,
+                [
+                    tensor_format(&case["inputs"][0]),
+                    tensor_format(&case["inputs"][1]),
+                ],
                 engine,
                 isa,
                 &x.dims,

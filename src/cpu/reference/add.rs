@@ -55,16 +55,46 @@ pub fn add(
     }
 }
 
+/// How ATen's `TensorIterator` runs the x86 engine's `qadd_kernel` on two 4-d inputs of sizes
+/// `dims` stored as `formats` (the output takes the first input's format,
+/// `suggest_memory_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X86AddPath {
+    /// Both inputs are laid out alike: `cpu_kernel_vec` walks them in that memory order, the
+    /// vector lambda on the first `floor(n / 2L) * 2L` elements, the scalar one on the rest.
+    InOrder(MemoryFormat),
+    /// The layouts differ (one NCHW, one NHWC, with more than one channel and more than one
+    /// pixel): an input is strided along the innermost dimension, so `VectorizedLoop2d` takes
+    /// `basic_loop`, the scalar lambda, for **every** element whatever the CPU (fixtures
+    /// `add_mixed_probe_*`).
+    AllScalar,
+}
+
+/// The [`X86AddPath`] of inputs of sizes `dims` stored as `formats`. One-channel tensors and
+/// 1x1 planes are NCHW and NHWC at once, so their formats never differ.
+pub fn x86_add_path(dims: &[usize], formats: [MemoryFormat; 2]) -> X86AddPath {
+    let both_layouts = match dims {
+        &[_, c, h, w] => c == 1 || h * w == 1,
+        _ => true,
+    };
+    match (formats, both_layouts) {
+        (_, true) => X86AddPath::InOrder(MemoryFormat::Contiguous),
+        ([a, b], false) if a == b => X86AddPath::InOrder(a),
+        _ => X86AddPath::AllScalar,
+    }
+}
+
 /// [`add`] of two tensors of sizes `dims` (ints given in NCHW order) that PyTorch stores as
-/// `format` (both inputs alike; the output takes that format too).
+/// `formats` (the output takes the first input's format).
 ///
 /// ATen's `TensorIterator` runs `qadd_kernel` in memory order, so on channels-last 4-d tensors
 /// the x86 engine's vector/scalar split falls on the first `floor(n / 2L) * 2L` elements in
-/// **NHWC** order, not NCHW (fixtures `add_cl_probe_*`). The qnnpack engine's add is
-/// elementwise with one formula, so the format does not matter there.
+/// **NHWC** order, not NCHW (fixtures `add_cl_probe_*`); inputs of different layouts take the
+/// scalar path everywhere ([`X86AddPath`]). The qnnpack engine's add is elementwise with one
+/// formula (it converts the second input to the first's layout), so formats do not matter there.
 #[allow(clippy::too_many_arguments)]
 pub fn add_in(
-    format: MemoryFormat,
+    formats: [MemoryFormat; 2],
     engine: QEngine,
     isa: CpuCapability,
     dims: &[usize],
@@ -77,12 +107,16 @@ pub fn add_in(
 ) -> Result<Vec<u8>> {
     check_data("add input a", a.len(), dims)?;
     check_data("add input b", b.len(), dims)?;
-    let &[n, c, h, w] = dims else {
-        return add(engine, isa, a, a_qp, b, b_qp, out, relu);
-    };
-    if format == MemoryFormat::Contiguous || engine == QEngine::Qnnpack {
+    if engine == QEngine::Qnnpack {
         return add(engine, isa, a, a_qp, b, b_qp, out, relu);
     }
+    let [n, c, h, w] = match (dims, x86_add_path(dims, formats)) {
+        (&[n, c, h, w], X86AddPath::InOrder(MemoryFormat::ChannelsLast)) => [n, c, h, w],
+        (_, X86AddPath::AllScalar) => {
+            return add(engine, CpuCapability::Default, a, a_qp, b, b_qp, out, relu)
+        }
+        _ => return add(engine, isa, a, a_qp, b, b_qp, out, relu),
+    };
     // NCHW index of each element, in NHWC memory order.
     let order: Vec<usize> = (0..n)
         .flat_map(|bi| {
@@ -250,9 +284,9 @@ mod tests {
         let b = qp(f32::from_bits(0x3cba_e9c1), 249);
         let y = qp(f32::from_bits(0x3d05_207a), 191);
         let dims = [1, 35, 1, 2];
-        let run = |format, engine| {
+        let run = |format: MemoryFormat, engine| {
             add_in(
-                format,
+                [format; 2],
                 engine,
                 CpuCapability::Avx512,
                 &dims,
@@ -276,8 +310,40 @@ mod tests {
             run(MemoryFormat::ChannelsLast, QEngine::Qnnpack),
             run(MemoryFormat::Contiguous, QEngine::Qnnpack)
         );
+        // Inputs of different layouts take the scalar path everywhere, whatever the CPU.
+        let (cl, nchw) = (MemoryFormat::ChannelsLast, MemoryFormat::Contiguous);
+        for formats in [[cl, nchw], [nchw, cl]] {
+            let m = add_in(
+                formats,
+                QEngine::X86,
+                CpuCapability::Avx512,
+                &dims,
+                &[171; 70],
+                &a,
+                &[97; 70],
+                &b,
+                &y,
+                false,
+            )
+            .unwrap();
+            assert!(m.iter().all(|&q| q == 45), "{formats:?}");
+        }
+        // One-channel tensors and 1x1 planes have one layout: their formats never differ.
+        assert_eq!(
+            x86_add_path(&[1, 1, 5, 5], [cl, nchw]),
+            X86AddPath::InOrder(nchw)
+        );
+        assert_eq!(
+            x86_add_path(&[2, 9, 1, 1], [nchw, cl]),
+            X86AddPath::InOrder(nchw)
+        );
+        assert_eq!(
+            x86_add_path(&[2, 9, 2, 1], [nchw, cl]),
+            X86AddPath::AllScalar
+        );
+        assert_eq!(x86_add_path(&[2, 9], [cl, cl]), X86AddPath::InOrder(nchw));
         assert!(add_in(
-            MemoryFormat::ChannelsLast,
+            [MemoryFormat::ChannelsLast; 2],
             QEngine::X86,
             CpuCapability::Avx512,
             &[1, 35, 1, 1],

@@ -143,7 +143,7 @@ impl QBackend for ReferenceBackend {
             )));
         }
         r::add::add_in(
-            format,
+            [format; 2],
             self.engine,
             self.isa,
             &a.dims,
