@@ -49,15 +49,16 @@ impl QEngine {
         }
     }
 
-    /// Parses `qnnpack` or `x86`.
+    /// Parses `qnnpack`, `x86` or `fbgemm` (PyTorch's older x86 engine: the same FBGEMM
+    /// linear and the same ATen kernels for the other ops, so the same formulas).
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "qnnpack" => Ok(QEngine::Qnnpack),
-            "x86" => Ok(QEngine::X86),
+            "x86" | "fbgemm" => Ok(QEngine::X86),
             _ => Err(Error::UnknownName {
                 kind: "quantized engine",
                 name: s.to_string(),
-                expected: "qnnpack, x86".into(),
+                expected: "qnnpack, x86, fbgemm".into(),
             }),
         }
     }

@@ -67,13 +67,11 @@ pub fn engine_of(qconfig: &QConfig) -> Result<QEngine> {
 }
 
 fn engine_named(name: &str) -> Result<QEngine> {
-    match name {
-        "qnnpack" => Ok(QEngine::Qnnpack),
-        "x86" | "fbgemm" => Ok(QEngine::X86),
-        other => Err(Error::InvalidParameter(format!(
-            "qconfig '{other}' has no PyTorch engine for graph ops; use qnnpack, x86 or fbgemm"
-        ))),
-    }
+    QEngine::parse(name).map_err(|_| {
+        Error::InvalidParameter(format!(
+            "qconfig '{name}' has no PyTorch engine for graph ops; use qnnpack, x86 or fbgemm"
+        ))
+    })
 }
 
 /// A converted linear layer: int8 weights `[out, in]`, float bias, the requantization formula
