@@ -713,6 +713,20 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
             outputs: vec![],
         },
         Row {
+            what: "bench on an unknown ISA path",
+            args: args(&["bench", "--no-gpu", "--isa", "avx3"]),
+            mentions: vec!["avx3", "avx512-vnni, avx-vnni, avx2, portable"],
+            outputs: vec![],
+        },
+        Row {
+            what: "bench --isa with --model",
+            args: args(&[
+                "bench", "--no-gpu", "--isa", "portable", "--model", "m.onnx",
+            ]),
+            mentions: vec!["--isa", "--model"],
+            outputs: vec![],
+        },
+        Row {
             what: "unknown subcommand",
             args: args(&["quantise"]),
             mentions: vec!["quantise"],

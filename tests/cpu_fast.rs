@@ -276,6 +276,32 @@ fn isa_detection_is_consistent() {
     eprintln!("ISA paths available: {avail:?}");
 }
 
+/// `--isa NAME` (squint bench): every path's name parses back to it where this CPU runs it,
+/// is refused naming the available paths where it does not, and unknown names list them all.
+#[test]
+fn isa_names_parse_to_available_paths_only() {
+    for isa in Isa::ALL {
+        match Isa::parse(isa.name()) {
+            Ok(p) => {
+                assert!(isa.is_available());
+                assert_eq!(p, isa);
+            }
+            Err(e) => {
+                assert!(!isa.is_available(), "{isa}: {e}");
+                assert!(matches!(e, Error::InvalidParameter(_)), "{e:?}");
+                assert!(e.to_string().contains("portable"), "{e}");
+            }
+        }
+    }
+    let e = Isa::parse("avx3").unwrap_err();
+    assert!(matches!(e, Error::UnknownName { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("avx512-vnni, avx-vnni, avx2, portable"),
+        "{e}"
+    );
+}
+
 #[test]
 fn randomized_sweep_matches_reference_on_every_isa() {
     // `SQUINT_FAST_SEED=n` explores other cases.

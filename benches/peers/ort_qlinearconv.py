@@ -3,12 +3,15 @@
 shapes, on this machine, for comparison with `squint bench` (issue 5's peer figures).
 
     pip install onnxruntime onnx numpy
-    python3 benches/peers/ort_qlinearconv.py [--threads 1] [--runs 21]
+    python3 benches/peers/ort_qlinearconv.py [--threads 1] [--runs 21] [--json]
+
+`benches/peers/compare_ort.py` runs it beside `squint bench` in one run and prints ratios.
 
 Prints one line per shape and path with the median time and GOPS
 (2*N*Cout*Hout*Wout*(Cin/groups)*KH*KW / time), like `squint bench`.
 """
 import argparse
+import json
 import time
 
 import numpy as np
@@ -60,12 +63,10 @@ def model(x_shape, w_shape, pad, groups, quantized):
     return m.SerializeToString()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=21)
-    args = ap.parse_args()
-    print(f"onnxruntime {ort.__version__}, {args.threads} thread(s), median of {args.runs} runs")
+def measure(threads, runs):
+    """Median ms and GOPS of ORT's int8 and float32 conv on every shape: a list of dicts with
+    `shape`, `path` (`ort int8` / `ort float32`), `ms`, `gops`."""
+    out = []
     for name, xs, ws, pad, groups in SHAPES:
         n, c, h, w = xs
         co, cig, kh, kw = ws
@@ -73,7 +74,7 @@ def main():
         ops = 2 * n * co * ho * wo * cig * kh * kw
         for quantized in (False, True):
             so = ort.SessionOptions()
-            so.intra_op_num_threads = args.threads
+            so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             sess = ort.InferenceSession(
@@ -88,13 +89,30 @@ def main():
             for _ in range(3):
                 sess.run(None, {"x": x})
             times = []
-            for _ in range(args.runs):
+            for _ in range(runs):
                 t0 = time.perf_counter()
                 sess.run(None, {"x": x})
                 times.append(time.perf_counter() - t0)
             t = sorted(times)[len(times) // 2]
-            path = "ort QLinearConv u8" if quantized else "ort float32 Conv"
-            print(f"{name:38s} {path:20s} {t * 1e3:9.3f} ms {ops / t / 1e9:8.1f} GOPS")
+            out.append({"shape": name, "path": "ort int8" if quantized else "ort float32",
+                        "ms": t * 1e3, "gops": ops / t / 1e9})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = ap.parse_args()
+    results = measure(args.threads, args.runs)
+    if args.json:
+        print(json.dumps({"onnxruntime": ort.__version__, "threads": args.threads,
+                          "results": results}, indent=1))
+        return
+    print(f"onnxruntime {ort.__version__}, {args.threads} thread(s), median of {args.runs} runs")
+    for r in results:
+        print(f"{r['shape']:38s} {r['path']:20s} {r['ms']:9.3f} ms {r['gops']:8.1f} GOPS")
 
 
 if __name__ == "__main__":

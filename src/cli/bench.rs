@@ -86,6 +86,8 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Run the (slow) CPU reference where it takes less than this many MACs.
     pub reference_max_macs: u64,
+    /// ISA path of the fast CPU kernels (None: the fastest this CPU has).
+    pub isa: Option<cpu::fast::Isa>,
 }
 
 impl Default for BenchOptions {
@@ -96,6 +98,7 @@ impl Default for BenchOptions {
             large: false,
             runs: 5,
             reference_max_macs: 1 << 30,
+            isa: None,
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn run_bench(
     };
     fopts.validate()?;
     let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
+    let isa = opts.isa.unwrap_or_else(cpu::fast::Isa::detect);
     let (ctx, gpu_note) = match opts.gpu.as_ref().map(GpuContext::open) {
         None => (None, Some("skipped (--no-gpu)".to_string())),
         Some(Ok(c)) => (Some(c), None),
@@ -212,18 +216,15 @@ pub fn run_bench(
             results.push(r);
         };
         let ms = median_ms(opts.runs, || {
-            cpu::fast::conv2d_f32(&x, &w, None, &s, &fopts).map(|_| ())
+            cpu::fast::conv2d_f32_with_isa(&x, &w, None, &s, &fopts, isa).map(|_| ())
         })?;
-        push("float32 cpu", ms, format!("{threads} threads"));
-        let packed = cpu::fast::PackedConv2d::new(&w_q, shape.w, &w_qp, &epi, shape.params)?;
+        push("float32 cpu", ms, format!("{isa}, {threads} threads"));
+        let packed =
+            cpu::fast::PackedConv2d::with_isa(&w_q, shape.w, &w_qp, &epi, shape.params, isa)?;
         let ms = median_ms(opts.runs, || {
             packed.run(&x_q, shape.x, &xqp, &fopts).map(|_| ())
         })?;
-        push(
-            "int8 cpu fast",
-            ms,
-            format!("{}, {threads} threads", cpu::fast::detected_isa()),
-        );
+        push("int8 cpu fast", ms, format!("{isa}, {threads} threads"));
         if s.macs() <= opts.reference_max_macs {
             let ms = median_ms(1, || {
                 cpu::reference::conv2d_quantized(&x_q, &xqp, &w_q, &w_qp, &epi, &s).map(|_| ())
@@ -274,7 +275,7 @@ pub fn run_bench(
         }
     }
     Ok(BenchReport {
-        cpu_isa: cpu::fast::detected_isa().to_string(),
+        cpu_isa: isa.to_string(),
         threads,
         adapter,
         gpu_note,

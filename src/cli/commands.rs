@@ -669,6 +669,16 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
             "--threads must be between 1 and {max}, got {t}"
         )));
     }
+    let isa = a
+        .isa
+        .as_deref()
+        .map(squint::cpu::fast::Isa::parse)
+        .transpose()?;
+    if isa.is_some() && a.model.is_some() {
+        return Err(squint::Error::InvalidParameter(
+            "--isa applies to the conv shapes; --model runs the fastest path this CPU has".into(),
+        ));
+    }
     if let Some(model) = &a.model {
         let input = a
             .input
@@ -712,13 +722,17 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = bench::BenchOptions {
+    let mut opts = bench::BenchOptions {
         threads: a.threads,
         gpu: (!a.no_gpu).then(|| a.gpu.options()),
         large: a.large,
         runs: a.runs.max(1),
+        isa,
         ..Default::default()
     };
+    if a.no_reference {
+        opts.reference_max_macs = 0;
+    }
     let json = a.json;
     let report = bench::run_bench(&opts, |r| {
         if !json {

@@ -93,12 +93,19 @@ pub struct BenchArgs {
     /// Timed runs per path (median reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// ISA path of the fast CPU kernels: avx512-vnni, avx-vnni, avx2 or portable (default: the
+    /// fastest this CPU has). `--isa avx2` measures the AVX2 kernels on an AVX-512 machine.
+    #[arg(long)]
+    pub isa: Option<String>,
     /// Also run the large shape (8x256x56x56), meant for real GPUs.
     #[arg(long)]
     pub large: bool,
     /// Skip the GPU.
     #[arg(long)]
     pub no_gpu: bool,
+    /// Skip the (slow, single-threaded) int8 CPU reference.
+    #[arg(long)]
+    pub no_reference: bool,
     /// Benchmark a whole ONNX model instead of the conv shapes: float vs int8 (CPU reference,
     /// fast CPU path, GPU unless --no-gpu) latency of one forward pass. Needs --input; calibrates on --calib (or the
     /// input).

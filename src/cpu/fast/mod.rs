@@ -171,6 +171,21 @@ impl Isa {
         }
     }
 
+    /// Parses a path name ([`Isa::name`]: `avx512-vnni`, `avx-vnni`, `avx2`, `portable`) and
+    /// checks that this CPU can run it.
+    pub fn parse(name: &str) -> Result<Isa> {
+        let isa = Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == name)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "ISA path",
+                name: name.to_string(),
+                expected: Isa::ALL.map(Isa::name).join(", "),
+            })?;
+        isa.check_available()?;
+        Ok(isa)
+    }
+
     /// Whether this CPU can run the path.
     pub fn is_available(self) -> bool {
         match self {
@@ -223,8 +238,13 @@ impl Isa {
             Ok(())
         } else {
             Err(Error::InvalidParameter(format!(
-                "ISA path '{}' is not supported by this CPU",
-                self.name()
+                "ISA path '{}' is not supported by this CPU (available: {})",
+                self.name(),
+                Isa::available()
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }
