@@ -317,6 +317,8 @@ fn randomized_sweep_matches_reference_on_every_isa() {
     // Cases whose reference result is an error (e.g. an accumulator bound) check the error
     // path only: count them, so that a generator drifting into errors cannot hollow the sweep.
     let mut errors = 0;
+    // Which AVX2 kernel each case ran: both must be exercised.
+    let mut avx2_kernels = std::collections::BTreeMap::new();
     // `SQUINT_FAST_CASES=n` runs a longer sweep.
     let cases = std::env::var("SQUINT_FAST_CASES")
         .ok()
@@ -334,6 +336,11 @@ fn randomized_sweep_matches_reference_on_every_isa() {
             let p =
                 PackedConv2d::with_isa(&c.w, c.s.weight_dims(), &c.w_qp, &c.epi, c.s.params, isa)
                     .expect("pack");
+            if isa == Isa::Avx2 {
+                *avx2_kernels
+                    .entry(p.kernel_name(&c.x, &c.x_qp))
+                    .or_insert(0) += 1;
+            }
             let got = p.run(&c.x, c.s.input_dims(), &c.x_qp, &opts);
             if !same(&got, &want) {
                 let detail = match (&got, &want) {
@@ -373,6 +380,13 @@ fn randomized_sweep_matches_reference_on_every_isa() {
         "{checked} (case, ISA) pairs bit-exact on {isas:?}; {errors} of {cases} cases are errors"
     );
     assert_eq!(checked, cases * isas.len());
+    if isas.contains(&Isa::Avx2) {
+        eprintln!("AVX2 kernels: {avx2_kernels:?}");
+        for k in ["avx2 vpmaddubsw", "avx2 vpmaddwd"] {
+            let n = avx2_kernels.get(k).copied().unwrap_or(0);
+            assert!(n * 10 >= cases, "only {n} of {cases} cases ran {k}");
+        }
+    }
     assert!(
         errors * 10 <= cases,
         "{errors} of {cases} cases have an error as their reference result: the sweep checks too \
@@ -381,6 +395,61 @@ fn randomized_sweep_matches_reference_on_every_isa() {
 }
 
 /// The four target shapes, shrunk spatially, on every path (exercises the real tile sizes).
+/// AVX2's `vpmaddubsw` sums two u8·s8 products in saturating int16: squint uses it only where
+/// `act_max · (pair sum of positive weights) ≤ 32767` and `act_max · (pair sum of negative
+/// weights) ≤ 32768`. At and just past both bounds, and far past them (where `vpmaddubsw`
+/// would saturate), the result equals the reference, and the kernel is the one the bound says.
+#[test]
+fn avx2_uses_vpmaddubsw_exactly_where_no_pair_can_saturate() {
+    if !Isa::Avx2.is_available() {
+        eprintln!("no AVX2: nothing to check");
+        return;
+    }
+    let s = ConvShape::new([1, 8, 6, 6], [5, 8, 3, 3], ConvParams::default().padding(1)).unwrap();
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+    // (weight pair, activation byte, vpmaddubsw expected)
+    let cases: [((i8, i8), u8, bool); 8] = [
+        ((64, 64), 255, true),     // 255·128 = 32640
+        ((64, 65), 255, false),    // 255·129 = 32895 > 32767
+        ((-64, -64), 255, true),   // −32640
+        ((-128, -1), 255, false),  // −32895 < −32768
+        ((127, 127), 255, false),  // would saturate: 64770
+        ((127, 127), 129, true),   // 129·254 = 32766
+        ((127, 127), 130, false),  // 33020
+        ((-128, -128), 128, true), // −32768 exactly
+    ];
+    for ((w0, w1), a, fast_expected) in cases {
+        // Every 4-byte lane holds the pair twice; other weights 0.
+        let w: Vec<i8> = (0..s.weight_len())
+            .map(|i| {
+                let c = (i / 9) % 8;
+                if c % 2 == 0 {
+                    w0
+                } else {
+                    w1
+                }
+            })
+            .collect();
+        let x_qp = QParams::new(0.02, 0, QDtype::QUInt8).unwrap();
+        let x = vec![a; s.input_len()];
+        let epi = simple_epi(&s, &w_qp);
+        let p =
+            PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, Isa::Avx2).unwrap();
+        let kernel = p.kernel_name(&x, &x_qp);
+        let want_kernel = if fast_expected {
+            "avx2 vpmaddubsw"
+        } else {
+            "avx2 vpmaddwd"
+        };
+        assert_eq!(kernel, want_kernel, "pair ({w0}, {w1}), activation {a}");
+        let want = reference::conv2d_acc(&x, &x_qp, &w, &w_qp, &s).unwrap();
+        let got = p
+            .run_acc(&x, s.input_dims(), &x_qp, &FastConvOptions::with_threads(1))
+            .unwrap();
+        assert_eq!(got, want, "pair ({w0}, {w1}), activation {a}");
+    }
+}
+
 #[test]
 fn target_like_shapes_match_reference() {
     let mut rng = Rng::new(77);

@@ -88,6 +88,9 @@ pub struct BenchOptions {
     pub reference_max_macs: u64,
     /// ISA path of the fast CPU kernels (None: the fastest this CPU has).
     pub isa: Option<cpu::fast::Isa>,
+    /// Activation bits of the int8 input: 7 (values 0..=127, as PyTorch's x86 / fbgemm
+    /// presets quantize with `reduce_range`) or 8 (0..=255).
+    pub act_bits: u32,
 }
 
 impl Default for BenchOptions {
@@ -99,6 +102,7 @@ impl Default for BenchOptions {
             runs: 5,
             reference_max_macs: 1 << 30,
             isa: None,
+            act_bits: 7,
         }
     }
 }
@@ -169,6 +173,12 @@ pub fn run_bench(
         threads: opts.threads,
     };
     fopts.validate()?;
+    if !(7..=8).contains(&opts.act_bits) {
+        return Err(squint::Error::InvalidParameter(format!(
+            "activation bits must be 7 or 8, got {}",
+            opts.act_bits
+        )));
+    }
     let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
     let isa = opts.isa.unwrap_or_else(cpu::fast::Isa::detect);
     let (ctx, gpu_note) = match opts.gpu.as_ref().map(GpuContext::open) {
@@ -190,7 +200,11 @@ pub fn run_bench(
         let ops = 2.0 * s.macs() as f64;
         let x: Vec<f32> = rng.uniform_vec(s.input_len());
         let w: Vec<f32> = rng.normal_vec(s.weight_len(), 0.05);
-        let xqp = QParams::new(1.0 / 255.0, 0, QDtype::QUInt8)?;
+        let xqp = QParams::new(
+            1.0 / ((1u32 << opts.act_bits) - 1) as f32,
+            0,
+            QDtype::QUInt8,
+        )?;
         let x_q = quant::quantize_slice(&x, &xqp);
         let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.002, 0);
         let w_q = cpu::reference::quantize_weight(&w, &w_qp, s.c_out)?;
@@ -224,7 +238,13 @@ pub fn run_bench(
         let ms = median_ms(opts.runs, || {
             packed.run(&x_q, shape.x, &xqp, &fopts).map(|_| ())
         })?;
-        push("int8 cpu fast", ms, format!("{isa}, {threads} threads"));
+        let kernel = packed.kernel_name(&x_q, &xqp);
+        let bits = opts.act_bits;
+        push(
+            "int8 cpu fast",
+            ms,
+            format!("{kernel}, {bits}-bit input, {threads} threads"),
+        );
         if s.macs() <= opts.reference_max_macs {
             let ms = median_ms(1, || {
                 cpu::reference::conv2d_quantized(&x_q, &xqp, &w_q, &w_qp, &epi, &s).map(|_| ())

@@ -728,6 +728,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         large: a.large,
         runs: a.runs.max(1),
         isa,
+        act_bits: a.act_bits,
         ..Default::default()
     };
     if a.no_reference {

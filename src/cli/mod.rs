@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Skip the GPU.
     #[arg(long)]
     pub no_gpu: bool,
+    /// Activation bits of the int8 conv input: 7 (0..=127, PyTorch's x86 preset with
+    /// reduce_range, which lets AVX2 use `vpmaddubsw` exactly) or 8 (0..=255).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(7..=8))]
+    pub act_bits: u32,
     /// Skip the (slow, single-threaded) int8 CPU reference.
     #[arg(long)]
     pub no_reference: bool,

@@ -36,6 +36,46 @@ pub(super) struct Panels {
     /// Bytes per tile panel.
     panel_len: usize,
     data: Vec<u8>,
+    /// AVX2 only: the same panels in 4-byte lanes for `vpmaddubsw`, with the bounds that say
+    /// when it is exact.
+    quads: Option<QuadPanels>,
+}
+
+/// The AVX2 path's second packing (see [`Panels::quads`]).
+struct QuadPanels {
+    panel_len: usize,
+    data: Vec<u8>,
+    bounds: PairBounds,
+}
+
+/// The largest positive and negative int16 pair sums `a0·w0 + a1·w1` a layer's weights allow
+/// per unit of activation: `pos = max(w0, 0) + max(w1, 0)`, `neg = max(−w0, 0) + max(−w1, 0)`
+/// over every pair `vpmaddubsw` adds (bytes 0-1 and 2-3 of each 4-byte lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct PairBounds {
+    pub pos: u32,
+    pub neg: u32,
+}
+
+impl PairBounds {
+    fn of(quads: impl Iterator<Item = [i8; 4]>) -> Self {
+        let mut b = PairBounds::default();
+        for q in quads {
+            for pair in [[q[0], q[1]], [q[2], q[3]]] {
+                let pos: u32 = pair.iter().map(|&w| w.max(0) as u32).sum();
+                let neg: u32 = pair.iter().map(|&w| (w as i32).min(0).unsigned_abs()).sum();
+                b.pos = b.pos.max(pos);
+                b.neg = b.neg.max(neg);
+            }
+        }
+        b
+    }
+
+    /// Whether `vpmaddubsw` is exact for u8 activations up to `act_max`: every pair sum lies
+    /// in `[−act_max·neg, act_max·pos] ⊆ [−32768, 32767]`.
+    pub(super) fn exact_for(self, act_max: u8) -> bool {
+        act_max as u32 * self.pos <= i16::MAX as u32 && act_max as u32 * self.neg <= 32768
+    }
 }
 
 impl Panels {
@@ -47,59 +87,75 @@ impl Panels {
         let ncb = cig.div_ceil(4);
         let ctiles = cog.div_ceil(nr);
         let tiles_per_group = ctiles + usize::from(ones);
-        let panel_len = taps * ncb * nr * lane;
-        let mut data = vec![0u8; g * tiles_per_group * panel_len];
         let k = s.k();
-        let mut put = |panel: usize, t: usize, cb: usize, r: usize, vals: [i8; 4]| {
-            let at = panel * panel_len + ((t * ncb + cb) * nr + r) * lane;
-            if lane == 4 {
-                for (j, &v) in vals.iter().enumerate() {
-                    data[at + j] = v as u8;
-                }
-            } else {
-                let words = [
-                    (vals[0] as i16, vals[2] as i16),
-                    (vals[1] as i16, vals[3] as i16),
-                ];
-                for (i, (a, b)) in words.into_iter().enumerate() {
-                    data[at + 4 * i..at + 4 * i + 2].copy_from_slice(&a.to_le_bytes());
-                    data[at + 4 * i + 2..at + 4 * i + 4].copy_from_slice(&b.to_le_bytes());
-                }
-            }
-        };
-        for gi in 0..g {
-            for ct in 0..tiles_per_group {
-                let panel = gi * tiles_per_group + ct;
-                for t in 0..taps {
-                    for cb in 0..ncb {
-                        for r in 0..nr {
-                            let mut vals = [0i8; 4];
-                            for (j, v) in vals.iter_mut().enumerate() {
-                                let c = 4 * cb + j;
-                                if c >= cig {
-                                    continue;
-                                }
-                                if ct == ctiles {
-                                    *v = i8::from(r == 0);
-                                } else if ct * nr + r < cog {
-                                    let o = gi * cog + ct * nr + r;
-                                    *v = w[o * k + c * taps + t];
-                                }
-                            }
-                            put(panel, t, cb, r, vals);
-                        }
+        // Every lane in layout order: (panel, t, cb, r) → its four weights.
+        let lanes = (0..g * tiles_per_group).flat_map(|panel| {
+            let (gi, ct) = (panel / tiles_per_group, panel % tiles_per_group);
+            (0..taps * ncb * nr).map(move |i| {
+                let (t, cb, r) = (i / (ncb * nr), i / nr % ncb, i % nr);
+                std::array::from_fn(|j| {
+                    let c = 4 * cb + j;
+                    if c >= cig {
+                        0
+                    } else if ct == ctiles {
+                        i8::from(r == 0)
+                    } else if ct * nr + r < cog {
+                        w[(gi * cog + ct * nr + r) * k + c * taps + t]
+                    } else {
+                        0
                     }
-                }
-            }
-        }
+                })
+            })
+        });
+        let as_quads = |l: [i8; 4]| l.map(|v| v as u8);
+        // AVX2's exact kernel: two i32 words of sign-extended i16 pairs (w0, w2), (w1, w3).
+        let as_pairs = |l: [i8; 4]| -> [u8; 8] {
+            let [a, b, c, d] = l.map(|v| (v as i16).to_le_bytes());
+            [a[0], a[1], c[0], c[1], b[0], b[1], d[0], d[1]]
+        };
+        let (data, quads) = if lane == 4 {
+            (lanes.flat_map(as_quads).collect(), None)
+        } else {
+            let quads = QuadPanels {
+                panel_len: taps * ncb * nr * 4,
+                data: lanes.clone().flat_map(as_quads).collect(),
+                bounds: PairBounds::of(lanes.clone()),
+            };
+            (lanes.flat_map(as_pairs).collect(), Some(quads))
+        };
         Panels {
             nr,
             px,
             ncb,
             ctiles,
             tiles_per_group,
-            panel_len,
+            panel_len: taps * ncb * nr * lane,
             data,
+            quads,
+        }
+    }
+
+    /// The largest u8 activation the kernels read for input `x` (the padding value, the zero
+    /// point, too); `u8::MAX` without scanning where no kernel choice depends on it.
+    pub(super) fn act_max(&self, x: &[u8], x_qp: &QParams) -> u8 {
+        let (flip, z) = flip_and_z(x_qp);
+        match &self.quads {
+            Some(_) => x.iter().fold(z as u8, |m, &v| m.max(v ^ flip)),
+            None => u8::MAX,
+        }
+    }
+
+    /// Whether input `x` runs on the AVX2 `vpmaddubsw` kernel.
+    pub(super) fn uses_maddubs(&self, x: &[u8], x_qp: &QParams) -> bool {
+        self.for_activations(self.act_max(x, x_qp)).2
+    }
+
+    /// The panels and kernel for u8 activations up to `act_max`: the AVX2 `vpmaddubsw`
+    /// packing when [`PairBounds::exact_for`] proves it exact, else the default one.
+    fn for_activations(&self, act_max: u8) -> (&[u8], usize, bool) {
+        match &self.quads {
+            Some(q) if q.bounds.exact_for(act_max) => (&q.data, q.panel_len, true),
+            _ => (&self.data, self.panel_len, false),
         }
     }
 }
@@ -117,7 +173,8 @@ fn vex_vnni() -> bool {
 ///
 /// # Safety
 /// `isa` must be available; `act` must be readable at `offs[t] + cb·cbs + [0, 4·npx rounded up
-/// to a vector)` for every tap and channel block, `w` for one whole panel.
+/// to a vector)` for every tap and channel block, `w` for one whole panel (in the 4-byte lanes
+/// of `vpmaddubsw` when `maddubs`, which needs [`PairBounds::exact_for`] the activations).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_tile(
     isa: Isa,
@@ -129,6 +186,7 @@ unsafe fn gemm_tile(
     nr: usize,
     nvalid: usize,
     npx: usize,
+    maddubs: bool,
     out: &mut Tile,
     init: &[i32; 6],
 ) {
@@ -172,6 +230,12 @@ unsafe fn gemm_tile(
                 (Isa::AvxVnni, _, _) => {
                     gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, out, init)
                 }
+                (Isa::Avx2, _, 1) if maddubs => {
+                    gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, out, init)
+                }
+                (Isa::Avx2, _, _) if maddubs => {
+                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, out, init)
+                }
                 (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init),
                 (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init),
                 (Isa::Portable, _, _) => {
@@ -181,7 +245,10 @@ unsafe fn gemm_tile(
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init);
+    {
+        let _ = maddubs; // AVX2 only
+        super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init);
+    }
 }
 
 /// One contiguous run of valid outputs inside a pixel tile: tile position, output offset
@@ -431,6 +498,8 @@ pub(super) fn run(
             .collect(),
         _ => Vec::new(),
     };
+    // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
+    let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
     let geo = Geometry::new(s, p.ncb, p.px);
     let offs: Vec<usize> = geo.offs.iter().map(|o| o * 4).collect();
     let cbs = geo.plane * 4;
@@ -453,7 +522,7 @@ pub(super) fn run(
             for g in 0..s.params.groups {
                 repack(x, s, n, g, &geo, z, flip, buf, opts.threads);
                 let buf = &buf[..];
-                let panels = &p.data[g * p.tiles_per_group * p.panel_len..];
+                let panels = &pdata[g * p.tiles_per_group * panel_len..];
                 par_for(opts.threads, ptiles * cchunks, |item| {
                     let (pt, chunk) = (item / cchunks, item % cchunks);
                     // Balanced tiles of whole vectors (e.g. 13 vectors as 4 + 3 + 3 + 3 rather
@@ -470,12 +539,14 @@ pub(super) fn run(
                     let mut tile: Tile = [[0; 64]; 6];
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
-                        let w = &panels[p.ctiles * p.panel_len..][..p.panel_len];
+                        let w = &panels[p.ctiles * panel_len..][..panel_len];
                         // SAFETY: the ISA was checked when packing; the buffer holds every
-                        // plane plus slack past the last tile (see `Geometry::new`).
+                        // plane plus slack past the last tile (see `Geometry::new`); `maddubs`
+                        // only where `for_activations` proved it exact.
                         unsafe {
                             gemm_tile(
-                                isa, act, &offs, cbs, p.ncb, w, p.nr, 1, npx, &mut tile, &[0; 6],
+                                isa, act, &offs, cbs, p.ncb, w, p.nr, 1, npx, maddubs, &mut tile,
+                                &[0; 6],
                             )
                         };
                         rowsum = tile[0];
@@ -486,11 +557,12 @@ pub(super) fn run(
                         let nvalid = p.nr.min(cog - ct * p.nr);
                         let init: [i32; 6] =
                             std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 });
-                        let w = &panels[ct * p.panel_len..][..p.panel_len];
+                        let w = &panels[ct * panel_len..][..panel_len];
                         // SAFETY: as above.
                         unsafe {
                             gemm_tile(
-                                isa, act, &offs, cbs, p.ncb, w, p.nr, nvalid, npx, &mut tile, &init,
+                                isa, act, &offs, cbs, p.ncb, w, p.nr, nvalid, npx, maddubs,
+                                &mut tile, &init,
                             )
                         };
                         for (r, row) in tile.iter_mut().enumerate().take(nvalid) {

@@ -585,6 +585,20 @@ impl PackedConv2d {
         Ok(out)
     }
 
+    /// The micro-kernel input `x` runs on: the ISA path's name, and on AVX2 whether the GEMM
+    /// takes `vpmaddubsw` (where the activations' maximum and the weights' pair sums rule out
+    /// its int16 saturation) or the exact `vpmaddwd` emulation; e.g. `avx2 vpmaddubsw`.
+    pub fn kernel_name(&self, x: &[u8], x_qp: &QParams) -> String {
+        match &self.kind {
+            Kind::Gemm(p) if self.isa == Isa::Avx2 => match p.uses_maddubs(x, x_qp) {
+                true => "avx2 vpmaddubsw".into(),
+                false => "avx2 vpmaddwd".into(),
+            },
+            Kind::Depthwise { .. } => format!("{} depthwise", self.isa),
+            Kind::Gemm(_) => self.isa.to_string(),
+        }
+    }
+
     fn dispatch(&self, x: &[u8], x_qp: &QParams, s: &ConvShape, opts: &FastConvOptions, out: Sink) {
         match &self.kind {
             Kind::Depthwise { wprime, vnni } => {

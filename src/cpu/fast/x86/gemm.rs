@@ -4,7 +4,9 @@
 //! * int8 (`Σ u8·s8` in wrapping int32, see the zero-point folding in [`crate::cpu::fast`]):
 //!   [`gemm_i8_avx512`] (AVX-512 VNNI, zmm `vpdpbusd`), [`gemm_i8_avxvnni`] (AVX-VNNI, VEX
 //!   ymm `vpdpbusd`), [`gemm_i8_avxvnni_evex`] (the same ymm tile with EVEX `vpdpbusd`, on
-//!   AVX-512 VNNI + VL), [`gemm_i8_avx2`] (AVX2, exact `vpmaddwd` emulation without VNNI).
+//!   AVX-512 VNNI + VL), [`gemm_i8_avx2`] (AVX2, exact `vpmaddwd` emulation without VNNI),
+//!   [`gemm_i8_avx2_maddubs`] (AVX2 `vpmaddubsw`, for layers whose ranges rule out its int16
+//!   saturation).
 //! * f32 (one FMA per product, in the documented order): [`gemm_f32_avx512`] (AVX-512F) and
 //!   [`gemm_f32_avx2`] (AVX2 + FMA).
 
@@ -138,6 +140,62 @@ gemm_i8_ymm!(
     "avx2,avx512f,avx512vl,avx512vnni",
     _mm256_dpbusd_epi32
 );
+
+/// The GEMM tile on AVX2 without VNNI for layers whose ranges rule out saturation:
+/// `vpmaddubsw` (u8 × s8, adjacent products summed in **saturating** int16), `vpmaddwd` by
+/// ones (the two int16 sums of each 32-bit lane into int32), `vpaddd`: the `vpdpbusd` of the
+/// VNNI paths, weights in the same 4-byte lanes `[t][cb][NR][4]`. Exact only when no int16
+/// pair sum `a0·w0 + a1·w1` leaves `[-32768, 32767]`; the caller proves that from the
+/// activations' maximum and the weights' pair sums (see `int8::PairBounds`), and uses
+/// [`gemm_i8_avx2`] otherwise.
+///
+/// # Safety
+/// avx2 must be available; reads as for [`gemm_i8_avx512`] with 32-byte vectors; no pair sum
+/// may saturate (else the result is wrong, though memory-safe).
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn gemm_i8_avx2_maddubs<const NR: usize, const MV: usize>(
+    act: *const u8,
+    offs: &[usize],
+    cbs: usize,
+    ncb: usize,
+    w: *const u8,
+    out: &mut Tile,
+    init: &[i32; 6],
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); MV]; NR];
+        for (accr, &i) in acc.iter_mut().zip(init) {
+            *accr = [_mm256_set1_epi32(i); MV];
+        }
+        let ones = _mm256_set1_epi16(1);
+        let mut wp = w as *const i32;
+        for &off in offs {
+            let mut p = act.add(off);
+            for _ in 0..ncb {
+                let mut a = [_mm256_setzero_si256(); MV];
+                for (v, av) in a.iter_mut().enumerate() {
+                    *av = _mm256_loadu_si256(p.add(32 * v).cast());
+                }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let b = _mm256_set1_epi32(wp.add(r).read_unaligned());
+                    for v in 0..MV {
+                        let pairs = _mm256_maddubs_epi16(a[v], b);
+                        accr[v] = _mm256_add_epi32(accr[v], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+                wp = wp.add(NR);
+                p = p.add(cbs);
+            }
+        }
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
+            }
+        }
+    }
+}
 
 /// The GEMM tile on AVX2 without VNNI, exact: each 32-bit activation lane `(a0, a1, a2, a3)`
 /// (u8) is split into 16-bit halves `(a0, a2)` and `(a1, a3)`; weights are pre-split at pack

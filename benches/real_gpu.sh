@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# A real-GPU session, ready to go: the GPU tests and the benchmarks on whatever adapter the
+# machine has, results written under $OUT. Made for a lent machine that cannot reach the
+# package registries (so it cannot build): build here, carry the binaries, run there.
+#
+#   benches/real_gpu.sh prepare      # here: release binary + GPU test executables -> devrun/
+#   benches/real_gpu.sh run          # there (with devrun/ carried): tests + benches -> $OUT
+#
+# `prepare` strips and xz-compresses the executables into devrun/ (ignored through
+# .git/info/exclude; about 20 MiB, under the 64 MiB a device call carries) and, with --loaders,
+# downloads the Vulkan/EGL loader packages into .gl/ for machines that lack them. `run` unpacks
+# them, points the loaders at an NVIDIA driver when one is installed, makes the fixtures
+# reachable at the path the test executables were built with, and writes
+#   $OUT/adapters.json     every adapter wgpu sees
+#   $OUT/tests.log         the GPU test executables' output (SQUINT_REQUIRE_GPU=1: nothing skips)
+#   $OUT/bench.json        squint bench --large --json (every standard shape, 2 CPU threads)
+#   $OUT/bench_models.json squint bench --model on the tiny ResNet and MobileNet
+#   $OUT/summary.txt       the exit status of each step and the machine's CPU and GPU
+# Record the figures in the README with the adapter's name.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TESTS=(gpu_sweep gpu_graph_ops graph_models)
+
+prepare() {
+  grep -qx '/devrun/' .git/info/exclude 2>/dev/null || echo /devrun/ >>.git/info/exclude
+  rm -rf devrun && mkdir -p devrun
+  cargo build --release --bin squint || return 1
+  cp target/release/squint devrun/squint
+  local exe
+  for t in "${TESTS[@]}"; do
+    exe=$(cargo test --release --no-run --test "$t" --message-format=json 2>/dev/null |
+      python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' | tail -1)
+    [ -n "$exe" ] || { echo "could not build test $t" >&2; return 1; }
+    cp "$exe" "devrun/test_$t"
+  done
+  strip devrun/* && xz -T0 -6 devrun/*
+  echo "$PWD" >devrun/built_in
+  if [ "${1:-}" = --loaders ]; then
+    grep -qx '/.gl/' .git/info/exclude || echo /.gl/ >>.git/info/exclude
+    mkdir -p .gl /tmp/amd64/partial
+    local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+    # shellcheck disable=SC2086
+    apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  fi
+  du -sh devrun .gl 2>/dev/null
+  echo "carry: devrun (and .gl); then run: bash benches/real_gpu.sh run"
+}
+
+run() {
+  local out=${OUT:-gpu-results}
+  mkdir -p "$out"
+  local sum="$out/summary.txt"
+  : >"$sum"
+  # Loaders and driver (see the device notes): only where missing.
+  if ! ldconfig -p | grep -q libvulkan.so.1 && ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -e "$icd" ] && export VK_DRIVER_FILES=$icd \
+    __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  mkdir -p -m700 /tmp/xdg && export XDG_RUNTIME_DIR=/tmp/xdg
+  # The test executables read fixtures at the path they were built in.
+  local built
+  built=$(cat devrun/built_in)
+  if [ "$built" != "$PWD" ] && [ ! -e "$built" ]; then
+    mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"
+  fi
+  for f in devrun/*.xz; do xz -dkf "$f"; done
+  chmod +x devrun/squint devrun/test_*
+  {
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) ($(nproc) cores)"
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+  } >>"$sum"
+  devrun/squint adapters --json >"$out/adapters.json" 2>&1
+  echo "adapters: exit $?" >>"$sum"
+  : >"$out/tests.log"
+  for t in "${TESTS[@]}"; do
+    SQUINT_REQUIRE_GPU=1 timeout 240 "devrun/test_$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    echo "test $t: exit $?" >>"$sum"
+  done
+  timeout 240 devrun/squint bench --large --json --runs 9 --threads 2 --backend vulkan \
+    >"$out/bench.json" 2>>"$out/tests.log"
+  echo "bench: exit $?" >>"$sum"
+  {
+    for m in resnet_tiny mobilenet_tiny; do
+      d=tests/data/models/$m
+      timeout 120 devrun/squint bench --json --runs 9 --backend vulkan --model "$d/model_bn.onnx" \
+        --input "$d/input.npy" --calib "$d/calib.npy"
+    done
+  } >"$out/bench_models.json" 2>>"$out/tests.log"
+  echo "bench --model: exit $?" >>"$sum"
+  cat "$sum"
+}
+
+case "${1:-}" in
+  prepare) shift; prepare "$@" ;;
+  run) run ;;
+  *) echo "usage: $0 prepare [--loaders] | run" >&2; exit 2 ;;
+esac
