@@ -919,3 +919,51 @@ fn unusual_epilogue_records_match_reference() {
         }
     }
 }
+
+/// `squint bench`'s peaks: every loop of an ISA this CPU runs measures a positive, finite
+/// throughput; the others are an error, not a crash; each fast path names the loop of its
+/// kernel's instruction.
+#[test]
+fn peak_loops_measure_where_available_and_match_the_kernels() {
+    use fast::PeakLoop;
+    let all = [
+        PeakLoop::DpbusdZmm,
+        PeakLoop::DpbusdYmm,
+        PeakLoop::MaddubsYmm,
+        PeakLoop::MaddwdYmm,
+        PeakLoop::FmaZmm,
+        PeakLoop::FmaYmm,
+    ];
+    let runnable: Vec<PeakLoop> = Isa::available()
+        .into_iter()
+        .flat_map(|i| {
+            [
+                PeakLoop::int8(i, true),
+                PeakLoop::int8(i, false),
+                PeakLoop::f32(i),
+            ]
+        })
+        .flatten()
+        .collect();
+    for l in all {
+        match l.measure(std::time::Duration::from_millis(1)) {
+            Ok(g) => assert!(g.is_finite() && g > 0.0, "{l}: {g}"),
+            Err(e) => {
+                assert!(!runnable.contains(&l), "{l} should run here: {e}");
+                assert!(e.to_string().contains(l.name()), "{e}");
+            }
+        }
+    }
+    assert_eq!(PeakLoop::int8(Isa::Portable, false), None);
+    // The loop a packed conv reports is the one of its ISA path and kernel.
+    let s = ConvShape::new([1, 8, 6, 6], [4, 8, 3, 3], ConvParams::default()).unwrap();
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+    let epi = simple_epi(&s, &w_qp);
+    let (w, x) = (vec![3i8; s.weight_len()], vec![7u8; s.input_len()]);
+    let x_qp = QParams::new(0.02, 0, QDtype::QUInt8).unwrap();
+    for isa in Isa::available() {
+        let p = PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+        let want = PeakLoop::int8(isa, p.kernel_name(&x, &x_qp) == "avx2 vpmaddubsw");
+        assert_eq!(p.peak_loop(&x, &x_qp), want, "{isa}");
+    }
+}

@@ -7,7 +7,10 @@
 //! says which clock was used).
 
 use serde::Serialize;
-use squint::cpu::{self, fast::FastConvOptions};
+use squint::cpu::{
+    self,
+    fast::{FastConvOptions, PeakLoop},
+};
 use squint::error::Result;
 use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
@@ -123,6 +126,12 @@ pub struct BenchResult {
     pub gops: f64,
     /// Detail (ISA, threads, adapter).
     pub detail: String,
+    /// The register-only loop of the instruction this path is built on (CPU paths).
+    pub peak_loop: Option<String>,
+    /// That loop's GOPS on this machine, per thread times the threads used.
+    pub peak_gops: Option<f64>,
+    /// `gops / peak_gops`.
+    pub fraction_of_peak: Option<f64>,
 }
 
 /// Everything measured.
@@ -136,6 +145,8 @@ pub struct BenchReport {
     pub adapter: Option<String>,
     /// Why the GPU was skipped, if so.
     pub gpu_note: Option<String>,
+    /// Per-thread GOPS of each instruction loop measured (see [`cpu::fast::PeakLoop`]).
+    pub cpu_peaks: Vec<(String, f64)>,
     /// Results.
     pub results: Vec<BenchResult>,
 }
@@ -191,6 +202,7 @@ pub fn run_bench(
         format!("{} ({})", r.name, r.backend)
     });
     let mut results = Vec::new();
+    let peaks = Peaks::default();
     let mut rng = Rng::new(42);
     for shape in standard_shapes()
         .into_iter()
@@ -218,21 +230,35 @@ pub fn run_bench(
             false,
             s.c_out,
         )?;
-        let mut push = |path: &str, ms: f64, detail: String| {
+        let mut push = |path: &str, ms: f64, detail: String, peak: Option<PeakLoop>| {
+            let gops = ops / (ms * 1e-3) / 1e9;
+            let peak_gops = match peak {
+                Some(l) => Some(peaks.get(l)? * threads as f64),
+                None => None,
+            };
             let r = BenchResult {
                 shape: shape.name.to_string(),
                 path: path.to_string(),
                 ms,
-                gops: ops / (ms * 1e-3) / 1e9,
+                gops,
                 detail,
+                peak_loop: peak.map(|l| l.name().to_string()),
+                peak_gops,
+                fraction_of_peak: peak_gops.map(|p| gops / p),
             };
             progress(&r);
             results.push(r);
+            Ok::<(), squint::Error>(())
         };
         let ms = median_ms(opts.runs, || {
             cpu::fast::conv2d_f32_with_isa(&x, &w, None, &s, &fopts, isa).map(|_| ())
         })?;
-        push("float32 cpu", ms, format!("{isa}, {threads} threads"));
+        push(
+            "float32 cpu",
+            ms,
+            format!("{isa}, {threads} threads"),
+            PeakLoop::f32(isa),
+        )?;
         let packed =
             cpu::fast::PackedConv2d::with_isa(&w_q, shape.w, &w_qp, &epi, shape.params, isa)?;
         let ms = median_ms(opts.runs, || {
@@ -244,12 +270,13 @@ pub fn run_bench(
             "int8 cpu fast",
             ms,
             format!("{kernel}, {bits}-bit input, {threads} threads"),
-        );
+            packed.peak_loop(&x_q, &xqp),
+        )?;
         if s.macs() <= opts.reference_max_macs {
             let ms = median_ms(1, || {
                 cpu::reference::conv2d_quantized(&x_q, &xqp, &w_q, &w_qp, &epi, &s).map(|_| ())
             })?;
-            push("int8 cpu reference", ms, "1 thread".into());
+            push("int8 cpu reference", ms, "1 thread".into(), None)?;
         }
         if let Some(ctx) = &ctx {
             let layer = GpuConv2d::new(ctx, &w_q, shape.w, &w_qp, &epi, shape.params)?;
@@ -271,7 +298,8 @@ pub fn run_bench(
                     "int8 gpu kernel (timestamps)",
                     ms,
                     format!("{name}; {kernel}; GPU timestamp queries"),
-                );
+                    None,
+                )?;
             } else {
                 let ms = median_ms(opts.runs, || {
                     let _y = layer.run(ctx, &xg, &xqp)?;
@@ -281,17 +309,23 @@ pub fn run_bench(
                     "int8 gpu kernel (wall)",
                     ms,
                     format!("{name}; {kernel}; wall time (no timestamp queries)"),
-                );
+                    None,
+                )?;
             }
             let ms = median_ms(opts.runs, || {
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
             })?;
-            push("int8 gpu conv + read-back", ms, format!("{name}; {kernel}"));
+            push(
+                "int8 gpu conv + read-back",
+                ms,
+                format!("{name}; {kernel}"),
+                None,
+            )?;
             let ms = median_ms(opts.runs, || {
                 let xg = ctx.upload_q(&x_q, shape.x, xqp.dtype)?;
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
             })?;
-            push("int8 gpu end-to-end", ms, format!("{name}; {kernel}"));
+            push("int8 gpu end-to-end", ms, format!("{name}; {kernel}"), None)?;
         }
     }
     Ok(BenchReport {
@@ -299,25 +333,60 @@ pub fn run_bench(
         threads,
         adapter,
         gpu_note,
+        cpu_peaks: peaks.measured(),
         results,
     })
 }
 
-/// The report as a table with ratios against float32 on the CPU.
+/// Per-thread peaks of the instruction loops, each measured once per run, when first needed.
+#[derive(Default)]
+struct Peaks(std::cell::RefCell<Vec<(PeakLoop, f64)>>);
+
+impl Peaks {
+    fn get(&self, l: PeakLoop) -> Result<f64> {
+        if let Some(&(_, g)) = self.0.borrow().iter().find(|(k, _)| *k == l) {
+            return Ok(g);
+        }
+        let g = l.measure(std::time::Duration::from_millis(40))?;
+        self.0.borrow_mut().push((l, g));
+        Ok(g)
+    }
+
+    fn measured(&self) -> Vec<(String, f64)> {
+        self.0
+            .borrow()
+            .iter()
+            .map(|(l, g)| (l.name().to_string(), *g))
+            .collect()
+    }
+}
+
+/// The report as a table with ratios against float32 on the CPU and, for the CPU paths, the
+/// fraction of the peak of the instruction each is built on.
 pub fn format_bench(r: &BenchReport) -> String {
     let mut s = format!(
-        "cpu: {} ({} threads); gpu: {}\n\n{:<38} {:<28} {:>10} {:>9} {:>9}\n",
+        "cpu: {} ({} threads); gpu: {}\n",
         r.cpu_isa,
         r.threads,
         r.adapter
             .clone()
             .or_else(|| r.gpu_note.clone())
             .unwrap_or_default(),
-        "shape",
-        "path",
-        "ms",
-        "GOPS",
-        "vs f32"
+    );
+    if !r.cpu_peaks.is_empty() {
+        let peaks: Vec<String> = r
+            .cpu_peaks
+            .iter()
+            .map(|(l, g)| format!("{l} {g:.1} GOPS"))
+            .collect();
+        s += &format!(
+            "cpu peaks per thread (register-only loops): {}\n",
+            peaks.join(", ")
+        );
+    }
+    s += &format!(
+        "\n{:<38} {:<28} {:>10} {:>9} {:>9} {:>7}\n",
+        "shape", "path", "ms", "GOPS", "vs f32", "% peak"
     );
     for res in &r.results {
         let f32_ms = r
@@ -325,13 +394,17 @@ pub fn format_bench(r: &BenchReport) -> String {
             .iter()
             .find(|o| o.shape == res.shape && o.path == "float32 cpu")
             .map_or(f64::NAN, |o| o.ms);
+        let peak = res
+            .fraction_of_peak
+            .map_or(String::new(), |f| format!("{:.0}%", f * 100.0));
         s += &format!(
-            "{:<38} {:<28} {:>10.3} {:>9.1} {:>8.2}x\n",
+            "{:<38} {:<28} {:>10.3} {:>9.1} {:>8.2}x {:>7}\n",
             res.shape,
             res.path,
             res.ms,
             res.gops,
-            f32_ms / res.ms
+            f32_ms / res.ms,
+            peak
         );
     }
     s

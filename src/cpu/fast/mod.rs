@@ -77,9 +77,24 @@
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
-//! tested there), `avx2` (exact emulation: u8 and s8 split into even/odd 16-bit halves and
-//! `vpmaddwd`, whose pair sums ≤ 2·255·128 cannot saturate; never `vpmaddubsw`), and `portable`
-//! (scalar). [`PackedConv2d::with_isa`] forces one, for tests.
+//! tested there), `avx2`, and `portable` (scalar). [`PackedConv2d::with_isa`] forces one, for
+//! tests and benchmarks (`squint bench --isa avx2`).
+//!
+//! ## AVX2: `vpmaddubsw` only where it cannot saturate
+//!
+//! Without VNNI, the fast instruction is `vpmaddubsw`: u8 × s8 products, **adjacent pairs
+//! summed in saturating int16**, then `vpmaddwd` by ones and `vpaddd` (ONNX Runtime's,
+//! oneDNN's and FBGEMM's AVX2 kernels; with full-range activations and weights a pair sum
+//! reaches 2·255·127 = 64770 and saturates, which is why PyTorch's x86 preset uses 7-bit
+//! activations and ONNX Runtime recommends 7-bit weights there). squint stays exact: when the
+//! weights are packed it records, over every pair the instruction adds, the largest sum of the
+//! positive weights `P` and of the negative ones' magnitudes `N`; a call whose u8 activations
+//! (and zero point, the padding value) reach at most `A` runs `vpmaddubsw` only if
+//! `A·P ≤ 32767` and `A·N ≤ 32768`, which bounds every pair sum inside int16. That holds for
+//! every 7-bit input (`A ≤ 127`: `127·256 = 32512`) and for weights whose pairs sum to at most
+//! 128 in magnitude. Otherwise it runs the exact emulation: u8 and s8 split into even/odd 16-bit
+//! halves and `vpmaddwd`, whose pair sums ≤ 2·255·128 cannot saturate (the weights are packed
+//! both ways). [`PackedConv2d::kernel_name`] says which one a call takes.
 //!
 //! # The float conv
 //!
@@ -95,6 +110,7 @@
 mod depthwise;
 mod float;
 mod int8;
+mod peak;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -107,6 +123,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use float::conv2d_f32_with_isa;
+pub use peak::PeakLoop;
 
 /// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).
 pub const MAX_THREADS: usize = 1024;
@@ -596,6 +613,17 @@ impl PackedConv2d {
             },
             Kind::Depthwise { .. } => format!("{} depthwise", self.isa),
             Kind::Gemm(_) => self.isa.to_string(),
+        }
+    }
+
+    /// The register-only loop of the instruction input `x` runs on ([`PeakLoop`]): the GEMM's
+    /// int8 instruction, the AVX-512 VNNI depthwise kernels' `vpdpbusd`, or the FMA of the
+    /// other depthwise kernels (which compute in f32); `None` on the portable path.
+    pub fn peak_loop(&self, x: &[u8], x_qp: &QParams) -> Option<PeakLoop> {
+        match &self.kind {
+            Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
+            Kind::Depthwise { vnni: Some(_), .. } => Some(PeakLoop::DpbusdZmm),
+            Kind::Depthwise { vnni: None, .. } => PeakLoop::f32(self.isa),
         }
     }
 

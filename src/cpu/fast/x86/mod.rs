@@ -3,7 +3,8 @@
 //! * [`gemm`]: the int8 and f32 GEMM micro-kernels of the direct convs;
 //! * [`requant`]: the vectorized requantization epilogue (AVX-512 and AVX2);
 //! * [`depthwise`]: the depthwise-like conv kernels (f32 rows; int8 on AVX-512 VNNI);
-//! * [`pack`]: activation repacking (byte interleaving, padded-plane copies, u8 → f32).
+//! * [`pack`]: activation repacking (byte interleaving, padded-plane copies, u8 → f32);
+//! * [`peak`]: register-only loops of the kernels' instructions, for `squint bench`'s peaks.
 //!
 //! The kernels are re-exported here, so the callers in [`crate::cpu::fast`] use them as
 //! `x86::name`. (They are `pub(crate)` in their private modules, hence reachable from
@@ -17,6 +18,7 @@
 mod depthwise;
 mod gemm;
 mod pack;
+pub(super) mod peak;
 mod requant;
 
 pub(super) use depthwise::{
