@@ -331,7 +331,12 @@ impl Geometry {
             })
             .collect();
         let max_local = taps.iter().map(|t| t.1).max().unwrap_or(0);
-        let plane = (hph * wph).max(qtot + max_local);
+        // Planes are `plane · 4` bytes apart (4-byte lanes or f32) and the kernels read one
+        // vector from each plane in turn: with a stride that is a multiple of 4 KiB every
+        // plane falls in the same L1 sets and 8 ways thrash (a 64x64 image is 16 KiB per
+        // plane). An odd number of 64-byte lines per plane spreads 64 planes over all sets.
+        let lines = ((hph * wph).max(qtot + max_local) * 4).div_ceil(64);
+        let plane = (lines | 1) * 16;
         Geometry {
             wrow: wph,
             hph,
