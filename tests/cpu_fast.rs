@@ -668,6 +668,20 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
                     s
                 );
             }
+            // A layer packed once gives the same bits, call after call.
+            let packed = fast::PackedConvF32::new(&w, s.weight_dims(), s.params, isa).unwrap();
+            for _ in 0..2 {
+                let again = packed
+                    .run(&x, s.input_dims(), bias.as_deref(), &opts)
+                    .unwrap();
+                assert!(
+                    again
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "case {case_no} {isa}: the packed layer differs ({s:?})"
+                );
+            }
             match &first {
                 None => first = Some(got),
                 Some(f) => assert!(
@@ -678,6 +692,32 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
             }
         }
     }
+}
+
+/// A packed float layer refuses bad weights and inputs with typed errors, not panics.
+#[test]
+fn packed_float_layer_refuses_bad_shapes() {
+    let isa = Isa::detect();
+    let p = ConvParams::default();
+    let e = fast::PackedConvF32::new(&[0.0; 10], [2, 3, 3, 3], p, isa).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e:?}");
+    let e = fast::PackedConvF32::new(&[], [0, 3, 3, 3], p, isa).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e:?}");
+    let e = fast::PackedConvF32::new(&[0.0; 54], [3, 3, 3, 2], p.groups(2), isa).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e:?}");
+    let layer = fast::PackedConvF32::new(&[0.5; 54], [2, 3, 3, 3], p, isa).unwrap();
+    let opts = FastConvOptions::default();
+    // Input channels that do not match the weights; too few input values; a short bias.
+    assert!(layer.run(&[0.0; 64], [1, 4, 4, 4], None, &opts).is_err());
+    assert!(layer.run(&[0.0; 47], [1, 3, 4, 4], None, &opts).is_err());
+    assert!(layer
+        .run(&[0.0; 48], [1, 3, 4, 4], Some(&[1.0]), &opts)
+        .is_err());
+    let y = layer
+        .run(&[1.0; 48], [1, 3, 4, 4], Some(&[1.0, 2.0]), &opts)
+        .unwrap();
+    assert_eq!(y.len(), 2 * 2 * 2);
+    assert!(y[..4].iter().all(|&v| v == 0.5 * 27.0 + 1.0), "{y:?}");
 }
 
 /// Weight zero points far outside int8 (the reference accepts any int32): the depthwise path

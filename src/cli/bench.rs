@@ -250,8 +250,10 @@ pub fn run_bench(
             results.push(r);
             Ok::<(), squint::Error>(())
         };
+        // Both CPU paths pack their weights once, as a model's layers do.
+        let packed_f32 = cpu::fast::PackedConvF32::new(&w, shape.w, shape.params, isa)?;
         let ms = median_ms(opts.runs, || {
-            cpu::fast::conv2d_f32_with_isa(&x, &w, None, &s, &fopts, isa).map(|_| ())
+            packed_f32.run(&x, shape.x, None, &fopts).map(|_| ())
         })?;
         push(
             "float32 cpu",

@@ -72,7 +72,8 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
 }
 
 /// [`super::conv2d_f32`] on a given ISA path (errors if this CPU cannot run it): every path
-/// gives the same bits. Meant for tests and benchmarks.
+/// gives the same bits. Meant for tests and benchmarks. Packs the weights on every call; a
+/// layer run more than once packs them once with [`PackedConvF32`].
 pub fn conv2d_f32_with_isa(
     x: &[f32],
     w: &[f32],
@@ -81,111 +82,183 @@ pub fn conv2d_f32_with_isa(
     opts: &FastConvOptions,
     isa: Isa,
 ) -> Result<Vec<f32>> {
-    isa.check_available()?;
-    opts.validate()?;
     s.validate()?;
-    check_len("input", x.len(), s.input_len())?;
-    check_len("weight", w.len(), s.weight_len())?;
-    if let Some(b) = bias {
-        check_len("bias", b.len(), s.c_out)?;
-    }
-    let mut out = vec![0f32; s.output_len()];
-    let cig = s.c_in_per_group();
-    if cig == 1 {
-        depthwise::run_f32(isa, x, w, bias, s, opts.threads, &mut out);
-        return Ok(out);
-    }
-    let (g, cog) = (s.params.groups, s.c_out_per_group());
-    let taps = s.kh * s.kw;
-    let k = s.k();
-    let px = pixels_per_tile(isa);
-    let ctiles = cog.div_ceil(NR);
-    // Panels [group][tile][tap][c][NR].
-    let panel_len = taps * cig * NR;
-    let mut panels = vec![0f32; g * ctiles * panel_len];
-    for gi in 0..g {
-        for ct in 0..ctiles {
-            let panel = &mut panels[(gi * ctiles + ct) * panel_len..][..panel_len];
-            for r in 0..NR.min(cog - ct * NR) {
-                let o = gi * cog + ct * NR + r;
-                for c in 0..cig {
-                    for t in 0..taps {
-                        panel[(t * cig + c) * NR + r] = w[o * k + c * taps + t];
-                    }
+    PackedConvF32::new(w, s.weight_dims(), s.params, isa)?.run(x, s.input_dims(), bias, opts)
+}
+
+/// A float conv layer with its weights packed once for the fast kernels (the float
+/// counterpart of [`super::PackedConv2d`]): [`PackedConvF32::run`] gives the same bits as
+/// [`super::conv2d_f32`] on every ISA path.
+#[derive(Debug, Clone)]
+pub struct PackedConvF32 {
+    isa: Isa,
+    w_dims: [usize; 4],
+    params: crate::shape::ConvParams,
+    /// GEMM panels `[group][tile][tap][c][NR]`, or (depthwise-like convs) the OIHW weights.
+    packed: Vec<f32>,
+}
+
+impl PackedConvF32 {
+    /// Packs OIHW float weights `w` of shape `w_dims` for a conv with `params`, on `isa`.
+    pub fn new(
+        w: &[f32],
+        w_dims: [usize; 4],
+        params: crate::shape::ConvParams,
+        isa: Isa,
+    ) -> Result<Self> {
+        isa.check_available()?;
+        params.validate()?;
+        if w_dims.contains(&0) {
+            return Err(Error::Shape(format!(
+                "weight shape {w_dims:?} has a zero-sized dimension"
+            )));
+        }
+        let [c_out, cig, kh, kw] = w_dims;
+        let n = crate::shape::checked_numel(&w_dims)?;
+        check_len("weight", w.len(), n)?;
+        if c_out % params.groups != 0 {
+            return Err(Error::Shape(format!(
+                "{c_out} output channels do not split into {} groups",
+                params.groups
+            )));
+        }
+        if cig == 1 {
+            return Ok(PackedConvF32 {
+                isa,
+                w_dims,
+                params,
+                packed: w.to_vec(),
+            });
+        }
+        let (g, cog, taps) = (params.groups, c_out / params.groups, kh * kw);
+        let ctiles = cog.div_ceil(NR);
+        let panel_len = taps * cig * NR;
+        let mut panels = vec![0f32; g * ctiles * panel_len];
+        // Read the weights in order; each lands at [tile][tap][c][r] of its group's panels.
+        for (o, wo) in w.chunks_exact(cig * taps).enumerate() {
+            let (gi, oc) = (o / cog, o % cog);
+            let panel = &mut panels[(gi * ctiles + oc / NR) * panel_len..][..panel_len];
+            let r = oc % NR;
+            for (c, wc) in wo.chunks_exact(taps).enumerate() {
+                for (t, &v) in wc.iter().enumerate() {
+                    panel[(t * cig + c) * NR + r] = v;
                 }
             }
         }
+        Ok(PackedConvF32 {
+            isa,
+            w_dims,
+            params,
+            packed: panels,
+        })
     }
-    let geo = Geometry::new(s, cig, px);
-    let buf_len = geo.planes * geo.plane + 64;
-    let ptiles = geo.qtot.div_ceil(px);
-    let nthreads = thread_count(opts.threads);
-    let cchunks = if nthreads > 1 {
-        (4 * nthreads).div_ceil(ptiles).clamp(1, ctiles)
-    } else {
-        1
-    };
-    let per_chunk = ctiles.div_ceil(cchunks);
-    let plane_out = s.h_out * s.w_out;
-    let outp = SendPtr(out.as_mut_ptr());
-    super::with_scratch(&super::SCRATCH_F32, buf_len, |buf| {
-        for n in 0..s.n {
-            for gi in 0..g {
-                let bufp = SendPtr(buf.as_mut_ptr());
-                par_for(opts.threads, geo.planes, |pi| {
-                    // SAFETY: plane `pi` is a disjoint range of `buf`, written by this task only.
-                    let dst = unsafe { bufp.slice(pi * geo.plane, geo.plane) };
-                    dst.fill(0.0);
-                    let (c, rows) = geo.copies(s, pi);
-                    let ch = &x[(n * s.c_in + gi * cig + c) * s.h * s.w..][..s.h * s.w];
-                    let sx = s.params.stride[1];
-                    for (pos, iy, ix0, count) in rows {
-                        let row = &ch[iy * s.w..(iy + 1) * s.w];
-                        if sx == 1 {
-                            dst[pos..pos + count].copy_from_slice(&row[ix0..ix0 + count]);
-                        } else {
-                            for (d, i) in dst[pos..pos + count].iter_mut().zip((ix0..).step_by(sx))
-                            {
-                                *d = row[i];
-                            }
-                        }
-                    }
-                });
-                let buf = &buf[..];
-                let pan = &panels[gi * ctiles * panel_len..];
-                par_for(opts.threads, ptiles * cchunks, |item| {
-                    let (pt, chunk) = (item / cchunks, item % cchunks);
-                    let q0 = pt * px;
-                    let npx = px.min(geo.qtot - q0);
-                    let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
-                    if segs.is_empty() {
-                        return;
-                    }
-                    let act = &buf[q0..];
-                    let mut tile: TileF = [[0.0; 64]; 6];
-                    for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
-                        let wpan = &pan[ct * panel_len..][..panel_len];
-                        // SAFETY: the ISA was checked; the buffer holds every plane plus slack.
-                        unsafe {
-                            gemm_tile(isa, act, &geo.offs, geo.plane, cig, wpan, npx, &mut tile)
-                        };
-                        for (r, row) in tile.iter().enumerate().take(NR.min(cog - ct * NR)) {
-                            let o = gi * cog + ct * NR + r;
-                            let b = bias.map_or(0.0, |b| b[o]);
-                            let base = (n * s.c_out + o) * plane_out;
-                            for &(at, off, len) in &segs {
-                                // SAFETY: pixel tile pt × channel o is written by this task only,
-                                // inside the output.
-                                let dst = unsafe { outp.slice(base + off, len) };
-                                for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
-                                    *d = a + b;
+
+    /// The ISA path.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The conv of input `x` (NCHW, dims `x_dims`) plus `bias` (one per output channel).
+    pub fn run(
+        &self,
+        x: &[f32],
+        x_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        opts: &FastConvOptions,
+    ) -> Result<Vec<f32>> {
+        opts.validate()?;
+        let s = &ConvShape::new(x_dims, self.w_dims, self.params)?;
+        check_len("input", x.len(), s.input_len())?;
+        if let Some(b) = bias {
+            check_len("bias", b.len(), s.c_out)?;
+        }
+        crate::tensor::check_host_alloc(s.output_len(), 4, "the conv output")?;
+        let isa = self.isa;
+        let mut out = vec![0f32; s.output_len()];
+        let cig = s.c_in_per_group();
+        if cig == 1 {
+            depthwise::run_f32(isa, x, &self.packed, bias, s, opts.threads, &mut out);
+            return Ok(out);
+        }
+        let (g, cog) = (s.params.groups, s.c_out_per_group());
+        let taps = s.kh * s.kw;
+        let px = pixels_per_tile(isa);
+        let ctiles = cog.div_ceil(NR);
+        let panel_len = taps * cig * NR;
+        let panels = &self.packed;
+        let geo = Geometry::new(s, cig, px);
+        let buf_len = geo.planes * geo.plane + 64;
+        let ptiles = geo.qtot.div_ceil(px);
+        let nthreads = thread_count(opts.threads);
+        let cchunks = if nthreads > 1 {
+            (4 * nthreads).div_ceil(ptiles).clamp(1, ctiles)
+        } else {
+            1
+        };
+        let per_chunk = ctiles.div_ceil(cchunks);
+        let plane_out = s.h_out * s.w_out;
+        let outp = SendPtr(out.as_mut_ptr());
+        super::with_scratch(&super::SCRATCH_F32, buf_len, |buf| {
+            for n in 0..s.n {
+                for gi in 0..g {
+                    let bufp = SendPtr(buf.as_mut_ptr());
+                    par_for(opts.threads, geo.planes, |pi| {
+                        // SAFETY: plane `pi` is a disjoint range of `buf`, written by this task only.
+                        let dst = unsafe { bufp.slice(pi * geo.plane, geo.plane) };
+                        dst.fill(0.0);
+                        let (c, rows) = geo.copies(s, pi);
+                        let ch = &x[(n * s.c_in + gi * cig + c) * s.h * s.w..][..s.h * s.w];
+                        let sx = s.params.stride[1];
+                        for (pos, iy, ix0, count) in rows {
+                            let row = &ch[iy * s.w..(iy + 1) * s.w];
+                            if sx == 1 {
+                                dst[pos..pos + count].copy_from_slice(&row[ix0..ix0 + count]);
+                            } else {
+                                for (d, i) in
+                                    dst[pos..pos + count].iter_mut().zip((ix0..).step_by(sx))
+                                {
+                                    *d = row[i];
                                 }
                             }
                         }
-                    }
-                });
+                    });
+                    let buf = &buf[..];
+                    let pan = &panels[gi * ctiles * panel_len..];
+                    par_for(opts.threads, ptiles * cchunks, |item| {
+                        let (pt, chunk) = (item / cchunks, item % cchunks);
+                        let q0 = pt * px;
+                        let npx = px.min(geo.qtot - q0);
+                        let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
+                        if segs.is_empty() {
+                            return;
+                        }
+                        let act = &buf[q0..];
+                        let mut tile: TileF = [[0.0; 64]; 6];
+                        for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
+                            let wpan = &pan[ct * panel_len..][..panel_len];
+                            // SAFETY: the ISA was checked; the buffer holds every plane plus
+                            // slack.
+                            unsafe {
+                                gemm_tile(isa, act, &geo.offs, geo.plane, cig, wpan, npx, &mut tile)
+                            };
+                            for (r, row) in tile.iter().enumerate().take(NR.min(cog - ct * NR)) {
+                                let o = gi * cog + ct * NR + r;
+                                let b = bias.map_or(0.0, |b| b[o]);
+                                let base = (n * s.c_out + o) * plane_out;
+                                for &(at, off, len) in &segs {
+                                    // SAFETY: pixel tile pt × channel o is written by this task
+                                    // only, inside the output.
+                                    let dst = unsafe { outp.slice(base + off, len) };
+                                    for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
+                                        *d = a + b;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
             }
-        }
-    });
-    Ok(out)
+        });
+        Ok(out)
+    }
 }

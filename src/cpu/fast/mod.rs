@@ -122,7 +122,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use float::conv2d_f32_with_isa;
+pub use float::{conv2d_f32_with_isa, PackedConvF32};
 pub use peak::PeakLoop;
 
 /// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).
