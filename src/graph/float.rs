@@ -36,6 +36,7 @@ impl Graph {
             });
         }
         let plan = BufferPlan::new(self);
+        let packed = self.packed_convs()?;
         let mut live: Vec<Option<Tensor<f32>>> = vec![None; self.values().len()];
         for (&id, x) in self.inputs().iter().zip(inputs) {
             let v = self.value(id);
@@ -65,7 +66,7 @@ impl Graph {
                 4,
                 &format!("the output of node '{}'", node.name),
             )?;
-            let data = eval_node(node, &args, &dims)
+            let data = eval_node(node, packed[step].as_ref(), &args, &dims)
                 .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?;
             let y = Tensor::new(dims, data)?;
             visit(node.output, &y)?;
@@ -96,13 +97,64 @@ fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2dParams) -> PoolGeome
 }
 
 /// One node on already-checked dims (the graph inferred `out_dims` from the inputs' dims).
-fn eval_node(node: &Node, args: &[&Tensor<f32>], out_dims: &[usize]) -> Result<Vec<f32>> {
+/// The float weights of a graph's convs packed once for the fast kernels
+/// ([`fast::PackedConvF32`]), one slot per node, filled on the graph's first float run.
+/// Derived from the nodes, so it never makes two graphs differ.
+#[derive(Default, Clone)]
+pub(super) struct PackedConvs(std::sync::OnceLock<Vec<Option<fast::PackedConvF32>>>);
+
+impl std::fmt::Debug for PackedConvs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedConvs")
+    }
+}
+
+impl PartialEq for PackedConvs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Graph {
+    /// Each node's packed conv (`None` for other ops), packed on first use.
+    fn packed_convs(&self) -> Result<&[Option<fast::PackedConvF32>]> {
+        if let Some(p) = self.packed.0.get() {
+            return Ok(p);
+        }
+        let isa = fast::Isa::detect();
+        let packed = self
+            .nodes()
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv2d(c) => {
+                    let d = <[usize; 4]>::try_from(c.weight.dims.as_slice())
+                        .map_err(|_| node_error(&n.name, n.op.kind(), "the weight is not 4-D"))?;
+                    fast::PackedConvF32::new(&c.weight.data, d, c.params, isa)
+                        .map(Some)
+                        .map_err(|e| node_error(&n.name, n.op.kind(), e.to_string()))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.packed.0.get_or_init(|| packed))
+    }
+}
+
+fn eval_node(
+    node: &Node,
+    packed: Option<&fast::PackedConvF32>,
+    args: &[&Tensor<f32>],
+    out_dims: &[usize],
+) -> Result<Vec<f32>> {
     let x = args[0];
     let y = match &node.op {
         Op::Conv2d(c) => {
             let s = c.shape(&x.dims).map_err(Error::Shape)?;
             let opts = FastConvOptions::default();
-            let mut y = fast::conv2d_f32(&x.data, &c.weight.data, c.bias.as_deref(), &s, &opts)?;
+            let mut y = match packed {
+                Some(p) => p.run(&x.data, s.input_dims(), c.bias.as_deref(), &opts)?,
+                None => fast::conv2d_f32(&x.data, &c.weight.data, c.bias.as_deref(), &s, &opts)?,
+            };
             y.iter_mut().for_each(|v| *v = c.act.apply(*v));
             y
         }

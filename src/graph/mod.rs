@@ -88,6 +88,8 @@ pub struct Graph {
     nodes: Vec<Node>,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
+    /// Each conv's float weights packed for the fast kernels, built on the first float run.
+    packed: float::PackedConvs,
 }
 
 impl Graph {
@@ -343,6 +345,7 @@ impl GraphBuilder {
             nodes: self.nodes,
             inputs: self.inputs,
             outputs: outputs.to_vec(),
+            packed: Default::default(),
         })
     }
 }
