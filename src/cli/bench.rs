@@ -12,7 +12,7 @@ use squint::cpu::{
     fast::{FastConvOptions, PeakLoop},
 };
 use squint::error::Result;
-use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d};
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::rng::Rng;
 use squint::shape::{ConvParams, ConvShape};
@@ -147,6 +147,9 @@ pub struct BenchReport {
     pub gpu_note: Option<String>,
     /// Per-thread GOPS of each instruction loop measured (see [`cpu::fast::PeakLoop`]).
     pub cpu_peaks: Vec<(String, f64)>,
+    /// GOPS of the adapter's register-only loops (`dot4I8Packed` where the adapter has it,
+    /// f32 `fma`), see [`GpuPeak`].
+    pub gpu_peaks: Vec<(String, f64)>,
     /// Results.
     pub results: Vec<BenchResult>,
 }
@@ -203,6 +206,20 @@ pub fn run_bench(
     });
     let mut results = Vec::new();
     let peaks = Peaks::default();
+    let mut gpu_peaks = Vec::new();
+    if let Some(ctx) = &ctx {
+        for kind in [GpuPeak::Dot4I8, GpuPeak::FmaF32] {
+            if kind == GpuPeak::Dot4I8 && !ctx.adapter_report().packed_int8_dot_product {
+                continue;
+            }
+            let g = ctx.peak_gops(kind, std::time::Duration::from_millis(100))?;
+            gpu_peaks.push((kind.name().to_string(), g));
+        }
+    }
+    let dot4_peak = gpu_peaks
+        .iter()
+        .find(|(k, _)| k == GpuPeak::Dot4I8.name())
+        .map(|p| p.1);
     let mut rng = Rng::new(42);
     for shape in standard_shapes()
         .into_iter()
@@ -230,11 +247,12 @@ pub fn run_bench(
             false,
             s.c_out,
         )?;
-        let mut push = |path: &str, ms: f64, detail: String, peak: Option<PeakLoop>| {
+        let mut push = |path: &str, ms: f64, detail: String, peak: Option<PathPeak>| {
             let gops = ops / (ms * 1e-3) / 1e9;
-            let peak_gops = match peak {
-                Some(l) => Some(peaks.get(l)? * threads as f64),
-                None => None,
+            let (peak_name, peak_gops) = match peak {
+                Some(PathPeak::Cpu(l)) => (Some(l.name()), Some(peaks.get(l)? * threads as f64)),
+                Some(PathPeak::Gpu(g)) => (Some(GpuPeak::Dot4I8.name()), Some(g)),
+                None => (None, None),
             };
             let r = BenchResult {
                 shape: shape.name.to_string(),
@@ -242,7 +260,7 @@ pub fn run_bench(
                 ms,
                 gops,
                 detail,
-                peak_loop: peak.map(|l| l.name().to_string()),
+                peak_loop: peak_name.map(str::to_string),
                 peak_gops,
                 fraction_of_peak: peak_gops.map(|p| gops / p),
             };
@@ -259,7 +277,7 @@ pub fn run_bench(
             "float32 cpu",
             ms,
             format!("{isa}, {threads} threads"),
-            PeakLoop::f32(isa),
+            PeakLoop::f32(isa).map(PathPeak::Cpu),
         )?;
         let packed =
             cpu::fast::PackedConv2d::with_isa(&w_q, shape.w, &w_qp, &epi, shape.params, isa)?;
@@ -272,7 +290,7 @@ pub fn run_bench(
             "int8 cpu fast",
             ms,
             format!("{kernel}, {bits}-bit input, {threads} threads"),
-            packed.peak_loop(&x_q, &xqp),
+            packed.peak_loop(&x_q, &xqp).map(PathPeak::Cpu),
         )?;
         if s.macs() <= opts.reference_max_macs {
             let ms = median_ms(1, || {
@@ -300,7 +318,7 @@ pub fn run_bench(
                     "int8 gpu kernel (timestamps)",
                     ms,
                     format!("{name}; {kernel}; GPU timestamp queries"),
-                    None,
+                    dot4_peak.map(PathPeak::Gpu),
                 )?;
             } else {
                 let ms = median_ms(opts.runs, || {
@@ -311,7 +329,7 @@ pub fn run_bench(
                     "int8 gpu kernel (wall)",
                     ms,
                     format!("{name}; {kernel}; wall time (no timestamp queries)"),
-                    None,
+                    dot4_peak.map(PathPeak::Gpu),
                 )?;
             }
             let ms = median_ms(opts.runs, || {
@@ -336,8 +354,18 @@ pub fn run_bench(
         adapter,
         gpu_note,
         cpu_peaks: peaks.measured(),
+        gpu_peaks,
         results,
     })
+}
+
+/// The peak a path's fraction is of.
+#[derive(Clone, Copy)]
+enum PathPeak {
+    /// A CPU loop, per thread (times the threads used).
+    Cpu(PeakLoop),
+    /// The adapter's `dot4I8Packed` GOPS.
+    Gpu(f64),
 }
 
 /// Per-thread peaks of the instruction loops, each measured once per run, when first needed.
@@ -385,6 +413,14 @@ pub fn format_bench(r: &BenchReport) -> String {
             "cpu peaks per thread (register-only loops): {}\n",
             peaks.join(", ")
         );
+    }
+    if !r.gpu_peaks.is_empty() {
+        let peaks: Vec<String> = r
+            .gpu_peaks
+            .iter()
+            .map(|(l, g)| format!("{l} {g:.1} GOPS"))
+            .collect();
+        s += &format!("gpu peaks (register-only loops): {}\n", peaks.join(", "));
     }
     s += &format!(
         "\n{:<38} {:<28} {:>10} {:>9} {:>9} {:>7}\n",

@@ -14,6 +14,8 @@ fn all_kernels() -> Vec<Kernel> {
         Kernel::GraphLut,
         Kernel::GraphAdd,
         Kernel::GraphPool,
+        Kernel::Peak { dot4: false },
+        Kernel::Peak { dot4: true },
     ];
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
@@ -36,7 +38,8 @@ fn all_kernels() -> Vec<Kernel> {
             | Kernel::SoftFloatTest
             | Kernel::GraphLut
             | Kernel::GraphAdd
-            | Kernel::GraphPool => {}
+            | Kernel::GraphPool
+            | Kernel::Peak { .. } => {}
         }
     }
     all
@@ -427,6 +430,12 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             _pad,
         }),
         Kernel::GraphAdd => rust_layout!(GraphAddParams { total, split, _pad }),
+        Kernel::Peak { .. } => rust_layout!(PeakParams {
+            iters,
+            seed,
+            _pad0,
+            _pad1,
+        }),
         Kernel::GraphPool => rust_layout!(GraphPoolParams {
             total,
             h,

@@ -37,6 +37,7 @@ const SOFTFLOAT_TEST: ShaderFile = shader!("softfloat_test.wgsl");
 const GRAPH_LUT: ShaderFile = shader!("graph_lut.wgsl");
 const GRAPH_ADD: ShaderFile = shader!("graph_add.wgsl");
 const GRAPH_POOL: ShaderFile = shader!("graph_pool.wgsl");
+const PEAK: ShaderFile = shader!("peak.wgsl");
 
 /// Workgroup size of the element-wise kernels (`@workgroup_size(64)`).
 pub(crate) const WORKGROUP: u64 = 64;
@@ -92,6 +93,10 @@ pub(crate) enum Kernel {
     GraphAdd,
     /// Max and average pooling.
     GraphPool,
+    /// The adapter's peak: a register-only `dot4I8Packed` (`dot4`) or f32 `fma` loop.
+    Peak {
+        dot4: bool,
+    },
 }
 
 /// How a binding is used.
@@ -110,7 +115,7 @@ pub(crate) enum Binding {
 /// The flags a kernel source may test in `//#if FLAG` lines: those [`Kernel::source`] sets for
 /// some variant. [`preprocess`] rejects any other, so a misspelt flag cannot silently drop (or
 /// keep) a section.
-pub(crate) const FLAGS: [&str; 4] = ["XTEX", "PACKED", "SG", "SHARED"];
+pub(crate) const FLAGS: [&str; 5] = ["XTEX", "PACKED", "SG", "SHARED", "DOT4"];
 
 /// Keeps the lines of `src` (the text of the shader file `file`) whose enclosing `//#if FLAG`
 /// sections are enabled by `flags`; the directive lines themselves are dropped.
@@ -225,6 +230,7 @@ impl Kernel {
             Kernel::GraphLut => "squint graph_lut",
             Kernel::GraphAdd => "squint graph_add",
             Kernel::GraphPool => "squint graph_pool",
+            Kernel::Peak { .. } => "squint peak",
         }
     }
 
@@ -239,6 +245,11 @@ impl Kernel {
             | Kernel::GraphLut
             | Kernel::GraphAdd
             | Kernel::GraphPool => {}
+            Kernel::Peak { dot4 } => {
+                if dot4 {
+                    flags.push("DOT4");
+                }
+            }
             Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
@@ -274,6 +285,7 @@ impl Kernel {
             Kernel::GraphLut => &[COMMON, GRAPH_LUT],
             Kernel::GraphAdd => &[COMMON, GRAPH_ADD],
             Kernel::GraphPool => &[COMMON, GRAPH_POOL],
+            Kernel::Peak { .. } => &[COMMON, PEAK],
         }
     }
 
@@ -301,6 +313,7 @@ impl Kernel {
                 &[Uniform, Read, Read, Write]
             }
             Kernel::GraphAdd => &[Uniform, Read, Read, Read, Write],
+            Kernel::Peak { .. } => &[Uniform, Write],
             Kernel::ConvGemm(GemmVariant { xtex: false, .. }) | Kernel::ConvDw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
@@ -607,6 +620,20 @@ pub(crate) struct TestParams {
     pub item_count: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
+}
+
+/// Uniform of `peak.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct PeakParams {
+    /// Steps per chain.
+    pub iters: u32,
+    /// Seed of the operands.
+    pub seed: u32,
+    /// Padding to 16 bytes.
+    pub _pad0: u32,
+    /// Padding to 16 bytes.
+    pub _pad1: u32,
 }
 
 /// Uniform of `graph_lut.wgsl`.

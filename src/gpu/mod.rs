@@ -72,6 +72,7 @@ mod gate;
 mod graph_ops;
 mod kernels;
 mod ops;
+mod peak;
 mod pipelines;
 mod pool;
 mod split;
@@ -83,6 +84,7 @@ pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use context::{open_all, GpuContext};
 pub use graph_ops::{AvgPoolPlan, LutInput};
 pub use ops::{conv2d_quantized, GpuConv2d};
+pub use peak::GpuPeak;
 #[doc(hidden)]
 pub use pipelines::{DotChoice, InputChoice, KernelOptions, StagingChoice};
 

@@ -326,3 +326,26 @@ fn backend_names_parse() {
     assert_eq!(BackendChoice::parse("opengl").unwrap(), BackendChoice::Gl);
     assert!(BackendChoice::parse("cuda").is_err());
 }
+
+/// `squint bench`'s GPU peaks: on every adapter the f32 `fma` loop, and the `dot4I8Packed` loop
+/// where the language feature exists, measure a positive, finite throughput; without the
+/// feature the `dot4I8Packed` loop is a typed error.
+#[test]
+fn peak_loops_run_on_every_adapter() {
+    for ctx in contexts() {
+        let name = ctx.adapter_report().summary();
+        let t = std::time::Duration::from_millis(2);
+        let fma = ctx.peak_gops(GpuPeak::FmaF32, t).unwrap();
+        assert!(fma.is_finite() && fma > 0.0, "{name}: {fma}");
+        match ctx.peak_gops(GpuPeak::Dot4I8, t) {
+            Ok(g) => {
+                assert!(ctx.adapter_report().packed_int8_dot_product, "{name}");
+                assert!(g.is_finite() && g > 0.0, "{name}: {g}");
+            }
+            Err(e) => {
+                assert!(!ctx.adapter_report().packed_int8_dot_product, "{name}: {e}");
+                assert!(matches!(e, crate::Error::InvalidParameter(_)), "{e:?}");
+            }
+        }
+    }
+}
