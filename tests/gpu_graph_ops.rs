@@ -441,7 +441,8 @@ fn add_equals_the_reference_on_both_engines_and_every_capability() {
                     let b = rand_tensor(&mut rng, &dims, d);
                     let out = qparams(&mut rng, d);
                     let relu = rng.coin(0.5);
-                    let f = format(&mut rng);
+                    // Both layouts alike, or mixed (the x86 engine's scalar path everywhere).
+                    let f = [format(&mut rng), format(&mut rng)];
                     n.check(
                         &what,
                         g.add(&a, &b, &out, relu, f),
@@ -479,10 +480,10 @@ fn x86_add_takes_atens_vector_and_scalar_paths_like_the_reference() {
         ] {
             let mut g = GpuBackend::with_engine(ctx.clone(), QEngine::X86, isa);
             let y = g
-                .add(&a, &b, &out, false, MemoryFormat::Contiguous)
+                .add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2])
                 .unwrap();
             let want = reference(QEngine::X86, isa)
-                .add(&a, &b, &out, false, MemoryFormat::Contiguous)
+                .add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2])
                 .unwrap();
             assert_eq!(y, want, "{isa:?}");
             let scalar_from = if isa == CpuCapability::Default { 0 } else { 64 };
@@ -547,8 +548,8 @@ fn lowered_binding_limits_split_the_work_and_keep_the_results() {
             let mut n = Count::default();
             n.check(
                 "add",
-                g.add(&a, &b, &out, false, MemoryFormat::Contiguous),
-                c.add(&a, &b, &out, false, MemoryFormat::Contiguous),
+                g.add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2]),
+                c.add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2]),
             );
             n.assert_ran(&format!("split add {engine:?}"), 1, 1);
             runs += 1;
@@ -677,7 +678,7 @@ fn bad_inputs_are_errors_not_panics() {
             .is_err());
         assert!(g.relu(&short).is_err() || g.relu(&short).unwrap().len() == 11);
         assert!(g
-            .add(&x, &short, &qp, false, MemoryFormat::ChannelsLast)
+            .add(&x, &short, &qp, false, [MemoryFormat::ChannelsLast; 2])
             .is_err());
         assert!(g
             .concat(&[&x, &flat], 0, &qp, MemoryFormat::Contiguous)

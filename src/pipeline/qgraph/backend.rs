@@ -38,14 +38,14 @@ pub trait QBackend {
     /// Linear on `[N, in]`.
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>>;
     /// Elementwise add (optionally + ReLU) of two tensors of equal dims that PyTorch stores as
-    /// `format`.
+    /// `formats` (see `cpu::reference::add::add_in`).
     fn add(
         &mut self,
         a: &QTensor,
         b: &QTensor,
         out: &QParams,
         relu: bool,
-        format: MemoryFormat,
+        formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>>;
     /// Concatenation along `axis`, requantized to `out`; `format` is channels-last when every
     /// input is (ATen's NHWC cat kernel then rounds differently, see `docs/ops.md`).
@@ -134,7 +134,7 @@ impl QBackend for ReferenceBackend {
         b: &QTensor,
         out: &QParams,
         relu: bool,
-        format: MemoryFormat,
+        formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>> {
         if a.dims != b.dims {
             return Err(Error::Shape(format!(
@@ -143,7 +143,7 @@ impl QBackend for ReferenceBackend {
             )));
         }
         r::add::add_in(
-            [format; 2],
+            formats,
             self.engine,
             self.isa,
             &a.dims,
@@ -252,9 +252,9 @@ impl QBackend for FastCpuBackend {
         b: &QTensor,
         out: &QParams,
         relu: bool,
-        format: MemoryFormat,
+        formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>> {
-        self.reference.add(a, b, out, relu, format)
+        self.reference.add(a, b, out, relu, formats)
     }
     fn concat(
         &mut self,

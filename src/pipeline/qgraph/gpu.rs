@@ -222,7 +222,7 @@ impl QBackend for GpuBackend {
         b: &QTensor,
         out: &QParams,
         relu: bool,
-        format: MemoryFormat,
+        formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>> {
         if a.dims != b.dims {
             return Err(Error::Shape(format!(
@@ -237,21 +237,26 @@ impl QBackend for GpuBackend {
                 b.data.len()
             )));
         }
+        // Inputs of different layouts take the scalar path everywhere (x86 engine).
+        let (format, isa) = match r::add::x86_add_path(&a.dims, formats) {
+            r::add::X86AddPath::InOrder(f) => (f, self.isa),
+            r::add::X86AddPath::AllScalar => (MemoryFormat::Contiguous, CpuCapability::Default),
+        };
         // Table of the byte pair (p >> 8, p & 255), for each path.
         let (pa, pb): (Vec<u8>, Vec<u8>) =
             (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
         let run = |isa| r::add::add(self.engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
         let n = a.data.len();
-        let (tables, split) = match (self.engine, self.isa.qadd_lanes()) {
+        let (tables, split) = match (self.engine, isa.qadd_lanes()) {
             (QEngine::X86, Some(lanes)) => {
                 // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
                 debug_assert_eq!((1 << 16) % (2 * lanes), 0);
-                let mut t = run(self.isa)?;
+                let mut t = run(isa)?;
                 t.extend(run(CpuCapability::Default)?);
                 (t, n / (2 * lanes) * (2 * lanes))
             }
             _ => {
-                let t = run(self.isa)?;
+                let t = run(isa)?;
                 ([t.clone(), t].concat(), n)
             }
         };

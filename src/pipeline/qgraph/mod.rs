@@ -124,9 +124,10 @@ pub enum QNode {
     Add {
         /// ReLU fused.
         relu: bool,
-        /// How PyTorch stores the output (the first input's format); the x86 engine's
-        /// vector/scalar split follows memory order.
-        format: MemoryFormat,
+        /// How PyTorch stores the two inputs (the output takes the first's); the x86
+        /// engine's vector/scalar split follows memory order, and inputs of different
+        /// layouts take its scalar path everywhere (`cpu::reference::add::X86AddPath`).
+        formats: [MemoryFormat; 2],
     },
     /// `quantized::cat` along `axis`.
     Concat {
@@ -308,7 +309,7 @@ impl QuantizedGraph {
                 }
                 Op::Add { act } => QNode::Add {
                     relu: *act == Activation::Relu,
-                    format: in_format,
+                    formats: [in_format, formats[n.inputs[1].0]],
                 },
                 Op::Concat { axis } => QNode::Concat {
                     axis: *axis,
@@ -502,7 +503,7 @@ fn run_node(b: &mut dyn QBackend, q: &QNode, args: &[&QTensor], out: &QParams) -
     match q {
         QNode::Conv2d(c) => b.conv2d(c, x),
         QNode::Linear(l) => b.linear(l, x, out),
-        QNode::Add { relu, format } => b.add(x, args[1], out, *relu, *format),
+        QNode::Add { relu, formats } => b.add(x, args[1], out, *relu, *formats),
         QNode::Concat { axis, format } => b.concat(args, *axis, out, *format),
         QNode::MaxPool2d(p) => b.max_pool2d(x, p),
         QNode::AvgPool2d(p, o, f) => b.avg_pool2d(x, p, o, *f),

@@ -343,3 +343,50 @@ fn corrupted_graph_files_are_errors_not_panics() {
     }
     assert!(errors > 100, "{errors}");
 }
+
+/// An add of a conv output (channels-last in PyTorch) and the graph input (contiguous) records
+/// both layouts, and on the x86 engine runs ATen's scalar path on every element: the result is
+/// the reference add with the `DEFAULT` capability, whatever the ISA the graph reproduces.
+#[test]
+fn add_of_a_conv_output_and_the_input_runs_the_scalar_path() {
+    let mut rng = Rng::new(41);
+    let g = block_graph(&mut rng);
+    let mut p = PreparedGraph::new(g, QConfig::x86()).unwrap();
+    for _ in 0..3 {
+        p.calibrate(&[batch(&mut rng, &[2, 3, 8, 8])]).unwrap();
+    }
+    let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+    let i = q
+        .graph()
+        .nodes()
+        .iter()
+        .position(|n| n.name == "add")
+        .unwrap();
+    let QNode::Add { formats, relu } = q.nodes()[i] else {
+        panic!("not an add: {:?}", q.nodes()[i]);
+    };
+    assert_eq!(
+        formats,
+        [MemoryFormat::ChannelsLast, MemoryFormat::Contiguous]
+    );
+    let run = q
+        .run(
+            &mut ReferenceBackend::new(&q),
+            &[batch(&mut rng, &[2, 3, 8, 8])],
+        )
+        .unwrap();
+    let node = &q.graph().nodes()[i];
+    let (a, b) = (&run.values[node.inputs[0].0], &run.values[node.inputs[1].0]);
+    let want = cpu::reference::add::add(
+        QEngine::X86,
+        CpuCapability::Default,
+        &a.data,
+        &a.qp,
+        &b.data,
+        &b.qp,
+        &q.qparams()[node.output.0],
+        relu,
+    )
+    .unwrap();
+    assert_eq!(run.values[node.output.0].data, want);
+}
