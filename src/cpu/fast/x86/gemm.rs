@@ -141,61 +141,28 @@ gemm_i8_ymm!(
     _mm256_dpbusd_epi32
 );
 
-/// The GEMM tile on AVX2 without VNNI for layers whose ranges rule out saturation:
-/// `vpmaddubsw` (u8 × s8, adjacent products summed in **saturating** int16), `vpmaddwd` by
-/// ones (the two int16 sums of each 32-bit lane into int32), `vpaddd`: the `vpdpbusd` of the
-/// VNNI paths, weights in the same 4-byte lanes `[t][cb][NR][4]`. Exact only when no int16
-/// pair sum `a0·w0 + a1·w1` leaves `[-32768, 32767]`; the caller proves that from the
-/// activations' maximum and the weights' pair sums (see `int8::PairBounds`), and uses
-/// [`gemm_i8_avx2`] otherwise.
-///
-/// # Safety
-/// avx2 must be available; reads as for [`gemm_i8_avx512`] with 32-byte vectors; no pair sum
-/// may saturate (else the result is wrong, though memory-safe).
+/// `vpdpbusd` from AVX2: `vpmaddubsw` (u8 × s8, adjacent products summed in **saturating**
+/// int16), `vpmaddwd` by ones (the two int16 sums of each 32-bit lane into int32), `vpaddd`.
+/// Equal to `vpdpbusd` only when no int16 pair sum `a0·w0 + a1·w1` leaves `[-32768, 32767]`.
+#[inline]
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn gemm_i8_avx2_maddubs<const NR: usize, const MV: usize>(
-    act: *const u8,
-    offs: &[usize],
-    cbs: usize,
-    ncb: usize,
-    w: *const u8,
-    out: &mut Tile,
-    init: &[i32; 6],
-) {
-    // SAFETY: the caller guarantees the target features and the memory ranges listed
-    // in `# Safety`; every access below stays inside them.
-    unsafe {
-        let mut acc = [[_mm256_setzero_si256(); MV]; NR];
-        for (accr, &i) in acc.iter_mut().zip(init) {
-            *accr = [_mm256_set1_epi32(i); MV];
-        }
-        let ones = _mm256_set1_epi16(1);
-        let mut wp = w as *const i32;
-        for &off in offs {
-            let mut p = act.add(off);
-            for _ in 0..ncb {
-                let mut a = [_mm256_setzero_si256(); MV];
-                for (v, av) in a.iter_mut().enumerate() {
-                    *av = _mm256_loadu_si256(p.add(32 * v).cast());
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let b = _mm256_set1_epi32(wp.add(r).read_unaligned());
-                    for v in 0..MV {
-                        let pairs = _mm256_maddubs_epi16(a[v], b);
-                        accr[v] = _mm256_add_epi32(accr[v], _mm256_madd_epi16(pairs, ones));
-                    }
-                }
-                wp = wp.add(NR);
-                p = p.add(cbs);
-            }
-        }
-        for (r, accr) in acc.iter().enumerate() {
-            for (v, &x) in accr.iter().enumerate() {
-                _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
-            }
-        }
-    }
+fn dpbusd_maddubs(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(
+        acc,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
+    )
 }
+
+gemm_i8_ymm!(
+    /// The ymm tile on AVX2 without VNNI for layers whose ranges rule out saturation, with
+    /// [`dpbusd_maddubs`] for `vpdpbusd` and the VNNI paths' 4-byte weight lanes. The caller
+    /// proves that no pair sum saturates from the activations' maximum and the weights' pair
+    /// sums (see `int8::PairBounds`), and uses [`gemm_i8_avx2`] otherwise; a saturating call
+    /// is wrong, though memory-safe.
+    gemm_i8_avx2_maddubs,
+    "avx2",
+    dpbusd_maddubs
+);
 
 /// The GEMM tile on AVX2 without VNNI, exact: each 32-bit activation lane `(a0, a1, a2, a3)`
 /// (u8) is split into 16-bit halves `(a0, a2)` and `(a1, a3)`; weights are pre-split at pack
