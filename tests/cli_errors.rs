@@ -739,6 +739,22 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
             outputs: vec![],
         },
         Row {
+            what: "run on an ONNX model instead of a converted one",
+            args: args(&[
+                "run",
+                "--model",
+                "model.onnx",
+                "--input",
+                &xin,
+                "--out",
+                &y,
+                "--device",
+                "cpu",
+            ]),
+            mentions: vec!["model.onnx", "squint quantize"],
+            outputs: vec![PathBuf::from(&y)],
+        },
+        Row {
             what: "a GPU timeout that is not a number",
             args: args(&[
                 "run",

@@ -523,6 +523,13 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    if is_onnx(&a.model) {
+        return Err(squint::Error::format(
+            &a.model,
+            "`squint run` takes a model converted by `squint quantize` (.safetensors); convert \
+             a float ONNX model first (already-quantized QDQ models are not supported yet)",
+        ));
+    }
     if QuantizedGraph::is_graph_file(&a.model)? {
         return cmd_run_graph(a);
     }

@@ -42,6 +42,19 @@ pub const MIN_OPSET: i64 = 11;
 /// Newest default-domain opset accepted.
 pub const MAX_OPSET: i64 = 23;
 
+/// Ops of already-quantized models (QDQ and QOperator formats), refused with their own message.
+const QUANTIZED_OPS: [&str; 9] = [
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QGemm",
+];
+
 const FLOAT: i32 = 1;
 const INT64: i32 = 7;
 
@@ -67,19 +80,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
             format!("opset {opset} is not supported (squint reads opsets {MIN_OPSET} to {MAX_OPSET}); re-export with `torch.onnx.export(..., opset_version=17)`"),
         ));
     }
-    if let Some(o) = model
-        .opset_import
-        .iter()
-        .find(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"))
-    {
-        return Err(Error::format(
-            path,
-            format!(
-                "the model uses operator domain '{}', which squint does not support",
-                o.domain
-            ),
-        ));
-    }
+    // Other domains may be imported (`quant_pre_process` adds `ai.onnx.ml`); a node that uses
+    // one is an error naming it (`Importer::node`).
     let graph = model
         .graph
         .as_ref()
@@ -265,6 +267,14 @@ impl<'a> Importer<'a> {
     fn node(&mut self, i: usize) -> std::result::Result<(), String> {
         let g = self.g;
         let n = &g.node[i];
+        if QUANTIZED_OPS.contains(&n.op_type.as_str()) {
+            return Err(format!(
+                "this model is already quantized ({} is an ONNX Runtime QDQ / QOperator op): \
+                 `squint quantize` takes float models, and running already-quantized models as \
+                 they are is not supported yet",
+                n.op_type
+            ));
+        }
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             return Err(format!("domain '{}' is not supported", n.domain));
         }

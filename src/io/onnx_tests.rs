@@ -415,6 +415,33 @@ fn unsupported_models_are_errors_naming_the_node_and_op() {
             ),
             "(Reshape): cannot reshape [1, 2, 4, 4] to [3, -1]",
         ),
+        (
+            model(
+                x(),
+                vec![
+                    node("QuantizeLinear", &["x", "s", "z"], "q", vec![]),
+                    node("DequantizeLinear", &["q", "s", "z"], "y", vec![]),
+                ],
+                vec![float_tensor("s", &[], vec![0.1])],
+                "y",
+                17,
+            ),
+            "(QuantizeLinear): this model is already quantized",
+        ),
+        (
+            model(
+                x(),
+                vec![{
+                    let mut n = node("Relu", &["x"], "y", vec![]);
+                    n.domain = "com.microsoft".into();
+                    n
+                }],
+                vec![],
+                "y",
+                17,
+            ),
+            "(Relu): domain 'com.microsoft' is not supported",
+        ),
         (b"not an onnx file at all".to_vec(), "m.onnx"),
     ];
     for (bytes, want) in cases {
@@ -493,4 +520,24 @@ fn truncated_and_corrupted_models_are_errors_not_panics() {
     }
     // Almost every truncation is malformed; the check above is not vacuous.
     assert!(errors > bytes.len() / 7 / 2, "{errors}");
+}
+
+/// `quant_pre_process` (ONNX Runtime) adds an `ai.onnx.ml` opset import that no node uses: the
+/// model still imports; only a node in another domain is refused.
+#[test]
+fn an_unused_extra_opset_domain_is_accepted() {
+    let bytes = model(
+        value_info("x", &[dim(1), dim(2), dim(4), dim(4)]),
+        vec![node("Relu", &["x"], "y", vec![])],
+        vec![],
+        "y",
+        17,
+    );
+    let mut m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let mut ml = OperatorSetIdProto::new();
+    ml.domain = "ai.onnx.ml".into();
+    ml.version = 3;
+    m.opset_import.push(ml);
+    let g = import(&m.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(g.nodes().len(), 1);
 }
