@@ -6,6 +6,9 @@
 //! * [`conv`]: `QLinearConv` and `ConvInteger` (2-D).
 //! * [`matmul`]: `MatMulInteger` and `QLinearMatMul`.
 //! * [`add`]: `QLinearAdd` (com.microsoft), with the instruction-set-dependent float order.
+//! * [`concat`]: `QLinearConcat` (com.microsoft).
+//! * [`pool`]: `QLinearAveragePool`, `QLinearGlobalAveragePool` (com.microsoft), `MaxPool` on
+//!   8-bit tensors.
 //!
 //! Every formula, with the ONNX Runtime source it comes from and how it differs from
 //! PyTorch's (`docs/ops.md`), is in `docs/ort.md`. Tensors are stored bytes (u8 for uint8,
@@ -13,6 +16,8 @@
 //! `tests/ort_conformance.rs` checks the ops against the ONNX backend conformance data.
 
 pub mod add;
+pub mod concat;
 pub mod conv;
 pub mod matmul;
+pub mod pool;
 pub mod qdq;
