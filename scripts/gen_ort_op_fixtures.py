@@ -130,6 +130,90 @@ def zp(rng, dt, edge=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Probes: inputs on which candidate formulas disagree, so that the fixtures pin the one ORT
+# uses (emulated here in numpy float32; ORT's output decides).
+
+def _fma32(a, b, c):
+    """float32 fused multiply-add (exact product and sum in float64, one rounding; the
+    product of a small int and a float32 is exact in float64)."""
+    return (np.asarray(a, np.float64) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+
+def add_probe(rng, dt):
+    """QLinearAdd qparams and input pairs on which the AVX2 (FMA), SSE2 and portable kernels'
+    formulas do not all agree."""
+    lo, hi = qrange(dt)
+    grid = np.arange(lo, hi + 1, dtype=np.float32)
+    A, B = [g.reshape(-1) for g in np.meshgrid(grid, grid)]
+    while True:
+        sa, sb, sc = [rand_scale(rng, 0.01, 0.1) for _ in range(3)]
+        za, zb, zc = [int(rng.integers(lo, hi + 1)) for _ in range(3)]
+        ra, rb = f32(sa / sc), f32(sb / sc)
+        F = f32(f32(zc) - f32(f32(ra * f32(za)) + f32(rb * f32(zb))))
+        avx = np.clip(np.rint(_fma32(A, ra, _fma32(B, rb, F))), lo, hi)
+        sse = np.clip(np.rint(f32(F + f32(A * ra)) + f32(B * rb)), lo, hi)
+        va, vb = f32(sa) * f32(A - za), f32(sb) * f32(B - zb)
+        raw = np.clip(np.rint(f32(np.clip(f32(f32(va + vb) / sc), lo - zc, hi - zc)) + zc), lo, hi)
+        idx = np.nonzero((avx != sse) | (avx != raw))[0]
+        if len(idx) >= 4:
+            idx = idx[:48]
+            q = lambda v: np.asarray(v, dtype=NP[dt])
+            return (A[idx].astype(NP[dt]), B[idx].astype(NP[dt]),
+                    {"A_scale": np.asarray(sa), "A_zero_point": q(za),
+                     "B_scale": np.asarray(sb), "B_zero_point": q(zb),
+                     "C_scale": np.asarray(sc), "C_zero_point": q(zc)})
+
+
+def add_scalar_probe(rng, dt):
+    """QLinearAdd qparams, a scalar B and inputs A on which `fma(a, rA, F + b*rB)` rounded
+    after the multiply differs from the fused `fma(a, rA, fma(b, rB, F))`."""
+    lo, hi = qrange(dt)
+    A = np.arange(lo, hi + 1, dtype=np.float32)
+    while True:
+        sa, sb, sc = [rand_scale(rng, 0.01, 0.1) for _ in range(3)]
+        za, zb, zc = [int(rng.integers(lo, hi + 1)) for _ in range(3)]
+        b = int(rng.integers(lo, hi + 1))
+        ra, rb = f32(sa / sc), f32(sb / sc)
+        F = f32(f32(zc) - _fma32(ra, f32(za), f32(rb * f32(zb))))
+        split = np.clip(np.rint(_fma32(A, ra, f32(F + f32(f32(b) * rb)))), lo, hi)
+        fused = np.clip(np.rint(_fma32(A, ra, _fma32(f32(b), rb, F))), lo, hi)
+        idx = np.nonzero(split != fused)[0]
+        if len(idx) >= 1:
+            q = lambda v: np.asarray(v, dtype=NP[dt])
+            a = np.concatenate([A[idx], A[:40 - len(idx[:8])]])[:40].astype(NP[dt])
+            return (a, np.array([b], dtype=NP[dt]),
+                    {"A_scale": np.asarray(sa), "A_zero_point": q(za),
+                     "B_scale": np.asarray(sb), "B_zero_point": q(zb),
+                     "C_scale": np.asarray(sc), "C_zero_point": q(zc)})
+
+
+def quantize_probe(rng, n):
+    """A scale and floats x whose `rne(x / s)` and `rne(x * f32(1 / s))` differ."""
+    while True:
+        s = rand_scale(rng, 1e-3, 0.1)
+        k = rng.integers(-120, 120, size=20000)
+        x = ((k + 0.5) * np.float64(s)).astype(np.float32)
+        x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, -np.inf)])
+        d = np.rint(x / s) != np.rint(x * f32(f32(1) / s))
+        if d.sum() >= n:
+            return s, x[d][:n].astype(np.float32)
+
+
+def requant_probe(rng):
+    """Scales (sa, sb, sy) where `f32(f32(sa * sb) / sy)` differs from `f32(sa * f32(sb / sy))`
+    and accumulators whose requantization differs between the two."""
+    while True:
+        sa, sb, sy = rand_scale(rng, 0.01, 0.05), rand_scale(rng, 1e-3, 2e-2), rand_scale(rng, 0.02, 0.2)
+        m1, m2 = f32(f32(sa * sb) / sy), f32(sa * f32(sb / sy))
+        if m1 == m2:
+            continue
+        acc = np.arange(-4000, 4001)
+        d = np.rint(f32(acc.astype(np.float32) * m1)) != np.rint(f32(acc.astype(np.float32) * m2))
+        d &= np.abs(np.rint(acc * np.float64(m1))) < 100
+        if d.sum() >= 2:
+            return sa, sb, sy, acc[d][:16]
+
+
 
 def gen_quantize():
     cases = []
@@ -153,6 +237,11 @@ def gen_quantize():
         y = run("QuantizeLinear", {"x": x}, {"y_scale": scales, "y_zero_point": zps}, attrs, dt)
         cases.append(case(f"quantize_{i}_{dt}_{'axis' + str(axis) if axis is not None else 'tensor'}",
                           attrs, {"x": x}, {"y_scale": scales, "y_zero_point": zps}, y))
+    for i, dt in enumerate(["uint8", "int8"]):
+        s, x = quantize_probe(rng_for("quantize_probe", i), 24)
+        consts = {"y_scale": np.asarray(s), "y_zero_point": np.asarray(0 if dt == "int8" else 128, NP[dt])}
+        y = run("QuantizeLinear", {"x": x}, consts, {}, dt)
+        cases.append(case(f"quantize_probe_{i}_{dt}_division_vs_reciprocal", {}, {"x": x}, consts, y))
     return cases
 
 
@@ -262,6 +351,26 @@ def gen_qlinear_matmul():
         y = run_ordered("QLinearMatMul", order, {"a": a}, consts, {}, ad)
         cases.append(case(f"qlinear_matmul_{i}_{ad}_{bd}{'_pc' if pc else ''}", {}, {"a": a},
                           consts, y))
+    # accumulators on which the order of the scale product matters: A's rows sum to their
+    # magnitudes (K = 32 uint8 values, zero point 0).
+    for i in range(2):
+        sa, sb, sy, accs = requant_probe(rng_for("qlinear_matmul_probe", i))
+        rows = []
+        for acc in accs:
+            v = abs(int(acc))
+            row = [min(255, max(0, v - 255 * j)) for j in range(32)]
+            rows.append(row)
+        a = np.array(rows, dtype=np.uint8)
+        # column 0 of B is ones (accumulator |acc|), column 1 minus ones (-|acc|)
+        b = np.ones([32, 2], dtype=np.int8)
+        b[:, 1] = -1
+        consts = {"a_scale": np.asarray(sa), "a_zero_point": np.asarray(0, np.uint8),
+                  "b": b, "b_scale": np.asarray(sb), "b_zero_point": np.asarray(0, np.int8),
+                  "y_scale": np.asarray(sy), "y_zero_point": np.asarray(128, np.uint8)}
+        order = ["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale",
+                 "y_zero_point"]
+        y = run_ordered("QLinearMatMul", order, {"a": a}, consts, {}, "uint8")
+        cases.append(case(f"qlinear_matmul_probe_{i}_scale_order", {}, {"a": a}, consts, y))
     return cases
 
 
@@ -304,6 +413,24 @@ def gen_qlinear_add():
                         domain="com.microsoft")
         cases.append(case(f"qlinear_add_{i}_{dt}_{len(a.reshape(-1))}x{len(b.reshape(-1))}",
                           {}, {"A": a, "B": b}, consts, y))
+    order = ["A", "A_scale", "A_zero_point", "B", "B_scale", "B_zero_point", "C_scale",
+             "C_zero_point"]
+    for i, dt in enumerate(["uint8", "int8", "uint8", "int8"]):
+        a, b, consts = add_probe(rng_for("qlinear_add_probe", i), dt)
+        y = run_ordered("QLinearAdd", order, {"A": a, "B": b}, consts, {}, dt,
+                        domain="com.microsoft")
+        cases.append(case(f"qlinear_add_probe_{i}_{dt}_kernels_disagree", {},
+                          {"A": a, "B": b}, consts, y))
+    for i, dt in enumerate(["uint8", "int8", "uint8"]):
+        a, b, consts = add_scalar_probe(rng_for("qlinear_add_scalar_probe", i), dt)
+        if i == 2:  # scalar A: ORT swaps the operands
+            a, b = b, a
+            consts = {"A_scale": consts["B_scale"], "A_zero_point": consts["B_zero_point"],
+                      "B_scale": consts["A_scale"], "B_zero_point": consts["A_zero_point"],
+                      "C_scale": consts["C_scale"], "C_zero_point": consts["C_zero_point"]}
+        y = run_ordered("QLinearAdd", order, {"A": a, "B": b}, consts, {}, dt,
+                        domain="com.microsoft")
+        cases.append(case(f"qlinear_add_scalar_probe_{i}_{dt}", {}, {"A": a, "B": b}, consts, y))
     return cases
 
 

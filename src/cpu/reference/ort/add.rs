@@ -1,16 +1,22 @@
 //! `QLinearAdd` (com.microsoft): `MlasQLinearAdd` (`onnxruntime/core/mlas/lib/qladd.cpp`).
 //!
-//! With `rA = f32(sA / sC)`, `rB = f32(sB / sC)` and the float constant
-//! `F = f32(f32(zC) - f32(f32(rA * zA) + f32(rB * zB)))`, the x86 kernels compute, per element,
+//! With `rA = f32(sA / sC)` and `rB = f32(sB / sC)`, the x86 kernels compute, per element,
 //!
 //! * AVX2 (`MlasQLinearAddKernelAvx2Helper`, `intrinsics/avx2/qladd_avx2.cpp`):
-//!   `fma(a, rA, fma(b, rB, F))`; with a scalar B, `fma(a, rA, f32(F + f32(b * rB)))`;
-//! * SSE2 (`MlasQLinearAddKernelHelper`, `qladd.cpp`): `f32(f32(F + f32(a * rA)) + f32(b * rB))`;
-//!   with a scalar B, `f32(F' + f32(a * rA))` with `F' = f32(F + f32(b * rB))`;
+//!   `fma(a, rA, fma(b, rB, F))` with `F = f32(zC - fma(rA, zA, f32(rB * zB)))`. The source
+//!   writes `F = zC - (rA*zA + rB*zB)` and, for a scalar B, `F + b*rB` with separate
+//!   `_mm256_mul_ps` / `_mm256_add_ps`; the compiler contracts both into FMAs (that file is
+//!   built with `-mfma`), which the probe fixtures `qlinear_add_*probe*` confirm: the
+//!   uncontracted formulas miss some of their outputs. A scalar B therefore gives the same
+//!   formula as a full B.
+//! * SSE2 (`MlasQLinearAddKernelHelper`, `qladd.cpp`, built without FMA):
+//!   `f32(f32(F + f32(a * rA)) + f32(b * rB))` with `F = f32(zC - f32(f32(rA zA) + f32(rB zB)))`;
+//!   with a scalar B, `f32(F' + f32(a * rA))` with `F' = f32(F + f32(b * rB))` (not checked
+//!   against ORT: this machine runs the AVX2 kernel);
 //!
 //! then `_mm*_cvtps_epi32` (round half to even) and saturating packs to 8 bits. The portable
 //! C++ path (`MlasQLinearAddKernelRawHelper`) is different again:
-//! `rne(clamp(f32(f32(sA (a - zA)) + f32(sB (b - zB))) / sC) + zC)`.
+//! `rne(f32(clamp(f32(f32(sA (a - zA)) + f32(sB (b - zB))) / sC) + zC))`.
 
 use super::qdq::{check_qparams, cvtps_epi32};
 use crate::error::{Error, Result};
@@ -67,14 +73,17 @@ pub fn qlinear_add(
     let store = |v: f32| c_qp.dtype.int_to_byte(range.clamp(cvtps_epi32(v)));
     let (ra, rb) = (a_qp.scale / c_qp.scale, b_qp.scale / c_qp.scale);
     let zc = c_qp.zero_point as f32;
-    let fixed = zc - (ra * a_qp.zero_point as f32 + rb * b_qp.zero_point as f32);
+    let (za, zb) = (a_qp.zero_point as f32, b_qp.zero_point as f32);
+    let fixed = match kernel {
+        QLinearAddKernel::Avx2 => zc - ra.mul_add(za, rb * zb),
+        _ => zc - (ra * za + rb * zb),
+    };
     let b_at = |i: usize| int(b[if scalar_b { 0 } else { i }], b_qp) as f32;
     Ok(a.iter()
         .enumerate()
         .map(|(i, &qa)| {
             let av = int(qa, a_qp) as f32;
             match kernel {
-                QLinearAddKernel::Avx2 if scalar_b => store(av.mul_add(ra, fixed + b_at(0) * rb)),
                 QLinearAddKernel::Avx2 => store(av.mul_add(ra, b_at(i).mul_add(rb, fixed))),
                 QLinearAddKernel::Sse2 if scalar_b => store((fixed + b_at(0) * rb) + av * ra),
                 QLinearAddKernel::Sse2 => store((fixed + av * ra) + b_at(i) * rb),
