@@ -466,12 +466,19 @@ def gen_qlinear_average_pool():
              ("uint8", [2, 2, 7, 9], 3, 2, [1, 1, 1, 1], 1),
              ("int8", [1, 3, 6, 6], 3, 1, [1, 0, 1, 0], 0),
              ("int8", [1, 2, 5, 5], 2, 1, [0, 0, 1, 1], 1),
-             ("uint8", [1, 4, 5, 5], 5, 1, [0, 0, 0, 0], 0)]   # whole image: global path
+             ("uint8", [1, 4, 5, 5], 5, 1, [0, 0, 0, 0], 0),   # whole image: global path
+             ("uint8", [1, 4, 8, 8], 2, 2, [0, 0, 0, 0], 0),   # exact ties, odd zero point
+             ("int8", [1, 4, 8, 8], 2, 2, [0, 0, 0, 0], 0)]
     for i, (dt, sh, k, s, pads, cip) in enumerate(specs):
         rng = rng_for("qlinear_average_pool", i)
         x = rand_q(rng, sh, dt)
         consts = {"x_scale": rand_scale(rng, 0.01, 0.1), "x_zero_point": zp(rng, dt),
                   "y_scale": rand_scale(rng, 0.01, 0.1), "y_zero_point": zp(rng, dt)}
+        if i >= 6:
+            # power-of-two scales make every average exact: quarters, so half the windows are
+            # ties, and an odd output zero point separates `rne(v + zy)` from `rne(v) + zy`
+            consts.update(x_scale=f32(0.0625), y_scale=f32(0.0625),
+                          y_zero_point=np.asarray(1 if dt == "int8" else 127, NP[dt]))
         consts = {kk: np.asarray(v) for kk, v in consts.items()}
         attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": pads,
                  "count_include_pad": cip}
