@@ -71,7 +71,7 @@ fn cat_dims(inputs: &[CatInput<'_>], dim: usize) -> Result<Vec<usize>> {
 }
 
 /// Concatenates along `dim`, mapping each input value with `f(input index, value)`.
-fn concat(
+pub(crate) fn concat(
     inputs: &[CatInput<'_>],
     dim: usize,
     mut f: impl FnMut(usize, u8) -> u8,

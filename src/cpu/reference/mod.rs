@@ -7,6 +7,8 @@
 //! * [`pool`]: `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d` on quantized tensors.
 //! * [`linear`]: `quantized::linear` / `linear_relu`.
 //! * [`activation`]: relu, relu6, hardtanh / clamp, flatten / reshape.
+//! * [`ort`]: ONNX Runtime's quantized CPU ops (QuantizeLinear, QLinearConv, QLinearMatMul,
+//!   QLinearAdd, ...), bit for bit; formulas in `docs/ort.md`.
 //!
 //! The non-conv ops reproduce PyTorch eager's quantized CPU ops bit for bit, for the engines
 //! `qnnpack` and `x86` ([`QEngine`]); where a result depends on the instruction set the x86
@@ -23,6 +25,7 @@ pub mod add;
 pub mod cat;
 mod conv;
 pub mod linear;
+pub mod ort;
 pub mod pool;
 
 pub use conv::{conv2d_acc, conv2d_f32, conv2d_quantized, quantize_weight, requantize};

@@ -1,0 +1,151 @@
+//! Pooling on 8-bit tensors (NCHW): `QLinearAveragePool`, `QLinearGlobalAveragePool`
+//! (com.microsoft) and `MaxPool` on uint8 / int8.
+//!
+//! * `QLinearGlobalAveragePool` (`MlasQLinearGlobalAveragePoolNchw`,
+//!   `mlas/lib/qlgavgpool.cpp`): exact int32 `acc = Σ x - zx·N` over the `N = H·W` pixels,
+//!   requantized by `MlasRequantizeOutput` with `m = f32(sx / f32(sy · f32(N)))`; ORT refuses
+//!   `N >= 2^24` and `m` outside `[2^-32, 256)`.
+//! * `QLinearAveragePool` (`contrib_ops/cpu/quantization/qlinear_pool.cc`): the input is
+//!   dequantized to float (`f32(sx · f32(x - zx))`), each window summed in float32 row by row,
+//!   divided by the count (`f32(sum / f32(count))`, count = `kh·kw` with `count_include_pad`,
+//!   else the in-bounds taps), and quantized as `clamp(rne(f32(f32(avg / sy) + zy)))`. A
+//!   window covering the whole unpadded image takes the global-pool path instead.
+//! * `MaxPool`: the max of the in-bounds taps (ORT's generic pooling loops), exactly
+//!   PyTorch's generic quantized max pool ([`max_pool2d`] with the x86 engine).
+
+use super::qdq::{check_qparams, dequantize_value, requantize_output};
+use crate::cpu::reference::pool::{max_pool2d, Pool2dParams};
+use crate::cpu::reference::{check_data, QEngine};
+use crate::error::{Error, Result};
+use crate::quant::QParams;
+
+/// `MaxPool` on an 8-bit NCHW tensor (floor mode): the max of the taps inside the input.
+/// Returns the output bytes and sizes.
+pub fn max_pool(
+    x: &[u8],
+    dims: [usize; 4],
+    qp: &QParams,
+    p: &Pool2dParams,
+) -> Result<(Vec<u8>, [usize; 4])> {
+    if p.ceil_mode {
+        return Err(Error::InvalidParameter(
+            "MaxPool: ceil_mode is not modeled for ORT".into(),
+        ));
+    }
+    max_pool2d(QEngine::X86, x, dims, qp, p)
+}
+
+/// `QLinearGlobalAveragePool` of an NCHW tensor: one output per channel (`[N, C, 1, 1]`).
+pub fn qlinear_global_average_pool(
+    x: &[u8],
+    dims: [usize; 4],
+    x_qp: &QParams,
+    y_qp: &QParams,
+) -> Result<Vec<u8>> {
+    check_qparams("QLinearGlobalAveragePool x", x_qp)?;
+    check_qparams("QLinearGlobalAveragePool y", y_qp)?;
+    check_data("QLinearGlobalAveragePool input", x.len(), &dims)?;
+    let image = dims[2] * dims[3];
+    if image == 0 || image >= 1 << 24 {
+        return Err(Error::Shape(format!(
+            "QLinearGlobalAveragePool: image of {image} pixels (ORT needs 1..2^24)"
+        )));
+    }
+    let m = x_qp.scale / (y_qp.scale * image as f32);
+    if !(2f32.powi(-32)..256.0).contains(&m) {
+        return Err(Error::InvalidParameter(format!(
+            "QLinearGlobalAveragePool: scale ratio {m} is outside ORT's range [2^-32, 256)"
+        )));
+    }
+    let bias = -(x_qp.zero_point as i64) * image as i64;
+    x.chunks_exact(image)
+        .map(|plane| {
+            let sum: i64 = plane
+                .iter()
+                .map(|&b| x_qp.dtype.byte_to_int(b) as i64)
+                .sum();
+            let acc = i32::try_from(sum + bias).map_err(|_| Error::AccumulatorOverflow {
+                layer: None,
+                bound: (sum + bias) as i128,
+                limit: i32::MAX as i128,
+                k: image,
+            })?;
+            Ok(requantize_output(acc, m, y_qp))
+        })
+        .collect()
+}
+
+/// Window geometry of `QLinearAveragePool` (2-D, no dilation, floor mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPoolParams {
+    /// Window `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`, each >= 1.
+    pub stride: [usize; 2],
+    /// ONNX pads `[top, left, bottom, right]`, each smaller than the kernel.
+    pub pads: [usize; 4],
+    /// Divide by the whole window (pads included) instead of the in-bounds taps.
+    pub count_include_pad: bool,
+}
+
+/// `QLinearAveragePool` of an NCHW tensor; returns the output bytes and sizes.
+pub fn qlinear_average_pool(
+    x: &[u8],
+    dims: [usize; 4],
+    x_qp: &QParams,
+    p: &AvgPoolParams,
+    y_qp: &QParams,
+) -> Result<(Vec<u8>, [usize; 4])> {
+    check_qparams("QLinearAveragePool x", x_qp)?;
+    check_qparams("QLinearAveragePool y", y_qp)?;
+    check_data("QLinearAveragePool input", x.len(), &dims)?;
+    let [n, c, h, w] = dims;
+    let mut out_hw = [0usize; 2];
+    for (i, &size) in [h, w].iter().enumerate() {
+        let (k, s) = (p.kernel[i], p.stride[i]);
+        let (head, tail) = (p.pads[i], p.pads[i + 2]);
+        if k == 0 || s == 0 || head >= k || tail >= k || size + head + tail < k {
+            return Err(Error::InvalidParameter(format!(
+                "QLinearAveragePool: kernel {:?}, stride {:?}, pads {:?} do not fit a {h}x{w} \
+                 input",
+                p.kernel, p.stride, p.pads
+            )));
+        }
+        out_hw[i] = (size + head + tail - k) / s + 1;
+    }
+    if p.kernel == [h, w] && p.pads == [0; 4] {
+        let y = qlinear_global_average_pool(x, dims, x_qp, y_qp)?;
+        return Ok((y, [n, c, 1, 1]));
+    }
+    let [ho, wo] = out_hw;
+    let window = |o: usize, i: usize, size: usize| {
+        let start = (o * p.stride[i]) as i64 - p.pads[i] as i64;
+        let end = (start + p.kernel[i] as i64).min(size as i64);
+        (start.max(0) as usize, end as usize)
+    };
+    let mut y = Vec::with_capacity(n * c * ho * wo);
+    for plane in x.chunks_exact(h * w) {
+        for oy in 0..ho {
+            let (h0, h1) = window(oy, 0, h);
+            for ox in 0..wo {
+                let (w0, w1) = window(ox, 1, w);
+                let mut sum = 0f32;
+                for row in plane[h0 * w..h1 * w].chunks_exact(w) {
+                    for &b in &row[w0..w1] {
+                        sum += dequantize_value(b, x_qp);
+                    }
+                }
+                let count = if p.count_include_pad {
+                    p.kernel[0] * p.kernel[1]
+                } else {
+                    (h1 - h0) * (w1 - w0)
+                };
+                let avg = sum / count as f32;
+                let r = y_qp.dtype.full_range();
+                let q = (avg / y_qp.scale + y_qp.zero_point as f32).round_ties_even();
+                y.push(y_qp.dtype.int_to_byte(r.clamp(q.clamp(-1e9, 1e9) as i32)));
+            }
+        }
+    }
+    Ok((y, [n, c, ho, wo]))
+}
