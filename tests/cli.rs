@@ -487,3 +487,43 @@ fn report_on_an_onnx_graph_covers_every_value_and_plots_every_point() {
     assert!(out.contains("(qparams of /relu/Relu_output_0)"), "{out}");
     assert!(q.exists());
 }
+
+/// `squint run` on an already-quantized (QDQ) ONNX model from ONNX Runtime: the output is
+/// ONNX Runtime's, bit for bit; other devices are refused for now, and nothing is written.
+#[test]
+fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let y = tmp.path().join("y.npy");
+    let out = run_ok(
+        squint()
+            .args(["run", "--device", "cpu", "--model"])
+            .arg(d.join("qdq_pc/model.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y),
+    );
+    assert!(out.contains("ONNX Runtime's int8 formulas"), "{out}");
+    let got = squint::io::npy::read::<f32>(&y).unwrap();
+    let want = squint::io::npy::read::<f32>(d.join("qdq_pc/ort_output.npy")).unwrap();
+    assert_eq!(got.dims, want.dims);
+    assert!(got
+        .data
+        .iter()
+        .zip(&want.data)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let y2 = tmp.path().join("y2.npy");
+    let o = squint()
+        .args(["run", "--device", "gpu", "--model"])
+        .arg(d.join("qdq_pc/model.onnx"))
+        .arg("--input")
+        .arg(d.join("input.npy"))
+        .arg("--out")
+        .arg(&y2)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CPU reference only"));
+    assert!(!y2.exists());
+}

@@ -739,11 +739,14 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
             outputs: vec![],
         },
         Row {
-            what: "run on an ONNX model instead of a converted one",
+            what: "run on a float ONNX model instead of a converted one",
             args: args(&[
                 "run",
                 "--model",
-                "model.onnx",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/data/models/resnet_tiny/model.onnx"
+                ),
                 "--input",
                 &xin,
                 "--out",
@@ -751,7 +754,7 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
                 "--device",
                 "cpu",
             ]),
-            mentions: vec!["model.onnx", "squint quantize"],
+            mentions: vec!["model.onnx", "squint quantize", "convert this one first"],
             outputs: vec![PathBuf::from(&y)],
         },
         Row {

@@ -453,6 +453,51 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `squint run` of an ONNX model: an already-quantized (QDQ) model runs with ONNX Runtime's
+/// int8 formulas on the CPU; a float model must be converted first.
+fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
+    use squint::io::onnx_qdq;
+    use squint::pipeline::qdq;
+    let bytes = std::fs::read(&a.model).map_err(|e| squint::Error::io(&a.model, e))?;
+    if !onnx_qdq::is_qdq(&bytes, &a.model)? {
+        return Err(squint::Error::format(
+            &a.model,
+            "a float ONNX model: `squint run` takes an already-quantized (QDQ) model, or a \
+             model converted by `squint quantize` (.safetensors); convert this one first",
+        ));
+    }
+    if a.device != DeviceKind::Cpu || a.cross_check {
+        return Err(squint::Error::InvalidParameter(
+            "QDQ models run on the CPU reference only for now (--device cpu, no --cross-check)"
+                .into(),
+        ));
+    }
+    let m = onnx_qdq::from_bytes(&bytes, &a.model)?;
+    let x = npy::read::<f32>(&a.input)?;
+    let run = qdq::run_reference(&m, std::slice::from_ref(&x), qdq::native_add_kernel())?;
+    let out = &run.outputs[0];
+    let out_id = m.graph.outputs()[0];
+    npy::write(&a.out, out)?;
+    if let Some(p) = &a.out_ints {
+        let t = Tensor::new(out.dims.clone(), run.values[out_id.0].clone())?;
+        if let Err(e) = npy::write(p, &t) {
+            let _ = std::fs::remove_file(&a.out);
+            return Err(e);
+        }
+    }
+    let qp = m.qparams[out_id.0];
+    println!(
+        "wrote {} {:?} with ONNX Runtime's int8 formulas on the CPU ({} nodes; output scale {} \
+         zero point {})",
+        a.out.display(),
+        out.dims,
+        m.graph.nodes().len(),
+        qp.scale,
+        qp.zero_point
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `squint run` of a graph file.
 fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
     let q = QuantizedGraph::load(&a.model)?;
@@ -524,11 +569,7 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
 
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     if is_onnx(&a.model) {
-        return Err(squint::Error::format(
-            &a.model,
-            "`squint run` takes a model converted by `squint quantize` (.safetensors); convert \
-             a float ONNX model first (already-quantized QDQ models are not supported yet)",
-        ));
+        return cmd_run_qdq(a);
     }
     if QuantizedGraph::is_graph_file(&a.model)? {
         return cmd_run_graph(a);

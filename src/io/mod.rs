@@ -7,6 +7,7 @@
 
 pub mod npy;
 pub mod onnx;
+pub mod onnx_qdq;
 pub mod safetensors;
 
 use crate::error::{Error, Result};

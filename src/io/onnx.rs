@@ -66,6 +66,21 @@ pub fn load(path: &Path) -> Result<Graph> {
 
 /// Decodes an ONNX float model from its bytes; `path` names it in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
+    let model = parse_model(bytes, path)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::format(path, "the model has no graph"))?;
+    import_graph(graph, path)
+}
+
+/// Imports a float graph (the nodes [`from_bytes`] accepts).
+pub(super) fn import_graph(g: &onnx_protobuf::GraphProto, path: &Path) -> Result<Graph> {
+    Importer::new(g, path).run()
+}
+
+/// Decodes a model and checks its default-domain opset.
+pub(super) fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| Error::format(path, format!("not a valid ONNX model: {e}")))?;
     let opset = model
@@ -82,11 +97,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
     }
     // Other domains may be imported (`quant_pre_process` adds `ai.onnx.ml`); a node that uses
     // one is an error naming it (`Importer::node`).
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::format(path, "the model has no graph"))?;
-    Importer::new(graph, path).run()
+    Ok(model)
 }
 
 /// A constant tensor: float32 data, or int64 (shapes).

@@ -35,6 +35,7 @@ pub mod histograms;
 pub mod model;
 pub mod prepare;
 pub mod qconfig;
+pub mod qdq;
 pub mod qgraph;
 pub mod quantized;
 

@@ -1,0 +1,91 @@
+//! Already-quantized (QDQ) ONNX models from ONNX Runtime's `quantize_static`
+//! (`scripts/gen_qdq_fixtures.py`): squint imports each and runs it with ORT's int8 formulas;
+//! the output equals ORT's float32 output bit for bit.
+
+use squint::io::{npy, onnx_qdq};
+use squint::pipeline::qdq::{native_add_kernel, run_reference};
+use std::path::{Path, PathBuf};
+
+fn dir(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(model)
+}
+
+#[test]
+fn qdq_models_run_bit_for_bit_like_onnx_runtime() {
+    for model in ["resnet_tiny", "mobilenet_tiny"] {
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        for tag in ["qdq_pt", "qdq_pc"] {
+            let d = dir(model).join(tag);
+            let m = onnx_qdq::load(&d.join("model.onnx")).unwrap();
+            let run = run_reference(&m, std::slice::from_ref(&x), native_add_kernel()).unwrap();
+            let want = npy::read::<f32>(d.join("ort_output.npy")).unwrap();
+            let got = &run.outputs[0];
+            assert_eq!(got.dims, want.dims, "{model} {tag}");
+            let differ = got
+                .data
+                .iter()
+                .zip(&want.data)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{model} {tag}: {differ} of {} outputs differ",
+                want.data.len()
+            );
+        }
+    }
+}
+
+/// A QDQ pattern squint cannot run exactly is an error naming the node: a 16-bit zero point,
+/// an activation that is never quantized.
+#[test]
+fn unsupported_qdq_patterns_are_errors_naming_the_node() {
+    use onnx_protobuf::{Message, ModelProto};
+    let path = dir("resnet_tiny").join("qdq_pt/model.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(onnx_qdq::is_qdq(&bytes, &path).unwrap());
+    // int16 activations (QuantizeLinear with an INT16 zero point).
+    let mut m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let zp = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "input_zero_point")
+        .unwrap();
+    zp.data_type = 5; // INT16
+    zp.raw_data = vec![0, 0];
+    let e = onnx_qdq::from_bytes(&m.write_to_bytes().unwrap(), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("QuantizeLinear") && e.contains("data type 5"),
+        "{e}"
+    );
+    // A Conv output read directly as float (its QuantizeLinear removed).
+    let mut m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let q = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "QuantizeLinear" && n.input[0] == "/relu/Relu_output_0")
+        .unwrap();
+    let q_out = g.node[q].output[0].clone();
+    g.node.remove(q);
+    for n in g.node.iter_mut() {
+        for s in n.input.iter_mut() {
+            if *s == q_out {
+                *s = "/relu/Relu_output_0".into();
+            }
+        }
+    }
+    let e = onnx_qdq::from_bytes(&m.write_to_bytes().unwrap(), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/relu/Relu_output_0"), "{e}");
+    // A float model is not a QDQ model.
+    let float = dir("resnet_tiny").join("model.onnx");
+    assert!(!onnx_qdq::is_qdq(&std::fs::read(&float).unwrap(), &float).unwrap());
+}
