@@ -99,6 +99,11 @@ pub fn qlinear_average_pool(
     check_qparams("QLinearAveragePool x", x_qp)?;
     check_qparams("QLinearAveragePool y", y_qp)?;
     check_data("QLinearAveragePool input", x.len(), &dims)?;
+    if dims.contains(&0) {
+        return Err(Error::Shape(format!(
+            "QLinearAveragePool: input {dims:?} has a zero-sized dimension"
+        )));
+    }
     let [n, c, h, w] = dims;
     let mut out_hw = [0usize; 2];
     for (i, &size) in [h, w].iter().enumerate() {
