@@ -374,6 +374,42 @@ def gen_qlinear_matmul():
     return cases
 
 
+def gen_qgemm():
+    cases = []
+    # (a dtype, b dtype, M, K, N, transA, transB, C shape, per-column, alpha, quantized output)
+    specs = [("uint8", "int8", 2, 32, 10, 0, 1, [10], False, 1.0, True),
+             ("uint8", "int8", 3, 24, 8, 0, 1, [8], True, 1.0, True),
+             ("int8", "int8", 4, 16, 6, 1, 0, [4, 6], True, 1.0, True),
+             ("uint8", "uint8", 2, 20, 5, 0, 1, None, False, 0.5, True),
+             ("uint8", "int8", 3, 16, 7, 0, 1, [3, 1], True, 1.5, True),
+             ("uint8", "int8", 2, 32, 10, 0, 1, [10], True, 1.0, False)]
+    for i, (ad, bd, m, k, n, ta, tb, csh, pc, alpha, quant) in enumerate(specs):
+        rng = rng_for("qgemm", i)
+        a = rand_q(rng, [k, m] if ta else [m, k], ad)
+        b = rand_q(rng, [n, k] if tb else [k, n], bd, *((-64, 63) if bd == "int8" else (None, None)))
+        b_scale = np.array([rand_scale(rng, 1e-3, 2e-2) for _ in range(n if pc else 1)],
+                           dtype=np.float32)
+        b_zp = np.array([0 if bd == "int8" else 128] * (n if pc else 1), dtype=NP[bd])
+        if not pc:
+            b_scale, b_zp = b_scale.reshape(()), b_zp.reshape(())
+        consts = {"a_scale": np.asarray(rand_scale(rng, 0.01, 0.05)), "a_zero_point": zp(rng, ad),
+                  "B": b, "b_scale": b_scale, "b_zero_point": b_zp}
+        order = ["A", "a_scale", "a_zero_point", "B", "b_scale", "b_zero_point"]
+        if csh is not None:
+            consts["C"] = rng.integers(-3000, 3000, size=csh).astype(np.int32)
+        order.append("C" if csh is not None else "")
+        if quant:
+            consts["y_scale"] = np.asarray(rand_scale(rng, 0.02, 0.2))
+            consts["y_zero_point"] = zp(rng, ad)
+            order += ["y_scale", "y_zero_point"]
+        attrs = {"alpha": float(alpha), "transA": ta, "transB": tb}
+        y = run_ordered("QGemm", order, {"A": a}, consts, attrs, ad if quant else "float32",
+                        domain="com.microsoft")
+        cases.append(case(f"qgemm_{i}_{ad}_{bd}_ta{ta}_tb{tb}{'_pc' if pc else ''}"
+                          f"{'' if quant else '_float'}", attrs, {"A": a}, consts, y))
+    return cases
+
+
 def gen_matmul_integer():
     cases = []
     for i, (ad, bd, ash, bsh) in enumerate([("uint8", "int8", [4, 16], [16, 8]),
@@ -527,6 +563,7 @@ GENERATORS = {
     "conv_integer": gen_conv_integer,
     "qlinear_matmul": gen_qlinear_matmul,
     "matmul_integer": gen_matmul_integer,
+    "qgemm": gen_qgemm,
     "qlinear_add": gen_qlinear_add,
     "qlinear_concat": gen_qlinear_concat,
     "qlinear_average_pool": gen_qlinear_average_pool,

@@ -356,3 +356,41 @@ fn max_pool_on_8_bit_tensors_matches_ort_with_dilation_and_pads() {
         assert_eq!(y, c.output.bytes(), "{}", c.name);
     }
 }
+
+#[test]
+fn qgemm_matches_ort_transposes_bias_broadcast_alpha_and_float_output() {
+    use matmul::{qgemm, QGemmAttrs, QGemmOutput};
+    for c in load("qgemm").1 {
+        let (a, b) = (c.t("A"), c.t("B"));
+        let (bb, bs, bz) = (b.bytes(), c.t("b_scale").f32s(), c.t("b_zero_point").ints());
+        let bias = c.has("C").then(|| c.t("C"));
+        let bias_ints = bias.as_ref().map(T::ints);
+        let attrs = QGemmAttrs {
+            alpha: c.attrs["alpha"].as_f64().unwrap() as f32,
+            trans_a: c.int_attr("transA", 0) != 0,
+            trans_b: c.int_attr("transB", 0) != 0,
+        };
+        let y_qp = c.has("y_scale").then(|| c.qp("y_scale", "y_zero_point"));
+        let y = qgemm(
+            &a.bytes(),
+            a.dims.as_slice().try_into().unwrap(),
+            &c.qp("a_scale", "a_zero_point"),
+            &weight(&b, &bb, &bs, &bz),
+            b.dims.as_slice().try_into().unwrap(),
+            bias_ints
+                .as_deref()
+                .map(|d| (d, bias.as_ref().unwrap().dims.as_slice())),
+            &attrs,
+            y_qp.as_ref(),
+        )
+        .unwrap();
+        match y {
+            QGemmOutput::Quantized(q) => assert_eq!(q, c.output.bytes(), "{}", c.name),
+            QGemmOutput::Float(f) => {
+                let bits: Vec<u32> = f.iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = c.output.f32s().iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bits, want, "{}", c.name);
+            }
+        }
+    }
+}

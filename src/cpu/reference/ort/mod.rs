@@ -4,7 +4,7 @@
 //! * [`qdq`]: `QuantizeLinear`, `DequantizeLinear` (per-tensor and per-axis) and MLAS's
 //!   requantization of int32 accumulators ([`qdq::requantize_output`]).
 //! * [`conv`]: `QLinearConv` and `ConvInteger` (2-D).
-//! * [`matmul`]: `MatMulInteger` and `QLinearMatMul`.
+//! * [`matmul`]: `MatMulInteger`, `QLinearMatMul` and `QGemm` (com.microsoft).
 //! * [`add`]: `QLinearAdd` (com.microsoft), with the instruction-set-dependent float order.
 //! * [`concat`]: `QLinearConcat` (com.microsoft).
 //! * [`pool`]: `QLinearAveragePool`, `QLinearGlobalAveragePool` (com.microsoft), `MaxPool` on
