@@ -307,6 +307,15 @@ def gen_qlinear_conv():
         y = run_ordered("QLinearConv", order, {"x": x}, consts, attrs, xd)
         cases.append(case(f"qlinear_conv_{i}_{xd}_{wd}_g{g}_s{s}_p{p}_d{d}{'_pc' if pc else ''}",
                           attrs, {"x": x}, consts, y))
+        if i in (1, 2, 7):
+            # the channels-last com.microsoft QLinearConv that ORT's layout optimization
+            # substitutes (x and y NHWC, w OIHW)
+            attrs_cl = {**attrs, "channels_last": 1}
+            x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            y = run_ordered("QLinearConv", order, {"x": x_cl}, consts, attrs_cl, xd,
+                            domain="com.microsoft")
+            cases.append(case(f"qlinear_conv_{i}_channels_last", attrs_cl, {"x": x_cl},
+                              consts, y))
     return cases
 
 
@@ -523,6 +532,13 @@ def gen_qlinear_average_pool():
                         domain="com.microsoft")
         cases.append(case(f"qlinear_average_pool_{i}_{dt}_k{k}_s{s}_cip{cip}", attrs,
                           {"x": x}, consts, y))
+        if i in (1, 2, 5, 6):
+            attrs_cl = {**attrs, "channels_last": 1}
+            x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            y = run_ordered("QLinearAveragePool", order, {"x": x_cl}, consts, attrs_cl, dt,
+                            domain="com.microsoft")
+            cases.append(case(f"qlinear_average_pool_{i}_channels_last", attrs_cl,
+                              {"x": x_cl}, consts, y))
     return cases
 
 
@@ -539,6 +555,11 @@ def gen_qlinear_global_average_pool():
         y = run_ordered("QLinearGlobalAveragePool", order, {"x": x}, consts,
                         {"channels_last": 0}, dt, domain="com.microsoft")
         cases.append(case(f"qlinear_global_average_pool_{i}_{dt}", {}, {"x": x}, consts, y))
+        x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        y = run_ordered("QLinearGlobalAveragePool", order, {"x": x_cl}, consts,
+                        {"channels_last": 1}, dt, domain="com.microsoft")
+        cases.append(case(f"qlinear_global_average_pool_{i}_channels_last",
+                          {"channels_last": 1}, {"x": x_cl}, consts, y))
     return cases
 
 
@@ -553,6 +574,11 @@ def gen_max_pool():
                  "dilations": [d, d]}
         y = run_ordered("MaxPool", ["x"], {"x": x}, {}, attrs, dt)
         cases.append(case(f"max_pool_{i}_{dt}_k{k}_s{s}_p{p}_d{d}", attrs, {"x": x}, {}, y))
+        # com.microsoft NhwcMaxPool, what ORT's layout optimization substitutes
+        x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        y = run_ordered("NhwcMaxPool", ["x"], {"x": x_cl}, {}, attrs, dt, domain="com.microsoft")
+        cases.append(case(f"max_pool_{i}_nhwc", {**attrs, "channels_last": 1}, {"x": x_cl},
+                          {}, y))
     return cases
 
 
