@@ -40,21 +40,10 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from gen_ort_op_fixtures import cpu_flags  # same directory
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models")
 MODELS = ["resnet_tiny", "mobilenet_tiny"]
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":")[1].split())
-                    return [k for k in ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
-                                        "avx_vnni"] if k in have]
-    except OSError:
-        pass
-    return []
 
 
 class Batches(CalibrationDataReader):
