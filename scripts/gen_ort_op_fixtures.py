@@ -316,6 +316,25 @@ def gen_qlinear_conv():
                             domain="com.microsoft")
             cases.append(case(f"qlinear_conv_{i}_channels_last", attrs_cl, {"x": x_cl},
                               consts, y))
+    flags = cpu_flags()
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        # Full-range int8 weights against large activations: int16 pair sums of up to
+        # 2 * 255 * 128 that `vpmaddubsw` (AVX2, AVX-512 without VNNI) would saturate. Only
+        # made where the VNNI kernels (exact int32 accumulation) run.
+        rng = rng_for("qlinear_conv_full_range", 0)
+        x = rng.integers(240, 256, size=[1, 8, 6, 6]).astype(np.uint8)
+        wq = rng.choice(np.array([-128, 127], dtype=np.int8), size=[4, 8, 3, 3])
+        wq[:2] = -128
+        consts = {"x_scale": np.asarray(f32(0.02)), "x_zero_point": np.asarray(0, np.uint8),
+                  "w": wq, "w_scale": np.asarray(f32(0.001)),
+                  "w_zero_point": np.asarray(0, np.int8),
+                  "y_scale": np.asarray(f32(0.5)), "y_zero_point": np.asarray(128, np.uint8)}
+        attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4,
+                 "dilations": [1, 1], "group": 1}
+        order = ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale",
+                 "y_zero_point"]
+        y = run_ordered("QLinearConv", order, {"x": x}, consts, attrs, "uint8")
+        cases.append(case("qlinear_conv_full_range_weights_vnni_only", attrs, {"x": x}, consts, y))
     return cases
 
 
