@@ -6,7 +6,7 @@
 //! * [`conv`]: `QLinearConv` and `ConvInteger` (2-D).
 //! * [`matmul`]: `MatMulInteger`, `QLinearMatMul` and `QGemm` (com.microsoft).
 //! * [`add`]: `QLinearAdd` (com.microsoft), with the instruction-set-dependent float order.
-//! * [`concat`]: `QLinearConcat` (com.microsoft).
+//! * [`concat`](mod@concat): `QLinearConcat` (com.microsoft).
 //! * [`pool`]: `QLinearAveragePool`, `QLinearGlobalAveragePool` (com.microsoft), `MaxPool` on
 //!   8-bit tensors.
 //!
