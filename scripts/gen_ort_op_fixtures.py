@@ -307,6 +307,34 @@ def gen_qlinear_conv():
         y = run_ordered("QLinearConv", order, {"x": x}, consts, attrs, xd)
         cases.append(case(f"qlinear_conv_{i}_{xd}_{wd}_g{g}_s{s}_p{p}_d{d}{'_pc' if pc else ''}",
                           attrs, {"x": x}, consts, y))
+        if i in (1, 2, 7):
+            # the channels-last com.microsoft QLinearConv that ORT's layout optimization
+            # substitutes (x and y NHWC, w OIHW)
+            attrs_cl = {**attrs, "channels_last": 1}
+            x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            y = run_ordered("QLinearConv", order, {"x": x_cl}, consts, attrs_cl, xd,
+                            domain="com.microsoft")
+            cases.append(case(f"qlinear_conv_{i}_channels_last", attrs_cl, {"x": x_cl},
+                              consts, y))
+    flags = cpu_flags()
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        # Full-range int8 weights against large activations: int16 pair sums of up to
+        # 2 * 255 * 128 that `vpmaddubsw` (AVX2, AVX-512 without VNNI) would saturate. Only
+        # made where the VNNI kernels (exact int32 accumulation) run.
+        rng = rng_for("qlinear_conv_full_range", 0)
+        x = rng.integers(240, 256, size=[1, 8, 6, 6]).astype(np.uint8)
+        wq = rng.choice(np.array([-128, 127], dtype=np.int8), size=[4, 8, 3, 3])
+        wq[:2] = -128
+        consts = {"x_scale": np.asarray(f32(0.02)), "x_zero_point": np.asarray(0, np.uint8),
+                  "w": wq, "w_scale": np.asarray(f32(0.001)),
+                  "w_zero_point": np.asarray(0, np.int8),
+                  "y_scale": np.asarray(f32(0.5)), "y_zero_point": np.asarray(128, np.uint8)}
+        attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4,
+                 "dilations": [1, 1], "group": 1}
+        order = ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale",
+                 "y_zero_point"]
+        y = run_ordered("QLinearConv", order, {"x": x}, consts, attrs, "uint8")
+        cases.append(case("qlinear_conv_full_range_weights_vnni_only", attrs, {"x": x}, consts, y))
     return cases
 
 
@@ -371,6 +399,42 @@ def gen_qlinear_matmul():
                  "y_zero_point"]
         y = run_ordered("QLinearMatMul", order, {"a": a}, consts, {}, "uint8")
         cases.append(case(f"qlinear_matmul_probe_{i}_scale_order", {}, {"a": a}, consts, y))
+    return cases
+
+
+def gen_qgemm():
+    cases = []
+    # (a dtype, b dtype, M, K, N, transA, transB, C shape, per-column, alpha, quantized output)
+    specs = [("uint8", "int8", 2, 32, 10, 0, 1, [10], False, 1.0, True),
+             ("uint8", "int8", 3, 24, 8, 0, 1, [8], True, 1.0, True),
+             ("int8", "int8", 4, 16, 6, 1, 0, [4, 6], True, 1.0, True),
+             ("uint8", "uint8", 2, 20, 5, 0, 1, None, False, 0.5, True),
+             ("uint8", "int8", 3, 16, 7, 0, 1, [3, 1], True, 1.5, True),
+             ("uint8", "int8", 2, 32, 10, 0, 1, [10], True, 1.0, False)]
+    for i, (ad, bd, m, k, n, ta, tb, csh, pc, alpha, quant) in enumerate(specs):
+        rng = rng_for("qgemm", i)
+        a = rand_q(rng, [k, m] if ta else [m, k], ad)
+        b = rand_q(rng, [n, k] if tb else [k, n], bd, *((-64, 63) if bd == "int8" else (None, None)))
+        b_scale = np.array([rand_scale(rng, 1e-3, 2e-2) for _ in range(n if pc else 1)],
+                           dtype=np.float32)
+        b_zp = np.array([0 if bd == "int8" else 128] * (n if pc else 1), dtype=NP[bd])
+        if not pc:
+            b_scale, b_zp = b_scale.reshape(()), b_zp.reshape(())
+        consts = {"a_scale": np.asarray(rand_scale(rng, 0.01, 0.05)), "a_zero_point": zp(rng, ad),
+                  "B": b, "b_scale": b_scale, "b_zero_point": b_zp}
+        order = ["A", "a_scale", "a_zero_point", "B", "b_scale", "b_zero_point"]
+        if csh is not None:
+            consts["C"] = rng.integers(-3000, 3000, size=csh).astype(np.int32)
+        order.append("C" if csh is not None else "")
+        if quant:
+            consts["y_scale"] = np.asarray(rand_scale(rng, 0.02, 0.2))
+            consts["y_zero_point"] = zp(rng, ad)
+            order += ["y_scale", "y_zero_point"]
+        attrs = {"alpha": float(alpha), "transA": ta, "transB": tb}
+        y = run_ordered("QGemm", order, {"A": a}, consts, attrs, ad if quant else "float32",
+                        domain="com.microsoft")
+        cases.append(case(f"qgemm_{i}_{ad}_{bd}_ta{ta}_tb{tb}{'_pc' if pc else ''}"
+                          f"{'' if quant else '_float'}", attrs, {"A": a}, consts, y))
     return cases
 
 
@@ -487,6 +551,13 @@ def gen_qlinear_average_pool():
                         domain="com.microsoft")
         cases.append(case(f"qlinear_average_pool_{i}_{dt}_k{k}_s{s}_cip{cip}", attrs,
                           {"x": x}, consts, y))
+        if i in (1, 2, 5, 6):
+            attrs_cl = {**attrs, "channels_last": 1}
+            x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            y = run_ordered("QLinearAveragePool", order, {"x": x_cl}, consts, attrs_cl, dt,
+                            domain="com.microsoft")
+            cases.append(case(f"qlinear_average_pool_{i}_channels_last", attrs_cl,
+                              {"x": x_cl}, consts, y))
     return cases
 
 
@@ -503,6 +574,11 @@ def gen_qlinear_global_average_pool():
         y = run_ordered("QLinearGlobalAveragePool", order, {"x": x}, consts,
                         {"channels_last": 0}, dt, domain="com.microsoft")
         cases.append(case(f"qlinear_global_average_pool_{i}_{dt}", {}, {"x": x}, consts, y))
+        x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        y = run_ordered("QLinearGlobalAveragePool", order, {"x": x_cl}, consts,
+                        {"channels_last": 1}, dt, domain="com.microsoft")
+        cases.append(case(f"qlinear_global_average_pool_{i}_channels_last",
+                          {"channels_last": 1}, {"x": x_cl}, consts, y))
     return cases
 
 
@@ -517,6 +593,11 @@ def gen_max_pool():
                  "dilations": [d, d]}
         y = run_ordered("MaxPool", ["x"], {"x": x}, {}, attrs, dt)
         cases.append(case(f"max_pool_{i}_{dt}_k{k}_s{s}_p{p}_d{d}", attrs, {"x": x}, {}, y))
+        # com.microsoft NhwcMaxPool, what ORT's layout optimization substitutes
+        x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        y = run_ordered("NhwcMaxPool", ["x"], {"x": x_cl}, {}, attrs, dt, domain="com.microsoft")
+        cases.append(case(f"max_pool_{i}_nhwc", {**attrs, "channels_last": 1}, {"x": x_cl},
+                          {}, y))
     return cases
 
 
@@ -527,6 +608,7 @@ GENERATORS = {
     "conv_integer": gen_conv_integer,
     "qlinear_matmul": gen_qlinear_matmul,
     "matmul_integer": gen_matmul_integer,
+    "qgemm": gen_qgemm,
     "qlinear_add": gen_qlinear_add,
     "qlinear_concat": gen_qlinear_concat,
     "qlinear_average_pool": gen_qlinear_average_pool,

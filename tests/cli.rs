@@ -498,7 +498,7 @@ fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
     let out = run_ok(
         squint()
             .args(["run", "--device", "cpu", "--model"])
-            .arg(d.join("qdq_pc/model.onnx"))
+            .arg(d.join("qdq_per_channel/model_qdq.onnx"))
             .arg("--input")
             .arg(d.join("input.npy"))
             .arg("--out")
@@ -506,7 +506,7 @@ fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
     );
     assert!(out.contains("ONNX Runtime's int8 formulas"), "{out}");
     let got = squint::io::npy::read::<f32>(&y).unwrap();
-    let want = squint::io::npy::read::<f32>(d.join("qdq_pc/ort_output.npy")).unwrap();
+    let want = squint::io::npy::read::<f32>(d.join("qdq_per_channel/output.npy")).unwrap();
     assert_eq!(got.dims, want.dims);
     assert!(got
         .data
@@ -516,7 +516,7 @@ fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
     let y2 = tmp.path().join("y2.npy");
     let o = squint()
         .args(["run", "--device", "gpu", "--model"])
-        .arg(d.join("qdq_pc/model.onnx"))
+        .arg(d.join("qdq_per_channel/model_qdq.onnx"))
         .arg("--input")
         .arg(d.join("input.npy"))
         .arg("--out")

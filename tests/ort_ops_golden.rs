@@ -95,6 +95,41 @@ impl Case {
             .get(name)
             .map_or(default, |v| v.as_i64().unwrap())
     }
+    /// Whether the case ran ORT's channels-last (NHWC) variant of the op.
+    fn channels_last(&self) -> bool {
+        self.int_attr("channels_last", 0) != 0
+    }
+    /// The 4-d input `name` in NCHW order (transposed from NHWC for channels-last cases).
+    fn nchw(&self, name: &str) -> T {
+        let t = self.t(name);
+        if !self.channels_last() {
+            return t;
+        }
+        let [n, h, w, c] = t.dims4();
+        let mut data = vec![0; t.data.len()];
+        for (i, &v) in t.data.iter().enumerate() {
+            let (ci, wi, hi, ni) = (i % c, (i / c) % w, (i / (c * w)) % h, i / (c * w * h));
+            data[((ni * c + ci) * h + hi) * w + wi] = v;
+        }
+        T {
+            dtype: t.dtype,
+            dims: vec![n, c, h, w],
+            data,
+        }
+    }
+    /// A result computed in NCHW order, in the case's output layout.
+    fn layout(&self, y: Vec<u8>, dims: [usize; 4]) -> Vec<u8> {
+        if !self.channels_last() {
+            return y;
+        }
+        let [_, c, h, w] = dims;
+        let mut out = vec![0; y.len()];
+        for (i, &v) in y.iter().enumerate() {
+            let (wi, hi, ci, ni) = (i % w, (i / w) % h, (i / (w * h)) % c, i / (w * h * c));
+            out[((ni * h + hi) * w + wi) * c + ci] = v;
+        }
+        out
+    }
     fn conv_shape(&self, x: &T, w: &T) -> ConvShape {
         let pads = self.ints_attr("pads");
         assert!(pads[0] == pads[2] && pads[1] == pads[3]);
@@ -178,21 +213,23 @@ fn dequantize_linear_matches_ort_bit_for_bit() {
 }
 
 #[test]
-fn qlinear_conv_matches_ort_groups_strides_pads_dilation_per_channel() {
+fn qlinear_conv_matches_ort_groups_strides_pads_dilation_per_channel_and_nhwc() {
     for c in load("qlinear_conv").1 {
-        let (x, w) = (c.t("x"), c.t("w"));
+        let (x, w) = (c.nchw("x"), c.t("w"));
         let (wb, ws, wz) = (w.bytes(), c.t("w_scale").f32s(), c.t("w_zero_point").ints());
         let bias = c.has("B").then(|| c.t("B").ints());
+        let shape = c.conv_shape(&x, &w);
         let y = conv::qlinear_conv(
             &x.bytes(),
             &c.qp("x_scale", "x_zero_point"),
             &weight(&w, &wb, &ws, &wz),
             bias.as_deref(),
             &c.qp("y_scale", "y_zero_point"),
-            &c.conv_shape(&x, &w),
+            &shape,
         )
         .unwrap();
-        assert_eq!(y, c.output.bytes(), "{}", c.name);
+        let dims = [shape.n, shape.c_out, shape.h_out, shape.w_out];
+        assert_eq!(c.layout(y, dims), c.output.bytes(), "{}", c.name);
     }
 }
 
@@ -300,9 +337,9 @@ fn qlinear_concat_matches_ort_copy_and_requantized_inputs() {
 }
 
 #[test]
-fn qlinear_average_pool_matches_ort_pads_and_count_include_pad() {
+fn qlinear_average_pool_matches_ort_pads_count_include_pad_and_nhwc() {
     for c in load("qlinear_average_pool").1 {
-        let x = c.t("x");
+        let x = c.nchw("x");
         let p = pool::AvgPoolParams {
             kernel: c.ints_attr("kernel_shape").try_into().unwrap(),
             stride: c.ints_attr("strides").try_into().unwrap(),
@@ -317,15 +354,14 @@ fn qlinear_average_pool_matches_ort_pads_and_count_include_pad() {
             &c.qp("y_scale", "y_zero_point"),
         )
         .unwrap();
-        assert_eq!(dims.to_vec(), c.output.dims, "{}", c.name);
-        assert_eq!(y, c.output.bytes(), "{}", c.name);
+        assert_eq!(c.layout(y, dims), c.output.bytes(), "{}", c.name);
     }
 }
 
 #[test]
-fn qlinear_global_average_pool_matches_ort() {
+fn qlinear_global_average_pool_matches_ort_nchw_and_nhwc() {
     for c in load("qlinear_global_average_pool").1 {
-        let x = c.t("x");
+        let x = c.nchw("x");
         let y = pool::qlinear_global_average_pool(
             &x.bytes(),
             x.dims4(),
@@ -338,9 +374,9 @@ fn qlinear_global_average_pool_matches_ort() {
 }
 
 #[test]
-fn max_pool_on_8_bit_tensors_matches_ort_with_dilation_and_pads() {
+fn max_pool_and_nhwc_max_pool_on_8_bit_tensors_match_ort_with_dilation_and_pads() {
     for c in load("max_pool").1 {
-        let x = c.t("x");
+        let x = c.nchw("x");
         let pads = c.ints_attr("pads");
         assert!(pads[0] == pads[2] && pads[1] == pads[3]);
         let p = Pool2dParams {
@@ -352,7 +388,44 @@ fn max_pool_on_8_bit_tensors_matches_ort_with_dilation_and_pads() {
         };
         let qp = QParams::new(1.0, 0, x.qdtype()).unwrap();
         let (y, dims) = pool::max_pool(&x.bytes(), x.dims4(), &qp, &p).unwrap();
-        assert_eq!(dims.to_vec(), c.output.dims, "{}", c.name);
-        assert_eq!(y, c.output.bytes(), "{}", c.name);
+        assert_eq!(c.layout(y, dims), c.output.bytes(), "{}", c.name);
+    }
+}
+
+#[test]
+fn qgemm_matches_ort_transposes_bias_broadcast_alpha_and_float_output() {
+    use matmul::{qgemm, QGemmAttrs, QGemmOutput};
+    for c in load("qgemm").1 {
+        let (a, b) = (c.t("A"), c.t("B"));
+        let (bb, bs, bz) = (b.bytes(), c.t("b_scale").f32s(), c.t("b_zero_point").ints());
+        let bias = c.has("C").then(|| c.t("C"));
+        let bias_ints = bias.as_ref().map(T::ints);
+        let attrs = QGemmAttrs {
+            alpha: c.attrs["alpha"].as_f64().unwrap() as f32,
+            trans_a: c.int_attr("transA", 0) != 0,
+            trans_b: c.int_attr("transB", 0) != 0,
+        };
+        let y_qp = c.has("y_scale").then(|| c.qp("y_scale", "y_zero_point"));
+        let y = qgemm(
+            &a.bytes(),
+            a.dims.as_slice().try_into().unwrap(),
+            &c.qp("a_scale", "a_zero_point"),
+            &weight(&b, &bb, &bs, &bz),
+            b.dims.as_slice().try_into().unwrap(),
+            bias_ints
+                .as_deref()
+                .map(|d| (d, bias.as_ref().unwrap().dims.as_slice())),
+            &attrs,
+            y_qp.as_ref(),
+        )
+        .unwrap();
+        match y {
+            QGemmOutput::Quantized(q) => assert_eq!(q, c.output.bytes(), "{}", c.name),
+            QGemmOutput::Float(f) => {
+                let bits: Vec<u32> = f.iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = c.output.f32s().iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bits, want, "{}", c.name);
+            }
+        }
     }
 }

@@ -16,11 +16,11 @@ fn dir(model: &str) -> PathBuf {
 fn qdq_models_run_bit_for_bit_like_onnx_runtime() {
     for model in ["resnet_tiny", "mobilenet_tiny"] {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
-        for tag in ["qdq_pt", "qdq_pc"] {
+        for tag in ["qdq_per_tensor", "qdq_per_channel"] {
             let d = dir(model).join(tag);
-            let m = onnx_qdq::load(&d.join("model.onnx")).unwrap();
+            let m = onnx_qdq::load(&d.join("model_qdq.onnx")).unwrap();
             let run = run_reference(&m, std::slice::from_ref(&x), native_add_kernel()).unwrap();
-            let want = npy::read::<f32>(d.join("ort_output.npy")).unwrap();
+            let want = npy::read::<f32>(d.join("output.npy")).unwrap();
             let got = &run.outputs[0];
             assert_eq!(got.dims, want.dims, "{model} {tag}");
             let differ = got
@@ -44,7 +44,7 @@ fn qdq_models_run_bit_for_bit_like_onnx_runtime() {
 #[test]
 fn unsupported_qdq_patterns_are_errors_naming_the_node() {
     use onnx_protobuf::{Message, ModelProto};
-    let path = dir("resnet_tiny").join("qdq_pt/model.onnx");
+    let path = dir("resnet_tiny").join("qdq_per_tensor/model_qdq.onnx");
     let bytes = std::fs::read(&path).unwrap();
     assert!(onnx_qdq::is_qdq(&bytes, &path).unwrap());
     // int16 activations (QuantizeLinear with an INT16 zero point).

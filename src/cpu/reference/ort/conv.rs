@@ -2,8 +2,8 @@
 //!
 //! Both accumulate `Σ (x - zx)(w - zw)` exactly in int32 ([`conv2d_acc`]). `QLinearConv` then
 //! adds the int32 bias and requantizes with MLAS's float formula
-//! ([`requantize_output`](super::qdq::requantize_output)) and the scale
-//! [`output_scale`](super::qdq::output_scale) of the output channel. The accumulation is exact
+//! ([`requantize_output`]) and the scale
+//! [`output_scale`] of the output channel. The accumulation is exact
 //! on every MLAS path except the u8s8 `vpmaddubsw` kernels (AVX2, AVX-512 without VNNI), which
 //! saturate int16 pair sums with full-range int8 weights: see `docs/ort.md`.
 

@@ -12,6 +12,9 @@
 //!   window covering the whole unpadded image takes the global-pool path instead.
 //! * `MaxPool`: the max of the in-bounds taps (ORT's generic pooling loops), exactly
 //!   PyTorch's generic quantized max pool ([`max_pool2d`] with the x86 engine).
+//!
+//! ORT's channels-last variants (`channels_last = 1`, `NhwcMaxPool`) compute the same values
+//! per element: transpose to NCHW, call these, transpose back (`docs/ort.md`).
 
 use super::qdq::{check_qparams, dequantize_value, requantize_output};
 use crate::cpu::reference::pool::{max_pool2d, Pool2dParams};
@@ -99,6 +102,11 @@ pub fn qlinear_average_pool(
     check_qparams("QLinearAveragePool x", x_qp)?;
     check_qparams("QLinearAveragePool y", y_qp)?;
     check_data("QLinearAveragePool input", x.len(), &dims)?;
+    if dims.contains(&0) {
+        return Err(Error::Shape(format!(
+            "QLinearAveragePool: input {dims:?} has a zero-sized dimension"
+        )));
+    }
     let [n, c, h, w] = dims;
     let mut out_hw = [0usize; 2];
     for (i, &size) in [h, w].iter().enumerate() {
