@@ -187,6 +187,29 @@ def add_scalar_probe(rng, dt):
                      "C_scale": np.asarray(sc), "C_zero_point": q(zc)})
 
 
+def add_broadcast_probe(rng, dt, a_shape, b_shape):
+    """Random A, B of the given (broadcasting) shapes and qparams on which the AVX2 kernel's
+    result depends on the operand order (ORT swaps A into B's place where A is the scalar of
+    a span)."""
+    lo, hi = qrange(dt)
+    while True:
+        a, b = rand_q(rng, a_shape, dt), rand_q(rng, b_shape, dt)
+        sa, sb, sc = [rand_scale(rng, 0.01, 0.1) for _ in range(3)]
+        za, zb, zc = [int(rng.integers(lo, hi + 1)) for _ in range(3)]
+        A, B = [x.astype(np.float32) for x in np.broadcast_arrays(a, b)]
+
+        def avx2(x, y, sx, sy, zx, zy):
+            rx, ry = f32(sx / sc), f32(sy / sc)
+            F = f32(f32(zc) - _fma32(rx, f32(zx), f32(ry * f32(zy))))
+            return np.clip(np.rint(_fma32(x, rx, _fma32(y, ry, F))), lo, hi)
+
+        if (avx2(A, B, sa, sb, za, zb) != avx2(B, A, sb, sa, zb, za)).any():
+            q = lambda v: np.asarray(v, dtype=NP[dt])
+            return a, b, {"A_scale": np.asarray(sa), "A_zero_point": q(za),
+                          "B_scale": np.asarray(sb), "B_zero_point": q(zb),
+                          "C_scale": np.asarray(sc), "C_zero_point": q(zc)}
+
+
 def quantize_probe(rng, n):
     """A scale and floats x whose `rne(x / s)` and `rne(x * f32(1 / s))` differ."""
     while True:
@@ -495,6 +518,15 @@ def gen_qlinear_add():
         y = run_ordered("QLinearAdd", order, {"A": a, "B": b}, consts, {}, dt,
                         domain="com.microsoft")
         cases.append(case(f"qlinear_add_scalar_probe_{i}_{dt}", {}, {"A": a, "B": b}, consts, y))
+    shapes = [([1, 4, 6, 6], [1, 4, 1, 1]), ([1, 4, 1, 1], [1, 4, 6, 6]),
+              ([2, 3, 5, 5], [1, 1, 5, 5]), ([2, 3, 4], [4]), ([3, 1], [1, 5]),
+              ([2, 1, 4, 4], [2, 3, 1, 1])]
+    for i, (ash, bsh) in enumerate(shapes):
+        dt = ["uint8", "int8"][i % 2]
+        a, b, consts = add_broadcast_probe(rng_for("qlinear_add_broadcast", i), dt, ash, bsh)
+        y = run_ordered("QLinearAdd", order, {"A": a, "B": b}, consts, {}, dt,
+                        domain="com.microsoft")
+        cases.append(case(f"qlinear_add_broadcast_{i}_{dt}", {}, {"A": a, "B": b}, consts, y))
     return cases
 
 

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use squint::cpu::reference::cat::CatInput;
-use squint::cpu::reference::ort::add::{qlinear_add, QLinearAddKernel};
+use squint::cpu::reference::ort::add::{qlinear_add_broadcast, QLinearAddKernel};
 use squint::cpu::reference::ort::{concat, conv, matmul, pool, qdq};
 use squint::cpu::reference::pool::Pool2dParams;
 use squint::quant::{QDtype, QParams};
@@ -289,7 +289,7 @@ fn matmul_integer_matches_ort() {
 }
 
 #[test]
-fn qlinear_add_matches_ort_with_the_kernel_of_the_recorded_isa() {
+fn qlinear_add_matches_ort_with_the_kernel_of_the_recorded_isa_and_broadcasting() {
     let (flags, cases) = load("qlinear_add");
     let has = |f: &str| flags.iter().any(|x| x == f);
     let kernel = if has("avx2") && has("fma") {
@@ -299,15 +299,18 @@ fn qlinear_add_matches_ort_with_the_kernel_of_the_recorded_isa() {
     };
     for c in cases {
         let (a, b) = (c.t("A"), c.t("B"));
-        let y = qlinear_add(
+        let (y, dims) = qlinear_add_broadcast(
             kernel,
             &a.bytes(),
+            &a.dims,
             &c.qp("A_scale", "A_zero_point"),
             &b.bytes(),
+            &b.dims,
             &c.qp("B_scale", "B_zero_point"),
             &c.qp("C_scale", "C_zero_point"),
         )
         .unwrap();
+        assert_eq!(dims, c.output.dims, "{}", c.name);
         assert_eq!(y, c.output.bytes(), "{} ({kernel:?})", c.name);
     }
 }

@@ -19,6 +19,7 @@
 //! `rne(f32(clamp(f32(f32(sA (a - zA)) + f32(sB (b - zB))) / sC) + zC))`.
 
 use super::qdq::{check_qparams, cvtps_epi32};
+use crate::cpu::reference::check_data;
 use crate::error::{Error, Result};
 use crate::quant::QParams;
 
@@ -34,9 +35,8 @@ pub enum QLinearAddKernel {
     Raw,
 }
 
-/// `QLinearAdd` of two tensors with equal element counts, or with one of them a single
-/// element (ORT's scalar broadcast: a scalar A is swapped into B's place, the op being
-/// symmetric). Returns stored bytes of `c_qp`'s type; all three types must match.
+/// `QLinearAdd` of two flat tensors with equal element counts, or with one of them a single
+/// element: [`qlinear_add_broadcast`] of 1-d tensors. Returns stored bytes of `c_qp`'s type.
 pub fn qlinear_add(
     kernel: QLinearAddKernel,
     a: &[u8],
@@ -45,6 +45,27 @@ pub fn qlinear_add(
     b_qp: &QParams,
     c_qp: &QParams,
 ) -> Result<Vec<u8>> {
+    qlinear_add_broadcast(kernel, a, &[a.len()], a_qp, b, &[b.len()], b_qp, c_qp).map(|(y, _)| y)
+}
+
+/// `QLinearAdd` of `a` (sizes `a_dims`) and `b` (`b_dims`) with ONNX (numpy) broadcasting;
+/// returns the stored output bytes (`c_qp`'s type; all three types must match) and sizes.
+///
+/// ORT calls `MlasQLinearAdd` once per span of the output's innermost non-trivial axis
+/// (`BroadcastLooper`, `qlinear_binary_op.cc`): an operand of size 1 along that axis is a
+/// scalar for the span and is passed in B's place — when it is A, the operands are swapped,
+/// which changes the float order of the kernels.
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_add_broadcast(
+    kernel: QLinearAddKernel,
+    a: &[u8],
+    a_dims: &[usize],
+    a_qp: &QParams,
+    b: &[u8],
+    b_dims: &[usize],
+    b_qp: &QParams,
+    c_qp: &QParams,
+) -> Result<(Vec<u8>, Vec<usize>)> {
     for (what, qp) in [("a", a_qp), ("b", b_qp), ("c", c_qp)] {
         check_qparams(&format!("QLinearAdd {what}"), qp)?;
     }
@@ -54,49 +75,132 @@ pub fn qlinear_add(
             a_qp.dtype, b_qp.dtype, c_qp.dtype
         )));
     }
-    let (a, a_qp, b, b_qp) = if a.len() == 1 && b.len() != 1 {
-        (b, b_qp, a, a_qp)
+    check_data("QLinearAdd A", a.len(), a_dims)?;
+    check_data("QLinearAdd B", b.len(), b_dims)?;
+    let rank = a_dims.len().max(b_dims.len());
+    // Sizes right-aligned to the output rank (missing leading axes have size 1).
+    let aligned = |d: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - d.len())
+            .chain(d.iter().copied())
+            .collect()
+    };
+    let (ad, bd) = (aligned(a_dims), aligned(b_dims));
+    let out: Vec<usize> = ad
+        .iter()
+        .zip(&bd)
+        .map(|(&x, &y)| match (x, y) {
+            _ if x == y || y == 1 => Ok(x),
+            (1, _) => Ok(y),
+            _ => Err(Error::Shape(format!(
+                "QLinearAdd: shapes {a_dims:?} and {b_dims:?} do not broadcast"
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    let (a_scalar, b_scalar) = match out.iter().rposition(|&d| d > 1) {
+        Some(ax) => (ad[ax] == 1, bd[ax] == 1),
+        None => (false, false),
+    };
+    // Row-major strides of an operand in the output's index space (0 along broadcast axes).
+    let strides = |d: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; rank];
+        let mut acc = 1;
+        for ax in (0..rank).rev() {
+            st[ax] = if d[ax] == 1 { 0 } else { acc };
+            acc *= d[ax];
+        }
+        st
+    };
+    let (sa, sb) = (strides(&ad), strides(&bd));
+    let swap = a_scalar && !b_scalar;
+    let k = if swap {
+        AddConsts::new(kernel, b_qp, a_qp, c_qp, a_scalar)
     } else {
-        (a, a_qp, b, b_qp)
+        AddConsts::new(kernel, a_qp, b_qp, c_qp, b_scalar)
     };
-    let scalar_b = b.len() == 1 && a.len() != 1;
-    if !scalar_b && a.len() != b.len() {
-        return Err(Error::Shape(format!(
-            "QLinearAdd: inputs of {} and {} elements; squint supports equal shapes and a \
-             single-element operand",
-            a.len(),
-            b.len()
-        )));
-    }
-    let int = |q: u8, qp: &QParams| qp.dtype.byte_to_int(q);
-    let range = c_qp.dtype.full_range();
-    let store = |v: f32| c_qp.dtype.int_to_byte(range.clamp(cvtps_epi32(v)));
-    let (ra, rb) = (a_qp.scale / c_qp.scale, b_qp.scale / c_qp.scale);
-    let zc = c_qp.zero_point as f32;
-    let (za, zb) = (a_qp.zero_point as f32, b_qp.zero_point as f32);
-    let fixed = match kernel {
-        QLinearAddKernel::Avx2 => zc - ra.mul_add(za, rb * zb),
-        _ => zc - (ra * za + rb * zb),
-    };
-    let b_at = |i: usize| int(b[if scalar_b { 0 } else { i }], b_qp) as f32;
-    Ok(a.iter()
-        .enumerate()
-        .map(|(i, &qa)| {
-            let av = int(qa, a_qp) as f32;
-            match kernel {
-                QLinearAddKernel::Avx2 => store(av.mul_add(ra, b_at(i).mul_add(rb, fixed))),
-                QLinearAddKernel::Sse2 if scalar_b => store((fixed + b_at(0) * rb) + av * ra),
-                QLinearAddKernel::Sse2 => store((fixed + av * ra) + b_at(i) * rb),
-                QLinearAddKernel::Raw => {
-                    let va = a_qp.scale * (int(qa, a_qp) - a_qp.zero_point) as f32;
-                    let ib = int(b[if scalar_b { 0 } else { i }], b_qp);
-                    let vb = b_qp.scale * (ib - b_qp.zero_point) as f32;
-                    let lo = (range.min - c_qp.zero_point) as f32;
-                    let hi = (range.max - c_qp.zero_point) as f32;
-                    let v = ((va + vb) / c_qp.scale).clamp(lo, hi);
-                    c_qp.dtype.int_to_byte((v + zc).round_ties_even() as i32)
-                }
+    let n = crate::shape::checked_numel(&out)?;
+    let y = (0..n)
+        .map(|i| {
+            let (mut rem, mut ia, mut ib) = (i, 0, 0);
+            for ax in (0..rank).rev() {
+                let idx = rem % out[ax];
+                rem /= out[ax];
+                ia += idx * sa[ax];
+                ib += idx * sb[ax];
+            }
+            if swap {
+                k.apply(b[ib], a[ia])
+            } else {
+                k.apply(a[ia], b[ib])
             }
         })
-        .collect())
+        .collect();
+    Ok((y, out))
+}
+
+/// The constants of one `MlasQLinearAdd` call, with its operands in ORT's order (first, second).
+struct AddConsts {
+    kernel: QLinearAddKernel,
+    first: QParams,
+    second: QParams,
+    out: QParams,
+    /// The second operand is one value for the whole span (`IsScalarB`).
+    scalar_second: bool,
+    ra: f32,
+    rb: f32,
+    fixed: f32,
+}
+
+impl AddConsts {
+    fn new(
+        kernel: QLinearAddKernel,
+        first: &QParams,
+        second: &QParams,
+        out: &QParams,
+        scalar_second: bool,
+    ) -> Self {
+        let (ra, rb) = (first.scale / out.scale, second.scale / out.scale);
+        let (za, zb) = (first.zero_point as f32, second.zero_point as f32);
+        let zc = out.zero_point as f32;
+        let fixed = match kernel {
+            QLinearAddKernel::Avx2 => zc - ra.mul_add(za, rb * zb),
+            _ => zc - (ra * za + rb * zb),
+        };
+        AddConsts {
+            kernel,
+            first: *first,
+            second: *second,
+            out: *out,
+            scalar_second,
+            ra,
+            rb,
+            fixed,
+        }
+    }
+
+    fn apply(&self, qa: u8, qb: u8) -> u8 {
+        let (a, b) = (
+            self.first.dtype.byte_to_int(qa),
+            self.second.dtype.byte_to_int(qb),
+        );
+        let (av, bv) = (a as f32, b as f32);
+        let (ra, rb, fixed) = (self.ra, self.rb, self.fixed);
+        let range = self.out.dtype.full_range();
+        let store = |v: f32| self.out.dtype.int_to_byte(range.clamp(cvtps_epi32(v)));
+        match self.kernel {
+            QLinearAddKernel::Avx2 => store(av.mul_add(ra, bv.mul_add(rb, fixed))),
+            QLinearAddKernel::Sse2 if self.scalar_second => store((fixed + bv * rb) + av * ra),
+            QLinearAddKernel::Sse2 => store((fixed + av * ra) + bv * rb),
+            QLinearAddKernel::Raw => {
+                let va = self.first.scale * (a - self.first.zero_point) as f32;
+                let vb = self.second.scale * (b - self.second.zero_point) as f32;
+                let lo = (range.min - self.out.zero_point) as f32;
+                let hi = (range.max - self.out.zero_point) as f32;
+                let v = ((va + vb) / self.out.scale).clamp(lo, hi);
+                let zc = self.out.zero_point as f32;
+                self.out
+                    .dtype
+                    .int_to_byte((v + zc).round_ties_even() as i32)
+            }
+        }
+    }
 }
