@@ -489,7 +489,7 @@ fn report_on_an_onnx_graph_covers_every_value_and_plots_every_point() {
 }
 
 /// `squint run` on an already-quantized (QDQ) ONNX model from ONNX Runtime: the output is
-/// ONNX Runtime's, bit for bit; other devices are refused for now, and nothing is written.
+/// ONNX Runtime's, bit for bit, on the CPU reference, the fast CPU path and every GPU.
 #[test]
 fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
@@ -513,17 +513,36 @@ fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
         .iter()
         .zip(&want.data)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
-    let y2 = tmp.path().join("y2.npy");
-    let o = squint()
-        .args(["run", "--device", "gpu", "--model"])
-        .arg(d.join("qdq_per_channel/model_qdq.onnx"))
-        .arg("--input")
-        .arg(d.join("input.npy"))
-        .arg("--out")
-        .arg(&y2)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("CPU reference only"));
-    assert!(!y2.exists());
+    // The fast CPU path and every GPU, every value cross-checked against the reference.
+    let mut devices = vec![("cpu-fast".to_string(), None)];
+    if gpu_required() || has_gpu() {
+        devices.extend(
+            gpu_backends()
+                .into_iter()
+                .map(|b| ("gpu".to_string(), Some(b))),
+        );
+    }
+    for (device, backend) in devices {
+        let mut c = squint();
+        c.args(["run", "--cross-check", "--device", &device, "--model"])
+            .arg(d.join("qdq_per_channel/model_qdq.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y);
+        if let Some(b) = &backend {
+            c.args(["--backend", b]);
+        }
+        let out = run_ok(&mut c);
+        assert!(
+            out.contains("0 ints differ, bit-exact"),
+            "{device} {backend:?}: {out}"
+        );
+        let got = squint::io::npy::read::<f32>(&y).unwrap();
+        assert!(got
+            .data
+            .iter()
+            .zip(&want.data)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 }

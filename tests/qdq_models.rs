@@ -2,8 +2,10 @@
 //! (`scripts/gen_qdq_fixtures.py`): squint imports each and runs it with ORT's int8 formulas;
 //! the output equals ORT's float32 output bit for bit.
 
+mod common;
+
 use squint::io::{npy, onnx_qdq};
-use squint::pipeline::qdq::{native_add_kernel, run_reference};
+use squint::pipeline::qdq::{native_add_kernel, run, run_reference, QdqFastCpu, QdqGpu};
 use std::path::{Path, PathBuf};
 
 fn dir(model: &str) -> PathBuf {
@@ -88,4 +90,33 @@ fn unsupported_qdq_patterns_are_errors_naming_the_node() {
     // A float model is not a QDQ model.
     let float = dir("resnet_tiny").join("model.onnx");
     assert!(!onnx_qdq::is_qdq(&std::fs::read(&float).unwrap(), &float).unwrap());
+}
+
+/// The fast CPU path and every GPU adapter give the reference's ints at every value of both
+/// QDQ models, hence ORT's output.
+#[test]
+fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
+    let gpus = common::gpu_contexts();
+    for model in ["resnet_tiny", "mobilenet_tiny"] {
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        let xs = std::slice::from_ref(&x);
+        for tag in ["qdq_per_tensor", "qdq_per_channel"] {
+            let m = onnx_qdq::load(&dir(model).join(tag).join("model_qdq.onnx")).unwrap();
+            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
+            for ctx in &gpus {
+                let name = ctx.adapter_report().summary();
+                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel())).unwrap();
+                for (i, (g, w)) in got.values.iter().zip(&want.values).enumerate() {
+                    assert_eq!(
+                        g,
+                        w,
+                        "{model} {tag} on {name}: value {}",
+                        m.graph.values()[i].name
+                    );
+                }
+            }
+        }
+    }
 }

@@ -453,6 +453,39 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints how many ints of the graph values `got` (on `device`) differ from the CPU
+/// reference's `want`; false (with an error line naming the first differing value) when any
+/// does.
+fn cross_check_values(
+    device: &str,
+    got: &[&[u8]],
+    want: &[&[u8]],
+    values: &[squint::graph::Value],
+) -> bool {
+    let mut first = None;
+    let mut differ_total = 0;
+    for (i, (g, c)) in got.iter().zip(want).enumerate() {
+        let differ =
+            g.iter().zip(c.iter()).filter(|(a, b)| a != b).count() + g.len().abs_diff(c.len());
+        differ_total += differ;
+        if differ > 0 && first.is_none() {
+            first = Some(values[i].name.clone());
+        }
+    }
+    println!(
+        "cross-check {device} vs cpu-reference: {} values, {differ_total} ints differ{}",
+        got.len(),
+        if differ_total == 0 { ", bit-exact" } else { "" }
+    );
+    if let Some(name) = first {
+        eprintln!(
+            "error: cross-check failed: {device} differs from the CPU reference first at '{name}'; nothing written"
+        );
+        return false;
+    }
+    true
+}
+
 /// `squint run` of an ONNX model: an already-quantized (QDQ) model runs with ONNX Runtime's
 /// int8 formulas on the CPU; a float model must be converted first.
 fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
@@ -466,15 +499,33 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
              model converted by `squint quantize` (.safetensors); convert this one first",
         ));
     }
-    if a.device != DeviceKind::Cpu || a.cross_check {
-        return Err(squint::Error::InvalidParameter(
-            "QDQ models run on the CPU reference only for now (--device cpu, no --cross-check)"
-                .into(),
-        ));
-    }
     let m = onnx_qdq::from_bytes(&bytes, &a.model)?;
     let x = npy::read::<f32>(&a.input)?;
-    let run = qdq::run_reference(&m, std::slice::from_ref(&x), qdq::native_add_kernel())?;
+    let xs = std::slice::from_ref(&x);
+    let add = qdq::native_add_kernel();
+    let (run, device) = match a.device {
+        DeviceKind::Cpu => (
+            qdq::run_reference(&m, xs, add)?,
+            "cpu-reference".to_string(),
+        ),
+        DeviceKind::CpuFast => (
+            qdq::run(&m, xs, &mut qdq::QdqFastCpu::default())?,
+            "cpu-fast".to_string(),
+        ),
+        DeviceKind::Gpu => {
+            let ctx = squint::gpu::GpuContext::open(&a.gpu.options())?;
+            let name = ctx.adapter_report().summary();
+            (qdq::run(&m, xs, &mut qdq::QdqGpu::new(ctx, add))?, name)
+        }
+    };
+    if a.cross_check {
+        let want = qdq::run_reference(&m, xs, add)?;
+        let got: Vec<&[u8]> = run.values.iter().map(|v| v.as_slice()).collect();
+        let want: Vec<&[u8]> = want.values.iter().map(|v| v.as_slice()).collect();
+        if !cross_check_values(&device, &got, &want, m.graph.values()) {
+            return Ok(ExitCode::from(1));
+        }
+    }
     let out = &run.outputs[0];
     let out_id = m.graph.outputs()[0];
     npy::write(&a.out, out)?;
@@ -487,7 +538,7 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
     }
     let qp = m.qparams[out_id.0];
     println!(
-        "wrote {} {:?} with ONNX Runtime's int8 formulas on the CPU ({} nodes; output scale {} \
+        "wrote {} {:?} with ONNX Runtime's int8 formulas on {device} ({} nodes; output scale {} \
          zero point {})",
         a.out.display(),
         out.dims,
@@ -523,25 +574,9 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
     if a.cross_check {
         // Every value of the graph against the CPU reference, bit for bit.
         let want = q.run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))?;
-        let mut first = None;
-        let mut differ_total = 0;
-        for (i, (g, c)) in run.values.iter().zip(&want.values).enumerate() {
-            let differ = g.data.iter().zip(&c.data).filter(|(a, b)| a != b).count()
-                + g.data.len().abs_diff(c.data.len());
-            differ_total += differ;
-            if differ > 0 && first.is_none() {
-                first = Some(q.graph().values()[i].name.clone());
-            }
-        }
-        println!(
-            "cross-check {device} vs cpu-reference: {} values, {differ_total} ints differ{}",
-            run.values.len(),
-            if differ_total == 0 { ", bit-exact" } else { "" }
-        );
-        if let Some(name) = first {
-            eprintln!(
-                "error: cross-check failed: {device} differs from the CPU reference first at '{name}'; nothing written"
-            );
+        let got: Vec<&[u8]> = run.values.iter().map(|v| v.data.as_slice()).collect();
+        let want: Vec<&[u8]> = want.values.iter().map(|v| v.data.as_slice()).collect();
+        if !cross_check_values(&device, &got, &want, q.graph().values()) {
             return Ok(ExitCode::from(1));
         }
     }

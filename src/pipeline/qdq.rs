@@ -15,15 +15,24 @@
 //!
 //! The graph input is quantized by `QuantizeLinear` and the outputs dequantized by
 //! `DequantizeLinear`, as ORT does, so outputs are ORT's float32 bits.
+//!
+//! The run loop ([`run`]) calls one [`QdqBackend`] method per node: [`QdqReference`] (the
+//! scalar ops above, the specification), [`QdqFastCpu`] (convs and gemms on the SIMD conv) and
+//! [`QdqGpu`] (everything but `QLinearAveragePool` on the GPU). The convs of both fast paths
+//! use [`ort_epilogue`]: ORT's requantization written as a squint [`Epilogue`].
 
+use crate::cpu::fast::{FastConvOptions, PackedConv2d};
 use crate::cpu::reference::cat::CatInput;
 use crate::cpu::reference::ort::{self, add::QLinearAddKernel, conv::QWeight};
+use crate::cpu::reference::pool::Pool2dParams;
 use crate::error::{Error, Result};
+use crate::gpu::{AvgPoolPlan, GpuContext, LutInput};
 use crate::graph::{Activation, Op};
 use crate::io::onnx_qdq::{QdqModel, QdqWeight};
-use crate::quant::QParams;
+use crate::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
 use crate::tensor::Tensor;
+use std::collections::HashMap;
 
 /// The `MlasQLinearAdd` kernel ONNX Runtime runs on this CPU (see [`QLinearAddKernel`]).
 pub fn native_add_kernel() -> QLinearAddKernel {
@@ -49,6 +58,378 @@ pub struct QdqRun {
     pub outputs: Vec<Tensor<f32>>,
 }
 
+/// One method per int8 op of a QDQ model, ONNX Runtime's formulas on some device; every
+/// backend gives [`QdqReference`]'s bytes.
+pub trait QdqBackend {
+    /// `QLinearConv` / `QGemm` (a gemm as a 1x1 conv) of node `node` with its weight `w`.
+    fn conv(
+        &mut self,
+        node: usize,
+        w: &QdqWeight,
+        x: &[u8],
+        x_qp: &QParams,
+        y_qp: &QParams,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>>;
+    /// `QLinearAdd` of two tensors of equal dims.
+    fn add(
+        &mut self,
+        a: &[u8],
+        a_qp: &QParams,
+        b: &[u8],
+        b_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>>;
+    /// `QLinearConcat`.
+    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>>;
+    /// 8-bit `MaxPool`.
+    fn max_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        qp: &QParams,
+        p: &Pool2dParams,
+    ) -> Result<Vec<u8>>;
+    /// `QLinearAveragePool`.
+    fn avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        p: &ort::pool::AvgPoolParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>>;
+    /// `QLinearGlobalAveragePool`.
+    fn global_avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>>;
+}
+
+/// The specification: [`crate::cpu::reference::ort`]'s scalar ops.
+#[derive(Debug, Clone, Copy)]
+pub struct QdqReference {
+    /// The `QLinearAdd` kernel to reproduce.
+    pub add: QLinearAddKernel,
+}
+
+impl QdqBackend for QdqReference {
+    fn conv(
+        &mut self,
+        _node: usize,
+        w: &QdqWeight,
+        x: &[u8],
+        x_qp: &QParams,
+        y_qp: &QParams,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        ort::conv::qlinear_conv(x, x_qp, &weight(w), w.bias.as_deref(), y_qp, s)
+    }
+    fn add(
+        &mut self,
+        a: &[u8],
+        a_qp: &QParams,
+        b: &[u8],
+        b_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        ort::add::qlinear_add(self.add, a, a_qp, b, b_qp, y_qp)
+    }
+    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
+        Ok(ort::concat::qlinear_concat(xs, axis, y_qp)?.0)
+    }
+    fn max_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        qp: &QParams,
+        p: &Pool2dParams,
+    ) -> Result<Vec<u8>> {
+        Ok(ort::pool::max_pool(x, d, qp, p)?.0)
+    }
+    fn avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        p: &ort::pool::AvgPoolParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        Ok(ort::pool::qlinear_average_pool(x, d, x_qp, p, y_qp)?.0)
+    }
+    fn global_avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        ort::pool::qlinear_global_average_pool(x, d, x_qp, y_qp)
+    }
+}
+
+/// ORT's requantization of a conv as a squint [`Epilogue`]: the qnnpack record
+/// `rne(f32(f32(acc + bias) · M)) + zp`, clamped, with ORT's int32 bias and ORT's scale
+/// `M = f32(f32(sx·sw)/sy)` ([`ort::qdq::output_scale`]), which is `MlasRequantizeOutput`
+/// (clamping before or after rounding gives the same ints). int8 weights only.
+pub fn ort_epilogue(
+    w: &QdqWeight,
+    x_qp: &QParams,
+    y_qp: &QParams,
+    c_out: usize,
+) -> Result<(WeightQParams, Epilogue)> {
+    if w.dtype != QDtype::QInt8 {
+        return Err(Error::InvalidParameter(
+            "uint8 weights run on the CPU reference only".into(),
+        ));
+    }
+    let per_channel = w.scales.len() > 1;
+    let affine = w.zero_points.iter().any(|&z| z != 0);
+    let scheme = match (per_channel, affine) {
+        (false, false) => QScheme::PerTensorSymmetric,
+        (false, true) => QScheme::PerTensorAffine,
+        (true, false) => QScheme::PerChannelSymmetric,
+        (true, true) => QScheme::PerChannelAffine,
+    };
+    let w_qp = WeightQParams {
+        scheme,
+        scales: w.scales.clone(),
+        zero_points: w.zero_points.clone(),
+    };
+    let mut epi = Epilogue::new(
+        RequantFormula::Qnnpack,
+        x_qp.scale,
+        &w_qp,
+        None,
+        *y_qp,
+        false,
+        c_out,
+    )?;
+    for (o, ch) in epi.channels.iter_mut().enumerate() {
+        let sw = w.scales[if per_channel { o } else { 0 }];
+        ch.mult = ort::qdq::output_scale(x_qp.scale, sw, y_qp.scale);
+        ch.bias_i32 = w.bias.as_ref().map_or(0, |b| b[o]);
+    }
+    Ok((w_qp, epi))
+}
+
+fn as_i8(b: &[u8]) -> Vec<i8> {
+    b.iter().map(|&v| v as i8).collect()
+}
+
+/// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`]);
+/// the other ops on the reference. uint8-weight convs stay on the reference.
+#[derive(Debug, Default)]
+pub struct QdqFastCpu {
+    /// The `QLinearAdd` kernel to reproduce.
+    pub add: Option<QLinearAddKernel>,
+    layers: HashMap<usize, PackedConv2d>,
+}
+
+impl QdqFastCpu {
+    fn reference(&self) -> QdqReference {
+        QdqReference {
+            add: self.add.unwrap_or_else(native_add_kernel),
+        }
+    }
+}
+
+impl QdqBackend for QdqFastCpu {
+    fn conv(
+        &mut self,
+        node: usize,
+        w: &QdqWeight,
+        x: &[u8],
+        x_qp: &QParams,
+        y_qp: &QParams,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        if w.dtype != QDtype::QInt8 {
+            return self.reference().conv(node, w, x, x_qp, y_qp, s);
+        }
+        let layer = match self.layers.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let (w_qp, epi) = ort_epilogue(w, x_qp, y_qp, s.c_out)?;
+                let w8 = as_i8(&w.data);
+                v.insert(PackedConv2d::new(
+                    &w8,
+                    s.weight_dims(),
+                    &w_qp,
+                    &epi,
+                    s.params,
+                )?)
+            }
+        };
+        layer.run(x, s.input_dims(), x_qp, &FastConvOptions::default())
+    }
+    fn add(
+        &mut self,
+        a: &[u8],
+        a_qp: &QParams,
+        b: &[u8],
+        b_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        self.reference().add(a, a_qp, b, b_qp, y_qp)
+    }
+    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
+        self.reference().concat(xs, axis, y_qp)
+    }
+    fn max_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        qp: &QParams,
+        p: &Pool2dParams,
+    ) -> Result<Vec<u8>> {
+        self.reference().max_pool(x, d, qp, p)
+    }
+    fn avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        p: &ort::pool::AvgPoolParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        self.reference().avg_pool(x, d, x_qp, p, y_qp)
+    }
+    fn global_avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        self.reference().global_avg_pool(x, d, x_qp, y_qp)
+    }
+}
+
+/// The ops on a GPU: convs and gemms on the GPU conv with [`ort_epilogue`]; add and concat
+/// through byte tables the host computes with the reference on every byte (pair), gathered on
+/// the GPU; max pool and global average pool on the GPU's pool kernels. `QLinearAveragePool`
+/// (a float sum of dequantized taps, which the GPU's integer window sums cannot reproduce)
+/// runs on the host reference.
+#[derive(Debug)]
+pub struct QdqGpu {
+    ctx: GpuContext,
+    add: QLinearAddKernel,
+}
+
+impl QdqGpu {
+    /// A backend on `ctx` reproducing ORT's `add` kernel.
+    pub fn new(ctx: GpuContext, add: QLinearAddKernel) -> Self {
+        QdqGpu { ctx, add }
+    }
+}
+
+impl QdqBackend for QdqGpu {
+    fn conv(
+        &mut self,
+        _node: usize,
+        w: &QdqWeight,
+        x: &[u8],
+        x_qp: &QParams,
+        y_qp: &QParams,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        let (w_qp, epi) = ort_epilogue(w, x_qp, y_qp, s.c_out)?;
+        crate::gpu::conv2d_quantized(&self.ctx, x, x_qp, &as_i8(&w.data), &w_qp, &epi, s)
+    }
+    fn add(
+        &mut self,
+        a: &[u8],
+        a_qp: &QParams,
+        b: &[u8],
+        b_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        let (pa, pb): (Vec<u8>, Vec<u8>) =
+            (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+        let t = ort::add::qlinear_add(self.add, &pa, a_qp, &pb, b_qp, y_qp)?;
+        self.ctx
+            .binary_bytes(a, b, &[t.clone(), t].concat(), a.len())
+    }
+    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::Shape("concat: no inputs".into()))?;
+        let outer: usize = first.dims[..axis].iter().product();
+        let mut tables = Vec::with_capacity(xs.len());
+        for x in xs {
+            let one = CatInput {
+                data: &all,
+                dims: &[256],
+                qp: x.qp,
+            };
+            let t = ort::concat::qlinear_concat(&[one], 0, y_qp)?.0;
+            tables.push(
+                <[u8; 256]>::try_from(t.as_slice())
+                    .map_err(|_| Error::Gpu("a byte table does not have 256 entries".into()))?,
+            );
+        }
+        let inputs: Vec<LutInput<'_>> = xs
+            .iter()
+            .zip(&tables)
+            .map(|(x, t)| LutInput {
+                data: x.data,
+                block: x.dims[axis..].iter().product(),
+                table: t,
+            })
+            .collect();
+        self.ctx.concat_bytes(&inputs, outer)
+    }
+    fn max_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        qp: &QParams,
+        p: &Pool2dParams,
+    ) -> Result<Vec<u8>> {
+        // ORT's max pool ignores padded taps: the generic kernel's skipped taps.
+        self.ctx.max_pool2d_bytes(x, d, qp.dtype, p, false)
+    }
+    fn avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        p: &ort::pool::AvgPoolParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        QdqReference { add: self.add }.avg_pool(x, d, x_qp, p, y_qp)
+    }
+    fn global_avg_pool(
+        &mut self,
+        x: &[u8],
+        d: [usize; 4],
+        x_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        ort::qdq::check_qparams("QLinearGlobalAveragePool x", x_qp)?;
+        ort::qdq::check_qparams("QLinearGlobalAveragePool y", y_qp)?;
+        let m = ort::pool::global_average_pool_scale(x_qp, y_qp, d[2] * d[3])?;
+        let r = y_qp.dtype.full_range();
+        // (Σ x − zx·N) · m, rounded, + zy: the reference's exact int32 sum, then
+        // MlasRequantizeOutput.
+        let plan = AvgPoolPlan {
+            rows: vec![[0, d[2] as u32]],
+            cols: vec![[0, d[3] as u32]],
+            multipliers: vec![m],
+            tap_zp: x_qp.zero_point,
+            add: None,
+            post_add: y_qp.zero_point,
+            clamp: [r.min, r.max],
+        };
+        self.ctx.avg_pool2d_bytes(x, d, x_qp.dtype, &plan)
+    }
+}
+
 fn weight(w: &QdqWeight) -> QWeight<'_> {
     QWeight {
         data: &w.data,
@@ -72,13 +453,18 @@ fn same_qparams(x: &QParams, y: &QParams, op: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `m` on float `inputs` with ONNX Runtime's int8 formulas, `add` being the
-/// `QLinearAdd` kernel to reproduce ([`native_add_kernel`] for this CPU's ORT).
+/// Runs `m` on float `inputs` with ONNX Runtime's int8 formulas on the CPU reference, `add`
+/// being the `QLinearAdd` kernel to reproduce ([`native_add_kernel`] for this CPU's ORT).
 pub fn run_reference(
     m: &QdqModel,
     inputs: &[Tensor<f32>],
     add: QLinearAddKernel,
 ) -> Result<QdqRun> {
+    run(m, inputs, &mut QdqReference { add })
+}
+
+/// Runs `m` on float `inputs`, every int8 op on `backend`.
+pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
     let g = &m.graph;
     if inputs.len() != g.inputs().len() {
         return Err(Error::Graph {
@@ -134,7 +520,7 @@ pub fn run_reference(
                     let w = need_weight()?;
                     let wd = dims4(&c.weight.dims)?;
                     let s = ConvShape::new(dims4(xd)?, wd, c.params)?;
-                    ort::conv::qlinear_conv(arg(0), xq, &weight(w), w.bias.as_deref(), yq, &s)
+                    backend.conv(i, w, arg(0), xq, yq, &s)
                 }
                 Op::Linear(l) => {
                     if l.act != Activation::None {
@@ -146,13 +532,19 @@ pub fn run_reference(
                     let [o, k] = [l.weight.dims[0], l.weight.dims[1]];
                     let rows: usize = xd[..xd.len() - 1].iter().product();
                     let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
-                    ort::conv::qlinear_conv(arg(0), xq, &weight(w), w.bias.as_deref(), yq, &s)
+                    backend.conv(i, w, arg(0), xq, yq, &s)
                 }
                 Op::Add {
                     act: Activation::None,
                 } => {
                     let bq = &m.qparams[node.inputs[1].0];
-                    ort::add::qlinear_add(add, arg(0), xq, arg(1), bq, yq)
+                    if xd != &g.value(node.inputs[1]).dims {
+                        return Err(Error::Shape(
+                            "an add of tensors of different dims (broadcast) is not supported"
+                                .into(),
+                        ));
+                    }
+                    backend.add(arg(0), xq, arg(1), bq, yq)
                 }
                 Op::Concat { axis } => {
                     let ins: Vec<CatInput<'_>> = node
@@ -165,11 +557,11 @@ pub fn run_reference(
                             qp: &m.qparams[v.0],
                         })
                         .collect();
-                    Ok(ort::concat::qlinear_concat(&ins, *axis, yq)?.0)
+                    backend.concat(&ins, *axis, yq)
                 }
                 Op::MaxPool2d(p) => {
                     same_qparams(xq, yq, "MaxPool")?;
-                    Ok(ort::pool::max_pool(arg(0), dims4(xd)?, xq, p)?.0)
+                    backend.max_pool(arg(0), dims4(xd)?, xq, p)
                 }
                 Op::AvgPool2d {
                     pool,
@@ -187,10 +579,10 @@ pub fn run_reference(
                         ],
                         count_include_pad: *count_include_pad,
                     };
-                    Ok(ort::pool::qlinear_average_pool(arg(0), dims4(xd)?, xq, &p, yq)?.0)
+                    backend.avg_pool(arg(0), dims4(xd)?, xq, &p, yq)
                 }
                 Op::AdaptiveAvgPool2d { output: [1, 1] } => {
-                    ort::pool::qlinear_global_average_pool(arg(0), dims4(xd)?, xq, yq)
+                    backend.global_avg_pool(arg(0), dims4(xd)?, xq, yq)
                 }
                 Op::Reshape { .. } => {
                     same_qparams(xq, yq, "Flatten/Reshape")?;

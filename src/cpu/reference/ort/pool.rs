@@ -49,17 +49,7 @@ pub fn qlinear_global_average_pool(
     check_qparams("QLinearGlobalAveragePool y", y_qp)?;
     check_data("QLinearGlobalAveragePool input", x.len(), &dims)?;
     let image = dims[2] * dims[3];
-    if image == 0 || image >= 1 << 24 {
-        return Err(Error::Shape(format!(
-            "QLinearGlobalAveragePool: image of {image} pixels (ORT needs 1..2^24)"
-        )));
-    }
-    let m = x_qp.scale / (y_qp.scale * image as f32);
-    if !(2f32.powi(-32)..256.0).contains(&m) {
-        return Err(Error::InvalidParameter(format!(
-            "QLinearGlobalAveragePool: scale ratio {m} is outside ORT's range [2^-32, 256)"
-        )));
-    }
+    let m = global_average_pool_scale(x_qp, y_qp, image)?;
     let bias = -(x_qp.zero_point as i64) * image as i64;
     x.chunks_exact(image)
         .map(|plane| {
@@ -76,6 +66,24 @@ pub fn qlinear_global_average_pool(
             Ok(requantize_output(acc, m, y_qp))
         })
         .collect()
+}
+
+/// The multiplier `m = f32(sx / f32(sy · f32(N)))` of `QLinearGlobalAveragePool` over images of
+/// `image` pixels, with ORT's checks (`CheckQLinearGlobalAveragePoolScaleAndSize`): `image` in
+/// `1..2^24`, `m` in `[2^-32, 256)`.
+pub fn global_average_pool_scale(x_qp: &QParams, y_qp: &QParams, image: usize) -> Result<f32> {
+    if image == 0 || image >= 1 << 24 {
+        return Err(Error::Shape(format!(
+            "QLinearGlobalAveragePool: image of {image} pixels (ORT needs 1..2^24)"
+        )));
+    }
+    let m = x_qp.scale / (y_qp.scale * image as f32);
+    if !(2f32.powi(-32)..256.0).contains(&m) {
+        return Err(Error::InvalidParameter(format!(
+            "QLinearGlobalAveragePool: scale ratio {m} is outside ORT's range [2^-32, 256)"
+        )));
+    }
+    Ok(m)
 }
 
 /// Window geometry of `QLinearAveragePool` (2-D, no dilation, floor mode).
