@@ -546,3 +546,35 @@ fn run_on_a_qdq_onnx_model_gives_onnx_runtimes_output() {
             .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
+
+/// `squint bench --model` on a QDQ model times its float ops and ORT's int8 formulas on the
+/// CPU reference and the fast CPU path.
+#[test]
+fn bench_model_times_a_qdq_model() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
+    let out = run_ok(
+        squint()
+            .args(["bench", "--json", "--no-gpu", "--runs", "1", "--model"])
+            .arg(d.join("qdq_per_tensor/model_qdq.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let paths: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "float32 cpu (dequantized weights)",
+            "int8 cpu-reference (ORT formulas)",
+            "int8 cpu-fast (ORT formulas)"
+        ]
+    );
+    for r in v["results"].as_array().unwrap() {
+        assert!(r["ms"].as_f64().unwrap() > 0.0);
+    }
+}

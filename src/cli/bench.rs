@@ -526,3 +526,42 @@ pub fn run_graph_bench(
     }
     Ok(out)
 }
+
+/// Whole-model latency of an already-quantized (QDQ) model on `input`: its float ops with the
+/// dequantized weights on the CPU, and ONNX Runtime's int8 formulas on the CPU reference, the
+/// fast CPU path and (with `gpu`) a GPU.
+pub fn run_qdq_bench(
+    m: &squint::io::onnx_qdq::QdqModel,
+    input: &Tensor<f32>,
+    runs: usize,
+    gpu: Option<&DeviceOptions>,
+) -> Result<Vec<GraphBenchResult>> {
+    use squint::pipeline::qdq::{self, native_add_kernel, QdqFastCpu, QdqGpu, QdqReference};
+    let x = std::slice::from_ref(input);
+    let add = native_add_kernel();
+    let mut out = vec![GraphBenchResult {
+        path: "float32 cpu (dequantized weights)".into(),
+        ms: median_ms(runs, || m.graph.run_f32(x).map(|_| ()))?,
+    }];
+    out.push(GraphBenchResult {
+        path: "int8 cpu-reference (ORT formulas)".into(),
+        ms: median_ms(runs, || {
+            qdq::run(m, x, &mut QdqReference { add }).map(|_| ())
+        })?,
+    });
+    let mut fast = QdqFastCpu::default();
+    out.push(GraphBenchResult {
+        path: "int8 cpu-fast (ORT formulas)".into(),
+        ms: median_ms(runs, || qdq::run(m, x, &mut fast).map(|_| ()))?,
+    });
+    if let Some(opts) = gpu {
+        let ctx = GpuContext::open(opts)?;
+        let path = format!("int8 gpu ({})", ctx.adapter_report().summary());
+        let mut backend = QdqGpu::new(ctx, add);
+        out.push(GraphBenchResult {
+            path,
+            ms: median_ms(runs, || qdq::run(m, x, &mut backend).map(|_| ()))?,
+        });
+    }
+    Ok(out)
+}

@@ -773,16 +773,22 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         } else {
             load_batches(&a.calib)?
         };
-        let graph = squint::io::onnx::load(model)?;
         let gpu = (!a.no_gpu).then(|| a.gpu.options());
-        let results = bench::run_graph_bench(
-            graph,
-            &x,
-            &calib,
-            QConfig::preset(&a.qconfig)?,
-            a.runs.max(1),
-            gpu.as_ref(),
-        )?;
+        let bytes = std::fs::read(model).map_err(|e| squint::Error::io(model, e))?;
+        let qdq = squint::io::onnx_qdq::is_qdq(&bytes, model)?;
+        let results = if qdq {
+            let m = squint::io::onnx_qdq::from_bytes(&bytes, model)?;
+            bench::run_qdq_bench(&m, &x, a.runs.max(1), gpu.as_ref())?
+        } else {
+            bench::run_graph_bench(
+                squint::io::onnx::from_bytes(&bytes, model)?,
+                &x,
+                &calib,
+                QConfig::preset(&a.qconfig)?,
+                a.runs.max(1),
+                gpu.as_ref(),
+            )?
+        };
         if a.json {
             println!(
                 "{}",
@@ -792,15 +798,20 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
                 .expect("plain data serialises")
             );
         } else {
+            let what = if qdq {
+                "an ONNX Runtime QDQ model".to_string()
+            } else {
+                format!("qconfig {}", a.qconfig)
+            };
             println!(
-                "{} on {:?}, qconfig {} (median of {} runs):",
+                "{} on {:?}, {what} (median of {} runs):",
                 model.display(),
                 x.dims,
-                a.qconfig,
                 a.runs.max(1)
             );
+            let w = results.iter().map(|r| r.path.len()).max().unwrap_or(0);
             for r in &results {
-                println!("  {:<22} {:>10.3} ms", r.path, r.ms);
+                println!("  {:<w$} {:>10.3} ms", r.path, r.ms);
             }
         }
         return Ok(ExitCode::SUCCESS);
