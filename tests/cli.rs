@@ -578,3 +578,29 @@ fn bench_model_times_a_qdq_model() {
         assert!(r["ms"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// `squint report` on a QDQ model needs `--input` (no calibration: the model carries its
+/// qparams) and prints a JSON row per value.
+#[test]
+fn report_on_a_qdq_model_needs_an_input_and_covers_every_value() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
+    let model = d.join("qdq_per_tensor/model_qdq.onnx");
+    let o = squint()
+        .arg("report")
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--input"));
+    let out = run_ok(
+        squint()
+            .args(["report", "--json", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(d.join("input.npy")),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 13, "the input and 12 nodes");
+    assert_eq!(rows[0]["source"], "pinned");
+}

@@ -120,3 +120,33 @@ fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
         }
     }
 }
+
+/// `report` on a QDQ model: a row per value, every value's qparams the model's own, and the
+/// int8 values close to the float ops (whose values are clamped to their quantization ranges,
+/// where `quantize_static` put the ReLUs it removed).
+#[test]
+fn qdq_report_covers_every_value_with_the_models_qparams() {
+    use squint::pipeline::diagnostics::diagnose_qdq;
+    use squint::pipeline::PointSource;
+    let m = onnx_qdq::load(&dir("resnet_tiny").join("qdq_per_channel/model_qdq.onnx")).unwrap();
+    let x = npy::read::<f32>(dir("resnet_tiny").join("input.npy")).unwrap();
+    let r = diagnose_qdq(&m, &[x]).unwrap();
+    assert_eq!(r.len(), m.graph.inputs().len() + m.graph.nodes().len());
+    for (rep, v) in r.iter().zip(
+        m.graph
+            .inputs()
+            .iter()
+            .copied()
+            .chain(m.graph.nodes().iter().map(|n| n.output)),
+    ) {
+        assert_eq!(rep.name, m.graph.value(v).name);
+        assert_eq!(rep.qparams, m.qparams[v.0]);
+        assert_eq!(rep.source, PointSource::Pinned);
+        assert!(
+            rep.metrics.sqnr_db > 20.0,
+            "{}: {:?}",
+            rep.name,
+            rep.metrics
+        );
+    }
+}

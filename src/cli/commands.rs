@@ -688,6 +688,11 @@ fn print_reports(reports: &[diagnostics::PointReport], json: bool, title: &str) 
 
 fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
     if is_onnx(&a.model.model) {
+        let path = &a.model.model;
+        let bytes = std::fs::read(path).map_err(|e| squint::Error::io(path, e))?;
+        if squint::io::onnx_qdq::is_qdq(&bytes, path)? {
+            return cmd_report_qdq(a, &bytes);
+        }
         return cmd_report_graph(a);
     }
     let c = calibrate_and_convert(&a.model)?;
@@ -716,6 +721,26 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
         plot::plot_svg(path, &h)?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `squint report` of an already-quantized (QDQ) model: its float ops (dequantized weights)
+/// against ONNX Runtime's int8 formulas at every value, on `--input`.
+fn cmd_report_qdq(a: ReportArgs, bytes: &[u8]) -> Result<ExitCode> {
+    if !a.model.calib.is_empty() || a.plot.is_some() {
+        return Err(squint::Error::InvalidParameter(
+            "a QDQ model carries its qparams: drop --calib and --plot".into(),
+        ));
+    }
+    let input = a.input.as_ref().ok_or_else(|| {
+        squint::Error::InvalidParameter("report on a QDQ model needs --input".into())
+    })?;
+    let m = squint::io::onnx_qdq::from_bytes(bytes, &a.model.model)?;
+    let x = npy::read::<f32>(input)?;
+    let r = diagnostics::diagnose_qdq(&m, &[x])?;
+    let title = "an ONNX Runtime QDQ model: float ops (dequantized weights) against ONNX \
+                 Runtime's int8 formulas; every value's qparams come from the model";
+    print_reports(&r, a.json, title);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,6 +25,16 @@ impl Graph {
         inputs: &[Tensor<f32>],
         mut visit: impl FnMut(ValueId, &Tensor<f32>) -> Result<()>,
     ) -> Result<Vec<Tensor<f32>>> {
+        self.run_f32_with(inputs, |v, t| visit(v, t))
+    }
+
+    /// [`Graph::run_f32_visit`] whose `visit` may change each value before its readers see it
+    /// (e.g. clamp it to a quantization range).
+    pub fn run_f32_with(
+        &self,
+        inputs: &[Tensor<f32>],
+        mut visit: impl FnMut(ValueId, &mut Tensor<f32>) -> Result<()>,
+    ) -> Result<Vec<Tensor<f32>>> {
         if inputs.len() != self.inputs().len() {
             return Err(Error::Graph {
                 at: "graph".into(),
@@ -47,8 +57,9 @@ impl Graph {
                 )));
             }
             crate::quant::check_finite(&x.data, &v.name)?;
-            visit(id, x)?;
-            live[id.0] = Some(x.clone());
+            let mut x = x.clone();
+            visit(id, &mut x)?;
+            live[id.0] = Some(x);
         }
         for (step, node) in self.nodes().iter().enumerate() {
             let args: Vec<&Tensor<f32>> = node
@@ -68,8 +79,8 @@ impl Graph {
             )?;
             let data = eval_node(node, packed[step].as_ref(), &args, &dims)
                 .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?;
-            let y = Tensor::new(dims, data)?;
-            visit(node.output, &y)?;
+            let mut y = Tensor::new(dims, data)?;
+            visit(node.output, &mut y)?;
             live[node.output.0] = Some(y);
             for v in &node.inputs {
                 if plan.last_use[v.0] == Some(step) {

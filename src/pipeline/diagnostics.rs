@@ -319,6 +319,59 @@ pub fn diagnose_graph(
     Ok(with_range_note(reports, reduce_range))
 }
 
+/// Per-value diagnostics of an already-quantized (QDQ) model: its float ops with the
+/// dequantized weights against ONNX Runtime's int8 formulas ([`super::qdq::run_reference`]) at
+/// every value. Every value has the qparams the model's Q/DQ nodes give it, reported as
+/// [`PointSource::Pinned`]. The float run clamps each value to its quantization range (without
+/// rounding), as the model's `QuantizeLinear` does: that clamp is where `quantize_static` put
+/// the ReLUs it removed.
+pub fn diagnose_qdq(
+    m: &crate::io::onnx_qdq::QdqModel,
+    inputs: &[Tensor<f32>],
+) -> Result<Vec<PointReport>> {
+    let g = &m.graph;
+    let mut float: Vec<Option<Tensor<f32>>> = vec![None; g.values().len()];
+    g.run_f32_with(inputs, |v, t| {
+        let qp = m.qparams[v.0];
+        let r = qp.dtype.full_range();
+        let lo = (r.min - qp.zero_point) as f32 * qp.scale;
+        let hi = (r.max - qp.zero_point) as f32 * qp.scale;
+        t.data.iter_mut().for_each(|x| *x = x.clamp(lo, hi));
+        float[v.0] = Some(t.clone());
+        Ok(())
+    })?;
+    let run = super::qdq::run_reference(m, inputs, super::qdq::native_add_kernel())?;
+    let mut op: Vec<&str> = vec!["input"; g.values().len()];
+    for n in g.nodes() {
+        op[n.output.0] = n.op.kind();
+    }
+    let advice = Advice { observer: None };
+    g.inputs()
+        .iter()
+        .copied()
+        .chain(g.nodes().iter().map(|n| n.output))
+        .map(|v| {
+            let f = float[v.0].as_ref().ok_or_else(|| {
+                Error::InvalidParameter(format!(
+                    "the float graph computed no value '{}'",
+                    g.value(v).name
+                ))
+            })?;
+            let qp = m.qparams[v.0];
+            let y = quant::dequantize_slice(&run.values[v.0], &qp);
+            Ok(point_report(
+                &g.value(v).name,
+                op[v.0],
+                &qp,
+                Origin::Own(PointSource::Pinned),
+                &f.data,
+                &y,
+                &advice,
+            ))
+        })
+        .collect()
+}
+
 /// Formats reports as a table.
 pub fn format_table(reports: &[PointReport]) -> String {
     let w = reports.iter().map(|r| r.name.len()).fold(12, usize::max);
