@@ -7,7 +7,8 @@
 //! cargo run --release --example digits
 //! ```
 
-use squint::io::{npy, onnx};
+use squint::io::{npy, onnx, onnx_qdq};
+use squint::pipeline::qdq;
 use squint::pipeline::qgraph::{GpuBackend, PreparedGraph, QuantizedGraph, ReferenceBackend};
 use squint::pipeline::{ConvertOptions, QConfig};
 use squint::tensor::Tensor;
@@ -22,6 +23,8 @@ pub struct Scores {
     pub int8: f64,
     /// Int8 converted without calibration (scale 1.0, zero point 0 everywhere).
     pub int8_uncalibrated: f64,
+    /// MSE of the calibrated int8 logits against the float logits.
+    pub int8_mse: f64,
     /// Test images.
     pub images: usize,
 }
@@ -55,24 +58,36 @@ fn argmax(row: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-fn accuracy(
+/// The logits of every real test image, row after row.
+fn logits(
     run: impl Fn(&Tensor<f32>) -> squint::Result<Tensor<f32>>,
     test: &[(Tensor<f32>, usize)],
-    labels: &[i32],
-) -> squint::Result<f64> {
-    let mut correct = 0;
-    let mut seen = 0;
+) -> squint::Result<(Vec<f32>, usize)> {
+    let mut out = Vec::new();
+    let mut classes = 0;
     for (x, real) in test {
-        let logits = run(x)?;
-        let classes = logits.dims[1];
-        for i in 0..*real {
-            if argmax(&logits.data[i * classes..(i + 1) * classes]) as i32 == labels[seen] {
-                correct += 1;
-            }
-            seen += 1;
-        }
+        let l = run(x)?;
+        classes = l.dims[1];
+        out.extend_from_slice(&l.data[..real * classes]);
     }
-    Ok(correct as f64 / seen as f64)
+    Ok((out, classes))
+}
+
+fn accuracy_of((l, classes): &(Vec<f32>, usize), labels: &[i32]) -> f64 {
+    let correct = l
+        .chunks_exact(*classes)
+        .zip(labels)
+        .filter(|(row, &y)| argmax(row) as i32 == y)
+        .count();
+    correct as f64 / labels.len() as f64
+}
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len().max(1) as f64
 }
 
 /// Imports, calibrates, converts and scores the digits model with `qconfig`.
@@ -84,14 +99,13 @@ pub fn evaluate(qconfig: QConfig) -> squint::Result<Scores> {
     let test = batches(&x, batch)?;
     let calib = npy::read::<f32>(dir().join("calib.npy"))?.split_axis0()?;
 
-    let float = accuracy(
+    let float_logits = logits(
         |x| Ok(graph.run_f32(std::slice::from_ref(x))?.remove(0)),
         &test,
-        &labels,
     )?;
     let mut prepared = PreparedGraph::new(graph, qconfig)?;
     let run_int8 = |q: &QuantizedGraph| {
-        accuracy(
+        logits(
             |x| {
                 Ok(
                     q.run(&mut ReferenceBackend::new(q), std::slice::from_ref(x))?
@@ -100,7 +114,6 @@ pub fn evaluate(qconfig: QConfig) -> squint::Result<Scores> {
                 )
             },
             &test,
-            &labels,
         )
     };
     // The classic mistake first: convert before any calibration data went through.
@@ -109,18 +122,47 @@ pub fn evaluate(qconfig: QConfig) -> squint::Result<Scores> {
         ..Default::default()
     };
     let (q_uncal, _warnings) = prepared.convert(&uncalibrated)?;
-    let int8_uncalibrated = run_int8(&q_uncal)?;
+    let int8_uncalibrated = accuracy_of(&run_int8(&q_uncal)?, &labels);
     for b in calib {
         prepared.calibrate(&[b])?;
     }
     let (q, _) = prepared.convert(&ConvertOptions::default())?;
-    let int8 = run_int8(&q)?;
+    let int8_logits = run_int8(&q)?;
     Ok(Scores {
-        float,
-        int8,
+        float: accuracy_of(&float_logits, &labels),
+        int8: accuracy_of(&int8_logits, &labels),
         int8_uncalibrated,
+        int8_mse: mse(&int8_logits.0, &float_logits.0),
         images: labels.len(),
     })
+}
+
+/// ONNX Runtime's QDQ model of the digits model (`scripts/quantize_digits_ort.py`, `tag`
+/// `per_tensor` or `per_channel`) run by squint with ORT's int8 formulas: accuracy on the
+/// held-out split and the MSE of its logits against the float model's.
+pub fn evaluate_qdq(tag: &str) -> squint::Result<(f64, f64)> {
+    let graph = onnx::load(&dir().join("model.onnx"))?;
+    let m = onnx_qdq::load(&dir().join(format!("model_qdq_{tag}.onnx")))?;
+    let batch = m.graph.value(m.graph.inputs()[0]).dims[0];
+    let test = batches(&npy::read::<f32>(dir().join("test_x.npy"))?, batch)?;
+    let labels = npy::read::<i32>(dir().join("test_y.npy"))?.data;
+    let float_logits = logits(
+        |x| Ok(graph.run_f32(std::slice::from_ref(x))?.remove(0)),
+        &test,
+    )?;
+    let add = qdq::native_add_kernel();
+    let q_logits = logits(
+        |x| {
+            Ok(qdq::run_reference(&m, std::slice::from_ref(x), add)?
+                .outputs
+                .remove(0))
+        },
+        &test,
+    )?;
+    Ok((
+        accuracy_of(&q_logits, &labels),
+        mse(&q_logits.0, &float_logits.0),
+    ))
 }
 
 /// Calibrates and converts with `qconfig`, then runs every test batch on the GPU `ctx` and on
@@ -155,11 +197,19 @@ fn main() -> squint::Result<()> {
     for name in ["x86", "qnnpack"] {
         let s = evaluate(QConfig::preset(name)?)?;
         println!(
-            "qconfig {name:<8} {} test images: float {:.2} %, int8 {:.2} %, int8 without calibration {:.2} %",
+            "qconfig {name:<8} {} test images: float {:.2} %, int8 {:.2} % (logits MSE {:.4}), int8 without calibration {:.2} %",
             s.images,
             100.0 * s.float,
             100.0 * s.int8,
+            s.int8_mse,
             100.0 * s.int8_uncalibrated
+        );
+    }
+    for tag in ["per_tensor", "per_channel"] {
+        let (acc, mse) = evaluate_qdq(tag)?;
+        println!(
+            "ONNX Runtime QDQ {tag:<11} (run by squint): int8 {:.2} % (logits MSE {mse:.4})",
+            100.0 * acc
         );
     }
     match squint::gpu::GpuContext::open(&Default::default()) {
