@@ -453,6 +453,36 @@ fn same_qparams(x: &QParams, y: &QParams, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a model with int8 (signed) activations, naming the first such value.
+///
+/// ONNX Runtime's CPU provider on x86 does not run such a model in int8 throughout: its
+/// `QDQS8ToU8Transformer` shifts a `QuantizeLinear`/`DequantizeLinear` pair to uint8 only where
+/// the pair has a single reader, and its selectors refuse int8 activations for `QLinearConv`
+/// there, so convs, adds and pools whose input is read twice (a residual branch) stay float ops
+/// between `DequantizeLinear` and `QuantizeLinear` (ORT 1.32 on the tiny MobileNet: 6 of 12
+/// convs, both adds and the average pool). squint cannot reproduce MLAS's float convolution bit
+/// for bit, and would silently differ from ORT (4 of the MobileNet's 20 logits did), so it
+/// refuses; `quantize_static(activation_type=QuantType.QUInt8)`, ORT's default, is exact.
+fn refuse_int8_activations(m: &QdqModel) -> Result<()> {
+    let g = &m.graph;
+    match g
+        .values()
+        .iter()
+        .zip(&m.qparams)
+        .find(|(_, qp)| qp.dtype == QDtype::QInt8)
+    {
+        None => Ok(()),
+        Some((v, _)) => Err(Error::Graph {
+            at: format!("value '{}'", v.name),
+            message: "is quantized to int8: ONNX Runtime on x86 runs parts of a QDQ model with \
+                      int8 activations as float ops (it moves to uint8 only the Q/DQ pairs with \
+                      one reader), whose float rounding squint cannot reproduce bit for bit; \
+                      quantize with activation_type=QuantType.QUInt8 (ORT's default)"
+                .into(),
+        }),
+    }
+}
+
 /// Runs `m` on float `inputs` with ONNX Runtime's int8 formulas on the CPU reference, `add`
 /// being the `QLinearAdd` kernel to reproduce ([`native_add_kernel`] for this CPU's ORT).
 pub fn run_reference(
@@ -472,6 +502,7 @@ pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -
             message: format!("takes {} input(s), got {}", g.inputs().len(), inputs.len()),
         });
     }
+    refuse_int8_activations(m)?;
     let mut values: Vec<Option<Vec<u8>>> = vec![None; g.values().len()];
     for (&id, x) in g.inputs().iter().zip(inputs) {
         let v = g.value(id);
