@@ -111,6 +111,52 @@ pub(crate) unsafe fn dw_avx2<const NV: usize, const R: usize, const I32: bool>(
     }
 }
 
+/// Int8 depthwise kernel on AVX2 over a *pair plane* (see `depthwise.rs`): every i32 of `p`
+/// holds two i16 activations `(d[i], d[i + dw])` (`d = x − x_zp`), every i32 of `w` two i16
+/// weights `(w'[t], w'[t + 1])` of adjacent kernel columns, so one `vpmaddwd` adds two taps of
+/// 8 outputs exactly (|d|, |w'| ≤ 255: each pair sum fits easily). Accumulators wrap like
+/// the reference's. Writes `acc` rows `r·os + [0, 8·(NV − 1) + tail)` as i32.
+///
+/// # Safety
+/// avx2 must be available; reads `p + r·rs + off + [0, 8·NV)` for every `r < R` and `off` in
+/// `offs`, writes `out + r·os + [0, 8·(NV − 1) + tail)` (`tail` in 1..=8).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dw_pairs_avx2<const NV: usize, const R: usize>(
+    p: *const i32,
+    rs: usize,
+    offs: &[usize],
+    w: &[i32],
+    out: *mut i32,
+    os: usize,
+    tail: usize,
+) {
+    // SAFETY: the caller guarantees the target features and the memory ranges listed
+    // in `# Safety`; every access below stays inside them.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); NV]; R];
+        for (&off, &wt) in offs.iter().zip(w) {
+            let wv = _mm256_set1_epi32(wt);
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let q = p.add(r * rs + off);
+                for (v, a) in accr.iter_mut().enumerate() {
+                    let x = _mm256_loadu_si256(q.add(8 * v).cast());
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, wv));
+                }
+            }
+        }
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane);
+        let all = _mm256_set1_epi32(-1);
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &a) in accr.iter().enumerate() {
+                let m = if v + 1 == NV { last } else { all };
+                _mm256_maskstore_epi32(out.add(r * os + 8 * v), m, a);
+            }
+        }
+    }
+}
+
 /// A 64-byte vector in memory (a `vpermt2b` index of the depthwise kernel).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]

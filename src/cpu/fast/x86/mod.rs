@@ -22,13 +22,16 @@ pub(super) mod peak;
 mod requant;
 
 pub(super) use depthwise::{
-    dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, has_vbmi, Bytes64, DwFlat, DwGeom,
+    dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, dw_pairs_avx2, has_vbmi, Bytes64, DwFlat, DwGeom,
 };
 pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_i8_avx2, gemm_i8_avx2_maddubs, gemm_i8_avx512,
     gemm_i8_avxvnni, gemm_i8_avxvnni_evex,
 };
-pub(super) use pack::{bytes_to_f32_avx512, copy_rows_xor_avx512, interleave4, interleave4_avx512};
+pub(super) use pack::{
+    bytes_to_f32_avx2, bytes_to_f32_avx512, bytes_to_i16_avx2, copy_rows_xor_avx512, interleave4,
+    interleave4_avx512, pair_plane_avx2,
+};
 pub(super) use requant::{
     requant_row_avx2, requant_row_avx512, requant_segments_avx512, Requant512,
 };

@@ -54,6 +54,42 @@ pub(crate) unsafe fn bytes_to_f32_avx512(src: &[u8], flip: u8, z: i32, dst: &mut
     }
 }
 
+/// [`bytes_to_f32_avx512`] on AVX2 (the same loop, vectorized by the compiler for ymm).
+///
+/// # Safety
+/// avx2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn bytes_to_f32_avx2(src: &[u8], flip: u8, z: i32, dst: &mut [f32]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = ((b ^ flip) as i32 - z) as f32;
+    }
+}
+
+/// `dst[i] = ((src[i] ^ flip) as i32 − z) as i16`: u8 activations minus their zero point
+/// (the caller checked that they fit an i16).
+///
+/// # Safety
+/// avx2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn bytes_to_i16_avx2(src: &[u8], flip: u8, z: i32, dst: &mut [i16]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = ((b ^ flip) as i32 - z) as i16;
+    }
+}
+
+/// The pair plane of the AVX2 int8 depthwise kernel: `p[i] = (d[i], d[i + dw])` as the low
+/// and high i16 halves of an i32, for every `i < p.len()` (`d` holds `p.len() + dw` values).
+///
+/// # Safety
+/// avx2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pair_plane_avx2(d: &[i16], dw: usize, p: &mut [i32]) {
+    let (lo, hi) = (&d[..p.len()], &d[dw..dw + p.len()]);
+    for ((v, &a), &b) in p.iter_mut().zip(lo).zip(hi) {
+        *v = (a as u16 as i32) | ((b as i32) << 16);
+    }
+}
+
 /// Copies the rows of `src` (`w` bytes each) into `dst` at `at + y·stride`, xored with
 /// `flip`, 64 bytes at a time.
 ///
