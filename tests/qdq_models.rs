@@ -92,6 +92,74 @@ fn unsupported_qdq_patterns_are_errors_naming_the_node() {
     assert!(!onnx_qdq::is_qdq(&std::fs::read(&float).unwrap(), &float).unwrap());
 }
 
+/// `model_qdq.onnx` of `model`/`tag` with every int8 weight stored as uint8 (bytes and zero
+/// points + 128): the same `w − ζ`, so the same model, the one ORT ran for `output.npy`.
+fn with_uint8_weights(model: &str, tag: &str) -> onnx_qdq::QdqModel {
+    use onnx_protobuf::{Message, ModelProto};
+    use std::collections::HashSet;
+    let path = dir(model).join(tag).join("model_qdq.onnx");
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut shift: HashSet<String> = HashSet::new();
+    for n in g.node.iter().filter(|n| n.op_type == "DequantizeLinear") {
+        let is_int8_init = |name: &str| {
+            g.initializer
+                .iter()
+                .any(|t| t.name == name && t.data_type == 3)
+        };
+        if is_int8_init(&n.input[0]) {
+            shift.insert(n.input[0].clone());
+            shift.insert(n.input[2].clone());
+        }
+    }
+    assert!(!shift.is_empty(), "{model} {tag} has int8 weights");
+    for t in g.initializer.iter_mut().filter(|t| shift.contains(&t.name)) {
+        assert_eq!(t.data_type, 3, "{}", t.name);
+        t.data_type = 2; // UINT8
+        if t.raw_data.is_empty() {
+            t.raw_data = t.int32_data.iter().map(|&v| v as u8).collect();
+            t.int32_data.clear();
+        }
+        t.raw_data.iter_mut().for_each(|b| *b ^= 0x80);
+    }
+    onnx_qdq::from_bytes(&m.write_to_bytes().unwrap(), &path).unwrap()
+}
+
+/// uint8 weights (`quantize_static(weight_type=QUInt8)`) run on every device: the tiny models
+/// with their weights stored as uint8 give ORT's output of the int8-weight models bit for bit
+/// on the reference, and the reference's ints on the fast CPU path and every GPU.
+#[test]
+fn uint8_weight_qdq_models_run_exactly_on_every_device() {
+    let gpus = common::gpu_contexts();
+    for model in ["resnet_tiny", "mobilenet_tiny"] {
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        let xs = std::slice::from_ref(&x);
+        for tag in ["qdq_per_tensor", "qdq_per_channel"] {
+            let m = with_uint8_weights(model, tag);
+            assert!(m
+                .weights
+                .iter()
+                .flatten()
+                .all(|w| w.dtype == squint::quant::QDtype::QUInt8));
+            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let ort = npy::read::<f32>(dir(model).join(tag).join("output.npy")).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&want.outputs[0].data),
+                bits(&ort.data),
+                "{model} {tag}"
+            );
+            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
+            for ctx in &gpus {
+                let name = ctx.adapter_report().summary();
+                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel())).unwrap();
+                assert_eq!(got.values, want.values, "{model} {tag} on {name}");
+            }
+        }
+    }
+}
+
 /// A model with int8 activations is refused before anything runs, naming the value: ORT on x86
 /// runs parts of such a model as float ops squint cannot reproduce bit for bit.
 #[test]

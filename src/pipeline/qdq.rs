@@ -32,6 +32,7 @@ use crate::io::onnx_qdq::{QdqModel, QdqWeight};
 use crate::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
 use crate::tensor::Tensor;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The `MlasQLinearAdd` kernel ONNX Runtime runs on this CPU (see [`QLinearAddKernel`]).
@@ -172,6 +173,22 @@ impl QdqBackend for QdqReference {
 }
 
 /// ORT's requantization of a conv as a squint [`Epilogue`]: the qnnpack record
+/// `w` as an int8 weight with the same `w − ζ` everywhere: a uint8 weight's bytes XOR 0x80
+/// (`w − 128` as i8) with zero points `ζ − 128`; an int8 weight as it is. The fast paths take
+/// int8 weights with any zero points, so this runs uint8-weight convs there exactly.
+pub fn as_int8_weight(w: &QdqWeight) -> Cow<'_, QdqWeight> {
+    match w.dtype {
+        QDtype::QInt8 => Cow::Borrowed(w),
+        QDtype::QUInt8 => Cow::Owned(QdqWeight {
+            data: w.data.iter().map(|&b| b ^ 0x80).collect(),
+            dtype: QDtype::QInt8,
+            scales: w.scales.clone(),
+            zero_points: w.zero_points.iter().map(|&z| z - 128).collect(),
+            bias: w.bias.clone(),
+        }),
+    }
+}
+
 /// `rne(f32(f32(acc + bias) · M)) + zp`, clamped, with ORT's int32 bias and ORT's scale
 /// `M = f32(f32(sx·sw)/sy)` ([`ort::qdq::output_scale`]), which is `MlasRequantizeOutput`
 /// (clamping before or after rounding gives the same ints). int8 weights only.
@@ -183,7 +200,7 @@ pub fn ort_epilogue(
 ) -> Result<(WeightQParams, Epilogue)> {
     if w.dtype != QDtype::QInt8 {
         return Err(Error::InvalidParameter(
-            "uint8 weights run on the CPU reference only".into(),
+            "ort_epilogue takes int8 weights (see as_int8_weight)".into(),
         ));
     }
     let per_channel = w.scales.len() > 1;
@@ -220,8 +237,8 @@ fn as_i8(b: &[u8]) -> Vec<i8> {
     b.iter().map(|&v| v as i8).collect()
 }
 
-/// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`]);
-/// the other ops on the reference. uint8-weight convs stay on the reference.
+/// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`];
+/// uint8 weights through [`as_int8_weight`]); the other ops on the reference.
 #[derive(Debug, Default)]
 pub struct QdqFastCpu {
     /// The `QLinearAdd` kernel to reproduce.
@@ -247,13 +264,11 @@ impl QdqBackend for QdqFastCpu {
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        if w.dtype != QDtype::QInt8 {
-            return self.reference().conv(node, w, x, x_qp, y_qp, s);
-        }
         let layer = match self.layers.entry(node) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let (w_qp, epi) = ort_epilogue(w, x_qp, y_qp, s.c_out)?;
+                let w = as_int8_weight(w);
+                let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
                 let w8 = as_i8(&w.data);
                 v.insert(PackedConv2d::new(
                     &w8,
@@ -337,7 +352,8 @@ impl QdqBackend for QdqGpu {
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        let (w_qp, epi) = ort_epilogue(w, x_qp, y_qp, s.c_out)?;
+        let w = as_int8_weight(w);
+        let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
         crate::gpu::conv2d_quantized(&self.ctx, x, x_qp, &as_i8(&w.data), &w_qp, &epi, s)
     }
     fn add(
