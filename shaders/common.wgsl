@@ -21,7 +21,8 @@
 // step here is therefore integer code, which WGSL defines exactly (wrapping two's complement),
 // so the results are bit-exact with the CPU reference on any adapter. The epilogue runs once per
 // output (not per multiply-accumulate), so its cost is small next to the K-long dot products.
-// No division is performed on the GPU: the host precomputes every reciprocal in the records.
+// The requantization kernels divide nothing: the host precomputes every reciprocal in the
+// records; `sf_div` serves ONNX Runtime's average pool, which divides.
 
 const SF_SIGN: u32 = 0x80000000u;
 const SF_INF: u32 = 0x7f800000u;
@@ -264,6 +265,96 @@ fn sf_add(a: u32, b: u32) -> u32 {
     if (low > 4u || (low == 4u && (m & 1u) == 1u)) {
         m = m + 1u;
     }
+    let bits = (u32(e - 1) << 23u) + m;
+    if (bits >= SF_INF) {
+        return sign | SF_INF;
+    }
+    return sign | bits;
+}
+
+// IEEE binary32 a / b, round to nearest even, subnormals kept: the 26 leading bits of the
+// mantissa quotient by restoring division (the remainder is the sticky bit), then rounded
+// like `sf_mul`.
+fn sf_div(a: u32, b: u32) -> u32 {
+    let sign = (a ^ b) & SF_SIGN;
+    let aa = a & 0x7fffffffu;
+    let bb = b & 0x7fffffffu;
+    if (aa > SF_INF || bb > SF_INF) {
+        return SF_QNAN;
+    }
+    if (aa == SF_INF) {
+        if (bb == SF_INF) {
+            return SF_QNAN;
+        }
+        return sign | SF_INF;
+    }
+    if (bb == SF_INF) {
+        return sign;
+    }
+    if (bb == 0u) {
+        if (aa == 0u) {
+            return SF_QNAN;
+        }
+        return sign | SF_INF;
+    }
+    if (aa == 0u) {
+        return sign;
+    }
+    var ea = i32(aa >> 23u);
+    var ma = aa & 0x7fffffu;
+    if (ea == 0) {
+        let s = countLeadingZeros(ma) - 8u;
+        ma = ma << s;
+        ea = 1 - i32(s);
+    } else {
+        ma = ma | 0x800000u;
+    }
+    var eb = i32(bb >> 23u);
+    var mb = bb & 0x7fffffu;
+    if (eb == 0) {
+        let s = countLeadingZeros(mb) - 8u;
+        mb = mb << s;
+        eb = 1 - i32(s);
+    } else {
+        mb = mb | 0x800000u;
+    }
+    // ma, mb in [2^23, 2^24). Make ma / mb lie in [1, 2).
+    var e = ea - eb + 127;
+    if (ma < mb) {
+        ma = ma << 1u;
+        e = e - 1;
+    }
+    // q: 26 quotient bits (q in [2^25, 2^26)); r: the remainder, below 2 mb < 2^25.
+    var q = 0u;
+    var r = ma;
+    for (var i = 0u; i < 26u; i++) {
+        q = q << 1u;
+        if (r >= mb) {
+            r = r - mb;
+            q = q | 1u;
+        }
+        r = r << 1u;
+    }
+    let sticky = r != 0u;
+    if (e >= 255) {
+        return sign | SF_INF;
+    }
+    var sh = 2u;
+    if (e < 1) {
+        // Subnormal result: shift further so that the exponent field is 0.
+        sh = sh + u32(min(1 - e, 30));
+        e = 1;
+    }
+    var m = 0u;
+    if (sh <= 26u) {
+        m = q >> sh;
+        let rem = q & ((1u << sh) - 1u);
+        let half = 1u << (sh - 1u);
+        if (rem > half || (rem == half && (sticky || (m & 1u) == 1u))) {
+            m = m + 1u;
+        }
+    }
+    // sh > 26: q < 2^26 <= half, below half a unit: rounds to 0.
     let bits = (u32(e - 1) << 23u) + m;
     if (bits >= SF_INF) {
         return sign | SF_INF;

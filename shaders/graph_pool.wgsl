@@ -11,6 +11,10 @@
 //   Every float step is the integer-emulated binary32 of `common.wgsl` (round to nearest
 //   even): the formulas of PyTorch's generic kernels and of QNNPACK, with the host choosing
 //   the constants (see `src/gpu/graph_ops.rs`).
+// * Float average (`mode` 2, ONNX Runtime's QLinearAveragePool): over the same window, the
+//   float sum (from +0, row by row) of `f32(q - tap_zp) * scale_x`, divided by the divisor
+//   (f32 bits at `tab[2ho + 2wo + oy * wo + ox]`), divided by `scale_y`, plus `add_f32`, then
+//   `v = rne(.) + post_add`, clamped. Binary32 steps as above (`sf_div` included).
 //
 // Buffers: `u` (uniform), `tab` (storage, read; average only, one word otherwise), `x`
 // (storage, read: input bytes, four per word), `y` (storage, read_write: output bytes, four
@@ -39,8 +43,8 @@ struct Params {
     post_add: i32,
     out_min: i32,
     out_max: i32,
-    _pad0: u32,
-    _pad1: u32,
+    scale_x: u32,
+    scale_y: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -100,6 +104,24 @@ fn avg_at(base: u32, oy: u32, ox: u32) -> i32 {
     return clamp(v, u.out_min, u.out_max);
 }
 
+fn avg_float_at(base: u32, oy: u32, ox: u32) -> i32 {
+    let hs = tab[2u * oy];
+    let he = tab[2u * oy + 1u];
+    let cols = 2u * u.ho;
+    let ws = tab[cols + 2u * ox];
+    let we = tab[cols + 2u * ox + 1u];
+    var s = 0u;
+    for (var iy = hs; iy < he; iy = iy + 1u) {
+        for (var ix = ws; ix < we; ix = ix + 1u) {
+            let d = sf_from_i32(value_at(base + iy * u.w + ix) - u.tap_zp);
+            s = sf_add(s, sf_mul(d, u.scale_x));
+        }
+    }
+    let avg = sf_div(s, tab[cols + 2u * u.wo + oy * u.wo + ox]);
+    let f = sf_add(sf_div(avg, u.scale_y), u.add_f32);
+    return clamp(sf_round_clamp(f) + u.post_add, u.out_min, u.out_max);
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -123,8 +145,10 @@ fn main(
             var v: i32;
             if (u.mode == 0u) {
                 v = max_at(base, oy, ox);
-            } else {
+            } else if (u.mode == 1u) {
                 v = avg_at(base, oy, ox);
+            } else {
+                v = avg_float_at(base, oy, ox);
             }
             word = word | ((u32(v) & 0xffu) << (8u * k));
         }

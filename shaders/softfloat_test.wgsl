@@ -4,9 +4,9 @@
 // Buffers:
 // * `u` (uniform): item range.
 // * `ab` (storage, read): operand pairs (a, b) as u32, two words per item.
-// * `out` (storage, read_write): eight words per item: sf_mul(a, b), sf_add(a, b),
+// * `out` (storage, read_write): nine words per item: sf_mul(a, b), sf_add(a, b),
 //   sf_from_i32(a), sf_round_clamp(a), fp_srdhm(a, b), fp_rdbpot(a, b & 31),
-//   sat_add_i32(a, b), and the low word of the 64-bit product a * b.
+//   sat_add_i32(a, b), the low word of the 64-bit product a * b, and sf_div(a, b).
 
 struct Params {
     item_begin: u32,
@@ -32,12 +32,13 @@ fn main(
     let i = u.item_begin + local;
     let a = ab[2u * i];
     let b = ab[2u * i + 1u];
-    out[8u * i] = sf_mul(a, b);
-    out[8u * i + 1u] = sf_add(a, b);
-    out[8u * i + 2u] = sf_from_i32(i32(a));
-    out[8u * i + 3u] = u32(sf_round_clamp(a));
-    out[8u * i + 4u] = u32(fp_srdhm(i32(a), i32(b)));
-    out[8u * i + 5u] = u32(fp_rdbpot(i32(a), b & 31u));
-    out[8u * i + 6u] = u32(sat_add_i32(i32(a), i32(b)));
-    out[8u * i + 7u] = mul_u32_wide(a, b).x;
+    out[9u * i] = sf_mul(a, b);
+    out[9u * i + 1u] = sf_add(a, b);
+    out[9u * i + 2u] = sf_from_i32(i32(a));
+    out[9u * i + 3u] = u32(sf_round_clamp(a));
+    out[9u * i + 4u] = u32(fp_srdhm(i32(a), i32(b)));
+    out[9u * i + 5u] = u32(fp_rdbpot(i32(a), b & 31u));
+    out[9u * i + 6u] = u32(sat_add_i32(i32(a), i32(b)));
+    out[9u * i + 7u] = mul_u32_wide(a, b).x;
+    out[9u * i + 8u] = sf_div(a, b);
 }

@@ -4,8 +4,12 @@
 
 mod common;
 
+use squint::cpu::reference::ort::pool::AvgPoolParams;
 use squint::io::{npy, onnx_qdq};
-use squint::pipeline::qdq::{native_add_kernel, run, run_reference, QdqFastCpu, QdqGpu};
+use squint::pipeline::qdq::{
+    native_add_kernel, run, run_reference, QdqBackend, QdqFastCpu, QdqGpu, QdqReference,
+};
+use squint::quant::{QDtype, QParams};
 use std::path::{Path, PathBuf};
 
 fn dir(model: &str) -> PathBuf {
@@ -243,5 +247,58 @@ fn qdq_report_covers_every_value_with_the_models_qparams() {
             rep.name,
             rep.metrics
         );
+    }
+}
+
+/// ONNX Runtime's `QLinearAveragePool` on the GPU (float sums and two divisions in the GPU's
+/// integer-emulated binary32) equals the reference on random windows, pads, strides,
+/// `count_include_pad`, dtypes and qparams, scales chosen to make ties common.
+#[test]
+fn qlinear_average_pool_on_the_gpu_equals_the_reference() {
+    let gpus = common::gpu_contexts();
+    let mut rng = common::Rng::new(0xa7_9001);
+    let scales = [1.0f32, 0.5, 0.25, 2.0, 0.1, 0.0123, 3.7, 1.0 / 3.0];
+    let mut cases = Vec::new();
+    while cases.len() < 60 {
+        let (h, w) = (rng.usize(1, 12), rng.usize(1, 12));
+        let kernel = [rng.usize(1, h.min(5)), rng.usize(1, w.min(5))];
+        let pads = [
+            rng.usize(0, kernel[0] - 1),
+            rng.usize(0, kernel[1] - 1),
+            rng.usize(0, kernel[0] - 1),
+            rng.usize(0, kernel[1] - 1),
+        ];
+        let p = AvgPoolParams {
+            kernel,
+            stride: [rng.usize(1, 3), rng.usize(1, 3)],
+            pads,
+            count_include_pad: rng.coin(0.5),
+        };
+        let dtype = if rng.coin(0.5) {
+            QDtype::QUInt8
+        } else {
+            QDtype::QInt8
+        };
+        let r = dtype.full_range();
+        let qp = |rng: &mut common::Rng| {
+            let z = rng.range(r.min as i64, r.max as i64) as i32;
+            QParams::new(rng.pick(&scales), z, dtype).unwrap()
+        };
+        let (x_qp, y_qp) = (qp(&mut rng), qp(&mut rng));
+        let d = [rng.usize(1, 2), rng.usize(1, 4), h, w];
+        let x: Vec<u8> = (0..d.iter().product::<usize>())
+            .map(|_| rng.usize(0, 255) as u8)
+            .collect();
+        cases.push((x, d, x_qp, p, y_qp));
+    }
+    let add = native_add_kernel();
+    for ctx in &gpus {
+        let name = ctx.adapter_report().summary();
+        let mut gpu = QdqGpu::new(ctx.clone(), add);
+        for (i, (x, d, x_qp, p, y_qp)) in cases.iter().enumerate() {
+            let want = QdqReference { add }.avg_pool(x, *d, x_qp, p, y_qp).unwrap();
+            let got = gpu.avg_pool(x, *d, x_qp, p, y_qp).unwrap();
+            assert_eq!(got, want, "{name}, case {i}: {d:?} {p:?} {x_qp:?} {y_qp:?}");
+        }
     }
 }

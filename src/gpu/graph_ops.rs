@@ -4,7 +4,7 @@
 //! The kernels know nothing of models or engines: they take stored bytes, dims and integer
 //! constants (byte tables, window rectangles, f32 bit patterns). Every op uploads its inputs,
 //! runs one dispatch and reads the output back. No float arithmetic runs on the GPU: the byte
-//! tables are computed on the host with the CPU formula, and the average pool's float steps
+//! tables are computed on the host with the CPU formula, and the average pools' float steps
 //! use the integer-emulated binary32 of `shaders/common.wgsl`.
 //!
 //! Work whose buffers exceed the device's storage binding limit is cut on the host into
@@ -53,6 +53,62 @@ pub struct AvgPoolPlan {
     pub post_add: i32,
     /// Output clamp `[min, max]` (inclusive).
     pub clamp: [i32; 2],
+}
+
+/// The windows and constants of [`GpuContext::float_avg_pool2d_bytes`], ONNX Runtime's
+/// `QLinearAveragePool`: over the window of [`AvgPoolPlan`], the float sum (from +0, row by
+/// row) of `f32(f32(q - tap_zp) * x_scale)`, then
+/// `clamp(rne(f32(f32(sum / divisors[oy * wo + ox]) / y_scale) + add) + post_add, clamp)`,
+/// every float step rounded to nearest even in binary32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloatAvgPoolPlan {
+    /// Row range `[start, end)` of each output row.
+    pub rows: Vec<[u32; 2]>,
+    /// Column range `[start, end)` of each output column.
+    pub cols: Vec<[u32; 2]>,
+    /// The divisor of each output position, row-major.
+    pub divisors: Vec<f32>,
+    /// Subtracted from every tap's stored int.
+    pub tap_zp: i32,
+    /// Every tap's multiplier (the input scale).
+    pub x_scale: f32,
+    /// The average's divisor (the output scale).
+    pub y_scale: f32,
+    /// Added in float before rounding.
+    pub add: f32,
+    /// Added after rounding.
+    pub post_add: i32,
+    /// Output clamp `[min, max]` (inclusive).
+    pub clamp: [i32; 2],
+}
+
+/// The pool kernel's table: the row and column ranges (checked non-empty and inside the
+/// `h x w` input), then the f32 bits of each output's `per_output` value.
+fn window_table(
+    what: &str,
+    rows: &[[u32; 2]],
+    cols: &[[u32; 2]],
+    per_output: &[f32],
+    [h, w]: [usize; 2],
+) -> Result<Vec<u32>> {
+    let (ho, wo) = (rows.len(), cols.len());
+    if ho == 0 || wo == 0 || per_output.len() != ho * wo {
+        return Err(Error::Shape(format!(
+            "{what}: {ho} rows, {wo} columns and {} per-output values do not form a plan",
+            per_output.len()
+        )));
+    }
+    let fits = |r: &[u32; 2], size: usize| r[0] < r[1] && r[1] as usize <= size;
+    if !rows.iter().all(|r| fits(r, h)) || !cols.iter().all(|r| fits(r, w)) {
+        return Err(Error::InvalidParameter(format!(
+            "{what}: a window is empty or leaves the {h}x{w} input"
+        )));
+    }
+    let mut tab: Vec<u32> = Vec::with_capacity(2 * (ho + wo) + ho * wo);
+    tab.extend(rows.iter().flatten());
+    tab.extend(cols.iter().flatten());
+    tab.extend(per_output.iter().map(|m| m.to_bits()));
+    Ok(tab)
 }
 
 fn pack_bytes(b: &[u8]) -> Vec<u8> {
@@ -377,20 +433,13 @@ impl GpuContext {
         let [n, c, h, w] = dims;
         check_len(x, dims)?;
         let (ho, wo) = (plan.rows.len(), plan.cols.len());
-        if ho == 0 || wo == 0 || plan.multipliers.len() != ho * wo {
-            return Err(Error::Shape(format!(
-                "avg_pool2d: {} rows, {} columns and {} multipliers do not form a plan",
-                ho,
-                wo,
-                plan.multipliers.len()
-            )));
-        }
-        let fits = |r: &[u32; 2], size: usize| r[0] < r[1] && r[1] as usize <= size;
-        if !plan.rows.iter().all(|r| fits(r, h)) || !plan.cols.iter().all(|r| fits(r, w)) {
-            return Err(Error::InvalidParameter(format!(
-                "avg_pool2d: a window is empty or leaves the {h}x{w} input"
-            )));
-        }
+        let tab = window_table(
+            "avg_pool2d",
+            &plan.rows,
+            &plan.cols,
+            &plan.multipliers,
+            [h, w],
+        )?;
         // The kernel sums in i32: |q - tap_zp| <= 255 + |tap_zp| per tap.
         let max_rows = plan.rows.iter().map(|r| (r[1] - r[0]) as u64).max();
         let max_cols = plan.cols.iter().map(|r| (r[1] - r[0]) as u64).max();
@@ -400,10 +449,6 @@ impl GpuContext {
                 "avg_pool2d: windows of {taps} taps may overflow the kernel's 32-bit sums"
             )));
         }
-        let mut tab: Vec<u32> = Vec::with_capacity(2 * (ho + wo) + ho * wo);
-        tab.extend(plan.rows.iter().flatten());
-        tab.extend(plan.cols.iter().flatten());
-        tab.extend(plan.multipliers.iter().map(|m| m.to_bits()));
         let total = n * c * ho * wo;
         let u = |v: usize| to_u32(v, "avg_pool2d");
         let params = GraphPoolParams {
@@ -429,6 +474,52 @@ impl GpuContext {
         }
         let tab = bytemuck::cast_slice(&tab);
         self.pool_pieces("avg_pool2d", x, dims, [ho, wo], params, tab)
+    }
+
+    /// ONNX Runtime's float average pooling of NCHW stored bytes `x` (`dims`, `dtype`) as
+    /// `plan` describes (see [`FloatAvgPoolPlan`]).
+    pub fn float_avg_pool2d_bytes(
+        &self,
+        x: &[u8],
+        dims: [usize; 4],
+        dtype: QDtype,
+        plan: &FloatAvgPoolPlan,
+    ) -> Result<Vec<u8>> {
+        let [n, c, h, w] = dims;
+        check_len(x, dims)?;
+        let (ho, wo) = (plan.rows.len(), plan.cols.len());
+        let tab = window_table(
+            "float_avg_pool2d",
+            &plan.rows,
+            &plan.cols,
+            &plan.divisors,
+            [h, w],
+        )?;
+        if x.len() > u32::MAX as usize {
+            return Err(Error::DeviceLimit(
+                "float_avg_pool2d: the input exceeds the kernel's 32-bit indices".into(),
+            ));
+        }
+        let u = |v: usize| to_u32(v, "float_avg_pool2d");
+        let params = GraphPoolParams {
+            total: u(n * c * ho * wo)?,
+            h: u(h)?,
+            w: u(w)?,
+            ho: u(ho)?,
+            wo: u(wo)?,
+            mode: 2,
+            signed_bytes: (dtype == QDtype::QInt8) as u32,
+            tap_zp: plan.tap_zp,
+            add_f32: plan.add.to_bits(),
+            post_add: plan.post_add,
+            out_min: plan.clamp[0],
+            out_max: plan.clamp[1],
+            scale_x: plan.x_scale.to_bits(),
+            scale_y: plan.y_scale.to_bits(),
+            ..Default::default()
+        };
+        let tab = bytemuck::cast_slice(&tab);
+        self.pool_pieces("float_avg_pool2d", x, dims, [ho, wo], params, tab)
     }
 }
 

@@ -459,7 +459,8 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             post_add,
             out_min,
             out_max,
-            _pad,
+            scale_x,
+            scale_y,
         }),
     }
 }

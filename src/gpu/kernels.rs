@@ -676,7 +676,7 @@ pub(crate) struct GraphPoolParams {
     pub ho: u32,
     /// Output width.
     pub wo: u32,
-    /// 0: max, 1: average.
+    /// 0: max, 1: average, 2: float average (ONNX Runtime's).
     pub mode: u32,
     /// The stored bytes are qint8 (else quint8).
     pub signed_bytes: u32,
@@ -710,8 +710,10 @@ pub(crate) struct GraphPoolParams {
     pub out_min: i32,
     /// Average: output clamp, upper bound.
     pub out_max: i32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 2],
+    /// Float average: f32 bits of the input scale.
+    pub scale_x: u32,
+    /// Float average: f32 bits of the output scale.
+    pub scale_y: u32,
 }
 
 #[cfg(test)]

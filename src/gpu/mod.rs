@@ -82,7 +82,7 @@ pub mod testing;
 pub use adapter::{list_adapters, AdapterReport, BackendChoice, DeviceOptions};
 pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use context::{open_all, GpuContext};
-pub use graph_ops::{AvgPoolPlan, LutInput};
+pub use graph_ops::{AvgPoolPlan, FloatAvgPoolPlan, LutInput};
 pub use ops::{conv2d_quantized, GpuConv2d};
 pub use peak::GpuPeak;
 #[doc(hidden)]

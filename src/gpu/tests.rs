@@ -31,7 +31,10 @@ fn contexts() -> Vec<GpuContext> {
     testing::contexts()
 }
 
-fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
+/// Result words per operand pair of `softfloat_test.wgsl`.
+const WORDS: usize = 9;
+
+fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; WORDS]> {
     let flat: Vec<u32> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
     let total = pairs.len() as u64;
     let split = ctx.split();
@@ -39,12 +42,12 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
         .scoped("softfloat test", || {
             let pipe = ctx.pipeline(Kernel::SoftFloatTest, &[])?;
             let inb = storage_buffer_init(ctx, bytemuck::cast_slice(&flat), "test in")?;
-            let out = storage_buffer(ctx, total * 32, "test out")?;
+            let out = storage_buffer(ctx, total * 4 * WORDS as u64, "test out")?;
             let mut enc = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             let chunks = plan(split, total, 64, "test", &|_, e| {
-                vec![(0, e * 8), (0, e * 32)]
+                vec![(0, e * 8), (0, e * 4 * WORDS as u64)]
             })?;
             for (b, e) in chunks {
                 let p = TestParams {
@@ -54,7 +57,7 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
                 };
                 let slots = vec![
                     Slot::new(split, &inb, 0, e * 8),
-                    Slot::new(split, &out, 0, e * 32),
+                    Slot::new(split, &out, 0, e * 4 * WORDS as u64),
                 ];
                 buffers::dispatch(
                     ctx,
@@ -69,9 +72,9 @@ fn run_test_kernel(ctx: &GpuContext, pairs: &[(u32, u32)]) -> Vec<[u32; 8]> {
             Ok(out)
         })
         .unwrap();
-    let bytes = read_back(ctx, &out, total * 32).unwrap();
+    let bytes = read_back(ctx, &out, total * 4 * WORDS as u64).unwrap();
     bytemuck::cast_slice::<u8, u32>(&bytes)
-        .chunks_exact(8)
+        .chunks_exact(WORDS)
         .map(|c| c.try_into().unwrap())
         .collect()
 }
@@ -175,7 +178,7 @@ fn float_pairs(rng: &mut SplitMix, n: usize) -> Vec<(u32, u32)> {
     }
     while pairs.len() < n {
         let a = rng.u32();
-        let b = match rng.below(4) {
+        let b = match rng.below(5) {
             0 => rng.u32(),
             1 => {
                 // Nearby exponent, random sign and mantissa.
@@ -187,6 +190,16 @@ fn float_pairs(rng: &mut SplitMix, n: usize) -> Vec<(u32, u32)> {
                 // Product lands near the subnormal range.
                 let e = 254u32.saturating_sub((a >> 23) & 0xff).min(254);
                 (rng.u32() & 0x807f_ffff) | (e.saturating_sub(rng.below(40)) << 23)
+            }
+            3 => {
+                // Quotient lands near the subnormal range (or overflows).
+                let e = ((a >> 23) & 0xff) + 100 + rng.below(50);
+                let e = if rng.below(2) == 0 {
+                    e.min(254)
+                } else {
+                    (e - 100).saturating_sub(130)
+                };
+                (rng.u32() & 0x807f_ffff) | (e.min(254) << 23)
             }
             _ => sp[rng.below(sp.len() as u32) as usize],
         };
@@ -269,6 +282,7 @@ fn soft_float_and_fixed_point_match_the_cpu() {
                     r[7],
                     (a as u64 * b as u64) as u32,
                 ),
+                ("div", same_f32(r[8], fa / fb), r[8], (fa / fb).to_bits()),
             ];
             for (op, ok, got, want) in checks {
                 if !ok {

@@ -18,7 +18,8 @@
 //!
 //! The run loop ([`run`]) calls one [`QdqBackend`] method per node: [`QdqReference`] (the
 //! scalar ops above, the specification), [`QdqFastCpu`] (convs and gemms on the SIMD conv) and
-//! [`QdqGpu`] (everything but `QLinearAveragePool` on the GPU). The convs of both fast paths
+//! [`QdqGpu`] (every op on the GPU; `QLinearAveragePool`'s float steps in the GPU's
+//! integer-emulated binary32, division included). The convs of both fast paths
 //! use [`ort_epilogue`]: ORT's requantization written as a squint [`Epilogue`].
 
 use crate::cpu::fast::{FastConvOptions, PackedConv2d};
@@ -26,7 +27,7 @@ use crate::cpu::reference::cat::CatInput;
 use crate::cpu::reference::ort::{self, add::QLinearAddKernel, conv::QWeight};
 use crate::cpu::reference::pool::Pool2dParams;
 use crate::error::{Error, Result};
-use crate::gpu::{AvgPoolPlan, GpuContext, LutInput};
+use crate::gpu::{AvgPoolPlan, FloatAvgPoolPlan, GpuContext, LutInput};
 use crate::graph::{Activation, Op};
 use crate::io::onnx_qdq::{QdqModel, QdqWeight};
 use crate::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
@@ -326,9 +327,9 @@ impl QdqBackend for QdqFastCpu {
 
 /// The ops on a GPU: convs and gemms on the GPU conv with [`ort_epilogue`]; add and concat
 /// through byte tables the host computes with the reference on every byte (pair), gathered on
-/// the GPU; max pool and global average pool on the GPU's pool kernels. `QLinearAveragePool`
-/// (a float sum of dequantized taps, which the GPU's integer window sums cannot reproduce)
-/// runs on the host reference.
+/// the GPU; max pool, global average pool and `QLinearAveragePool` (a float sum of
+/// dequantized taps, divided twice: the float-average mode of the pool kernel, in integer-
+/// emulated binary32) on the GPU's pool kernels.
 #[derive(Debug)]
 pub struct QdqGpu {
     ctx: GpuContext,
@@ -418,7 +419,27 @@ impl QdqBackend for QdqGpu {
         p: &ort::pool::AvgPoolParams,
         y_qp: &QParams,
     ) -> Result<Vec<u8>> {
-        QdqReference { add: self.add }.avg_pool(x, d, x_qp, p, y_qp)
+        ort::qdq::check_qparams("QLinearAveragePool x", x_qp)?;
+        ort::qdq::check_qparams("QLinearAveragePool y", y_qp)?;
+        let Some(win) = ort::pool::average_pool_windows([d[2], d[3]], p)? else {
+            return self.global_avg_pool(x, d, x_qp, y_qp);
+        };
+        let r = y_qp.dtype.full_range();
+        let range = |v: &[[usize; 2]]| v.iter().map(|&[a, b]| [a as u32, b as u32]).collect();
+        // The float sum of dequantized taps, / count, / sy, + zy, rounded: ORT's formula in
+        // the GPU's integer-emulated binary32.
+        let plan = FloatAvgPoolPlan {
+            rows: range(&win.rows),
+            cols: range(&win.cols),
+            divisors: win.counts.iter().map(|&c| c as f32).collect(),
+            tap_zp: x_qp.zero_point,
+            x_scale: x_qp.scale,
+            y_scale: y_qp.scale,
+            add: y_qp.zero_point as f32,
+            post_add: 0,
+            clamp: [r.min, r.max],
+        };
+        self.ctx.float_avg_pool2d_bytes(x, d, x_qp.dtype, &plan)
     }
     fn global_avg_pool(
         &mut self,

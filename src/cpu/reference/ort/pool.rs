@@ -99,6 +99,64 @@ pub struct AvgPoolParams {
     pub count_include_pad: bool,
 }
 
+/// The windows of `QLinearAveragePool` (floor mode): per output row its input row range,
+/// per output column its input column range (both half-open, clipped to the input), and per
+/// output position (row-major) the count it divides by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvgPoolWindows {
+    /// Input rows `[start, end)` of each output row.
+    pub rows: Vec<[usize; 2]>,
+    /// Input columns `[start, end)` of each output column.
+    pub cols: Vec<[usize; 2]>,
+    /// The divisor of each output: `kh·kw` with `count_include_pad`, else the window's size.
+    pub counts: Vec<usize>,
+}
+
+/// The windows `QLinearAveragePool` averages over on an `h x w` plane, or `None` when the
+/// kernel covers the whole unpadded image and ORT takes the global-pool path
+/// ([`qlinear_global_average_pool`]). Errors for windows that do not fit.
+pub fn average_pool_windows(
+    [h, w]: [usize; 2],
+    p: &AvgPoolParams,
+) -> Result<Option<AvgPoolWindows>> {
+    let mut out_hw = [0usize; 2];
+    for (i, &size) in [h, w].iter().enumerate() {
+        let (k, s) = (p.kernel[i], p.stride[i]);
+        let (head, tail) = (p.pads[i], p.pads[i + 2]);
+        if k == 0 || s == 0 || head >= k || tail >= k || size + head + tail < k {
+            return Err(Error::InvalidParameter(format!(
+                "QLinearAveragePool: kernel {:?}, stride {:?}, pads {:?} do not fit a {h}x{w} \
+                 input",
+                p.kernel, p.stride, p.pads
+            )));
+        }
+        out_hw[i] = (size + head + tail - k) / s + 1;
+    }
+    if p.kernel == [h, w] && p.pads == [0; 4] {
+        return Ok(None);
+    }
+    let window = |o: usize, i: usize, size: usize| {
+        let start = (o * p.stride[i]) as i64 - p.pads[i] as i64;
+        let end = (start + p.kernel[i] as i64).min(size as i64);
+        [start.max(0) as usize, end as usize]
+    };
+    let rows: Vec<[usize; 2]> = (0..out_hw[0]).map(|o| window(o, 0, h)).collect();
+    let cols: Vec<[usize; 2]> = (0..out_hw[1]).map(|o| window(o, 1, w)).collect();
+    let counts = rows
+        .iter()
+        .flat_map(|r| {
+            cols.iter().map(move |c| {
+                if p.count_include_pad {
+                    p.kernel[0] * p.kernel[1]
+                } else {
+                    (r[1] - r[0]) * (c[1] - c[0])
+                }
+            })
+        })
+        .collect();
+    Ok(Some(AvgPoolWindows { rows, cols, counts }))
+}
+
 /// `QLinearAveragePool` of an NCHW tensor; returns the output bytes and sizes.
 pub fn qlinear_average_pool(
     x: &[u8],
@@ -116,47 +174,22 @@ pub fn qlinear_average_pool(
         )));
     }
     let [n, c, h, w] = dims;
-    let mut out_hw = [0usize; 2];
-    for (i, &size) in [h, w].iter().enumerate() {
-        let (k, s) = (p.kernel[i], p.stride[i]);
-        let (head, tail) = (p.pads[i], p.pads[i + 2]);
-        if k == 0 || s == 0 || head >= k || tail >= k || size + head + tail < k {
-            return Err(Error::InvalidParameter(format!(
-                "QLinearAveragePool: kernel {:?}, stride {:?}, pads {:?} do not fit a {h}x{w} \
-                 input",
-                p.kernel, p.stride, p.pads
-            )));
-        }
-        out_hw[i] = (size + head + tail - k) / s + 1;
-    }
-    if p.kernel == [h, w] && p.pads == [0; 4] {
+    let Some(win) = average_pool_windows([h, w], p)? else {
         let y = qlinear_global_average_pool(x, dims, x_qp, y_qp)?;
         return Ok((y, [n, c, 1, 1]));
-    }
-    let [ho, wo] = out_hw;
-    let window = |o: usize, i: usize, size: usize| {
-        let start = (o * p.stride[i]) as i64 - p.pads[i] as i64;
-        let end = (start + p.kernel[i] as i64).min(size as i64);
-        (start.max(0) as usize, end as usize)
     };
+    let (ho, wo) = (win.rows.len(), win.cols.len());
     let mut y = Vec::with_capacity(n * c * ho * wo);
     for plane in x.chunks_exact(h * w) {
-        for oy in 0..ho {
-            let (h0, h1) = window(oy, 0, h);
-            for ox in 0..wo {
-                let (w0, w1) = window(ox, 1, w);
+        for (oy, &[h0, h1]) in win.rows.iter().enumerate() {
+            for (ox, &[w0, w1]) in win.cols.iter().enumerate() {
                 let mut sum = 0f32;
                 for row in plane[h0 * w..h1 * w].chunks_exact(w) {
                     for &b in &row[w0..w1] {
                         sum += dequantize_value(b, x_qp);
                     }
                 }
-                let count = if p.count_include_pad {
-                    p.kernel[0] * p.kernel[1]
-                } else {
-                    (h1 - h0) * (w1 - w0)
-                };
-                let avg = sum / count as f32;
+                let avg = sum / win.counts[oy * wo + ox] as f32;
                 let r = y_qp.dtype.full_range();
                 let q = (avg / y_qp.scale + y_qp.zero_point as f32).round_ties_even();
                 y.push(y_qp.dtype.int_to_byte(r.clamp(q.clamp(-1e9, 1e9) as i32)));
