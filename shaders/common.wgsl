@@ -119,6 +119,18 @@ fn sf_from_i32(a: i32) -> u32 {
     return sign | (((top + 126u) << 23u) + m);
 }
 
+// A finite nonzero magnitude's mantissa, normalized to [2^23, 2^24), and its exponent
+// (biased; below 1 for subnormals), the exponent as the bits of an i32.
+fn sf_normalize(aa: u32) -> vec2<u32> {
+    let e = i32(aa >> 23u);
+    let m = aa & 0x7fffffu;
+    if (e == 0) {
+        let s = countLeadingZeros(m) - 8u;
+        return vec2<u32>(m << s, u32(1 - i32(s)));
+    }
+    return vec2<u32>(m | 0x800000u, u32(e));
+}
+
 // IEEE binary32 a * b, round to nearest even, subnormals kept.
 fn sf_mul(a: u32, b: u32) -> u32 {
     let sign = (a ^ b) & SF_SIGN;
@@ -142,24 +154,12 @@ fn sf_mul(a: u32, b: u32) -> u32 {
     if (aa == 0u || bb == 0u) {
         return sign;
     }
-    var ea = i32(aa >> 23u);
-    var ma = aa & 0x7fffffu;
-    if (ea == 0) {
-        let s = countLeadingZeros(ma) - 8u;
-        ma = ma << s;
-        ea = 1 - i32(s);
-    } else {
-        ma = ma | 0x800000u;
-    }
-    var eb = i32(bb >> 23u);
-    var mb = bb & 0x7fffffu;
-    if (eb == 0) {
-        let s = countLeadingZeros(mb) - 8u;
-        mb = mb << s;
-        eb = 1 - i32(s);
-    } else {
-        mb = mb | 0x800000u;
-    }
+    let na = sf_normalize(aa);
+    let nb = sf_normalize(bb);
+    var ma = na.x;
+    let ea = i32(na.y);
+    let mb = nb.x;
+    let eb = i32(nb.y);
     // ma, mb in [2^23, 2^24): the product is in [2^46, 2^48).
     let p = mul_u32_wide(ma, mb);
     let top = select(0, 1, p.y >= 0x8000u);
@@ -300,24 +300,12 @@ fn sf_div(a: u32, b: u32) -> u32 {
     if (aa == 0u) {
         return sign;
     }
-    var ea = i32(aa >> 23u);
-    var ma = aa & 0x7fffffu;
-    if (ea == 0) {
-        let s = countLeadingZeros(ma) - 8u;
-        ma = ma << s;
-        ea = 1 - i32(s);
-    } else {
-        ma = ma | 0x800000u;
-    }
-    var eb = i32(bb >> 23u);
-    var mb = bb & 0x7fffffu;
-    if (eb == 0) {
-        let s = countLeadingZeros(mb) - 8u;
-        mb = mb << s;
-        eb = 1 - i32(s);
-    } else {
-        mb = mb | 0x800000u;
-    }
+    let na = sf_normalize(aa);
+    let nb = sf_normalize(bb);
+    var ma = na.x;
+    let ea = i32(na.y);
+    let mb = nb.x;
+    let eb = i32(nb.y);
     // ma, mb in [2^23, 2^24). Make ma / mb lie in [1, 2).
     var e = ea - eb + 127;
     if (ma < mb) {

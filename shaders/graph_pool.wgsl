@@ -82,21 +82,28 @@ fn max_at(base: u32, oy: u32, ox: u32) -> i32 {
     return best;
 }
 
-fn avg_at(base: u32, oy: u32, ox: u32) -> i32 {
-    let hs = tab[2u * oy];
-    let he = tab[2u * oy + 1u];
+// The window of output (oy, ox): rows [x, y), columns [z, w).
+fn window(oy: u32, ox: u32) -> vec4<u32> {
     let cols = 2u * u.ho;
-    let ws = tab[cols + 2u * ox];
-    let we = tab[cols + 2u * ox + 1u];
+    return vec4<u32>(tab[2u * oy], tab[2u * oy + 1u], tab[cols + 2u * ox], tab[cols + 2u * ox + 1u]);
+}
+
+// The f32 bits of output (oy, ox)'s entry after the windows.
+fn per_output(oy: u32, ox: u32) -> u32 {
+    return tab[2u * u.ho + 2u * u.wo + oy * u.wo + ox];
+}
+
+fn avg_at(base: u32, oy: u32, ox: u32) -> i32 {
+    let win = window(oy, ox);
     var s = 0;
-    for (var iy = hs; iy < he; iy = iy + 1u) {
-        for (var ix = ws; ix < we; ix = ix + 1u) {
+    for (var iy = win.x; iy < win.y; iy = iy + 1u) {
+        for (var ix = win.z; ix < win.w; ix = ix + 1u) {
             s = s + value_at(base + iy * u.w + ix);
         }
     }
-    let n = i32((he - hs) * (we - ws));
+    let n = i32((win.y - win.x) * (win.w - win.z));
     let acc = s - n * u.tap_zp;
-    var f = sf_mul(sf_from_i32(acc), tab[cols + 2u * u.wo + oy * u.wo + ox]);
+    var f = sf_mul(sf_from_i32(acc), per_output(oy, ox));
     if (u.float_add != 0u) {
         f = sf_add(f, u.add_f32);
     }
@@ -105,19 +112,15 @@ fn avg_at(base: u32, oy: u32, ox: u32) -> i32 {
 }
 
 fn avg_float_at(base: u32, oy: u32, ox: u32) -> i32 {
-    let hs = tab[2u * oy];
-    let he = tab[2u * oy + 1u];
-    let cols = 2u * u.ho;
-    let ws = tab[cols + 2u * ox];
-    let we = tab[cols + 2u * ox + 1u];
+    let win = window(oy, ox);
     var s = 0u;
-    for (var iy = hs; iy < he; iy = iy + 1u) {
-        for (var ix = ws; ix < we; ix = ix + 1u) {
+    for (var iy = win.x; iy < win.y; iy = iy + 1u) {
+        for (var ix = win.z; ix < win.w; ix = ix + 1u) {
             let d = sf_from_i32(value_at(base + iy * u.w + ix) - u.tap_zp);
             s = sf_add(s, sf_mul(d, u.scale_x));
         }
     }
-    let avg = sf_div(s, tab[cols + 2u * u.wo + oy * u.wo + ox]);
+    let avg = sf_div(s, per_output(oy, ox));
     let f = sf_add(sf_div(avg, u.scale_y), u.add_f32);
     return clamp(sf_round_clamp(f) + u.post_add, u.out_min, u.out_max);
 }

@@ -192,21 +192,27 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
 }
 
 /// The fast CPU path and every GPU adapter give the reference's ints at every value of both
-/// QDQ models, hence ORT's output.
+/// QDQ models, hence ORT's output; one backend of each kind runs all four models in turn
+/// (its per-node caches must not carry a layer or table over to another model).
 #[test]
 fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
     let gpus = common::gpu_contexts();
+    let mut fast_cpu = QdqFastCpu::default();
+    let mut gpu_backends: Vec<QdqGpu> = gpus
+        .iter()
+        .map(|c| QdqGpu::new(c.clone(), native_add_kernel()))
+        .collect();
     for model in ["resnet_tiny", "mobilenet_tiny"] {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
             let m = onnx_qdq::load(&dir(model).join(tag).join("model_qdq.onnx")).unwrap();
             let want = run_reference(&m, xs, native_add_kernel()).unwrap();
-            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            let fast = run(&m, xs, &mut fast_cpu).unwrap();
             assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
-            for ctx in &gpus {
+            for (ctx, backend) in gpus.iter().zip(&mut gpu_backends) {
                 let name = ctx.adapter_report().summary();
-                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel())).unwrap();
+                let got = run(&m, xs, backend).unwrap();
                 for (i, (g, w)) in got.values.iter().zip(&want.values).enumerate() {
                     assert_eq!(
                         g,

@@ -61,8 +61,11 @@ pub struct QdqRun {
 }
 
 /// One method per int8 op of a QDQ model, ONNX Runtime's formulas on some device; every
-/// backend gives [`QdqReference`]'s bytes.
+/// backend gives [`QdqReference`]'s bytes. Every op but the conv defaults to the reference's
+/// ([`crate::cpu::reference::ort`]), which a backend overrides where it has its own kernel.
 pub trait QdqBackend {
+    /// The `QLinearAdd` kernel (of the ORT build) to reproduce.
+    fn add_kernel(&self) -> QLinearAddKernel;
     /// `QLinearConv` / `QGemm` (a gemm as a 1x1 conv) of node `node` with its weight `w`.
     fn conv(
         &mut self,
@@ -81,68 +84,14 @@ pub trait QdqBackend {
         b: &[u8],
         b_qp: &QParams,
         y_qp: &QParams,
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        ort::add::qlinear_add(self.add_kernel(), a, a_qp, b, b_qp, y_qp)
+    }
     /// `QLinearConcat`.
-    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>>;
-    /// 8-bit `MaxPool`.
-    fn max_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        qp: &QParams,
-        p: &Pool2dParams,
-    ) -> Result<Vec<u8>>;
-    /// `QLinearAveragePool`.
-    fn avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        p: &ort::pool::AvgPoolParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>>;
-    /// `QLinearGlobalAveragePool`.
-    fn global_avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>>;
-}
-
-/// The specification: [`crate::cpu::reference::ort`]'s scalar ops.
-#[derive(Debug, Clone, Copy)]
-pub struct QdqReference {
-    /// The `QLinearAdd` kernel to reproduce.
-    pub add: QLinearAddKernel,
-}
-
-impl QdqBackend for QdqReference {
-    fn conv(
-        &mut self,
-        _node: usize,
-        w: &QdqWeight,
-        x: &[u8],
-        x_qp: &QParams,
-        y_qp: &QParams,
-        s: &ConvShape,
-    ) -> Result<Vec<u8>> {
-        ort::conv::qlinear_conv(x, x_qp, &weight(w), w.bias.as_deref(), y_qp, s)
-    }
-    fn add(
-        &mut self,
-        a: &[u8],
-        a_qp: &QParams,
-        b: &[u8],
-        b_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        ort::add::qlinear_add(self.add, a, a_qp, b, b_qp, y_qp)
-    }
     fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
         Ok(ort::concat::qlinear_concat(xs, axis, y_qp)?.0)
     }
+    /// 8-bit `MaxPool`.
     fn max_pool(
         &mut self,
         x: &[u8],
@@ -152,6 +101,7 @@ impl QdqBackend for QdqReference {
     ) -> Result<Vec<u8>> {
         Ok(ort::pool::max_pool(x, d, qp, p)?.0)
     }
+    /// `QLinearAveragePool`.
     fn avg_pool(
         &mut self,
         x: &[u8],
@@ -162,6 +112,7 @@ impl QdqBackend for QdqReference {
     ) -> Result<Vec<u8>> {
         Ok(ort::pool::qlinear_average_pool(x, d, x_qp, p, y_qp)?.0)
     }
+    /// `QLinearGlobalAveragePool`.
     fn global_avg_pool(
         &mut self,
         x: &[u8],
@@ -170,6 +121,30 @@ impl QdqBackend for QdqReference {
         y_qp: &QParams,
     ) -> Result<Vec<u8>> {
         ort::pool::qlinear_global_average_pool(x, d, x_qp, y_qp)
+    }
+}
+
+/// The specification: [`crate::cpu::reference::ort`]'s scalar ops.
+#[derive(Debug, Clone, Copy)]
+pub struct QdqReference {
+    /// The `QLinearAdd` kernel to reproduce.
+    pub add: QLinearAddKernel,
+}
+
+impl QdqBackend for QdqReference {
+    fn add_kernel(&self) -> QLinearAddKernel {
+        self.add
+    }
+    fn conv(
+        &mut self,
+        _node: usize,
+        w: &QdqWeight,
+        x: &[u8],
+        x_qp: &QParams,
+        y_qp: &QParams,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        ort::conv::qlinear_conv(x, x_qp, &weight(w), w.bias.as_deref(), y_qp, s)
     }
 }
 
@@ -238,24 +213,29 @@ fn as_i8(b: &[u8]) -> Vec<i8> {
     b.iter().map(|&v| v as i8).collect()
 }
 
+/// What a packed layer of [`QdqFastCpu`] was packed for.
+#[derive(Debug, Clone, PartialEq)]
+struct LayerKey {
+    w: QdqWeight,
+    x_qp: QParams,
+    y_qp: QParams,
+    shape: ConvShape,
+}
+
 /// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`];
-/// uint8 weights through [`as_int8_weight`]); the other ops on the reference.
+/// uint8 weights through [`as_int8_weight`]); the other ops on the reference. A packed layer
+/// is reused only for the same weight, qparams and shape (one backend may run several models).
 #[derive(Debug, Default)]
 pub struct QdqFastCpu {
     /// The `QLinearAdd` kernel to reproduce.
     pub add: Option<QLinearAddKernel>,
-    layers: HashMap<usize, PackedConv2d>,
-}
-
-impl QdqFastCpu {
-    fn reference(&self) -> QdqReference {
-        QdqReference {
-            add: self.add.unwrap_or_else(native_add_kernel),
-        }
-    }
+    layers: HashMap<usize, (LayerKey, PackedConv2d)>,
 }
 
 impl QdqBackend for QdqFastCpu {
+    fn add_kernel(&self) -> QLinearAddKernel {
+        self.add.unwrap_or_else(native_add_kernel)
+    }
     fn conv(
         &mut self,
         node: usize,
@@ -265,63 +245,21 @@ impl QdqBackend for QdqFastCpu {
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        let layer = match self.layers.entry(node) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let w = as_int8_weight(w);
-                let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
-                let w8 = as_i8(&w.data);
-                v.insert(PackedConv2d::new(
-                    &w8,
-                    s.weight_dims(),
-                    &w_qp,
-                    &epi,
-                    s.params,
-                )?)
-            }
+        let key = LayerKey {
+            w: w.clone(),
+            x_qp: *x_qp,
+            y_qp: *y_qp,
+            shape: *s,
         };
+        if self.layers.get(&node).is_none_or(|(k, _)| *k != key) {
+            let w = as_int8_weight(w);
+            let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
+            let w8 = as_i8(&w.data);
+            let packed = PackedConv2d::new(&w8, s.weight_dims(), &w_qp, &epi, s.params)?;
+            self.layers.insert(node, (key, packed));
+        }
+        let (_, layer) = &self.layers[&node];
         layer.run(x, s.input_dims(), x_qp, &FastConvOptions::default())
-    }
-    fn add(
-        &mut self,
-        a: &[u8],
-        a_qp: &QParams,
-        b: &[u8],
-        b_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        self.reference().add(a, a_qp, b, b_qp, y_qp)
-    }
-    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
-        self.reference().concat(xs, axis, y_qp)
-    }
-    fn max_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        qp: &QParams,
-        p: &Pool2dParams,
-    ) -> Result<Vec<u8>> {
-        self.reference().max_pool(x, d, qp, p)
-    }
-    fn avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        p: &ort::pool::AvgPoolParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        self.reference().avg_pool(x, d, x_qp, p, y_qp)
-    }
-    fn global_avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        self.reference().global_avg_pool(x, d, x_qp, y_qp)
     }
 }
 
@@ -334,16 +272,25 @@ impl QdqBackend for QdqFastCpu {
 pub struct QdqGpu {
     ctx: GpuContext,
     add: QLinearAddKernel,
+    /// The add's byte-pair tables, computed once per (a, b, y) qparams.
+    add_tables: Vec<([QParams; 3], Vec<u8>)>,
 }
 
 impl QdqGpu {
     /// A backend on `ctx` reproducing ORT's `add` kernel.
     pub fn new(ctx: GpuContext, add: QLinearAddKernel) -> Self {
-        QdqGpu { ctx, add }
+        QdqGpu {
+            ctx,
+            add,
+            add_tables: Vec::new(),
+        }
     }
 }
 
 impl QdqBackend for QdqGpu {
+    fn add_kernel(&self) -> QLinearAddKernel {
+        self.add
+    }
     fn conv(
         &mut self,
         _node: usize,
@@ -365,11 +312,18 @@ impl QdqBackend for QdqGpu {
         b_qp: &QParams,
         y_qp: &QParams,
     ) -> Result<Vec<u8>> {
-        let (pa, pb): (Vec<u8>, Vec<u8>) =
-            (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
-        let t = ort::add::qlinear_add(self.add, &pa, a_qp, &pb, b_qp, y_qp)?;
-        self.ctx
-            .binary_bytes(a, b, &[t.clone(), t].concat(), a.len())
+        let key = [*a_qp, *b_qp, *y_qp];
+        let at = match self.add_tables.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let (pa, pb): (Vec<u8>, Vec<u8>) =
+                    (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+                let t = ort::add::qlinear_add(self.add, &pa, a_qp, &pb, b_qp, y_qp)?;
+                self.add_tables.push((key, [t.clone(), t].concat()));
+                self.add_tables.len() - 1
+            }
+        };
+        self.ctx.binary_bytes(a, b, &self.add_tables[at].1, a.len())
     }
     fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
         let all: Vec<u8> = (0..=255u8).collect();

@@ -222,29 +222,21 @@ fn channel<const I32: bool>(
         // The bound that makes the unchecked SIMD reads below sound (whole vectors).
         assert!((s.h_out - 1) * sy * pl.wp + max_off + n.div_ceil(lanes) * lanes <= plane.len());
         let rs = sy * pl.wp;
-        let step = 4 * lanes;
-        let mut oy = 0;
-        while oy < s.h_out {
-            let r = (s.h_out - oy).min(3);
-            for c0 in (0..n).step_by(step) {
-                let nv = (n - c0).div_ceil(lanes).min(4);
-                let tail = (n - c0).min(step) - (nv - 1) * lanes;
-                // SAFETY: reads at (oy + i)·rs + off + c0 + [0, 16·nv) lie in `plane`
-                // (asserted above); writes at (oy + i)·n + c0 + [0, lanes·(nv − 1) + tail)
-                // stay below Hout·Wout; the ISA was checked available.
-                unsafe {
-                    use super::x86::*;
-                    let q = plane.as_ptr().add(oy * rs + c0);
-                    let o = out.as_mut_ptr().add(oy * n + c0);
-                    if isa == Isa::Avx512Vnni {
-                        dw_dispatch!(dw_avx512, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
-                    } else {
-                        dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
-                    }
+        for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
+            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, lanes·nv) lie in `plane`
+            // (asserted above); writes at (oy + i)·n + c0 + [0, lanes·(nv − 1) + tail) stay
+            // below Hout·Wout; the ISA was checked available.
+            unsafe {
+                use super::x86::*;
+                let q = plane.as_ptr().add(oy * rs + c0);
+                let o = out.as_mut_ptr().add(oy * n + c0);
+                if isa == Isa::Avx512Vnni {
+                    dw_dispatch!(dw_avx512, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
+                } else {
+                    dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
                 }
             }
-            oy += r;
-        }
+        });
         return;
     }
     let mut acc = vec![0f32; n];
@@ -332,22 +324,36 @@ fn channel_pairs(
     assert!(s.params.stride[1] == 1 && out.len() >= s.h_out * n && w.len() >= offs.len());
     assert!((s.h_out - 1) * sy * pl.wp + max_off + n.div_ceil(LANES) * LANES <= plane.len());
     let rs = sy * pl.wp;
-    let step = 4 * LANES;
+    for_each_block(s.h_out, n, LANES, |oy, r, c0, nv, tail| {
+        // SAFETY: reads at (oy + i)·rs + off + c0 + [0, 8·nv) lie in `plane` (asserted
+        // above); writes at (oy + i)·n + c0 + [0, 8·(nv − 1) + tail) stay below Hout·Wout;
+        // every non-portable ISA includes AVX2 (checked when chosen).
+        unsafe {
+            use super::x86::*;
+            let q = plane.as_ptr().add(oy * rs + c0);
+            let o = out.as_mut_ptr().add(oy * n + c0);
+            dw_dispatch!(dw_pairs_avx2; nv, r; q, rs, offs, w, o, n, tail)
+        }
+    });
+}
+
+/// The register blocks of the SIMD row kernels over an `h_out x n` output: up to 3 rows
+/// (`oy`, `r`) by up to 4 vectors of `lanes` (`c0`, `nv`), the last vector holding `tail`
+/// outputs (1..=lanes).
+#[cfg(target_arch = "x86_64")]
+fn for_each_block(
+    h_out: usize,
+    n: usize,
+    lanes: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let step = 4 * lanes;
     let mut oy = 0;
-    while oy < s.h_out {
-        let r = (s.h_out - oy).min(3);
+    while oy < h_out {
+        let r = (h_out - oy).min(3);
         for c0 in (0..n).step_by(step) {
-            let nv = (n - c0).div_ceil(LANES).min(4);
-            let tail = (n - c0).min(step) - (nv - 1) * LANES;
-            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, 8·nv) lie in `plane` (asserted
-            // above); writes at (oy + i)·n + c0 + [0, 8·(nv − 1) + tail) stay below
-            // Hout·Wout; every non-portable ISA includes AVX2 (checked when chosen).
-            unsafe {
-                use super::x86::*;
-                let q = plane.as_ptr().add(oy * rs + c0);
-                let o = out.as_mut_ptr().add(oy * n + c0);
-                dw_dispatch!(dw_pairs_avx2; nv, r; q, rs, offs, w, o, n, tail)
-            }
+            let nv = (n - c0).div_ceil(lanes).min(4);
+            f(oy, r, c0, nv, (n - c0).min(step) - (nv - 1) * lanes);
         }
         oy += r;
     }
