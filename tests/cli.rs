@@ -604,3 +604,97 @@ fn report_on_a_qdq_model_needs_an_input_and_covers_every_value() {
     assert_eq!(rows.as_array().unwrap().len(), 13, "the input and 12 nodes");
     assert_eq!(rows[0]["source"], "pinned");
 }
+
+/// `--qconfig ort` quantizes a float ONNX model in memory as ONNX Runtime's `quantize_static`
+/// would and runs it with ORT's formulas: `run` (the GPU cross-checked against the reference,
+/// the output within one step of ORT's own QDQ model's), `report` (a row per value) and
+/// `bench`; `quantize` and a missing `--calib` are clear errors.
+#[test]
+fn qconfig_ort_quantizes_a_float_onnx_model_like_quantize_static() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let y = tmp.path().join("y.npy");
+    let device = if gpu_required() || has_gpu() {
+        "gpu"
+    } else {
+        "cpu-fast"
+    };
+    let out = run_ok(
+        squint()
+            .args([
+                "run",
+                "--cross-check",
+                "--device",
+                device,
+                "--qconfig",
+                "ort",
+            ])
+            .arg("--model")
+            .arg(d.join("model.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y),
+    );
+    assert!(out.contains("0 ints differ, bit-exact"), "{out}");
+    let got = squint::io::npy::read::<f32>(&y).unwrap();
+    let ort = squint::io::npy::read::<f32>(d.join("qdq_per_channel/output.npy")).unwrap();
+    let step = 0.05; // the logits' scale is about 0.046
+    assert!(got
+        .data
+        .iter()
+        .zip(&ort.data)
+        .all(|(a, b)| (a - b).abs() <= step));
+    let out = run_ok(
+        squint()
+            .args(["report", "--json", "--qconfig", "ort-per-tensor", "--model"])
+            .arg(d.join("model.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy")),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 13, "the input and 12 nodes");
+    let out = run_ok(
+        squint()
+            .args([
+                "bench",
+                "--json",
+                "--no-gpu",
+                "--runs",
+                "1",
+                "--qconfig",
+                "ort",
+            ])
+            .arg("--model")
+            .arg(d.join("model.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy")),
+    );
+    assert!(out.contains("int8 cpu-fast (ORT formulas)"), "{out}");
+    for args in [
+        vec!["quantize", "--qconfig", "ort", "--calib"],
+        vec!["run", "--qconfig", "ort", "--input"],
+    ] {
+        let o = squint()
+            .args(&args)
+            .arg(d.join(if args[0] == "run" {
+                "input.npy"
+            } else {
+                "calib.npy"
+            }))
+            .arg("--model")
+            .arg(d.join("model.onnx"))
+            .args(["--out"])
+            .arg(tmp.path().join("never"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("--qconfig ort"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("never").exists());
+    }
+}

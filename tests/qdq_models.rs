@@ -308,3 +308,96 @@ fn qlinear_average_pool_on_the_gpu_equals_the_reference() {
         }
     }
 }
+
+/// The `ort` preset (`squint::pipeline::ort_preset`) quantizes the float tiny models as
+/// `quantize_static` did for the fixtures (MinMax on `calib.npy`, uint8 activations, 7-bit
+/// int8 weights, per-tensor and per-channel): the same weights, scales and zero points bit for
+/// bit; the same activation zero points, and scales within a few float32 ulps (squint's float
+/// convs are not MLAS's, so a calibrated range can differ in its last bits); at least 99.9 %
+/// of the ints of all values (99 % of each) within 1 of what ORT's own model gives, on the
+/// reference and the fast CPU path.
+#[test]
+fn ort_preset_quantizes_like_quantize_static() {
+    use squint::pipeline::ort_preset::{quantize, OrtQuantOptions};
+    for model in ["resnet_tiny", "mobilenet_tiny"] {
+        let g = squint::io::onnx::load(&dir(model).join("model.onnx")).unwrap();
+        let calib = npy::read::<f32>(dir(model).join("calib.npy")).unwrap();
+        let batches: Vec<Vec<squint::tensor::Tensor<f32>>> = calib
+            .split_axis0()
+            .unwrap()
+            .into_iter()
+            .map(|t| vec![t])
+            .collect();
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        let xs = std::slice::from_ref(&x);
+        for (tag, per_channel) in [("qdq_per_tensor", false), ("qdq_per_channel", true)] {
+            let opts = OrtQuantOptions {
+                per_channel,
+                reduce_range: true,
+            };
+            let ours = quantize(&g, &batches, opts, |_, _| {}).unwrap();
+            let theirs = onnx_qdq::load(&dir(model).join(tag).join("model_qdq.onnx")).unwrap();
+            let what = format!("{model} {tag}");
+            // Weights, by node name.
+            for (node, w) in ours.graph.nodes().iter().zip(&ours.weights) {
+                let Some(w) = w else { continue };
+                let j = theirs
+                    .graph
+                    .nodes()
+                    .iter()
+                    .position(|n| n.name == node.name)
+                    .unwrap_or_else(|| panic!("{what}: ORT's model has no node {}", node.name));
+                let t = theirs.weights[j].as_ref().unwrap();
+                assert_eq!(w.data, t.data, "{what} {}: weight ints", node.name);
+                assert_eq!(w.scales, t.scales, "{what} {}: weight scales", node.name);
+                assert_eq!(w.zero_points, t.zero_points, "{what} {}", node.name);
+                let (b, tb) = (w.bias.as_ref().unwrap(), t.bias.as_ref().unwrap());
+                let off = b.iter().zip(tb).map(|(p, q)| (p - q).abs()).max().unwrap();
+                assert!(off <= 1, "{what} {}: biases differ by {off}", node.name);
+            }
+            // Activations, by value name (ORT renames the output).
+            let ours_run = run_reference(&ours, xs, native_add_kernel()).unwrap();
+            let theirs_run = run_reference(&theirs, xs, native_add_kernel()).unwrap();
+            let fast = run(&ours, xs, &mut QdqFastCpu::default()).unwrap();
+            assert_eq!(fast.values, ours_run.values, "{what}: cpu-fast");
+            let mut pairs: Vec<(usize, usize)> = ours
+                .graph
+                .values()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| theirs.graph.find(&v.name).map(|j| (i, j.0)))
+                .collect();
+            pairs.push((ours.graph.outputs()[0].0, theirs.graph.outputs()[0].0));
+            assert!(pairs.len() >= ours.graph.values().len() - 1, "{what}");
+            let (mut total, mut close) = (0, 0);
+            for (i, j) in pairs {
+                let name = &ours.graph.values()[i].name;
+                let (a, b) = (ours.qparams[i], theirs.qparams[j]);
+                assert_eq!(a.zero_point, b.zero_point, "{what} {name}");
+                assert!(
+                    (a.scale / b.scale - 1.0).abs() <= 1e-6,
+                    "{what} {name}: scale {} vs ORT's {}",
+                    a.scale,
+                    b.scale
+                );
+                let diffs: Vec<i32> = ours_run.values[i]
+                    .iter()
+                    .zip(&theirs_run.values[j])
+                    .map(|(p, q)| (*p as i32 - *q as i32).abs())
+                    .collect();
+                let within1 = diffs.iter().filter(|&&d| d <= 1).count();
+                assert!(
+                    within1 * 100 >= diffs.len() * 99,
+                    "{what} {name}: {within1} of {} ints within 1 of ORT's",
+                    diffs.len()
+                );
+                total += diffs.len();
+                close += within1;
+            }
+            assert!(
+                close * 1000 >= total * 999,
+                "{what}: {close} of {total} ints within 1 of ORT's"
+            );
+        }
+    }
+}

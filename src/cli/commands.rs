@@ -274,7 +274,42 @@ fn is_onnx(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
+/// ONNX Runtime's `quantize_static` options of `--qconfig ort` / `ort-per-tensor`.
+fn ort_preset(name: &str) -> Option<squint::pipeline::ort_preset::OrtQuantOptions> {
+    use squint::pipeline::ort_preset::OrtQuantOptions;
+    match name {
+        "ort" => Some(OrtQuantOptions::default()),
+        "ort-per-tensor" => Some(OrtQuantOptions {
+            per_channel: false,
+            ..OrtQuantOptions::default()
+        }),
+        _ => None,
+    }
+}
+
+/// The float ONNX model `path` (`bytes`) quantized in memory with ORT's preset `opts` on
+/// `batches`, with a progress bar.
+fn ort_preset_model(
+    path: &std::path::Path,
+    bytes: &[u8],
+    batches: &[Tensor<f32>],
+    opts: squint::pipeline::ort_preset::OrtQuantOptions,
+) -> Result<squint::io::onnx_qdq::QdqModel> {
+    let graph = squint::io::onnx::from_bytes(bytes, path)?;
+    let batches: Vec<Vec<Tensor<f32>>> = batches.iter().map(|b| vec![b.clone()]).collect();
+    progress::with_bar(batches.len(), |step| {
+        squint::pipeline::ort_preset::quantize(&graph, &batches, opts, step)
+    })
+}
+
 fn qconfig_of(a: &ModelArgs) -> Result<QConfig> {
+    if ort_preset(&a.qconfig).is_some() {
+        return Err(squint::Error::InvalidParameter(format!(
+            "--qconfig {} quantizes a float ONNX model in memory as ONNX Runtime's \
+             quantize_static would: use it with `squint run`, `report` or `bench`",
+            a.qconfig
+        )));
+    }
     let mut qconfig = QConfig::preset(&a.qconfig)?;
     if let Some(o) = a.observer {
         qconfig = qconfig.with_observer(observer_kind(o)?);
@@ -492,14 +527,29 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
     use squint::io::onnx_qdq;
     use squint::pipeline::qdq;
     let bytes = std::fs::read(&a.model).map_err(|e| squint::Error::io(&a.model, e))?;
-    if !onnx_qdq::is_qdq(&bytes, &a.model)? {
-        return Err(squint::Error::format(
-            &a.model,
-            "a float ONNX model: `squint run` takes an already-quantized (QDQ) model, or a \
-             model converted by `squint quantize` (.safetensors); convert this one first",
-        ));
-    }
-    let m = onnx_qdq::from_bytes(&bytes, &a.model)?;
+    let m = if onnx_qdq::is_qdq(&bytes, &a.model)? {
+        if a.qconfig.is_some() || !a.calib.is_empty() {
+            return Err(squint::Error::InvalidParameter(
+                "a QDQ model carries its qparams: drop --qconfig and --calib".into(),
+            ));
+        }
+        onnx_qdq::from_bytes(&bytes, &a.model)?
+    } else {
+        let opts = a.qconfig.as_deref().and_then(ort_preset).ok_or_else(|| {
+            squint::Error::format(
+                &a.model,
+                "a float ONNX model: `squint run` takes an already-quantized (QDQ) model, a \
+                 model converted by `squint quantize` (.safetensors), or this model with \
+                 --qconfig ort --calib calib.npy (ONNX Runtime's quantize_static, in memory)",
+            )
+        })?;
+        if a.calib.is_empty() {
+            return Err(squint::Error::InvalidParameter(
+                "--qconfig ort needs --calib (calibration batches)".into(),
+            ));
+        }
+        ort_preset_model(&a.model, &bytes, &load_batches(&a.calib)?, opts)?
+    };
     let x = npy::read::<f32>(&a.input)?;
     let xs = std::slice::from_ref(&x);
     let add = qdq::native_add_kernel();
@@ -693,6 +743,9 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
         if squint::io::onnx_qdq::is_qdq(&bytes, path)? {
             return cmd_report_qdq(a, &bytes);
         }
+        if let Some(opts) = ort_preset(&a.model.qconfig) {
+            return cmd_report_ort_preset(a, &bytes, opts);
+        }
         return cmd_report_graph(a);
     }
     let c = calibrate_and_convert(&a.model)?;
@@ -721,6 +774,32 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode> {
         plot::plot_svg(path, &h)?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `squint report --qconfig ort` of a float ONNX model: squint's quantize_static in memory,
+/// then the QDQ report.
+fn cmd_report_ort_preset(
+    a: ReportArgs,
+    bytes: &[u8],
+    opts: squint::pipeline::ort_preset::OrtQuantOptions,
+) -> Result<ExitCode> {
+    if a.plot.is_some() {
+        return Err(squint::Error::InvalidParameter(
+            "--plot draws the observers of PyTorch's presets: drop it with --qconfig ort".into(),
+        ));
+    }
+    let batches = load_batches(&a.model.calib)?;
+    let m = ort_preset_model(&a.model.model, bytes, &batches, opts)?;
+    let x = eval_input(&a.input, &batches)?;
+    let r = diagnostics::diagnose_qdq(&m, &[x])?;
+    let title = format!(
+        "qconfig {} (ONNX Runtime's quantize_static, {} calibration batches): float ops \
+         against ONNX Runtime's int8 formulas",
+        a.model.qconfig,
+        batches.len()
+    );
+    print_reports(&r, a.json, &title);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -801,8 +880,12 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         let gpu = (!a.no_gpu).then(|| a.gpu.options());
         let bytes = std::fs::read(model).map_err(|e| squint::Error::io(model, e))?;
         let qdq = squint::io::onnx_qdq::is_qdq(&bytes, model)?;
+        let ort = ort_preset(&a.qconfig);
         let results = if qdq {
             let m = squint::io::onnx_qdq::from_bytes(&bytes, model)?;
+            bench::run_qdq_bench(&m, &x, a.runs.max(1), gpu.as_ref())?
+        } else if let Some(opts) = ort {
+            let m = ort_preset_model(model, &bytes, &calib, opts)?;
             bench::run_qdq_bench(&m, &x, a.runs.max(1), gpu.as_ref())?
         } else {
             bench::run_graph_bench(
@@ -825,6 +908,11 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         } else {
             let what = if qdq {
                 "an ONNX Runtime QDQ model".to_string()
+            } else if ort.is_some() {
+                format!(
+                    "qconfig {} (ONNX Runtime's quantize_static and formulas)",
+                    a.qconfig
+                )
             } else {
                 format!("qconfig {}", a.qconfig)
             };

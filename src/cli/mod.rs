@@ -121,7 +121,8 @@ pub struct BenchArgs {
     /// Calibration batches of --model (.npy; default: the input).
     #[arg(long, num_args = 1..)]
     pub calib: Vec<PathBuf>,
-    /// QConfig preset of --model.
+    /// QConfig preset of --model (also ort and ort-per-tensor: ONNX Runtime's
+    /// quantize_static and int8 formulas).
     #[arg(long, default_value = "x86")]
     pub qconfig: String,
     /// GPU selection.
@@ -166,7 +167,9 @@ pub struct ModelArgs {
     #[arg(long, num_args = 1..)]
     pub calib: Vec<PathBuf>,
     /// QConfig preset: qnnpack, x86, fbgemm (PyTorch's defaults) or tflite (qint8, per-channel,
-    /// fixed-point requantization).
+    /// fixed-point requantization). For a float ONNX model in `report`, also ort (ONNX
+    /// Runtime's quantize_static: MinMax, uint8 activations, 7-bit per-channel int8 weights,
+    /// ORT's int8 formulas) and ort-per-tensor.
     #[arg(long, default_value = "qnnpack")]
     pub qconfig: String,
     /// Override the preset's activation observer.
@@ -204,7 +207,8 @@ pub struct QuantizeArgs {
 /// Arguments of `squint run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A converted model written by `squint quantize`.
+    /// A converted model written by `squint quantize`, an ONNX Runtime QDQ model, or a float
+    /// ONNX model with --qconfig ort.
     #[arg(long)]
     pub model: PathBuf,
     /// Float input, NCHW float32 .npy.
@@ -222,6 +226,14 @@ pub struct RunArgs {
     /// Run on the GPU and on the CPU reference and report bit-exactness.
     #[arg(long)]
     pub cross_check: bool,
+    /// For a float ONNX model: quantize it in memory as ONNX Runtime's quantize_static would
+    /// (ort: per-channel 7-bit weights; ort-per-tensor) on --calib, then run it with ORT's
+    /// int8 formulas.
+    #[arg(long)]
+    pub qconfig: Option<String>,
+    /// Calibration batches of --qconfig (.npy, float32).
+    #[arg(long, num_args = 1..)]
+    pub calib: Vec<PathBuf>,
     /// GPU selection.
     #[command(flatten)]
     pub gpu: GpuArgs,

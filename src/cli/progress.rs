@@ -27,6 +27,15 @@ pub fn calibrate_graph_with_bar(
     result
 }
 
+/// Runs `f` with a progress callback `(done, total)` drawn as the calibration bar of
+/// `batches` batches.
+pub fn with_bar<T>(batches: usize, f: impl FnOnce(&mut dyn FnMut(usize, usize)) -> T) -> T {
+    let bar = bar(batches);
+    let r = f(&mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    r
+}
+
 fn bar(batches: usize) -> indicatif::ProgressBar {
     if batches > 1 {
         let b = indicatif::ProgressBar::new(batches as u64);

@@ -33,6 +33,7 @@ pub mod golden;
 mod gpu_cache;
 pub mod histograms;
 pub mod model;
+pub mod ort_preset;
 pub mod prepare;
 pub mod qconfig;
 pub mod qdq;
