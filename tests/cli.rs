@@ -607,8 +607,9 @@ fn report_on_a_qdq_model_needs_an_input_and_covers_every_value() {
 
 /// `--qconfig ort` quantizes a float ONNX model in memory as ONNX Runtime's `quantize_static`
 /// would and runs it with ORT's formulas: `run` (the GPU cross-checked against the reference,
-/// the output within one step of ORT's own QDQ model's), `report` (a row per value) and
-/// `bench`; `quantize` and a missing `--calib` are clear errors.
+/// the output within one step of ORT's own QDQ model's), `report` (a row per value), `bench`
+/// and `quantize` (an ONNX QDQ file that `run` gives the same output for); a non-.onnx
+/// `--out` and a missing `--calib` are clear errors that write nothing.
 #[test]
 fn qconfig_ort_quantizes_a_float_onnx_model_like_quantize_static() {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/resnet_tiny");
@@ -673,6 +674,29 @@ fn qconfig_ort_quantizes_a_float_onnx_model_like_quantize_static() {
             .arg(d.join("input.npy")),
     );
     assert!(out.contains("int8 cpu-fast (ORT formulas)"), "{out}");
+    // `quantize` writes the QDQ model; `run` on it gives the in-memory preset's output.
+    let file = tmp.path().join("m_qdq.onnx");
+    run_ok(
+        squint()
+            .args(["quantize", "--qconfig", "ort", "--model"])
+            .arg(d.join("model.onnx"))
+            .arg("--calib")
+            .arg(d.join("calib.npy"))
+            .arg("--out")
+            .arg(&file),
+    );
+    let y2 = tmp.path().join("y2.npy");
+    run_ok(
+        squint()
+            .args(["run", "--device", device, "--model"])
+            .arg(&file)
+            .arg("--input")
+            .arg(d.join("input.npy"))
+            .arg("--out")
+            .arg(&y2),
+    );
+    let from_file = squint::io::npy::read::<f32>(&y2).unwrap();
+    assert_eq!(from_file.data, got.data);
     for args in [
         vec!["quantize", "--qconfig", "ort", "--calib"],
         vec!["run", "--qconfig", "ort", "--input"],

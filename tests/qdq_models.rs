@@ -401,3 +401,68 @@ fn ort_preset_quantizes_like_quantize_static() {
         }
     }
 }
+
+/// The QDQ models `squint quantize --qconfig ort` writes run in ONNX Runtime with its int8
+/// kernels (`scripts/gen_squint_qdq_fixtures.py` records the ops ORT executed): squint runs
+/// the committed files to ORT's output bit for bit on every device. Writing today's preset
+/// model and reading it back gives the same qparams, weights and ints.
+#[test]
+fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
+    use squint::pipeline::ort_preset::{quantize, OrtQuantOptions};
+    let gpus = common::gpu_contexts();
+    for model in ["resnet_tiny", "mobilenet_tiny"] {
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        let xs = std::slice::from_ref(&x);
+        for (tag, per_channel) in [("squint_ort", true), ("squint_ort-per-tensor", false)] {
+            let what = format!("{model} {tag}");
+            let d = dir(model).join(tag);
+            let meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("meta.json")).unwrap())
+                    .unwrap();
+            let executed = meta["executed_op_types"].as_object().unwrap();
+            assert!(
+                executed.contains_key("com.microsoft::QLinearConv"),
+                "{what}"
+            );
+            for float_op in ["Conv", "Add", "Gemm", "AveragePool", "GlobalAveragePool"] {
+                assert!(
+                    !executed.contains_key(float_op),
+                    "{what}: ORT ran {float_op} in float"
+                );
+            }
+            let m = onnx_qdq::load(&d.join("model_qdq.onnx")).unwrap();
+            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let ort = npy::read::<f32>(d.join("ort_output.npy")).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&want.outputs[0].data), bits(&ort.data), "{what}");
+            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            assert_eq!(fast.values, want.values, "{what} cpu-fast");
+            for ctx in &gpus {
+                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel()));
+                let name = ctx.adapter_report().summary();
+                assert_eq!(got.unwrap().values, want.values, "{what} on {name}");
+            }
+            // Today's preset, written and read back.
+            let g = squint::io::onnx::load(&dir(model).join("model.onnx")).unwrap();
+            let calib = npy::read::<f32>(dir(model).join("calib.npy")).unwrap();
+            let batches: Vec<Vec<squint::tensor::Tensor<f32>>> = calib
+                .split_axis0()
+                .unwrap()
+                .into_iter()
+                .map(|t| vec![t])
+                .collect();
+            let opts = OrtQuantOptions {
+                per_channel,
+                reduce_range: true,
+            };
+            let today = quantize(&g, &batches, opts, |_, _| {}).unwrap();
+            let path = d.join("model_qdq.onnx");
+            let back = onnx_qdq::from_bytes(&onnx_qdq::to_bytes(&today).unwrap(), &path).unwrap();
+            assert_eq!(back.qparams, today.qparams, "{what}");
+            assert_eq!(back.weights, today.weights, "{what}");
+            let a = run_reference(&today, xs, native_add_kernel()).unwrap();
+            let b = run_reference(&back, xs, native_add_kernel()).unwrap();
+            assert_eq!(a.values, b.values, "{what}");
+        }
+    }
+}

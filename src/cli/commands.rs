@@ -305,8 +305,9 @@ fn ort_preset_model(
 fn qconfig_of(a: &ModelArgs) -> Result<QConfig> {
     if ort_preset(&a.qconfig).is_some() {
         return Err(squint::Error::InvalidParameter(format!(
-            "--qconfig {} quantizes a float ONNX model in memory as ONNX Runtime's \
-             quantize_static would: use it with `squint run`, `report` or `bench`",
+            "--qconfig {} quantizes a float ONNX model as ONNX Runtime's quantize_static \
+             would: use it with `squint quantize --out model_qdq.onnx`, `run`, `report` or \
+             `bench` on an ONNX model",
             a.qconfig
         )));
     }
@@ -442,7 +443,42 @@ impl CalibratedGraph {
 }
 
 /// `squint quantize` of an ONNX graph: import, calibrate, convert, save as a graph file.
+/// `squint quantize --qconfig ort --out model_qdq.onnx`: squint's `quantize_static`, written
+/// as an ONNX QDQ model (which squint, and ONNX Runtime, run with ORT's formulas).
+fn cmd_quantize_ort(
+    a: QuantizeArgs,
+    opts: squint::pipeline::ort_preset::OrtQuantOptions,
+) -> Result<ExitCode> {
+    if !is_onnx(&a.out) {
+        return Err(squint::Error::InvalidParameter(format!(
+            "--qconfig {} writes an ONNX QDQ model: give --out a .onnx path",
+            a.model.qconfig
+        )));
+    }
+    if a.report {
+        return Err(squint::Error::InvalidParameter(
+            "--report with --qconfig ort: run `squint report --qconfig ort` instead".into(),
+        ));
+    }
+    let path = &a.model.model;
+    let bytes = std::fs::read(path).map_err(|e| squint::Error::io(path, e))?;
+    let batches = load_batches(&a.model.calib)?;
+    let m = ort_preset_model(path, &bytes, &batches, opts)?;
+    squint::io::onnx_qdq::save(&m, &a.out)?;
+    println!(
+        "wrote {} (an ONNX QDQ model: {} nodes, qconfig {}, {} calibration batches)",
+        a.out.display(),
+        m.graph.nodes().len(),
+        a.model.qconfig,
+        batches.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_quantize_graph(a: QuantizeArgs) -> Result<ExitCode> {
+    if let Some(opts) = ort_preset(&a.model.qconfig) {
+        return cmd_quantize_ort(a, opts);
+    }
     let c = calibrate_and_convert_graph(&a.model)?;
     if a.report {
         print!("{}", diagnostics::format_table(&c.diagnose(&a.input)?));
@@ -538,9 +574,10 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
         let opts = a.qconfig.as_deref().and_then(ort_preset).ok_or_else(|| {
             squint::Error::format(
                 &a.model,
-                "a float ONNX model: `squint run` takes an already-quantized (QDQ) model, a \
-                 model converted by `squint quantize` (.safetensors), or this model with \
-                 --qconfig ort --calib calib.npy (ONNX Runtime's quantize_static, in memory)",
+                "a float ONNX model: `squint run` takes an already-quantized (QDQ) model or a \
+                 model converted by `squint quantize` (.safetensors); convert this one first, \
+                 or run it with --qconfig ort --calib calib.npy (ONNX Runtime's \
+                 quantize_static, in memory)",
             )
         })?;
         if a.calib.is_empty() {

@@ -24,6 +24,10 @@ use onnx_protobuf::{NodeProto, TensorProto};
 use std::collections::HashMap;
 use std::path::Path;
 
+#[path = "onnx_qdq_write.rs"]
+mod write;
+pub use write::{save, to_bytes};
+
 const FLOAT: i32 = 1;
 const UINT8: i32 = 2;
 const INT8: i32 = 3;
