@@ -164,8 +164,37 @@ fn uint8_weight_qdq_models_run_exactly_on_every_device() {
     }
 }
 
-/// A model with int8 activations is refused before anything runs, naming the value: ORT on x86
-/// runs parts of such a model as float ops squint cannot reproduce bit for bit.
+/// int8 activations in a chain whose every value has one reader: ONNX Runtime fuses the whole
+/// model into its (uint8) int8 kernels (`scripts/gen_qdq_int8_fixture.py` records the ops it
+/// executed), and squint's int8 run equals ORT's output bit for bit on every device.
+#[test]
+fn int8_activation_chains_run_bit_for_bit_like_onnx_runtime() {
+    let d = dir("chain_int8");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("qdq_int8/meta.json")).unwrap())
+            .unwrap();
+    let executed = meta["executed_op_types"].as_object().unwrap();
+    assert!(!executed.contains_key("Conv") && executed.contains_key("com.microsoft::QLinearConv"));
+    let m = onnx_qdq::load(&d.join("qdq_int8/model_qdq.onnx")).unwrap();
+    assert!(m.qparams.iter().all(|q| q.dtype == QDtype::QInt8));
+    let x = npy::read::<f32>(d.join("input.npy")).unwrap();
+    let xs = std::slice::from_ref(&x);
+    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    let ort = npy::read::<f32>(d.join("qdq_int8/output.npy")).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&want.outputs[0].data), bits(&ort.data));
+    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+    assert_eq!(fast.values, want.values, "cpu-fast");
+    for ctx in common::gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
+        assert_eq!(got.values, want.values, "{name}");
+    }
+}
+
+/// A model with int8 activations and a value read twice is refused before anything runs,
+/// naming the value: ORT on x86 runs the nodes around it as float ops squint cannot reproduce
+/// bit for bit.
 #[test]
 fn int8_activation_qdq_models_are_refused_naming_the_value() {
     use onnx_protobuf::{Message, ModelProto};
@@ -175,9 +204,11 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
     let zp = g
         .initializer
         .iter_mut()
-        .find(|t| t.name == "input_zero_point")
+        .find(|t| t.name == "/relu/Relu_output_0_zero_point")
         .unwrap();
-    zp.data_type = 3; // INT8: the input's Q/DQ pair now has int8 activations
+    // INT8: the stem's output and the max pool's (its qparams), which the first block's conv
+    // and its residual add both read, now have int8 activations.
+    zp.data_type = 3;
     zp.raw_data = vec![0];
     zp.int32_data.clear();
     let qdq = onnx_qdq::from_bytes(&m.write_to_bytes().unwrap(), &path).unwrap();
@@ -186,7 +217,9 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("value 'input'") && e.contains("int8") && e.contains("QUInt8"),
+        e.contains("value '/maxpool/MaxPool_output_0'")
+            && e.contains("read 2 times")
+            && e.contains("QUInt8"),
         "{e}"
     );
 }

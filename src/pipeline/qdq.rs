@@ -444,32 +444,48 @@ fn same_qparams(x: &QParams, y: &QParams, op: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a model with int8 (signed) activations, naming the first such value.
+/// Refuses a model with int8 (signed) activations unless ONNX Runtime runs it in int8
+/// throughout, naming the first value that keeps it from doing so.
 ///
-/// ONNX Runtime's CPU provider on x86 does not run such a model in int8 throughout: its
-/// `QDQS8ToU8Transformer` shifts a `QuantizeLinear`/`DequantizeLinear` pair to uint8 only where
-/// the pair has a single reader, and its selectors refuse int8 activations for `QLinearConv`
-/// there, so convs, adds and pools whose input is read twice (a residual branch) stay float ops
-/// between `DequantizeLinear` and `QuantizeLinear` (ORT 1.32 on the tiny MobileNet: 6 of 12
-/// convs, both adds and the average pool). squint cannot reproduce MLAS's float convolution bit
-/// for bit, and would silently differ from ORT (4 of the MobileNet's 20 logits did), so it
-/// refuses; `quantize_static(activation_type=QuantType.QUInt8)`, ORT's default, is exact.
+/// ONNX Runtime's CPU provider on x86 runs int8 activations through its uint8 kernels: its
+/// `QDQS8ToU8Transformer` shifts a `QuantizeLinear`/`DequantizeLinear` pair to uint8 (data and
+/// zero point + 128, the same `x − zx` everywhere, hence the same results as squint's int8
+/// formulas) only where the pair has a single reader, and its selectors refuse int8 inputs
+/// for `QLinearConv` on x86 and mixed types for every op. So when a value is read by more than
+/// one node (a residual branch), the nodes around it stay float ops between
+/// `DequantizeLinear` and `QuantizeLinear` (ORT 1.32 on the tiny MobileNet: 6 of 12 convs,
+/// both adds and the average pool), whose MLAS float arithmetic squint cannot reproduce bit for
+/// bit; it refuses those models rather than answer differently (4 of that MobileNet's 20
+/// logits would differ). A chain whose every value has one reader is fused entirely and runs
+/// exactly (`tests/data/models/chain_int8`). `QuantType.QUInt8` activations, ORT's default,
+/// are exact in every graph.
 fn refuse_int8_activations(m: &QdqModel) -> Result<()> {
     let g = &m.graph;
-    match g
+    let mut readers = vec![0usize; g.values().len()];
+    for node in g.nodes() {
+        for v in &node.inputs {
+            readers[v.0] += 1;
+        }
+    }
+    for v in g.outputs() {
+        readers[v.0] += 1;
+    }
+    let shared = g
         .values()
         .iter()
         .zip(&m.qparams)
-        .find(|(_, qp)| qp.dtype == QDtype::QInt8)
-    {
+        .zip(&readers)
+        .find(|((_, qp), &r)| qp.dtype == QDtype::QInt8 && r > 1);
+    match shared {
         None => Ok(()),
-        Some((v, _)) => Err(Error::Graph {
+        Some(((v, _), r)) => Err(Error::Graph {
             at: format!("value '{}'", v.name),
-            message: "is quantized to int8: ONNX Runtime on x86 runs parts of a QDQ model with \
-                      int8 activations as float ops (it moves to uint8 only the Q/DQ pairs with \
-                      one reader), whose float rounding squint cannot reproduce bit for bit; \
-                      quantize with activation_type=QuantType.QUInt8 (ORT's default)"
-                .into(),
+            message: format!(
+                "is quantized to int8 and read {r} times: ONNX Runtime on x86 moves only the \
+                 int8 Q/DQ pairs with one reader to its uint8 kernels and runs the nodes around \
+                 this one as float ops, whose float rounding squint cannot reproduce bit for \
+                 bit; quantize with activation_type=QuantType.QUInt8 (ORT's default)"
+            ),
         }),
     }
 }
@@ -486,6 +502,32 @@ pub fn run_reference(
 
 /// Runs `m` on float `inputs`, every int8 op on `backend`.
 pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
+    refuse_int8_activations(m)?;
+    if !m.qparams.iter().any(|q| q.dtype == QDtype::QInt8) {
+        return run_model(m, inputs, backend);
+    }
+    // ORT's QDQS8ToU8Transformer: every int8 activation (each has one reader here) runs as
+    // uint8 with its zero point + 128. Most formulas only see `x − zx` and give the same
+    // ints shifted by 128, but a zero point added in float before rounding
+    // (QLinearAveragePool's) does not, so run the model ORT runs, then shift back.
+    let mut shifted = m.clone();
+    for q in shifted
+        .qparams
+        .iter_mut()
+        .filter(|q| q.dtype == QDtype::QInt8)
+    {
+        *q = QParams::new(q.scale, q.zero_point + 128, QDtype::QUInt8)?;
+    }
+    let mut r = run_model(&shifted, inputs, backend)?;
+    for (v, q) in r.values.iter_mut().zip(&m.qparams) {
+        if q.dtype == QDtype::QInt8 {
+            v.iter_mut().for_each(|b| *b ^= 0x80);
+        }
+    }
+    Ok(r)
+}
+
+fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
     let g = &m.graph;
     if inputs.len() != g.inputs().len() {
         return Err(Error::Graph {
@@ -493,7 +535,6 @@ pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -
             message: format!("takes {} input(s), got {}", g.inputs().len(), inputs.len()),
         });
     }
-    refuse_int8_activations(m)?;
     let mut values: Vec<Option<Vec<u8>>> = vec![None; g.values().len()];
     for (&id, x) in g.inputs().iter().zip(inputs) {
         let v = g.value(id);
