@@ -12,6 +12,17 @@ use squint::pipeline::qdq::{
 use squint::quant::{QDtype, QParams};
 use std::path::{Path, PathBuf};
 
+/// The calibration batches of a fixture model (one graph input each).
+fn calib_batches(model: &str) -> Vec<Vec<squint::tensor::Tensor<f32>>> {
+    let calib = npy::read::<f32>(dir(model).join("calib.npy")).unwrap();
+    calib
+        .split_axis0()
+        .unwrap()
+        .into_iter()
+        .map(|t| vec![t])
+        .collect()
+}
+
 fn dir(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/models")
@@ -354,13 +365,7 @@ fn ort_preset_quantizes_like_quantize_static() {
     use squint::pipeline::ort_preset::{quantize, OrtQuantOptions};
     for model in ["resnet_tiny", "mobilenet_tiny"] {
         let g = squint::io::onnx::load(&dir(model).join("model.onnx")).unwrap();
-        let calib = npy::read::<f32>(dir(model).join("calib.npy")).unwrap();
-        let batches: Vec<Vec<squint::tensor::Tensor<f32>>> = calib
-            .split_axis0()
-            .unwrap()
-            .into_iter()
-            .map(|t| vec![t])
-            .collect();
+        let batches = calib_batches(model);
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for (tag, per_channel) in [("qdq_per_tensor", false), ("qdq_per_channel", true)] {
@@ -477,13 +482,7 @@ fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
             }
             // Today's preset, written and read back.
             let g = squint::io::onnx::load(&dir(model).join("model.onnx")).unwrap();
-            let calib = npy::read::<f32>(dir(model).join("calib.npy")).unwrap();
-            let batches: Vec<Vec<squint::tensor::Tensor<f32>>> = calib
-                .split_axis0()
-                .unwrap()
-                .into_iter()
-                .map(|t| vec![t])
-                .collect();
+            let batches = calib_batches(model);
             let opts = OrtQuantOptions {
                 per_channel,
                 reduce_range: true,

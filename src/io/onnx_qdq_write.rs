@@ -96,15 +96,7 @@ pub fn to_bytes(m: &QdqModel) -> Result<Vec<u8>> {
                     vec![
                         ints("kernel_shape", &[kh, kw]),
                         ints("strides", &pair(p.stride)),
-                        ints(
-                            "pads",
-                            &[
-                                p.padding[0] as i64,
-                                p.padding[1] as i64,
-                                p.padding[0] as i64,
-                                p.padding[1] as i64,
-                            ],
-                        ),
+                        ints("pads", &pads(p.padding)),
                         ints("dilations", &pair(p.dilation)),
                         int("group", p.groups as i64),
                     ],
@@ -137,15 +129,7 @@ pub fn to_bytes(m: &QdqModel) -> Result<Vec<u8>> {
                 let mut attrs = vec![
                     ints("kernel_shape", &pair(p.kernel)),
                     ints("strides", &pair(p.stride)),
-                    ints(
-                        "pads",
-                        &[
-                            p.padding[0] as i64,
-                            p.padding[1] as i64,
-                            p.padding[0] as i64,
-                            p.padding[1] as i64,
-                        ],
-                    ),
+                    ints("pads", &pads(p.padding)),
                     int("ceil_mode", p.ceil_mode as i64),
                 ];
                 let op = match &node.op {
@@ -229,6 +213,11 @@ fn no_activation(act: &Activation) -> std::result::Result<(), String> {
                 .into(),
         ),
     }
+}
+
+/// ONNX's `[top, left, bottom, right]` pads of symmetric padding.
+fn pads(p: [usize; 2]) -> [i64; 4] {
+    [p[0] as i64, p[1] as i64, p[0] as i64, p[1] as i64]
 }
 
 fn pair(v: [usize; 2]) -> [i64; 2] {
