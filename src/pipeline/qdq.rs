@@ -274,6 +274,9 @@ pub struct QdqGpu {
     add: QLinearAddKernel,
     /// The add's byte-pair tables, computed once per (a, b, y) qparams.
     add_tables: Vec<([QParams; 3], Vec<u8>)>,
+    /// Each conv's layer (weights and epilogue on the GPU), reused for the same weight,
+    /// qparams and shape.
+    layers: HashMap<usize, (LayerKey, crate::gpu::GpuConv2d)>,
 }
 
 impl QdqGpu {
@@ -283,6 +286,7 @@ impl QdqGpu {
             ctx,
             add,
             add_tables: Vec::new(),
+            layers: HashMap::new(),
         }
     }
 }
@@ -293,16 +297,46 @@ impl QdqBackend for QdqGpu {
     }
     fn conv(
         &mut self,
-        _node: usize,
+        node: usize,
         w: &QdqWeight,
         x: &[u8],
         x_qp: &QParams,
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        let w = as_int8_weight(w);
-        let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
-        crate::gpu::conv2d_quantized(&self.ctx, x, x_qp, &as_i8(&w.data), &w_qp, &epi, s)
+        let key = LayerKey {
+            w: w.clone(),
+            x_qp: *x_qp,
+            y_qp: *y_qp,
+            shape: *s,
+        };
+        if self.layers.get(&node).is_none_or(|(k, _)| *k != key) {
+            let w = as_int8_weight(w);
+            let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
+            let w8 = as_i8(&w.data);
+            epi.check_accumulator(
+                &w8,
+                &w_qp,
+                x_qp.dtype.full_range(),
+                x_qp.zero_point,
+                s.k(),
+                None,
+            )?;
+            let layer =
+                crate::gpu::GpuConv2d::new(&self.ctx, &w8, s.weight_dims(), &w_qp, &epi, s.params)?;
+            self.layers.insert(node, (key, layer));
+        }
+        let (_, layer) = &self.layers[&node];
+        if x.len() != s.input_len() {
+            return Err(Error::Shape(format!(
+                "conv input has {} elements, the shape needs {}",
+                x.len(),
+                s.input_len()
+            )));
+        }
+        let xt = self.ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
+        let y = layer.run(&self.ctx, &xt, x_qp)?;
+        self.ctx.read_q(&y)
     }
     fn add(
         &mut self,
