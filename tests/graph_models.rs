@@ -221,3 +221,37 @@ fn with_its_own_calibration_squint_is_within_one_lsb_of_pytorch_on_999_per_mille
         }
     }
 }
+
+/// One GPU backend runs two conversions of the same model in turn (same node names, other
+/// qparams and epilogues, and the fast CPU path's other weights where they differ): its layer
+/// cache must rebuild a layer whose weights or epilogue changed, so each run equals its own
+/// reference at every value.
+#[test]
+fn a_gpu_backend_reused_across_conversions_rebuilds_changed_layers() {
+    let contexts = squint::gpu::testing::contexts();
+    let model = "resnet_tiny";
+    let convert = |calib_batches: usize| {
+        let graph = onnx::load(&dir(model).join("model_bn.onnx")).unwrap();
+        let mut prepared = PreparedGraph::new(graph, QConfig::preset("qnnpack").unwrap()).unwrap();
+        let calib = npy::read::<f32>(dir(model).join("calib.npy"))
+            .unwrap()
+            .split_axis0()
+            .unwrap();
+        for b in calib.into_iter().take(calib_batches) {
+            prepared.calibrate(&[b]).unwrap();
+        }
+        prepared.convert(&ConvertOptions::default()).unwrap().0
+    };
+    let (q1, q2) = (convert(1), convert(4));
+    let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+    let xs = std::slice::from_ref(&x);
+    let want1 = q1.run(&mut ReferenceBackend::new(&q1), xs).unwrap();
+    let want2 = q2.run(&mut ReferenceBackend::new(&q2), xs).unwrap();
+    assert_ne!(want1.values, want2.values, "the two conversions differ");
+    for ctx in contexts {
+        let mut g = GpuBackend::new(ctx, &q1);
+        for (q, want) in [(&q1, &want1), (&q2, &want2), (&q1, &want1)] {
+            assert_eq!(q.run(&mut g, xs).unwrap().values, want.values);
+        }
+    }
+}

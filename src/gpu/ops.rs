@@ -1234,18 +1234,16 @@ impl<'a> ConvCall<'a> {
     }
 }
 
-/// One-shot GPU conv with the contract of [`crate::cpu::reference::conv2d_quantized`]:
-/// validates the shape, checks the accumulator bound, uploads, runs, reads the output bytes
-/// back (stored bytes of the epilogue's output dtype, NCHW).
-pub fn conv2d_quantized(
-    ctx: &GpuContext,
+/// The checks of [`conv2d_quantized`] (and of the CPU reference, in its order): a consistent
+/// shape, input and weight lengths, per-channel qparams, the accumulator bound.
+pub fn check_conv2d_args(
     x: &[u8],
     x_qp: &QParams,
     w: &[i8],
     w_qp: &WeightQParams,
     epi: &Epilogue,
     s: &ConvShape,
-) -> Result<Vec<u8>> {
+) -> Result<()> {
     let checked = ConvShape::new(s.input_dims(), s.weight_dims(), s.params)?;
     if checked != *s {
         return Err(Error::Shape(format!(
@@ -1271,10 +1269,62 @@ pub fn conv2d_quantized(
         s.k(),
         None,
     )?;
+    Ok(())
+}
+
+/// One-shot GPU conv with the contract of [`crate::cpu::reference::conv2d_quantized`]:
+/// validates the shape, checks the accumulator bound, uploads, runs, reads the output bytes
+/// back (stored bytes of the epilogue's output dtype, NCHW).
+pub fn conv2d_quantized(
+    ctx: &GpuContext,
+    x: &[u8],
+    x_qp: &QParams,
+    w: &[i8],
+    w_qp: &WeightQParams,
+    epi: &Epilogue,
+    s: &ConvShape,
+) -> Result<Vec<u8>> {
+    check_conv2d_args(x, x_qp, w, w_qp, epi, s)?;
     // One critical section for the whole call (the gate is re-entrant).
     let ctx = &ctx.enter()?;
-    let xt = ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
     let layer = GpuConv2d::new(ctx, w, s.weight_dims(), w_qp, epi, s.params)?;
+    run_layer_bytes(ctx, &layer, x, x_qp, s)
+}
+
+/// [`conv2d_quantized`] with a layer built before (for the same weights, qparams and shape):
+/// the arguments' checks, then the upload of `x`, the conv and the read-back.
+pub fn conv2d_quantized_with(
+    ctx: &GpuContext,
+    layer: &GpuConv2d,
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+) -> Result<Vec<u8>> {
+    if x.len() != s.input_len() {
+        return Err(Error::Shape(format!(
+            "input has {} elements, the conv shape needs {}",
+            x.len(),
+            s.input_len()
+        )));
+    }
+    if layer.weight_dims() != s.weight_dims() || layer.params() != s.params {
+        return Err(Error::Shape(format!(
+            "the layer is for weights {:?}, the conv shape {s:?}",
+            layer.weight_dims()
+        )));
+    }
+    let ctx = &ctx.enter()?;
+    run_layer_bytes(ctx, layer, x, x_qp, s)
+}
+
+fn run_layer_bytes(
+    ctx: &GpuContext,
+    layer: &GpuConv2d,
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+) -> Result<Vec<u8>> {
+    let xt = ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
     let y = layer.run(ctx, &xt, x_qp)?;
     ctx.read_q(&y)
 }

@@ -314,29 +314,13 @@ impl QdqBackend for QdqGpu {
             let w = as_int8_weight(w);
             let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
             let w8 = as_i8(&w.data);
-            epi.check_accumulator(
-                &w8,
-                &w_qp,
-                x_qp.dtype.full_range(),
-                x_qp.zero_point,
-                s.k(),
-                None,
-            )?;
+            crate::gpu::check_conv2d_args(x, x_qp, &w8, &w_qp, &epi, s)?;
             let layer =
                 crate::gpu::GpuConv2d::new(&self.ctx, &w8, s.weight_dims(), &w_qp, &epi, s.params)?;
             self.layers.insert(node, (key, layer));
         }
         let (_, layer) = &self.layers[&node];
-        if x.len() != s.input_len() {
-            return Err(Error::Shape(format!(
-                "conv input has {} elements, the shape needs {}",
-                x.len(),
-                s.input_len()
-            )));
-        }
-        let xt = self.ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
-        let y = layer.run(&self.ctx, &xt, x_qp)?;
-        self.ctx.read_q(&y)
+        crate::gpu::conv2d_quantized_with(&self.ctx, layer, x, x_qp, s)
     }
     fn add(
         &mut self,

@@ -17,19 +17,24 @@
 //!   output position's window and f32 multiplier with the reference's expressions.
 //!
 //! Costs: [`QBackend`] hands bytes in and out, so every op uploads its inputs and reads its
-//! output back (one round trip per node), and a conv or linear packs and uploads its weights
-//! on every call (no layer cache: a conv's name does not identify its weights across graphs).
-//! The add's tables cost 65536 reference evaluations per path and call on the host.
+//! output back (one round trip per node). A conv's or linear's GPU layer (packed weights,
+//! epilogue table) is kept by node name and reused while its weights, epilogue and shape are
+//! the same (compared on every call: a name alone does not identify weights across graphs).
+//! The add's tables cost 65536 reference evaluations per path on the host, once per
+//! (qparams, ReLU, path): the backend keeps them.
 
 use super::backend::{QBackend, QTensor};
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
-use crate::gpu::{AvgPoolPlan, GpuContext, LutInput};
+use crate::gpu::{AvgPoolPlan, GpuContext, GpuConv2d, LutInput};
 use crate::pipeline::QConv;
+use crate::quant::WeightQParams;
 use crate::quant::{Epilogue, QDtype, QParams};
 use crate::shape::{ConvParams, ConvShape};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Runs a [`QuantizedGraph`]'s int8 ops on a GPU (see the module docs).
 #[derive(Debug, Clone)]
@@ -37,6 +42,29 @@ pub struct GpuBackend {
     ctx: GpuContext,
     engine: QEngine,
     isa: CpuCapability,
+    /// Each conv's or linear's GPU layer by node name, kept while the weights, epilogue and
+    /// shape stay the same.
+    layers: HashMap<String, Arc<CachedLayer>>,
+    /// The add's byte-pair tables (vector path, then scalar path).
+    add_tables: Vec<(AddKey, Arc<Vec<u8>>)>,
+}
+
+/// What an add's byte-pair tables depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AddKey {
+    qps: [QParams; 3],
+    relu: bool,
+    isa: CpuCapability,
+}
+
+/// A GPU layer and what it was built for.
+#[derive(Debug)]
+struct CachedLayer {
+    w: Vec<i8>,
+    w_qp: WeightQParams,
+    epi: Epilogue,
+    shape: ConvShape,
+    layer: GpuConv2d,
 }
 
 /// Every stored byte, in order.
@@ -113,6 +141,44 @@ fn qnnpack_avg_plan(
 }
 
 impl GpuBackend {
+    /// [`crate::gpu::conv2d_quantized`] through the layer cache: the layer of `name` is
+    /// rebuilt only when its weights, epilogue or shape changed.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_cached(
+        &mut self,
+        name: &str,
+        x: &[u8],
+        x_qp: &QParams,
+        w: &[i8],
+        w_qp: &WeightQParams,
+        epi: &Epilogue,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        let fresh = self.layers.get(name).is_some_and(|c| {
+            c.w == w
+                && c.w_qp == *w_qp
+                && c.epi == *epi
+                && c.shape.weight_dims() == s.weight_dims()
+                && c.shape.params == s.params
+        });
+        if !fresh {
+            crate::gpu::check_conv2d_args(x, x_qp, w, w_qp, epi, s)?;
+            let layer = GpuConv2d::new(&self.ctx, w, s.weight_dims(), w_qp, epi, s.params)?;
+            self.layers.insert(
+                name.to_string(),
+                Arc::new(CachedLayer {
+                    w: w.to_vec(),
+                    w_qp: w_qp.clone(),
+                    epi: epi.clone(),
+                    shape: *s,
+                    layer,
+                }),
+            );
+        }
+        let c = &self.layers[name];
+        crate::gpu::conv2d_quantized_with(&self.ctx, &c.layer, x, x_qp, s)
+    }
+
     /// A backend on `ctx` for `graph`'s engine and CPU capability.
     pub fn new(ctx: GpuContext, graph: &QuantizedGraph) -> Self {
         Self::with_engine(ctx, graph.engine(), graph.isa())
@@ -120,7 +186,13 @@ impl GpuBackend {
 
     /// A backend on `ctx` reproducing engine `engine` on a CPU with capability `isa`.
     pub fn with_engine(ctx: GpuContext, engine: QEngine, isa: CpuCapability) -> Self {
-        GpuBackend { ctx, engine, isa }
+        GpuBackend {
+            ctx,
+            engine,
+            isa,
+            layers: HashMap::new(),
+            add_tables: Vec::new(),
+        }
     }
 
     /// The device.
@@ -154,8 +226,8 @@ impl QBackend for GpuBackend {
             )));
         }
         let s = conv.shape(dims4(x)?)?;
-        crate::gpu::conv2d_quantized(
-            &self.ctx,
+        self.conv_cached(
+            conv.name(),
             &x.data,
             &x.qp,
             conv.w_q(),
@@ -213,7 +285,9 @@ impl QBackend for GpuBackend {
             l.relu(),
             o,
         )?;
-        crate::gpu::conv2d_quantized(&self.ctx, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
+        // A linear has no name: its slot is its size (a collision only rebuilds the layer).
+        let slot = format!("linear {o}x{k}");
+        self.conv_cached(&slot, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
     }
 
     fn add(
@@ -242,24 +316,43 @@ impl QBackend for GpuBackend {
             r::add::X86AddPath::InOrder(f) => (f, self.isa),
             r::add::X86AddPath::AllScalar => (MemoryFormat::Contiguous, CpuCapability::Default),
         };
-        // Table of the byte pair (p >> 8, p & 255), for each path.
-        let (pa, pb): (Vec<u8>, Vec<u8>) =
-            (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
-        let run = |isa| r::add::add(self.engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
         let n = a.data.len();
-        let (tables, split) = match (self.engine, isa.qadd_lanes()) {
-            (QEngine::X86, Some(lanes)) => {
-                // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
-                debug_assert_eq!((1 << 16) % (2 * lanes), 0);
-                let mut t = run(isa)?;
-                t.extend(run(CpuCapability::Default)?);
-                (t, n / (2 * lanes) * (2 * lanes))
-            }
-            _ => {
-                let t = run(isa)?;
-                ([t.clone(), t].concat(), n)
+        let lanes = match self.engine {
+            QEngine::X86 => isa.qadd_lanes(),
+            _ => None,
+        };
+        let split = lanes.map_or(n, |l| n / (2 * l) * (2 * l));
+        // Tables of the byte pair (p >> 8, p & 255), for each path: computed once per
+        // (qparams, ReLU, path) and kept.
+        let key = AddKey {
+            qps: [a.qp, b.qp, *out],
+            relu,
+            isa,
+        };
+        let at = match self.add_tables.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let (pa, pb): (Vec<u8>, Vec<u8>) =
+                    (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+                let run = |isa| r::add::add(self.engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
+                let tables = match lanes {
+                    Some(lanes) => {
+                        // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
+                        debug_assert_eq!((1 << 16) % (2 * lanes), 0);
+                        let mut t = run(isa)?;
+                        t.extend(run(CpuCapability::Default)?);
+                        t
+                    }
+                    None => {
+                        let t = run(isa)?;
+                        [t.clone(), t].concat()
+                    }
+                };
+                self.add_tables.push((key, Arc::new(tables)));
+                self.add_tables.len() - 1
             }
         };
+        let tables = self.add_tables[at].1.clone();
         // The vector/scalar split is by memory position: lay channels-last tensors out NHWC
         // for the GPU (a host permutation of bytes; the arithmetic stays on the GPU).
         match (format, <[usize; 4]>::try_from(a.dims.as_slice())) {
