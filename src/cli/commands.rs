@@ -571,6 +571,12 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
         }
         onnx_qdq::from_bytes(&bytes, &a.model)?
     } else {
+        if let Some(q) = a.qconfig.as_deref().filter(|q| ort_preset(q).is_none()) {
+            return Err(squint::Error::InvalidParameter(format!(
+                "`squint run --qconfig` takes ort or ort-per-tensor (ONNX Runtime's \
+                 quantize_static), got '{q}'; PyTorch's presets go through `squint quantize`"
+            )));
+        }
         let opts = a.qconfig.as_deref().and_then(ort_preset).ok_or_else(|| {
             squint::Error::format(
                 &a.model,
