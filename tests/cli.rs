@@ -721,4 +721,22 @@ fn qconfig_ort_quantizes_a_float_onnx_model_like_quantize_static() {
         );
         assert!(!tmp.path().join("never").exists());
     }
+    // A PyTorch preset is not a `run` option.
+    let o = squint()
+        .args(["run", "--qconfig", "x86", "--model"])
+        .arg(d.join("model.onnx"))
+        .arg("--calib")
+        .arg(d.join("calib.npy"))
+        .arg("--input")
+        .arg(d.join("input.npy"))
+        .arg("--out")
+        .arg(tmp.path().join("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("takes ort or ort-per-tensor"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("never").exists());
 }
