@@ -255,3 +255,23 @@ fn a_gpu_backend_reused_across_conversions_rebuilds_changed_layers() {
         }
     }
 }
+
+/// A broadcasting add has no PyTorch eager int8 counterpart: converting a graph with one for a
+/// PyTorch preset is an error naming the node (the float graph and the `ort` preset take it).
+#[test]
+fn broadcasting_adds_are_refused_by_pytorch_presets_naming_the_node() {
+    let graph = onnx::load(&dir("bcast_add").join("model.onnx")).unwrap();
+    let mut prepared = PreparedGraph::new(graph, QConfig::preset("x86").unwrap()).unwrap();
+    let calib = npy::read::<f32>(dir("bcast_add").join("calib.npy"))
+        .unwrap()
+        .split_axis0()
+        .unwrap();
+    for b in calib {
+        prepared.calibrate(&[b]).unwrap();
+    }
+    let e = prepared
+        .convert(&ConvertOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("add1") && e.contains("broadcasting add"), "{e}");
+}

@@ -498,3 +498,43 @@ fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
         }
     }
 }
+
+/// Broadcasting adds (`[n, c, h, w] + [n, c, 1, 1]`, and the broadcast operand first, which
+/// ORT's BroadcastLooper swaps into B's place): ORT fuses both into `QLinearAdd`
+/// (`scripts/gen_qdq_bcast_fixture.py`), and squint's output equals ORT's bit for bit on every
+/// device (the broadcasting add itself runs on the host reference for every backend).
+#[test]
+fn broadcasting_adds_run_bit_for_bit_like_onnx_runtime() {
+    let d = dir("bcast_add");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("qdq/meta.json")).unwrap()).unwrap();
+    let executed = meta["executed_op_types"].as_object().unwrap();
+    assert_eq!(executed["com.microsoft::QLinearAdd"], 2);
+    assert!(!executed.contains_key("Add"));
+    let m = onnx_qdq::load(&d.join("qdq/model_qdq.onnx")).unwrap();
+    let x = npy::read::<f32>(d.join("input.npy")).unwrap();
+    let xs = std::slice::from_ref(&x);
+    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    let ort = npy::read::<f32>(d.join("qdq/output.npy")).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&want.outputs[0].data), bits(&ort.data));
+    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+    assert_eq!(fast.values, want.values, "cpu-fast");
+    for ctx in common::gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
+        assert_eq!(got.values, want.values, "{name}");
+    }
+    // The float model imports with its broadcasting adds, and the `ort` preset runs it.
+    let g = squint::io::onnx::load(&d.join("model.onnx")).unwrap();
+    let y = g.run_f32(xs).unwrap();
+    assert_eq!(y[0].dims, vec![2, 10]);
+    let q = squint::pipeline::ort_preset::quantize(
+        &g,
+        &calib_batches("bcast_add"),
+        squint::pipeline::ort_preset::OrtQuantOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
+    run_reference(&q, xs, native_add_kernel()).unwrap();
+}

@@ -169,12 +169,28 @@ fn eval_node(
             y.iter_mut().for_each(|v| *v = c.act.apply(*v));
             y
         }
-        Op::Add { act } => x
+        Op::Add { act } if args[1].dims == x.dims => x
             .data
             .iter()
             .zip(&args[1].data)
             .map(|(&a, &b)| act.apply(a + b))
             .collect(),
+        Op::Add { act } => {
+            let out = super::op::broadcast_dims(&x.dims, &args[1].dims).ok_or_else(|| {
+                Error::Shape(format!(
+                    "add: shapes {:?} and {:?} do not broadcast",
+                    x.dims, args[1].dims
+                ))
+            })?;
+            let (ia, ib) = (
+                super::op::broadcast_indices(&x.dims, &out),
+                super::op::broadcast_indices(&args[1].dims, &out),
+            );
+            ia.iter()
+                .zip(&ib)
+                .map(|(&i, &j)| act.apply(x.data[i] + args[1].data[j]))
+                .collect()
+        }
         Op::Concat { axis } => {
             let outer: usize = x.dims[..*axis].iter().product();
             let inner: Vec<usize> = args

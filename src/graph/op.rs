@@ -189,13 +189,12 @@ impl Op {
             }
             Op::Add { act } => {
                 act.validate()?;
-                if inputs[1] != x {
-                    return Err(format!(
-                        "inputs must have equal shapes (no broadcasting), got {x:?} and {:?}",
+                broadcast_dims(x, inputs[1]).ok_or_else(|| {
+                    format!(
+                        "inputs of shapes {x:?} and {:?} do not broadcast (ONNX / numpy rules)",
                         inputs[1]
-                    ));
-                }
-                x.to_vec()
+                    )
+                })?
             }
             Op::Concat { axis } => {
                 if *axis >= x.len() {
@@ -323,4 +322,53 @@ pub(crate) fn node_error(node: &str, op: &str, message: impl Into<String>) -> Er
         at: format!("node '{node}' ({op})"),
         message: message.into(),
     }
+}
+
+/// The shape two tensors broadcast to under ONNX's (numpy's) rules: right-aligned, each axis
+/// equal or 1 in one of them; `None` when they do not broadcast.
+pub fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let at = |d: &[usize], i: usize| {
+        let lead = rank - d.len();
+        if i < lead {
+            1
+        } else {
+            d[i - lead]
+        }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// For each element of the `out` shape (row-major), the flat index of the element of a tensor
+/// of shape `d` that broadcasts to it.
+pub fn broadcast_indices(d: &[usize], out: &[usize]) -> Vec<usize> {
+    let lead = out.len() - d.len();
+    let mut strides = vec![0usize; out.len()];
+    let mut s = 1;
+    for i in (0..d.len()).rev() {
+        strides[lead + i] = if d[i] == 1 { 0 } else { s };
+        s *= d[i];
+    }
+    let n: usize = out.iter().product();
+    let mut idx = vec![0usize; out.len()];
+    (0..n)
+        .map(|_| {
+            let flat = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+            for k in (0..out.len()).rev() {
+                idx[k] += 1;
+                if idx[k] < out[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+            flat
+        })
+        .collect()
 }

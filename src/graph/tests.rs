@@ -90,7 +90,7 @@ fn malformed_graphs_are_errors_naming_the_node_and_its_op() {
                 spec("s", add(), &["x", "p"]),
             ],
             &["s"],
-            "node 's' (Add): inputs must have equal shapes",
+            "node 's' (Add): inputs of shapes",
         ),
         (
             vec![
@@ -417,4 +417,26 @@ fn a_chain_reuses_two_buffers() {
     let plan = BufferPlan::new(&g);
     assert_eq!(plan.slot_len, [256, 256]);
     assert_eq!(plan.total_len(), 512);
+}
+
+/// ONNX (numpy) broadcasting: right-aligned axes equal or 1; each output element reads the
+/// element its broadcast index names.
+#[test]
+fn broadcast_shapes_and_indices_follow_numpy() {
+    use super::op::{broadcast_dims, broadcast_indices};
+    assert_eq!(
+        broadcast_dims(&[2, 3, 4, 4], &[2, 3, 1, 1]),
+        Some(vec![2, 3, 4, 4])
+    );
+    assert_eq!(
+        broadcast_dims(&[3, 1, 1], &[2, 1, 4, 5]),
+        Some(vec![2, 3, 4, 5])
+    );
+    assert_eq!(broadcast_dims(&[2, 3], &[3, 2]), None);
+    assert_eq!(broadcast_indices(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(broadcast_indices(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
+    assert_eq!(
+        broadcast_indices(&[2, 3], &[2, 3]),
+        (0..6).collect::<Vec<_>>()
+    );
 }

@@ -10,7 +10,7 @@
 //! | `BatchNormalization` whose input is a `Conv` output read by nothing else | folded into that conv (below) |
 //! | `Relu` whose input is a `Conv`, `Add` or `Gemm` output read by nothing else | that op's fused ReLU |
 //! | `Relu`, `Clip` (bounds from constant inputs) | [`Op::Activation`] |
-//! | `Add` of two values | [`Op::Add`] |
+//! | `Add` of two values (numpy broadcasting) | [`Op::Add`] |
 //! | `Concat` | [`Op::Concat`] |
 //! | `MaxPool` (`storage_order` 0), `AveragePool` | [`Op::MaxPool2d`], [`Op::AvgPool2d`] |
 //! | `GlobalAveragePool` | [`Op::AdaptiveAvgPool2d`] to 1x1 |

@@ -619,11 +619,22 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
                     act: Activation::None,
                 } => {
                     let bq = &m.qparams[node.inputs[1].0];
-                    if xd != &g.value(node.inputs[1]).dims {
-                        return Err(Error::Shape(
-                            "an add of tensors of different dims (broadcast) is not supported"
-                                .into(),
-                        ));
+                    let bd = &g.value(node.inputs[1]).dims;
+                    if xd != bd {
+                        // Broadcasting: ORT's BroadcastLooper on the host reference, for
+                        // every backend (its operand swap decides the float order).
+                        let kernel = backend.add_kernel();
+                        return Ok(ort::add::qlinear_add_broadcast(
+                            kernel,
+                            arg(0),
+                            xd,
+                            xq,
+                            arg(1),
+                            bd,
+                            bq,
+                            yq,
+                        )?
+                        .0);
                     }
                     backend.add(arg(0), xq, arg(1), bq, yq)
                 }

@@ -307,6 +307,15 @@ impl QuantizedGraph {
                         formula: cpu::reference::linear::linear_formula(engine),
                     })
                 }
+                Op::Add { .. } if g.value(n.inputs[0]).dims != g.value(n.inputs[1]).dims => {
+                    return Err(Error::Graph {
+                        at: at(),
+                        message: "a broadcasting add has no PyTorch eager int8 counterpart \
+                                  here (FloatFunctional.add takes equal shapes); it runs in \
+                                  ONNX Runtime QDQ models and with --qconfig ort"
+                            .into(),
+                    })
+                }
                 Op::Add { act } => QNode::Add {
                     relu: *act == Activation::Relu,
                     formats: [in_format, formats[n.inputs[1].0]],

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""A QDQ model with broadcasting adds, quantized and run by ONNX Runtime.
+
+Builds a float ONNX model with onnx.helper (numpy seed 11): Conv 3->8 3x3 p1 + Relu (r1),
+GlobalAveragePool (g1), Add(r1, g1) (B broadcast over H, W), Conv 8->8 3x3 p1 + Relu (r2),
+GlobalAveragePool (g2), Add(g2, r2) (A broadcast: ORT swaps it into B's place), GlobalAveragePool,
+Flatten, Gemm 8->10; quantizes it with `quantize_static` (QDQ, MinMax, QUInt8 activations,
+QInt8 per-channel weights, reduce_range) and runs it with ORT (ORT_ENABLE_ALL, one thread).
+Writes tests/data/models/bcast_add/: model.onnx, calib.npy [4, 2, 3, 16, 16], input.npy,
+qdq/model_qdq.onnx, qdq/output.npy, qdq/meta.json (the op types ORT executed).
+
+Usage: python3 scripts/gen_qdq_bcast_fixture.py   (needs onnx, onnxruntime, numpy)
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+
+from gen_ort_op_fixtures import cpu_flags  # same directory
+from gen_qdq_int8_fixture import Batches, op_types  # same directory
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models",
+                   "bcast_add")
+
+
+def build(rng):
+    inits, nodes = [], []
+
+    def conv(name, x, cin, cout):
+        w = rng.normal(0, 1.0 / np.sqrt(cin * 9), (cout, cin, 3, 3)).astype(np.float32)
+        b = rng.normal(0, 0.1, (cout,)).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, name + ".w"), numpy_helper.from_array(b, name + ".b")])
+        nodes.append(helper.make_node("Conv", [x, name + ".w", name + ".b"], [name + "_out"],
+                                      name=name, kernel_shape=[3, 3], pads=[1] * 4))
+        nodes.append(helper.make_node("Relu", [name + "_out"], [name + "_relu"], name=name + "_relu"))
+        return name + "_relu"
+
+    r1 = conv("conv1", "input", 3, 8)
+    nodes.append(helper.make_node("GlobalAveragePool", [r1], ["g1"], name="gap1"))
+    nodes.append(helper.make_node("Add", [r1, "g1"], ["a1"], name="add1"))
+    r2 = conv("conv2", "a1", 8, 8)
+    nodes.append(helper.make_node("GlobalAveragePool", [r2], ["g2"], name="gap2"))
+    nodes.append(helper.make_node("Add", ["g2", r2], ["a2"], name="add2"))
+    nodes.append(helper.make_node("GlobalAveragePool", ["a2"], ["g3"], name="gap3"))
+    nodes.append(helper.make_node("Flatten", ["g3"], ["flat"], name="flatten", axis=1))
+    w = rng.normal(0, 0.3, (10, 8)).astype(np.float32)
+    b = rng.normal(0, 0.1, (10,)).astype(np.float32)
+    inits.extend([numpy_helper.from_array(w, "fc.w"), numpy_helper.from_array(b, "fc.b")])
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(
+        nodes, "bcast_add",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def main():
+    rng = np.random.default_rng(11)
+    os.makedirs(os.path.join(OUT, "qdq"), exist_ok=True)
+    float_path = os.path.join(OUT, "model.onnx")
+    onnx.save(build(rng), float_path)
+    calib = rng.normal(0, 1, (4, 2, 3, 16, 16)).astype(np.float32)
+    x = rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    np.save(os.path.join(OUT, "calib.npy"), calib)
+    np.save(os.path.join(OUT, "input.npy"), x)
+    qdq = os.path.join(OUT, "qdq", "model_qdq.onnx")
+    quantize_static(float_path, qdq, Batches(list(calib)), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        so.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        y = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"]).run(
+            None, {"input": x})[0]
+        executed = op_types(onnx.load(so.optimized_model_filepath))
+    np.save(os.path.join(OUT, "qdq", "output.npy"), y.astype(np.float32))
+    meta = {
+        "onnxruntime_version": ort.__version__,
+        "onnx_version": onnx.__version__,
+        "cpu_flags": cpu_flags(),
+        "quantize_static": dict(quant_format="QDQ", activation_type="QUInt8", weight_type="QInt8",
+                                per_channel=True, reduce_range=True, calibrate_method="MinMax"),
+        "qdq_op_types": op_types(onnx.load(qdq)),
+        "executed_op_types": executed,
+    }
+    with open(os.path.join(OUT, "qdq", "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    print(executed)
+
+
+if __name__ == "__main__":
+    main()
