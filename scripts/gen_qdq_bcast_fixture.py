@@ -12,19 +12,15 @@ qdq/model_qdq.onnx, qdq/output.npy, qdq/meta.json (the op types ORT executed).
 Usage: python3 scripts/gen_qdq_bcast_fixture.py   (needs onnx, onnxruntime, numpy)
 """
 
-import json
 import os
-import tempfile
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 
-from gen_ort_op_fixtures import cpu_flags  # same directory
-from gen_qdq_int8_fixture import Batches, op_types  # same directory
+from gen_qdq_int8_fixture import Batches, op_types, record  # same directory
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models",
                    "bcast_add")
@@ -77,28 +73,9 @@ def main():
     quantize_static(float_path, qdq, Batches(list(calib)), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as tmp:
-        so.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        y = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"]).run(
-            None, {"input": x})[0]
-        executed = op_types(onnx.load(so.optimized_model_filepath))
-    np.save(os.path.join(OUT, "qdq", "output.npy"), y.astype(np.float32))
-    meta = {
-        "onnxruntime_version": ort.__version__,
-        "onnx_version": onnx.__version__,
-        "cpu_flags": cpu_flags(),
-        "quantize_static": dict(quant_format="QDQ", activation_type="QUInt8", weight_type="QInt8",
-                                per_channel=True, reduce_range=True, calibrate_method="MinMax"),
-        "qdq_op_types": op_types(onnx.load(qdq)),
-        "executed_op_types": executed,
-    }
-    with open(os.path.join(OUT, "qdq", "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
-    print(executed)
+    record(qdq, x, os.path.join(OUT, "qdq"),
+           dict(quant_format="QDQ", activation_type="QUInt8", weight_type="QInt8",
+                per_channel=True, reduce_range=True, calibrate_method="MinMax"))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,35 @@ class Batches(CalibrationDataReader):
         return next(self.it, None)
 
 
+def record(qdq, x, out_dir, quantize_static_opts):
+    """Runs the QDQ model `qdq` with ORT (ORT_ENABLE_ALL, one thread) on `x` and writes
+    `output.npy` and `meta.json` (versions, CPU flags, options, the op types ORT executed)
+    to `out_dir`."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        so.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        y = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"]).run(
+            None, {"input": x})[0]
+        executed = op_types(onnx.load(so.optimized_model_filepath))
+    np.save(os.path.join(out_dir, "output.npy"), y.astype(np.float32))
+    meta = {
+        "onnxruntime_version": ort.__version__,
+        "onnx_version": onnx.__version__,
+        "cpu_flags": cpu_flags(),
+        "quantize_static": quantize_static_opts,
+        "calibration_data": "../calib.npy (one batch per leading index)",
+        "input": "../input.npy",
+        "qdq_op_types": op_types(onnx.load(qdq)),
+        "executed_op_types": executed,
+    }
+    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    print(executed)
+
+
 def main():
     rng = np.random.default_rng(7)
     os.makedirs(os.path.join(OUT, "qdq_int8"), exist_ok=True)
@@ -106,30 +135,9 @@ def main():
     quantize_static(float_path, qdq, Batches(list(calib)), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as tmp:
-        so.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        y = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"]).run(
-            None, {"input": x})[0]
-        executed = op_types(onnx.load(so.optimized_model_filepath))
-    np.save(os.path.join(OUT, "qdq_int8", "output.npy"), y.astype(np.float32))
-    meta = {
-        "onnxruntime_version": ort.__version__,
-        "onnx_version": onnx.__version__,
-        "cpu_flags": cpu_flags(),
-        "quantize_static": dict(quant_format="QDQ", activation_type="QInt8", weight_type="QInt8",
-                                per_channel=True, reduce_range=True, calibrate_method="MinMax"),
-        "calibration_data": "../calib.npy (one batch per leading index)",
-        "input": "../input.npy",
-        "qdq_op_types": op_types(onnx.load(qdq)),
-        "executed_op_types": executed,
-    }
-    with open(os.path.join(OUT, "qdq_int8", "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
-    print(executed)
+    record(qdq, x, os.path.join(OUT, "qdq_int8"),
+           dict(quant_format="QDQ", activation_type="QInt8", weight_type="QInt8",
+                per_channel=True, reduce_range=True, calibrate_method="MinMax"))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,35 @@ fn calib_batches(model: &str) -> Vec<Vec<squint::tensor::Tensor<f32>>> {
         .collect()
 }
 
+/// The ops ORT executed for the fixture in `sub` (its `meta.json`), then `model_qdq.onnx`
+/// there run on the reference (ORT's `output.npy` bit for bit), the fast CPU path and every
+/// GPU (the reference's ints); returns the model.
+fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json::Value) {
+    let d = dir(model);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join(sub).join("meta.json")).unwrap())
+            .unwrap();
+    let m = onnx_qdq::load(&d.join(sub).join("model_qdq.onnx")).unwrap();
+    let x = npy::read::<f32>(d.join("input.npy")).unwrap();
+    let xs = std::slice::from_ref(&x);
+    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    let ort = npy::read::<f32>(d.join(sub).join("output.npy")).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&want.outputs[0].data),
+        bits(&ort.data),
+        "{model}/{sub}"
+    );
+    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+    assert_eq!(fast.values, want.values, "{model}/{sub}: cpu-fast");
+    for ctx in common::gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
+        assert_eq!(got.values, want.values, "{model}/{sub}: {name}");
+    }
+    (m, meta["executed_op_types"].clone())
+}
+
 fn dir(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/models")
@@ -180,27 +209,10 @@ fn uint8_weight_qdq_models_run_exactly_on_every_device() {
 /// executed), and squint's int8 run equals ORT's output bit for bit on every device.
 #[test]
 fn int8_activation_chains_run_bit_for_bit_like_onnx_runtime() {
-    let d = dir("chain_int8");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("qdq_int8/meta.json")).unwrap())
-            .unwrap();
-    let executed = meta["executed_op_types"].as_object().unwrap();
+    let (m, executed) = check_ort_fixture("chain_int8", "qdq_int8");
+    let executed = executed.as_object().unwrap();
     assert!(!executed.contains_key("Conv") && executed.contains_key("com.microsoft::QLinearConv"));
-    let m = onnx_qdq::load(&d.join("qdq_int8/model_qdq.onnx")).unwrap();
     assert!(m.qparams.iter().all(|q| q.dtype == QDtype::QInt8));
-    let x = npy::read::<f32>(d.join("input.npy")).unwrap();
-    let xs = std::slice::from_ref(&x);
-    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
-    let ort = npy::read::<f32>(d.join("qdq_int8/output.npy")).unwrap();
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&want.outputs[0].data), bits(&ort.data));
-    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
-    assert_eq!(fast.values, want.values, "cpu-fast");
-    for ctx in common::gpu_contexts() {
-        let name = ctx.adapter_report().summary();
-        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
-        assert_eq!(got.values, want.values, "{name}");
-    }
 }
 
 /// A model with int8 activations and a value read twice is refused before anything runs,
@@ -505,26 +517,12 @@ fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
 /// device (the broadcasting add itself runs on the host reference for every backend).
 #[test]
 fn broadcasting_adds_run_bit_for_bit_like_onnx_runtime() {
-    let d = dir("bcast_add");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("qdq/meta.json")).unwrap()).unwrap();
-    let executed = meta["executed_op_types"].as_object().unwrap();
+    let (_, executed) = check_ort_fixture("bcast_add", "qdq");
     assert_eq!(executed["com.microsoft::QLinearAdd"], 2);
-    assert!(!executed.contains_key("Add"));
-    let m = onnx_qdq::load(&d.join("qdq/model_qdq.onnx")).unwrap();
+    assert!(!executed.as_object().unwrap().contains_key("Add"));
+    let d = dir("bcast_add");
     let x = npy::read::<f32>(d.join("input.npy")).unwrap();
     let xs = std::slice::from_ref(&x);
-    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
-    let ort = npy::read::<f32>(d.join("qdq/output.npy")).unwrap();
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&want.outputs[0].data), bits(&ort.data));
-    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
-    assert_eq!(fast.values, want.values, "cpu-fast");
-    for ctx in common::gpu_contexts() {
-        let name = ctx.adapter_report().summary();
-        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
-        assert_eq!(got.values, want.values, "{name}");
-    }
     // The float model imports with its broadcasting adds, and the `ort` preset runs it.
     let g = squint::io::onnx::load(&d.join("model.onnx")).unwrap();
     let y = g.run_f32(xs).unwrap();
