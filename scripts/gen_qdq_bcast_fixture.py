@@ -7,7 +7,9 @@ GlobalAveragePool (g2), Add(g2, r2) (A broadcast: ORT swaps it into B's place), 
 Flatten, Gemm 8->10; quantizes it with `quantize_static` (QDQ, MinMax, QUInt8 activations,
 QInt8 per-channel weights, reduce_range) and runs it with ORT (ORT_ENABLE_ALL, one thread).
 Writes tests/data/models/bcast_add/: model.onnx, calib.npy [4, 2, 3, 16, 16], input.npy,
-qdq/model_qdq.onnx, qdq/output.npy, qdq/meta.json (the op types ORT executed).
+qdq/model_qdq.onnx, qdq/output.npy, qdq/meta.json (the op types ORT executed); and the same
+files in tests/data/models/bcast_add_out/ for `build_out` (both broadcasting adds at the
+output, run by ORT in NHWC).
 
 Usage: python3 scripts/gen_qdq_bcast_fixture.py   (needs onnx, onnxruntime, numpy)
 """
@@ -60,22 +62,56 @@ def build(rng):
     return model
 
 
-def main():
-    rng = np.random.default_rng(11)
-    os.makedirs(os.path.join(OUT, "qdq"), exist_ok=True)
-    float_path = os.path.join(OUT, "model.onnx")
-    onnx.save(build(rng), float_path)
-    calib = rng.normal(0, 1, (4, 2, 3, 16, 16)).astype(np.float32)
-    x = rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
-    np.save(os.path.join(OUT, "calib.npy"), calib)
-    np.save(os.path.join(OUT, "input.npy"), x)
-    qdq = os.path.join(OUT, "qdq", "model_qdq.onnx")
+def build_out(rng):
+    """Conv 3->8 3x3 p1, g = GlobalAveragePool, Add(g, c) (A broadcast), Add(., g) (B
+    broadcast) as the graph output: ORT runs both QLinearAdds in NHWC (between its
+    Transposes), and the output shows them directly."""
+    w = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, (8,)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "c.w"), numpy_helper.from_array(b, "c.b")]
+    nodes = [
+        helper.make_node("Conv", ["input", "c.w", "c.b"], ["c"], name="conv",
+                         kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        helper.make_node("Add", ["g", "c"], ["a"], name="add_a_broadcast"),
+        helper.make_node("Add", ["a", "g"], ["out"], name="add_b_broadcast"),
+    ]
+    graph = helper.make_graph(
+        nodes, "bcast_add_out",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 8, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write(out, model, calib, x):
+    os.makedirs(os.path.join(out, "qdq"), exist_ok=True)
+    float_path = os.path.join(out, "model.onnx")
+    onnx.save(model, float_path)
+    np.save(os.path.join(out, "calib.npy"), calib)
+    np.save(os.path.join(out, "input.npy"), x)
+    qdq = os.path.join(out, "qdq", "model_qdq.onnx")
     quantize_static(float_path, qdq, Batches(list(calib)), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
-    record(qdq, x, os.path.join(OUT, "qdq"),
+    record(qdq, x, os.path.join(out, "qdq"),
            dict(quant_format="QDQ", activation_type="QUInt8", weight_type="QInt8",
                 per_channel=True, reduce_range=True, calibrate_method="MinMax"))
+
+
+def main():
+    rng = np.random.default_rng(11)
+    model = build(rng)
+    calib = rng.normal(0, 1, (4, 2, 3, 16, 16)).astype(np.float32)
+    x = rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    write(OUT, model, calib, x)
+    rng = np.random.default_rng(5)
+    model = build_out(rng)
+    calib = rng.normal(0, 1, (4, 2, 3, 8, 8)).astype(np.float32)
+    x = rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    write(OUT + "_out", model, calib, x)
 
 
 if __name__ == "__main__":
