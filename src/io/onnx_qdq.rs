@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 #[path = "onnx_qdq_write.rs"]
-mod write;
+pub(crate) mod write;
 pub use write::{save, to_bytes};
 
 const FLOAT: i32 = 1;

@@ -371,7 +371,8 @@ fn byte_tensor(name: &str, dims: &[i64], dtype: QDtype, bytes: &[u8]) -> TensorP
     t
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+/// An INTS attribute.
+pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
     a.type_ = AttributeType::INTS.into();
@@ -379,7 +380,8 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     a
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+/// An INT attribute.
+pub(crate) fn int(name: &str, v: i64) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
     a.type_ = AttributeType::INT.into();

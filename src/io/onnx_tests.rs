@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::graph::Op;
+use crate::io::onnx_qdq::write::{int, ints};
 use crate::rng::Rng;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::type_proto::{self, Value as Ty};
@@ -31,22 +32,6 @@ fn int64_tensor(name: &str, data: Vec<i64>) -> TensorProto {
     t.data_type = INT64;
     t.int64_data = data;
     t
-}
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INTS.into();
-    a.ints = v.to_vec();
-    a
-}
-
-fn int(name: &str, v: i64) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INT.into();
-    a.i = v;
-    a
 }
 
 fn float(name: &str, v: f32) -> AttributeProto {

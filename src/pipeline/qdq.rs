@@ -213,13 +213,50 @@ fn as_i8(b: &[u8]) -> Vec<i8> {
     b.iter().map(|&v| v as i8).collect()
 }
 
-/// What a packed layer of [`QdqFastCpu`] was packed for.
+/// What a cached conv layer (of [`QdqFastCpu`] or [`QdqGpu`]) was built for.
 #[derive(Debug, Clone, PartialEq)]
 struct LayerKey {
     w: QdqWeight,
     x_qp: QParams,
     y_qp: QParams,
     shape: ConvShape,
+}
+
+impl LayerKey {
+    fn matches(&self, w: &QdqWeight, x_qp: &QParams, y_qp: &QParams, s: &ConvShape) -> bool {
+        self.x_qp == *x_qp && self.y_qp == *y_qp && self.shape == *s && self.w == *w
+    }
+}
+
+/// The layer of node `node`: the cached one when it was built for the same weight, qparams
+/// and shape, else `build` (given the int8 weight, [`as_int8_weight`], and ORT's epilogue)
+/// makes one and the cache keeps it.
+#[allow(clippy::too_many_arguments)]
+fn cached_layer<'a, L>(
+    layers: &'a mut HashMap<usize, (LayerKey, L)>,
+    node: usize,
+    w: &QdqWeight,
+    x_qp: &QParams,
+    y_qp: &QParams,
+    s: &ConvShape,
+    build: impl FnOnce(&[i8], &WeightQParams, &Epilogue) -> Result<L>,
+) -> Result<&'a L> {
+    if !layers
+        .get(&node)
+        .is_some_and(|(k, _)| k.matches(w, x_qp, y_qp, s))
+    {
+        let w8 = as_int8_weight(w);
+        let (w_qp, epi) = ort_epilogue(&w8, x_qp, y_qp, s.c_out)?;
+        let layer = build(&as_i8(&w8.data), &w_qp, &epi)?;
+        let key = LayerKey {
+            w: w.clone(),
+            x_qp: *x_qp,
+            y_qp: *y_qp,
+            shape: *s,
+        };
+        layers.insert(node, (key, layer));
+    }
+    Ok(&layers[&node].1)
 }
 
 /// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`];
@@ -245,20 +282,9 @@ impl QdqBackend for QdqFastCpu {
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        let key = LayerKey {
-            w: w.clone(),
-            x_qp: *x_qp,
-            y_qp: *y_qp,
-            shape: *s,
-        };
-        if self.layers.get(&node).is_none_or(|(k, _)| *k != key) {
-            let w = as_int8_weight(w);
-            let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
-            let w8 = as_i8(&w.data);
-            let packed = PackedConv2d::new(&w8, s.weight_dims(), &w_qp, &epi, s.params)?;
-            self.layers.insert(node, (key, packed));
-        }
-        let (_, layer) = &self.layers[&node];
+        let layer = cached_layer(&mut self.layers, node, w, x_qp, y_qp, s, |w8, w_qp, epi| {
+            PackedConv2d::new(w8, s.weight_dims(), w_qp, epi, s.params)
+        })?;
         layer.run(x, s.input_dims(), x_qp, &FastConvOptions::default())
     }
 }
@@ -304,23 +330,12 @@ impl QdqBackend for QdqGpu {
         y_qp: &QParams,
         s: &ConvShape,
     ) -> Result<Vec<u8>> {
-        let key = LayerKey {
-            w: w.clone(),
-            x_qp: *x_qp,
-            y_qp: *y_qp,
-            shape: *s,
-        };
-        if self.layers.get(&node).is_none_or(|(k, _)| *k != key) {
-            let w = as_int8_weight(w);
-            let (w_qp, epi) = ort_epilogue(&w, x_qp, y_qp, s.c_out)?;
-            let w8 = as_i8(&w.data);
-            crate::gpu::check_conv2d_args(x, x_qp, &w8, &w_qp, &epi, s)?;
-            let layer =
-                crate::gpu::GpuConv2d::new(&self.ctx, &w8, s.weight_dims(), &w_qp, &epi, s.params)?;
-            self.layers.insert(node, (key, layer));
-        }
-        let (_, layer) = &self.layers[&node];
-        crate::gpu::conv2d_quantized_with(&self.ctx, layer, x, x_qp, s)
+        let ctx = &self.ctx;
+        let layer = cached_layer(&mut self.layers, node, w, x_qp, y_qp, s, |w8, w_qp, epi| {
+            crate::gpu::check_conv2d_args(x, x_qp, w8, w_qp, epi, s)?;
+            crate::gpu::GpuConv2d::new(ctx, w8, s.weight_dims(), w_qp, epi, s.params)
+        })?;
+        crate::gpu::conv2d_quantized_with(ctx, layer, x, x_qp, s)
     }
     fn add(
         &mut self,
