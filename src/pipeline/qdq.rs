@@ -537,21 +537,21 @@ pub fn run_reference(
 pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
     refuse_int8_activations(m)?;
     if !m.qparams.iter().any(|q| q.dtype == QDtype::QInt8) {
-        return run_model(m, inputs, backend);
+        return run_model(m, &m.qparams, inputs, backend);
     }
     // ORT's QDQS8ToU8Transformer: every int8 activation (each has one reader here) runs as
     // uint8 with its zero point + 128. Most formulas only see `x − zx` and give the same
     // ints shifted by 128, but a zero point added in float before rounding
     // (QLinearAveragePool's) does not, so run the model ORT runs, then shift back.
-    let mut shifted = m.clone();
-    for q in shifted
+    let shifted = m
         .qparams
-        .iter_mut()
-        .filter(|q| q.dtype == QDtype::QInt8)
-    {
-        *q = QParams::new(q.scale, q.zero_point + 128, QDtype::QUInt8)?;
-    }
-    let mut r = run_model(&shifted, inputs, backend)?;
+        .iter()
+        .map(|q| match q.dtype {
+            QDtype::QInt8 => QParams::new(q.scale, q.zero_point + 128, QDtype::QUInt8),
+            QDtype::QUInt8 => Ok(*q),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut r = run_model(m, &shifted, inputs, backend)?;
     for (v, q) in r.values.iter_mut().zip(&m.qparams) {
         if q.dtype == QDtype::QInt8 {
             v.iter_mut().for_each(|b| *b ^= 0x80);
@@ -560,7 +560,13 @@ pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -
     Ok(r)
 }
 
-fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
+/// [`run`] of `m` with the activation qparams `qparams` (one per value) in place of its own.
+fn run_model(
+    m: &QdqModel,
+    qparams: &[QParams],
+    inputs: &[Tensor<f32>],
+    backend: &mut dyn QdqBackend,
+) -> Result<QdqRun> {
     let g = &m.graph;
     if inputs.len() != g.inputs().len() {
         return Err(Error::Graph {
@@ -577,7 +583,7 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
                 v.name, v.dims, x.dims
             )));
         }
-        let qp = m.qparams[id.0];
+        let qp = qparams[id.0];
         let axis = ort::qdq::AxisQParams {
             scales: vec![qp.scale],
             zero_points: vec![qp.zero_point],
@@ -597,8 +603,8 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
                 .expect("inputs come first")
         };
         let xd = &g.value(node.inputs[0]).dims;
-        let xq = &m.qparams[node.inputs[0].0];
-        let yq = &m.qparams[node.output.0];
+        let xq = &qparams[node.inputs[0].0];
+        let yq = &qparams[node.output.0];
         let yd = &g.value(node.output).dims;
         let need_weight = || {
             m.weights[i]
@@ -633,7 +639,7 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
                 Op::Add {
                     act: Activation::None,
                 } => {
-                    let bq = &m.qparams[node.inputs[1].0];
+                    let bq = &qparams[node.inputs[1].0];
                     let bd = &g.value(node.inputs[1]).dims;
                     if xd != bd {
                         // Broadcasting: ORT's BroadcastLooper on the host reference, for
@@ -661,7 +667,7 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
                         .map(|(k, v)| CatInput {
                             data: arg(k),
                             dims: &g.value(*v).dims,
-                            qp: &m.qparams[v.0],
+                            qp: &qparams[v.0],
                         })
                         .collect();
                     backend.concat(&ins, *axis, yq)
@@ -718,7 +724,7 @@ fn run_model(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend)
         .outputs()
         .iter()
         .map(|o| {
-            let qp = m.qparams[o.0];
+            let qp = qparams[o.0];
             let data = values[o.0]
                 .iter()
                 .map(|&b| ort::qdq::dequantize_value(b, &qp))
