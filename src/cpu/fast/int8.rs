@@ -497,11 +497,12 @@ pub(super) fn run(
         .collect();
     // The AVX-512 epilogue constants of every channel, built once per call.
     #[cfg(target_arch = "x86_64")]
-    let consts: Vec<Option<super::x86::Requant512>> = match sink {
+    // (`None` when some channel needs the scalar epilogue: then every row takes it.)
+    let consts: Option<Vec<super::x86::Requant512>> = match sink {
         Sink::Bytes(_) if isa == Isa::Avx512Vnni => (0..s.c_out)
             .map(|o| super::x86::Requant512::new(&pc.epi, o, pc.acc_bound(x_qp, o)))
             .collect(),
-        _ => Vec::new(),
+        _ => None,
     };
     // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
     let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
@@ -541,6 +542,11 @@ pub(super) fn run(
                     if segs.is_empty() {
                         return;
                     }
+                    #[cfg(target_arch = "x86_64")]
+                    let runs: Vec<super::x86::RunMask> = segs
+                        .iter()
+                        .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
+                        .collect();
                     let mut tile: Tile = [[0; 64]; 6];
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
@@ -570,35 +576,46 @@ pub(super) fn run(
                                 &mut tile, &init,
                             )
                         };
-                        for (r, row) in tile.iter_mut().enumerate().take(nvalid) {
-                            let o = o0 + r;
-                            if pc.any_wzp {
-                                let zeta = pc.wzp[o];
+                        if pc.any_wzp {
+                            for (r, row) in tile.iter_mut().enumerate().take(nvalid) {
+                                let zeta = pc.wzp[o0 + r];
                                 for (a, &rs) in row[..npx].iter_mut().zip(&rowsum) {
                                     *a = a.wrapping_sub(zeta.wrapping_mul(rs));
                                 }
                             }
-                            let base = (n * s.c_out + o) * plane_out;
-                            #[cfg(target_arch = "x86_64")]
-                            if let (Some(Some(k)), SinkPtr::Bytes(b)) = (consts.get(o), out) {
-                                // SAFETY: as below; the ISA was checked when packing, and the
-                                // runs lie inside the row (`segments`), and `base` inside the
-                                // output.
-                                unsafe {
-                                    super::x86::requant_segments_avx512(
-                                        k,
-                                        &row[..npx],
-                                        &segs,
-                                        b.0.add(base),
-                                    )
-                                };
-                                continue;
-                            }
-                            // SAFETY: the output positions of pixel tile `pt` and channel `o`
-                            // are written by this task only (tiles and channel chunks are
-                            // disjoint), and lie inside the output (`segments` keeps
+                        }
+                        let base = (n * s.c_out + o0) * plane_out;
+                        #[cfg(target_arch = "x86_64")]
+                        if let (Some(ks), SinkPtr::Bytes(b)) = (&consts, out) {
+                            // SAFETY: as below; the ISA was checked when packing, the runs lie
+                            // inside each row's plane (`segments`), and `base` inside the
+                            // output.
+                            unsafe {
+                                super::x86::requant_tile_avx512(
+                                    &ks[o0..o0 + nvalid],
+                                    &tile,
+                                    &runs,
+                                    b.0.add(base),
+                                    plane_out,
+                                )
+                            };
+                            continue;
+                        }
+                        for (r, row) in tile.iter().enumerate().take(nvalid) {
+                            // SAFETY: the output positions of pixel tile `pt` and channel
+                            // `o0 + r` are written by this task only (tiles and channel chunks
+                            // are disjoint), and lie inside the output (`segments` keeps
                             // oy < h_out, ox < w_out).
-                            unsafe { out.write_segments(isa, epi, o, &row[..npx], &segs, base) };
+                            unsafe {
+                                out.write_segments(
+                                    isa,
+                                    epi,
+                                    o0 + r,
+                                    &row[..npx],
+                                    &segs,
+                                    base + r * plane_out,
+                                )
+                            };
                         }
                     }
                 });

@@ -33,5 +33,5 @@ pub(super) use pack::{
     interleave4_avx512, pair_plane_avx2,
 };
 pub(super) use requant::{
-    requant_row_avx2, requant_row_avx512, requant_segments_avx512, Requant512,
+    requant_row_avx2, requant_row_avx512, requant_tile_avx512, Requant512, RunMask,
 };

@@ -4,7 +4,7 @@
 //! * AVX-512 (F + BW + VL): the per-channel constants [`Requant512`], the `fixed_512!`,
 //!   [`requant_rel_512!`] and [`pack4_512!`] macros that the fused kernels (here and in the
 //!   sibling `depthwise` module) expand inline, and the row epilogues [`requant_row_avx512`]
-//!   and [`requant_segments_avx512`].
+//!   and [`requant_tile_avx512`].
 //! * AVX2: [`requant_row_avx2`] (8 lanes, clamping each i32 result).
 //! * Shared: the fixed-point (`MultiplyByQuantizedMultiplier`) constants and their derivation,
 //!   [`FixedConsts`], and the NaN-aware `round_f32_to_i32` ([`round_clamp_512`],
@@ -515,40 +515,64 @@ pub(crate) unsafe fn requant_row_avx512(epi: &Epilogue, o: usize, acc: &[i32], o
     }
 }
 
-/// Requantizes one tile row `row` (≤ 64 accumulators of one output channel) with the
-/// channel's constants `k` (like [`requant_row_avx512`]) and stores the runs `segs` (tile
-/// position `at`, output offset `off` from `out`, length) straight from the register, with
-/// masked stores (no temporary, no copies).
+/// One valid run of a tile row in [`requant_tile_avx512`]: the byte mask of its tile
+/// positions and the offset (in bytes, possibly negative) of tile position 0 from the
+/// channel's output base, so that a masked 64-byte store at `base + shift` writes exactly
+/// the run.
+#[derive(Clone, Copy)]
+pub(crate) struct RunMask {
+    /// Tile positions of the run (`len` bits from `at`).
+    pub(crate) bits: u64,
+    /// `off − at`: where tile position 0 would land.
+    pub(crate) shift: isize,
+}
+
+impl RunMask {
+    /// The run at tile position `at`, output offset `off`, `len` long (`at + len ≤ 64`).
+    pub(crate) fn new(at: usize, off: usize, len: usize) -> Self {
+        debug_assert!(at + len <= 64);
+        let bits = if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
+        RunMask {
+            bits: bits << at,
+            shift: off as isize - at as isize,
+        }
+    }
+}
+
+/// Requantizes the first `ks.len()` rows of a GEMM tile (row `r`: 64 accumulators of the
+/// output channel whose constants are `ks[r]`, like [`requant_row_avx512`]) and stores the
+/// valid runs `runs` of each row straight from the register with masked stores, row `r` at
+/// `out + r·stride`. One call per tile: the loads are whole rows (the lanes past the valid
+/// runs are computed and never stored) and the run masks are built once for all rows.
 ///
 /// # Safety
-/// avx512f, avx512bw and avx512vl must be available; every run must satisfy
-/// `at + len ≤ row.len() ≤ 64` and lie in the output (`out + off .. out + off + len`). The
-/// masked stores address `out + off − at`, possibly outside the output, but only the `len`
-/// bytes of the run are accessed.
+/// avx512f, avx512bw and avx512vl must be available; `ks.len() ≤ 6`; every run must lie in
+/// the output of every row (`out + r·stride + shift + [bits]`). The masked stores address
+/// `out + r·stride + shift`, possibly outside the output, but only the run's bytes are
+/// accessed.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn requant_segments_avx512(
-    k: &Requant512,
-    row: &[i32],
-    segs: &[(usize, usize, usize)],
-    out: *mut u8,
+pub(crate) unsafe fn requant_tile_avx512(
+    ks: &[Requant512],
+    tile: &[[i32; 64]; 6],
+    runs: &[RunMask],
+    mut out: *mut u8,
+    stride: usize,
 ) {
-    // SAFETY: the caller guarantees the target features and the ranges; loads are masked to
-    // `row`.
+    // SAFETY: the caller guarantees the target features and the ranges; the loads read
+    // whole tile rows.
     unsafe {
-        let n = row.len().min(64);
-        let mut y = [_mm512_setzero_si512(); 4];
-        for (j, yj) in y.iter_mut().enumerate() {
-            let left = n.saturating_sub(16 * j).min(16);
-            let m: __mmask16 = ((1u32 << left) - 1) as u16;
-            let a = _mm512_maskz_loadu_epi32(m, row.as_ptr().add(16 * j));
-            *yj = requant_rel_512!(k, a, true);
-        }
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let bytes = _mm512_permutexvar_epi32(order, pack4_512!(k, y[0], y[1], y[2], y[3]));
-        for &(at, off, len) in segs {
-            debug_assert!(at + len <= n);
-            let bits = if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
-            _mm512_mask_storeu_epi8(out.add(off).wrapping_sub(at).cast(), bits << at, bytes);
+        for (k, row) in ks.iter().zip(tile) {
+            let a = row.as_ptr();
+            let y0 = requant_rel_512!(k, _mm512_loadu_si512(a.cast()), true);
+            let y1 = requant_rel_512!(k, _mm512_loadu_si512(a.add(16).cast()), true);
+            let y2 = requant_rel_512!(k, _mm512_loadu_si512(a.add(32).cast()), true);
+            let y3 = requant_rel_512!(k, _mm512_loadu_si512(a.add(48).cast()), true);
+            let bytes = _mm512_permutexvar_epi32(order, pack4_512!(k, y0, y1, y2, y3));
+            for run in runs {
+                _mm512_mask_storeu_epi8(out.wrapping_offset(run.shift).cast(), run.bits, bytes);
+            }
+            out = out.wrapping_add(stride);
         }
     }
 }
