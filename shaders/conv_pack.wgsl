@@ -15,7 +15,8 @@
 // Two kinds of items, in one dispatch:
 // * [0, u.n_interior): interior. Item (n, k, q): input word k of every plane (4 consecutive input pixels,
 //   which may continue on the next row) for the 16 slots of quad q: 16 word loads give the 4
-//   quads of those pixels (a 4 x 4 byte transpose per word of the quads).
+//   quads of those pixels (a 4 x 4 byte transpose per word of the quads). Byte b of word k is
+//   plane position 4k + b + pos_shift, written when in [pos_begin, pos_end).
 // * [u.n_interior, ...): border. Item n_interior + (n, b, q): quad q of the b-th padded pixel
 //   outside the input, all zero point.
 //
@@ -27,8 +28,13 @@
 //   copy of the tensor's buffer, word i at texel i / 4 = (t % 2^x_tex_log2_width,
 //   t >> x_tex_log2_width), component
 //   i % 4; the buffer is a window from word `u.x_base`. Image n counts from `u.img_begin`.
+//   For a band of rows (one image too large for the scratch) the input is a copy of the
+//   band's input rows, `plane_words` words per channel from plane position `pos_shift`.
 // * `qt` (write-only storage texture rgba32uint; XTEX) or `xq` (storage, read_write,
-//   array<vec4<u32>>): quad ((n * padded_h + py) * padded_w + px) * quads_per_pixel + q;
+//   array<vec4<u32>>): quad ((n * band_rows + py - row_begin) * padded_w + px) *
+//   quads_per_pixel + q for the padded rows py of the band [row_begin, row_begin + band_rows)
+//   (the whole padded image, row_begin = 0 and band_rows = padded_h, unless one image's quads
+//   do not fit the scratch: then the host repacks and convolves it band by band of rows);
 //   texel i is at (i % 2^quads_tex_log2_width, i >> quads_tex_log2_width); the buffer is a
 //   window from quad `u.q_base`.
 
@@ -57,8 +63,12 @@ struct Params {
     quads_tex_log2_width: u32, // log2 width of the quads texture
     flip: u32, // 0x80 or 0, XORed into input bytes (kernel byte domain)
     pad_byte: u32, // z' as a byte: fills padding and group-rounding slots
+    row_begin: u32, // first padded row of the band written (0 without bands)
+    band_rows: u32, // padded rows of the band written (padded_h without bands)
+    pos_shift: u32, // plane position of the input planes' first byte (band input: its first)
+    pos_begin: u32, // plane positions [pos_begin, pos_end) are written (without bands: the plane)
+    pos_end: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -81,6 +91,15 @@ fn load_word(i: u32) -> u32 {
 //#else
     return x[i - u.x_base];
 //#endif
+}
+
+// Stores the quad of image n's padded pixel (py, px), slot quad q, when row py is in the band
+// [row_begin, row_begin + band_rows), at the band's row py - row_begin.
+fn store_pixel_quad(n: u32, py: u32, px: u32, q: u32, v: vec4<u32>) {
+    if (py < u.row_begin || py - u.row_begin >= u.band_rows) {
+        return;
+    }
+    store_quad(((n * u.band_rows + py - u.row_begin) * u.padded_w + px) * u.quads_per_pixel + q, v);
 }
 
 fn store_quad(i: u32, v: vec4<u32>) {
@@ -128,8 +147,7 @@ fn main(
         let nb = u.padded_h * u.padded_w - u.h * u.w;
         let n = r / nb;
         let px = border_pixel(r - n * nb);
-        store_quad(((n * u.padded_h + px.x) * u.padded_w + px.y) * u.quads_per_pixel + q,
-            vec4<u32>(zfill));
+        store_pixel_quad(n, px.x, px.y, q, vec4<u32>(zfill));
         return;
     }
     let e = u.item_begin + local;
@@ -162,14 +180,12 @@ fn main(
                 | (((b[2] >> sh) & 0xffu) << 16u) | (((b[3] >> sh) & 0xffu) << 24u);
         }
     }
-    let plane = u.h * u.w;
     for (var p = 0u; p < 4u; p++) {
-        let pos = k * 4u + p;
-        if (pos < plane) {
+        let pos = k * 4u + p + u.pos_shift;
+        if (pos >= u.pos_begin && pos < u.pos_end) {
             let iy = pos / u.w;
             let ix = pos - iy * u.w;
-            store_quad(((n * u.padded_h + iy + u.pad_h) * u.padded_w + ix + u.pad_w)
-                * u.quads_per_pixel + q, quads[p]);
+            store_pixel_quad(n, iy + u.pad_h, ix + u.pad_w, q, quads[p]);
         }
     }
 }

@@ -468,6 +468,19 @@ impl GpuContext {
         c
     }
 
+    /// The same device, with the largest buffer squint allocates lowered to
+    /// `max_buffer_bytes` (at least 4 KiB) and the conv input read from buffers. Results are
+    /// unchanged: this exists to test the conv's row bands (one image whose repacked input
+    /// exceeds the largest buffer runs band by band) with small tensors. Tensors larger than
+    /// the lowered limit are refused as they would be on such a device.
+    pub fn with_max_buffer(&self, max_buffer_bytes: u64) -> GpuContext {
+        let mut c = self.clone();
+        c.split.max_buffer = c.split.max_buffer.min(max_buffer_bytes.max(4096));
+        c.split.max_binding = c.split.max_binding.min(c.split.max_buffer);
+        c.kernel.input = InputChoice::Buffer;
+        c
+    }
+
     /// Every conv kernel variant this adapter can run, named: the default choice first, then
     /// each forced alternative it supports (results must not depend on the choice). Tests use
     /// it to sweep every path.

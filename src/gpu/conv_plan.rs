@@ -86,6 +86,38 @@ pub(crate) struct ConvGeometry {
     pub weight_vec4s_per_block: u64,
 }
 
+/// A band of output rows `[out_begin, out_end)` of one image, repacked and convolved on its
+/// own when the image does not fit a binding (its repacked input, or its output): its conv
+/// reads the padded input rows `[row_begin, row_begin + rows)`, the only ones the repack
+/// writes, from a copy of the input rows they hold ([`BandInput`]), and writes its output
+/// rows to a buffer of its own, copied into the output per channel (see
+/// [`ConvGeometry::row_bands`]). Bands start at a multiple of 4 output pixels, so that each
+/// one is whole packed output words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RowBand {
+    pub out_begin: u64,
+    pub out_end: u64,
+    /// First padded input row read.
+    pub row_begin: u64,
+    /// Padded input rows read.
+    pub rows: u64,
+}
+
+/// The input rows of one [`RowBand`], copied out of the input tensor before the band is
+/// repacked: per channel plane, the whole words `[first_byte, first_byte + 4·words)` of the
+/// plane (copies must be 4-byte aligned), which hold the plane positions (`y·w + x`)
+/// `[pos_begin, pos_end)` that the band's rows need (a few neighbours at either end are
+/// copied too and skipped by the repack). The copy holds the channel planes one after the
+/// other, `words` words each, so that one repack item's reads (one word of up to 16 channel
+/// planes) span a window of the band's size rather than of the image's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BandInput {
+    pub pos_begin: u64,
+    pub pos_end: u64,
+    pub first_byte: u64,
+    pub words: u64,
+}
+
 impl ConvGeometry {
     /// The geometry of shape `s` run with `layout` and conv workgroups of `workgroup_size`.
     pub(crate) fn new(s: &ConvShape, layout: ConvKernelLayout, workgroup_size: u32) -> Self {
@@ -149,6 +181,179 @@ impl ConvGeometry {
             channel_blocks,
             weight_vec4s_per_block,
         }
+    }
+
+    /// Padded input rows read by output rows `[out_begin, out_end)` (non-empty): from row
+    /// `out_begin · stride_h`, `(out_end − 1 − out_begin) · stride_h + (kh − 1) · dilation_h + 1`
+    /// rows.
+    fn rows_read(&self, out_begin: u64, out_end: u64) -> (u64, u64) {
+        let first = out_begin * self.stride_h;
+        let last = (out_end - 1) * self.stride_h + (self.kh - 1) * self.dilation_h;
+        (first, last + 1 - first)
+    }
+
+    /// Packed output bytes that one conv workgroup's writes span for `rows` output rows of
+    /// one image: a pixel tile in each plane of a channel block.
+    pub(crate) fn output_span_bytes(&self, rows: u64) -> u64 {
+        let planes = self.c_out.min(CHANNELS_PER_BLOCK);
+        planes * (rows * self.w_out).div_ceil(PIXELS_PER_TILE) * 4
+    }
+
+    /// Output rows of one band: the most whose repacked input fits `max_quads` quads and
+    /// whose output span ([`ConvGeometry::output_span_bytes`]) fits `max_out_bytes`, a multiple of `4 / gcd(w_out, 4)` (so that
+    /// each band starts on a packed output word), cut into bands covering the output plane.
+    /// A band of that minimum that does not fit is a [`Error::DeviceLimit`].
+    pub(crate) fn row_bands(&self, max_quads: u64, max_out_bytes: u64) -> Result<Vec<RowBand>> {
+        let h_out = self.plane_out / self.w_out;
+        let unit = 4 / gcd(self.w_out, 4);
+        let row_quads = self.padded_w * self.quads_per_pixel;
+        let quads = |r: u64| self.rows_read(0, r.min(h_out)).1 * row_quads;
+        let fits =
+            |r: u64| quads(r) <= max_quads && self.output_span_bytes(r.min(h_out)) <= max_out_bytes;
+        if !fits(unit) {
+            let rows = unit.min(h_out);
+            return Err(Error::DeviceLimit(format!(
+                "conv: {rows} output rows need {} repacked quads and output windows of {} \
+                 bytes, more than the {max_quads} quads and {max_out_bytes} bytes of a binding",
+                quads(rows),
+                self.output_span_bytes(rows)
+            )));
+        }
+        // The rows read grow with the band: find the largest multiple of `unit` that fits.
+        let (mut lo, mut hi) = (1, h_out.div_ceil(unit));
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid * unit) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let per_band = lo * unit;
+        Ok((0..h_out)
+            .step_by(per_band as usize)
+            .map(|out_begin| {
+                let out_end = (out_begin + per_band).min(h_out);
+                let (row_begin, rows) = self.rows_read(out_begin, out_end);
+                RowBand {
+                    out_begin,
+                    out_end,
+                    row_begin,
+                    rows,
+                }
+            })
+            .collect())
+    }
+
+    /// The geometry of the conv of band `b` (of a one-image chunk): its repacked rows as the
+    /// padded image, its output rows as the output plane (written to a buffer of its own,
+    /// `pixel_tiles` words per channel, then copied into place from word
+    /// [`ConvGeometry::band_output_word`] of each plane).
+    pub(crate) fn band(&self, b: &RowBand) -> ConvGeometry {
+        let plane_out = (b.out_end - b.out_begin) * self.w_out;
+        let pixel_tiles = plane_out.div_ceil(PIXELS_PER_TILE);
+        ConvGeometry {
+            padded_h: b.rows,
+            plane_out,
+            pixel_tiles,
+            groups_per_plane: pixel_tiles.div_ceil(self.workgroup_size),
+            ..*self
+        }
+    }
+
+    /// The packed output word of each plane where band `b`'s output starts.
+    pub(crate) fn band_output_word(&self, b: &RowBand) -> u64 {
+        b.out_begin * self.w_out / PIXELS_PER_TILE
+    }
+
+    /// The input of band `b`: the unpadded input rows its padded rows hold, copied per
+    /// channel into a buffer of its own (see [`BandInput`]).
+    pub(crate) fn band_input(&self, b: &RowBand) -> BandInput {
+        let in_begin = b.row_begin.saturating_sub(self.pad_h).min(self.h);
+        let in_end = (b.row_begin + b.rows)
+            .saturating_sub(self.pad_h)
+            .min(self.h);
+        let first_byte = in_begin * self.w / 4 * 4;
+        let end_byte = (in_end * self.w).div_ceil(4) * 4;
+        BandInput {
+            pos_begin: in_begin * self.w,
+            pos_end: in_end * self.w,
+            first_byte,
+            // No rows of the input (a band of padding only): nothing to copy.
+            words: if in_begin < in_end {
+                (end_byte - first_byte) / 4
+            } else {
+                0
+            },
+        }
+    }
+
+    /// The repack items of band `b`, read from its [`BandInput`] (a one-image chunk whose
+    /// channel planes are `input.words` words): interior items (every word of the band's
+    /// input) and border items (the padding pixels of the band's rows), each a range of item
+    /// indices, border items counted from `input.words · quads_per_pixel` as the shader
+    /// numbers them.
+    pub(crate) fn band_repack_items(&self, b: &RowBand, input: &BandInput) -> [(u64, u64); 2] {
+        let qpp = self.quads_per_pixel;
+        let (y0, y1) = (b.row_begin, b.row_begin + b.rows);
+        // Border pixels are numbered row by row (`border_row` is non-decreasing): the first
+        // whose row is at least y0, and the first at least y1.
+        let nb = self.border_pixels();
+        let first_at = |row: u64| {
+            let (mut lo, mut hi) = (0, nb);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if self.border_row(mid) < row {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let n_int = input.words * qpp;
+        [
+            (0, n_int),
+            (n_int + first_at(y0) * qpp, n_int + first_at(y1) * qpp),
+        ]
+    }
+
+    /// Byte ranges of the repack items `[begin, end)` of band `b` (as
+    /// [`ConvGeometry::repack_ranges`]): the band input's words (all channel planes of the
+    /// words read), and the band's quads of the padded rows written.
+    pub(crate) fn band_repack_ranges(
+        &self,
+        b: &RowBand,
+        input: &BandInput,
+        begin: u64,
+        end: u64,
+    ) -> Vec<(u64, u64)> {
+        let qpp = self.quads_per_pixel;
+        let n_int = input.words * qpp;
+        let row_of = |pos: u64| pos / self.w + self.pad_h;
+        let clamp_pos = |pos: u64| pos.clamp(input.pos_begin, input.pos_end - 1);
+        // Interior items: words k0..=k1 of every channel plane of the band input, written to
+        // the padded rows of their positions; border items: their padding pixels' rows.
+        let (mut x, mut rows) = ((0, 4), (u64::MAX, 0));
+        if begin < n_int {
+            let (k0, k1) = (begin / qpp, (end.min(n_int) - 1) / qpp);
+            x = (k0 * 4, ((self.c_in - 1) * input.words + k1 + 1) * 4);
+            rows = (
+                row_of(clamp_pos(input.first_byte + 4 * k0)),
+                row_of(clamp_pos(input.first_byte + 4 * k1 + 3)),
+            );
+        }
+        if end > n_int {
+            let (b0, b1) = (begin.max(n_int) - n_int, end - 1 - n_int);
+            rows = (
+                rows.0.min(self.border_row(b0 / qpp)),
+                rows.1.max(self.border_row(b1 / qpp)),
+            );
+        }
+        let row_quads = self.padded_w * qpp;
+        let clamp = |r: u64| r.clamp(b.row_begin, b.row_begin + b.rows - 1) - b.row_begin;
+        let quads = (clamp(rows.0) * row_quads, (clamp(rows.1) + 1) * row_quads);
+        vec![x, (quads.0 * QUAD, quads.1 * QUAD)]
     }
 
     /// Quads of one repacked (padded) input image.
@@ -427,6 +632,8 @@ pub(crate) struct ScratchLimits {
     pub tex_max_height: u32,
     /// The device's largest buffer, bytes.
     pub max_buffer: u64,
+    /// The largest storage binding, bytes (a band's quads and input fit one).
+    pub max_binding: u64,
 }
 
 /// Where a conv call keeps its repacked input, and how many images each chunk repacks.
@@ -436,49 +643,76 @@ pub(crate) struct ScratchPlan {
     pub use_textures: bool,
     /// Images repacked and convolved per chunk (at least 1).
     pub images_per_chunk: u64,
+    /// When one image does not fit (its quads the scratch or a binding, or its output a
+    /// binding): each image runs by bands of output rows ([`ConvGeometry::row_bands`]) of at
+    /// most this many quads and output bytes (and `images_per_chunk` is 1).
+    pub bands: Option<BandLimits>,
+}
+
+/// The most quads and packed output bytes of one [`RowBand`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BandLimits {
+    pub quads: u64,
+    pub output_bytes: u64,
 }
 
 impl ScratchPlan {
-    /// The plan for `images` images of `quads_per_image` quads each, whose packed input has
-    /// `input_texels` quad-sized texels: textures when one image's quads and the whole input
-    /// fit them, chunks whose quads fit the texture (or the scratch buffer) and whose quad
-    /// indices fit u32. Fails when one image cannot fit.
+    /// The plan for `images` images of `quads_per_image` quads each, whose conv workgroups'
+    /// writes span `out_span` bytes ([`ConvGeometry::output_span_bytes`]) and whose packed
+    /// input has `input_texels` quad-sized texels: textures when one image's quads and the
+    /// whole input fit them, chunks whose quads fit the texture (or the scratch buffer) and
+    /// whose quad indices fit u32; when one image does not fit (its quads the texture and
+    /// the scratch buffer, a binding or the indices, or its output span a binding), bands of
+    /// rows of each image.
     pub(crate) fn new(
         limits: ScratchLimits,
         quads_per_image: u64,
+        out_span: u64,
         input_texels: u64,
         images: u64,
-    ) -> Result<Self> {
+    ) -> Self {
         let tex_cap = limits.tex_width as u64 * limits.tex_max_height as u64;
         let input_rows = texture_rows(input_texels, limits.tex_width.max(1) as u64);
         let use_textures = limits.textures
             && quads_per_image <= tex_cap
             && input_rows <= limits.tex_max_height as u64;
-        if !use_textures && quads_per_image * QUAD > limits.max_buffer {
-            return Err(Error::DeviceLimit(format!(
-                "conv: one repacked input image needs {} bytes of scratch, the device's largest \
-                 buffer is {} bytes",
-                quads_per_image * QUAD,
-                limits.max_buffer
-            )));
+        // A band's quads, and so its input (at most one byte per channel slot), fit one
+        // binding: each repack item's reads (one word of up to 16 channel planes) then fit a
+        // window, as do the conv's writes (a pixel tile of 8 channel planes).
+        let band_quads =
+            (SCRATCH_CAP.min(limits.max_buffer).min(limits.max_binding) / QUAD).min(MAX_QUAD_INDEX);
+        if out_span > limits.max_binding || (!use_textures && quads_per_image > band_quads) {
+            return ScratchPlan {
+                use_textures: false,
+                images_per_chunk: 1,
+                bands: Some(BandLimits {
+                    quads: band_quads,
+                    output_bytes: limits.max_binding,
+                }),
+            };
         }
         let cap = if use_textures {
             tex_cap
         } else {
-            (SCRATCH_CAP.min(limits.max_buffer) / QUAD).max(quads_per_image)
+            SCRATCH_CAP.min(limits.max_buffer) / QUAD
         }
         .min(MAX_QUAD_INDEX);
-        let images_per_chunk = (cap / quads_per_image).clamp(1, images);
-        if quads_per_image > MAX_QUAD_INDEX {
-            return Err(Error::DeviceLimit(format!(
-                "conv: one repacked input image has {quads_per_image} quads, more than the 2^31 \
-                 indices of squint's kernels"
-            )));
-        }
-        Ok(ScratchPlan {
+        ScratchPlan {
             use_textures,
-            images_per_chunk,
-        })
+            images_per_chunk: (cap / quads_per_image).clamp(1, images),
+            bands: None,
+        }
+    }
+
+    /// Quads the scratch must hold: a chunk of images, or the largest band.
+    pub(crate) fn scratch_quads(&self, geometry: &ConvGeometry, bands: &[RowBand]) -> u64 {
+        match self.bands {
+            Some(_) => {
+                let rows = bands.iter().map(|b| b.rows).max().unwrap_or(1);
+                rows * geometry.padded_w * geometry.quads_per_pixel
+            }
+            None => self.images_per_chunk * geometry.quads_per_image(),
+        }
     }
 }
 
@@ -526,3 +760,12 @@ pub(crate) fn input_texture_copies(texels: u64, width: u64) -> Vec<TexelCopy> {
 #[cfg(test)]
 #[path = "conv_plan_tests.rs"]
 mod tests;
+
+/// Greatest common divisor.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

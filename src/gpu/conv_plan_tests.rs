@@ -362,6 +362,100 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Row bands of one image: they partition the output rows in order, each starts on a
+    /// packed output word and fits the cap; the band's conv reads only the band's quads and
+    /// writes the band's output words (all bands together: every word of the image once);
+    /// the band's repack items write every quad of the band's rows exactly once, inside
+    /// their ranges.
+    #[test]
+    fn row_bands_cover_the_image_and_fit((s, dw, wg) in conv_case(), frac in 0.0f64..1.0, frac2 in 0.0f64..1.0) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+        let h_out = geo.plane_out / geo.w_out;
+        let row_quads = geo.padded_w * geo.quads_per_pixel;
+        let min_rows = ((4 / gcd(geo.w_out, 4)).min(h_out) - 1) * geo.stride_h
+            + (geo.kh - 1) * geo.dilation_h + 1;
+        let min_quads = min_rows * row_quads;
+        let cap = min_quads + ((geo.quads_per_image() - min_quads) as f64 * frac) as u64;
+        let min_span = geo.output_span_bytes((4 / gcd(geo.w_out, 4)).min(h_out));
+        let span_cap = min_span + ((geo.output_span_bytes(h_out) - min_span) as f64 * frac2) as u64;
+        let bands = geo.row_bands(cap, span_cap).unwrap();
+        prop_assert_eq!(bands[0].out_begin, 0);
+        prop_assert_eq!(bands.last().unwrap().out_end, h_out);
+        let mut words = vec![0u8; (geo.c_out * geo.pixel_tiles) as usize];
+        for (i, b) in bands.iter().enumerate() {
+            if i > 0 {
+                prop_assert_eq!(b.out_begin, bands[i - 1].out_end);
+            }
+            prop_assert!(b.out_begin < b.out_end);
+            prop_assert_eq!((b.out_begin * geo.w_out) % 4, 0);
+            prop_assert!(b.rows * row_quads <= cap);
+            prop_assert!(geo.output_span_bytes(b.out_end - b.out_begin) <= span_cap);
+            let bg = geo.band(b);
+            let band_bytes = bg.quads_per_image() * QUAD;
+            // The band's conv writes its own output (image 0, `pixel_tiles` words per channel),
+            // each workgroup within the span.
+            for w in 0..bg.workgroups_per_image() {
+                let r = bg.conv_ranges(0, w, w + 1);
+                prop_assert!(within(r[0], (0, band_bytes)));
+                prop_assert!(within(r[3], (0, geo.c_out * bg.pixel_tiles * 4)));
+                prop_assert!(r[3].1 - r[3].0 <= span_cap);
+            }
+            // Copied into the output: each (channel, tile) of its rows, as `copy_band_outputs`.
+            for c in 0..geo.c_out {
+                for t in 0..bg.pixel_tiles {
+                    let word = c * geo.pixel_tiles + geo.band_output_word(b) + t;
+                    words[word as usize] += 1;
+                }
+            }
+            // Repack: simulate the shader's stores, reading the band's input copy.
+            let qpp = geo.quads_per_pixel;
+            let input = geo.band_input(b);
+            let copy_bytes = geo.c_in * input.words * 4;
+            let mut hit = vec![0u8; (b.rows * geo.padded_w) as usize];
+            let [interior, border] = geo.band_repack_items(b, &input);
+            prop_assert_eq!(interior, (0, input.words * qpp));
+            let store = |y: u64, x: u64, item: u64, hit: &mut Vec<u8>| -> Result<(), TestCaseError> {
+                if y < b.row_begin || y >= b.row_begin + b.rows {
+                    return Ok(());
+                }
+                let p = (y - b.row_begin) * geo.padded_w + x;
+                hit[p as usize] += 1;
+                let r = geo.band_repack_ranges(b, &input, item, item + 1);
+                prop_assert!(within((p * qpp * QUAD, (p + 1) * qpp * QUAD), r[1]));
+                prop_assert!(within(r[1], (0, band_bytes)));
+                Ok(())
+            };
+            for item in (interior.0..interior.1).step_by(qpp as usize) {
+                let word = item / qpp;
+                let r = geo.band_repack_ranges(b, &input, item, item + qpp);
+                prop_assert!(within(r[0], (0, copy_bytes)));
+                for c in 0..geo.c_in {
+                    let at = (c * input.words + word) * 4;
+                    prop_assert!(within((at, at + 4), r[0]));
+                }
+                for byte in 0..4 {
+                    let pos = input.first_byte + 4 * word + byte;
+                    if pos >= input.pos_begin && pos < input.pos_end {
+                        store(pos / geo.w + geo.pad_h, pos % geo.w + geo.pad_w, item, &mut hit)?;
+                    }
+                }
+            }
+            for item in (border.0..border.1).step_by(qpp as usize) {
+                let (y, x) = border_pixel(&geo, (item - interior.1) / qpp);
+                store(y, x, item, &mut hit)?;
+            }
+            // Any split of the band's items into dispatches covers each item's ranges.
+            let all = geo.band_repack_ranges(b, &input, 0, border.1.max(1));
+            prop_assert!(within(all[1], (0, band_bytes)));
+            prop_assert!(hit.iter().all(|&k| k == 1), "band {:?}: {:?}", b, hit);
+        }
+        prop_assert!(words.iter().all(|&k| k == 1));
+    }
+}
+
 /// Every stored byte, read in the kernel's domain (`byte ^ flip`, signed or unsigned) minus
 /// the domain's zero point, is the stored value minus the input zero point; the pad byte is
 /// the zero point itself.
@@ -448,14 +542,16 @@ fn scratch_plan_prefers_textures_and_fits_every_chunk() {
         tex_width: 64,
         tex_max_height: 32,
         max_buffer: 1 << 20,
+        max_binding: 1 << 20,
     };
     // Fits the 64 x 32 texture: textures, as many images as fit.
-    let p = ScratchPlan::new(limits, 100, 10, 50).unwrap();
+    let p = ScratchPlan::new(limits, 100, 400, 10, 50);
     assert_eq!(
         p,
         ScratchPlan {
             use_textures: true,
-            images_per_chunk: 20
+            images_per_chunk: 20,
+            bands: None,
         }
     );
     // Without textures: scratch-buffer chunks of at most max_buffer bytes.
@@ -463,16 +559,74 @@ fn scratch_plan_prefers_textures_and_fits_every_chunk() {
         textures: false,
         ..limits
     };
-    let p = ScratchPlan::new(no_tex, 100, 10, 10_000).unwrap();
+    let p = ScratchPlan::new(no_tex, 100, 400, 10, 10_000);
     assert!(!p.use_textures);
     assert_eq!(p.images_per_chunk, (1 << 20) / QUAD / 100);
     // An input too large for the texture falls back to buffers.
-    let p = ScratchPlan::new(limits, 100, 64 * 33, 5).unwrap();
+    let p = ScratchPlan::new(limits, 100, 400, 64 * 33, 5);
     assert!(!p.use_textures);
     assert_eq!(p.images_per_chunk, 5);
-    // One image larger than the largest buffer (and than the texture) cannot run.
-    let r = ScratchPlan::new(limits, (1 << 20) / QUAD + 1, 10, 1);
-    assert!(matches!(r, Err(crate::Error::DeviceLimit(_))));
+    // One image larger than the largest buffer (and than the texture) runs by row bands of
+    // at most the buffer (which is also the largest binding here).
+    let banded = ScratchPlan {
+        use_textures: false,
+        images_per_chunk: 1,
+        bands: Some(BandLimits {
+            quads: (1 << 20) / QUAD,
+            output_bytes: 1 << 20,
+        }),
+    };
+    assert_eq!(
+        ScratchPlan::new(limits, (1 << 20) / QUAD + 1, 400, 10, 3),
+        banded
+    );
+    // So does one whose output windows exceed a binding, even with textures.
+    assert_eq!(ScratchPlan::new(limits, 100, (1 << 20) + 4, 10, 3), banded);
+    // A binding smaller than the buffer caps the bands' quads.
+    let small_binding = ScratchLimits {
+        max_binding: 1 << 16,
+        ..no_tex
+    };
+    let p = ScratchPlan::new(small_binding, (1 << 16) / QUAD + 1, 400, 10, 3);
+    assert_eq!(p.bands.map(|b| b.quads), Some((1 << 16) / QUAD));
+    let p = ScratchPlan::new(small_binding, (1 << 16) / QUAD, 400, 10, 3);
+    assert_eq!((p.bands, p.images_per_chunk), (None, 3));
+}
+
+/// The padded pixel (row, column) of the b-th border pixel, as `border_pixel` in
+/// `conv_pack.wgsl`.
+fn border_pixel(geo: &ConvGeometry, b: u64) -> (u64, u64) {
+    let top = geo.pad_h * geo.padded_w;
+    if b < top {
+        return (b / geo.padded_w, b % geo.padded_w);
+    }
+    let side = 2 * geo.pad_w;
+    let mid = geo.h * side;
+    if b < top + mid {
+        let (r, c) = ((b - top) / side, (b - top) % side);
+        return (geo.pad_h + r, if c < geo.pad_w { c } else { geo.w + c });
+    }
+    let rest = b - top - mid;
+    (geo.pad_h + geo.h + rest / geo.padded_w, rest % geo.padded_w)
+}
+
+#[test]
+fn a_band_that_cannot_fit_is_a_device_limit_error() {
+    let s = shape(1, 1, 3, 4, [40, 37], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+    let geo = ConvGeometry::new(&s, gemm_layout(&s), 8);
+    // 4 output rows (37 is odd) read 6 padded rows of 39 quads, and write 4 planes of
+    // 37 words.
+    assert!(geo.row_bands(6 * 39, 4 * 37 * 4).is_ok());
+    for r in [
+        geo.row_bands(6 * 39 - 1, 1 << 20),
+        geo.row_bands(1 << 20, 4 * 37 * 4 - 1),
+    ] {
+        assert!(
+            matches!(&r, Err(crate::Error::DeviceLimit(m))
+                if m.contains("234 repacked quads and output windows of 592 bytes")),
+            "{r:?}"
+        );
+    }
 }
 
 proptest! {

@@ -347,6 +347,11 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             quads_tex_log2_width,
             flip,
             pad_byte,
+            row_begin,
+            band_rows,
+            pos_shift,
+            pos_begin,
+            pos_end,
             _pad,
         }),
         Kernel::ConvGemm(_) => rust_layout!(ConvGemmParams {

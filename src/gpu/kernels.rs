@@ -460,8 +460,20 @@ pub(crate) struct ConvPackParams {
     /// The input zero point in the kernel's domain as a byte: fills padding and the slots
     /// rounding a group up.
     pub pad_byte: u32,
+    /// First padded row written: the band's (0 without bands, see `conv_plan::RowBand`).
+    pub row_begin: u32,
+    /// Padded rows written from `row_begin` (`padded_h` without bands); quads of other rows
+    /// are skipped.
+    pub band_rows: u32,
+    /// Plane position (`y * w + x`) of byte 0 of each input plane: 0, or for a band the
+    /// first byte copied (`conv_plan::BandInput::first_byte`).
+    pub pos_shift: u32,
+    /// Plane positions written: `[pos_begin, pos_end)` (the whole plane without bands).
+    pub pos_begin: u32,
+    /// End of the plane positions written.
+    pub pos_end: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 2],
+    pub _pad: u32,
 }
 
 /// Uniform of `conv2d_gemm.wgsl`.

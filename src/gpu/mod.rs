@@ -61,8 +61,13 @@
 //! operation and an uncaptured-error handler, and come back as [`crate::Error::Gpu`]; a lost
 //! device comes back as [`crate::Error::DeviceLost`] and is reopened by the next call (see
 //! [`GpuContext`]'s "Device loss"). Work that
-//! exceeds a binding or dispatch limit is split into several dispatches; only data that cannot
-//! fit a buffer at all gives [`crate::Error::DeviceLimit`].
+//! exceeds a binding or dispatch limit is split into several dispatches. A conv image whose
+//! repacked input or output does not fit (the scratch buffer, a binding) runs by bands of output
+//! rows: each band's input rows are copied out, repacked and convolved, and its output copied
+//! into place, exactly as the whole image would be (`conv_plan::RowBand`; tested with lowered
+//! limits, and on a 1x3x12000x12000 image whose 2.1 GiB of quads exceed lavapipe's largest
+//! buffer). Only data that cannot be split that far (a band of the fewest rows still too large
+//! for a binding, a tensor larger than a buffer) gives [`crate::Error::DeviceLimit`].
 
 mod adapter;
 mod buffers;

@@ -25,8 +25,8 @@ use super::buffers::{
 };
 use super::context::GpuContext;
 use super::conv_plan::{
-    image_chunks, input_texture_copies, texture_rows, ConvGeometry, ConvKernelLayout, InputDomain,
-    ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
+    image_chunks, input_texture_copies, texture_rows, BandInput, ConvGeometry, ConvKernelLayout,
+    InputDomain, RowBand, ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
 };
 use super::gate::Gated;
 use super::kernels::{
@@ -717,7 +717,20 @@ impl GpuConv2d {
         let kernels = ctx.conv_plan()?;
         let geometry = ConvGeometry::new(s, self.layout, kernels.wg);
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
-        let scratch = self.plan_scratch(ctx, &kernels, &geometry, x)?;
+        let scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
+        // One image too large for the scratch: bands of output rows, each with its geometry.
+        let bands: Vec<(RowBand, ConvGeometry)> = match scratch.bands {
+            Some(limits) => geometry
+                .row_bands(limits.quads, limits.output_bytes)?
+                .into_iter()
+                .map(|b| (b, geometry.band(&b)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let scratch_quads = {
+            let rows: Vec<RowBand> = bands.iter().map(|b| b.0).collect();
+            scratch.scratch_quads(&geometry, &rows)
+        };
         let output_dims = s.output_dims();
         ctx.encode("conv2d", |encoder, keep| {
             let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures)?;
@@ -726,8 +739,21 @@ impl GpuConv2d {
                 STORAGE_USAGE,
                 "squint packed tensor",
             )?;
-            let quads = RepackedQuads::allocate(ctx, &kernels, &scratch, &geometry)?;
+            let quads = RepackedQuads::allocate(ctx, &kernels, &scratch, scratch_quads)?;
             let input = ConvInput::prepare(ctx, encoder, x, &kernels, scratch.use_textures);
+            let band_inputs = copy_band_inputs(ctx, encoder, x, &geometry, &bands)?;
+            // Each band's output, copied into place after the pass (`copy_band_outputs`).
+            let mut band_outputs = Vec::new();
+            for _ in 0..if bands.is_empty() { 0 } else { s.n } {
+                for (_, band_geometry) in &bands {
+                    let bytes = geometry.c_out * band_geometry.pixel_tiles * 4;
+                    band_outputs.push(ctx.pooled_buffer(
+                        bytes,
+                        STORAGE_USAGE,
+                        "squint conv band output",
+                    )?);
+                }
+            }
             let call = ConvCall {
                 layer: self,
                 split: ctx.split(),
@@ -740,9 +766,27 @@ impl GpuConv2d {
                 output: &output,
             };
             let mut dispatches = Vec::new();
-            for (first_image, images) in image_chunks(s.n as u64, scratch.images_per_chunk) {
-                call.push_repack(&pipelines.pack, first_image, images, &mut dispatches)?;
-                call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?;
+            if bands.is_empty() {
+                for (first_image, images) in image_chunks(s.n as u64, scratch.images_per_chunk) {
+                    call.push_repack(&pipelines.pack, first_image, images, &mut dispatches)?;
+                    call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?;
+                }
+            }
+            let images = if bands.is_empty() { 0 } else { s.n as u64 };
+            let mut copies = band_inputs.iter().zip(&band_outputs);
+            for _ in 0..images {
+                for (band, band_geometry) in &bands {
+                    let ((input, buffer), output) =
+                        copies.next().expect("one copy per image and band");
+                    let pack = &pipelines.pack;
+                    call.push_band_repack(pack, band, input, buffer, &mut dispatches)?;
+                    let band_call = ConvCall {
+                        geometry: band_geometry,
+                        output,
+                        ..call
+                    };
+                    band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
+                }
             }
             let timestamps = timing.map(|(query_set, _)| (query_set, 0, 1));
             record(ctx, encoder, &dispatches, timestamps)?;
@@ -750,8 +794,12 @@ impl GpuConv2d {
             if let Some((query_set, resolve)) = timing {
                 encoder.resolve_query_set(query_set, 0..2, resolve, 0);
             }
+            copy_band_outputs(encoder, &geometry, &bands, &band_outputs, &output);
             quads.keep_until_queued(keep);
             input.keep_until_queued(keep);
+            for buffer in band_inputs.into_iter().map(|c| c.1).chain(band_outputs) {
+                keep.buffer(buffer);
+            }
             Ok(GpuTensor {
                 dims: output_dims,
                 dtype: self.epi.out.dtype,
@@ -774,7 +822,7 @@ impl GpuConv2d {
         kernels: &ConvPlan,
         geometry: &ConvGeometry,
         x: &GpuTensor,
-    ) -> Result<ScratchPlan> {
+    ) -> ScratchPlan {
         let limits = ScratchLimits {
             textures: kernels.textures
                 && self.res.weights_tex.is_some()
@@ -782,10 +830,12 @@ impl GpuConv2d {
             tex_width: kernels.tex_width,
             tex_max_height: kernels.tex_max_height,
             max_buffer: ctx.split().max_buffer,
+            max_binding: ctx.split().max_binding,
         };
         ScratchPlan::new(
             limits,
             geometry.quads_per_image(),
+            geometry.output_span_bytes(geometry.plane_out / geometry.w_out),
             packed_bytes(x.dims).div_ceil(QUAD),
             x.dims[0] as u64,
         )
@@ -827,6 +877,63 @@ impl GpuConv2d {
     }
 }
 
+/// Records the copies of each band's input rows (image by image, band by band) out of the
+/// input tensor `x` into a buffer per band (see [`BandInput`]); none without bands.
+fn copy_band_inputs(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    geometry: &ConvGeometry,
+    bands: &[(RowBand, ConvGeometry)],
+) -> Result<Vec<(BandInput, Arc<PooledBuffer>)>> {
+    let images = if bands.is_empty() {
+        0
+    } else {
+        x.dims[0] as u64
+    };
+    let plane_bytes = geometry.plane_words_in * 4;
+    let mut copies = Vec::new();
+    for image in 0..images {
+        for (band, _) in bands {
+            let input = geometry.band_input(band);
+            let bytes = input.words * 4;
+            let buffer = ctx.pooled_buffer(
+                geometry.c_in * bytes,
+                STORAGE_USAGE,
+                "squint conv band input",
+            )?;
+            for c in 0..geometry.c_in * u64::from(bytes > 0) {
+                let src = (image * geometry.c_in + c) * plane_bytes + input.first_byte;
+                encoder.copy_buffer_to_buffer(&x.buffer, src, &buffer, c * bytes, bytes);
+            }
+            copies.push((input, buffer));
+        }
+    }
+    Ok(copies)
+}
+
+/// Records the copies of each band's output (image by image, band by band: `pixel_tiles`
+/// words of the band per channel) into its rows of the packed output `output`.
+fn copy_band_outputs(
+    encoder: &mut wgpu::CommandEncoder,
+    geometry: &ConvGeometry,
+    bands: &[(RowBand, ConvGeometry)],
+    band_outputs: &[Arc<PooledBuffer>],
+    output: &wgpu::Buffer,
+) {
+    let per_image = bands.len().max(1);
+    for (i, band_output) in band_outputs.iter().enumerate() {
+        let image = (i / per_image) as u64;
+        let (band, band_geometry) = &bands[i % per_image];
+        let bytes = band_geometry.pixel_tiles * 4;
+        for c in 0..geometry.c_out {
+            let plane = (image * geometry.c_out + c) * geometry.pixel_tiles;
+            let dst = (plane + geometry.band_output_word(band)) * 4;
+            encoder.copy_buffer_to_buffer(band_output, c * bytes, output, dst, bytes);
+        }
+    }
+}
+
 /// The two pipelines of a conv run.
 struct ConvPipelines {
     /// `conv_pack.wgsl`.
@@ -843,14 +950,13 @@ enum RepackedQuads {
 }
 
 impl RepackedQuads {
-    /// Storage for the quads of one chunk of `scratch.images_per_chunk` images.
+    /// Storage for `chunk_quads` quads (one chunk of images, or one band).
     fn allocate(
         ctx: &GpuContext,
         kernels: &ConvPlan,
         scratch: &ScratchPlan,
-        geometry: &ConvGeometry,
+        chunk_quads: u64,
     ) -> Result<Self> {
-        let chunk_quads = scratch.images_per_chunk * geometry.quads_per_image();
         if scratch.use_textures {
             let width = kernels.tex_width;
             let height = texture_rows(chunk_quads, width as u64).min(kernels.tex_max_height as u64);
@@ -995,6 +1101,20 @@ struct ConvWindows<'a> {
     output_base: u32,
 }
 
+/// What one repack dispatch reads and writes: the chunk's images, or one band of an image.
+struct RepackSpan {
+    /// First image of the chunk in the input read (0 for a band's input copy).
+    first_image: u64,
+    /// Interior items of the chunk (border items follow).
+    n_interior: u64,
+    /// Words per channel plane of the input read.
+    plane_words: u64,
+    /// Plane position of each input plane's byte 0, and the positions written `[begin, end)`.
+    pos: (u64, u64, u64),
+    /// Padded rows written: first, count.
+    rows: (u64, u64),
+}
+
 /// Everything one conv run's dispatches are built from.
 struct ConvCall<'a> {
     layer: &'a GpuConv2d,
@@ -1022,43 +1142,105 @@ impl<'a> ConvCall<'a> {
         let geometry = self.geometry;
         let ranges = |b: u64, e: u64| geometry.repack_ranges(first_image, images, b, e);
         let items = geometry.repack_items(images);
+        let span = RepackSpan {
+            first_image,
+            n_interior: geometry.interior_items(images),
+            plane_words: geometry.plane_words_in,
+            pos: (0, 0, geometry.h * geometry.w),
+            rows: (0, geometry.padded_h),
+        };
         for (begin, end) in plan(self.split, items, 64, "conv input repacking", &ranges)? {
             let r = ranges(begin, end);
-            let (input, x_base, x_tex_log2_width) = self.input.binding(self.split, r[0]);
-            let (quads, q_base) = self.quads.binding(self.split, r[1]);
-            let params = ConvPackParams {
-                item_begin: begin as u32,
-                item_count: (end - begin) as u32,
-                n_interior: geometry.interior_items(images) as u32,
-                h: geometry.h as u32,
-                w: geometry.w as u32,
-                plane_words: geometry.plane_words_in as u32,
-                padded_h: geometry.padded_h as u32,
-                padded_w: geometry.padded_w as u32,
-                pad_h: geometry.pad_h as u32,
-                pad_w: geometry.pad_w as u32,
-                c_in: geometry.c_in as u32,
-                c_in_per_group: geometry.c_in_per_group as u32,
-                groups: geometry.groups as u32,
-                slots_per_group: geometry.slots_per_group as u32,
-                quads_per_pixel: geometry.quads_per_pixel as u32,
-                img_begin: first_image as u32,
-                x_base,
-                x_tex_log2_width,
-                q_base,
-                quads_tex_log2_width: self.quads_tex_log2_width,
-                flip: self.domain.flip,
-                pad_byte: self.domain.pad_byte(),
-                _pad: [0; 2],
-            };
-            dispatches.push(Dispatch::new(
-                pipeline,
-                &params,
-                vec![input, quads],
-                groups_for(end - begin),
-            ));
+            let input = self.input.binding(self.split, r[0]);
+            dispatches.push(self.repack_dispatch(pipeline, &span, (begin, end), input, &r));
         }
         Ok(())
+    }
+
+    /// Appends the repack dispatches of band `band` (its input rows copied into
+    /// `band_input`, see [`BandInput`]): its interior items, then its border items; the
+    /// shader writes only the band's rows.
+    fn push_band_repack(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        band: &RowBand,
+        input: &BandInput,
+        band_input: &'a wgpu::Buffer,
+        dispatches: &mut Vec<Dispatch<'a>>,
+    ) -> Result<()> {
+        let geometry = self.geometry;
+        let span = RepackSpan {
+            first_image: 0,
+            n_interior: input.words * geometry.quads_per_pixel,
+            plane_words: input.words,
+            pos: (input.first_byte, input.pos_begin, input.pos_end),
+            rows: (band.row_begin, band.rows),
+        };
+        for (lo, hi) in geometry.band_repack_items(band, input) {
+            if lo == hi {
+                continue;
+            }
+            let ranges = |b: u64, e: u64| geometry.band_repack_ranges(band, input, lo + b, lo + e);
+            for (begin, end) in plan(self.split, hi - lo, 64, "conv input repacking", &ranges)? {
+                let r = ranges(begin, end);
+                let window = Slot::new(self.split, band_input, r[0].0, r[0].1);
+                let x_base = window.base(4);
+                let items = (lo + begin, lo + end);
+                let input = (Res::Buf(window), x_base, 0);
+                dispatches.push(self.repack_dispatch(pipeline, &span, items, input, &r));
+            }
+        }
+        Ok(())
+    }
+
+    /// The repack dispatch of items `[items.0, items.1)` of `span`, reading `input` (binding,
+    /// first word, texture log2 width), whose byte ranges (input, quads) are `r`.
+    fn repack_dispatch(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        span: &RepackSpan,
+        (begin, end): (u64, u64),
+        (input, x_base, x_tex_log2_width): (Res<'a>, u32, u32),
+        r: &[(u64, u64)],
+    ) -> Dispatch<'a> {
+        let geometry = self.geometry;
+        let (quads, q_base) = self.quads.binding(self.split, r[1]);
+        let params = ConvPackParams {
+            item_begin: begin as u32,
+            item_count: (end - begin) as u32,
+            n_interior: span.n_interior as u32,
+            h: geometry.h as u32,
+            w: geometry.w as u32,
+            plane_words: span.plane_words as u32,
+            padded_h: geometry.padded_h as u32,
+            padded_w: geometry.padded_w as u32,
+            pad_h: geometry.pad_h as u32,
+            pad_w: geometry.pad_w as u32,
+            c_in: geometry.c_in as u32,
+            c_in_per_group: geometry.c_in_per_group as u32,
+            groups: geometry.groups as u32,
+            slots_per_group: geometry.slots_per_group as u32,
+            quads_per_pixel: geometry.quads_per_pixel as u32,
+            img_begin: span.first_image as u32,
+            x_base,
+            x_tex_log2_width,
+            q_base,
+            quads_tex_log2_width: self.quads_tex_log2_width,
+            flip: self.domain.flip,
+            pad_byte: self.domain.pad_byte(),
+            row_begin: span.rows.0 as u32,
+            band_rows: span.rows.1 as u32,
+            pos_shift: span.pos.0 as u32,
+            pos_begin: span.pos.1 as u32,
+            pos_end: span.pos.2 as u32,
+            _pad: 0,
+        };
+        Dispatch::new(
+            pipeline,
+            &params,
+            vec![input, quads],
+            groups_for(end - begin),
+        )
     }
 
     /// Appends the conv dispatches (kernel with fused epilogue) of the chunk of `images`
