@@ -115,14 +115,25 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("int8 all", name), |b| {
             b.iter(|| black_box(packed.run(black_box(&x), xd, &x_qp, &all).unwrap()))
         });
+        // Float weights packed once too, as the int8 ones (and as `squint bench` does).
+        let packed_f32 =
+            fast::PackedConvF32::new(&wf, wd, params, fast::Isa::detect()).expect("packing");
         group.bench_function(BenchmarkId::new("f32 1t", name), |b| {
             b.iter(|| {
-                black_box(fast::conv2d_f32(black_box(&xf), &wf, Some(&bias), &s, &one).unwrap())
+                black_box(
+                    packed_f32
+                        .run(black_box(&xf), xd, Some(&bias), &one)
+                        .unwrap(),
+                )
             })
         });
         group.bench_function(BenchmarkId::new("f32 all", name), |b| {
             b.iter(|| {
-                black_box(fast::conv2d_f32(black_box(&xf), &wf, Some(&bias), &s, &all).unwrap())
+                black_box(
+                    packed_f32
+                        .run(black_box(&xf), xd, Some(&bias), &all)
+                        .unwrap(),
+                )
             })
         });
     }
