@@ -386,19 +386,24 @@ fn flat_eligible(params: &ConvParams) -> bool {
     params.stride == [1, 1] && params.dilation[1] == 1
 }
 
-/// Whether one of the AVX512-VNNI depthwise kernels handles a conv with these hyperparameters
-/// and kernel size, on this CPU: at most 4 column groups (`kw ≤ 16`), and either the flat
-/// kernel (unit strides and column dilation), or the permutation kernel, which needs VBMI
-/// (`vpermt2b`) and must reach every input column of a chunk of 16 outputs and one column
-/// group from a single 64-byte load: `15·sx + (min(kw, 4) − 1)·dw ≤ 63`.
+/// Whether one of the VNNI depthwise kernels handles a conv with these hyperparameters and
+/// kernel size, on this CPU: at most 4 column groups (`kw ≤ 16`), and either the flat kernel
+/// (unit strides and column dilation; AVX512-VNNI or AVX-VNNI), or the AVX512-VNNI permutation
+/// kernel, which needs VBMI (`vpermt2b`) and must reach every input column of a chunk of 16
+/// outputs and one column group from a single 64-byte load: `15·sx + (min(kw, 4) − 1)·dw ≤ 63`.
 pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        isa == Isa::Avx512Vnni
-            && column_groups(kw) <= 4
-            && (flat_eligible(params)
-                || (super::x86::has_vbmi()
-                    && 15 * params.stride[1] + (kw.min(4) - 1) * params.dilation[1] <= 63))
+        let flat = flat_eligible(params);
+        column_groups(kw) <= 4
+            && match isa {
+                Isa::Avx512Vnni => {
+                    flat || (super::x86::has_vbmi()
+                        && 15 * params.stride[1] + (kw.min(4) - 1) * params.dilation[1] <= 63)
+                }
+                Isa::AvxVnni => flat,
+                _ => false,
+            }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -680,6 +685,9 @@ pub(super) fn run_int8(
     let ranges = item_ranges(s.n * g, opts.threads);
     #[cfg(target_arch = "x86_64")]
     if let Some(lanes) = vnni {
+        if isa == Isa::AvxVnni {
+            return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out);
+        }
         return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out);
     }
     let _ = vnni;
@@ -734,6 +742,89 @@ pub(super) fn run_int8(
                     // SAFETY: as above.
                     unsafe { out.write(isa, epi, o, &acc, (n * s.c_out + o) * plane_out) };
                 }
+            }
+        }
+    });
+}
+
+/// The int8 depthwise conv on AVX-VNNI (unit strides and column dilation, every `w − ζ` an
+/// i8: the lanes of [`pack_vnni`]): per (batch, group) the flat padded plane of `u = x ^ flip`
+/// (`z` at padded positions, as for `x86::dw_i8_flat`), then per output channel the ymm flat
+/// kernel's accumulators of every flat position, the real outputs' rows gathered, and the
+/// channel's requantization.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_int8_vnni_ymm(
+    pc: &PackedConv2d,
+    wprime: &[i32],
+    lanes: &[i32],
+    x: &[u8],
+    (flip, z): (u8, i32),
+    s: &ConvShape,
+    threads: Option<usize>,
+    out: super::SinkPtr,
+) {
+    let p = &s.params;
+    let (kh, kw) = (s.kh, s.kw);
+    let ng = column_groups(kw);
+    let (g, cog) = (p.groups, s.c_out_per_group());
+    let (ph, pw) = (p.padding[0], p.padding[1]);
+    let (wp, hp) = (s.w + 2 * pw, s.h + 2 * ph);
+    let plane_in = s.h * s.w;
+    let plane_out = s.h_out * s.w_out;
+    let blocks = (s.h_out * wp).div_ceil(32);
+    let row_step = p.dilation[0] * wp;
+    // Every read of the kernel (see its `# Safety`).
+    let flat_len = (hp * wp).max(32 * blocks + 4 * ng + (kh - 1) * row_step + 32);
+    let kernel = match (super::int8::vex_vnni(), ng) {
+        (true, 1) => super::x86::dw_i8_flat_avxvnni::<1>,
+        (true, 2) => super::x86::dw_i8_flat_avxvnni::<2>,
+        (true, _) => super::x86::dw_i8_flat_avxvnni::<4>,
+        (false, 1) => super::x86::dw_i8_flat_avxvnni_evex::<1>,
+        (false, 2) => super::x86::dw_i8_flat_avxvnni_evex::<2>,
+        (false, _) => super::x86::dw_i8_flat_avxvnni_evex::<4>,
+    };
+    assert!(x.len() >= s.n * s.c_in * plane_in && lanes.len() >= s.c_out * kh * ng);
+    let ranges = item_ranges(s.n * g, threads);
+    par_for(threads, ranges.len(), |task| {
+        // `z` at padded positions (written once), the interior rewritten per item.
+        let mut plane = vec![z as u8; flat_len];
+        let mut flat_acc = vec![0i32; 32 * blocks];
+        let mut acc = vec![0i32; plane_out];
+        for item in ranges[task].clone() {
+            let (n, gi) = (item / g, item % g);
+            let src = &x[(n * s.c_in + gi) * plane_in..][..plane_in];
+            for (iy, row) in src.chunks_exact(s.w).enumerate() {
+                let dst = &mut plane[(ph + iy) * wp + pw..][..s.w];
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = v ^ flip;
+                }
+            }
+            for o in gi * cog..(gi + 1) * cog {
+                let w = &wprime[o * kh * kw..(o + 1) * kh * kw];
+                // −z·Σ w' (wrapping): padded taps read `z` and add (z − z)·w' = 0.
+                let init = w
+                    .iter()
+                    .fold(0i32, |a, &v| a.wrapping_sub(z.wrapping_mul(v)));
+                let wts = &lanes[o * kh * ng..(o + 1) * kh * ng];
+                // SAFETY: the ISA was checked when packing; the plane holds `flat_len` bytes,
+                // `flat_acc` 32 values per block, `wts` kh·ng words.
+                unsafe {
+                    kernel(
+                        plane.as_ptr(),
+                        row_step,
+                        blocks,
+                        wts,
+                        kh,
+                        init,
+                        &mut flat_acc,
+                    )
+                };
+                for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
+                    row.copy_from_slice(&flat_acc[oy * wp..][..s.w_out]);
+                }
+                // SAFETY: output channel o of batch n belongs to this task only.
+                unsafe { out.write(pc.isa, &pc.epi, o, &acc, (n * s.c_out + o) * plane_out) };
             }
         }
     });

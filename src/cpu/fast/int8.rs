@@ -162,7 +162,7 @@ impl Panels {
 
 /// Whether the `avx-vnni` path uses the VEX encoding (else the EVEX one, see [`Isa::AvxVnni`]).
 #[cfg(target_arch = "x86_64")]
-fn vex_vnni() -> bool {
+pub(super) fn vex_vnni() -> bool {
     static VEX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *VEX.get_or_init(|| std::arch::is_x86_feature_detected!("avxvnni"))
 }

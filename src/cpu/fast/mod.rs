@@ -622,7 +622,7 @@ impl PackedConv2d {
     pub fn peak_loop(&self, x: &[u8], x_qp: &QParams) -> Option<PeakLoop> {
         match &self.kind {
             Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
-            Kind::Depthwise { vnni: Some(_), .. } => Some(PeakLoop::DpbusdZmm),
+            Kind::Depthwise { vnni: Some(_), .. } => PeakLoop::int8(self.isa, false),
             Kind::Depthwise { vnni: None, .. } => PeakLoop::f32(self.isa),
         }
     }

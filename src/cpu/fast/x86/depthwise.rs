@@ -449,3 +449,84 @@ pub(crate) unsafe fn dw_i8_flat<const NG: usize>(
         }
     }
 }
+
+/// Defines the ymm flat int8 depthwise kernel (see [`dw_i8_flat`], of which it is the
+/// 8-lane version without the epilogue) with the given `vpdpbusd` intrinsic.
+macro_rules! dw_i8_flat_ymm {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+        $(#[$doc])*
+        ///
+        /// The flat positions go by blocks of 32, each computed as four phases `s < 4` of 8
+        /// lanes (lane `l` of phase `s` is position `q0 + 4l + s`): the taps `4j .. 4j + 4`
+        /// of kernel row `ky` of those 8 positions are the 32 bytes loaded at
+        /// `q0 + s + ky·row_step + 4j`, a `vpdpbusd` operand as they are. The accumulators
+        /// start at `init` (`−z·Σ w'`), so that `acc = Σ (u − z)·w'` exactly (wrapping int32),
+        /// and are stored in position order (a 4 × 8 transpose) to `acc[0 .. 32·blocks]`.
+        ///
+        /// # Safety
+        /// The features must be available; `plane` readable for
+        /// `32·blocks + 4·NG + (kh − 1)·row_step + 32` bytes; `acc` holds `32·blocks` values;
+        /// `wts` holds `kh·NG` words.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<const NG: usize>(
+            plane: *const u8,
+            row_step: usize,
+            blocks: usize,
+            wts: &[i32],
+            kh: usize,
+            init: i32,
+            acc: &mut [i32],
+        ) {
+            debug_assert!(acc.len() >= 32 * blocks && wts.len() >= kh * NG);
+            // SAFETY: the caller guarantees the features and the ranges listed above.
+            unsafe {
+                let init = _mm256_set1_epi32(init);
+                for b in 0..blocks {
+                    let mut a = [init; 4];
+                    let mut p = plane.add(32 * b);
+                    for ky in 0..kh {
+                        for j in 0..NG {
+                            let wv = _mm256_set1_epi32(*wts.get_unchecked(ky * NG + j));
+                            for (s, av) in a.iter_mut().enumerate() {
+                                let u = _mm256_loadu_si256(p.add(s + 4 * j).cast());
+                                *av = $dpbusd(*av, u, wv);
+                            }
+                        }
+                        p = p.add(row_step);
+                    }
+                    // Position order: 128-bit half h of phase s holds positions
+                    // 16h + 4l + s (l < 4); a 4 × 4 transpose per half, then the halves.
+                    let t0 = _mm256_unpacklo_epi32(a[0], a[1]);
+                    let t1 = _mm256_unpacklo_epi32(a[2], a[3]);
+                    let t2 = _mm256_unpackhi_epi32(a[0], a[1]);
+                    let t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+                    let r0 = _mm256_unpacklo_epi64(t0, t1);
+                    let r1 = _mm256_unpackhi_epi64(t0, t1);
+                    let r2 = _mm256_unpacklo_epi64(t2, t3);
+                    let r3 = _mm256_unpackhi_epi64(t2, t3);
+                    let dst = acc.as_mut_ptr().add(32 * b);
+                    _mm256_storeu_si256(dst.cast(), _mm256_permute2x128_si256::<0x20>(r0, r1));
+                    _mm256_storeu_si256(dst.add(8).cast(), _mm256_permute2x128_si256::<0x20>(r2, r3));
+                    _mm256_storeu_si256(dst.add(16).cast(), _mm256_permute2x128_si256::<0x31>(r0, r1));
+                    _mm256_storeu_si256(dst.add(24).cast(), _mm256_permute2x128_si256::<0x31>(r2, r3));
+                }
+            }
+        }
+    };
+}
+
+dw_i8_flat_ymm!(
+    /// The flat int8 depthwise conv of one output channel on AVX-VNNI (VEX `vpdpbusd`), unit
+    /// strides and column dilation: raw accumulators of every flat position.
+    dw_i8_flat_avxvnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+
+dw_i8_flat_ymm!(
+    /// [`dw_i8_flat_avxvnni`] with EVEX `vpdpbusd` (AVX512-VNNI + VL): the `avx-vnni` path on
+    /// CPUs without AVX-VNNI.
+    dw_i8_flat_avxvnni_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);

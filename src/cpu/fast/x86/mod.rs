@@ -2,7 +2,8 @@
 //!
 //! * [`gemm`]: the int8 and f32 GEMM micro-kernels of the direct convs;
 //! * [`requant`]: the vectorized requantization epilogue (AVX-512 and AVX2);
-//! * [`depthwise`]: the depthwise-like conv kernels (f32 rows; int8 on AVX-512 VNNI);
+//! * [`depthwise`]: the depthwise-like conv kernels (f32 rows; int8 on AVX-512 VNNI and,
+//!   flat layout only, AVX-VNNI);
 //! * [`pack`]: activation repacking (byte interleaving, padded-plane copies, u8 → f32);
 //! * [`peak`]: register-only loops of the kernels' instructions, for `squint bench`'s peaks.
 //!
@@ -22,7 +23,8 @@ pub(super) mod peak;
 mod requant;
 
 pub(super) use depthwise::{
-    dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, dw_pairs_avx2, has_vbmi, Bytes64, DwFlat, DwGeom,
+    dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex,
+    dw_pairs_avx2, has_vbmi, Bytes64, DwFlat, DwGeom,
 };
 pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_i8_avx2, gemm_i8_avx2_maddubs, gemm_i8_avx512,

@@ -642,6 +642,87 @@ unsafe fn store32_bytes(y: [__m256i; 4], signed: bool, dst: *mut u8) {
     unsafe { _mm256_storeu_si256(dst.cast(), fixed) };
 }
 
+/// [`requant_row_avx2`] for a float formula whose constants are finite ([`Mode::Finite`]):
+/// the operations of [`requant_rel_512!`] on 8 lanes (no NaN can arise; `min(v, 1e9)` before
+/// rounding, `vcvtps2dq` after `vroundps` to nearest even, as the scalar code), and the
+/// saturating packs of [`pack4_512!`] for the zero point and the clamp (see [`Requant512`]),
+/// 32 accumulators per step; the tail by the scalar code.
+///
+/// # Safety
+/// avx2 must be available.
+#[target_feature(enable = "avx2")]
+unsafe fn requant_row_finite_avx2(
+    epi: &Epilogue,
+    o: usize,
+    k: &Requant512,
+    formula: RequantFormula,
+    acc: &[i32],
+    out: &mut [u8],
+) {
+    // SAFETY: the caller guarantees the target feature; loads and stores stay inside the
+    // `body` first elements of `acc` and `out`.
+    unsafe {
+        let n = acc.len().min(out.len());
+        let body = n / 32 * 32;
+        let (bias_i, bias_f) = (_mm256_set1_epi32(k.bias_i), _mm256_set1_ps(k.bias_f));
+        let (mult, mult2) = (_mm256_set1_ps(k.mult), _mm256_set1_ps(k.mult2));
+        let (inv, zpf) = (_mm256_set1_ps(k.inv), _mm256_set1_ps(k.zpf));
+        let zp16 = _mm256_set1_epi16(k.zp16);
+        let (bmin, bmax) = (_mm256_set1_epi8(k.bmin), _mm256_set1_epi8(k.bmax));
+        let big = _mm256_set1_ps(1.0e9);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        // (Macros, not closures: closures are not reliably inlined into target-feature code.)
+        macro_rules! round {
+            ($v:expr) => {{
+                let v = $v;
+                let v = if k.clamp_hi { _mm256_min_ps(v, big) } else { v };
+                _mm256_cvtps_epi32(_mm256_round_ps::<
+                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                >(v))
+            }};
+        }
+        macro_rules! rows {
+            (|$a:ident| $y:expr) => {{
+                for i in (0..body).step_by(32) {
+                    let mut y = [_mm256_setzero_si256(); 4];
+                    for (j, yj) in y.iter_mut().enumerate() {
+                        let $a = _mm256_loadu_si256(acc.as_ptr().add(i + 8 * j).cast());
+                        *yj = $y;
+                    }
+                    let a = _mm256_adds_epi16(_mm256_packs_epi32(y[0], y[1]), zp16);
+                    let b = _mm256_adds_epi16(_mm256_packs_epi32(y[2], y[3]), zp16);
+                    let bytes = if k.unsigned {
+                        _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(a, b), bmin), bmax)
+                    } else {
+                        _mm256_min_epi8(_mm256_max_epi8(_mm256_packs_epi16(a, b), bmin), bmax)
+                    };
+                    let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+                    _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes);
+                }
+            }};
+        }
+        match formula {
+            RequantFormula::Qnnpack => rows!(|a| round!(_mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_add_epi32(a, bias_i)),
+                mult
+            ))),
+            RequantFormula::Fbgemm => rows!(|a| round!(_mm256_mul_ps(
+                _mm256_add_ps(_mm256_cvtepi32_ps(a), bias_f),
+                mult
+            ))),
+            _ => rows!(|a| {
+                let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), mult);
+                v = _mm256_mul_ps(v, mult2);
+                v = _mm256_add_ps(v, bias_f);
+                v = _mm256_mul_ps(v, inv);
+                v = _mm256_add_ps(v, zpf);
+                round!(v)
+            }),
+        }
+        portable::requant_row(epi, o, &acc[body..n], &mut out[body..n]);
+    }
+}
+
 /// [`Epilogue::apply`] for output channel `o`, 8 lanes at a time (see [`requant_row_avx512`]).
 ///
 /// # Safety
@@ -652,6 +733,15 @@ pub(crate) unsafe fn requant_row_avx2(epi: &Epilogue, o: usize, acc: &[i32], out
     // in `# Safety`; every access below stays inside them.
     unsafe {
         let n = acc.len().min(out.len());
+        // Long rows of a float formula with finite constants: the packed epilogue of the
+        // AVX-512 path on 8 lanes (its constants cost more to build than a short row saves).
+        if n >= 256 {
+            if let Some(k) = Requant512::new(epi, o, u64::MAX) {
+                if let Mode::Finite(formula) = k.mode {
+                    return requant_row_finite_avx2(epi, o, &k, formula, &acc[..n], &mut out[..n]);
+                }
+            }
+        }
         let fixed = match epi.formula {
             RequantFormula::FixedPoint => match FixedConsts::new(epi, o) {
                 Some(f) => Some(f),
