@@ -450,6 +450,64 @@ fn avx2_uses_vpmaddubsw_exactly_where_no_pair_can_saturate() {
     }
 }
 
+/// The AVX2 int8 depthwise conv runs the flat `vpmaddubsw` kernel exactly where no pair of
+/// taps can saturate int16 (the GEMM's bound, over the kernel's 4-tap weight lanes), and the
+/// exact `vpmaddwd` pair-plane kernel otherwise: at and just past the bound, the result
+/// equals the reference and the kernel is the one the bound says.
+#[test]
+fn avx2_depthwise_uses_vpmaddubsw_exactly_where_no_pair_can_saturate() {
+    if !Isa::Avx2.is_available() {
+        eprintln!("no AVX2: nothing to check");
+        return;
+    }
+    let s = ConvShape::new(
+        [2, 3, 9, 21],
+        [3, 1, 3, 3],
+        ConvParams::default().padding(1).groups(3),
+    )
+    .unwrap();
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+    // (taps (0, 1) of every kernel row, largest activation byte, vpmaddubsw expected)
+    let cases: [((i8, i8), u8, bool); 6] = [
+        ((127, 127), 129, true),    // 129·254 = 32766
+        ((127, 127), 130, false),   // 33020
+        ((-128, -128), 128, true),  // −32768 exactly
+        ((-128, -128), 129, false), // −33024
+        ((100, -100), 255, true),   // 25500 either way
+        ((127, 2), 255, false),     // 255·129 = 32895
+    ];
+    let mut rng = Rng::new(5);
+    for (i, ((w0, w1), a, fast_expected)) in cases.into_iter().enumerate() {
+        // Taps 0 and 1 of each kernel row are the pair; tap 2 pairs with the lane's zero.
+        let w: Vec<i8> = (0..s.weight_len()).map(|j| [w0, w1, 1][j % 3]).collect();
+        let x_qp = QParams::new(0.02, 0, QDtype::QUInt8).unwrap();
+        // Activations up to `a`, the largest present.
+        let mut x: Vec<u8> = (0..s.input_len())
+            .map(|_| (rng.next() % (a as u64 + 1)) as u8)
+            .collect();
+        x[7] = a;
+        let epi = simple_epi(&s, &w_qp);
+        let p =
+            PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, Isa::Avx2).unwrap();
+        let want_kernel = if fast_expected {
+            "avx2 depthwise vpmaddubsw"
+        } else {
+            "avx2 depthwise vpmaddwd"
+        };
+        assert_eq!(p.kernel_name(&x, &x_qp), want_kernel, "case {i}");
+        let want = reference::conv2d_acc(&x, &x_qp, &w, &w_qp, &s).unwrap();
+        let got = p
+            .run_acc(&x, s.input_dims(), &x_qp, &FastConvOptions::with_threads(1))
+            .unwrap();
+        assert_eq!(got, want, "case {i}");
+        let bytes = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
+        let got = p
+            .run(&x, s.input_dims(), &x_qp, &FastConvOptions::with_threads(1))
+            .unwrap();
+        assert_eq!(got, bytes, "case {i}");
+    }
+}
+
 #[test]
 fn target_like_shapes_match_reference() {
     let mut rng = Rng::new(77);

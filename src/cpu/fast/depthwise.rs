@@ -18,19 +18,32 @@
 //!   input, one `vpermt2b` per load builds the operand and substitutes `z` for padded columns;
 //!   padded rows are skipped, their `−z·Σ w'` share left out of the initial value.
 //!
-//! # int8 on AVX2
+//! # int8 on AVX-VNNI, and on AVX2 where `vpmaddubsw` cannot saturate
+//!
+//! The flat layout on ymm registers (`x86::dw_i8_flat_avxvnni`): blocks of 32 positions, four
+//! phases of 8 lanes, raw accumulators stored in position order (a 4 × 8 transpose), then the
+//! real outputs' rows gathered and requantized per channel (the AVX2 epilogue of long rows,
+//! with the AVX-512 path's saturating packs). On AVX2 without VNNI the same kernel runs with
+//! `vpmaddubsw` + `vpmaddwd` by ones for `vpdpbusd` (`x86::dw_i8_flat_maddubs`) where the
+//! call's activations and the weight lanes prove that no int16 pair sum can saturate
+//! ([`maddubs_exact`], the GEMM's `PairBounds`: always for 7-bit activations, as PyTorch's x86
+//! preset gives); otherwise the pair plane below. On the target depthwise shape both are
+//! faster than the f32 kernel (one thread: 1.17x with AVX-VNNI, 1.05x with AVX2 and 7-bit
+//! activations).
+//!
+//! # int8 on AVX2, exact for any range
 //!
 //! With unit column stride, a *pair plane* per (batch, group): the i32 at padded position `i`
 //! holds the i16 pair `(d[i], d[i + dw])`, `d = x − x_zp` (0 at padded positions), and each
 //! output channel's weights are i16 pairs `(w'[ky][2j], w'[ky][2j + 1])` (0 for the missing
 //! column of an odd `kw`). One `vpmaddwd` then adds two taps of 8 outputs exactly, so a 3×3
 //! kernel takes 6 multiply-adds per 8 outputs where the f32 path takes 9 FMAs
-//! (`x86::dw_pairs_avx2`, 1.6x faster than the f32 kernel on the target shape). Applies when
+//! (`x86::dw_pairs_avx2`). Applies when
 //! every `d` and `w'` fits an i16 (zero points inside the dtype ranges); the requantization
 //! runs per output row afterwards. A 3×3 depthwise conv has only 9 multiply-adds per output,
 //! so the per-output work around them (widening the input, requantizing the output: about as
 //! many vector operations as the multiply-adds) decides its speed against f32, which has
-//! neither.
+//! neither: 0.8x of the f32 kernel on the target shape.
 //!
 //! # f32, and int8 elsewhere
 //!
@@ -401,7 +414,9 @@ pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
                     flat || (super::x86::has_vbmi()
                         && 15 * params.stride[1] + (kw.min(4) - 1) * params.dilation[1] <= 63)
                 }
-                Isa::AvxVnni => flat,
+                // AVX2: `vpmaddubsw` for `vpdpbusd` where no pair can saturate (checked per
+                // call by `maddubs_exact`), the pair-plane kernel otherwise.
+                Isa::AvxVnni | Isa::Avx2 => flat,
                 _ => false,
             }
     }
@@ -685,10 +700,18 @@ pub(super) fn run_int8(
     let ranges = item_ranges(s.n * g, opts.threads);
     #[cfg(target_arch = "x86_64")]
     if let Some(lanes) = vnni {
-        if isa == Isa::AvxVnni {
-            return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out);
+        match isa {
+            Isa::Avx512Vnni => {
+                return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out)
+            }
+            Isa::AvxVnni => {
+                return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out)
+            }
+            _ if maddubs_exact(lanes, x, x_qp) => {
+                return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out)
+            }
+            _ => {}
         }
-        return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out);
     }
     let _ = vnni;
     #[cfg(target_arch = "x86_64")]
@@ -747,8 +770,19 @@ pub(super) fn run_int8(
     });
 }
 
-/// The int8 depthwise conv on AVX-VNNI (unit strides and column dilation, every `w − ζ` an
-/// i8: the lanes of [`pack_vnni`]): per (batch, group) the flat padded plane of `u = x ^ flip`
+/// Whether AVX2's `vpmaddubsw` computes the flat kernel's `vpdpbusd` exactly for input `x`:
+/// no pair of the weight lanes `lanes` ([`pack_vnni`]) can leave int16 with the largest u8
+/// activation of `x` (or its zero point, the padding), see `int8::PairBounds`.
+pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
+    let (flip, z) = super::int8::flip_and_z(x_qp);
+    let act_max = x.iter().fold(z as u8, |m, &v| m.max(v ^ flip));
+    let quads = lanes.iter().map(|w| w.to_le_bytes().map(|b| b as i8));
+    super::int8::PairBounds::of(quads).exact_for(act_max)
+}
+
+/// The int8 depthwise conv on AVX-VNNI, or on AVX2 where [`maddubs_exact`] (unit strides and
+/// column dilation, every `w − ζ` an i8: the lanes of [`pack_vnni`]): per (batch, group) the
+/// flat padded plane of `u = x ^ flip`
 /// (`z` at padded positions, as for `x86::dw_i8_flat`), then per output channel the ymm flat
 /// kernel's accumulators of every flat position, the real outputs' rows gathered, and the
 /// channel's requantization.
@@ -776,13 +810,17 @@ fn run_int8_vnni_ymm(
     let row_step = p.dilation[0] * wp;
     // Every read of the kernel (see its `# Safety`).
     let flat_len = (hp * wp).max(32 * blocks + 4 * ng + (kh - 1) * row_step + 32);
-    let kernel = match (super::int8::vex_vnni(), ng) {
-        (true, 1) => super::x86::dw_i8_flat_avxvnni::<1>,
-        (true, 2) => super::x86::dw_i8_flat_avxvnni::<2>,
-        (true, _) => super::x86::dw_i8_flat_avxvnni::<4>,
-        (false, 1) => super::x86::dw_i8_flat_avxvnni_evex::<1>,
-        (false, 2) => super::x86::dw_i8_flat_avxvnni_evex::<2>,
-        (false, _) => super::x86::dw_i8_flat_avxvnni_evex::<4>,
+    use super::x86::{dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs};
+    let kernel = match (pc.isa, super::int8::vex_vnni(), ng) {
+        (Isa::Avx2, _, 1) => dw_i8_flat_maddubs::<1>,
+        (Isa::Avx2, _, 2) => dw_i8_flat_maddubs::<2>,
+        (Isa::Avx2, _, _) => dw_i8_flat_maddubs::<4>,
+        (_, true, 1) => dw_i8_flat_avxvnni::<1>,
+        (_, true, 2) => dw_i8_flat_avxvnni::<2>,
+        (_, true, _) => dw_i8_flat_avxvnni::<4>,
+        (_, false, 1) => dw_i8_flat_avxvnni_evex::<1>,
+        (_, false, 2) => dw_i8_flat_avxvnni_evex::<2>,
+        (_, false, _) => dw_i8_flat_avxvnni_evex::<4>,
     };
     assert!(x.len() >= s.n * s.c_in * plane_in && lanes.len() >= s.c_out * kh * ng);
     let ranges = item_ranges(s.n * g, threads);

@@ -58,7 +58,7 @@ pub(super) struct PairBounds {
 }
 
 impl PairBounds {
-    fn of(quads: impl Iterator<Item = [i8; 4]>) -> Self {
+    pub(super) fn of(quads: impl Iterator<Item = [i8; 4]>) -> Self {
         let mut b = PairBounds::default();
         for q in quads {
             for pair in [[q[0], q[1]], [q[2], q[3]]] {

@@ -71,9 +71,11 @@
 //!
 //! Depthwise-like convs (`Cin/groups == 1`) use direct kernels instead (see the `depthwise`
 //! module): on AVX512-VNNI, four kernel columns per `vpdpbusd` lane (same folding, with
-//! `w − ζ` as the s8 weights when they fit), the epilogue fused; otherwise an f32 FMA kernel on
-//! `x − x_zp` and `w − ζ`, exact because every partial sum is an integer of magnitude ≤ 2^24;
-//! an int32 kernel beyond that.
+//! `w − ζ` as the s8 weights when they fit), the epilogue fused; on AVX-VNNI the same with ymm
+//! (unit strides), and on AVX2 with `vpmaddubsw` where no pair can saturate, else an exact
+//! `vpmaddwd` kernel on i16 pairs; otherwise an f32 FMA kernel on `x − x_zp` and `w − ζ`,
+//! exact because every partial sum is an integer of magnitude ≤ 2^24; an int32 kernel beyond
+//! that.
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
@@ -355,9 +357,9 @@ enum Kind {
     Depthwise {
         /// `[c_out][kh*kw]`.
         wprime: Vec<i32>,
-        /// For the AVX512-VNNI kernels (when `depthwise::vnni_eligible` and every `w − ζ` is
-        /// a valid i8): per output channel and kernel row, 1, 2 or 4 lanes of four `w − ζ`
-        /// bytes along the row (0 past the kernel).
+        /// For the VNNI kernels (AVX512-VNNI, AVX-VNNI, and AVX2's `vpmaddubsw` version; when
+        /// `depthwise::vnni_eligible` and every `w − ζ` is a valid i8): per output channel and
+        /// kernel row, 1, 2 or 4 lanes of four `w − ζ` bytes along the row (0 past the kernel).
         vnni: Option<Vec<i32>>,
     },
     /// The blocked GEMM.
@@ -611,6 +613,12 @@ impl PackedConv2d {
                 true => "avx2 vpmaddubsw".into(),
                 false => "avx2 vpmaddwd".into(),
             },
+            Kind::Depthwise {
+                vnni: Some(lanes), ..
+            } if self.isa == Isa::Avx2 => match depthwise::maddubs_exact(lanes, x, x_qp) {
+                true => "avx2 depthwise vpmaddubsw".into(),
+                false => "avx2 depthwise vpmaddwd".into(),
+            },
             Kind::Depthwise { .. } => format!("{} depthwise", self.isa),
             Kind::Gemm(_) => self.isa.to_string(),
         }
@@ -622,7 +630,12 @@ impl PackedConv2d {
     pub fn peak_loop(&self, x: &[u8], x_qp: &QParams) -> Option<PeakLoop> {
         match &self.kind {
             Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
-            Kind::Depthwise { vnni: Some(_), .. } => PeakLoop::int8(self.isa, false),
+            Kind::Depthwise {
+                vnni: Some(lanes), ..
+            } => PeakLoop::int8(
+                self.isa,
+                self.isa == Isa::Avx2 && depthwise::maddubs_exact(lanes, x, x_qp),
+            ),
             Kind::Depthwise { vnni: None, .. } => PeakLoop::f32(self.isa),
         }
     }

@@ -9,6 +9,7 @@
 //!   [`DwFlat`]) and [`dw_i8_channel`] (any stride or dilation, straight from the input with
 //!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
 
+use super::gemm::dpbusd_maddubs;
 use super::requant::{pack4_512, requant_rel_512, Requant512};
 use std::arch::x86_64::*;
 
@@ -529,4 +530,13 @@ dw_i8_flat_ymm!(
     dw_i8_flat_avxvnni_evex,
     "avx2,avx512f,avx512vl,avx512vnni",
     _mm256_dpbusd_epi32
+);
+
+dw_i8_flat_ymm!(
+    /// [`dw_i8_flat_avxvnni`] on AVX2 with `vpmaddubsw` for `vpdpbusd` ([`dpbusd_maddubs`]):
+    /// exact only when no int16 pair sum can saturate, which the caller proves from the
+    /// weights' pair sums and the activations' maximum (`int8::PairBounds`).
+    dw_i8_flat_maddubs,
+    "avx2",
+    dpbusd_maddubs
 );

@@ -146,7 +146,7 @@ gemm_i8_ymm!(
 /// Equal to `vpdpbusd` only when no int16 pair sum `a0·w0 + a1·w1` leaves `[-32768, 32767]`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dpbusd_maddubs(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+pub(super) fn dpbusd_maddubs(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     _mm256_add_epi32(
         acc,
         _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
