@@ -508,6 +508,44 @@ fn avx2_depthwise_uses_vpmaddubsw_exactly_where_no_pair_can_saturate() {
     }
 }
 
+/// A packed layer caches its per-call constants for the last input qparams: called with
+/// alternating input qparams (zero points, dtypes), every call equals the reference.
+#[test]
+fn one_packed_layer_called_with_changing_input_qparams_matches_reference() {
+    let mut rng = Rng::new(91);
+    let s = ConvShape::new(
+        [1, 20, 9, 11],
+        [13, 20, 3, 3],
+        ConvParams::default().padding(1),
+    )
+    .unwrap();
+    let w_qp = WeightQParams {
+        scheme: QScheme::PerChannelAffine,
+        scales: (0..13).map(|o| 0.002 + o as f32 * 1e-4).collect(),
+        zero_points: (0..13).map(|o| o % 3 - 1).collect(),
+    };
+    let w: Vec<i8> = (0..s.weight_len()).map(|_| rng.next() as i8).collect();
+    let x: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+    let epi = simple_epi(&s, &w_qp);
+    let qps = [
+        QParams::new(0.02, 0, QDtype::QUInt8).unwrap(),
+        QParams::new(0.02, 131, QDtype::QUInt8).unwrap(),
+        QParams::new(0.02, -7, QDtype::QInt8).unwrap(),
+    ];
+    for isa in Isa::available() {
+        let p = PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+        for round in 0..2 {
+            for x_qp in &qps {
+                let want = reference::conv2d_quantized(&x, x_qp, &w, &w_qp, &epi, &s).unwrap();
+                let got = p
+                    .run(&x, s.input_dims(), x_qp, &FastConvOptions::with_threads(1))
+                    .unwrap();
+                assert_eq!(got, want, "{isa}, round {round}, {x_qp:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn target_like_shapes_match_reference() {
     let mut rng = Rng::new(77);

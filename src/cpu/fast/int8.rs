@@ -486,22 +486,14 @@ pub(super) fn run(
     let isa = pc.isa;
     let (flip, zi) = flip_and_z(x_qp);
     let z = zi as u8;
-    let k = s.k() as i32;
-    // Per-channel constant of the folding: −z·Σw + K·z·ζ (wrapping).
-    let corr0: Vec<i32> = (0..s.c_out)
-        .map(|o| {
-            (zi.wrapping_mul(pc.wsum[o]))
-                .wrapping_neg()
-                .wrapping_add(k.wrapping_mul(zi).wrapping_mul(pc.wzp[o]))
-        })
-        .collect();
-    // The AVX-512 epilogue constants of every channel, built once per call.
+    // The folding constants −z·Σw + K·z·ζ (wrapping) and the AVX-512 epilogue constants of
+    // every channel (`None` when some channel needs the scalar epilogue: then every row takes
+    // it), cached per input qparams.
+    let cc = pc.call_consts(x_qp);
+    let corr0 = &cc.corr0;
     #[cfg(target_arch = "x86_64")]
-    // (`None` when some channel needs the scalar epilogue: then every row takes it.)
-    let consts: Option<Vec<super::x86::Requant512>> = match sink {
-        Sink::Bytes(_) if isa == Isa::Avx512Vnni => (0..s.c_out)
-            .map(|o| super::x86::Requant512::new(&pc.epi, o, pc.acc_bound(x_qp, o)))
-            .collect(),
+    let consts = match sink {
+        Sink::Bytes(_) => cc.requant.as_ref(),
         _ => None,
     };
     // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
@@ -586,7 +578,7 @@ pub(super) fn run(
                         }
                         let base = (n * s.c_out + o0) * plane_out;
                         #[cfg(target_arch = "x86_64")]
-                        if let (Some(ks), SinkPtr::Bytes(b)) = (&consts, out) {
+                        if let (Some(ks), SinkPtr::Bytes(b)) = (consts, out) {
                             // SAFETY: as below; the ISA was checked when packing, the runs lie
                             // inside each row's plane (`segments`), and `base` inside the
                             // output.

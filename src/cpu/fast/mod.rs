@@ -385,6 +385,18 @@ pub struct PackedConv2d {
     /// Whether some `ζ ≠ 0`.
     any_wzp: bool,
     kind: Kind,
+    /// The GEMM's per-call constants for the last input qparams (a model's layer sees the
+    /// same ones every call).
+    call_cache: Mutex<Option<(QParams, Arc<CallConsts>)>>,
+}
+
+/// Constants of the int8 GEMM conv that depend only on the input qparams: the folding
+/// constant `−z·Σw + K·z·ζ` per output channel, and on AVX-512 VNNI the epilogue constants per
+/// output channel (`None` when some channel needs the scalar epilogue).
+pub(super) struct CallConsts {
+    pub(super) corr0: Vec<i32>,
+    #[cfg(target_arch = "x86_64")]
+    pub(super) requant: Option<Vec<x86::Requant512>>,
 }
 
 impl std::fmt::Debug for PackedConv2d {
@@ -498,6 +510,7 @@ impl PackedConv2d {
             wzp,
             any_wzp,
             kind,
+            call_cache: Mutex::new(None),
         })
     }
 
@@ -540,6 +553,42 @@ impl PackedConv2d {
     }
 
     /// A bound on `|acc|` of output channel `o` (`max|x − x_zp|·Σ|w − ζ|`), saturated to u64.
+    /// The [`CallConsts`] of input qparams `x_qp`, cached for the last qparams seen.
+    fn call_consts(&self, x_qp: &QParams) -> Arc<CallConsts> {
+        let mut cache = self.call_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((qp, c)) = cache.as_ref() {
+            if qp == x_qp {
+                return c.clone();
+            }
+        }
+        let (_, zi) = int8::flip_and_z(x_qp);
+        let k = self.k() as i32;
+        let corr0 = (0..self.wsum.len())
+            .map(|o| {
+                (zi.wrapping_mul(self.wsum[o]))
+                    .wrapping_neg()
+                    .wrapping_add(k.wrapping_mul(zi).wrapping_mul(self.wzp[o]))
+            })
+            .collect();
+        let c = Arc::new(CallConsts {
+            corr0,
+            #[cfg(target_arch = "x86_64")]
+            requant: match self.isa {
+                Isa::Avx512Vnni => (0..self.wsum.len())
+                    .map(|o| x86::Requant512::new(&self.epi, o, self.acc_bound(x_qp, o)))
+                    .collect(),
+                _ => None,
+            },
+        });
+        *cache = Some((*x_qp, c.clone()));
+        c
+    }
+
+    /// `K = Cin/groups · KH · KW`.
+    fn k(&self) -> usize {
+        self.w_dims[1] * self.w_dims[2] * self.w_dims[3]
+    }
+
     fn acc_bound(&self, x_qp: &QParams, o: usize) -> u64 {
         u64::try_from(Self::max_dx(x_qp) * self.sum_abs[o]).unwrap_or(u64::MAX)
     }
