@@ -4,7 +4,7 @@
 mod common;
 
 use common::Rng;
-use squint::cpu::fast::{self, FastConvOptions, Isa, PackedConv2d};
+use squint::cpu::fast::{self, FastConvOptions, GemmLayout, Isa, PackedConv2d};
 use squint::cpu::reference;
 use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::shape::{ConvParams, ConvShape};
@@ -541,6 +541,123 @@ fn one_packed_layer_called_with_changing_input_qparams_matches_reference() {
                     .run(&x, s.input_dims(), x_qp, &FastConvOptions::with_threads(1))
                     .unwrap();
                 assert_eq!(got, want, "{isa}, round {round}, {x_qp:?}");
+            }
+        }
+    }
+}
+
+/// The channels-in-lanes int8 GEMM (AVX-512 VNNI, small planes) forced on shapes that
+/// exercise its edges: partial pixel blocks and micro-tiles, output channels not a multiple
+/// of 64, input channels not a multiple of 4, strides, dilations, asymmetric kernels,
+/// batches, every requantization formula; each equals the reference.
+#[test]
+fn channels_in_lanes_gemm_matches_reference() {
+    if !Isa::Avx512Vnni.is_available() {
+        eprintln!("no AVX-512 VNNI: nothing to check");
+        return;
+    }
+    let mut rng = Rng::new(123);
+    let cases = [
+        (
+            [1, 256, 14, 14],
+            [256, 256, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            [2, 13, 7, 9],
+            [70, 13, 3, 3],
+            ConvParams::default().padding(1),
+        ),
+        (
+            [1, 5, 11, 10],
+            [3, 5, 2, 3],
+            ConvParams::default().stride(2).padding(1),
+        ),
+        (
+            [2, 32, 9, 9],
+            [130, 32, 3, 3],
+            ConvParams::default().dilation(2).padding(2),
+        ),
+        ([1, 64, 8, 8], [64, 64, 1, 1], ConvParams::default()),
+        (
+            [1, 7, 5, 23],
+            [65, 7, 5, 1],
+            ConvParams {
+                stride: [1, 3],
+                padding: [2, 0],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+    ];
+    // Full-range data, and data within ±2 of the zero points with an output scale that makes
+    // every unit of the accumulator count (the epilogue multiplier near 0.7).
+    let runs = cases.into_iter().flat_map(|c| [(c, false), (c, true)]);
+    for (i, ((xd, wd, params), narrow)) in runs.enumerate() {
+        let s = ConvShape::new(xd, wd, params).unwrap();
+        let w: Vec<i8> = (0..s.weight_len())
+            .map(|_| {
+                if narrow {
+                    (rng.next() % 7) as i8 - 3
+                } else {
+                    rng.next() as i8
+                }
+            })
+            .collect();
+        let x_raw: Vec<u8> = (0..s.input_len()).map(|_| rng.next() as u8).collect();
+        let w_qp = WeightQParams {
+            scheme: QScheme::PerChannelSymmetric,
+            scales: (0..s.c_out).map(|o| 0.0005 + o as f32 * 1e-5).collect(),
+            zero_points: vec![0; s.c_out],
+        };
+        let bias: Vec<f32> = (0..s.c_out).map(|_| rng.unit() - 0.5).collect();
+        for (f, formula) in RequantFormula::ALL.into_iter().enumerate() {
+            let x_qp = [
+                QParams::new(0.02, 3, QDtype::QUInt8).unwrap(),
+                QParams::new(0.02, -9, QDtype::QInt8).unwrap(),
+            ][f % 2];
+            let x: Vec<u8> = if narrow {
+                let z = x_qp.zero_point;
+                let stored = |v: i32| x_qp.dtype.int_to_byte(v);
+                x_raw
+                    .iter()
+                    .map(|&r| stored(z + (r % 5) as i32 - 2))
+                    .collect()
+            } else {
+                x_raw.clone()
+            };
+            let (out_scale, out_zp) = if narrow { (1.5e-5, 128) } else { (0.3, 5) };
+            let out = QParams::new(out_scale, out_zp, QDtype::QUInt8).unwrap();
+            // (Narrow: a bias of a few output units, so that outputs do not saturate.)
+            let bias: Vec<f32> = match narrow {
+                true => bias.iter().map(|b| b * 40.0 * out_scale).collect(),
+                false => bias.clone(),
+            };
+            let epi = Epilogue::new(
+                formula,
+                x_qp.scale,
+                &w_qp,
+                Some(&bias),
+                out,
+                f == 1,
+                s.c_out,
+            )
+            .unwrap();
+            let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
+            for layout in [GemmLayout::Nhwc, GemmLayout::Flat, GemmLayout::Auto] {
+                let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, Isa::Avx512Vnni)
+                    .unwrap()
+                    .with_gemm_layout(layout);
+                for threads in [1, 2] {
+                    let got = p
+                        .run(&x, xd, &x_qp, &FastConvOptions::with_threads(threads))
+                        .unwrap();
+                    assert!(
+                        got == want,
+                        "case {i}, {formula:?}, {layout:?}, {threads} threads: first difference at {:?}",
+                        got.iter().zip(&want).position(|(a, b)| a != b)
+                    );
+                }
             }
         }
     }

@@ -39,6 +39,9 @@ pub(super) struct Panels {
     /// AVX2 only: the same panels in 4-byte lanes for `vpmaddubsw`, with the bounds that say
     /// when it is exact.
     quads: Option<QuadPanels>,
+    /// AVX-512 VNNI, one group, symmetric weights: the weights of the channels-in-lanes
+    /// kernel (`nhwc::pack`), for small output planes.
+    pub(super) nhwc: Option<Vec<u8>>,
 }
 
 /// The AVX2 path's second packing (see [`Panels::quads`]).
@@ -123,6 +126,10 @@ impl Panels {
             };
             (lanes.flat_map(as_pairs).collect(), Some(quads))
         };
+        #[cfg(target_arch = "x86_64")]
+        let nhwc = (isa == Isa::Avx512Vnni && g == 1 && !ones).then(|| super::nhwc::pack(w, s));
+        #[cfg(not(target_arch = "x86_64"))]
+        let nhwc = None;
         Panels {
             nr,
             px,
@@ -132,6 +139,7 @@ impl Panels {
             panel_len: taps * ncb * nr * lane,
             data,
             quads,
+            nhwc,
         }
     }
 
@@ -496,9 +504,21 @@ pub(super) fn run(
         Sink::Bytes(_) => cc.requant.as_ref(),
         _ => None,
     };
+    let geo = Geometry::new(s, p.ncb, p.px);
+    // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes.
+    #[cfg(target_arch = "x86_64")]
+    let sink = match (sink, &p.nhwc, consts) {
+        (Sink::Bytes(out), Some(w), Some(ks))
+            if pc
+                .gemm_layout
+                .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr)) =>
+        {
+            return super::nhwc::run(pc, w, x, x_qp, s, corr0, ks, opts.threads, out);
+        }
+        (sink, ..) => sink,
+    };
     // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
     let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
-    let geo = Geometry::new(s, p.ncb, p.px);
     let offs: Vec<usize> = geo.offs.iter().map(|o| o * 4).collect();
     let cbs = geo.plane * 4;
     let ptiles = geo.qtot.div_ceil(p.px);

@@ -112,6 +112,8 @@
 mod depthwise;
 mod float;
 mod int8;
+#[cfg(target_arch = "x86_64")]
+mod nhwc;
 mod peak;
 mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -388,6 +390,34 @@ pub struct PackedConv2d {
     /// The GEMM's per-call constants for the last input qparams (a model's layer sees the
     /// same ones every call).
     call_cache: Mutex<Option<(QParams, Arc<CallConsts>)>>,
+    /// Which GEMM layout runs (tests force each).
+    gemm_layout: GemmLayout,
+}
+
+/// The int8 GEMM conv's layout on AVX-512 VNNI: flat output positions in the lanes (the
+/// default), or output channels in the lanes (`nhwc`, one group and symmetric weights only),
+/// chosen per call by lane efficiency (`Auto`) or forced (for tests and benchmarks).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmLayout {
+    /// The layout that wastes fewer lanes on the call's shape.
+    #[default]
+    Auto,
+    /// Always the flat layout.
+    Flat,
+    /// The channels-in-lanes layout wherever it applies.
+    Nhwc,
+}
+
+impl GemmLayout {
+    /// Whether the channels-in-lanes layout runs, `prefer` deciding for `Auto`.
+    fn nhwc(self, prefer: impl FnOnce() -> bool) -> bool {
+        match self {
+            GemmLayout::Auto => prefer(),
+            GemmLayout::Flat => false,
+            GemmLayout::Nhwc => true,
+        }
+    }
 }
 
 /// Constants of the int8 GEMM conv that depend only on the input qparams: the folding
@@ -511,6 +541,7 @@ impl PackedConv2d {
             any_wzp,
             kind,
             call_cache: Mutex::new(None),
+            gemm_layout: GemmLayout::Auto,
         })
     }
 
@@ -553,6 +584,13 @@ impl PackedConv2d {
     }
 
     /// A bound on `|acc|` of output channel `o` (`max|x − x_zp|·Σ|w − ζ|`), saturated to u64.
+    /// The same layer with its int8 GEMM layout forced (see [`GemmLayout`]; tests).
+    #[doc(hidden)]
+    pub fn with_gemm_layout(mut self, layout: GemmLayout) -> Self {
+        self.gemm_layout = layout;
+        self
+    }
+
     /// The [`CallConsts`] of input qparams `x_qp`, cached for the last qparams seen.
     fn call_consts(&self, x_qp: &QParams) -> Arc<CallConsts> {
         let mut cache = self.call_cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -304,3 +304,87 @@ gemm_f32_tile!(
     _mm256_fmadd_ps,
     _mm256_storeu_ps
 );
+
+/// The channels-in-lanes int8 GEMM tile on AVX-512 VNNI (see `cpu::fast::nhwc`): 6 output
+/// pixels × 64 output channels (4 zmm), `acc[m][16v + i] += Σ_t Σ_cb u·w` (wrapping), where
+/// for pixel `m`, tap `t` and channel block `cb` the 4 activation bytes at
+/// `act + pix[m] + taps[t] + 4·cb` are broadcast to every lane and multiplied with the
+/// 64-channel weight row `w[(t·ncb + cb)·256 ..]` (`t` counting from the first of `taps`).
+///
+/// # Safety
+/// avx512f and avx512vnni must be available; every activation read (`act + pix[m] +
+/// taps[t] + [0, 4·ncb)`) and the `taps.len()·ncb·256` weight bytes must be readable.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(crate) unsafe fn gemm_nhwc_avx512(
+    act: *const u8,
+    pix: &[usize; 6],
+    taps: &[usize],
+    ncb: usize,
+    w: *const u8,
+    acc: &mut [[i32; 64]; 6],
+) {
+    // SAFETY: the caller guarantees the target features and the ranges listed above.
+    unsafe {
+        let mut r = [[_mm512_setzero_si512(); 4]; 6];
+        for (rm, am) in r.iter_mut().zip(acc.iter()) {
+            for (v, x) in rm.iter_mut().enumerate() {
+                *x = _mm512_loadu_si512(am.as_ptr().add(16 * v).cast());
+            }
+        }
+        let mut wp = w;
+        for &t in taps {
+            let p: [*const u8; 6] = [
+                act.add(pix[0] + t),
+                act.add(pix[1] + t),
+                act.add(pix[2] + t),
+                act.add(pix[3] + t),
+                act.add(pix[4] + t),
+                act.add(pix[5] + t),
+            ];
+            for cb in 0..ncb {
+                let b = [
+                    _mm512_loadu_si512(wp.cast()),
+                    _mm512_loadu_si512(wp.add(64).cast()),
+                    _mm512_loadu_si512(wp.add(128).cast()),
+                    _mm512_loadu_si512(wp.add(192).cast()),
+                ];
+                for (m, rm) in r.iter_mut().enumerate() {
+                    let a = _mm512_set1_epi32(p[m].add(4 * cb).cast::<i32>().read_unaligned());
+                    for v in 0..4 {
+                        rm[v] = _mm512_dpbusd_epi32(rm[v], a, b[v]);
+                    }
+                }
+                wp = wp.add(256);
+            }
+        }
+        for (rm, am) in r.iter().zip(acc.iter_mut()) {
+            for (v, &x) in rm.iter().enumerate() {
+                _mm512_storeu_si512(am.as_mut_ptr().add(16 * v).cast(), x);
+            }
+        }
+    }
+}
+
+/// Transposes `n ≤ 64` pixel rows of 64 channel accumulators (`src[p][c]`) into
+/// `dst[c][p]`, 16 channels of a pixel per scatter.
+///
+/// # Safety
+/// avx512f must be available.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn transpose_pixels_avx512(src: &[[i32; 64]], dst: &mut [[i32; 64]; 70]) {
+    // SAFETY: the caller guarantees the target feature; the scatters write rows
+    // 16v + i < 64, columns p < 64.
+    unsafe {
+        let rows = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(64),
+        );
+        let base = dst.as_mut_ptr().cast::<i32>();
+        for (p, row) in src.iter().enumerate().take(64) {
+            for v in 0..4 {
+                let a = _mm512_loadu_si512(row.as_ptr().add(16 * v).cast());
+                _mm512_i32scatter_epi32::<4>(base.add(16 * v * 64 + p).cast(), rows, a);
+            }
+        }
+    }
+}
