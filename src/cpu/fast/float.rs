@@ -205,11 +205,14 @@ impl PackedConvF32 {
                     par_for(opts.threads, geo.planes, |pi| {
                         // SAFETY: plane `pi` is a disjoint range of `buf`, written by this task only.
                         let dst = unsafe { bufp.slice(pi * geo.plane, geo.plane) };
-                        dst.fill(0.0);
                         let (c, rows) = geo.copies(s, pi);
                         let ch = &x[(n * s.c_in + gi * cig + c) * s.h * s.w..][..s.h * s.w];
                         let sx = s.params.stride[1];
+                        // Zeros between and after the copied runs (the rows come in order).
+                        let mut done = 0;
                         for (pos, iy, ix0, count) in rows {
+                            dst[done..pos].fill(0.0);
+                            done = pos + count;
                             let row = &ch[iy * s.w..(iy + 1) * s.w];
                             if sx == 1 {
                                 dst[pos..pos + count].copy_from_slice(&row[ix0..ix0 + count]);
@@ -221,6 +224,7 @@ impl PackedConvF32 {
                                 }
                             }
                         }
+                        dst[done..].fill(0.0);
                     });
                     let buf = &buf[..];
                     let pan = &panels[gi * ctiles * panel_len..];
@@ -245,6 +249,20 @@ impl PackedConvF32 {
                                 let o = gi * cog + ct * NR + r;
                                 let b = bias.map_or(0.0, |b| b[o]);
                                 let base = (n * s.c_out + o) * plane_out;
+                                #[cfg(target_arch = "x86_64")]
+                                if isa == Isa::Avx512Vnni {
+                                    // SAFETY: the ISA was checked; the runs lie in the tile row
+                                    // and in channel o's plane, written by this task only.
+                                    unsafe {
+                                        super::x86::add_bias_runs_avx512(
+                                            row,
+                                            &segs,
+                                            b,
+                                            outp.0.add(base),
+                                        )
+                                    };
+                                    continue;
+                                }
                                 for &(at, off, len) in &segs {
                                     // SAFETY: pixel tile pt × channel o is written by this task
                                     // only, inside the output.

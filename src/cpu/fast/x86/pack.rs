@@ -173,3 +173,33 @@ pub(crate) unsafe fn interleave4_avx512(src: [*const u8; 4], n: usize, flip: u8,
         }
     }
 }
+
+/// `dst[off + i] = row[at + i] + b` for `i < len`, for every run `(at, off, len)` of a float
+/// GEMM tile row (one f32 add per output, as the scalar epilogue), 16 lanes at a time.
+///
+/// # Safety
+/// avx512f must be available; every run must have `at + len ≤ row.len()` and
+/// `dst + off .. dst + off + len` writable.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn add_bias_runs_avx512(
+    row: &[f32],
+    runs: &[(usize, usize, usize)],
+    b: f32,
+    dst: *mut f32,
+) {
+    let bv = _mm512_set1_ps(b);
+    for &(at, off, len) in runs {
+        debug_assert!(at + len <= row.len());
+        let mut i = 0;
+        // SAFETY: every access is masked to `[i, len)` of the run, inside `row` and `dst`.
+        unsafe {
+            while i < len {
+                let rem = (len - i).min(16);
+                let m: __mmask16 = ((1u32 << rem) - 1) as u16;
+                let v = _mm512_maskz_loadu_ps(m, row.as_ptr().add(at + i));
+                _mm512_mask_storeu_ps(dst.add(off + i), m, _mm512_add_ps(v, bv));
+                i += rem;
+            }
+        }
+    }
+}
