@@ -40,8 +40,9 @@ pub(super) struct Panels {
     /// when it is exact.
     quads: Option<QuadPanels>,
     /// AVX-512 VNNI, one group, symmetric weights: the weights of the channels-in-lanes
-    /// kernel (`nhwc::pack`), for small output planes.
-    pub(super) nhwc: Option<Vec<u8>>,
+    /// kernel (`nhwc::pack`), for small output planes; packed on the first call that uses
+    /// them (most layers never do).
+    pub(super) nhwc: Option<std::sync::OnceLock<Vec<u8>>>,
 }
 
 /// The AVX2 path's second packing (see [`Panels::quads`]).
@@ -127,7 +128,7 @@ impl Panels {
             (lanes.flat_map(as_pairs).collect(), Some(quads))
         };
         #[cfg(target_arch = "x86_64")]
-        let nhwc = (isa == Isa::Avx512Vnni && g == 1 && !ones).then(|| super::nhwc::pack(w, s));
+        let nhwc = (isa == Isa::Avx512Vnni && g == 1 && !ones).then(std::sync::OnceLock::new);
         #[cfg(not(target_arch = "x86_64"))]
         let nhwc = None;
         Panels {
@@ -508,11 +509,12 @@ pub(super) fn run(
     // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes.
     #[cfg(target_arch = "x86_64")]
     let sink = match (sink, &p.nhwc, consts) {
-        (Sink::Bytes(out), Some(w), Some(ks))
+        (Sink::Bytes(out), Some(packed), Some(ks))
             if pc
                 .gemm_layout
                 .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr)) =>
         {
+            let w = packed.get_or_init(|| super::nhwc::pack(&pc.weights, s));
             return super::nhwc::run(pc, w, x, x_qp, s, corr0, ks, opts.threads, out);
         }
         (sink, ..) => sink,
