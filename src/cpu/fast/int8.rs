@@ -42,6 +42,7 @@ pub(super) struct Panels {
     /// AVX-512 VNNI, one group, symmetric weights: the weights of the channels-in-lanes
     /// kernel (`nhwc::pack`), for small output planes; packed on the first call that uses
     /// them (most layers never do).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) nhwc: Option<std::sync::OnceLock<Vec<u8>>>,
 }
 

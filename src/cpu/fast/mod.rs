@@ -390,7 +390,8 @@ pub struct PackedConv2d {
     /// The GEMM's per-call constants for the last input qparams (a model's layer sees the
     /// same ones every call).
     call_cache: Mutex<Option<(QParams, Arc<CallConsts>)>>,
-    /// Which GEMM layout runs (tests force each).
+    /// Which GEMM layout runs (tests force each; only AVX-512 VNNI has a choice).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     gemm_layout: GemmLayout,
 }
 
@@ -411,6 +412,7 @@ pub enum GemmLayout {
 
 impl GemmLayout {
     /// Whether the channels-in-lanes layout runs, `prefer` deciding for `Auto`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn nhwc(self, prefer: impl FnOnce() -> bool) -> bool {
         match self {
             GemmLayout::Auto => prefer(),
