@@ -14,9 +14,10 @@
 //! The accumulator is the same folded sum as the flat kernel's (see the module docs of
 //! [`super`]): `acc = Σ u·w − z·Σ w` (symmetric weights only: no `Σ u` term), `u` the u8
 //! activations of a padded NHWC copy of the input (padding and the channels that round `Cin`
-//! up to 4 hold `z`; their weights are 0 or their `(u − z)` is). The kernel scatters each
-//! pixel's 64 accumulators into a `[channel][pixel]` block, which the AVX-512 epilogue
-//! ([`super::x86::requant_tile_avx512`]) requantizes and stores as the flat kernel's tiles.
+//! up to 4 hold `z`; their weights are 0 or their `(u − z)` is). The kernel leaves each
+//! pixel's 64 accumulators in a pixel row; a 64-pixel block of rows is transposed (scatters)
+//! into `[channel][pixel]`, which the AVX-512 epilogue ([`super::x86::requant_tile_avx512`])
+//! requantizes and stores as the flat kernel's tiles.
 //!
 //! Used when its lane efficiency beats the flat layout's by more than its extra costs (the NHWC
 //! copy, the transposition, a micro-kernel measured about 10% slower per useful lane), see
