@@ -139,6 +139,51 @@ fn bench_conv(c: &mut Criterion) {
     }
     group.finish();
 
+    // The int8 GEMM's two layouts on AVX-512 VNNI, one thread, on small planes (what
+    // `nhwc::prefer` chooses between): flat positions or output channels in the lanes.
+    if fast::Isa::Avx512Vnni.is_available() {
+        let mut group = c.benchmark_group("gemm layout");
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
+        for (c_io, hw) in [(256usize, 14usize), (512, 7), (128, 28)] {
+            let params = ConvParams::default().padding(1);
+            let s = ConvShape::new([1, c_io, hw, hw], [c_io, c_io, 3, 3], params).expect("shape");
+            group.throughput(Throughput::Elements(2 * s.macs()));
+            let x: Vec<u8> = bytes(s.input_len(), 3)
+                .into_iter()
+                .map(|b| b & 127)
+                .collect();
+            let w: Vec<i8> = bytes(s.weight_len(), 4)
+                .into_iter()
+                .map(|b| b as i8)
+                .collect();
+            let x_qp = QParams::new(0.02, 0, QDtype::QUInt8).expect("qparams");
+            let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.005, 0);
+            let out = QParams::new(0.5, 0, QDtype::QUInt8).expect("qparams");
+            let epi = Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, false, c_io)
+                .expect("epilogue");
+            for layout in [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc] {
+                let p = fast::PackedConv2d::with_isa(
+                    &w,
+                    s.weight_dims(),
+                    &w_qp,
+                    &epi,
+                    params,
+                    fast::Isa::Avx512Vnni,
+                )
+                .expect("packing")
+                .with_gemm_layout(layout);
+                let id = BenchmarkId::new(format!("{layout:?}"), format!("1x{c_io}x{hw}x{hw}"));
+                group.bench_function(id, |b| {
+                    b.iter(|| black_box(p.run(black_box(&x), s.input_dims(), &x_qp, &one).unwrap()))
+                });
+            }
+        }
+        group.finish();
+    }
+
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni") {
         let mut group = c.benchmark_group("ceiling");
