@@ -646,14 +646,12 @@ unsafe fn store32_bytes(y: [__m256i; 4], signed: bool, dst: *mut u8) {
 /// the operations of [`requant_rel_512!`] on 8 lanes (no NaN can arise; `min(v, 1e9)` before
 /// rounding, `vcvtps2dq` after `vroundps` to nearest even, as the scalar code), and the
 /// saturating packs of [`pack4_512!`] for the zero point and the clamp (see [`Requant512`]),
-/// 32 accumulators per step; the tail by the scalar code.
+/// 32 accumulators per step, the tail as one more step on a zero-padded copy.
 ///
 /// # Safety
 /// avx2 must be available.
 #[target_feature(enable = "avx2")]
 unsafe fn requant_row_finite_avx2(
-    epi: &Epilogue,
-    o: usize,
     k: &Requant512,
     formula: RequantFormula,
     acc: &[i32],
@@ -681,12 +679,23 @@ unsafe fn requant_row_finite_avx2(
                 >(v))
             }};
         }
+        // The tail (< 32 accumulators) zero-padded to one more step, its bytes copied out.
+        let mut tail_acc = [0i32; 32];
+        tail_acc[..n - body].copy_from_slice(&acc[body..n]);
+        let mut tail_out = [0u8; 32];
         macro_rules! rows {
             (|$a:ident| $y:expr) => {{
-                for i in (0..body).step_by(32) {
+                for i in (0..body + 32).step_by(32) {
+                    let (src, dst) = if i < body {
+                        (acc.as_ptr().add(i), out.as_mut_ptr().add(i))
+                    } else if n > body {
+                        (tail_acc.as_ptr(), tail_out.as_mut_ptr())
+                    } else {
+                        break;
+                    };
                     let mut y = [_mm256_setzero_si256(); 4];
                     for (j, yj) in y.iter_mut().enumerate() {
-                        let $a = _mm256_loadu_si256(acc.as_ptr().add(i + 8 * j).cast());
+                        let $a = _mm256_loadu_si256(src.add(8 * j).cast());
                         *yj = $y;
                     }
                     let a = _mm256_adds_epi16(_mm256_packs_epi32(y[0], y[1]), zp16);
@@ -697,7 +706,7 @@ unsafe fn requant_row_finite_avx2(
                         _mm256_min_epi8(_mm256_max_epi8(_mm256_packs_epi16(a, b), bmin), bmax)
                     };
                     let bytes = _mm256_permutevar8x32_epi32(bytes, order);
-                    _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes);
+                    _mm256_storeu_si256(dst.cast(), bytes);
                 }
             }};
         }
@@ -719,7 +728,7 @@ unsafe fn requant_row_finite_avx2(
                 round!(v)
             }),
         }
-        portable::requant_row(epi, o, &acc[body..n], &mut out[body..n]);
+        out[body..n].copy_from_slice(&tail_out[..n - body]);
     }
 }
 
@@ -738,7 +747,7 @@ pub(crate) unsafe fn requant_row_avx2(epi: &Epilogue, o: usize, acc: &[i32], out
         if n >= 256 {
             if let Some(k) = Requant512::new(epi, o, u64::MAX) {
                 if let Mode::Finite(formula) = k.mode {
-                    return requant_row_finite_avx2(epi, o, &k, formula, &acc[..n], &mut out[..n]);
+                    return requant_row_finite_avx2(&k, formula, &acc[..n], &mut out[..n]);
                 }
             }
         }
