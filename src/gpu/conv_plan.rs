@@ -200,9 +200,10 @@ impl ConvGeometry {
     }
 
     /// Output rows of one band: the most whose repacked input fits `max_quads` quads and
-    /// whose output span ([`ConvGeometry::output_span_bytes`]) fits `max_out_bytes`, a multiple of `4 / gcd(w_out, 4)` (so that
-    /// each band starts on a packed output word), cut into bands covering the output plane.
-    /// A band of that minimum that does not fit is a [`Error::DeviceLimit`].
+    /// whose output span ([`ConvGeometry::output_span_bytes`]) fits `max_out_bytes`, a
+    /// multiple of `4 / gcd(w_out, 4)` (so that each band starts on a packed output word), cut
+    /// into bands covering the output plane. A band of that minimum that does not fit is a
+    /// [`Error::DeviceLimit`].
     pub(crate) fn row_bands(&self, max_quads: u64, max_out_bytes: u64) -> Result<Vec<RowBand>> {
         let h_out = self.plane_out / self.w_out;
         let unit = 4 / gcd(self.w_out, 4);
@@ -701,17 +702,6 @@ impl ScratchPlan {
             use_textures,
             images_per_chunk: (cap / quads_per_image).clamp(1, images),
             bands: None,
-        }
-    }
-
-    /// Quads the scratch must hold: a chunk of images, or the largest band.
-    pub(crate) fn scratch_quads(&self, geometry: &ConvGeometry, bands: &[RowBand]) -> u64 {
-        match self.bands {
-            Some(_) => {
-                let rows = bands.iter().map(|b| b.rows).max().unwrap_or(1);
-                rows * geometry.padded_w * geometry.quads_per_pixel
-            }
-            None => self.images_per_chunk * geometry.quads_per_image(),
         }
     }
 }

@@ -727,9 +727,10 @@ impl GpuConv2d {
                 .collect(),
             None => Vec::new(),
         };
-        let scratch_quads = {
-            let rows: Vec<RowBand> = bands.iter().map(|b| b.0).collect();
-            scratch.scratch_quads(&geometry, &rows)
+        // The scratch holds a chunk of images, or the largest band.
+        let scratch_quads = match bands.iter().map(|(_, g)| g.quads_per_image()).max() {
+            Some(band_quads) => band_quads,
+            None => scratch.images_per_chunk * geometry.quads_per_image(),
         };
         let output_dims = s.output_dims();
         ctx.encode("conv2d", |encoder, keep| {
@@ -741,19 +742,7 @@ impl GpuConv2d {
             )?;
             let quads = RepackedQuads::allocate(ctx, &kernels, &scratch, scratch_quads)?;
             let input = ConvInput::prepare(ctx, encoder, x, &kernels, scratch.use_textures);
-            let band_inputs = copy_band_inputs(ctx, encoder, x, &geometry, &bands)?;
-            // Each band's output, copied into place after the pass (`copy_band_outputs`).
-            let mut band_outputs = Vec::new();
-            for _ in 0..if bands.is_empty() { 0 } else { s.n } {
-                for (_, band_geometry) in &bands {
-                    let bytes = geometry.c_out * band_geometry.pixel_tiles * 4;
-                    band_outputs.push(ctx.pooled_buffer(
-                        bytes,
-                        STORAGE_USAGE,
-                        "squint conv band output",
-                    )?);
-                }
-            }
+            let band_runs = BandRun::prepare(ctx, encoder, x, &geometry, &bands)?;
             let call = ConvCall {
                 layer: self,
                 split: ctx.split(),
@@ -772,21 +761,14 @@ impl GpuConv2d {
                     call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?;
                 }
             }
-            let images = if bands.is_empty() { 0 } else { s.n as u64 };
-            let mut copies = band_inputs.iter().zip(&band_outputs);
-            for _ in 0..images {
-                for (band, band_geometry) in &bands {
-                    let ((input, buffer), output) =
-                        copies.next().expect("one copy per image and band");
-                    let pack = &pipelines.pack;
-                    call.push_band_repack(pack, band, input, buffer, &mut dispatches)?;
-                    let band_call = ConvCall {
-                        geometry: band_geometry,
-                        output,
-                        ..call
-                    };
-                    band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
-                }
+            for run in &band_runs {
+                call.push_band_repack(&pipelines.pack, run, &mut dispatches)?;
+                let band_call = ConvCall {
+                    geometry: run.geometry,
+                    output: &run.output,
+                    ..call
+                };
+                band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
             }
             let timestamps = timing.map(|(query_set, _)| (query_set, 0, 1));
             record(ctx, encoder, &dispatches, timestamps)?;
@@ -794,12 +776,13 @@ impl GpuConv2d {
             if let Some((query_set, resolve)) = timing {
                 encoder.resolve_query_set(query_set, 0..2, resolve, 0);
             }
-            copy_band_outputs(encoder, &geometry, &bands, &band_outputs, &output);
+            for run in band_runs {
+                run.copy_output(encoder, &geometry, &output);
+                keep.buffer(run.input_buffer);
+                keep.buffer(run.output);
+            }
             quads.keep_until_queued(keep);
             input.keep_until_queued(keep);
-            for buffer in band_inputs.into_iter().map(|c| c.1).chain(band_outputs) {
-                keep.buffer(buffer);
-            }
             Ok(GpuTensor {
                 dims: output_dims,
                 dtype: self.epi.out.dtype,
@@ -877,59 +860,79 @@ impl GpuConv2d {
     }
 }
 
-/// Records the copies of each band's input rows (image by image, band by band) out of the
-/// input tensor `x` into a buffer per band (see [`BandInput`]); none without bands.
-fn copy_band_inputs(
-    ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    geometry: &ConvGeometry,
-    bands: &[(RowBand, ConvGeometry)],
-) -> Result<Vec<(BandInput, Arc<PooledBuffer>)>> {
-    let images = if bands.is_empty() {
-        0
-    } else {
-        x.dims[0] as u64
-    };
-    let plane_bytes = geometry.plane_words_in * 4;
-    let mut copies = Vec::new();
-    for image in 0..images {
-        for (band, _) in bands {
-            let input = geometry.band_input(band);
-            let bytes = input.words * 4;
-            let buffer = ctx.pooled_buffer(
-                geometry.c_in * bytes,
-                STORAGE_USAGE,
-                "squint conv band input",
-            )?;
-            for c in 0..geometry.c_in * u64::from(bytes > 0) {
-                let src = (image * geometry.c_in + c) * plane_bytes + input.first_byte;
-                encoder.copy_buffer_to_buffer(&x.buffer, src, &buffer, c * bytes, bytes);
-            }
-            copies.push((input, buffer));
-        }
-    }
-    Ok(copies)
+/// One band of one image, run on its own (see `conv_plan::RowBand`): its input rows copied
+/// out of the input tensor, and the buffer its conv writes, copied into place afterwards.
+struct BandRun<'g> {
+    image: u64,
+    band: RowBand,
+    /// The band's conv geometry ([`ConvGeometry::band`]).
+    geometry: &'g ConvGeometry,
+    input: BandInput,
+    input_buffer: Arc<PooledBuffer>,
+    output: Arc<PooledBuffer>,
 }
 
-/// Records the copies of each band's output (image by image, band by band: `pixel_tiles`
-/// words of the band per channel) into its rows of the packed output `output`.
-fn copy_band_outputs(
-    encoder: &mut wgpu::CommandEncoder,
-    geometry: &ConvGeometry,
-    bands: &[(RowBand, ConvGeometry)],
-    band_outputs: &[Arc<PooledBuffer>],
-    output: &wgpu::Buffer,
-) {
-    let per_image = bands.len().max(1);
-    for (i, band_output) in band_outputs.iter().enumerate() {
-        let image = (i / per_image) as u64;
-        let (band, band_geometry) = &bands[i % per_image];
-        let bytes = band_geometry.pixel_tiles * 4;
+impl<'g> BandRun<'g> {
+    /// Every band of every image of `x` (none without bands), their input rows' copies
+    /// recorded on `encoder`.
+    fn prepare(
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        geometry: &ConvGeometry,
+        bands: &'g [(RowBand, ConvGeometry)],
+    ) -> Result<Vec<Self>> {
+        let images = if bands.is_empty() {
+            0
+        } else {
+            x.dims[0] as u64
+        };
+        let plane_bytes = geometry.plane_words_in * 4;
+        let mut runs = Vec::new();
+        for image in 0..images {
+            for (band, band_geometry) in bands {
+                let input = geometry.band_input(band);
+                let bytes = input.words * 4;
+                let input_buffer = ctx.pooled_buffer(
+                    geometry.c_in * bytes,
+                    STORAGE_USAGE,
+                    "squint conv band input",
+                )?;
+                for c in 0..geometry.c_in * u64::from(bytes > 0) {
+                    let src = (image * geometry.c_in + c) * plane_bytes + input.first_byte;
+                    encoder.copy_buffer_to_buffer(&x.buffer, src, &input_buffer, c * bytes, bytes);
+                }
+                let output = ctx.pooled_buffer(
+                    geometry.c_out * band_geometry.pixel_tiles * 4,
+                    STORAGE_USAGE,
+                    "squint conv band output",
+                )?;
+                runs.push(BandRun {
+                    image,
+                    band: *band,
+                    geometry: band_geometry,
+                    input,
+                    input_buffer,
+                    output,
+                });
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Records the copy of the band's output (`pixel_tiles` words of the band per channel)
+    /// into its rows of the packed output `output` of the whole conv (`geometry`).
+    fn copy_output(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        geometry: &ConvGeometry,
+        output: &wgpu::Buffer,
+    ) {
+        let bytes = self.geometry.pixel_tiles * 4;
         for c in 0..geometry.c_out {
-            let plane = (image * geometry.c_out + c) * geometry.pixel_tiles;
-            let dst = (plane + geometry.band_output_word(band)) * 4;
-            encoder.copy_buffer_to_buffer(band_output, c * bytes, output, dst, bytes);
+            let plane = (self.image * geometry.c_out + c) * geometry.pixel_tiles;
+            let dst = (plane + geometry.band_output_word(&self.band)) * 4;
+            encoder.copy_buffer_to_buffer(&self.output, c * bytes, output, dst, bytes);
         }
     }
 }
@@ -1157,17 +1160,16 @@ impl<'a> ConvCall<'a> {
         Ok(())
     }
 
-    /// Appends the repack dispatches of band `band` (its input rows copied into
-    /// `band_input`, see [`BandInput`]): its interior items, then its border items; the
-    /// shader writes only the band's rows.
+    /// Appends the repack dispatches of band run `run` (reading its input rows' copy, see
+    /// [`BandInput`]): its interior items, then its border items; the shader writes only the
+    /// band's rows.
     fn push_band_repack(
         &self,
         pipeline: &Arc<Pipeline>,
-        band: &RowBand,
-        input: &BandInput,
-        band_input: &'a wgpu::Buffer,
+        run: &'a BandRun<'_>,
         dispatches: &mut Vec<Dispatch<'a>>,
     ) -> Result<()> {
+        let (band, input) = (&run.band, &run.input);
         let geometry = self.geometry;
         let span = RepackSpan {
             first_image: 0,
@@ -1183,7 +1185,7 @@ impl<'a> ConvCall<'a> {
             let ranges = |b: u64, e: u64| geometry.band_repack_ranges(band, input, lo + b, lo + e);
             for (begin, end) in plan(self.split, hi - lo, 64, "conv input repacking", &ranges)? {
                 let r = ranges(begin, end);
-                let window = Slot::new(self.split, band_input, r[0].0, r[0].1);
+                let window = Slot::new(self.split, &run.input_buffer, r[0].0, r[0].1);
                 let x_base = window.base(4);
                 let items = (lo + begin, lo + end);
                 let input = (Res::Buf(window), x_base, 0);

@@ -557,11 +557,13 @@ pub(super) fn run(
                     if segs.is_empty() {
                         return;
                     }
+                    // The runs as store masks, once per tile, where the AVX-512 epilogue runs.
                     #[cfg(target_arch = "x86_64")]
-                    let runs: Vec<super::x86::RunMask> = segs
-                        .iter()
-                        .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
-                        .collect();
+                    let runs: Option<Vec<super::x86::RunMask>> = consts.map(|_| {
+                        segs.iter()
+                            .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
+                            .collect()
+                    });
                     let mut tile: Tile = [[0; 64]; 6];
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
@@ -601,7 +603,7 @@ pub(super) fn run(
                         }
                         let base = (n * s.c_out + o0) * plane_out;
                         #[cfg(target_arch = "x86_64")]
-                        if let (Some(ks), SinkPtr::Bytes(b)) = (consts, out) {
+                        if let (Some(ks), Some(runs), SinkPtr::Bytes(b)) = (consts, &runs, out) {
                             // SAFETY: as below; the ISA was checked when packing, the runs lie
                             // inside each row's plane (`segments`), and `base` inside the
                             // output.
@@ -609,7 +611,7 @@ pub(super) fn run(
                                 super::x86::requant_tile_avx512(
                                     &ks[o0..o0 + nvalid],
                                     &tile,
-                                    &runs,
+                                    runs,
                                     b.0.add(base),
                                     plane_out,
                                 )
