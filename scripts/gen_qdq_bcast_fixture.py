@@ -18,11 +18,11 @@ import os
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 
-from gen_qdq_int8_fixture import Batches, op_types, record  # same directory
+from gen_qdq_int8_fixture import Batches, fc_head, finish, op_types, record  # same directory
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models",
                    "bcast_add")
@@ -47,19 +47,8 @@ def build(rng):
     nodes.append(helper.make_node("GlobalAveragePool", [r2], ["g2"], name="gap2"))
     nodes.append(helper.make_node("Add", ["g2", r2], ["a2"], name="add2"))
     nodes.append(helper.make_node("GlobalAveragePool", ["a2"], ["g3"], name="gap3"))
-    nodes.append(helper.make_node("Flatten", ["g3"], ["flat"], name="flatten", axis=1))
-    w = rng.normal(0, 0.3, (10, 8)).astype(np.float32)
-    b = rng.normal(0, 0.1, (10,)).astype(np.float32)
-    inits.extend([numpy_helper.from_array(w, "fc.w"), numpy_helper.from_array(b, "fc.b")])
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1))
-    graph = helper.make_graph(
-        nodes, "bcast_add",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    fc_head(rng, nodes, inits, "g3")
+    return finish("bcast_add", nodes, inits, [2, 3, 16, 16], "logits", [2, 10])
 
 
 def build_out(rng):
@@ -76,14 +65,7 @@ def build_out(rng):
         helper.make_node("Add", ["g", "c"], ["a"], name="add_a_broadcast"),
         helper.make_node("Add", ["a", "g"], ["out"], name="add_b_broadcast"),
     ]
-    graph = helper.make_graph(
-        nodes, "bcast_add_out",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 8, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return finish("bcast_add_out", nodes, inits, [2, 3, 8, 8], "out", [2, 8, 8, 8])
 
 
 def write(out, model, calib, x):

@@ -45,6 +45,27 @@ def op_types(m):
     return dict(sorted(c.items()))
 
 
+def fc_head(rng, nodes, inits, pooled):
+    """Flatten the N x 8 x 1 x 1 value `pooled` and a Gemm to 10 `logits`."""
+    nodes.append(helper.make_node("Flatten", [pooled], ["flat"], name="flatten", axis=1))
+    w = rng.normal(0, 0.3, (10, 8)).astype(np.float32)
+    b = rng.normal(0, 0.1, (10,)).astype(np.float32)
+    inits.extend([numpy_helper.from_array(w, "fc.w"), numpy_helper.from_array(b, "fc.b")])
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1))
+
+
+def finish(name, nodes, inits, input_shape, output, output_shape):
+    """The checked opset-13 model of a graph with one float input and one float output."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def build(rng):
     inits, nodes = [], []
 
@@ -69,19 +90,8 @@ def build(rng):
                                   kernel_shape=[2, 2], strides=[2, 2]))
     x = conv("conv4", "pool2", 8, 8, 3, 1, True)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1))
-    w = rng.normal(0, 0.3, (10, 8)).astype(np.float32)
-    b = rng.normal(0, 0.1, (10,)).astype(np.float32)
-    inits.extend([numpy_helper.from_array(w, "fc.w"), numpy_helper.from_array(b, "fc.b")])
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1))
-    graph = helper.make_graph(
-        nodes, "chain_int8",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    fc_head(rng, nodes, inits, "gap")
+    return finish("chain_int8", nodes, inits, [2, 3, 16, 16], "logits", [2, 10])
 
 
 class Batches(CalibrationDataReader):

@@ -20,7 +20,6 @@ Usage: cargo build --release && python3 scripts/gen_squint_qdq_fixtures.py
 Needs onnx and onnxruntime (from PyPI).
 """
 
-import collections
 import json
 import os
 import subprocess
@@ -31,16 +30,12 @@ import onnx
 import onnxruntime as ort
 
 from gen_ort_op_fixtures import cpu_flags  # same directory
+from gen_qdq_int8_fixture import op_types  # same directory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "tests", "data", "models")
 SQUINT = os.path.join(HERE, "..", "target", "release", "squint")
 MODELS = ["resnet_tiny", "mobilenet_tiny"]
-
-
-def op_types(m):
-    c = collections.Counter((n.domain + "::" if n.domain else "") + n.op_type for n in m.graph.node)
-    return dict(sorted(c.items()))
 
 
 def main():
