@@ -139,15 +139,16 @@ fn bench_conv(c: &mut Criterion) {
     }
     group.finish();
 
-    // The int8 GEMM's two layouts on AVX-512 VNNI, one thread, on small planes (what
-    // `nhwc::prefer` chooses between): flat positions or output channels in the lanes.
+    // The GEMM's two layouts on AVX-512 (VNNI for int8), one thread, on small planes (what
+    // `nhwc::prefer` and `nhwc::prefer_f32` choose between): flat positions or output channels
+    // in the lanes.
     if fast::Isa::Avx512Vnni.is_available() {
         let mut group = c.benchmark_group("gemm layout");
         group
             .sample_size(10)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
-        for (c_io, hw) in [(256usize, 14usize), (512, 7), (128, 28)] {
+        for (c_io, hw) in [(256usize, 14usize), (512, 7), (128, 28), (64, 56)] {
             let params = ConvParams::default().padding(1);
             let s = ConvShape::new([1, c_io, hw, hw], [c_io, c_io, 3, 3], params).expect("shape");
             group.throughput(Throughput::Elements(2 * s.macs()));
@@ -178,6 +179,18 @@ fn bench_conv(c: &mut Criterion) {
                 let id = BenchmarkId::new(format!("{layout:?}"), format!("1x{c_io}x{hw}x{hw}"));
                 group.bench_function(id, |b| {
                     b.iter(|| black_box(p.run(black_box(&x), s.input_dims(), &x_qp, &one).unwrap()))
+                });
+            }
+            let xf: Vec<f32> = x.iter().map(|&b| b as f32 / 64.0 - 1.0).collect();
+            let wf: Vec<f32> = w.iter().map(|&b| b as f32 / 128.0).collect();
+            for layout in [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc] {
+                let p =
+                    fast::PackedConvF32::new(&wf, s.weight_dims(), params, fast::Isa::Avx512Vnni)
+                        .expect("packing")
+                        .with_gemm_layout(layout);
+                let id = BenchmarkId::new(format!("f32 {layout:?}"), format!("1x{c_io}x{hw}x{hw}"));
+                group.bench_function(id, |b| {
+                    b.iter(|| black_box(p.run(black_box(&xf), s.input_dims(), None, &one).unwrap()))
                 });
             }
         }

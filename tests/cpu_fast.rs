@@ -907,6 +907,50 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
     }
 }
 
+/// On AVX-512 the float GEMM's two layouts (flat positions or output channels in the lanes)
+/// give the same bits, on random shapes (strides, dilation, padding, channel counts off 64)
+/// and on the small planes where the channels-in-lanes layout is chosen.
+#[test]
+fn float_gemm_layouts_give_identical_bits() {
+    if !Isa::Avx512Vnni.is_available() {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(0xf1a7);
+    let mut shapes: Vec<ConvShape> = (0..60)
+        .map(|_| random_shape(&mut rng))
+        .filter(|s| s.params.groups == 1 && s.c_in_per_group() > 1)
+        .collect();
+    for (c, hw) in [(70, 7), (130, 5)] {
+        let p = ConvParams::default().padding(1);
+        shapes.push(ConvShape::new([2, c, hw, hw], [c, c, 3, 3], p).unwrap());
+    }
+    assert!(shapes.len() > 20, "too few one-group shapes drawn");
+    for (i, s) in shapes.iter().enumerate() {
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let bias: Option<Vec<f32>> = rng
+            .chance(0.5)
+            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let mut outs = Vec::new();
+        for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {
+            let p = fast::PackedConvF32::new(&w, s.weight_dims(), s.params, Isa::Avx512Vnni)
+                .unwrap()
+                .with_gemm_layout(layout);
+            let opts = FastConvOptions::with_threads(1 + i % 2);
+            outs.push(p.run(&x, s.input_dims(), bias.as_deref(), &opts).unwrap());
+        }
+        for (layout, got) in ["nhwc", "auto"].iter().zip(&outs[1..]) {
+            assert!(
+                got.iter()
+                    .zip(&outs[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {i} ({s:?}): the {layout} layout differs from the flat one"
+            );
+        }
+    }
+}
+
 /// A packed float layer refuses bad weights and inputs with typed errors, not panics.
 #[test]
 fn packed_float_layer_refuses_bad_shapes() {

@@ -1,7 +1,7 @@
 //! The fast f32 conv: direct (implicit im2col over phase planes), blocked f32 GEMM with FMA, rayon.
 
 use super::int8::{segments, Geometry};
-use super::{depthwise, par_for, thread_count, FastConvOptions, Isa, SendPtr};
+use super::{depthwise, par_for, thread_count, FastConvOptions, GemmLayout, Isa, SendPtr};
 use crate::error::{Error, Result};
 use crate::shape::ConvShape;
 
@@ -96,6 +96,13 @@ pub struct PackedConvF32 {
     params: crate::shape::ConvParams,
     /// GEMM panels `[group][tile][tap][c][NR]`, or (depthwise-like convs) the OIHW weights.
     packed: Vec<f32>,
+    /// On AVX-512 with one group: the weights of the channels-in-lanes kernel
+    /// (`nhwc::pack_f32`), packed on the first call that uses it.
+    #[cfg(target_arch = "x86_64")]
+    nhwc: Option<std::sync::OnceLock<super::Lines>>,
+    /// Which GEMM layout runs (tests force each; only AVX-512 has a choice).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    gemm_layout: GemmLayout,
 }
 
 impl PackedConvF32 {
@@ -128,6 +135,9 @@ impl PackedConvF32 {
                 w_dims,
                 params,
                 packed: w.to_vec(),
+                #[cfg(target_arch = "x86_64")]
+                nhwc: None,
+                gemm_layout: GemmLayout::Auto,
             });
         }
         let (g, cog, taps) = (params.groups, c_out / params.groups, kh * kw);
@@ -150,7 +160,17 @@ impl PackedConvF32 {
             w_dims,
             params,
             packed: panels,
+            #[cfg(target_arch = "x86_64")]
+            nhwc: (isa == Isa::Avx512Vnni && g == 1).then(std::sync::OnceLock::new),
+            gemm_layout: GemmLayout::Auto,
         })
+    }
+
+    /// The same layer with its GEMM layout forced (see [`GemmLayout`]; tests).
+    #[doc(hidden)]
+    pub fn with_gemm_layout(mut self, layout: GemmLayout) -> Self {
+        self.gemm_layout = layout;
+        self
     }
 
     /// The ISA path.
@@ -187,6 +207,23 @@ impl PackedConvF32 {
         let panel_len = taps * cig * NR;
         let panels = &self.packed;
         let geo = Geometry::new(s, cig, px);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(lock) = &self.nhwc {
+            if self
+                .gemm_layout
+                .nhwc(|| super::nhwc::prefer_f32(s, geo.qtot))
+            {
+                // (One group: weight (o, c, t) sits at [o / NR][t][c][o % NR] of the panels.)
+                let w = lock.get_or_init(|| {
+                    let at = |o: usize, c: usize, t: usize| {
+                        self.packed[((o / NR * taps + t) * cig + c) * NR + o % NR]
+                    };
+                    super::nhwc::pack_f32(at, self.w_dims)
+                });
+                super::nhwc::run_f32(w, x, s, bias, opts.threads, &mut out);
+                return Ok(out);
+            }
+        }
         let buf_len = geo.planes * geo.plane + 64;
         let ptiles = geo.qtot.div_ceil(px);
         let nthreads = thread_count(opts.threads);

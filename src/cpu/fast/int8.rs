@@ -43,7 +43,7 @@ pub(super) struct Panels {
     /// kernel (`nhwc::pack`), for small output planes; packed on the first call that uses
     /// them (most layers never do).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(super) nhwc: Option<std::sync::OnceLock<Vec<u8>>>,
+    pub(super) nhwc: Option<std::sync::OnceLock<super::Lines>>,
 }
 
 /// The AVX2 path's second packing (see [`Panels::quads`]).

@@ -365,25 +365,104 @@ pub(crate) unsafe fn gemm_nhwc_avx512(
     }
 }
 
-/// Transposes `n ≤ 64` pixel rows of 64 channel accumulators (`src[p][c]`) into
-/// `dst[c][p]`, 16 channels of a pixel per scatter.
+/// The channels-in-lanes f32 GEMM tile on AVX-512 (see `cpu::fast::nhwc`): 6 output pixels ×
+/// 64 output channels (4 zmm), `acc[m][16v + i] = fma(a, w, acc[m][16v + i])` for each tap `t`
+/// (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is the
+/// activation at `act + pix[m] + taps[t] + c`, broadcast to every lane, and `w` the 64-channel
+/// weight row `w[(t·cin + c)·64 ..]`: the documented order of the f32 conv, continuing from
+/// the accumulators `acc` holds.
+///
+/// # Safety
+/// avx512f must be available; every activation read (`act + pix[m] + taps[t] + [0, cin)`) and
+/// the `taps.len()·cin·64` weights must be readable.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn gemm_f32_nhwc_avx512(
+    act: *const f32,
+    pix: &[usize; 6],
+    taps: &[usize],
+    cin: usize,
+    w: *const f32,
+    acc: &mut [[f32; 64]; 6],
+) {
+    // SAFETY: the caller guarantees the target feature and the ranges listed above.
+    unsafe {
+        let mut r = [[_mm512_setzero_ps(); 4]; 6];
+        for (rm, am) in r.iter_mut().zip(acc.iter()) {
+            for (v, x) in rm.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(am.as_ptr().add(16 * v));
+            }
+        }
+        let mut wp = w;
+        for &t in taps {
+            let p: [*const f32; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
+            for c in 0..cin {
+                let b = [
+                    _mm512_loadu_ps(wp),
+                    _mm512_loadu_ps(wp.add(16)),
+                    _mm512_loadu_ps(wp.add(32)),
+                    _mm512_loadu_ps(wp.add(48)),
+                ];
+                for (m, rm) in r.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*p[m].add(c));
+                    for v in 0..4 {
+                        rm[v] = _mm512_fmadd_ps(a, b[v], rm[v]);
+                    }
+                }
+                wp = wp.add(64);
+            }
+        }
+        for (rm, am) in r.iter().zip(acc.iter_mut()) {
+            for (v, &x) in rm.iter().enumerate() {
+                _mm512_storeu_ps(am.as_mut_ptr().add(16 * v), x);
+            }
+        }
+    }
+}
+
+/// Transposes the first 64 pixel rows of 64 channel accumulators (`src[p][c]`) into
+/// `dst[c][p]`, by 16×16 blocks transposed in registers (two unpack stages within 128-bit
+/// lanes, two lane shuffles across them).
 ///
 /// # Safety
 /// avx512f must be available.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn transpose_pixels_avx512(src: &[[i32; 64]], dst: &mut [[i32; 64]; 70]) {
-    // SAFETY: the caller guarantees the target feature; the scatters write rows
-    // 16v + i < 64, columns p < 64.
+pub(crate) unsafe fn transpose_pixels_avx512(src: &[[i32; 64]; 66], dst: &mut [[i32; 64]; 70]) {
+    // SAFETY: the caller guarantees the target feature; every load reads row 16pb + i < 64 at
+    // column 16cb + [0, 16) and every store writes row 16cb + j < 64 at columns 16pb + [0, 16).
     unsafe {
-        let rows = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(64),
-        );
-        let base = dst.as_mut_ptr().cast::<i32>();
-        for (p, row) in src.iter().enumerate().take(64) {
-            for v in 0..4 {
-                let a = _mm512_loadu_si512(row.as_ptr().add(16 * v).cast());
-                _mm512_i32scatter_epi32::<4>(base.add(16 * v * 64 + p).cast(), rows, a);
+        for pb in 0..4 {
+            for cb in 0..4 {
+                let r: [__m512i; 16] = std::array::from_fn(|i| {
+                    _mm512_loadu_si512(src[16 * pb + i].as_ptr().add(16 * cb).cast())
+                });
+                // u[g][k], 128-bit lane L: element 4L + k of rows 4g .. 4g + 4.
+                let u: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
+                    let (r0, r1, r2, r3) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
+                    let (a, b) = (_mm512_unpacklo_epi32(r0, r1), _mm512_unpackhi_epi32(r0, r1));
+                    let (c, d) = (_mm512_unpacklo_epi32(r2, r3), _mm512_unpackhi_epi32(r2, r3));
+                    [
+                        _mm512_unpacklo_epi64(a, c),
+                        _mm512_unpackhi_epi64(a, c),
+                        _mm512_unpacklo_epi64(b, d),
+                        _mm512_unpackhi_epi64(b, d),
+                    ]
+                });
+                let ks = u[0].iter().zip(&u[1]).zip(&u[2]).zip(&u[3]).enumerate();
+                for (k, (((&g0, &g1), &g2), &g3)) in ks {
+                    let v0 = _mm512_shuffle_i32x4::<0x88>(g0, g1);
+                    let v1 = _mm512_shuffle_i32x4::<0xDD>(g0, g1);
+                    let w0 = _mm512_shuffle_i32x4::<0x88>(g2, g3);
+                    let w1 = _mm512_shuffle_i32x4::<0xDD>(g2, g3);
+                    let cols = [
+                        (k, _mm512_shuffle_i32x4::<0x88>(v0, w0)),
+                        (4 + k, _mm512_shuffle_i32x4::<0x88>(v1, w1)),
+                        (8 + k, _mm512_shuffle_i32x4::<0xDD>(v0, w0)),
+                        (12 + k, _mm512_shuffle_i32x4::<0xDD>(v1, w1)),
+                    ];
+                    for (c, v) in cols {
+                        _mm512_storeu_si512(dst[16 * cb + c].as_mut_ptr().add(16 * pb).cast(), v);
+                    }
+                }
             }
         }
     }
