@@ -183,12 +183,19 @@ fn bench_conv(c: &mut Criterion) {
             }
             let xf: Vec<f32> = x.iter().map(|&b| b as f32 / 64.0 - 1.0).collect();
             let wf: Vec<f32> = w.iter().map(|&b| b as f32 / 128.0).collect();
-            for layout in [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc] {
-                let p =
-                    fast::PackedConvF32::new(&wf, s.weight_dims(), params, fast::Isa::Avx512Vnni)
-                        .expect("packing")
-                        .with_gemm_layout(layout);
-                let id = BenchmarkId::new(format!("f32 {layout:?}"), format!("1x{c_io}x{hw}x{hw}"));
+            for (isa, layout) in [
+                (fast::Isa::Avx512Vnni, fast::GemmLayout::Flat),
+                (fast::Isa::Avx512Vnni, fast::GemmLayout::Nhwc),
+                (fast::Isa::Avx2, fast::GemmLayout::Flat),
+                (fast::Isa::Avx2, fast::GemmLayout::Nhwc),
+            ] {
+                let p = fast::PackedConvF32::new(&wf, s.weight_dims(), params, isa)
+                    .expect("packing")
+                    .with_gemm_layout(layout);
+                let id = BenchmarkId::new(
+                    format!("f32 {isa} {layout:?}"),
+                    format!("1x{c_io}x{hw}x{hw}"),
+                );
                 group.bench_function(id, |b| {
                     b.iter(|| black_box(p.run(black_box(&xf), s.input_dims(), None, &one).unwrap()))
                 });

@@ -907,13 +907,18 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
     }
 }
 
-/// On AVX-512 the float GEMM's two layouts (flat positions or output channels in the lanes)
-/// give the same bits, on random shapes (strides, dilation, padding, channel counts off 64)
-/// and on the small planes where the channels-in-lanes layout is chosen.
+/// On every x86 path the float GEMM's two layouts (flat positions or output channels in the
+/// lanes: 64 on AVX-512, 16 on AVX2) give the same bits, on random shapes (strides, dilation,
+/// padding, channel counts off 16 and 64) and on the small planes where the channels-in-lanes
+/// layout is chosen.
 #[test]
 fn float_gemm_layouts_give_identical_bits() {
-    if !Isa::Avx512Vnni.is_available() {
-        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+    let isas: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Portable)
+        .collect();
+    if isas.is_empty() {
+        eprintln!("skipped: no x86 fast path on this CPU (the portable one has one layout)");
         return;
     }
     let mut rng = Rng::new(0xf1a7);
@@ -921,7 +926,7 @@ fn float_gemm_layouts_give_identical_bits() {
         .map(|_| random_shape(&mut rng))
         .filter(|s| s.params.groups == 1 && s.c_in_per_group() > 1)
         .collect();
-    for (c, hw) in [(70, 7), (130, 5)] {
+    for (c, hw) in [(70, 7), (130, 5), (21, 6)] {
         let p = ConvParams::default().padding(1);
         shapes.push(ConvShape::new([2, c, hw, hw], [c, c, 3, 3], p).unwrap());
     }
@@ -933,19 +938,23 @@ fn float_gemm_layouts_give_identical_bits() {
             .chance(0.5)
             .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
         let mut outs = Vec::new();
-        for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {
-            let p = fast::PackedConvF32::new(&w, s.weight_dims(), s.params, Isa::Avx512Vnni)
-                .unwrap()
-                .with_gemm_layout(layout);
-            let opts = FastConvOptions::with_threads(1 + i % 2);
-            outs.push(p.run(&x, s.input_dims(), bias.as_deref(), &opts).unwrap());
+        for &isa in &isas {
+            for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {
+                let p = fast::PackedConvF32::new(&w, s.weight_dims(), s.params, isa)
+                    .unwrap()
+                    .with_gemm_layout(layout);
+                let opts = FastConvOptions::with_threads(1 + i % 2);
+                let got = p.run(&x, s.input_dims(), bias.as_deref(), &opts).unwrap();
+                outs.push((format!("{isa} {layout:?}"), got));
+            }
         }
-        for (layout, got) in ["nhwc", "auto"].iter().zip(&outs[1..]) {
+        for (what, got) in &outs[1..] {
             assert!(
                 got.iter()
-                    .zip(&outs[0])
+                    .zip(&outs[0].1)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "case {i} ({s:?}): the {layout} layout differs from the flat one"
+                "case {i} ({s:?}): {what} differs from {}",
+                outs[0].0
             );
         }
     }

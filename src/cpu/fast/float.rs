@@ -1,4 +1,6 @@
-//! The fast f32 conv: direct (implicit im2col over phase planes), blocked f32 GEMM with FMA, rayon.
+//! The fast f32 conv: direct (implicit im2col over phase planes), blocked f32 GEMM with FMA,
+//! rayon; on small planes the channels-in-lanes kernels of `nhwc` (the same FMAs in the same
+//! order, so the same bits).
 
 use super::int8::{segments, Geometry};
 use super::{depthwise, par_for, thread_count, FastConvOptions, GemmLayout, Isa, SendPtr};
@@ -96,11 +98,11 @@ pub struct PackedConvF32 {
     params: crate::shape::ConvParams,
     /// GEMM panels `[group][tile][tap][c][NR]`, or (depthwise-like convs) the OIHW weights.
     packed: Vec<f32>,
-    /// On AVX-512 with one group: the weights of the channels-in-lanes kernel
+    /// On the x86 paths with one group: the weights of the channels-in-lanes kernel
     /// (`nhwc::pack_f32`), packed on the first call that uses it.
     #[cfg(target_arch = "x86_64")]
     nhwc: Option<std::sync::OnceLock<super::Lines>>,
-    /// Which GEMM layout runs (tests force each; only AVX-512 has a choice).
+    /// Which GEMM layout runs (tests force each; only the x86 paths have a choice).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     gemm_layout: GemmLayout,
 }
@@ -161,7 +163,7 @@ impl PackedConvF32 {
             params,
             packed: panels,
             #[cfg(target_arch = "x86_64")]
-            nhwc: (isa == Isa::Avx512Vnni && g == 1).then(std::sync::OnceLock::new),
+            nhwc: (isa != Isa::Portable && g == 1).then(std::sync::OnceLock::new),
             gemm_layout: GemmLayout::Auto,
         })
     }
@@ -211,16 +213,16 @@ impl PackedConvF32 {
         if let Some(lock) = &self.nhwc {
             if self
                 .gemm_layout
-                .nhwc(|| super::nhwc::prefer_f32(s, geo.qtot))
+                .nhwc(|| super::nhwc::prefer_f32(s, geo.qtot, isa))
             {
                 // (One group: weight (o, c, t) sits at [o / NR][t][c][o % NR] of the panels.)
                 let w = lock.get_or_init(|| {
                     let at = |o: usize, c: usize, t: usize| {
                         self.packed[((o / NR * taps + t) * cig + c) * NR + o % NR]
                     };
-                    super::nhwc::pack_f32(at, self.w_dims)
+                    super::nhwc::pack_f32(at, self.w_dims, isa)
                 });
-                super::nhwc::run_f32(w, x, s, bias, opts.threads, &mut out);
+                super::nhwc::run_f32(isa, w, x, s, bias, opts.threads, &mut out);
                 return Ok(out);
             }
         }

@@ -436,8 +436,9 @@ impl Lines {
     }
 }
 
-/// The GEMM conv's layout on AVX-512: flat output positions in the lanes (the default), or
-/// output channels in the lanes (`nhwc`, one group; int8: symmetric weights only),
+/// The GEMM conv's layout: flat output positions in the lanes (the default), or output
+/// channels in the lanes (`nhwc`, one group; int8: AVX-512 VNNI and symmetric weights only;
+/// f32: AVX-512 and AVX2),
 /// chosen per call by lane efficiency (`Auto`) or forced (for tests and benchmarks).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

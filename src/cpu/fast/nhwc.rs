@@ -1,16 +1,17 @@
-//! The GEMM convs with output channels in the vector lanes, for small output planes on
-//! AVX-512: int8 ([`run`], AVX-512 VNNI) and f32 ([`run_f32`]).
+//! The GEMM convs with output channels in the vector lanes, for small output planes: int8
+//! ([`run`], AVX-512 VNNI) and f32 ([`run_f32`], AVX-512 and AVX2).
 //!
 //! The direct convs of [`super::int8`] and [`super::float`] put 16 consecutive *flat* output
 //! positions in each vector (rows of the padded width), so a plane whose rows are short wastes
 //! lanes: on a 14×14 output with one column of padding each side, 2 of every 16 lanes hold
 //! discarded positions (12.5%), and tiles of whole vectors round 196 outputs up to 224. Here
-//! the vectors hold 64 output channels (4 zmm) and the micro-kernel takes 6 output pixels, any
-//! 6: the reduction reads, for pixel `m` and tap `t`, the input values of its input pixel
-//! (int8: 4-byte channel groups, `vpdpbusd` with a broadcast operand; f32: one channel,
-//! `vfmadd231ps` with a broadcast), broadcast to every lane, against one 64-channel weight row.
-//! No lane is wasted on padding: int8 blocks of 60 pixels fill their 6-pixel micro-tiles, and
-//! channels are rounded up to 64. The weights sit on whole cache lines ([`Lines`]).
+//! the vectors hold output channels (64 in 4 zmm; f32 on AVX2: 16 in 2 ymm) and the
+//! micro-kernel takes 6 output pixels, any 6: the reduction reads, for pixel `m` and tap `t`,
+//! the input values of its input pixel (int8: 4-byte channel groups, `vpdpbusd` with a
+//! broadcast operand; f32: one channel, `vfmadd231ps` with a broadcast), broadcast to every
+//! lane, against one weight row of the tile's channels. No lane is wasted on padding: int8
+//! blocks of 60 pixels fill their 6-pixel micro-tiles, and channels are rounded up to the
+//! tile. The weights sit on whole cache lines ([`Lines`]).
 //!
 //! The int8 accumulator is the same folded sum as the flat kernel's (see the module docs of
 //! [`super`]): `acc = Σ u·w − z·Σ w` (symmetric weights only: no `Σ u` term), `u` the u8
@@ -25,9 +26,9 @@
 //! Used when its lane efficiency beats the flat layout's by more than its extra costs (the NHWC
 //! copy, the transposition, a micro-kernel slower per useful lane on larger planes), see
 //! [`prefer`] and [`prefer_f32`]: int8 on 7×7 and 14×14 planes (ResNet's last two stages),
-//! f32 on the square planes of ResNet's stages (a tie on 56×56).
+//! f32 on the square planes of ResNet's stages (on 56×56 a tie on AVX-512, +3% on AVX2).
 
-use super::{par_for, Lines, PackedConv2d, SendPtr};
+use super::{par_for, Isa, Lines, PackedConv2d, SendPtr};
 use crate::quant::QParams;
 use crate::shape::ConvShape;
 
@@ -209,18 +210,32 @@ pub(super) fn run(
     }
 }
 
-/// The float weights for [`run_f32`]: `[channel tile of 64][tap][Cin][64 channels]`, weight
-/// `w(o, c, tap)` of a layer of dims `w_dims` (one group; 0 past `Cout`).
-pub(super) fn pack_f32(w: impl Fn(usize, usize, usize) -> f32, w_dims: [usize; 4]) -> Lines {
+/// Output channels per weight row of the f32 kernel on `isa` (4 zmm or 2 ymm).
+pub(super) fn f32_lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni => 64,
+        _ => 16,
+    }
+}
+
+/// The float weights for [`run_f32`] on `isa`: `[channel tile][tap][Cin][channel of the tile]`
+/// ([`f32_lanes`] channels per tile), weight `w(o, c, tap)` of a layer of dims `w_dims` (one
+/// group; 0 past `Cout`).
+pub(super) fn pack_f32(
+    w: impl Fn(usize, usize, usize) -> f32,
+    w_dims: [usize; 4],
+    isa: Isa,
+) -> Lines {
+    let nc = f32_lanes(isa);
     let [cout, cin, kh, kw] = w_dims;
     let taps = kh * kw;
-    let mut lines = Lines::zeroed(cout.div_ceil(NC) * taps * cin * NC * 4);
+    let mut lines = Lines::zeroed(cout.div_ceil(nc) * taps * cin * nc * 4);
     let out = lines.f32s_mut();
     for o in 0..cout {
-        let (tile, lane) = (o / NC, o % NC);
+        let (tile, lane) = (o / nc, o % nc);
         for t in 0..taps {
             for c in 0..cin {
-                out[((tile * taps + t) * cin + c) * NC + lane] = w(o, c, t);
+                out[((tile * taps + t) * cin + c) * nc + lane] = w(o, c, t);
             }
         }
     }
@@ -230,13 +245,16 @@ pub(super) fn pack_f32(w: impl Fn(usize, usize, usize) -> f32, w_dims: [usize; 4
 /// Whether the channels-in-lanes f32 kernel should run shape `s` rather than the flat one
 /// whose pixel tiles cover `qtot` flat positions, 6 channels per tile: the fraction of useful
 /// lanes of each, the channels-in-lanes one discounted by 5% (measured per useful lane, one
-/// thread, AMD EPYC Zen 4/5 class, against the flat kernel: 1.04x on 1x256x14x14, 1.0x on
-/// 1x512x7x7 and 1x128x28x28, 0.93x on 1x64x56x56, a tie there: +18%, +16%, +10%, -1%).
-pub(super) fn prefer_f32(s: &ConvShape, qtot: usize) -> bool {
+/// thread, AMD EPYC Zen 4/5 class, against the flat kernel, AVX-512 / AVX2: 1.04x / 1.03x on
+/// 1x256x14x14, 1.0x / 1.0x on 1x512x7x7, 1.0x / 1.03x on 1x128x28x28, 0.93x / 0.96x on
+/// 1x64x56x56; so +18% / +17%, +16% / +19%, +10% / +13%, -1% / +3%; on the 62×62 plane of 121
+/// channels the flat layout, 5% faster on both).
+pub(super) fn prefer_f32(s: &ConvShape, qtot: usize, isa: Isa) -> bool {
+    let nc = f32_lanes(isa);
     let plane = s.h_out * s.w_out;
     let flat = plane as f64 / qtot as f64 * s.c_out as f64 / (s.c_out.div_ceil(6) * 6) as f64;
     let nhwc = plane as f64 / (plane.div_ceil(MR) * MR) as f64 * s.c_out as f64
-        / (s.c_out.div_ceil(NC) * NC) as f64;
+        / (s.c_out.div_ceil(nc) * nc) as f64;
     nhwc * 0.95 > flat
 }
 
@@ -244,8 +262,9 @@ pub(super) fn prefer_f32(s: &ConvShape, qtot: usize) -> bool {
 /// output pixel and channel the same FMAs in the same order as the flat kernel, so the same
 /// bits, then `+ bias` (0 without one).
 ///
-/// Requires AVX-512 (the layer's ISA) and one group.
+/// Requires `isa` (the layer's, an x86 path: AVX-512 or AVX2) and one group.
 pub(super) fn run_f32(
+    isa: Isa,
     w: &Lines,
     x: &[f32],
     s: &ConvShape,
@@ -253,9 +272,29 @@ pub(super) fn run_f32(
     threads: Option<usize>,
     out: &mut [f32],
 ) {
-    use super::x86::gemm_f32_nhwc_avx512;
-    debug_assert!(s.params.groups == 1);
+    use super::x86::{gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512};
+    debug_assert!(s.params.groups == 1 && isa != Isa::Portable);
     let w = w.f32s();
+    match isa {
+        Isa::Avx512Vnni => run_f32_with::<64>(gemm_f32_nhwc_avx512, w, x, s, bias, threads, out),
+        _ => run_f32_with::<16>(gemm_f32_nhwc_avx2, w, x, s, bias, threads, out),
+    }
+}
+
+/// A micro-kernel of [`run_f32`]: 6 pixels × `NC` channels (see `x86::gemm_f32_nhwc_avx512`).
+type F32Kernel<const NC: usize> =
+    unsafe fn(*const f32, &[usize; MR], &[usize], usize, *const f32, &mut [[f32; NC]; MR]);
+
+/// [`run_f32`] with `NC` output channels per weight row and `kernel`.
+fn run_f32_with<const NC: usize>(
+    kernel: F32Kernel<NC>,
+    w: &[f32],
+    x: &[f32],
+    s: &ConvShape,
+    bias: Option<&[f32]>,
+    threads: Option<usize>,
+    out: &mut [f32],
+) {
     let p = &s.params;
     let (ph, pw) = (p.padding[0], p.padding[1]);
     let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
@@ -306,7 +345,7 @@ pub(super) fn run_f32(
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
                 // (pixel and tap offsets inside the padded image, `cin` values each) and in the
                 // tile's weights.
-                unsafe { gemm_f32_nhwc_avx512(act.as_ptr(), &pm, &taps, cin, wt.as_ptr(), acc) };
+                unsafe { kernel(act.as_ptr(), &pm, &taps, cin, wt.as_ptr(), acc) };
             }
             // Channel by channel, the run's pixels are consecutive outputs.
             for (j, o) in (o0..o0 + nch).enumerate() {
@@ -348,9 +387,9 @@ mod tests {
         }
     }
 
-    /// The float layout choice follows its measured speeds: channels in lanes on the square
-    /// planes of 64 to 512 channels (on 56×56 a tie), the flat layout on the 62×62 plane of
-    /// 121 channels (whose rounding to 64 lanes wastes 5%; measured 16% slower).
+    /// The float layout choice follows its measured speeds on both paths: channels in lanes on
+    /// the square planes of 64 to 512 channels, the flat layout on the 62×62 plane of 121
+    /// channels (whose rounding to 64 or 16 lanes wastes 5%; measured 5% slower).
     #[test]
     fn float_channels_in_lanes_is_preferred_where_it_wastes_fewer_lanes() {
         for (c, hw, c_out, pad, want) in [
@@ -362,8 +401,10 @@ mod tests {
         ] {
             let p = ConvParams::default().padding(pad);
             let s = ConvShape::new([1, c, hw, hw], [c_out, c, 3, 3], p).unwrap();
-            let qtot = super::super::int8::Geometry::new(&s, c, 64).qtot;
-            assert_eq!(prefer_f32(&s, qtot), want, "{c}x{hw}x{hw}");
+            for (isa, px) in [(Isa::Avx512Vnni, 64), (Isa::Avx2, 16)] {
+                let qtot = super::super::int8::Geometry::new(&s, c, px).qtot;
+                assert_eq!(prefer_f32(&s, qtot, isa), want, "{c}x{hw}x{hw} {isa}");
+            }
         }
     }
 }

@@ -365,59 +365,86 @@ pub(crate) unsafe fn gemm_nhwc_avx512(
     }
 }
 
-/// The channels-in-lanes f32 GEMM tile on AVX-512 (see `cpu::fast::nhwc`): 6 output pixels ×
-/// 64 output channels (4 zmm), `acc[m][16v + i] = fma(a, w, acc[m][16v + i])` for each tap `t`
-/// (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is the
-/// activation at `act + pix[m] + taps[t] + c`, broadcast to every lane, and `w` the 64-channel
-/// weight row `w[(t·cin + c)·64 ..]`: the documented order of the f32 conv, continuing from
-/// the accumulators `acc` holds.
-///
-/// # Safety
-/// avx512f must be available; every activation read (`act + pix[m] + taps[t] + [0, cin)`) and
-/// the `taps.len()·cin·64` weights must be readable.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn gemm_f32_nhwc_avx512(
-    act: *const f32,
-    pix: &[usize; 6],
-    taps: &[usize],
-    cin: usize,
-    w: *const f32,
-    acc: &mut [[f32; 64]; 6],
-) {
-    // SAFETY: the caller guarantees the target feature and the ranges listed above.
-    unsafe {
-        let mut r = [[_mm512_setzero_ps(); 4]; 6];
-        for (rm, am) in r.iter_mut().zip(acc.iter()) {
-            for (v, x) in rm.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(am.as_ptr().add(16 * v));
-            }
-        }
-        let mut wp = w;
-        for &t in taps {
-            let p: [*const f32; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
-            for c in 0..cin {
-                let b = [
-                    _mm512_loadu_ps(wp),
-                    _mm512_loadu_ps(wp.add(16)),
-                    _mm512_loadu_ps(wp.add(32)),
-                    _mm512_loadu_ps(wp.add(48)),
-                ];
-                for (m, rm) in r.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*p[m].add(c));
-                    for v in 0..4 {
-                        rm[v] = _mm512_fmadd_ps(a, b[v], rm[v]);
+macro_rules! gemm_f32_nhwc_tile {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $vecs:literal,
+     $vzero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The features must be available; every activation read (`act + pix[m] + taps[t] +
+        /// [0, cin)`) and the `taps.len()·cin` weight rows must be readable.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            act: *const f32,
+            pix: &[usize; 6],
+            taps: &[usize],
+            cin: usize,
+            w: *const f32,
+            acc: &mut [[f32; $lanes * $vecs]; 6],
+        ) {
+            // SAFETY: the caller guarantees the target features and the ranges listed above.
+            unsafe {
+                let mut r = [[$vzero(); $vecs]; 6];
+                for (rm, am) in r.iter_mut().zip(acc.iter()) {
+                    for (v, x) in rm.iter_mut().enumerate() {
+                        *x = $load(am.as_ptr().add($lanes * v));
                     }
                 }
-                wp = wp.add(64);
+                let mut wp = w;
+                for &t in taps {
+                    let p: [*const f32; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
+                    for c in 0..cin {
+                        let b: [_; $vecs] = std::array::from_fn(|v| $load(wp.add($lanes * v)));
+                        for (m, rm) in r.iter_mut().enumerate() {
+                            let a = $set1(*p[m].add(c));
+                            for v in 0..$vecs {
+                                rm[v] = $fma(a, b[v], rm[v]);
+                            }
+                        }
+                        wp = wp.add($lanes * $vecs);
+                    }
+                }
+                for (rm, am) in r.iter().zip(acc.iter_mut()) {
+                    for (v, &x) in rm.iter().enumerate() {
+                        $store(am.as_mut_ptr().add($lanes * v), x);
+                    }
+                }
             }
         }
-        for (rm, am) in r.iter().zip(acc.iter_mut()) {
-            for (v, &x) in rm.iter().enumerate() {
-                _mm512_storeu_ps(am.as_mut_ptr().add(16 * v), x);
-            }
-        }
-    }
+    };
 }
+
+gemm_f32_nhwc_tile!(
+    /// The channels-in-lanes f32 GEMM tile on AVX-512 (see `cpu::fast::nhwc`): 6 output
+    /// pixels × 64 output channels (4 zmm), `acc[m][i] = fma(a, w, acc[m][i])` for each tap
+    /// `t` (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is
+    /// the activation at `act + pix[m] + taps[t] + c`, broadcast to every lane, and `w` the
+    /// 64-channel weight row `w[(t·cin + c)·64 ..]`: the documented order of the f32 conv,
+    /// continuing from the accumulators `acc` holds.
+    gemm_f32_nhwc_avx512,
+    "avx512f",
+    16,
+    4,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+
+gemm_f32_nhwc_tile!(
+    /// [`gemm_f32_nhwc_avx512`] on AVX2 + FMA: 6 output pixels × 16 output channels (2 ymm, 12
+    /// accumulators of the 16 registers), weight rows of 16 channels.
+    gemm_f32_nhwc_avx2,
+    "avx2,fma",
+    8,
+    2,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// Transposes the first 64 pixel rows of 64 channel accumulators (`src[p][c]`) into
 /// `dst[c][p]`, by 16×16 blocks transposed in registers (two unpack stages within 128-bit

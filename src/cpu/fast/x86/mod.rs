@@ -27,8 +27,8 @@ pub(super) use depthwise::{
     dw_i8_flat_maddubs, dw_pairs_avx2, has_vbmi, Bytes64, DwFlat, DwGeom,
 };
 pub(super) use gemm::{
-    gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx512, gemm_i8_avx2, gemm_i8_avx2_maddubs,
-    gemm_i8_avx512, gemm_i8_avxvnni, gemm_i8_avxvnni_evex, gemm_nhwc_avx512,
+    gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512, gemm_i8_avx2,
+    gemm_i8_avx2_maddubs, gemm_i8_avx512, gemm_i8_avxvnni, gemm_i8_avxvnni_evex, gemm_nhwc_avx512,
     transpose_pixels_avx512,
 };
 pub(super) use pack::{
