@@ -139,6 +139,40 @@ fn bench_conv(c: &mut Criterion) {
     }
     group.finish();
 
+    // The depthwise conv on every ISA path this CPU has, one thread, int8 (7-bit activations,
+    // as `squint bench` runs it, so that AVX2 may use `vpmaddubsw`) against f32.
+    {
+        let mut group = c.benchmark_group("depthwise isa");
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
+        let params = ConvParams::default().padding(1).groups(128);
+        let s = ConvShape::new([1, 128, 56, 56], [128, 1, 3, 3], params).expect("shape");
+        group.throughput(Throughput::Elements(2 * s.macs()));
+        let x: Vec<u8> = bytes(s.input_len(), 5).iter().map(|b| b & 127).collect();
+        let w: Vec<i8> = bytes(s.weight_len(), 6).iter().map(|&b| b as i8).collect();
+        let x_qp = QParams::new(0.02, 64, QDtype::QUInt8).expect("qparams");
+        let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.005, 0);
+        let out = QParams::new(0.05, 128, QDtype::QUInt8).expect("qparams");
+        let epi = Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, false, 128)
+            .expect("epilogue");
+        let xf: Vec<f32> = x.iter().map(|&b| (b as f32 - 64.0) * 0.02).collect();
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32 * 0.005).collect();
+        for isa in fast::Isa::available() {
+            let p = fast::PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, params, isa)
+                .expect("packing");
+            group.bench_function(BenchmarkId::new("int8", isa), |b| {
+                b.iter(|| black_box(p.run(black_box(&x), s.input_dims(), &x_qp, &one).unwrap()))
+            });
+            let pf = fast::PackedConvF32::new(&wf, s.weight_dims(), params, isa).expect("packing");
+            group.bench_function(BenchmarkId::new("f32", isa), |b| {
+                b.iter(|| black_box(pf.run(black_box(&xf), s.input_dims(), None, &one).unwrap()))
+            });
+        }
+        group.finish();
+    }
+
     // The GEMM's two layouts on AVX-512 (VNNI for int8), one thread, on small planes (what
     // `nhwc::prefer` and `nhwc::prefer_f32` choose between): flat positions or output channels
     // in the lanes.

