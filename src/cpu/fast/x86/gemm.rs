@@ -281,30 +281,6 @@ macro_rules! gemm_f32_tile {
     };
 }
 
-gemm_f32_tile!(
-    /// f32 GEMM tile on AVX-512 (16 pixels per vector).
-    gemm_f32_avx512,
-    "avx512f",
-    16,
-    _mm512_setzero_ps,
-    _mm512_loadu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_storeu_ps
-);
-
-gemm_f32_tile!(
-    /// f32 GEMM tile on AVX2 + FMA (8 pixels per vector).
-    gemm_f32_avx2,
-    "avx2,fma",
-    8,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps
-);
-
 /// The channels-in-lanes int8 GEMM tile on AVX-512 VNNI (see `cpu::fast::nhwc`): 6 output
 /// pixels × 64 output channels (4 zmm), `acc[m][16v + i] += Σ_t Σ_cb u·w` (wrapping), where
 /// for pixel `m`, tap `t` and channel block `cb` the 4 activation bytes at
@@ -414,7 +390,19 @@ macro_rules! gemm_f32_nhwc_tile {
     };
 }
 
-gemm_f32_nhwc_tile!(
+/// Both f32 GEMM tiles of one ISA: the flat one ([`gemm_f32_tile`]) and the channels-in-lanes
+/// one ([`gemm_f32_nhwc_tile`]), from the same vector intrinsics.
+macro_rules! gemm_f32_tiles {
+    ($(#[$fdoc:meta])* $flat:ident, $(#[$ndoc:meta])* $nhwc:ident, $features:literal,
+     $lanes:literal, $vecs:literal, $($intrinsic:ident),+) => {
+        gemm_f32_tile!($(#[$fdoc])* $flat, $features, $lanes, $($intrinsic),+);
+        gemm_f32_nhwc_tile!($(#[$ndoc])* $nhwc, $features, $lanes, $vecs, $($intrinsic),+);
+    };
+}
+
+gemm_f32_tiles!(
+    /// f32 GEMM tile on AVX-512 (16 pixels per vector).
+    gemm_f32_avx512,
     /// The channels-in-lanes f32 GEMM tile on AVX-512 (see `cpu::fast::nhwc`): 6 output
     /// pixels × 64 output channels (4 zmm), `acc[m][i] = fma(a, w, acc[m][i])` for each tap
     /// `t` (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is
@@ -432,7 +420,9 @@ gemm_f32_nhwc_tile!(
     _mm512_storeu_ps
 );
 
-gemm_f32_nhwc_tile!(
+gemm_f32_tiles!(
+    /// f32 GEMM tile on AVX2 + FMA (8 pixels per vector).
+    gemm_f32_avx2,
     /// [`gemm_f32_nhwc_avx512`] on AVX2 + FMA: 6 output pixels × 16 output channels (2 ymm, 12
     /// accumulators of the 16 registers), weight rows of 16 channels.
     gemm_f32_nhwc_avx2,
