@@ -12,13 +12,12 @@ use common::{gpu_contexts, Rng};
 use squint::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
 use squint::cpu::reference::{CpuCapability, QEngine};
 use squint::gpu::GpuContext;
-use squint::graph::{Activation, Conv2dOp, Graph, GraphBuilder, LinearOp, Op};
+use squint::graph::{Activation, GraphBuilder, LinearOp, Op};
 use squint::pipeline::qgraph::{
     GpuBackend, PreparedGraph, QBackend, QLinear, QNode, QTensor, ReferenceBackend,
 };
 use squint::pipeline::{ConvertOptions, QConfig};
 use squint::quant::{QDtype, QParams};
-use squint::shape::ConvParams;
 use squint::tensor::Tensor;
 
 const ENGINES: [QEngine; 2] = [QEngine::Qnnpack, QEngine::X86];
@@ -698,74 +697,6 @@ fn bad_inputs_are_errors_not_panics() {
     }
 }
 
-fn conv(rng: &mut squint::rng::Rng, o: usize, i: usize, k: usize, act: Activation) -> Op {
-    Op::Conv2d(Conv2dOp {
-        weight: Tensor::new(vec![o, i, k, k], rng.normal_vec(o * i * k * k, 0.3)).unwrap(),
-        bias: Some(rng.normal_vec(o, 0.1)),
-        params: ConvParams::default().padding(k / 2),
-        act,
-    })
-}
-
-/// Every op kind: convs, add, max and avg pools, concat, clip, relu, adaptive pool, flatten,
-/// linear.
-fn block_graph(rng: &mut squint::rng::Rng, hw: usize) -> Graph {
-    let mut b = GraphBuilder::new();
-    let x = b.input("x", &[2, 3, hw, hw]).unwrap();
-    let c1 = b
-        .node("c1", conv(rng, 3, 3, 3, Activation::Relu), &[x])
-        .unwrap();
-    let c2 = b
-        .node("c2", conv(rng, 3, 3, 1, Activation::None), &[c1])
-        .unwrap();
-    let s = b
-        .node(
-            "add",
-            Op::Add {
-                act: Activation::Relu,
-            },
-            &[c2, x],
-        )
-        .unwrap();
-    let pool = Pool2dParams::square(3).stride(2).padding(1);
-    let mp = b.node("mp", Op::MaxPool2d(pool), &[s]).unwrap();
-    let ap = b
-        .node(
-            "ap",
-            Op::AvgPool2d {
-                pool,
-                count_include_pad: false,
-                divisor_override: None,
-            },
-            &[c1],
-        )
-        .unwrap();
-    let cat = b.node("cat", Op::Concat { axis: 1 }, &[mp, ap]).unwrap();
-    let clip = b
-        .node(
-            "clip",
-            Op::Activation(Activation::Clip { min: 0.0, max: 2.0 }),
-            &[cat],
-        )
-        .unwrap();
-    let relu = b
-        .node("relu", Op::Activation(Activation::Relu), &[clip])
-        .unwrap();
-    let gap = b
-        .node("gap", Op::AdaptiveAvgPool2d { output: [1, 1] }, &[relu])
-        .unwrap();
-    let flat = b
-        .node("flat", Op::Flatten { start_dim: 1 }, &[gap])
-        .unwrap();
-    let fc = Op::Linear(LinearOp {
-        weight: Tensor::new(vec![5, 6], rng.normal_vec(30, 0.3)).unwrap(),
-        bias: Some(rng.normal_vec(5, 0.1)),
-        act: Activation::Relu,
-    });
-    let y = b.node("fc", fc, &[flat]).unwrap();
-    b.build(&[y]).unwrap()
-}
-
 #[test]
 fn whole_graphs_equal_the_reference_value_for_value() {
     let ctxs = gpu_contexts();
@@ -778,7 +709,7 @@ fn whole_graphs_equal_the_reference_value_for_value() {
     ] {
         let name = qc.name.clone();
         let mut rng = squint::rng::Rng::new(seed);
-        let g = block_graph(&mut rng, hw);
+        let g = squint::graph::testing::block_graph(&mut rng, hw);
         let mut p = PreparedGraph::new(g, qc).unwrap();
         let dims = [2, 3, hw, hw];
         let batch = |r: &mut squint::rng::Rng| {

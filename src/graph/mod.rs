@@ -32,6 +32,8 @@
 pub mod float;
 mod op;
 pub mod plan;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -1,81 +1,18 @@
 use super::*;
-use crate::graph::{Conv2dOp, GraphBuilder, LinearOp};
+use crate::graph::testing::conv;
+use crate::graph::GraphBuilder;
 use crate::pipeline::{Device, Model, PreparedModel};
 use crate::rng::Rng;
 use crate::shape::ConvParams;
-
-fn conv(rng: &mut Rng, o: usize, i: usize, k: usize, act: Activation) -> Op {
-    Op::Conv2d(Conv2dOp {
-        weight: Tensor::new(vec![o, i, k, k], rng.normal_vec(o * i * k * k, 0.3)).unwrap(),
-        bias: Some(rng.normal_vec(o, 0.1)),
-        params: ConvParams::default().padding(k / 2),
-        act,
-    })
-}
 
 fn batch(rng: &mut Rng, dims: &[usize]) -> Tensor<f32> {
     let n = dims.iter().product();
     Tensor::new(dims.to_vec(), rng.normal_vec(n, 1.0)).unwrap()
 }
 
-/// A residual block with a pool, a concat, a head: every op kind.
+/// The shared test block (`graph::testing::block_graph`) on 8×8 images.
 fn block_graph(rng: &mut Rng) -> Graph {
-    let mut b = GraphBuilder::new();
-    let x = b.input("x", &[2, 3, 8, 8]).unwrap();
-    let c1 = b
-        .node("c1", conv(rng, 3, 3, 3, Activation::Relu), &[x])
-        .unwrap();
-    let c2 = b
-        .node("c2", conv(rng, 3, 3, 1, Activation::None), &[c1])
-        .unwrap();
-    let s = b
-        .node(
-            "add",
-            Op::Add {
-                act: Activation::Relu,
-            },
-            &[c2, x],
-        )
-        .unwrap();
-    let mp = b
-        .node(
-            "mp",
-            Op::MaxPool2d(Pool2dParams::square(3).stride(2).padding(1)),
-            &[s],
-        )
-        .unwrap();
-    let ap = b
-        .node(
-            "ap",
-            Op::AvgPool2d {
-                pool: Pool2dParams::square(3).stride(2).padding(1),
-                count_include_pad: false,
-                divisor_override: None,
-            },
-            &[c1],
-        )
-        .unwrap();
-    let cat = b.node("cat", Op::Concat { axis: 1 }, &[mp, ap]).unwrap();
-    let clip = b
-        .node(
-            "clip",
-            Op::Activation(Activation::Clip { min: 0.0, max: 2.0 }),
-            &[cat],
-        )
-        .unwrap();
-    let gap = b
-        .node("gap", Op::AdaptiveAvgPool2d { output: [1, 1] }, &[clip])
-        .unwrap();
-    let flat = b
-        .node("flat", Op::Flatten { start_dim: 1 }, &[gap])
-        .unwrap();
-    let fc = Op::Linear(LinearOp {
-        weight: Tensor::new(vec![5, 6], rng.normal_vec(30, 0.3)).unwrap(),
-        bias: Some(rng.normal_vec(5, 0.1)),
-        act: Activation::None,
-    });
-    let y = b.node("fc", fc, &[flat]).unwrap();
-    b.build(&[y]).unwrap()
+    crate::graph::testing::block_graph(rng, 8)
 }
 
 fn calibrated(g: Graph, qconfig: QConfig, rng: &mut Rng) -> PreparedGraph {
