@@ -21,7 +21,8 @@ fn pixels_per_tile(isa: Isa) -> usize {
     }
 }
 
-/// Runs one f32 GEMM tile (see `x86::gemm_f32_avx512`).
+/// Runs one f32 GEMM tile (see `x86::gemm_f32_avx512`): the first `nr ≤ NR` channels of a
+/// panel.
 ///
 /// # Safety
 /// `isa` must be available; `act` readable at `offs[t] + c·cs + [0, npx rounded up to a
@@ -34,6 +35,7 @@ unsafe fn gemm_tile(
     cs: usize,
     nc: usize,
     w: &[f32],
+    nr: usize,
     npx: usize,
     out: &mut TileF,
 ) {
@@ -41,19 +43,28 @@ unsafe fn gemm_tile(
     {
         use super::x86::*;
         let (a, wp) = (act.as_ptr(), w.as_ptr());
+        // The kernel `$f::<nr, $mv>` (nr from 1 to NR).
+        macro_rules! by_nr {
+            ($f:ident, $mv:literal) => {
+                match nr {
+                    1 => $f::<1, $mv>(a, offs, cs, nc, wp, NR, out),
+                    2 => $f::<2, $mv>(a, offs, cs, nc, wp, NR, out),
+                    3 => $f::<3, $mv>(a, offs, cs, nc, wp, NR, out),
+                    4 => $f::<4, $mv>(a, offs, cs, nc, wp, NR, out),
+                    5 => $f::<5, $mv>(a, offs, cs, nc, wp, NR, out),
+                    _ => $f::<NR, $mv>(a, offs, cs, nc, wp, NR, out),
+                }
+            };
+        }
         // SAFETY: the ISA and every read range are guaranteed by the caller.
         unsafe {
             match (isa, npx.div_ceil(16), npx.div_ceil(8)) {
-                (Isa::Avx512Vnni, 1, _) => gemm_f32_avx512::<NR, 1>(a, offs, cs, nc, wp, out),
-                (Isa::Avx512Vnni, 2, _) => gemm_f32_avx512::<NR, 2>(a, offs, cs, nc, wp, out),
-                (Isa::Avx512Vnni, 3, _) => gemm_f32_avx512::<NR, 3>(a, offs, cs, nc, wp, out),
-                (Isa::Avx512Vnni, _, _) => gemm_f32_avx512::<NR, 4>(a, offs, cs, nc, wp, out),
-                (Isa::Avx2 | Isa::AvxVnni, _, 1) => {
-                    gemm_f32_avx2::<NR, 1>(a, offs, cs, nc, wp, out)
-                }
-                (Isa::Avx2 | Isa::AvxVnni, _, _) => {
-                    gemm_f32_avx2::<NR, 2>(a, offs, cs, nc, wp, out)
-                }
+                (Isa::Avx512Vnni, 1, _) => by_nr!(gemm_f32_avx512, 1),
+                (Isa::Avx512Vnni, 2, _) => by_nr!(gemm_f32_avx512, 2),
+                (Isa::Avx512Vnni, 3, _) => by_nr!(gemm_f32_avx512, 3),
+                (Isa::Avx512Vnni, _, _) => by_nr!(gemm_f32_avx512, 4),
+                (Isa::Avx2 | Isa::AvxVnni, _, 1) => by_nr!(gemm_f32_avx2, 1),
+                (Isa::Avx2 | Isa::AvxVnni, _, _) => by_nr!(gemm_f32_avx2, 2),
                 (Isa::Portable, _, _) => {
                     super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out)
                 }
@@ -61,7 +72,10 @@ unsafe fn gemm_tile(
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out);
+    {
+        let _ = nr;
+        super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out);
+    }
 }
 
 fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
@@ -279,12 +293,15 @@ impl PackedConvF32 {
                         let mut tile: TileF = [[0.0; 64]; 6];
                         for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
                             let wpan = &pan[ct * panel_len..][..panel_len];
+                            let nr = NR.min(cog - ct * NR);
                             // SAFETY: the ISA was checked; the buffer holds every plane plus
                             // slack.
                             unsafe {
-                                gemm_tile(isa, act, &geo.offs, geo.plane, cig, wpan, npx, &mut tile)
+                                gemm_tile(
+                                    isa, act, &geo.offs, geo.plane, cig, wpan, nr, npx, &mut tile,
+                                )
                             };
-                            for (r, row) in tile.iter().enumerate().take(NR.min(cog - ct * NR)) {
+                            for (r, row) in tile.iter().enumerate().take(nr) {
                                 let o = gi * cog + ct * NR + r;
                                 let b = bias.map_or(0.0, |b| b[o]);
                                 let base = (n * s.c_out + o) * plane_out;

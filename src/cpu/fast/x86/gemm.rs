@@ -238,8 +238,12 @@ macro_rules! gemm_f32_tile {
     ) => {
         $(#[$doc])*
         ///
+        /// The first `NR` channels of panels of `pnr` channels per `(tap, c)` (a panel's last,
+        /// partial tile computes only the channels that exist).
+        ///
         /// # Safety
-        /// The features must be available; all reads in range as for [`gemm_i8_avx512`].
+        /// The features must be available; all reads in range as for [`gemm_i8_avx512`];
+        /// `NR ≤ pnr`.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
             act: *const f32,
@@ -247,6 +251,7 @@ macro_rules! gemm_f32_tile {
             cs: usize,
             nc: usize,
             w: *const f32,
+            pnr: usize,
             out: &mut TileF,
         ) {
             // SAFETY: the caller guarantees the target features and the memory ranges
@@ -267,7 +272,7 @@ macro_rules! gemm_f32_tile {
                                 accr[v] = $fma(a[v], b, accr[v]);
                             }
                         }
-                        wp = wp.add(NR);
+                        wp = wp.add(pnr);
                         p = p.add(cs);
                     }
                 }
