@@ -330,7 +330,7 @@ fn run_f32_with<const NC: usize>(
             let wt = &w[tile * tile_len..][..tile_len];
             let first = r * MR * F32_RUN;
             let count = (MR * F32_RUN).min(plane_out - first);
-            // The run's accumulators, a pixel row each (6 spare rows past the plane).
+            // The run's accumulators, a pixel row each.
             let mut px = [[0f32; NC]; MR * F32_RUN];
             for m0 in (0..count).step_by(MR) {
                 // The input pixel of each output pixel (past the plane: the last one, whose
