@@ -960,6 +960,52 @@ fn float_gemm_layouts_give_identical_bits() {
     }
 }
 
+/// `run_into` overwrites every value of a caller's buffer that holds garbage, giving `run`'s
+/// result, on every ISA path (random shapes: GEMM, grouped and depthwise; the channels-in-lanes
+/// layouts too), and refuses a buffer of the wrong length.
+#[test]
+fn run_into_overwrites_every_output_of_a_garbage_buffer() {
+    let mut rng = Rng::new(0x1270);
+    let mut shapes: Vec<ConvShape> = (0..40).map(|_| random_shape(&mut rng)).collect();
+    let p1 = ConvParams::default().padding(1);
+    shapes.push(ConvShape::new([1, 64, 7, 7], [64, 64, 3, 3], p1).unwrap());
+    shapes.push(ConvShape::new([1, 16, 9, 9], [16, 1, 3, 3], p1.groups(16)).unwrap());
+    for (i, s) in shapes.into_iter().enumerate() {
+        let c = random_case_for(&mut rng, s);
+        let s = &c.s;
+        let xf: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let wf: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let opts = FastConvOptions::with_threads(1 + i % 2);
+        for isa in Isa::available() {
+            let p = PackedConv2d::with_isa(&c.w, s.weight_dims(), &c.w_qp, &c.epi, s.params, isa)
+                .unwrap();
+            let want = p.run(&c.x, s.input_dims(), &c.x_qp, &opts).unwrap();
+            let mut buf = vec![0xa5u8; s.output_len()];
+            p.run_into(&c.x, s.input_dims(), &c.x_qp, &opts, &mut buf)
+                .unwrap();
+            assert!(buf == want, "case {i} {isa} int8 ({})", c.desc);
+            let mut short = vec![0u8; s.output_len() - 1];
+            let e = p.run_into(&c.x, s.input_dims(), &c.x_qp, &opts, &mut short);
+            assert!(matches!(e, Err(squint::Error::Shape(_))), "{e:?}");
+
+            let pf = fast::PackedConvF32::new(&wf, s.weight_dims(), s.params, isa).unwrap();
+            let want = pf.run(&xf, s.input_dims(), None, &opts).unwrap();
+            let mut buf = vec![f32::NAN; s.output_len()];
+            pf.run_into(&xf, s.input_dims(), None, &opts, &mut buf)
+                .unwrap();
+            assert!(
+                buf.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {i} {isa} f32 ({s:?})"
+            );
+            let mut long = vec![0f32; s.output_len() + 1];
+            let e = pf.run_into(&xf, s.input_dims(), None, &opts, &mut long);
+            assert!(matches!(e, Err(squint::Error::Shape(_))), "{e:?}");
+        }
+    }
+}
+
 /// A packed float layer refuses bad weights and inputs with typed errors, not panics.
 #[test]
 fn packed_float_layer_refuses_bad_shapes() {

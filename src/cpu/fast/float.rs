@@ -202,19 +202,36 @@ impl PackedConvF32 {
         bias: Option<&[f32]>,
         opts: &FastConvOptions,
     ) -> Result<Vec<f32>> {
+        let s = ConvShape::new(x_dims, self.w_dims, self.params)?;
+        crate::tensor::check_host_alloc(s.output_len(), 4, "the conv output")?;
+        let mut out = vec![0f32; s.output_len()];
+        self.run_into(x, x_dims, bias, opts, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`PackedConvF32::run`] into the caller's buffer `out` (NCHW, exactly the output's
+    /// length; every value is overwritten): a layer run again and again reuses one buffer
+    /// instead of allocating and zeroing its output per call.
+    pub fn run_into(
+        &self,
+        x: &[f32],
+        x_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        opts: &FastConvOptions,
+        out: &mut [f32],
+    ) -> Result<()> {
         opts.validate()?;
         let s = &ConvShape::new(x_dims, self.w_dims, self.params)?;
         check_len("input", x.len(), s.input_len())?;
         if let Some(b) = bias {
             check_len("bias", b.len(), s.c_out)?;
         }
-        crate::tensor::check_host_alloc(s.output_len(), 4, "the conv output")?;
+        check_len("the output buffer", out.len(), s.output_len())?;
         let isa = self.isa;
-        let mut out = vec![0f32; s.output_len()];
         let cig = s.c_in_per_group();
         if cig == 1 {
-            depthwise::run_f32(isa, x, &self.packed, bias, s, opts.threads, &mut out);
-            return Ok(out);
+            depthwise::run_f32(isa, x, &self.packed, bias, s, opts.threads, out);
+            return Ok(());
         }
         let (g, cog) = (s.params.groups, s.c_out_per_group());
         let taps = s.kh * s.kw;
@@ -236,8 +253,8 @@ impl PackedConvF32 {
                     };
                     super::nhwc::pack_f32(at, self.w_dims, isa)
                 });
-                super::nhwc::run_f32(isa, w, x, s, bias, opts.threads, &mut out);
-                return Ok(out);
+                super::nhwc::run_f32(isa, w, x, s, bias, opts.threads, out);
+                return Ok(());
             }
         }
         let buf_len = geo.planes * geo.plane + 64;
@@ -333,6 +350,6 @@ impl PackedConvF32 {
                 }
             }
         });
-        Ok(out)
+        Ok(())
     }
 }

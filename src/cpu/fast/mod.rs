@@ -690,17 +690,44 @@ impl PackedConv2d {
         x_qp: &QParams,
         opts: &FastConvOptions,
     ) -> Result<Vec<u8>> {
+        let s = self.shape(x, x_dims)?;
+        crate::tensor::check_host_alloc(s.output_len(), 1, "the conv output")?;
+        let mut out = vec![0u8; s.output_len()];
+        self.run_into(x, x_dims, x_qp, opts, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`PackedConv2d::run`] into the caller's buffer `out` (the stored output bytes, NCHW, of
+    /// exactly the output's length; every byte is overwritten): a layer run again and again
+    /// reuses one buffer instead of allocating and zeroing its output per call.
+    pub fn run_into(
+        &self,
+        x: &[u8],
+        x_dims: [usize; 4],
+        x_qp: &QParams,
+        opts: &FastConvOptions,
+        out: &mut [u8],
+    ) -> Result<()> {
         opts.validate()?;
         let s = self.shape(x, x_dims)?;
+        if out.len() != s.output_len() {
+            return Err(Error::Shape(format!(
+                "the output buffer has {} bytes, the conv output {}",
+                out.len(),
+                s.output_len()
+            )));
+        }
         if !Self::zp_in_range(x_qp) {
-            return crate::cpu::reference::conv2d_quantized(
+            let y = crate::cpu::reference::conv2d_quantized(
                 x,
                 x_qp,
                 &self.weights,
                 &self.w_qp,
                 &self.epi,
                 &s,
-            );
+            )?;
+            out.copy_from_slice(&y);
+            return Ok(());
         }
         self.epi.check_accumulator_sums(
             &self.sum_abs,
@@ -709,9 +736,8 @@ impl PackedConv2d {
             s.k(),
             None,
         )?;
-        let mut out = vec![0u8; s.output_len()];
-        self.dispatch(x, x_qp, &s, opts, Sink::Bytes(&mut out));
-        Ok(out)
+        self.dispatch(x, x_qp, &s, opts, Sink::Bytes(out));
+        Ok(())
     }
 
     /// The exact int32 accumulators only (no epilogue), NCHW: same contract and result as
