@@ -400,9 +400,9 @@ pub struct PackedConv2d {
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-/// A buffer of whole cache lines: the packed weights of the channels-in-lanes kernels, whose 64-byte rows
-/// are read with zmm loads that must not straddle two lines (measured: up to 7% of the f32
-/// kernel's time on a 28×28 plane).
+/// A buffer of whole cache lines: the packed weights of the channels-in-lanes kernels, whose
+/// 64-byte rows are read with zmm loads that must not straddle two lines (measured: up to 7% of
+/// the f32 kernel's time on a 28×28 plane).
 #[derive(Debug, Clone)]
 pub(crate) struct Lines(Vec<Line>);
 
@@ -852,13 +852,6 @@ impl SinkPtr {
         }
     }
 
-    /// Writes the valid runs `segs` (tile position, output offset from `base`, length) of one
-    /// tile row `row` (≤ 64 exact accumulators of output channel `o`). The whole row is
-    /// requantized at once, then copied run by run.
-    ///
-    /// # Safety
-    /// Every run must lie in the output buffer and be written by no other task.
-    #[inline]
     /// Writes output channel `o` from the flat accumulators of its plane: output row `y` is
     /// `flat[y·stride ..][..width]`, `y < rows` (rows of the padded width). Stored bytes are
     /// requantized in one pass over the flat positions into `bytes`, then copied row by row
@@ -900,6 +893,13 @@ impl SinkPtr {
         }
     }
 
+    /// Writes the valid runs `segs` (tile position, output offset from `base`, length) of one
+    /// tile row `row` (≤ 64 exact accumulators of output channel `o`). The whole row is
+    /// requantized at once, then copied run by run.
+    ///
+    /// # Safety
+    /// Every run must lie in the output buffer and be written by no other task.
+    #[inline]
     unsafe fn write_segments(
         self,
         isa: Isa,
