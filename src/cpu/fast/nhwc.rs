@@ -71,11 +71,16 @@ pub(super) fn pack(w: &[i8], s: &ConvShape) -> Lines {
 /// to 256 output pixels, 20% beyond. So it runs 7×7 (+20%) and 14×14 (+10%) planes.
 pub(super) fn prefer(s: &ConvShape, qtot: usize, nr: usize) -> bool {
     let plane = s.h_out * s.w_out;
-    let flat = plane as f64 / qtot as f64 * s.c_out as f64 / (s.c_out.div_ceil(nr) * nr) as f64;
+    let flat = plane as f64 / qtot as f64 * channel_fill(s.c_out, nr);
     let slots = (plane / BLOCK) * BLOCK.div_ceil(MR) * MR + (plane % BLOCK).div_ceil(MR) * MR;
-    let nhwc = plane as f64 / slots as f64 * s.c_out as f64 / (s.c_out.div_ceil(NC) * NC) as f64;
+    let nhwc = plane as f64 / slots as f64 * channel_fill(s.c_out, NC);
     let discount = if plane <= 256 { 0.9 } else { 0.8 };
     nhwc * discount > flat
+}
+
+/// The fraction of useful lanes when `c_out` channels are rounded up to tiles of `tile`.
+fn channel_fill(c_out: usize, tile: usize) -> f64 {
+    c_out as f64 / (c_out.div_ceil(tile) * tile) as f64
 }
 
 /// Copies image `n` of `x` into `buf` as the padded NHWC u8 activations `u = x ^ flip`:
@@ -253,8 +258,7 @@ pub(super) fn prefer_f32(s: &ConvShape, qtot: usize, isa: Isa) -> bool {
     let nc = f32_lanes(isa);
     let plane = s.h_out * s.w_out;
     let flat = plane as f64 / qtot as f64;
-    let nhwc = plane as f64 / (plane.div_ceil(MR) * MR) as f64 * s.c_out as f64
-        / (s.c_out.div_ceil(nc) * nc) as f64;
+    let nhwc = plane as f64 / (plane.div_ceil(MR) * MR) as f64 * channel_fill(s.c_out, nc);
     nhwc * 0.95 > flat
 }
 
