@@ -10,6 +10,7 @@ use common::{gpu_contexts, variants, Rng};
 use squint::cpu::reference;
 use squint::gpu::{
     self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
+    KernelOptions, StagingChoice,
 };
 use squint::quant::{
     dequantize_slice, quantize_slice, Epilogue, QDtype, QParams, QScheme, RequantFormula,
@@ -253,6 +254,64 @@ fn forced_splitting_stays_bit_exact() {
                 reference::requantize(&acc, &p.epi, 12, 50).unwrap(),
                 "{name}: requantize, limit {limit}"
             );
+        }
+    }
+}
+
+/// The tiled GEMM kernel (workgroups of several channel blocks, A and B staged in workgroup
+/// memory), forced at its default workgroup, a smaller and an odd one: several channel tiles per group with a partial last one, several
+/// pixel groups with a partial last one, K chunks with a tail and K shorter than a chunk,
+/// strides, dilation and groups; equal to the reference bit for bit.
+#[test]
+fn tiled_kernel_matches_the_reference_across_tile_edges() {
+    let problems = [
+        // 2 groups of 70 output channels (a tile of 64 and one of 6); 20 input channels per
+        // group (2 quads per tap, 18 K quads); 81 output pixels per plane.
+        problem(
+            11,
+            [2, 40, 9, 9],
+            [140, 20, 3, 3],
+            ConvParams::default().groups(2).padding(1),
+            RequantFormula::Qnnpack,
+        ),
+        // Strided and dilated; 3 input channels (1 quad per tap), 9 output channels.
+        problem(
+            12,
+            [1, 3, 23, 19],
+            [9, 3, 3, 3],
+            ConvParams::default().stride(2).dilation(2).padding(2),
+            RequantFormula::Fbgemm,
+        ),
+        // 1x1 with 100 input channels (7 K quads: fewer than one chunk), 130 output channels.
+        problem(
+            13,
+            [1, 100, 7, 5],
+            [130, 100, 1, 1],
+            ConvParams::default(),
+            RequantFormula::FixedPoint,
+        ),
+    ];
+    // Each workgroup is a pipeline compiled anew (seconds on a software adapter): the
+    // default, a smaller one and an odd one (chunks of 2 quads).
+    let tiles = [None, Some([8, 4]), Some([3, 2])];
+    for base in gpu_contexts() {
+        let name = base.adapter_report().summary();
+        for tile in tiles {
+            let o = KernelOptions {
+                staging: StagingChoice::Tiled,
+                tile,
+                ..KernelOptions::default()
+            };
+            let ctx = base.with_kernel_options(o).unwrap();
+            for (i, p) in problems.iter().enumerate() {
+                let got = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s)
+                    .unwrap_or_else(|e| panic!("{name}, tile {tile:?}: problem {i}: {e}"));
+                assert!(
+                    got == p.want,
+                    "{name}, tile {tile:?}: problem {i} differs from the CPU at index {:?}",
+                    got.iter().zip(&p.want).position(|(a, b)| a != b)
+                );
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use squint::cpu::{
     fast::{FastConvOptions, PeakLoop},
 };
 use squint::error::Result;
-use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak};
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak, KernelOptions};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::rng::Rng;
 use squint::shape::{ConvParams, ConvShape};
@@ -94,6 +94,9 @@ pub struct BenchOptions {
     /// Activation bits of the int8 input: 7 (values 0..=127, as PyTorch's x86 / fbgemm
     /// presets quantize with `reduce_range`) or 8 (0..=255).
     pub act_bits: u32,
+    /// Also time every GPU kernel variant the adapter can run (for tuning; results are the
+    /// same bytes).
+    pub gpu_variants: bool,
 }
 
 impl Default for BenchOptions {
@@ -106,6 +109,7 @@ impl Default for BenchOptions {
             reference_max_macs: 1 << 30,
             isa: None,
             act_bits: 7,
+            gpu_variants: false,
         }
     }
 }
@@ -311,30 +315,21 @@ pub fn run_bench(
             } else {
                 "GEMM kernel"
             };
-            // GPU time of the layer (input repacking + conv kernel): timestamp queries where
-            // the device has them, else the wall time of the work and its wait.
-            if ctx.has_timestamps() {
-                let ms = median_value(opts.runs, || {
-                    let (_, t) = layer.run_timed(ctx, &xg, &xqp)?;
-                    Ok(t.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
-                })?;
-                push(
-                    "int8 gpu kernel (timestamps)",
-                    ms,
-                    format!("{name}; {kernel}; GPU timestamp queries"),
-                    dot4_peak.map(PathPeak::Gpu),
-                )?;
+            let (ms, how) = gpu_layer_ms(ctx, &layer, &xg, &xqp, opts.runs)?;
+            let path = if ctx.has_timestamps() {
+                "int8 gpu kernel (timestamps)"
             } else {
-                let ms = median_ms(opts.runs, || {
-                    let _y = layer.run(ctx, &xg, &xqp)?;
-                    ctx.finish()
-                })?;
-                push(
-                    "int8 gpu kernel (wall)",
-                    ms,
-                    format!("{name}; {kernel}; wall time (no timestamp queries)"),
-                    dot4_peak.map(PathPeak::Gpu),
-                )?;
+                "int8 gpu kernel (wall)"
+            };
+            let peak = dot4_peak.map(PathPeak::Gpu);
+            push(path, ms, format!("{name}; {kernel}; {how}"), peak)?;
+            if opts.gpu_variants {
+                for (variant, vctx) in gpu_variant_contexts(ctx) {
+                    let layer = GpuConv2d::new(&vctx, &w_q, shape.w, &w_qp, &epi, shape.params)?;
+                    let (ms, how) = gpu_layer_ms(&vctx, &layer, &xg, &xqp, opts.runs)?;
+                    let path = format!("int8 gpu kernel [{variant}]");
+                    push(&path, ms, format!("{name}; {how}"), peak)?;
+                }
             }
             let ms = median_ms(opts.runs, || {
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
@@ -361,6 +356,56 @@ pub fn run_bench(
         gpu_peaks,
         results,
     })
+}
+
+/// GPU time of one run of `layer` (input repacking + conv kernel), the median of `runs`:
+/// timestamp queries where the device has them, else the wall time of the work and its wait;
+/// with how it was measured.
+fn gpu_layer_ms(
+    ctx: &GpuContext,
+    layer: &GpuConv2d,
+    x: &squint::gpu::GpuTensor,
+    x_qp: &QParams,
+    runs: usize,
+) -> Result<(f64, &'static str)> {
+    if ctx.has_timestamps() {
+        let ms = median_value(runs, || {
+            let (_, t) = layer.run_timed(ctx, x, x_qp)?;
+            Ok(t.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
+        })?;
+        Ok((ms, "GPU timestamp queries"))
+    } else {
+        let ms = median_ms(runs, || {
+            let _y = layer.run(ctx, x, x_qp)?;
+            ctx.finish()
+        })?;
+        Ok((ms, "wall time (no timestamp queries)"))
+    }
+}
+
+/// The tiled GEMM kernel's workgroups (`[pixel tiles, channel blocks]`) that
+/// `squint bench --gpu-variants` times besides the default.
+const BENCH_TILES: [[u32; 2]; 5] = [[8, 4], [8, 8], [16, 4], [32, 4], [32, 8]];
+
+/// Every kernel variant `ctx`'s adapter can run besides its default (see
+/// [`GpuContext::kernel_variants`]) and the tiled kernel's other workgroups, named.
+fn gpu_variant_contexts(ctx: &GpuContext) -> Vec<(String, GpuContext)> {
+    let mut v: Vec<(String, GpuContext)> = ctx
+        .kernel_variants()
+        .into_iter()
+        .skip(1)
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
+    for [tp, bpt] in BENCH_TILES {
+        let o = KernelOptions {
+            tile: Some([tp, bpt]),
+            ..KernelOptions::default()
+        };
+        if let Ok(c) = ctx.with_kernel_options(o) {
+            v.push((format!("tiles {}px x {}ch", 4 * tp, 8 * bpt), c));
+        }
+    }
+    v
 }
 
 /// The peak a path's fraction is of.

@@ -979,6 +979,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         runs: a.runs.max(1),
         isa,
         act_bits: a.act_bits,
+        gpu_variants: a.gpu_variants,
         ..Default::default()
     };
     if a.no_reference {

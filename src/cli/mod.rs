@@ -110,6 +110,11 @@ pub struct BenchArgs {
     /// Skip the (slow, single-threaded) int8 CPU reference.
     #[arg(long)]
     pub no_reference: bool,
+    /// Also time every GPU conv kernel variant the adapter can run (dot product, weight
+    /// staging, input source, the tiled kernel's workgroup sizes): which is fastest here.
+    /// Every variant computes the same bytes.
+    #[arg(long)]
+    pub gpu_variants: bool,
     /// Benchmark a whole ONNX model instead of the conv shapes: float vs int8 (CPU reference,
     /// fast CPU path, GPU unless --no-gpu) latency of one forward pass. Needs --input; calibrates on --calib (or the
     /// input).

@@ -74,15 +74,19 @@ pub(crate) struct ConvGeometry {
     pub plane_words_in: u64,
     /// Conv workgroup size (pixel tiles per workgroup).
     pub workgroup_size: u64,
+    /// 8-channel blocks per workgroup (GEMM; 1 for depthwise): a workgroup's channel block
+    /// holds up to `8 · blocks_per_wg` output channels of one group.
+    pub blocks_per_wg: u64,
     /// Workgroups per (image, channel block): the pixel tiles of a plane in workgroups.
     pub groups_per_plane: u64,
     /// Channel slots per group in the repacked input (16 per quad).
     pub slots_per_group: u64,
     /// Quads per padded input pixel.
     pub quads_per_pixel: u64,
-    /// Channel blocks (of up to 8 output channels) over all groups.
+    /// The workgroups' channel blocks over all groups (of up to `8 · blocks_per_wg` output
+    /// channels of one group each).
     pub channel_blocks: u64,
-    /// Weight vec4s of one channel block.
+    /// Weight vec4s of one 8-channel block.
     pub weight_vec4s_per_block: u64,
 }
 
@@ -119,8 +123,15 @@ pub(crate) struct BandInput {
 }
 
 impl ConvGeometry {
-    /// The geometry of shape `s` run with `layout` and conv workgroups of `workgroup_size`.
-    pub(crate) fn new(s: &ConvShape, layout: ConvKernelLayout, workgroup_size: u32) -> Self {
+    /// The geometry of shape `s` run with `layout` and conv workgroups of `workgroup_size`
+    /// pixel tiles by `blocks_per_wg` 8-channel blocks (GEMM only; depthwise workgroups have
+    /// one block).
+    pub(crate) fn new(
+        s: &ConvShape,
+        layout: ConvKernelLayout,
+        workgroup_size: u32,
+        blocks_per_wg: u32,
+    ) -> Self {
         let p = &s.params;
         let (pad_h, pad_w) = (p.padding[0] as u64, p.padding[1] as u64);
         let (h, w) = (s.h as u64, s.w as u64);
@@ -132,6 +143,10 @@ impl ConvGeometry {
         let plane_out = (s.h_out * s.w_out) as u64;
         let pixel_tiles = plane_out.div_ceil(PIXELS_PER_TILE);
         let workgroup_size = workgroup_size as u64;
+        let blocks_per_wg = match layout {
+            ConvKernelLayout::Gemm { .. } => blocks_per_wg.max(1) as u64,
+            ConvKernelLayout::Depthwise => 1,
+        };
         let (slots_per_group, quads_per_pixel, channel_blocks, weight_vec4s_per_block) =
             match layout {
                 ConvKernelLayout::Gemm {
@@ -141,7 +156,7 @@ impl ConvGeometry {
                 } => (
                     16 * quads_per_group,
                     groups * quads_per_group,
-                    groups * blocks_per_group,
+                    groups * blocks_per_group.div_ceil(blocks_per_wg),
                     k_quads * 8,
                 ),
                 ConvKernelLayout::Depthwise => (
@@ -175,6 +190,7 @@ impl ConvGeometry {
             pixel_tiles,
             plane_words_in: (h * w).div_ceil(4),
             workgroup_size,
+            blocks_per_wg,
             groups_per_plane: pixel_tiles.div_ceil(workgroup_size),
             slots_per_group,
             quads_per_pixel,
@@ -195,7 +211,7 @@ impl ConvGeometry {
     /// Packed output bytes that one conv workgroup's writes span for `rows` output rows of
     /// one image: a pixel tile in each plane of a channel block.
     pub(crate) fn output_span_bytes(&self, rows: u64) -> u64 {
-        let planes = self.c_out.min(CHANNELS_PER_BLOCK);
+        let planes = self.c_out.min(CHANNELS_PER_BLOCK * self.blocks_per_wg);
         planes * (rows * self.w_out).div_ceil(PIXELS_PER_TILE) * 4
     }
 
@@ -367,22 +383,60 @@ impl ConvGeometry {
         self.channel_blocks * self.groups_per_plane
     }
 
+    /// The 8-channel weight blocks `[lo, hi)` (GEMM; the block itself for depthwise) of
+    /// (the workgroups') channel block `block`: those of its channels, consecutive.
+    pub(crate) fn weight_blocks(&self, block: u64) -> (u64, u64) {
+        match self.layout {
+            ConvKernelLayout::Gemm {
+                blocks_per_group, ..
+            } => {
+                let per_group = self.channel_blocks / self.groups;
+                let (g, b) = (block / per_group, block % per_group);
+                let first = g * blocks_per_group + b * self.blocks_per_wg;
+                (
+                    first,
+                    first
+                        + self
+                            .blocks_per_wg
+                            .min(blocks_per_group - b * self.blocks_per_wg),
+                )
+            }
+            ConvKernelLayout::Depthwise => (block, block + 1),
+        }
+    }
+
+    /// The largest weight and epilogue-table windows (bytes, before alignment) of one
+    /// workgroup's channel block: with several blocks per workgroup they may exceed a small
+    /// binding where one block's would not.
+    pub(crate) fn channel_window_bytes(&self) -> u64 {
+        (0..self.channel_blocks)
+            .map(|b| {
+                let (wlo, whi) = self.weight_blocks(b);
+                let (clo, chi) = self.block_channels(b);
+                ((whi - wlo) * self.weight_vec4s_per_block).max((chi - clo) * TABLE_VEC4) * 16
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Border (padding) pixels of one padded image.
     pub(crate) fn border_pixels(&self) -> u64 {
         self.padded_h * self.padded_w - self.h * self.w
     }
 
-    /// Output channels `[lo, hi)` of channel block `block`.
+    /// Output channels `[lo, hi)` of (the workgroups') channel block `block`.
     pub(crate) fn block_channels(&self, block: u64) -> (u64, u64) {
         match self.layout {
-            ConvKernelLayout::Gemm {
-                blocks_per_group, ..
-            } => {
-                let (g, b) = (block / blocks_per_group, block % blocks_per_group);
-                let base = g * self.c_out_per_group;
+            ConvKernelLayout::Gemm { .. } => {
+                let per_group = self.channel_blocks / self.groups;
+                let (g, b) = (block / per_group, block % per_group);
+                let (base, width) = (
+                    g * self.c_out_per_group,
+                    CHANNELS_PER_BLOCK * self.blocks_per_wg,
+                );
                 (
-                    base + b * CHANNELS_PER_BLOCK,
-                    base + (b * CHANNELS_PER_BLOCK + CHANNELS_PER_BLOCK).min(self.c_out_per_group),
+                    base + b * width,
+                    base + (b * width + width).min(self.c_out_per_group),
                 )
             }
             ConvKernelLayout::Depthwise => (
@@ -447,9 +501,9 @@ impl ConvGeometry {
             self.quad_images(n0, n1)
         };
         let (blo, bhi) = if n0 == n1 {
-            (cb0, cb1 + 1)
+            (self.weight_blocks(cb0).0, self.weight_blocks(cb1).1)
         } else {
-            (0, self.channel_blocks)
+            (0, self.weight_blocks(self.channel_blocks - 1).1)
         };
         let (c_lo, c_hi) = if n0 == n1 {
             (self.block_channels(cb0).0, self.block_channels(cb1).1)

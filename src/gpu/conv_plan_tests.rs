@@ -56,7 +56,9 @@ fn shape(
 /// Shapes are valid by construction (no filtering, so every generated case is exercised):
 /// the input extent is the kernel's dilated extent minus the padding (at least 1) plus an
 /// extra 0..10 rows or columns, so the output is never empty.
-fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
+/// A conv case: shape, depthwise layout (else GEMM), pixel tiles and 8-channel blocks per
+/// workgroup.
+fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32, u32)> {
     (
         (1usize..4, 1usize..4, 1usize..40, 1usize..20),
         (1usize..4, 1usize..4),
@@ -66,8 +68,9 @@ fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
         (0usize..10, 0usize..10),
         any::<bool>(),
         prop_oneof![Just(1u32), Just(2), Just(8), Just(64)],
+        prop_oneof![Just(1u32), Just(2), Just(8)],
     )
-        .prop_map(|((n, g, cig, cog), k, st, pad, dil, extra, dw, wg)| {
+        .prop_map(|((n, g, cig, cog), k, st, pad, dil, extra, dw, wg, bpw)| {
             let cig = if dw { 1 } else { cig };
             // The smallest input extent whose padded size holds the dilated kernel.
             let least = |k: usize, dil: usize, pad: usize| {
@@ -89,7 +92,7 @@ fn conv_case() -> impl Strategy<Value = (ConvShape, bool, u32)> {
                 [dil.0, dil.1],
             )
             .expect("conv_case builds valid shapes");
-            (s, dw, wg)
+            (s, dw, wg, bpw)
         })
 }
 
@@ -178,24 +181,32 @@ fn assert_partition(chunks: &[(u64, u64)], total: u64) {
 
 #[test]
 fn block_channels_partition_output_channels() {
-    for (groups, cog) in [(1, 1), (1, 8), (1, 9), (3, 5), (2, 17), (4, 16)] {
-        let s = shape(1, groups, 3, cog, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
-        let geo = ConvGeometry::new(&s, gemm_layout(&s), 64);
-        let mut next = 0;
-        for b in 0..geo.channel_blocks {
-            let (lo, hi) = geo.block_channels(b);
-            assert_eq!(lo, next);
-            assert!(hi > lo && hi - lo <= CHANNELS_PER_BLOCK);
-            next = hi;
+    for (groups, cog) in [(1, 1), (1, 8), (1, 9), (3, 5), (2, 17), (4, 16), (2, 70)] {
+        for bpw in [1, 2, 8] {
+            let s = shape(1, groups, 3, cog, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+            let geo = ConvGeometry::new(&s, gemm_layout(&s), 64, bpw);
+            let (mut next, mut next_block) = (0, 0);
+            for b in 0..geo.channel_blocks {
+                let (lo, hi) = geo.block_channels(b);
+                assert_eq!(lo, next);
+                assert!(hi > lo && hi - lo <= CHANNELS_PER_BLOCK * bpw as u64);
+                next = hi;
+                // Its weight blocks: the 8-channel blocks of exactly these channels.
+                let (wlo, whi) = geo.weight_blocks(b);
+                assert_eq!(wlo, next_block);
+                assert_eq!(whi - wlo, (hi - lo).div_ceil(CHANNELS_PER_BLOCK));
+                next_block = whi;
+            }
+            assert_eq!(next, geo.c_out);
+            assert_eq!(next_block, groups as u64 * (cog as u64).div_ceil(8));
         }
-        assert_eq!(next, geo.c_out);
     }
 }
 
 #[test]
 fn border_rows_count_padding_pixels() {
     let s = shape(1, 1, 4, 4, [3, 5], [3, 3], [1, 1], [2, 1], [1, 1]).unwrap();
-    let geo = ConvGeometry::new(&s, gemm_layout(&s), 64);
+    let geo = ConvGeometry::new(&s, gemm_layout(&s), 64, 1);
     let mut per_row = vec![0u64; geo.padded_h as usize];
     for i in 0..geo.border_pixels() {
         per_row[geo.border_row(i) as usize] += 1;
@@ -230,8 +241,8 @@ proptest! {
     /// Every (image, output channel, pixel tile) belongs to exactly one conv workgroup, and
     /// the workgroup's output, input-row and channel ranges contain what it computes.
     #[test]
-    fn conv_workgroups_cover_every_output_once((s, dw, wg) in conv_case()) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+    fn conv_workgroups_cover_every_output_once((s, dw, wg, bpw) in conv_case()) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
         let n = s.n as u64;
         let mut seen = vec![0u8; (n * geo.c_out * geo.pixel_tiles) as usize];
         for i in 0..n * geo.workgroups_per_image() {
@@ -247,6 +258,9 @@ proptest! {
                 }
                 prop_assert!(within((c * TABLE_VEC4 * 16, (c + 1) * TABLE_VEC4 * 16), r[2]));
             }
+            let (wlo, whi) = geo.weight_blocks(block);
+            let wb = geo.weight_vec4s_per_block * 16;
+            prop_assert!(within((wlo * wb, whi * wb), r[1]));
             for t in tiles {
                 for px in t * 4..(t * 4 + 4).min(geo.plane_out) {
                     let (oy, ox) = (px / geo.w_out, px % geo.w_out);
@@ -269,8 +283,8 @@ proptest! {
     /// The conv split partitions the workgroups of a chunk; every dispatch fits the
     /// workgroup-count and binding limits, and its ranges contain those of its workgroups.
     #[test]
-    fn conv_split_fits_limits((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+    fn conv_split_fits_limits((s, dw, wg, bpw) in conv_case(), case in limits_case(), first in 0u64..3) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
         let total = s.n as u64 * geo.workgroups_per_image();
         let ranges = |b: u64, e: u64| geo.conv_ranges(first, b, e);
         let (split, chunks) = plan_both_ways(case, total, 1, &ranges);
@@ -292,8 +306,8 @@ proptest! {
     /// Repack items: interior and border items partition the chunk's padded pixels, each
     /// item's quads lie in its ranges, and a split respects the binding limit.
     #[test]
-    fn repack_ranges_partition_and_fit((s, dw, wg) in conv_case(), case in limits_case(), first in 0u64..3) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+    fn repack_ranges_partition_and_fit((s, dw, wg, bpw) in conv_case(), case in limits_case(), first in 0u64..3) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
         let images = s.n as u64;
         let qpp = geo.quads_per_pixel;
         let total = geo.repack_items(images);
@@ -371,8 +385,8 @@ proptest! {
     /// the band's repack items write every quad of the band's rows exactly once, inside
     /// their ranges.
     #[test]
-    fn row_bands_cover_the_image_and_fit((s, dw, wg) in conv_case(), frac in 0.0f64..1.0, frac2 in 0.0f64..1.0) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+    fn row_bands_cover_the_image_and_fit((s, dw, wg, bpw) in conv_case(), frac in 0.0f64..1.0, frac2 in 0.0f64..1.0) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
         let h_out = geo.plane_out / geo.w_out;
         let row_quads = geo.padded_w * geo.quads_per_pixel;
         let min_rows = ((4 / gcd(geo.w_out, 4)).min(h_out) - 1) * geo.stride_h
@@ -613,7 +627,7 @@ fn border_pixel(geo: &ConvGeometry, b: u64) -> (u64, u64) {
 #[test]
 fn a_band_that_cannot_fit_is_a_device_limit_error() {
     let s = shape(1, 1, 3, 4, [40, 37], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
-    let geo = ConvGeometry::new(&s, gemm_layout(&s), 8);
+    let geo = ConvGeometry::new(&s, gemm_layout(&s), 8, 1);
     // 4 output rows (37 is odd) read 6 padded rows of 39 quads, and write 4 planes of
     // 37 words.
     assert!(geo.row_bands(6 * 39, 4 * 37 * 4).is_ok());
@@ -636,8 +650,8 @@ proptest! {
     /// then `next_tap`; depthwise: `next_tap` per tap; both `next_row` after `kw` taps), in
     /// wrapping u32, reaches the quad of every tap of an output pixel.
     #[test]
-    fn tap_steps_walk_the_kernel_window((s, dw, wg) in conv_case()) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg);
+    fn tap_steps_walk_the_kernel_window((s, dw, wg, bpw) in conv_case()) {
+        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
         let (next_tap, next_row) = geo.tap_steps();
         let per_tap = match geo.layout {
             ConvKernelLayout::Gemm { quads_per_group, .. } => quads_per_group,

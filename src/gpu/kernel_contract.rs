@@ -21,7 +21,12 @@ fn all_kernels() -> Vec<Kernel> {
         all.push(Kernel::ConvPack { xtex });
         all.push(Kernel::ConvDw { xtex });
         for packed in [false, true] {
-            for b in [BStaging::Subgroup, BStaging::Shared, BStaging::Direct] {
+            for b in [
+                BStaging::Subgroup,
+                BStaging::Shared,
+                BStaging::Direct,
+                BStaging::Tiled,
+            ] {
                 all.push(Kernel::ConvGemm(GemmVariant { xtex, b, packed }));
             }
         }

@@ -31,7 +31,9 @@ const QUANTIZE: ShaderFile = shader!("quantize.wgsl");
 const DEQUANTIZE: ShaderFile = shader!("dequantize.wgsl");
 const REQUANTIZE: ShaderFile = shader!("requantize.wgsl");
 const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
+const CONV_GEMM_COMMON: ShaderFile = shader!("conv_gemm_common.wgsl");
 const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
+const CONV_GEMM_TILED: ShaderFile = shader!("conv2d_gemm_tiled.wgsl");
 const CONV_DW: ShaderFile = shader!("conv2d_dw.wgsl");
 const SOFTFLOAT_TEST: ShaderFile = shader!("softfloat_test.wgsl");
 const GRAPH_LUT: ShaderFile = shader!("graph_lut.wgsl");
@@ -54,6 +56,9 @@ pub(crate) enum BStaging {
     Shared,
     /// Every invocation loads the tile itself.
     Direct,
+    /// `conv2d_gemm_tiled.wgsl`: a workgroup covers several channel blocks, and stages the A
+    /// and B tiles of each K chunk in workgroup memory (GPUs).
+    Tiled,
 }
 
 /// A compiled variant of the GEMM conv kernel.
@@ -265,7 +270,7 @@ impl Kernel {
                 match v.b {
                     BStaging::Subgroup => flags.push("SG"),
                     BStaging::Shared => flags.push("SHARED"),
-                    BStaging::Direct => {}
+                    BStaging::Direct | BStaging::Tiled => {}
                 }
             }
         }
@@ -279,7 +284,15 @@ impl Kernel {
             Kernel::Dequantize => &[COMMON, DEQUANTIZE],
             Kernel::Requantize => &[COMMON, EPILOGUE, REQUANTIZE],
             Kernel::ConvPack { .. } => &[COMMON, CONV_PACK],
-            Kernel::ConvGemm(_) => &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM],
+            Kernel::ConvGemm(GemmVariant {
+                b: BStaging::Tiled, ..
+            }) => &[
+                EPILOGUE_TABLE,
+                CONV_COMMON,
+                CONV_GEMM_COMMON,
+                CONV_GEMM_TILED,
+            ],
+            Kernel::ConvGemm(_) => &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM_COMMON, CONV_GEMM],
             Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
             Kernel::GraphLut => &[COMMON, GRAPH_LUT],

@@ -30,7 +30,7 @@ use super::conv_plan::{
 };
 use super::gate::Gated;
 use super::kernels::{
-    ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
+    BStaging, ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
     QuantizeParams, RequantizeParams,
 };
 use super::pipelines::{ConvPlan, Pipeline};
@@ -714,8 +714,21 @@ impl GpuConv2d {
         s: &ConvShape,
         timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
     ) -> Result<GpuTensor> {
-        let kernels = ctx.conv_plan()?;
-        let geometry = ConvGeometry::new(s, self.layout, kernels.wg);
+        let mut kernels = ctx.conv_plan()?;
+        let (wg_tiles, wg_blocks) = match self.layout {
+            ConvKernelLayout::Gemm { .. } => kernels.gemm_workgroup(),
+            ConvKernelLayout::Depthwise => (kernels.wg, 1),
+        };
+        let mut geometry = ConvGeometry::new(s, self.layout, wg_tiles, wg_blocks);
+        // A tiled workgroup's weights or epilogue table exceeding a binding (bindings of a few
+        // KiB): the kernel with one channel block per workgroup.
+        let split = ctx.split();
+        if kernels.staging == BStaging::Tiled
+            && split.window(0, geometry.channel_window_bytes()).1 > split.max_binding
+        {
+            kernels = kernels.without_tiles();
+            geometry = ConvGeometry::new(s, self.layout, kernels.wg, 1);
+        }
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
         let scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
         // One image too large for the scratch: bands of output rows, each with its geometry.
@@ -833,18 +846,28 @@ impl GpuConv2d {
     ) -> Result<ConvPipelines> {
         let pack = ctx.pipeline(Kernel::ConvPack { xtex: use_textures }, &[])?;
         let conv = match self.layout {
-            ConvKernelLayout::Gemm { .. } => ctx.pipeline(
-                Kernel::ConvGemm(GemmVariant {
+            ConvKernelLayout::Gemm { .. } => {
+                let kernel = Kernel::ConvGemm(GemmVariant {
                     xtex: use_textures,
                     b: kernels.staging,
                     packed: kernels.packed,
-                }),
-                &[
-                    ("WZP", u32::from(self.wzp)),
-                    ("WG", kernels.wg),
-                    ("TKQ", kernels.tkq),
-                ],
-            )?,
+                });
+                let wzp = ("WZP", u32::from(self.wzp));
+                match kernels.staging {
+                    BStaging::Tiled => {
+                        let t = kernels.tile;
+                        let overrides = [
+                            wzp,
+                            ("WG", t.wg()),
+                            ("TP", t.pixel_tiles),
+                            ("BPT", t.blocks),
+                            ("TKQ", t.tkq),
+                        ];
+                        ctx.pipeline(kernel, &overrides)?
+                    }
+                    _ => ctx.pipeline(kernel, &[wzp, ("WG", kernels.wg), ("TKQ", kernels.tkq)])?,
+                }
+            }
             ConvKernelLayout::Depthwise => {
                 let c_out_per_group = self.w_dims[0] / self.params.groups;
                 ctx.pipeline(

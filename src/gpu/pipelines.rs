@@ -87,6 +87,9 @@ pub enum StagingChoice {
     Shared,
     /// Direct loads by every invocation.
     Direct,
+    /// The tiled kernel: A and B tiles in workgroup memory, several channel blocks per
+    /// workgroup.
+    Tiled,
 }
 
 /// Where the conv kernels read the repacked input from (a hidden testing option).
@@ -116,6 +119,50 @@ pub struct KernelOptions {
     /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
     /// nearly every value takes the table search: tests that path.
     pub search_only: bool,
+    /// The tiled GEMM kernel's workgroup `[pixel tiles, channel blocks]` (forces that kernel);
+    /// `None`: [`GemmTile::DEFAULT`] where the tiled kernel is used.
+    pub tile: Option<[u32; 2]>,
+}
+
+/// The workgroup of the tiled GEMM kernel (`conv2d_gemm_tiled.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GemmTile {
+    /// Pixel tiles (of 4 output pixels) per workgroup (TP).
+    pub pixel_tiles: u32,
+    /// 8-channel blocks per workgroup (BPT).
+    pub blocks: u32,
+    /// Quads per K chunk staged in workgroup memory (TKQ): a power of two dividing
+    /// `pixel_tiles * blocks`.
+    pub tkq: u32,
+}
+
+impl GemmTile {
+    /// 64 pixels x 64 channels, 128 invocations.
+    pub(crate) const DEFAULT: [u32; 2] = [16, 8];
+
+    /// The tile `[pixel tiles, blocks]` with the largest chunk (at most 8 quads) whose
+    /// workgroup memory (A, B with their pads, and the pixel bases) fits half of `storage`
+    /// bytes; `None` when the workgroup exceeds `max_invocations` or not even one quad fits.
+    fn new([tp, bpt]: [u32; 2], max_invocations: u32, storage: u32) -> Option<GemmTile> {
+        let wg = tp.checked_mul(bpt)?;
+        if tp == 0 || bpt == 0 || wg > max_invocations {
+            return None;
+        }
+        let bytes = |tkq: u32| (tkq * (tp * 5 + bpt * 9) * 16 + tp * 16) as u64;
+        let tkq = [8, 4, 2, 1]
+            .into_iter()
+            .find(|&k| wg % k == 0 && bytes(k) <= storage as u64 / 2)?;
+        Some(GemmTile {
+            pixel_tiles: tp,
+            blocks: bpt,
+            tkq,
+        })
+    }
+
+    /// Invocations per workgroup.
+    pub(crate) fn wg(&self) -> u32 {
+        self.pixel_tiles * self.blocks
+    }
 }
 
 /// The concrete conv kernel choices of a context.
@@ -135,6 +182,10 @@ pub(crate) struct ConvPlan {
     pub wg: u32,
     /// Quads per K chunk staged in workgroup memory.
     pub tkq: u32,
+    /// The tiled GEMM kernel's workgroup (used when `staging` is [`BStaging::Tiled`]).
+    pub tile: GemmTile,
+    /// The adapter has subgroups of 8 to `wg` lanes.
+    pub subgroups: bool,
     /// Texture width (a power of two) and height limit.
     pub tex_width: u32,
     pub tex_max_height: u32,
@@ -143,7 +194,7 @@ pub(crate) struct ConvPlan {
 impl KernelOptions {
     /// Every forced alternative to the default choices, named (see
     /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
-    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 8] {
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 9] {
         let d = KernelOptions::default();
         [
             (
@@ -182,6 +233,13 @@ impl KernelOptions {
                 },
             ),
             (
+                "workgroup tiles",
+                KernelOptions {
+                    staging: StagingChoice::Tiled,
+                    ..d
+                },
+            ),
+            (
                 "buffer input",
                 KernelOptions {
                     input: InputChoice::Buffer,
@@ -207,6 +265,28 @@ impl KernelOptions {
 }
 
 impl ConvPlan {
+    /// This plan with the classic GEMM kernel in place of the tiled one (subgroup staging
+    /// where the adapter has subgroups, else workgroup memory).
+    pub(crate) fn without_tiles(self) -> ConvPlan {
+        ConvPlan {
+            staging: if self.subgroups {
+                BStaging::Subgroup
+            } else {
+                BStaging::Shared
+            },
+            ..self
+        }
+    }
+
+    /// The GEMM kernel's workgroup: pixel tiles and 8-channel blocks (see
+    /// [`super::conv_plan::ConvGeometry::new`]).
+    pub(crate) fn gemm_workgroup(&self) -> (u32, u32) {
+        match self.staging {
+            BStaging::Tiled => (self.tile.pixel_tiles, self.tile.blocks),
+            _ => (self.wg, 1),
+        }
+    }
+
     /// The conv kernel choices for an adapter (`report`, the device's `limits`, its smallest
     /// subgroup size when it has subgroups) under the overrides `o`. Fails when `o` forces a
     /// variant the adapter cannot run.
@@ -237,9 +317,29 @@ impl ConvPlan {
             .min(l.max_compute_workgroup_size_x);
         let wg = if cpu { 8 } else { 64 }.min(wg_max / 8 * 8).max(8);
         let subgroups = subgroup_min.is_some_and(|m| (8..=wg).contains(&m));
+        let tile = GemmTile::new(
+            o.tile.unwrap_or(GemmTile::DEFAULT),
+            wg_max,
+            l.max_compute_workgroup_storage_size,
+        );
         let staging = match o.staging {
-            StagingChoice::Auto if subgroups => BStaging::Subgroup,
+            _ if o.tile.is_some() || o.staging == StagingChoice::Tiled => match tile {
+                Some(_) => BStaging::Tiled,
+                None => {
+                    return Err(Error::Gpu(format!(
+                        "{} cannot run the tiled GEMM kernel with workgroup {:?} (at most {wg_max} \
+                         invocations, {} bytes of workgroup storage)",
+                        r.summary(),
+                        o.tile.unwrap_or(GemmTile::DEFAULT),
+                        l.max_compute_workgroup_storage_size
+                    )))
+                }
+            },
+            // CPU adapters: the classic kernel (see `conv2d_gemm.wgsl` on why).
+            StagingChoice::Auto if cpu && subgroups => BStaging::Subgroup,
             StagingChoice::Auto if cpu => BStaging::Direct,
+            StagingChoice::Auto if tile.is_some() => BStaging::Tiled,
+            StagingChoice::Auto if subgroups => BStaging::Subgroup,
             StagingChoice::Auto => BStaging::Shared,
             StagingChoice::Subgroup if !subgroups => {
                 return Err(Error::Gpu(format!(
@@ -250,6 +350,7 @@ impl ConvPlan {
             StagingChoice::Subgroup => BStaging::Subgroup,
             StagingChoice::Shared => BStaging::Shared,
             StagingChoice::Direct => BStaging::Direct,
+            StagingChoice::Tiled => unreachable!("handled by the first arm"),
         };
         // Chunk of B in workgroup memory: 8 channels x TKQ quads of 16 bytes, at most half
         // the workgroup storage and at most 32 quads.
@@ -271,6 +372,13 @@ impl ConvPlan {
             search_only: o.search_only,
             wg,
             tkq,
+            // The classic kernel's geometry when the tiled one is not used.
+            tile: tile.unwrap_or(GemmTile {
+                pixel_tiles: wg,
+                blocks: 1,
+                tkq,
+            }),
+            subgroups,
             tex_width,
             tex_max_height: dim,
         })

@@ -1,0 +1,174 @@
+// squint: implicit-GEMM int8 conv2d for GPUs, workgroup tiles of A and B staged in workgroup
+// memory, appended to `epilogue_table.wgsl`, `conv_common.wgsl` and `conv_gemm_common.wgsl`
+// (the GEMM view, buffers, uniform, register tile and epilogue).
+//
+// Tiling.
+// * Workgroup tile: TP pixel tiles (4 * TP output pixels of one plane) x BPT channel blocks
+//   (8 * BPT output channels of one group), for one image; WG = TP * BPT invocations.
+//   Invocation (i, j) = (lid / BPT, lid % BPT) computes pixel tile i x channel block j (the
+//   register tile of `conv_gemm_common.wgsl`).
+// * The K loop runs over chunks of TKQ quads. For each, the workgroup copies the chunk's A
+//   (4 * TP pixels x TKQ quads) and B (8 * BPT channels x TKQ quads) into workgroup memory
+//   between two barriers; then every invocation reads its 4 A quads and 8 B quads per quad
+//   from there. Each A quad loaded from memory is used by BPT invocations and each B quad by
+//   TP, where `conv2d_gemm.wgsl` reloads A for every block of 8 channels.
+// * Quads past k_quads are 0 in both tiles (they add 0 to the products and to the sums of
+//   x'); weight blocks past the group's last are read as its last and their results dropped.
+// * Copy order: consecutive invocations copy consecutive quads of one pixel (contiguous in the
+//   repacked input within a tap) and consecutive channels of one quad (contiguous in B).
+//   WG is a multiple of TKQ, so each invocation copies A quads of one fixed chunk position
+//   `lid % TKQ` and follows that quad's (ky, kx, qq) through the taps incrementally.
+// * Workgroup-memory layout, padded against bank conflicts for the reads of one subgroup
+//   (which spans few pixel tiles and all BPT channel blocks): A as [quad][pixel tile][5]
+//   (4 pixels and a pad), B as [quad][channel block][9] (8 channels and a pad).
+// TP, BPT and TKQ are overrides chosen on the host (`pipelines.rs`).
+
+override WG: u32 = 128u;
+override TP: u32 = 16u;
+override BPT: u32 = 8u;
+override TKQ: u32 = 8u;
+
+// Chunk A: quad qi, pixel tile i, pixel q at ta[(qi * TP + i) * 5 + q].
+var<workgroup> ta: array<vec4<u32>, TKQ * TP * 5u>;
+// Chunk B: quad qi, channel block j, lane l at tb[(qi * BPT + j) * 9 + l].
+var<workgroup> tb: array<vec4<u32>, TKQ * BPT * 9u>;
+// The A quad of each tile pixel's top-left tap.
+var<workgroup> pbase: array<u32, TP * 4u>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Uniform across the workgroup (so no invocation leaves before a barrier).
+    let wl = wid.y * nwg.x + wid.x;
+    if (wl >= u.wg_count) {
+        return;
+    }
+    let wg = u.wg_begin + wl;
+    let ptg = wg % u.plane_workgroups;
+    let t = wg / u.plane_workgroups;
+    let cb = t % u.channel_blocks;
+    let n = t / u.channel_blocks;
+    // This workgroup's channel blocks: blocks [bl0, bl0 + BPT) of group g (8-channel blocks
+    // within the group; the weights of block b of group g are block g * blocks_per_group + b).
+    let tiles_per_group = (u.blocks_per_group + BPT - 1u) / BPT;
+    let g = cb / tiles_per_group;
+    let bl0 = (cb - g * tiles_per_group) * BPT;
+
+    // Top-left-tap A quad of each of the tile's pixels (clamped to the plane for reading).
+    for (var e = lid; e < TP * 4u; e += WG) {
+        let pc = min(ptg * TP * 4u + e, u.plane_out - 1u);
+        let oy = pc / u.w_out;
+        let ox = pc - oy * u.w_out;
+        pbase[e] = ((n * u.padded_h + oy * u.stride_h) * u.padded_w + ox * u.stride_w)
+            * u.quads_per_pixel + g * u.quads_per_group;
+    }
+    workgroupBarrier();
+
+    // Copy roles. A: chunk position qa = lid % TKQ, pixels lid / TKQ + r * (WG / TKQ); its
+    // quad's tap walk (qq, kx, ky) and offset `off` from the top-left tap.
+    let qa = lid % TKQ;
+    var qq = qa;
+    var kx = 0u;
+    var ky = 0u;
+    let tap_step = u.quads_per_group + u.step_kx; // quads from one tap to the next (wrapping)
+    let row_step = u.kw * tap_step + u.step_ky; // from one kernel row to the next (wrapping)
+    while (qq >= u.quads_per_group) {
+        qq -= u.quads_per_group;
+        kx += 1u;
+        if (kx == u.kw) {
+            kx = 0u;
+            ky += 1u;
+        }
+    }
+
+    // This invocation's register tile.
+    let i = lid / BPT;
+    let j = lid % BPT;
+    var c0 = vec4<i32>(0);
+    var c1 = vec4<i32>(0);
+    var c2 = vec4<i32>(0);
+    var c3 = vec4<i32>(0);
+    var c4 = vec4<i32>(0);
+    var c5 = vec4<i32>(0);
+    var c6 = vec4<i32>(0);
+    var c7 = vec4<i32>(0);
+    var sums = vec4<i32>(0);
+
+    for (var q0 = 0u; q0 < u.k_quads; q0 += TKQ) {
+        workgroupBarrier();
+        // Stage A: TKQ quads of the 4 * TP pixels.
+        let qa_live = q0 + qa < u.k_quads;
+        let off = ky * row_step + kx * tap_step + qq;
+        for (var px = lid / TKQ; px < TP * 4u; px += WG / TKQ) {
+            var v = vec4<u32>(0u);
+            if (qa_live) {
+                v = load_a(pbase[px] + off);
+            }
+            ta[(qa * TP + px / 4u) * 5u + px % 4u] = v;
+        }
+        // Stage B: TKQ quads of the 8 * BPT channels.
+        // Channel cw of the tile at chunk quad qb; its weight block clamped to the group's.
+        for (var e = lid; e < TKQ * 8u * BPT; e += WG) {
+            let qb = e / (8u * BPT);
+            let cw = e % (8u * BPT);
+            let blk = g * u.blocks_per_group + min(bl0 + cw / 8u, u.blocks_per_group - 1u);
+            var v = vec4<u32>(0u);
+            if (q0 + qb < u.k_quads) {
+                v = load_b((blk * u.k_quads + q0 + qb) * 8u + cw % 8u);
+            }
+            tb[(qb * BPT + cw / 8u) * 9u + cw % 8u] = v;
+        }
+        // Advance this invocation's A quad by TKQ through the taps.
+        qq += TKQ;
+        while (qq >= u.quads_per_group) {
+            qq -= u.quads_per_group;
+            kx += 1u;
+            if (kx == u.kw) {
+                kx = 0u;
+                ky += 1u;
+            }
+        }
+        workgroupBarrier();
+        for (var qi = 0u; qi < TKQ; qi++) {
+            let xb = (qi * TP + i) * 5u;
+            let x0 = ta[xb];
+            let x1 = ta[xb + 1u];
+            let x2 = ta[xb + 2u];
+            let x3 = ta[xb + 3u];
+            let wb = (qi * BPT + j) * 9u;
+            c0 += quad4(x0, x1, x2, x3, tb[wb]);
+            c1 += quad4(x0, x1, x2, x3, tb[wb + 1u]);
+            c2 += quad4(x0, x1, x2, x3, tb[wb + 2u]);
+            c3 += quad4(x0, x1, x2, x3, tb[wb + 3u]);
+            c4 += quad4(x0, x1, x2, x3, tb[wb + 4u]);
+            c5 += quad4(x0, x1, x2, x3, tb[wb + 5u]);
+            c6 += quad4(x0, x1, x2, x3, tb[wb + 6u]);
+            c7 += quad4(x0, x1, x2, x3, tb[wb + 7u]);
+            if (WZP == 1u) {
+                sums += vec4<i32>(xsum(x0), xsum(x1), xsum(x2), xsum(x3));
+            }
+        }
+    }
+
+    // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
+    let pt = ptg * TP + i;
+    let bl = bl0 + j;
+    if (pt < u.pixel_tiles && bl < u.blocks_per_group) {
+        let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+        let px_ok = p < vec4<u32>(u.plane_out);
+        let plane0 = (u.n_begin + n) * u.c_out;
+        let nch = min(8u, u.c_out_per_group - bl * 8u);
+        let ch0 = g * u.c_out_per_group + bl * 8u;
+        finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt);
+        finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt);
+        finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt);
+        finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt);
+        finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt);
+        finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt);
+        finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt);
+        finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt);
+    }
+}

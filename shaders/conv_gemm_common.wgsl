@@ -1,0 +1,147 @@
+// squint: what the implicit-GEMM int8 conv kernels share, appended after
+// `epilogue_table.wgsl` and `conv_common.wgsl` (bindings, loads, the epilogue store) and before
+// the kernel: `conv2d_gemm.wgsl` (one 8-channel block per workgroup; CPU adapters) or
+// `conv2d_gemm_tiled.wgsl` (workgroup tiles staged in workgroup memory; GPUs). Sections
+// between `//#if FLAG` / `//#else` / `//#endif` are selected on the host (see `kernels.rs`)
+// before compilation.
+//
+//
+// GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
+// A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
+// wrapping i32 (the host checks with `Epilogue::check_accumulator` that the true sum fits):
+//   acc[n, o, p] = sum_k (x'[n, p, k] - z') * (w[o, k] - w_zp(o))
+//                = sum x'w - w_zp * sum x' - z' * sum w + K' * z' * w_zp        (K' = 16 * k_quads)
+// x' is the input in the kernel's domain with zero point z' (signed bytes for `dot4I8Packed`,
+// unsigned bytes for the fallback), padding and the channels that round a group up to 16 hold
+// z' (so they add exactly 0), and `sum x'` is only accumulated when the override `WZP` is 1.
+//
+// A is never materialised: `conv_pack.wgsl` repacks the input once into "quads" (16 channels of
+// one group at one padded pixel, one vec4<u32>), and the kernel reads A on the fly (implicit
+// im2col) at the tap offsets. B is packed on the host the same way, one vec4 per (channel,
+// quad). The K loop walks quads in (ky, kx, quad) order; one quad is 4 steps of 4 MACs.
+//
+//
+// Register tile (both kernels): each invocation computes 4 consecutive output pixels of one
+// plane (a pixel tile, exactly one packed output word per channel, so invocations never share
+// an output word) x the 8 output channels of one channel block: 8 vec4<i32> accumulators, one
+// per channel, lane q for pixel q. Per quad it reads 4 A quads (one per pixel) and 8 B quads,
+// and each A word feeds 8 dot products, each B word 4 (`quad4`).
+//
+// Buffers (XTEX: the read-only operands are rgba32uint storage textures, vec4 i at texel
+// (i % 2^log2_width, i >> log2_width); else storage buffers bound as windows):
+// * `u` (uniform): the dispatch's workgroup range, the conv geometry, window bases / texture
+//   widths, z', K', output zero point and clamp.
+// * `xt` / `xa`: A quads, quad index ((n * padded_h + py) * padded_w + px) * quads_per_pixel
+//   + g * quads_per_group + quad for chunk image n at padded pixel (py, px) (texture width
+//   2^quads_tex_log2_width; buffer window from `u.a_base`).
+// * `wt` / `wts`: B, one vec4 per (channel block, quad, lane j of the block) (texture width
+//   2^w_tex_log2_width; buffer window from `u.w_base`).
+// * `et` / `etab`: the epilogue table of `epilogue_table.wgsl`, E_VEC4 vec4s per output
+//   channel, whose second vec4 is (w_zp, sum of the channel's weights, 0, 0) (texture width
+//   2^etab_tex_log2_width; buffer window from vec4 `u.etab_base`).
+// * `y` (storage, read_write): the packed output, `pixel_tiles` words per (n, o) plane, four
+//   pixels per word, window from word `u.y_base`.
+// Workgroups are numbered (n, channel block, pixel-tile group), the last fastest, `n` counting
+// from the image chunk; a dispatch runs workgroups [wg_begin, wg_begin + wg_count) laid out as
+// a 2-D grid.
+
+override WZP: u32 = 0u;
+
+// The host side is `ConvGemmParams` in `src/gpu/kernels.rs` (field docs there; names and
+// offsets are checked by `kernel_contract.rs`).
+struct Params {
+    wg_begin: u32,
+    wg_count: u32,
+    plane_workgroups: u32, // workgroups per (image, channel block)
+    pixel_tiles: u32, // 4-pixel tiles per output plane
+    channel_blocks: u32, // 8-channel blocks over all groups
+    blocks_per_group: u32,
+    plane_out: u32,
+    w_out: u32,
+    c_out: u32,
+    c_out_per_group: u32,
+    kw: u32,
+    k_quads: u32,
+    quads_per_group: u32,
+    quads_per_pixel: u32,
+    padded_h: u32,
+    padded_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    step_kx: u32, // quad step after a tap to the next tap (wrapping)
+    step_ky: u32, // quad step after a kernel row to the next row (wrapping)
+    n_begin: u32,
+    a_base: u32, // first quad of the quads buffer window
+    quads_tex_log2_width: u32, // log2 width of the quads texture
+    w_base: u32, // first vec4 of the weights buffer window
+    w_tex_log2_width: u32, // log2 width of the weights texture
+    etab_base: u32, // first vec4 of the epilogue-table buffer window
+    y_base: u32, // first word of the output window
+    x_zero_point: i32, // z': input zero point in the kernel's byte domain
+    k_padded: i32, // K' = 16 * k_quads, for the K' * z' * w_zp correction
+    out_zp: i32,
+    out_lo: i32,
+    out_hi: i32,
+    etab_tex_log2_width: u32, // log2 width of the epilogue-table texture
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: Params;
+
+//#if PACKED
+// One A word (4 signed bytes) dot one B word.
+fn dd(x: u32, w: u32) -> i32 {
+    return dot4I8Packed(x, w);
+}
+
+// Sum of the 16 signed bytes of an A quad.
+fn xsum(x: vec4<u32>) -> i32 {
+    let ones = 0x01010101u;
+    return dot4I8Packed(x.x, ones) + dot4I8Packed(x.y, ones) + dot4I8Packed(x.z, ones)
+        + dot4I8Packed(x.w, ones);
+}
+//#else
+// Fallback without `dot4I8Packed`: 4 unsigned A bytes times 4 sign-extended B bytes, every
+// product a plain i32 multiply of two small values (x86 compilers turn it into `pmaddwd`).
+fn dd(x: u32, w: u32) -> i32 {
+    let v = i32(w);
+    return i32(x & 0xffu) * ((v << 24u) >> 24u) + i32((x >> 8u) & 0xffu) * ((v << 16u) >> 24u)
+        + i32((x >> 16u) & 0xffu) * ((v << 8u) >> 24u) + i32(x >> 24u) * (v >> 24u);
+}
+
+// Sum of the 16 unsigned bytes of an A quad.
+fn xsum(x: vec4<u32>) -> i32 {
+    let lo = (x & vec4<u32>(0x00ff00ffu)) + ((x >> vec4<u32>(8u)) & vec4<u32>(0x00ff00ffu));
+    let h = lo.x + lo.y + lo.z + lo.w;
+    return i32((h & 0xffffu) + (h >> 16u));
+}
+//#endif
+
+// One quad of one output channel (B quad `w`) for the 4 pixels' A quads: 16 MACs per pixel.
+fn quad4(x0: vec4<u32>, x1: vec4<u32>, x2: vec4<u32>, x3: vec4<u32>, w: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(
+        dd(x0.x, w.x) + dd(x0.y, w.y) + dd(x0.z, w.z) + dd(x0.w, w.w),
+        dd(x1.x, w.x) + dd(x1.y, w.y) + dd(x1.z, w.z) + dd(x1.w, w.w),
+        dd(x2.x, w.x) + dd(x2.y, w.y) + dd(x2.z, w.z) + dd(x2.w, w.w),
+        dd(x3.x, w.x) + dd(x3.y, w.y) + dd(x3.z, w.z) + dd(x3.w, w.w),
+    );
+}
+
+// Output channel j of the block (if it exists): zero-point corrections of the 4 pixels'
+// sums `v`, the epilogue, and the store of the packed word.
+fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32,
+    pt: u32) {
+    if (j >= nch) {
+        return;
+    }
+    let c = c0 + j;
+    let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
+    let z = u.x_zero_point;
+    var acc = v + vec4<i32>(u.k_padded * z * m.x - z * m.y);
+    if (WZP == 1u) {
+        acc = acc - m.x * sums;
+    }
+    store_channel(c, acc, px_ok, plane0, pt);
+}
