@@ -13,13 +13,15 @@
 # reachable at the path the test executables were built with, and writes
 #   $OUT/adapters.json     every adapter wgpu sees
 #   $OUT/tests.log         the GPU test executables' output (SQUINT_REQUIRE_GPU=1: nothing skips)
-#   $OUT/bench.json        squint bench --large --json (every standard shape, 2 CPU threads)
+#   $OUT/bench.json        squint bench --large --gpu-variants --json (every standard shape, 2 CPU
+#                          threads, every GPU kernel variant)
 #   $OUT/bench_models.json squint bench --model on the tiny ResNet and MobileNet
+#   $OUT/ort.md            squint vs ONNX Runtime on the machine's CPU, one thread (if ORT is there)
 #   $OUT/summary.txt       the exit status of each step and the machine's CPU and GPU
 # Record the figures in the README with the adapter's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(gpu_sweep gpu_graph_ops graph_models)
+TESTS=(gpu_ops gpu_sweep gpu_stress gpu_graph_ops graph_models)
 
 prepare() {
   grep -qx '/devrun/' .git/info/exclude 2>/dev/null || echo /devrun/ >>.git/info/exclude
@@ -48,6 +50,17 @@ for l in sys.stdin:
   fi
   du -sh devrun .gl 2>/dev/null
   echo "carry: devrun (and .gl); then run: bash benches/real_gpu.sh run"
+}
+
+# The fastest squint ISA path this CPU has (the names `--isa` takes).
+best_isa() {
+  local f
+  f=$(grep -m1 '^flags' /proc/cpuinfo)
+  case " $f " in
+    *" avx512_vnni "*) echo avx512-vnni ;;
+    *" avx_vnni "*) echo avx-vnni ;;
+    *) echo avx2 ;;
+  esac
 }
 
 run() {
@@ -80,10 +93,10 @@ run() {
   echo "adapters: exit $?" >>"$sum"
   : >"$out/tests.log"
   for t in "${TESTS[@]}"; do
-    SQUINT_REQUIRE_GPU=1 timeout 240 "devrun/test_$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    SQUINT_REQUIRE_GPU=1 timeout 150 "devrun/test_$t" --test-threads 8 >>"$out/tests.log" 2>&1
     echo "test $t: exit $?" >>"$sum"
   done
-  timeout 240 devrun/squint bench --large --json --runs 9 --threads 2 --backend vulkan \
+  timeout 300 devrun/squint bench --large --gpu-variants --json --runs 9 --threads 2 --backend vulkan \
     >"$out/bench.json" 2>>"$out/tests.log"
   echo "bench: exit $?" >>"$sum"
   {
@@ -94,6 +107,14 @@ run() {
     done
   } >"$out/bench_models.json" 2>>"$out/tests.log"
   echo "bench --model: exit $?" >>"$sum"
+  # The lent machine's CPU against ONNX Runtime (its image has onnxruntime), one thread, the
+  # best ISA path and AVX2: another CPU model for the README's table.
+  if python3 -c 'import onnxruntime, onnx' 2>/dev/null; then
+    timeout 200 python3 benches/peers/compare_ort.py --squint devrun/squint --threads 1 \
+      --rounds 3 --isa "$(best_isa)" --isa avx2 \
+      >"$out/ort.md" 2>>"$out/tests.log"
+    echo "compare_ort: exit $?" >>"$sum"
+  fi
   cat "$sum"
 }
 

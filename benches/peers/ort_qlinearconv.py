@@ -60,6 +60,7 @@ def model(x_shape, w_shape, pad, groups, quantized):
         inits,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8  # opset 13's IR version: older ONNX Runtimes refuse the newest onnx's
     return m.SerializeToString()
 
 
