@@ -12,11 +12,13 @@
 # them, points the loaders at an NVIDIA driver when one is installed, makes the fixtures
 # reachable at the path the test executables were built with, and writes
 #   $OUT/adapters.json     every adapter wgpu sees
-#   $OUT/tests.log         the GPU test executables' output (SQUINT_REQUIRE_GPU=1: nothing skips)
+#   $OUT/tests.log         the GPU test executables' output, each test in its own process
+#                          (SQUINT_REQUIRE_GPU=1: nothing skips)
 #   $OUT/bench.json        squint bench --large --gpu-variants --json (every standard shape, 2 CPU
 #                          threads, every GPU kernel variant)
 #   $OUT/bench_models.json squint bench --model on the tiny ResNet and MobileNet
-#   $OUT/ort.md            squint vs ONNX Runtime on the machine's CPU, one thread (if ORT is there)
+#   $OUT/ort.md            squint vs ONNX Runtime on the machine's CPU, one thread (if ORT is
+#                          there and SKIP_ORT is unset)
 #   $OUT/summary.txt       the exit status of each step and the machine's CPU and GPU
 # Record the figures in the README with the adapter's name.
 set -uo pipefail
@@ -92,9 +94,30 @@ run() {
   devrun/squint adapters --json >"$out/adapters.json" 2>&1
   echo "adapters: exit $?" >>"$sum"
   : >"$out/tests.log"
+  # Each test in a process of its own, so that a hang is pinned to one test and does not
+  # mask the others; a GPU wait longer than 30 s is an error naming the operation.
+  export SQUINT_GPU_TIMEOUT_SECS=30
+  local name rc n fails hung
   for t in "${TESTS[@]}"; do
-    SQUINT_REQUIRE_GPU=1 timeout 150 "devrun/test_$t" --test-threads 8 >>"$out/tests.log" 2>&1
-    echo "test $t: exit $?" >>"$sum"
+    n=0 fails=0 hung=0
+    while read -r name; do
+      n=$((n + 1))
+      SQUINT_REQUIRE_GPU=1 timeout 90 "devrun/test_$t" "$name" --exact >>"$out/tests.log" 2>&1
+      rc=$?
+      if [ $rc -eq 124 ]; then
+        hung=$((hung + 1)) && echo "TIMED OUT: $t::$name" >>"$sum"
+      elif [ $rc -ne 0 ]; then
+        fails=$((fails + 1)) && echo "FAILED: $t::$name (exit $rc)" >>"$sum"
+      fi
+    done < <("devrun/test_$t" --list 2>/dev/null | sed -n 's/: test$//p')
+    echo "test $t: $n tests, $fails failed, $hung timed out" >>"$sum"
+  done
+  # The graph-op tests at once, threads sharing the device, on the tiled and the subgroup
+  # GEMM kernel.
+  for k in tiled subgroup; do
+    SQUINT_TEST_KERNEL=$k SQUINT_REQUIRE_GPU=1 timeout 60 devrun/test_gpu_graph_ops \
+      --test-threads 8 >>"$out/tests.log" 2>&1
+    echo "test gpu_graph_ops, 8 threads, $k kernel: exit $?" >>"$sum"
   done
   timeout 300 devrun/squint bench --large --gpu-variants --json --runs 9 --threads 2 --backend vulkan \
     >"$out/bench.json" 2>>"$out/tests.log"
@@ -109,7 +132,7 @@ run() {
   echo "bench --model: exit $?" >>"$sum"
   # The lent machine's CPU against ONNX Runtime (its image has onnxruntime), one thread, the
   # best ISA path and AVX2: another CPU model for the README's table.
-  if python3 -c 'import onnxruntime, onnx' 2>/dev/null; then
+  if [ -z "${SKIP_ORT:-}" ] && python3 -c 'import onnxruntime, onnx' 2>/dev/null; then
     timeout 200 python3 benches/peers/compare_ort.py --squint devrun/squint --threads 1 \
       --rounds 3 --isa "$(best_isa)" --isa avx2 \
       >"$out/ort.md" 2>>"$out/tests.log"

@@ -368,6 +368,13 @@ fn gpu_layer_ms(
     x_qp: &QParams,
     runs: usize,
 ) -> Result<(f64, &'static str)> {
+    // Warm-up: at least 100 ms of runs (a real GPU raises its clocks under load; measured
+    // at once, the first layer after a pause ran several times slower on an H200).
+    let start = Instant::now();
+    while start.elapsed().as_millis() < 100 {
+        let _y = layer.run(ctx, x, x_qp)?;
+        ctx.finish()?;
+    }
     if ctx.has_timestamps() {
         let ms = median_value(runs, || {
             let (_, t) = layer.run_timed(ctx, x, x_qp)?;

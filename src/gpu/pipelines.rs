@@ -96,11 +96,15 @@ pub enum StagingChoice {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum InputChoice {
-    /// A texture when it fits the texture size limits, else a storage buffer.
+    /// On CPU adapters a texture when it fits the texture size limits (lavapipe and llvmpipe
+    /// inline storage-texture loads), else a storage buffer; on GPUs a storage buffer
+    /// (measured faster on an NVIDIA H200 for every conv shape of `squint bench`).
     #[default]
     Auto,
     /// Always a storage buffer (split into windows like every other buffer).
     Buffer,
+    /// A texture when it fits the texture size limits, also on GPUs.
+    Texture,
 }
 
 /// Kernel selection overrides, for tests and benchmarks; the defaults pick the fastest
@@ -194,7 +198,7 @@ pub(crate) struct ConvPlan {
 impl KernelOptions {
     /// Every forced alternative to the default choices, named (see
     /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
-    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 9] {
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 10] {
         let d = KernelOptions::default();
         [
             (
@@ -243,6 +247,13 @@ impl KernelOptions {
                 "buffer input",
                 KernelOptions {
                     input: InputChoice::Buffer,
+                    ..d
+                },
+            ),
+            (
+                "texture input",
+                KernelOptions {
+                    input: InputChoice::Texture,
                     ..d
                 },
             ),
@@ -365,7 +376,7 @@ impl ConvPlan {
             packed,
             staging,
             // The conv kernels bind three read-only storage textures.
-            textures: o.input == InputChoice::Auto
+            textures: (o.input == InputChoice::Texture || (o.input == InputChoice::Auto && cpu))
                 && tex_width >= 64
                 && l.max_storage_textures_per_shader_stage >= 3,
             depthwise: !o.no_depthwise,

@@ -7,17 +7,40 @@
 
 use super::adapter::DeviceOptions;
 use super::context::{open_all, GpuContext};
+use super::pipelines::{KernelOptions, StagingChoice};
 
 /// Whether `SQUINT_REQUIRE_GPU=1`: GPU tests must then fail rather than skip.
 pub fn require_gpu() -> bool {
     std::env::var("SQUINT_REQUIRE_GPU").as_deref() == Ok("1")
 }
 
+/// The GEMM kernel staging `SQUINT_TEST_KERNEL` asks every test context for (`tiled`,
+/// `subgroup`, `shared` or `direct`): lets a software adapter run the whole suite on the tiled
+/// kernel (the default on GPUs), and a GPU on the others.
+fn test_kernel(c: GpuContext) -> GpuContext {
+    let staging = match std::env::var("SQUINT_TEST_KERNEL").as_deref() {
+        Ok("") | Err(_) => return c,
+        Ok("tiled") => StagingChoice::Tiled,
+        Ok("subgroup") => StagingChoice::Subgroup,
+        Ok("shared") => StagingChoice::Shared,
+        Ok("direct") => StagingChoice::Direct,
+        Ok(other) => panic!(
+            "SQUINT_TEST_KERNEL={other:?}: expected tiled, subgroup, shared, direct or nothing"
+        ),
+    };
+    let o = KernelOptions {
+        staging,
+        ..KernelOptions::default()
+    };
+    c.with_kernel_options(o)
+        .unwrap_or_else(|e| panic!("SQUINT_TEST_KERNEL: {e}"))
+}
+
 /// Every adapter; empty (with a message on stderr) when none opens, or a panic when
 /// [`require_gpu`].
 pub fn contexts() -> Vec<GpuContext> {
     match open_all(&DeviceOptions::default()) {
-        Ok(v) => v,
+        Ok(v) => v.into_iter().map(test_kernel).collect(),
         Err(e) => {
             skip_or_fail(&e.to_string());
             Vec::new()
@@ -28,7 +51,7 @@ pub fn contexts() -> Vec<GpuContext> {
 /// The best adapter, as [`GpuContext::open`] picks it; `None` as in [`contexts`].
 pub fn best() -> Option<GpuContext> {
     match GpuContext::open(&DeviceOptions::default()) {
-        Ok(c) => Some(c),
+        Ok(c) => Some(test_kernel(c)),
         Err(e) => {
             skip_or_fail(&e.to_string());
             None
