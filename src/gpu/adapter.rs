@@ -259,8 +259,12 @@ pub(crate) fn enumerate(
     opts: &DeviceOptions,
 ) -> (wgpu::Instance, Vec<wgpu::Adapter>, Vec<String>, String) {
     let (backends, backends_desc) = opts.backends();
-    let instance = new_instance(backends);
-    let all = pollster::block_on(instance.enumerate_adapters(backends));
+    let (instance, all) = {
+        let _one = super::gate::Gate::lifecycle();
+        let instance = new_instance(backends);
+        let all = pollster::block_on(instance.enumerate_adapters(backends));
+        (instance, all)
+    };
     let mut seen = Vec::new();
     let mut kept = Vec::new();
     for a in all {

@@ -75,8 +75,9 @@ struct Inner {
 /// Where a context's device comes from, shared by all its clones: the adapter to reopen a lost
 /// device on, and the device currently in use.
 struct Home {
-    instance: wgpu::Instance,
-    adapter: wgpu::Adapter,
+    /// Dropped under [`Gate::lifecycle`] (see `Drop for Home`).
+    instance: ManuallyDrop<wgpu::Instance>,
+    adapter: ManuallyDrop<wgpu::Adapter>,
     current: Mutex<Arc<Inner>>,
     /// Ids of the devices that were lost (to explain errors about tensors created on them).
     lost_ids: Mutex<Vec<u64>>,
@@ -203,8 +204,8 @@ impl GpuContext {
         Ok(GpuContext {
             inner: inner.clone(),
             home: Arc::new(Home {
-                instance,
-                adapter,
+                instance: ManuallyDrop::new(instance),
+                adapter: ManuallyDrop::new(adapter),
                 current: Mutex::new(inner),
                 lost_ids: Mutex::new(Vec::new()),
                 shared,
@@ -324,8 +325,11 @@ fn open_inner(
         memory_hints: wgpu::MemoryHints::Performance,
         trace: wgpu::Trace::Off,
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-        .map_err(|e| Error::Gpu(format!("request_device on {}: {e}", report.summary())))?;
+    let (device, queue) = {
+        let _one = Gate::lifecycle();
+        pollster::block_on(adapter.request_device(&desc))
+    }
+    .map_err(|e| Error::Gpu(format!("request_device on {}: {e}", report.summary())))?;
     let uncaptured = Arc::new(Mutex::new(Vec::new()));
     let lost = Arc::new(AtomicBool::new(false));
     {
@@ -378,6 +382,17 @@ fn open_inner(
     })
 }
 
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _one = Gate::lifecycle();
+        // SAFETY: dropped exactly once, here; the other fields do not use them.
+        unsafe {
+            ManuallyDrop::drop(&mut self.adapter);
+            ManuallyDrop::drop(&mut self.instance);
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Everything that holds device objects goes inside the gate.
@@ -388,6 +403,7 @@ impl Drop for Inner {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        let _one = Gate::lifecycle();
         // SAFETY: dropped exactly once, here; `self` is being dropped and its other fields
         // do not use them.
         unsafe {

@@ -46,6 +46,15 @@ impl Gate {
         Gate::new(backend == wgpu::Backend::Gl)
     }
 
+    /// Held while an instance or a device is created or destroyed, so that a process never
+    /// does two at once: on an NVIDIA H200 (Vulkan, driver 580), threads that each opened,
+    /// used and dropped their own devices deadlocked inside the driver in 3 runs of 4; with
+    /// this lock, none did.
+    pub(crate) fn lifecycle() -> std::sync::MutexGuard<'static, ()> {
+        static LIFECYCLE: Mutex<()> = Mutex::new(());
+        LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether the gate excludes other threads.
     pub(crate) fn serial(&self) -> bool {
         self.serial
