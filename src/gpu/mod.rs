@@ -9,13 +9,16 @@
 //! * [`conv2d_quantized`] and [`GpuContext::requantize`] have the exact contracts of their
 //!   [`crate::cpu::reference`] counterparts and are tested against them byte for byte.
 //!
-//! Conv kernels (see `shaders/conv2d_gemm.wgsl`, `conv2d_dw.wgsl`, `conv_pack.wgsl`): the
-//! input is repacked into 16-channel "quads" (in textures when they fit), then a tiled
-//! implicit-GEMM kernel (4 pixels x 8 channels per invocation, weights staged by subgroup
-//! broadcast, workgroup memory or direct loads; `dot4I8Packed` where the WGSL language feature
-//! exists, a plain integer fallback otherwise and on CPU adapters, where it is faster) or, for
-//! one input channel per group, a depthwise kernel computes the int32 sums and requantizes
-//! them in the same pass. [`GpuConv2d::run_timed`] measures a layer with timestamp queries.
+//! Conv kernels (see `shaders/conv_gemm_common.wgsl`, `conv2d_gemm_tiled.wgsl`,
+//! `conv2d_gemm.wgsl`, `conv2d_dw.wgsl`, `conv_pack.wgsl`): the input is repacked into
+//! 16-channel "quads" (in textures on CPU adapters when they fit, else buffers), then an
+//! implicit-GEMM kernel (4 pixels x 8 channels per invocation; `dot4I8Packed` where the WGSL
+//! language feature exists, a plain integer fallback otherwise and on CPU adapters, where it
+//! is faster) or, for one input channel per group, a depthwise kernel computes the int32 sums
+//! and requantizes them in the same pass. The GEMM kernel on GPUs is the tiled one (a
+//! workgroup covers several 8-channel blocks and stages both operands in workgroup memory);
+//! on CPU adapters, the classic one (one 8-channel block per workgroup, weights staged by
+//! subgroup broadcast, workgroup memory or direct loads). [`GpuConv2d::run_timed`] measures a layer with timestamp queries.
 //!
 //! Host side: pipelines and bind group layouts are compiled once per context; per-call
 //! buffers and textures come from a pool and return to it when dropped; each operation
@@ -53,7 +56,8 @@
 //! * `split.rs`: the split limits and the planner that cuts work into fitting dispatches (pure).
 //! * `kernels.rs` (contract test in `kernel_contract.rs`): WGSL sources, bindings and the
 //!   uniform structs shared with `shaders/*.wgsl`.
-//! * `gate.rs`: the per-adapter gate that serialises backends unsafe under concurrent calls.
+//! * `gate.rs`: the per-adapter gate that serialises backends unsafe under concurrent calls,
+//!   and the process-wide lock around device creation and destruction.
 //! * `testing.rs`: the GPU availability policy of squint's own tests (hidden).
 //! * `tests.rs`: GPU unit tests of the kernels' integer-emulated arithmetic and the splitting.
 //!

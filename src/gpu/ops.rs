@@ -9,10 +9,12 @@
 //!
 //! # Conv kernels
 //! [`GpuConv2d`] repacks its input with `conv_pack.wgsl` into quads (16 channels of one padded
-//! pixel per vec4, in a texture when it fits, else a buffer) and runs either the tiled
-//! implicit-GEMM kernel `conv2d_gemm.wgsl` (every conv with more than one input channel per
-//! group) or the depthwise kernel `conv2d_dw.wgsl` (one input channel per group), both with
-//! the requantization epilogue fused; see the shaders' headers for the tiling.
+//! pixel per vec4, in a texture on CPU adapters when it fits, else a buffer) and runs either
+//! an implicit-GEMM kernel (every conv with more than one input channel per group:
+//! `conv2d_gemm_tiled.wgsl` on GPUs, `conv2d_gemm.wgsl` on CPU adapters and where a tiled
+//! workgroup's weights would exceed a binding) or the depthwise kernel `conv2d_dw.wgsl` (one
+//! input channel per group), all with the requantization epilogue fused; see the shaders'
+//! headers for the tiling.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -141,9 +141,10 @@ pub(crate) struct GemmTile {
 }
 
 impl GemmTile {
-    /// 128 pixels x 32 channels, 128 invocations: on an NVIDIA H200 the fastest of the
-    /// workgroups `squint bench --gpu-variants` times on 3 of the 4 GEMM shapes, within 4% on
-    /// the fourth (64 x 64 measured 0-40% slower).
+    /// 128 pixels x 32 channels, 128 invocations. In a `squint bench --gpu-variants` run on an
+    /// NVIDIA H200, against 64 x 64: as fast on (i), 5-6% faster on (ii) and the 8-image
+    /// batch, 2% slower on (iii); 128 x 64 was 6% faster on the batch but 30% slower on (i)
+    /// and (iii), smaller workgroups slower everywhere.
     pub(crate) const DEFAULT: [u32; 2] = [32, 4];
 
     /// The tile `[pixel tiles, blocks]` with the largest chunk (at most 8 quads) whose
