@@ -143,15 +143,13 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let wl = wid.y * nwg.x + wid.x;
-    if (wl >= u.wg_count) {
+    let place = workgroup_place(wid, nwg);
+    if (place.w == 0u) {
         return;
     }
-    let wg = u.wg_begin + wl;
-    let ptg = wg % u.plane_workgroups;
-    let t = wg / u.plane_workgroups;
-    let ob = t % u.channel_blocks;
-    let n = t / u.channel_blocks;
+    let ptg = place.x;
+    let ob = place.y;
+    let n = place.z;
     let o0 = ob * 8u;
 
     // Input channel of each output channel (clamped past the last one), relative to the first

@@ -37,16 +37,13 @@ fn main(
     @builtin(subgroup_invocation_id) sl: u32,
 //#endif
 ) {
-    // Uniform across the workgroup (so no invocation leaves before a barrier or broadcast).
-    let wl = wid.y * nwg.x + wid.x;
-    if (wl >= u.wg_count) {
+    let place = workgroup_place(wid, nwg);
+    if (place.w == 0u) {
         return;
     }
-    let wg = u.wg_begin + wl;
-    let ptg = wg % u.plane_workgroups;
-    let t = wg / u.plane_workgroups;
-    let cb = t % u.channel_blocks;
-    let n = t / u.channel_blocks;
+    let ptg = place.x;
+    let cb = place.y;
+    let n = place.z;
     let g = cb / u.blocks_per_group;
     let bl = cb - g * u.blocks_per_group;
     let lanes = vec4<u32>(0u, 1u, 2u, 3u);
@@ -157,17 +154,6 @@ fn main(
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
     if (pt < u.pixel_tiles) {
-        let px_ok = p < vec4<u32>(u.plane_out);
-        let plane0 = (u.n_begin + n) * u.c_out;
-        let nch = min(8u, u.c_out_per_group - bl * 8u);
-        let ch0 = g * u.c_out_per_group + bl * 8u;
-        finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt);
-        finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt);
-        finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt);
-        finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt);
-        finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt);
-        finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt);
-        finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt);
-        finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt);
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt);
     }
 }

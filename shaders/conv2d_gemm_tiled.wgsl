@@ -35,22 +35,31 @@ var<workgroup> tb: array<vec4<u32>, TKQ * BPT * 9u>;
 // The A quad of each tile pixel's top-left tap.
 var<workgroup> pbase: array<u32, TP * 4u>;
 
+// Carries a quad index `qq` past the quads of one tap into the tap (kx, ky) it lies in.
+fn walk_taps(qq: ptr<function, u32>, kx: ptr<function, u32>, ky: ptr<function, u32>) {
+    while (*qq >= u.quads_per_group) {
+        *qq -= u.quads_per_group;
+        *kx += 1u;
+        if (*kx == u.kw) {
+            *kx = 0u;
+            *ky += 1u;
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Uniform across the workgroup (so no invocation leaves before a barrier).
-    let wl = wid.y * nwg.x + wid.x;
-    if (wl >= u.wg_count) {
+    let place = workgroup_place(wid, nwg);
+    if (place.w == 0u) {
         return;
     }
-    let wg = u.wg_begin + wl;
-    let ptg = wg % u.plane_workgroups;
-    let t = wg / u.plane_workgroups;
-    let cb = t % u.channel_blocks;
-    let n = t / u.channel_blocks;
+    let ptg = place.x;
+    let cb = place.y;
+    let n = place.z;
     // This workgroup's channel blocks: blocks [bl0, bl0 + BPT) of group g (8-channel blocks
     // within the group; the weights of block b of group g are block g * blocks_per_group + b).
     let tiles_per_group = (u.blocks_per_group + BPT - 1u) / BPT;
@@ -75,14 +84,7 @@ fn main(
     var ky = 0u;
     let tap_step = u.quads_per_group + u.step_kx; // quads from one tap to the next (wrapping)
     let row_step = u.kw * tap_step + u.step_ky; // from one kernel row to the next (wrapping)
-    while (qq >= u.quads_per_group) {
-        qq -= u.quads_per_group;
-        kx += 1u;
-        if (kx == u.kw) {
-            kx = 0u;
-            ky += 1u;
-        }
-    }
+    walk_taps(&qq, &kx, &ky);
 
     // This invocation's register tile.
     let i = lid / BPT;
@@ -123,14 +125,7 @@ fn main(
         }
         // Advance this invocation's A quad by TKQ through the taps.
         qq += TKQ;
-        while (qq >= u.quads_per_group) {
-            qq -= u.quads_per_group;
-            kx += 1u;
-            if (kx == u.kw) {
-                kx = 0u;
-                ky += 1u;
-            }
-        }
+        walk_taps(&qq, &kx, &ky);
         workgroupBarrier();
         for (var qi = 0u; qi < TKQ; qi++) {
             let xb = (qi * TP + i) * 5u;
@@ -157,18 +152,6 @@ fn main(
     let pt = ptg * TP + i;
     let bl = bl0 + j;
     if (pt < u.pixel_tiles && bl < u.blocks_per_group) {
-        let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
-        let px_ok = p < vec4<u32>(u.plane_out);
-        let plane0 = (u.n_begin + n) * u.c_out;
-        let nch = min(8u, u.c_out_per_group - bl * 8u);
-        let ch0 = g * u.c_out_per_group + bl * 8u;
-        finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt);
-        finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt);
-        finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt);
-        finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt);
-        finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt);
-        finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt);
-        finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt);
-        finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt);
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt);
     }
 }

@@ -1,8 +1,9 @@
-// squint: what the conv kernels `conv2d_gemm.wgsl` and `conv2d_dw.wgsl` share, appended after
-// `epilogue_table.wgsl` and before the kernel, which declares the uniform `u` (with the fields
-// used here: the log2 texture widths `quads_tex_log2_width`, `w_tex_log2_width`,
-// `etab_tex_log2_width`, the buffer window bases `a_base`, `w_base`, `etab_base`, `y_base`,
-// and `pixel_tiles`).
+// squint: what the conv kernels (`conv2d_gemm.wgsl`, `conv2d_gemm_tiled.wgsl`,
+// `conv2d_dw.wgsl`) share, appended after `epilogue_table.wgsl` and before the kernel, which
+// declares the uniform `u` (with the fields used here: the log2 texture widths
+// `quads_tex_log2_width`, `w_tex_log2_width`, `etab_tex_log2_width`, the buffer window bases
+// `a_base`, `w_base`, `etab_base`, `y_base`, `pixel_tiles`, and the workgroup numbering
+// `wg_begin`, `wg_count`, `plane_workgroups`, `channel_blocks`).
 //
 // Bindings: 1 the input quads, 2 the packed weights, 3 the epilogue table, as rgba32uint
 // storage textures (XTEX: vec4 i at texel (i % 2^width_log2, i >> width_log2)) or as storage
@@ -48,6 +49,19 @@ fn load_e(i: u32) -> vec4<u32> {
 //#else
     return etab[i - u.etab_base];
 //#endif
+}
+
+// This workgroup's place in the dispatch (`wid`, `nwg`: its id and the grid's size): x the
+// pixel-tile group of the plane, y the channel block, z the image of the chunk, and w 1 when
+// the workgroup lies in the dispatch's range [wg_begin, wg_begin + wg_count) (the 2-D grid
+// may hold more), else 0. Uniform across the workgroup: a kernel that returns when w is 0
+// leaves no invocation before a barrier or broadcast.
+fn workgroup_place(wid: vec3<u32>, nwg: vec3<u32>) -> vec4<u32> {
+    let wl = wid.y * nwg.x + wid.x;
+    let wg = u.wg_begin + wl;
+    let t = wg / u.plane_workgroups;
+    return vec4<u32>(wg % u.plane_workgroups, t % u.channel_blocks, t / u.channel_blocks,
+        select(0u, 1u, wl < u.wg_count));
 }
 
 // Requantizes the 4 pixels' accumulators `acc` of output channel c and stores them as the

@@ -54,8 +54,8 @@ struct Params {
     wg_count: u32,
     plane_workgroups: u32, // workgroups per (image, channel block)
     pixel_tiles: u32, // 4-pixel tiles per output plane
-    channel_blocks: u32, // 8-channel blocks over all groups
-    blocks_per_group: u32,
+    channel_blocks: u32, // the workgroups' channel blocks over all groups
+    blocks_per_group: u32, // 8-channel blocks per group
     plane_out: u32,
     w_out: u32,
     c_out: u32,
@@ -144,4 +144,24 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
         acc = acc - m.x * sums;
     }
     store_channel(c, acc, px_ok, plane0, pt);
+}
+
+// The epilogue of an invocation's register tile: accumulators c<j> (channel j of block `bl`
+// of group g, lane q for pixel q of tile `pt` of chunk image n) and the pixels' sums of x'.
+fn finish_tile(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>, c4: vec4<i32>,
+    c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32, bl: u32,
+    pt: u32) {
+    let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+    let px_ok = p < vec4<u32>(u.plane_out);
+    let plane0 = (u.n_begin + n) * u.c_out;
+    let nch = min(8u, u.c_out_per_group - bl * 8u);
+    let ch0 = g * u.c_out_per_group + bl * 8u;
+    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt);
+    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt);
+    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt);
+    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt);
+    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt);
+    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt);
+    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt);
+    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt);
 }

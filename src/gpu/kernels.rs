@@ -502,9 +502,10 @@ pub(crate) struct ConvGemmParams {
     pub plane_workgroups: u32,
     /// Pixel tiles (4 output pixels, one packed word) per output plane.
     pub pixel_tiles: u32,
-    /// Channel blocks (up to 8 output channels) over all groups.
+    /// The workgroups' channel blocks over all groups (up to 8 output channels each, or
+    /// `8 · BPT` for the tiled kernel; see `ConvGeometry::channel_blocks`).
     pub channel_blocks: u32,
-    /// Channel blocks per group.
+    /// 8-channel blocks per group (the weights' layout).
     pub blocks_per_group: u32,
     /// Output pixels per plane.
     pub plane_out: u32,
