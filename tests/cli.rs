@@ -740,3 +740,52 @@ fn qconfig_ort_quantizes_a_float_onnx_model_like_quantize_static() {
     );
     assert!(!tmp.path().join("never").exists());
 }
+
+/// `--shape` runs only the shapes asked for, and `--gpu-variants` times every GPU conv kernel
+/// variant besides the default (the tiled kernel's workgroups too); a `--shape` that matches
+/// nothing is an error that names the shapes.
+#[test]
+fn bench_times_every_gpu_kernel_variant_of_the_shapes_asked_for() {
+    let out = squint()
+        .args(["bench", "--no-gpu", "--shape", "nosuch"])
+        .output()
+        .expect("squint runs");
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains("\"nosuch\" matches no benchmark shape") && msg.contains("depthwise 1x128"),
+        "{msg}"
+    );
+    if !has_gpu() {
+        squint::gpu::testing::skip_or_fail("no adapter for bench --gpu-variants");
+        return;
+    }
+    let out = run_ok(squint().args([
+        "bench",
+        "--json",
+        "--runs",
+        "1",
+        "--no-reference",
+        "--gpu-variants",
+        "--shape",
+        "DEPTHWISE",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = r["results"].as_array().unwrap();
+    assert!(results
+        .iter()
+        .all(|x| x["shape"].as_str().unwrap().starts_with("depthwise")));
+    let paths: Vec<&str> = results
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "int8 gpu kernel [workgroup tiles]",
+        "int8 gpu kernel [texture input]",
+        "int8 gpu kernel [GEMM for depthwise]",
+        "int8 gpu kernel [tiles 32px x 32ch]",
+        "int8 gpu kernel [tiles 128px x 64ch]",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}

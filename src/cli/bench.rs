@@ -97,6 +97,9 @@ pub struct BenchOptions {
     /// Also time every GPU kernel variant the adapter can run (for tuning; results are the
     /// same bytes).
     pub gpu_variants: bool,
+    /// Only the shapes whose name contains one of these (case-insensitive; a match includes
+    /// the large shape); empty: every shape (the large one with `large`).
+    pub shapes: Vec<String>,
 }
 
 impl Default for BenchOptions {
@@ -110,6 +113,7 @@ impl Default for BenchOptions {
             isa: None,
             act_bits: 7,
             gpu_variants: false,
+            shapes: Vec::new(),
         }
     }
 }
@@ -225,10 +229,7 @@ pub fn run_bench(
         .find(|(k, _)| k == GpuPeak::Dot4I8.name())
         .map(|p| p.1);
     let mut rng = Rng::new(42);
-    for shape in standard_shapes()
-        .into_iter()
-        .filter(|s| opts.large || !s.large)
-    {
+    for shape in selected_shapes(opts)? {
         let s = ConvShape::new(shape.x, shape.w, shape.params)?;
         let ops = 2.0 * s.macs() as f64;
         let x: Vec<f32> = rng.uniform_vec(s.input_len());
@@ -356,6 +357,31 @@ pub fn run_bench(
         gpu_peaks,
         results,
     })
+}
+
+/// The shapes `opts` selects (see [`BenchOptions::shapes`]); an error naming the shapes when
+/// a filter matches none.
+fn selected_shapes(opts: &BenchOptions) -> Result<Vec<BenchShape>> {
+    let all = standard_shapes();
+    if opts.shapes.is_empty() {
+        return Ok(all.into_iter().filter(|s| opts.large || !s.large).collect());
+    }
+    let matches = |s: &BenchShape, f: &str| s.name.to_lowercase().contains(&f.to_lowercase());
+    if let Some(f) = opts
+        .shapes
+        .iter()
+        .find(|f| !all.iter().any(|s| matches(s, f)))
+    {
+        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+        return Err(squint::Error::InvalidParameter(format!(
+            "--shape {f:?} matches no benchmark shape; the shapes are: {}",
+            names.join("; ")
+        )));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| opts.shapes.iter().any(|f| matches(s, f)))
+        .collect())
 }
 
 /// GPU time of one run of `layer` (input repacking + conv kernel), the median of `runs`:

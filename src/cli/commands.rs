@@ -980,6 +980,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         isa,
         act_bits: a.act_bits,
         gpu_variants: a.gpu_variants,
+        shapes: a.shapes.clone(),
         ..Default::default()
     };
     if a.no_reference {

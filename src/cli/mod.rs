@@ -115,6 +115,11 @@ pub struct BenchArgs {
     /// Every variant computes the same bytes.
     #[arg(long)]
     pub gpu_variants: bool,
+    /// Only the shapes whose name contains this (case-insensitive, repeatable), e.g.
+    /// `--shape forum`, `--shape depthwise`, `--shape large` (the large shape needs no
+    /// `--large` then).
+    #[arg(long = "shape", value_name = "NAME")]
+    pub shapes: Vec<String>,
     /// Benchmark a whole ONNX model instead of the conv shapes: float vs int8 (CPU reference,
     /// fast CPU path, GPU unless --no-gpu) latency of one forward pass. Needs --input; calibrates on --calib (or the
     /// input).
