@@ -103,6 +103,55 @@ fn one_quantized_model_run_from_many_threads_gives_the_single_threaded_results()
     }
 }
 
+/// Threads that each open every adapter, run on it and drop it, all at once and again, get
+/// the single-threaded results: device creation and destruction across threads. On an
+/// NVIDIA H200 this deadlocked inside the driver before squint serialised them; Mesa's
+/// adapters never did, so only a real GPU (`benches/real_gpu.sh` runs this file) can catch
+/// that regression. Each device compiles its pipelines anew: 2 rounds keep it short.
+#[test]
+fn threads_that_each_open_use_and_drop_their_own_devices_get_exact_results() {
+    if gpu_device().is_none() {
+        return;
+    }
+    const ROUNDS: usize = 2;
+    let xs = inputs();
+    let qm = tiny_quantized(QConfig::qnnpack());
+    let expected: Vec<QuantizedOutput> = xs
+        .iter()
+        .map(|x| qm.run(x, &Device::CpuReference).unwrap())
+        .collect();
+    let barrier = Barrier::new(THREADS);
+    let runs: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, qm, xs, expected) = (&barrier, &qm, &xs, &expected);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut runs = 0;
+                    for r in 0..ROUNDS {
+                        // Opened here, dropped at the end of the iteration.
+                        for ctx in squint::gpu::testing::contexts() {
+                            let name = ctx.adapter_report().summary();
+                            let device = Device::Gpu(ctx);
+                            let i = (t + r) % xs.len();
+                            let y = qm
+                                .clone()
+                                .run(&xs[i], &device)
+                                .unwrap_or_else(|e| panic!("{name}, input {i}: {e}"));
+                            assert!(y == expected[i], "{name}, input {i}: result differs");
+                            runs += 1;
+                        }
+                    }
+                    runs
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let adapters = squint::gpu::testing::contexts().len();
+    assert_eq!(runs, THREADS * ROUNDS * adapters);
+}
+
 #[test]
 fn errors_in_one_thread_do_not_disturb_the_others() {
     let xs = inputs();
