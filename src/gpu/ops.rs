@@ -716,12 +716,15 @@ impl GpuConv2d {
         s: &ConvShape,
         timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
     ) -> Result<GpuTensor> {
-        let mut kernels = ctx.conv_plan()?;
-        let (wg_tiles, wg_blocks) = match self.layout {
-            ConvKernelLayout::Gemm { .. } => kernels.gemm_workgroup(),
-            ConvKernelLayout::Depthwise => (kernels.wg, 1),
+        let geometry_for = |k: &ConvPlan| {
+            let (wg_tiles, wg_blocks) = match self.layout {
+                ConvKernelLayout::Gemm { .. } => k.gemm_workgroup(),
+                ConvKernelLayout::Depthwise => (k.wg, 1),
+            };
+            ConvGeometry::new(s, self.layout, wg_tiles, wg_blocks)
         };
-        let mut geometry = ConvGeometry::new(s, self.layout, wg_tiles, wg_blocks);
+        let mut kernels = ctx.conv_plan()?;
+        let mut geometry = geometry_for(&kernels);
         // A tiled workgroup's weights or epilogue table exceeding a binding (bindings of a few
         // KiB): the kernel with one channel block per workgroup.
         let split = ctx.split();
@@ -729,7 +732,7 @@ impl GpuConv2d {
             && split.window(0, geometry.channel_window_bytes()).1 > split.max_binding
         {
             kernels = kernels.without_tiles();
-            geometry = ConvGeometry::new(s, self.layout, kernels.wg, 1);
+            geometry = geometry_for(&kernels);
         }
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
         let scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
