@@ -667,6 +667,13 @@ fn timestamps_pooling_and_flush() {
         if let Some(t) = t {
             assert!(t.as_nanos() > 0 && t.as_secs() < 60, "{name}: {t:?}");
         }
+        // The repack and the conv kernel timed apart: the same bytes, two positive times.
+        let (y, parts) = layer.run_timed_parts(&ctx, &xt, &p.x_qp).unwrap();
+        assert_eq!(ctx.read_q(&y).unwrap(), p.want, "{name}: timed in parts");
+        assert_eq!(parts.is_some(), ctx.has_timestamps(), "{name}");
+        for t in parts.into_iter().flatten() {
+            assert!(t.as_nanos() > 0 && t.as_secs() < 60, "{name}: {parts:?}");
+        }
         // Dropped outputs go back to the pool and are reused.
         drop(y);
         ctx.flush().unwrap();

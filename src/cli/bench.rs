@@ -163,14 +163,19 @@ pub struct BenchReport {
 }
 
 /// Median of the values `f` measures itself, after a warm-up call.
+/// The median of `t` (not empty).
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
 fn median_value(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
     f()?; // warm-up
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         t.push(f()?);
     }
-    t.sort_by(|a, b| a.total_cmp(b));
-    Ok(t[t.len() / 2])
+    Ok(median(t))
 }
 
 fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -181,8 +186,7 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         f()?;
         t.push(s.elapsed().as_secs_f64() * 1e3);
     }
-    t.sort_by(|a, b| a.total_cmp(b));
-    Ok(t[t.len() / 2])
+    Ok(median(t))
 }
 
 /// Runs the benchmark. A thread count outside `1..=`[`cpu::fast::MAX_THREADS`], or one the
@@ -324,6 +328,13 @@ pub fn run_bench(
             };
             let peak = dot4_peak.map(PathPeak::Gpu);
             push(path, ms, format!("{name}; {kernel}; {how}"), peak)?;
+            // The same time in its two passes, where the run allows (see `run_timed_parts`).
+            if let Some([repack, conv]) = gpu_parts_ms(ctx, &layer, &xg, &xqp, opts.runs)? {
+                let detail = format!("{name}; conv_pack.wgsl in a pass of its own");
+                push("int8 gpu repack alone (timestamps)", repack, detail, None)?;
+                let detail = format!("{name}; {kernel} in a pass of its own");
+                push("int8 gpu conv alone (timestamps)", conv, detail, peak)?;
+            }
             if opts.gpu_variants {
                 for (variant, vctx) in gpu_variant_contexts(ctx) {
                     let layer = GpuConv2d::new(&vctx, &w_q, shape.w, &w_qp, &epi, shape.params)?;
@@ -416,6 +427,27 @@ fn gpu_layer_ms(
         })?;
         Ok((ms, "wall time (no timestamp queries)"))
     }
+}
+
+/// Median GPU times (ms) of the input repack and of the conv kernel of `layer`, each in a
+/// compute pass of its own (`GpuConv2d::run_timed_parts`; right after [`gpu_layer_ms`], so
+/// warm); `None` where the device or the run does not allow it.
+fn gpu_parts_ms(
+    ctx: &GpuContext,
+    layer: &GpuConv2d,
+    x: &squint::gpu::GpuTensor,
+    x_qp: &QParams,
+    runs: usize,
+) -> Result<Option<[f64; 2]>> {
+    let mut parts = Vec::new();
+    for _ in 0..runs.max(1) {
+        match layer.run_timed_parts(ctx, x, x_qp)?.1 {
+            Some(t) => parts.push(t.map(|d| d.as_secs_f64() * 1e3)),
+            None => return Ok(None),
+        }
+    }
+    let part = |i: usize| median(parts.iter().map(|p| p[i]).collect());
+    Ok(Some([part(0), part(1)]))
 }
 
 /// The tiled GEMM kernel's workgroups (`[pixel tiles, channel blocks]`) that

@@ -659,6 +659,34 @@ impl GpuConv2d {
         x: &GpuTensor,
         x_qp: &QParams,
     ) -> Result<(GpuTensor, Option<Duration>)> {
+        let (y, t) = self.run_with_timestamps(ctx, x, x_qp, false)?;
+        Ok((y, t.map(|t| t[0])))
+    }
+
+    /// Like [`GpuConv2d::run_timed`], with the input repacking and the conv kernel timed
+    /// apart, each in a compute pass of its own: `[repack, conv]`. `None` without
+    /// `TIMESTAMP_QUERY`, and where the run takes several chunks of images or row bands (whose
+    /// repacks reuse one scratch buffer, so they cannot all run first).
+    #[doc(hidden)]
+    pub fn run_timed_parts(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        x_qp: &QParams,
+    ) -> Result<(GpuTensor, Option<[Duration; 2]>)> {
+        let (y, t) = self.run_with_timestamps(ctx, x, x_qp, true)?;
+        Ok((y, t.and_then(|t| Some([t[0], t.get(1).copied()?]))))
+    }
+
+    /// A run timed by timestamp queries: the whole layer, or (`parts`, where possible) the
+    /// repack and the conv kernel apart.
+    fn run_with_timestamps(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        x_qp: &QParams,
+        parts: bool,
+    ) -> Result<(GpuTensor, Option<Vec<Duration>>)> {
         let ctx = &ctx.enter()?;
         let s = self.check_run(ctx, x, x_qp)?;
         if !ctx.has_timestamps() {
@@ -668,20 +696,30 @@ impl GpuConv2d {
         let qs = d.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("squint conv timestamps"),
             ty: wgpu::QueryType::Timestamp,
-            count: 2,
+            count: 4,
         });
         let resolve = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("squint timestamps"),
-            size: 16,
+            size: 32,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let y = self.encode(ctx, x, x_qp, &s, Some((&qs, &resolve)))?;
-        let raw = read_back(ctx, &resolve, 16)?;
-        let t0 = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
-        let t1 = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes"));
-        let ns = t1.saturating_sub(t0) as f64 * ctx.queue().get_timestamp_period() as f64;
-        Ok((y, Some(Duration::from_nanos(ns.round() as u64))))
+        let timing = Timing {
+            set: &qs,
+            resolve: &resolve,
+            parts,
+        };
+        let (y, passes) = self.encode_with(ctx, x, x_qp, &s, Some(timing))?;
+        let raw = read_back(ctx, &resolve, 32)?;
+        let at = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let period = ctx.queue().get_timestamp_period() as f64;
+        let times = (0..passes)
+            .map(|p| {
+                let ns = at(2 * p + 1).saturating_sub(at(2 * p)) as f64 * period;
+                Duration::from_nanos(ns.round() as u64)
+            })
+            .collect();
+        Ok((y, Some(times)))
     }
 
     fn check_run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<ConvShape> {
@@ -714,8 +752,21 @@ impl GpuConv2d {
         x: &GpuTensor,
         x_qp: &QParams,
         s: &ConvShape,
-        timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
+        timing: Option<Timing<'_>>,
     ) -> Result<GpuTensor> {
+        Ok(self.encode_with(ctx, x, x_qp, s, timing)?.0)
+    }
+
+    /// [`GpuConv2d::encode`], also returning how many passes `timing` times (0 without it, 1,
+    /// or 2 when `timing.parts` could be honoured).
+    fn encode_with(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        x_qp: &QParams,
+        s: &ConvShape,
+        timing: Option<Timing<'_>>,
+    ) -> Result<(GpuTensor, usize)> {
         let geometry_for = |k: &ConvPlan| {
             let (wg_tiles, wg_blocks) = match self.layout {
                 ConvKernelLayout::Gemm { .. } => k.gemm_workgroup(),
@@ -773,6 +824,7 @@ impl GpuConv2d {
                 output: &output,
             };
             let mut dispatches = Vec::new();
+            let chunks = image_chunks(s.n as u64, scratch.images_per_chunk).count();
             if bands.is_empty() {
                 for (first_image, images) in image_chunks(s.n as u64, scratch.images_per_chunk) {
                     call.push_repack(&pipelines.pack, first_image, images, &mut dispatches)?;
@@ -788,12 +840,30 @@ impl GpuConv2d {
                 };
                 band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
             }
-            let timestamps = timing.map(|(query_set, _)| (query_set, 0, 1));
-            record(ctx, encoder, &dispatches, timestamps)?;
-            drop(dispatches);
-            if let Some((query_set, resolve)) = timing {
-                encoder.resolve_query_set(query_set, 0..2, resolve, 0);
-            }
+            let passes = match timing {
+                // One chunk and no bands: every repack may run before every conv, each set
+                // timed in a pass of its own.
+                Some(t) if t.parts && bands.is_empty() && chunks == 1 => {
+                    let (repack, conv): (Vec<_>, Vec<_>) = dispatches
+                        .into_iter()
+                        .partition(|d| Arc::ptr_eq(&d.pipe, &pipelines.pack));
+                    record(ctx, encoder, &repack, Some((t.set, 0, 1)))?;
+                    record(ctx, encoder, &conv, Some((t.set, 2, 3)))?;
+                    encoder.resolve_query_set(t.set, 0..4, t.resolve, 0);
+                    2
+                }
+                Some(t) => {
+                    record(ctx, encoder, &dispatches, Some((t.set, 0, 1)))?;
+                    drop(dispatches);
+                    encoder.resolve_query_set(t.set, 0..2, t.resolve, 0);
+                    1
+                }
+                None => {
+                    record(ctx, encoder, &dispatches, None)?;
+                    drop(dispatches);
+                    0
+                }
+            };
             for run in band_runs {
                 run.copy_output(encoder, &geometry, &output);
                 keep.buffer(run.input_buffer);
@@ -801,12 +871,13 @@ impl GpuConv2d {
             }
             quads.keep_until_queued(keep);
             input.keep_until_queued(keep);
-            Ok(GpuTensor {
+            let y = GpuTensor {
                 dims: output_dims,
                 dtype: self.epi.out.dtype,
                 buffer: output,
                 device_id: ctx.id(),
-            })
+            };
+            Ok((y, passes))
         })
     }
 
@@ -886,6 +957,15 @@ impl GpuConv2d {
         };
         Ok(ConvPipelines { pack, conv })
     }
+}
+
+/// The timestamp queries of a timed conv run: a query set of 4 and the buffer it resolves to;
+/// `parts` asks for the repack and the conv kernel in passes of their own.
+#[derive(Clone, Copy)]
+struct Timing<'q> {
+    set: &'q wgpu::QuerySet,
+    resolve: &'q wgpu::Buffer,
+    parts: bool,
 }
 
 /// One band of one image, run on its own (see `conv_plan::RowBand`): its input rows copied
