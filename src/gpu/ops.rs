@@ -647,7 +647,7 @@ impl GpuConv2d {
     pub fn run(&self, ctx: &GpuContext, x: &GpuTensor, x_qp: &QParams) -> Result<GpuTensor> {
         let ctx = &ctx.enter()?;
         let s = self.check_run(ctx, x, x_qp)?;
-        self.encode(ctx, x, x_qp, &s, None)
+        self.encode(ctx, x, x_qp, &s)
     }
 
     /// Like [`GpuConv2d::run`], and measures the GPU time of the layer (input repacking and
@@ -690,7 +690,7 @@ impl GpuConv2d {
         let ctx = &ctx.enter()?;
         let s = self.check_run(ctx, x, x_qp)?;
         if !ctx.has_timestamps() {
-            return Ok((self.encode(ctx, x, x_qp, &s, None)?, None));
+            return Ok((self.encode(ctx, x, x_qp, &s)?, None));
         }
         let d = ctx.device();
         let qs = d.create_query_set(&wgpu::QuerySetDescriptor {
@@ -743,22 +743,22 @@ impl GpuConv2d {
         Ok(s)
     }
 
-    /// Records the conv of `x` (shape `s`, qparams `x_qp`) as one compute pass, timed with
-    /// `timing` (query set, resolve buffer) when given: per chunk of images, the repack of
-    /// the input into quads, then the conv kernel with its fused epilogue.
+    /// Records the conv of `x` (shape `s`, qparams `x_qp`) as one compute pass: per chunk of
+    /// images, the repack of the input into quads, then the conv kernel with its fused
+    /// epilogue.
     fn encode(
         &self,
         ctx: &GpuContext,
         x: &GpuTensor,
         x_qp: &QParams,
         s: &ConvShape,
-        timing: Option<Timing<'_>>,
     ) -> Result<GpuTensor> {
-        Ok(self.encode_with(ctx, x, x_qp, s, timing)?.0)
+        Ok(self.encode_with(ctx, x, x_qp, s, None)?.0)
     }
 
-    /// [`GpuConv2d::encode`], also returning how many passes `timing` times (0 without it, 1,
-    /// or 2 when `timing.parts` could be honoured).
+    /// [`GpuConv2d::encode`], timed with `timing` when given (the whole layer in one pass, or
+    /// with `timing.parts` where possible the repacks and the convs in a pass each), and how
+    /// many passes were timed (0, 1 or 2).
     fn encode_with(
         &self,
         ctx: &GpuContext,
