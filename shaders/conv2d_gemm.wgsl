@@ -68,9 +68,11 @@ fn main(
     var c6 = vec4<i32>(0);
     var c7 = vec4<i32>(0);
     var sums = vec4<i32>(0);
-    // B index of this block's first quad (per lane with subgroups: lane j loads channel j);
-    // `off` follows the quad (ky, kx, qq) through the taps.
-    let wq = cb * u.k_quads * 8u;
+    // B index of this block's first quad (per lane with subgroups: lane j loads channel j;
+    // for a K slice, its first quad, the others' skipped after each tap: SHARED staging loads
+    // consecutive quads, so the host runs slices with SG or DIRECT staging); `off` follows
+    // the quad (ky, kx, qq) through the taps.
+    let wq = cb * u.w_block_quads * 8u + u.w_first;
 //#if SG
     var wi = wq + min(sl, 7u);
 //#else
@@ -144,6 +146,7 @@ fn main(
         if (qq == u.quads_per_group) {
             qq = 0u;
             off += u.step_kx;
+            wi += u.w_tap_skip;
             kx += 1u;
             if (kx == u.kw) {
                 kx = 0u;

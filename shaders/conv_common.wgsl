@@ -7,7 +7,8 @@
 //
 // Bindings: 1 the input quads, 2 the packed weights, 3 the epilogue table, as rgba32uint
 // storage textures (XTEX: vec4 i at texel (i % 2^width_log2, i >> width_log2)) or as storage
-// buffer windows; 4 the packed output (four pixels per word).
+// buffer windows; 4 the packed output (four pixels per word); 5 (KSPLIT, GEMM) the partial
+// sums of a conv split along K.
 
 //#if XTEX
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
@@ -19,6 +20,9 @@
 @group(0) @binding(2) var<storage, read> wts: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<u32>;
+//#endif
+//#if KSPLIT
+@group(0) @binding(5) var<storage, read_write> part: array<vec4<i32>>;
 //#endif
 
 // The A quad with (chunk-relative) index i.

@@ -6,6 +6,15 @@
 // before compilation.
 //
 //
+// Split along K (KSPLIT; `conv2d_gemm.wgsl` only, with SG or DIRECT staging): when even one
+// output row's repacked input exceeds a binding, the host repacks and convolves one slice of
+// each group's quads at a time (see `ConvGeometry::k_split_bands`). Each slice's dispatch sums
+// its quads (the weights of the others are skipped at each tap: `w_first`, `w_tap_skip`) and,
+// with `k_pass`, adds the partial sums of the earlier slices from `part` (binding 5, one
+// vec4<i32> per packed output word, indexed like `y` from `p_base`); the last slice adds the
+// zero-point terms of the whole K and runs the epilogue. The sums are exact: every term is
+// the same wrapping i32 arithmetic as without the split, only added in another order.
+//
 // GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
 // A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
 // wrapping i32 (the host checks with `Epilogue::check_accumulator` that the true sum fits):
@@ -83,9 +92,13 @@ struct Params {
     out_lo: i32,
     out_hi: i32,
     etab_tex_log2_width: u32, // log2 width of the epilogue-table texture
+    w_block_quads: u32, // B quads per channel of a block: the whole K (kh * kw * group quads)
+    w_first: u32, // B index of a K slice's first quad in its block (8 * its first group quad)
+    w_tap_skip: u32, // B index step past the group quads outside a K slice, after each tap
+    k_pass: u32, // KSPLIT: bit 0 adds the earlier slices' partial sums, bit 1 finishes
+    p_base: u32, // KSPLIT: first vec4 of the partial-sums window
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -138,11 +151,24 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
     }
     let c = c0 + j;
     let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
-    let z = u.x_zero_point;
-    var acc = v + vec4<i32>(u.k_padded * z * m.x - z * m.y);
+    var acc = v;
     if (WZP == 1u) {
         acc = acc - m.x * sums;
     }
+//#if KSPLIT
+    // One slice of K: add the earlier slices' sums (same wrapping i32 terms, in another
+    // order), and keep the total for the next slice unless this one is the last.
+    let pi = (plane0 + c) * u.pixel_tiles + pt - u.p_base;
+    if ((u.k_pass & 1u) != 0u) {
+        acc += part[pi];
+    }
+    if ((u.k_pass & 2u) == 0u) {
+        part[pi] = acc;
+        return;
+    }
+//#endif
+    let z = u.x_zero_point;
+    acc = acc + vec4<i32>(u.k_padded * z * m.x - z * m.y);
     store_channel(c, acc, px_ok, plane0, pt);
 }
 

@@ -456,10 +456,61 @@ fn an_image_beyond_the_largest_buffer_runs_on_the_device() {
 }
 
 #[test]
+fn convs_whose_fewest_rows_exceed_a_binding_run_split_along_k() {
+    // With 40 KiB bindings (2560 quads) even one band of the fewest output rows reads more
+    // repacked quads than a binding holds, so the conv runs by slices of each group's input
+    // quads, keeping i32 partial sums between them; the output must equal the CPU exactly.
+    let problems = [
+        // 5 quads of input channels: one output row reads 3 padded rows of 302 pixels, 4530
+        // quads; slices of 2, 2 and 1 quads (1812 quads per row).
+        problem(
+            41,
+            [1, 70, 5, 300],
+            [6, 70, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Fbgemm,
+        ),
+        // Two groups of 3 quads (40 channels): bands of 2 rows read 4 padded rows, 6048
+        // quads; slices of one quad, the last of 8 channels per group.
+        problem(
+            42,
+            [1, 80, 4, 250],
+            [10, 40, 3, 3],
+            ConvParams::default().padding(1).groups(2),
+            RequantFormula::Qnnpack,
+        ),
+        // Strided and dilated, 4 quads: one output row reads 5 padded rows; slices of 2.
+        problem(
+            43,
+            [1, 50, 9, 200],
+            [5, 50, 3, 3],
+            ConvParams::default().stride(2).dilation(2).padding(2),
+            RequantFormula::Onednn,
+        ),
+    ];
+    for base in gpu_contexts() {
+        let name = base.adapter_report().summary();
+        let ctx = base.with_split_limits(40 << 10, 65535);
+        for (variant, ctx) in variants(&ctx) {
+            for (i, p) in problems.iter().enumerate() {
+                let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
+                let got = r.unwrap_or_else(|e| panic!("{name}, {variant}: problem {i}: {e}"));
+                assert!(
+                    got == p.want,
+                    "{name}, {variant}: problem {i} differs from the CPU at index {:?}",
+                    got.iter().zip(&p.want).position(|(a, b)| a != b)
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn data_that_cannot_be_split_far_enough_is_a_device_limit_error() {
     for base in gpu_contexts() {
         // One output row (the smallest row band) reads 3 input rows of 4000 pixels, 192000
-        // bytes of repacked quads, which a 9 KiB binding cannot hold.
+        // bytes of repacked quads, which a 9 KiB binding cannot hold, and its 2 input
+        // channels are one quad: K cannot be split either.
         let ctx = base.with_split_limits(9216, 65535);
         let p = problem(
             5,

@@ -88,6 +88,24 @@ pub(crate) struct ConvGeometry {
     pub channel_blocks: u64,
     /// Weight vec4s of one 8-channel block.
     pub weight_vec4s_per_block: u64,
+    /// The part of the reduction this geometry sums (GEMM; the whole K unless the conv is
+    /// split along K, see [`ConvGeometry::k_split_bands`]).
+    pub k_slice: KSlice,
+}
+
+/// A slice of the GEMM reduction: quads `[first, first + quads)` of each group's
+/// `group_quads` quads per tap (input channels `16·first ..` of each group's
+/// `group_channels`), at every tap. Its geometry is that of a conv on those channels only:
+/// its input is a copy of them (see [`ConvGeometry::input_channel`]), its repacked input
+/// holds `quads` quads per group and pixel, and its conv reads the weights of those quads,
+/// skipping the others at each tap. The whole K is `first = 0, quads = group_quads`;
+/// depthwise layers are never split (all zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KSlice {
+    pub first: u64,
+    pub quads: u64,
+    pub group_quads: u64,
+    pub group_channels: u64,
 }
 
 /// A band of output rows `[out_begin, out_end)` of one image, repacked and convolved on its
@@ -147,7 +165,7 @@ impl ConvGeometry {
             ConvKernelLayout::Gemm { .. } => blocks_per_wg.max(1) as u64,
             ConvKernelLayout::Depthwise => 1,
         };
-        let (slots_per_group, quads_per_pixel, channel_blocks, weight_vec4s_per_block) =
+        let (slots_per_group, quads_per_pixel, channel_blocks, weight_vec4s_per_block, k_slice) =
             match layout {
                 ConvKernelLayout::Gemm {
                     quads_per_group,
@@ -158,12 +176,24 @@ impl ConvGeometry {
                     groups * quads_per_group,
                     groups * blocks_per_group.div_ceil(blocks_per_wg),
                     k_quads * 8,
+                    KSlice {
+                        first: 0,
+                        quads: quads_per_group,
+                        group_quads: quads_per_group,
+                        group_channels: c_in_per_group,
+                    },
                 ),
                 ConvKernelLayout::Depthwise => (
                     c_in_per_group,
                     c_in.div_ceil(16),
                     c_out.div_ceil(CHANNELS_PER_BLOCK),
                     kh * kw,
+                    KSlice {
+                        first: 0,
+                        quads: 0,
+                        group_quads: 0,
+                        group_channels: 0,
+                    },
                 ),
             };
         ConvGeometry {
@@ -196,7 +226,102 @@ impl ConvGeometry {
             quads_per_pixel,
             channel_blocks,
             weight_vec4s_per_block,
+            k_slice,
         }
+    }
+
+    /// The geometry of the K slice of quads `[first, first + quads)` of each group (GEMM): a
+    /// conv on those quads' input channels (up to `16 · quads` per group), whose repacked
+    /// input has `quads` quads per group and pixel and whose kernel walks `kh · kw · quads`
+    /// quads; the weights stay those of the whole layer.
+    pub(crate) fn k_slice(&self, first: u64, quads: u64) -> ConvGeometry {
+        let ConvKernelLayout::Gemm {
+            quads_per_group,
+            blocks_per_group,
+            ..
+        } = self.layout
+        else {
+            return *self;
+        };
+        debug_assert!(quads >= 1 && first + quads <= quads_per_group);
+        let whole = self.k_slice.group_channels;
+        let c_in_per_group = (16 * quads).min(whole - 16 * first);
+        ConvGeometry {
+            c_in: self.groups * c_in_per_group,
+            c_in_per_group,
+            layout: ConvKernelLayout::Gemm {
+                quads_per_group: quads,
+                k_quads: self.kh * self.kw * quads,
+                blocks_per_group,
+            },
+            slots_per_group: 16 * quads,
+            quads_per_pixel: self.groups * quads,
+            k_slice: KSlice {
+                first,
+                quads,
+                group_quads: quads_per_group,
+                group_channels: whole,
+            },
+            ..*self
+        }
+    }
+
+    /// Whether this geometry sums only a slice of K (its conv adds partial sums).
+    pub(crate) fn is_k_sliced(&self) -> bool {
+        self.k_slice.quads < self.k_slice.group_quads
+    }
+
+    /// The layer's input channel that this geometry's input channel `j` is: `j` itself, or
+    /// for a K slice, its `j % c_in_per_group`-th channel of group `j / c_in_per_group`.
+    pub(crate) fn input_channel(&self, j: u64) -> u64 {
+        if !self.is_k_sliced() {
+            return j;
+        }
+        let g = j / self.c_in_per_group;
+        g * self.k_slice.group_channels + 16 * self.k_slice.first + j % self.c_in_per_group
+    }
+
+    /// The row bands of one image (as [`ConvGeometry::row_bands`]) and, when even the
+    /// fewest rows do not fit `limits`, the split along K that makes them fit: the
+    /// geometries of the K slices (one, the whole K, when no split is needed), and the bands
+    /// of the widest slice, which every slice runs. A sliced conv keeps 4-byte partial sums
+    /// per output value between its slices, bound as windows 4 times the output's, so the
+    /// output span allowed is a quarter of `limits.output_bytes`. Depthwise layers and
+    /// groups of a single quad cannot be split: their error is that of the row bands.
+    pub(crate) fn k_split_bands(
+        &self,
+        limits: BandLimits,
+    ) -> Result<(Vec<ConvGeometry>, Vec<RowBand>)> {
+        let err = match self.row_bands(limits.quads, limits.output_bytes) {
+            Ok(bands) => return Ok((vec![*self], bands)),
+            Err(e) => e,
+        };
+        let ConvKernelLayout::Gemm {
+            quads_per_group, ..
+        } = self.layout
+        else {
+            return Err(err);
+        };
+        let out = limits.output_bytes / 4;
+        let bands_of = |quads: u64| self.k_slice(0, quads).row_bands(limits.quads, out);
+        if quads_per_group < 2 || bands_of(1).is_err() {
+            return Err(err);
+        }
+        // Fewer quads per slice, fewer quads per band row: the largest slice that fits.
+        let (mut lo, mut hi) = (1, quads_per_group - 1);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if bands_of(mid).is_ok() {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let slices = (0..quads_per_group)
+            .step_by(lo as usize)
+            .map(|first| self.k_slice(first, lo.min(quads_per_group - first)))
+            .collect();
+        Ok((slices, bands_of(lo)?))
     }
 
     /// Padded input rows read by output rows `[out_begin, out_end)` (non-empty): from row
@@ -630,11 +755,12 @@ impl ConvGeometry {
         }
     }
 
-    /// K as the GEMM kernel sums it: `16 * k_quads` (each group's input channels rounded up
-    /// to 16, per tap), for the zero-point correction `K' * z' * w_zp`; 0 for depthwise.
+    /// K as the GEMM kernel sums it over all its K slices: `16 * k_quads` of the whole layer
+    /// (each group's input channels rounded up to 16, per tap), for the zero-point correction
+    /// `K' * z' * w_zp`; 0 for depthwise.
     pub(crate) fn padded_k(&self) -> u64 {
         match self.layout {
-            ConvKernelLayout::Gemm { k_quads, .. } => 16 * k_quads,
+            ConvKernelLayout::Gemm { .. } => 16 * self.kh * self.kw * self.k_slice.group_quads,
             ConvKernelLayout::Depthwise => 0,
         }
     }

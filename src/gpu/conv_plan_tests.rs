@@ -383,10 +383,19 @@ proptest! {
     /// packed output word and fits the cap; the band's conv reads only the band's quads and
     /// writes the band's output words (all bands together: every word of the image once);
     /// the band's repack items write every quad of the band's rows exactly once, inside
-    /// their ranges.
+    /// their ranges. In half the GEMM cases with several quads per group, all of this for a
+    /// slice of K (a conv on some of each group's quads).
     #[test]
-    fn row_bands_cover_the_image_and_fit((s, dw, wg, bpw) in conv_case(), frac in 0.0f64..1.0, frac2 in 0.0f64..1.0) {
-        let geo = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
+    fn row_bands_cover_the_image_and_fit((s, dw, wg, bpw) in conv_case(), frac in 0.0f64..1.0, frac2 in 0.0f64..1.0, slice in (0.0f64..2.0, 0.0f64..1.0)) {
+        let whole = ConvGeometry::new(&s, layout_for(&s, dw), wg, bpw);
+        let geo = match whole.layout {
+            ConvKernelLayout::Gemm { quads_per_group: qg, .. } if qg > 1 && slice.0 < 1.0 => {
+                let first = ((qg as f64 * slice.0) as u64).min(qg - 1);
+                let quads = 1 + ((qg - first - 1) as f64 * slice.1) as u64;
+                whole.k_slice(first, quads)
+            }
+            _ => whole,
+        };
         let h_out = geo.plane_out / geo.w_out;
         let row_quads = geo.padded_w * geo.quads_per_pixel;
         let min_rows = ((4 / gcd(geo.w_out, 4)).min(h_out) - 1) * geo.stride_h
@@ -677,4 +686,65 @@ proptest! {
             prop_assert_eq!(k_quads, geo.kh * geo.kw * per_tap);
         }
     }
+}
+
+#[test]
+fn k_split_slices_cover_each_groups_quads_once_and_their_bands_fit() {
+    // (groups, channels per group, input width, quads per band): one output row of these
+    // 3x3 convs reads more quads than the limit, so K is split.
+    for (groups, cig, w, quads) in [(1, 70, 300, 2560), (2, 40, 250, 2560), (1, 33, 64, 400)] {
+        let s = shape(1, groups, cig, 6, [5, w], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+        let geo = ConvGeometry::new(&s, gemm_layout(&s), 8, 1);
+        let limits = BandLimits {
+            quads,
+            output_bytes: 1 << 20,
+        };
+        assert!(
+            geo.row_bands(quads, 1 << 20).is_err(),
+            "{s:?} needs no split"
+        );
+        let (slices, bands) = geo.k_split_bands(limits).unwrap();
+        assert!(slices.len() > 1, "{s:?}");
+        // The slices walk each group's quads in order; their channels are each input channel
+        // exactly once, and their repacked input holds just their quads.
+        let group_quads = cig.div_ceil(16) as u64;
+        let (mut next, mut seen) = (0, vec![0; s.c_in]);
+        for g in &slices {
+            assert_eq!(g.k_slice.first, next);
+            next += g.k_slice.quads;
+            assert_eq!(g.quads_per_pixel, groups as u64 * g.k_slice.quads);
+            assert_eq!(
+                g.padded_k(),
+                geo.padded_k(),
+                "the correction is the whole K's"
+            );
+            for j in 0..g.c_in {
+                seen[g.input_channel(j) as usize] += 1;
+            }
+        }
+        assert_eq!(next, group_quads);
+        assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+        // Every slice's bands fit the quads, the first (widest) tightest; the partial sums
+        // keep the output windows within a quarter of the limit.
+        for b in &bands {
+            for g in &slices {
+                assert!(g.band(b).quads_per_image() <= quads);
+                assert!(g.output_span_bytes(b.out_end - b.out_begin) * 4 <= 1 << 20);
+            }
+        }
+        // The slices are as wide as fits: one more quad per slice would not.
+        let wider = geo.k_slice(0, (slices[0].k_slice.quads + 1).min(group_quads));
+        assert!(slices[0].k_slice.quads == group_quads || wider.row_bands(quads, 1 << 18).is_err());
+    }
+    // Depthwise layers and groups of one quad cannot be split: the row bands' error.
+    let s = shape(1, 1, 2, 4, [3, 4000], [3, 3], [1, 1], [0, 0], [1, 1]).unwrap();
+    let geo = ConvGeometry::new(&s, gemm_layout(&s), 8, 1);
+    let limits = BandLimits {
+        quads: 576,
+        output_bytes: 1 << 20,
+    };
+    assert!(matches!(
+        geo.k_split_bands(limits),
+        Err(crate::Error::DeviceLimit(_))
+    ));
 }

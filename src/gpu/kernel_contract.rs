@@ -27,7 +27,21 @@ fn all_kernels() -> Vec<Kernel> {
                 BStaging::Direct,
                 BStaging::Tiled,
             ] {
-                all.push(Kernel::ConvGemm(GemmVariant { xtex, b, packed }));
+                all.push(Kernel::ConvGemm(GemmVariant {
+                    xtex,
+                    b,
+                    packed,
+                    ksplit: false,
+                }));
+                // K slices run with staging that loads B quad by quad.
+                if matches!(b, BStaging::Subgroup | BStaging::Direct) {
+                    all.push(Kernel::ConvGemm(GemmVariant {
+                        xtex,
+                        b,
+                        packed,
+                        ksplit: true,
+                    }));
+                }
             }
         }
     }
@@ -393,6 +407,11 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             out_lo,
             out_hi,
             etab_tex_log2_width,
+            w_block_quads,
+            w_first,
+            w_tap_skip,
+            k_pass,
+            p_base,
             _pad,
         }),
         Kernel::ConvDw { .. } => rust_layout!(ConvDwParams {

@@ -71,6 +71,9 @@ pub(crate) struct GemmVariant {
     pub b: BStaging,
     /// `dot4I8Packed` on signed bytes (else the unsigned-times-signed fallback).
     pub packed: bool,
+    /// One slice of a conv split along K (`conv_plan::KSlice`): partial sums kept in a sixth
+    /// binding between slices (never with [`BStaging::Shared`] or [`BStaging::Tiled`]).
+    pub ksplit: bool,
 }
 
 /// A kernel.
@@ -120,7 +123,7 @@ pub(crate) enum Binding {
 /// The flags a kernel source may test in `//#if FLAG` lines: those [`Kernel::source`] sets for
 /// some variant. [`preprocess`] rejects any other, so a misspelt flag cannot silently drop (or
 /// keep) a section.
-pub(crate) const FLAGS: [&str; 5] = ["XTEX", "PACKED", "SG", "SHARED", "DOT4"];
+pub(crate) const FLAGS: [&str; 6] = ["XTEX", "PACKED", "SG", "SHARED", "DOT4", "KSPLIT"];
 
 /// Keeps the lines of `src` (the text of the shader file `file`) whose enclosing `//#if FLAG`
 /// sections are enabled by `flags`; the directive lines themselves are dropped.
@@ -267,6 +270,9 @@ impl Kernel {
                 if v.packed {
                     flags.push("PACKED");
                 }
+                if v.ksplit {
+                    flags.push("KSPLIT");
+                }
                 match v.b {
                     BStaging::Subgroup => flags.push("SG"),
                     BStaging::Shared => flags.push("SHARED"),
@@ -327,6 +333,16 @@ impl Kernel {
             }
             Kernel::GraphAdd => &[Uniform, Read, Read, Read, Write],
             Kernel::Peak { .. } => &[Uniform, Write],
+            Kernel::ConvGemm(GemmVariant {
+                xtex: false,
+                ksplit: true,
+                ..
+            }) => &[Uniform, Read, Read, Read, Write, Write],
+            Kernel::ConvGemm(GemmVariant {
+                xtex: true,
+                ksplit: true,
+                ..
+            }) => &[Uniform, Texture, Texture, Texture, Write, Write],
             Kernel::ConvGemm(GemmVariant { xtex: false, .. }) | Kernel::ConvDw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
@@ -563,8 +579,20 @@ pub(crate) struct ConvGemmParams {
     pub out_hi: i32,
     /// Log2 of the epilogue-table texture's width (texture mode).
     pub etab_tex_log2_width: u32,
+    /// B quads per channel of a block (the whole K: `kh * kw * quads_per_group` of the layer,
+    /// which `k_quads` and `quads_per_group` are a slice of when the conv is split along K).
+    pub w_block_quads: u32,
+    /// B index of a K slice's first quad in its block (0 for the whole K).
+    pub w_first: u32,
+    /// B index step after each tap past the quads outside the K slice (0 for the whole K).
+    pub w_tap_skip: u32,
+    /// K slices (`ksplit` variant): bit 0 adds the earlier slices' partial sums, bit 1 (the
+    /// last slice) adds the zero-point terms and runs the epilogue; else keeps the sums.
+    pub k_pass: u32,
+    /// First vec4 of the partial-sums window (`ksplit` variant).
+    pub p_base: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// Uniform of `conv2d_dw.wgsl`.

@@ -70,8 +70,12 @@
 //! rows: each band's input rows are copied out, repacked and convolved, and its output copied
 //! into place, exactly as the whole image would be (`conv_plan::RowBand`; tested with lowered
 //! limits, and on a 1x3x12000x12000 image whose 2.1 GiB of quads exceed lavapipe's largest
-//! buffer). Only data that cannot be split that far (a band of the fewest rows still too large
-//! for a binding, a tensor larger than a buffer) gives [`crate::Error::DeviceLimit`].
+//! buffer). Where even a band of the fewest rows reads more than a binding (thousands of input
+//! channels and a wide image), the GEMM conv is also split along its reduction: each slice of
+//! every group's input quads is repacked and convolved in turn, adding exact i32 partial sums,
+//! and the last slice runs the epilogue (`conv_plan::KSlice`). Only data that cannot be split
+//! that far (a band of the fewest rows of a single quad per group still too large for a
+//! binding, a tensor larger than a buffer) gives [`crate::Error::DeviceLimit`].
 
 mod adapter;
 mod buffers;

@@ -786,24 +786,44 @@ impl GpuConv2d {
             geometry = geometry_for(&kernels);
         }
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
-        let scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
-        // One image too large for the scratch: bands of output rows, each with its geometry.
-        let bands: Vec<(RowBand, ConvGeometry)> = match scratch.bands {
-            Some(limits) => geometry
-                .row_bands(limits.quads, limits.output_bytes)?
-                .into_iter()
-                .map(|b| (b, geometry.band(&b)))
-                .collect(),
-            None => Vec::new(),
+        let mut scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
+        // One image too large for the scratch: bands of output rows, each with its geometry
+        // per slice of K (one slice unless even the fewest rows exceed a binding).
+        let mut bands = match scratch.bands {
+            Some(limits) => geometry.k_split_bands(limits)?,
+            None => (vec![geometry], Vec::new()),
         };
-        // The scratch holds a chunk of images, or the largest band.
-        let scratch_quads = match bands.iter().map(|(_, g)| g.quads_per_image()).max() {
+        // Split along K: the kernel and staging that can skip weight quads, planned again.
+        if bands.0.len() > 1 && kernels.for_k_split() != kernels {
+            kernels = kernels.for_k_split();
+            geometry = geometry_for(&kernels);
+            scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
+            bands = match scratch.bands {
+                Some(limits) => geometry.k_split_bands(limits)?,
+                None => (vec![geometry], Vec::new()),
+            };
+        }
+        // The slices of K of the whole image (which the repacks use), and each band's conv
+        // geometry per slice.
+        let (k_slices, rows) = bands;
+        let ksplit = k_slices.len() > 1;
+        let bands: Vec<(RowBand, Vec<ConvGeometry>)> = (rows.into_iter())
+            .map(|b| (b, k_slices.iter().map(|g| g.band(&b)).collect()))
+            .collect();
+        // The scratch holds a chunk of images, or the largest band (of the widest slice).
+        let scratch_quads = match bands.iter().map(|(_, g)| g[0].quads_per_image()).max() {
             Some(band_quads) => band_quads,
             None => scratch.images_per_chunk * geometry.quads_per_image(),
         };
+        // A conv split along K keeps a vec4<i32> of partial sums per packed output word of
+        // its largest band.
+        let partial_bytes = (bands.iter())
+            .filter(|_| ksplit)
+            .map(|(_, g)| geometry.c_out * g[0].pixel_tiles * 16)
+            .max();
         let output_dims = s.output_dims();
         ctx.encode("conv2d", |encoder, keep| {
-            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures)?;
+            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures, ksplit)?;
             let output = ctx.pooled_buffer(
                 packed_bytes(output_dims),
                 STORAGE_USAGE,
@@ -812,6 +832,12 @@ impl GpuConv2d {
             let quads = RepackedQuads::allocate(ctx, &kernels, &scratch, scratch_quads)?;
             let input = ConvInput::prepare(ctx, encoder, x, &kernels, scratch.use_textures);
             let band_runs = BandRun::prepare(ctx, encoder, x, &geometry, &bands)?;
+            let partial = match partial_bytes {
+                Some(bytes) => {
+                    Some(ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint conv partial sums")?)
+                }
+                None => None,
+            };
             let call = ConvCall {
                 layer: self,
                 split: ctx.split(),
@@ -822,6 +848,7 @@ impl GpuConv2d {
                 quads: &quads,
                 input: &input,
                 output: &output,
+                partial: None,
             };
             let mut dispatches = Vec::new();
             let chunks = image_chunks(s.n as u64, scratch.images_per_chunk).count();
@@ -832,13 +859,29 @@ impl GpuConv2d {
                 }
             }
             for run in &band_runs {
-                call.push_band_repack(&pipelines.pack, run, &mut dispatches)?;
-                let band_call = ConvCall {
-                    geometry: run.geometry,
-                    output: &run.output,
-                    ..call
-                };
-                band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
+                // Each slice of K (one without the split) repacked, then convolved.
+                let slices = run.slices.len();
+                for (k, slice) in run.slices.iter().enumerate() {
+                    let band_call = ConvCall {
+                        geometry: slice,
+                        output: &run.output,
+                        partial: partial.as_deref().map(|p| {
+                            let pass = KPass {
+                                add_earlier: k > 0,
+                                last: k + 1 == slices,
+                            };
+                            (p, pass)
+                        }),
+                        ..call
+                    };
+                    let repack_call = ConvCall {
+                        geometry: &k_slices[k],
+                        ..call
+                    };
+                    let input = &run.inputs[k];
+                    repack_call.push_band_repack(&pipelines.pack, run, input, &mut dispatches)?;
+                    band_call.push_conv(&pipelines.conv, 0, 1, &mut dispatches)?;
+                }
             }
             let passes = match timing {
                 // One chunk and no bands: every repack may run before every conv, each set
@@ -866,11 +909,16 @@ impl GpuConv2d {
             };
             for run in band_runs {
                 run.copy_output(encoder, &geometry, &output);
-                keep.buffer(run.input_buffer);
+                for input in run.inputs {
+                    keep.buffer(input);
+                }
                 keep.buffer(run.output);
             }
             quads.keep_until_queued(keep);
             input.keep_until_queued(keep);
+            if let Some(partial) = partial {
+                keep.buffer(partial);
+            }
             let y = GpuTensor {
                 dims: output_dims,
                 dtype: self.epi.out.dtype,
@@ -913,12 +961,14 @@ impl GpuConv2d {
         )
     }
 
-    /// The repack and conv pipelines of this layer for the context's kernel choices.
+    /// The repack and conv pipelines of this layer for the context's kernel choices (for the
+    /// slices of a conv split along K with `ksplit`).
     fn pipelines(
         &self,
         ctx: &GpuContext,
         kernels: &ConvPlan,
         use_textures: bool,
+        ksplit: bool,
     ) -> Result<ConvPipelines> {
         let pack = ctx.pipeline(Kernel::ConvPack { xtex: use_textures }, &[])?;
         let conv = match self.layout {
@@ -927,6 +977,7 @@ impl GpuConv2d {
                     xtex: use_textures,
                     b: kernels.staging,
                     packed: kernels.packed,
+                    ksplit,
                 });
                 let wzp = ("WZP", u32::from(self.wzp));
                 match kernels.staging {
@@ -973,10 +1024,12 @@ struct Timing<'q> {
 struct BandRun<'g> {
     image: u64,
     band: RowBand,
-    /// The band's conv geometry ([`ConvGeometry::band`]).
-    geometry: &'g ConvGeometry,
+    /// The band's conv geometry ([`ConvGeometry::band`]) per slice of K (one without the
+    /// split).
+    slices: &'g [ConvGeometry],
     input: BandInput,
-    input_buffer: Arc<PooledBuffer>,
+    /// The copy of the band's input rows per slice of K (of the slice's channels).
+    inputs: Vec<Arc<PooledBuffer>>,
     output: Arc<PooledBuffer>,
 }
 
@@ -988,7 +1041,7 @@ impl<'g> BandRun<'g> {
         encoder: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
         geometry: &ConvGeometry,
-        bands: &'g [(RowBand, ConvGeometry)],
+        bands: &'g [(RowBand, Vec<ConvGeometry>)],
     ) -> Result<Vec<Self>> {
         let images = if bands.is_empty() {
             0
@@ -998,29 +1051,34 @@ impl<'g> BandRun<'g> {
         let plane_bytes = geometry.plane_words_in * 4;
         let mut runs = Vec::new();
         for image in 0..images {
-            for (band, band_geometry) in bands {
+            for (band, slices) in bands {
                 let input = geometry.band_input(band);
                 let bytes = input.words * 4;
-                let input_buffer = ctx.pooled_buffer(
-                    geometry.c_in * bytes,
-                    STORAGE_USAGE,
-                    "squint conv band input",
-                )?;
-                for c in 0..geometry.c_in * u64::from(bytes > 0) {
-                    let src = (image * geometry.c_in + c) * plane_bytes + input.first_byte;
-                    encoder.copy_buffer_to_buffer(&x.buffer, src, &input_buffer, c * bytes, bytes);
+                let mut inputs = Vec::new();
+                for slice in slices {
+                    let buffer = ctx.pooled_buffer(
+                        slice.c_in * bytes,
+                        STORAGE_USAGE,
+                        "squint conv band input",
+                    )?;
+                    for j in 0..slice.c_in * u64::from(bytes > 0) {
+                        let c = slice.input_channel(j);
+                        let src = (image * geometry.c_in + c) * plane_bytes + input.first_byte;
+                        encoder.copy_buffer_to_buffer(&x.buffer, src, &buffer, j * bytes, bytes);
+                    }
+                    inputs.push(buffer);
                 }
                 let output = ctx.pooled_buffer(
-                    geometry.c_out * band_geometry.pixel_tiles * 4,
+                    geometry.c_out * slices[0].pixel_tiles * 4,
                     STORAGE_USAGE,
                     "squint conv band output",
                 )?;
                 runs.push(BandRun {
                     image,
                     band: *band,
-                    geometry: band_geometry,
+                    slices,
                     input,
-                    input_buffer,
+                    inputs,
                     output,
                 });
             }
@@ -1036,7 +1094,7 @@ impl<'g> BandRun<'g> {
         geometry: &ConvGeometry,
         output: &wgpu::Buffer,
     ) {
-        let bytes = self.geometry.pixel_tiles * 4;
+        let bytes = self.slices[0].pixel_tiles * 4;
         for c in 0..geometry.c_out {
             let plane = (self.image * geometry.c_out + c) * geometry.pixel_tiles;
             let dst = (plane + geometry.band_output_word(&self.band)) * 4;
@@ -1210,6 +1268,8 @@ struct ConvWindows<'a> {
     etab_base: u32,
     etab_tex_log2_width: u32,
     output_base: u32,
+    /// First vec4 of the partial-sums window (0 without).
+    partial_base: u32,
 }
 
 /// What one repack dispatch reads and writes: the chunk's images, or one band of an image.
@@ -1238,6 +1298,26 @@ struct ConvCall<'a> {
     quads: &'a RepackedQuads,
     input: &'a ConvInput<'a>,
     output: &'a PooledBuffer,
+    /// For a slice of a conv split along K: the partial sums' buffer (indexed like the
+    /// output, a vec4<i32> per packed word) and what this slice does with them.
+    partial: Option<(&'a PooledBuffer, KPass)>,
+}
+
+/// What the conv of one slice of K does with the partial sums of the others.
+#[derive(Clone, Copy, Debug)]
+struct KPass {
+    /// Adds the sums the earlier slices left (all but the first slice).
+    add_earlier: bool,
+    /// Finishes: adds the zero-point terms and runs the epilogue (the last slice); else
+    /// keeps the sums for the next slice.
+    last: bool,
+}
+
+impl KPass {
+    /// The kernel's `k_pass` bits.
+    fn bits(self) -> u32 {
+        u32::from(self.add_earlier) | (u32::from(self.last) << 1)
+    }
 }
 
 impl<'a> ConvCall<'a> {
@@ -1268,13 +1348,14 @@ impl<'a> ConvCall<'a> {
         Ok(())
     }
 
-    /// Appends the repack dispatches of band run `run` (reading its input rows' copy, see
-    /// [`BandInput`]): its interior items, then its border items; the shader writes only the
-    /// band's rows.
+    /// Appends the repack dispatches of band run `run` (reading `input_buffer`, its input
+    /// rows' copy for this call's slice of K, see [`BandInput`]): its interior items, then its
+    /// border items; the shader writes only the band's rows.
     fn push_band_repack(
         &self,
         pipeline: &Arc<Pipeline>,
         run: &'a BandRun<'_>,
+        input_buffer: &'a Arc<PooledBuffer>,
         dispatches: &mut Vec<Dispatch<'a>>,
     ) -> Result<()> {
         let (band, input) = (&run.band, &run.input);
@@ -1293,7 +1374,7 @@ impl<'a> ConvCall<'a> {
             let ranges = |b: u64, e: u64| geometry.band_repack_ranges(band, input, lo + b, lo + e);
             for (begin, end) in plan(self.split, hi - lo, 64, "conv input repacking", &ranges)? {
                 let r = ranges(begin, end);
-                let window = Slot::new(self.split, &run.input_buffer, r[0].0, r[0].1);
+                let window = Slot::new(self.split, input_buffer, r[0].0, r[0].1);
                 let x_base = window.base(4);
                 let items = (lo + begin, lo + end);
                 let input = (Res::Buf(window), x_base, 0);
@@ -1363,7 +1444,14 @@ impl<'a> ConvCall<'a> {
         dispatches: &mut Vec<Dispatch<'a>>,
     ) -> Result<()> {
         let geometry = self.geometry;
-        let ranges = |b: u64, e: u64| geometry.conv_ranges(first_image, b, e);
+        // With partial sums: their window, 4 bytes per output byte.
+        let ranges = |b: u64, e: u64| {
+            let mut r = geometry.conv_ranges(first_image, b, e);
+            if self.partial.is_some() {
+                r.push((r[3].0 * 4, r[3].1 * 4));
+            }
+            r
+        };
         let workgroups = images * geometry.workgroups_per_image();
         for (begin, end) in plan(self.split, workgroups, 1, "conv2d", &ranges)? {
             let windows = self.conv_windows(&ranges(begin, end));
@@ -1386,6 +1474,17 @@ impl<'a> ConvCall<'a> {
     /// The bindings of a conv dispatch whose byte ranges (quads, weights, epilogue table,
     /// output) are `r`: textures when the run uses them, else buffer windows.
     fn conv_windows(&self, r: &[(u64, u64)]) -> ConvWindows<'a> {
+        let mut windows = self.conv_operand_windows(r);
+        if let Some((partial, _)) = self.partial {
+            let window = Slot::new(self.split, partial, r[4].0, r[4].1);
+            windows.partial_base = window.base(16);
+            windows.bindings.push(Res::Buf(window));
+        }
+        windows
+    }
+
+    /// [`ConvCall::conv_windows`] but the partial sums.
+    fn conv_operand_windows(&self, r: &[(u64, u64)]) -> ConvWindows<'a> {
         let (quads, quads_base) = self.quads.binding(self.split, r[0]);
         let output = Slot::new(self.split, self.output, r[3].0, r[3].1);
         let output_base = output.base(4);
@@ -1404,6 +1503,7 @@ impl<'a> ConvCall<'a> {
                 etab_base: 0,
                 etab_tex_log2_width: etab.log2_width,
                 output_base,
+                partial_base: 0,
             },
             _ => {
                 let weights = Slot::new(self.split, &res.weights, r[1].0, r[1].1);
@@ -1417,6 +1517,7 @@ impl<'a> ConvCall<'a> {
                     etab_base,
                     etab_tex_log2_width: 0,
                     output_base,
+                    partial_base: 0,
                 }
             }
         }
@@ -1441,6 +1542,7 @@ impl<'a> ConvCall<'a> {
         };
         let (step_kx, step_ky) = g.tap_steps();
         let epi = &self.layer.epi;
+        let slice = g.k_slice;
         ConvGemmParams {
             wg_begin,
             wg_count,
@@ -1475,7 +1577,12 @@ impl<'a> ConvCall<'a> {
             out_lo: epi.clamp.min,
             out_hi: epi.clamp.max,
             etab_tex_log2_width: windows.etab_tex_log2_width,
-            _pad: [0; 3],
+            w_block_quads: (g.kh * g.kw * slice.group_quads) as u32,
+            w_first: (8 * slice.first) as u32,
+            w_tap_skip: (8 * (slice.group_quads - slice.quads)) as u32,
+            k_pass: self.partial.map_or(0, |(_, pass)| pass.bits()),
+            p_base: windows.partial_base,
+            _pad: [0; 2],
         }
     }
 

@@ -292,6 +292,21 @@ impl ConvPlan {
         }
     }
 
+    /// This plan for the slices of a conv split along K (see
+    /// [`super::conv_plan::ConvGeometry::k_split_bands`]): the classic GEMM kernel with
+    /// staging that loads the weights quad by quad (subgroups where the adapter has them, else
+    /// direct), which can skip the quads outside a slice.
+    pub(crate) fn for_k_split(self) -> ConvPlan {
+        ConvPlan {
+            staging: match self.staging {
+                BStaging::Direct => BStaging::Direct,
+                _ if self.subgroups => BStaging::Subgroup,
+                _ => BStaging::Direct,
+            },
+            ..self
+        }
+    }
+
     /// The GEMM kernel's workgroup: pixel tiles and 8-channel blocks (see
     /// [`super::conv_plan::ConvGeometry::new`]).
     pub(crate) fn gemm_workgroup(&self) -> (u32, u32) {
