@@ -173,9 +173,9 @@ fn bench_conv(c: &mut Criterion) {
         group.finish();
     }
 
-    // The GEMM's two layouts on AVX-512 (VNNI for int8), one thread, on small planes (what
-    // `nhwc::prefer` and `nhwc::prefer_f32` choose between): flat positions or output channels
-    // in the lanes.
+    // The GEMM's two layouts, one thread, on small planes (what `nhwc::prefer` and
+    // `nhwc::prefer_f32` choose between): flat positions or output channels in the lanes; int8
+    // on AVX-512 VNNI and AVX-VNNI, f32 on AVX-512 and AVX2.
     if fast::Isa::Avx512Vnni.is_available() {
         let mut group = c.benchmark_group("gemm layout");
         group
@@ -199,18 +199,17 @@ fn bench_conv(c: &mut Criterion) {
             let out = QParams::new(0.5, 0, QDtype::QUInt8).expect("qparams");
             let epi = Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, false, c_io)
                 .expect("epilogue");
-            for layout in [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc] {
-                let p = fast::PackedConv2d::with_isa(
-                    &w,
-                    s.weight_dims(),
-                    &w_qp,
-                    &epi,
-                    params,
-                    fast::Isa::Avx512Vnni,
-                )
-                .expect("packing")
-                .with_gemm_layout(layout);
-                let id = BenchmarkId::new(format!("{layout:?}"), format!("1x{c_io}x{hw}x{hw}"));
+            let vnni = [fast::Isa::Avx512Vnni, fast::Isa::AvxVnni];
+            let layouts = [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc];
+            let int8 = vnni.iter().flat_map(|i| layouts.map(|l| (*i, l)));
+            for (isa, layout) in int8.filter(|(i, _)| i.is_available()) {
+                let p = fast::PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, params, isa)
+                    .expect("packing")
+                    .with_gemm_layout(layout);
+                let id = BenchmarkId::new(
+                    format!("int8 {isa} {layout:?}"),
+                    format!("1x{c_io}x{hw}x{hw}"),
+                );
                 group.bench_function(id, |b| {
                     b.iter(|| black_box(p.run(black_box(&x), s.input_dims(), &x_qp, &one).unwrap()))
                 });

@@ -546,14 +546,19 @@ fn one_packed_layer_called_with_changing_input_qparams_matches_reference() {
     }
 }
 
-/// The channels-in-lanes int8 GEMM (AVX-512 VNNI, small planes) forced on shapes that
-/// exercise its edges: partial pixel blocks and micro-tiles, output channels not a multiple
-/// of 64, input channels not a multiple of 4, strides, dilations, asymmetric kernels,
-/// batches, every requantization formula; each equals the reference.
+/// The channels-in-lanes int8 GEMM (small planes; AVX-512 VNNI: 64 channels per tile,
+/// AVX-VNNI: 16) forced on shapes that exercise its edges: partial pixel blocks and
+/// micro-tiles, output channels not a multiple of the tile, input channels not a multiple of
+/// 4, strides, dilations, asymmetric kernels, batches, every requantization formula; each
+/// equals the reference on every VNNI path.
 #[test]
 fn channels_in_lanes_gemm_matches_reference() {
-    if !Isa::Avx512Vnni.is_available() {
-        eprintln!("no AVX-512 VNNI: nothing to check");
+    let isas: Vec<Isa> = [Isa::Avx512Vnni, Isa::AvxVnni]
+        .into_iter()
+        .filter(|i| i.is_available())
+        .collect();
+    if isas.is_empty() {
+        eprintln!("no VNNI path: nothing to check");
         return;
     }
     let mut rng = Rng::new(123);
@@ -644,8 +649,12 @@ fn channels_in_lanes_gemm_matches_reference() {
             )
             .unwrap();
             let want = reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s).unwrap();
-            for layout in [GemmLayout::Nhwc, GemmLayout::Flat, GemmLayout::Auto] {
-                let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, Isa::Avx512Vnni)
+            let layouts = [GemmLayout::Nhwc, GemmLayout::Flat, GemmLayout::Auto];
+            for (&isa, layout) in isas
+                .iter()
+                .flat_map(|i| layouts.iter().map(move |l| (i, *l)))
+            {
+                let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, isa)
                     .unwrap()
                     .with_gemm_layout(layout);
                 for threads in [1, 2] {
@@ -654,7 +663,8 @@ fn channels_in_lanes_gemm_matches_reference() {
                         .unwrap();
                     assert!(
                         got == want,
-                        "case {i}, {formula:?}, {layout:?}, {threads} threads: first difference at {:?}",
+                        "case {i}, {isa}, {formula:?}, {layout:?}, {threads} threads: first \
+                         difference at {:?}",
                         got.iter().zip(&want).position(|(a, b)| a != b)
                     );
                 }

@@ -129,7 +129,8 @@ impl Panels {
             (lanes.flat_map(as_pairs).collect(), Some(quads))
         };
         #[cfg(target_arch = "x86_64")]
-        let nhwc = (isa == Isa::Avx512Vnni && g == 1 && !ones).then(std::sync::OnceLock::new);
+        let vnni = matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni);
+        let nhwc = (vnni && g == 1 && !ones).then(std::sync::OnceLock::new);
         #[cfg(not(target_arch = "x86_64"))]
         let nhwc = None;
         Panels {
@@ -509,13 +510,14 @@ pub(super) fn run(
     let geo = Geometry::new(s, p.ncb, p.px);
     // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes.
     #[cfg(target_arch = "x86_64")]
-    let sink = match (sink, &p.nhwc, consts) {
-        (Sink::Bytes(out), Some(packed), Some(ks))
+    let sink = match (sink, &p.nhwc) {
+        (Sink::Bytes(out), Some(packed))
             if pc
                 .gemm_layout
-                .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr)) =>
+                .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr, isa)) =>
         {
-            let w = packed.get_or_init(|| super::nhwc::pack(&pc.weights, s));
+            let w = packed.get_or_init(|| super::nhwc::pack(&pc.weights, s, isa));
+            let ks = consts.map(|k| &k[..]);
             return super::nhwc::run(pc, w, x, x_qp, s, corr0, ks, opts.threads, out);
         }
         (sink, ..) => sink,

@@ -437,7 +437,7 @@ impl Lines {
 }
 
 /// The GEMM conv's layout: flat output positions in the lanes (the default), or output
-/// channels in the lanes (`nhwc`, one group; int8: AVX-512 VNNI and symmetric weights only;
+/// channels in the lanes (`nhwc`, one group; int8: the VNNI paths and symmetric weights only;
 /// f32: AVX-512 and AVX2),
 /// chosen per call by lane efficiency (`Auto`) or forced (for tests and benchmarks).
 #[doc(hidden)]

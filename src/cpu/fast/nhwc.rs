@@ -1,11 +1,12 @@
 //! The GEMM convs with output channels in the vector lanes, for small output planes: int8
-//! ([`run`], AVX-512 VNNI) and f32 ([`run_f32`], AVX-512 and AVX2).
+//! ([`run`], AVX-512 VNNI and AVX-VNNI) and f32 ([`run_f32`], AVX-512 and AVX2).
 //!
 //! The direct convs of [`super::int8`] and [`super::float`] put 16 consecutive *flat* output
 //! positions in each vector (rows of the padded width), so a plane whose rows are short wastes
 //! lanes: on a 14×14 output with one column of padding each side, 2 of every 16 lanes hold
 //! discarded positions (12.5%), and tiles of whole vectors round 196 outputs up to 224. Here
-//! the vectors hold output channels (64 in 4 zmm; f32 on AVX2: 16 in 2 ymm) and the
+//! the vectors hold output channels (64 in 4 zmm; on AVX-VNNI and for f32 on AVX2: 16 in
+//! 2 ymm, 12 accumulators of the 16 registers) and the
 //! micro-kernel takes 6 output pixels, any 6: the reduction reads, for pixel `m` and tap `t`,
 //! the input values of its input pixel (int8: 4-byte channel groups, `vpdpbusd` with a
 //! broadcast operand; f32: one channel, `vfmadd231ps` with a broadcast), broadcast to every
@@ -17,9 +18,11 @@
 //! [`super`]): `acc = Σ u·w − z·Σ w` (symmetric weights only: no `Σ u` term), `u` the u8
 //! activations of a padded NHWC copy of the input (padding and the channels that round `Cin`
 //! up to 4 hold `z`; their weights are 0 or their `(u − z)` is). The kernel leaves each
-//! pixel's 64 accumulators in a pixel row; a block of rows is transposed (16×16 blocks in
-//! registers) into `[channel][pixel]`, which the AVX-512 epilogue
-//! ([`super::x86::requant_tile_avx512`]) requantizes and stores as the flat kernel's tiles.
+//! pixel's accumulators in a pixel row; on AVX-512 a block of rows is transposed (16×16
+//! blocks in registers) into `[channel][pixel]`, which the AVX-512 epilogue
+//! ([`super::x86::requant_tile_avx512`]) requantizes and stores as the flat kernel's tiles;
+//! on AVX-VNNI (and where a channel needs the scalar epilogue) each channel's accumulators
+//! are gathered into a row and requantized as the flat kernel's rows are.
 //! The f32 kernel does the FMAs of the documented order (taps, then input channels) from 0,
 //! as the flat one does, so both layouts give the same bits.
 //!
@@ -32,8 +35,6 @@ use super::{par_for, Isa, Lines, PackedConv2d, SendPtr};
 use crate::quant::QParams;
 use crate::shape::ConvShape;
 
-/// Output channels per weight row (4 zmm).
-const NC: usize = 64;
 /// Output pixels per micro-kernel call.
 const MR: usize = 6;
 /// Output pixels per block (one requantization tile row).
@@ -42,9 +43,21 @@ const BLOCK: usize = 60;
 /// Micro-tiles of the f32 kernel per work item (36 pixels).
 const F32_RUN: usize = 6;
 
-/// The weights for the kernel: `[channel tile of 64][tap][Cin/4 block][64 channels][4]` i8,
-/// `w[o][4cb + j][tap]` (0 past `Cout` or `Cin`).
-pub(super) fn pack(w: &[i8], s: &ConvShape) -> Lines {
+/// Output channels per weight row of the int8 kernel on `isa`: 64 (4 zmm) on AVX-512 VNNI, 16
+/// (2 ymm) on AVX-VNNI.
+pub(super) fn int8_lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni => 64,
+        _ => 16,
+    }
+}
+
+/// The weights for the kernel on `isa`: `[channel tile of NC][tap][Cin/4 block][NC
+/// channels][4]` i8 ([`int8_lanes`] channels per tile), `w[o][4cb + j][tap]` (0 past `Cout` or
+/// `Cin`).
+pub(super) fn pack(w: &[i8], s: &ConvShape, isa: Isa) -> Lines {
+    #[allow(non_snake_case)]
+    let NC = int8_lanes(isa);
     let (cin, cout) = (s.c_in, s.c_out);
     let taps = s.kh * s.kw;
     let ncb = cin.div_ceil(4);
@@ -64,16 +77,17 @@ pub(super) fn pack(w: &[i8], s: &ConvShape) -> Lines {
 }
 
 /// Whether the channels-in-lanes kernel should run shape `s` rather than the flat one whose
-/// pixel tiles cover `qtot` flat positions with `nr` channels per tile: the fraction of useful
-/// lanes of each, the NHWC one discounted by its measured speed per useful lane against the
-/// flat kernel, which falls with the plane's size (one thread, AMD EPYC Zen 4/5 class: 1.0x on
-/// 1x512x7x7, 0.96x on 1x256x14x14, 0.92x on 1x128x28x28, 0.85x on 1x64x56x56): 10% off up
-/// to 256 output pixels, 20% beyond. So it runs 7×7 (+20%) and 14×14 (+10%) planes.
-pub(super) fn prefer(s: &ConvShape, qtot: usize, nr: usize) -> bool {
+/// pixel tiles cover `qtot` flat positions with `nr` channels per tile, on `isa`: the fraction
+/// of useful lanes of each, the NHWC one discounted by its measured speed per useful lane
+/// against the flat kernel, which falls with the plane's size (one thread, AMD EPYC Zen 4/5
+/// class, AVX-512 VNNI: 1.0x on 1x512x7x7, 0.96x on 1x256x14x14, 0.92x on 1x128x28x28, 0.85x
+/// on 1x64x56x56): 10% off up to 256 output pixels, 20% beyond. So it runs 7×7 (+20%) and
+/// 14×14 (+10%) planes.
+pub(super) fn prefer(s: &ConvShape, qtot: usize, nr: usize, isa: Isa) -> bool {
     let plane = s.h_out * s.w_out;
     let flat = plane as f64 / qtot as f64 * channel_fill(s.c_out, nr);
     let slots = (plane / BLOCK) * BLOCK.div_ceil(MR) * MR + (plane % BLOCK).div_ceil(MR) * MR;
-    let nhwc = plane as f64 / slots as f64 * channel_fill(s.c_out, NC);
+    let nhwc = plane as f64 / slots as f64 * channel_fill(s.c_out, int8_lanes(isa));
     let discount = if plane <= 256 { 0.9 } else { 0.8 };
     nhwc * discount > flat
 }
@@ -96,16 +110,14 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, flip: u8, z: u8, buf: &mut [u8]) {
     let zplane = vec![z ^ flip; plane];
     let mut plane4 = vec![0u32; plane];
     for cb in 0..s.c_in.div_ceil(4) {
-        let src: [*const u8; 4] = std::array::from_fn(|j| {
+        let src: [&[u8]; 4] = std::array::from_fn(|j| {
             let c = 4 * cb + j;
             match c < s.c_in {
-                true => img[c * plane..][..plane].as_ptr(),
-                false => zplane.as_ptr(),
+                true => &img[c * plane..][..plane],
+                false => &zplane[..],
             }
         });
-        // SAFETY: the layer's ISA (AVX-512 VNNI) was checked when packing; each source holds
-        // a plane, `plane4` 4 bytes per position.
-        unsafe { super::x86::interleave4_avx512(src, plane, flip, plane4.as_mut_ptr().cast()) };
+        super::int8::interleave(src, flip, bytemuck::cast_slice_mut(&mut plane4));
         for (y, row) in plane4.chunks_exact(s.w).enumerate() {
             let at = &mut buf[((y + ph) * wp + pw) * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
             for (xi, &q) in row.iter().enumerate() {
@@ -122,10 +134,12 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, flip: u8, z: u8, buf: &mut [u8]) {
 }
 
 /// The conv of `pc` on input `x` (qparams `x_qp`) into the stored output bytes `out`, with the
-/// kernel's weights `w` ([`pack`]), the folding constants `corr0` and the epilogue constants
-/// `ks` of every output channel.
+/// kernel's weights `w` ([`pack`]), the folding constants `corr0` and, where every channel has
+/// them, the AVX-512 epilogue constants `ks` of every output channel (else each channel's
+/// row is requantized as the flat kernel's are).
 ///
-/// Requires AVX-512 VNNI (the layer's ISA), one group and symmetric weights.
+/// Requires a VNNI path (the layer's ISA: AVX-512 VNNI, or AVX-VNNI), one group and
+/// symmetric weights.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     pc: &PackedConv2d,
@@ -134,12 +148,91 @@ pub(super) fn run(
     x_qp: &QParams,
     s: &ConvShape,
     corr0: &[i32],
-    ks: &[super::x86::Requant512],
+    ks: Option<&[super::x86::Requant512]>,
     threads: Option<usize>,
     out: &mut [u8],
 ) {
-    use super::x86::{gemm_nhwc_avx512, requant_tile_avx512, transpose_pixels_avx512, RunMask};
-    debug_assert!(s.params.groups == 1 && pc.isa == super::Isa::Avx512Vnni);
+    use super::x86::{gemm_nhwc_avx512, gemm_nhwc_avxvnni, gemm_nhwc_avxvnni_evex};
+    debug_assert!(s.params.groups == 1);
+    let plane_out = s.h_out * s.w_out;
+    let outp = SendPtr(out.as_mut_ptr());
+    let args = (pc, w, x, x_qp, s, corr0, threads);
+    match (pc.isa, ks) {
+        (Isa::Avx512Vnni, Some(ks)) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
+            use super::x86::{requant_tile_avx512, transpose_pixels_avx512, RunMask};
+            let outp = &outp; // (the whole `Sync` wrapper, not its pointer field)
+                              // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
+            let mut acc = [[0i32; 64]; 64 + MR];
+            // SAFETY: the ISA was checked when packing.
+            unsafe { transpose_pixels_avx512(px, &mut acc) };
+            let runs = [RunMask::new(0, b.p0, b.npx)];
+            for r in (0..b.nch).step_by(MR) {
+                let rows: &[[i32; 64]; MR] =
+                    acc[r..r + MR].try_into().expect("6 rows of the block");
+                let o = b.o0 + r;
+                let k = &ks[o..o + MR.min(b.nch - r)];
+                // SAFETY: the ISA was checked when packing; the run (pixels p0 .. p0 + npx of
+                // each channel's plane) lies in the output, written by this task only.
+                unsafe {
+                    requant_tile_avx512(
+                        k,
+                        rows,
+                        &runs,
+                        outp.0.add((b.n * s.c_out + o) * plane_out),
+                        plane_out,
+                    )
+                };
+            }
+        }),
+        (Isa::Avx512Vnni, None) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
+            rows_epilogue(pc, s, px, b, &outp)
+        }),
+        _ => {
+            let kernel: I8Kernel<16> = match super::int8::vex_vnni() {
+                true => gemm_nhwc_avxvnni,
+                false => gemm_nhwc_avxvnni_evex,
+            };
+            run_with::<16>(kernel, args, &|px, b| rows_epilogue(pc, s, px, b, &outp))
+        }
+    }
+}
+
+/// A micro-kernel of [`run`]: 6 pixels × `NC` channels (see `x86::gemm_nhwc_avx512`).
+type I8Kernel<const NC: usize> =
+    unsafe fn(*const u8, &[usize; MR], &[usize], usize, *const u8, &mut [[i32; NC]; MR]);
+
+/// The arguments of [`run_with`]: layer, weights, input, input qparams, shape, folding
+/// constants, threads.
+type RunArgs<'a> = (
+    &'a PackedConv2d,
+    &'a Lines,
+    &'a [u8],
+    &'a QParams,
+    &'a ConvShape,
+    &'a [i32],
+    Option<usize>,
+);
+
+/// One block of work: image `n`, output pixels `[p0, p0 + npx)`, channels `[o0, o0 + nch)`.
+#[derive(Clone, Copy)]
+struct Block {
+    n: usize,
+    p0: usize,
+    npx: usize,
+    o0: usize,
+    nch: usize,
+}
+
+/// The epilogue of one block: its accumulators, a pixel row each (`BLOCK + MR` rows, the
+/// block's first `npx` real).
+type I8Epilogue<'a, const NC: usize> = dyn Fn(&[[i32; NC]; BLOCK + MR], Block) + Sync + 'a;
+
+/// [`run`] with `NC` output channels per weight row, `kernel`, and `epilogue` per block.
+fn run_with<const NC: usize>(
+    kernel: I8Kernel<NC>,
+    (pc, w, x, x_qp, s, corr0, threads): RunArgs<'_>,
+    epilogue: &I8Epilogue<'_, NC>,
+) {
     let p = &s.params;
     let (flip, zi) = super::int8::flip_and_z(x_qp);
     let (hp, wp) = (s.h + 2 * p.padding[0], s.w + 2 * p.padding[1]);
@@ -153,14 +246,13 @@ pub(super) fn run(
     let tiles = s.c_out.div_ceil(NC);
     let w = w.bytes();
     let tile_len = taps.len() * ncb * NC * 4;
+    debug_assert_eq!(int8_lanes(pc.isa), NC);
     // One image's copy at a time; blocks × channel tiles in parallel.
     let mut buf = vec![0u8; hp * wp * cpix + 64];
-    let outp = SendPtr(out.as_mut_ptr());
     for n in 0..s.n {
         repack(x, s, n, flip, zi as u8, &mut buf);
         let act = &buf[..];
         par_for(threads, blocks * tiles, |item| {
-            let outp = &outp; // (the whole `Send` wrapper, not its pointer field)
             let (b, tile) = (item / tiles, item % tiles);
             let p0 = b * BLOCK;
             let npx = BLOCK.min(plane_out - p0);
@@ -187,31 +279,42 @@ pub(super) fn run(
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
                 // (pixel and tap offsets inside the padded image, `cpix` bytes each) and in the
                 // tile's weights.
-                unsafe { gemm_nhwc_avx512(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), tile_px) };
+                unsafe { kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), tile_px) };
             }
-            // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
-            let mut acc = [[0i32; 64]; NC + MR];
-            // SAFETY: the ISA was checked when packing.
-            unsafe { transpose_pixels_avx512(&px, &mut acc) };
-            let runs = [RunMask::new(0, p0, npx)];
-            for r in (0..nch).step_by(MR) {
-                let rows: &[[i32; 64]; MR] =
-                    acc[r..r + MR].try_into().expect("6 rows of the block");
-                let o = o0 + r;
-                let k = &ks[o..o + MR.min(nch - r)];
-                // SAFETY: the ISA was checked when packing; the run (pixels p0 .. p0 + npx of
-                // each channel's plane) lies in the output, written by this task only.
-                unsafe {
-                    requant_tile_avx512(
-                        k,
-                        rows,
-                        &runs,
-                        outp.0.add((n * s.c_out + o) * plane_out),
-                        plane_out,
-                    )
-                };
-            }
+            epilogue(
+                &px,
+                Block {
+                    n,
+                    p0,
+                    npx,
+                    o0,
+                    nch,
+                },
+            );
         });
+    }
+}
+
+/// The epilogue of block `b` channel by channel: its pixels' accumulators gathered into a
+/// row, requantized as the flat kernel's rows are (`requant_row`), into the consecutive
+/// outputs `p0 .. p0 + npx` of each channel's plane.
+fn rows_epilogue<const NC: usize>(
+    pc: &PackedConv2d,
+    s: &ConvShape,
+    px: &[[i32; NC]; BLOCK + MR],
+    b: Block,
+    outp: &SendPtr<u8>,
+) {
+    let plane_out = s.h_out * s.w_out;
+    let mut row = [0i32; BLOCK];
+    for o in b.o0..b.o0 + b.nch {
+        for (a, pixel) in row[..b.npx].iter_mut().zip(px) {
+            *a = pixel[o - b.o0];
+        }
+        // SAFETY: pixels p0 .. p0 + npx of channel o lie in the output, written by this task
+        // only.
+        let dst = unsafe { outp.slice((b.n * s.c_out + o) * plane_out + b.p0, b.npx) };
+        super::requant_row(pc.isa, &pc.epi, o, &row[..b.npx], dst);
     }
 }
 
@@ -370,8 +473,9 @@ mod tests {
     use super::*;
     use crate::shape::ConvParams;
 
-    /// The layout choice follows the measured crossover: channels in lanes on 7×7 and 14×14
-    /// planes, the flat layout on 28×28 and larger.
+    /// The layout choice follows the measured crossover on both VNNI paths (AVX-512 VNNI: 64
+    /// channels per row, flat tiles of 64 pixels; AVX-VNNI: 16 and 16): channels in lanes on
+    /// 7×7 and 14×14 planes, the flat layout on 28×28 and larger.
     #[test]
     fn channels_in_lanes_is_preferred_on_small_planes_only() {
         for (c, hw, want) in [
@@ -386,8 +490,10 @@ mod tests {
                 ConvParams::default().padding(1),
             )
             .unwrap();
-            let qtot = super::super::int8::Geometry::new(&s, c / 4, 64).qtot;
-            assert_eq!(prefer(&s, qtot, 6), want, "{c}x{hw}x{hw}");
+            for (isa, px) in [(Isa::Avx512Vnni, 64), (Isa::AvxVnni, 16)] {
+                let qtot = super::super::int8::Geometry::new(&s, c / 4, px).qtot;
+                assert_eq!(prefer(&s, qtot, 6, isa), want, "{isa}: {c}x{hw}x{hw}");
+            }
         }
     }
 

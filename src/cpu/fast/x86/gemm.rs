@@ -286,65 +286,101 @@ macro_rules! gemm_f32_tile {
     };
 }
 
-/// The channels-in-lanes int8 GEMM tile on AVX-512 VNNI (see `cpu::fast::nhwc`): 6 output
-/// pixels × 64 output channels (4 zmm), `acc[m][16v + i] += Σ_t Σ_cb u·w` (wrapping), where
-/// for pixel `m`, tap `t` and channel block `cb` the 4 activation bytes at
-/// `act + pix[m] + taps[t] + 4·cb` are broadcast to every lane and multiplied with the
-/// 64-channel weight row `w[(t·ncb + cb)·256 ..]` (`t` counting from the first of `taps`).
-///
-/// # Safety
-/// avx512f and avx512vnni must be available; every activation read (`act + pix[m] +
-/// taps[t] + [0, 4·ncb)`) and the `taps.len()·ncb·256` weight bytes must be readable.
-#[target_feature(enable = "avx512f,avx512vnni")]
-pub(crate) unsafe fn gemm_nhwc_avx512(
-    act: *const u8,
-    pix: &[usize; 6],
-    taps: &[usize],
-    ncb: usize,
-    w: *const u8,
-    acc: &mut [[i32; 64]; 6],
-) {
-    // SAFETY: the caller guarantees the target features and the ranges listed above.
-    unsafe {
-        let mut r = [[_mm512_setzero_si512(); 4]; 6];
-        for (rm, am) in r.iter_mut().zip(acc.iter()) {
-            for (v, x) in rm.iter_mut().enumerate() {
-                *x = _mm512_loadu_si512(am.as_ptr().add(16 * v).cast());
-            }
-        }
-        let mut wp = w;
-        for &t in taps {
-            let p: [*const u8; 6] = [
-                act.add(pix[0] + t),
-                act.add(pix[1] + t),
-                act.add(pix[2] + t),
-                act.add(pix[3] + t),
-                act.add(pix[4] + t),
-                act.add(pix[5] + t),
-            ];
-            for cb in 0..ncb {
-                let b = [
-                    _mm512_loadu_si512(wp.cast()),
-                    _mm512_loadu_si512(wp.add(64).cast()),
-                    _mm512_loadu_si512(wp.add(128).cast()),
-                    _mm512_loadu_si512(wp.add(192).cast()),
-                ];
-                for (m, rm) in r.iter_mut().enumerate() {
-                    let a = _mm512_set1_epi32(p[m].add(4 * cb).cast::<i32>().read_unaligned());
-                    for v in 0..4 {
-                        rm[v] = _mm512_dpbusd_epi32(rm[v], a, b[v]);
+macro_rules! gemm_nhwc_i8_tile {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $vecs:literal,
+     $vzero:ident, $load:ident, $store:ident, $set1:ident, $dpbusd:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The features must be available; every activation read (`act + pix[m] + taps[t] +
+        /// [0, 4·ncb)`) and the `taps.len()·ncb` weight rows (4 bytes per channel) must be
+        /// readable.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            act: *const u8,
+            pix: &[usize; 6],
+            taps: &[usize],
+            ncb: usize,
+            w: *const u8,
+            acc: &mut [[i32; $lanes * $vecs]; 6],
+        ) {
+            // SAFETY: the caller guarantees the target features and the ranges listed above.
+            unsafe {
+                let mut r = [[$vzero(); $vecs]; 6];
+                for (rm, am) in r.iter_mut().zip(acc.iter()) {
+                    for (v, x) in rm.iter_mut().enumerate() {
+                        *x = $load(am.as_ptr().add($lanes * v).cast());
                     }
                 }
-                wp = wp.add(256);
+                let mut wp = w;
+                for &t in taps {
+                    let p: [*const u8; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
+                    for cb in 0..ncb {
+                        let b: [_; $vecs] =
+                            std::array::from_fn(|v| $load(wp.add(4 * $lanes * v).cast()));
+                        for (m, rm) in r.iter_mut().enumerate() {
+                            let a = $set1(p[m].add(4 * cb).cast::<i32>().read_unaligned());
+                            for v in 0..$vecs {
+                                rm[v] = $dpbusd(rm[v], a, b[v]);
+                            }
+                        }
+                        wp = wp.add(4 * $lanes * $vecs);
+                    }
+                }
+                for (rm, am) in r.iter().zip(acc.iter_mut()) {
+                    for (v, &x) in rm.iter().enumerate() {
+                        $store(am.as_mut_ptr().add($lanes * v).cast(), x);
+                    }
+                }
             }
         }
-        for (rm, am) in r.iter().zip(acc.iter_mut()) {
-            for (v, &x) in rm.iter().enumerate() {
-                _mm512_storeu_si512(am.as_mut_ptr().add(16 * v).cast(), x);
-            }
-        }
-    }
+    };
 }
+
+gemm_nhwc_i8_tile!(
+    /// The channels-in-lanes int8 GEMM tile on AVX-512 VNNI (see `cpu::fast::nhwc`): 6 output
+    /// pixels × 64 output channels (4 zmm), `acc[m][16v + i] += Σ_t Σ_cb u·w` (wrapping), where
+    /// for pixel `m`, tap `t` and channel block `cb` the 4 activation bytes at
+    /// `act + pix[m] + taps[t] + 4·cb` are broadcast to every lane and multiplied with the
+    /// 64-channel weight row `w[(t·ncb + cb)·256 ..]` (`t` counting from the first of `taps`).
+    gemm_nhwc_avx512,
+    "avx512f,avx512vnni",
+    16,
+    4,
+    _mm512_setzero_si512,
+    _mm512_loadu_si512,
+    _mm512_storeu_si512,
+    _mm512_set1_epi32,
+    _mm512_dpbusd_epi32
+);
+
+gemm_nhwc_i8_tile!(
+    /// [`gemm_nhwc_avx512`] on AVX-VNNI: 6 output pixels × 16 output channels (2 ymm, 12
+    /// accumulators of the 16 registers, VEX `vpdpbusd`), weight rows of 16 channels.
+    gemm_nhwc_avxvnni,
+    "avx2,avxvnni",
+    8,
+    2,
+    _mm256_setzero_si256,
+    _mm256_loadu_si256,
+    _mm256_storeu_si256,
+    _mm256_set1_epi32,
+    _mm256_dpbusd_avx_epi32
+);
+
+gemm_nhwc_i8_tile!(
+    /// [`gemm_nhwc_avxvnni`] with EVEX `vpdpbusd` (AVX512-VNNI + VL): the `avx-vnni` path on
+    /// CPUs without the VEX encoding.
+    gemm_nhwc_avxvnni_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    8,
+    2,
+    _mm256_setzero_si256,
+    _mm256_loadu_si256,
+    _mm256_storeu_si256,
+    _mm256_set1_epi32,
+    _mm256_dpbusd_epi32
+);
 
 macro_rules! gemm_f32_nhwc_tile {
     ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $vecs:literal,
