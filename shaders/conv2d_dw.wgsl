@@ -38,6 +38,11 @@
 // * `y` (storage, read_write): packed output words, `pixel_tiles` per (n, o) plane, window from
 //   `u.y_base`.
 // Workgroups are numbered (n, channel block, pixel-tile group), the last fastest.
+//
+// Channel slices: where even one output row's repacked input exceeds a binding, the host
+// repacks and convolves the input channels 16·quad_base .. by slices of whole quads (see
+// `ConvGeometry::k_split_bands`): a slice's workgroups cover its output channels' blocks from
+// `block_base` (`c_end` is its last channel + 1), and its quads hold only its channels.
 
 override WG: u32 = 64u;
 // 1 when the channel multiplier is 1 (channel o reads channel o).
@@ -76,8 +81,10 @@ struct Params {
     out_lo: i32,
     out_hi: i32,
     etab_tex_log2_width: u32, // log2 width of the epilogue-table texture
+    block_base: u32, // first channel block of a channel slice (0 without one)
+    quad_base: u32, // first input quad of a channel slice (its repacked quads start there)
+    c_end: u32, // end of a channel slice's output channels (c_out without one)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -148,17 +155,17 @@ fn main(
         return;
     }
     let ptg = place.x;
-    let ob = place.y;
+    let ob = place.y + u.block_base;
     let n = place.z;
     let o0 = ob * 8u;
 
-    // Input channel of each output channel (clamped past the last one), relative to the first
-    // quad read.
-    let c0 = min(o0, u.c_out - 1u) / u.channel_multiplier;
+    // Input channel of each output channel (clamped past the slice's last one), relative to
+    // the first quad read.
+    let c0 = min(o0, u.c_end - 1u) / u.channel_multiplier;
     let tq0 = c0 / 16u;
     var r: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) {
-        r[j] = min(o0 + j, u.c_out - 1u) / u.channel_multiplier - tq0 * 16u;
+        r[j] = min(o0 + j, u.c_end - 1u) / u.channel_multiplier - tq0 * 16u;
     }
     let two = r[7] >= 16u;
     let half = (o0 / 8u) & 1u;
@@ -170,7 +177,7 @@ fn main(
     let oy = pc / vec4<u32>(u.w_out);
     let ox = pc - oy * u.w_out;
     let a = ((vec4<u32>(n * u.padded_h) + oy * u.stride_h) * u.padded_w + ox * u.stride_w)
-        * u.quads_per_pixel + tq0;
+        * u.quads_per_pixel + tq0 - u.quad_base;
 
     var a0 = vec4<i32>(0);
     var a1 = vec4<i32>(0);
@@ -212,7 +219,7 @@ fn main(
     if (pt < u.pixel_tiles) {
         let px_ok = p < vec4<u32>(u.plane_out);
         let plane0 = (u.n_begin + n) * u.c_out;
-        let nch = min(8u, u.c_out - o0);
+        let nch = min(8u, u.c_end - o0);
         finish(0u, vec4<i32>(a0.x, a1.x, a2.x, a3.x), o0, nch, px_ok, plane0, pt);
         finish(1u, vec4<i32>(a0.y, a1.y, a2.y, a3.y), o0, nch, px_ok, plane0, pt);
         finish(2u, vec4<i32>(a0.z, a1.z, a2.z, a3.z), o0, nch, px_ok, plane0, pt);

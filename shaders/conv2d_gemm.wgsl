@@ -46,6 +46,8 @@ fn main(
     let n = place.z;
     let g = cb / u.blocks_per_group;
     let bl = cb - g * u.blocks_per_group;
+    // The layer's group (a slice of groups starts at `group_base`).
+    let gg = g + u.group_base;
     let lanes = vec4<u32>(0u, 1u, 2u, 3u);
 
     // The 4 output pixels of this invocation's tile (clamped for reading) and the A quad of
@@ -72,7 +74,7 @@ fn main(
     // for a K slice, its first quad, the others' skipped after each tap: SHARED staging loads
     // consecutive quads, so the host runs slices with SG or DIRECT staging); `off` follows
     // the quad (ky, kx, qq) through the taps.
-    let wq = cb * u.w_block_quads * 8u + u.w_first;
+    let wq = (gg * u.blocks_per_group + bl) * u.w_block_quads * 8u + u.w_first;
 //#if SG
     var wi = wq + min(sl, 7u);
 //#else
@@ -157,6 +159,6 @@ fn main(
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
     if (pt < u.pixel_tiles) {
-        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt);
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, gg, bl, pt);
     }
 }

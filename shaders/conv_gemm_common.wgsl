@@ -7,8 +7,10 @@
 //
 //
 // Split along K (KSPLIT; `conv2d_gemm.wgsl` only, with SG or DIRECT staging): when even one
-// output row's repacked input exceeds a binding, the host repacks and convolves one slice of
-// each group's quads at a time (see `ConvGeometry::k_split_bands`). Each slice's dispatch sums
+// output row's repacked input exceeds a binding, the host repacks and convolves slices of
+// the groups (from `group_base`, convs of their own) and, where one group is still too much,
+// slices of each group's quads, one at a time (see `ConvGeometry::k_split_bands`). Each
+// slice of quads' dispatch sums
 // its quads (the weights of the others are skipped at each tap: `w_first`, `w_tap_skip`) and,
 // with `k_pass`, adds the partial sums of the earlier slices from `part` (binding 5, one
 // vec4<i32> per packed output word, indexed like `y` from `p_base`); the last slice adds the
@@ -97,8 +99,8 @@ struct Params {
     w_tap_skip: u32, // B index step past the group quads outside a K slice, after each tap
     k_pass: u32, // KSPLIT: bit 0 adds the earlier slices' partial sums, bit 1 finishes
     p_base: u32, // KSPLIT: first vec4 of the partial-sums window
+    group_base: u32, // the first group of a slice of groups (`conv2d_gemm.wgsl` only)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;

@@ -198,14 +198,11 @@ fn forced_splitting_stays_bit_exact() {
                     // Where one image's repacked input or output windows exceed a binding
                     // (problem 3's repacking reads 16 input planes of 668 bytes per quad, and
                     // problem 1 run by the GEMM kernel has workgroups that read 15 padded rows
-                    // of 1440 bytes), the conv runs by row bands, down to the smallest: for
-                    // problem 1 on the GEMM kernel, 2 output rows read 7 padded rows of 90
-                    // quads (10080 bytes), more than a 9 KiB binding.
+                    // of 1440 bytes), the conv runs by row bands, down to the smallest, and
+                    // then by slices of its groups: for problem 1 on the GEMM kernel, 2 output
+                    // rows read 7 padded rows of 90 quads (10080 bytes), more than a 9 KiB
+                    // binding.
                     let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
-                    if i == 1 && variant == "GEMM for depthwise" && limit < 10080 {
-                        assert!(matches!(r, Err(Error::DeviceLimit(_))), "{r:?}");
-                        continue;
-                    }
                     let got = r.unwrap_or_else(|e| {
                         panic!("{name}, {variant}: problem {i}, limit {limit}: {e}")
                     });
@@ -369,19 +366,11 @@ fn images_larger_than_the_largest_buffer_run_by_row_bands() {
         ] {
             for (variant, ctx) in variants(&ctx) {
                 for (i, p) in problems.iter().enumerate() {
-                    let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
                     // Run by the GEMM kernel, the depthwise problem has 6 quads per pixel (one
                     // per group): the smallest band (4 rows) reads 11 padded rows of 198 quads,
-                    // more than the 1024 quads of a 16 KiB buffer.
-                    if i == 1 && variant == "GEMM for depthwise" {
-                        match r {
-                            Err(Error::DeviceLimit(msg)) => {
-                                assert!(msg.contains("2178 repacked quads"), "{msg}")
-                            }
-                            other => panic!("expected DeviceLimit, got {other:?}"),
-                        }
-                        continue;
-                    }
+                    // more than the 1024 quads of a 16 KiB buffer, so it runs by slices of
+                    // its groups too.
+                    let r = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s);
                     let got = r.unwrap_or_else(|e| {
                         panic!("{name}, {variant}, {limits}: problem {i}: {e}")
                     });
@@ -459,7 +448,8 @@ fn an_image_beyond_the_largest_buffer_runs_on_the_device() {
 fn convs_whose_fewest_rows_exceed_a_binding_run_split_along_k() {
     // With 40 KiB bindings (2560 quads) even one band of the fewest output rows reads more
     // repacked quads than a binding holds, so the conv runs by slices of each group's input
-    // quads, keeping i32 partial sums between them; the output must equal the CPU exactly.
+    // quads, keeping i32 partial sums between them (depthwise: by slices of its channels, each
+    // a conv of its own); the output must equal the CPU exactly.
     let problems = [
         // 5 quads of input channels: one output row reads 3 padded rows of 302 pixels, 4530
         // quads; slices of 2, 2 and 1 quads (1812 quads per row).
@@ -486,6 +476,41 @@ fn convs_whose_fewest_rows_exceed_a_binding_run_split_along_k() {
             [5, 50, 3, 3],
             ConvParams::default().stride(2).dilation(2).padding(2),
             RequantFormula::Onednn,
+        ),
+        // Depthwise, 48 channels (3 quads): one output row reads 3 padded rows, 2718 quads;
+        // slices of 32 and 16 channels.
+        problem(
+            44,
+            [1, 48, 5, 300],
+            [48, 1, 3, 3],
+            ConvParams::default().padding(1).groups(48),
+            RequantFormula::Fbgemm,
+        ),
+        // 8 groups of one quad (8 channels): one output row reads 3 padded rows, 7248 quads;
+        // slices of 2 whole groups, no partial sums.
+        problem(
+            46,
+            [1, 64, 5, 300],
+            [24, 8, 3, 3],
+            ConvParams::default().padding(1).groups(8),
+            RequantFormula::Qnnpack,
+        ),
+        // 4 groups of 3 quads: one group is too much, so one group at a time by 2 quads and 1.
+        problem(
+            47,
+            [1, 160, 4, 250],
+            [36, 40, 3, 3],
+            ConvParams::default().padding(1).groups(4),
+            RequantFormula::Fbgemm,
+        ),
+        // Depthwise with 2 output channels per input channel, 40 channels: bands of 2 rows
+        // read 4 padded rows, 3024 quads; slices of 32 and 8 input channels.
+        problem(
+            45,
+            [1, 40, 4, 250],
+            [80, 1, 3, 3],
+            ConvParams::default().padding(1).groups(40),
+            RequantFormula::FixedPoint,
         ),
     ];
     for base in gpu_contexts() {

@@ -93,19 +93,27 @@ pub(crate) struct ConvGeometry {
     pub k_slice: KSlice,
 }
 
-/// A slice of the GEMM reduction: quads `[first, first + quads)` of each group's
+/// A slice of the input channels, in whole quads of 16. GEMM: groups `[group_first, group_first
+/// + groups)` of the layer's `all_groups` (the geometry's `groups`), each a conv of its own,
+/// and in each a slice of the reduction, quads `[first, first + quads)` of each group's
 /// `group_quads` quads per tap (input channels `16·first ..` of each group's
-/// `group_channels`), at every tap. Its geometry is that of a conv on those channels only:
-/// its input is a copy of them (see [`ConvGeometry::input_channel`]), its repacked input
-/// holds `quads` quads per group and pixel, and its conv reads the weights of those quads,
-/// skipping the others at each tap. The whole K is `first = 0, quads = group_quads`;
-/// depthwise layers are never split (all zero).
+/// `group_channels`), at every tap; its repacked input holds `quads` quads per group and
+/// pixel, and its conv reads the weights of those quads, skipping the others at each tap, and
+/// adds partial sums when `quads < group_quads`. Depthwise: quads `[first, first + quads)` of
+/// the `group_quads` quads per pixel (input channels `16·first ..` of `group_channels`), a conv
+/// of its own on those channels and their output channels. Either way the slice's geometry
+/// is that of a conv on its channels only, whose input is a copy of them (see
+/// [`ConvGeometry::input_channel`]). The whole layer is `first = 0, quads = group_quads`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KSlice {
     pub first: u64,
     pub quads: u64,
     pub group_quads: u64,
     pub group_channels: u64,
+    /// GEMM: the slice's first group (0 for depthwise, whose slices count channels).
+    pub group_first: u64,
+    /// The layer's groups (depthwise: its input channels).
+    pub all_groups: u64,
 }
 
 /// A band of output rows `[out_begin, out_end)` of one image, repacked and convolved on its
@@ -181,6 +189,8 @@ impl ConvGeometry {
                         quads: quads_per_group,
                         group_quads: quads_per_group,
                         group_channels: c_in_per_group,
+                        group_first: 0,
+                        all_groups: groups,
                     },
                 ),
                 ConvKernelLayout::Depthwise => (
@@ -190,9 +200,11 @@ impl ConvGeometry {
                     kh * kw,
                     KSlice {
                         first: 0,
-                        quads: 0,
-                        group_quads: 0,
-                        group_channels: 0,
+                        quads: c_in.div_ceil(16),
+                        group_quads: c_in.div_ceil(16),
+                        group_channels: c_in,
+                        group_first: 0,
+                        all_groups: c_in,
                     },
                 ),
             };
@@ -230,45 +242,98 @@ impl ConvGeometry {
         }
     }
 
-    /// The geometry of the K slice of quads `[first, first + quads)` of each group (GEMM): a
-    /// conv on those quads' input channels (up to `16 · quads` per group), whose repacked
-    /// input has `quads` quads per group and pixel and whose kernel walks `kh · kw · quads`
-    /// quads; the weights stay those of the whole layer.
-    pub(crate) fn k_slice(&self, first: u64, quads: u64) -> ConvGeometry {
+    /// The geometry of the slice of `ng` groups from `g0` and, in each, `quads` quads from
+    /// `first` (GEMM; depthwise: of `quads` quads of channels from `first`, the groups
+    /// unused): a conv on those quads' input channels (up to `16 · quads` per group), whose
+    /// repacked input has `quads` quads per group and pixel, whose kernel walks
+    /// `kh · kw · quads` quads, and whose workgroups cover the slice's groups' channel blocks;
+    /// the weights stay those of the whole layer. `self` is the whole layer's geometry.
+    pub(crate) fn k_slice(&self, (g0, ng): (u64, u64), (first, quads): (u64, u64)) -> ConvGeometry {
         let ConvKernelLayout::Gemm {
             quads_per_group,
             blocks_per_group,
             ..
         } = self.layout
         else {
-            return *self;
+            return self.channel_slice(first, quads);
         };
         debug_assert!(quads >= 1 && first + quads <= quads_per_group);
+        debug_assert!(ng >= 1 && g0 + ng <= self.groups);
         let whole = self.k_slice.group_channels;
         let c_in_per_group = (16 * quads).min(whole - 16 * first);
         ConvGeometry {
-            c_in: self.groups * c_in_per_group,
+            c_in: ng * c_in_per_group,
             c_in_per_group,
+            groups: ng,
             layout: ConvKernelLayout::Gemm {
                 quads_per_group: quads,
                 k_quads: self.kh * self.kw * quads,
                 blocks_per_group,
             },
             slots_per_group: 16 * quads,
-            quads_per_pixel: self.groups * quads,
+            quads_per_pixel: ng * quads,
+            channel_blocks: ng * (self.channel_blocks / self.groups),
             k_slice: KSlice {
                 first,
                 quads,
                 group_quads: quads_per_group,
                 group_channels: whole,
+                group_first: g0,
+                all_groups: self.groups,
             },
             ..*self
         }
     }
 
-    /// Whether this geometry sums only a slice of K (its conv adds partial sums).
+    /// The geometry of the depthwise conv on input quads `[first, first + quads)` (input
+    /// channels `16·first ..`) and their output channels: its workgroups cover only those
+    /// channels' blocks (see [`ConvGeometry::out_channels`]).
+    fn channel_slice(&self, first: u64, quads: u64) -> ConvGeometry {
+        let whole = self.k_slice.group_channels;
+        debug_assert!(quads >= 1 && 16 * (first + quads) < whole + 16);
+        let c_in = (16 * quads).min(whole - 16 * first);
+        ConvGeometry {
+            c_in,
+            groups: c_in,
+            slots_per_group: 1,
+            quads_per_pixel: quads,
+            channel_blocks: (c_in * self.c_out_per_group).div_ceil(CHANNELS_PER_BLOCK),
+            k_slice: KSlice {
+                first,
+                quads,
+                group_quads: self.k_slice.group_quads,
+                group_channels: whole,
+                group_first: 0,
+                all_groups: whole,
+            },
+            ..*self
+        }
+    }
+
+    /// Whether this geometry covers only a slice of the input channels.
     pub(crate) fn is_k_sliced(&self) -> bool {
-        self.k_slice.quads < self.k_slice.group_quads
+        self.k_slice.quads < self.k_slice.group_quads || self.groups < self.k_slice.all_groups
+    }
+
+    /// Whether this GEMM geometry sums only part of each group's K (its conv adds partial
+    /// sums between slices).
+    pub(crate) fn sums_partially(&self) -> bool {
+        matches!(self.layout, ConvKernelLayout::Gemm { .. })
+            && self.k_slice.quads < self.k_slice.group_quads
+    }
+
+    /// The output channels `[lo, hi)` this geometry computes: all of them, or a depthwise
+    /// slice's (its input channels' outputs; `16·first·m` is a whole number of 8-channel
+    /// blocks, so slices share no block).
+    pub(crate) fn out_channels(&self) -> (u64, u64) {
+        match self.layout {
+            ConvKernelLayout::Depthwise if self.is_k_sliced() => {
+                let m = self.c_out_per_group;
+                let lo = 16 * self.k_slice.first * m;
+                (lo, lo + self.c_in * m)
+            }
+            _ => (0, self.c_out),
+        }
     }
 
     /// The layer's input channel that this geometry's input channel `j` is: `j` itself, or
@@ -277,17 +342,23 @@ impl ConvGeometry {
         if !self.is_k_sliced() {
             return j;
         }
-        let g = j / self.c_in_per_group;
+        if self.layout == ConvKernelLayout::Depthwise {
+            return 16 * self.k_slice.first + j;
+        }
+        let g = self.k_slice.group_first + j / self.c_in_per_group;
         g * self.k_slice.group_channels + 16 * self.k_slice.first + j % self.c_in_per_group
     }
 
     /// The row bands of one image (as [`ConvGeometry::row_bands`]) and, when even the
-    /// fewest rows do not fit `limits`, the split along K that makes them fit: the
-    /// geometries of the K slices (one, the whole K, when no split is needed), and the bands
-    /// of the widest slice, which every slice runs. A sliced conv keeps 4-byte partial sums
-    /// per output value between its slices, bound as windows 4 times the output's, so the
-    /// output span allowed is a quarter of `limits.output_bytes`. Depthwise layers and
-    /// groups of a single quad cannot be split: their error is that of the row bands.
+    /// fewest rows do not fit `limits`, the split of the input channels that makes them fit
+    /// ([`KSlice`]): the geometries of the slices (one, the whole layer, when no split is
+    /// needed), and the bands of the widest slice, which every slice runs. GEMM: the most
+    /// whole groups per slice that fit (convs of their own), else slices of every group's
+    /// quads, else of one group's quads at a time; those keep 4-byte partial sums per output
+    /// value between the slices of a group, bound as windows 4 times the output's, so the
+    /// output span allowed is a quarter of `limits.output_bytes`. Depthwise: slices of its
+    /// quads of channels. A single quad of a single group cannot be split: its error is that
+    /// of the row bands.
     pub(crate) fn k_split_bands(
         &self,
         limits: BandLimits,
@@ -296,32 +367,59 @@ impl ConvGeometry {
             Ok(bands) => return Ok((vec![*self], bands)),
             Err(e) => e,
         };
-        let ConvKernelLayout::Gemm {
-            quads_per_group, ..
-        } = self.layout
-        else {
-            return Err(err);
+        let (groups, quads) = match self.layout {
+            ConvKernelLayout::Gemm { .. } => (self.groups, self.k_slice.group_quads),
+            ConvKernelLayout::Depthwise => (1, self.k_slice.group_quads),
         };
-        let out = limits.output_bytes / 4;
-        let bands_of = |quads: u64| self.k_slice(0, quads).row_bands(limits.quads, out);
-        if quads_per_group < 2 || bands_of(1).is_err() {
-            return Err(err);
-        }
-        // Fewer quads per slice, fewer quads per band row: the largest slice that fits.
-        let (mut lo, mut hi) = (1, quads_per_group - 1);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if bands_of(mid).is_ok() {
-                lo = mid;
-            } else {
-                hi = mid - 1;
+        // The bands of the slice of `ng` groups × `nq` quads, partial sums bound as windows 4
+        // times the output's when it sums part of each group's K.
+        let bands_of = |ng: u64, nq: u64| {
+            let slice = self.k_slice((0, ng), (0, nq));
+            let out = match slice.sums_partially() {
+                true => limits.output_bytes / 4,
+                false => limits.output_bytes,
+            };
+            slice.row_bands(limits.quads, out)
+        };
+        // The largest n in [1, max] for which `fits(n)` (false for larger n than any that
+        // fails), if any.
+        let largest = |max: u64, fits: &dyn Fn(u64) -> bool| {
+            if !fits(1) {
+                return None;
+            }
+            let (mut lo, mut hi) = (1, max);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            Some(lo)
+        };
+        // Whole groups first (convs of their own, no partial sums), then slices of K with
+        // every group or, failing that, one group at a time.
+        let (ng, nq) = match largest(groups - 1, &|ng| bands_of(ng, quads).is_ok()) {
+            Some(ng) if groups > 1 => (ng, quads),
+            _ => {
+                let split_k = |ng: u64| largest(quads - 1, &|nq| bands_of(ng, nq).is_ok());
+                match (quads > 1).then(|| split_k(groups).map(|nq| (groups, nq))) {
+                    Some(Some(slice)) => slice,
+                    _ => match (quads > 1 && groups > 1).then(|| split_k(1)) {
+                        Some(Some(nq)) => (1, nq),
+                        _ => return Err(err),
+                    },
+                }
+            }
+        };
+        let mut slices = Vec::new();
+        for g0 in (0..groups).step_by(ng as usize) {
+            for q0 in (0..quads).step_by(nq as usize) {
+                slices.push(self.k_slice((g0, ng.min(groups - g0)), (q0, nq.min(quads - q0))));
             }
         }
-        let slices = (0..quads_per_group)
-            .step_by(lo as usize)
-            .map(|first| self.k_slice(first, lo.min(quads_per_group - first)))
-            .collect();
-        Ok((slices, bands_of(lo)?))
+        Ok((slices, bands_of(ng, nq)?))
     }
 
     /// Padded input rows read by output rows `[out_begin, out_end)` (non-empty): from row
@@ -517,6 +615,7 @@ impl ConvGeometry {
             } => {
                 let per_group = self.channel_blocks / self.groups;
                 let (g, b) = (block / per_group, block % per_group);
+                let g = g + self.k_slice.group_first;
                 let first = g * blocks_per_group + b * self.blocks_per_wg;
                 (
                     first,
@@ -526,7 +625,10 @@ impl ConvGeometry {
                             .min(blocks_per_group - b * self.blocks_per_wg),
                 )
             }
-            ConvKernelLayout::Depthwise => (block, block + 1),
+            ConvKernelLayout::Depthwise => {
+                let b = self.out_channels().0 / CHANNELS_PER_BLOCK + block;
+                (b, b + 1)
+            }
         }
     }
 
@@ -555,6 +657,7 @@ impl ConvGeometry {
             ConvKernelLayout::Gemm { .. } => {
                 let per_group = self.channel_blocks / self.groups;
                 let (g, b) = (block / per_group, block % per_group);
+                let g = g + self.k_slice.group_first;
                 let (base, width) = (
                     g * self.c_out_per_group,
                     CHANNELS_PER_BLOCK * self.blocks_per_wg,
@@ -564,10 +667,13 @@ impl ConvGeometry {
                     base + (b * width + width).min(self.c_out_per_group),
                 )
             }
-            ConvKernelLayout::Depthwise => (
-                block * CHANNELS_PER_BLOCK,
-                (block * CHANNELS_PER_BLOCK + CHANNELS_PER_BLOCK).min(self.c_out),
-            ),
+            ConvKernelLayout::Depthwise => {
+                let (lo, hi) = self.out_channels();
+                (
+                    lo + block * CHANNELS_PER_BLOCK,
+                    (lo + block * CHANNELS_PER_BLOCK + CHANNELS_PER_BLOCK).min(hi),
+                )
+            }
         }
     }
 
@@ -625,15 +731,16 @@ impl ConvGeometry {
         } else {
             self.quad_images(n0, n1)
         };
+        let last = self.channel_blocks - 1;
         let (blo, bhi) = if n0 == n1 {
             (self.weight_blocks(cb0).0, self.weight_blocks(cb1).1)
         } else {
-            (0, self.weight_blocks(self.channel_blocks - 1).1)
+            (self.weight_blocks(0).0, self.weight_blocks(last).1)
         };
         let (c_lo, c_hi) = if n0 == n1 {
             (self.block_channels(cb0).0, self.block_channels(cb1).1)
         } else {
-            (0, self.c_out)
+            (self.block_channels(0).0, self.block_channels(last).1)
         };
         let y_lo = ((chunk_first_image + n0) * self.c_out + self.block_channels(cb0).0)
             * self.pixel_tiles

@@ -392,7 +392,7 @@ proptest! {
             ConvKernelLayout::Gemm { quads_per_group: qg, .. } if qg > 1 && slice.0 < 1.0 => {
                 let first = ((qg as f64 * slice.0) as u64).min(qg - 1);
                 let quads = 1 + ((qg - first - 1) as f64 * slice.1) as u64;
-                whole.k_slice(first, quads)
+                whole.k_slice((0, whole.groups), (first, quads))
             }
             _ => whole,
         };
@@ -733,10 +733,40 @@ fn k_split_slices_cover_each_groups_quads_once_and_their_bands_fit() {
             }
         }
         // The slices are as wide as fits: one more quad per slice would not.
-        let wider = geo.k_slice(0, (slices[0].k_slice.quads + 1).min(group_quads));
+        let wider = geo.k_slice(
+            (0, groups as u64),
+            (0, (slices[0].k_slice.quads + 1).min(group_quads)),
+        );
         assert!(slices[0].k_slice.quads == group_quads || wider.row_bands(quads, 1 << 18).is_err());
     }
-    // Depthwise layers and groups of one quad cannot be split: the row bands' error.
+    // Depthwise: slices of whole quads of channels, each with its own output channels (whole
+    // channel blocks, in order) and weight blocks.
+    for m in [1, 2, 3] {
+        let s = shape(1, 40, 1, m, [5, 300], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+        let geo = ConvGeometry::new(&s, ConvKernelLayout::Depthwise, 8, 1);
+        let limits = BandLimits {
+            quads: 2560,
+            output_bytes: 1 << 20,
+        };
+        let (slices, _) = geo.k_split_bands(limits).unwrap();
+        assert_eq!(slices.len(), 2, "m = {m}");
+        let (mut next_out, mut next_in) = (0, 0);
+        for g in &slices {
+            let (lo, hi) = g.out_channels();
+            assert_eq!((lo, lo % CHANNELS_PER_BLOCK), (next_out, 0));
+            assert_eq!(hi - lo, g.c_in * m as u64);
+            assert_eq!(g.block_channels(0).0, lo);
+            assert_eq!(g.block_channels(g.channel_blocks - 1).1, hi);
+            assert_eq!(g.weight_blocks(0).0, lo / CHANNELS_PER_BLOCK);
+            for j in 0..g.c_in {
+                assert_eq!(g.input_channel(j), next_in + j);
+            }
+            next_in += g.c_in;
+            next_out = hi;
+        }
+        assert_eq!((next_in, next_out), (40, 40 * m as u64));
+    }
+    // Groups of one quad cannot be split: the row bands' error.
     let s = shape(1, 1, 2, 4, [3, 4000], [3, 3], [1, 1], [0, 0], [1, 1]).unwrap();
     let geo = ConvGeometry::new(&s, gemm_layout(&s), 8, 1);
     let limits = BandLimits {
@@ -747,4 +777,45 @@ fn k_split_slices_cover_each_groups_quads_once_and_their_bands_fit() {
         geo.k_split_bands(limits),
         Err(crate::Error::DeviceLimit(_))
     ));
+}
+
+#[test]
+fn k_split_takes_whole_groups_first_then_quads_of_one_group() {
+    let limits = BandLimits {
+        quads: 2560,
+        output_bytes: 1 << 20,
+    };
+    // (groups, channels per group, width, slices, groups per slice, quads per slice):
+    // 8 groups of one quad: slices of 2 whole groups (1812 quads per row), no partial sums;
+    // 4 groups of 3 quads: one group of 3 quads is too much, every group's single quad too,
+    // so one group at a time by 2 quads and 1.
+    for (groups, cig, w, n, ng, nq) in [(8, 8, 300, 4, 2, 1), (4, 40, 250, 8, 1, 2)] {
+        let s = shape(1, groups, cig, 9, [5, w], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+        let geo = ConvGeometry::new(&s, gemm_layout(&s), 8, 1);
+        let (slices, _) = geo.k_split_bands(limits).unwrap();
+        assert_eq!(slices.len(), n, "{s:?}");
+        assert_eq!((slices[0].groups, slices[0].k_slice.quads), (ng, nq));
+        let group_quads = cig.div_ceil(16) as u64;
+        // Every input channel once; every output channel's block once per slice of its
+        // group's quads, from the slice's first group on.
+        let mut seen_in = vec![0; s.c_in];
+        let mut seen_out = vec![0; s.c_out];
+        for g in &slices {
+            assert_eq!(g.sums_partially(), group_quads > nq);
+            for j in 0..g.c_in {
+                seen_in[g.input_channel(j) as usize] += 1;
+            }
+            for b in 0..g.channel_blocks {
+                let (lo, hi) = g.block_channels(b);
+                let (wlo, whi) = g.weight_blocks(b);
+                assert_eq!((whi - wlo, lo / 9), (1, g.k_slice.group_first + b / 2));
+                for o in lo..hi {
+                    seen_out[o as usize] += 1;
+                }
+            }
+        }
+        assert!(seen_in.iter().all(|&k| k == 1), "{seen_in:?}");
+        let per = group_quads.div_ceil(nq);
+        assert!(seen_out.iter().all(|&k| k == per), "{seen_out:?}");
+    }
 }

@@ -412,6 +412,7 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             w_tap_skip,
             k_pass,
             p_base,
+            group_base,
             _pad,
         }),
         Kernel::ConvDw { .. } => rust_layout!(ConvDwParams {
@@ -445,6 +446,9 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             out_lo,
             out_hi,
             etab_tex_log2_width,
+            block_base,
+            quad_base,
+            c_end,
             _pad,
         }),
         Kernel::SoftFloatTest => rust_layout!(TestParams {

@@ -591,8 +591,10 @@ pub(crate) struct ConvGemmParams {
     pub k_pass: u32,
     /// First vec4 of the partial-sums window (`ksplit` variant).
     pub p_base: u32,
+    /// The first group of a slice of groups (`conv2d_gemm.wgsl`; 0 for the whole layer).
+    pub group_base: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 2],
+    pub _pad: u32,
 }
 
 /// Uniform of `conv2d_dw.wgsl`.
@@ -660,8 +662,14 @@ pub(crate) struct ConvDwParams {
     pub out_hi: i32,
     /// Log2 of the epilogue-table texture's width (texture mode).
     pub etab_tex_log2_width: u32,
+    /// First channel block of a channel slice (`conv_plan::KSlice`; 0 without one).
+    pub block_base: u32,
+    /// First input quad of a channel slice: its repacked quads start there (0 without one).
+    pub quad_base: u32,
+    /// End of a channel slice's output channels (`c_out` without one).
+    pub c_end: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 2],
+    pub _pad: u32,
 }
 
 /// Uniform of `softfloat_test.wgsl`.

@@ -71,11 +71,12 @@
 //! into place, exactly as the whole image would be (`conv_plan::RowBand`; tested with lowered
 //! limits, and on a 1x3x12000x12000 image whose 2.1 GiB of quads exceed lavapipe's largest
 //! buffer). Where even a band of the fewest rows reads more than a binding (thousands of input
-//! channels and a wide image), the GEMM conv is also split along its reduction: each slice of
-//! every group's input quads is repacked and convolved in turn, adding exact i32 partial sums,
-//! and the last slice runs the epilogue (`conv_plan::KSlice`). Only data that cannot be split
-//! that far (a band of the fewest rows of a single quad per group still too large for a
-//! binding, a tensor larger than a buffer) gives [`crate::Error::DeviceLimit`].
+//! channels and a wide image), the conv is also split by its input channels
+//! (`conv_plan::KSlice`): a GEMM conv by whole groups, else along its reduction, each slice of
+//! the groups' input quads repacked and convolved in turn, adding exact i32 partial sums until
+//! the last runs the epilogue; a depthwise conv by slices of its channels. Only data that
+//! cannot be split that far (a band of the fewest rows of one quad of one group still too
+//! large for a binding, a tensor larger than a buffer) gives [`crate::Error::DeviceLimit`].
 
 mod adapter;
 mod buffers;

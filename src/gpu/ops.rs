@@ -789,24 +789,28 @@ impl GpuConv2d {
         let mut scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
         // One image too large for the scratch: bands of output rows, each with its geometry
         // per slice of K (one slice unless even the fewest rows exceed a binding).
-        let mut bands = match scratch.bands {
-            Some(limits) => geometry.k_split_bands(limits)?,
-            None => (vec![geometry], Vec::new()),
+        let plan_bands = |geometry: &ConvGeometry, scratch: &ScratchPlan| match scratch.bands {
+            Some(limits) => geometry.k_split_bands(limits),
+            None => Ok((vec![*geometry], Vec::new())),
         };
-        // Split along K: the kernel and staging that can skip weight quads, planned again.
-        if bands.0.len() > 1 && kernels.for_k_split() != kernels {
+        let mut bands = plan_bands(&geometry, &scratch);
+        // A GEMM split by channels (or that cannot be split with its kernel's workgroups):
+        // the kernel and staging that take slices (a group base, skipped weight quads),
+        // planned again.
+        let gemm = matches!(self.layout, ConvKernelLayout::Gemm { .. });
+        let sliced = bands.as_ref().map_or(true, |(slices, _)| slices.len() > 1);
+        if gemm && sliced && kernels.for_k_split() != kernels {
             kernels = kernels.for_k_split();
             geometry = geometry_for(&kernels);
             scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
-            bands = match scratch.bands {
-                Some(limits) => geometry.k_split_bands(limits)?,
-                None => (vec![geometry], Vec::new()),
-            };
+            bands = plan_bands(&geometry, &scratch);
         }
+        let bands = bands?;
         // The slices of K of the whole image (which the repacks use), and each band's conv
         // geometry per slice.
         let (k_slices, rows) = bands;
-        let ksplit = k_slices.len() > 1;
+        // Slices of a GEMM's K add partial sums; a depthwise conv's are convs of their own.
+        let ksplit = k_slices.iter().any(ConvGeometry::sums_partially);
         let bands: Vec<(RowBand, Vec<ConvGeometry>)> = (rows.into_iter())
             .map(|b| (b, k_slices.iter().map(|g| g.band(&b)).collect()))
             .collect();
@@ -859,16 +863,17 @@ impl GpuConv2d {
                 }
             }
             for run in &band_runs {
-                // Each slice of K (one without the split) repacked, then convolved.
-                let slices = run.slices.len();
+                // Each slice (one without the split) repacked, then convolved; a slice of a
+                // group's quads adds the sums of the group's earlier ones, the last finishes.
                 for (k, slice) in run.slices.iter().enumerate() {
+                    let ks = slice.k_slice;
                     let band_call = ConvCall {
                         geometry: slice,
                         output: &run.output,
                         partial: partial.as_deref().map(|p| {
                             let pass = KPass {
-                                add_earlier: k > 0,
-                                last: k + 1 == slices,
+                                add_earlier: ks.first > 0,
+                                last: ks.first + ks.quads == ks.group_quads,
                             };
                             (p, pass)
                         }),
@@ -1582,7 +1587,8 @@ impl<'a> ConvCall<'a> {
             w_tap_skip: (8 * (slice.group_quads - slice.quads)) as u32,
             k_pass: self.partial.map_or(0, |(_, pass)| pass.bits()),
             p_base: windows.partial_base,
-            _pad: [0; 2],
+            group_base: slice.group_first as u32,
+            _pad: 0,
         }
     }
 
@@ -1628,7 +1634,10 @@ impl<'a> ConvCall<'a> {
             out_lo: epi.clamp.min,
             out_hi: epi.clamp.max,
             etab_tex_log2_width: windows.etab_tex_log2_width,
-            _pad: [0; 2],
+            block_base: g.weight_blocks(0).0 as u32,
+            quad_base: g.k_slice.first as u32,
+            c_end: g.out_channels().1 as u32,
+            _pad: 0,
         }
     }
 }
