@@ -88,8 +88,8 @@ pub(crate) struct ConvGeometry {
     pub channel_blocks: u64,
     /// Weight vec4s of one 8-channel block.
     pub weight_vec4s_per_block: u64,
-    /// The part of the reduction this geometry sums (GEMM; the whole K unless the conv is
-    /// split along K, see [`ConvGeometry::k_split_bands`]).
+    /// The slice of the input channels this geometry covers: the whole layer unless the conv
+    /// is split by its channels (see [`ConvGeometry::k_split_bands`]).
     pub k_slice: KSlice,
 }
 
@@ -400,18 +400,21 @@ impl ConvGeometry {
         };
         // Whole groups first (convs of their own, no partial sums), then slices of K with
         // every group or, failing that, one group at a time.
-        let (ng, nq) = match largest(groups - 1, &|ng| bands_of(ng, quads).is_ok()) {
-            Some(ng) if groups > 1 => (ng, quads),
-            _ => {
-                let split_k = |ng: u64| largest(quads - 1, &|nq| bands_of(ng, nq).is_ok());
-                match (quads > 1).then(|| split_k(groups).map(|nq| (groups, nq))) {
-                    Some(Some(slice)) => slice,
-                    _ => match (quads > 1 && groups > 1).then(|| split_k(1)) {
-                        Some(Some(nq)) => (1, nq),
-                        _ => return Err(err),
-                    },
-                }
-            }
+        let whole_groups = (groups > 1)
+            .then(|| largest(groups - 1, &|ng| bands_of(ng, quads).is_ok()))
+            .flatten()
+            .map(|ng| (ng, quads));
+        let quads_of = |ng: u64| {
+            (quads > 1)
+                .then(|| largest(quads - 1, &|nq| bands_of(ng, nq).is_ok()))
+                .flatten()
+                .map(|nq| (ng, nq))
+        };
+        let Some((ng, nq)) = whole_groups
+            .or_else(|| quads_of(groups))
+            .or_else(|| (groups > 1).then(|| quads_of(1)).flatten())
+        else {
+            return Err(err);
         };
         let mut slices = Vec::new();
         for g0 in (0..groups).step_by(ng as usize) {

@@ -788,7 +788,7 @@ impl GpuConv2d {
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, self.reads_signed_bytes(&kernels));
         let mut scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
         // One image too large for the scratch: bands of output rows, each with its geometry
-        // per slice of K (one slice unless even the fewest rows exceed a binding).
+        // per slice of the input channels (one unless even the fewest rows exceed a binding).
         let plan_bands = |geometry: &ConvGeometry, scratch: &ScratchPlan| match scratch.bands {
             Some(limits) => geometry.k_split_bands(limits),
             None => Ok((vec![*geometry], Vec::new())),
@@ -805,11 +805,10 @@ impl GpuConv2d {
             scratch = self.plan_scratch(ctx, &kernels, &geometry, x);
             bands = plan_bands(&geometry, &scratch);
         }
-        let bands = bands?;
-        // The slices of K of the whole image (which the repacks use), and each band's conv
-        // geometry per slice.
-        let (k_slices, rows) = bands;
-        // Slices of a GEMM's K add partial sums; a depthwise conv's are convs of their own.
+        // The channel slices of the whole image (which the repacks use), and each band's conv
+        // geometry per slice. Slices of a group's quads add partial sums; slices of whole
+        // groups (and a depthwise conv's) are convs of their own.
+        let (k_slices, rows) = bands?;
         let ksplit = k_slices.iter().any(ConvGeometry::sums_partially);
         let bands: Vec<(RowBand, Vec<ConvGeometry>)> = (rows.into_iter())
             .map(|b| (b, k_slices.iter().map(|g| g.band(&b)).collect()))
