@@ -175,7 +175,8 @@ fn bench_conv(c: &mut Criterion) {
 
     // The GEMM's two layouts, one thread, on small planes (what `nhwc::prefer` and
     // `nhwc::prefer_f32` choose between): flat positions or output channels in the lanes; int8
-    // on AVX-512 VNNI and AVX-VNNI, f32 on AVX-512 and AVX2.
+    // on AVX-512 VNNI, AVX-VNNI and AVX2 (7-bit activations: `vpmaddubsw`), f32 on AVX-512 and
+    // AVX2.
     if fast::Isa::Avx512Vnni.is_available() {
         let mut group = c.benchmark_group("gemm layout");
         group
@@ -199,9 +200,9 @@ fn bench_conv(c: &mut Criterion) {
             let out = QParams::new(0.5, 0, QDtype::QUInt8).expect("qparams");
             let epi = Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, false, c_io)
                 .expect("epilogue");
-            let vnni = [fast::Isa::Avx512Vnni, fast::Isa::AvxVnni];
+            let x86 = [fast::Isa::Avx512Vnni, fast::Isa::AvxVnni, fast::Isa::Avx2];
             let layouts = [fast::GemmLayout::Flat, fast::GemmLayout::Nhwc];
-            let int8 = vnni.iter().flat_map(|i| layouts.map(|l| (*i, l)));
+            let int8 = x86.iter().flat_map(|i| layouts.map(|l| (*i, l)));
             for (isa, layout) in int8.filter(|(i, _)| i.is_available()) {
                 let p = fast::PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, params, isa)
                     .expect("packing")

@@ -39,7 +39,7 @@ pub(super) struct Panels {
     /// AVX2 only: the same panels in 4-byte lanes for `vpmaddubsw`, with the bounds that say
     /// when it is exact.
     quads: Option<QuadPanels>,
-    /// AVX-512 VNNI, one group, symmetric weights: the weights of the channels-in-lanes
+    /// x86 paths, one group, symmetric weights: the weights of the channels-in-lanes
     /// kernel (`nhwc::pack`), for small output planes; packed on the first call that uses
     /// them (most layers never do).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -129,8 +129,8 @@ impl Panels {
             (lanes.flat_map(as_pairs).collect(), Some(quads))
         };
         #[cfg(target_arch = "x86_64")]
-        let vnni = matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni);
-        let nhwc = (vnni && g == 1 && !ones).then(std::sync::OnceLock::new);
+        let simd = matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni | Isa::Avx2);
+        let nhwc = (simd && g == 1 && !ones).then(std::sync::OnceLock::new);
         #[cfg(not(target_arch = "x86_64"))]
         let nhwc = None;
         Panels {
@@ -508,13 +508,17 @@ pub(super) fn run(
         _ => None,
     };
     let geo = Geometry::new(s, p.ncb, p.px);
-    // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes.
+    // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
+    let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
+    // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes (on AVX2 only
+    // where `vpmaddubsw` is exact).
     #[cfg(target_arch = "x86_64")]
     let sink = match (sink, &p.nhwc) {
         (Sink::Bytes(out), Some(packed))
-            if pc
-                .gemm_layout
-                .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr, isa)) =>
+            if (isa != Isa::Avx2 || maddubs)
+                && pc
+                    .gemm_layout
+                    .nhwc(|| super::nhwc::prefer(s, geo.qtot, p.nr, isa)) =>
         {
             let w = packed.get_or_init(|| super::nhwc::pack(&pc.weights, s, isa));
             let ks = consts.map(|k| &k[..]);
@@ -522,8 +526,6 @@ pub(super) fn run(
         }
         (sink, ..) => sink,
     };
-    // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
-    let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
     let offs: Vec<usize> = geo.offs.iter().map(|o| o * 4).collect();
     let cbs = geo.plane * 4;
     let ptiles = geo.qtot.div_ceil(p.px);

@@ -44,7 +44,7 @@ const BLOCK: usize = 60;
 const F32_RUN: usize = 6;
 
 /// Output channels per weight row of the int8 kernel on `isa`: 64 (4 zmm) on AVX-512 VNNI, 16
-/// (2 ymm) on AVX-VNNI.
+/// (2 ymm) on AVX-VNNI and AVX2.
 pub(super) fn int8_lanes(isa: Isa) -> usize {
     match isa {
         Isa::Avx512Vnni => 64,
@@ -138,8 +138,8 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, flip: u8, z: u8, buf: &mut [u8]) {
 /// them, the AVX-512 epilogue constants `ks` of every output channel (else each channel's
 /// row is requantized as the flat kernel's are).
 ///
-/// Requires a VNNI path (the layer's ISA: AVX-512 VNNI, or AVX-VNNI), one group and
-/// symmetric weights.
+/// Requires an x86 path (the layer's ISA: AVX-512 VNNI, AVX-VNNI, or AVX2 where the caller
+/// proved `vpmaddubsw` exact for this input), one group and symmetric weights.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     pc: &PackedConv2d,
@@ -152,7 +152,9 @@ pub(super) fn run(
     threads: Option<usize>,
     out: &mut [u8],
 ) {
-    use super::x86::{gemm_nhwc_avx512, gemm_nhwc_avxvnni, gemm_nhwc_avxvnni_evex};
+    use super::x86::{
+        gemm_nhwc_avx2_maddubs, gemm_nhwc_avx512, gemm_nhwc_avxvnni, gemm_nhwc_avxvnni_evex,
+    };
     debug_assert!(s.params.groups == 1);
     let plane_out = s.h_out * s.w_out;
     let outp = SendPtr(out.as_mut_ptr());
@@ -185,6 +187,9 @@ pub(super) fn run(
             }
         }),
         (Isa::Avx512Vnni, None) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
+            rows_epilogue(pc, s, px, b, &outp)
+        }),
+        (Isa::Avx2, _) => run_with::<16>(gemm_nhwc_avx2_maddubs, args, &|px, b| {
             rows_epilogue(pc, s, px, b, &outp)
         }),
         _ => {
@@ -473,9 +478,10 @@ mod tests {
     use super::*;
     use crate::shape::ConvParams;
 
-    /// The layout choice follows the measured crossover on both VNNI paths (AVX-512 VNNI: 64
-    /// channels per row, flat tiles of 64 pixels; AVX-VNNI: 16 and 16): channels in lanes on
-    /// 7×7 and 14×14 planes, the flat layout on 28×28 and larger.
+    /// The layout choice follows the measured crossover on every x86 path (AVX-512 VNNI: 64
+    /// channels per row, flat tiles of 64 pixels by 6 channels; AVX-VNNI: 16, 16 by 6; AVX2:
+    /// 16, 16 by 4): channels in lanes on 7×7 and 14×14 planes, the flat layout on 28×28 and
+    /// larger.
     #[test]
     fn channels_in_lanes_is_preferred_on_small_planes_only() {
         for (c, hw, want) in [
@@ -490,9 +496,14 @@ mod tests {
                 ConvParams::default().padding(1),
             )
             .unwrap();
-            for (isa, px) in [(Isa::Avx512Vnni, 64), (Isa::AvxVnni, 16)] {
+            let paths = [
+                (Isa::Avx512Vnni, 64, 6),
+                (Isa::AvxVnni, 16, 6),
+                (Isa::Avx2, 16, 4),
+            ];
+            for (isa, px, nr) in paths {
                 let qtot = super::super::int8::Geometry::new(&s, c / 4, px).qtot;
-                assert_eq!(prefer(&s, qtot, 6, isa), want, "{isa}: {c}x{hw}x{hw}");
+                assert_eq!(prefer(&s, qtot, nr, isa), want, "{isa}: {c}x{hw}x{hw}");
             }
         }
     }

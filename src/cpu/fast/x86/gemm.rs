@@ -369,6 +369,21 @@ gemm_nhwc_i8_tile!(
 );
 
 gemm_nhwc_i8_tile!(
+    /// [`gemm_nhwc_avxvnni`] on AVX2 without VNNI, with [`dpbusd_maddubs`] for `vpdpbusd`: the
+    /// caller proves that no `vpmaddubsw` pair sum saturates (see `int8::PairBounds`), and runs
+    /// the flat exact kernel otherwise; a saturating call is wrong, though memory-safe.
+    gemm_nhwc_avx2_maddubs,
+    "avx2",
+    8,
+    2,
+    _mm256_setzero_si256,
+    _mm256_loadu_si256,
+    _mm256_storeu_si256,
+    _mm256_set1_epi32,
+    dpbusd_maddubs
+);
+
+gemm_nhwc_i8_tile!(
     /// [`gemm_nhwc_avxvnni`] with EVEX `vpdpbusd` (AVX512-VNNI + VL): the `avx-vnni` path on
     /// CPUs without the VEX encoding.
     gemm_nhwc_avxvnni_evex,
