@@ -437,9 +437,9 @@ impl Lines {
 }
 
 /// The GEMM conv's layout: flat output positions in the lanes (the default), or output
-/// channels in the lanes (`nhwc`, one group; int8: the VNNI paths and symmetric weights only;
-/// f32: AVX-512 and AVX2),
-/// chosen per call by lane efficiency (`Auto`) or forced (for tests and benchmarks).
+/// channels in the lanes (`nhwc`, one group; int8: the x86 paths, on AVX2 where `vpmaddubsw`
+/// is exact, and symmetric weights only; f32: AVX-512 and AVX2), chosen per call by lane
+/// efficiency (`Auto`) or forced (for tests and benchmarks).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GemmLayout {
