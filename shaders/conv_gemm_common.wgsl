@@ -9,13 +9,13 @@
 // Split along K (KSPLIT; `conv2d_gemm.wgsl` only, with SG or DIRECT staging): when even one
 // output row's repacked input exceeds a binding, the host repacks and convolves slices of
 // the groups (from `group_base`, convs of their own) and, where one group is still too much,
-// slices of each group's quads, one at a time (see `ConvGeometry::k_split_bands`). Each
-// slice of quads' dispatch sums
-// its quads (the weights of the others are skipped at each tap: `w_first`, `w_tap_skip`) and,
-// with `k_pass`, adds the partial sums of the earlier slices from `part` (binding 5, one
-// vec4<i32> per packed output word, indexed like `y` from `p_base`); the last slice adds the
-// zero-point terms of the whole K and runs the epilogue. The sums are exact: every term is
-// the same wrapping i32 arithmetic as without the split, only added in another order.
+// slices of each group's quads, one at a time (see `ConvGeometry::k_split_bands`). The
+// dispatch of a slice of quads sums its quads (the weights of the others are skipped at each
+// tap: `w_first`, `w_tap_skip`) and, with `k_pass`, adds the partial sums of the group's
+// earlier slices from `part` (binding 5, one vec4<i32> per packed output word, indexed like
+// `y` from `p_base`); the last slice adds the zero-point terms of the whole K and runs the
+// epilogue. The sums are exact: every term is the same wrapping i32 arithmetic as without the
+// split, only added in another order.
 //
 // GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
 // A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in

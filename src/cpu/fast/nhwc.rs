@@ -1,12 +1,13 @@
 //! The GEMM convs with output channels in the vector lanes, for small output planes: int8
-//! ([`run`], AVX-512 VNNI and AVX-VNNI) and f32 ([`run_f32`], AVX-512 and AVX2).
+//! ([`run`], AVX-512 VNNI, AVX-VNNI, and AVX2 where `vpmaddubsw` is exact) and f32
+//! ([`run_f32`], AVX-512 and AVX2).
 //!
 //! The direct convs of [`super::int8`] and [`super::float`] put 16 consecutive *flat* output
 //! positions in each vector (rows of the padded width), so a plane whose rows are short wastes
 //! lanes: on a 14×14 output with one column of padding each side, 2 of every 16 lanes hold
 //! discarded positions (12.5%), and tiles of whole vectors round 196 outputs up to 224. Here
-//! the vectors hold output channels (64 in 4 zmm; on AVX-VNNI and for f32 on AVX2: 16 in
-//! 2 ymm, 12 accumulators of the 16 registers) and the
+//! the vectors hold output channels (64 in 4 zmm; on AVX-VNNI and AVX2: 16 in 2 ymm, 12
+//! accumulators of the 16 registers) and the
 //! micro-kernel takes 6 output pixels, any 6: the reduction reads, for pixel `m` and tap `t`,
 //! the input values of its input pixel (int8: 4-byte channel groups, `vpdpbusd` with a
 //! broadcast operand; f32: one channel, `vfmadd231ps` with a broadcast), broadcast to every
@@ -21,8 +22,8 @@
 //! pixel's accumulators in a pixel row; on AVX-512 a block of rows is transposed (16×16
 //! blocks in registers) into `[channel][pixel]`, which the AVX-512 epilogue
 //! ([`super::x86::requant_tile_avx512`]) requantizes and stores as the flat kernel's tiles;
-//! on AVX-VNNI (and where a channel needs the scalar epilogue) each channel's accumulators
-//! are gathered into a row and requantized as the flat kernel's rows are.
+//! on the ymm paths (and where a channel needs the scalar epilogue) each channel's
+//! accumulators are gathered into a row and requantized as the flat kernel's rows are.
 //! The f32 kernel does the FMAs of the documented order (taps, then input channels) from 0,
 //! as the flat one does, so both layouts give the same bits.
 //!
@@ -52,23 +53,22 @@ pub(super) fn int8_lanes(isa: Isa) -> usize {
     }
 }
 
-/// The weights for the kernel on `isa`: `[channel tile of NC][tap][Cin/4 block][NC
+/// The weights for the kernel on `isa`: `[channel tile of nc][tap][Cin/4 block][nc
 /// channels][4]` i8 ([`int8_lanes`] channels per tile), `w[o][4cb + j][tap]` (0 past `Cout` or
 /// `Cin`).
 pub(super) fn pack(w: &[i8], s: &ConvShape, isa: Isa) -> Lines {
-    #[allow(non_snake_case)]
-    let NC = int8_lanes(isa);
+    let nc = int8_lanes(isa);
     let (cin, cout) = (s.c_in, s.c_out);
     let taps = s.kh * s.kw;
     let ncb = cin.div_ceil(4);
-    let tiles = cout.div_ceil(NC);
-    let mut lines = Lines::zeroed(tiles * taps * ncb * NC * 4);
+    let tiles = cout.div_ceil(nc);
+    let mut lines = Lines::zeroed(tiles * taps * ncb * nc * 4);
     let out = lines.bytes_mut();
     for o in 0..cout {
-        let (tile, lane) = (o / NC, o % NC);
+        let (tile, lane) = (o / nc, o % nc);
         for c in 0..cin {
             for t in 0..taps {
-                let at = (((tile * taps + t) * ncb + c / 4) * NC + lane) * 4 + c % 4;
+                let at = (((tile * taps + t) * ncb + c / 4) * nc + lane) * 4 + c % 4;
                 out[at] = w[(o * cin + c) * taps + t] as u8;
             }
         }
@@ -162,8 +162,9 @@ pub(super) fn run(
     match (pc.isa, ks) {
         (Isa::Avx512Vnni, Some(ks)) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
             use super::x86::{requant_tile_avx512, transpose_pixels_avx512, RunMask};
-            let outp = &outp; // (the whole `Sync` wrapper, not its pointer field)
-                              // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
+            // (The whole `Sync` wrapper, not its pointer field.)
+            let outp = &outp;
+            // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
             let mut acc = [[0i32; 64]; 64 + MR];
             // SAFETY: the ISA was checked when packing.
             unsafe { transpose_pixels_avx512(px, &mut acc) };
