@@ -445,11 +445,12 @@ fn an_image_beyond_the_largest_buffer_runs_on_the_device() {
 }
 
 #[test]
-fn convs_whose_fewest_rows_exceed_a_binding_run_split_along_k() {
+fn convs_whose_fewest_rows_exceed_a_binding_run_split_by_input_channels() {
     // With 40 KiB bindings (2560 quads) even one band of the fewest output rows reads more
-    // repacked quads than a binding holds, so the conv runs by slices of each group's input
-    // quads, keeping i32 partial sums between them (depthwise: by slices of its channels, each
-    // a conv of its own); the output must equal the CPU exactly.
+    // repacked quads than a binding holds, so the conv runs by slices of its input channels:
+    // whole groups (convs of their own), else slices of each group's input quads keeping i32
+    // partial sums between them, and depthwise convs by slices of their channels; the output
+    // must equal the CPU exactly.
     let problems = [
         // 5 quads of input channels: one output row reads 3 padded rows of 302 pixels, 4530
         // quads; slices of 2, 2 and 1 quads (1812 quads per row).

@@ -292,10 +292,11 @@ impl ConvPlan {
         }
     }
 
-    /// This plan for the slices of a conv split along K (see
-    /// [`super::conv_plan::ConvGeometry::k_split_bands`]): the classic GEMM kernel with
-    /// staging that loads the weights quad by quad (subgroups where the adapter has them, else
-    /// direct), which can skip the quads outside a slice.
+    /// This plan for the slices of a GEMM conv split by its input channels (see
+    /// [`super::conv_plan::ConvGeometry::k_split_bands`]): the classic GEMM kernel, which
+    /// starts at a slice's first group, with staging that loads the weights quad by quad
+    /// (subgroups where the adapter has them, else direct), which can skip the quads outside a
+    /// slice.
     pub(crate) fn for_k_split(self) -> ConvPlan {
         ConvPlan {
             staging: match self.staging {
