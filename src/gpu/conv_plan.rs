@@ -248,7 +248,7 @@ impl ConvGeometry {
     /// repacked input has `quads` quads per group and pixel, whose kernel walks
     /// `kh · kw · quads` quads, and whose workgroups cover the slice's groups' channel blocks;
     /// the weights stay those of the whole layer. `self` is the whole layer's geometry.
-    pub(crate) fn k_slice(&self, (g0, ng): (u64, u64), (first, quads): (u64, u64)) -> ConvGeometry {
+    pub(crate) fn slice(&self, (g0, ng): (u64, u64), (first, quads): (u64, u64)) -> ConvGeometry {
         let ConvKernelLayout::Gemm {
             quads_per_group,
             blocks_per_group,
@@ -374,7 +374,7 @@ impl ConvGeometry {
         // The bands of the slice of `ng` groups × `nq` quads, partial sums bound as windows 4
         // times the output's when it sums part of each group's K.
         let bands_of = |ng: u64, nq: u64| {
-            let slice = self.k_slice((0, ng), (0, nq));
+            let slice = self.slice((0, ng), (0, nq));
             let out = match slice.sums_partially() {
                 true => limits.output_bytes / 4,
                 false => limits.output_bytes,
@@ -419,7 +419,7 @@ impl ConvGeometry {
         let mut slices = Vec::new();
         for g0 in (0..groups).step_by(ng as usize) {
             for q0 in (0..quads).step_by(nq as usize) {
-                slices.push(self.k_slice((g0, ng.min(groups - g0)), (q0, nq.min(quads - q0))));
+                slices.push(self.slice((g0, ng.min(groups - g0)), (q0, nq.min(quads - q0))));
             }
         }
         Ok((slices, bands_of(ng, nq)?))

@@ -392,7 +392,7 @@ proptest! {
             ConvKernelLayout::Gemm { quads_per_group: qg, .. } if qg > 1 && slice.0 < 1.0 => {
                 let first = ((qg as f64 * slice.0) as u64).min(qg - 1);
                 let quads = 1 + ((qg - first - 1) as f64 * slice.1) as u64;
-                whole.k_slice((0, whole.groups), (first, quads))
+                whole.slice((0, whole.groups), (first, quads))
             }
             _ => whole,
         };
@@ -733,7 +733,7 @@ fn k_split_slices_cover_each_groups_quads_once_and_their_bands_fit() {
             }
         }
         // The slices are as wide as fits: one more quad per slice would not.
-        let wider = geo.k_slice(
+        let wider = geo.slice(
             (0, groups as u64),
             (0, (slices[0].k_slice.quads + 1).min(group_quads)),
         );
