@@ -330,9 +330,7 @@ fn randomized_sweep_matches_reference_on_every_isa() {
         let want_acc = reference::conv2d_acc(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.s);
         errors += usize::from(want.is_err());
         for (i, &isa) in isas.iter().enumerate() {
-            let opts = FastConvOptions {
-                threads: threads[(case_no + i) % threads.len()],
-            };
+            let opts = FastConvOptions::splitting_small(threads[(case_no + i) % threads.len()]);
             let p =
                 PackedConv2d::with_isa(&c.w, c.s.weight_dims(), &c.w_qp, &c.epi, c.s.params, isa)
                     .expect("pack");
@@ -660,7 +658,12 @@ fn channels_in_lanes_gemm_matches_reference() {
                     .with_gemm_layout(layout);
                 for threads in [1, 2] {
                     let got = p
-                        .run(&x, xd, &x_qp, &FastConvOptions::with_threads(threads))
+                        .run(
+                            &x,
+                            xd,
+                            &x_qp,
+                            &FastConvOptions::splitting_small(Some(threads)),
+                        )
                         .unwrap();
                     assert!(
                         got == want,
@@ -715,7 +718,9 @@ fn target_like_shapes_match_reference() {
                 for isa in Isa::available() {
                     let p = PackedConv2d::with_isa(&w, wd, &w_qp, &epi, params, isa).unwrap();
                     for threads in [Some(1), Some(2)] {
-                        let got = p.run(&x, xd, &x_qp, &FastConvOptions { threads }).unwrap();
+                        let got = p
+                            .run(&x, xd, &x_qp, &FastConvOptions::splitting_small(threads))
+                            .unwrap();
                         assert!(
                             got == want,
                             "{xd:?} {wd:?} {formula} {isa}: {}",
@@ -879,9 +884,8 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
         let want = reference::conv2d_f32(&x, &w, bias.as_deref(), &s).unwrap();
         let mut first: Option<Vec<f32>> = None;
         for (i, isa) in Isa::available().into_iter().enumerate() {
-            let opts = FastConvOptions {
-                threads: [Some(1), Some(2), None][(case_no + i) % 3],
-            };
+            let opts =
+                FastConvOptions::splitting_small([Some(1), Some(2), None][(case_no + i) % 3]);
             let got = fast::conv2d_f32_with_isa(&x, &w, bias.as_deref(), &s, &opts, isa).unwrap();
             // |error| <= K · 2^-23 · Σ|x·w| + |bias|·2^-24; |x|, |w| <= 1.
             let tol = s.k() as f32 * 1.2e-7 * (s.k() as f32 * 0.5 + 1.0) + 1e-6;
@@ -1104,9 +1108,7 @@ fn check_case(c: &Case, case_no: usize, what: &str) -> bool {
     let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &c.s);
     let want_acc = reference::conv2d_acc(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.s);
     for (i, isa) in Isa::available().into_iter().enumerate() {
-        let opts = FastConvOptions {
-            threads: [Some(1), Some(2)][(case_no + i) % 2],
-        };
+        let opts = FastConvOptions::splitting_small([Some(1), Some(2)][(case_no + i) % 2]);
         let p = PackedConv2d::with_isa(&c.w, c.s.weight_dims(), &c.w_qp, &c.epi, c.s.params, isa)
             .expect("pack");
         let got = p.run(&c.x, c.s.input_dims(), &c.x_qp, &opts);

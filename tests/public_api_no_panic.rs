@@ -490,7 +490,7 @@ proptest! {
         let wf: Vec<f32> = (0..wlen).map(|i| 0.25 - i as f32 * 0.125).collect();
         let xq: Vec<u8> = (0..xlen).map(|i| (i * 13) as u8).collect();
         let wq: Vec<i8> = (0..wlen).map(|i| (i * 7) as i8).collect();
-        let opts = FastConvOptions { threads };
+        let opts = FastConvOptions::splitting_small(threads);
         // Also with an epilogue built properly for the weight, so that the kernels get past it.
         let good_epi = Epilogue::new(
             f, good_qp.scale, &WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0),
@@ -565,7 +565,7 @@ proptest! {
 
     #[test]
     fn thread_counts_are_checked_before_running(threads in threads()) {
-        let opts = FastConvOptions { threads };
+        let opts = FastConvOptions::splitting_small(threads);
         let r: Result<()> = no_panic("FastConvOptions::validate", || opts.validate())?;
         let in_bounds = threads.is_none_or(|t| (1..=fast::MAX_THREADS).contains(&t));
         prop_assert_eq!(r.is_ok(), in_bounds, "{:?}", r);

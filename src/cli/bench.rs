@@ -197,6 +197,7 @@ pub fn run_bench(
 ) -> Result<BenchReport> {
     let fopts = FastConvOptions {
         threads: opts.threads,
+        split_small: false,
     };
     fopts.validate()?;
     if !(7..=8).contains(&opts.act_bits) {

@@ -3,7 +3,7 @@
 //! order, so the same bits).
 
 use super::int8::{segments, Geometry};
-use super::{depthwise, par_for, thread_count, FastConvOptions, GemmLayout, Isa, SendPtr};
+use super::{depthwise, par_for, thread_count, FastConvOptions, GemmLayout, Grain, Isa, SendPtr};
 use crate::error::{Error, Result};
 use crate::shape::ConvShape;
 
@@ -230,9 +230,11 @@ impl PackedConvF32 {
         let isa = self.isa;
         let cig = s.c_in_per_group();
         if cig == 1 {
+            let opts = opts.for_work(s.macs(), Grain::F32Depthwise);
             depthwise::run_f32(isa, x, &self.packed, bias, s, opts.threads, out);
             return Ok(());
         }
+        let opts = &opts.for_work(s.macs(), Grain::F32Gemm);
         let (g, cog) = (s.params.groups, s.c_out_per_group());
         let taps = s.kh * s.kw;
         let px = pixels_per_tile(isa);

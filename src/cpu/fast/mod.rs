@@ -139,6 +139,11 @@ pub struct FastConvOptions {
     /// on the calling thread; `Some(n)` runs on a cached local pool of `n` threads, for `n` in
     /// `1..=`[`MAX_THREADS`] (other counts are an [`Error::InvalidParameter`]).
     pub threads: Option<usize>,
+    /// Split every conv across the threads, however small. By default (`false`) a conv with
+    /// less work than two threads run faster than one runs on the calling thread alone (see
+    /// [`FastConvOptions::for_work`]); tests set this to cover the parallel partitioning on
+    /// small shapes. Results never depend on it.
+    pub split_small: bool,
 }
 
 impl FastConvOptions {
@@ -146,6 +151,16 @@ impl FastConvOptions {
     pub fn with_threads(threads: usize) -> Self {
         FastConvOptions {
             threads: Some(threads),
+            split_small: false,
+        }
+    }
+
+    /// Options with the thread count `threads` (`None`: the global pool) that split every
+    /// conv across them, however small (see [`FastConvOptions::split_small`]).
+    pub fn splitting_small(threads: Option<usize>) -> Self {
+        FastConvOptions {
+            threads,
+            split_small: true,
         }
     }
 
@@ -162,6 +177,42 @@ impl FastConvOptions {
             Some(t) => pool(t).map(drop),
         }
     }
+
+    /// The options a conv of `macs` multiply-adds of the kernel family `grain` runs with: one
+    /// thread (the calling one) under the family's [`Grain`] (unless `split_small`), these
+    /// options otherwise. Waking a pool and joining it costs tens of microseconds on a loaded
+    /// or virtual machine (measured: a 1x32x7x7 int8 conv took 2.6 µs on one thread and
+    /// 28–40 µs on two), more than a small layer's whole run. The result never depends on the
+    /// thread count.
+    fn for_work(&self, macs: u64, grain: Grain) -> FastConvOptions {
+        if !self.split_small && thread_count(self.threads) > 1 && macs < grain as u64 {
+            FastConvOptions::with_threads(1)
+        } else {
+            self.clone()
+        }
+    }
+}
+
+/// The least work, in multiply-adds, that two threads run faster than one, per kernel family
+/// (see [`FastConvOptions::for_work`]): 25–50 µs of one thread's work. Measured on a 2-core
+/// AMD EPYC (Zen 4) with AVX-512 VNNI by timing 3x3 convs from 7x7 to 112x112 planes on one
+/// and two threads (`squint bench --threads 2` against `--threads 1`, and the same sweep
+/// over channel counts). On slower ISAs (AVX2 runs at about half the rate) the same work
+/// takes longer, so they split no later than they should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Grain {
+    /// The int8 GEMM convs (about 400 multiply-adds per ns on one AVX-512 VNNI thread): a
+    /// 1x64x14x14 conv, 64 outputs, 7.2 M, lost on two threads, 1x32x56x56, 29 M, won.
+    Int8Gemm = 20_000_000,
+    /// The f32 GEMM convs (about 110 per ns): 1x64x14x14 and 1x32x28x28 convs, 7.2 M, tied
+    /// or lost on two threads.
+    F32Gemm = 8_000_000,
+    /// The int8 depthwise convs (about 60 per ns): 128 channels of 28x28 (0.9 M) lost or tied
+    /// on two threads, 256 channels of 28x28 (1.8 M) won.
+    Int8Depthwise = 1_500_000,
+    /// The f32 depthwise convs (about 30 per ns).
+    F32Depthwise = 1_200_000,
 }
 
 /// An instruction-set path of the fast kernels.
@@ -800,9 +851,13 @@ impl PackedConv2d {
     fn dispatch(&self, x: &[u8], x_qp: &QParams, s: &ConvShape, opts: &FastConvOptions, out: Sink) {
         match &self.kind {
             Kind::Depthwise { wprime, vnni } => {
+                let opts = &opts.for_work(s.macs(), Grain::Int8Depthwise);
                 depthwise::run_int8(self, wprime, vnni.as_deref(), x, x_qp, s, opts, out)
             }
-            Kind::Gemm(p) => int8::run(self, p, x, x_qp, s, opts, out),
+            Kind::Gemm(p) => {
+                let opts = &opts.for_work(s.macs(), Grain::Int8Gemm);
+                int8::run(self, p, x, x_qp, s, opts, out)
+            }
         }
     }
 }
@@ -1014,4 +1069,38 @@ pub fn conv2d_f32(
     opts: &FastConvOptions,
 ) -> Result<Vec<f32>> {
     conv2d_f32_with_isa(x, w, bias, s, opts, Isa::detect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FastConvOptions, Grain};
+
+    #[test]
+    fn convs_under_a_grain_run_on_the_calling_thread_unless_split_small() {
+        let grains = [
+            Grain::Int8Gemm,
+            Grain::F32Gemm,
+            Grain::Int8Depthwise,
+            Grain::F32Depthwise,
+        ];
+        for grain in grains {
+            let g = grain as u64;
+            // `None` (the global pool) stands for one thread on a one-core machine.
+            let global = (rayon::current_num_threads() > 1).then_some(None);
+            for threads in [Some(Some(2)), Some(Some(3)), global].into_iter().flatten() {
+                let opts = FastConvOptions {
+                    threads,
+                    split_small: false,
+                };
+                let one = FastConvOptions::with_threads(1);
+                assert_eq!(opts.for_work(g - 1, grain), one, "{grain:?} {threads:?}");
+                assert_eq!(opts.for_work(0, grain), one, "{grain:?} {threads:?}");
+                assert_eq!(opts.for_work(g, grain), opts, "{grain:?} {threads:?}");
+                let split = FastConvOptions::splitting_small(threads);
+                assert_eq!(split.for_work(g - 1, grain), split, "{grain:?} {threads:?}");
+            }
+            let one = FastConvOptions::with_threads(1);
+            assert_eq!(one.for_work(u64::MAX, grain), one);
+        }
+    }
 }
