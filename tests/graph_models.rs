@@ -222,12 +222,12 @@ fn with_its_own_calibration_squint_is_within_one_lsb_of_pytorch_on_999_per_mille
     }
 }
 
-/// One GPU backend runs two conversions of the same model in turn (same node names, other
-/// qparams and epilogues, and the fast CPU path's other weights where they differ): its layer
-/// cache must rebuild a layer whose weights or epilogue changed, so each run equals its own
-/// reference at every value.
+/// One GPU backend, and one fast CPU backend, runs two conversions of the same model in turn
+/// (same node names, other qparams and epilogues, and the fast CPU path's other weights where
+/// they differ): its layer cache must rebuild (repack) a layer whose weights or epilogue
+/// changed, so each run equals its own reference at every value.
 #[test]
-fn a_gpu_backend_reused_across_conversions_rebuilds_changed_layers() {
+fn backends_reused_across_conversions_rebuild_changed_layers() {
     let contexts = squint::gpu::testing::contexts();
     let model = "resnet_tiny";
     let convert = |calib_batches: usize| {
@@ -248,6 +248,14 @@ fn a_gpu_backend_reused_across_conversions_rebuilds_changed_layers() {
     let want1 = q1.run(&mut ReferenceBackend::new(&q1), xs).unwrap();
     let want2 = q2.run(&mut ReferenceBackend::new(&q2), xs).unwrap();
     assert_ne!(want1.values, want2.values, "the two conversions differ");
+    let mut fast = FastCpuBackend::new(&q1);
+    for (i, (q, want)) in [(&q1, &want1), (&q2, &want2), (&q1, &want1), (&q1, &want1)]
+        .into_iter()
+        .enumerate()
+    {
+        let got = q.run(&mut fast, xs).unwrap();
+        assert_eq!(got.values, want.values, "fast CPU backend, run {i}");
+    }
     for ctx in contexts {
         let mut g = GpuBackend::new(ctx, &q1);
         for (q, want) in [(&q1, &want1), (&q2, &want2), (&q1, &want1)] {

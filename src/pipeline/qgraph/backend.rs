@@ -6,12 +6,15 @@
 //! reference ops of [`crate::cpu::reference`] (the specification) with the graph's engine.
 
 use super::{QLinear, QuantizedGraph};
+use crate::cpu::fast::PackedConv2d;
 use crate::cpu::reference::cat::CatInput;
 use crate::cpu::reference::pool::{AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::pipeline::QConv;
-use crate::quant::QParams;
+use crate::quant::{Epilogue, QParams, WeightQParams};
+use crate::shape::ConvParams;
+use std::collections::HashMap;
 
 /// An int8 tensor: stored bytes, dims and qparams.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,11 +213,25 @@ impl QBackend for ReferenceBackend {
 
 /// The fast CPU path: convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded,
 /// bit-identical to the reference on every ISA), every other op on the reference (they are a
-/// small share of a CNN's work).
-#[derive(Debug, Clone)]
+/// small share of a CNN's work). Each conv's weights are packed on its first run and reused
+/// while its weights, qparams, epilogue and geometry stay the same (one backend may run
+/// several graphs): keep the backend across runs, as a runtime keeps its layers.
+#[derive(Debug)]
 pub struct FastCpuBackend {
     reference: ReferenceBackend,
     opts: crate::cpu::fast::FastConvOptions,
+    layers: HashMap<String, PackedLayer>,
+}
+
+/// A conv's packed layer and what it was packed from.
+#[derive(Debug)]
+struct PackedLayer {
+    w: Vec<i8>,
+    w_qp: WeightQParams,
+    epi: Epilogue,
+    w_dims: [usize; 4],
+    params: ConvParams,
+    layer: PackedConv2d,
 }
 
 impl FastCpuBackend {
@@ -223,7 +240,40 @@ impl FastCpuBackend {
         FastCpuBackend {
             reference: ReferenceBackend::new(graph),
             opts: Default::default(),
+            layers: HashMap::new(),
         }
+    }
+
+    /// The packed layer of `conv`, packed now if it has none or was packed from other weights.
+    fn layer(&mut self, conv: &QConv) -> Result<&PackedConv2d> {
+        let fresh = self.layers.get(conv.name()).is_some_and(|c| {
+            c.w == conv.w_q()
+                && c.w_qp == *conv.w_qp()
+                && c.epi == *conv.epi()
+                && c.w_dims == conv.w_dims()
+                && c.params == conv.params()
+        });
+        if !fresh {
+            let layer = PackedConv2d::new(
+                conv.w_q(),
+                conv.w_dims(),
+                conv.w_qp(),
+                conv.epi(),
+                conv.params(),
+            )?;
+            self.layers.insert(
+                conv.name().to_string(),
+                PackedLayer {
+                    w: conv.w_q().to_vec(),
+                    w_qp: conv.w_qp().clone(),
+                    epi: conv.epi().clone(),
+                    w_dims: conv.w_dims(),
+                    params: conv.params(),
+                    layer,
+                },
+            );
+        }
+        Ok(&self.layers[conv.name()].layer)
     }
 }
 
@@ -232,16 +282,8 @@ impl QBackend for FastCpuBackend {
         if x.qp != conv.in_qp() {
             return self.reference.conv2d(conv, x);
         }
-        let s = conv.shape(x.dims4()?)?;
-        crate::cpu::fast::conv2d_quantized(
-            &x.data,
-            &x.qp,
-            conv.w_q(),
-            conv.w_qp(),
-            conv.epi(),
-            &s,
-            &self.opts,
-        )
+        let opts = self.opts.clone();
+        self.layer(conv)?.run(&x.data, x.dims4()?, &x.qp, &opts)
     }
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
         self.reference.linear(l, x, out)
