@@ -1,6 +1,8 @@
 //! `GpuBackend` against `ReferenceBackend`, bit for bit, on every adapter this process can
 //! open (on a machine without a GPU: lavapipe through Vulkan and llvmpipe through GL): seeded
-//! sweeps per op and engine, and whole graphs with every op kind.
+//! sweeps per op and engine, and whole graphs with every op kind. The sweeps also run the
+//! `FastCpuBackend` (its byte-table concat; its other ops are the reference's or the fast
+//! convs, checked in `tests/cpu_fast.rs`).
 //!
 //! Every case must give the same bytes on both backends, or an error on both. With no
 //! adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`.
@@ -14,7 +16,8 @@ use squint::cpu::reference::{CpuCapability, QEngine};
 use squint::gpu::GpuContext;
 use squint::graph::{Activation, GraphBuilder, LinearOp, Op};
 use squint::pipeline::qgraph::{
-    GpuBackend, PreparedGraph, QBackend, QLinear, QNode, QTensor, ReferenceBackend,
+    FastCpuBackend, GpuBackend, PreparedGraph, QBackend, QLinear, QNode, QTensor, QuantizedGraph,
+    ReferenceBackend,
 };
 use squint::pipeline::{ConvertOptions, QConfig};
 use squint::quant::{QDtype, QParams};
@@ -34,6 +37,11 @@ fn format(rng: &mut Rng) -> MemoryFormat {
 
 /// A one-node graph converted for `engine`, to get its `ReferenceBackend`.
 fn reference(engine: QEngine, isa: CpuCapability) -> ReferenceBackend {
+    ReferenceBackend::new(&one_node(engine, isa))
+}
+
+/// A one-node graph converted for `engine` on the CPU capability `isa`.
+fn one_node(engine: QEngine, isa: CpuCapability) -> QuantizedGraph {
     let mut b = GraphBuilder::new();
     let x = b.input("x", &[1, 1, 2, 2]).unwrap();
     let y = b.node("r", Op::Activation(Activation::Relu), &[x]).unwrap();
@@ -48,7 +56,7 @@ fn reference(engine: QEngine, isa: CpuCapability) -> ReferenceBackend {
     let (mut q, _) = p.convert(&ConvertOptions::default()).unwrap();
     q.set_isa(isa);
     assert_eq!(q.engine(), engine);
-    ReferenceBackend::new(&q)
+    q
 }
 
 fn dtype(rng: &mut Rng, engine: QEngine) -> QDtype {
@@ -120,14 +128,17 @@ impl Count {
         match (gpu, cpu) {
             (Ok(g), Ok(c)) => {
                 if let Some(i) = g.iter().zip(&c).position(|(a, b)| a != b) {
-                    panic!("{what}: element {i}: GPU {} != reference {}", g[i], c[i]);
+                    panic!(
+                        "{what}: element {i}: backend {} != reference {}",
+                        g[i], c[i]
+                    );
                 }
                 assert_eq!(g.len(), c.len(), "{what}: lengths");
                 self.equal += 1;
             }
             (Err(_), Err(_)) => self.both_err += 1,
             (g, c) => panic!(
-                "{what}: GPU {:?} but reference {:?}",
+                "{what}: backend {:?} but reference {:?}",
                 g.map(|_| ()),
                 c.map(|_| ())
             ),
@@ -151,20 +162,28 @@ fn sweep(
     seed: u64,
     cases: usize,
     min_equal: usize,
-    mut case: impl FnMut(&mut Rng, QEngine, &mut GpuBackend, &mut ReferenceBackend, &mut Count, &str),
+    mut case: impl FnMut(&mut Rng, QEngine, &mut dyn QBackend, &mut ReferenceBackend, &mut Count, &str),
 ) {
-    let ctxs: Vec<GpuContext> = gpu_contexts();
+    // Every GPU adapter, then the fast CPU backend (its table-mapped concat).
+    let ctxs: Vec<Option<GpuContext>> =
+        gpu_contexts().into_iter().map(Some).chain([None]).collect();
     for ctx in ctxs {
-        let name = ctx.adapter_report().summary();
+        let name = ctx.as_ref().map_or("the fast CPU backend".into(), |c| {
+            c.adapter_report().summary()
+        });
         for engine in ENGINES {
             let isa = CpuCapability::Avx2;
-            let mut gpu = GpuBackend::with_engine(ctx.clone(), engine, isa);
+            let mut gpu: Box<dyn QBackend> = match &ctx {
+                Some(ctx) => Box::new(GpuBackend::with_engine(ctx.clone(), engine, isa)),
+                None => Box::new(FastCpuBackend::new(&one_node(engine, isa))),
+            };
+            let gpu = gpu.as_mut();
             let mut cpu = reference(engine, isa);
             let mut rng = Rng::new(seed);
             let mut count = Count::default();
             for i in 0..cases {
                 let what = format!("{op} {engine:?} case {i} on {name}");
-                case(&mut rng, engine, &mut gpu, &mut cpu, &mut count, &what);
+                case(&mut rng, engine, gpu, &mut cpu, &mut count, &what);
             }
             count.assert_ran(&format!("{op} {engine:?} on {name}"), cases, min_equal);
         }

@@ -212,8 +212,9 @@ impl QBackend for ReferenceBackend {
 }
 
 /// The fast CPU path: convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded,
-/// bit-identical to the reference on every ISA), every other op on the reference (they are a
-/// small share of a CNN's work). Each conv's weights are packed on its first run and reused
+/// bit-identical to the reference on every ISA); concat through byte tables of the reference
+/// (each input byte mapped to its output byte, see `qgraph::bytes`); every other op on the
+/// reference (they are a small share of a CNN's work). Each conv's weights are packed on its first run and reused
 /// while its weights, qparams, epilogue and geometry stay the same (one backend may run
 /// several graphs): keep the backend across runs, as a runtime keeps its layers.
 #[derive(Debug)]
@@ -221,6 +222,7 @@ pub struct FastCpuBackend {
     reference: ReferenceBackend,
     opts: crate::cpu::fast::FastConvOptions,
     layers: HashMap<String, PackedLayer>,
+    concat_tables: super::bytes::ConcatTables,
 }
 
 /// A conv's packed layer and what it was packed from.
@@ -241,6 +243,7 @@ impl FastCpuBackend {
             reference: ReferenceBackend::new(graph),
             opts: Default::default(),
             layers: HashMap::new(),
+            concat_tables: Default::default(),
         }
     }
 
@@ -305,7 +308,9 @@ impl QBackend for FastCpuBackend {
         out: &QParams,
         format: MemoryFormat,
     ) -> Result<Vec<u8>> {
-        self.reference.concat(xs, axis, out, format)
+        let isa = self.reference.isa;
+        let (parts, outer) = self.concat_tables.parts(xs, axis, out, format, isa)?;
+        Ok(super::bytes::concat_on_host(&parts, outer))
     }
     fn max_pool2d(&mut self, x: &QTensor, p: &Pool2dParams) -> Result<Vec<u8>> {
         self.reference.max_pool2d(x, p)

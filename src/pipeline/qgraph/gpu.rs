@@ -24,6 +24,7 @@
 //! (qparams, ReLU, path): the backend keeps them.
 
 use super::backend::{QBackend, QTensor};
+use super::bytes::{all_bytes, table, ConcatTables};
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
@@ -47,6 +48,8 @@ pub struct GpuBackend {
     layers: HashMap<String, Arc<CachedLayer>>,
     /// The add's byte-pair tables (vector path, then scalar path).
     add_tables: Vec<(AddKey, Arc<Vec<u8>>)>,
+    /// The concat inputs' byte tables.
+    concat_tables: ConcatTables,
 }
 
 /// What an add's byte-pair tables depend on.
@@ -65,16 +68,6 @@ struct CachedLayer {
     epi: Epilogue,
     shape: ConvShape,
     layer: GpuConv2d,
-}
-
-/// Every stored byte, in order.
-fn all_bytes() -> Vec<u8> {
-    (0..=255u8).collect()
-}
-
-fn table(v: Vec<u8>) -> Result<[u8; 256]> {
-    <[u8; 256]>::try_from(v.as_slice())
-        .map_err(|_| Error::Gpu("a byte table does not have 256 entries".into()))
 }
 
 fn dims4(x: &QTensor) -> Result<[usize; 4]> {
@@ -192,6 +185,7 @@ impl GpuBackend {
             isa,
             layers: HashMap::new(),
             add_tables: Vec::new(),
+            concat_tables: ConcatTables::default(),
         }
     }
 
@@ -372,64 +366,13 @@ impl QBackend for GpuBackend {
         out: &QParams,
         format: MemoryFormat,
     ) -> Result<Vec<u8>> {
-        let first = xs
-            .first()
-            .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
-        let rank = first.dims.len();
-        if axis >= rank {
-            return Err(Error::InvalidParameter(format!(
-                "cat: dim {axis} is out of range for rank {rank}"
-            )));
-        }
-        let all = all_bytes();
-        let mut tables = Vec::with_capacity(xs.len());
-        for (i, x) in xs.iter().enumerate() {
-            let n: usize = x.dims.iter().product();
-            if x.data.len() != n {
-                return Err(Error::Shape(format!(
-                    "cat input {i} has {} bytes, dims {:?} need {n}",
-                    x.data.len(),
-                    x.dims
-                )));
-            }
-            if x.qp.dtype != first.qp.dtype {
-                return Err(Error::InvalidParameter(format!(
-                    "cat: input {i} is {}, input 0 is {}",
-                    x.qp.dtype, first.qp.dtype
-                )));
-            }
-            let same_other_dims = x.dims.len() == rank
-                && x.dims
-                    .iter()
-                    .zip(&first.dims)
-                    .enumerate()
-                    .all(|(d, (a, b))| d == axis || a == b);
-            if !same_other_dims {
-                return Err(Error::Shape(format!(
-                    "cat: input {i} has shape {:?}, input 0 has {:?} (only dim {axis} may differ)",
-                    x.dims, first.dims
-                )));
-            }
-            // The reference on every stored byte (validates the qparams and dtypes too).
-            let one = r::cat::CatInput {
-                data: &all,
-                dims: &[256],
-                qp: &x.qp,
-            };
-            tables.push(table(r::cat::cat(&[one], 0, out)?.0)?);
-        }
-        let outer: usize = first.dims[..axis].iter().product();
-        let inner: usize = first.dims[axis + 1..].iter().product();
-        if format == MemoryFormat::ChannelsLast && axis == 1 && rank == 4 {
-            return self.concat_channels_last(xs, out, outer, inner);
-        }
-        let inputs: Vec<LutInput<'_>> = xs
+        let (parts, outer) = self.concat_tables.parts(xs, axis, out, format, self.isa)?;
+        let inputs: Vec<LutInput<'_>> = parts
             .iter()
-            .zip(&tables)
-            .map(|(x, t)| LutInput {
-                data: &x.data,
-                block: x.dims[axis] * inner,
-                table: t,
+            .map(|p| LutInput {
+                data: &p.data,
+                block: p.block,
+                table: &p.table,
             })
             .collect();
         self.ctx.concat_bytes(&inputs, outer)
@@ -652,53 +595,4 @@ fn from_nhwc(y: &[u8], [n, c, h, w]: [usize; 4]) -> Vec<u8> {
         }
     }
     x
-}
-
-impl GpuBackend {
-    /// ATen's NHWC cat (all inputs channels-last, along channels): a channel's bytes map
-    /// through the vector or the scalar formula depending on its position in its input. The
-    /// host finds, per input, the runs of channels that share one byte table (the reference on
-    /// every byte of every channel) and the GPU gathers each run through its table.
-    fn concat_channels_last(
-        &mut self,
-        xs: &[&QTensor],
-        out: &QParams,
-        outer: usize,
-        hw: usize,
-    ) -> Result<Vec<u8>> {
-        let mut parts: Vec<(Vec<u8>, usize, [u8; 256])> = Vec::new();
-        for x in xs {
-            let c = x.dims[1];
-            let probe: Vec<u8> = (0..c).flat_map(|_| 0..=255u8).collect();
-            let dims = [1, c, 1, 256];
-            let one = r::cat::CatInput {
-                data: &probe,
-                dims: &dims,
-                qp: &x.qp,
-            };
-            let (t, _) = r::cat::cat_in(MemoryFormat::ChannelsLast, self.isa, &[one], 1, out)?;
-            let mut c0 = 0;
-            while c0 < c {
-                let tab = &t[c0 * 256..(c0 + 1) * 256];
-                let mut c1 = c0 + 1;
-                while c1 < c && &t[c1 * 256..(c1 + 1) * 256] == tab {
-                    c1 += 1;
-                }
-                let data: Vec<u8> = (0..outer)
-                    .flat_map(|b| x.data[(b * c + c0) * hw..(b * c + c1) * hw].iter().copied())
-                    .collect();
-                parts.push((data, (c1 - c0) * hw, table(tab.to_vec())?));
-                c0 = c1;
-            }
-        }
-        let inputs: Vec<LutInput<'_>> = parts
-            .iter()
-            .map(|(data, block, t)| LutInput {
-                data,
-                block: *block,
-                table: t,
-            })
-            .collect();
-        self.ctx.concat_bytes(&inputs, outer)
-    }
 }

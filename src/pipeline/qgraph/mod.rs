@@ -38,6 +38,7 @@
 //! ```
 
 pub mod backend;
+mod bytes;
 mod format;
 pub mod gpu;
 pub mod prepare;

@@ -1,0 +1,299 @@
+//! Byte tables of the int8 ops whose every output byte is a function of one stored input byte:
+//! the host evaluates the reference op on all 256 bytes and maps the input through that table,
+//! exact by construction (the reference's validation errors included). Shared by
+//! [`GpuBackend`](super::GpuBackend) (which gathers through the tables on the GPU) and
+//! [`FastCpuBackend`](super::FastCpuBackend) (which maps on the host: a concat of inputs with
+//! other qparams costs one table read per byte instead of the reference's dequantize and
+//! requantize).
+
+use super::backend::QTensor;
+use crate::cpu::reference::pool::MemoryFormat;
+use crate::cpu::reference::{self as r, CpuCapability};
+use crate::error::{Error, Result};
+use crate::quant::QParams;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Every stored byte, in order.
+pub(super) fn all_bytes() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+/// The 256 output bytes of a reference op run on [`all_bytes`].
+pub(super) fn table(v: Vec<u8>) -> Result<[u8; 256]> {
+    <[u8; 256]>::try_from(v.as_slice()).map_err(|_| {
+        Error::InvalidParameter(format!(
+            "a byte table needs 256 entries, the op gave {}",
+            v.len()
+        ))
+    })
+}
+
+/// One run of a concat's output: `block` input bytes per outer index, each mapped through
+/// `table`.
+#[derive(Debug, Clone)]
+pub(super) struct ConcatPart<'a> {
+    /// The run's stored input bytes, `outer * block` of them (outer index slowest).
+    pub data: Cow<'a, [u8]>,
+    /// Bytes per outer index.
+    pub block: usize,
+    /// Output byte of each stored input byte.
+    pub table: [u8; 256],
+}
+
+/// The byte tables of concat inputs, kept across calls: an input's tables depend only on its
+/// qparams, the output's, the CPU capability and, for ATen's channels-last cat, its channel
+/// count, while computing them costs 256 reference evaluations per table (per channel for
+/// the channels-last cat), more than a small input's bytes.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ConcatTables {
+    cache: Vec<(RunKey, Arc<Vec<Run>>)>,
+}
+
+/// What an input's table runs depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RunKey {
+    qp: QParams,
+    out: QParams,
+    isa: CpuCapability,
+    /// The channel count of a channels-last cat along channels (`None`: one table).
+    channels_last: Option<usize>,
+}
+
+/// Channels `c0..c1` of an input (`c1` is `usize::MAX` for a whole input's one table),
+/// mapped through `table`.
+#[derive(Debug, Clone)]
+struct Run {
+    c0: usize,
+    c1: usize,
+    table: [u8; 256],
+}
+
+/// At most this many inputs' tables are kept (then the cache starts over).
+const MAX_KEPT: usize = 256;
+
+impl ConcatTables {
+    /// The concat of `xs` along `axis` into qparams `out`, stored as `format` (the
+    /// reference's `cat_in` with the CPU capability `isa`), as runs of table-mapped bytes: the
+    /// output is, for each outer index in turn, every part's block in order. Returns the parts
+    /// and the outer count. Validates as the reference does (dims, byte counts, dtypes,
+    /// qparams).
+    ///
+    /// A contiguous concat maps each input through one table. ATen's channels-last cat along
+    /// channels maps a channel through the vector or the scalar formula depending on its
+    /// position in its input: each input is split into the runs of channels that share one
+    /// table (the reference on every byte of every channel).
+    pub(super) fn parts<'a>(
+        &mut self,
+        xs: &[&'a QTensor],
+        axis: usize,
+        out: &QParams,
+        format: MemoryFormat,
+        isa: CpuCapability,
+    ) -> Result<(Vec<ConcatPart<'a>>, usize)> {
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
+        let rank = first.dims.len();
+        if axis >= rank {
+            return Err(Error::InvalidParameter(format!(
+                "cat: dim {axis} is out of range for rank {rank}"
+            )));
+        }
+        for (i, x) in xs.iter().enumerate() {
+            let n: usize = x.dims.iter().product();
+            if x.data.len() != n {
+                return Err(Error::Shape(format!(
+                    "cat input {i} has {} bytes, dims {:?} need {n}",
+                    x.data.len(),
+                    x.dims
+                )));
+            }
+            if x.qp.dtype != first.qp.dtype {
+                return Err(Error::InvalidParameter(format!(
+                    "cat: input {i} is {}, input 0 is {}",
+                    x.qp.dtype, first.qp.dtype
+                )));
+            }
+            let same_other_dims = x.dims.len() == rank
+                && x.dims
+                    .iter()
+                    .zip(&first.dims)
+                    .enumerate()
+                    .all(|(d, (a, b))| d == axis || a == b);
+            if !same_other_dims {
+                return Err(Error::Shape(format!(
+                    "cat: input {i} has shape {:?}, input 0 has {:?} (only dim {axis} may \
+                     differ)",
+                    x.dims, first.dims
+                )));
+            }
+        }
+        let outer: usize = first.dims[..axis].iter().product();
+        let inner: usize = first.dims[axis + 1..].iter().product();
+        let nhwc = format == MemoryFormat::ChannelsLast && axis == 1 && rank == 4;
+        let mut parts = Vec::new();
+        for x in xs {
+            let c = x.dims[axis];
+            let key = RunKey {
+                qp: x.qp,
+                out: *out,
+                isa,
+                channels_last: nhwc.then_some(c),
+            };
+            let runs = self.runs(key)?;
+            for r in runs.iter() {
+                let (c0, c1) = (r.c0, r.c1.min(c));
+                let data: Cow<'a, [u8]> = if c0 == 0 && c1 == c {
+                    Cow::Borrowed(&x.data[..])
+                } else {
+                    (0..outer)
+                        .flat_map(|b| {
+                            x.data[(b * c + c0) * inner..(b * c + c1) * inner]
+                                .iter()
+                                .copied()
+                        })
+                        .collect::<Vec<u8>>()
+                        .into()
+                };
+                parts.push(ConcatPart {
+                    data,
+                    block: (c1 - c0) * inner,
+                    table: r.table,
+                });
+            }
+        }
+        Ok((parts, outer))
+    }
+
+    /// The table runs of `key`, computed with the reference and kept.
+    fn runs(&mut self, key: RunKey) -> Result<Arc<Vec<Run>>> {
+        if let Some((_, r)) = self.cache.iter().find(|(k, _)| *k == key) {
+            return Ok(r.clone());
+        }
+        let runs = Arc::new(match key.channels_last {
+            None => {
+                // The reference on every stored byte (validates the qparams and dtypes too).
+                let all = all_bytes();
+                let one = r::cat::CatInput {
+                    data: &all,
+                    dims: &[256],
+                    qp: &key.qp,
+                };
+                let table = table(r::cat::cat(&[one], 0, &key.out)?.0)?;
+                vec![Run {
+                    c0: 0,
+                    c1: usize::MAX,
+                    table,
+                }]
+            }
+            Some(c) => channels_last_runs(key, c)?,
+        });
+        if self.cache.len() >= MAX_KEPT {
+            self.cache.clear();
+        }
+        self.cache.push((key, runs.clone()));
+        Ok(runs)
+    }
+}
+
+/// The runs of channels of one input of ATen's NHWC cat that share one byte table.
+fn channels_last_runs(key: RunKey, c: usize) -> Result<Vec<Run>> {
+    let probe: Vec<u8> = (0..c).flat_map(|_| 0..=255u8).collect();
+    let dims = [1, c, 1, 256];
+    let one = r::cat::CatInput {
+        data: &probe,
+        dims: &dims,
+        qp: &key.qp,
+    };
+    let (t, _) = r::cat::cat_in(MemoryFormat::ChannelsLast, key.isa, &[one], 1, &key.out)?;
+    let mut runs = Vec::new();
+    let mut c0 = 0;
+    while c0 < c {
+        let tab = &t[c0 * 256..(c0 + 1) * 256];
+        let mut c1 = c0 + 1;
+        while c1 < c && &t[c1 * 256..(c1 + 1) * 256] == tab {
+            c1 += 1;
+        }
+        runs.push(Run {
+            c0,
+            c1,
+            table: table(tab.to_vec())?,
+        });
+        c0 = c1;
+    }
+    Ok(runs)
+}
+
+/// The concat of `parts` on the host: for each outer index, every part's block mapped
+/// through its table (a copy where the table is the identity).
+pub(super) fn concat_on_host(parts: &[ConcatPart<'_>], outer: usize) -> Vec<u8> {
+    let identity: [u8; 256] = std::array::from_fn(|i| i as u8);
+    let total: usize = parts.iter().map(|p| p.block).sum::<usize>() * outer;
+    let mut y = Vec::with_capacity(total);
+    for b in 0..outer {
+        for p in parts {
+            let src = &p.data[b * p.block..(b + 1) * p.block];
+            if p.table == identity {
+                y.extend_from_slice(src);
+            } else {
+                y.extend(src.iter().map(|&v| p.table[v as usize]));
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QDtype;
+
+    fn tensor(dims: &[usize], qp: QParams, seed: usize) -> QTensor {
+        let n: usize = dims.iter().product();
+        QTensor {
+            data: (0..n).map(|i| ((i * 37 + seed * 11) % 256) as u8).collect(),
+            dims: dims.to_vec(),
+            qp,
+        }
+    }
+
+    /// One `ConcatTables` across calls whose inputs share qparams but not channel counts or
+    /// formats: a kept table must never serve another key (each call equals the reference).
+    #[test]
+    fn kept_concat_tables_serve_only_their_own_channel_count_format_and_capability() {
+        let qps = [
+            QParams::new(0.5, 3, QDtype::QUInt8).unwrap(),
+            QParams::new(0.0371, 128, QDtype::QUInt8).unwrap(),
+        ];
+        let out = QParams::new(0.25, 7, QDtype::QUInt8).unwrap();
+        let mut kept = ConcatTables::default();
+        let calls: [(usize, MemoryFormat, CpuCapability); 6] = [
+            (3, MemoryFormat::ChannelsLast, CpuCapability::Avx2),
+            (20, MemoryFormat::ChannelsLast, CpuCapability::Avx2),
+            (20, MemoryFormat::Contiguous, CpuCapability::Avx2),
+            (20, MemoryFormat::ChannelsLast, CpuCapability::Default),
+            (3, MemoryFormat::ChannelsLast, CpuCapability::Avx2),
+            (9, MemoryFormat::ChannelsLast, CpuCapability::Avx512),
+        ];
+        for (i, (c, format, isa)) in calls.into_iter().enumerate() {
+            let xs = [
+                tensor(&[2, c, 3, 2], qps[0], i),
+                tensor(&[2, 17, 3, 2], qps[1], i + 1),
+            ];
+            let refs: Vec<&QTensor> = xs.iter().collect();
+            let (parts, outer) = kept.parts(&refs, 1, &out, format, isa).unwrap();
+            let got = concat_on_host(&parts, outer);
+            let inputs: Vec<r::cat::CatInput<'_>> = xs
+                .iter()
+                .map(|x| r::cat::CatInput {
+                    data: &x.data,
+                    dims: &x.dims,
+                    qp: &x.qp,
+                })
+                .collect();
+            let (want, _) = r::cat::cat_in(format, isa, &inputs, 1, &out).unwrap();
+            assert_eq!(got, want, "call {i}: {c} channels, {format:?}, {isa:?}");
+        }
+    }
+}
