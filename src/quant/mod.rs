@@ -13,6 +13,7 @@ mod qnnpack;
 mod qparams;
 mod quantize;
 mod requant;
+mod round;
 mod step;
 
 pub use fixed_point::{
@@ -25,4 +26,5 @@ pub use quantize::{
     check_finite, dequantize_one, dequantize_slice, inverse_scale, quantize_one, quantize_slice,
 };
 pub use requant::{weight_abs_sums, ChannelRequant, Epilogue, RequantFormula, WeightQParams};
+pub use round::rne;
 pub use step::{f32_from_order_key, f32_order_key, QuantizeSteps, StepTable};

@@ -1,6 +1,7 @@
 //! `quantize_per_tensor` and `dequantize`, exactly as PyTorch computes them.
 
 use super::qparams::QParams;
+use super::rne;
 use crate::error::{Error, Result};
 
 /// The float32 reciprocal PyTorch multiplies by: `f32(1 / scale)`.
@@ -17,7 +18,7 @@ pub fn inverse_scale(scale: f32) -> f32 {
 /// (see [`check_finite`]).
 #[inline]
 pub fn quantize_one(x: f32, inv_scale: f32, qp: &QParams) -> i32 {
-    let r = (x * inv_scale).round_ties_even();
+    let r = rne(x * inv_scale);
     // Clamp in float first so that huge values cannot overflow the integer conversion; the
     // bound is far outside any 8-bit range, so the final clamp is unchanged.
     let r = r.clamp(-1.0e9, 1.0e9) as i64;

@@ -25,6 +25,7 @@
 
 use super::fixed_point::{multiply_by_quantized_multiplier, quantize_multiplier};
 use super::qparams::{QParams, QRange, QScheme};
+use super::rne;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -200,7 +201,7 @@ pub struct Epilogue {
 
 fn round_f32_to_i32(v: f32) -> i32 {
     // The clamp keeps the conversion exact and far outside any 8-bit output range.
-    v.round_ties_even().clamp(-1.0e9, 1.0e9) as i32
+    rne(v).clamp(-1.0e9, 1.0e9) as i32
 }
 
 fn rne_to_i32_checked(v: f64, what: &str, o: usize) -> Result<i32> {

@@ -34,6 +34,7 @@
 //! suffered. [`StepTable::lookup`] is that procedure on the CPU.
 
 use super::requant::{Epilogue, RequantFormula};
+use super::rne;
 
 /// One output channel's epilogue as a step function (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +74,7 @@ impl StepTable {
     /// The level of `acc` (in `[-limit, limit]`) by estimate and verify, as the GPU kernels
     /// compute it; equals `Epilogue::apply(acc, o)`.
     pub fn lookup(&self, acc: i32) -> i32 {
-        let e = (acc as f32 * self.slope + self.offset).round_ties_even();
+        let e = rne(acc as f32 * self.slope + self.offset);
         if self.top < self.base {
             // Only for a table built by hand, or from an epilogue that is not monotone.
             return self.base;

@@ -21,6 +21,7 @@
 
 use super::{check_data, QEngine};
 use crate::error::{Error, Result};
+use crate::quant::rne;
 use crate::quant::{QDtype, QParams};
 
 /// How PyTorch stores a quantized NCHW tensor in memory. The x86 engine's (and the fallback
@@ -41,7 +42,7 @@ pub enum MemoryFormat {
 /// `m = f32(1 / divisor)` (input and output scale are equal), then `quantize_val(1/m, zy, acc)`:
 /// `clamp(rne(f32(acc · f32(1 / f32(1/m)))) + zy)`.
 fn nhwc_average(acc: i64, divisor: i64, zp: i32, full: crate::quant::QRange) -> i32 {
-    let v = (acc as f32 * nhwc_multiplier(divisor)).round_ties_even() as i64 + zp as i64;
+    let v = rne(acc as f32 * nhwc_multiplier(divisor)) as i64 + zp as i64;
     v.clamp(full.min as i64, full.max as i64) as i32
 }
 
@@ -260,7 +261,7 @@ fn avg_pool_qnnpack(
                     }
                 }
                 // _mm_cvtps_epi32 (round half to even), saturating adds, clamp to [0, 255].
-                let v = (acc as f32 * scale).round_ties_even() as i32;
+                let v = rne(acc as f32 * scale) as i32;
                 out.push((v + zp).clamp(0, 255) as u8);
             }
         }
@@ -350,7 +351,7 @@ pub fn avg_pool2d_in(
                     continue;
                 }
                 let multiplier = (scale_factor / divide as f64) as f32;
-                let v = (sum as f32 * multiplier + zp as f32).round_ties_even();
+                let v = rne(sum as f32 * multiplier + zp as f32);
                 let v = v.clamp(full.min as f32, full.max as f32) as i32;
                 out.push(dt.int_to_byte(v));
             }
@@ -432,7 +433,7 @@ pub fn adaptive_avg_pool2d_in(
                     continue;
                 }
                 // No clamp in PyTorch either: the mean of in-range ints stays in range.
-                let v = (sum as f32 * kdhwr).round_ties_even() as i32;
+                let v = rne(sum as f32 * kdhwr) as i32;
                 out.push(dt.int_to_byte(v));
             }
         }

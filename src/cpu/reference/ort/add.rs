@@ -21,6 +21,7 @@
 use super::qdq::{check_qparams, cvtps_epi32};
 use crate::cpu::reference::check_data;
 use crate::error::{Error, Result};
+use crate::quant::rne;
 use crate::quant::QParams;
 
 /// Which `MlasQLinearAdd` kernel ORT dispatched to.
@@ -197,9 +198,7 @@ impl AddConsts {
                 let hi = (range.max - self.out.zero_point) as f32;
                 let v = ((va + vb) / self.out.scale).clamp(lo, hi);
                 let zc = self.out.zero_point as f32;
-                self.out
-                    .dtype
-                    .int_to_byte((v + zc).round_ties_even() as i32)
+                self.out.dtype.int_to_byte(rne(v + zc) as i32)
             }
         }
     }

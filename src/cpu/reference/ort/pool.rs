@@ -20,6 +20,7 @@ use super::qdq::{check_qparams, dequantize_value, requantize_output};
 use crate::cpu::reference::pool::{max_pool2d, Pool2dParams};
 use crate::cpu::reference::{check_data, QEngine};
 use crate::error::{Error, Result};
+use crate::quant::rne;
 use crate::quant::QParams;
 
 /// `MaxPool` on an 8-bit NCHW tensor (floor mode): the max of the taps inside the input.
@@ -191,7 +192,7 @@ pub fn qlinear_average_pool(
                 }
                 let avg = sum / win.counts[oy * wo + ox] as f32;
                 let r = y_qp.dtype.full_range();
-                let q = (avg / y_qp.scale + y_qp.zero_point as f32).round_ties_even();
+                let q = rne(avg / y_qp.scale + y_qp.zero_point as f32);
                 y.push(y_qp.dtype.int_to_byte(r.clamp(q.clamp(-1e9, 1e9) as i32)));
             }
         }

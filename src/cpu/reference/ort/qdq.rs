@@ -10,6 +10,7 @@
 //!   (`MlasRequantizeOutput`, `mlas/lib/quantize.cpp`).
 
 use crate::error::{Error, Result};
+use crate::quant::rne;
 use crate::quant::{QDtype, QParams};
 
 /// Per-tensor or per-axis quantization parameters of an ONNX tensor.
@@ -87,7 +88,7 @@ pub fn cvtps_epi32(v: f32) -> i32 {
     if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         i32::MIN
     } else {
-        v.round_ties_even() as i32
+        rne(v) as i32
     }
 }
 
@@ -156,8 +157,7 @@ fn quantize_scaled(v: f32, out: &QParams) -> u8 {
         (r.min - out.zero_point) as f32,
         (r.max - out.zero_point) as f32,
     );
-    out.dtype
-        .int_to_byte(v.round_ties_even() as i32 + out.zero_point)
+    out.dtype.int_to_byte(rne(v) as i32 + out.zero_point)
 }
 
 /// Checks that `qp` is a valid 8-bit scale and zero point, naming the tensor in errors.
