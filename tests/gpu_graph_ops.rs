@@ -157,6 +157,26 @@ impl Count {
 }
 
 /// Runs `case` `cases` times per engine on every adapter.
+/// The backends under test: every GPU adapter (`Some`), then the fast CPU backend (`None`:
+/// its byte-table concat and add).
+fn backends() -> Vec<Option<GpuContext>> {
+    gpu_contexts().into_iter().map(Some).chain([None]).collect()
+}
+
+fn backend_name(ctx: &Option<GpuContext>) -> String {
+    ctx.as_ref().map_or("the fast CPU backend".into(), |c| {
+        c.adapter_report().summary()
+    })
+}
+
+/// The backend of [`backends`]' entry `ctx` for `engine` on the CPU capability `isa`.
+fn backend(ctx: &Option<GpuContext>, engine: QEngine, isa: CpuCapability) -> Box<dyn QBackend> {
+    match ctx {
+        Some(ctx) => Box::new(GpuBackend::with_engine(ctx.clone(), engine, isa)),
+        None => Box::new(FastCpuBackend::new(&one_node(engine, isa))),
+    }
+}
+
 fn sweep(
     op: &str,
     seed: u64,
@@ -164,19 +184,11 @@ fn sweep(
     min_equal: usize,
     mut case: impl FnMut(&mut Rng, QEngine, &mut dyn QBackend, &mut ReferenceBackend, &mut Count, &str),
 ) {
-    // Every GPU adapter, then the fast CPU backend (its table-mapped concat).
-    let ctxs: Vec<Option<GpuContext>> =
-        gpu_contexts().into_iter().map(Some).chain([None]).collect();
-    for ctx in ctxs {
-        let name = ctx.as_ref().map_or("the fast CPU backend".into(), |c| {
-            c.adapter_report().summary()
-        });
+    for ctx in backends() {
+        let name = backend_name(&ctx);
         for engine in ENGINES {
             let isa = CpuCapability::Avx2;
-            let mut gpu: Box<dyn QBackend> = match &ctx {
-                Some(ctx) => Box::new(GpuBackend::with_engine(ctx.clone(), engine, isa)),
-                None => Box::new(FastCpuBackend::new(&one_node(engine, isa))),
-            };
+            let mut gpu = backend(&ctx, engine, isa);
             let gpu = gpu.as_mut();
             let mut cpu = reference(engine, isa);
             let mut rng = Rng::new(seed);
@@ -432,11 +444,10 @@ fn channels_last_concat_along_channels_equals_the_reference() {
 #[test]
 fn add_equals_the_reference_on_both_engines_and_every_capability() {
     for isa in [CpuCapability::Avx2, CpuCapability::Default] {
-        let ctxs = gpu_contexts();
-        for ctx in ctxs {
-            let name = ctx.adapter_report().summary();
+        for ctx in backends() {
+            let name = backend_name(&ctx);
             for engine in ENGINES {
-                let mut g = GpuBackend::with_engine(ctx.clone(), engine, isa);
+                let mut g = backend(&ctx, engine, isa);
                 let mut c = reference(engine, isa);
                 let mut rng = Rng::new(7);
                 let mut n = Count::default();
@@ -461,11 +472,12 @@ fn add_equals_the_reference_on_both_engines_and_every_capability() {
                     let relu = rng.coin(0.5);
                     // Both layouts alike, or mixed (the x86 engine's scalar path everywhere).
                     let f = [format(&mut rng), format(&mut rng)];
-                    n.check(
-                        &what,
-                        g.add(&a, &b, &out, relu, f),
-                        c.add(&a, &b, &out, relu, f),
-                    );
+                    let want = c.add(&a, &b, &out, relu, f);
+                    // Twice: the fast CPU backend builds its byte-pair tables on the second
+                    // sight of the qparams.
+                    let first = g.add(&a, &b, &out, relu, f);
+                    assert_eq!(first.as_ref().ok(), want.as_ref().ok(), "{what}: first run");
+                    n.check(&what, g.add(&a, &b, &out, relu, f), want);
                 }
                 let min = if engine == QEngine::Qnnpack { 15 } else { 28 };
                 n.assert_ran(&format!("add {engine:?} {isa:?} on {name}"), cases, min);
@@ -490,13 +502,16 @@ fn x86_add_takes_atens_vector_and_scalar_paths_like_the_reference() {
     };
     let (a, b) = (t(171, qa), t(97, qb));
     let mut runs = 0;
-    for ctx in gpu_contexts() {
+    for ctx in backends() {
         for isa in [
             CpuCapability::Avx2,
             CpuCapability::Avx512,
             CpuCapability::Default,
         ] {
-            let mut g = GpuBackend::with_engine(ctx.clone(), QEngine::X86, isa);
+            let mut g = backend(&ctx, QEngine::X86, isa);
+            // The fast CPU backend's tables come on the second run.
+            g.add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2])
+                .unwrap();
             let y = g
                 .add(&a, &b, &out, false, [MemoryFormat::Contiguous; 2])
                 .unwrap();
@@ -507,10 +522,33 @@ fn x86_add_takes_atens_vector_and_scalar_paths_like_the_reference() {
             let scalar_from = if isa == CpuCapability::Default { 0 } else { 64 };
             assert!(y[..scalar_from].iter().all(|&q| q == 44), "{isa:?}: {y:?}");
             assert!(y[scalar_from..].iter().all(|&q| q == 45), "{isa:?}: {y:?}");
+            // Channels-last 1x2x5x7: the scalar tail is the last NHWC positions, pixels 32..35
+            // of both channels in NCHW order.
+            let cl = [MemoryFormat::ChannelsLast; 2];
+            let (a4, b4) = (
+                QTensor {
+                    dims: vec![1, 2, 5, 7],
+                    ..a.clone()
+                },
+                QTensor {
+                    dims: vec![1, 2, 5, 7],
+                    ..b.clone()
+                },
+            );
+            g.add(&a4, &b4, &out, false, cl).unwrap();
+            let y = g.add(&a4, &b4, &out, false, cl).unwrap();
+            let want = reference(QEngine::X86, isa)
+                .add(&a4, &b4, &out, false, cl)
+                .unwrap();
+            assert_eq!(y, want, "{isa:?} channels-last");
+            for (i, &q) in y.iter().enumerate() {
+                let scalar = isa == CpuCapability::Default || i % 35 >= 32;
+                assert_eq!(q, if scalar { 45 } else { 44 }, "{isa:?} channels-last {i}");
+            }
             runs += 1;
         }
     }
-    assert_eq!(runs, 3 * gpu_contexts().len());
+    assert_eq!(runs, 3 * backends().len());
 }
 
 #[test]

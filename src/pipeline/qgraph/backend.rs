@@ -223,6 +223,7 @@ pub struct FastCpuBackend {
     opts: crate::cpu::fast::FastConvOptions,
     layers: HashMap<String, PackedLayer>,
     concat_tables: super::bytes::ConcatTables,
+    add_tables: super::bytes::AddTables,
 }
 
 /// A conv's packed layer and what it was packed from.
@@ -244,6 +245,7 @@ impl FastCpuBackend {
             opts: Default::default(),
             layers: HashMap::new(),
             concat_tables: Default::default(),
+            add_tables: Default::default(),
         }
     }
 
@@ -299,7 +301,14 @@ impl QBackend for FastCpuBackend {
         relu: bool,
         formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>> {
-        self.reference.add(a, b, out, relu, formats)
+        let (engine, isa) = (self.reference.engine, self.reference.isa);
+        match self
+            .add_tables
+            .plan(engine, isa, a, b, out, relu, formats, false)?
+        {
+            Some(plan) => Ok(super::bytes::add_on_host(&a.data, &b.data, &plan)),
+            None => self.reference.add(a, b, out, relu, formats),
+        }
     }
     fn concat(
         &mut self,

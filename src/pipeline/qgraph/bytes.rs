@@ -8,7 +8,7 @@
 
 use super::backend::QTensor;
 use crate::cpu::reference::pool::MemoryFormat;
-use crate::cpu::reference::{self as r, CpuCapability};
+use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::quant::QParams;
 use std::borrow::Cow;
@@ -242,6 +242,160 @@ pub(super) fn concat_on_host(parts: &[ConcatPart<'_>], outer: usize) -> Vec<u8> 
         }
     }
     y
+}
+
+/// What an add's byte-pair tables depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AddKey {
+    engine: QEngine,
+    qps: [QParams; 3],
+    relu: bool,
+    isa: CpuCapability,
+}
+
+/// At most this many adds' tables (128 KiB each) are kept (then the cache starts over).
+const MAX_ADD_KEPT: usize = 32;
+
+/// An add as table lookups: element `i` of the output is
+/// `tables[path * 65536 + a[i] * 256 + b[i]]`, with path 0 (the x86 engine's vector formula)
+/// for elements whose memory position is below `split` and path 1 (its scalar formula)
+/// after; the memory order is NHWC for a channels-last tensor of dims `nhwc`, NCHW otherwise.
+#[derive(Debug, Clone)]
+pub(super) struct AddPlan {
+    /// The two 65536-byte tables (vector path, then scalar path; equal off the x86 engine).
+    pub tables: Arc<Vec<u8>>,
+    /// The first memory position of the scalar path (the element count when none is).
+    pub split: usize,
+    /// The dims of a channels-last tensor whose memory order decides the path.
+    pub nhwc: Option<[usize; 4]>,
+}
+
+/// The byte-pair tables of adds, kept across calls: the output byte of an add is a function of
+/// the two stored input bytes and of the formula path (ATen's vector or scalar loop, by
+/// memory position), so the reference evaluated on all 65536 pairs, once per path, gives it
+/// exactly. Building costs 131072 reference evaluations, about one add of that many elements.
+#[derive(Debug, Default, Clone)]
+pub(super) struct AddTables {
+    kept: Vec<(AddKey, Arc<Vec<u8>>)>,
+    /// Keys seen once without tables (see [`AddTables::plan`]).
+    seen: Vec<AddKey>,
+}
+
+impl AddTables {
+    /// The table plan of the add `a + b` (engine `engine`, CPU capability `isa`) into `out`,
+    /// with the inputs stored as `formats`, after the reference's checks of the inputs. With
+    /// `eager` the tables are built on first use; otherwise only when they pay: for an add of
+    /// at least 131072 elements, or one whose qparams were seen before (a model run again),
+    /// and `None` (run the reference) the first time.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn plan(
+        &mut self,
+        engine: QEngine,
+        isa: CpuCapability,
+        a: &QTensor,
+        b: &QTensor,
+        out: &QParams,
+        relu: bool,
+        formats: [MemoryFormat; 2],
+        eager: bool,
+    ) -> Result<Option<AddPlan>> {
+        if a.dims != b.dims {
+            return Err(Error::Shape(format!(
+                "add: dims {:?} and {:?} differ",
+                a.dims, b.dims
+            )));
+        }
+        let n: usize = a.dims.iter().product();
+        if a.data.len() != n || b.data.len() != n {
+            return Err(Error::Shape(format!(
+                "add: inputs have {} and {} bytes, dims {:?} need {n}",
+                a.data.len(),
+                b.data.len(),
+                a.dims
+            )));
+        }
+        // Inputs of different layouts take the scalar path everywhere (x86 engine).
+        let (format, isa) = match r::add::x86_add_path(&a.dims, formats) {
+            r::add::X86AddPath::InOrder(f) => (f, isa),
+            r::add::X86AddPath::AllScalar => (MemoryFormat::Contiguous, CpuCapability::Default),
+        };
+        let lanes = match engine {
+            QEngine::X86 => isa.qadd_lanes(),
+            QEngine::Qnnpack => None,
+        };
+        let split = lanes.map_or(n, |l| n / (2 * l) * (2 * l));
+        let key = AddKey {
+            engine,
+            qps: [a.qp, b.qp, *out],
+            relu,
+            isa,
+        };
+        let tables = match self.kept.iter().find(|(k, _)| *k == key) {
+            Some((_, t)) => t.clone(),
+            None => {
+                if !eager && n < 1 << 17 && !self.seen.contains(&key) {
+                    if self.seen.len() >= MAX_KEPT {
+                        self.seen.clear();
+                    }
+                    self.seen.push(key);
+                    return Ok(None);
+                }
+                let (pa, pb): (Vec<u8>, Vec<u8>) =
+                    (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+                let run = |isa| r::add::add(engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
+                let tables = match lanes {
+                    Some(lanes) => {
+                        // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
+                        debug_assert_eq!((1 << 16) % (2 * lanes), 0);
+                        let mut t = run(isa)?;
+                        t.extend(run(CpuCapability::Default)?);
+                        t
+                    }
+                    None => {
+                        let t = run(isa)?;
+                        [t.clone(), t].concat()
+                    }
+                };
+                let t = Arc::new(tables);
+                if self.kept.len() >= MAX_ADD_KEPT {
+                    self.kept.clear();
+                }
+                self.kept.push((key, t.clone()));
+                t
+            }
+        };
+        let nhwc = match (format, <[usize; 4]>::try_from(a.dims.as_slice())) {
+            (MemoryFormat::ChannelsLast, Ok(d)) if split < n => Some(d),
+            _ => None,
+        };
+        Ok(Some(AddPlan {
+            tables,
+            split,
+            nhwc,
+        }))
+    }
+}
+
+/// The add of `plan` on the host (`a`, `b`: stored bytes in NCHW order).
+pub(super) fn add_on_host(a: &[u8], b: &[u8], plan: &AddPlan) -> Vec<u8> {
+    let t = &plan.tables[..];
+    let pair = |i: usize| (a[i] as usize) << 8 | b[i] as usize;
+    match plan.nhwc {
+        None => (0..a.len())
+            .map(|i| t[usize::from(i >= plan.split) << 16 | pair(i)])
+            .collect(),
+        Some([_, c, h, w]) => {
+            // NCHW element (bi, ci, p) sits at NHWC position (bi * hw + p) * c + ci.
+            let hw = h * w;
+            (0..a.len())
+                .map(|i| {
+                    let (bi, ci, p) = (i / (c * hw), i / hw % c, i % hw);
+                    let pos = (bi * hw + p) * c + ci;
+                    t[usize::from(pos >= plan.split) << 16 | pair(i)]
+                })
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]

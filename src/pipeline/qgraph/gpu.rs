@@ -24,7 +24,7 @@
 //! (qparams, ReLU, path): the backend keeps them.
 
 use super::backend::{QBackend, QTensor};
-use super::bytes::{all_bytes, table, ConcatTables};
+use super::bytes::{all_bytes, table, AddTables, ConcatTables};
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
@@ -46,18 +46,10 @@ pub struct GpuBackend {
     /// Each conv's or linear's GPU layer by node name, kept while the weights, epilogue and
     /// shape stay the same.
     layers: HashMap<String, Arc<CachedLayer>>,
-    /// The add's byte-pair tables (vector path, then scalar path).
-    add_tables: Vec<(AddKey, Arc<Vec<u8>>)>,
+    /// The adds' byte-pair tables (vector path, then scalar path).
+    add_tables: AddTables,
     /// The concat inputs' byte tables.
     concat_tables: ConcatTables,
-}
-
-/// What an add's byte-pair tables depend on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AddKey {
-    qps: [QParams; 3],
-    relu: bool,
-    isa: CpuCapability,
 }
 
 /// A GPU layer and what it was built for.
@@ -184,7 +176,7 @@ impl GpuBackend {
             engine,
             isa,
             layers: HashMap::new(),
-            add_tables: Vec::new(),
+            add_tables: AddTables::default(),
             concat_tables: ConcatTables::default(),
         }
     }
@@ -292,70 +284,21 @@ impl QBackend for GpuBackend {
         relu: bool,
         formats: [MemoryFormat; 2],
     ) -> Result<Vec<u8>> {
-        if a.dims != b.dims {
-            return Err(Error::Shape(format!(
-                "add: dims {:?} and {:?} differ",
-                a.dims, b.dims
-            )));
-        }
-        if a.data.len() != b.data.len() {
-            return Err(Error::Shape(format!(
-                "add: inputs have {} and {} elements",
-                a.data.len(),
-                b.data.len()
-            )));
-        }
-        // Inputs of different layouts take the scalar path everywhere (x86 engine).
-        let (format, isa) = match r::add::x86_add_path(&a.dims, formats) {
-            r::add::X86AddPath::InOrder(f) => (f, self.isa),
-            r::add::X86AddPath::AllScalar => (MemoryFormat::Contiguous, CpuCapability::Default),
-        };
-        let n = a.data.len();
-        let lanes = match self.engine {
-            QEngine::X86 => isa.qadd_lanes(),
-            _ => None,
-        };
-        let split = lanes.map_or(n, |l| n / (2 * l) * (2 * l));
-        // Tables of the byte pair (p >> 8, p & 255), for each path: computed once per
-        // (qparams, ReLU, path) and kept.
-        let key = AddKey {
-            qps: [a.qp, b.qp, *out],
-            relu,
-            isa,
-        };
-        let at = match self.add_tables.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let (pa, pb): (Vec<u8>, Vec<u8>) =
-                    (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
-                let run = |isa| r::add::add(self.engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
-                let tables = match lanes {
-                    Some(lanes) => {
-                        // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
-                        debug_assert_eq!((1 << 16) % (2 * lanes), 0);
-                        let mut t = run(isa)?;
-                        t.extend(run(CpuCapability::Default)?);
-                        t
-                    }
-                    None => {
-                        let t = run(isa)?;
-                        [t.clone(), t].concat()
-                    }
-                };
-                self.add_tables.push((key, Arc::new(tables)));
-                self.add_tables.len() - 1
-            }
-        };
-        let tables = self.add_tables[at].1.clone();
+        let plan = self
+            .add_tables
+            .plan(self.engine, self.isa, a, b, out, relu, formats, true)?
+            .ok_or_else(|| Error::InvalidParameter("add: no byte tables".into()))?;
         // The vector/scalar split is by memory position: lay channels-last tensors out NHWC
         // for the GPU (a host permutation of bytes; the arithmetic stays on the GPU).
-        match (format, <[usize; 4]>::try_from(a.dims.as_slice())) {
-            (MemoryFormat::ChannelsLast, Ok(d)) if split < n => {
+        match plan.nhwc {
+            Some(d) => {
                 let (pa, pb) = (to_nhwc(&a.data, d), to_nhwc(&b.data, d));
-                let y = self.ctx.binary_bytes(&pa, &pb, &tables, split)?;
+                let y = self.ctx.binary_bytes(&pa, &pb, &plan.tables, plan.split)?;
                 Ok(from_nhwc(&y, d))
             }
-            _ => self.ctx.binary_bytes(&a.data, &b.data, &tables, split),
+            None => self
+                .ctx
+                .binary_bytes(&a.data, &b.data, &plan.tables, plan.split),
         }
     }
 
