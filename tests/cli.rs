@@ -366,6 +366,34 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
         ["float32 cpu", "int8 cpu-reference", "int8 cpu-fast"]
     );
     assert!(v["results"][2]["ms"].as_f64().unwrap() > 0.0);
+    // --threads runs every CPU path on that many threads (and says so); --no-reference
+    // drops the reference row.
+    let out = run_ok(
+        squint()
+            .args([
+                "bench",
+                "--json",
+                "--no-gpu",
+                "--runs",
+                "1",
+                "--threads",
+                "1",
+            ])
+            .arg("--no-reference")
+            .arg("--model")
+            .arg(d.join("model_bn.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy")),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["threads"], 1);
+    let paths: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["float32 cpu", "int8 cpu-fast"]);
 }
 
 /// `--pin` on a graph names ONNX values: with PyTorch's qparams pinned at every observed point,

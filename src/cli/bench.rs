@@ -599,14 +599,16 @@ pub struct GraphBenchResult {
     pub ms: f64,
 }
 
-/// Whole-model latency of `graph` on `input`: float on the CPU, int8 on the CPU reference, the
-/// fast CPU path and (with `gpu`) a GPU, after calibrating on `calib` with `qconfig`.
+/// Whole-model latency of `graph` on `input`: float on the CPU, int8 on the CPU reference
+/// (with `reference`), the fast CPU path and (with `gpu`) a GPU, after calibrating on `calib`
+/// with `qconfig`. The CPU paths use the current rayon pool's threads.
 pub fn run_graph_bench(
     graph: squint::graph::Graph,
     input: &Tensor<f32>,
     calib: &[Tensor<f32>],
     qconfig: squint::pipeline::QConfig,
     runs: usize,
+    reference: bool,
     gpu: Option<&DeviceOptions>,
 ) -> Result<Vec<GraphBenchResult>> {
     use squint::pipeline::qgraph::{FastCpuBackend, GpuBackend, PreparedGraph, ReferenceBackend};
@@ -620,12 +622,14 @@ pub fn run_graph_bench(
         prepared.calibrate(std::slice::from_ref(b))?;
     }
     let (q, _) = prepared.convert(&squint::pipeline::ConvertOptions::default())?;
-    out.push(GraphBenchResult {
-        path: "int8 cpu-reference".into(),
-        ms: median_ms(runs, || {
-            q.run(&mut ReferenceBackend::new(&q), x).map(|_| ())
-        })?,
-    });
+    if reference {
+        out.push(GraphBenchResult {
+            path: "int8 cpu-reference".into(),
+            ms: median_ms(runs, || {
+                q.run(&mut ReferenceBackend::new(&q), x).map(|_| ())
+            })?,
+        });
+    }
     // One backend for every run, as a runtime keeps its layers: the first (untimed) run
     // packs the weights.
     let mut fast = FastCpuBackend::new(&q);
@@ -655,6 +659,7 @@ pub fn run_qdq_bench(
     m: &squint::io::onnx_qdq::QdqModel,
     input: &Tensor<f32>,
     runs: usize,
+    reference: bool,
     gpu: Option<&DeviceOptions>,
 ) -> Result<Vec<GraphBenchResult>> {
     use squint::pipeline::qdq::{self, native_add_kernel, QdqFastCpu, QdqGpu, QdqReference};
@@ -664,12 +669,14 @@ pub fn run_qdq_bench(
         path: "float32 cpu (dequantized weights)".into(),
         ms: median_ms(runs, || m.graph.run_f32(x).map(|_| ()))?,
     }];
-    out.push(GraphBenchResult {
-        path: "int8 cpu-reference (ORT formulas)".into(),
-        ms: median_ms(runs, || {
-            qdq::run(m, x, &mut QdqReference { add }).map(|_| ())
-        })?,
-    });
+    if reference {
+        out.push(GraphBenchResult {
+            path: "int8 cpu-reference (ORT formulas)".into(),
+            ms: median_ms(runs, || {
+                qdq::run(m, x, &mut QdqReference { add }).map(|_| ())
+            })?,
+        });
+    }
     let mut fast = QdqFastCpu::default();
     out.push(GraphBenchResult {
         path: "int8 cpu-fast (ORT formulas)".into(),

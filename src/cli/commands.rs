@@ -924,28 +924,53 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         let bytes = std::fs::read(model).map_err(|e| squint::Error::io(model, e))?;
         let qdq = squint::io::onnx_qdq::is_qdq(&bytes, model)?;
         let ort = ort_preset(&a.qconfig);
-        let results = if qdq {
-            let m = squint::io::onnx_qdq::from_bytes(&bytes, model)?;
-            bench::run_qdq_bench(&m, &x, a.runs.max(1), gpu.as_ref())?
-        } else if let Some(opts) = ort {
-            let m = ort_preset_model(model, &bytes, &calib, opts)?;
-            bench::run_qdq_bench(&m, &x, a.runs.max(1), gpu.as_ref())?
-        } else {
-            bench::run_graph_bench(
-                squint::io::onnx::from_bytes(&bytes, model)?,
-                &x,
-                &calib,
-                QConfig::preset(&a.qconfig)?,
-                a.runs.max(1),
-                gpu.as_ref(),
-            )?
+        let (runs, reference) = (a.runs.max(1), !a.no_reference);
+        let bench = || {
+            if qdq {
+                let m = squint::io::onnx_qdq::from_bytes(&bytes, model)?;
+                bench::run_qdq_bench(&m, &x, runs, reference, gpu.as_ref())
+            } else if let Some(opts) = ort {
+                let m = ort_preset_model(model, &bytes, &calib, opts)?;
+                bench::run_qdq_bench(&m, &x, runs, reference, gpu.as_ref())
+            } else {
+                bench::run_graph_bench(
+                    squint::io::onnx::from_bytes(&bytes, model)?,
+                    &x,
+                    &calib,
+                    QConfig::preset(&a.qconfig)?,
+                    runs,
+                    reference,
+                    gpu.as_ref(),
+                )
+            }
+        };
+        // Every CPU path of the model (float and int8) runs on the current rayon pool: with
+        // --threads, a pool of that many threads.
+        let threads = a.threads.unwrap_or_else(rayon::current_num_threads);
+        let results = match a.threads {
+            Some(t) => {
+                squint::cpu::fast::FastConvOptions::with_threads(t).validate()?;
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .map_err(|e| {
+                        squint::Error::InvalidParameter(format!(
+                            "cannot create a pool of {t} threads: {e}"
+                        ))
+                    })?
+                    .install(bench)?
+            }
+            None => bench()?,
         };
         if a.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(
-                    &json!({ "model": model, "input_dims": x.dims, "results": results })
-                )
+                serde_json::to_string_pretty(&json!({
+                    "model": model,
+                    "input_dims": x.dims,
+                    "threads": threads,
+                    "results": results
+                }))
                 .expect("plain data serialises")
             );
         } else {
@@ -960,10 +985,9 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
                 format!("qconfig {}", a.qconfig)
             };
             println!(
-                "{} on {:?}, {what} (median of {} runs):",
+                "{} on {:?}, {what} (median of {runs} runs, {threads} CPU threads):",
                 model.display(),
                 x.dims,
-                a.runs.max(1)
             );
             let w = results.iter().map(|r| r.path.len()).max().unwrap_or(0);
             for r in &results {
