@@ -158,7 +158,7 @@ impl Count {
 
 /// Runs `case` `cases` times per engine on every adapter.
 /// The backends under test: every GPU adapter (`Some`), then the fast CPU backend (`None`:
-/// its byte-table concat and add).
+/// its byte-table concat and add, its linear on the fast conv).
 fn backends() -> Vec<Option<GpuContext>> {
     gpu_contexts().into_iter().map(Some).chain([None]).collect()
 }
@@ -655,7 +655,7 @@ fn converted_linear(
 
 #[test]
 fn linear_equals_the_reference_for_every_formula() {
-    let ctxs = gpu_contexts();
+    let ctxs = backends();
     let mut rng = Rng::new(31);
     let mut counts = vec![Count::default(); 3];
     let cases = 12;
@@ -680,11 +680,14 @@ fn linear_equals_the_reference_for_every_formula() {
             };
             let x = tensor(&mut rng, &[rows, k], xqp);
             for ctx in &ctxs {
-                let mut g = GpuBackend::new(ctx.clone(), &q);
+                let mut g: Box<dyn QBackend> = match ctx {
+                    Some(ctx) => Box::new(GpuBackend::new(ctx.clone(), &q)),
+                    None => Box::new(FastCpuBackend::new(&q)),
+                };
                 let what = format!(
                     "linear {} case {i} on {}",
                     q.qconfig_name(),
-                    ctx.adapter_report().summary()
+                    backend_name(ctx)
                 );
                 counts[qi].check(&what, g.linear(&l, &x, &out), c.linear(&l, &x, &out));
             }

@@ -13,7 +13,7 @@ use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::pipeline::QConv;
 use crate::quant::{Epilogue, QParams, WeightQParams};
-use crate::shape::ConvParams;
+use crate::shape::{ConvParams, ConvShape};
 use std::collections::HashMap;
 
 /// An int8 tensor: stored bytes, dims and qparams.
@@ -211,6 +211,65 @@ impl QBackend for ReferenceBackend {
     }
 }
 
+/// A linear as the conv the reference computes it with (`cpu::reference::linear`): 1x1 on
+/// `[rows, in, 1, 1]` with the epilogue `Epilogue::new` builds for the engine's formula, after
+/// the reference's checks of the input and weight. The GPU and fast CPU backends run it on
+/// their convs.
+pub(super) fn linear_as_conv(
+    l: &QLinear,
+    x: &QTensor,
+    out: &QParams,
+) -> Result<(ConvShape, Epilogue)> {
+    QParams::new(x.qp.scale, x.qp.zero_point, x.qp.dtype)?;
+    let [o, k] = l.w_dims();
+    if l.w_q().len() != o * k {
+        return Err(Error::Shape(format!(
+            "linear weight has {} elements, dims {:?} need {}",
+            l.w_q().len(),
+            l.w_dims(),
+            o * k
+        )));
+    }
+    let (&last, lead) = x
+        .dims
+        .split_last()
+        .ok_or_else(|| Error::Shape("linear: the input has no dimensions".into()))?;
+    if last != k {
+        return Err(Error::Shape(format!(
+            "linear: input {:?} has {last} features, the weight {:?} expects {k}",
+            x.dims,
+            l.w_dims()
+        )));
+    }
+    let rows: usize = lead.iter().product();
+    if rows == 0 || o == 0 || k == 0 {
+        return Err(Error::Shape(format!(
+            "linear: input {:?} / weight {:?} has a zero-sized dimension",
+            x.dims,
+            l.w_dims()
+        )));
+    }
+    if x.data.len() != rows * k {
+        return Err(Error::Shape(format!(
+            "linear input has {} bytes, dims {:?} need {}",
+            x.data.len(),
+            x.dims,
+            rows * k
+        )));
+    }
+    let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
+    let epi = Epilogue::new(
+        l.formula(),
+        x.qp.scale,
+        l.w_qp(),
+        l.bias(),
+        *out,
+        l.relu(),
+        o,
+    )?;
+    Ok((s, epi))
+}
+
 /// The fast CPU path: convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded,
 /// bit-identical to the reference on every ISA); concat through byte tables of the reference
 /// (each input byte mapped to its output byte, see `qgraph::bytes`); every other op on the
@@ -249,36 +308,35 @@ impl FastCpuBackend {
         }
     }
 
-    /// The packed layer of `conv`, packed now if it has none or was packed from other weights.
-    fn layer(&mut self, conv: &QConv) -> Result<&PackedConv2d> {
-        let fresh = self.layers.get(conv.name()).is_some_and(|c| {
-            c.w == conv.w_q()
-                && c.w_qp == *conv.w_qp()
-                && c.epi == *conv.epi()
-                && c.w_dims == conv.w_dims()
-                && c.params == conv.params()
+    /// The packed layer in `slot` (a conv's name), packed now from these weights, qparams,
+    /// epilogue and geometry if it holds none or was packed from others.
+    fn packed(
+        &mut self,
+        slot: &str,
+        w: &[i8],
+        w_dims: [usize; 4],
+        w_qp: &WeightQParams,
+        epi: &Epilogue,
+        params: ConvParams,
+    ) -> Result<&PackedConv2d> {
+        let fresh = self.layers.get(slot).is_some_and(|c| {
+            c.w == w && c.w_qp == *w_qp && c.epi == *epi && c.w_dims == w_dims && c.params == params
         });
         if !fresh {
-            let layer = PackedConv2d::new(
-                conv.w_q(),
-                conv.w_dims(),
-                conv.w_qp(),
-                conv.epi(),
-                conv.params(),
-            )?;
+            let layer = PackedConv2d::new(w, w_dims, w_qp, epi, params)?;
             self.layers.insert(
-                conv.name().to_string(),
+                slot.to_string(),
                 PackedLayer {
-                    w: conv.w_q().to_vec(),
-                    w_qp: conv.w_qp().clone(),
-                    epi: conv.epi().clone(),
-                    w_dims: conv.w_dims(),
-                    params: conv.params(),
+                    w: w.to_vec(),
+                    w_qp: w_qp.clone(),
+                    epi: epi.clone(),
+                    w_dims,
+                    params,
                     layer,
                 },
             );
         }
-        Ok(&self.layers[conv.name()].layer)
+        Ok(&self.layers[slot].layer)
     }
 }
 
@@ -288,10 +346,18 @@ impl QBackend for FastCpuBackend {
             return self.reference.conv2d(conv, x);
         }
         let opts = self.opts.clone();
-        self.layer(conv)?.run(&x.data, x.dims4()?, &x.qp, &opts)
+        let (w, w_dims, params) = (conv.w_q(), conv.w_dims(), conv.params());
+        self.packed(conv.name(), w, w_dims, conv.w_qp(), conv.epi(), params)?
+            .run(&x.data, x.dims4()?, &x.qp, &opts)
     }
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
-        self.reference.linear(l, x, out)
+        let (s, epi) = linear_as_conv(l, x, out)?;
+        let [o, k] = l.w_dims();
+        // A linear has no name: its slot is its size (a collision only repacks the layer).
+        let slot = format!("linear {o}x{k}");
+        let opts = self.opts.clone();
+        self.packed(&slot, l.w_q(), s.weight_dims(), l.w_qp(), &epi, s.params)?
+            .run(&x.data, s.input_dims(), &x.qp, &opts)
     }
     fn add(
         &mut self,

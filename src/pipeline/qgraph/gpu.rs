@@ -23,7 +23,7 @@
 //! The add's tables cost 65536 reference evaluations per path on the host, once per
 //! (qparams, ReLU, path): the backend keeps them.
 
-use super::backend::{QBackend, QTensor};
+use super::backend::{linear_as_conv, QBackend, QTensor};
 use super::bytes::{all_bytes, table, AddTables, ConcatTables};
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
@@ -33,7 +33,7 @@ use crate::gpu::{AvgPoolPlan, GpuContext, GpuConv2d, LutInput};
 use crate::pipeline::QConv;
 use crate::quant::WeightQParams;
 use crate::quant::{Epilogue, QDtype, QParams};
-use crate::shape::{ConvParams, ConvShape};
+use crate::shape::ConvShape;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -224,53 +224,8 @@ impl QBackend for GpuBackend {
     }
 
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
-        QParams::new(x.qp.scale, x.qp.zero_point, x.qp.dtype)?;
+        let (s, epi) = linear_as_conv(l, x, out)?;
         let [o, k] = l.w_dims();
-        if l.w_q().len() != o * k {
-            return Err(Error::Shape(format!(
-                "linear weight has {} elements, dims {:?} need {}",
-                l.w_q().len(),
-                l.w_dims(),
-                o * k
-            )));
-        }
-        let (&last, lead) = x
-            .dims
-            .split_last()
-            .ok_or_else(|| Error::Shape("linear: the input has no dimensions".into()))?;
-        if last != k {
-            return Err(Error::Shape(format!(
-                "linear: input {:?} has {last} features, the weight {:?} expects {k}",
-                x.dims,
-                l.w_dims()
-            )));
-        }
-        let rows: usize = lead.iter().product();
-        if rows == 0 || o == 0 || k == 0 {
-            return Err(Error::Shape(format!(
-                "linear: input {:?} / weight {:?} has a zero-sized dimension",
-                x.dims,
-                l.w_dims()
-            )));
-        }
-        if x.data.len() != rows * k {
-            return Err(Error::Shape(format!(
-                "linear input has {} bytes, dims {:?} need {}",
-                x.data.len(),
-                x.dims,
-                rows * k
-            )));
-        }
-        let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
-        let epi = Epilogue::new(
-            l.formula(),
-            x.qp.scale,
-            l.w_qp(),
-            l.bias(),
-            *out,
-            l.relu(),
-            o,
-        )?;
         // A linear has no name: its slot is its size (a collision only rebuilds the layer).
         let slot = format!("linear {o}x{k}");
         self.conv_cached(&slot, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
