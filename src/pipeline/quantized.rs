@@ -45,6 +45,16 @@ pub struct QConv {
     out_qp: QParams,
     epi: Epilogue,
     source: PointSource,
+    /// See [`QConv::revision`].
+    revision: u64,
+}
+
+/// A number no other layer contents of this process had: a layer's revision changes with its
+/// contents (clones share it), so a backend's cache that holds a layer of the same revision
+/// holds the same weights, qparams and epilogue without comparing them.
+pub(crate) fn next_revision() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A converted model: quantize, int8 convs, dequantize.
@@ -383,6 +393,7 @@ impl QConv {
             out_qp,
             epi,
             source,
+            revision: next_revision(),
         })
     }
 
@@ -399,6 +410,7 @@ impl QConv {
             self.w_dims[0],
         )?;
         self.relu = true;
+        self.revision = next_revision();
         Ok(())
     }
 
@@ -462,5 +474,12 @@ impl QConv {
     /// Where the output qparams came from.
     pub fn source(&self) -> PointSource {
         self.source
+    }
+
+    /// A process-unique number of this layer's contents: two layers of one revision (a layer
+    /// and its clones) have the same weights, qparams and epilogue. Backends key their packed
+    /// layers by it, so that finding a layer does not compare its weights.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 }

@@ -288,6 +288,8 @@ pub struct FastCpuBackend {
 /// A conv's packed layer and what it was packed from.
 #[derive(Debug)]
 struct PackedLayer {
+    /// The revision of the layer it was packed from (`QConv::revision`).
+    revision: u64,
     w: Vec<i8>,
     w_qp: WeightQParams,
     epi: Epilogue,
@@ -310,23 +312,31 @@ impl FastCpuBackend {
 
     /// The packed layer in `slot` (a conv's name), packed now from these weights, qparams,
     /// epilogue and geometry if it holds none or was packed from others.
+    #[allow(clippy::too_many_arguments)]
     fn packed(
         &mut self,
         slot: &str,
+        revision: u64,
         w: &[i8],
         w_dims: [usize; 4],
         w_qp: &WeightQParams,
         epi: &Epilogue,
         params: ConvParams,
     ) -> Result<&PackedConv2d> {
+        // A layer of the same revision has the same weights and qparams: no need to compare
+        // them (megabytes per call on a real model).
         let fresh = self.layers.get(slot).is_some_and(|c| {
-            c.w == w && c.w_qp == *w_qp && c.epi == *epi && c.w_dims == w_dims && c.params == params
+            (c.revision == revision || (c.w == w && c.w_qp == *w_qp))
+                && c.epi == *epi
+                && c.w_dims == w_dims
+                && c.params == params
         });
         if !fresh {
             let layer = PackedConv2d::new(w, w_dims, w_qp, epi, params)?;
             self.layers.insert(
                 slot.to_string(),
                 PackedLayer {
+                    revision,
                     w: w.to_vec(),
                     w_qp: w_qp.clone(),
                     epi: epi.clone(),
@@ -347,7 +357,8 @@ impl QBackend for FastCpuBackend {
         }
         let opts = self.opts.clone();
         let (w, w_dims, params) = (conv.w_q(), conv.w_dims(), conv.params());
-        self.packed(conv.name(), w, w_dims, conv.w_qp(), conv.epi(), params)?
+        let rev = conv.revision();
+        self.packed(conv.name(), rev, w, w_dims, conv.w_qp(), conv.epi(), params)?
             .run(&x.data, x.dims4()?, &x.qp, &opts)
     }
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
@@ -356,8 +367,16 @@ impl QBackend for FastCpuBackend {
         // A linear has no name: its slot is its size (a collision only repacks the layer).
         let slot = format!("linear {o}x{k}");
         let opts = self.opts.clone();
-        self.packed(&slot, l.w_q(), s.weight_dims(), l.w_qp(), &epi, s.params)?
-            .run(&x.data, s.input_dims(), &x.qp, &opts)
+        self.packed(
+            &slot,
+            l.revision(),
+            l.w_q(),
+            s.weight_dims(),
+            l.w_qp(),
+            &epi,
+            s.params,
+        )?
+        .run(&x.data, s.input_dims(), &x.qp, &opts)
     }
     fn add(
         &mut self,
@@ -408,9 +427,11 @@ impl QBackend for FastCpuBackend {
         self.reference.adaptive_avg_pool2d(x, output, format)
     }
     fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
-        self.reference.relu(x)
+        let t = super::bytes::relu_table(&x.qp)?;
+        Ok(super::bytes::map_on_host(&x.data, &t))
     }
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
-        self.reference.clip(x, min, max)
+        let t = super::bytes::clip_table(self.reference.engine, &x.qp, min, max)?;
+        Ok(super::bytes::map_on_host(&x.data, &t))
     }
 }

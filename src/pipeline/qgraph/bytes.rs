@@ -1,4 +1,5 @@
-//! Byte tables of the int8 ops whose every output byte is a function of one stored input byte:
+//! Byte tables of the int8 ops whose every output byte is a function of the stored input
+//! byte (relu, clip, concat) or byte pair (add):
 //! the host evaluates the reference op on all 256 bytes and maps the input through that table,
 //! exact by construction (the reference's validation errors included). Shared by
 //! [`GpuBackend`](super::GpuBackend) (which gathers through the tables on the GPU) and
@@ -15,18 +16,34 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Every stored byte, in order.
-pub(super) fn all_bytes() -> Vec<u8> {
+fn all_bytes() -> Vec<u8> {
     (0..=255u8).collect()
 }
 
 /// The 256 output bytes of a reference op run on [`all_bytes`].
-pub(super) fn table(v: Vec<u8>) -> Result<[u8; 256]> {
+fn table(v: Vec<u8>) -> Result<[u8; 256]> {
     <[u8; 256]>::try_from(v.as_slice()).map_err(|_| {
         Error::InvalidParameter(format!(
             "a byte table needs 256 entries, the op gave {}",
             v.len()
         ))
     })
+}
+
+/// ReLU's byte table for input qparams `qp`: the reference on every byte.
+pub(super) fn relu_table(qp: &QParams) -> Result<[u8; 256]> {
+    table(r::activation::relu(&all_bytes(), qp)?)
+}
+
+/// The byte table of a clamp to `[min, max]` (`hardtanh` of `engine`) for input qparams `qp`:
+/// the reference on every byte.
+pub(super) fn clip_table(engine: QEngine, qp: &QParams, min: f32, max: f32) -> Result<[u8; 256]> {
+    table(r::activation::hardtanh(engine, &all_bytes(), qp, min, max)?)
+}
+
+/// `x` mapped through `t` on the host.
+pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
+    x.iter().map(|&v| t[v as usize]).collect()
 }
 
 /// One run of a concat's output: `block` input bytes per outer index, each mapped through

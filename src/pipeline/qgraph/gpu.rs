@@ -24,10 +24,10 @@
 //! (qparams, ReLU, path): the backend keeps them.
 
 use super::backend::{linear_as_conv, QBackend, QTensor};
-use super::bytes::{all_bytes, table, AddTables, ConcatTables};
+use super::bytes::{clip_table, relu_table, AddTables, ConcatTables};
 use super::{QLinear, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
-use crate::cpu::reference::{self as r, CpuCapability, QEngine};
+use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::gpu::{AvgPoolPlan, GpuContext, GpuConv2d, LutInput};
 use crate::pipeline::QConv;
@@ -449,18 +449,11 @@ impl QBackend for GpuBackend {
     }
 
     fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>> {
-        let t = table(r::activation::relu(&all_bytes(), &x.qp)?)?;
-        self.ctx.map_bytes(&x.data, &t)
+        self.ctx.map_bytes(&x.data, &relu_table(&x.qp)?)
     }
 
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
-        let t = table(r::activation::hardtanh(
-            self.engine,
-            &all_bytes(),
-            &x.qp,
-            min,
-            max,
-        )?)?;
+        let t = clip_table(self.engine, &x.qp, min, max)?;
         self.ctx.map_bytes(&x.data, &t)
     }
 }

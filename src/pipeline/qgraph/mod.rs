@@ -85,9 +85,15 @@ pub struct QLinear {
     bias: Option<Vec<f32>>,
     relu: bool,
     formula: RequantFormula,
+    /// See [`QLinear::revision`].
+    revision: u64,
 }
 
 impl QLinear {
+    /// A process-unique number of this layer's weights and bias (as [`QConv::revision`]).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
     /// The int8 weights, `[out, in]` row-major.
     pub fn w_q(&self) -> &[i8] {
         &self.w_q
@@ -306,6 +312,7 @@ impl QuantizedGraph {
                         bias: l.bias.clone(),
                         relu: l.act == Activation::Relu,
                         formula: cpu::reference::linear::linear_formula(engine),
+                        revision: super::quantized::next_revision(),
                     })
                 }
                 Op::Add { .. } if g.value(n.inputs[0]).dims != g.value(n.inputs[1]).dims => {
