@@ -166,15 +166,19 @@ fn eval_node(
                 Some(p) => p.run(&x.data, s.input_dims(), c.bias.as_deref(), &opts)?,
                 None => fast::conv2d_f32(&x.data, &c.weight.data, c.bias.as_deref(), &s, &opts)?,
             };
-            y.iter_mut().for_each(|v| *v = c.act.apply(*v));
+            c.act.apply_slice(&mut y);
             y
         }
-        Op::Add { act } if args[1].dims == x.dims => x
-            .data
-            .iter()
-            .zip(&args[1].data)
-            .map(|(&a, &b)| act.apply(a + b))
-            .collect(),
+        Op::Add { act } if args[1].dims == x.dims => {
+            let mut y: Vec<f32> = x
+                .data
+                .iter()
+                .zip(&args[1].data)
+                .map(|(&a, &b)| a + b)
+                .collect();
+            act.apply_slice(&mut y);
+            y
+        }
         Op::Add { act } => {
             let out = super::op::broadcast_dims(&x.dims, &args[1].dims).ok_or_else(|| {
                 Error::Shape(format!(
@@ -225,10 +229,14 @@ fn eval_node(
                 x.dims[0],
                 l.weight.dims[0],
             )?;
-            y.iter_mut().for_each(|v| *v = l.act.apply(*v));
+            l.act.apply_slice(&mut y);
             y
         }
-        Op::Activation(a) => x.data.iter().map(|&v| a.apply(v)).collect(),
+        Op::Activation(a) => {
+            let mut y = x.data.clone();
+            a.apply_slice(&mut y);
+            y
+        }
     };
     Ok(y)
 }

@@ -43,6 +43,17 @@ impl Activation {
         }
     }
 
+    /// Applies the activation to every value of `ys` in place: [`Activation::apply`] with the
+    /// match taken once, so that the loop vectorizes (a per-value match kept it scalar, a
+    /// tenth of a float MobileNetV2 forward pass).
+    pub fn apply_slice(self, ys: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => ys.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Clip { min, max } => ys.iter_mut().for_each(|v| *v = v.max(min).min(max)),
+        }
+    }
+
     fn validate(self) -> std::result::Result<(), String> {
         match self {
             Activation::Clip { min, max }
@@ -371,4 +382,43 @@ pub fn broadcast_indices(d: &[usize], out: &[usize]) -> Vec<usize> {
             flat
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    #[test]
+    fn apply_slice_equals_apply_on_every_value() {
+        let xs = [
+            -7.0f32,
+            -0.0,
+            0.0,
+            0.5,
+            5.999,
+            6.0,
+            6.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -1e-40,
+        ];
+        let acts = [
+            Activation::None,
+            Activation::Relu,
+            Activation::RELU6,
+            Activation::Clip {
+                min: -1.0,
+                max: 2.0,
+            },
+        ];
+        for act in acts {
+            let mut ys = xs.to_vec();
+            act.apply_slice(&mut ys);
+            for (&x, &y) in xs.iter().zip(&ys) {
+                assert_eq!(y.to_bits(), act.apply(x).to_bits(), "{act:?} on {x}");
+            }
+        }
+    }
 }
