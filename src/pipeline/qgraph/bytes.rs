@@ -41,8 +41,19 @@ pub(super) fn clip_table(engine: QEngine, qp: &QParams, min: f32, max: f32) -> R
     table(r::activation::hardtanh(engine, &all_bytes(), qp, min, max)?)
 }
 
-/// `x` mapped through `t` on the host.
+/// `x` mapped through `t` on the host. A table that is a clamp of the stored bytes, as
+/// unsigned (quint8) or as signed (qint8) ints (relu and clip always are), maps as that clamp,
+/// which vectorizes (`vpmaxub`/`vpminub`): the same bytes, checked against the table on all
+/// 256 entries first.
 pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
+    let (lo, hi) = (t[0], t[255]);
+    if lo <= hi && (0..=255u8).all(|b| t[b as usize] == b.clamp(lo, hi)) {
+        return x.iter().map(|&v| v.max(lo).min(hi)).collect();
+    }
+    let (lo, hi) = (t[0x80] as i8, t[0x7f] as i8);
+    if lo <= hi && (0..=255u8).all(|b| t[b as usize] as i8 == (b as i8).clamp(lo, hi)) {
+        return x.iter().map(|&v| (v as i8).max(lo).min(hi) as u8).collect();
+    }
     x.iter().map(|&v| t[v as usize]).collect()
 }
 
@@ -419,6 +430,34 @@ pub(super) fn add_on_host(a: &[u8], b: &[u8], plan: &AddPlan) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::quant::QDtype;
+
+    /// Clamp tables (unsigned and signed, the fast path) and other tables (the lookup) map
+    /// every byte as the table says.
+    #[test]
+    fn map_on_host_equals_the_table_lookup_for_clamps_and_other_tables() {
+        let x: Vec<u8> = (0..=255u8)
+            .chain((0..1000).map(|i| (i * 97 % 256) as u8))
+            .collect();
+        let mut tables: Vec<[u8; 256]> = Vec::new();
+        for (lo, hi) in [(0u8, 255u8), (3, 200), (128, 128), (0, 0), (255, 255)] {
+            tables.push(std::array::from_fn(|b| (b as u8).clamp(lo, hi)));
+        }
+        for (lo, hi) in [(-128i8, 127i8), (-5, 90), (0, 0), (-128, -100)] {
+            tables.push(std::array::from_fn(|b| {
+                ((b as u8 as i8).clamp(lo, hi)) as u8
+            }));
+        }
+        // Not clamps: a shift, a reversal, and a clamp with one entry changed.
+        tables.push(std::array::from_fn(|b| (b as u8).wrapping_add(1)));
+        tables.push(std::array::from_fn(|b| 255 - b as u8));
+        let mut t: [u8; 256] = std::array::from_fn(|b| (b as u8).clamp(10, 20));
+        t[15] = 16;
+        tables.push(t);
+        for (i, t) in tables.iter().enumerate() {
+            let want: Vec<u8> = x.iter().map(|&v| t[v as usize]).collect();
+            assert_eq!(map_on_host(&x, t), want, "table {i}");
+        }
+    }
 
     fn tensor(dims: &[usize], qp: QParams, seed: usize) -> QTensor {
         let n: usize = dims.iter().product();
