@@ -32,7 +32,9 @@ pub struct CatInput<'a> {
     pub qp: &'a QParams,
 }
 
-fn cat_dims(inputs: &[CatInput<'_>], dim: usize) -> Result<Vec<usize>> {
+/// The output dims of a cat of `inputs` along `dim`, after checking them: at least one input,
+/// `dim` in range, each input's bytes, dtype, qparams and other dims.
+pub(crate) fn cat_dims(inputs: &[CatInput<'_>], dim: usize) -> Result<Vec<usize>> {
     let first = inputs
         .first()
         .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;

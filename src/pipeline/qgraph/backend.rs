@@ -28,6 +28,15 @@ pub struct QTensor {
 }
 
 impl QTensor {
+    /// The tensor as an input of the reference's cat.
+    pub(super) fn cat_input(&self) -> CatInput<'_> {
+        CatInput {
+            data: &self.data,
+            dims: &self.dims,
+            qp: &self.qp,
+        }
+    }
+
     fn dims4(&self) -> Result<[usize; 4]> {
         <[usize; 4]>::try_from(self.dims.as_slice())
             .map_err(|_| Error::Shape(format!("expected a 4-D tensor, got {:?}", self.dims)))
@@ -166,14 +175,7 @@ impl QBackend for ReferenceBackend {
         out: &QParams,
         format: MemoryFormat,
     ) -> Result<Vec<u8>> {
-        let inputs: Vec<CatInput<'_>> = xs
-            .iter()
-            .map(|x| CatInput {
-                data: &x.data,
-                dims: &x.dims,
-                qp: &x.qp,
-            })
-            .collect();
+        let inputs: Vec<CatInput<'_>> = xs.iter().map(|x| x.cat_input()).collect();
         Ok(r::cat::cat_in(format, self.isa, &inputs, axis, out)?.0)
     }
 

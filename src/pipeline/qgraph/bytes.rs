@@ -119,44 +119,11 @@ impl ConcatTables {
         format: MemoryFormat,
         isa: CpuCapability,
     ) -> Result<(Vec<ConcatPart<'a>>, usize)> {
-        let first = xs
-            .first()
-            .ok_or_else(|| Error::Shape("cat: no inputs".into()))?;
+        // The reference's checks of dims, byte counts, dtypes and qparams.
+        let views: Vec<r::cat::CatInput<'_>> = xs.iter().map(|x| x.cat_input()).collect();
+        r::cat::cat_dims(&views, axis)?;
+        let first = xs[0];
         let rank = first.dims.len();
-        if axis >= rank {
-            return Err(Error::InvalidParameter(format!(
-                "cat: dim {axis} is out of range for rank {rank}"
-            )));
-        }
-        for (i, x) in xs.iter().enumerate() {
-            let n: usize = x.dims.iter().product();
-            if x.data.len() != n {
-                return Err(Error::Shape(format!(
-                    "cat input {i} has {} bytes, dims {:?} need {n}",
-                    x.data.len(),
-                    x.dims
-                )));
-            }
-            if x.qp.dtype != first.qp.dtype {
-                return Err(Error::InvalidParameter(format!(
-                    "cat: input {i} is {}, input 0 is {}",
-                    x.qp.dtype, first.qp.dtype
-                )));
-            }
-            let same_other_dims = x.dims.len() == rank
-                && x.dims
-                    .iter()
-                    .zip(&first.dims)
-                    .enumerate()
-                    .all(|(d, (a, b))| d == axis || a == b);
-            if !same_other_dims {
-                return Err(Error::Shape(format!(
-                    "cat: input {i} has shape {:?}, input 0 has {:?} (only dim {axis} may \
-                     differ)",
-                    x.dims, first.dims
-                )));
-            }
-        }
         let outer: usize = first.dims[..axis].iter().product();
         let inner: usize = first.dims[axis + 1..].iter().product();
         let nhwc = format == MemoryFormat::ChannelsLast && axis == 1 && rank == 4;
@@ -494,14 +461,7 @@ mod tests {
             let refs: Vec<&QTensor> = xs.iter().collect();
             let (parts, outer) = kept.parts(&refs, 1, &out, format, isa).unwrap();
             let got = concat_on_host(&parts, outer);
-            let inputs: Vec<r::cat::CatInput<'_>> = xs
-                .iter()
-                .map(|x| r::cat::CatInput {
-                    data: &x.data,
-                    dims: &x.dims,
-                    qp: &x.qp,
-                })
-                .collect();
+            let inputs: Vec<r::cat::CatInput<'_>> = xs.iter().map(|x| x.cat_input()).collect();
             let (want, _) = r::cat::cat_in(format, isa, &inputs, 1, &out).unwrap();
             assert_eq!(got, want, "call {i}: {c} channels, {format:?}, {isa:?}");
         }
