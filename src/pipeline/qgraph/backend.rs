@@ -272,12 +272,19 @@ pub(super) fn linear_as_conv(
     Ok((s, epi))
 }
 
-/// The fast CPU path: convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded,
-/// bit-identical to the reference on every ISA); concat through byte tables of the reference
-/// (each input byte mapped to its output byte, see `qgraph::bytes`); every other op on the
-/// reference (they are a small share of a CNN's work). Each conv's weights are packed on its first run and reused
-/// while its weights, qparams, epilogue and geometry stay the same (one backend may run
-/// several graphs): keep the backend across runs, as a runtime keeps its layers.
+/// The fast CPU path, bit-identical to [`ReferenceBackend`]:
+/// * convs on [`crate::cpu::fast`] (blocked SIMD int8 GEMM, multithreaded, bit-identical to
+///   the reference on every ISA), and linears as the 1x1 conv the reference computes them
+///   with (`linear_as_conv`);
+/// * relu, clip and concat through byte tables of the reference (each stored input byte
+///   mapped to its output byte), add through tables of byte pairs (see `qgraph::bytes`),
+///   shared with the GPU backend;
+/// * pools on the reference.
+///
+/// Each conv's and linear's weights are packed on first use and reused while its weights,
+/// qparams, epilogue and geometry stay the same (found by the layer's revision; one backend
+/// may run several graphs), and the tables are kept per qparams: keep the backend across
+/// runs, as a runtime keeps its layers.
 #[derive(Debug)]
 pub struct FastCpuBackend {
     reference: ReferenceBackend,

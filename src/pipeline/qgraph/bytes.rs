@@ -379,16 +379,19 @@ pub(super) fn add_on_host(a: &[u8], b: &[u8], plan: &AddPlan) -> Vec<u8> {
         None => (0..a.len())
             .map(|i| t[usize::from(i >= plan.split) << 16 | pair(i)])
             .collect(),
-        Some([_, c, h, w]) => {
-            // NCHW element (bi, ci, p) sits at NHWC position (bi * hw + p) * c + ci.
+        Some([n, c, h, w]) => {
+            // NCHW element i = (bi · c + ci) · hw + p sits at NHWC position (bi · hw + p) · c + ci.
             let hw = h * w;
-            (0..a.len())
-                .map(|i| {
-                    let (bi, ci, p) = (i / (c * hw), i / hw % c, i % hw);
-                    let pos = (bi * hw + p) * c + ci;
-                    t[usize::from(pos >= plan.split) << 16 | pair(i)]
-                })
-                .collect()
+            let mut y = Vec::with_capacity(a.len());
+            for bi in 0..n {
+                for ci in 0..c {
+                    for p in 0..hw {
+                        let (i, pos) = ((bi * c + ci) * hw + p, (bi * hw + p) * c + ci);
+                        y.push(t[usize::from(pos >= plan.split) << 16 | pair(i)]);
+                    }
+                }
+            }
+            y
         }
     }
 }
