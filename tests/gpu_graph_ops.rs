@@ -1,8 +1,8 @@
 //! `GpuBackend` against `ReferenceBackend`, bit for bit, on every adapter this process can
 //! open (on a machine without a GPU: lavapipe through Vulkan and llvmpipe through GL): seeded
-//! sweeps per op and engine, and whole graphs with every op kind. The sweeps also run the
-//! `FastCpuBackend` (its byte-table concat; its other ops are the reference's or the fast
-//! convs, checked in `tests/cpu_fast.rs`).
+//! sweeps per op and engine, and whole graphs with every op kind. The relu, clip, concat, add
+//! and linear checks also run the `FastCpuBackend` (its byte tables and its linear on the fast
+//! conv; its pools are the reference's, its convs are checked in `tests/cpu_fast.rs`).
 //!
 //! Every case must give the same bytes on both backends, or an error on both. With no
 //! adapter the tests print why and pass, unless `SQUINT_REQUIRE_GPU=1`.
@@ -157,8 +157,7 @@ impl Count {
 }
 
 /// Runs `case` `cases` times per engine on every adapter.
-/// The backends under test: every GPU adapter (`Some`), then the fast CPU backend (`None`:
-/// its byte-table concat and add, its linear on the fast conv).
+/// The backends under test: every GPU adapter (`Some`), then the fast CPU backend (`None`).
 fn backends() -> Vec<Option<GpuContext>> {
     gpu_contexts().into_iter().map(Some).chain([None]).collect()
 }

@@ -3,9 +3,9 @@
 //! the host evaluates the reference op on all 256 bytes and maps the input through that table,
 //! exact by construction (the reference's validation errors included). Shared by
 //! [`GpuBackend`](super::GpuBackend) (which gathers through the tables on the GPU) and
-//! [`FastCpuBackend`](super::FastCpuBackend) (which maps on the host: a concat of inputs with
-//! other qparams costs one table read per byte instead of the reference's dequantize and
-//! requantize).
+//! [`FastCpuBackend`](super::FastCpuBackend) (which maps on the host: one table read per byte,
+//! or a vectorized clamp where the table is one, instead of the reference's dequantize and
+//! requantize per element). The tables are kept per qparams.
 
 use super::backend::QTensor;
 use crate::cpu::reference::pool::MemoryFormat;
