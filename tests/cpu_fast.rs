@@ -871,6 +871,47 @@ fn out_of_range_input_zero_point_matches_reference() {
     ));
 }
 
+/// Strided f32 depthwise convs with rows of 28 outputs or more (the SIMD paths split the
+/// plane's columns by phase there): the same bits on every ISA path as the portable one, and
+/// within rounding of the reference.
+#[test]
+fn strided_float_depthwise_on_wide_rows_is_identical_across_isas() {
+    let mut rng = Rng::new(0x005e_edd5);
+    let cases = [
+        // (channels, multiplier, h, w, kernel, stride, dilation, padding)
+        (3, 1, 9, 60, [3, 3], [2, 2], [1, 1], [1, 1]),
+        (2, 2, 7, 90, [3, 5], [1, 3], [1, 2], [0, 2]),
+        (4, 1, 5, 61, [1, 4], [2, 2], [2, 1], [1, 0]),
+    ];
+    for (case_no, &(c, m, h, w, k, stride, dilation, padding)) in cases.iter().enumerate() {
+        let params = ConvParams {
+            stride,
+            padding,
+            dilation,
+            groups: c,
+        };
+        let s = ConvShape::new([1, c, h, w], [c * m, 1, k[0], k[1]], params).unwrap();
+        assert!(s.w_out >= 28, "case {case_no}: {} outputs a row", s.w_out);
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let wt: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let want = reference::conv2d_f32(&x, &wt, None, &s).unwrap();
+        let opts = FastConvOptions::with_threads(1);
+        let portable = fast::conv2d_f32_with_isa(&x, &wt, None, &s, &opts, Isa::Portable).unwrap();
+        for (&g, &r) in portable.iter().zip(&want) {
+            assert!((g - r).abs() <= 1e-5, "case {case_no}: {g} vs {r}");
+        }
+        for isa in Isa::available() {
+            let got = fast::conv2d_f32_with_isa(&x, &wt, None, &s, &opts, isa).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&portable)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {case_no}: {isa} differs from the portable path ({s:?})"
+            );
+        }
+    }
+}
+
 #[test]
 fn float_conv_matches_reference_and_is_identical_across_isas() {
     let mut rng = Rng::new(0xf10a7);
