@@ -159,6 +159,6 @@ fn main(
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
     if (pt < u.pixel_tiles) {
-        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, gg, bl, pt);
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, gg, bl, pt, 0u);
     }
 }

@@ -12,8 +12,8 @@
 //   between two barriers; then every invocation reads its 4 A quads and 8 B quads per quad
 //   from there. Each A quad loaded from memory is used by BPT invocations and each B quad by
 //   TP, where `conv2d_gemm.wgsl` reloads A for every block of 8 channels.
-// * Quads past k_quads are 0 in both tiles (they add 0 to the products and to the sums of
-//   x'); weight blocks past the group's last are read as its last and their results dropped.
+// * Quads past k_quads (past the slice's end with KSPLIT) are 0 in both tiles (they add 0 to
+//   the products and to the sums of x'); weight blocks past the group's last are read as its last and their results dropped.
 // * Copy order: consecutive invocations copy consecutive quads of one pixel (contiguous in the
 //   repacked input within a tap) and consecutive channels of one quad (contiguous in B).
 //   WG is a multiple of TKQ, so each invocation copies A quads of one fixed chunk position
@@ -21,6 +21,9 @@
 // * Workgroup-memory layout, padded against bank conflicts for the reads of one subgroup
 //   (which spans few pixel tiles and all BPT channel blocks): A as [quad][pixel tile][5]
 //   (4 pixels and a pad), B as [quad][channel block][9] (8 channels and a pad).
+// * KSPLIT: parallel slices of K (see `conv_gemm_common.wgsl`). Workgroup w of the dispatch
+//   is slice w % k_slices of workgroup tile w / k_slices, and sums only the chunks of its
+//   slice (`slice_quads`, a multiple of TKQ); `conv2d_gemm_reduce.wgsl` finishes.
 // TP, BPT and TKQ are overrides chosen on the host (`GemmTile` in `pipelines.rs`; by default
 // 128 pixels x 32 channels, 8 quads per chunk). On an NVIDIA H200 (Vulkan) this kernel ran
 // the 8-image 256-channel 3x3 conv of `squint bench --large` at 75% of the adapter's measured
@@ -56,7 +59,18 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+//#if KSPLIT
+    // Slice s of the tile numbered wl / k_slices (see `workgroup_place`), and its quads.
+    let wl = wid.y * nwg.x + wid.x;
+    let s = wl % u.k_slices;
+    let place = workgroup_place(vec3<u32>(wl / u.k_slices, 0u, 0u), nwg);
+    let q_lo = s * u.slice_quads;
+    let q_hi = min(q_lo + u.slice_quads, u.k_quads);
+//#else
     let place = workgroup_place(wid, nwg);
+    let q_lo = 0u;
+    let q_hi = u.k_quads;
+//#endif
     if (place.w == 0u) {
         return;
     }
@@ -82,12 +96,13 @@ fn main(
     // Copy roles. A: chunk position qa = lid % TKQ, pixels lid / TKQ + r * (WG / TKQ); its
     // quad's tap walk (qq, kx, ky) and offset `off` from the top-left tap.
     let qa = lid % TKQ;
-    var qq = qa;
-    var kx = 0u;
-    var ky = 0u;
     let tap_step = u.quads_per_group + u.step_kx; // quads from one tap to the next (wrapping)
     let row_step = u.kw * tap_step + u.step_ky; // from one kernel row to the next (wrapping)
-    walk_taps(&qq, &kx, &ky);
+    // The tap (kx, ky) and quad qq of K quad q_lo + qa (what `walk_taps` gives from 0).
+    let taps = (q_lo + qa) / u.quads_per_group;
+    var qq = q_lo + qa - taps * u.quads_per_group;
+    var ky = taps / u.kw;
+    var kx = taps - ky * u.kw;
 
     // This invocation's register tile.
     let i = lid / BPT;
@@ -102,10 +117,10 @@ fn main(
     var c7 = vec4<i32>(0);
     var sums = vec4<i32>(0);
 
-    for (var q0 = 0u; q0 < u.k_quads; q0 += TKQ) {
+    for (var q0 = q_lo; q0 < q_hi; q0 += TKQ) {
         workgroupBarrier();
         // Stage A: TKQ quads of the 4 * TP pixels.
-        let qa_live = q0 + qa < u.k_quads;
+        let qa_live = q0 + qa < q_hi;
         let off = ky * row_step + kx * tap_step + qq;
         for (var px = lid / TKQ; px < TP * 4u; px += WG / TKQ) {
             var v = vec4<u32>(0u);
@@ -121,7 +136,7 @@ fn main(
             let cw = e % (8u * BPT);
             let blk = g * u.blocks_per_group + min(bl0 + cw / 8u, u.blocks_per_group - 1u);
             var v = vec4<u32>(0u);
-            if (q0 + qb < u.k_quads) {
+            if (q0 + qb < q_hi) {
                 v = load_b((blk * u.k_quads + q0 + qb) * 8u + cw % 8u);
             }
             tb[(qb * BPT + cw / 8u) * 9u + cw % 8u] = v;
@@ -151,10 +166,15 @@ fn main(
         }
     }
 
-    // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
+    // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word
+    // (KSPLIT: store the slice's sums).
     let pt = ptg * TP + i;
     let bl = bl0 + j;
     if (pt < u.pixel_tiles && bl < u.blocks_per_group) {
-        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt);
+//#if KSPLIT
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, s * u.slice_words);
+//#else
+        finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, 0u);
+//#endif
     }
 }

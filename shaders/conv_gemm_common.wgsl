@@ -6,7 +6,7 @@
 // before compilation.
 //
 //
-// Split along K (KSPLIT; `conv2d_gemm.wgsl` only, with SG or DIRECT staging): when even one
+// Split along K (KSPLIT in `conv2d_gemm.wgsl`, with SG or DIRECT staging): when even one
 // output row's repacked input exceeds a binding, the host repacks and convolves slices of
 // the groups (from `group_base`, convs of their own) and, where one group is still too much,
 // slices of each group's quads, one at a time (see `ConvGeometry::k_split_bands`). The
@@ -16,6 +16,14 @@
 // `y` from `p_base`); the last slice adds the zero-point terms of the whole K and runs the
 // epilogue. The sums are exact: every term is the same wrapping i32 arithmetic as without the
 // split, only added in another order.
+//
+// Parallel K slices (KSPLIT in `conv2d_gemm_tiled.wgsl`): when one image's GEMM has too few
+// workgroups to fill a GPU, each workgroup tile runs as `k_slices` workgroups, slice s summing
+// quads [s * slice_quads, (s + 1) * slice_quads) of K, all in one dispatch. Each stores its
+// sums (with the w_zp * sum x' term of its quads, `k_pass` 0) at vec4 `s * slice_words` + the
+// word's index in `part`; `conv2d_gemm_reduce.wgsl` then adds the slices of each output word
+// in slice order, adds the zero-point terms of the whole K and runs the epilogue. Exact for
+// the same reason.
 //
 // GEMM view, per image n and group g: C[M = output pixels, N = output channels of g] =
 // A[M, K] * B[K, N], K = kh * kw * (input channels of g rounded up to 16), computed exactly in
@@ -100,7 +108,11 @@ struct Params {
     k_pass: u32, // KSPLIT: bit 0 adds the earlier slices' partial sums, bit 1 finishes
     p_base: u32, // KSPLIT: first vec4 of the partial-sums window
     group_base: u32, // the first group of a slice of groups (`conv2d_gemm.wgsl` only)
+    k_slices: u32, // KSPLIT, tiled kernel: parallel K slices per output tile
+    slice_quads: u32, // KSPLIT, tiled kernel: quads per parallel K slice
+    slice_words: u32, // KSPLIT, tiled kernel: vec4s per slice in the partial sums
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -145,9 +157,10 @@ fn quad4(x0: vec4<u32>, x1: vec4<u32>, x2: vec4<u32>, x3: vec4<u32>, w: vec4<u32
 }
 
 // Output channel j of the block (if it exists): zero-point corrections of the 4 pixels'
-// sums `v`, the epilogue, and the store of the packed word.
+// sums `v`, the epilogue, and the store of the packed word (with KSPLIT, of partial sums at
+// vec4 `po` past the word's index).
 fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32,
-    pt: u32) {
+    pt: u32, po: u32) {
     if (j >= nch) {
         return;
     }
@@ -160,7 +173,7 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 //#if KSPLIT
     // One slice of K: add the earlier slices' sums (same wrapping i32 terms, in another
     // order), and keep the total for the next slice unless this one is the last.
-    let pi = (plane0 + c) * u.pixel_tiles + pt - u.p_base;
+    let pi = (plane0 + c) * u.pixel_tiles + pt - u.p_base + po;
     if ((u.k_pass & 1u) != 0u) {
         acc += part[pi];
     }
@@ -175,21 +188,22 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 }
 
 // The epilogue of an invocation's register tile: accumulators c<j> (channel j of block `bl`
-// of group g, lane q for pixel q of tile `pt` of chunk image n) and the pixels' sums of x'.
+// of group g, lane q for pixel q of tile `pt` of chunk image n) and the pixels' sums of x';
+// `po`: see `finish`.
 fn finish_tile(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>, c4: vec4<i32>,
     c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32, bl: u32,
-    pt: u32) {
+    pt: u32, po: u32) {
     let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
     let px_ok = p < vec4<u32>(u.plane_out);
     let plane0 = (u.n_begin + n) * u.c_out;
     let nch = min(8u, u.c_out_per_group - bl * 8u);
     let ch0 = g * u.c_out_per_group + bl * 8u;
-    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt);
-    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt);
-    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt);
-    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt);
-    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt);
-    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt);
-    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt);
-    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt);
+    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt, po);
+    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt, po);
 }

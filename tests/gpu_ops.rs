@@ -9,7 +9,7 @@ mod common;
 use common::{gpu_contexts, variants, Rng};
 use squint::cpu::reference;
 use squint::gpu::{
-    self, BackendChoice, DeviceOptions, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
+    self, BackendChoice, DeviceOptions, DotChoice, GpuContext, GpuConv2d, GpuF32Tensor, GpuTensor,
     KernelOptions, StagingChoice,
 };
 use squint::quant::{
@@ -306,6 +306,71 @@ fn tiled_kernel_matches_the_reference_across_tile_edges() {
                 assert!(
                     got == p.want,
                     "{name}, tile {tile:?}: problem {i} differs from the CPU at index {:?}",
+                    got.iter().zip(&p.want).position(|(a, b)| a != b)
+                );
+            }
+        }
+    }
+}
+
+/// The tiled GEMM kernel with K in parallel slices (a conv dispatch storing each slice's
+/// partial sums, a reduce dispatch adding them and running the epilogue): two slices (the
+/// last shorter), one slice per chunk, the automatic choice, with `dot4I8Packed` (signed
+/// bytes, so a nonzero input zero point in the kernel's domain) and the fallback, with an odd
+/// workgroup (chunks of 2 quads); weight zero points, groups, batches, strides; equal to the
+/// reference bit for bit.
+#[test]
+fn tiled_kernel_in_parallel_k_slices_matches_the_reference() {
+    let problems = [
+        // 36 K quads (5 chunks of 8); 40 output channels (a tile of 32 and one of 8).
+        problem(
+            21,
+            [1, 64, 6, 6],
+            [40, 64, 3, 3],
+            ConvParams::default().padding(1),
+            RequantFormula::Qnnpack,
+        ),
+        // 2 groups of 35 output channels, 20 input channels each (18 K quads per group).
+        problem(
+            22,
+            [1, 40, 9, 9],
+            [70, 20, 3, 3],
+            ConvParams::default().groups(2).padding(1),
+            RequantFormula::Fbgemm,
+        ),
+        // 2 images, strided, 3 input quads per tap (27 K quads).
+        problem(
+            23,
+            [2, 48, 11, 7],
+            [24, 48, 3, 3],
+            ConvParams::default().stride(2),
+            RequantFormula::FixedPoint,
+        ),
+    ];
+    let cases = [
+        (None, Some(2), DotChoice::Auto),
+        (None, Some(u32::MAX), DotChoice::Packed),
+        (None, None, DotChoice::Packed),
+        (Some([3, 2]), Some(u32::MAX), DotChoice::Auto),
+    ];
+    for base in gpu_contexts() {
+        let name = base.adapter_report().summary();
+        for (tile, k_slices, dot) in cases {
+            let o = KernelOptions {
+                staging: StagingChoice::Tiled,
+                tile,
+                k_slices,
+                dot,
+                ..KernelOptions::default()
+            };
+            let ctx =
+                (base.with_kernel_options(o)).unwrap_or_else(|e| panic!("{name}, {o:?}: {e}"));
+            for (i, p) in problems.iter().enumerate() {
+                let got = gpu::conv2d_quantized(&ctx, &p.x, &p.x_qp, &p.w, &p.w_qp, &p.epi, &p.s)
+                    .unwrap_or_else(|e| panic!("{name}, {o:?}: problem {i}: {e}"));
+                assert!(
+                    got == p.want,
+                    "{name}, {o:?}: problem {i} differs from the CPU at index {:?}",
                     got.iter().zip(&p.want).position(|(a, b)| a != b)
                 );
             }

@@ -12,7 +12,7 @@ use squint::cpu::{
     fast::{FastConvOptions, PeakLoop},
 };
 use squint::error::Result;
-use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak, KernelOptions};
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak, KernelOptions, StagingChoice};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::rng::Rng;
 use squint::shape::{ConvParams, ConvShape};
@@ -455,8 +455,13 @@ fn gpu_parts_ms(
 /// `squint bench --gpu-variants` times besides the default.
 const BENCH_TILES: [[u32; 2]; 5] = [[8, 4], [8, 8], [16, 4], [16, 8], [32, 8]];
 
+/// The parallel K slices of the tiled kernel that `squint bench --gpu-variants` times besides
+/// the automatic choice (1: never split).
+const BENCH_K_SLICES: [u32; 5] = [1, 2, 4, 8, 16];
+
 /// Every kernel variant `ctx`'s adapter can run besides its default (see
-/// [`GpuContext::kernel_variants`]) and the tiled kernel's other workgroups, named.
+/// [`GpuContext::kernel_variants`]), the tiled kernel's other workgroups and other parallel K
+/// slices, named.
 fn gpu_variant_contexts(ctx: &GpuContext) -> Vec<(String, GpuContext)> {
     let mut v: Vec<(String, GpuContext)> = ctx
         .kernel_variants()
@@ -471,6 +476,20 @@ fn gpu_variant_contexts(ctx: &GpuContext) -> Vec<(String, GpuContext)> {
         };
         if let Ok(c) = ctx.with_kernel_options(o) {
             v.push((format!("tiles {}px x {}ch", 4 * tp, 8 * bpt), c));
+        }
+    }
+    for k in BENCH_K_SLICES {
+        let o = KernelOptions {
+            staging: StagingChoice::Tiled,
+            k_slices: Some(k),
+            ..KernelOptions::default()
+        };
+        if let Ok(c) = ctx.with_kernel_options(o) {
+            let name = match k {
+                1 => "tiles, K unsplit".to_string(),
+                k => format!("tiles, K in up to {k} parallel slices"),
+            };
+            v.push((name, c));
         }
     }
     v

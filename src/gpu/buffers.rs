@@ -109,6 +109,7 @@ pub(crate) fn groups_for_elementwise(items: u64) -> u64 {
 }
 
 /// One storage binding of a dispatch: a window of `buffer`.
+#[derive(Clone, Copy)]
 pub(crate) struct Slot<'a> {
     pub buffer: &'a wgpu::Buffer,
     pub offset: u64,
@@ -134,6 +135,7 @@ impl<'a> Slot<'a> {
 }
 
 /// One binding of a dispatch after the uniform record: a storage window or a texture.
+#[derive(Clone, Copy)]
 pub(crate) enum Res<'a> {
     Buf(Slot<'a>),
     Tex(&'a wgpu::TextureView),

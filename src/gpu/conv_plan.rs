@@ -93,6 +93,33 @@ pub(crate) struct ConvGeometry {
     pub k_slice: KSlice,
 }
 
+/// The tiled GEMM kernel splits K into parallel slices when a run has fewer workgroups than
+/// this (and enough chunks). A GPU holds several workgroups per multiprocessor (an NVIDIA
+/// H200 has 132), while one image of a 3x3 conv of 256 channels on 14x14 pixels is 16
+/// workgroups of 18 chunks each, which run their K loops one chunk after another.
+pub(crate) const PARALLEL_K_WORKGROUPS: u64 = 256;
+
+/// The fewest chunks of K in an automatic parallel slice: fewer would spend more on the
+/// partial sums and the reduce than the K loop saves.
+pub(crate) const PARALLEL_K_MIN_CHUNKS: u64 = 2;
+
+/// Parallel slices of K (see [`ConvGeometry::parallel_k`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KParallel {
+    /// Slices per workgroup tile (at least 2).
+    pub slices: u64,
+    /// Quads per slice (a whole number of chunks; the last slice may hold fewer).
+    pub slice_quads: u64,
+}
+
+impl KParallel {
+    /// Bytes of the slices' partial sums for `images` images of `geometry`: a vec4<i32> per
+    /// packed output word and slice.
+    pub(crate) fn partial_bytes(&self, geometry: &ConvGeometry, images: u64) -> u64 {
+        self.slices * images * geometry.c_out * geometry.pixel_tiles * 16
+    }
+}
+
 /// A slice of the input channels, in whole quads of 16. GEMM: groups `[group_first, group_first
 /// + groups)` of the layer's `all_groups` (the geometry's `groups`), each a conv of its own,
 /// and in each a slice of the reduction, quads `[first, first + quads)` of each group's
@@ -607,6 +634,41 @@ impl ConvGeometry {
     /// Conv workgroups per image (all channel blocks).
     pub(crate) fn workgroups_per_image(&self) -> u64 {
         self.channel_blocks * self.groups_per_plane
+    }
+
+    /// The parallel K slices of the tiled GEMM kernel for a run of `images` images with
+    /// chunks of `tkq` quads (see `conv_gemm_common.wgsl`): `None` when the conv runs unsplit.
+    ///
+    /// `forced` asks for that many slices (at most one per chunk; 1 runs unsplit). Otherwise
+    /// a conv with fewer than [`PARALLEL_K_WORKGROUPS`] workgroups is split into enough
+    /// slices to reach that many, each of at least [`PARALLEL_K_MIN_CHUNKS`] chunks. The
+    /// chunks are then shared out evenly, so that no slice is empty.
+    pub(crate) fn parallel_k(
+        &self,
+        images: u64,
+        tkq: u64,
+        forced: Option<u32>,
+    ) -> Option<KParallel> {
+        let ConvKernelLayout::Gemm { k_quads, .. } = self.layout else {
+            return None;
+        };
+        let chunks = k_quads.div_ceil(tkq.max(1));
+        let workgroups = images * self.workgroups_per_image();
+        let wanted = match forced {
+            Some(n) => u64::from(n).min(chunks),
+            None if workgroups == 0 || workgroups >= PARALLEL_K_WORKGROUPS => 1,
+            None => PARALLEL_K_WORKGROUPS
+                .div_ceil(workgroups)
+                .min(chunks / PARALLEL_K_MIN_CHUNKS),
+        };
+        if wanted < 2 {
+            return None;
+        }
+        let per_slice = chunks.div_ceil(wanted);
+        Some(KParallel {
+            slices: chunks.div_ceil(per_slice),
+            slice_quads: per_slice * tkq,
+        })
     }
 
     /// The 8-channel weight blocks `[lo, hi)` (GEMM; the block itself for depthwise) of

@@ -819,3 +819,47 @@ fn k_split_takes_whole_groups_first_then_quads_of_one_group() {
         assert!(seen_out.iter().all(|&k| k == per), "{seen_out:?}");
     }
 }
+
+#[test]
+fn parallel_k_splits_few_workgroups_into_slices_of_whole_chunks_none_empty() {
+    let slices = |s: &ConvShape, images: u64, forced: Option<u32>| {
+        // The tiled kernel's default workgroup: 32 pixel tiles x 4 channel blocks, 8 quads.
+        let geo = ConvGeometry::new(s, gemm_layout(s), 32, 4);
+        geo.parallel_k(images, 8, forced)
+            .map(|k| (k.slices, k.slice_quads))
+    };
+    // (iii) of `squint bench`: 16 workgroups of 144 quads (18 chunks) -> 9 slices of 2 chunks.
+    let iii = shape(1, 1, 256, 256, [14, 14], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+    assert_eq!(slices(&iii, 1, None), Some((9, 16)));
+    // 8 images are 128 workgroups: 2 slices; 16 are enough workgroups, unsplit.
+    assert_eq!(slices(&iii, 8, None), Some((2, 72)));
+    assert_eq!(slices(&iii, 16, None), None);
+    // Forced: one slice never splits; more slices than chunks is one chunk each; 4 slices of
+    // 18 chunks are 5 chunks each, so only 4 slices (the last of 3 chunks).
+    assert_eq!(slices(&iii, 16, Some(1)), None);
+    assert_eq!(slices(&iii, 1, Some(u32::MAX)), Some((18, 8)));
+    assert_eq!(slices(&iii, 1, Some(4)), Some((4, 40)));
+    assert_eq!(slices(&iii, 1, Some(7)), Some((6, 24)));
+    // 18 quads, 3 chunks: too few for 2 automatic slices of 2 chunks, unsplit unless forced.
+    let short = shape(1, 1, 24, 64, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+    assert_eq!(slices(&short, 1, None), None);
+    assert_eq!(slices(&short, 1, Some(16)), Some((3, 8)));
+    // Every split covers K exactly, no slice empty.
+    for images in 1..4 {
+        for forced in [None, Some(2), Some(3), Some(5), Some(u32::MAX)] {
+            for s in [&iii, &short] {
+                if let Some((n, q)) = slices(s, images, forced) {
+                    let ConvKernelLayout::Gemm { k_quads, .. } = gemm_layout(s) else {
+                        unreachable!()
+                    };
+                    assert!(n >= 2 && q % 8 == 0, "{s:?}");
+                    assert!((n - 1) * q < k_quads && n * q >= k_quads, "{s:?} {n} {q}");
+                }
+            }
+        }
+    }
+    // Depthwise convs never split.
+    let dw = shape(1, 32, 1, 1, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1]).unwrap();
+    let geo = ConvGeometry::new(&dw, ConvKernelLayout::Depthwise, 8, 1);
+    assert_eq!(geo.parallel_k(1, 8, Some(4)), None);
+}

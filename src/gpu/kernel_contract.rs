@@ -20,6 +20,7 @@ fn all_kernels() -> Vec<Kernel> {
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
         all.push(Kernel::ConvDw { xtex });
+        all.push(Kernel::ConvGemmReduce { xtex });
         for packed in [false, true] {
             for b in [
                 BStaging::Subgroup,
@@ -33,8 +34,9 @@ fn all_kernels() -> Vec<Kernel> {
                     packed,
                     ksplit: false,
                 }));
-                // K slices run with staging that loads B quad by quad.
-                if matches!(b, BStaging::Subgroup | BStaging::Direct) {
+                // K slices run with staging that loads B quad by quad (one after another), or
+                // with the tiled kernel (in parallel).
+                if matches!(b, BStaging::Subgroup | BStaging::Direct | BStaging::Tiled) {
                     all.push(Kernel::ConvGemm(GemmVariant {
                         xtex,
                         b,
@@ -53,6 +55,7 @@ fn all_kernels() -> Vec<Kernel> {
             | Kernel::Requantize
             | Kernel::ConvPack { .. }
             | Kernel::ConvGemm(_)
+            | Kernel::ConvGemmReduce { .. }
             | Kernel::ConvDw { .. }
             | Kernel::SoftFloatTest
             | Kernel::GraphLut
@@ -373,7 +376,7 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             pos_end,
             _pad,
         }),
-        Kernel::ConvGemm(_) => rust_layout!(ConvGemmParams {
+        Kernel::ConvGemm(_) | Kernel::ConvGemmReduce { .. } => rust_layout!(ConvGemmParams {
             wg_begin,
             wg_count,
             plane_workgroups,
@@ -413,6 +416,9 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             k_pass,
             p_base,
             group_base,
+            k_slices,
+            slice_quads,
+            slice_words,
             _pad,
         }),
         Kernel::ConvDw { .. } => rust_layout!(ConvDwParams {

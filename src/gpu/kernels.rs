@@ -34,6 +34,7 @@ const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
 const CONV_GEMM_COMMON: ShaderFile = shader!("conv_gemm_common.wgsl");
 const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
 const CONV_GEMM_TILED: ShaderFile = shader!("conv2d_gemm_tiled.wgsl");
+const CONV_GEMM_REDUCE: ShaderFile = shader!("conv2d_gemm_reduce.wgsl");
 const CONV_DW: ShaderFile = shader!("conv2d_dw.wgsl");
 const SOFTFLOAT_TEST: ShaderFile = shader!("softfloat_test.wgsl");
 const GRAPH_LUT: ShaderFile = shader!("graph_lut.wgsl");
@@ -71,8 +72,11 @@ pub(crate) struct GemmVariant {
     pub b: BStaging,
     /// `dot4I8Packed` on signed bytes (else the unsigned-times-signed fallback).
     pub packed: bool,
-    /// One slice of a conv split along K (`conv_plan::KSlice`): partial sums kept in a sixth
-    /// binding between slices (never with [`BStaging::Shared`] or [`BStaging::Tiled`]).
+    /// A conv split along K, its partial sums in a sixth binding: with [`BStaging::Tiled`],
+    /// parallel slices in one dispatch (finished by [`Kernel::ConvGemmReduce`]); with
+    /// [`BStaging::Subgroup`] or [`BStaging::Direct`], one slice of a conv split by its input
+    /// channels (`conv_plan::KSlice`), the sums kept between slices; never with
+    /// [`BStaging::Shared`].
     pub ksplit: bool,
 }
 
@@ -86,8 +90,14 @@ pub(crate) enum Kernel {
     ConvPack {
         xtex: bool,
     },
-    /// The tiled implicit-GEMM conv.
+    /// The implicit-GEMM conv (classic or tiled).
     ConvGemm(GemmVariant),
+    /// The second dispatch of a tiled GEMM conv run in parallel K slices: adds the slices'
+    /// partial sums and runs the epilogue. Binds what the conv binds, the quads, weights and
+    /// epilogue table as textures (`xtex`) or buffers.
+    ConvGemmReduce {
+        xtex: bool,
+    },
     /// The depthwise conv, reading a texture (`xtex`) or a buffer.
     ConvDw {
         xtex: bool,
@@ -233,6 +243,7 @@ impl Kernel {
             Kernel::Requantize => "squint requantize",
             Kernel::ConvPack { .. } => "squint conv_pack",
             Kernel::ConvGemm(_) => "squint conv2d_gemm",
+            Kernel::ConvGemmReduce { .. } => "squint conv2d_gemm_reduce",
             Kernel::ConvDw { .. } => "squint conv2d_dw",
             Kernel::SoftFloatTest => "squint softfloat_test",
             Kernel::GraphLut => "squint graph_lut",
@@ -262,6 +273,12 @@ impl Kernel {
                 if xtex {
                     flags.push("XTEX");
                 }
+            }
+            Kernel::ConvGemmReduce { xtex } => {
+                if xtex {
+                    flags.push("XTEX");
+                }
+                flags.push("KSPLIT");
             }
             Kernel::ConvGemm(v) => {
                 if v.xtex {
@@ -299,6 +316,12 @@ impl Kernel {
                 CONV_GEMM_TILED,
             ],
             Kernel::ConvGemm(_) => &[EPILOGUE_TABLE, CONV_COMMON, CONV_GEMM_COMMON, CONV_GEMM],
+            Kernel::ConvGemmReduce { .. } => &[
+                EPILOGUE_TABLE,
+                CONV_COMMON,
+                CONV_GEMM_COMMON,
+                CONV_GEMM_REDUCE,
+            ],
             Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
             Kernel::GraphLut => &[COMMON, GRAPH_LUT],
@@ -337,12 +360,16 @@ impl Kernel {
                 xtex: false,
                 ksplit: true,
                 ..
-            }) => &[Uniform, Read, Read, Read, Write, Write],
+            })
+            | Kernel::ConvGemmReduce { xtex: false } => &[Uniform, Read, Read, Read, Write, Write],
             Kernel::ConvGemm(GemmVariant {
                 xtex: true,
                 ksplit: true,
                 ..
-            }) => &[Uniform, Texture, Texture, Texture, Write, Write],
+            })
+            | Kernel::ConvGemmReduce { xtex: true } => {
+                &[Uniform, Texture, Texture, Texture, Write, Write]
+            }
             Kernel::ConvGemm(GemmVariant { xtex: false, .. }) | Kernel::ConvDw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
@@ -593,8 +620,16 @@ pub(crate) struct ConvGemmParams {
     pub p_base: u32,
     /// The first group of a slice of groups (`conv2d_gemm.wgsl`; 0 for the whole layer).
     pub group_base: u32,
+    /// Parallel K slices per workgroup tile (`ksplit` variant of the tiled kernel, and its
+    /// reduce; else 1).
+    pub k_slices: u32,
+    /// Quads of K per parallel slice, a multiple of the tiled kernel's chunk (`ksplit` variant
+    /// of the tiled kernel).
+    pub slice_quads: u32,
+    /// Output words of the dispatch: the vec4s of each slice's partial sums (parallel slices).
+    pub slice_words: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform of `conv2d_dw.wgsl`.

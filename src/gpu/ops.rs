@@ -28,7 +28,7 @@ use super::buffers::{
 use super::context::GpuContext;
 use super::conv_plan::{
     image_chunks, input_texture_copies, texture_rows, BandInput, ConvGeometry, ConvKernelLayout,
-    InputDomain, RowBand, ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
+    InputDomain, KParallel, RowBand, ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
 };
 use super::gate::Gated;
 use super::kernels::{
@@ -824,9 +824,34 @@ impl GpuConv2d {
             .filter(|_| ksplit)
             .map(|(_, g)| geometry.c_out * g[0].pixel_tiles * 16)
             .max();
+        // The tiled kernel on one chunk of few workgroups: K in parallel slices, a conv and a
+        // reduce dispatch (see `ConvGeometry::parallel_k`), where their bindings fit.
+        let images = s.n as u64;
+        let kpar = match kernels.staging {
+            BStaging::Tiled if bands.is_empty() && images <= scratch.images_per_chunk => {
+                let tkq = u64::from(kernels.tile.tkq);
+                (geometry.parallel_k(images, tkq, kernels.k_slices))
+                    .filter(|k| parallel_k_fits(ctx.split(), &geometry, images, k))
+            }
+            _ => None,
+        };
+        let partial_bytes = match kpar {
+            Some(k) => Some(k.partial_bytes(&geometry, images)),
+            None => partial_bytes,
+        };
         let output_dims = s.output_dims();
         ctx.encode("conv2d", |encoder, keep| {
-            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures, ksplit)?;
+            let sums = ksplit || kpar.is_some();
+            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures, sums)?;
+            let reduce = match kpar {
+                Some(_) => Some(ctx.pipeline(
+                    Kernel::ConvGemmReduce {
+                        xtex: scratch.use_textures,
+                    },
+                    &[],
+                )?),
+                None => None,
+            };
             let output = ctx.pooled_buffer(
                 packed_bytes(output_dims),
                 STORAGE_USAGE,
@@ -858,7 +883,15 @@ impl GpuConv2d {
             if bands.is_empty() {
                 for (first_image, images) in image_chunks(s.n as u64, scratch.images_per_chunk) {
                     call.push_repack(&pipelines.pack, first_image, images, &mut dispatches)?;
-                    call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?;
+                    match (kpar, &reduce, &partial) {
+                        (Some(k), Some(reduce), Some(partial)) => {
+                            let conv = (&pipelines.conv, reduce);
+                            call.push_parallel_k(conv, partial, k, images, &mut dispatches);
+                        }
+                        _ => {
+                            call.push_conv(&pipelines.conv, first_image, images, &mut dispatches)?
+                        }
+                    }
                 }
             }
             for run in &band_runs {
@@ -1307,6 +1340,25 @@ struct ConvCall<'a> {
     partial: Option<(&'a PooledBuffer, KPass)>,
 }
 
+/// Whether a run of `images` images (from image 0) of `geometry` in the parallel K slices `k`
+/// takes one conv and one reduce dispatch: every binding (the operands, the output and the
+/// slices' partial sums) in one window, every workgroup in one dispatch.
+fn parallel_k_fits(
+    split: SplitLimits,
+    geometry: &ConvGeometry,
+    images: u64,
+    k: &KParallel,
+) -> bool {
+    let tiles = images * geometry.workgroups_per_image();
+    let partial = k.partial_bytes(geometry, images);
+    let mut ranges = geometry.conv_ranges(0, 0, tiles);
+    ranges.push((0, partial));
+    let max_groups = u64::from(split.max_workgroups).pow(2);
+    partial <= split.max_buffer
+        && tiles * k.slices <= max_groups
+        && (ranges.iter()).all(|&(lo, hi)| split.window(lo, hi).1 <= split.max_binding)
+}
+
 /// What the conv of one slice of K does with the partial sums of the others.
 #[derive(Clone, Copy, Debug)]
 struct KPass {
@@ -1475,6 +1527,37 @@ impl<'a> ConvCall<'a> {
         Ok(())
     }
 
+    /// Appends the two dispatches of a conv of `images` images (the whole run, one binding
+    /// window each, see [`parallel_k_fits`]) in the parallel K slices `k`: the tiled kernel
+    /// storing each slice's sums in `partial`, then the reduce kernel (`pipes`: the two).
+    fn push_parallel_k(
+        &self,
+        (conv, reduce): (&Arc<Pipeline>, &Arc<Pipeline>),
+        partial: &'a PooledBuffer,
+        k: KParallel,
+        images: u64,
+        dispatches: &mut Vec<Dispatch<'a>>,
+    ) {
+        let g = self.geometry;
+        let tiles = images * g.workgroups_per_image();
+        let mut windows = self.conv_operand_windows(&g.conv_ranges(0, 0, tiles));
+        let partial = Slot::new(self.split, partial, 0, k.partial_bytes(g, images));
+        windows.bindings.push(Res::Buf(partial));
+        let mut params = self.gemm_params(0, 0, tiles as u32, &windows);
+        params.k_slices = k.slices as u32;
+        params.slice_quads = k.slice_quads as u32;
+        params.slice_words = (images * g.c_out * g.pixel_tiles) as u32;
+        let words = params.slice_words as u64;
+        let bindings = windows.bindings;
+        dispatches.push(Dispatch::new(
+            conv,
+            &params,
+            bindings.clone(),
+            tiles * k.slices,
+        ));
+        dispatches.push(Dispatch::new(reduce, &params, bindings, words.div_ceil(64)));
+    }
+
     /// The bindings of a conv dispatch whose byte ranges (quads, weights, epilogue table,
     /// output) are `r`: textures when the run uses them, else buffer windows.
     fn conv_windows(&self, r: &[(u64, u64)]) -> ConvWindows<'a> {
@@ -1587,7 +1670,10 @@ impl<'a> ConvCall<'a> {
             k_pass: self.partial.map_or(0, |(_, pass)| pass.bits()),
             p_base: windows.partial_base,
             group_base: slice.group_first as u32,
-            _pad: 0,
+            k_slices: 1,
+            slice_quads: k_quads as u32,
+            slice_words: 0,
+            _pad: [0; 2],
         }
     }
 

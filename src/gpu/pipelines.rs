@@ -126,6 +126,9 @@ pub struct KernelOptions {
     /// The tiled GEMM kernel's workgroup `[pixel tiles, channel blocks]` (forces that kernel);
     /// `None`: [`GemmTile::DEFAULT`] where the tiled kernel is used.
     pub tile: Option<[u32; 2]>,
+    /// Parallel K slices of the tiled GEMM kernel: that many (at most one per chunk of K; 1
+    /// never splits); `None`: split convs of few workgroups (see `ConvGeometry::parallel_k`).
+    pub k_slices: Option<u32>,
 }
 
 /// The workgroup of the tiled GEMM kernel (`conv2d_gemm_tiled.wgsl`).
@@ -191,6 +194,8 @@ pub(crate) struct ConvPlan {
     pub tkq: u32,
     /// The tiled GEMM kernel's workgroup (used when `staging` is [`BStaging::Tiled`]).
     pub tile: GemmTile,
+    /// See [`KernelOptions::k_slices`].
+    pub k_slices: Option<u32>,
     /// The adapter has subgroups of 8 to `wg` lanes.
     pub subgroups: bool,
     /// Texture width (a power of two) and height limit.
@@ -201,7 +206,7 @@ pub(crate) struct ConvPlan {
 impl KernelOptions {
     /// Every forced alternative to the default choices, named (see
     /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
-    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 10] {
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 11] {
         let d = KernelOptions::default();
         [
             (
@@ -243,6 +248,14 @@ impl KernelOptions {
                 "workgroup tiles",
                 KernelOptions {
                     staging: StagingChoice::Tiled,
+                    ..d
+                },
+            ),
+            (
+                "workgroup tiles, K in parallel slices of one chunk",
+                KernelOptions {
+                    staging: StagingChoice::Tiled,
+                    k_slices: Some(u32::MAX),
                     ..d
                 },
             ),
@@ -408,6 +421,7 @@ impl ConvPlan {
                 blocks: 1,
                 tkq,
             }),
+            k_slices: o.k_slices,
             subgroups,
             tex_width,
             tex_max_height: dim,
