@@ -847,6 +847,34 @@ fn accumulator_overflow_risk_is_an_error() {
     assert!(matches!(e, Error::AccumulatorOverflow { .. }));
 }
 
+/// A layer checks its accumulator bound per input qparams: one that passed for a small input
+/// offset (zero point 128: |x − x_zp| ≤ 128) still refuses a larger one (zero point 0: 255)
+/// after it, and still runs the small one.
+#[test]
+fn accumulator_check_passed_for_one_input_zero_point_still_refuses_a_riskier_one() {
+    // K = 36864 taps of |w − ζ| = 255: 128 · 255 · K = 1.2e9 fits int32, 255 · 255 · K not.
+    let s = ConvShape::new([1, 1024, 6, 6], [2, 1024, 6, 6], ConvParams::default()).unwrap();
+    let w = vec![-128i8; s.weight_len()];
+    let w_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.01, 127);
+    let epi = simple_epi(&s, &w_qp);
+    let centred = QParams::new(0.1, 128, QDtype::QUInt8).unwrap();
+    let edge = QParams::new(0.1, 0, QDtype::QUInt8).unwrap();
+    let x = vec![130u8; s.input_len()];
+    let opts = FastConvOptions::default();
+    for isa in Isa::available() {
+        let p = PackedConv2d::with_isa(&w, s.weight_dims(), &w_qp, &epi, s.params, isa).unwrap();
+        let want = fast::conv2d_quantized(&x, &centred, &w, &w_qp, &epi, &s, &opts).unwrap();
+        assert_eq!(p.run(&x, s.input_dims(), &centred, &opts).unwrap(), want);
+        let e = p.run(&x, s.input_dims(), &edge, &opts).unwrap_err();
+        assert!(
+            matches!(e, Error::AccumulatorOverflow { .. }),
+            "{isa:?}: {e}"
+        );
+        assert_eq!(p.run(&x, s.input_dims(), &centred, &opts).unwrap(), want);
+        assert!(p.run(&x, s.input_dims(), &edge, &opts).is_err());
+    }
+}
+
 #[test]
 fn out_of_range_input_zero_point_matches_reference() {
     let s = ConvShape::new([1, 3, 5, 5], [2, 3, 3, 3], ConvParams::default().padding(1)).unwrap();

@@ -116,6 +116,7 @@ mod int8;
 mod nhwc;
 mod peak;
 mod portable;
+mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -124,10 +125,12 @@ use crate::quant::{weight_abs_sums, Epilogue, QParams, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use float::{conv2d_f32_with_isa, PackedConvF32};
 pub use peak::PeakLoop;
+pub use quantize::quantize_slice;
 
 /// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).
 pub const MAX_THREADS: usize = 1024;
@@ -442,6 +445,10 @@ pub struct PackedConv2d {
     /// The GEMM's per-call constants for the last input qparams (a model's layer sees the
     /// same ones every call).
     call_cache: Mutex<Option<(QParams, Arc<CallConsts>)>>,
+    /// The largest input offset bound (`QRange::max_offset` of the input qparams) the
+    /// accumulator check has passed for, 0 before the first: every channel's bound grows with
+    /// it, so the check passes for every smaller one too (see [`PackedConv2d::run_into`]).
+    checked_offset: AtomicU64,
     /// Which GEMM layout runs (tests force each; only AVX-512 VNNI has a choice).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     gemm_layout: GemmLayout,
@@ -637,6 +644,7 @@ impl PackedConv2d {
             any_wzp,
             kind,
             call_cache: Mutex::new(None),
+            checked_offset: AtomicU64::new(0),
             gemm_layout: GemmLayout::Auto,
         })
     }
@@ -781,13 +789,20 @@ impl PackedConv2d {
             out.copy_from_slice(&y);
             return Ok(());
         }
-        self.epi.check_accumulator_sums(
-            &self.sum_abs,
-            x_qp.dtype.full_range(),
-            x_qp.zero_point,
-            s.k(),
-            None,
-        )?;
+        // The check once per larger input offset bound (it is a loop over the channels in
+        // i128, a few percent of a small layer's run).
+        let range = x_qp.dtype.full_range();
+        let offset = u64::try_from(range.max_offset(x_qp.zero_point)).unwrap_or(u64::MAX);
+        if offset > self.checked_offset.load(Ordering::Relaxed) {
+            (self.epi).check_accumulator_sums(
+                &self.sum_abs,
+                range,
+                x_qp.zero_point,
+                s.k(),
+                None,
+            )?;
+            self.checked_offset.fetch_max(offset, Ordering::Relaxed);
+        }
         self.dispatch(x, x_qp, &s, opts, Sink::Bytes(out));
         Ok(())
     }

@@ -320,7 +320,8 @@ impl FastCpuBackend {
     }
 
     /// The packed layer in `slot` (a conv's name), packed now from these weights, qparams,
-    /// epilogue and geometry if it holds none or was packed from others.
+    /// epilogue and geometry if it holds none or was packed from others; `epi_in_revision`:
+    /// layers of one `revision` have the same epilogue.
     #[allow(clippy::too_many_arguments)]
     fn packed(
         &mut self,
@@ -331,12 +332,16 @@ impl FastCpuBackend {
         w_qp: &WeightQParams,
         epi: &Epilogue,
         params: ConvParams,
+        epi_in_revision: bool,
     ) -> Result<&PackedConv2d> {
         // A layer of the same revision has the same weights and qparams: no need to compare
-        // them (megabytes per call on a real model).
+        // them (megabytes per call on a real model); a conv's revision covers its epilogue
+        // too (`epi_in_revision`), a linear's epilogue is built per call from its input and
+        // output qparams.
         let fresh = self.layers.get(slot).is_some_and(|c| {
-            (c.revision == revision || (c.w == w && c.w_qp == *w_qp))
-                && c.epi == *epi
+            let same = c.revision == revision;
+            (same || (c.w == w && c.w_qp == *w_qp))
+                && ((same && epi_in_revision) || c.epi == *epi)
                 && c.w_dims == w_dims
                 && c.params == params
         });
@@ -367,7 +372,8 @@ impl QBackend for FastCpuBackend {
         let opts = self.opts.clone();
         let (w, w_dims, params) = (conv.w_q(), conv.w_dims(), conv.params());
         let rev = conv.revision();
-        self.packed(conv.name(), rev, w, w_dims, conv.w_qp(), conv.epi(), params)?
+        let epi = conv.epi();
+        self.packed(conv.name(), rev, w, w_dims, conv.w_qp(), epi, params, true)?
             .run(&x.data, x.dims4()?, &x.qp, &opts)
     }
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
@@ -384,6 +390,7 @@ impl QBackend for FastCpuBackend {
             l.w_qp(),
             &epi,
             s.params,
+            false,
         )?
         .run(&x.data, s.input_dims(), &x.qp, &opts)
     }
