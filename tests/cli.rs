@@ -394,6 +394,35 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
         .map(|r| r["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["float32 cpu", "int8 cpu-fast"]);
+    // With a GPU: the run with the values on the device, and node by node.
+    if !has_gpu() {
+        assert!(!gpu_required(), "SQUINT_REQUIRE_GPU=1 and no GPU adapter");
+        return;
+    }
+    let out = run_ok(
+        squint()
+            .args([
+                "bench",
+                "--json",
+                "--runs",
+                "1",
+                "--no-reference",
+                "--model",
+            ])
+            .arg(d.join("model_bn.onnx"))
+            .arg("--input")
+            .arg(d.join("input.npy")),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let paths: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    assert!(paths[2].starts_with("int8 gpu ("), "{paths:?}");
+    assert!(paths[3].starts_with("int8 gpu node by node ("), "{paths:?}");
 }
 
 /// `--pin` on a graph names ONNX values: with PyTorch's qparams pinned at every observed point,
@@ -813,6 +842,9 @@ fn bench_times_every_gpu_kernel_variant_of_the_shapes_asked_for() {
         "int8 gpu kernel [GEMM for depthwise]",
         "int8 gpu kernel [tiles 32px x 32ch]",
         "int8 gpu kernel [tiles 128px x 64ch]",
+        "int8 gpu kernel [workgroup tiles, K in parallel slices of one chunk]",
+        "int8 gpu kernel [tiles, K unsplit]",
+        "int8 gpu kernel [tiles, K in up to 4 parallel slices]",
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }

@@ -756,19 +756,32 @@ fn bad_inputs_are_errors_not_panics() {
     }
 }
 
+/// Whole graphs on every adapter, node by node through [`GpuBackend`]'s round trips and with
+/// the values kept on the device (`run_resident`): the residual block of every op kind, and
+/// a chain of convs into clips and a ReLU (the device's own byte-table maps, on planes whose
+/// sizes are and are not multiples of 4); every value equal to the reference.
 #[test]
 fn whole_graphs_equal_the_reference_value_for_value() {
     let ctxs = gpu_contexts();
     let mut graphs = 0;
-    for (qc, hw, seed) in [
-        (QConfig::qnnpack(), 8, 11),
-        (QConfig::x86(), 8, 12),
-        (QConfig::fbgemm(), 9, 13),
-        (QConfig::qnnpack(), 7, 14),
+    let block = squint::graph::testing::block_graph;
+    let chain = squint::graph::testing::chain_graph;
+    for (qc, hw, seed, build) in [
+        (
+            QConfig::qnnpack(),
+            8,
+            11,
+            block as fn(&mut squint::rng::Rng, usize) -> _,
+        ),
+        (QConfig::x86(), 8, 12, block),
+        (QConfig::fbgemm(), 9, 13, block),
+        (QConfig::qnnpack(), 7, 14, block),
+        (QConfig::x86(), 9, 15, chain),
+        (QConfig::qnnpack(), 8, 16, chain),
     ] {
         let name = qc.name.clone();
         let mut rng = squint::rng::Rng::new(seed);
-        let g = squint::graph::testing::block_graph(&mut rng, hw);
+        let g = build(&mut rng, hw);
         let mut p = PreparedGraph::new(g, qc).unwrap();
         let dims = [2, 3, hw, hw];
         let batch = |r: &mut squint::rng::Rng| {
@@ -783,25 +796,26 @@ fn whole_graphs_equal_the_reference_value_for_value() {
             .run(&mut ReferenceBackend::new(&q), std::slice::from_ref(&x))
             .unwrap();
         for ctx in &ctxs {
-            let got = q
-                .run(
-                    &mut GpuBackend::new(ctx.clone(), &q),
-                    std::slice::from_ref(&x),
-                )
-                .unwrap();
-            assert_eq!(got.values.len(), q.graph().values().len());
-            for (i, (a, b)) in got.values.iter().zip(&want.values).enumerate() {
-                assert_eq!(
-                    a,
-                    b,
-                    "{name}: value '{}' on {}",
-                    q.graph().values()[i].name,
-                    ctx.adapter_report().summary()
-                );
+            let mut backend = GpuBackend::new(ctx.clone(), &q);
+            let x = std::slice::from_ref(&x);
+            let got = q.run(&mut backend, x).unwrap();
+            let resident = backend.run_resident_values(&q, x).unwrap();
+            for values in [&got.values, &resident] {
+                assert_eq!(values.len(), q.graph().values().len());
+                for (i, (a, b)) in values.iter().zip(&want.values).enumerate() {
+                    assert_eq!(
+                        a,
+                        b,
+                        "{name}: value '{}' on {}",
+                        q.graph().values()[i].name,
+                        ctx.adapter_report().summary()
+                    );
+                }
             }
             assert_eq!(got.outputs, want.outputs);
+            assert_eq!(backend.run_resident(&q, x).unwrap(), want.outputs);
             graphs += 1;
         }
     }
-    assert_eq!(graphs, 4 * ctxs.len());
+    assert_eq!(graphs, 6 * ctxs.len());
 }

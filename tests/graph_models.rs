@@ -68,10 +68,18 @@ fn check_pinned(model: &str, engine: &str) -> usize {
     // And every GPU adapter.
     for ctx in squint::gpu::testing::contexts() {
         let name = ctx.adapter_report().summary();
-        let gpu = q
-            .run(&mut GpuBackend::new(ctx, &q), std::slice::from_ref(&x))
-            .unwrap();
+        let mut backend = GpuBackend::new(ctx, &q);
+        let gpu = q.run(&mut backend, std::slice::from_ref(&x)).unwrap();
         assert_eq!(gpu.values, run.values, "{model}/{engine}: {name}");
+        // Values kept on the device between nodes: the same ints at every value.
+        let x = std::slice::from_ref(&x);
+        let resident = backend.run_resident_values(&q, x).unwrap();
+        assert_eq!(resident, run.values, "{model}/{engine}: {name}, resident");
+        let outputs = backend.run_resident(&q, x).unwrap();
+        assert_eq!(
+            outputs, run.outputs,
+            "{model}/{engine}: {name}, resident outputs"
+        );
     }
     let mut compared = 0;
     for p in pts {

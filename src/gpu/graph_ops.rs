@@ -12,7 +12,9 @@
 //! its own dispatch; only a piece that cannot be cut further and does not fit (one pooled
 //! plane, the add's two 64 KiB tables) gives [`Error::DeviceLimit`].
 
-use super::buffers::{groups_for, read_back, record, Dispatch, Res, Slot, STORAGE_USAGE};
+use super::buffers::{
+    groups_for, packed_bytes, read_back, record, Dispatch, GpuTensor, Res, Slot, STORAGE_USAGE,
+};
 use super::context::GpuContext;
 use super::kernels::{GraphAddParams, GraphLutParams, GraphPoolParams, Kernel};
 use crate::cpu::reference::pool::Pool2dParams;
@@ -191,6 +193,54 @@ impl GpuContext {
             out.extend(self.concat_once(&[input], 1)?);
         }
         Ok(out)
+    }
+
+    /// Maps every stored byte of `x` through `table` on the device, without a read-back: a
+    /// tensor of `x`'s dims and dtype holding `table[x]` (the padding bytes that end its
+    /// planes too, which no kernel reads). Queued like a conv (see [`GpuConv2d::run`]); a
+    /// tensor larger than one storage binding is mapped on the way through the host.
+    ///
+    /// [`GpuConv2d::run`]: super::GpuConv2d::run
+    pub fn map_tensor(&self, x: &GpuTensor, table: &[u8; 256]) -> Result<GpuTensor> {
+        let ctx = &self.enter()?;
+        ctx.check_same(x.device_id, "map_tensor")?;
+        let bytes = packed_bytes(x.dims);
+        let split = ctx.split();
+        if bytes > split.max_binding || bytes > u32::MAX as u64 {
+            let y = self.map_bytes(&self.read_q(x)?, table)?;
+            return self.upload_q(&y, x.dims, x.dtype);
+        }
+        // One input: its bytes from 0, all of them one block, then its table.
+        let mut meta: Vec<u32> = vec![0, bytes as u32, 0, 0];
+        meta.extend((table.chunks_exact(4)).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let meta = ctx.pooled_buffer_init(bytemuck::cast_slice(&meta), "squint lut table")?;
+        let p = GraphLutParams {
+            total: bytes as u32,
+            out_block: bytes as u32,
+            n_inputs: 1,
+            _pad: 0,
+        };
+        let buffer = ctx.encode("mapping a tensor through a byte table", |enc, keep| {
+            let pipe = ctx.pipeline(Kernel::GraphLut, &[])?;
+            let out = ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint packed tensor")?;
+            let res = vec![
+                Res::Buf(Slot::new(split, &meta, 0, 4 * 68)),
+                Res::Buf(Slot::new(split, &x.buffer, 0, bytes)),
+                Res::Buf(Slot::new(split, &out, 0, bytes)),
+            ];
+            let list = vec![Dispatch::new(&pipe, &p, res, groups_for(bytes / 4))];
+            record(ctx, enc, &list, None)?;
+            drop(list);
+            keep.buffer(meta.clone());
+            keep.buffer(x.buffer.clone());
+            Ok(out)
+        })?;
+        Ok(GpuTensor {
+            dims: x.dims,
+            dtype: x.dtype,
+            buffer,
+            device_id: x.device_id,
+        })
     }
 
     /// Concatenates `inputs` block by block: for each of the `outer` outer indices, input 0's

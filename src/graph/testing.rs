@@ -17,6 +17,30 @@ pub fn conv(rng: &mut Rng, o: usize, i: usize, k: usize, act: Activation) -> Op 
     })
 }
 
+/// A chain of convs whose outputs go straight to activations, over a `2×3×hw×hw` input:
+/// `c1` (3x3) → `clip1` (ReLU6 as a clip) → `c2` (1x1) → `relu` → `c3` (3x3) → `clip2` (to
+/// [-1, 1]), and `add` of `clip2` and `clip1` (the output): what a GPU runs without leaving
+/// the device, then an op on the host.
+pub fn chain_graph(rng: &mut Rng, hw: usize) -> Graph {
+    let node = |b: &mut GraphBuilder, name: &str, op: Op, inputs: &[ValueId]| {
+        b.node(name, op, inputs).expect("a valid node")
+    };
+    let clip = |min, max| Op::Activation(Activation::Clip { min, max });
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", &[2, 3, hw, hw]).expect("a valid input");
+    let c1 = node(&mut b, "c1", conv(rng, 8, 3, 3, Activation::None), &[x]);
+    let k1 = node(&mut b, "clip1", clip(0.0, 6.0), &[c1]);
+    let c2 = node(&mut b, "c2", conv(rng, 8, 8, 1, Activation::None), &[k1]);
+    let r = node(&mut b, "relu", Op::Activation(Activation::Relu), &[c2]);
+    let c3 = node(&mut b, "c3", conv(rng, 8, 8, 3, Activation::None), &[r]);
+    let k2 = node(&mut b, "clip2", clip(-1.0, 1.0), &[c3]);
+    let add = Op::Add {
+        act: Activation::None,
+    };
+    let y = node(&mut b, "add", add, &[k2, k1]);
+    b.build(&[y]).expect("a valid graph")
+}
+
 /// A residual block with pools, a concat and a head, over a `2×3×hw×hw` input: every op kind
 /// (convs with and without a fused ReLU, add + ReLU, max and average pools, concat, clip, a
 /// separate ReLU, adaptive average pool, flatten, linear + ReLU), nodes named `c1`, `c2`,

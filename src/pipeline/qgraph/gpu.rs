@@ -16,24 +16,29 @@
 //!   formula in integer-emulated binary32 (`shaders/graph_pool.wgsl`); the host computes each
 //!   output position's window and f32 multiplier with the reference's expressions.
 //!
-//! Costs: [`QBackend`] hands bytes in and out, so every op uploads its inputs and reads its
-//! output back (one round trip per node). A conv's or linear's GPU layer (packed weights,
-//! epilogue table) is kept by node name and reused while its weights, epilogue and shape are
-//! the same (compared on every call: a name alone does not identify weights across graphs).
-//! The add's tables cost 65536 reference evaluations per path on the host, once per
-//! (qparams, ReLU, path): the backend keeps them.
+//! Costs: [`QBackend`] hands bytes in and out, so through [`QuantizedGraph::run`] every op
+//! uploads its inputs and reads its output back (one round trip per node).
+//! [`GpuBackend::run_resident`] keeps the values of convs, and of the ReLUs and clips that
+//! follow them, on the device (queued, no waiting) and reads back only what the other ops and
+//! the outputs need: the same bits. A conv's or linear's GPU layer (packed weights, epilogue
+//! table) is kept by node name and reused while it is the same layer: the same revision
+//! ([`QConv::revision`]; a linear's epilogue, built per call, is compared), else the same
+//! weights, epilogue and shape (a name alone does not identify weights across graphs). The
+//! add's tables cost 65536 reference evaluations per path on the host, once per (qparams,
+//! ReLU, path): the backend keeps them.
 
 use super::backend::{linear_as_conv, QBackend, QTensor};
 use super::bytes::{clip_table, relu_table, AddTables, ConcatTables};
-use super::{QLinear, QuantizedGraph};
+use super::{check_node_output, node_error, run_node, QLinear, QNode, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
-use crate::gpu::{AvgPoolPlan, GpuContext, GpuConv2d, LutInput};
+use crate::gpu::{AvgPoolPlan, GpuContext, GpuConv2d, GpuTensor, LutInput};
 use crate::pipeline::QConv;
 use crate::quant::WeightQParams;
 use crate::quant::{Epilogue, QDtype, QParams};
 use crate::shape::ConvShape;
+use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,6 +60,8 @@ pub struct GpuBackend {
 /// A GPU layer and what it was built for.
 #[derive(Debug)]
 struct CachedLayer {
+    /// The revision of the conv or linear it was built from (`QConv::revision`).
+    revision: u64,
     w: Vec<i8>,
     w_qp: WeightQParams,
     epi: Epilogue,
@@ -126,32 +133,34 @@ fn qnnpack_avg_plan(
 }
 
 impl GpuBackend {
-    /// [`crate::gpu::conv2d_quantized`] through the layer cache: the layer of `name` is
-    /// rebuilt only when its weights, epilogue or shape changed.
+    /// The GPU layer of `name` for these weights, epilogue and shape, from the cache or built
+    /// now after `check` passes. A cached layer of the same `revision` has the same weights
+    /// and qparams, and the same epilogue where `epi_in_revision` (a conv's); else they are
+    /// compared.
     #[allow(clippy::too_many_arguments)]
-    fn conv_cached(
+    fn layer(
         &mut self,
-        name: &str,
-        x: &[u8],
-        x_qp: &QParams,
+        (name, revision, epi_in_revision): (&str, u64, bool),
         w: &[i8],
         w_qp: &WeightQParams,
         epi: &Epilogue,
         s: &ConvShape,
-    ) -> Result<Vec<u8>> {
+        check: impl FnOnce() -> Result<()>,
+    ) -> Result<Arc<CachedLayer>> {
         let fresh = self.layers.get(name).is_some_and(|c| {
-            c.w == w
-                && c.w_qp == *w_qp
-                && c.epi == *epi
+            let same = c.revision == revision;
+            (same || (c.w == w && c.w_qp == *w_qp))
+                && ((same && epi_in_revision) || c.epi == *epi)
                 && c.shape.weight_dims() == s.weight_dims()
                 && c.shape.params == s.params
         });
         if !fresh {
-            crate::gpu::check_conv2d_args(x, x_qp, w, w_qp, epi, s)?;
+            check()?;
             let layer = GpuConv2d::new(&self.ctx, w, s.weight_dims(), w_qp, epi, s.params)?;
             self.layers.insert(
                 name.to_string(),
                 Arc::new(CachedLayer {
+                    revision,
                     w: w.to_vec(),
                     w_qp: w_qp.clone(),
                     epi: epi.clone(),
@@ -160,7 +169,24 @@ impl GpuBackend {
                 }),
             );
         }
-        let c = &self.layers[name];
+        Ok(self.layers[name].clone())
+    }
+
+    /// [`crate::gpu::conv2d_quantized`] on host bytes through the layer cache (see
+    /// [`GpuBackend::layer`]).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_cached(
+        &mut self,
+        key: (&str, u64, bool),
+        x: &[u8],
+        x_qp: &QParams,
+        w: &[i8],
+        w_qp: &WeightQParams,
+        epi: &Epilogue,
+        s: &ConvShape,
+    ) -> Result<Vec<u8>> {
+        let check = || crate::gpu::check_conv2d_args(x, x_qp, w, w_qp, epi, s);
+        let c = self.layer(key, w, w_qp, epi, s, check)?;
         crate::gpu::conv2d_quantized_with(&self.ctx, &c.layer, x, x_qp, s)
     }
 
@@ -213,7 +239,7 @@ impl QBackend for GpuBackend {
         }
         let s = conv.shape(dims4(x)?)?;
         self.conv_cached(
-            conv.name(),
+            (conv.name(), conv.revision(), true),
             &x.data,
             &x.qp,
             conv.w_q(),
@@ -228,7 +254,8 @@ impl QBackend for GpuBackend {
         let [o, k] = l.w_dims();
         // A linear has no name: its slot is its size (a collision only rebuilds the layer).
         let slot = format!("linear {o}x{k}");
-        self.conv_cached(&slot, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
+        let key = (slot.as_str(), l.revision(), false);
+        self.conv_cached(key, &x.data, &x.qp, l.w_q(), l.w_qp(), &epi, &s)
     }
 
     fn add(
@@ -455,6 +482,196 @@ impl QBackend for GpuBackend {
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>> {
         let t = clip_table(self.engine, &x.qp, min, max)?;
         self.ctx.map_bytes(&x.data, &t)
+    }
+}
+
+/// A value of [`GpuBackend::run_resident`]: its dims and qparams, and its bytes on the device,
+/// on the host or both (each made from the other when first needed).
+struct Resident {
+    dims: Vec<usize>,
+    qp: QParams,
+    dev: Option<GpuTensor>,
+    host: Option<QTensor>,
+}
+
+impl Resident {
+    /// A value on the host only.
+    fn on_host(t: QTensor) -> Resident {
+        Resident {
+            dims: t.dims.clone(),
+            qp: t.qp,
+            dev: None,
+            host: Some(t),
+        }
+    }
+
+    /// The value's bytes on the host, read back now if they are only on the device.
+    fn host(&mut self, ctx: &GpuContext) -> Result<&QTensor> {
+        if self.host.is_none() {
+            let t = self
+                .dev
+                .as_ref()
+                .expect("a value is on the device or the host");
+            self.host = Some(QTensor {
+                data: ctx.read_q(t)?,
+                dims: self.dims.clone(),
+                qp: self.qp,
+            });
+        }
+        Ok(self.host.as_ref().expect("set above"))
+    }
+
+    /// The value on the device, uploaded now if it is only on the host (4-D values only).
+    fn dev(&mut self, ctx: &GpuContext) -> Result<GpuTensor> {
+        if let Some(t) = &self.dev {
+            return Ok(t.clone());
+        }
+        let h = self
+            .host
+            .as_ref()
+            .expect("a value is on the device or the host");
+        let t = ctx.upload_q(&h.data, dims4(h)?, self.qp.dtype)?;
+        self.dev = Some(t.clone());
+        Ok(t)
+    }
+}
+
+impl GpuBackend {
+    /// Runs `q` on this backend's device and returns its outputs, dequantized: bit for bit
+    /// [`QuantizedGraph::run`]'s outputs on this backend, without the round trip per node.
+    /// Convs (and the ReLUs and clips of values on the device) read and write device tensors,
+    /// queued without waiting; every other op runs as [`QBackend`] does, on inputs read back
+    /// when they are on the device only, and its output is uploaded when a conv needs it.
+    /// Only the graph's outputs and the host ops' inputs are read back.
+    pub fn run_resident(
+        &mut self,
+        q: &QuantizedGraph,
+        inputs: &[Tensor<f32>],
+    ) -> Result<Vec<Tensor<f32>>> {
+        let mut values = self.resident_values(q, inputs)?;
+        let ctx = self.ctx.clone();
+        (q.graph.outputs().iter())
+            .map(|o| {
+                let t = values[o.0].host(&ctx)?;
+                Tensor::new(
+                    t.dims.clone(),
+                    crate::quant::dequantize_slice(&t.data, &t.qp),
+                )
+            })
+            .collect()
+    }
+
+    /// [`GpuBackend::run_resident`], every value read back at the end (for tests: the same
+    /// as [`QuantizedGraph::run`]'s `values`).
+    #[doc(hidden)]
+    pub fn run_resident_values(
+        &mut self,
+        q: &QuantizedGraph,
+        inputs: &[Tensor<f32>],
+    ) -> Result<Vec<QTensor>> {
+        let ctx = self.ctx.clone();
+        (self.resident_values(q, inputs)?.into_iter())
+            .map(|mut v| v.host(&ctx).cloned())
+            .collect()
+    }
+
+    /// Every value of `q` run on `inputs` (see [`GpuBackend::run_resident`]).
+    fn resident_values(
+        &mut self,
+        q: &QuantizedGraph,
+        inputs: &[Tensor<f32>],
+    ) -> Result<Vec<Resident>> {
+        let g = &q.graph;
+        let mut values: Vec<Option<Resident>> = (q.quantized_inputs(inputs)?.into_iter())
+            .map(|v| v.map(Resident::on_host))
+            .collect();
+        for (node, qn) in g.nodes().iter().zip(&q.nodes) {
+            let out = q.qps[node.output.0];
+            let dims = g.value(node.output).dims.clone();
+            let v = self
+                .resident_node(&mut values, &node.inputs, qn, out, dims)
+                .map_err(|e| node_error(node, e))?;
+            if let Some(h) = &v.host {
+                check_node_output(node, h.data.len(), &v.dims)?;
+            }
+            values[node.output.0] = Some(v);
+        }
+        Ok(values
+            .into_iter()
+            .map(|v| v.expect("every value is computed"))
+            .collect())
+    }
+
+    /// One node of [`GpuBackend::run_resident`] on `values` (its `inputs` computed), its
+    /// output of qparams `out` and dims `dims`.
+    fn resident_node(
+        &mut self,
+        values: &mut [Option<Resident>],
+        inputs: &[crate::graph::ValueId],
+        qn: &QNode,
+        out: QParams,
+        dims: Vec<usize>,
+    ) -> Result<Resident> {
+        let ctx = self.ctx.clone();
+        let x = values[inputs[0].0].as_mut().expect("inputs come first");
+        let on_device = |dev: GpuTensor| Resident {
+            dims: dims.clone(),
+            qp: out,
+            dev: Some(dev),
+            host: None,
+        };
+        let table = match qn {
+            QNode::Conv2d(conv) => {
+                if x.qp != conv.in_qp() {
+                    return Err(Error::InvalidParameter(format!(
+                        "conv '{}' was converted for input qparams {:?}, got {:?}",
+                        conv.name(),
+                        conv.in_qp(),
+                        x.qp
+                    )));
+                }
+                let xt = x.dev(&ctx)?;
+                let s = conv.shape(xt.dims)?;
+                let key = (conv.name(), conv.revision(), true);
+                let layer = self.layer(key, conv.w_q(), conv.w_qp(), conv.epi(), &s, || Ok(()))?;
+                let y = layer.layer.run(&ctx, &xt, &x.qp)?;
+                if y.dims.as_slice() != dims {
+                    return Err(Error::Shape(format!(
+                        "the conv gave dims {:?}, the graph expects {dims:?}",
+                        y.dims
+                    )));
+                }
+                return Ok(on_device(y));
+            }
+            QNode::Relu if x.dev.is_some() => Some(relu_table(&x.qp)?),
+            QNode::Clip { min, max } if x.dev.is_some() => {
+                Some(clip_table(self.engine, &x.qp, *min, *max)?)
+            }
+            _ => None,
+        };
+        if let Some(table) = table {
+            let xt = x.dev(&ctx)?;
+            return Ok(on_device(ctx.map_tensor(&xt, &table)?));
+        }
+        // A host op: its inputs read back where they are on the device only.
+        for v in inputs {
+            values[v.0]
+                .as_mut()
+                .expect("inputs come first")
+                .host(&ctx)?;
+        }
+        let args: Vec<&QTensor> = (inputs.iter())
+            .map(|v| {
+                let r = values[v.0].as_ref().expect("inputs come first");
+                r.host.as_ref().expect("read back above")
+            })
+            .collect();
+        let data = run_node(self, qn, &args, &out)?;
+        Ok(Resident::on_host(QTensor {
+            data,
+            dims,
+            qp: out,
+        }))
     }
 }
 

@@ -411,6 +411,42 @@ impl QuantizedGraph {
     /// Quantizes the float inputs, runs every node on `backend` and dequantizes the outputs.
     pub fn run(&self, backend: &mut dyn QBackend, inputs: &[Tensor<f32>]) -> Result<GraphRun> {
         let g = &self.graph;
+        let mut values = self.quantized_inputs(inputs)?;
+        for (node, q) in g.nodes().iter().zip(&self.nodes) {
+            let args: Vec<&QTensor> = node
+                .inputs
+                .iter()
+                .map(|v| values[v.0].as_ref().expect("inputs come first"))
+                .collect();
+            let out = self.qps[node.output.0];
+            let dims = g.value(node.output).dims.clone();
+            let data = run_node(backend, q, &args, &out).map_err(|e| node_error(node, e))?;
+            check_node_output(node, data.len(), &dims)?;
+            values[node.output.0] = Some(QTensor {
+                data,
+                dims,
+                qp: out,
+            });
+        }
+        let values: Vec<QTensor> = values
+            .into_iter()
+            .map(|v| v.expect("every value is computed"))
+            .collect();
+        let outputs = g
+            .outputs()
+            .iter()
+            .map(|o| {
+                let t = &values[o.0];
+                Tensor::new(t.dims.clone(), quant::dequantize_slice(&t.data, &t.qp))
+            })
+            .collect::<Result<_>>()?;
+        Ok(GraphRun { values, outputs })
+    }
+
+    /// The graph inputs checked (count, dims, finite values) and quantized, at their values'
+    /// places; every other value `None`.
+    fn quantized_inputs(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Option<QTensor>>> {
+        let g = &self.graph;
         if inputs.len() != g.inputs().len() {
             return Err(Error::Graph {
                 at: "graph".into(),
@@ -435,46 +471,7 @@ impl QuantizedGraph {
                 qp,
             });
         }
-        for (node, q) in g.nodes().iter().zip(&self.nodes) {
-            let args: Vec<&QTensor> = node
-                .inputs
-                .iter()
-                .map(|v| values[v.0].as_ref().expect("inputs come first"))
-                .collect();
-            let out = self.qps[node.output.0];
-            let dims = g.value(node.output).dims.clone();
-            let data = run_node(backend, q, &args, &out).map_err(|e| Error::Graph {
-                at: format!("node '{}' ({})", node.name, node.op.kind()),
-                message: e.to_string(),
-            })?;
-            if data.len() != dims.iter().product::<usize>() {
-                return Err(Error::Graph {
-                    at: format!("node '{}' ({})", node.name, node.op.kind()),
-                    message: format!(
-                        "the backend returned {} values for dims {dims:?}",
-                        data.len()
-                    ),
-                });
-            }
-            values[node.output.0] = Some(QTensor {
-                data,
-                dims,
-                qp: out,
-            });
-        }
-        let values: Vec<QTensor> = values
-            .into_iter()
-            .map(|v| v.expect("every value is computed"))
-            .collect();
-        let outputs = g
-            .outputs()
-            .iter()
-            .map(|o| {
-                let t = &values[o.0];
-                Tensor::new(t.dims.clone(), quant::dequantize_slice(&t.data, &t.qp))
-            })
-            .collect::<Result<_>>()?;
-        Ok(GraphRun { values, outputs })
+        Ok(values)
     }
 
     /// The value named `name`.
@@ -514,6 +511,25 @@ pub fn memory_formats(g: &Graph) -> Vec<MemoryFormat> {
         };
     }
     f
+}
+
+/// `e` as an error of `node`, naming it and its op.
+fn node_error(node: &crate::graph::Node, e: Error) -> Error {
+    Error::Graph {
+        at: format!("node '{}' ({})", node.name, node.op.kind()),
+        message: e.to_string(),
+    }
+}
+
+/// An error unless a backend's output of `len` values fits `node`'s output dims.
+fn check_node_output(node: &crate::graph::Node, len: usize, dims: &[usize]) -> Result<()> {
+    if len != dims.iter().product::<usize>() {
+        return Err(Error::Graph {
+            at: format!("node '{}' ({})", node.name, node.op.kind()),
+            message: format!("the backend returned {len} values for dims {dims:?}"),
+        });
+    }
+    Ok(())
 }
 
 fn run_node(b: &mut dyn QBackend, q: &QNode, args: &[&QTensor], out: &QParams) -> Result<Vec<u8>> {
