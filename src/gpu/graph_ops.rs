@@ -378,6 +378,73 @@ impl GpuContext {
         Ok(out)
     }
 
+    /// Elementwise `y = tables[t][a * 256 + b]` on the device over every stored byte of two
+    /// tensors of the same dims (the padding bytes that end their planes too, which no kernel
+    /// reads), one table for all: `t = 1` when `second`, else 0; `y` holds `dtype` values.
+    /// Queued like [`GpuContext::map_tensor`]; tensors larger than one storage binding go
+    /// through the host.
+    pub fn binary_tensors(
+        &self,
+        (a, b): (&GpuTensor, &GpuTensor),
+        tables: &[u8],
+        second: bool,
+        dtype: QDtype,
+    ) -> Result<GpuTensor> {
+        let ctx = &self.enter()?;
+        ctx.check_same(a.device_id, "binary_tensors")?;
+        ctx.check_same(b.device_id, "binary_tensors")?;
+        if a.dims != b.dims || tables.len() != 2 << 16 {
+            return Err(Error::Shape(format!(
+                "binary op: inputs of dims {:?} and {:?}, {} table bytes (two tables of 65536 \
+                 expected)",
+                a.dims,
+                b.dims,
+                tables.len()
+            )));
+        }
+        let bytes = packed_bytes(a.dims);
+        let split = ctx.split();
+        let fits = |n: u64| n <= split.max_binding && n <= u32::MAX as u64;
+        if !fits(bytes) || !fits(tables.len() as u64) {
+            let (ha, hb) = (self.read_q(a)?, self.read_q(b)?);
+            let at = if second { 0 } else { ha.len() };
+            let y = self.binary_bytes(&ha, &hb, tables, at)?;
+            return self.upload_q(&y, a.dims, dtype);
+        }
+        let p = GraphAddParams {
+            total: bytes as u32,
+            split: if second { 0 } else { bytes as u32 },
+            _pad: [0; 2],
+        };
+        let tab = ctx.pooled_buffer_init(tables, "squint add tables")?;
+        let buffer = ctx.encode(
+            "adding two tensors through byte-pair tables",
+            |enc, keep| {
+                let pipe = ctx.pipeline(Kernel::GraphAdd, &[])?;
+                let out = ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint packed tensor")?;
+                let res = vec![
+                    Res::Buf(Slot::new(split, &tab, 0, tables.len() as u64)),
+                    Res::Buf(Slot::new(split, &a.buffer, 0, bytes)),
+                    Res::Buf(Slot::new(split, &b.buffer, 0, bytes)),
+                    Res::Buf(Slot::new(split, &out, 0, bytes)),
+                ];
+                let list = vec![Dispatch::new(&pipe, &p, res, groups_for(bytes / 4))];
+                record(ctx, enc, &list, None)?;
+                drop(list);
+                keep.buffer(tab.clone());
+                keep.buffer(a.buffer.clone());
+                keep.buffer(b.buffer.clone());
+                Ok(out)
+            },
+        )?;
+        Ok(GpuTensor {
+            dims: a.dims,
+            dtype,
+            buffer,
+            device_id: a.device_id,
+        })
+    }
+
     /// Max pooling of NCHW stored bytes `x` (`dims`, `dtype`) with window `p`: taps outside
     /// the input are skipped, or clamped into it when `clamp_taps` (QNNPACK). Fails when some
     /// output has no tap inside the input.

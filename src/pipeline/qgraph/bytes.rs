@@ -309,8 +309,27 @@ impl AddTables {
                 a.dims
             )));
         }
+        let qps = [a.qp, b.qp, *out];
+        self.plan_for(engine, isa, &a.dims, qps, relu, formats, eager)
+    }
+
+    /// [`AddTables::plan`] for inputs of `dims` (both) without their bytes; `qps` are the
+    /// inputs' and the output's qparams.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn plan_for(
+        &mut self,
+        engine: QEngine,
+        isa: CpuCapability,
+        dims: &[usize],
+        qps: [QParams; 3],
+        relu: bool,
+        formats: [MemoryFormat; 2],
+        eager: bool,
+    ) -> Result<Option<AddPlan>> {
+        let n: usize = dims.iter().product();
+        let [aq, bq, out] = qps;
         // Inputs of different layouts take the scalar path everywhere (x86 engine).
-        let (format, isa) = match r::add::x86_add_path(&a.dims, formats) {
+        let (format, isa) = match r::add::x86_add_path(dims, formats) {
             r::add::X86AddPath::InOrder(f) => (f, isa),
             r::add::X86AddPath::AllScalar => (MemoryFormat::Contiguous, CpuCapability::Default),
         };
@@ -321,7 +340,7 @@ impl AddTables {
         let split = lanes.map_or(n, |l| n / (2 * l) * (2 * l));
         let key = AddKey {
             engine,
-            qps: [a.qp, b.qp, *out],
+            qps,
             relu,
             isa,
         };
@@ -337,7 +356,7 @@ impl AddTables {
                 }
                 let (pa, pb): (Vec<u8>, Vec<u8>) =
                     (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
-                let run = |isa| r::add::add(engine, isa, &pa, &a.qp, &pb, &b.qp, out, relu);
+                let run = |isa| r::add::add(engine, isa, &pa, &aq, &pb, &bq, &out, relu);
                 let tables = match lanes {
                     Some(lanes) => {
                         // 65536 is a multiple of 2 * lanes: every pair takes the vector path.
@@ -359,7 +378,7 @@ impl AddTables {
                 t
             }
         };
-        let nhwc = match (format, <[usize; 4]>::try_from(a.dims.as_slice())) {
+        let nhwc = match (format, <[usize; 4]>::try_from(dims)) {
             (MemoryFormat::ChannelsLast, Ok(d)) if split < n => Some(d),
             _ => None,
         };

@@ -18,9 +18,9 @@
 //!
 //! Costs: [`QBackend`] hands bytes in and out, so through [`QuantizedGraph::run`] every op
 //! uploads its inputs and reads its output back (one round trip per node).
-//! [`GpuBackend::run_resident`] keeps the values of convs, and of the ReLUs and clips that
-//! follow them, on the device (queued, no waiting) and reads back only what the other ops and
-//! the outputs need: the same bits. A conv's or linear's GPU layer (packed weights, epilogue
+//! [`GpuBackend::run_resident`] keeps the values of convs, and of the ReLUs, clips and adds
+//! that follow them, on the device (queued, no waiting) and reads back only what the other
+//! ops and the outputs need: the same bits. A conv's or linear's GPU layer (packed weights, epilogue
 //! table) is kept by node name and reused while it is the same layer: the same revision
 //! ([`QConv::revision`]; a linear's epilogue, built per call, is compared), else the same
 //! weights, epilogue and shape (a name alone does not identify weights across graphs). The
@@ -539,10 +539,11 @@ impl Resident {
 impl GpuBackend {
     /// Runs `q` on this backend's device and returns its outputs, dequantized: bit for bit
     /// [`QuantizedGraph::run`]'s outputs on this backend, without the round trip per node.
-    /// Convs (and the ReLUs and clips of values on the device) read and write device tensors,
-    /// queued without waiting; every other op runs as [`QBackend`] does, on inputs read back
-    /// when they are on the device only, and its output is uploaded when a conv needs it.
-    /// Only the graph's outputs and the host ops' inputs are read back.
+    /// Convs, and the ReLUs, clips and adds of values on the device (adds where one path of
+    /// ATen's covers the whole tensor), read and write device tensors, queued without
+    /// waiting; every other op runs as [`QBackend`] does, on inputs read back when they are
+    /// on the device only, and its output is uploaded when a conv needs it. Only the graph's
+    /// outputs and the host ops' inputs are read back.
     pub fn run_resident(
         &mut self,
         q: &QuantizedGraph,
@@ -602,6 +603,44 @@ impl GpuBackend {
             .collect())
     }
 
+    /// The add of `inputs` (see [`QBackend::add`]) on the device, where both are there with the
+    /// same 4-D dims and one path of ATen's adds every element (no vector/scalar split inside
+    /// the tensor, as for every tensor whose size is a multiple of the vector loop's step):
+    /// then the memory order does not matter. `None` otherwise.
+    fn add_on_device(
+        &mut self,
+        values: &[Option<Resident>],
+        inputs: &[crate::graph::ValueId],
+        out: QParams,
+        relu: bool,
+        formats: [MemoryFormat; 2],
+    ) -> Result<Option<GpuTensor>> {
+        let (a, b) = (&values[inputs[0].0], &values[inputs[1].0]);
+        let (Some(a), Some(b)) = (a, b) else {
+            return Ok(None);
+        };
+        let (Some(ta), Some(tb)) = (&a.dev, &b.dev) else {
+            return Ok(None);
+        };
+        if a.dims != b.dims {
+            return Ok(None);
+        }
+        let qps = [a.qp, b.qp, out];
+        let (engine, isa) = (self.engine, self.isa);
+        let Some(plan) =
+            (self.add_tables).plan_for(engine, isa, &a.dims, qps, relu, formats, true)?
+        else {
+            return Ok(None);
+        };
+        let n: usize = a.dims.iter().product();
+        if plan.split != 0 && plan.split < n {
+            return Ok(None);
+        }
+        let second = plan.split == 0;
+        let y = (self.ctx).binary_tensors((ta, tb), &plan.tables, second, out.dtype)?;
+        Ok(Some(y))
+    }
+
     /// One node of [`GpuBackend::run_resident`] on `values` (its `inputs` computed), its
     /// output of qparams `out` and dims `dims`.
     fn resident_node(
@@ -613,13 +652,18 @@ impl GpuBackend {
         dims: Vec<usize>,
     ) -> Result<Resident> {
         let ctx = self.ctx.clone();
-        let x = values[inputs[0].0].as_mut().expect("inputs come first");
         let on_device = |dev: GpuTensor| Resident {
             dims: dims.clone(),
             qp: out,
             dev: Some(dev),
             host: None,
         };
+        if let (QNode::Add { relu, formats }, [_, _]) = (qn, inputs) {
+            if let Some(y) = self.add_on_device(values, inputs, out, *relu, *formats)? {
+                return Ok(on_device(y));
+            }
+        }
+        let x = values[inputs[0].0].as_mut().expect("inputs come first");
         let table = match qn {
             QNode::Conv2d(conv) => {
                 if x.qp != conv.in_qp() {
