@@ -35,28 +35,12 @@ impl Graph {
         inputs: &[Tensor<f32>],
         mut visit: impl FnMut(ValueId, &mut Tensor<f32>) -> Result<()>,
     ) -> Result<Vec<Tensor<f32>>> {
-        if inputs.len() != self.inputs().len() {
-            return Err(Error::Graph {
-                at: "graph".into(),
-                message: format!(
-                    "takes {} input(s), got {}",
-                    self.inputs().len(),
-                    inputs.len()
-                ),
-            });
-        }
+        self.check_inputs(inputs)?;
         let plan = BufferPlan::new(self);
         let packed = self.packed_convs()?;
         let mut live: Vec<Option<Tensor<f32>>> = vec![None; self.values().len()];
         for (&id, x) in self.inputs().iter().zip(inputs) {
-            let v = self.value(id);
-            if x.dims != v.dims {
-                return Err(Error::Shape(format!(
-                    "graph input '{}' must have dims {:?}, got {:?}",
-                    v.name, v.dims, x.dims
-                )));
-            }
-            crate::quant::check_finite(&x.data, &v.name)?;
+            crate::quant::check_finite(&x.data, &self.value(id).name)?;
             let mut x = x.clone();
             visit(id, &mut x)?;
             live[id.0] = Some(x);

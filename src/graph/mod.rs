@@ -206,6 +206,26 @@ impl Graph {
         &self.inputs
     }
 
+    /// An error unless `inputs` are one tensor per graph input, each of its input's dims.
+    pub fn check_inputs(&self, inputs: &[crate::tensor::Tensor<f32>]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Graph {
+                at: "graph".into(),
+                message: format!("takes {} input(s), got {}", self.inputs.len(), inputs.len()),
+            });
+        }
+        for (&id, x) in self.inputs.iter().zip(inputs) {
+            let v = self.value(id);
+            if x.dims != v.dims {
+                return Err(Error::Shape(format!(
+                    "graph input '{}' must have dims {:?}, got {:?}",
+                    v.name, v.dims, x.dims
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The graph outputs.
     pub fn outputs(&self) -> &[ValueId] {
         &self.outputs

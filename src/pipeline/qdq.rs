@@ -568,21 +568,9 @@ fn run_model(
     backend: &mut dyn QdqBackend,
 ) -> Result<QdqRun> {
     let g = &m.graph;
-    if inputs.len() != g.inputs().len() {
-        return Err(Error::Graph {
-            at: "graph".into(),
-            message: format!("takes {} input(s), got {}", g.inputs().len(), inputs.len()),
-        });
-    }
+    g.check_inputs(inputs)?;
     let mut values: Vec<Option<Vec<u8>>> = vec![None; g.values().len()];
     for (&id, x) in g.inputs().iter().zip(inputs) {
-        let v = g.value(id);
-        if x.dims != v.dims {
-            return Err(Error::Shape(format!(
-                "graph input '{}' must have dims {:?}, got {:?}",
-                v.name, v.dims, x.dims
-            )));
-        }
         let qp = qparams[id.0];
         let axis = ort::qdq::AxisQParams {
             scales: vec![qp.scale],

@@ -476,6 +476,18 @@ impl QConv {
         self.source
     }
 
+    /// An error unless `x_qp` are the input qparams this layer was converted for (its epilogue
+    /// holds them).
+    pub fn check_input_qp(&self, x_qp: &QParams) -> Result<()> {
+        if *x_qp != self.in_qp {
+            return Err(Error::InvalidParameter(format!(
+                "conv '{}' was converted for input qparams {:?}, got {:?}",
+                self.name, self.in_qp, x_qp
+            )));
+        }
+        Ok(())
+    }
+
     /// A process-unique number of this layer's contents: two layers of one revision (a layer
     /// and its clones) have the same weights, qparams and epilogue. Backends key their packed
     /// layers by it, so that finding a layer does not compare its weights.

@@ -112,14 +112,7 @@ impl ReferenceBackend {
 
 impl QBackend for ReferenceBackend {
     fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>> {
-        if x.qp != conv.in_qp() {
-            return Err(Error::InvalidParameter(format!(
-                "conv '{}' was converted for input qparams {:?}, got {:?}",
-                conv.name(),
-                conv.in_qp(),
-                x.qp
-            )));
-        }
+        conv.check_input_qp(&x.qp)?;
         let s = conv.shape(x.dims4()?)?;
         r::conv2d_quantized(&x.data, &x.qp, conv.w_q(), conv.w_qp(), conv.epi(), &s)
     }

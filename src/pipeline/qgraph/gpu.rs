@@ -229,14 +229,7 @@ impl GpuBackend {
 
 impl QBackend for GpuBackend {
     fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>> {
-        if x.qp != conv.in_qp() {
-            return Err(Error::InvalidParameter(format!(
-                "conv '{}' was converted for input qparams {:?}, got {:?}",
-                conv.name(),
-                conv.in_qp(),
-                x.qp
-            )));
-        }
+        conv.check_input_qp(&x.qp)?;
         let s = conv.shape(dims4(x)?)?;
         self.conv_cached(
             (conv.name(), conv.revision(), true),
@@ -666,14 +659,7 @@ impl GpuBackend {
         let x = values[inputs[0].0].as_mut().expect("inputs come first");
         let table = match qn {
             QNode::Conv2d(conv) => {
-                if x.qp != conv.in_qp() {
-                    return Err(Error::InvalidParameter(format!(
-                        "conv '{}' was converted for input qparams {:?}, got {:?}",
-                        conv.name(),
-                        conv.in_qp(),
-                        x.qp
-                    )));
-                }
+                conv.check_input_qp(&x.qp)?;
                 let xt = x.dev(&ctx)?;
                 let s = conv.shape(xt.dims)?;
                 let key = (conv.name(), conv.revision(), true);

@@ -447,21 +447,10 @@ impl QuantizedGraph {
     /// places; every other value `None`.
     fn quantized_inputs(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Option<QTensor>>> {
         let g = &self.graph;
-        if inputs.len() != g.inputs().len() {
-            return Err(Error::Graph {
-                at: "graph".into(),
-                message: format!("takes {} input(s), got {}", g.inputs().len(), inputs.len()),
-            });
-        }
+        g.check_inputs(inputs)?;
         let mut values: Vec<Option<QTensor>> = vec![None; g.values().len()];
         for (&id, x) in g.inputs().iter().zip(inputs) {
             let v = g.value(id);
-            if x.dims != v.dims {
-                return Err(Error::Shape(format!(
-                    "graph input '{}' must have dims {:?}, got {:?}",
-                    v.name, v.dims, x.dims
-                )));
-            }
             quant::check_finite(&x.data, &v.name)?;
             let qp = self.qps[id.0];
             values[id.0] = Some(QTensor {
