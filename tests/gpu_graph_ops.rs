@@ -756,6 +756,33 @@ fn bad_inputs_are_errors_not_panics() {
     }
 }
 
+/// Values on the device larger than one storage binding (128 KiB bindings, which the add's
+/// two tables just fit; 147 456-byte tensors): their maps and adds go through the host, the
+/// convs run by row bands; every value equal to the reference.
+#[test]
+fn resident_values_larger_than_a_binding_equal_the_reference() {
+    for qc in [QConfig::x86(), QConfig::qnnpack()] {
+        let mut rng = squint::rng::Rng::new(21);
+        let g = squint::graph::testing::chain_graph(&mut rng, 96);
+        let mut p = PreparedGraph::new(g, qc).unwrap();
+        let dims = [2, 3, 96, 96];
+        let batch = |r: &mut squint::rng::Rng| {
+            Tensor::new(dims.to_vec(), r.normal_vec(dims.iter().product(), 1.0)).unwrap()
+        };
+        p.calibrate(&[batch(&mut rng)]).unwrap();
+        let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+        let x = [batch(&mut rng)];
+        let want = q.run(&mut ReferenceBackend::new(&q), &x).unwrap();
+        for ctx in gpu_contexts() {
+            let small = ctx.with_split_limits(1 << 17, 65535);
+            let got = GpuBackend::new(small, &q)
+                .run_resident_values(&q, &x)
+                .unwrap();
+            assert!(got == want.values, "{}", ctx.adapter_report().summary());
+        }
+    }
+}
+
 /// Whole graphs on every adapter, node by node through [`GpuBackend`]'s round trips and with
 /// the values kept on the device (`run_resident`): the residual block of every op kind, and
 /// a chain of convs into clips, a ReLU and an add (the device's own byte-table maps and

@@ -96,11 +96,13 @@ pub(crate) struct ConvGeometry {
 /// The tiled GEMM kernel splits K into parallel slices when a run has fewer workgroups than
 /// this (and enough chunks). A GPU holds several workgroups per multiprocessor (an NVIDIA
 /// H200 has 132), while one image of a 3x3 conv of 256 channels on 14x14 pixels is 16
-/// workgroups of 18 chunks each, which run their K loops one chunk after another.
+/// workgroups of 18 chunks each, which run their K loops one chunk after another: on an
+/// H200, 86 µs in the conv kernel unsplit, 22.5 µs in 9 slices (README, Benchmarks).
 pub(crate) const PARALLEL_K_WORKGROUPS: u64 = 256;
 
-/// The fewest chunks of K in an automatic parallel slice: fewer would spend more on the
-/// partial sums and the reduce than the K loop saves.
+/// The fewest chunks of K in an automatic parallel slice. Measured on an H200: slices of one
+/// chunk ran that 3x3 256-channel conv in 38.5 µs against 31.6 µs for slices of two (layer
+/// times), and a 3x3 64-channel conv on 56x56 pixels 7% faster.
 pub(crate) const PARALLEL_K_MIN_CHUNKS: u64 = 2;
 
 /// Parallel slices of K (see [`ConvGeometry::parallel_k`]).

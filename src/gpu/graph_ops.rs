@@ -2,8 +2,9 @@
 //! clamp), binary byte tables (add), max and average pooling.
 //!
 //! The kernels know nothing of models or engines: they take stored bytes, dims and integer
-//! constants (byte tables, window rectangles, f32 bit patterns). Every op uploads its inputs,
-//! runs one dispatch and reads the output back. No float arithmetic runs on the GPU: the byte
+//! constants (byte tables, window rectangles, f32 bit patterns). Every `*_bytes` op uploads its
+//! inputs, runs one dispatch and reads the output back; [`GpuContext::map_tensor`] and
+//! [`GpuContext::binary_tensors`] read and write device tensors, queued without waiting. No float arithmetic runs on the GPU: the byte
 //! tables are computed on the host with the CPU formula, and the average pools' float steps
 //! use the integer-emulated binary32 of `shaders/common.wgsl`.
 //!
