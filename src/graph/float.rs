@@ -46,6 +46,20 @@ impl Graph {
             live[id.0] = Some(x);
         }
         for (step, node) in self.nodes().iter().enumerate() {
+            // An activation, reshape or same-dims add whose first input is read for the last
+            // time here reuses that input's buffer (same values as `eval_node`, no copy).
+            if let Some(data) = in_place(node, step, &plan, &mut live) {
+                let dims = self.value(node.output).dims.clone();
+                let mut y = Tensor::new(dims, data)?;
+                visit(node.output, &mut y)?;
+                live[node.output.0] = Some(y);
+                for v in &node.inputs {
+                    if plan.last_use[v.0] == Some(step) {
+                        live[v.0] = None;
+                    }
+                }
+                continue;
+            }
             let args: Vec<&Tensor<f32>> = node
                 .inputs
                 .iter()
@@ -91,7 +105,45 @@ fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2dParams) -> PoolGeome
     }
 }
 
-/// One node on already-checked dims (the graph inferred `out_dims` from the inputs' dims).
+/// The output of `node` (step `step` of `plan`) computed in its first input's buffer, taken
+/// from `live`, where the node is an activation, a flatten or reshape, or an add of two
+/// inputs of the same dims, and that input is read for the last time here (and is not also
+/// its second input); `None` otherwise (nothing taken). The same values as [`eval_node`].
+fn in_place(
+    node: &Node,
+    step: usize,
+    plan: &BufferPlan,
+    live: &mut [Option<Tensor<f32>>],
+) -> Option<Vec<f32>> {
+    let first = node.inputs[0];
+    let dies = plan.last_use[first.0] == Some(step);
+    let second = node.inputs.get(1).copied();
+    let fits = match &node.op {
+        Op::Activation(_) | Op::Flatten { .. } | Op::Reshape { .. } => true,
+        Op::Add { .. } => second.is_some_and(|b| {
+            b != first
+                && live[b.0].as_ref().map(|t| &t.dims) == live[first.0].as_ref().map(|t| &t.dims)
+        }),
+        _ => false,
+    };
+    if !dies || !fits {
+        return None;
+    }
+    let mut y = live[first.0].take()?.data;
+    match &node.op {
+        Op::Activation(a) => a.apply_slice(&mut y),
+        Op::Add { act } => {
+            let b = live[second?.0].as_ref()?;
+            for (a, &b) in y.iter_mut().zip(&b.data) {
+                *a += b;
+            }
+            act.apply_slice(&mut y);
+        }
+        _ => {}
+    }
+    Some(y)
+}
+
 /// The float weights of a graph's convs packed once for the fast kernels
 /// ([`fast::PackedConvF32`]), one slot per node, filled on the graph's first float run.
 /// Derived from the nodes, so it never makes two graphs differ.
@@ -135,7 +187,8 @@ impl Graph {
     }
 }
 
-fn eval_node(
+/// One node on already-checked dims (the graph inferred `out_dims` from the inputs' dims).
+pub(super) fn eval_node(
     node: &Node,
     packed: Option<&fast::PackedConvF32>,
     args: &[&Tensor<f32>],

@@ -231,6 +231,40 @@ fn float_residual_block_equals_the_ops_done_by_hand() {
     assert_eq!(seen.len(), 6);
 }
 
+/// Float runs compute activations, reshapes and adds in the buffer of an input read for the
+/// last time: every value of the run equals its node evaluated alone on copies of its inputs.
+#[test]
+fn float_values_computed_in_place_equal_each_node_evaluated_alone() {
+    let mut rng = crate::rng::Rng::new(5);
+    let graphs = [
+        testing::block_graph(&mut rng, 8),
+        testing::chain_graph(&mut rng, 9),
+    ];
+    for g in &graphs {
+        let dims = g.value(g.inputs()[0]).dims.clone();
+        let x = Tensor::new(dims.clone(), rng.normal_vec(dims.iter().product(), 1.0)).unwrap();
+        let mut seen: Vec<Option<Tensor<f32>>> = vec![None; g.values().len()];
+        g.run_f32_visit(std::slice::from_ref(&x), |v, y| {
+            seen[v.0] = Some(y.clone());
+            Ok(())
+        })
+        .unwrap();
+        for node in g.nodes() {
+            let args: Vec<&Tensor<f32>> = (node.inputs.iter())
+                .map(|v| seen[v.0].as_ref().unwrap())
+                .collect();
+            let out = &g.value(node.output).dims;
+            let want = float::eval_node(node, None, &args, out).unwrap();
+            let got = &seen[node.output.0].as_ref().unwrap().data;
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && got.len() == want.len(), "node '{}'", node.name);
+        }
+    }
+}
+
 #[test]
 fn float_avg_pool_divides_by_the_window_clipped_as_pytorch_does() {
     // 1x1x3x3 of ones, 3x3 window, stride 1, padding 1: the corner window holds 4 inputs and
