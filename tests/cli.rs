@@ -342,12 +342,15 @@ fn quantize_and_run_an_onnx_resnet_matches_pytorch_eager() {
     assert!(!bad.exists());
 }
 
-#[test]
-fn bench_of_an_onnx_model_times_float_and_int8_paths() {
+/// `squint bench --json --runs 1 ARGS --model` on the tiny MobileNet and its input: the
+/// report, and the path of each result.
+fn bench_tiny_mobilenet(args: &[&str]) -> (Value, Vec<String>) {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
     let out = run_ok(
         squint()
-            .args(["bench", "--json", "--no-gpu", "--runs", "1", "--model"])
+            .args(["bench", "--json", "--runs", "1"])
+            .args(args)
+            .arg("--model")
             .arg(d.join("model_bn.onnx"))
             .arg("--input")
             .arg(d.join("input.npy"))
@@ -355,12 +358,15 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
             .arg(d.join("calib.npy")),
     );
     let v: Value = serde_json::from_str(&out).unwrap();
-    let paths: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
+    let paths = (v["results"].as_array().unwrap().iter())
+        .map(|r| r["path"].as_str().unwrap().to_string())
         .collect();
+    (v, paths)
+}
+
+#[test]
+fn bench_of_an_onnx_model_times_float_and_int8_paths() {
+    let (v, paths) = bench_tiny_mobilenet(&["--no-gpu"]);
     assert_eq!(
         paths,
         ["float32 cpu", "int8 cpu-reference", "int8 cpu-fast"]
@@ -368,58 +374,15 @@ fn bench_of_an_onnx_model_times_float_and_int8_paths() {
     assert!(v["results"][2]["ms"].as_f64().unwrap() > 0.0);
     // --threads runs every CPU path on that many threads (and says so); --no-reference
     // drops the reference row.
-    let out = run_ok(
-        squint()
-            .args([
-                "bench",
-                "--json",
-                "--no-gpu",
-                "--runs",
-                "1",
-                "--threads",
-                "1",
-            ])
-            .arg("--no-reference")
-            .arg("--model")
-            .arg(d.join("model_bn.onnx"))
-            .arg("--input")
-            .arg(d.join("input.npy")),
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let (v, paths) = bench_tiny_mobilenet(&["--no-gpu", "--threads", "1", "--no-reference"]);
     assert_eq!(v["threads"], 1);
-    let paths: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
     assert_eq!(paths, ["float32 cpu", "int8 cpu-fast"]);
     // With a GPU: the run with the values on the device, and node by node.
     if !has_gpu() {
         assert!(!gpu_required(), "SQUINT_REQUIRE_GPU=1 and no GPU adapter");
         return;
     }
-    let out = run_ok(
-        squint()
-            .args([
-                "bench",
-                "--json",
-                "--runs",
-                "1",
-                "--no-reference",
-                "--model",
-            ])
-            .arg(d.join("model_bn.onnx"))
-            .arg("--input")
-            .arg(d.join("input.npy")),
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let paths: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
+    let (_, paths) = bench_tiny_mobilenet(&["--no-reference"]);
     assert_eq!(paths.len(), 4, "{paths:?}");
     assert!(paths[2].starts_with("int8 gpu ("), "{paths:?}");
     assert!(paths[3].starts_with("int8 gpu node by node ("), "{paths:?}");

@@ -46,37 +46,30 @@ impl Graph {
             live[id.0] = Some(x);
         }
         for (step, node) in self.nodes().iter().enumerate() {
+            let dims = self.value(node.output).dims.clone();
             // An activation, reshape or same-dims add whose first input is read for the last
             // time here reuses that input's buffer (same values as `eval_node`, no copy).
-            if let Some(data) = in_place(node, step, &plan, &mut live) {
-                let dims = self.value(node.output).dims.clone();
-                let mut y = Tensor::new(dims, data)?;
-                visit(node.output, &mut y)?;
-                live[node.output.0] = Some(y);
-                for v in &node.inputs {
-                    if plan.last_use[v.0] == Some(step) {
-                        live[v.0] = None;
-                    }
+            let data = match in_place(node, step, &plan, &mut live) {
+                Some(data) => data,
+                None => {
+                    let args: Vec<&Tensor<f32>> = node
+                        .inputs
+                        .iter()
+                        .map(|v| {
+                            live[v.0]
+                                .as_ref()
+                                .expect("inputs are live until their last reader")
+                        })
+                        .collect();
+                    crate::tensor::check_host_alloc(
+                        dims.iter().product(),
+                        4,
+                        &format!("the output of node '{}'", node.name),
+                    )?;
+                    eval_node(node, packed[step].as_ref(), &args, &dims)
+                        .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?
                 }
-                continue;
-            }
-            let args: Vec<&Tensor<f32>> = node
-                .inputs
-                .iter()
-                .map(|v| {
-                    live[v.0]
-                        .as_ref()
-                        .expect("inputs are live until their last reader")
-                })
-                .collect();
-            let dims = self.value(node.output).dims.clone();
-            crate::tensor::check_host_alloc(
-                dims.iter().product(),
-                4,
-                &format!("the output of node '{}'", node.name),
-            )?;
-            let data = eval_node(node, packed[step].as_ref(), &args, &dims)
-                .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?;
+            };
             let mut y = Tensor::new(dims, data)?;
             visit(node.output, &mut y)?;
             live[node.output.0] = Some(y);
