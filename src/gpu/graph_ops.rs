@@ -18,9 +18,11 @@ use super::buffers::{
 };
 use super::context::GpuContext;
 use super::kernels::{GraphAddParams, GraphLutParams, GraphPoolParams, Kernel};
+use super::pool::PooledBuffer;
 use crate::cpu::reference::pool::Pool2dParams;
 use crate::error::{Error, Result};
 use crate::quant::QDtype;
+use std::sync::Arc;
 
 /// One input of [`GpuContext::concat_bytes`]: its stored bytes, its elements per outer index,
 /// and the table its bytes go through.
@@ -112,6 +114,35 @@ fn window_table(
     tab.extend(cols.iter().flatten());
     tab.extend(per_output.iter().map(|m| m.to_bits()));
     Ok(tab)
+}
+
+/// Queues one dispatch of `kernel` (`what` it does, for errors) with the uniform `params`,
+/// reading `inputs` (buffers and the bytes of each bound) and writing a new buffer of `bytes`
+/// bytes (returned), one invocation per output word; the inputs are kept until the work is
+/// queued.
+fn queue_bytes_op<P: bytemuck::Pod>(
+    ctx: &GpuContext,
+    (kernel, what): (Kernel, &str),
+    params: &P,
+    inputs: &[(&Arc<PooledBuffer>, u64)],
+    bytes: u64,
+) -> Result<Arc<PooledBuffer>> {
+    let split = ctx.split();
+    ctx.encode(what, |enc, keep| {
+        let pipe = ctx.pipeline(kernel, &[])?;
+        let out = ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint packed tensor")?;
+        let mut res: Vec<Res<'_>> = (inputs.iter())
+            .map(|&(b, n)| Res::Buf(Slot::new(split, b, 0, n)))
+            .collect();
+        res.push(Res::Buf(Slot::new(split, &out, 0, bytes)));
+        let list = vec![Dispatch::new(&pipe, params, res, groups_for(bytes / 4))];
+        record(ctx, enc, &list, None)?;
+        drop(list);
+        for &(b, _) in inputs {
+            keep.buffer(b.clone());
+        }
+        Ok(out)
+    })
 }
 
 fn pack_bytes(b: &[u8]) -> Vec<u8> {
@@ -221,21 +252,9 @@ impl GpuContext {
             n_inputs: 1,
             _pad: 0,
         };
-        let buffer = ctx.encode("mapping a tensor through a byte table", |enc, keep| {
-            let pipe = ctx.pipeline(Kernel::GraphLut, &[])?;
-            let out = ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint packed tensor")?;
-            let res = vec![
-                Res::Buf(Slot::new(split, &meta, 0, 4 * 68)),
-                Res::Buf(Slot::new(split, &x.buffer, 0, bytes)),
-                Res::Buf(Slot::new(split, &out, 0, bytes)),
-            ];
-            let list = vec![Dispatch::new(&pipe, &p, res, groups_for(bytes / 4))];
-            record(ctx, enc, &list, None)?;
-            drop(list);
-            keep.buffer(meta.clone());
-            keep.buffer(x.buffer.clone());
-            Ok(out)
-        })?;
+        let inputs = [(&meta, 4 * 68), (&x.buffer, bytes)];
+        let what = "mapping a tensor through a byte table";
+        let buffer = queue_bytes_op(ctx, (Kernel::GraphLut, what), &p, &inputs, bytes)?;
         Ok(GpuTensor {
             dims: x.dims,
             dtype: x.dtype,
@@ -382,34 +401,34 @@ impl GpuContext {
     /// Elementwise `y = tables[t][a * 256 + b]` on the device over every stored byte of two
     /// tensors of the same dims (the padding bytes that end their planes too, which no kernel
     /// reads), one table for all: `t = 1` when `second`, else 0; `y` holds `dtype` values.
-    /// Queued like [`GpuContext::map_tensor`]; tensors larger than one storage binding go
-    /// through the host.
+    /// `tables`: the two 65536-byte tables as a `[1, 1, 1, 131072]` tensor (uploaded once,
+    /// used by every add of their qparams). Queued like [`GpuContext::map_tensor`]; tensors
+    /// larger than one storage binding go through the host.
     pub fn binary_tensors(
         &self,
         (a, b): (&GpuTensor, &GpuTensor),
-        tables: &[u8],
+        tables: &GpuTensor,
         second: bool,
         dtype: QDtype,
     ) -> Result<GpuTensor> {
         let ctx = &self.enter()?;
-        ctx.check_same(a.device_id, "binary_tensors")?;
-        ctx.check_same(b.device_id, "binary_tensors")?;
-        if a.dims != b.dims || tables.len() != 2 << 16 {
+        for t in [a, b, tables] {
+            ctx.check_same(t.device_id, "binary_tensors")?;
+        }
+        if a.dims != b.dims || tables.dims != [1, 1, 1, 2 << 16] {
             return Err(Error::Shape(format!(
-                "binary op: inputs of dims {:?} and {:?}, {} table bytes (two tables of 65536 \
-                 expected)",
-                a.dims,
-                b.dims,
-                tables.len()
+                "binary op: inputs of dims {:?} and {:?}, tables of dims {:?} ([1, 1, 1, \
+                 131072] expected)",
+                a.dims, b.dims, tables.dims
             )));
         }
-        let bytes = packed_bytes(a.dims);
+        let (bytes, table_bytes) = (packed_bytes(a.dims), packed_bytes(tables.dims));
         let split = ctx.split();
         let fits = |n: u64| n <= split.max_binding && n <= u32::MAX as u64;
-        if !fits(bytes) || !fits(tables.len() as u64) {
+        if !fits(bytes) || !fits(table_bytes) {
             let (ha, hb) = (self.read_q(a)?, self.read_q(b)?);
             let at = if second { 0 } else { ha.len() };
-            let y = self.binary_bytes(&ha, &hb, tables, at)?;
+            let y = self.binary_bytes(&ha, &hb, &self.read_q(tables)?, at)?;
             return self.upload_q(&y, a.dims, dtype);
         }
         let p = GraphAddParams {
@@ -417,27 +436,13 @@ impl GpuContext {
             split: if second { 0 } else { bytes as u32 },
             _pad: [0; 2],
         };
-        let tab = ctx.pooled_buffer_init(tables, "squint add tables")?;
-        let buffer = ctx.encode(
-            "adding two tensors through byte-pair tables",
-            |enc, keep| {
-                let pipe = ctx.pipeline(Kernel::GraphAdd, &[])?;
-                let out = ctx.pooled_buffer(bytes, STORAGE_USAGE, "squint packed tensor")?;
-                let res = vec![
-                    Res::Buf(Slot::new(split, &tab, 0, tables.len() as u64)),
-                    Res::Buf(Slot::new(split, &a.buffer, 0, bytes)),
-                    Res::Buf(Slot::new(split, &b.buffer, 0, bytes)),
-                    Res::Buf(Slot::new(split, &out, 0, bytes)),
-                ];
-                let list = vec![Dispatch::new(&pipe, &p, res, groups_for(bytes / 4))];
-                record(ctx, enc, &list, None)?;
-                drop(list);
-                keep.buffer(tab.clone());
-                keep.buffer(a.buffer.clone());
-                keep.buffer(b.buffer.clone());
-                Ok(out)
-            },
-        )?;
+        let inputs = [
+            (&tables.buffer, table_bytes),
+            (&a.buffer, bytes),
+            (&b.buffer, bytes),
+        ];
+        let what = "adding two tensors through byte-pair tables";
+        let buffer = queue_bytes_op(ctx, (Kernel::GraphAdd, what), &p, &inputs, bytes)?;
         Ok(GpuTensor {
             dims: a.dims,
             dtype,

@@ -55,6 +55,9 @@ pub struct GpuBackend {
     add_tables: AddTables,
     /// The concat inputs' byte tables.
     concat_tables: ConcatTables,
+    /// The adds' tables uploaded for [`GpuBackend::run_resident`], by the host tables they
+    /// hold (the same `Arc` as `add_tables` keeps).
+    device_add_tables: Vec<(Arc<Vec<u8>>, GpuTensor)>,
 }
 
 /// A GPU layer and what it was built for.
@@ -204,6 +207,7 @@ impl GpuBackend {
             layers: HashMap::new(),
             add_tables: AddTables::default(),
             concat_tables: ConcatTables::default(),
+            device_add_tables: Vec::new(),
         }
     }
 
@@ -630,7 +634,21 @@ impl GpuBackend {
             return Ok(None);
         }
         let second = plan.split == 0;
-        let y = (self.ctx).binary_tensors((ta, tb), &plan.tables, second, out.dtype)?;
+        let kept = (self.device_add_tables.iter()).find(|(t, _)| Arc::ptr_eq(t, &plan.tables));
+        let tables = match kept {
+            Some((_, t)) => t.clone(),
+            None => {
+                let dims = [1, 1, 1, plan.tables.len()];
+                let t = self.ctx.upload_q(&plan.tables, dims, QDtype::QUInt8)?;
+                if self.device_add_tables.len() >= 16 {
+                    self.device_add_tables.clear();
+                }
+                self.device_add_tables
+                    .push((plan.tables.clone(), t.clone()));
+                t
+            }
+        };
+        let y = (self.ctx).binary_tensors((ta, tb), &tables, second, out.dtype)?;
         Ok(Some(y))
     }
 
