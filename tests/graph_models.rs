@@ -8,6 +8,7 @@
 //! qparam and every int of every point (observed or inherited) must equal PyTorch's.
 
 use serde_json::Value;
+use squint::cpu::fast::FastConvOptions;
 use squint::cpu::reference::CpuCapability;
 use squint::io::{npy, onnx};
 use squint::pipeline::qgraph::{
@@ -65,6 +66,17 @@ fn check_pinned(model: &str, engine: &str) -> usize {
         .run(&mut FastCpuBackend::new(&q), std::slice::from_ref(&x))
         .unwrap();
     assert_eq!(fast.values, run.values, "{model}/{engine}: fast CPU path");
+    // Run on a worker of a 2-thread pool, every conv split across both threads.
+    let split = FastConvOptions::splitting_small(Some(2));
+    let on_pool = FastCpuBackend::new(&q)
+        .with_options(split)
+        .unwrap()
+        .run(&q, std::slice::from_ref(&x))
+        .unwrap();
+    assert_eq!(
+        on_pool.values, run.values,
+        "{model}/{engine}: fast CPU on a pool"
+    );
     // And every GPU adapter.
     for ctx in squint::gpu::testing::contexts() {
         let name = ctx.adapter_report().summary();

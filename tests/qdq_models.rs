@@ -44,6 +44,11 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
     );
     let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
     assert_eq!(fast.values, want.values, "{model}/{sub}: cpu-fast");
+    let pooled = QdqFastCpu::default().run(&m, xs).unwrap();
+    assert_eq!(
+        pooled.values, want.values,
+        "{model}/{sub}: cpu-fast on a pool"
+    );
     for ctx in common::gpu_contexts() {
         let name = ctx.adapter_report().summary();
         let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();

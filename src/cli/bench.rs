@@ -652,10 +652,10 @@ pub fn run_graph_bench(
     // One backend for every run, as a runtime keeps its layers: the first (untimed) run
     // packs the weights.
     let mut fast = FastCpuBackend::new(&q);
-    q.run(&mut fast, x)?;
+    fast.run(&q, x)?;
     out.push(GraphBenchResult {
         path: "int8 cpu-fast".into(),
-        ms: median_ms(runs, || q.run(&mut fast, x).map(|_| ()))?,
+        ms: median_ms(runs, || fast.run(&q, x).map(|_| ()))?,
     });
     if let Some(opts) = gpu {
         let ctx = GpuContext::open(opts)?;
@@ -704,7 +704,7 @@ pub fn run_qdq_bench(
     let mut fast = QdqFastCpu::default();
     out.push(GraphBenchResult {
         path: "int8 cpu-fast (ORT formulas)".into(),
-        ms: median_ms(runs, || qdq::run(m, x, &mut fast).map(|_| ()))?,
+        ms: median_ms(runs, || fast.run(m, x).map(|_| ()))?,
     });
     if let Some(opts) = gpu {
         let ctx = GpuContext::open(opts)?;

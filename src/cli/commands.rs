@@ -602,7 +602,7 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
             "cpu-reference".to_string(),
         ),
         DeviceKind::CpuFast => (
-            qdq::run(&m, xs, &mut qdq::QdqFastCpu::default())?,
+            qdq::QdqFastCpu::default().run(&m, xs)?,
             "cpu-fast".to_string(),
         ),
         DeviceKind::Gpu => {
@@ -652,7 +652,7 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
             "cpu-reference".to_string(),
         ),
         DeviceKind::CpuFast => (
-            q.run(&mut FastCpuBackend::new(&q), std::slice::from_ref(&x))?,
+            FastCpuBackend::new(&q).run(&q, std::slice::from_ref(&x))?,
             "cpu-fast".to_string(),
         ),
         DeviceKind::Gpu => {

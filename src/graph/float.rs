@@ -14,7 +14,9 @@ use crate::tensor::Tensor;
 impl Graph {
     /// Runs the graph in f32 and returns its outputs.
     pub fn run_f32(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
-        self.run_f32_visit(inputs, |_, _| Ok(()))
+        // On a worker of the global (or current) pool, each conv forks from inside it: see
+        // `cpu::fast::on_pool`.
+        crate::cpu::fast::on_pool(None, || self.run_f32_visit(inputs, |_, _| Ok(())))
     }
 
     /// Runs the graph in f32, showing every value to `visit` as soon as it exists (graph inputs

@@ -269,6 +269,15 @@ pub struct QdqFastCpu {
     layers: HashMap<usize, (LayerKey, PackedConv2d)>,
 }
 
+impl QdqFastCpu {
+    /// Runs `m` on `inputs` ([`run`]) on a worker of the current (or global) thread pool, so
+    /// that each conv forks and joins from inside it (`crate::cpu::fast::on_pool`): the same
+    /// results as `run(m, inputs, self)`.
+    pub fn run(&mut self, m: &QdqModel, inputs: &[Tensor<f32>]) -> Result<QdqRun> {
+        crate::cpu::fast::on_pool(None, || run(m, inputs, self))
+    }
+}
+
 impl QdqBackend for QdqFastCpu {
     fn add_kernel(&self) -> QLinearAddKernel {
         self.add.unwrap_or_else(native_add_kernel)

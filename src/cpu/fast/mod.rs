@@ -184,16 +184,63 @@ impl FastConvOptions {
 
     /// The options a conv of `macs` multiply-adds of the kernel family `grain` runs with: one
     /// thread (the calling one) under the family's [`Grain`] (unless `split_small`), these
-    /// options otherwise. Waking a pool and joining it costs tens of microseconds on a loaded
-    /// or virtual machine (measured: a 1x32x7x7 int8 conv took 2.6 µs on one thread and
-    /// 28–40 µs on two), more than a small layer's whole run. The result never depends on the
-    /// thread count.
+    /// options otherwise. Waking a pool from outside and joining it costs tens of
+    /// microseconds on a loaded or virtual machine (measured: a 1x32x7x7 int8 conv took 2.6
+    /// µs on one thread and 28–40 µs on two), more than a small layer's whole run. A caller
+    /// that already runs on a worker of the pool (a whole model run by [`on_pool`]) forks
+    /// and joins for far less (the idle worker steals half the work, or the caller runs it
+    /// itself), so its grain is [`IN_POOL_GRAIN_DIVISOR`] times smaller. The result never
+    /// depends on the thread count.
     fn for_work(&self, macs: u64, grain: Grain) -> FastConvOptions {
-        if !self.split_small && thread_count(self.threads) > 1 && macs < grain as u64 {
+        if self.split_small || thread_count(self.threads) <= 1 {
+            return self.clone();
+        }
+        let grain = if on_a_worker(self.threads) {
+            grain as u64 / IN_POOL_GRAIN_DIVISOR
+        } else {
+            grain as u64
+        };
+        if macs < grain {
             FastConvOptions::with_threads(1)
         } else {
             self.clone()
         }
+    }
+}
+
+/// How much smaller a [`Grain`] is for a caller already on a worker of the pool its work
+/// runs in. Measured on the MobileNetV2-shaped 224x224 model (`bench --model --threads 2`,
+/// each conv forked from a worker), the int8 run took 3.7 ms with the grains of an outside
+/// caller, 3.1 ms with a quarter of them, 2.8–3.0 ms with a sixteenth, a sixty-fourth or
+/// none (one thread: 3.8 ms); a sixteenth still keeps the smallest layers (a 1x32x7x7 conv)
+/// on the calling thread.
+pub const IN_POOL_GRAIN_DIVISOR: u64 = 16;
+
+/// Whether the calling thread is a worker of the pool that `threads` (see
+/// [`FastConvOptions::threads`]) runs on.
+fn on_a_worker(threads: Option<usize>) -> bool {
+    match threads {
+        None => rayon::current_thread_index().is_some(),
+        Some(1) => false,
+        Some(t) => pool(t).is_ok_and(|p| p.current_thread_index().is_some()),
+    }
+}
+
+/// Runs `f` on a worker of the pool that `threads` (see [`FastConvOptions::threads`]) runs
+/// on, or on the calling thread where that is one already (or `threads` is one). Every
+/// parallel loop `f` starts on that pool then forks and joins from inside it, which costs a
+/// fraction of a join from outside (see [`FastConvOptions::for_work`]): a model's run calls
+/// its ops this way (see `FastCpuBackend::run`). A pool that cannot be built runs `f` here.
+pub fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    match threads {
+        Some(1) => f(),
+        None if rayon::current_thread_index().is_some() => f(),
+        // The current pool (the global one outside any pool).
+        None => rayon::scope(|_| f()),
+        Some(t) => match pool(t) {
+            Ok(p) => p.install(f),
+            Err(_) => f(),
+        },
     }
 }
 
@@ -1089,7 +1136,7 @@ pub fn conv2d_f32(
 
 #[cfg(test)]
 mod tests {
-    use super::{FastConvOptions, Grain};
+    use super::{on_pool, FastConvOptions, Grain, IN_POOL_GRAIN_DIVISOR};
 
     #[test]
     fn convs_under_a_grain_run_on_the_calling_thread_unless_split_small() {
@@ -1118,5 +1165,43 @@ mod tests {
             let one = FastConvOptions::with_threads(1);
             assert_eq!(one.for_work(u64::MAX, grain), one);
         }
+    }
+
+    #[test]
+    fn convs_forked_from_a_worker_of_their_pool_split_at_a_smaller_grain() {
+        let g = Grain::Int8Gemm as u64;
+        let small = g / IN_POOL_GRAIN_DIVISOR;
+        let opts = FastConvOptions::with_threads(2);
+        let one = FastConvOptions::with_threads(1);
+        // Outside the pool: the full grain.
+        assert_eq!(opts.for_work(small, Grain::Int8Gemm), one);
+        // On a worker of that pool: the smaller one, not below it.
+        let (at, under) = on_pool(Some(2), || {
+            (
+                opts.for_work(small, Grain::Int8Gemm),
+                opts.for_work(small - 1, Grain::Int8Gemm),
+            )
+        });
+        assert_eq!((at, under), (opts.clone(), one.clone()));
+        // A worker of another pool is outside this one.
+        let other = on_pool(Some(3), || opts.for_work(small, Grain::Int8Gemm));
+        assert_eq!(other, one);
+        // `None` runs on the current pool, whichever it is.
+        let global = FastConvOptions::default();
+        let inside = on_pool(Some(3), || global.for_work(small, Grain::Int8Gemm));
+        assert_eq!(inside, global);
+    }
+
+    #[test]
+    fn on_pool_runs_on_a_worker_of_the_pool_the_threads_name() {
+        assert_eq!(on_pool(Some(1), rayon::current_thread_index), None);
+        assert!(on_pool(Some(2), || super::on_a_worker(Some(2))));
+        assert!(!on_pool(Some(2), || super::on_a_worker(Some(3))));
+        assert!(on_pool(None, || super::on_a_worker(None)));
+        // Already on a worker: runs here, nested calls included.
+        assert!(on_pool(Some(2), || on_pool(
+            Some(2),
+            || super::on_a_worker(Some(2))
+        )));
     }
 }
