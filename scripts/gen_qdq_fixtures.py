@@ -24,13 +24,14 @@ and writes tests/data/models/<name>/qdq_<per_tensor|per_channel>/:
                             for comparison only, not the reference)
     meta.json               versions, CPU flags, quantization options, op types
 
-Usage: python3 scripts/gen_qdq_fixtures.py
+Usage: python3 scripts/gen_qdq_fixtures.py [MODEL ...]   (default: both tiny models)
 Needs onnx and onnxruntime (from PyPI). Deterministic (MinMax calibration, one thread).
 """
 
 import collections
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -72,8 +73,8 @@ def session(path, level, optimized_path=None):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def main():
-    for name in MODELS:
+def main(models):
+    for name in models or MODELS:
         d = os.path.join(ROOT, name)
         calib = np.load(os.path.join(d, "calib.npy"))
         x = np.load(os.path.join(d, "input.npy"))
@@ -124,4 +125,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -16,13 +16,14 @@ and writes tests/data/models/<name>/squint_<ort|ort-per-tensor>/:
     ort_output.npy   ORT's output on ../input.npy, float32 (bits as ORT returned them)
     meta.json        versions, CPU flags, op types
 
-Usage: cargo build --release && python3 scripts/gen_squint_qdq_fixtures.py
+Usage: cargo build --release && python3 scripts/gen_squint_qdq_fixtures.py [MODEL ...]
 Needs onnx and onnxruntime (from PyPI).
 """
 
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -38,8 +39,8 @@ SQUINT = os.path.join(HERE, "..", "target", "release", "squint")
 MODELS = ["resnet_tiny", "mobilenet_tiny"]
 
 
-def main():
-    for name in MODELS:
+def main(models):
+    for name in models or MODELS:
         d = os.path.join(ROOT, name)
         x = np.load(os.path.join(d, "input.npy"))
         for preset in ["ort", "ort-per-tensor"]:
@@ -76,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

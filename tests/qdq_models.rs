@@ -57,6 +57,10 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
     (m, meta["executed_op_types"].clone())
 }
 
+/// The fixture models: a ResNet- and a MobileNet-shaped one from PyTorch, and the MobileNet
+/// with ReLU6 (`Clip`) instead of ReLU (`scripts/gen_relu6_fixture.py`).
+const MODELS: [&str; 3] = ["resnet_tiny", "mobilenet_tiny", "mobilenet_relu6_tiny"];
+
 fn dir(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/models")
@@ -65,7 +69,7 @@ fn dir(model: &str) -> PathBuf {
 
 #[test]
 fn qdq_models_run_bit_for_bit_like_onnx_runtime() {
-    for model in ["resnet_tiny", "mobilenet_tiny"] {
+    for model in MODELS {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
             let d = dir(model).join(tag);
@@ -180,7 +184,7 @@ fn with_uint8_weights(model: &str, tag: &str) -> onnx_qdq::QdqModel {
 #[test]
 fn uint8_weight_qdq_models_run_exactly_on_every_device() {
     let gpus = common::gpu_contexts();
-    for model in ["resnet_tiny", "mobilenet_tiny"] {
+    for model in MODELS {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
@@ -263,7 +267,7 @@ fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
         .iter()
         .map(|c| QdqGpu::new(c.clone(), native_add_kernel()))
         .collect();
-    for model in ["resnet_tiny", "mobilenet_tiny"] {
+    for model in MODELS {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
@@ -380,7 +384,7 @@ fn qlinear_average_pool_on_the_gpu_equals_the_reference() {
 #[test]
 fn ort_preset_quantizes_like_quantize_static() {
     use squint::pipeline::ort_preset::{quantize, OrtQuantOptions};
-    for model in ["resnet_tiny", "mobilenet_tiny"] {
+    for model in MODELS {
         let g = squint::io::onnx::load(&dir(model).join("model.onnx")).unwrap();
         let batches = calib_batches(model);
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
@@ -465,7 +469,7 @@ fn ort_preset_quantizes_like_quantize_static() {
 fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
     use squint::pipeline::ort_preset::{quantize, OrtQuantOptions};
     let gpus = common::gpu_contexts();
-    for model in ["resnet_tiny", "mobilenet_tiny"] {
+    for model in MODELS {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for (tag, per_channel) in [("squint_ort", true), ("squint_ort-per-tensor", false)] {

@@ -162,6 +162,8 @@ pub fn quantize(
             "the ort preset needs calibration data (at least one batch)".into(),
         ));
     }
+    let fused = with_removable_activations_fused(graph)?;
+    let graph = &fused;
     let n = graph.values().len();
     let mut ranges: Vec<Option<(f32, f32)>> = vec![None; n];
     for (i, inputs) in batches.iter().enumerate() {
@@ -213,7 +215,7 @@ pub fn quantize(
         .map(|q| q.expect("every value is an input or a node output"))
         .collect();
     Ok(QdqModel {
-        graph: without_activations(graph, &qparams)?,
+        graph: without_activations(graph)?,
         qparams,
         weights,
     })
@@ -221,10 +223,12 @@ pub fn quantize(
 
 /// `graph` with the fused ReLU / Clip of its convs, gemms and adds removed, as ORT's quantizer
 /// removes them (`QDQRemovableActivation`): the fused value was calibrated after the
-/// activation, so its quantization range starts at or above the activation's lower bound and
-/// the requantization's clamp does the rest. An activation whose lower bound lies inside the
-/// range (a Clip with a negative minimum the data never reached) is an error naming the node.
-fn without_activations(graph: &Graph, qparams: &[QParams]) -> Result<Graph> {
+/// activation, and the requantization's clamp to its range does the rest. ORT removes an
+/// activation whatever its bounds, and so does squint: where the quantized range reaches
+/// past a bound (a `Clip(0.5, 6)`, whose range starts at 0 as every range holds 0; or a
+/// negative minimum that rounds to a slightly lower zero point), the int8 model keeps values
+/// beyond it, as ORT's own model does (checked with `quantize_static` on a `Clip(0.5, 6)`).
+fn without_activations(graph: &Graph) -> Result<Graph> {
     let name = |id: crate::graph::ValueId| graph.value(id).name.clone();
     let mut nodes = Vec::with_capacity(graph.nodes().len());
     for node in graph.nodes() {
@@ -236,23 +240,6 @@ fn without_activations(graph: &Graph, qparams: &[QParams]) -> Result<Graph> {
             _ => None,
         };
         if let Some(act) = act {
-            let qp = &qparams[node.output.0];
-            let low = (qp.dtype.full_range().min - qp.zero_point) as f64 * qp.scale as f64;
-            let bound = match *act {
-                Activation::None => None,
-                Activation::Relu => Some(0.0),
-                Activation::Clip { min, .. } => Some(min as f64),
-            };
-            if bound.is_some_and(|b| low < b) {
-                return Err(Error::Graph {
-                    at: format!("node '{}' ({})", node.name, node.op.kind()),
-                    message: format!(
-                        "its fused activation clamps at {} inside the output's quantization \
-                         range (from {low}): ORT's quantizer would not remove it",
-                        bound.unwrap_or_default()
-                    ),
-                });
-            }
             *act = Activation::None;
         }
         nodes.push(NodeSpec {
@@ -262,18 +249,7 @@ fn without_activations(graph: &Graph, qparams: &[QParams]) -> Result<Graph> {
             output: name(node.output),
         });
     }
-    let inputs: Vec<(String, Vec<usize>)> = graph
-        .inputs()
-        .iter()
-        .map(|&v| (name(v), graph.value(v).dims.clone()))
-        .collect();
-    let inputs: Vec<(&str, &[usize])> = inputs
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    let outputs: Vec<String> = graph.outputs().iter().map(|&v| name(v)).collect();
-    let outputs: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
-    let g = Graph::new(&inputs, nodes, &outputs)?;
+    let g = rebuilt(graph, nodes)?;
     let same_order = g
         .values()
         .iter()
@@ -286,6 +262,92 @@ fn without_activations(graph: &Graph, qparams: &[QParams]) -> Result<Graph> {
         });
     }
     Ok(g)
+}
+
+/// `graph` with each standalone ReLU or Clip that ORT's quantizer removes fused into the conv,
+/// gemm or add before it, as squint's importer fuses a conv's ReLU. ORT removes an activation
+/// (`QDQRemovableActivation`, `try_replacing_upstream_output`) whose input is read by it
+/// alone and is neither a graph input nor a graph output: the producer's output takes the
+/// activation's output name and qparams, calibrated after the activation. squint's importer
+/// keeps a `Clip` (ReLU6) as its own node, as PyTorch eager has no fused quantized module for
+/// it; this is where the ORT preset fuses it. Activations after other ops (or after an op
+/// with a fused activation already) stay, and [`super::qdq`] refuses them naming the node.
+fn with_removable_activations_fused(graph: &Graph) -> Result<Graph> {
+    let consumers = graph.consumers();
+    let mut producer = vec![None; graph.values().len()];
+    for (i, node) in graph.nodes().iter().enumerate() {
+        producer[node.output.0] = Some(i);
+    }
+    let kept =
+        |v: crate::graph::ValueId| graph.inputs().contains(&v) || graph.outputs().contains(&v);
+    // fused[p]: the activation node fused into node p.
+    let mut fused: Vec<Option<usize>> = vec![None; graph.nodes().len()];
+    let mut absorbed = vec![false; graph.nodes().len()];
+    for (i, node) in graph.nodes().iter().enumerate() {
+        let (Op::Activation(_), [v]) = (&node.op, node.inputs.as_slice()) else {
+            continue;
+        };
+        let Some(p) = producer[v.0] else { continue };
+        let fusable = match &graph.nodes()[p].op {
+            Op::Conv2d(c) => c.act == Activation::None,
+            Op::Linear(l) => l.act == Activation::None,
+            Op::Add { act } => *act == Activation::None,
+            _ => false,
+        };
+        if fusable && consumers[v.0] == [i] && !kept(*v) {
+            fused[p] = Some(i);
+            absorbed[i] = true;
+        }
+    }
+    if !absorbed.contains(&true) {
+        return Ok(graph.clone());
+    }
+    let name = |id: crate::graph::ValueId| graph.value(id).name.clone();
+    let mut nodes = Vec::with_capacity(graph.nodes().len());
+    for (j, node) in graph.nodes().iter().enumerate() {
+        if absorbed[j] {
+            continue;
+        }
+        let mut op = node.op.clone();
+        let mut output = name(node.output);
+        if let Some(a) = fused[j] {
+            let act_node = &graph.nodes()[a];
+            let Op::Activation(act) = act_node.op else {
+                unreachable!("only activations are fused")
+            };
+            match &mut op {
+                Op::Conv2d(c) => c.act = act,
+                Op::Linear(l) => l.act = act,
+                Op::Add { act: a } => *a = act,
+                _ => unreachable!("only convs, gemms and adds take an activation"),
+            }
+            output = name(act_node.output);
+        }
+        nodes.push(NodeSpec {
+            name: node.name.clone(),
+            op,
+            inputs: node.inputs.iter().map(|&v| name(v)).collect(),
+            output,
+        });
+    }
+    rebuilt(graph, nodes)
+}
+
+/// A graph of `nodes` with `graph`'s inputs and outputs.
+fn rebuilt(graph: &Graph, nodes: Vec<NodeSpec>) -> Result<Graph> {
+    let name = |id: crate::graph::ValueId| graph.value(id).name.clone();
+    let inputs: Vec<(String, Vec<usize>)> = graph
+        .inputs()
+        .iter()
+        .map(|&v| (name(v), graph.value(v).dims.clone()))
+        .collect();
+    let inputs: Vec<(&str, &[usize])> = inputs
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let outputs: Vec<String> = graph.outputs().iter().map(|&v| name(v)).collect();
+    let outputs: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
+    Graph::new(&inputs, nodes, &outputs)
 }
 
 fn qparams_of(graph: &Graph, ranges: &[Option<(f32, f32)>], id: usize) -> Result<QParams> {
@@ -303,6 +365,96 @@ fn qparams_of(graph: &Graph, ranges: &[Option<(f32, f32)>], id: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chain graph's three activations each follow a conv read by nothing else: each is
+    /// fused (the conv's output takes the activation's name), and the float values are those
+    /// of the unfused graph, bit for bit. An activation whose input has another reader, is a
+    /// graph output or comes from another op stays, and running it with ORT's formulas is an
+    /// error naming it.
+    #[test]
+    fn activations_ort_removes_fuse_into_their_producer_and_no_others() {
+        use crate::graph::testing::{block_graph, chain_graph, conv};
+        use crate::graph::GraphBuilder;
+        let mut rng = crate::rng::Rng::new(7);
+        let g = chain_graph(&mut rng, 6);
+        let f = with_removable_activations_fused(&g).unwrap();
+        let kinds: Vec<(&str, Activation)> = f
+            .nodes()
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv2d(c) => (f.value(n.output).name.as_str(), c.act),
+                op => (f.value(n.output).name.as_str(), op_act(op)),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("clip1", Activation::RELU6),
+                ("relu", Activation::Relu),
+                (
+                    "clip2",
+                    Activation::Clip {
+                        min: -1.0,
+                        max: 1.0
+                    }
+                ),
+                ("add", Activation::None),
+            ]
+        );
+        let x = Tensor::new(vec![2, 3, 6, 6], rng.normal_vec(216, 2.0)).unwrap();
+        let xs = std::slice::from_ref(&x);
+        assert_eq!(f.run_f32(xs).unwrap(), g.run_f32(xs).unwrap());
+
+        // A conv read by its clip and by another node, a conv that is a graph output, a
+        // clip after a concat and a relu after a clip: nothing fused.
+        let mut b = GraphBuilder::new();
+        let x = b.input("x", &[1, 3, 4, 4]).unwrap();
+        let c1 = b
+            .node("c1", conv(&mut rng, 3, 3, 1, Activation::None), &[x])
+            .unwrap();
+        let k1 = b
+            .node("k1", Op::Activation(Activation::RELU6), &[c1])
+            .unwrap();
+        let add = Op::Add {
+            act: Activation::None,
+        };
+        let s = b.node("s", add, &[k1, c1]).unwrap();
+        let c2 = b
+            .node("c2", conv(&mut rng, 3, 3, 1, Activation::None), &[s])
+            .unwrap();
+        let r = b
+            .node("r", Op::Activation(Activation::Relu), &[c2])
+            .unwrap();
+        let two = b.build(&[r, c2]).unwrap();
+        assert_eq!(with_removable_activations_fused(&two).unwrap(), two);
+        let g = block_graph(&mut rng, 6);
+        let f = with_removable_activations_fused(&g).unwrap();
+        assert_eq!(f, g, "the clip after a concat and the relu after it stay");
+        let x = Tensor::new(vec![2, 3, 6, 6], rng.normal_vec(216, 1.0)).unwrap();
+        let m = quantize(
+            &g,
+            &[vec![x.clone()]],
+            OrtQuantOptions::default(),
+            |_, _| {},
+        )
+        .unwrap();
+        let e = crate::pipeline::qdq::run_reference(
+            &m,
+            &[x],
+            crate::pipeline::qdq::native_add_kernel(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'clip'"), "{e}");
+    }
+
+    fn op_act(op: &Op) -> Activation {
+        match op {
+            Op::Activation(a) | Op::Add { act: a } => *a,
+            Op::Linear(l) => l.act,
+            _ => Activation::None,
+        }
+    }
 
     #[test]
     fn activation_qparams_follow_compute_scale_zp() {
