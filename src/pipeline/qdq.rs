@@ -259,14 +259,57 @@ fn cached_layer<'a, L>(
     Ok(&layers[&node].1)
 }
 
+/// `QLinearAdd` as byte-pair tables: an element's sum depends on its two bytes and the
+/// qparams alone (every kernel of `ort::add` computes each element on its own), so the
+/// reference evaluated on all 65 536 pairs, `t[a << 8 | b]`, gives every sum of those qparams.
+/// Kept per kernel and (a, b, y) qparams.
+#[derive(Debug, Default)]
+struct AddTables {
+    tables: Vec<(AddKey, Vec<u8>)>,
+    /// Keys seen once without a table (see [`AddTables::get`]).
+    seen: Vec<AddKey>,
+}
+
+type AddKey = (QLinearAddKernel, [QParams; 3]);
+
+impl AddTables {
+    /// The table of these qparams, built now if `build_now` or on the second sight of its key
+    /// (a model run again: its 65 536 reference evaluations cost more than a small add's
+    /// elements); `None` when neither.
+    fn get(
+        &mut self,
+        kernel: QLinearAddKernel,
+        qps: [QParams; 3],
+        build_now: bool,
+    ) -> Result<Option<&[u8]>> {
+        let key = (kernel, qps);
+        if let Some(i) = self.tables.iter().position(|(k, _)| *k == key) {
+            return Ok(Some(&self.tables[i].1));
+        }
+        if !build_now && !self.seen.contains(&key) {
+            self.seen.push(key);
+            return Ok(None);
+        }
+        let (pa, pb): (Vec<u8>, Vec<u8>) =
+            (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
+        let [a, b, y] = qps;
+        let t = ort::add::qlinear_add(kernel, &pa, &a, &pb, &b, &y)?;
+        self.tables.push((key, t));
+        Ok(self.tables.last().map(|(_, t)| t.as_slice()))
+    }
+}
+
 /// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`];
-/// uint8 weights through [`as_int8_weight`]); the other ops on the reference. A packed layer
-/// is reused only for the same weight, qparams and shape (one backend may run several models).
+/// uint8 weights through [`as_int8_weight`]); adds through byte-pair tables of the reference
+/// (for adds of 2^16 elements or more, or qparams seen before); the other ops on the
+/// reference. A packed layer is reused only for the same weight, qparams and shape (one
+/// backend may run several models).
 #[derive(Debug, Default)]
 pub struct QdqFastCpu {
     /// The `QLinearAdd` kernel to reproduce.
     pub add: Option<QLinearAddKernel>,
     layers: HashMap<usize, (LayerKey, PackedConv2d)>,
+    add_tables: AddTables,
 }
 
 impl QdqFastCpu {
@@ -281,6 +324,25 @@ impl QdqFastCpu {
 impl QdqBackend for QdqFastCpu {
     fn add_kernel(&self) -> QLinearAddKernel {
         self.add.unwrap_or_else(native_add_kernel)
+    }
+    fn add(
+        &mut self,
+        a: &[u8],
+        a_qp: &QParams,
+        b: &[u8],
+        b_qp: &QParams,
+        y_qp: &QParams,
+    ) -> Result<Vec<u8>> {
+        let kernel = self.add_kernel();
+        let big = a.len() >= 1 << 16;
+        match self.add_tables.get(kernel, [*a_qp, *b_qp, *y_qp], big)? {
+            Some(t) if a.len() == b.len() => Ok(a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| t[usize::from(x) << 8 | usize::from(y)])
+                .collect()),
+            _ => ort::add::qlinear_add(kernel, a, a_qp, b, b_qp, y_qp),
+        }
     }
     fn conv(
         &mut self,
@@ -308,7 +370,7 @@ pub struct QdqGpu {
     ctx: GpuContext,
     add: QLinearAddKernel,
     /// The add's byte-pair tables, computed once per (a, b, y) qparams.
-    add_tables: Vec<([QParams; 3], Vec<u8>)>,
+    add_tables: AddTables,
     /// Each conv's layer (weights and epilogue on the GPU), reused for the same weight,
     /// qparams and shape.
     layers: HashMap<usize, (LayerKey, crate::gpu::GpuConv2d)>,
@@ -320,7 +382,7 @@ impl QdqGpu {
         QdqGpu {
             ctx,
             add,
-            add_tables: Vec::new(),
+            add_tables: AddTables::default(),
             layers: HashMap::new(),
         }
     }
@@ -354,18 +416,15 @@ impl QdqBackend for QdqGpu {
         b_qp: &QParams,
         y_qp: &QParams,
     ) -> Result<Vec<u8>> {
-        let key = [*a_qp, *b_qp, *y_qp];
-        let at = match self.add_tables.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let (pa, pb): (Vec<u8>, Vec<u8>) =
-                    (0..1usize << 16).map(|p| ((p >> 8) as u8, p as u8)).unzip();
-                let t = ort::add::qlinear_add(self.add, &pa, a_qp, &pb, b_qp, y_qp)?;
-                self.add_tables.push((key, [t.clone(), t].concat()));
-                self.add_tables.len() - 1
-            }
-        };
-        self.ctx.binary_bytes(a, b, &self.add_tables[at].1, a.len())
+        let qps = [*a_qp, *b_qp, *y_qp];
+        let t = self
+            .add_tables
+            .get(self.add, qps, true)?
+            .ok_or_else(|| Error::Gpu("the add's byte-pair table was not built".into()))?;
+        // The binary kernel's table has two halves (for operands split at an element); both
+        // are this one.
+        let t = [t, t].concat();
+        self.ctx.binary_bytes(a, b, &t, a.len())
     }
     fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
         let all: Vec<u8> = (0..=255u8).collect();
@@ -580,14 +639,12 @@ fn run_model(
     g.check_inputs(inputs)?;
     let mut values: Vec<Option<Vec<u8>>> = vec![None; g.values().len()];
     for (&id, x) in g.inputs().iter().zip(inputs) {
-        let qp = qparams[id.0];
-        let axis = ort::qdq::AxisQParams {
-            scales: vec![qp.scale],
-            zero_points: vec![qp.zero_point],
-            axis: 0,
-            dtype: qp.dtype,
-        };
-        values[id.0] = Some(ort::qdq::quantize_linear(&x.data, &x.dims, &axis)?);
+        // `ort::qdq::quantize_linear`'s bytes (per tensor), vectorized.
+        ort::qdq::check_no_nan(&x.data)?;
+        values[id.0] = Some(crate::cpu::fast::quantize_slice_ort(
+            &x.data,
+            &qparams[id.0],
+        ));
     }
     for (i, node) in g.nodes().iter().enumerate() {
         let at = |e: Error| Error::Graph {

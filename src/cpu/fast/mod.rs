@@ -130,7 +130,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use float::{conv2d_f32_with_isa, PackedConvF32};
 pub use peak::PeakLoop;
-pub use quantize::quantize_slice;
+pub use quantize::{quantize_slice, quantize_slice_ort};
 
 /// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).
 pub const MAX_THREADS: usize = 1024;

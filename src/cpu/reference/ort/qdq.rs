@@ -109,18 +109,24 @@ pub fn dequantize_value(b: u8, qp: &QParams) -> f32 {
 /// point on some paths and to `qmin` on others).
 pub fn quantize_linear(x: &[f32], dims: &[usize], qp: &AxisQParams) -> Result<Vec<u8>> {
     super::super::check_data("QuantizeLinear input", x.len(), dims)?;
-    if let Some(index) = x.iter().position(|v| v.is_nan()) {
-        return Err(Error::NonFinite {
-            name: "QuantizeLinear input".into(),
-            value: x[index],
-            index,
-        });
-    }
+    check_no_nan(x)?;
     let at = qp.resolve(dims)?;
     Ok(x.iter()
         .enumerate()
         .map(|(i, &v)| quantize_value(v, &at(i)))
         .collect())
+}
+
+/// An error naming the first NaN of a `QuantizeLinear` input, if any.
+pub fn check_no_nan(x: &[f32]) -> Result<()> {
+    match x.iter().position(|v| v.is_nan()) {
+        Some(index) => Err(Error::NonFinite {
+            name: "QuantizeLinear input".into(),
+            value: x[index],
+            index,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `DequantizeLinear` of stored bytes of sizes `dims` (per-tensor, or per-axis).
