@@ -1090,6 +1090,53 @@ fn run_into_overwrites_every_output_of_a_garbage_buffer() {
     }
 }
 
+/// A float conv clamped as it stores its outputs (`run_clamped`: a fused ReLU / ReLU6) gives
+/// the conv's outputs then clamped, on every ISA path and GEMM layout (flat, channels in
+/// lanes, depthwise), split across threads or not; a clamp that cuts nothing changes nothing.
+#[test]
+fn clamped_float_convs_equal_the_conv_then_the_clamp_on_every_path() {
+    let mut rng = Rng::new(0xc1a3);
+    let mut shapes: Vec<ConvShape> = (0..40).map(|_| random_shape(&mut rng)).collect();
+    let p1 = ConvParams::default().padding(1);
+    shapes.push(ConvShape::new([1, 70, 7, 7], [70, 70, 3, 3], p1).unwrap());
+    shapes.push(ConvShape::new([1, 16, 9, 9], [16, 1, 3, 3], p1.groups(16)).unwrap());
+    let clamps = [
+        fast::F32Clamp {
+            lo: 0.0,
+            hi: f32::INFINITY,
+        },
+        fast::F32Clamp { lo: 0.0, hi: 0.6 },
+        fast::F32Clamp { lo: -0.3, hi: 0.4 },
+        fast::F32Clamp {
+            lo: f32::NEG_INFINITY,
+            hi: f32::INFINITY,
+        },
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let bias: Option<Vec<f32>> = rng
+            .chance(0.5)
+            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let opts = FastConvOptions::splitting_small(Some(1 + i % 2));
+        for isa in Isa::available() {
+            for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {
+                let p = fast::PackedConvF32::new(&w, s.weight_dims(), s.params, isa)
+                    .unwrap()
+                    .with_gemm_layout(layout);
+                let plain = p.run(&x, s.input_dims(), bias.as_deref(), &opts).unwrap();
+                for c in clamps {
+                    let got = p
+                        .run_clamped(&x, s.input_dims(), bias.as_deref(), c, &opts)
+                        .unwrap();
+                    let want: Vec<f32> = plain.iter().map(|&v| c.apply(v)).collect();
+                    assert_eq!(got, want, "case {i} ({s:?}) {isa} {layout:?} {c:?}");
+                }
+            }
+        }
+    }
+}
+
 /// A packed float layer refuses bad weights and inputs with typed errors, not panics.
 #[test]
 fn packed_float_layer_refuses_bad_shapes() {

@@ -5,7 +5,7 @@
 //! run ([`BufferPlan::last_use`]).
 
 use super::op::node_error;
-use super::{BufferPlan, Graph, Node, Op, ValueId};
+use super::{Activation, BufferPlan, Graph, Node, Op, ValueId};
 use crate::cpu::fast::{self, FastConvOptions};
 use crate::cpu::float_ops::{self, PoolGeometry};
 use crate::error::{Error, Result};
@@ -16,7 +16,7 @@ impl Graph {
     pub fn run_f32(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
         // On a worker of the global (or current) pool, each conv forks from inside it: see
         // `cpu::fast::on_pool`.
-        crate::cpu::fast::on_pool(None, || self.run_f32_visit(inputs, |_, _| Ok(())))
+        crate::cpu::fast::on_pool(None, || self.run_f32_impl(inputs, true, |_, _| Ok(())))
     }
 
     /// Runs the graph in f32, showing every value to `visit` as soon as it exists (graph inputs
@@ -35,11 +35,33 @@ impl Graph {
     pub fn run_f32_with(
         &self,
         inputs: &[Tensor<f32>],
+        visit: impl FnMut(ValueId, &mut Tensor<f32>) -> Result<()>,
+    ) -> Result<Vec<Tensor<f32>>> {
+        self.run_f32_impl(inputs, false, visit)
+    }
+
+    /// [`Graph::run_f32_with`]; with `fuse`, a conv's output that only an activation reads
+    /// (and that is not a graph output) is clamped as the conv stores it
+    /// ([`fast::PackedConvF32::run_clamped`]) and the activation passes it on: the same
+    /// outputs without another pass over the tensor, but `visit` then sees the conv's value
+    /// clamped, so only runs that show no values to anyone fuse.
+    fn run_f32_impl(
+        &self,
+        inputs: &[Tensor<f32>],
+        fuse: bool,
         mut visit: impl FnMut(ValueId, &mut Tensor<f32>) -> Result<()>,
     ) -> Result<Vec<Tensor<f32>>> {
         self.check_inputs(inputs)?;
         let plan = BufferPlan::new(self);
         let packed = self.packed_convs()?;
+        let (then, absorbed) = if fuse {
+            self.fusable_activations()
+        } else {
+            (
+                vec![None; self.nodes().len()],
+                vec![false; self.nodes().len()],
+            )
+        };
         let mut live: Vec<Option<Tensor<f32>>> = vec![None; self.values().len()];
         for (&id, x) in self.inputs().iter().zip(inputs) {
             crate::quant::check_finite(&x.data, &self.value(id).name)?;
@@ -51,7 +73,12 @@ impl Graph {
             let dims = self.value(node.output).dims.clone();
             // An activation, reshape or same-dims add whose first input is read for the last
             // time here reuses that input's buffer (same values as `eval_node`, no copy).
-            let data = match in_place(node, step, &plan, &mut live) {
+            let taken = match absorbed[step] {
+                // Clamped by the conv before it: its buffer, as it is.
+                true => live[node.inputs[0].0].take().map(|t| t.data),
+                false => in_place(node, step, &plan, &mut live),
+            };
+            let data = match taken {
                 Some(data) => data,
                 None => {
                     let args: Vec<&Tensor<f32>> = node
@@ -68,7 +95,7 @@ impl Graph {
                         4,
                         &format!("the output of node '{}'", node.name),
                     )?;
-                    eval_node(node, packed[step].as_ref(), &args, &dims)
+                    eval_node_then(node, packed[step].as_ref(), &args, &dims, then[step])
                         .map_err(|e| node_error(&node.name, node.op.kind(), e.to_string()))?
                 }
             };
@@ -158,6 +185,34 @@ impl PartialEq for PackedConvs {
 }
 
 impl Graph {
+    /// The activations a run that shows no values can fuse into the convs before them: per
+    /// node, the activation to apply after a conv (`then`), and whether an activation node
+    /// only passes on its input (`absorbed`). An activation is fused where its input comes
+    /// from a conv without an activation of its own, is read by it alone and is not a graph
+    /// output.
+    pub(super) fn fusable_activations(&self) -> (Vec<Option<Activation>>, Vec<bool>) {
+        let n = self.nodes().len();
+        let (mut then, mut absorbed) = (vec![None; n], vec![false; n]);
+        let consumers = self.consumers();
+        let mut producer = vec![None; self.values().len()];
+        for (i, node) in self.nodes().iter().enumerate() {
+            producer[node.output.0] = Some(i);
+        }
+        for (j, node) in self.nodes().iter().enumerate() {
+            let (Op::Activation(a), [v]) = (&node.op, node.inputs.as_slice()) else {
+                continue;
+            };
+            let Some(i) = producer[v.0] else { continue };
+            let plain_conv =
+                matches!(&self.nodes()[i].op, Op::Conv2d(c) if c.act == Activation::None);
+            if plain_conv && consumers[v.0] == [j] && !self.outputs().contains(v) {
+                then[i] = Some(*a);
+                absorbed[j] = true;
+            }
+        }
+        (then, absorbed)
+    }
+
     /// Each node's packed conv (`None` for other ops), packed on first use.
     fn packed_convs(&self) -> Result<&[Option<fast::PackedConvF32>]> {
         if let Some(p) = self.packed.0.get() {
@@ -183,23 +238,49 @@ impl Graph {
 }
 
 /// One node on already-checked dims (the graph inferred `out_dims` from the inputs' dims).
+#[cfg(test)]
 pub(super) fn eval_node(
     node: &Node,
     packed: Option<&fast::PackedConvF32>,
     args: &[&Tensor<f32>],
     out_dims: &[usize],
 ) -> Result<Vec<f32>> {
+    eval_node_then(node, packed, args, out_dims, None)
+}
+
+/// [`eval_node`], a conv's output then passed through `then` (the activation node fused into
+/// it, `Graph::fusable_activations`: only for convs without an activation of their own).
+fn eval_node_then(
+    node: &Node,
+    packed: Option<&fast::PackedConvF32>,
+    args: &[&Tensor<f32>],
+    out_dims: &[usize],
+    then: Option<Activation>,
+) -> Result<Vec<f32>> {
     let x = args[0];
     let y = match &node.op {
         Op::Conv2d(c) => {
             let s = c.shape(&x.dims).map_err(Error::Shape)?;
             let opts = FastConvOptions::default();
-            let mut y = match packed {
-                Some(p) => p.run(&x.data, s.input_dims(), c.bias.as_deref(), &opts)?,
-                None => fast::conv2d_f32(&x.data, &c.weight.data, c.bias.as_deref(), &s, &opts)?,
+            let (bias, dims) = (c.bias.as_deref(), s.input_dims());
+            let act = match (c.act, then) {
+                (a, None) | (Activation::None, Some(a)) => a,
+                _ => {
+                    return Err(Error::Graph {
+                        at: format!("node '{}'", node.name),
+                        message: "an activation was fused into a conv that has one".into(),
+                    })
+                }
             };
-            c.act.apply_slice(&mut y);
-            y
+            match (packed, act.clamp()) {
+                (Some(p), Some(clamp)) => p.run_clamped(&x.data, dims, bias, clamp, &opts)?,
+                (Some(p), None) => p.run(&x.data, dims, bias, &opts)?,
+                (None, _) => {
+                    let mut y = fast::conv2d_f32(&x.data, &c.weight.data, bias, &s, &opts)?;
+                    act.apply_slice(&mut y);
+                    y
+                }
+            }
         }
         Op::Add { act } if args[1].dims == x.dims => {
             let mut y: Vec<f32> = x

@@ -34,12 +34,26 @@ impl Activation {
     /// ReLU6.
     pub const RELU6: Activation = Activation::Clip { min: 0.0, max: 6.0 };
 
-    /// Applies the activation to one value.
+    /// Applies the activation to one value: a ReLU clamps to `[0, +∞]`, a clip to
+    /// `[min, max]`, as [`crate::cpu::fast::F32Clamp`] (a NaN gives the lower bound, −0
+    /// under a ReLU +0), the kernels' fused clamp.
     pub fn apply(self, v: f32) -> f32 {
+        match self.clamp() {
+            None => v,
+            Some(c) => c.apply(v),
+        }
+    }
+
+    /// The clamp this activation is (`None` for no activation).
+    pub fn clamp(self) -> Option<crate::cpu::fast::F32Clamp> {
+        use crate::cpu::fast::F32Clamp;
         match self {
-            Activation::None => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Clip { min, max } => v.max(min).min(max),
+            Activation::None => None,
+            Activation::Relu => Some(F32Clamp {
+                lo: 0.0,
+                hi: f32::INFINITY,
+            }),
+            Activation::Clip { min, max } => Some(F32Clamp { lo: min, hi: max }),
         }
     }
 
@@ -47,10 +61,8 @@ impl Activation {
     /// match taken once, so that the loop vectorizes (a per-value match kept it scalar, a
     /// tenth of a float MobileNetV2 forward pass).
     pub fn apply_slice(self, ys: &mut [f32]) {
-        match self {
-            Activation::None => {}
-            Activation::Relu => ys.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Clip { min, max } => ys.iter_mut().for_each(|v| *v = v.max(min).min(max)),
+        if let Some(c) = self.clamp() {
+            c.apply_slice(ys);
         }
     }
 

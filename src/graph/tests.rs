@@ -233,6 +233,50 @@ fn float_residual_block_equals_the_ops_done_by_hand() {
 
 /// Float runs compute activations, reshapes and adds in the buffer of an input read for the
 /// last time: every value of the run equals its node evaluated alone on copies of its inputs.
+/// `run_f32` clamps a conv's output as the conv stores it where an activation alone reads it
+/// (the chain graph's three convs); the outputs equal those of the run that shows every value
+/// (nothing fused). Not fused: a conv with its own ReLU, a clip after a concat, a conv read
+/// by two nodes or that is a graph output.
+#[test]
+fn fused_float_runs_give_the_outputs_of_unfused_runs() {
+    let mut rng = crate::rng::Rng::new(11);
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", &[1, 3, 6, 6]).unwrap();
+    let conv = |rng: &mut crate::rng::Rng| testing::conv(rng, 3, 3, 3, Activation::None);
+    let c1 = b.node("c1", conv(&mut rng), &[x]).unwrap();
+    let r1 = b
+        .node("r1", Op::Activation(Activation::Relu), &[c1])
+        .unwrap();
+    let c2 = b.node("c2", conv(&mut rng), &[r1]).unwrap();
+    let k2 = b
+        .node("k2", Op::Activation(Activation::RELU6), &[c2])
+        .unwrap();
+    let add = Op::Add {
+        act: Activation::None,
+    };
+    let s = b.node("s", add, &[k2, c2]).unwrap();
+    let c3 = b.node("c3", conv(&mut rng), &[s]).unwrap();
+    let r3 = b
+        .node("r3", Op::Activation(Activation::Relu), &[c3])
+        .unwrap();
+    let shared = b.build(&[r3, c3]).unwrap();
+    let graphs = [
+        (testing::chain_graph(&mut rng, 9), 3),
+        (testing::block_graph(&mut rng, 8), 0),
+        (shared, 1),
+    ];
+    for (i, (g, fused)) in graphs.iter().enumerate() {
+        let (then, absorbed) = g.fusable_activations();
+        assert_eq!(then.iter().flatten().count(), *fused, "graph {i}");
+        assert_eq!(absorbed.iter().filter(|&&a| a).count(), *fused, "graph {i}");
+        let dims = g.value(g.inputs()[0]).dims.clone();
+        let x = Tensor::new(dims.clone(), rng.normal_vec(dims.iter().product(), 2.0)).unwrap();
+        let xs = std::slice::from_ref(&x);
+        let want = g.run_f32_visit(xs, |_, _| Ok(())).unwrap();
+        assert_eq!(g.run_f32(xs).unwrap(), want, "graph {i}");
+    }
+}
+
 #[test]
 fn float_values_computed_in_place_equal_each_node_evaluated_alone() {
     let mut rng = crate::rng::Rng::new(5);

@@ -966,11 +966,13 @@ fn bytes_to_f32(isa: Isa, src: &[u8], flip: u8, z: i32, dst: &mut [f32]) {
 }
 
 /// The f32 depthwise conv (one input channel per group): `out` is NCHW.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run_f32(
     isa: Isa,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    clamp: Option<super::F32Clamp>,
     s: &ConvShape,
     threads: Option<usize>,
     out: &mut [f32],
@@ -996,6 +998,10 @@ pub(super) fn run_f32(
                 let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out, plane_out) };
                 let b = bias.map_or(0.0, |b| b[o]);
                 channel::<false>(isa, s, &pl, &plane, &w[o * taps..(o + 1) * taps], b, dst);
+                // The plane was just written (in L2).
+                if let Some(c) = clamp {
+                    c.apply_slice(dst);
+                }
             }
         }
     });

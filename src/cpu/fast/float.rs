@@ -194,6 +194,25 @@ impl PackedConvF32 {
         self.isa
     }
 
+    /// [`PackedConvF32::run`] with each output then clamped by `clamp` as it is stored
+    /// (`y.max(lo).min(hi)`, [`F32Clamp::apply`]), while it is in cache: the same values as
+    /// clamping the returned tensor, without another pass over it (a ReLU or ReLU6 after a
+    /// conv of a float model).
+    pub fn run_clamped(
+        &self,
+        x: &[f32],
+        x_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        clamp: F32Clamp,
+        opts: &FastConvOptions,
+    ) -> Result<Vec<f32>> {
+        let s = ConvShape::new(x_dims, self.w_dims, self.params)?;
+        crate::tensor::check_host_alloc(s.output_len(), 4, "the conv output")?;
+        let mut out = vec![0f32; s.output_len()];
+        self.run_impl(x, x_dims, bias, Some(clamp), opts, &mut out)?;
+        Ok(out)
+    }
+
     /// The conv of input `x` (NCHW, dims `x_dims`) plus `bias` (one per output channel).
     pub fn run(
         &self,
@@ -220,6 +239,18 @@ impl PackedConvF32 {
         opts: &FastConvOptions,
         out: &mut [f32],
     ) -> Result<()> {
+        self.run_impl(x, x_dims, bias, None, opts, out)
+    }
+
+    fn run_impl(
+        &self,
+        x: &[f32],
+        x_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        clamp: Option<F32Clamp>,
+        opts: &FastConvOptions,
+        out: &mut [f32],
+    ) -> Result<()> {
         opts.validate()?;
         let s = &ConvShape::new(x_dims, self.w_dims, self.params)?;
         check_len("input", x.len(), s.input_len())?;
@@ -231,7 +262,7 @@ impl PackedConvF32 {
         let cig = s.c_in_per_group();
         if cig == 1 {
             let opts = opts.for_work(s.macs(), Grain::F32Depthwise);
-            depthwise::run_f32(isa, x, &self.packed, bias, s, opts.threads, out);
+            depthwise::run_f32(isa, x, &self.packed, bias, clamp, s, opts.threads, out);
             return Ok(());
         }
         let opts = &opts.for_work(s.macs(), Grain::F32Gemm);
@@ -255,7 +286,7 @@ impl PackedConvF32 {
                     };
                     super::nhwc::pack_f32(at, self.w_dims, isa)
                 });
-                super::nhwc::run_f32(isa, w, x, s, bias, opts.threads, out);
+                super::nhwc::run_f32(isa, w, x, s, bias, clamp, opts.threads, out);
                 return Ok(());
             }
         }
@@ -333,6 +364,7 @@ impl PackedConvF32 {
                                             row,
                                             &segs,
                                             b,
+                                            clamp.map(|c| (c.lo, c.hi)),
                                             outp.0.add(base),
                                         )
                                     };
@@ -345,6 +377,10 @@ impl PackedConvF32 {
                                     for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
                                         *d = a + b;
                                     }
+                                    // The run is in L1 now.
+                                    if let Some(c) = clamp {
+                                        c.apply_slice(dst);
+                                    }
                                 }
                             }
                         }
@@ -353,5 +389,66 @@ impl PackedConvF32 {
             }
         });
         Ok(())
+    }
+}
+
+/// A clamp of float outputs to `[lo, hi]`, applied by [`PackedConvF32::run_clamped`] as each
+/// output is stored: `m = if y > lo { y } else { lo }`, then `if m < hi { m } else { hi }`,
+/// the semantics of x86's `maxps` / `minps` (a NaN becomes `lo`, as with `f32::max`, and −0
+/// becomes +0 under `lo = 0`), the same in the scalar, auto-vectorized and intrinsic code.
+/// A ReLU is `[0, +∞]`, a ReLU6 `[0, 6]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct F32Clamp {
+    /// Lower bound.
+    pub lo: f32,
+    /// Upper bound.
+    pub hi: f32,
+}
+
+impl F32Clamp {
+    /// The clamped value (see [`F32Clamp`]).
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        let m = if v > self.lo { v } else { self.lo };
+        if m < self.hi {
+            m
+        } else {
+            self.hi
+        }
+    }
+
+    /// [`F32Clamp::apply`] on every value of `ys`, in a loop that vectorizes (compiled for
+    /// AVX-512 or AVX2 where the CPU has them: the baseline's SSE code, 4 lanes with NaN
+    /// fix-ups, took a tenth of a float MobileNetV2 run).
+    pub fn apply_slice(self, ys: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was detected.
+                return unsafe { self.apply_avx512(ys) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the feature was detected.
+                return unsafe { self.apply_avx2(ys) };
+            }
+        }
+        self.apply_generic(ys)
+    }
+
+    #[inline(always)]
+    fn apply_generic(self, ys: &mut [f32]) {
+        ys.iter_mut().for_each(|v| *v = self.apply(*v));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn apply_avx512(self, ys: &mut [f32]) {
+        self.apply_generic(ys)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn apply_avx2(self, ys: &mut [f32]) {
+        self.apply_generic(ys)
     }
 }

@@ -128,7 +128,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use float::{conv2d_f32_with_isa, PackedConvF32};
+pub use float::{conv2d_f32_with_isa, F32Clamp, PackedConvF32};
 pub use peak::PeakLoop;
 pub use quantize::{quantize_slice, quantize_slice_ort};
 

@@ -376,12 +376,14 @@ pub(super) fn prefer_f32(s: &ConvShape, qtot: usize, isa: Isa) -> bool {
 /// bits, then `+ bias` (0 without one).
 ///
 /// Requires `isa` (the layer's, an x86 path: AVX-512 or AVX2) and one group.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run_f32(
     isa: Isa,
     w: &Lines,
     x: &[f32],
     s: &ConvShape,
     bias: Option<&[f32]>,
+    clamp: Option<super::F32Clamp>,
     threads: Option<usize>,
     out: &mut [f32],
 ) {
@@ -389,8 +391,10 @@ pub(super) fn run_f32(
     debug_assert!(s.params.groups == 1 && isa != Isa::Portable);
     let w = w.f32s();
     match isa {
-        Isa::Avx512Vnni => run_f32_with::<64>(gemm_f32_nhwc_avx512, w, x, s, bias, threads, out),
-        _ => run_f32_with::<16>(gemm_f32_nhwc_avx2, w, x, s, bias, threads, out),
+        Isa::Avx512Vnni => {
+            run_f32_with::<64>(gemm_f32_nhwc_avx512, w, x, s, bias, clamp, threads, out)
+        }
+        _ => run_f32_with::<16>(gemm_f32_nhwc_avx2, w, x, s, bias, clamp, threads, out),
     }
 }
 
@@ -399,12 +403,14 @@ type F32Kernel<const NC: usize> =
     unsafe fn(*const f32, &[usize; MR], &[usize], usize, *const f32, &mut [[f32; NC]; MR]);
 
 /// [`run_f32`] with `NC` output channels per weight row and `kernel`.
+#[allow(clippy::too_many_arguments)]
 fn run_f32_with<const NC: usize>(
     kernel: F32Kernel<NC>,
     w: &[f32],
     x: &[f32],
     s: &ConvShape,
     bias: Option<&[f32]>,
+    clamp: Option<super::F32Clamp>,
     threads: Option<usize>,
     out: &mut [f32],
 ) {
@@ -466,8 +472,15 @@ fn run_f32_with<const NC: usize>(
                 // SAFETY: pixels first .. first + count of channel o lie in the output, written
                 // by this task only.
                 let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out + first, count) };
-                for (d, row) in dst.iter_mut().zip(&px) {
-                    *d = row[j] + bo;
+                match clamp {
+                    None => dst
+                        .iter_mut()
+                        .zip(&px)
+                        .for_each(|(d, row)| *d = row[j] + bo),
+                    Some(c) => dst
+                        .iter_mut()
+                        .zip(&px)
+                        .for_each(|(d, row)| *d = c.apply(row[j] + bo)),
                 }
             }
         });

@@ -195,7 +195,9 @@ pub(crate) unsafe fn interleave4_avx512(src: [*const u8; 4], n: usize, flip: u8,
 }
 
 /// `dst[off + i] = row[at + i] + b` for `i < len`, for every run `(at, off, len)` of a float
-/// GEMM tile row (one f32 add per output, as the scalar epilogue), 16 lanes at a time.
+/// GEMM tile row (one f32 add per output, as the scalar epilogue), 16 lanes at a time; with
+/// `clamp = Some((lo, hi))` each sum is then clamped as `F32Clamp::apply` does: `vmaxps(y,
+/// lo)` is `y > lo ? y : lo`, `vminps(m, hi)` is `m < hi ? m : hi`.
 ///
 /// # Safety
 /// avx512f must be available; every run must have `at + len ≤ row.len()` and
@@ -205,9 +207,30 @@ pub(crate) unsafe fn add_bias_runs_avx512(
     row: &[f32],
     runs: &[(usize, usize, usize)],
     b: f32,
+    clamp: Option<(f32, f32)>,
+    dst: *mut f32,
+) {
+    match clamp {
+        // SAFETY: forwarded from the caller.
+        None => unsafe { add_bias_runs_with::<false>(row, runs, b, (0.0, 0.0), dst) },
+        Some(c) => unsafe { add_bias_runs_with::<true>(row, runs, b, c, dst) },
+    }
+}
+
+/// [`add_bias_runs_avx512`], clamping when `CLAMP`.
+///
+/// # Safety
+/// As [`add_bias_runs_avx512`].
+#[target_feature(enable = "avx512f")]
+unsafe fn add_bias_runs_with<const CLAMP: bool>(
+    row: &[f32],
+    runs: &[(usize, usize, usize)],
+    b: f32,
+    (lo, hi): (f32, f32),
     dst: *mut f32,
 ) {
     let bv = _mm512_set1_ps(b);
+    let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for &(at, off, len) in runs {
         debug_assert!(at + len <= row.len());
         let mut i = 0;
@@ -217,7 +240,11 @@ pub(crate) unsafe fn add_bias_runs_avx512(
                 let rem = (len - i).min(16);
                 let m: __mmask16 = ((1u32 << rem) - 1) as u16;
                 let v = _mm512_maskz_loadu_ps(m, row.as_ptr().add(at + i));
-                _mm512_mask_storeu_ps(dst.add(off + i), m, _mm512_add_ps(v, bv));
+                let mut y = _mm512_add_ps(v, bv);
+                if CLAMP {
+                    y = _mm512_min_ps(_mm512_max_ps(y, lov), hiv);
+                }
+                _mm512_mask_storeu_ps(dst.add(off + i), m, y);
                 i += rem;
             }
         }
