@@ -336,11 +336,11 @@ impl QdqBackend for QdqFastCpu {
         let kernel = self.add_kernel();
         let big = a.len() >= 1 << 16;
         match self.add_tables.get(kernel, [*a_qp, *b_qp, *y_qp], big)? {
-            Some(t) if a.len() == b.len() => Ok(a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| t[usize::from(x) << 8 | usize::from(y)])
-                .collect()),
+            Some(t) if a.len() == b.len() => Ok(crate::cpu::fast::par_bytes(a.len(), |s, out| {
+                for ((o, &x), &y) in out.iter_mut().zip(&a[s..]).zip(&b[s..]) {
+                    *o = t[usize::from(x) << 8 | usize::from(y)];
+                }
+            })),
             _ => ort::add::qlinear_add(kernel, a, a_qp, b, b_qp, y_qp),
         }
     }

@@ -401,6 +401,26 @@ fn par_for(threads: Option<usize>, n: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// `n` bytes, each chunk `out[start..start + len]` written by `f(start, chunk)` (which must
+/// write every byte of its chunk; they start zeroed), in chunks of 32 KiB split across the
+/// current pool's threads where the caller is one of its workers (a model run by
+/// [`on_pool`]) and there are at least two chunks, else in one call on this thread. For
+/// elementwise ops between a model's convs (byte-table maps and gathers), which would
+/// otherwise leave the other threads idle.
+pub fn par_bytes(n: usize, f: impl Fn(usize, &mut [u8]) + Sync + Send) -> Vec<u8> {
+    const CHUNK: usize = 1 << 15;
+    let mut out = vec![0u8; n];
+    let workers = rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1;
+    if workers && n >= 2 * CHUNK {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| f(i * CHUNK, c));
+    } else {
+        f(0, &mut out);
+    }
+    out
+}
+
 /// The number of threads `threads` stands for.
 fn thread_count(threads: Option<usize>) -> usize {
     match threads {
@@ -1190,6 +1210,26 @@ mod tests {
         let global = FastConvOptions::default();
         let inside = on_pool(Some(3), || global.for_work(small, Grain::Int8Gemm));
         assert_eq!(inside, global);
+    }
+
+    /// Each byte is written by the call of its chunk, at its offset, on a pool's worker (in
+    /// parallel chunks) as on a plain thread (one call), for sizes around the chunk bounds.
+    #[test]
+    fn par_bytes_gives_each_byte_its_value_in_chunks_or_not() {
+        let f = |start: usize, out: &mut [u8]| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = ((start + j) * 31 % 251) as u8;
+            }
+        };
+        for n in [0, 1, 65_535, 65_536, 65_537, 100_001] {
+            let want: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            assert_eq!(super::par_bytes(n, f), want, "{n} bytes");
+            assert_eq!(
+                on_pool(Some(2), || super::par_bytes(n, f)),
+                want,
+                "{n} on a pool"
+            );
+        }
     }
 
     #[test]

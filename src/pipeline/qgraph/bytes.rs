@@ -46,15 +46,28 @@ pub(super) fn clip_table(engine: QEngine, qp: &QParams, min: f32, max: f32) -> R
 /// which vectorizes (`vpmaxub`/`vpminub`): the same bytes, checked against the table on all
 /// 256 entries first.
 pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
+    use crate::cpu::fast::par_bytes;
     let (lo, hi) = (t[0], t[255]);
     if lo <= hi && (0..=255u8).all(|b| t[b as usize] == b.clamp(lo, hi)) {
-        return x.iter().map(|&v| v.max(lo).min(hi)).collect();
+        return par_bytes(x.len(), |s, out| {
+            for (o, &v) in out.iter_mut().zip(&x[s..]) {
+                *o = v.max(lo).min(hi);
+            }
+        });
     }
     let (lo, hi) = (t[0x80] as i8, t[0x7f] as i8);
     if lo <= hi && (0..=255u8).all(|b| t[b as usize] as i8 == (b as i8).clamp(lo, hi)) {
-        return x.iter().map(|&v| (v as i8).max(lo).min(hi) as u8).collect();
+        return par_bytes(x.len(), |s, out| {
+            for (o, &v) in out.iter_mut().zip(&x[s..]) {
+                *o = (v as i8).max(lo).min(hi) as u8;
+            }
+        });
     }
-    x.iter().map(|&v| t[v as usize]).collect()
+    par_bytes(x.len(), |s, out| {
+        for (o, &v) in out.iter_mut().zip(&x[s..]) {
+            *o = t[v as usize];
+        }
+    })
 }
 
 /// One run of a concat's output: `block` input bytes per outer index, each mapped through
@@ -395,9 +408,12 @@ pub(super) fn add_on_host(a: &[u8], b: &[u8], plan: &AddPlan) -> Vec<u8> {
     let t = &plan.tables[..];
     let pair = |i: usize| (a[i] as usize) << 8 | b[i] as usize;
     match plan.nhwc {
-        None => (0..a.len())
-            .map(|i| t[usize::from(i >= plan.split) << 16 | pair(i)])
-            .collect(),
+        None => crate::cpu::fast::par_bytes(a.len(), |s, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                let i = s + j;
+                *o = t[usize::from(i >= plan.split) << 16 | pair(i)];
+            }
+        }),
         Some([n, c, h, w]) => {
             // NCHW element i = (bi · c + ci) · hw + p sits at NHWC position (bi · hw + p) · c + ci.
             let hw = h * w;
@@ -442,9 +458,14 @@ mod tests {
         let mut t: [u8; 256] = std::array::from_fn(|b| (b as u8).clamp(10, 20));
         t[15] = 16;
         tables.push(t);
+        // Large inputs on a pool's worker map in parallel chunks.
+        let big: Vec<u8> = (0..200_003).map(|i| (i * 7 % 256) as u8).collect();
         for (i, t) in tables.iter().enumerate() {
             let want: Vec<u8> = x.iter().map(|&v| t[v as usize]).collect();
             assert_eq!(map_on_host(&x, t), want, "table {i}");
+            let want: Vec<u8> = big.iter().map(|&v| t[v as usize]).collect();
+            let got = crate::cpu::fast::on_pool(Some(2), || map_on_host(&big, t));
+            assert_eq!(got, want, "table {i}, in parallel chunks");
         }
     }
 
@@ -454,6 +475,40 @@ mod tests {
             data: (0..n).map(|i| ((i * 37 + seed * 11) % 256) as u8).collect(),
             dims: dims.to_vec(),
             qp,
+        }
+    }
+
+    /// An add of 2^17 elements or more (tables built at once), gathered in parallel chunks on a
+    /// pool's worker, equals the reference, on the x86 engine (its vector and scalar formula
+    /// paths, by memory position) contiguous and channels-last, and on qnnpack's.
+    #[test]
+    fn adds_gathered_in_parallel_chunks_equal_the_reference() {
+        let dims = [1, 9, 130, 130];
+        let qp = |s, z| QParams::new(s, z, QDtype::QUInt8).unwrap();
+        let (a, b) = (
+            tensor(&dims, qp(0.05, 128), 1),
+            tensor(&dims, qp(0.031, 3), 2),
+        );
+        let out = qp(0.07, 120);
+        let cl = MemoryFormat::ChannelsLast;
+        let cases = [
+            (QEngine::X86, [MemoryFormat::Contiguous; 2], false),
+            (QEngine::X86, [cl, cl], true),
+            (QEngine::Qnnpack, [MemoryFormat::Contiguous; 2], true),
+        ];
+        for (engine, formats, relu) in cases {
+            let isa = CpuCapability::Avx2;
+            let mut tables = AddTables::default();
+            let plan = tables
+                .plan(engine, isa, &a, &b, &out, relu, formats, false)
+                .unwrap()
+                .expect("an add this large builds its tables at once");
+            let got = crate::cpu::fast::on_pool(Some(2), || add_on_host(&a.data, &b.data, &plan));
+            let want = r::add::add_in(
+                formats, engine, isa, &dims, &a.data, &a.qp, &b.data, &b.qp, &out, relu,
+            )
+            .unwrap();
+            assert_eq!(got, want, "{engine:?} {formats:?}");
         }
     }
 
