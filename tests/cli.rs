@@ -599,6 +599,39 @@ fn bench_model_times_a_qdq_model() {
     }
 }
 
+/// `squint bench --model --isa P` runs the model's layers on path P (its JSON names it), for
+/// every path this CPU runs; an unknown path is an error naming the known ones.
+#[test]
+fn bench_model_runs_on_the_isa_path_asked_for() {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/mobilenet_tiny");
+    let bench = |isa: &str| {
+        let mut c = squint();
+        c.args([
+            "bench",
+            "--json",
+            "--no-gpu",
+            "--no-reference",
+            "--runs",
+            "1",
+        ])
+        .args(["--isa", isa, "--model"])
+        .arg(d.join("model.onnx"))
+        .arg("--input")
+        .arg(d.join("input.npy"));
+        c
+    };
+    for isa in squint::cpu::fast::Isa::available() {
+        let out = run_ok(&mut bench(isa.name()));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["isa"], isa.name());
+        assert_eq!(v["results"].as_array().unwrap().len(), 2, "{out}");
+    }
+    let o = bench("sse9").output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sse9") && err.contains("avx2"), "{err}");
+}
+
 /// `squint report` on a QDQ model needs `--input` (no calibration: the model carries its
 /// qparams) and prints a JSON row per value.
 #[test]

@@ -904,12 +904,11 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         .as_deref()
         .map(squint::cpu::fast::Isa::parse)
         .transpose()?;
-    if isa.is_some() && a.model.is_some() {
-        return Err(squint::Error::InvalidParameter(
-            "--isa applies to the conv shapes; --model runs the fastest path this CPU has".into(),
-        ));
-    }
     if let Some(model) = &a.model {
+        // Every layer of the model is packed after this, on that path.
+        if let Some(isa) = isa {
+            isa.set_process_default()?;
+        }
         let input = a
             .input
             .as_ref()
@@ -969,6 +968,7 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
                     "model": model,
                     "input_dims": x.dims,
                     "threads": threads,
+                    "isa": squint::cpu::fast::detected_isa(),
                     "results": results
                 }))
                 .expect("plain data serialises")
@@ -985,9 +985,10 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
                 format!("qconfig {}", a.qconfig)
             };
             println!(
-                "{} on {:?}, {what} (median of {runs} runs, {threads} CPU threads):",
+                "{} on {:?}, {what} (median of {runs} runs, {threads} CPU threads, {} kernels):",
                 model.display(),
                 x.dims,
+                squint::cpu::fast::detected_isa(),
             );
             let w = results.iter().map(|r| r.path.len()).max().unwrap_or(0);
             for r in &results {

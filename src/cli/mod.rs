@@ -94,7 +94,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// ISA path of the fast CPU kernels: avx512-vnni, avx-vnni, avx2 or portable (default: the
-    /// fastest this CPU has). `--isa avx2` measures the AVX2 kernels on an AVX-512 machine.
+    /// fastest this CPU has). `--isa avx2` measures the AVX2 kernels on an AVX-512 machine;
+    /// with --model, every layer of the model runs on that path.
     #[arg(long)]
     pub isa: Option<String>,
     /// Also run the large shape (8x256x56x56), meant for real GPUs.

@@ -347,6 +347,9 @@ impl Isa {
 
     /// The fastest path this CPU can run (detected once).
     pub fn detect() -> Isa {
+        if let Some(&isa) = Isa::ALL.get(ISA_OVERRIDE.load(Ordering::Relaxed) as usize) {
+            return isa;
+        }
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
             Isa::ALL
@@ -354,6 +357,22 @@ impl Isa {
                 .find(|i| i.is_available())
                 .unwrap_or(Isa::Portable)
         })
+    }
+
+    /// Makes this path the one [`Isa::detect`] returns for the rest of the process (after
+    /// checking that this CPU runs it): every layer packed afterwards without an explicit
+    /// path uses it, a whole model's convs included. For benchmarks (`squint bench --model
+    /// --isa avx2` times a model on the AVX2 kernels of an AVX-512 machine), as PyTorch's
+    /// `ATEN_CPU_CAPABILITY` and oneDNN's `ONEDNN_MAX_CPU_ISA` are; layers already packed keep
+    /// their path. Results never depend on the path.
+    pub fn set_process_default(self) -> Result<()> {
+        self.check_available()?;
+        let i = Isa::ALL
+            .iter()
+            .position(|&i| i == self)
+            .expect("every path is in ALL");
+        ISA_OVERRIDE.store(i as u8, Ordering::Relaxed);
+        Ok(())
     }
 
     fn check_available(self) -> Result<()> {
@@ -378,6 +397,10 @@ impl std::fmt::Display for Isa {
         f.write_str(self.name())
     }
 }
+
+/// The index in [`Isa::ALL`] of the path set by [`Isa::set_process_default`] (none: past the
+/// end).
+static ISA_OVERRIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
 
 /// The ISA path the fast kernels use on this CPU: `"avx512-vnni"`, `"avx-vnni"`, `"avx2"` or
 /// `"portable"`.
