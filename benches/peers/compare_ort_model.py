@@ -18,7 +18,7 @@ the CPU's name and flags (quote it as it is: these machines are shared and noisy
 
     cargo build --release
     pip install onnxruntime onnx numpy
-    python3 benches/peers/compare_ort_model.py --threads 1 [--size 224] [--json]
+    python3 benches/peers/compare_ort_model.py --threads 1 [--size 224] [--isa avx2] [--json]
 """
 import argparse
 import json
@@ -138,10 +138,10 @@ def ort_ms(path, x, threads, runs):
     return statistics.median(t)
 
 
-def squint_ms(exe, model, x, calib, threads, runs, qconfig):
+def squint_ms(exe, model, x, calib, threads, runs, qconfig, isa=None):
     cmd = [exe, "bench", "--model", model, "--input", x, "--calib", calib, "--no-gpu",
            "--no-reference", "--json", "--threads", str(threads), "--runs", str(runs),
-           "--qconfig", qconfig]
+           "--qconfig", qconfig] + (["--isa", isa] if isa else [])
     rep = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return {r["path"]: r["ms"] for r in rep["results"]}
 
@@ -154,6 +154,8 @@ def main():
     ap.add_argument("--runs", type=int, default=11, help="timed runs per path and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--relu", action="store_true", help="ReLU instead of ReLU6")
+    ap.add_argument("--isa", action="append", default=[],
+                    help="also time squint on this ISA path (repeatable: avx2, avx-vnni, ...)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = np.random.default_rng(1)
@@ -175,13 +177,15 @@ def main():
                 "ort float32": ort_ms(fp32, x, a.threads, a.runs),
                 "ort int8 (quantize_static, QLinearConv)": ort_ms(int8, x, a.threads, a.runs),
             }
-            for qc in ("x86", "ort-per-tensor"):
-                s = squint_ms(a.squint, fp32, xp, cp, a.threads, a.runs, qc)
-                for path, ms in s.items():
-                    if path.startswith("float32"):
-                        got.setdefault("squint float32", ms)
-                    else:
-                        got[f"squint {path} --qconfig {qc}"] = ms
+            for isa in [None] + a.isa:
+                tag = f" --isa {isa}" if isa else ""
+                for qc in ("x86", "ort-per-tensor"):
+                    s = squint_ms(a.squint, fp32, xp, cp, a.threads, a.runs, qc, isa)
+                    for path, ms in s.items():
+                        if path.startswith("float32"):
+                            got.setdefault(f"squint float32{tag}", ms)
+                        else:
+                            got[f"squint {path} --qconfig {qc}{tag}"] = ms
             for k, v in got.items():
                 rows.setdefault(k, []).append(v)
     med = {k: statistics.median(v) for k, v in rows.items()}
