@@ -507,6 +507,8 @@ pub(super) fn run(
         Sink::Bytes(_) => cc.requant.as_ref(),
         _ => None,
     };
+    #[cfg(target_arch = "x86_64")]
+    let ks_ymm = cc.requant_ymm.as_deref();
     let geo = Geometry::new(s, p.ncb, p.px);
     // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
     let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
@@ -616,6 +618,24 @@ pub(super) fn run(
                                     &ks[o0..o0 + nvalid],
                                     &tile,
                                     runs,
+                                    b.0.add(base),
+                                    plane_out,
+                                )
+                            };
+                            continue;
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        if let (Some(ks), SinkPtr::Bytes(b)) = (ks_ymm, out) {
+                            // SAFETY: the ISA (AVX2 or AVX-VNNI, both with AVX2) was checked
+                            // when packing; every channel's constants are ready (`requant_ymm`);
+                            // the runs lie inside each row's plane (`segments`) and `base`
+                            // inside the output, written by this task only.
+                            unsafe {
+                                super::x86::requant_tile_avx2(
+                                    &ks[o0..o0 + nvalid],
+                                    &tile,
+                                    npx,
+                                    &segs,
                                     b.0.add(base),
                                     plane_out,
                                 )

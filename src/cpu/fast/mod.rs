@@ -620,6 +620,11 @@ pub(super) struct CallConsts {
     pub(super) corr0: Vec<i32>,
     #[cfg(target_arch = "x86_64")]
     pub(super) requant: Option<Vec<x86::Requant512>>,
+    /// The same constants on the ymm paths (AVX-VNNI, AVX2), for their GEMM tiles'
+    /// epilogue (`x86::requant_tile_avx2`); `None` elsewhere or where a channel's formula is
+    /// not a float one with finite constants.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) requant_ymm: Option<Vec<x86::Requant512>>,
 }
 
 impl std::fmt::Debug for PackedConv2d {
@@ -807,6 +812,16 @@ impl PackedConv2d {
             requant: match self.isa {
                 Isa::Avx512Vnni => (0..self.wsum.len())
                     .map(|o| x86::Requant512::new(&self.epi, o, self.acc_bound(x_qp, o)))
+                    .collect(),
+                _ => None,
+            },
+            #[cfg(target_arch = "x86_64")]
+            requant_ymm: match self.isa {
+                Isa::AvxVnni | Isa::Avx2 => (0..self.wsum.len())
+                    .map(|o| {
+                        x86::Requant512::new(&self.epi, o, self.acc_bound(x_qp, o))
+                            .filter(|k| k.ymm_tile_ready())
+                    })
                     .collect(),
                 _ => None,
             },

@@ -37,5 +37,6 @@ pub(super) use pack::{
     copy_rows_xor_avx2, copy_rows_xor_avx512, interleave4, interleave4_avx512, pair_plane_avx2,
 };
 pub(super) use requant::{
-    requant_row_avx2, requant_row_avx512, requant_tile_avx512, Requant512, RunMask,
+    requant_row_avx2, requant_row_avx512, requant_tile_avx2, requant_tile_avx512, Requant512,
+    RunMask,
 };
