@@ -187,7 +187,9 @@ pub fn concat<T: Copy>(inputs: &[&[T]], inner: &[usize], outer: usize) -> Result
 }
 
 /// `y[n][o] = sum_i x[n][i] * w[o][i] + b[o]` for `x` of shape `[batch, in]`, `w` of
-/// `[out, in]`.
+/// `[out, in]`, each sum in f64 in input order. Called on a worker of a thread pool (a model
+/// run, `cpu::fast::on_pool`) with 2^18 multiply-adds or more, the outputs are split across
+/// the pool's threads (each computed as on one thread: the same values).
 pub fn linear(
     x: &[f32],
     w: &[f32],
@@ -206,12 +208,47 @@ pub fn linear(
     if let Some(b) = bias {
         check_len("linear bias", b.len(), out)?;
     }
-    let mut y = Vec::with_capacity(batch * out);
-    for row in x.chunks_exact(inp).take(batch) {
-        for (o, wr) in w.chunks_exact(inp).enumerate() {
-            let dot: f64 = row.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-            y.push((dot + bias.map_or(0.0, |b| b[o] as f64)) as f32);
-        }
+    let one = |i: usize| {
+        let (row, o) = (&x[i / out * inp..][..inp], i % out);
+        let wr = &w[o * inp..][..inp];
+        let dot: f64 = row.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+        (dot + bias.map_or(0.0, |b| b[o] as f64)) as f32
+    };
+    let on_worker = rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1;
+    if on_worker && batch * w.len() >= 1 << 18 {
+        use rayon::prelude::*;
+        Ok((0..batch * out)
+            .into_par_iter()
+            .with_min_len(16)
+            .map(one)
+            .collect())
+    } else {
+        Ok((0..batch * out).map(one).collect())
     }
-    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linear;
+
+    /// A linear large enough to split across a pool's threads gives, bit for bit, the values
+    /// of one thread, each the f64 sum in input order.
+    #[test]
+    fn linear_split_across_a_pool_equals_one_thread_bit_for_bit() {
+        let (batch, inp, out) = (2, 700, 200);
+        let mut rng = crate::rng::Rng::new(3);
+        let x = rng.normal_vec(batch * inp, 1.0);
+        let w = rng.normal_vec(out * inp, 0.1);
+        let b = rng.normal_vec(out, 0.1);
+        let one = linear(&x, &w, Some(&b), batch, out).unwrap();
+        let pooled =
+            crate::cpu::fast::on_pool(Some(2), || linear(&x, &w, Some(&b), batch, out).unwrap());
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&pooled), bits(&one));
+        let (n, o) = (1, 123);
+        let dot: f64 = (0..inp)
+            .map(|i| x[n * inp + i] as f64 * w[o * inp + i] as f64)
+            .sum();
+        assert_eq!(one[n * out + o], (dot + b[o] as f64) as f32);
+    }
 }
