@@ -945,11 +945,7 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
     let mut rng = Rng::new(0xf10a7);
     for case_no in 0..80 {
         let s = random_shape(&mut rng);
-        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
-        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
-        let bias: Option<Vec<f32>> = rng
-            .chance(0.5)
-            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let (x, w, bias) = random_f32_layer(&mut rng, &s);
         let want = reference::conv2d_f32(&x, &w, bias.as_deref(), &s).unwrap();
         let mut first: Option<Vec<f32>> = None;
         for (i, isa) in Isa::available().into_iter().enumerate() {
@@ -1016,11 +1012,7 @@ fn float_gemm_layouts_give_identical_bits() {
     }
     assert!(shapes.len() > 20, "too few one-group shapes drawn");
     for (i, s) in shapes.iter().enumerate() {
-        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
-        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
-        let bias: Option<Vec<f32>> = rng
-            .chance(0.5)
-            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let (x, w, bias) = random_f32_layer(&mut rng, s);
         let mut outs = Vec::new();
         for &isa in &isas {
             for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {
@@ -1044,17 +1036,36 @@ fn float_gemm_layouts_give_identical_bits() {
     }
 }
 
+/// A random f32 input in [-1, 1), weights in [-0.5, 0.5) and, half the time, a bias.
+fn random_f32_layer(rng: &mut Rng, s: &ConvShape) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+    let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+    let bias: Option<Vec<f32>> = rng
+        .chance(0.5)
+        .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+    (x, w, bias)
+}
+
+/// 40 random shapes, a `c`-channel 3x3 conv on a 7x7 plane (the channels-in-lanes layout) and
+/// a 16-channel depthwise conv.
+fn random_shapes_with_small_planes(rng: &mut Rng, c: usize) -> Vec<ConvShape> {
+    let mut shapes: Vec<ConvShape> = (0..40).map(|_| random_shape(rng)).collect();
+    let p1 = ConvParams::default().padding(1);
+    shapes.push(ConvShape::new([1, c, 7, 7], [c, c, 3, 3], p1).unwrap());
+    shapes.push(ConvShape::new([1, 16, 9, 9], [16, 1, 3, 3], p1.groups(16)).unwrap());
+    shapes
+}
+
 /// `run_into` overwrites every value of a caller's buffer that holds garbage, giving `run`'s
 /// result, on every ISA path (random shapes: GEMM, grouped and depthwise; the channels-in-lanes
 /// layouts too), and refuses a buffer of the wrong length.
 #[test]
 fn run_into_overwrites_every_output_of_a_garbage_buffer() {
     let mut rng = Rng::new(0x1270);
-    let mut shapes: Vec<ConvShape> = (0..40).map(|_| random_shape(&mut rng)).collect();
-    let p1 = ConvParams::default().padding(1);
-    shapes.push(ConvShape::new([1, 64, 7, 7], [64, 64, 3, 3], p1).unwrap());
-    shapes.push(ConvShape::new([1, 16, 9, 9], [16, 1, 3, 3], p1.groups(16)).unwrap());
-    for (i, s) in shapes.into_iter().enumerate() {
+    for (i, s) in random_shapes_with_small_planes(&mut rng, 64)
+        .into_iter()
+        .enumerate()
+    {
         let c = random_case_for(&mut rng, s);
         let s = &c.s;
         let xf: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
@@ -1096,10 +1107,7 @@ fn run_into_overwrites_every_output_of_a_garbage_buffer() {
 #[test]
 fn clamped_float_convs_equal_the_conv_then_the_clamp_on_every_path() {
     let mut rng = Rng::new(0xc1a3);
-    let mut shapes: Vec<ConvShape> = (0..40).map(|_| random_shape(&mut rng)).collect();
-    let p1 = ConvParams::default().padding(1);
-    shapes.push(ConvShape::new([1, 70, 7, 7], [70, 70, 3, 3], p1).unwrap());
-    shapes.push(ConvShape::new([1, 16, 9, 9], [16, 1, 3, 3], p1.groups(16)).unwrap());
+    let shapes = random_shapes_with_small_planes(&mut rng, 70);
     let clamps = [
         fast::F32Clamp {
             lo: 0.0,
@@ -1113,11 +1121,7 @@ fn clamped_float_convs_equal_the_conv_then_the_clamp_on_every_path() {
         },
     ];
     for (i, s) in shapes.iter().enumerate() {
-        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
-        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
-        let bias: Option<Vec<f32>> = rng
-            .chance(0.5)
-            .then(|| (0..s.c_out).map(|_| rng.unit() - 0.5).collect());
+        let (x, w, bias) = random_f32_layer(&mut rng, s);
         let opts = FastConvOptions::splitting_small(Some(1 + i % 2));
         for isa in Isa::available() {
             for layout in [GemmLayout::Flat, GemmLayout::Nhwc, GemmLayout::Auto] {

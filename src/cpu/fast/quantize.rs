@@ -125,7 +125,9 @@ mod tests {
                         (quantize_slice, reference, "pytorch"),
                         (quantize_slice_ort, ort, "ort"),
                     ];
-                    for (fast, slow, what) in pairs {
+                    // ORT's zero points lie in the dtype's range (its reference asserts so).
+                    let ort_zp = dtype.full_range().contains(zp);
+                    for (fast, slow, what) in pairs.into_iter().take(1 + ort_zp as usize) {
                         let (got, want) = (fast(&xs, &qp), slow(&xs, &qp));
                         if let Some(i) = (0..xs.len()).find(|&i| got[i] != want[i]) {
                             panic!(
@@ -141,7 +143,7 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 2_000_000);
+        assert!(checked > 1_500_000);
     }
 
     type Fn2 = fn(&[f32], &QParams) -> Vec<u8>;

@@ -642,6 +642,41 @@ unsafe fn store32_bytes(y: [__m256i; 4], signed: bool, dst: *mut u8) {
     unsafe { _mm256_storeu_si256(dst.cast(), fixed) };
 }
 
+/// The float formulas of [`Mode::Finite`] on 8 lanes: i32 accumulators `a` of channel `k` to
+/// rounded i32 levels (before the zero point, packs and clamp), as [`requant_rel_512!`] does
+/// on 16 (`min(v, 1e9)` first where `k.clamp_hi`). A macro, not a function or closure, so that
+/// it inlines into the target-feature code of its callers.
+macro_rules! finite_256 {
+    ($k:expr, $formula:expr, $a:expr) => {{
+        let (k, a): (&Requant512, __m256i) = ($k, $a);
+        let v = match $formula {
+            RequantFormula::Qnnpack => _mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_add_epi32(a, _mm256_set1_epi32(k.bias_i))),
+                _mm256_set1_ps(k.mult),
+            ),
+            RequantFormula::Fbgemm => _mm256_mul_ps(
+                _mm256_add_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(k.bias_f)),
+                _mm256_set1_ps(k.mult),
+            ),
+            _ => {
+                let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(k.mult));
+                v = _mm256_mul_ps(v, _mm256_set1_ps(k.mult2));
+                v = _mm256_add_ps(v, _mm256_set1_ps(k.bias_f));
+                v = _mm256_mul_ps(v, _mm256_set1_ps(k.inv));
+                _mm256_add_ps(v, _mm256_set1_ps(k.zpf))
+            }
+        };
+        let v = if k.clamp_hi {
+            _mm256_min_ps(v, _mm256_set1_ps(1.0e9))
+        } else {
+            v
+        };
+        _mm256_cvtps_epi32(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(v))
+    }};
+}
+
 /// [`requant_row_avx2`] for a float formula whose constants are finite ([`Mode::Finite`]):
 /// the operations of [`requant_rel_512!`] on 8 lanes (no NaN can arise; `min(v, 1e9)` before
 /// rounding, `vcvtps2dq` after `vroundps` to nearest even, as the scalar code), and the
@@ -662,23 +697,10 @@ unsafe fn requant_row_finite_avx2(
     unsafe {
         let n = acc.len().min(out.len());
         let body = n / 32 * 32;
-        let (bias_i, bias_f) = (_mm256_set1_epi32(k.bias_i), _mm256_set1_ps(k.bias_f));
-        let (mult, mult2) = (_mm256_set1_ps(k.mult), _mm256_set1_ps(k.mult2));
-        let (inv, zpf) = (_mm256_set1_ps(k.inv), _mm256_set1_ps(k.zpf));
         let zp16 = _mm256_set1_epi16(k.zp16);
         let (bmin, bmax) = (_mm256_set1_epi8(k.bmin), _mm256_set1_epi8(k.bmax));
-        let big = _mm256_set1_ps(1.0e9);
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         // (Macros, not closures: closures are not reliably inlined into target-feature code.)
-        macro_rules! round {
-            ($v:expr) => {{
-                let v = $v;
-                let v = if k.clamp_hi { _mm256_min_ps(v, big) } else { v };
-                _mm256_cvtps_epi32(_mm256_round_ps::<
-                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                >(v))
-            }};
-        }
         // The tail (< 32 accumulators) zero-padded to one more step, its bytes copied out.
         let mut tail_acc = [0i32; 32];
         tail_acc[..n - body].copy_from_slice(&acc[body..n]);
@@ -710,23 +732,11 @@ unsafe fn requant_row_finite_avx2(
                 }
             }};
         }
+        // One loop per formula (a constant in the first two, so the match folds away).
         match formula {
-            RequantFormula::Qnnpack => rows!(|a| round!(_mm256_mul_ps(
-                _mm256_cvtepi32_ps(_mm256_add_epi32(a, bias_i)),
-                mult
-            ))),
-            RequantFormula::Fbgemm => rows!(|a| round!(_mm256_mul_ps(
-                _mm256_add_ps(_mm256_cvtepi32_ps(a), bias_f),
-                mult
-            ))),
-            _ => rows!(|a| {
-                let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), mult);
-                v = _mm256_mul_ps(v, mult2);
-                v = _mm256_add_ps(v, bias_f);
-                v = _mm256_mul_ps(v, inv);
-                v = _mm256_add_ps(v, zpf);
-                round!(v)
-            }),
+            RequantFormula::Qnnpack => rows!(|a| finite_256!(k, RequantFormula::Qnnpack, a)),
+            RequantFormula::Fbgemm => rows!(|a| finite_256!(k, RequantFormula::Fbgemm, a)),
+            f => rows!(|a| finite_256!(k, f, a)),
         }
         out[body..n].copy_from_slice(&tail_out[..n - body]);
     }
@@ -795,47 +805,11 @@ pub(crate) unsafe fn requant_tile_avx2(
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant16_avx2(k: &Requant512, formula: RequantFormula, acc: *const i32) -> __m128i {
-    macro_rules! round {
-        ($v:expr) => {{
-            let v = $v;
-            let v = if k.clamp_hi {
-                _mm256_min_ps(v, _mm256_set1_ps(1.0e9))
-            } else {
-                v
-            };
-            _mm256_cvtps_epi32(_mm256_round_ps::<
-                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-            >(v))
-        }};
-    }
-    macro_rules! f {
-        ($a:expr) => {{
-            let a = $a;
-            match formula {
-                RequantFormula::Qnnpack => round!(_mm256_mul_ps(
-                    _mm256_cvtepi32_ps(_mm256_add_epi32(a, _mm256_set1_epi32(k.bias_i))),
-                    _mm256_set1_ps(k.mult)
-                )),
-                RequantFormula::Fbgemm => round!(_mm256_mul_ps(
-                    _mm256_add_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(k.bias_f)),
-                    _mm256_set1_ps(k.mult)
-                )),
-                _ => {
-                    let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(k.mult));
-                    v = _mm256_mul_ps(v, _mm256_set1_ps(k.mult2));
-                    v = _mm256_add_ps(v, _mm256_set1_ps(k.bias_f));
-                    v = _mm256_mul_ps(v, _mm256_set1_ps(k.inv));
-                    v = _mm256_add_ps(v, _mm256_set1_ps(k.zpf));
-                    round!(v)
-                }
-            }
-        }};
-    }
     // SAFETY: the caller guarantees the 16 values.
     let (y0, y1) = unsafe {
         (
-            f!(_mm256_loadu_si256(acc.cast())),
-            f!(_mm256_loadu_si256(acc.add(8).cast())),
+            finite_256!(k, formula, _mm256_loadu_si256(acc.cast())),
+            finite_256!(k, formula, _mm256_loadu_si256(acc.add(8).cast())),
         )
     };
     // i16 lanes [y0 0..4, y1 0..4 | y0 4..8, y1 4..8], the zero point added with saturation.
