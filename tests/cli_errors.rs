@@ -719,11 +719,9 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
             outputs: vec![],
         },
         Row {
-            what: "bench --isa with --model",
-            args: args(&[
-                "bench", "--no-gpu", "--isa", "portable", "--model", "m.onnx",
-            ]),
-            mentions: vec!["--isa", "--model"],
+            what: "bench --model with an unknown --isa",
+            args: args(&["bench", "--no-gpu", "--isa", "sse9", "--model", "m.onnx"]),
+            mentions: vec!["sse9", "avx2"],
             outputs: vec![],
         },
         Row {
