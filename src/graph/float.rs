@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 impl Graph {
-    /// Runs the graph in f32 and returns its outputs.
+    /// Runs the graph in f32 and returns its outputs, on a worker of the current (or global)
+    /// thread pool; a ReLU or clip that alone reads a conv's output is applied as the conv
+    /// stores it (the same outputs as [`Graph::run_f32_visit`], which fuses nothing).
     pub fn run_f32(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
         // On a worker of the global (or current) pool, each conv forks from inside it: see
         // `cpu::fast::on_pool`.

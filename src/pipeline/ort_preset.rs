@@ -367,8 +367,8 @@ mod tests {
     use super::*;
 
     /// The chain graph's three activations each follow a conv read by nothing else: each is
-    /// fused (the conv's output takes the activation's name), and the float values are those
-    /// of the unfused graph, bit for bit. An activation whose input has another reader, is a
+    /// fused (the conv's output takes the activation's name), and the float outputs equal the
+    /// unfused graph's. An activation whose input has another reader, is a
     /// graph output or comes from another op stays, and running it with ORT's formulas is an
     /// error naming it.
     #[test]

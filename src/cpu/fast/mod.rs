@@ -145,8 +145,9 @@ pub struct FastConvOptions {
     /// Split every conv across the threads, however small. By default (`false`) a conv with
     /// less work than two threads run faster than one (a measured number of multiply-adds per
     /// kernel family: 20 M for the int8 GEMM convs, 8 M for the f32 ones, 1.5 M and 1.2 M for
-    /// the int8 and f32 depthwise convs) runs on the calling thread alone; tests set this to
-    /// cover the parallel partitioning on small shapes. Results never depend on it.
+    /// the int8 and f32 depthwise convs; a sixteenth of that for a caller on a worker of the
+    /// pool, see [`on_pool`]) runs on the calling thread alone; tests set this to cover the
+    /// parallel partitioning on small shapes. Results never depend on it.
     pub split_small: bool,
 }
 
@@ -208,8 +209,8 @@ impl FastConvOptions {
     }
 }
 
-/// How much smaller a [`Grain`] is for a caller already on a worker of the pool its work
-/// runs in. Measured on the MobileNetV2-shaped 224x224 model (`bench --model --threads 2`,
+/// How much smaller a kernel family's grain (see [`FastConvOptions::split_small`]) is for a
+/// caller already on a worker of the pool its work runs in. Measured on the MobileNetV2-shaped 224x224 model (`bench --model --threads 2`,
 /// each conv forked from a worker), the int8 run took 3.7 ms with the grains of an outside
 /// caller, 3.1 ms with a quarter of them, 2.8–3.0 ms with a sixteenth, a sixty-fourth or
 /// none (one thread: 3.8 ms); a sixteenth still keeps the smallest layers (a 1x32x7x7 conv)
@@ -229,7 +230,7 @@ fn on_a_worker(threads: Option<usize>) -> bool {
 /// Runs `f` on a worker of the pool that `threads` (see [`FastConvOptions::threads`]) runs
 /// on, or on the calling thread where that is one already (or `threads` is one). Every
 /// parallel loop `f` starts on that pool then forks and joins from inside it, which costs a
-/// fraction of a join from outside (see [`FastConvOptions::for_work`]): a model's run calls
+/// fraction of a join from outside (see [`IN_POOL_GRAIN_DIVISOR`]): a model's run calls
 /// its ops this way (see `FastCpuBackend::run`). A pool that cannot be built runs `f` here.
 pub fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
     match threads {
