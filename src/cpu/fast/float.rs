@@ -209,7 +209,7 @@ impl PackedConvF32 {
         let s = ConvShape::new(x_dims, self.w_dims, self.params)?;
         crate::tensor::check_host_alloc(s.output_len(), 4, "the conv output")?;
         let mut out = vec![0f32; s.output_len()];
-        self.run_impl(x, x_dims, bias, Some(clamp), opts, &mut out)?;
+        self.run_into_clamped(x, x_dims, bias, Some(clamp), opts, &mut out)?;
         Ok(out)
     }
 
@@ -239,10 +239,12 @@ impl PackedConvF32 {
         opts: &FastConvOptions,
         out: &mut [f32],
     ) -> Result<()> {
-        self.run_impl(x, x_dims, bias, None, opts, out)
+        self.run_into_clamped(x, x_dims, bias, None, opts, out)
     }
 
-    fn run_impl(
+    /// [`PackedConvF32::run_into`], each output clamped by `clamp` (if any) as it is stored
+    /// (see [`PackedConvF32::run_clamped`]).
+    pub fn run_into_clamped(
         &self,
         x: &[f32],
         x_dims: [usize; 4],
