@@ -238,20 +238,10 @@ impl Graph {
     pub(super) fn fusable_activations(&self) -> (Vec<Option<Activation>>, Vec<bool>) {
         let n = self.nodes().len();
         let (mut then, mut absorbed) = (vec![None; n], vec![false; n]);
-        let consumers = self.consumers();
-        let mut producer = vec![None; self.values().len()];
-        for (i, node) in self.nodes().iter().enumerate() {
-            producer[node.output.0] = Some(i);
-        }
-        for (j, node) in self.nodes().iter().enumerate() {
-            let (Op::Activation(a), [v]) = (&node.op, node.inputs.as_slice()) else {
-                continue;
-            };
-            let Some(i) = producer[v.0] else { continue };
-            let plain_conv =
-                matches!(&self.nodes()[i].op, Op::Conv2d(c) if c.act == Activation::None);
-            if plain_conv && consumers[v.0] == [j] && !self.outputs().contains(v) {
-                then[i] = Some(*a);
+        let plain_conv = |op: &Op| matches!(op, Op::Conv2d(c) if c.act == Activation::None);
+        for (i, j) in self.sole_activation_readers(plain_conv) {
+            if let Op::Activation(a) = self.nodes()[j].op {
+                then[i] = Some(a);
                 absorbed[j] = true;
             }
         }

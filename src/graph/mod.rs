@@ -236,6 +236,33 @@ impl Graph {
         self.values.iter().position(|v| v.name == name).map(ValueId)
     }
 
+    /// The activations that alone read their producer's output: pairs (producer, activation)
+    /// of node indices where node `activation` is an [`Op::Activation`] whose input comes from
+    /// node `producer` with `producer_ok(op)`, is read by it alone and is not a graph output.
+    /// What a runtime can fuse into the producer (a float run's convs, ORT's quantizer).
+    pub fn sole_activation_readers(
+        &self,
+        producer_ok: impl Fn(&Op) -> bool,
+    ) -> Vec<(usize, usize)> {
+        let consumers = self.consumers();
+        let mut producer = vec![None; self.values.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            producer[node.output.0] = Some(i);
+        }
+        let mut pairs = Vec::new();
+        for (j, node) in self.nodes.iter().enumerate() {
+            let (Op::Activation(_), [v]) = (&node.op, node.inputs.as_slice()) else {
+                continue;
+            };
+            let Some(i) = producer[v.0] else { continue };
+            if producer_ok(&self.nodes[i].op) && consumers[v.0] == [j] && !self.outputs.contains(v)
+            {
+                pairs.push((i, j));
+            }
+        }
+        pairs
+    }
+
     /// For each value, the nodes (indices into [`Self::nodes`]) that read it.
     pub fn consumers(&self) -> Vec<Vec<usize>> {
         let mut c = vec![Vec::new(); self.values.len()];

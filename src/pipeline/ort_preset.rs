@@ -273,31 +273,18 @@ fn without_activations(graph: &Graph) -> Result<Graph> {
 /// it; this is where the ORT preset fuses it. Activations after other ops (or after an op
 /// with a fused activation already) stay, and [`super::qdq`] refuses them naming the node.
 fn with_removable_activations_fused(graph: &Graph) -> Result<Graph> {
-    let consumers = graph.consumers();
-    let mut producer = vec![None; graph.values().len()];
-    for (i, node) in graph.nodes().iter().enumerate() {
-        producer[node.output.0] = Some(i);
-    }
-    let kept =
-        |v: crate::graph::ValueId| graph.inputs().contains(&v) || graph.outputs().contains(&v);
-    // fused[p]: the activation node fused into node p.
+    // fused[p]: the activation node fused into node p. (A graph input has no producer.)
     let mut fused: Vec<Option<usize>> = vec![None; graph.nodes().len()];
     let mut absorbed = vec![false; graph.nodes().len()];
-    for (i, node) in graph.nodes().iter().enumerate() {
-        let (Op::Activation(_), [v]) = (&node.op, node.inputs.as_slice()) else {
-            continue;
-        };
-        let Some(p) = producer[v.0] else { continue };
-        let fusable = match &graph.nodes()[p].op {
-            Op::Conv2d(c) => c.act == Activation::None,
-            Op::Linear(l) => l.act == Activation::None,
-            Op::Add { act } => *act == Activation::None,
-            _ => false,
-        };
-        if fusable && consumers[v.0] == [i] && !kept(*v) {
-            fused[p] = Some(i);
-            absorbed[i] = true;
-        }
+    let fusable = |op: &Op| match op {
+        Op::Conv2d(c) => c.act == Activation::None,
+        Op::Linear(l) => l.act == Activation::None,
+        Op::Add { act } => *act == Activation::None,
+        _ => false,
+    };
+    for (p, i) in graph.sole_activation_readers(fusable) {
+        fused[p] = Some(i);
+        absorbed[i] = true;
     }
     if !absorbed.contains(&true) {
         return Ok(graph.clone());
