@@ -356,6 +356,18 @@ pub(crate) struct DwFlat<'a> {
     pub segs: &'a [Vec<(usize, usize, usize)>],
 }
 
+/// The in-lane byte shuffle of [`dw_i8_flat`] that restores position order after the packs:
+/// byte `q` of each 128-bit lane takes byte `4·(q mod 4) + ⌊q/4⌋` (built at compile time).
+static PHASE_ORDER: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut q = 0;
+    while q < 64 {
+        t[q] = (4 * (q % 4) + (q % 16) / 4) as u8;
+        q += 1;
+    }
+    t
+};
+
 /// The int8 depthwise conv of one output channel with unit strides and column dilation
 /// (`sy = sx = dw = 1`) on AVX512-VNNI, over a flat padded plane (see [`DwFlat`]).
 ///
@@ -399,11 +411,7 @@ pub(crate) unsafe fn dw_i8_flat<const NG: usize>(
     unsafe {
         let k = k.copied();
         let init = _mm512_set1_epi32(init.wrapping_add(k.map_or(0, |k| k.int_bias())));
-        let mut tr = [0u8; 64];
-        for (q, t) in tr.iter_mut().enumerate() {
-            *t = (4 * (q % 4) + (q % 16) / 4) as u8;
-        }
-        let tr = _mm512_loadu_si512(tr.as_ptr().cast());
+        let tr = _mm512_loadu_si512(PHASE_ORDER.as_ptr().cast());
         for (b, segs) in f.segs.iter().enumerate() {
             let mut acc = [init; 4];
             let mut p = plane.add(64 * b);
