@@ -318,10 +318,11 @@ impl PackedConvF32 {
                         for (pos, iy, ix0, count) in rows {
                             dst[done..pos].fill(0.0);
                             done = pos + count;
-                            let row = &ch[iy * s.w..(iy + 1) * s.w];
                             if sx == 1 {
-                                dst[pos..pos + count].copy_from_slice(&row[ix0..ix0 + count]);
+                                dst[pos..pos + count]
+                                    .copy_from_slice(&ch[iy * s.w + ix0..][..count]);
                             } else {
+                                let row = &ch[iy * s.w..(iy + 1) * s.w];
                                 for (d, i) in
                                     dst[pos..pos + count].iter_mut().zip((ix0..).step_by(sx))
                                 {

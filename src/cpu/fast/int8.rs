@@ -364,8 +364,15 @@ impl Geometry {
     }
 
     /// Plane `pi`: its channel (block) index, and the row copies that fill it from the input
-    /// (positions not covered hold padding).
-    pub(super) fn copies(&self, s: &ConvShape, pi: usize) -> (usize, Vec<RowCopy>) {
+    /// (positions not covered hold padding), in position order. With unit column stride,
+    /// copies that continue each other in both the input and the plane (whole rows of an
+    /// input without column padding, as a 1x1 conv's) merge into one: a copy's `count` may
+    /// then exceed the row, its columns continuing into the next input rows.
+    pub(super) fn copies(
+        &self,
+        s: &ConvShape,
+        pi: usize,
+    ) -> (usize, impl Iterator<Item = RowCopy> + '_) {
         let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
         let [sy, sx] = self.stride;
         let phase = pi / self.nplanes;
@@ -373,17 +380,26 @@ impl Geometry {
         // Phase columns x' with pw <= x'·sx + px < pw + w.
         let x_lo = pw.saturating_sub(px).div_ceil(sx);
         let x_hi = self.wrow.min((pw + s.w).saturating_sub(px).div_ceil(sx));
-        let mut rows = Vec::new();
-        if x_lo < x_hi {
-            for yq in 0..self.hph {
+        let (h, w, wrow) = (s.h, s.w, self.wrow);
+        let mut rows = (0..if x_lo < x_hi { self.hph } else { 0 })
+            .filter_map(move |yq| {
                 let y = yq * sy + py;
-                if y >= ph && y < ph + s.h {
-                    let pos = yq * self.wrow + x_lo;
-                    rows.push((pos, y - ph, x_lo * sx + px - pw, x_hi - x_lo));
+                (y >= ph && y < ph + h)
+                    .then(|| (yq * wrow + x_lo, y - ph, x_lo * sx + px - pw, x_hi - x_lo))
+            })
+            .peekable();
+        let merged = std::iter::from_fn(move || {
+            let (pos, iy, ix0, mut count) = rows.next()?;
+            while let Some(&(p2, iy2, ix2, c2)) = rows.peek() {
+                if sx != 1 || p2 != pos + count || iy2 * w + ix2 != iy * w + ix0 + count {
+                    break;
                 }
+                count += c2;
+                rows.next();
             }
-        }
-        (pi % self.nplanes, rows)
+            Some((pos, iy, ix0, count))
+        });
+        (pi % self.nplanes, merged)
     }
 }
 
@@ -410,7 +426,8 @@ fn repack(
             &x[base..base + s.h * s.w]
         })
     };
-    let zrow = vec![z ^ flip; s.w];
+    // The source of padded channels (a merged copy may span every row).
+    let zrow = vec![z ^ flip; if cig % 4 == 0 { 0 } else { s.h * s.w }];
     let bufp = SendPtr(buf.as_mut_ptr());
     par_for(threads, geo.planes, |pi| {
         // SAFETY: plane `pi` is the disjoint range [pi·plane_bytes, (pi+1)·plane_bytes) of
@@ -427,14 +444,11 @@ fn repack(
         }
         for (pos, iy, ix0, count) in rows {
             let src: [&[u8]; 4] = std::array::from_fn(|j| {
-                let row = match chans[j] {
-                    Some(ch) => &ch[iy * s.w..(iy + 1) * s.w],
-                    None => &zrow[..],
-                };
+                let ch = chans[j].unwrap_or(&zrow[..]);
                 if sx == 1 {
-                    &row[ix0..ix0 + count]
+                    &ch[iy * s.w + ix0..][..count]
                 } else {
-                    row
+                    &ch[iy * s.w..(iy + 1) * s.w]
                 }
             });
             let src: [&[u8]; 4] = if sx == 1 {
