@@ -351,6 +351,41 @@ fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
     }
 }
 
+/// A fast CPU backend keeps each conv's packed layer between runs, and knows a weight unchanged
+/// by its shared allocation: a model's clone (same allocations) reuses the layers, while a
+/// weight edited in place (`Arc::make_mut` copies the shared bytes first) is packed again, so
+/// the next run gives the edited model's ints.
+#[test]
+fn cpu_fast_backend_repacks_a_weight_edited_between_runs() {
+    let model = MODELS[0];
+    let mut m = onnx_qdq::load(&dir(model).join("qdq_per_tensor").join("model_qdq.onnx")).unwrap();
+    let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+    let xs = std::slice::from_ref(&x);
+    let mut fast = QdqFastCpu::default();
+    let before = run(&m, xs, &mut fast).unwrap();
+    assert_eq!(
+        before.values,
+        run_reference(&m, xs, native_add_kernel()).unwrap().values
+    );
+    let twin = m.clone();
+    assert_eq!(run(&twin, xs, &mut fast).unwrap().values, before.values);
+    let node = m.weights.iter().position(|w| w.is_some()).expect("a conv");
+    let w = m.weights[node].as_mut().unwrap();
+    for b in std::sync::Arc::make_mut(&mut w.data).iter_mut() {
+        *b = b.wrapping_add(7);
+    }
+    assert!(!std::sync::Arc::ptr_eq(
+        &w.data,
+        &twin.weights[node].as_ref().unwrap().data
+    ));
+    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    assert_ne!(
+        want.values, before.values,
+        "the edit changes the model's ints"
+    );
+    assert_eq!(run(&m, xs, &mut fast).unwrap().values, want.values);
+}
+
 /// `report` on a QDQ model: a row per value, every value's qparams the model's own, and the
 /// int8 values close to the float ops (whose values are clamped to their quantization ranges,
 /// where `quantize_static` put the ReLUs it removed).

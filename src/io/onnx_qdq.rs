@@ -36,8 +36,11 @@ const INT32: i32 = 6;
 /// A conv's or gemm's quantized weight and int32 bias, as the QDQ model stores them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QdqWeight {
-    /// Stored bytes (u8 for uint8, two's-complement i8 for int8), in the ONNX layout.
-    pub data: Vec<u8>,
+    /// Stored bytes (u8 for uint8, two's-complement i8 for int8), in the ONNX layout. Shared
+    /// and immutable: a backend that keeps a layer built from these bytes knows them
+    /// unchanged when it still holds the same allocation (`Arc::ptr_eq`), without comparing
+    /// them (a 1280x1000 classifier's 1.3 MB per run).
+    pub data: std::sync::Arc<[u8]>,
     /// Element type.
     pub dtype: QDtype,
     /// One scale, or one per output channel.
@@ -393,7 +396,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<QdqModel> {
                     }
                 };
                 Some(QdqWeight {
-                    data: data.clone(),
+                    data: data.as_slice().into(),
                     dtype: *dtype,
                     scales: q.scales.clone(),
                     zero_points: q.zero_points.clone(),

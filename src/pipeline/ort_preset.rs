@@ -109,7 +109,7 @@ pub fn quantize_weight(
         })
         .collect();
     let scale_of = |i: usize| scales[if opts.per_channel { i / per } else { 0 }];
-    let data = w
+    let data: Vec<u8> = w
         .data
         .iter()
         .enumerate()
@@ -139,7 +139,7 @@ pub fn quantize_weight(
         }
     };
     Ok(QdqWeight {
-        data,
+        data: data.into(),
         dtype: QDtype::QInt8,
         scales: scales.clone(),
         zero_points: vec![0; scales.len()],
@@ -466,7 +466,7 @@ mod tests {
         };
         let q = quantize_weight(&w, Some(&[0.25, 1.0]), 0.5, opts).unwrap();
         assert_eq!(q.scales, vec![(2.0f64 / 128.0) as f32, 1.0]);
-        assert_eq!(q.data, vec![64, (-32i8) as u8, 0, 0]);
+        assert_eq!(q.data[..], [64, (-32i8) as u8, 0, 0]);
         assert_eq!(q.zero_points, vec![0, 0]);
         // bias / (0.5 · scale): 0.25 / (0.5/64) = 32; 1.0 / 0.5 = 2.
         assert_eq!(q.bias, Some(vec![32, 2]));

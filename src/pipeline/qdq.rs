@@ -35,6 +35,7 @@ use crate::shape::{ConvParams, ConvShape};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The `MlasQLinearAdd` kernel ONNX Runtime runs on this CPU (see [`QLinearAddKernel`]).
 pub fn native_add_kernel() -> QLinearAddKernel {
@@ -224,7 +225,19 @@ struct LayerKey {
 
 impl LayerKey {
     fn matches(&self, w: &QdqWeight, x_qp: &QParams, y_qp: &QParams, s: &ConvShape) -> bool {
-        self.x_qp == *x_qp && self.y_qp == *y_qp && self.shape == *s && self.w == *w
+        // The same allocation holds the same bytes (they are immutable behind the `Arc`): no
+        // byte comparison then, which for large weights cost more than their conv.
+        let same_bytes = Arc::ptr_eq(&self.w.data, &w.data) || self.w.data == w.data;
+        self.x_qp == *x_qp
+            && self.y_qp == *y_qp
+            && self.shape == *s
+            && same_bytes
+            && (
+                self.w.dtype,
+                &self.w.scales,
+                &self.w.zero_points,
+                &self.w.bias,
+            ) == (w.dtype, &w.scales, &w.zero_points, &w.bias)
     }
 }
 
