@@ -427,7 +427,7 @@ fn repack(
         })
     };
     // The source of padded channels (a merged copy may span every row).
-    let zrow = vec![z ^ flip; if cig % 4 == 0 { 0 } else { s.h * s.w }];
+    let zrow = vec![z ^ flip; if cig.is_multiple_of(4) { 0 } else { s.h * s.w }];
     let bufp = SendPtr(buf.as_mut_ptr());
     par_for(threads, geo.planes, |pi| {
         // SAFETY: plane `pi` is the disjoint range [pi·plane_bytes, (pi+1)·plane_bytes) of
