@@ -147,6 +147,26 @@ fn row_f32_generic(
     }
 }
 
+/// The two column phases of `row`: `even[i] = row[2i]`, `odd[i] = row[2i + 1]` (those that
+/// exist; `even` holds `⌈len/2⌉` elements or more, `odd` `⌊len/2⌋` or more).
+#[inline(always)]
+fn split2(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+        *e = p[0];
+        *o = p[1];
+    }
+    if !row.len().is_multiple_of(2) {
+        even[row.len() / 2] = row[row.len() - 1];
+    }
+}
+
+/// [`split2`] compiled for AVX2 (its loop vectorizes into shuffles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn split2_avx2(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    split2(row, even, odd)
+}
+
 /// Generic int32 row (any stride), wrapping.
 #[inline(always)]
 fn row_i32_generic(
@@ -228,47 +248,38 @@ fn channel<const I32: bool>(
     let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
     let (n, offs) = (s.w_out, &pl.offs[..]);
     assert!(out.len() >= s.h_out * n && w.len() >= offs.len());
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable && sx == 1 {
-        let lanes = if isa == Isa::Avx512Vnni { 16 } else { 8 };
-        let max_off = offs.iter().copied().max().unwrap_or(0);
-        // The bound that makes the unchecked SIMD reads below sound (whole vectors).
-        assert!((s.h_out - 1) * sy * pl.wp + max_off + n.div_ceil(lanes) * lanes <= plane.len());
-        let rs = sy * pl.wp;
-        for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
-            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, lanes·nv) lie in `plane`
-            // (asserted above); writes at (oy + i)·n + c0 + [0, lanes·(nv − 1) + tail) stay
-            // below Hout·Wout; the ISA was checked available.
-            unsafe {
-                use super::x86::*;
-                let q = plane.as_ptr().add(oy * rs + c0);
-                let o = out.as_mut_ptr().add(oy * n + c0);
-                if isa == Isa::Avx512Vnni {
-                    dw_dispatch!(dw_avx512, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
-                } else {
-                    dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
-                }
-            }
-        });
-        return;
-    }
-    // Strided columns on the SIMD paths, on rows of 28 outputs or more: the plane's columns
-    // split by phase (column mod sx), so that each tap reads its outputs' inputs contiguously
-    // (the strided reads kept the row loop scalar). Output (oy, ox) reads column ox·sx + c of
-    // tap column offset c = kx·dw, which sits at phase c mod sx, index ox + c / sx. Each
-    // output gets the same FMA chain over the taps, in the same order, as from the plane
-    // itself: the same bits. One thread, 3x3 stride 2 (`PackedConvF32::run_into`): 96
-    // channels of 112x112 1.19 → 0.82 ms, 144 of 56x56 0.49 → 0.40 ms; on 28x28 (14 outputs
-    // a row) and 14x14 the split cost more than it saved (0.16 → 0.21, 0.18 → 0.31 ms).
+    // Strided columns on the SIMD paths: the plane's columns split by phase (column mod sx),
+    // so that each tap reads its outputs' inputs contiguously and the register-blocked row
+    // kernels below run them as unit-stride rows (strided reads kept the row loop scalar).
+    // Output (oy, ox) reads column ox·sx + c of tap column offset c = kx·dw, which sits at
+    // phase c mod sx, index ox + c / sx. Each output gets the same FMA chain over the taps,
+    // in the same order, as from the plane itself: the same bits. Stride 2 splits a row in
+    // one vectorized pass (`split2`). One thread, 3x3 stride 2 (`PackedConvF32::run`,
+    // AVX-512; AVX2 alike), from the strided generic row loop (and the split through it on
+    // rows of 28 outputs or more): 96 channels of 112x112 0.83 → 0.27 ms, 144 of 56x56
+    // 0.38 → 0.12, 192 of 28x28 0.16 → 0.06, 576 of 14x14 0.18 → 0.09.
     let (rows, row_step, row_offs, step);
     let phased: Vec<f32>;
     let phased_offs: Vec<usize>;
-    if isa != Isa::Portable && sx > 1 && n >= 28 {
+    if isa != Isa::Portable && sx > 1 {
         let wq = pl.wp.div_ceil(sx);
-        let mut d = vec![0f32; pl.hp * sx * wq];
+        // (Slack: the blocked kernels read whole vectors.)
+        let mut d = vec![0f32; pl.hp * sx * wq + SLACK];
         for (r, row) in plane[..pl.hp * pl.wp].chunks_exact(pl.wp).enumerate() {
+            let dst = &mut d[r * sx * wq..][..sx * wq];
+            if sx == 2 {
+                let (even, odd) = dst.split_at_mut(wq);
+                // SAFETY: every non-portable path includes AVX2.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    split2_avx2(row, even, odd)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                split2(row, even, odd);
+                continue;
+            }
             for ph in 0..sx {
-                let dst = &mut d[(r * sx + ph) * wq..][..wq];
+                let dst = &mut dst[ph * wq..][..wq];
                 for (dv, &v) in dst.iter_mut().zip(row.iter().skip(ph).step_by(sx)) {
                     *dv = v;
                 }
@@ -285,6 +296,31 @@ fn channel<const I32: bool>(
         (rows, row_step, row_offs, step) = (&phased[..], sy * sx * wq, &phased_offs[..], 1);
     } else {
         (rows, row_step, row_offs, step) = (plane, sy * pl.wp, offs, sx);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Portable && step == 1 {
+        let lanes = if isa == Isa::Avx512Vnni { 16 } else { 8 };
+        let max_off = row_offs.iter().copied().max().unwrap_or(0);
+        let rs = row_step;
+        // The bound that makes the unchecked SIMD reads below sound (whole vectors).
+        assert!((s.h_out - 1) * rs + max_off + n.div_ceil(lanes) * lanes <= rows.len());
+        for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
+            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, lanes·nv) lie in `rows`
+            // (asserted above); writes at (oy + i)·n + c0 + [0, lanes·(nv − 1) + tail) stay
+            // below Hout·Wout; the ISA was checked available.
+            unsafe {
+                use super::x86::*;
+                let q = rows.as_ptr().add(oy * rs + c0);
+                let o = out.as_mut_ptr().add(oy * n + c0);
+                let offs = row_offs;
+                if isa == Isa::Avx512Vnni {
+                    dw_dispatch!(dw_avx512, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
+                } else {
+                    dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
+                }
+            }
+        });
+        return;
     }
     let mut acc = vec![0f32; n];
     for oy in 0..s.h_out {
