@@ -433,7 +433,6 @@ fn repack(
         // SAFETY: plane `pi` is the disjoint range [pi·plane_bytes, (pi+1)·plane_bytes) of
         // `buf` (which holds `planes` planes), written by this task only.
         let dst = unsafe { bufp.slice(pi * plane_bytes, plane_bytes) };
-        dst.fill(z);
         let (cb, rows) = geo.copies(s, pi);
         let chans: [Option<&[u8]>; 4] = std::array::from_fn(|j| chan(4 * cb + j));
         let mut gathered: [Vec<u8>; 4] = Default::default();
@@ -442,7 +441,12 @@ fn repack(
                 t.resize(s.w, 0);
             }
         }
+        // `z` between and after the copied runs (the rows come in order), each byte written
+        // once.
+        let mut done = 0;
         for (pos, iy, ix0, count) in rows {
+            dst[4 * done..4 * pos].fill(z);
+            done = pos + count;
             let src: [&[u8]; 4] = std::array::from_fn(|j| {
                 let ch = chans[j].unwrap_or(&zrow[..]);
                 if sx == 1 {
@@ -463,6 +467,7 @@ fn repack(
             };
             interleave(src, flip, &mut dst[4 * pos..4 * (pos + count)]);
         }
+        dst[4 * done..].fill(z);
     });
 }
 
