@@ -677,6 +677,72 @@ fn channels_in_lanes_gemm_matches_reference() {
     }
 }
 
+/// The int8 depthwise conv with the channels in the lanes (AVX-512 VNNI with VBMI, one
+/// channel per group, small planes: `nhwc::depthwise_quads`), forced on, forced off and
+/// chosen, equals the reference: MobileNet's 7×7 and 14×14 layers, strides 1 and 2, kernels
+/// of 1 to 4 columns and 1 to 5 rows, row dilation, paddings that leave whole quads outside
+/// the row, channel counts that fill no tile of 64 or 16, two images, qint8 and quint8 inputs,
+/// random epilogues (every formula, per-channel and asymmetric weights), one and two threads.
+#[test]
+fn channels_in_lanes_depthwise_matches_reference() {
+    let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
+    if !Isa::Avx512Vnni.is_available() || !vbmi {
+        eprintln!("no AVX-512 VNNI with VBMI: the channels-in-lanes depthwise conv does not run");
+        return;
+    }
+    let dw =
+        |c: usize, hw: [usize; 2], k: [usize; 2], stride: usize, pad: [usize; 2], dh: usize| {
+            let params = ConvParams {
+                stride: [stride, stride],
+                padding: pad,
+                dilation: [dh, 1],
+                groups: c,
+            };
+            ConvShape::new([1 + c % 2, c, hw[0], hw[1]], [c, 1, k[0], k[1]], params).unwrap()
+        };
+    let shapes = [
+        dw(960, [7, 7], [3, 3], 1, [1, 1], 1),
+        dw(576, [14, 14], [3, 3], 2, [1, 1], 1),
+        dw(96, [14, 14], [3, 3], 1, [1, 1], 1),
+        dw(70, [9, 11], [5, 4], 1, [2, 3], 1),
+        dw(17, [8, 6], [2, 1], 2, [0, 0], 1),
+        dw(33, [10, 5], [4, 2], 1, [1, 0], 2),
+        dw(5, [3, 20], [1, 3], 2, [0, 2], 1),
+    ];
+    let mut rng = Rng::new(0xd0_0d);
+    for (i, s) in shapes.into_iter().enumerate() {
+        for round in 0..3 {
+            let c = random_case_for(&mut rng, s);
+            let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &s);
+            for layout in [GemmLayout::Nhwc, GemmLayout::Flat, GemmLayout::Auto] {
+                let p = PackedConv2d::with_isa(
+                    &c.w,
+                    s.weight_dims(),
+                    &c.w_qp,
+                    &c.epi,
+                    s.params,
+                    Isa::Avx512Vnni,
+                )
+                .unwrap()
+                .with_gemm_layout(layout);
+                for threads in [1, 2] {
+                    let opts = FastConvOptions::splitting_small(Some(threads));
+                    let got = p.run(&c.x, s.input_dims(), &c.x_qp, &opts);
+                    assert!(
+                        same(&got, &want),
+                        "shape {i} round {round} ({}), {layout:?}, {threads} threads: {}",
+                        c.desc,
+                        match (&got, &want) {
+                            (Ok(g), Ok(w)) => first_diff(g, w),
+                            _ => format!("{got:?} vs {want:?}"),
+                        }
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn target_like_shapes_match_reference() {
     let mut rng = Rng::new(77);

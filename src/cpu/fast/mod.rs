@@ -509,6 +509,10 @@ enum Kind {
         /// `depthwise::vnni_eligible` and every `w − ζ` is a valid i8): per output channel and
         /// kernel row, 1, 2 or 4 lanes of four `w − ζ` bytes along the row (0 past the kernel).
         vnni: Option<Vec<i32>>,
+        /// The weights of the channels-in-lanes kernel (`nhwc::pack_depthwise`, from `vnni`),
+        /// for small output planes on AVX-512 VNNI; packed on the first call that uses them.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+        nhwc: std::sync::OnceLock<Vec<i32>>,
     },
     /// The blocked GEMM.
     Gemm(int8::Panels),
@@ -589,7 +593,9 @@ impl Lines {
 /// The GEMM conv's layout: flat output positions in the lanes (the default), or output
 /// channels in the lanes (`nhwc`, one group; int8: the x86 paths, on AVX2 where `vpmaddubsw`
 /// is exact, and symmetric weights only; f32: AVX-512 and AVX2), chosen per call by lane
-/// efficiency (`Auto`) or forced (for tests and benchmarks).
+/// efficiency (`Auto`) or forced (for tests and benchmarks). The int8 depthwise conv on
+/// AVX-512 VNNI follows it too: channel by channel (`Flat`) or channels in the lanes
+/// (`Nhwc`, `nhwc::depthwise_quads`, where it applies), chosen by output plane size (`Auto`).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GemmLayout {
@@ -723,7 +729,11 @@ impl PackedConv2d {
             let vnni = (depthwise::vnni_eligible(isa, &params, kw)
                 && wprime.iter().all(|&v| i8::try_from(v).is_ok()))
             .then(|| depthwise::pack_vnni(&wprime, c_out, kh, kw));
-            Kind::Depthwise { wprime, vnni }
+            Kind::Depthwise {
+                wprime,
+                vnni,
+                nhwc: std::sync::OnceLock::new(),
+            }
         } else {
             Kind::Gemm(int8::Panels::pack(w, &s, isa, any_wzp))
         };
@@ -972,8 +982,25 @@ impl PackedConv2d {
 
     fn dispatch(&self, x: &[u8], x_qp: &QParams, s: &ConvShape, opts: &FastConvOptions, out: Sink) {
         match &self.kind {
-            Kind::Depthwise { wprime, vnni } => {
+            Kind::Depthwise { wprime, vnni, nhwc } => {
                 let opts = &opts.for_work(s.macs(), Grain::Int8Depthwise);
+                // Small output planes on AVX-512 VNNI: the channels in the lanes.
+                #[cfg(target_arch = "x86_64")]
+                let out = match (out, vnni) {
+                    (Sink::Bytes(y), Some(lanes))
+                        if nhwc::depthwise_applies(s, self.isa)
+                            && self.gemm_layout.nhwc(|| nhwc::depthwise_prefer(s)) =>
+                    {
+                        let w = nhwc.get_or_init(|| nhwc::pack_depthwise(lanes, s.c_out, s.kh));
+                        let cc = self.call_consts(x_qp);
+                        let ks = cc.requant.as_deref();
+                        let t = opts.threads;
+                        return nhwc::depthwise_quads(self, w, x, x_qp, s, &cc.corr0, ks, t, y);
+                    }
+                    (out, _) => out,
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = nhwc;
                 depthwise::run_int8(self, wprime, vnni.as_deref(), x, x_qp, s, opts, out)
             }
             Kind::Gemm(p) => {

@@ -548,3 +548,110 @@ dw_i8_flat_ymm!(
     "avx2",
     dpbusd_maddubs
 );
+
+/// One row of the *quad image* of the channels-in-lanes int8 depthwise conv (see
+/// `cpu::fast::nhwc::depthwise_quads`), for 16 channels: for output column `ox < nq`, the 16
+/// dwords stored at `dst + ox·stride` are, per channel `i`, the four activation bytes its row
+/// `rows[i]` gives the kernel columns `0..4` of that output: byte `j` of dword `i` is
+/// `rows[i][idx[4·ox + j]] ^ flip` where bit `4·ox + j` of `take` is set, else `z` (padding).
+/// One `vpermb` per channel builds its dwords, one 16×16 transposition puts the channels in
+/// the lanes.
+///
+/// # Safety
+/// avx512f, avx512bw and avx512vbmi must be available; each `rows[i]` readable for `w ≤ 64`
+/// bytes; every index of `idx` whose `take` bit is set below `w`; `nq ≤ 16`; `dst + ox·stride`
+/// writable for 64 bytes for each `ox < nq`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(crate) unsafe fn dw_quads_row_avx512(
+    rows: &[*const u8; 16],
+    w: usize,
+    idx: &Bytes64,
+    take: u64,
+    flip: u8,
+    z: u8,
+    nq: usize,
+    dst: *mut u8,
+    stride: usize,
+) {
+    // SAFETY: the caller guarantees the features and the ranges above; the loads are masked
+    // to the row.
+    unsafe {
+        let lm: __mmask64 = if w >= 64 { !0 } else { (1u64 << w) - 1 };
+        let (f, zv) = (_mm512_set1_epi8(flip as i8), _mm512_set1_epi8(z as i8));
+        let ix = _mm512_loadu_si512(idx.0.as_ptr().cast());
+        let q: [__m512i; 16] = std::array::from_fn(|i| {
+            let r = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, rows[i].cast()), f);
+            _mm512_mask_permutexvar_epi8(zv, take, ix, r)
+        });
+        for (ox, v) in super::gemm::transpose16_epi32(q)
+            .into_iter()
+            .enumerate()
+            .take(nq)
+        {
+            _mm512_storeu_si512(dst.add(ox * stride).cast(), v);
+        }
+    }
+}
+
+/// The channels-in-lanes int8 depthwise tile on AVX-512 VNNI: for each output pixel `m` of
+/// `pix` (the byte offset of its first kernel row's quads in the quad image `q`, see
+/// [`dw_quads_row_avx512`]) and each of the 64 channels of the tile,
+/// `acc[m][c] = init[c] + Σ_{ky < KH} Σ_{j<4} u·w'` (wrapping), one `vpdpbusd` per kernel row
+/// and 16 channels: the quad of kernel row `ky` at `q + pix[m] + rows[ky] + 4c` against the
+/// weight dword `w[64·ky + c]` (the row's four `w − ζ` bytes, 0 past the kernel).
+///
+/// # Safety
+/// avx512f, avx512bw and avx512vnni must be available; every quad read (256 bytes from
+/// `q + pix[m] + rows[ky]`) readable, `w` holding `64·KH` dwords, `acc` at least `pix.len()`
+/// rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn dw_quads_avx512<const KH: usize>(
+    q: *const u8,
+    pix: &[usize],
+    rows: &[usize; KH],
+    w: *const i32,
+    init: &[i32; 64],
+    acc: &mut [[i32; 64]],
+) {
+    // SAFETY: the caller guarantees the features and the ranges above.
+    unsafe {
+        let wv: [[__m512i; 4]; KH] = std::array::from_fn(|ky| {
+            std::array::from_fn(|v| _mm512_loadu_si512(w.add(64 * ky + 16 * v).cast()))
+        });
+        let iv: [__m512i; 4] =
+            std::array::from_fn(|v| _mm512_loadu_si512(init.as_ptr().add(16 * v).cast()));
+        // Two pixels at a time: eight independent accumulator chains.
+        let mut pairs = pix.chunks_exact(2).zip(acc.chunks_exact_mut(2));
+        for (pp, out) in &mut pairs {
+            let (mut a, mut b) = (iv, iv);
+            for ky in 0..KH {
+                let (ba, bb) = (q.add(pp[0] + rows[ky]), q.add(pp[1] + rows[ky]));
+                for v in 0..4 {
+                    let ua = _mm512_loadu_si512(ba.add(64 * v).cast());
+                    let ub = _mm512_loadu_si512(bb.add(64 * v).cast());
+                    a[v] = _mm512_dpbusd_epi32(a[v], ua, wv[ky][v]);
+                    b[v] = _mm512_dpbusd_epi32(b[v], ub, wv[ky][v]);
+                }
+            }
+            for v in 0..4 {
+                _mm512_storeu_si512(out[0].as_mut_ptr().add(16 * v).cast(), a[v]);
+                _mm512_storeu_si512(out[1].as_mut_ptr().add(16 * v).cast(), b[v]);
+            }
+        }
+        if pix.len() % 2 == 1 {
+            let (p, out) = (pix[pix.len() - 1], &mut acc[pix.len() - 1]);
+            let mut a = iv;
+            for ky in 0..KH {
+                let base = q.add(p + rows[ky]);
+                for v in 0..4 {
+                    let u = _mm512_loadu_si512(base.add(64 * v).cast());
+                    a[v] = _mm512_dpbusd_epi32(a[v], u, wv[ky][v]);
+                }
+            }
+            for (v, &x) in a.iter().enumerate() {
+                _mm512_storeu_si512(out.as_mut_ptr().add(16 * v).cast(), x);
+            }
+        }
+    }
+}

@@ -508,35 +508,45 @@ pub(crate) unsafe fn transpose_pixels_avx512(src: &[[i32; 64]; 66], dst: &mut [[
                 let r: [__m512i; 16] = std::array::from_fn(|i| {
                     _mm512_loadu_si512(src[16 * pb + i].as_ptr().add(16 * cb).cast())
                 });
-                // u[g][k], 128-bit lane L: element 4L + k of rows 4g .. 4g + 4.
-                let u: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
-                    let (r0, r1, r2, r3) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
-                    let (a, b) = (_mm512_unpacklo_epi32(r0, r1), _mm512_unpackhi_epi32(r0, r1));
-                    let (c, d) = (_mm512_unpacklo_epi32(r2, r3), _mm512_unpackhi_epi32(r2, r3));
-                    [
-                        _mm512_unpacklo_epi64(a, c),
-                        _mm512_unpackhi_epi64(a, c),
-                        _mm512_unpacklo_epi64(b, d),
-                        _mm512_unpackhi_epi64(b, d),
-                    ]
-                });
-                let ks = u[0].iter().zip(&u[1]).zip(&u[2]).zip(&u[3]).enumerate();
-                for (k, (((&g0, &g1), &g2), &g3)) in ks {
-                    let v0 = _mm512_shuffle_i32x4::<0x88>(g0, g1);
-                    let v1 = _mm512_shuffle_i32x4::<0xDD>(g0, g1);
-                    let w0 = _mm512_shuffle_i32x4::<0x88>(g2, g3);
-                    let w1 = _mm512_shuffle_i32x4::<0xDD>(g2, g3);
-                    let cols = [
-                        (k, _mm512_shuffle_i32x4::<0x88>(v0, w0)),
-                        (4 + k, _mm512_shuffle_i32x4::<0x88>(v1, w1)),
-                        (8 + k, _mm512_shuffle_i32x4::<0xDD>(v0, w0)),
-                        (12 + k, _mm512_shuffle_i32x4::<0xDD>(v1, w1)),
-                    ];
-                    for (c, v) in cols {
-                        _mm512_storeu_si512(dst[16 * cb + c].as_mut_ptr().add(16 * pb).cast(), v);
-                    }
+                for (c, v) in transpose16_epi32(r).into_iter().enumerate() {
+                    _mm512_storeu_si512(dst[16 * cb + c].as_mut_ptr().add(16 * pb).cast(), v);
                 }
             }
         }
     }
+}
+
+/// The 16×16 transposition of 32-bit lanes: lane `i` of output `c` is lane `c` of input `i`
+/// (two unpack stages within 128-bit lanes, two lane shuffles across them).
+///
+/// # Safety
+/// avx512f must be available.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn transpose16_epi32(r: [__m512i; 16]) -> [__m512i; 16] {
+    // u[g][k], 128-bit lane L: element 4L + k of rows 4g .. 4g + 4.
+    let u: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
+        let (r0, r1, r2, r3) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
+        let (a, b) = (_mm512_unpacklo_epi32(r0, r1), _mm512_unpackhi_epi32(r0, r1));
+        let (c, d) = (_mm512_unpacklo_epi32(r2, r3), _mm512_unpackhi_epi32(r2, r3));
+        [
+            _mm512_unpacklo_epi64(a, c),
+            _mm512_unpackhi_epi64(a, c),
+            _mm512_unpacklo_epi64(b, d),
+            _mm512_unpackhi_epi64(b, d),
+        ]
+    });
+    let mut out = [_mm512_setzero_si512(); 16];
+    for k in 0..4 {
+        let (g0, g1, g2, g3) = (u[0][k], u[1][k], u[2][k], u[3][k]);
+        let v0 = _mm512_shuffle_i32x4::<0x88>(g0, g1);
+        let v1 = _mm512_shuffle_i32x4::<0xDD>(g0, g1);
+        let w0 = _mm512_shuffle_i32x4::<0x88>(g2, g3);
+        let w1 = _mm512_shuffle_i32x4::<0xDD>(g2, g3);
+        out[k] = _mm512_shuffle_i32x4::<0x88>(v0, w0);
+        out[4 + k] = _mm512_shuffle_i32x4::<0x88>(v1, w1);
+        out[8 + k] = _mm512_shuffle_i32x4::<0xDD>(v0, w0);
+        out[12 + k] = _mm512_shuffle_i32x4::<0xDD>(v1, w1);
+    }
+    out
 }

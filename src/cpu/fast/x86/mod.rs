@@ -24,7 +24,8 @@ mod requant;
 
 pub(super) use depthwise::{
     dw_avx2, dw_avx512, dw_i8_channel, dw_i8_flat, dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex,
-    dw_i8_flat_maddubs, dw_pairs_avx2, has_vbmi, Bytes64, DwFlat, DwGeom,
+    dw_i8_flat_maddubs, dw_pairs_avx2, dw_quads_avx512, dw_quads_row_avx512, has_vbmi, Bytes64,
+    DwFlat, DwGeom,
 };
 pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512, gemm_i8_avx2,
