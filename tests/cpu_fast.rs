@@ -1009,8 +1009,19 @@ fn strided_float_depthwise_on_wide_rows_is_identical_across_isas() {
 #[test]
 fn float_conv_matches_reference_and_is_identical_across_isas() {
     let mut rng = Rng::new(0xf10a7);
-    for case_no in 0..80 {
-        let s = random_shape(&mut rng);
+    let mut shapes: Vec<ConvShape> = (0..80).map(|_| random_shape(&mut rng)).collect();
+    // 1x1 convs over planes of whole vectors, which read their input in place (two images, two
+    // groups), and one whose plane is not.
+    let one_by_one = |x: [usize; 4], c_out: usize, groups: usize| {
+        let params = ConvParams::default().groups(groups);
+        ConvShape::new(x, [c_out, x[1] / groups, 1, 1], params).unwrap()
+    };
+    shapes.extend([
+        one_by_one([2, 8, 56, 56], 16, 1),
+        one_by_one([1, 6, 32, 48], 4, 2),
+        one_by_one([1, 5, 45, 45], 7, 1),
+    ]);
+    for (case_no, s) in shapes.into_iter().enumerate() {
         let (x, w, bias) = random_f32_layer(&mut rng, &s);
         let want = reference::conv2d_f32(&x, &w, bias.as_deref(), &s).unwrap();
         let mut first: Option<Vec<f32>> = None;

@@ -292,7 +292,17 @@ impl PackedConvF32 {
                 return Ok(());
             }
         }
-        let buf_len = geo.planes * geo.plane + 64;
+        // A 1x1 conv with unit strides and no padding over planes of whole vectors reads its
+        // input where it lies: the planes would be copies of the channels (`cs = H·W`), and the
+        // tiles read no position past `qtot = H·W` (whole vectors, no slack needed).
+        let hw = s.h * s.w;
+        let direct =
+            taps == 1 && s.params.padding == [0, 0] && s.params.stride == [1, 1] && geo.qtot == hw;
+        let buf_len = if direct {
+            0
+        } else {
+            geo.planes * geo.plane + 64
+        };
         let ptiles = geo.qtot.div_ceil(px);
         let nthreads = thread_count(opts.threads);
         let cchunks = if nthreads > 1 {
@@ -307,7 +317,7 @@ impl PackedConvF32 {
             for n in 0..s.n {
                 for gi in 0..g {
                     let bufp = SendPtr(buf.as_mut_ptr());
-                    par_for(opts.threads, geo.planes, |pi| {
+                    par_for(opts.threads, if direct { 0 } else { geo.planes }, |pi| {
                         // SAFETY: plane `pi` is a disjoint range of `buf`, written by this task only.
                         let dst = unsafe { bufp.slice(pi * geo.plane, geo.plane) };
                         let (c, rows) = geo.copies(s, pi);
@@ -332,7 +342,11 @@ impl PackedConvF32 {
                         }
                         dst[done..].fill(0.0);
                     });
-                    let buf = &buf[..];
+                    let (src, cs) = if direct {
+                        (&x[(n * s.c_in + gi * cig) * hw..][..cig * hw], hw)
+                    } else {
+                        (&buf[..], geo.plane)
+                    };
                     let pan = &panels[gi * ctiles * panel_len..];
                     par_for(opts.threads, ptiles * cchunks, |item| {
                         let (pt, chunk) = (item / cchunks, item % cchunks);
@@ -342,17 +356,15 @@ impl PackedConvF32 {
                         if segs.is_empty() {
                             return;
                         }
-                        let act = &buf[q0..];
+                        let act = &src[q0..];
                         let mut tile: TileF = [[0.0; 64]; 6];
                         for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
                             let wpan = &pan[ct * panel_len..][..panel_len];
                             let nr = NR.min(cog - ct * NR);
                             // SAFETY: the ISA was checked; the buffer holds every plane plus
-                            // slack.
+                            // slack, or the input every channel whose tiles read no slack.
                             unsafe {
-                                gemm_tile(
-                                    isa, act, &geo.offs, geo.plane, cig, wpan, nr, npx, &mut tile,
-                                )
+                                gemm_tile(isa, act, &geo.offs, cs, cig, wpan, nr, npx, &mut tile)
                             };
                             for (r, row) in tile.iter().enumerate().take(nr) {
                                 let o = gi * cog + ct * NR + r;
