@@ -313,9 +313,10 @@ impl AddTables {
 }
 
 /// Convs on the fast CPU path ([`PackedConv2d`], packed once per node, with [`ort_epilogue`];
-/// uint8 weights through [`as_int8_weight`]); adds through byte-pair tables of the reference
-/// (for adds of 2^16 elements or more, or qparams seen before); the other ops on the
-/// reference. A packed layer is reused only for the same weight, qparams and shape (one
+/// uint8 weights through [`as_int8_weight`]); adds of ORT's AVX2 kernel in vectors
+/// ([`crate::cpu::fast::qlinear_add_avx2`], where the CPU has AVX2 and FMA), of the other
+/// kernels through byte-pair tables of the reference (for adds of 2^16 elements or more, or
+/// qparams seen before); the other ops on the reference. A packed layer is reused only for the same weight, qparams and shape (one
 /// backend may run several models).
 #[derive(Debug, Default)]
 pub struct QdqFastCpu {
@@ -347,6 +348,13 @@ impl QdqBackend for QdqFastCpu {
         y_qp: &QParams,
     ) -> Result<Vec<u8>> {
         let kernel = self.add_kernel();
+        // ORT's AVX2 kernel (every x86-64 CPU with AVX2 and FMA) in vectors, where this CPU
+        // runs them.
+        if kernel == QLinearAddKernel::Avx2 && a.len() == b.len() {
+            if let Some(y) = crate::cpu::fast::qlinear_add_avx2(a, a_qp, b, b_qp, y_qp)? {
+                return Ok(y);
+            }
+        }
         let big = a.len() >= 1 << 16;
         match self.add_tables.get(kernel, [*a_qp, *b_qp, *y_qp], big)? {
             Some(t) if a.len() == b.len() => Ok(crate::cpu::fast::par_bytes(a.len(), |s, out| {

@@ -109,6 +109,7 @@
 //! reference sums the same products exactly and rounds once, so results differ from it in the
 //! last bits (relative error ≲ K·2^-24 of Σ|x·w|).
 
+mod add;
 mod depthwise;
 mod float;
 mod int8;
@@ -128,6 +129,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use add::qlinear_add_avx2;
 pub use float::{conv2d_f32_with_isa, F32Clamp, PackedConvF32};
 pub use peak::PeakLoop;
 pub use quantize::{quantize_slice, quantize_slice_ort};

@@ -250,3 +250,66 @@ unsafe fn add_bias_runs_with<const CLAMP: bool>(
         }
     }
 }
+
+/// `QLinearAdd` with ORT's AVX2 kernel (see `cpu::fast::add`): for each element,
+/// `cvtps(fma(a, ra, fma(b, rb, fixed)))` (`k = [ra, rb, fixed]`) saturated to qint8 (`signed`)
+/// or quint8 by the packs (which equals the clamp, `i32::MIN` included), 32 per step, the tail
+/// through `add_element`.
+///
+/// # Safety
+/// avx2 and fma must be available; `a` and `b` hold at least `out.len()` bytes.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn qlinear_add_avx2(
+    a: &[u8],
+    b: &[u8],
+    signed: bool,
+    k: [f32; 3],
+    out: &mut [u8],
+) {
+    let n = out.len();
+    assert!(a.len() >= n && b.len() >= n);
+    let (ra, rb, fixed) = (
+        _mm256_set1_ps(k[0]),
+        _mm256_set1_ps(k[1]),
+        _mm256_set1_ps(k[2]),
+    );
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // SAFETY: 8-byte loads at i + 8q < n for q < 4 (i + 32 ≤ n), a 32-byte store at i.
+    unsafe {
+        let widen = |p: *const u8| {
+            let v = _mm_loadl_epi64(p.cast());
+            _mm256_cvtepi32_ps(if signed {
+                _mm256_cvtepi8_epi32(v)
+            } else {
+                _mm256_cvtepu8_epi32(v)
+            })
+        };
+        let mut i = 0;
+        while i + 32 <= n {
+            let y: [__m256i; 4] = std::array::from_fn(|q| {
+                let (fa, fb) = (
+                    widen(a.as_ptr().add(i + 8 * q)),
+                    widen(b.as_ptr().add(i + 8 * q)),
+                );
+                _mm256_cvtps_epi32(_mm256_fmadd_ps(fa, ra, _mm256_fmadd_ps(fb, rb, fixed)))
+            });
+            let (lo, hi) = (
+                _mm256_packs_epi32(y[0], y[1]),
+                _mm256_packs_epi32(y[2], y[3]),
+            );
+            let bytes = if signed {
+                _mm256_packs_epi16(lo, hi)
+            } else {
+                _mm256_packus_epi16(lo, hi)
+            };
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i).cast(),
+                _mm256_permutevar8x32_epi32(bytes, order),
+            );
+            i += 32;
+        }
+        for j in i..n {
+            out[j] = super::super::add::add_element(a[j], b[j], signed, k);
+        }
+    }
+}

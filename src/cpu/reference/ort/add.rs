@@ -138,6 +138,15 @@ pub fn qlinear_add_broadcast(
     Ok((y, out))
 }
 
+/// The three float constants of `MlasQLinearAddU8KernelAvx2` / `S8` for an elementwise call
+/// with operands `a`, `b` and output `c` (in that order: no broadcast, no swap):
+/// `[ra, rb, fixed]`, each element being `cvtps(fma(a, ra, fma(b, rb, fixed)))` clamped to the
+/// dtype's range (see [`QLinearAddKernel::Avx2`]). For fast paths that vectorize that kernel.
+pub fn avx2_constants(a_qp: &QParams, b_qp: &QParams, c_qp: &QParams) -> [f32; 3] {
+    let k = AddConsts::new(QLinearAddKernel::Avx2, a_qp, b_qp, c_qp, false);
+    [k.ra, k.rb, k.fixed]
+}
+
 /// The constants of one `MlasQLinearAdd` call, with its operands in ORT's order (first, second).
 struct AddConsts {
     kernel: QLinearAddKernel,
