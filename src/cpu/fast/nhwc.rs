@@ -159,27 +159,38 @@ pub(super) fn run(
     let outp = SendPtr(out.as_mut_ptr());
     let args = (pc, w, x, x_qp, s, corr0, threads);
     match (pc.isa, ks) {
-        (Isa::Avx512Vnni, Some(ks)) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
+        (Isa::Avx512Vnni, Some(ks)) => run_with::<64>(by_m!(gemm_nhwc_avx512), args, &|px, b| {
             // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
             tile_epilogue_avx512(ks, s, px, b, &outp, &mut [[0; 64]; 64 + MR])
         }),
-        (Isa::Avx512Vnni, None) => run_with::<64>(gemm_nhwc_avx512, args, &|px, b| {
+        (Isa::Avx512Vnni, None) => run_with::<64>(by_m!(gemm_nhwc_avx512), args, &|px, b| {
             rows_epilogue(pc, s, px, b, &outp)
         }),
-        (Isa::Avx2, _) => run_with::<16>(gemm_nhwc_avx2_maddubs, args, &|px, b| {
+        (Isa::Avx2, _) => run_with::<16>(by_m!(gemm_nhwc_avx2_maddubs), args, &|px, b| {
             rows_epilogue(pc, s, px, b, &outp)
         }),
         _ => {
-            let kernel: I8Kernel<16> = match super::int8::vex_vnni() {
-                true => gemm_nhwc_avxvnni,
-                false => gemm_nhwc_avxvnni_evex,
+            let kernels: [I8Kernel<16>; MR] = match super::int8::vex_vnni() {
+                true => by_m!(gemm_nhwc_avxvnni),
+                false => by_m!(gemm_nhwc_avxvnni_evex),
             };
-            run_with::<16>(kernel, args, &|px, b| rows_epilogue(pc, s, px, b, &outp))
+            run_with::<16>(kernels, args, &|px, b| rows_epilogue(pc, s, px, b, &outp))
         }
     }
 }
 
-/// A micro-kernel of [`run`]: 6 pixels × `NC` channels (see `x86::gemm_nhwc_avx512`).
+/// The micro-kernel `$k::<M>` of each pixel count `M` in `1..=MR`.
+macro_rules! by_m {
+    ($k:ident) => {
+        [$k::<1>, $k::<2>, $k::<3>, $k::<4>, $k::<5>, $k::<6>]
+    };
+}
+use by_m;
+
+/// A micro-kernel of [`run`]: up to 6 pixels × `NC` channels (see `x86::gemm_nhwc_avx512`);
+/// [`run_with`] takes one per pixel count, so that a block's last micro-tile computes only
+/// its pixels (a 7×7 plane is 8 micro-tiles of 6 and one of 1; a 1×1 one, a classifier's,
+/// one of 1).
 type I8Kernel<const NC: usize> =
     unsafe fn(*const u8, &[usize; MR], &[usize], usize, *const u8, &mut [[i32; NC]; MR]);
 
@@ -209,9 +220,10 @@ struct Block {
 /// block's first `npx` real).
 type I8Epilogue<'a, const NC: usize> = dyn Fn(&[[i32; NC]; BLOCK + MR], Block) + Sync + 'a;
 
-/// [`run`] with `NC` output channels per weight row, `kernel`, and `epilogue` per block.
+/// [`run`] with `NC` output channels per weight row, `kernels` (by pixel count), and
+/// `epilogue` per block.
 fn run_with<const NC: usize>(
-    kernel: I8Kernel<NC>,
+    kernels: [I8Kernel<NC>; MR],
     (pc, w, x, x_qp, s, corr0, threads): RunArgs<'_>,
     epilogue: &I8Epilogue<'_, NC>,
 ) {
@@ -261,6 +273,7 @@ fn run_with<const NC: usize>(
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
                 // (pixel and tap offsets inside the padded image, `cpix` bytes each) and in the
                 // tile's weights.
+                let kernel = kernels[(npx - m0).min(MR) - 1];
                 unsafe { kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), tile_px) };
             }
             epilogue(
@@ -616,20 +629,31 @@ pub(super) fn run_f32(
     let w = w.f32s();
     match isa {
         Isa::Avx512Vnni => {
-            run_f32_with::<64>(gemm_f32_nhwc_avx512, w, x, s, bias, clamp, threads, out)
+            let k = by_m!(gemm_f32_nhwc_avx512);
+            run_f32_with::<64>(k, w, x, s, bias, clamp, threads, out)
         }
-        _ => run_f32_with::<16>(gemm_f32_nhwc_avx2, w, x, s, bias, clamp, threads, out),
+        _ => run_f32_with::<16>(
+            by_m!(gemm_f32_nhwc_avx2),
+            w,
+            x,
+            s,
+            bias,
+            clamp,
+            threads,
+            out,
+        ),
     }
 }
 
-/// A micro-kernel of [`run_f32`]: 6 pixels × `NC` channels (see `x86::gemm_f32_nhwc_avx512`).
+/// A micro-kernel of [`run_f32`]: up to 6 pixels × `NC` channels (see
+/// `x86::gemm_f32_nhwc_avx512`), one per pixel count as for [`I8Kernel`].
 type F32Kernel<const NC: usize> =
     unsafe fn(*const f32, &[usize; MR], &[usize], usize, *const f32, &mut [[f32; NC]; MR]);
 
-/// [`run_f32`] with `NC` output channels per weight row and `kernel`.
+/// [`run_f32`] with `NC` output channels per weight row and `kernels` (by pixel count).
 #[allow(clippy::too_many_arguments)]
 fn run_f32_with<const NC: usize>(
-    kernel: F32Kernel<NC>,
+    kernels: [F32Kernel<NC>; MR],
     w: &[f32],
     x: &[f32],
     s: &ConvShape,
@@ -688,6 +712,7 @@ fn run_f32_with<const NC: usize>(
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
                 // (pixel and tap offsets inside the padded image, `cin` values each) and in the
                 // tile's weights.
+                let kernel = kernels[(count - m0).min(MR) - 1];
                 unsafe { kernel(act.as_ptr(), &pm, &taps, cin, wt.as_ptr(), acc) };
             }
             // Channel by channel, the run's pixels are consecutive outputs.

@@ -291,12 +291,15 @@ macro_rules! gemm_nhwc_i8_tile {
      $vzero:ident, $load:ident, $store:ident, $set1:ident, $dpbusd:ident) => {
         $(#[$doc])*
         ///
+        /// Only the first `M ≤ 6` pixels are computed (a block's last, partial micro-tile);
+        /// the other rows of `acc` are left as they are.
+        ///
         /// # Safety
         /// The features must be available; every activation read (`act + pix[m] + taps[t] +
-        /// [0, 4·ncb)`) and the `taps.len()·ncb` weight rows (4 bytes per channel) must be
-        /// readable.
+        /// [0, 4·ncb)`, `m < M`) and the `taps.len()·ncb` weight rows (4 bytes per channel)
+        /// must be readable.
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn $name(
+        pub(crate) unsafe fn $name<const M: usize>(
             act: *const u8,
             pix: &[usize; 6],
             taps: &[usize],
@@ -306,7 +309,7 @@ macro_rules! gemm_nhwc_i8_tile {
         ) {
             // SAFETY: the caller guarantees the target features and the ranges listed above.
             unsafe {
-                let mut r = [[$vzero(); $vecs]; 6];
+                let mut r = [[$vzero(); $vecs]; M];
                 for (rm, am) in r.iter_mut().zip(acc.iter()) {
                     for (v, x) in rm.iter_mut().enumerate() {
                         *x = $load(am.as_ptr().add($lanes * v).cast());
@@ -314,7 +317,7 @@ macro_rules! gemm_nhwc_i8_tile {
                 }
                 let mut wp = w;
                 for &t in taps {
-                    let p: [*const u8; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
+                    let p: [*const u8; M] = std::array::from_fn(|m| act.add(pix[m] + t));
                     for cb in 0..ncb {
                         let b: [_; $vecs] =
                             std::array::from_fn(|v| $load(wp.add(4 * $lanes * v).cast()));
@@ -402,11 +405,14 @@ macro_rules! gemm_f32_nhwc_tile {
      $vzero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
         $(#[$doc])*
         ///
+        /// Only the first `M ≤ 6` pixels are computed (a run's last, partial micro-tile); the
+        /// other rows of `acc` are left as they are.
+        ///
         /// # Safety
         /// The features must be available; every activation read (`act + pix[m] + taps[t] +
-        /// [0, cin)`) and the `taps.len()·cin` weight rows must be readable.
+        /// [0, cin)`, `m < M`) and the `taps.len()·cin` weight rows must be readable.
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn $name(
+        pub(crate) unsafe fn $name<const M: usize>(
             act: *const f32,
             pix: &[usize; 6],
             taps: &[usize],
@@ -416,7 +422,7 @@ macro_rules! gemm_f32_nhwc_tile {
         ) {
             // SAFETY: the caller guarantees the target features and the ranges listed above.
             unsafe {
-                let mut r = [[$vzero(); $vecs]; 6];
+                let mut r = [[$vzero(); $vecs]; M];
                 for (rm, am) in r.iter_mut().zip(acc.iter()) {
                     for (v, x) in rm.iter_mut().enumerate() {
                         *x = $load(am.as_ptr().add($lanes * v));
@@ -424,7 +430,7 @@ macro_rules! gemm_f32_nhwc_tile {
                 }
                 let mut wp = w;
                 for &t in taps {
-                    let p: [*const f32; 6] = std::array::from_fn(|m| act.add(pix[m] + t));
+                    let p: [*const f32; M] = std::array::from_fn(|m| act.add(pix[m] + t));
                     for c in 0..cin {
                         let b: [_; $vecs] = std::array::from_fn(|v| $load(wp.add($lanes * v)));
                         for (m, rm) in r.iter_mut().enumerate() {
