@@ -1,6 +1,7 @@
 //! The GEMM convs with output channels in the vector lanes, for small output planes: int8
 //! ([`run`], AVX-512 VNNI, AVX-VNNI, and AVX2 where `vpmaddubsw` is exact) and f32
-//! ([`run_f32`], AVX-512 and AVX2).
+//! ([`run_f32`], AVX-512 and AVX2); and the int8 depthwise conv on 7×7 output planes
+//! ([`depthwise_quads`], AVX-512 VNNI with VBMI), which shares their epilogue.
 //!
 //! The direct convs of [`super::int8`] and [`super::float`] put 16 consecutive *flat* output
 //! positions in each vector (rows of the padded width), so a plane whose rows are short wastes
