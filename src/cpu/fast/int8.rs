@@ -381,7 +381,12 @@ impl Geometry {
         let x_lo = pw.saturating_sub(px).div_ceil(sx);
         let x_hi = self.wrow.min((pw + s.w).saturating_sub(px).div_ceil(sx));
         let (h, w, wrow) = (s.h, s.w, self.wrow);
-        let mut rows = (0..if x_lo < x_hi { self.hph } else { 0 })
+        // Unit strides without column padding: every input row lands whole, right after the
+        // previous one, so the rows merge into one copy of the image (found without walking
+        // them: this runs per plane, and a 1x1 conv has a plane per four channels).
+        let whole = sy == 1 && sx == 1 && pw == 0;
+        let single = whole.then_some((ph * wrow, 0, 0, h * w));
+        let mut rows = (0..if x_lo < x_hi && !whole { self.hph } else { 0 })
             .filter_map(move |yq| {
                 let y = yq * sy + py;
                 (y >= ph && y < ph + h)
@@ -399,7 +404,7 @@ impl Geometry {
             }
             Some((pos, iy, ix0, count))
         });
-        (pi % self.nplanes, merged)
+        (pi % self.nplanes, single.into_iter().chain(merged))
     }
 }
 
