@@ -17,9 +17,10 @@
 //! * Other strides and dilations (`x86::dw_i8_channel`, needs AVX512-VBMI): straight from the
 //!   input, one `vpermt2b` per load builds the operand and substitutes `z` for padded columns;
 //!   padded rows are skipped, their `−z·Σ w'` share left out of the initial value.
-//! * Output planes of 64 pixels or fewer (7×7), one channel per group, with VBMI: the channels
-//!   in the lanes instead (`nhwc::depthwise_quads`, dispatched by `PackedConv2d`): the
-//!   per-channel work of the two kernels above outweighs a channel's few multiply-adds there.
+//! * Output planes of 64 pixels or fewer (7×7), one channel per group, with VBMI and kernels of
+//!   at most 4 columns (`nhwc::depthwise_applies`): the channels in the lanes instead
+//!   (`nhwc::depthwise_quads`, dispatched by `PackedConv2d`): the per-channel work of the two
+//!   kernels above outweighs a channel's few multiply-adds there.
 //!
 //! # int8 on AVX-VNNI, and on AVX2 where `vpmaddubsw` cannot saturate
 //!
