@@ -132,6 +132,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use add::qlinear_add_avx2;
 pub use float::{conv2d_f32_with_isa, F32Clamp, PackedConvF32};
 pub use peak::PeakLoop;
+pub(crate) use quantize::wide;
 pub use quantize::{quantize_slice, quantize_slice_ort};
 
 /// The largest explicit thread count the fast kernels accept (see [`FastConvOptions::threads`]).

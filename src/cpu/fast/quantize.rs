@@ -43,9 +43,10 @@ pub fn quantize_slice(x: &[f32], qp: &QParams) -> Vec<u8> {
 }
 
 /// `body(x, out)` compiled for the widest vectors this CPU has (AVX-512, AVX2, or the
-/// baseline): the same operations, so the same bits, in 16, 8 or 4 lanes (the baseline's
+/// baseline): the same operations, so the same bits, in wider lanes (the baseline's
 /// divisions and roundings made the graph input's quantization 4% of an int8 MobileNetV2).
-fn wide(x: &[f32], out: &mut [u8], body: impl Fn(&[f32], &mut [u8])) {
+/// For elementwise loops the compiler vectorizes.
+pub(crate) fn wide<T, U>(x: &[T], out: &mut [U], body: impl Fn(&[T], &mut [U])) {
     #[cfg(target_arch = "x86_64")]
     {
         // Tests: at most this width (2: AVX-512, 1: AVX2, 0: the baseline).
@@ -54,11 +55,11 @@ fn wide(x: &[f32], out: &mut [u8], body: impl Fn(&[f32], &mut [u8])) {
         #[cfg(not(test))]
         let widest = 2;
         #[target_feature(enable = "avx512f,avx512bw")]
-        fn avx512(x: &[f32], out: &mut [u8], body: impl Fn(&[f32], &mut [u8])) {
+        fn avx512<T, U>(x: &[T], out: &mut [U], body: impl Fn(&[T], &mut [U])) {
             body(x, out)
         }
         #[target_feature(enable = "avx2")]
-        fn avx2(x: &[f32], out: &mut [u8], body: impl Fn(&[f32], &mut [u8])) {
+        fn avx2<T, U>(x: &[T], out: &mut [U], body: impl Fn(&[T], &mut [U])) {
             body(x, out)
         }
         if widest >= 2

@@ -46,21 +46,25 @@ pub(super) fn clip_table(engine: QEngine, qp: &QParams, min: f32, max: f32) -> R
 /// which vectorizes (`vpmaxub`/`vpminub`): the same bytes, checked against the table on all
 /// 256 entries first.
 pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
-    use crate::cpu::fast::par_bytes;
+    use crate::cpu::fast::{par_bytes, wide};
     let (lo, hi) = (t[0], t[255]);
     if lo <= hi && (0..=255u8).all(|b| t[b as usize] == b.clamp(lo, hi)) {
         return par_bytes(x.len(), |s, out| {
-            for (o, &v) in out.iter_mut().zip(&x[s..]) {
-                *o = v.max(lo).min(hi);
-            }
+            wide(&x[s..], out, |x, out| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v.max(lo).min(hi);
+                }
+            })
         });
     }
     let (lo, hi) = (t[0x80] as i8, t[0x7f] as i8);
     if lo <= hi && (0..=255u8).all(|b| t[b as usize] as i8 == (b as i8).clamp(lo, hi)) {
         return par_bytes(x.len(), |s, out| {
-            for (o, &v) in out.iter_mut().zip(&x[s..]) {
-                *o = (v as i8).max(lo).min(hi) as u8;
-            }
+            wide(&x[s..], out, |x, out| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v as i8).max(lo).min(hi) as u8;
+                }
+            })
         });
     }
     par_bytes(x.len(), |s, out| {
