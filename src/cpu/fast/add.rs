@@ -52,6 +52,7 @@ pub fn qlinear_add_avx2(
 /// One element of the kernel (the vector loop's tail): `cvtps(fma(a, ra, fma(b, rb, fixed)))`
 /// clamped to the range of `signed` (qint8) or quint8, as a stored byte.
 #[inline]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn add_element(a: u8, b: u8, signed: bool, [ra, rb, fixed]: [f32; 3]) -> u8 {
     let int = |v: u8| if signed { v as i8 as i32 } else { v as i32 };
     let y = cvtps_epi32((int(a) as f32).mul_add(ra, (int(b) as f32).mul_add(rb, fixed)));
