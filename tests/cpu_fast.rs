@@ -680,9 +680,9 @@ fn channels_in_lanes_gemm_matches_reference() {
 /// The int8 depthwise conv with the channels in the lanes (AVX-512 VNNI with VBMI, one
 /// channel per group, small planes: `nhwc::depthwise_quads`), forced on, forced off and
 /// chosen, equals the reference: MobileNet's 7×7 and 14×14 layers, strides 1 and 2, kernels
-/// of 1 to 4 columns and 1 to 5 rows, row dilation, paddings that leave whole quads outside
-/// the row, channel counts that fill no tile of 64 or 16, two images, qint8 and quint8 inputs,
-/// random epilogues (every formula, per-channel and asymmetric weights), one and two threads.
+/// of 1 to 4 columns and 1 to 5 rows, row dilation, paddings of up to 3 columns (quads mostly
+/// of padding), channel counts that fill no tile of 64 or 16, two images, qint8 and quint8
+/// inputs, random epilogues and weight schemes, one and two threads.
 #[test]
 fn channels_in_lanes_depthwise_matches_reference() {
     let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
