@@ -254,7 +254,7 @@ unsafe fn add_bias_runs_with<const CLAMP: bool>(
 /// `QLinearAdd` with ORT's AVX2 kernel (see `cpu::fast::add`): for each element,
 /// `cvtps(fma(a, ra, fma(b, rb, fixed)))` (`k = [ra, rb, fixed]`) saturated to qint8 (`signed`)
 /// or quint8 by the packs (which equals the clamp, `i32::MIN` included), 32 per step, the tail
-/// through `add_element`.
+/// through the reference's element (`ort::add::avx2_element`).
 ///
 /// # Safety
 /// avx2 and fma must be available; `a` and `b` hold at least `out.len()` bytes.
@@ -308,8 +308,13 @@ pub(crate) unsafe fn qlinear_add_avx2(
             );
             i += 32;
         }
+        let dtype = if signed {
+            crate::quant::QDtype::QInt8
+        } else {
+            crate::quant::QDtype::QUInt8
+        };
         for j in i..n {
-            out[j] = super::super::add::add_element(a[j], b[j], signed, k);
+            out[j] = crate::cpu::reference::ort::add::avx2_element(dtype, a[j], b[j], k);
         }
     }
 }

@@ -22,7 +22,7 @@ use super::qdq::{check_qparams, cvtps_epi32};
 use crate::cpu::reference::check_data;
 use crate::error::{Error, Result};
 use crate::quant::rne;
-use crate::quant::QParams;
+use crate::quant::{QDtype, QParams};
 
 /// Which `MlasQLinearAdd` kernel ORT dispatched to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +147,15 @@ pub fn avx2_constants(a_qp: &QParams, b_qp: &QParams, c_qp: &QParams) -> [f32; 3
     [k.ra, k.rb, k.fixed]
 }
 
+/// One element of `MlasQLinearAddU8KernelAvx2` / `S8` (all three dtypes `dtype`), with the
+/// constants of [`avx2_constants`]: `cvtps(fma(a, ra, fma(b, rb, fixed)))` clamped to the
+/// dtype's range, as a stored byte.
+pub fn avx2_element(dtype: QDtype, qa: u8, qb: u8, [ra, rb, fixed]: [f32; 3]) -> u8 {
+    let (av, bv) = (dtype.byte_to_int(qa) as f32, dtype.byte_to_int(qb) as f32);
+    let v = cvtps_epi32(av.mul_add(ra, bv.mul_add(rb, fixed)));
+    dtype.int_to_byte(dtype.full_range().clamp(v))
+}
+
 /// The constants of one `MlasQLinearAdd` call, with its operands in ORT's order (first, second).
 struct AddConsts {
     kernel: QLinearAddKernel,
@@ -197,7 +206,7 @@ impl AddConsts {
         let range = self.out.dtype.full_range();
         let store = |v: f32| self.out.dtype.int_to_byte(range.clamp(cvtps_epi32(v)));
         match self.kernel {
-            QLinearAddKernel::Avx2 => store(av.mul_add(ra, bv.mul_add(rb, fixed))),
+            QLinearAddKernel::Avx2 => avx2_element(self.out.dtype, qa, qb, [ra, rb, fixed]),
             QLinearAddKernel::Sse2 if self.scalar_second => store((fixed + bv * rb) + av * ra),
             QLinearAddKernel::Sse2 => store((fixed + av * ra) + bv * rb),
             QLinearAddKernel::Raw => {
