@@ -787,11 +787,9 @@ pub(super) fn run_int8(
             Isa::Avx512Vnni => {
                 return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out)
             }
-            Isa::AvxVnni => {
-                return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out)
-            }
+            Isa::AvxVnni => return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out),
             _ if maddubs_exact(lanes, x, x_qp) => {
-                return run_int8_vnni_ymm(pc, wprime, lanes, x, (flip, z), s, opts.threads, out)
+                return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out)
             }
             _ => {}
         }
@@ -874,10 +872,9 @@ pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn run_int8_vnni_ymm(
     pc: &PackedConv2d,
-    wprime: &[i32],
     lanes: &[i32],
     x: &[u8],
-    (flip, z): (u8, i32),
+    x_qp: &QParams,
     s: &ConvShape,
     threads: Option<usize>,
     out: super::SinkPtr,
@@ -907,6 +904,15 @@ fn run_int8_vnni_ymm(
         (_, false, _) => dw_i8_flat_avxvnni_evex::<4>,
     };
     assert!(x.len() >= s.n * s.c_in * plane_in && lanes.len() >= s.c_out * kh * ng);
+    let (flip, z) = super::int8::flip_and_z(x_qp);
+    // Per output channel, cached by the layer per input qparams: the kernel's initial value
+    // `−z·Σ w'` (the GEMM's `corr0`; padded taps read `z` and add (z − z)·w' = 0), and the
+    // epilogue's vector constants where every channel has them (else `requant_row`'s own).
+    let cc = pc.call_consts(x_qp);
+    let ks = match out {
+        super::SinkPtr::Bytes(_) => cc.requant_ymm.as_deref(),
+        super::SinkPtr::Acc(_) => None,
+    };
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
         // `z` at padded positions (written once), the interior rewritten per item.
@@ -919,11 +925,7 @@ fn run_int8_vnni_ymm(
             // SAFETY: both paths here have AVX2 (checked when packing).
             unsafe { super::x86::copy_rows_xor_avx2(src, s.w, &mut plane, ph * wp + pw, wp, flip) };
             for o in gi * cog..(gi + 1) * cog {
-                let w = &wprime[o * kh * kw..(o + 1) * kh * kw];
-                // −z·Σ w' (wrapping): padded taps read `z` and add (z − z)·w' = 0.
-                let init = w
-                    .iter()
-                    .fold(0i32, |a, &v| a.wrapping_sub(z.wrapping_mul(v)));
+                let init = cc.corr0[o];
                 let wts = &lanes[o * kh * ng..(o + 1) * kh * ng];
                 // SAFETY: the ISA was checked when packing; the plane holds `flat_len` bytes,
                 // `flat_acc` 32 values per block, `wts` kh·ng words.
@@ -941,8 +943,14 @@ fn run_int8_vnni_ymm(
                 let base = (n * s.c_out + o) * plane_out;
                 // SAFETY: output channel o of batch n belongs to this task only.
                 unsafe {
+                    let requant = |acc: &[i32], dst: &mut [u8]| match ks {
+                        // SAFETY: both paths here have AVX2; `k` is a float formula with
+                        // finite constants for the layer's accumulators.
+                        Some(ks) => super::x86::requant_row_cached_avx2(&ks[o], acc, dst),
+                        None => super::requant_row(pc.isa, &pc.epi, o, acc, dst),
+                    };
                     let geo = (wp, s.h_out, s.w_out);
-                    out.write_rows(pc.isa, &pc.epi, o, &flat_acc, geo, base, &mut bytes)
+                    out.write_rows(requant, &flat_acc, geo, base, &mut bytes)
                 };
             }
         }

@@ -1059,22 +1059,20 @@ impl SinkPtr {
         }
     }
 
-    /// Writes output channel `o` from the flat accumulators of its plane: output row `y` is
+    /// Writes one output channel from the flat accumulators of its plane: output row `y` is
     /// `flat[y·stride ..][..width]`, `y < rows` (rows of the padded width). Stored bytes are
-    /// requantized in one pass over the flat positions into `bytes`, then copied row by row
-    /// (the few padded positions cost less than gathering the rows' accumulators first);
-    /// raw accumulators are copied row by row.
+    /// requantized by `requant` (the channel's epilogue: accumulators to bytes, same length)
+    /// in one pass over the flat positions into `bytes`, then copied row by row (the few
+    /// padded positions cost less than gathering the rows' accumulators first); raw
+    /// accumulators are copied row by row.
     ///
     /// # Safety
     /// The channel's plane, `rows·width` values from `base`, must lie in the output and belong
     /// to the caller; `flat` holds `(rows − 1)·stride + width` values at least, and `bytes` as
     /// many.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn write_rows(
         self,
-        isa: Isa,
-        epi: &Epilogue,
-        o: usize,
+        requant: impl FnOnce(&[i32], &mut [u8]),
         flat: &[i32],
         (stride, rows, width): (usize, usize, usize),
         base: usize,
@@ -1083,7 +1081,7 @@ impl SinkPtr {
         let len = (rows - 1) * stride + width;
         match self {
             SinkPtr::Bytes(p) => {
-                requant_row(isa, epi, o, &flat[..len], &mut bytes[..len]);
+                requant(&flat[..len], &mut bytes[..len]);
                 for y in 0..rows {
                     // SAFETY: guaranteed by the caller.
                     unsafe { p.slice(base + y * width, width) }

@@ -39,6 +39,6 @@ pub(super) use pack::{
     qlinear_add_avx2,
 };
 pub(super) use requant::{
-    requant_row_avx2, requant_row_avx512, requant_tile_avx2, requant_tile_avx512, Requant512,
-    RunMask,
+    requant_row_avx2, requant_row_avx512, requant_row_cached_avx2, requant_tile_avx2,
+    requant_tile_avx512, Requant512, RunMask,
 };
