@@ -966,8 +966,9 @@ fn out_of_range_input_zero_point_matches_reference() {
 }
 
 /// Strided f32 depthwise convs with rows of 28 outputs or more (the SIMD paths split the
-/// plane's columns by phase there): the same bits on every ISA path as the portable one, and
-/// within rounding of the reference.
+/// plane by column phase, here with several vectors per row, plane widths that are not a
+/// multiple of the stride, and a stride of 3): the same bits on every ISA path as the
+/// portable one, and within rounding of the reference.
 #[test]
 fn strided_float_depthwise_on_wide_rows_is_identical_across_isas() {
     let mut rng = Rng::new(0x005e_edd5);

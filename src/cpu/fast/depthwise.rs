@@ -74,18 +74,71 @@ struct Plane {
     wp: usize,
     hp: usize,
     offs: Vec<usize>,
+    /// The column phases of strided convs (see [`Phases`]); `None` at unit column stride.
+    phases: Option<Phases>,
+}
+
+/// A padded plane of a conv with column stride `sx > 1` split by column phase (column mod
+/// `sx`): phase `p` is the `hp × wq` matrix of the plane's columns `sx·i + p` (`wq = wp / sx`,
+/// the plane's width being rounded up to a multiple of `sx`), the phases one after another.
+/// Output `(oy, ox)` reads plane column `ox·sx + c` for the tap column offset `c = kx·dw`,
+/// which is phase `c mod sx` at index `ox + c / sx`: each tap reads its outputs' inputs
+/// contiguously, so the register-blocked unit-stride row kernels run strided convs too, with
+/// the same FMA chain per output, in the same order (the same bits).
+struct Phases {
+    wq: usize,
+    /// Per tap, its offset in the split plane (row step `sy·wq`).
+    offs: Vec<usize>,
 }
 
 impl Plane {
     fn new(s: &ConvShape) -> Self {
         let p = &s.params;
-        let wp = s.w + 2 * p.padding[1];
+        let (sx, hp) = (p.stride[1], s.h + 2 * p.padding[0]);
+        // Whole phases per row (the extra columns are padding no output reads: the last
+        // output column reads `(Wout − 1)·sx + (KW − 1)·dw < W + 2·pw`).
+        let wp = (s.w + 2 * p.padding[1]).next_multiple_of(sx);
+        let (dh, dw) = (p.dilation[0], p.dilation[1]);
+        let wq = wp / sx;
+        let phases = (sx > 1).then(|| Phases {
+            wq,
+            offs: (0..s.kh * s.kw)
+                .map(|t| {
+                    let c = (t % s.kw) * dw;
+                    (t / s.kw) * dh * wq + (c % sx) * hp * wq + c / sx
+                })
+                .collect(),
+        });
         Plane {
             wp,
-            hp: s.h + 2 * p.padding[0],
+            hp,
             offs: (0..s.kh * s.kw)
-                .map(|t| (t / s.kw) * p.dilation[0] * wp + (t % s.kw) * p.dilation[1])
+                .map(|t| (t / s.kw) * dh * wp + (t % s.kw) * dw)
                 .collect(),
+            phases,
+        }
+    }
+
+    /// Splits `plane` (this geometry's padded plane) by column phase into `dst` (see
+    /// [`Phases`]; `dst` is resized to the plane's length, slack included).
+    fn split_phases(&self, isa: Isa, sx: usize, plane: &[f32], dst: &mut Vec<f32>) {
+        let n = self.hp * self.wp;
+        dst.resize(self.len(), 0.0);
+        let q = n / sx;
+        if sx == 2 {
+            let (even, odd) = dst[..n].split_at_mut(q);
+            #[cfg(target_arch = "x86_64")]
+            if isa != Isa::Portable {
+                // SAFETY: every non-portable path includes AVX2 (checked when chosen).
+                return unsafe { split2_avx2(&plane[..n], even, odd) };
+            }
+            let _ = isa;
+            return split2(&plane[..n], even, odd);
+        }
+        for (p, phase) in dst[..n].chunks_exact_mut(q).enumerate() {
+            for (d, &v) in phase.iter_mut().zip(plane[p..n].iter().step_by(sx)) {
+                *d = v;
+            }
         }
     }
 
@@ -247,60 +300,29 @@ fn channel<const I32: bool>(
     plane: &[f32],
     w: &[f32],
     bias: f32,
+    scratch: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
     let (n, offs) = (s.w_out, &pl.offs[..]);
     assert!(out.len() >= s.h_out * n && w.len() >= offs.len());
-    // Strided columns on the SIMD paths: the plane's columns split by phase (column mod sx),
-    // so that each tap reads its outputs' inputs contiguously and the register-blocked row
-    // kernels below run them as unit-stride rows (strided reads kept the row loop scalar).
-    // Output (oy, ox) reads column ox·sx + c of tap column offset c = kx·dw, which sits at
-    // phase c mod sx, index ox + c / sx. Each output gets the same FMA chain over the taps,
-    // in the same order, as from the plane itself: the same bits. Stride 2 splits a row in
-    // one vectorized pass (`split2`). One thread, 3x3 stride 2 (`PackedConvF32::run`,
-    // AVX-512; AVX2 alike), from the strided generic row loop (and the split through it on
-    // rows of 28 outputs or more): 96 channels of 112x112 0.83 → 0.27 ms, 144 of 56x56
-    // 0.38 → 0.12, 192 of 28x28 0.16 → 0.06, 576 of 14x14 0.18 → 0.09.
-    let (rows, row_step, row_offs, step);
-    let phased: Vec<f32>;
-    let phased_offs: Vec<usize>;
-    if isa != Isa::Portable && sx > 1 {
-        let wq = pl.wp.div_ceil(sx);
-        // (Slack: the blocked kernels read whole vectors.)
-        let mut d = vec![0f32; pl.hp * sx * wq + SLACK];
-        for (r, row) in plane[..pl.hp * pl.wp].chunks_exact(pl.wp).enumerate() {
-            let dst = &mut d[r * sx * wq..][..sx * wq];
-            if sx == 2 {
-                let (even, odd) = dst.split_at_mut(wq);
-                // SAFETY: every non-portable path includes AVX2.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    split2_avx2(row, even, odd)
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                split2(row, even, odd);
-                continue;
-            }
-            for ph in 0..sx {
-                let dst = &mut dst[ph * wq..][..wq];
-                for (dv, &v) in dst.iter_mut().zip(row.iter().skip(ph).step_by(sx)) {
-                    *dv = v;
-                }
-            }
+    // Strided columns on the SIMD paths: the plane split by column phase into `scratch` (see
+    // `Phases`), so that the register-blocked row kernels below run them as unit-stride rows
+    // (strided reads kept the row loop scalar). Stride 2 splits the whole plane in one
+    // vectorized pass (`split2`). One thread, 3x3 stride 2 (`PackedConvF32::run`, AVX-512;
+    // AVX2 alike), from the strided generic row loop: 96 channels of 112x112 0.83 → 0.27 ms,
+    // 144 of 56x56 0.38 → 0.12, 192 of 28x28 0.16 → 0.06, 576 of 14x14 0.18 → 0.09 (row by
+    // row into a buffer and offsets allocated per channel; a split per 16-column row and the
+    // allocations cost more than the FMAs on small planes), then whole planes into a reused
+    // buffer: 96x112x112 250 → 213 µs, 144x56x56 108 → 74, 192x28x28 59 → 29, 576x14x14
+    // 86 → 43 (AVX-512; AVX2 alike).
+    let (rows, row_step, row_offs, step) = match &pl.phases {
+        Some(ph) if isa != Isa::Portable => {
+            pl.split_phases(isa, sx, plane, scratch);
+            (&scratch[..], sy * ph.wq, &ph.offs[..], 1)
         }
-        let (dh, dw) = (s.params.dilation[0], s.params.dilation[1]);
-        phased_offs = (0..s.kh * s.kw)
-            .map(|t| {
-                let c = (t % s.kw) * dw;
-                ((t / s.kw) * dh * sx + c % sx) * wq + c / sx
-            })
-            .collect();
-        phased = d;
-        (rows, row_step, row_offs, step) = (&phased[..], sy * sx * wq, &phased_offs[..], 1);
-    } else {
-        (rows, row_step, row_offs, step) = (plane, sy * pl.wp, offs, sx);
-    }
+        _ => (plane, sy * pl.wp, offs, sx),
+    };
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Portable && step == 1 {
         let lanes = if isa == Isa::Avx512Vnni { 16 } else { 8 };
@@ -808,6 +830,7 @@ pub(super) fn run_int8(
         // plane stays zero, only its interior is rewritten.
         let mut planef = Vec::new();
         let mut planei = Vec::new();
+        let mut scratch = Vec::new();
         let mut acc = vec![0i32; plane_out];
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
@@ -828,6 +851,7 @@ pub(super) fn run_int8(
                         &planef,
                         &wf[o * taps..(o + 1) * taps],
                         0.0,
+                        &mut scratch,
                         accf,
                     );
                     // SAFETY: output channel o of batch n belongs to this task only.
@@ -1042,6 +1066,7 @@ pub(super) fn run_f32(
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
         let mut plane = vec![0f32; pl.len()];
+        let mut scratch = Vec::new();
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
             pl.fill(
@@ -1054,7 +1079,8 @@ pub(super) fn run_f32(
                 // SAFETY: output channel o of batch n belongs to this task only.
                 let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out, plane_out) };
                 let b = bias.map_or(0.0, |b| b[o]);
-                channel::<false>(isa, s, &pl, &plane, &w[o * taps..(o + 1) * taps], b, dst);
+                let w = &w[o * taps..(o + 1) * taps];
+                channel::<false>(isa, s, &pl, &plane, w, b, &mut scratch, dst);
                 // The plane was just written (in L2).
                 if let Some(c) = clamp {
                     c.apply_slice(dst);
