@@ -467,3 +467,36 @@ impl F32Clamp {
         self.apply_generic(ys)
     }
 }
+
+/// For each of `R` rows, the eight f64 lane sums of its dot product with `a` (see
+/// `x86::dot_lanes_f64_avx512`: `acc[r][k] = Σ_j a[8j + k]·rows[r][8j + k]` over
+/// `j < a.len() / 8`, in order of `j`), on the vectors of path `isa`: the same bits on every
+/// path (`cpu::float_ops`'s tests check each against a scalar loop).
+///
+/// # Panics
+/// If a row holds fewer than `a.len() / 8 · 8` values, or `isa` is not available.
+pub(crate) fn dot_lanes_f64<const R: usize>(
+    isa: Isa,
+    a: &[f32],
+    rows: [&[f32]; R],
+) -> [[f64; 8]; R] {
+    let body = a.len() / 8 * 8;
+    assert!(rows.iter().all(|r| r.len() >= body) && isa.is_available());
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the path's features were checked available; the rows' lengths above.
+        Isa::Avx512Vnni => return unsafe { super::x86::dot_lanes_f64_avx512(a, rows) },
+        // SAFETY: as above (both paths include AVX2 and FMA).
+        Isa::AvxVnni | Isa::Avx2 => return unsafe { super::x86::dot_lanes_f64_avx2(a, rows) },
+        Isa::Portable => {}
+    }
+    let mut acc = [[0f64; 8]; R];
+    for (i, x) in a[..body].chunks_exact(8).enumerate() {
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            for (k, (acc, &y)) in acc.iter_mut().zip(&row[8 * i..8 * i + 8]).enumerate() {
+                *acc += x[k] as f64 * y as f64;
+            }
+        }
+    }
+    acc
+}

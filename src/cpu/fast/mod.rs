@@ -130,6 +130,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use add::qlinear_add_avx2;
+pub(crate) use float::dot_lanes_f64;
 pub use float::{conv2d_f32_with_isa, F32Clamp, PackedConvF32};
 pub use peak::PeakLoop;
 pub(crate) use quantize::wide;

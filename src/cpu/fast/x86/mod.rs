@@ -4,6 +4,7 @@
 //! * [`requant`]: the vectorized requantization epilogue (AVX-512 and AVX2);
 //! * [`depthwise`]: the depthwise-like conv kernels (f32 rows; int8 on AVX-512 VNNI and,
 //!   flat layout only, AVX-VNNI);
+//! * [`dot`]: the f64 lane sums of the float classifier's dot products;
 //! * [`pack`]: activation repacking (byte interleaving, padded-plane copies, u8 → f32);
 //! * [`peak`]: register-only loops of the kernels' instructions, for `squint bench`'s peaks.
 //!
@@ -17,6 +18,7 @@
 //! pointers valid for the reads and writes documented per function.
 
 mod depthwise;
+mod dot;
 mod gemm;
 mod pack;
 pub(super) mod peak;
@@ -27,6 +29,7 @@ pub(super) use depthwise::{
     dw_i8_flat_maddubs, dw_pairs_avx2, dw_quads_avx512, dw_quads_row_avx512, has_vbmi, Bytes64,
     DwFlat, DwGeom,
 };
+pub(super) use dot::{dot_lanes_f64_avx2, dot_lanes_f64_avx512};
 pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512, gemm_i8_avx2,
     gemm_i8_avx2_maddubs, gemm_i8_avx512, gemm_i8_avxvnni, gemm_i8_avxvnni_evex,
