@@ -333,11 +333,7 @@ impl PackedConvF32 {
                                     .copy_from_slice(&ch[iy * s.w + ix0..][..count]);
                             } else {
                                 let row = &ch[iy * s.w..(iy + 1) * s.w];
-                                for (d, i) in
-                                    dst[pos..pos + count].iter_mut().zip((ix0..).step_by(sx))
-                                {
-                                    *d = row[i];
-                                }
+                                super::gather_columns(row, ix0, sx, &mut dst[pos..pos + count]);
                             }
                         }
                         dst[done..].fill(0.0);

@@ -464,9 +464,7 @@ fn repack(
                 src
             } else {
                 for (t, row) in gathered.iter_mut().zip(src) {
-                    for (d, i) in t[..count].iter_mut().zip((ix0..).step_by(sx)) {
-                        *d = row[i];
-                    }
+                    super::gather_columns(row, ix0, sx, &mut t[..count]);
                 }
                 std::array::from_fn(|j| &gathered[j][..count])
             };
