@@ -69,6 +69,15 @@ use crate::shape::{ConvParams, ConvShape};
 /// Elements of slack after a plane: the SIMD row kernels read whole vectors.
 const SLACK: usize = 64;
 
+/// One input image (`H × W`) of a depthwise conv, as [`Plane::prepare`] reads it.
+#[derive(Clone, Copy)]
+enum Image<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// Stored bytes, read as `(b ^ flip) − z` (exact in f32).
+    Bytes { x: &'a [u8], flip: u8, z: i32 },
+}
+
 /// Geometry of the padded plane.
 struct Plane {
     wp: usize,
@@ -119,25 +128,130 @@ impl Plane {
         }
     }
 
-    /// Splits `plane` (this geometry's padded plane) by column phase into `dst` (see
-    /// [`Phases`]; `dst` is resized to the plane's length, slack included).
-    fn split_phases(&self, isa: Isa, sx: usize, plane: &[f32], dst: &mut Vec<f32>) {
-        let n = self.hp * self.wp;
-        dst.resize(self.len(), 0.0);
-        let q = n / sx;
+    /// The column phases of this geometry where path `isa` runs them (the SIMD paths).
+    fn phased(&self, isa: Isa) -> Option<&Phases> {
+        self.phases.as_ref().filter(|_| isa != Isa::Portable)
+    }
+
+    /// Writes `row`, the `W` values of input row `y`, into `buf` split by column phase (see
+    /// [`Phases`]): the columns of the padded plane's row `y + ph` from column `pw`, as
+    /// [`Plane::phased`] gives `phases` for path `isa` (a SIMD path). Writes no padded
+    /// position, so a buffer zeroed once keeps its padding.
+    fn put_row(
+        &self,
+        (isa, phases): (Isa, &Phases),
+        s: &ConvShape,
+        y: usize,
+        row: &[f32],
+        buf: &mut [f32],
+    ) {
+        assert!(isa != Isa::Portable);
+        let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
+        let (sx, wq) = (s.params.stride[1], phases.wq);
+        let at = |p: usize, idx: usize| (p * self.hp + y + ph) * wq + idx;
         if sx == 2 {
-            let (even, odd) = dst[..n].split_at_mut(q);
+            // Input column x is plane column x + pw: the even ones go to phase pw mod 2
+            // from index ⌊pw/2⌋, the odd ones to the other phase from ⌊(pw + 1)/2⌋.
+            let (pe, po) = (pw % 2, 1 - pw % 2);
+            let (ne, no) = (s.w.div_ceil(2), s.w / 2);
+            let (ie, io) = (at(pe, pw / 2), at(po, pw.div_ceil(2)));
+            // Two disjoint ranges of `buf` (different phases).
+            let (even, odd) = if ie < io {
+                let (a, b) = buf.split_at_mut(io);
+                (&mut a[ie..ie + ne], &mut b[..no])
+            } else {
+                let (a, b) = buf.split_at_mut(ie);
+                (&mut b[..ne], &mut a[io..io + no])
+            };
             #[cfg(target_arch = "x86_64")]
-            if isa != Isa::Portable {
-                // SAFETY: every non-portable path includes AVX2 (checked when chosen).
-                return unsafe { split2_avx2(&plane[..n], even, odd) };
-            }
-            let _ = isa;
-            return split2(&plane[..n], even, odd);
+            // SAFETY: every non-portable path includes AVX2 (checked when chosen).
+            unsafe {
+                split2_avx2(row, even, odd)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            split2(row, even, odd);
+            return;
         }
-        for (p, phase) in dst[..n].chunks_exact_mut(q).enumerate() {
-            for (d, &v) in phase.iter_mut().zip(plane[p..n].iter().step_by(sx)) {
-                *d = v;
+        for (x, &v) in row.iter().enumerate() {
+            buf[at((x + pw) % sx, (x + pw) / sx)] = v;
+        }
+    }
+
+    /// Writes the input image `src` into the layout [`channel`] reads on path `isa` and
+    /// returns it. The padded plane, in `plane`; where [`Plane::phased`], its columns split
+    /// by phase: on wide rows as each row is written (in `plane`: no pass over a padded
+    /// plane), on narrow ones as a whole padded plane in one pass (into `phases`: a split
+    /// call per row cost more than the pass). The buffers are zeroed on first use; later
+    /// calls rewrite the same interior positions, so their padding stays zero.
+    fn prepare<'a>(
+        &self,
+        isa: Isa,
+        s: &ConvShape,
+        src: Image,
+        plane: &'a mut Vec<f32>,
+        phases: &'a mut Vec<f32>,
+        tmp: &mut Vec<f32>,
+    ) -> &'a [f32] {
+        /// Rows from this width up are split as they are written (one thread, 3x3 stride 2,
+        /// AVX-512, against the whole-plane split: 96x112x112 220 → 165 µs, 144x56x56 75 →
+        /// 73; 192x28x28 30 → 40, 576x14x14 40 → 62).
+        const WIDE: usize = 48;
+        if plane.is_empty() {
+            *plane = vec![0.0; self.len()];
+        }
+        let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
+        match self.phased(isa) {
+            Some(phases) if s.w >= WIDE => {
+                tmp.resize(s.w, 0.0);
+                for y in 0..s.h {
+                    let r = match src {
+                        Image::F32(x) => &x[y * s.w..][..s.w],
+                        Image::Bytes { x, flip, z } => {
+                            bytes_to_f32(isa, &x[y * s.w..][..s.w], flip, z, tmp);
+                            &tmp[..]
+                        }
+                    };
+                    self.put_row((isa, phases), s, y, r, plane);
+                }
+                plane
+            }
+            phased => {
+                let rows = plane[ph * self.wp + pw..].chunks_mut(self.wp).take(s.h);
+                match src {
+                    Image::F32(x) => {
+                        for (dst, row) in rows.zip(x.chunks_exact(s.w)) {
+                            dst[..s.w].copy_from_slice(row);
+                        }
+                    }
+                    Image::Bytes { x, flip, z } => {
+                        for (dst, row) in rows.zip(x.chunks_exact(s.w)) {
+                            bytes_to_f32(isa, row, flip, z, &mut dst[..s.w]);
+                        }
+                    }
+                }
+                if phased.is_none() {
+                    return plane;
+                }
+                let (n, sx) = (self.hp * self.wp, s.params.stride[1]);
+                phases.resize(self.len(), 0.0);
+                let q = n / sx;
+                if sx == 2 {
+                    let (even, odd) = phases[..n].split_at_mut(q);
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: every non-portable path includes AVX2 (checked when chosen).
+                    unsafe {
+                        split2_avx2(&plane[..n], even, odd)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    split2(&plane[..n], even, odd);
+                } else {
+                    for (p, phase) in phases[..n].chunks_exact_mut(q).enumerate() {
+                        for (d, &v) in phase.iter_mut().zip(plane[p..n].iter().step_by(sx)) {
+                            *d = v;
+                        }
+                    }
+                }
+                phases
             }
         }
     }
@@ -300,28 +414,24 @@ fn channel<const I32: bool>(
     plane: &[f32],
     w: &[f32],
     bias: f32,
-    scratch: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
     let (n, offs) = (s.w_out, &pl.offs[..]);
     assert!(out.len() >= s.h_out * n && w.len() >= offs.len());
-    // Strided columns on the SIMD paths: the plane split by column phase into `scratch` (see
-    // `Phases`), so that the register-blocked row kernels below run them as unit-stride rows
-    // (strided reads kept the row loop scalar). Stride 2 splits the whole plane in one
-    // vectorized pass (`split2`). One thread, 3x3 stride 2 (`PackedConvF32::run`, AVX-512;
-    // AVX2 alike), from the strided generic row loop: 96 channels of 112x112 0.83 → 0.27 ms,
-    // 144 of 56x56 0.38 → 0.12, 192 of 28x28 0.16 → 0.06, 576 of 14x14 0.18 → 0.09 (row by
-    // row into a buffer and offsets allocated per channel; a split per 16-column row and the
-    // allocations cost more than the FMAs on small planes), then whole planes into a reused
-    // buffer: 96x112x112 250 → 213 µs, 144x56x56 108 → 74, 192x28x28 59 → 29, 576x14x14
-    // 86 → 43 (AVX-512; AVX2 alike).
-    let (rows, row_step, row_offs, step) = match &pl.phases {
-        Some(ph) if isa != Isa::Portable => {
-            pl.split_phases(isa, sx, plane, scratch);
-            (&scratch[..], sy * ph.wq, &ph.offs[..], 1)
-        }
-        _ => (plane, sy * pl.wp, offs, sx),
+    // Strided columns on the SIMD paths: `plane` holds the padded plane split by column
+    // phase (see `Phases`), so that the register-blocked row kernels below run them as
+    // unit-stride rows (strided reads kept the row loop scalar). One thread, 3x3 stride 2
+    // (`PackedConvF32::run`, AVX-512; AVX2 alike), from the strided generic row loop: 96
+    // channels of 112x112 0.83 → 0.27 ms, 144 of 56x56 0.38 → 0.12, 192 of 28x28 0.16 →
+    // 0.06, 576 of 14x14 0.18 → 0.09 (a padded plane split row by row into a buffer allocated
+    // per channel: a split per 16-column row and the allocations cost more than the FMAs on
+    // small planes), then 250 → 213 µs, 108 → 74, 59 → 29, 86 → 43 (the whole plane split
+    // into a reused buffer), then 96x112x112 220 → 156 µs and 144x56x56 80 → 61 (rows of
+    // 48 or more split as they are copied, without a padded plane: `Plane::prepare`).
+    let (rows, row_step, row_offs, step) = match pl.phased(isa) {
+        Some(ph) => (plane, sy * ph.wq, &ph.offs[..], 1),
+        None => (plane, sy * pl.wp, offs, sx),
     };
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Portable && step == 1 {
@@ -828,32 +938,18 @@ pub(super) fn run_int8(
     par_for(opts.threads, ranges.len(), |task| {
         // Planes and accumulators are reused across the task's items: the padding of a
         // plane stays zero, only its interior is rewritten.
-        let mut planef = Vec::new();
+        let (mut planef, mut phases, mut tmp) = (Vec::new(), Vec::new(), Vec::new());
         let mut planei = Vec::new();
-        let mut scratch = Vec::new();
         let mut acc = vec![0i32; plane_out];
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
             let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
             if exact_f32 {
-                if planef.is_empty() {
-                    planef = vec![0f32; pl.len()];
-                }
-                pl.fill_rows(s, src, &mut planef, |row, dst| {
-                    bytes_to_f32(isa, row, flip, z, dst)
-                });
+                let image = Image::Bytes { x: src, flip, z };
+                let input = pl.prepare(isa, s, image, &mut planef, &mut phases, &mut tmp);
                 for o in gi * cog..(gi + 1) * cog {
                     let accf: &mut [f32] = bytemuck::cast_slice_mut(&mut acc[..]);
-                    channel::<true>(
-                        isa,
-                        s,
-                        &pl,
-                        &planef,
-                        &wf[o * taps..(o + 1) * taps],
-                        0.0,
-                        &mut scratch,
-                        accf,
-                    );
+                    channel::<true>(isa, s, &pl, input, &wf[o * taps..(o + 1) * taps], 0.0, accf);
                     // SAFETY: output channel o of batch n belongs to this task only.
                     unsafe { out.write(isa, epi, o, &acc, (n * s.c_out + o) * plane_out) };
                 }
@@ -1065,22 +1161,17 @@ pub(super) fn run_f32(
     let outp = SendPtr(out.as_mut_ptr());
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
-        let mut plane = vec![0f32; pl.len()];
-        let mut scratch = Vec::new();
+        let (mut plane, mut phases, mut tmp) = (Vec::new(), Vec::new(), Vec::new());
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
-            pl.fill(
-                s,
-                &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w],
-                &mut plane,
-                |v| v,
-            );
+            let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
+            let input = pl.prepare(isa, s, Image::F32(src), &mut plane, &mut phases, &mut tmp);
             for o in gi * cog..(gi + 1) * cog {
                 // SAFETY: output channel o of batch n belongs to this task only.
                 let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out, plane_out) };
                 let b = bias.map_or(0.0, |b| b[o]);
                 let w = &w[o * taps..(o + 1) * taps];
-                channel::<false>(isa, s, &pl, &plane, w, b, &mut scratch, dst);
+                channel::<false>(isa, s, &pl, input, w, b, dst);
                 // The plane was just written (in L2).
                 if let Some(c) = clamp {
                     c.apply_slice(dst);
