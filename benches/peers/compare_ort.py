@@ -7,7 +7,8 @@ the CPU's model name and flags (quote it as it is: these machines are shared and
 
     cargo build --release
     pip install onnxruntime onnx numpy
-    python3 benches/peers/compare_ort.py --threads 1 --isa avx512-vnni --isa avx2 [--json]
+    python3 benches/peers/compare_ort.py --threads 1 --isa avx512-vnni --isa avx2 \
+        [--act-bits 7 --act-bits 8] [--json]
 """
 import argparse
 import json
@@ -37,9 +38,9 @@ def cpu_name():
     return f"{name} ({os.cpu_count()} cores; {', '.join(isa) or 'no AVX2'})"
 
 
-def squint_bench(exe, threads, runs, isa):
+def squint_bench(exe, threads, runs, isa, act_bits):
     cmd = [exe, "bench", "--no-gpu", "--no-reference", "--json", "--threads", str(threads),
-           "--runs", str(runs)] + (["--isa", isa] if isa else [])
+           "--runs", str(runs), "--act-bits", str(act_bits)] + (["--isa", isa] if isa else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     rep = json.loads(out)
     return rep["cpu_isa"], [r for r in rep["results"]
@@ -53,16 +54,21 @@ def main():
     ap.add_argument("--runs", type=int, default=11, help="timed runs per path and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--isa", action="append", help="squint ISA path (repeatable; default: best)")
+    ap.add_argument("--act-bits", type=int, action="append", choices=(7, 8),
+                    help="squint's int8 input range (repeatable; default 7: PyTorch's x86 "
+                         "preset; 8 is full range, where AVX2 needs squint's exact kernel)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    isas = a.isa or [None]
+    # (ISA path, activation bits) per squint run; ORT's speed does not depend on the values.
+    isas = [(isa, bits) for isa in (a.isa or [None]) for bits in (a.act_bits or [7])]
     shapes = [s[0] for s in ort_qlinearconv.SHAPES]
     gops = {}  # (shape index, path) -> [GOPS per round]
     names = {}
     for _ in range(a.rounds):
-        for isa in isas:
-            name, res = squint_bench(a.squint, a.threads, a.runs, isa)
-            names[isa] = name
+        for isa, bits in isas:
+            name, res = squint_bench(a.squint, a.threads, a.runs, isa, bits)
+            name += "" if bits == 7 else f", {bits}-bit input"
+            names[isa, bits] = name
             by_shape = list(dict.fromkeys(r["shape"] for r in res))
             for r in res:
                 i = by_shape.index(r["shape"])
@@ -81,8 +87,8 @@ def main():
         return
     print(head + "\n")
     cols = []
-    for isa in isas:
-        n = names[isa]
+    for key in isas:
+        n = names[key]
         cols += [(f"squint int8 {n}", "ort int8"), (f"squint f32 {n}", "ort float32")]
     print("| shape | " + " | ".join(f"{s} | {o} | ratio" for s, o in cols) + " |")
     print("|---" * (1 + 3 * len(cols)) + "|")
