@@ -1219,6 +1219,61 @@ fn clamped_float_convs_equal_the_conv_then_the_clamp_on_every_path() {
     }
 }
 
+/// Float depthwise convs on small planes (where AVX-512 puts 16 channels in the lanes): the
+/// bits of the portable path on every ISA path, for channel counts around the blocks of 16,
+/// rows around 16 columns, strides, dilations, paddings, odd kernels, batches, bias or none,
+/// clamped or not, split across threads or not, into an output full of garbage.
+#[test]
+fn small_plane_float_depthwise_is_identical_across_isas() {
+    let mut rng = Rng::new(0xd7a9e5);
+    let cases = [
+        // (batch, channels, h, w, kernel, stride, dilation, padding)
+        (1, 960, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1]),
+        (2, 17, 14, 14, [3, 3], [2, 2], [1, 1], [1, 1]),
+        (1, 16, 16, 16, [5, 5], [1, 1], [1, 1], [2, 2]),
+        (1, 33, 9, 17, [3, 5], [1, 2], [2, 1], [2, 0]),
+        (1, 1, 3, 4, [1, 1], [1, 1], [1, 1], [0, 0]),
+        (2, 15, 11, 5, [2, 3], [2, 1], [1, 2], [0, 1]),
+    ];
+    for (case_no, &(n, c, h, w, k, stride, dilation, padding)) in cases.iter().enumerate() {
+        let params = ConvParams {
+            stride,
+            padding,
+            dilation,
+            groups: c,
+        };
+        let s = ConvShape::new([n, c, h, w], [c, 1, k[0], k[1]], params).unwrap();
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let wt: Vec<f32> = (0..s.weight_len()).map(|_| rng.unit() - 0.5).collect();
+        let bias: Vec<f32> = (0..c).map(|_| rng.unit() - 0.5).collect();
+        let clamp = fast::F32Clamp { lo: -0.2, hi: 0.3 };
+        for (with_bias, with_clamp) in [(false, false), (true, false), (true, true)] {
+            let b = with_bias.then_some(&bias[..]);
+            let run = |isa: Isa, threads: usize| {
+                let p = fast::PackedConvF32::new(&wt, s.weight_dims(), params, isa).unwrap();
+                let opts = FastConvOptions::splitting_small(Some(threads));
+                let mut out = vec![f32::NAN; s.output_len()];
+                let c = with_clamp.then_some(clamp);
+                p.run_into_clamped(&x, s.input_dims(), b, c, &opts, &mut out)
+                    .unwrap();
+                out
+            };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let want = bits(&run(Isa::Portable, 1));
+            for isa in Isa::available() {
+                for threads in [1, 2] {
+                    assert_eq!(
+                        bits(&run(isa, threads)),
+                        want,
+                        "case {case_no} {isa} ({threads} threads, bias {with_bias}, \
+                         clamp {with_clamp})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A packed float layer refuses bad weights and inputs with typed errors, not panics.
 #[test]
 fn packed_float_layer_refuses_bad_shapes() {
