@@ -1155,8 +1155,8 @@ pub(super) fn run_f32(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && s.c_out_per_group() == 1 && lanes_f32_preferred(s) {
-        return run_f32_lanes(x, w, bias, clamp, s, threads, out);
+    if isa != Isa::Portable && s.c_out_per_group() == 1 && lanes_f32_preferred(isa, s) {
+        return run_f32_lanes(isa, x, w, bias, clamp, s, threads, out);
     }
     let pl = Plane::new(s);
     let taps = s.kh * s.kw;
@@ -1185,21 +1185,45 @@ pub(super) fn run_f32(
     });
 }
 
-/// Whether the f32 depthwise conv runs with the channels in the lanes ([`run_f32_lanes`]):
-/// input planes of 256 pixels or fewer, whose rows fill few lanes of a vector. One thread,
-/// 3x3, AVX-512, channel by channel → channels in lanes (output allocation included):
-/// 960x7x7 46 → 26 µs, 576x14x14 51 → 41, 384x14x14 32 → 27, stride 2 576x14x14 40 → 24;
-/// the next size up, stride 2 192x28x28 (14x14 outputs), lost: 27 → 30.
+/// A kernel of [`run_f32_lanes`] (see `x86::dw_f32_lanes_avx512`).
 #[cfg(target_arch = "x86_64")]
-fn lanes_f32_preferred(s: &ConvShape) -> bool {
-    s.h * s.w <= 256
+type LanesKernel = unsafe fn(
+    *const f32,
+    usize,
+    usize,
+    &super::x86::LanesGeom,
+    &[f32],
+    &[f32],
+    &mut [f32],
+    &mut [f32],
+    *mut f32,
+    usize,
+);
+
+/// Whether the f32 depthwise conv on path `isa` runs with the channels in the lanes
+/// ([`run_f32_lanes`]), for the small planes whose rows fill few lanes of a vector. One
+/// thread, 3x3, channel by channel → channels in lanes (output allocation included):
+/// AVX-512 (16 lanes), 960x7x7 46 → 26 µs, 576x14x14 51 → 41, 384x14x14 32 → 27, stride 2
+/// 576x14x14 40 → 24, but stride 2 192x28x28 (14x14 outputs) 27 → 30: input planes of 256
+/// pixels or fewer. AVX2 (8 lanes, a row of 7 or 14 fills more of them): 960x7x7 40 → 31,
+/// stride 2 576x14x14 35 → 32, but 576x14x14 55 → 62, 384x14x14 36 → 41: output planes of
+/// 64 pixels or fewer.
+#[cfg(target_arch = "x86_64")]
+fn lanes_f32_preferred(isa: Isa, s: &ConvShape) -> bool {
+    match isa {
+        Isa::Avx512Vnni => s.h * s.w <= 256,
+        _ => s.h_out * s.w_out <= 64,
+    }
 }
 
 /// The f32 depthwise conv (one input channel and one output channel per group) by blocks of
-/// 16 channels in the lanes of AVX-512 vectors (`x86::dw_f32_lanes_avx512`): the same bits as
-/// [`run_f32`]'s channel-by-channel kernels, per lane the same operations.
+/// channels in the lanes of the path's vectors (16 in `x86::dw_f32_lanes_avx512`, 8 in
+/// `x86::dw_f32_lanes_avx2`): the same bits as [`run_f32`]'s channel-by-channel kernels, per
+/// lane the same operations.
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 fn run_f32_lanes(
+    isa: Isa,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -1230,36 +1254,42 @@ fn run_f32_lanes(
         sx: s.params.stride[1],
         offs: &pl.offs,
     };
-    let blocks = c.div_ceil(16);
+    // Lanes per block, and the kernel.
+    let (lanes, kernel) = match isa {
+        Isa::Avx512Vnni => (16, super::x86::dw_f32_lanes_avx512 as LanesKernel),
+        _ => (8, super::x86::dw_f32_lanes_avx2 as LanesKernel),
+    };
+    let blocks = c.div_ceil(lanes);
     let outp = SendPtr(out.as_mut_ptr());
     let ranges = item_ranges(s.n * blocks, threads);
     par_for(threads, ranges.len(), |task| {
-        let mut xin = vec![0f32; pl.hp * pl.wp * 16];
-        let mut obuf = vec![0f32; plane_out.next_multiple_of(16) * 16];
-        let mut wts = vec![0f32; taps * 16];
+        let mut xin = vec![0f32; pl.hp * pl.wp * lanes];
+        let mut obuf = vec![0f32; plane_out.next_multiple_of(lanes) * lanes];
+        let (mut wts, mut b) = (vec![0f32; taps * lanes], vec![0f32; lanes]);
         let outp = &outp;
         for item in ranges[task].clone() {
-            let (n, c0) = (item / blocks, item % blocks * 16);
-            let nch = 16.min(c - c0);
-            for (t, wt) in wts.chunks_exact_mut(16).enumerate() {
+            let (n, c0) = (item / blocks, item % blocks * lanes);
+            let nch = lanes.min(c - c0);
+            for (t, wt) in wts.chunks_exact_mut(lanes).enumerate() {
                 for (l, v) in wt.iter_mut().enumerate() {
                     *v = if l < nch { w[(c0 + l) * taps + t] } else { 0.0 };
                 }
             }
-            let b: [f32; 16] = std::array::from_fn(|l| {
-                if l < nch {
+            for (l, v) in b.iter_mut().enumerate() {
+                *v = if l < nch {
                     bias.map_or(0.0, |b| b[c0 + l])
                 } else {
                     0.0
-                }
-            });
+                };
+            }
             let base = (n * c + c0) * plane_out;
-            // SAFETY: AVX-512 was checked when the layer was packed; channels c0 .. c0 + nch of
-            // image n lie in `x` and `out` (asserted above), and this item's output planes
-            // are written by this task only; the buffers have the sizes the kernel needs
-            // (`hp` covers every tap of every output: the conv's geometry).
+            // SAFETY: the path's ISA (AVX-512, or AVX2 + FMA) was checked when the layer was
+            // packed; channels c0 .. c0 + nch of image n lie in `x` and `out` (asserted
+            // above), and this item's output planes are written by this task only; the
+            // buffers have the sizes the kernel needs (`hp` covers every tap of every output:
+            // the conv's geometry).
             unsafe {
-                super::x86::dw_f32_lanes_avx512(
+                kernel(
                     x[(n * c + c0) * plane_in..].as_ptr(),
                     plane_in,
                     nch,

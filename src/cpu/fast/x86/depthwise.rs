@@ -699,13 +699,14 @@ pub(crate) unsafe fn dw_f32_lanes_avx512(
     nch: usize,
     g: &LanesGeom,
     wts: &[f32],
-    bias: &[f32; 16],
+    bias: &[f32],
     xin: &mut [f32],
     obuf: &mut [f32],
     dst: *mut f32,
     plane_out: usize,
 ) {
     use super::gemm::transpose16_epi32;
+    assert!(bias.len() >= 16);
     // SAFETY: guaranteed by the caller (see `# Safety`).
     unsafe {
         // 1. Channels into lanes, 16 pixels of a row at a time.
@@ -760,6 +761,121 @@ pub(crate) unsafe fn dw_f32_lanes_avx512(
             let ch = transpose16_epi32(px);
             for (l, v) in ch.iter().enumerate().take(nch) {
                 _mm512_mask_storeu_ps(dst.add(l * plane_out + p0), m, _mm512_castsi512_ps(*v));
+            }
+        }
+    }
+}
+
+/// The 8×8 transposition of f32 lanes: lane `i` of output `c` is lane `c` of input `i`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // s[4h + j]: rows 4h .. 4h + 4, elements j, j + 4 of each 128-bit half.
+    let s: [__m256; 8] = std::array::from_fn(|i| {
+        let (h, j) = (i / 4, i % 4);
+        let (a, b) = (t[4 * h + j / 2], t[4 * h + j / 2 + 2]);
+        if j % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    std::array::from_fn(|c| {
+        if c < 4 {
+            _mm256_permute2f128_ps::<0x20>(s[c], s[4 + c])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(s[c - 4], s[c])
+        }
+    })
+}
+
+/// The mask of the first `n` of 8 lanes (`n ≤ 8`), for `vmaskmovps`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn first_lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// [`dw_f32_lanes_avx512`] on AVX2 + FMA: 8 channels in the lanes (`nch ≤ 8`, `xin`
+/// `[hp·wp][8]`, `obuf` `8·⌈h_out·w_out / 8⌉·8` values, `wts` `offs.len()·8`), per lane the
+/// operations of [`dw_avx2`] (the same bits).
+///
+/// # Safety
+/// avx2 and fma must be available; as [`dw_f32_lanes_avx512`] with 8 lanes.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dw_f32_lanes_avx2(
+    src: *const f32,
+    plane_in: usize,
+    nch: usize,
+    g: &LanesGeom,
+    wts: &[f32],
+    bias: &[f32],
+    xin: &mut [f32],
+    obuf: &mut [f32],
+    dst: *mut f32,
+    plane_out: usize,
+) {
+    assert!(bias.len() >= 8);
+    // SAFETY: guaranteed by the caller (see `# Safety`).
+    unsafe {
+        for y in 0..g.h {
+            for x0 in (0..g.w).step_by(8) {
+                let n = 8.min(g.w - x0);
+                let m = first_lanes(n);
+                let rows: [__m256; 8] = std::array::from_fn(|l| {
+                    if l < nch {
+                        _mm256_maskload_ps(src.add(l * plane_in + y * g.w + x0), m)
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                let px = transpose8_ps(rows);
+                let at = ((y + g.ph) * g.wp + g.pw + x0) * 8;
+                for (j, v) in px.iter().enumerate().take(n) {
+                    _mm256_storeu_ps(xin.as_mut_ptr().add(at + 8 * j), *v);
+                }
+            }
+        }
+        const PX: usize = 8;
+        let np = g.h_out * g.w_out;
+        let xp = xin.as_ptr();
+        let b = _mm256_loadu_ps(bias.as_ptr());
+        let base = |p: usize| ((p / g.w_out) * g.sy * g.wp + (p % g.w_out) * g.sx) * 8;
+        let mut p = 0;
+        while p < np {
+            let k = PX.min(np - p);
+            let bases: [usize; PX] = std::array::from_fn(|i| base(p + i.min(k - 1)));
+            let mut acc = [_mm256_setzero_ps(); PX];
+            for (t, &off) in g.offs.iter().enumerate() {
+                let wv = _mm256_loadu_ps(wts.as_ptr().add(8 * t));
+                for (a, &q) in acc.iter_mut().zip(&bases) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(q + 8 * off)), wv, *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(k) {
+                _mm256_storeu_ps(obuf.as_mut_ptr().add(8 * (p + i)), _mm256_add_ps(*a, b));
+            }
+            p += k;
+        }
+        for p0 in (0..np).step_by(8) {
+            let m = first_lanes(8.min(np - p0));
+            let px: [__m256; 8] =
+                std::array::from_fn(|j| _mm256_loadu_ps(obuf.as_ptr().add(8 * (p0 + j))));
+            let ch = transpose8_ps(px);
+            for (l, v) in ch.iter().enumerate().take(nch) {
+                _mm256_maskstore_ps(dst.add(l * plane_out + p0), m, *v);
             }
         }
     }
