@@ -151,16 +151,18 @@ pub fn adaptive_avg_pool2d(x: &[f32], input: [usize; 4], output: [usize; 2]) -> 
     if output != [1, 1] || hw == 0 {
         return Ok(adaptive_windows(x, input, output));
     }
-    // Global pooling: eight planes at a time, each plane's sum in its own order (the same
-    // bits as the windows), so eight independent chains of adds instead of one waiting on
-    // each add (1280 planes of 7x7, one thread: 33 → 22 µs).
+    // Global pooling: sixteen planes at a time, each plane's sum in its own order (the same
+    // bits as the windows), so sixteen independent chains of adds instead of one waiting on
+    // each add (1280 planes of 7x7, one thread: 33 µs; eight at a time 22, sixteen 16).
+    const PLANES: usize = 16;
     let mut out = Vec::with_capacity(n * c);
-    let mut groups = x.chunks_exact(8 * hw);
+    let mut groups = x.chunks_exact(PLANES * hw);
     for g in &mut groups {
-        let mut acc = [-0.0f64; 8];
+        let planes: [&[f32]; PLANES] = std::array::from_fn(|k| &g[k * hw..(k + 1) * hw]);
+        let mut acc = [-0.0f64; PLANES];
         for i in 0..hw {
-            for (k, acc) in acc.iter_mut().enumerate() {
-                *acc += g[k * hw + i] as f64;
+            for (acc, plane) in acc.iter_mut().zip(&planes) {
+                *acc += plane[i] as f64;
             }
         }
         out.extend(acc.iter().map(|&s| (s / hw as f64) as f32));
@@ -376,13 +378,13 @@ mod tests {
         }
     }
 
-    /// Global average pooling, eight planes at a time, gives the bits of the window-by-window
-    /// loop (plane counts around multiples of eight, signed zeros, large and tiny values
+    /// Global average pooling, sixteen planes at a time, gives the bits of the window-by-window
+    /// loop (plane counts around multiples of sixteen, signed zeros, large and tiny values
     /// whose order of addition matters).
     #[test]
     fn global_average_pool_gives_the_bits_of_the_window_loop() {
         let mut rng = crate::rng::Rng::new(5);
-        for (n, c, h, w) in [(1, 17, 7, 7), (2, 8, 3, 5), (1, 3, 1, 1), (1, 9, 2, 2)] {
+        for (n, c, h, w) in [(1, 17, 7, 7), (2, 8, 3, 5), (1, 3, 1, 1), (1, 33, 2, 2)] {
             let mut x = rng.normal_vec(n * c * h * w, 1.0);
             for (i, v) in x.iter_mut().enumerate() {
                 *v *= [1.0, 1e8, 1e-8, -3.0][i % 4];
