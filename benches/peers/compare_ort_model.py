@@ -7,8 +7,9 @@ folded into conv biases, ReLU6 as Clip(0, 6)), random input and calibration batc
 alternates for `--rounds` rounds:
 
 * ONNX Runtime float32 (`Conv`), and int8: the model quantized by ORT's own
-  `quantize_static` (QDQ, u8 activations, s8 weights, per tensor; ORT fuses it into
-  `QLinearConv`);
+  `quantize_static` (QDQ, u8 activations, s8 weights, per tensor, 7-bit weights with
+  `reduce_range` as ORT's documentation recommends on x86 and as squint's `ort-per-tensor`
+  preset quantizes: the same model; ORT fuses it into `QLinearConv`);
 * `squint bench --model` (float32, and int8 with `--qconfig x86`, PyTorch's formulas, and
   `--qconfig ort-per-tensor`, ONNX Runtime's `quantize_static` and formulas reproduced by
   squint: like ORT, it removes each ReLU6 into its conv's output range and runs no `Clip`).
@@ -167,7 +168,7 @@ def main():
         onnx.save(mobilenet_v2(a.size, relu6=not a.relu), fp32)
         quantize_static(fp32, int8, Reader(calib), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=False)
+                        per_channel=False, reduce_range=True)
         xp, cp = os.path.join(d, "x.npy"), os.path.join(d, "calib.npy")
         np.save(xp, x)
         np.save(cp, np.stack(calib))
