@@ -786,31 +786,51 @@ pub(crate) unsafe fn requant_tile_avx2(
     out: *mut u8,
     stride: usize,
 ) {
-    for (r, (k, row)) in ks.iter().zip(tile).enumerate() {
-        let Mode::Finite(formula) = k.mode else {
-            unreachable!("the caller checked ymm_tile_ready");
-        };
-        let mut bytes = [0u8; 64];
-        // SAFETY: 16-value chunks of the 64-value row; 16-byte stores into `bytes`.
-        unsafe {
-            for c in (0..npx).step_by(16) {
-                let y = requant16_avx2(k, formula, row.as_ptr().add(c));
-                _mm_storeu_si128(bytes.as_mut_ptr().add(c).cast(), y);
-            }
-        }
-        let dst = out.wrapping_add(r * stride);
-        for &(at, off, len) in runs {
-            debug_assert!(at + len <= npx);
-            // SAFETY: guaranteed by the caller (the run lies in the row's outputs).
-            unsafe {
-                if len == 16 {
-                    let v = _mm_loadu_si128(bytes.as_ptr().add(at).cast());
-                    _mm_storeu_si128(dst.add(off).cast(), v);
-                } else {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(at), dst.add(off), len);
+    // Whole 16-pixel chunks, each one run where it lands (a 1x1 conv's tiles, or any tile
+    // inside one output row): stored straight from the register.
+    let direct = runs.iter().all(|&(at, _, len)| at % 16 == 0 && len == 16);
+    // One loop per formula (every channel of a layer has its epilogue's formula; the first
+    // two constant, so that the match in `finite_256!` folds away).
+    macro_rules! rows {
+        ($formula:expr) => {
+            for (r, (k, row)) in ks.iter().zip(tile).enumerate() {
+                let Mode::Finite(formula) = k.mode else {
+                    unreachable!("the caller checked ymm_tile_ready");
+                };
+                debug_assert!(formula == $formula);
+                let dst = out.wrapping_add(r * stride);
+                // SAFETY: 16-value chunks of the 64-value row; the stores as below.
+                unsafe {
+                    if direct {
+                        for &(at, off, _) in runs {
+                            let y = requant16_avx2(k, $formula, row.as_ptr().add(at));
+                            // SAFETY: guaranteed by the caller (the run lies in the row's
+                            // outputs).
+                            _mm_storeu_si128(dst.add(off).cast(), y);
+                        }
+                        continue;
+                    }
+                    let mut bytes = [0u8; 64];
+                    for c in (0..npx).step_by(16) {
+                        let y = requant16_avx2(k, $formula, row.as_ptr().add(c));
+                        _mm_storeu_si128(bytes.as_mut_ptr().add(c).cast(), y);
+                    }
+                    for &(at, off, len) in runs {
+                        debug_assert!(at + len <= npx);
+                        // SAFETY: guaranteed by the caller (the run lies in the row's outputs).
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(at), dst.add(off), len);
+                    }
                 }
             }
-        }
+        };
+    }
+    let Some(Mode::Finite(formula)) = ks.first().map(|k| k.mode) else {
+        return;
+    };
+    match formula {
+        RequantFormula::Qnnpack => rows!(RequantFormula::Qnnpack),
+        RequantFormula::Fbgemm => rows!(RequantFormula::Fbgemm),
+        f => rows!(f),
     }
 }
 
