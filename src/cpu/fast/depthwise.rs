@@ -874,7 +874,7 @@ fn run_int8_vnni(
                         f(&geom, src.as_ptr(), wts, &pz, k, dst);
                     }
                     if let (super::SinkPtr::Bytes(_), None) = (out, &k) {
-                        out.write(isa, epi, o, &acc, off);
+                        out.write(|a, y| super::requant_row(isa, epi, o, a, y), &acc, off);
                     }
                 }
             }
@@ -901,7 +901,7 @@ pub(super) fn run_int8(
     let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
     let plane_out = s.h_out * s.w_out;
     let out = sink.ptr();
-    let (isa, epi) = (pc.isa, &pc.epi);
+    let isa = pc.isa;
     let bound = PackedConv2d::max_dx(x_qp) * pc.sum_abs.iter().copied().max().unwrap_or(0);
     let exact_f32 = bound <= 1 << 24;
     let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
@@ -927,13 +927,15 @@ pub(super) fn run_int8(
         }
     }
     let _ = vnni;
+    // The layer's cached call constants (the ymm paths' vector epilogue: `requant_with`).
+    let cc = pc.call_consts(x_qp);
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni)
         && sx == 1
         && PackedConv2d::max_dx(x_qp) <= i16::MAX as i128
         && wprime.iter().all(|v| v.unsigned_abs() <= i16::MAX as u32)
     {
-        return run_int8_pairs(pc, wprime, x, (flip, z), s, opts.threads, out);
+        return run_int8_pairs(pc, &cc, wprime, x, (flip, z), s, opts.threads, out);
     }
     par_for(opts.threads, ranges.len(), |task| {
         // Planes and accumulators are reused across the task's items: the padding of a
@@ -950,8 +952,9 @@ pub(super) fn run_int8(
                 for o in gi * cog..(gi + 1) * cog {
                     let accf: &mut [f32] = bytemuck::cast_slice_mut(&mut acc[..]);
                     channel::<true>(isa, s, &pl, input, &wf[o * taps..(o + 1) * taps], 0.0, accf);
+                    let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
                     // SAFETY: output channel o of batch n belongs to this task only.
-                    unsafe { out.write(isa, epi, o, &acc, (n * s.c_out + o) * plane_out) };
+                    unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
                 }
             } else {
                 if planei.is_empty() {
@@ -963,8 +966,9 @@ pub(super) fn run_int8(
                     for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
                         row_i32(isa, &planei, oy * sy * pl.wp, &pl.offs, w, sx, row);
                     }
+                    let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
                     // SAFETY: as above.
-                    unsafe { out.write(isa, epi, o, &acc, (n * s.c_out + o) * plane_out) };
+                    unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
                 }
             }
         }
@@ -1029,10 +1033,6 @@ fn run_int8_vnni_ymm(
     // `−z·Σ w'` (the GEMM's `corr0`; padded taps read `z` and add (z − z)·w' = 0), and the
     // epilogue's vector constants where every channel has them (else `requant_row`'s own).
     let cc = pc.call_consts(x_qp);
-    let ks = match out {
-        super::SinkPtr::Bytes(_) => cc.requant_ymm.as_deref(),
-        super::SinkPtr::Acc(_) => None,
-    };
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
         // `z` at padded positions (written once), the interior rewritten per item.
@@ -1063,12 +1063,7 @@ fn run_int8_vnni_ymm(
                 let base = (n * s.c_out + o) * plane_out;
                 // SAFETY: output channel o of batch n belongs to this task only.
                 unsafe {
-                    let requant = |acc: &[i32], dst: &mut [u8]| match ks {
-                        // SAFETY: both paths here have AVX2; `k` is a float formula with
-                        // finite constants for the layer's accumulators.
-                        Some(ks) => super::x86::requant_row_cached_avx2(&ks[o], acc, dst),
-                        None => super::requant_row(pc.isa, &pc.epi, o, acc, dst),
-                    };
+                    let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
                     let geo = (wp, s.h_out, s.w_out);
                     out.write_rows(requant, &flat_acc, geo, base, &mut bytes)
                 };
@@ -1083,8 +1078,10 @@ fn run_int8_vnni_ymm(
 /// requantization of each output channel. A pair sum `d₀·w'₀ + d₁·w'₁` is below
 /// `2·32767² < 2^31`, exact, and `run`'s accumulator-overflow check keeps the sums exact.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn run_int8_pairs(
     pc: &PackedConv2d,
+    cc: &super::CallConsts,
     wprime: &[i32],
     x: &[u8],
     (flip, z): (u8, i32),
@@ -1117,8 +1114,9 @@ fn run_int8_pairs(
             unsafe { super::x86::pair_plane_avx2(&d, dw, &mut pairs) };
             for (o, w) in wpairs.iter().enumerate().skip(gi * cog).take(cog) {
                 channel_pairs(s, &pl, &pairs, &offs, w, &mut acc);
+                let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(cc, o, a, y);
                 // SAFETY: output channel o of batch n belongs to this task only.
-                unsafe { out.write(pc.isa, &pc.epi, o, &acc, (n * s.c_out + o) * plane_out) };
+                unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
             }
         }
     });

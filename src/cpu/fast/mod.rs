@@ -845,6 +845,21 @@ impl PackedConv2d {
         c
     }
 
+    /// Requantizes the accumulators `acc` of output channel `o` into stored bytes `out` (as
+    /// `requant_row`), with the layer's cached call constants `cc` where the path has a vector
+    /// epilogue for every channel (AVX2, AVX-VNNI: `CallConsts::requant_ymm`; building them
+    /// per row cost more than rows under 256 values save).
+    fn requant_with(&self, cc: &CallConsts, o: usize, acc: &[i32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ks) = cc.requant_ymm.as_deref() {
+            // SAFETY: ymm constants exist on the AVX2 and AVX-VNNI paths only (checked when
+            // packing), built for the layer's accumulator bound (`acc_bound`).
+            return unsafe { x86::requant_row_cached_avx2(&ks[o], acc, out) };
+        }
+        let _ = cc;
+        requant_row(self.isa, &self.epi, o, acc, out)
+    }
+
     /// `K = Cin/groups · KH · KW`.
     fn k(&self) -> usize {
         self.w_dims[1] * self.w_dims[2] * self.w_dims[3]
@@ -1040,18 +1055,19 @@ impl Sink<'_> {
 }
 
 impl SinkPtr {
-    /// Writes the exact accumulators `acc` of output channel `o` to the flat output positions
-    /// `[off, off + acc.len())` (requantized for a byte sink).
+    /// Writes the exact accumulators `acc` of one output channel to the flat output positions
+    /// `[off, off + acc.len())` (for a byte sink, requantized by `requant`: the channel's
+    /// epilogue, accumulators to bytes of the same length).
     ///
     /// # Safety
     /// The range must lie in the output buffer and be written by no other task.
     #[inline]
-    unsafe fn write(self, isa: Isa, epi: &Epilogue, o: usize, acc: &[i32], off: usize) {
+    unsafe fn write(self, requant: impl FnOnce(&[i32], &mut [u8]), acc: &[i32], off: usize) {
         match self {
             SinkPtr::Bytes(p) => {
                 // SAFETY: guaranteed by the caller.
                 let out = unsafe { p.slice(off, acc.len()) };
-                requant_row(isa, epi, o, acc, out);
+                requant(acc, out);
             }
             SinkPtr::Acc(p) => {
                 // SAFETY: guaranteed by the caller.
