@@ -249,7 +249,7 @@ fn dot_rows_f64<const R: usize>(isa: Isa, a: &[f32], rows: [&[f32]; R]) -> [f64;
 }
 
 /// `y[n][o] = sum_i x[n][i] * w[o][i] + b[o]` for `x` of shape `[batch, in]`, `w` of
-/// `[out, in]`, each sum in f64 ([`dot_f64`]'s bits, [`ROWS`] outputs at a time). Called on a
+/// `[out, in]`, each sum in f64 ([`dot_f64`]'s bits, `ROWS` outputs at a time). Called on a
 /// worker of a thread pool (a model run, `cpu::fast::on_pool`) with 2^18 multiply-adds or
 /// more, the outputs are split across the pool's threads (each computed as on one thread: the
 /// same values).
