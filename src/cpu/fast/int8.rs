@@ -267,7 +267,9 @@ unsafe fn gemm_tile(
 type Segment = (usize, usize, usize);
 
 /// The valid output runs of flat positions `[q0, q1)` with rows of `wrow` positions of which
-/// the first `w_out` are real outputs, `h_out` rows.
+/// the first `w_out` are real outputs, `h_out` rows. Rows that continue each other in the
+/// tile and in the output (`wrow = w_out`: no padding columns) form one run, so that a tile of
+/// a 1×1 conv is one run: fewer, longer stores.
 pub(super) fn segments(
     q0: usize,
     q1: usize,
@@ -284,7 +286,14 @@ pub(super) fn segments(
         }
         let run = (wrow - ox).min(q1 - q);
         if ox < w_out {
-            segs.push((q - q0, oy * w_out + ox, run.min(w_out - ox)));
+            let (at, off, len) = (q - q0, oy * w_out + ox, run.min(w_out - ox));
+            match segs.last_mut() {
+                // Rows without padding continue each other: one run.
+                Some((at0, off0, len0)) if *at0 + *len0 == at && *off0 + *len0 == off => {
+                    *len0 += len
+                }
+                _ => segs.push((at, off, len)),
+            }
         }
         q += run;
     }
