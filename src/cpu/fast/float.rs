@@ -116,6 +116,9 @@ pub struct PackedConvF32 {
     /// (`nhwc::pack_f32`), packed on the first call that uses it.
     #[cfg(target_arch = "x86_64")]
     nhwc: Option<std::sync::OnceLock<super::Lines>>,
+    /// Depthwise-like convs: the weights of the channels-in-lanes kernel
+    /// (`depthwise::pack_lanes`), packed on the first call that uses them.
+    dw_lanes: std::sync::OnceLock<Vec<f32>>,
     /// Which GEMM layout runs (tests force each; only the x86 paths have a choice).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     gemm_layout: GemmLayout,
@@ -153,6 +156,7 @@ impl PackedConvF32 {
                 packed: w.to_vec(),
                 #[cfg(target_arch = "x86_64")]
                 nhwc: None,
+                dw_lanes: std::sync::OnceLock::new(),
                 gemm_layout: GemmLayout::Auto,
             });
         }
@@ -178,6 +182,7 @@ impl PackedConvF32 {
             packed: panels,
             #[cfg(target_arch = "x86_64")]
             nhwc: (isa != Isa::Portable && g == 1).then(std::sync::OnceLock::new),
+            dw_lanes: std::sync::OnceLock::new(),
             gemm_layout: GemmLayout::Auto,
         })
     }
@@ -264,7 +269,18 @@ impl PackedConvF32 {
         let cig = s.c_in_per_group();
         if cig == 1 {
             let opts = opts.for_work(s.macs(), Grain::F32Depthwise);
-            depthwise::run_f32(isa, x, &self.packed, bias, clamp, s, opts.threads, out);
+            let lanes_w = &self.dw_lanes;
+            depthwise::run_f32(
+                isa,
+                x,
+                &self.packed,
+                lanes_w,
+                bias,
+                clamp,
+                s,
+                opts.threads,
+                out,
+            );
             return Ok(());
         }
         let opts = &opts.for_work(s.macs(), Grain::F32Gemm);

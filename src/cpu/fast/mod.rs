@@ -517,6 +517,10 @@ enum Kind {
         /// for small output planes on AVX-512 VNNI; packed on the first call that uses them.
         #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
         nhwc: std::sync::OnceLock<Vec<i32>>,
+        /// The `w − ζ` as f32 for the channels-in-lanes f32 kernel (`depthwise::pack_lanes`),
+        /// which runs the small planes on AVX2 and AVX-VNNI; packed on the first call that
+        /// uses them.
+        lanes_f32: std::sync::OnceLock<Vec<f32>>,
     },
     /// The blocked GEMM.
     Gemm(int8::Panels),
@@ -737,6 +741,7 @@ impl PackedConv2d {
                 wprime,
                 vnni,
                 nhwc: std::sync::OnceLock::new(),
+                lanes_f32: std::sync::OnceLock::new(),
             }
         } else {
             Kind::Gemm(int8::Panels::pack(w, &s, isa, any_wzp))
@@ -965,7 +970,9 @@ impl PackedConv2d {
 
     /// The micro-kernel input `x` runs on: the ISA path's name, and on AVX2 whether the GEMM
     /// takes `vpmaddubsw` (where the activations' maximum and the weights' pair sums rule out
-    /// its int16 saturation) or the exact `vpmaddwd` emulation; e.g. `avx2 vpmaddubsw`.
+    /// its int16 saturation) or the exact `vpmaddwd` emulation; e.g. `avx2 vpmaddubsw`. (For
+    /// depthwise convs, the kernel of planes of more than 64 outputs: smaller ones run the f32
+    /// channels-in-lanes kernel on AVX2 and AVX-VNNI, see `depthwise`.)
     pub fn kernel_name(&self, x: &[u8], x_qp: &QParams) -> String {
         match &self.kind {
             Kind::Gemm(p) if self.isa == Isa::Avx2 => match p.uses_maddubs(x, x_qp) {
@@ -1001,7 +1008,12 @@ impl PackedConv2d {
 
     fn dispatch(&self, x: &[u8], x_qp: &QParams, s: &ConvShape, opts: &FastConvOptions, out: Sink) {
         match &self.kind {
-            Kind::Depthwise { wprime, vnni, nhwc } => {
+            Kind::Depthwise {
+                wprime,
+                vnni,
+                nhwc,
+                lanes_f32,
+            } => {
                 let opts = &opts.for_work(s.macs(), Grain::Int8Depthwise);
                 // Small output planes on AVX-512 VNNI: the channels in the lanes.
                 #[cfg(target_arch = "x86_64")]
@@ -1020,7 +1032,17 @@ impl PackedConv2d {
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = nhwc;
-                depthwise::run_int8(self, wprime, vnni.as_deref(), x, x_qp, s, opts, out)
+                depthwise::run_int8(
+                    self,
+                    wprime,
+                    vnni.as_deref(),
+                    lanes_f32,
+                    x,
+                    x_qp,
+                    s,
+                    opts,
+                    out,
+                )
             }
             Kind::Gemm(p) => {
                 let opts = &opts.for_work(s.macs(), Grain::Int8Gemm);
