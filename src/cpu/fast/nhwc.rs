@@ -162,7 +162,7 @@ pub(super) fn run(
     match (pc.isa, ks) {
         (Isa::Avx512Vnni, Some(ks)) => run_with::<64>(by_m!(gemm_nhwc_avx512), args, &|px, b| {
             // [channel][pixel of the block], 6 spare rows for the epilogue's whole tiles.
-            tile_epilogue_avx512(ks, s, px, b, &outp, &mut [[0; 64]; 64 + MR])
+            with_dw_scratch(|sc| tile_epilogue_avx512(ks, s, px, b, &outp, &mut sc.tr))
         }),
         (Isa::Avx512Vnni, None) => run_with::<64>(by_m!(gemm_nhwc_avx512), args, &|px, b| {
             rows_epilogue(pc, s, px, b, &outp)
@@ -192,8 +192,15 @@ use by_m;
 /// [`run_with`] takes one per pixel count, so that a block's last micro-tile computes only
 /// its pixels (a 7×7 plane is 8 micro-tiles of 6 and one of 1; a 1×1 one, a classifier's,
 /// one of 1).
-type I8Kernel<const NC: usize> =
-    unsafe fn(*const u8, &[usize; MR], &[usize], usize, *const u8, &mut [[i32; NC]; MR]);
+type I8Kernel<const NC: usize> = unsafe fn(
+    *const u8,
+    &[usize; MR],
+    &[usize],
+    usize,
+    *const u8,
+    &[i32; NC],
+    &mut [[i32; NC]; MR],
+);
 
 /// The arguments of [`run_with`]: layer, weights, input, input qparams, shape, folding
 /// constants, threads.
@@ -255,8 +262,6 @@ fn run_with<const NC: usize>(
             let nch = NC.min(s.c_out - o0);
             let mut init = [0i32; NC];
             init[..nch].copy_from_slice(&corr0[o0..o0 + nch]);
-            // Pixel rows of the block's accumulators, 6 per micro-tile.
-            let mut px = [init; BLOCK + MR];
             let wt = &w[tile * tile_len..][..tile_len];
             // The input pixel of each output pixel of the block (past its end: the last one,
             // whose results are not stored).
@@ -265,30 +270,56 @@ fn run_with<const NC: usize>(
                 let (oy, ox) = (q / s.w_out, q % s.w_out);
                 (oy * p.stride[0] * wp + ox * p.stride[1]) * cpix
             });
-            // (Blocking the taps so that a chunk's weights stay in L1, every micro-tile per
-            // chunk, measured slower on the 14x14 layer: the whole reduction per micro-tile.)
-            for m0 in (0..npx).step_by(MR) {
-                let tile_px: &mut [[i32; NC]; MR] =
-                    (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
-                let pm: &[usize; MR] = pix[m0..m0 + MR].try_into().expect("6 pixels");
-                // SAFETY: the ISA was checked when packing; every read lies in the padded copy
-                // (pixel and tap offsets inside the padded image, `cpix` bytes each) and in the
-                // tile's weights.
-                let kernel = kernels[(npx - m0).min(MR) - 1];
-                unsafe { kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), tile_px) };
-            }
-            epilogue(
-                &px,
-                Block {
-                    n,
-                    p0,
-                    npx,
-                    o0,
-                    nch,
-                },
-            );
+            // Pixel rows of the block's accumulators, 6 per micro-tile (this thread's; every
+            // row the epilogue stores is written here first).
+            with_px_scratch::<NC, _>(|px| {
+                // (Blocking the taps so that a chunk's weights stay in L1, every micro-tile per
+                // chunk, measured slower on the 14x14 layer: the whole reduction per
+                // micro-tile.)
+                for m0 in (0..npx).step_by(MR) {
+                    let tile_px: &mut [[i32; NC]; MR] =
+                        (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
+                    let pm: &[usize; MR] = pix[m0..m0 + MR].try_into().expect("6 pixels");
+                    // SAFETY: the ISA was checked when packing; every read lies in the padded
+                    // copy (pixel and tap offsets inside the padded image, `cpix` bytes each)
+                    // and in the tile's weights.
+                    let kernel = kernels[(npx - m0).min(MR) - 1];
+                    unsafe { kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), &init, tile_px) };
+                }
+                epilogue(
+                    px,
+                    Block {
+                        n,
+                        p0,
+                        npx,
+                        o0,
+                        nch,
+                    },
+                );
+            });
         });
     }
+}
+
+thread_local! {
+    /// The pixel rows of [`run_with`]'s blocks, `(BLOCK + MR) · 64` values (zeroed once per
+    /// thread; stale values between blocks only reach lanes that are not stored).
+    static PX_SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` with this thread's pixel rows of `NC ≤ 64` channels (fresh ones on a re-entrant call).
+fn with_px_scratch<const NC: usize, R>(f: impl FnOnce(&mut [[i32; NC]; BLOCK + MR]) -> R) -> R {
+    fn rows<const NC: usize>(v: &mut Vec<i32>) -> &mut [[i32; NC]; BLOCK + MR] {
+        v.resize((BLOCK + MR) * 64, 0);
+        let (chunks, _) = v.as_chunks_mut::<NC>();
+        (&mut chunks[..BLOCK + MR])
+            .try_into()
+            .expect("BLOCK + MR rows")
+    }
+    PX_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(rows(&mut v)),
+        Err(_) => f(rows(&mut Vec::new())),
+    })
 }
 
 /// The AVX-512 epilogue of block `b`: its pixel rows transposed (16×16 blocks in registers)
@@ -307,7 +338,7 @@ fn tile_epilogue_avx512(
     use super::x86::{requant_tile_avx512, transpose_pixels_avx512, RunMask};
     let plane_out = s.h_out * s.w_out;
     // SAFETY: the ISA was checked when packing.
-    unsafe { transpose_pixels_avx512(px, acc) };
+    unsafe { transpose_pixels_avx512(px, acc, b.npx, b.nch) };
     let runs = [RunMask::new(0, b.p0, b.npx)];
     for r in (0..b.nch).step_by(MR) {
         let rows: &[[i32; 64]; MR] = acc[r..r + MR].try_into().expect("6 rows of the block");

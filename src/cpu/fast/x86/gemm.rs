@@ -291,8 +291,9 @@ macro_rules! gemm_nhwc_i8_tile {
      $vzero:ident, $load:ident, $store:ident, $set1:ident, $dpbusd:ident) => {
         $(#[$doc])*
         ///
-        /// Only the first `M ≤ 6` pixels are computed (a block's last, partial micro-tile);
-        /// the other rows of `acc` are left as they are.
+        /// Every pixel's sums start from `init` (one value per channel) and are stored into
+        /// `acc[m]`. Only the first `M ≤ 6` pixels are computed (a block's last, partial
+        /// micro-tile); the other rows of `acc` are left as they are.
         ///
         /// # Safety
         /// The features must be available; every activation read (`act + pix[m] + taps[t] +
@@ -305,14 +306,15 @@ macro_rules! gemm_nhwc_i8_tile {
             taps: &[usize],
             ncb: usize,
             w: *const u8,
+            init: &[i32; $lanes * $vecs],
             acc: &mut [[i32; $lanes * $vecs]; 6],
         ) {
             // SAFETY: the caller guarantees the target features and the ranges listed above.
             unsafe {
                 let mut r = [[$vzero(); $vecs]; M];
-                for (rm, am) in r.iter_mut().zip(acc.iter()) {
+                for rm in r.iter_mut() {
                     for (v, x) in rm.iter_mut().enumerate() {
-                        *x = $load(am.as_ptr().add($lanes * v).cast());
+                        *x = $load(init.as_ptr().add($lanes * v).cast());
                     }
                 }
                 let mut wp = w;
@@ -342,7 +344,8 @@ macro_rules! gemm_nhwc_i8_tile {
 
 gemm_nhwc_i8_tile!(
     /// The channels-in-lanes int8 GEMM tile on AVX-512 VNNI (see `cpu::fast::nhwc`): 6 output
-    /// pixels × 64 output channels (4 zmm), `acc[m][16v + i] += Σ_t Σ_cb u·w` (wrapping), where
+    /// pixels × 64 output channels (4 zmm), `acc[m][16v + i] = init[16v + i] + Σ_t Σ_cb u·w`
+    /// (wrapping), where
     /// for pixel `m`, tap `t` and channel block `cb` the 4 activation bytes at
     /// `act + pix[m] + taps[t] + 4·cb` are broadcast to every lane and multiplied with the
     /// 64-channel weight row `w[(t·ncb + cb)·256 ..]` (`t` counting from the first of `taps`).
@@ -498,19 +501,25 @@ gemm_f32_tiles!(
     _mm256_storeu_ps
 );
 
-/// Transposes the first 64 pixel rows of 64 channel accumulators (`src[p][c]`) into
-/// `dst[c][p]`, by 16×16 blocks transposed in registers (two unpack stages within 128-bit
-/// lanes, two lane shuffles across them).
+/// Transposes the first `npx ≤ 64` pixel rows of the first `nch ≤ 64` channel accumulators
+/// (`src[p][c]`) into `dst[c][p]`, by 16×16 blocks transposed in registers (two unpack stages
+/// within 128-bit lanes, two lane shuffles across them): the blocks that hold a pixel below
+/// `npx` and a channel below `nch` (lanes past them hold whatever those blocks held).
 ///
 /// # Safety
 /// avx512f must be available.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn transpose_pixels_avx512(src: &[[i32; 64]; 66], dst: &mut [[i32; 64]; 70]) {
+pub(crate) unsafe fn transpose_pixels_avx512(
+    src: &[[i32; 64]; 66],
+    dst: &mut [[i32; 64]; 70],
+    npx: usize,
+    nch: usize,
+) {
     // SAFETY: the caller guarantees the target feature; every load reads row 16pb + i < 64 at
     // column 16cb + [0, 16) and every store writes row 16cb + j < 64 at columns 16pb + [0, 16).
     unsafe {
-        for pb in 0..4 {
-            for cb in 0..4 {
+        for pb in 0..npx.div_ceil(16).min(4) {
+            for cb in 0..nch.div_ceil(16).min(4) {
                 let r: [__m512i; 16] = std::array::from_fn(|i| {
                     _mm512_loadu_si512(src[16 * pb + i].as_ptr().add(16 * cb).cast())
                 });
