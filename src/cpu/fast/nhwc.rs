@@ -729,8 +729,12 @@ fn run_f32_with<const NC: usize>(
             let wt = &w[tile * tile_len..][..tile_len];
             let first = r * MR * F32_RUN;
             let count = (MR * F32_RUN).min(plane_out - first);
-            // The run's accumulators, a pixel row each.
-            let mut px = [[0f32; NC]; MR * F32_RUN];
+            // The run's accumulators, a pixel row each (this thread's; every row read below
+            // is written first).
+            let mut scratch = F32_SCRATCH.with_borrow_mut(std::mem::take);
+            scratch.resize(MR * F32_RUN * 64, 0.0);
+            let (px, _) = scratch.as_chunks_mut::<NC>();
+            let px = &mut px[..MR * F32_RUN];
             for m0 in (0..count).step_by(MR) {
                 // The input pixel of each output pixel (past the plane: the last one, whose
                 // results are not stored).
@@ -756,16 +760,23 @@ fn run_f32_with<const NC: usize>(
                 match clamp {
                     None => dst
                         .iter_mut()
-                        .zip(&px)
+                        .zip(px.iter())
                         .for_each(|(d, row)| *d = row[j] + bo),
                     Some(c) => dst
                         .iter_mut()
-                        .zip(&px)
+                        .zip(px.iter())
                         .for_each(|(d, row)| *d = c.apply(row[j] + bo)),
                 }
             }
+            F32_SCRATCH.set(scratch);
         });
     }
+}
+
+thread_local! {
+    /// The pixel rows of [`run_f32_with`]'s work items, `MR · F32_RUN · 64` values (taken and
+    /// put back by each item, so that a nested call gets a fresh one).
+    static F32_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -426,11 +426,6 @@ macro_rules! gemm_f32_nhwc_tile {
             // SAFETY: the caller guarantees the target features and the ranges listed above.
             unsafe {
                 let mut r = [[$vzero(); $vecs]; M];
-                for (rm, am) in r.iter_mut().zip(acc.iter()) {
-                    for (v, x) in rm.iter_mut().enumerate() {
-                        *x = $load(am.as_ptr().add($lanes * v));
-                    }
-                }
                 let mut wp = w;
                 for &t in taps {
                     let p: [*const f32; M] = std::array::from_fn(|m| act.add(pix[m] + t));
@@ -473,7 +468,7 @@ gemm_f32_tiles!(
     /// `t` (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is
     /// the activation at `act + pix[m] + taps[t] + c`, broadcast to every lane, and `w` the
     /// 64-channel weight row `w[(t·cin + c)·64 ..]`: the documented order of the f32 conv,
-    /// continuing from the accumulators `acc` holds.
+    /// from `+0.0`; the sums are stored into `acc[m]`.
     gemm_f32_nhwc_avx512,
     "avx512f",
     16,
