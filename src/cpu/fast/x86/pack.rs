@@ -105,6 +105,22 @@ pub(crate) unsafe fn copy_rows_xor_avx512(
     flip: u8,
 ) {
     let f = _mm512_set1_epi8(flip as i8);
+    let h = src.len() / w;
+    if w <= 64 && h > 0 {
+        // Rows of one vector (the depthwise planes of small images): one mask, no slicing.
+        assert!(at + (h - 1) * stride + w <= dst.len());
+        let m: __mmask64 = if w == 64 { !0 } else { (1u64 << w) - 1 };
+        let (s0, d0) = (src.as_ptr(), dst.as_mut_ptr().wrapping_add(at));
+        for y in 0..h {
+            // SAFETY: row y is `w` bytes of `src` and of `dst` (asserted above), the accesses
+            // masked to them.
+            unsafe {
+                let v = _mm512_maskz_loadu_epi8(m, s0.add(y * w).cast());
+                _mm512_mask_storeu_epi8(d0.add(y * stride).cast(), m, _mm512_xor_si512(v, f));
+            }
+        }
+        return;
+    }
     for (y, row) in src.chunks_exact(w).enumerate() {
         let d = &mut dst[at + y * stride..][..w];
         let mut i = 0;
