@@ -65,6 +65,54 @@ pub(crate) unsafe fn bytes_to_f32_avx2(src: &[u8], flip: u8, z: i32, dst: &mut [
     }
 }
 
+/// [`bytes_to_f32_avx2`] into the two column phases of the row:
+/// `even[i] = f(src[2i])`, `odd[i] = f(src[2i + 1])`, `f(b) = ((b ^ flip) as i32 − z) as f32`,
+/// 16 bytes per step (one byte shuffle separates the phases before the conversions).
+///
+/// # Safety
+/// avx2 must be available; `even` must hold `⌈len/2⌉` values and `odd` `⌊len/2⌋`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn bytes_to_f32_split2_avx2(
+    src: &[u8],
+    flip: u8,
+    z: i32,
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    let n = src.len();
+    assert!(even.len() >= n.div_ceil(2) && odd.len() >= n / 2);
+    let body = n / 16 * 16;
+    let f = |b: u8| ((b ^ flip) as i32 - z) as f32;
+    // SAFETY: loads read `src[i .. i + 16]`, stores write `even/odd[i/2 .. i/2 + 8]`, with
+    // `i + 16 ≤ body ≤ n` (lengths asserted above).
+    unsafe {
+        let fl = _mm_set1_epi8(flip as i8);
+        let zv = _mm256_set1_epi32(z);
+        let sep = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        for i in (0..body).step_by(16) {
+            let v = _mm_xor_si128(_mm_loadu_si128(src.as_ptr().add(i).cast()), fl);
+            let v = _mm_shuffle_epi8(v, sep);
+            let cvt =
+                |x: __m128i| _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(x), zv));
+            _mm256_storeu_ps(even.as_mut_ptr().add(i / 2), cvt(v));
+            _mm256_storeu_ps(odd.as_mut_ptr().add(i / 2), cvt(_mm_srli_si128::<8>(v)));
+        }
+    }
+    let (even, odd) = (&mut even[body / 2..], &mut odd[body / 2..]);
+    let rest = &src[body..];
+    for ((e, o), p) in even
+        .iter_mut()
+        .zip(odd.iter_mut())
+        .zip(rest.chunks_exact(2))
+    {
+        *e = f(p[0]);
+        *o = f(p[1]);
+    }
+    if !rest.len().is_multiple_of(2) {
+        even[rest.len() / 2] = f(rest[rest.len() - 1]);
+    }
+}
+
 /// `dst[i] = ((src[i] ^ flip) as i32 − z) as i16`: u8 activations minus their zero point
 /// (the caller checked that they fit an i16).
 ///
