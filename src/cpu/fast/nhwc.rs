@@ -265,9 +265,7 @@ fn run_with<const NC: usize>(
             let wt = &w[tile * tile_len..][..tile_len];
             // The input pixel of each output pixel of the block (past its end: the last one,
             // whose results are not stored).
-            let pix: [usize; BLOCK + MR] = std::array::from_fn(|m| {
-                let q = p0 + m.min(npx - 1);
-                let (oy, ox) = (q / s.w_out, q % s.w_out);
+            let pix: [usize; BLOCK + MR] = pixel_offsets(p0, npx, s.w_out, |oy, ox| {
                 (oy * p.stride[0] * wp + ox * p.stride[1]) * cpix
             });
             // Pixel rows of the block's accumulators, 6 per micro-tile (this thread's; every
@@ -299,6 +297,29 @@ fn run_with<const NC: usize>(
             });
         });
     }
+}
+
+/// `at(oy, ox)` of output pixels `p0 .. p0 + npx` (rows of `w_out`), the last one repeated
+/// up to `N`: counted along the rows (a division per pixel was 8% of a small depthwise conv).
+fn pixel_offsets<const N: usize>(
+    p0: usize,
+    npx: usize,
+    w_out: usize,
+    at: impl Fn(usize, usize) -> usize,
+) -> [usize; N] {
+    debug_assert!(npx >= 1 && npx <= N);
+    let mut pix = [0; N];
+    let (mut oy, mut ox) = (p0 / w_out, p0 % w_out);
+    for v in &mut pix[..npx] {
+        *v = at(oy, ox);
+        ox += 1;
+        if ox == w_out {
+            (oy, ox) = (oy + 1, 0);
+        }
+    }
+    let last = pix[npx - 1];
+    pix[npx..].fill(last);
+    pix
 }
 
 thread_local! {
@@ -489,11 +510,13 @@ pub(super) fn depthwise_quads(
                 // (The whole `Sync` wrapper, not its pointer field.)
                 let qp = &qp;
                 let c0 = 16 * g16;
+                // Channels past the last read its plane again (their lanes are not stored).
+                let planes: [*const u8; 16] =
+                    std::array::from_fn(|i| img[(c0 + i).min(c - 1) * plane_in..].as_ptr());
                 for iy in 0..s.h {
-                    // Channels past the last read its row again (their lanes are not stored).
-                    let rows_in: [*const u8; 16] = std::array::from_fn(|i| {
-                        img[(c0 + i).min(c - 1) * plane_in + iy * s.w..].as_ptr()
-                    });
+                    // (Row iy of each plane: inside it, iy < h.)
+                    let rows_in: [*const u8; 16] =
+                        std::array::from_fn(|i| planes[i].wrapping_add(iy * s.w));
                     // SAFETY: VBMI and the ISA were checked (`depthwise_applies`); each row holds
                     // `w` bytes; `idx` takes columns below `w`; the quads of row iy + ph, channels
                     // c0.., are written by this task only, inside the quad image.
@@ -519,10 +542,8 @@ pub(super) fn depthwise_quads(
                 let npx = BLOCK.min(plane_out - p0);
                 let o0 = tile * 64;
                 let nch = 64.min(c - o0);
-                let pix: [usize; BLOCK] = std::array::from_fn(|m| {
-                    let q = p0 + m.min(npx - 1);
-                    (q / w_out * sy * w_out + q % w_out) * qstride
-                });
+                let pix: [usize; BLOCK] =
+                    pixel_offsets(p0, npx, w_out, |oy, ox| (oy * sy * w_out + ox) * qstride);
                 let pix = &pix[..npx];
                 let mut init = [0i32; 64];
                 init[..nch].copy_from_slice(&corr0[o0..o0 + nch]);
@@ -738,11 +759,10 @@ fn run_f32_with<const NC: usize>(
             for m0 in (0..count).step_by(MR) {
                 // The input pixel of each output pixel (past the plane: the last one, whose
                 // results are not stored).
-                let pm: [usize; MR] = std::array::from_fn(|m| {
-                    let q = first + (m0 + m).min(count - 1);
-                    let (oy, ox) = (q / s.w_out, q % s.w_out);
-                    (oy * p.stride[0] * wp + ox * p.stride[1]) * cin
-                });
+                let pm: [usize; MR] =
+                    pixel_offsets(first + m0, (count - m0).min(MR), s.w_out, |oy, ox| {
+                        (oy * p.stride[0] * wp + ox * p.stride[1]) * cin
+                    });
                 let acc: &mut [[f32; NC]; MR] =
                     (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
