@@ -41,8 +41,9 @@
 //! fewer: 7×7, or 14×14 at stride 2, see [`lanes_f32_preferred`]), so does the int8 conv
 //! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
 //! 2^24 bound of the last section, then each channel's accumulators requantized. The flat
-//! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 46 µs on AVX2,
-//! stride 2 576x14x14: 65 → 43).
+//! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 40 µs on AVX2,
+//! stride 2 576x14x14: 65 → 31, with the changes to the f32 kernel and the row epilogue of the
+//! same session).
 //!
 //! # int8 on AVX2, exact for any range
 //!
@@ -1389,9 +1390,10 @@ pub(super) fn pack_lanes(w: &[f32], c: usize, taps: usize, isa: Isa) -> Vec<f32>
 /// The int8 depthwise conv (one input and one output channel per group) through the f32
 /// channels-in-lanes kernel, on the small planes where it is preferred (see
 /// [`lanes_f32_preferred`]): per block of channels, the inputs as `u − z` in f32 (0 at padded
-/// positions, as the kernel pads), the weights `w' = w − ζ` (`wf`), no bias; every product and
-/// partial sum is an integer of magnitude at most 2^24 (the caller checked the bound), so the
-/// f32 sums are the exact accumulators, which are then requantized per channel.
+/// positions, as the kernel pads), the weights `w' = w − ζ` (`wl`, from [`pack_lanes`]), no
+/// bias; every product and partial sum is an integer of magnitude at most 2^24 (the caller
+/// checked the bound), so the f32 sums are the exact accumulators, which are then
+/// requantized per channel.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_int8_lanes(
