@@ -1234,6 +1234,10 @@ fn small_plane_float_depthwise_is_identical_across_isas() {
         (1, 33, 9, 17, [3, 5], [1, 2], [2, 1], [2, 0]),
         (1, 1, 3, 4, [1, 1], [1, 1], [1, 1], [0, 0]),
         (2, 15, 11, 5, [2, 3], [2, 1], [1, 2], [0, 1]),
+        // Strided with 196 and 182 outputs (13x14 from an odd input width): channels in
+        // the lanes on every path since the kernel's weights are packed once.
+        (1, 19, 28, 28, [3, 3], [2, 2], [1, 1], [1, 1]),
+        (1, 24, 26, 27, [3, 3], [2, 2], [1, 1], [1, 1]),
     ];
     for (case_no, &(n, c, h, w, k, stride, dilation, padding)) in cases.iter().enumerate() {
         let params = ConvParams {

@@ -38,7 +38,8 @@
 //! # int8 on AVX-VNNI and AVX2, small planes
 //!
 //! Where the f32 kernel runs with the channels in the lanes (output planes of 64 pixels or
-//! fewer: 7×7, or 14×14 at stride 2, see [`lanes_f32_preferred`]), so does the int8 conv
+//! fewer, 196 or fewer at strides above 1: 7×7 planes, 14×14 and 28×28 ones at stride 2; see
+//! [`lanes_f32_preferred`]), so does the int8 conv
 //! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
 //! 2^24 bound of the last section, then each channel's accumulators requantized. The flat
 //! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 40 µs on AVX2,
@@ -1259,15 +1260,19 @@ type LanesKernel = unsafe fn(
 /// ([`run_f32_lanes`]), for the small planes whose rows fill few lanes of a vector. One
 /// thread, 3x3, channel by channel → channels in lanes (output allocation included):
 /// AVX-512 (16 lanes), 960x7x7 46 → 26 µs, 576x14x14 51 → 41, 384x14x14 32 → 27, stride 2
-/// 576x14x14 40 → 24, but stride 2 192x28x28 (14x14 outputs) 27 → 30: input planes of 256
-/// pixels or fewer. AVX2 (8 lanes, a row of 7 or 14 fills more of them): 960x7x7 40 → 31,
-/// stride 2 576x14x14 35 → 32, but 576x14x14 55 → 62, 384x14x14 36 → 41: output planes of
-/// 64 pixels or fewer.
+/// 576x14x14 40 → 24: input planes of 256 pixels or fewer. AVX2 (8 lanes, a row of 7 or 14
+/// fills more of them): 960x7x7 40 → 31, stride 2 576x14x14 35 → 32, but 576x14x14 55 → 62,
+/// 384x14x14 36 → 41: output planes of 64 pixels or fewer. Since the kernel's weights are
+/// packed once and its rows stored without a `memcpy` call, strided convs with output planes
+/// of 196 pixels or fewer too (stride 2 192x28x28: 28.5 → 18.8 µs on AVX-512, 27.7 → 24.5 on
+/// AVX2; at 28x28 outputs, 144x56x56 stride 2, channel by channel stays faster: 66 against
+/// 72).
 #[cfg(target_arch = "x86_64")]
 fn lanes_f32_preferred(isa: Isa, s: &ConvShape) -> bool {
+    let strided_small = s.params.stride != [1, 1] && s.h_out * s.w_out <= 196;
     match isa {
-        Isa::Avx512Vnni => s.h * s.w <= 256,
-        _ => s.h_out * s.w_out <= 64,
+        Isa::Avx512Vnni => s.h * s.w <= 256 || strided_small,
+        _ => s.h_out * s.w_out <= 64 || strided_small,
     }
 }
 
