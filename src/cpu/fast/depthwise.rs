@@ -42,8 +42,8 @@
 //! [`lanes_f32_preferred`]), so does the int8 conv
 //! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
 //! 2^24 bound of the last section, then each channel's accumulators requantized. The flat
-//! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 40 µs on AVX2,
-//! stride 2 576x14x14: 65 → 31, with the changes to the f32 kernel and the row epilogue of the
+//! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 36 µs on AVX2,
+//! stride 2 576x14x14: 65 → 30, with the changes to the f32 kernel and the epilogues of the
 //! same session).
 //!
 //! # int8 on AVX2, exact for any range
@@ -1398,7 +1398,8 @@ pub(super) fn pack_lanes(w: &[f32], c: usize, taps: usize, isa: Isa) -> Vec<f32>
 /// positions, as the kernel pads), the weights `w' = w − ζ` (`wl`, from [`pack_lanes`]), no
 /// bias; every product and partial sum is an integer of magnitude at most 2^24 (the caller
 /// checked the bound), so the f32 sums are the exact accumulators, which are then
-/// requantized per channel.
+/// requantized: six channels per call of the GEMM's tile epilogue (`x86::requant_tile_avx2`,
+/// the layer's cached constants) on planes of 64 outputs or fewer, else channel by channel.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_int8_lanes(
@@ -1419,6 +1420,7 @@ fn run_int8_lanes(
     let (lanes, kernel) = lanes_kernel(pc.isa);
     let blocks = c.div_ceil(lanes);
     assert!(wl.len() >= blocks * taps * lanes);
+    let ks_tile = cc.requant_ymm.as_deref().filter(|_| plane_out <= 64);
     let ranges = item_ranges(s.n * blocks, threads);
     par_for(threads, ranges.len(), |task| {
         let mut xin = vec![0f32; pl.hp * pl.wp * lanes];
@@ -1449,6 +1451,37 @@ fn run_int8_lanes(
                     plane_out,
                 )
             };
+            // Planes of 64 outputs or fewer into stored bytes: six channels per call of the
+            // GEMM's tile epilogue, with the layer's cached constants.
+            if let (Some(ks), super::SinkPtr::Bytes(b)) = (ks_tile, out) {
+                let runs = [(0, 0, plane_out)];
+                for r0 in (0..nch).step_by(6) {
+                    let nr = 6.min(nch - r0);
+                    let mut tile = [[0i32; 64]; 6];
+                    let planes = accf.chunks_exact(plane_out).skip(r0).take(nr);
+                    for (row, a) in tile.iter_mut().zip(planes) {
+                        // SAFETY: exact integers, |a| ≤ 2^24 (checked by the caller).
+                        row.iter_mut()
+                            .zip(a)
+                            .for_each(|(d, &v)| *d = unsafe { v.to_int_unchecked::<i32>() });
+                    }
+                    let o = c0 + r0;
+                    // SAFETY: AVX2 (both ymm paths) was checked when packing; every channel's
+                    // constants are ready (`requant_ymm`); the run is each of channels
+                    // o .. o + nr's whole plane, written by this task only.
+                    unsafe {
+                        super::x86::requant_tile_avx2(
+                            &ks[o..o + nr],
+                            &tile,
+                            plane_out,
+                            &runs,
+                            b.0.add((n * c + o) * plane_out),
+                            plane_out,
+                        )
+                    };
+                }
+                continue;
+            }
             for (l, a) in accf.chunks_exact(plane_out).take(nch).enumerate() {
                 // SAFETY: exact integers, |a| ≤ 2^24 (checked by the caller): in range.
                 acc.iter_mut()
