@@ -945,7 +945,6 @@ pub(super) fn run_int8(
     let isa = pc.isa;
     let bound = PackedConv2d::max_dx(x_qp) * pc.sum_abs.iter().copied().max().unwrap_or(0);
     let exact_f32 = bound <= 1 << 24;
-    let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
     let (dtype, zp) = (x_qp.dtype, x_qp.zero_point);
     let flip: u8 = if dtype == crate::quant::QDtype::QInt8 {
         0x80
@@ -962,7 +961,10 @@ pub(super) fn run_int8(
         && lanes_f32_preferred(isa, s)
     {
         let cc = pc.call_consts(x_qp);
-        let wl = lanes_w.get_or_init(|| pack_lanes(&wf, s.c_out, taps, isa));
+        let wl = lanes_w.get_or_init(|| {
+            let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
+            pack_lanes(&wf, s.c_out, taps, isa)
+        });
         return run_int8_lanes(pc, &cc, wl, x, (flip, z), s, opts.threads, out);
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -991,6 +993,9 @@ pub(super) fn run_int8(
     {
         return run_int8_pairs(pc, &cc, wprime, x, (flip, z), s, opts.threads, out);
     }
+    // The f32 path's weights (`w − ζ`), built only where it runs (the kernels above take
+    // their own layouts).
+    let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
     par_for(opts.threads, ranges.len(), |task| {
         // Planes and accumulators are reused across the task's items: the padding of a
         // plane stays zero, only its interior is rewritten.
