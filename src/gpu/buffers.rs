@@ -148,6 +148,9 @@ pub(crate) struct Dispatch<'a> {
     pub uniform: Vec<u8>,
     pub res: Vec<Res<'a>>,
     pub groups: u64,
+    /// An explicit grid of workgroups (x, y, z), which `groups` then counts; `None`: a 1-D
+    /// or 2-D grid of `groups`.
+    pub grid: Option<[u32; 3]>,
 }
 
 impl<'a> Dispatch<'a> {
@@ -162,6 +165,26 @@ impl<'a> Dispatch<'a> {
             uniform: bytemuck::bytes_of(params).to_vec(),
             res,
             groups,
+            grid: None,
+        }
+    }
+
+    /// A dispatch of the explicit grid `grid` of workgroups (each dimension within the
+    /// device's limit).
+    pub(crate) fn grid<P: bytemuck::Pod>(
+        pipe: &Arc<Pipeline>,
+        params: &P,
+        res: Vec<Res<'a>>,
+        grid: [u32; 3],
+    ) -> Self {
+        Dispatch {
+            grid: Some(grid),
+            ..Dispatch::new(
+                pipe,
+                params,
+                res,
+                grid.iter().map(|&g| u64::from(g)).product(),
+            )
         }
     }
 }
@@ -238,9 +261,10 @@ pub(crate) fn record(
         let n = item.groups.max(1);
         let gx = n.min(max);
         let gy = n.div_ceil(gx);
+        let [x, y, z] = item.grid.unwrap_or([gx as u32, gy as u32, 1]);
         pass.set_pipeline(&item.pipe.pipeline);
         pass.set_bind_group(0, bg, &[]);
-        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+        pass.dispatch_workgroups(x, y, z);
     }
     Ok(())
 }
@@ -260,6 +284,7 @@ pub(crate) fn dispatch(
         uniform: uniform.to_vec(),
         res: slots.into_iter().map(Res::Buf).collect(),
         groups,
+        grid: None,
     };
     record(ctx, enc, &[item], None)
 }

@@ -20,6 +20,7 @@ fn all_kernels() -> Vec<Kernel> {
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
         all.push(Kernel::ConvDw { xtex });
+        all.push(Kernel::ConvDwDirect { xtex });
         all.push(Kernel::ConvGemmReduce { xtex });
         for packed in [false, true] {
             for b in [
@@ -57,6 +58,7 @@ fn all_kernels() -> Vec<Kernel> {
             | Kernel::ConvGemm(_)
             | Kernel::ConvGemmReduce { .. }
             | Kernel::ConvDw { .. }
+            | Kernel::ConvDwDirect { .. }
             | Kernel::SoftFloatTest
             | Kernel::GraphLut
             | Kernel::GraphAdd
@@ -455,6 +457,34 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             block_base,
             quad_base,
             c_end,
+            _pad,
+        }),
+        Kernel::ConvDwDirect { .. } => rust_layout!(ConvDwDirectParams {
+            n_begin,
+            pixel_tiles,
+            plane_out,
+            w_out,
+            c_out,
+            channel_multiplier,
+            c_in,
+            h,
+            w,
+            plane_words,
+            stride_h,
+            dilation_h,
+            dilation_w,
+            pad_h,
+            pad_w,
+            x_base,
+            w_base,
+            etab_base,
+            y_base,
+            x_zero_point,
+            w_out_rcp,
+            m_rcp,
+            x_tex_log2_width,
+            w_tex_log2_width,
+            etab_tex_log2_width,
             _pad,
         }),
         Kernel::SoftFloatTest => rust_layout!(TestParams {

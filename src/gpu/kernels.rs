@@ -31,6 +31,7 @@ const QUANTIZE: ShaderFile = shader!("quantize.wgsl");
 const DEQUANTIZE: ShaderFile = shader!("dequantize.wgsl");
 const REQUANTIZE: ShaderFile = shader!("requantize.wgsl");
 const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
+const CONV_DW_DIRECT: ShaderFile = shader!("conv2d_dw_direct.wgsl");
 const CONV_GEMM_COMMON: ShaderFile = shader!("conv_gemm_common.wgsl");
 const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
 const CONV_GEMM_TILED: ShaderFile = shader!("conv2d_gemm_tiled.wgsl");
@@ -98,8 +99,13 @@ pub(crate) enum Kernel {
     ConvGemmReduce {
         xtex: bool,
     },
-    /// The depthwise conv, reading a texture (`xtex`) or a buffer.
+    /// The depthwise conv on repacked quads, reading a texture (`xtex`) or a buffer.
     ConvDw {
+        xtex: bool,
+    },
+    /// The depthwise conv read straight from the packed tensor (no repack), the input and
+    /// epilogue table as textures (`xtex`) or buffers.
+    ConvDwDirect {
         xtex: bool,
     },
     /// Only the unit tests dispatch it.
@@ -245,6 +251,7 @@ impl Kernel {
             Kernel::ConvGemm(_) => "squint conv2d_gemm",
             Kernel::ConvGemmReduce { .. } => "squint conv2d_gemm_reduce",
             Kernel::ConvDw { .. } => "squint conv2d_dw",
+            Kernel::ConvDwDirect { .. } => "squint conv2d_dw_direct",
             Kernel::SoftFloatTest => "squint softfloat_test",
             Kernel::GraphLut => "squint graph_lut",
             Kernel::GraphAdd => "squint graph_add",
@@ -269,7 +276,7 @@ impl Kernel {
                     flags.push("DOT4");
                 }
             }
-            Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } => {
+            Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } | Kernel::ConvDwDirect { xtex } => {
                 if xtex {
                     flags.push("XTEX");
                 }
@@ -323,6 +330,7 @@ impl Kernel {
                 CONV_GEMM_REDUCE,
             ],
             Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
+            Kernel::ConvDwDirect { .. } => &[EPILOGUE_TABLE, CONV_DW_DIRECT],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
             Kernel::GraphLut => &[COMMON, GRAPH_LUT],
             Kernel::GraphAdd => &[COMMON, GRAPH_ADD],
@@ -354,7 +362,10 @@ impl Kernel {
             Kernel::Requantize | Kernel::GraphLut | Kernel::GraphPool => {
                 &[Uniform, Read, Read, Write]
             }
-            Kernel::GraphAdd => &[Uniform, Read, Read, Read, Write],
+            Kernel::GraphAdd | Kernel::ConvDwDirect { xtex: false } => {
+                &[Uniform, Read, Read, Read, Write]
+            }
+            Kernel::ConvDwDirect { xtex: true } => &[Uniform, Texture, Texture, Texture, Write],
             Kernel::Peak { .. } => &[Uniform, Write],
             Kernel::ConvGemm(GemmVariant {
                 xtex: false,
@@ -816,3 +827,61 @@ pub(crate) struct GraphPoolParams {
 #[cfg(test)]
 #[path = "kernel_contract.rs"]
 mod kernel_contract;
+
+/// Uniform of `conv2d_dw_direct.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct ConvDwDirectParams {
+    /// First image of this dispatch (whose grid is word groups x output channels x images).
+    pub n_begin: u32,
+    /// Packed words (4 output pixels) per output plane.
+    pub pixel_tiles: u32,
+    /// Output pixels per plane.
+    pub plane_out: u32,
+    /// Output width.
+    pub w_out: u32,
+    /// Output channels.
+    pub c_out: u32,
+    /// Output channels per input channel.
+    pub channel_multiplier: u32,
+    /// Input channels.
+    pub c_in: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Packed words per input plane.
+    pub plane_words: u32,
+    /// Vertical stride.
+    pub stride_h: u32,
+    /// Vertical dilation.
+    pub dilation_h: u32,
+    /// Horizontal dilation.
+    pub dilation_w: u32,
+    /// Top padding.
+    pub pad_h: u32,
+    /// Left padding.
+    pub pad_w: u32,
+    /// First word of the input window.
+    pub x_base: u32,
+    /// First i32 of the weights window.
+    pub w_base: u32,
+    /// First vec4 of the epilogue-table window.
+    pub etab_base: u32,
+    /// First word of the output window.
+    pub y_base: u32,
+    /// The input zero point in the unsigned byte domain (`z'`).
+    pub x_zero_point: i32,
+    /// `1 / w_out` rounded to f32.
+    pub w_out_rcp: f32,
+    /// `1 / channel_multiplier` rounded to f32.
+    pub m_rcp: f32,
+    /// Log2 of the input texture's width (texture mode).
+    pub x_tex_log2_width: u32,
+    /// Log2 of the weights texture's width (texture mode).
+    pub w_tex_log2_width: u32,
+    /// Log2 of the epilogue-table texture's width (texture mode).
+    pub etab_tex_log2_width: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: [u32; 3],
+}

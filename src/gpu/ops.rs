@@ -14,7 +14,10 @@
 //! `conv2d_gemm_tiled.wgsl` on GPUs, `conv2d_gemm.wgsl` on CPU adapters and where a tiled
 //! workgroup's weights would exceed a binding) or the depthwise kernel `conv2d_dw.wgsl` (one
 //! input channel per group), all with the requantization epilogue fused; see the shaders'
-//! headers for the tiling.
+//! headers for the tiling. Depthwise convs of at most 8 kernel columns skip the repack: they
+//! run on `conv2d_dw_direct.wgsl`, which reads the packed tensor itself (a texture copy of it
+//! on CPU adapters), wherever one image's windows fit the bindings; the others (and every
+//! depthwise conv with the hidden `dw_repacked` option) take the repacked path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +35,8 @@ use super::conv_plan::{
 };
 use super::gate::Gated;
 use super::kernels::{
-    BStaging, ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams, GemmVariant, Kernel,
-    QuantizeParams, RequantizeParams,
+    BStaging, ConvDwDirectParams, ConvDwParams, ConvGemmParams, ConvPackParams, DequantizeParams,
+    GemmVariant, Kernel, QuantizeParams, RequantizeParams,
 };
 use super::pipelines::{ConvPlan, Pipeline};
 use super::pool::{Keep, PooledBuffer, PooledTexture};
@@ -356,6 +359,10 @@ pub struct GpuConv2d {
 #[derive(Debug)]
 struct LayerResources {
     weights: wgpu::Buffer,
+    /// Depthwise layers of at most 8 columns: the weights of the kernel that reads the packed
+    /// tensor (`conv2d_dw_direct.wgsl`, see [`direct_depthwise_weights`]), and again as a
+    /// texture (for the texture kernel).
+    dw_weights: Option<(wgpu::Buffer, Option<WeightTexture>)>,
     /// The weights again as a read-only storage texture (for the texture kernels).
     weights_tex: Option<WeightTexture>,
     /// The epilogue table (`epilogue_table`): `TABLE_VEC4` vec4s per output channel.
@@ -507,6 +514,19 @@ fn pack_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) ->
     packed
 }
 
+/// The weights of `conv2d_dw_direct.wgsl` (one input channel per group, `kw <= 8`): per
+/// output channel and kernel row, 8 words (two vec4s), the row's `w - w_zp` as i32 bits and
+/// zeros after them.
+fn direct_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) -> Vec<u32> {
+    let [c_out, _, kh, kw] = w_dims;
+    let mut words = vec![0u32; c_out * kh * 8];
+    for (i, &v) in w.iter().enumerate() {
+        let (row, kx) = (i / kw, i % kw);
+        words[row * 8 + kx] = (v as i32 - w_qp.zero_point(row / kh)) as u32;
+    }
+    words
+}
+
 impl GpuConv2d {
     /// Converts a layer: `w` is the qint8 weight (OIHW, shape `w_dims`) with qparams `w_qp`,
     /// `epi` the requantization epilogue (one record per output channel), `params` the conv
@@ -583,12 +603,31 @@ impl GpuConv2d {
             } else {
                 None
             };
+            let dw_weights = match depthwise && kw <= 8 {
+                true => {
+                    let words = direct_depthwise_weights(w, w_dims, w_qp);
+                    let buffer = storage_buffer_init(
+                        ctx,
+                        bytemuck::cast_slice(&words),
+                        "squint depthwise weights",
+                    )?;
+                    let texture = match plan_k.textures {
+                        true => {
+                            WeightTexture::new(ctx, &words, plan_k.tex_width, plan_k.tex_max_height)
+                        }
+                        false => None,
+                    };
+                    Some((buffer, texture))
+                }
+                false => None,
+            };
             Ok(LayerResources {
                 weights: storage_buffer_init(
                     ctx,
                     bytemuck::cast_slice(&packed),
                     "squint conv weights",
                 )?,
+                dw_weights,
                 etab_tex: match weights_tex {
                     Some(_) => {
                         WeightTexture::new(ctx, &table, plan_k.tex_width, plan_k.tex_max_height)
@@ -767,6 +806,9 @@ impl GpuConv2d {
         s: &ConvShape,
         timing: Option<Timing<'_>>,
     ) -> Result<(GpuTensor, usize)> {
+        if let Some(run) = self.encode_direct(ctx, x, x_qp, s, timing)? {
+            return Ok(run);
+        }
         let geometry_for = |k: &ConvPlan| {
             let (wg_tiles, wg_blocks) = match self.layout {
                 ConvKernelLayout::Gemm { .. } => k.gemm_workgroup(),
@@ -964,6 +1006,193 @@ impl GpuConv2d {
             };
             Ok((y, passes))
         })
+    }
+
+    /// Records a depthwise conv on the kernel that reads the packed tensor itself
+    /// (`conv2d_dw_direct.wgsl`, no repack), timed like [`GpuConv2d::encode_with`] (with
+    /// `timing.parts`, an empty first pass stands for the repack there is none of). `None`
+    /// (nothing recorded) for other layers, where the context's plan asks for the kernel on
+    /// repacked quads, or where one workgroup's input plane or output plane exceeds a binding
+    /// (those run by row bands on the other kernel).
+    fn encode_direct(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        x_qp: &QParams,
+        s: &ConvShape,
+        timing: Option<Timing<'_>>,
+    ) -> Result<Option<(GpuTensor, usize)>> {
+        let Some((dw_weights, dw_weights_tex)) = &self.res.dw_weights else {
+            return Ok(None);
+        };
+        let kernels = ctx.conv_plan()?;
+        // The kernel's byte offsets are u32.
+        if !kernels.dw_direct || packed_bytes(x.dims) >= 1 << 31 {
+            return Ok(None);
+        }
+        let (c_out, kh) = (s.c_out as u64, s.kh as u64);
+        let plane_out = (s.h_out * s.w_out) as u64;
+        let pixel_tiles = plane_out.div_ceil(4);
+        // Workgroups of 8 to 64 invocations (one packed word each), as few as a plane needs.
+        let wg = pixel_tiles.next_power_of_two().clamp(8, 64);
+        let plane_workgroups = pixel_tiles.div_ceil(wg);
+        let in_plane_bytes = plane_words(x.dims) as u64 * 4;
+        let m = c_out / s.c_in as u64;
+        let split = ctx.split();
+        // The grid's dimensions within the device's limit, and the kernel's float division
+        // exact (`udiv`: quotients of numbers below 2^23).
+        let max = u64::from(split.max_workgroups);
+        if plane_workgroups > max || c_out > max || plane_out >= 1 << 23 || c_out >= 1 << 23 {
+            return Ok(None);
+        }
+        // Byte ranges of the input, weights, epilogue table and output that images [b, e)
+        // read or write.
+        let ranges = |b: u64, e: u64| {
+            vec![
+                (
+                    b * s.c_in as u64 * in_plane_bytes,
+                    e * s.c_in as u64 * in_plane_bytes,
+                ),
+                (0, c_out * kh * 32),
+                (0, c_out * TABLE_VEC4 * 16),
+                (b * c_out * pixel_tiles * 4, e * c_out * pixel_tiles * 4),
+            ]
+        };
+        // Chunks of images whose windows fit the bindings (and at most `max` images).
+        let Ok(chunks) = plan(split, s.n as u64, 1, "depthwise conv2d", &ranges) else {
+            return Ok(None);
+        };
+        if chunks.iter().any(|&(b, e)| e - b > max) {
+            return Ok(None);
+        }
+        let domain = InputDomain::new(x.dtype, x_qp.zero_point, false);
+        // On CPU adapters the input (copied) and the epilogue table as textures, where they
+        // fit.
+        let width = u64::from(kernels.tex_width);
+        let texels = packed_bytes(x.dims).div_ceil(QUAD);
+        let textures = match (&self.res.etab_tex, dw_weights_tex) {
+            (Some(e), Some(w))
+                if kernels.textures
+                    && texture_rows(texels, width) <= u64::from(kernels.tex_max_height) =>
+            {
+                Some((w, e))
+            }
+            _ => None,
+        };
+        let p = self.params;
+        let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
+        // The row path (see the kernel's header).
+        let row = p.dilation[1] == 1 && 3 * sw + kw <= 12 && s.w_out >= 4;
+        let overrides = [
+            ("WG", wg as u32),
+            ("KH", s.kh as u32),
+            ("KW", kw),
+            ("SW", sw),
+            ("ROW", u32::from(row)),
+            ("MULT", u32::from(m == 1)),
+            ("TWO", u32::from(row && s.w_out % 4 != 0)),
+            ("FLIP", domain.flip * 0x0101_0101),
+        ];
+        let output_dims = s.output_dims();
+        let run = ctx.encode("depthwise conv2d", |encoder, keep| {
+            let xtex = textures.is_some();
+            let pipe = ctx.pipeline(Kernel::ConvDwDirect { xtex }, &overrides)?;
+            let input = ConvInput::prepare(ctx, encoder, x, &kernels, xtex);
+            let output = ctx.pooled_buffer(
+                packed_bytes(output_dims),
+                STORAGE_USAGE,
+                "squint packed tensor",
+            )?;
+            let dispatches: Vec<Dispatch<'_>> = (chunks.iter())
+                .map(|&(b, e)| {
+                    let r = ranges(b, e);
+                    let (xs, x_base, x_tex_log2_width) = input.binding(split, r[0]);
+                    let (ws, w_base, w_tex_log2_width, es, etab_base, etab_tex_log2_width) =
+                        match textures {
+                            Some((w, e)) => (
+                                Res::Tex(&w.view),
+                                0,
+                                w.log2_width,
+                                Res::Tex(&e.view),
+                                0,
+                                e.log2_width,
+                            ),
+                            None => {
+                                let ws = Slot::new(split, dw_weights, r[1].0, r[1].1);
+                                let es = Slot::new(split, &self.res.etab, r[2].0, r[2].1);
+                                (Res::Buf(ws), ws.base(16), 0, Res::Buf(es), es.base(16), 0)
+                            }
+                        };
+                    let ys = Slot::new(split, &output, r[3].0, r[3].1);
+                    let params = ConvDwDirectParams {
+                        n_begin: b as u32,
+                        pixel_tiles: pixel_tiles as u32,
+                        plane_out: plane_out as u32,
+                        w_out: s.w_out as u32,
+                        c_out: c_out as u32,
+                        channel_multiplier: m as u32,
+                        c_in: s.c_in as u32,
+                        h: s.h as u32,
+                        w: s.w as u32,
+                        plane_words: (in_plane_bytes / 4) as u32,
+                        stride_h: p.stride[0] as u32,
+                        dilation_h: p.dilation[0] as u32,
+                        dilation_w: p.dilation[1] as u32,
+                        pad_h: p.padding[0] as u32,
+                        pad_w: p.padding[1] as u32,
+                        x_base,
+                        w_base,
+                        etab_base,
+                        y_base: ys.base(4),
+                        x_zero_point: domain.zero_point,
+                        w_out_rcp: (1.0 / s.w_out as f64) as f32,
+                        m_rcp: (1.0 / m as f64) as f32,
+                        x_tex_log2_width,
+                        w_tex_log2_width,
+                        etab_tex_log2_width,
+                        _pad: [0; 3],
+                    };
+                    let res = vec![xs, ws, es, Res::Buf(ys)];
+                    let grid = [plane_workgroups as u32, c_out as u32, (e - b) as u32];
+                    Dispatch::grid(&pipe, &params, res, grid)
+                })
+                .collect();
+            let passes = match timing {
+                Some(t) if t.parts => {
+                    // No repack: an empty pass, timed.
+                    drop(encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("squint depthwise conv (no repack)"),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: t.set,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        }),
+                    }));
+                    record(ctx, encoder, &dispatches, Some((t.set, 2, 3)))?;
+                    encoder.resolve_query_set(t.set, 0..4, t.resolve, 0);
+                    2
+                }
+                Some(t) => {
+                    record(ctx, encoder, &dispatches, Some((t.set, 0, 1)))?;
+                    encoder.resolve_query_set(t.set, 0..2, t.resolve, 0);
+                    1
+                }
+                None => {
+                    record(ctx, encoder, &dispatches, None)?;
+                    0
+                }
+            };
+            drop(dispatches);
+            input.keep_until_queued(keep);
+            let y = GpuTensor {
+                dims: output_dims,
+                dtype: self.epi.out.dtype,
+                buffer: output,
+                device_id: ctx.id(),
+            };
+            Ok((y, passes))
+        })?;
+        Ok(Some(run))
     }
 
     /// Whether the layer's conv kernel reads signed bytes (`dot4I8Packed`) rather than
@@ -1820,4 +2049,97 @@ fn run_layer_bytes(
     let xt = ctx.upload_q(x, s.input_dims(), x_qp.dtype)?;
     let y = layer.run(ctx, &xt, x_qp)?;
     ctx.read_q(&y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{testing, KernelOptions};
+    use super::*;
+    use crate::quant::{QDtype, QScheme, RequantFormula};
+
+    #[test]
+    fn depthwise_convs_read_the_packed_tensor_unless_told_to_repack() {
+        for base in testing::contexts() {
+            let ctx = &base.enter().unwrap();
+            let p = ConvParams::default().padding(1).stride(2).groups(6);
+            let s = ConvShape::new([2, 6, 9, 10], [12, 1, 3, 3], p).unwrap();
+            let w: Vec<i8> = (0..s.weight_len())
+                .map(|i| (i as i32 * 37 % 255 - 127) as i8)
+                .collect();
+            let w_qp = WeightQParams::per_tensor(QScheme::PerTensorAffine, 0.01, 2);
+            let x_qp = QParams::new(0.02, 3, QDtype::QInt8).unwrap();
+            let out = QParams::new(0.05, -4, QDtype::QInt8).unwrap();
+            let epi =
+                Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, false, 12).unwrap();
+            let layer = GpuConv2d::new(ctx, &w, s.weight_dims(), &w_qp, &epi, p).unwrap();
+            let x: Vec<u8> = (0..s.input_len()).map(|i| (i * 91 % 256) as u8).collect();
+            let xt = ctx.upload_q(&x, s.input_dims(), x_qp.dtype).unwrap();
+            let (direct, _) = (layer.encode_direct(ctx, &xt, &x_qp, &s, None).unwrap())
+                .expect("the direct kernel runs it");
+            let o = KernelOptions {
+                dw_repacked: true,
+                ..KernelOptions::default()
+            };
+            let repacking = base.with_kernel_options(o).unwrap();
+            let repacking = &repacking.enter().unwrap();
+            let none = layer
+                .encode_direct(repacking, &xt, &x_qp, &s, None)
+                .unwrap();
+            assert!(none.is_none(), "dw_repacked: the repacked path");
+            let repacked = layer.run(repacking, &xt, &x_qp).unwrap();
+            assert_eq!(ctx.read_q(&direct).unwrap(), ctx.read_q(&repacked).unwrap());
+        }
+    }
+
+    /// `udiv` of `conv2d_dw_direct.wgsl`, step for step in f32 and wrapping u32/i32.
+    fn udiv(a: u32, d: u32) -> u32 {
+        let rcp = (1.0 / d as f64) as f32;
+        let mut q = (a as f32 * rcp) as u32;
+        let mut r = (a as i32).wrapping_sub(q.wrapping_mul(d) as i32);
+        let di = d as i32;
+        for _ in 0..2 {
+            if r < 0 {
+                q = q.wrapping_sub(1);
+                r += di;
+            }
+            if r >= di {
+                q += 1;
+                r -= di;
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn float_estimated_division_is_exact_below_2_pow_23() {
+        let mut divisors: Vec<u32> = (1..=1024).collect();
+        divisors.extend([
+            3000,
+            4095,
+            4096,
+            4097,
+            65535,
+            1 << 20,
+            (1 << 23) - 1,
+            1 << 23,
+        ]);
+        let top = (1u32 << 23) - 1;
+        for &d in &divisors {
+            // Around every multiple of d near the top and bottom of the range, and a stride
+            // through the middle.
+            let mut a_values: Vec<u32> = (0..2000).chain(top - 2000..=top).collect();
+            a_values.extend((0..=top).step_by(d as usize * 7 + 1));
+            for k in [1u32, 2, 3, top / d, top / d - 1, top / d / 2] {
+                let m = k.saturating_mul(d);
+                a_values.extend(
+                    [m.saturating_sub(1), m, m + 1]
+                        .into_iter()
+                        .filter(|&a| a <= top),
+                );
+            }
+            for a in a_values {
+                assert_eq!(udiv(a, d), a / d, "{a} / {d}");
+            }
+        }
+    }
 }

@@ -118,8 +118,11 @@ pub struct KernelOptions {
     pub staging: StagingChoice,
     /// Repacked input source.
     pub input: InputChoice,
-    /// Run depthwise convs through the GEMM kernel instead of the depthwise kernel.
+    /// Run depthwise convs through the GEMM kernel instead of the depthwise kernels.
     pub no_depthwise: bool,
+    /// Run depthwise convs on the kernel that reads repacked quads (`conv2d_dw.wgsl`) instead
+    /// of the one that reads the packed tensor (`conv2d_dw_direct.wgsl`).
+    pub dw_repacked: bool,
     /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
     /// nearly every value takes the table search: tests that path.
     pub search_only: bool,
@@ -184,8 +187,11 @@ pub(crate) struct ConvPlan {
     pub staging: BStaging,
     /// The conv kernels may read their operands from textures (when they fit).
     pub textures: bool,
-    /// Layers with one input channel per group use the depthwise kernel.
+    /// Layers with one input channel per group use a depthwise kernel.
     pub depthwise: bool,
+    /// The depthwise kernel reads the packed tensor (`conv2d_dw_direct.wgsl`) where its
+    /// bindings fit, rather than repacked quads (`conv2d_dw.wgsl`).
+    pub dw_direct: bool,
     /// See [`KernelOptions::search_only`].
     pub search_only: bool,
     /// Workgroup size of the conv kernels.
@@ -206,7 +212,7 @@ pub(crate) struct ConvPlan {
 impl KernelOptions {
     /// Every forced alternative to the default choices, named (see
     /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
-    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 11] {
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 12] {
         let d = KernelOptions::default();
         [
             (
@@ -270,6 +276,13 @@ impl KernelOptions {
                 "texture input",
                 KernelOptions {
                     input: InputChoice::Texture,
+                    ..d
+                },
+            ),
+            (
+                "depthwise on repacked quads",
+                KernelOptions {
+                    dw_repacked: true,
                     ..d
                 },
             ),
@@ -412,6 +425,7 @@ impl ConvPlan {
                 && tex_width >= 64
                 && l.max_storage_textures_per_shader_stage >= 3,
             depthwise: !o.no_depthwise,
+            dw_direct: !o.dw_repacked,
             search_only: o.search_only,
             wg,
             tkq,

@@ -1,0 +1,340 @@
+// squint: depthwise int8 conv2d read straight from the packed tensor (no repack), with the
+// requantization epilogue fused; appended to `epilogue_table.wgsl`.
+//
+// Output channel o of image n reads input plane (n, o / m) only (m = out_channels / groups, the
+// channel multiplier), so every output is a sum of KH * KW byte-times-weight products and
+// there is no reduction over channels. The input is the packed tensor itself: plane p holds
+// its H * W bytes from word p * plane_words, pixel after pixel (rows are not word-aligned).
+// Bytes are read in the unsigned domain x' = byte ^ FLIP (qint8 bytes XOR 0x80) with zero
+// point z', and weights are the i32 values w - w_zp, so
+//   acc[n, o, p] = sum_taps (x' - z') * (w - w_zp) = sum_taps x' * (w - w_zp) - z' * S(o),
+// S(o) = sum_taps (w - w_zp) (the epilogue table's second vec4); taps in the padding read z'
+// and add exactly 0. Products of a byte and a value in [-255, 255] summed in wrapping i32: the
+// CPU reference's sum, bit for bit.
+//
+// Work: an invocation computes one packed output word (4 consecutive pixels of one output
+// plane); the grid is (word groups of a plane, output channels, images), so the weights and
+// the epilogue header a workgroup reads are the same for all its invocations. Where a kernel
+// row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
+// 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
+// texel loads (or four word loads): the 12 bytes from the first input column are aligned into
+// three words (funnel shifts), bytes outside the image replaced by z', and each byte unpacked
+// once for the 4 outputs; a word across two output rows (`TWO`) sums both rows' spans and
+// keeps each pixel's. Otherwise (dilation, wide strides or kernels) pixel by pixel, one byte
+// load per tap.
+//
+// Written for CPU adapters as much as for GPUs: lavapipe and llvmpipe run 8 invocations as
+// SIMD lanes, execute both sides of a branch that depends on the invocation, run a storage
+// buffer load at per-invocation addresses as a loop over the lanes (texel loads are plain
+// per-lane loads), and divide integers lane by lane. Hence no branch but the final store's,
+// loops of constant trip counts (KH, KW: unrolled), the input and tables in textures there,
+// and divisions as float estimates corrected exactly (`udiv`) or avoided by the grid.
+//
+// Buffers (storage windows bound by the host; indices are global and the window's base is
+// subtracted). With XTEX (CPU adapters, where a storage-buffer load at per-invocation
+// addresses costs a loop over the SIMD lanes, and texel loads are vector gathers) the input
+// and the epilogue table are rgba32uint storage textures instead: vec4 i at texel
+// (i % 2^log2_width, i >> log2_width).
+// * `u` (uniform): the dispatch's workgroup range and the geometry (`ConvDwDirectParams` in
+//   `src/gpu/kernels.rs`; names and offsets checked by `kernel_contract.rs`).
+// * `x` / `xt`: the packed input tensor (words from `u.x_base`; XTEX: a copy, 4 words per
+//   texel).
+// * `wts` / `wt`: the weights w - w_zp as i32, two vec4s (8 values, zero past KW) per output
+//   channel and kernel row (from `u.w_base`).
+// * `etab` / `et`: the epilogue table, E_VEC4 vec4s per output channel (from
+//   `u.etab_base`).
+// * `y` (read_write): the packed output, `pixel_tiles` words per (n, o) plane (from
+//   `u.y_base`).
+
+override WG: u32 = 64u;
+// Kernel height and width (at most 8), horizontal stride: constants, so that the loops over
+// taps unroll and the row path's byte indices are constants.
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SW: u32 = 1u;
+// 1: the row path (dilation_w == 1, 3 * SW + KW <= 12, KW <= 8, output rows of at least 4
+// pixels); 0: pixel by pixel.
+override ROW: u32 = 1u;
+// 1 when a packed word may hold pixels of two output rows (the row path then sums both).
+override TWO: u32 = 0u;
+// 1 when the channel multiplier is 1 (output channel o reads input channel o).
+override MULT: u32 = 1u;
+// 0x80808080 for qint8 input (bytes to the unsigned domain), else 0.
+override FLIP: u32 = 0u;
+
+struct Params {
+    n_begin: u32, // first image of the dispatch
+    pixel_tiles: u32, // packed words per output plane
+    plane_out: u32,
+    w_out: u32,
+    c_out: u32,
+    channel_multiplier: u32, // output channels per input channel
+    c_in: u32,
+    h: u32,
+    w: u32,
+    plane_words: u32, // packed words per input plane
+    stride_h: u32,
+    dilation_h: u32,
+    dilation_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    x_base: u32, // first word of the input window
+    w_base: u32, // first i32 of the weights window
+    etab_base: u32, // first vec4 of the epilogue-table window
+    y_base: u32, // first word of the output window
+    x_zero_point: i32, // z': the input zero point in the unsigned domain
+    w_out_rcp: f32, // f32(1 / w_out), for `udiv`
+    m_rcp: f32, // f32(1 / channel_multiplier), for `udiv`
+    x_tex_log2_width: u32, // log2 width of the input texture (XTEX)
+    w_tex_log2_width: u32, // log2 width of the weights texture (XTEX)
+    etab_tex_log2_width: u32, // log2 width of the epilogue-table texture (XTEX)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: Params;
+//#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
+//#else
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+//#endif
+//#if XTEX
+@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var et: texture_storage_2d<rgba32uint, read>;
+//#else
+@group(0) @binding(2) var<storage, read> wts: array<vec4<i32>>;
+@group(0) @binding(3) var<storage, read> etab: array<vec4<u32>>;
+//#endif
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+
+fn load_e(i: u32) -> vec4<u32> {
+//#if XTEX
+    let mask = (1u << u.etab_tex_log2_width) - 1u;
+    return textureLoad(et, vec2<u32>(i & mask, i >> u.etab_tex_log2_width));
+//#else
+    return etab[i - u.etab_base];
+//#endif
+}
+
+// Weights vec4 `i`.
+fn load_w(i: u32) -> vec4<i32> {
+//#if XTEX
+    let mask = (1u << u.w_tex_log2_width) - 1u;
+    return vec4<i32>(textureLoad(wt, vec2<u32>(i & mask, i >> u.w_tex_log2_width)));
+//#else
+    return wts[i - u.w_base];
+//#endif
+}
+
+// Weight kx (0..7) of a kernel row's two vec4s.
+fn weight(w: array<vec4<i32>, 2>, kx: u32) -> i32 {
+    let v = w[kx >> 2u];
+    let k = kx & 3u;
+    return select(select(v.x, v.y, k == 1u), select(v.z, v.w, k == 3u), k >= 2u);
+}
+
+//#if XTEX
+// Texel `i` of the input copy (4 words); out of the texture for a negative `i`.
+fn load_texel(i: i32) -> vec4<u32> {
+    let j = u32(i);
+    let mask = (1u << u.x_tex_log2_width) - 1u;
+    return textureLoad(xt, vec2<u32>(j & mask, j >> u.x_tex_log2_width));
+}
+
+// Component k (0..3) of `t`.
+fn pick(t: vec4<u32>, k: u32) -> u32 {
+    return select(select(t.x, t.y, k == 1u), select(t.z, t.w, k == 3u), k >= 2u);
+}
+//#endif
+
+// Input word `i` (a global word index, wrapping) in the unsigned domain; indices outside the
+// input read some other word (only ever for bytes the caller replaces by z').
+fn load_x(i: u32) -> u32 {
+//#if XTEX
+    return pick(load_texel(i32(i) >> 2u), i & 3u) ^ FLIP;
+//#else
+    return x[min(i - u.x_base, arrayLength(&x) - 1u)] ^ FLIP;
+//#endif
+}
+
+// Input words q .. q + 3 (q a global word index, wrapping; -1 for the word before the
+// first), in the unsigned domain.
+fn load_span(q: u32) -> vec4<u32> {
+//#if XTEX
+    // Two texels, the 4 words from word q & 3 of the first.
+    let i = i32(q) >> 2u;
+    let t0 = load_texel(i);
+    let t1 = load_texel(i + 1);
+    let k = q & 3u;
+    let v = vec4<u32>(
+        pick(t0, k),
+        pick(vec4<u32>(t0.yzw, t1.x), k),
+        pick(vec4<u32>(t0.zw, t1.xy), k),
+        pick(vec4<u32>(t0.w, t1.xyz), k),
+    );
+    return v ^ vec4<u32>(FLIP);
+//#else
+    return vec4<u32>(load_x(q), load_x(q + 1u), load_x(q + 2u), load_x(q + 3u));
+//#endif
+}
+
+// floor(a / d) for a < 2^23 and d >= 1, `rcp` = f32(1 / d): a float estimate within 2 of the
+// quotient (|a * rcp - a / d| < 2^-22 * a / d), corrected exactly by the remainder's sign and
+// size. Vector floats instead of an integer division, which CPU adapters run lane by lane.
+fn udiv(a: u32, d: u32, rcp: f32) -> u32 {
+    var q = u32(f32(a) * rcp);
+    var r = i32(a) - i32(q * d);
+    let di = i32(d);
+    for (var i = 0; i < 2; i++) {
+        q = select(q, q - 1u, r < 0);
+        r = select(r, r + di, r < 0);
+        q = select(q, q + 1u, r >= di);
+        r = select(r, r - di, r >= di);
+    }
+    return q;
+}
+
+// Bytes r/8 .. r/8 + 3 of the 8 bytes (lo, hi), r in {0, 8, 16, 24}.
+fn funnel(lo: u32, hi: u32, r: u32) -> u32 {
+    return (lo >> r) | ((hi << 1u) << (31u - r));
+}
+
+// Bytes 0 .. k - 1 of a word set (k in 0..=4).
+fn low_bytes(k: i32) -> u32 {
+    return select(0u, 0xffffffffu >> (32u - 8u * u32(k)), k > 0);
+}
+
+// Word `a` holding bytes first .. first + 3 of a row span, with the bytes outside [lo, hi)
+// replaced by the zero point's bytes `zq`.
+fn keep(a: u32, lo: i32, hi: i32, first: i32, zq: u32) -> u32 {
+    let m = low_bytes(clamp(hi - first, 0, 4)) & ~low_bytes(clamp(lo - first, 0, 4));
+    return (a & m) | (zq & ~m);
+}
+
+// Byte j (0..11) of the aligned words (a0, a1, a2).
+fn byte_of(a0: u32, a1: u32, a2: u32, j: u32) -> i32 {
+    let a = select(select(a0, a1, j >= 4u), a2, j >= 8u);
+    return i32((a >> ((j & 3u) * 8u)) & 0xffu);
+}
+
+// Kernel row ky's sums for 4 pixels on output row oy from output column ox0 (columns past the
+// row's end give values the caller drops), the row's weights `wr`.
+fn row_sums(
+    xplane: u32,
+    oy: u32,
+    ox0: i32,
+    ky: u32,
+    wr: array<vec4<i32>, 2>,
+    zq: u32,
+) -> vec4<i32> {
+    let h = i32(u.h);
+    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let row_ok = iy >= 0 && iy < h;
+    // Byte j of the span is input column cx0 + j; columns [lo, hi) of it lie in the image.
+    let cx0 = ox0 * i32(SW) - i32(u.pad_w);
+    let lo = select(12, clamp(-cx0, 0, 12), row_ok);
+    let hi = select(0, clamp(i32(u.w) - cx0, 0, 12), row_ok);
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(cx0);
+    // Word of the span's first byte: an arithmetic shift, so that a column left of the first
+    // plane's first byte gives word -1 (wrapping), whose next word is word 0.
+    let span = load_span(u32(i32(b) >> 2u));
+    let r = (b & 3u) * 8u;
+    let a0 = keep(funnel(span.x, span.y, r), lo, hi, 0, zq);
+    let a1 = keep(funnel(span.y, span.z, r), lo, hi, 4, zq);
+    let a2 = keep(funnel(span.z, span.w, r), lo, hi, 8, zq);
+    var acc = vec4<i32>(0);
+    for (var kx = 0u; kx < KW; kx++) {
+        let v = vec4<i32>(
+            byte_of(a0, a1, a2, kx),
+            byte_of(a0, a1, a2, SW + kx),
+            byte_of(a0, a1, a2, 2u * SW + kx),
+            byte_of(a0, a1, a2, 3u * SW + kx),
+        );
+        acc += v * weight(wr, kx);
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // No branch depends on the invocation but the final store's, and every loop has a
+    // constant trip count: CPU adapters run both sides of a divergent branch.
+    // The grid: (word groups of a plane, output channels, images).
+    let o = wid.y;
+    let n = u.n_begin + wid.z;
+    let t = n * u.c_out + o; // output plane
+    let pt = wid.x * WG + lid;
+    let ptc = min(pt, u.pixel_tiles - 1u);
+    var c = o;
+    if (MULT == 0u) {
+        c = udiv(o, u.channel_multiplier, u.m_rcp);
+    }
+    // Byte offset of the input plane (wrapping u32 arithmetic: a negative column offset
+    // wraps and is masked).
+    let xplane = (n * u.c_in + c) * u.plane_words * 4u;
+    let wq = o * KH * 2u;
+    let z = u.x_zero_point;
+    let zq = u32(z) * 0x01010101u;
+    let p0 = ptc * 4u;
+    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
+    var acc = vec4<i32>(0);
+    if (ROW == 1u) {
+        // Pixel j at output column ox0 + j of row oy0, or (TWO: output rows not a multiple
+        // of 4 pixels wide, at least 4) at column ox0 + j - w_out of row oy0 + 1.
+        let oy0 = udiv(p0, u.w_out, u.w_out_rcp);
+        let ox0 = i32(p0 - oy0 * u.w_out);
+        let next = vec4<i32>(lanes) + ox0 >= vec4<i32>(i32(u.w_out));
+        for (var ky = 0u; ky < KH; ky++) {
+            let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+            let s0 = row_sums(xplane, oy0, ox0, ky, wr, zq);
+            if (TWO == 1u) {
+                let s1 = row_sums(xplane, oy0 + 1u, ox0 - i32(u.w_out), ky, wr, zq);
+                acc += select(s0, s1, next);
+            } else {
+                acc += s0;
+            }
+        }
+    } else {
+        // Pixel by pixel, one byte load per tap (pixels past the plane's end are computed on
+        // its last pixel and not stored).
+        let p = min(vec4<u32>(p0) + lanes, vec4<u32>(u.plane_out - 1u));
+        let oy = vec4<u32>(
+            udiv(p.x, u.w_out, u.w_out_rcp),
+            udiv(p.y, u.w_out, u.w_out_rcp),
+            udiv(p.z, u.w_out, u.w_out_rcp),
+            udiv(p.w, u.w_out, u.w_out_rcp),
+        );
+        let ox = p - oy * u.w_out;
+        let h = i32(u.h);
+        for (var ky = 0u; ky < KH; ky++) {
+            let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+            let iy = vec4<i32>(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+            let row_ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(h));
+            for (var kx = 0u; kx < KW; kx++) {
+                let wv = weight(wr, kx);
+                let ix = vec4<i32>(ox * SW + kx * u.dilation_w) - i32(u.pad_w);
+                let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(u.w)));
+                let bi = xplane + vec4<u32>(max(iy, vec4<i32>(0))) * u.w
+                    + vec4<u32>(max(ix, vec4<i32>(0)));
+                let v = vec4<i32>(
+                    i32((load_x(bi.x >> 2u) >> ((bi.x & 3u) * 8u)) & 0xffu),
+                    i32((load_x(bi.y >> 2u) >> ((bi.y & 3u) * 8u)) & 0xffu),
+                    i32((load_x(bi.z >> 2u) >> ((bi.z & 3u) * 8u)) & 0xffu),
+                    i32((load_x(bi.w >> 2u) >> ((bi.w & 3u) * 8u)) & 0xffu),
+                );
+                acc += select(vec4<i32>(z), v, ok) * wv;
+            }
+        }
+    }
+    let e = load_e(o * E_VEC4);
+    let sum_w = i32(load_e(o * E_VEC4 + 1u).y);
+    let px_ok = vec4<u32>(p0) + lanes < vec4<u32>(u.plane_out);
+    let word = pack_levels(acc - vec4<i32>(z * sum_w), o, e, px_ok);
+    if (pt < u.pixel_tiles) {
+        y[t * u.pixel_tiles + pt - u.y_base] = word;
+    }
+}
