@@ -1090,7 +1090,7 @@ impl GpuConv2d {
             ("SW", sw),
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
-            ("TWO", u32::from(row && s.w_out % 4 != 0)),
+            ("TWO", u32::from(row && !s.w_out.is_multiple_of(4))),
             ("FLIP", domain.flip * 0x0101_0101),
         ];
         let output_dims = s.output_dims();
