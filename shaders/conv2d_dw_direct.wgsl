@@ -59,6 +59,11 @@ override ROW: u32 = 1u;
 override TWO: u32 = 0u;
 // 1 when the channel multiplier is 1 (output channel o reads input channel o).
 override MULT: u32 = 1u;
+// 0 when every channel's float estimate is within one level of its epilogue's
+// (`StepTable::estimate_within_one_level`): its two thresholds then decide the level; 1: the
+// table's search where they do not confirm it (whose loop body CPU adapters run for every
+// output).
+override SEARCH: u32 = 1u;
 // 0x80808080 for qint8 input (bytes to the unsigned domain), else 0.
 override FLIP: u32 = 0u;
 
@@ -177,6 +182,21 @@ fn load_span(q: u32) -> vec4<u32> {
 //#else
     return vec4<u32>(load_x(q), load_x(q + 1u), load_x(q + 2u), load_x(q + 3u));
 //#endif
+}
+
+// `StepTable::lookup_near`: the level of `acc` in channel c (header `h`) from the float
+// estimate moved by at most one step by its two thresholds (exact where the host checked that
+// the estimate is within one level; thresholds past the table's ends are read clamped and
+// ignored).
+fn level_near(acc: i32, c: u32, h: vec4<u32>) -> i32 {
+    let base = i32(h.z);
+    let top = i32(h.w);
+    let e = round(f32(acc) * bitcast<f32>(h.x) + bitcast<f32>(h.y));
+    let k = clamp(i32(clamp(e, f32(base), f32(top))), base, top);
+    let last = max(top - base - 1, 0);
+    let down = k > base && acc < e_threshold(c, u32(clamp(k - base - 1, 0, last)));
+    let up = k < top && acc >= e_threshold(c, u32(clamp(k - base, 0, last)));
+    return k - select(0, 1, down) + select(0, 1, up);
 }
 
 // floor(a / d) for a < 2^23 and d >= 1, `rcp` = f32(1 / d): a float estimate within 2 of the
@@ -333,7 +353,16 @@ fn main(
     let e = load_e(o * E_VEC4);
     let sum_w = i32(load_e(o * E_VEC4 + 1u).y);
     let px_ok = vec4<u32>(p0) + lanes < vec4<u32>(u.plane_out);
-    let word = pack_levels(acc - vec4<i32>(z * sum_w), o, e, px_ok);
+    var word = 0u;
+    let v = acc - vec4<i32>(z * sum_w);
+    if (SEARCH == 1u) {
+        word = pack_levels(v, o, e, px_ok);
+    } else {
+        let l = vec4<i32>(level_near(v.x, o, e), level_near(v.y, o, e), level_near(v.z, o, e),
+            level_near(v.w, o, e));
+        let b = select(vec4<u32>(0u), vec4<u32>(l) & vec4<u32>(0xffu), px_ok);
+        word = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+    }
     if (pt < u.pixel_tiles) {
         y[t * u.pixel_tiles + pt - u.y_base] = word;
     }

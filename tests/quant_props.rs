@@ -96,6 +96,7 @@ proptest! {
         let Ok(epi) = Epilogue::new(RequantFormula::ALL[formula], sx, &w, Some(&[b]), out, relu, 1)
         else { return Ok(()) };
         let t = epi.step_table(0);
+        let near = t.estimate_within_one_level();
         let l = t.limit;
         prop_assert_eq!(l, epi.accumulator_limit(0));
         prop_assert!(t.thresholds.windows(2).all(|p| p[0] <= p[1]), "not sorted");
@@ -110,8 +111,21 @@ proptest! {
             let want = epi.apply(acc, 0);
             prop_assert_eq!(t.lookup(acc), want, "lookup at {}", acc);
             prop_assert_eq!(t.search(acc), want, "search at {}", acc);
+            if near {
+                prop_assert_eq!(t.lookup_near(acc), want, "lookup_near at {}", acc);
+            }
+        }
+        // Typical layers' tables qualify for the search-free lookup.
+        if near_expected(&t) {
+            prop_assert!(near, "{:?}", (t.slope, t.offset, t.base, t.top));
         }
     }
+}
+
+/// A table whose formula is close to affine over a wide range of levels: its estimate must
+/// qualify for `lookup_near`.
+fn near_expected(t: &squint::quant::StepTable) -> bool {
+    t.top - t.base >= 16 && t.slope > 0.0 && t.slope < 1.0
 }
 
 proptest! {
@@ -159,6 +173,34 @@ fn step_table_of_a_typical_layer_has_a_threshold_per_level_and_a_good_estimate()
         let t = epi.step_table(0);
         assert_eq!((t.base, t.top), (0, 255), "{formula}");
         assert_eq!(t.thresholds.len(), 255, "{formula}");
+        assert!(
+            t.estimate_within_one_level(),
+            "{formula}: the search-free lookup"
+        );
+        // A useless estimate, or one off by more than a level somewhere, does not qualify.
+        let flat = squint::quant::StepTable {
+            slope: 0.0,
+            ..t.clone()
+        };
+        assert!(
+            !flat.estimate_within_one_level(),
+            "{formula}: flat estimate"
+        );
+        let shifted = squint::quant::StepTable {
+            offset: t.offset + 1.2,
+            ..t.clone()
+        };
+        assert!(
+            !shifted.estimate_within_one_level(),
+            "{formula}: shifted estimate"
+        );
+        assert!(
+            (-60_000..60_000).any(|acc| shifted.lookup_near(acc) != epi.apply(acc, 0)),
+            "{formula}: the shifted estimate misses somewhere"
+        );
+        for acc in (-60_000..60_000).step_by(3) {
+            assert_eq!(t.lookup_near(acc), epi.apply(acc, 0), "{formula}: {acc}");
+        }
         // The estimate alone is right except near rounding ties (and, for fixed point, where
         // its two roundings differ from one): the table lookup rarely has to search.
         let mut right = 0;

@@ -353,6 +353,10 @@ pub struct GpuConv2d {
     epi: Epilogue,
     /// `Σ|w − w_zp|` per output channel, for the accumulator check of every run.
     sum_abs: Vec<i128>,
+    /// Every channel's estimated level is within one level of the epilogue's
+    /// ([`crate::quant::StepTable::estimate_within_one_level`]): kernels may correct it by its
+    /// two thresholds without a search.
+    near_levels: bool,
 }
 
 /// The device objects of a [`GpuConv2d`].
@@ -429,10 +433,12 @@ impl WeightTexture {
 ///
 /// With `search_only` the estimate is the constant `base`, so nearly every value takes the
 /// table search (to test that path).
-fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> Vec<u32> {
+fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> (Vec<u32>, bool) {
     let mut words = Vec::with_capacity(meta.len() * TABLE_VEC4 as usize * 4);
+    let mut near = !search_only;
     for (o, m) in meta.iter().enumerate() {
         let t = epi.step_table(o);
+        near = near && t.estimate_within_one_level();
         // The estimate is only a speed hint; keep it finite.
         let (slope, offset) = if t.slope.is_finite() && t.offset.is_finite() && !search_only {
             (t.slope, t.offset)
@@ -453,7 +459,7 @@ fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> Vec<u
         words.extend(t.thresholds.iter().map(|&v| v as u32));
         words.resize(start + (TABLE_VEC4 as usize - 2) * 4, 0);
     }
-    words
+    (words, near)
 }
 
 /// The GEMM kernel's weight layout: vec4 ((block * k_quads + q) * 8 + lane) holds the 16
@@ -596,7 +602,7 @@ impl GpuConv2d {
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
-        let table = epilogue_table(epi, &meta, plan_k.search_only);
+        let (table, near_levels) = epilogue_table(epi, &meta, plan_k.search_only);
         let res = ctx.scoped("uploading conv weights", || {
             let weights_tex = if plan_k.textures {
                 WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
@@ -651,6 +657,7 @@ impl GpuConv2d {
             res: Gated::new(res, ctx.gate()),
             epi: epi.clone(),
             sum_abs: weight_abs_sums(w, w_qp, c_out, k),
+            near_levels,
         })
     }
 
@@ -1090,6 +1097,7 @@ impl GpuConv2d {
             ("SW", sw),
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
+            ("SEARCH", u32::from(!self.near_levels)),
             ("TWO", u32::from(row && !s.w_out.is_multiple_of(4))),
             ("FLIP", domain.flip * 0x0101_0101),
         ];

@@ -88,6 +88,63 @@ impl StepTable {
         self.search(acc)
     }
 
+    /// Whether the estimate `rne(slope * acc + offset)`, clamped to `[base, top]`, lies within
+    /// one level of the step function's level for every accumulator of the domain, even with
+    /// a float error of up to `2^-20 * (|slope * acc| + |offset| + 1)` (many ULPs: f32
+    /// multiply and add, fused or not, are within half an ULP each). Then the level is the
+    /// estimate moved by at most one step by its two thresholds ([`StepTable::lookup_near`]),
+    /// and no search is needed.
+    ///
+    /// Level `k`'s accumulators are `[t_k, t_(k+1) - 1]` (from `-L` for `base`, to `L` for
+    /// `top`); the estimate is non-decreasing (`slope >= 0`), so it suffices that at `t_k` it
+    /// exceeds `k - 1.5` and at `t_(k+1) - 1` stays below `k + 1.5`, by the error bound
+    /// (round to nearest can then only give `k - 1`, `k` or `k + 1`, and clamping to
+    /// `[base, top]` only moves it closer).
+    pub fn estimate_within_one_level(&self) -> bool {
+        let (slope, offset) = (self.slope as f64, self.offset as f64);
+        if !(slope.is_finite() && offset.is_finite() && slope >= 0.0) || self.top < self.base {
+            return false;
+        }
+        let bounds = |acc: i64| {
+            let e = slope * acc as f64 + offset;
+            let err = 2f64.powi(-20) * ((slope * acc as f64).abs() + offset.abs() + 1.0);
+            (e - err, e + err)
+        };
+        let limit = self.limit as i64;
+        (self.base..=self.top).all(|k| {
+            let lo = if k == self.base {
+                -limit
+            } else {
+                self.t(k) as i64
+            };
+            let hi = if k == self.top {
+                limit
+            } else {
+                self.t(k + 1) as i64 - 1
+            };
+            if lo > hi {
+                // A level no accumulator reaches (a duplicate threshold).
+                return true;
+            }
+            (k == self.base || bounds(lo).0 > k as f64 - 1.5)
+                && (k == self.top || bounds(hi).1 < k as f64 + 1.5)
+        })
+    }
+
+    /// The level of `acc` (in `[-limit, limit]`) from the estimate and its two thresholds
+    /// alone, as `conv2d_dw_direct.wgsl` computes it where [`StepTable::estimate_within_one_level`]
+    /// holds (then it equals `Epilogue::apply(acc, o)`; otherwise it need not).
+    pub fn lookup_near(&self, acc: i32) -> i32 {
+        let e = rne(acc as f32 * self.slope + self.offset);
+        if self.top < self.base {
+            return self.base;
+        }
+        let k = e.clamp(self.base as f32, self.top as f32) as i32;
+        let down = k > self.base && acc < self.t(k);
+        let up = k < self.top && acc >= self.t(k + 1);
+        k - i32::from(down) + i32::from(up)
+    }
+
     /// The level of `acc` by binary search only.
     pub fn search(&self, acc: i32) -> i32 {
         let (mut lo, mut hi) = (self.base, self.top);
