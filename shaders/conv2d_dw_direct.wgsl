@@ -225,11 +225,19 @@ fn low_bytes(k: i32) -> u32 {
     return select(0u, 0xffffffffu >> (32u - 8u * u32(k)), k > 0);
 }
 
-// Word `a` holding bytes first .. first + 3 of a row span, with the bytes outside [lo, hi)
-// replaced by the zero point's bytes `zq`.
-fn keep(a: u32, lo: i32, hi: i32, first: i32, zq: u32) -> u32 {
-    let m = low_bytes(clamp(hi - first, 0, 4)) & ~low_bytes(clamp(lo - first, 0, 4));
-    return (a & m) | (zq & ~m);
+// The byte masks of the 12-byte row span of output column ox0 (bytes 4k .. 4k + 3 in word
+// k): set where the input column lies in the image.
+fn column_masks(ox0: i32) -> vec3<u32> {
+    let cx0 = ox0 * i32(SW) - i32(u.pad_w);
+    let lo = vec3<i32>(clamp(-cx0, 0, 12)) - vec3<i32>(0, 4, 8);
+    let hi = vec3<i32>(clamp(i32(u.w) - cx0, 0, 12)) - vec3<i32>(0, 4, 8);
+    let lo_c = clamp(lo, vec3<i32>(0), vec3<i32>(4));
+    let hi_c = clamp(hi, vec3<i32>(0), vec3<i32>(4));
+    return vec3<u32>(
+        low_bytes(hi_c.x) & ~low_bytes(lo_c.x),
+        low_bytes(hi_c.y) & ~low_bytes(lo_c.y),
+        low_bytes(hi_c.z) & ~low_bytes(lo_c.z),
+    );
 }
 
 // Byte j (0..11) of the aligned words (a0, a1, a2).
@@ -244,6 +252,7 @@ fn row_sums(
     xplane: u32,
     oy: u32,
     ox0: i32,
+    cols: vec3<u32>,
     ky: u32,
     wr: array<vec4<i32>, 2>,
     zq: u32,
@@ -251,18 +260,21 @@ fn row_sums(
     let h = i32(u.h);
     let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
     let row_ok = iy >= 0 && iy < h;
-    // Byte j of the span is input column cx0 + j; columns [lo, hi) of it lie in the image.
+    // Byte j of the span is input column cx0 + j.
     let cx0 = ox0 * i32(SW) - i32(u.pad_w);
-    let lo = select(12, clamp(-cx0, 0, 12), row_ok);
-    let hi = select(0, clamp(i32(u.w) - cx0, 0, 12), row_ok);
     let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(cx0);
     // Word of the span's first byte: an arithmetic shift, so that a column left of the first
     // plane's first byte gives word -1 (wrapping), whose next word is word 0.
     let span = load_span(u32(i32(b) >> 2u));
     let r = (b & 3u) * 8u;
-    let a0 = keep(funnel(span.x, span.y, r), lo, hi, 0, zq);
-    let a1 = keep(funnel(span.y, span.z, r), lo, hi, 4, zq);
-    let a2 = keep(funnel(span.z, span.w, r), lo, hi, 8, zq);
+    // The bytes of columns outside the image, and of a row outside it, read z'.
+    let m = select(vec3<u32>(0u), cols, vec3<bool>(row_ok));
+    let a = vec3<u32>(funnel(span.x, span.y, r), funnel(span.y, span.z, r),
+        funnel(span.z, span.w, r));
+    let k = (a & m) | (vec3<u32>(zq) & ~m);
+    let a0 = k.x;
+    let a1 = k.y;
+    let a2 = k.z;
     var acc = vec4<i32>(0);
     for (var kx = 0u; kx < KW; kx++) {
         let v = vec4<i32>(
@@ -308,11 +320,14 @@ fn main(
         let oy0 = udiv(p0, u.w_out, u.w_out_rcp);
         let ox0 = i32(p0 - oy0 * u.w_out);
         let next = vec4<i32>(lanes) + ox0 >= vec4<i32>(i32(u.w_out));
+        let ox1 = ox0 - i32(u.w_out);
+        let cols0 = column_masks(ox0);
+        let cols1 = column_masks(ox1);
         for (var ky = 0u; ky < KH; ky++) {
             let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
-            let s0 = row_sums(xplane, oy0, ox0, ky, wr, zq);
+            let s0 = row_sums(xplane, oy0, ox0, cols0, ky, wr, zq);
             if (TWO == 1u) {
-                let s1 = row_sums(xplane, oy0 + 1u, ox0 - i32(u.w_out), ky, wr, zq);
+                let s1 = row_sums(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
                 acc += select(s0, s1, next);
             } else {
                 acc += s0;
