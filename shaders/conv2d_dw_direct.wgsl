@@ -55,8 +55,11 @@ override SW: u32 = 1u;
 // 1: the row path (dilation_w == 1, 3 * SW + KW <= 12, KW <= 8, output rows of at least 4
 // pixels); 0: pixel by pixel.
 override ROW: u32 = 1u;
-// 1 when a packed word may hold pixels of two output rows (the row path then sums both).
+// 1 when a packed word (PX8: a pair of words) may hold pixels of two output rows (the row
+// path then sums both).
 override TWO: u32 = 0u;
+// 1: the 8-pixel path (`main8`).
+override PX8: u32 = 0u;
 // 1 when the channel multiplier is 1 (output channel o reads input channel o).
 override MULT: u32 = 1u;
 // 0 when every channel's float estimate is within one level of its epilogue's
@@ -163,11 +166,16 @@ fn load_x(i: u32) -> u32 {
 //#endif
 }
 
-// Input words q .. q + 3 (q a global word index, wrapping; -1 for the word before the
-// first), in the unsigned domain.
-fn load_span(q: u32) -> vec4<u32> {
+// Input words q .. q + 4 (q a global word index, wrapping; -1 for the word before the
+// first), in the unsigned domain: words q .. q + 3 and q + 4.
+struct Span {
+    w: vec4<u32>,
+    e: u32,
+}
+
+fn load_span(q: u32) -> Span {
 //#if XTEX
-    // Two texels, the 4 words from word q & 3 of the first.
+    // Two texels, the 5 words from word q & 3 of the first.
     let i = i32(q) >> 2u;
     let t0 = load_texel(i);
     let t1 = load_texel(i + 1);
@@ -178,9 +186,10 @@ fn load_span(q: u32) -> vec4<u32> {
         pick(vec4<u32>(t0.zw, t1.xy), k),
         pick(vec4<u32>(t0.w, t1.xyz), k),
     );
-    return v ^ vec4<u32>(FLIP);
+    return Span(v ^ vec4<u32>(FLIP), pick(t1, k) ^ FLIP);
 //#else
-    return vec4<u32>(load_x(q), load_x(q + 1u), load_x(q + 2u), load_x(q + 3u));
+    return Span(vec4<u32>(load_x(q), load_x(q + 1u), load_x(q + 2u), load_x(q + 3u)),
+        load_x(q + 4u));
 //#endif
 }
 
@@ -265,7 +274,7 @@ fn row_sums(
     let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(cx0);
     // Word of the span's first byte: an arithmetic shift, so that a column left of the first
     // plane's first byte gives word -1 (wrapping), whose next word is word 0.
-    let span = load_span(u32(i32(b) >> 2u));
+    let span = load_span(u32(i32(b) >> 2u)).w;
     let r = (b & 3u) * 8u;
     // The bytes of columns outside the image, and of a row outside it, read z'.
     let m = select(vec3<u32>(0u), cols, vec3<bool>(row_ok));
@@ -288,6 +297,128 @@ fn row_sums(
     return acc;
 }
 
+// The packed output word of the 4 pixels from p0 of channel c (epilogue header `h`), whose
+// accumulators are `v` (bytes of pixels past the plane's end are 0).
+fn requantize(v: vec4<i32>, c: u32, h: vec4<u32>, p0: u32) -> u32 {
+    let px_ok = vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(u.plane_out);
+    if (SEARCH == 1u) {
+        return pack_levels(v, c, h, px_ok);
+    }
+    let l = vec4<i32>(level_near(v.x, c, h), level_near(v.y, c, h), level_near(v.z, c, h),
+        level_near(v.w, c, h));
+    let b = select(vec4<u32>(0u), vec4<u32>(l) & vec4<u32>(0xffu), px_ok);
+    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// The 8-pixel path's sums of kernel row ky for 8 pixels on output row oy from output column
+// ox0 (stride 1; columns past the row's end give values the caller drops): pixels 0..3 and
+// 4..7. The 16-byte span from input column ox0 - pad_w, masked by `cols`.
+fn row_sums8(
+    xplane: u32,
+    oy: u32,
+    ox0: i32,
+    cols: vec4<u32>,
+    ky: u32,
+    wr: array<vec4<i32>, 2>,
+    zq: u32,
+) -> array<vec4<i32>, 2> {
+    let h = i32(u.h);
+    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let row_ok = iy >= 0 && iy < h;
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 - i32(u.pad_w));
+    let q = u32(i32(b) >> 2u);
+    let sp = load_span(q);
+    let span = sp.w;
+    let w4 = sp.e;
+    let r = (b & 3u) * 8u;
+    let m = select(vec4<u32>(0u), cols, vec4<bool>(row_ok));
+    let a = vec4<u32>(funnel(span.x, span.y, r), funnel(span.y, span.z, r),
+        funnel(span.z, span.w, r), funnel(span.w, w4, r));
+    let k = (a & m) | (vec4<u32>(zq) & ~m);
+    var lo = vec4<i32>(0);
+    var hi = vec4<i32>(0);
+    for (var kx = 0u; kx < KW; kx++) {
+        let wv = weight(wr, kx);
+        lo += vec4<i32>(byte16(k, kx), byte16(k, kx + 1u), byte16(k, kx + 2u),
+            byte16(k, kx + 3u)) * wv;
+        hi += vec4<i32>(byte16(k, kx + 4u), byte16(k, kx + 5u), byte16(k, kx + 6u),
+            byte16(k, kx + 7u)) * wv;
+    }
+    return array<vec4<i32>, 2>(lo, hi);
+}
+
+// Byte j (0..15) of the aligned words `a`.
+fn byte16(a: vec4<u32>, j: u32) -> i32 {
+    let v = select(select(a.x, a.y, j >= 4u), select(a.z, a.w, j >= 12u), j >= 8u);
+    return i32((v >> ((j & 3u) * 8u)) & 0xffu);
+}
+
+// The byte masks of the 16-byte row span of output column ox0 (stride 1): set where the
+// input column lies in the image.
+fn column_masks16(ox0: i32) -> vec4<u32> {
+    let cx0 = ox0 - i32(u.pad_w);
+    let first = vec4<i32>(0, 4, 8, 12);
+    let lo = clamp(vec4<i32>(clamp(-cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
+    let hi = clamp(vec4<i32>(clamp(i32(u.w) - cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
+    return vec4<u32>(
+        low_bytes(hi.x) & ~low_bytes(lo.x),
+        low_bytes(hi.y) & ~low_bytes(lo.y),
+        low_bytes(hi.z) & ~low_bytes(lo.z),
+        low_bytes(hi.w) & ~low_bytes(lo.w),
+    );
+}
+
+// The 8-pixel path (`PX8`: stride 1, dilation 1, KW <= 8, output rows of at least 8 pixels):
+// invocation i computes output words 2i and 2i + 1, each kernel row from one 16-byte span
+// (two texel loads), the weights and epilogue header read once for 8 pixels.
+fn main8(o: u32, n: u32, i: u32) {
+    let t = n * u.c_out + o;
+    let pairs = (u.pixel_tiles + 1u) / 2u;
+    let p0 = min(i, pairs - 1u) * 8u;
+    var c = o;
+    if (MULT == 0u) {
+        c = udiv(o, u.channel_multiplier, u.m_rcp);
+    }
+    let xplane = (n * u.c_in + c) * u.plane_words * 4u;
+    let wq = o * KH * 2u;
+    let z = u.x_zero_point;
+    let zq = u32(z) * 0x01010101u;
+    // Pixel j at output column ox0 + j of row oy0, or (TWO: rows not a multiple of 8 pixels
+    // wide) at column ox0 + j - w_out of row oy0 + 1.
+    let oy0 = udiv(p0, u.w_out, u.w_out_rcp);
+    let ox0 = i32(p0 - oy0 * u.w_out);
+    let ox1 = ox0 - i32(u.w_out);
+    let next_lo = vec4<i32>(0, 1, 2, 3) + ox0 >= vec4<i32>(i32(u.w_out));
+    let next_hi = vec4<i32>(4, 5, 6, 7) + ox0 >= vec4<i32>(i32(u.w_out));
+    let cols0 = column_masks16(ox0);
+    let cols1 = column_masks16(ox1);
+    var lo = vec4<i32>(0);
+    var hi = vec4<i32>(0);
+    for (var ky = 0u; ky < KH; ky++) {
+        let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+        let s0 = row_sums8(xplane, oy0, ox0, cols0, ky, wr, zq);
+        if (TWO == 1u) {
+            let s1 = row_sums8(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
+            lo += select(s0[0], s1[0], next_lo);
+            hi += select(s0[1], s1[1], next_hi);
+        } else {
+            lo += s0[0];
+            hi += s0[1];
+        }
+    }
+    let e = load_e(o * E_VEC4);
+    let zs = vec4<i32>(z * i32(load_e(o * E_VEC4 + 1u).y));
+    let w0 = requantize(lo - zs, o, e, p0);
+    let w1 = requantize(hi - zs, o, e, p0 + 4u);
+    let out = t * u.pixel_tiles + 2u * i - u.y_base;
+    if (2u * i < u.pixel_tiles) {
+        y[out] = w0;
+    }
+    if (2u * i + 1u < u.pixel_tiles) {
+        y[out + 1u] = w1;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -298,6 +429,10 @@ fn main(
     // The grid: (word groups of a plane, output channels, images).
     let o = wid.y;
     let n = u.n_begin + wid.z;
+    if (PX8 == 1u) {
+        main8(o, n, wid.x * WG + lid);
+        return;
+    }
     let t = n * u.c_out + o; // output plane
     let pt = wid.x * WG + lid;
     let ptc = min(pt, u.pixel_tiles - 1u);
@@ -366,18 +501,8 @@ fn main(
         }
     }
     let e = load_e(o * E_VEC4);
-    let sum_w = i32(load_e(o * E_VEC4 + 1u).y);
-    let px_ok = vec4<u32>(p0) + lanes < vec4<u32>(u.plane_out);
-    var word = 0u;
-    let v = acc - vec4<i32>(z * sum_w);
-    if (SEARCH == 1u) {
-        word = pack_levels(v, o, e, px_ok);
-    } else {
-        let l = vec4<i32>(level_near(v.x, o, e), level_near(v.y, o, e), level_near(v.z, o, e),
-            level_near(v.w, o, e));
-        let b = select(vec4<u32>(0u), vec4<u32>(l) & vec4<u32>(0xffu), px_ok);
-        word = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-    }
+    let zs = z * i32(load_e(o * E_VEC4 + 1u).y);
+    let word = requantize(acc - vec4<i32>(zs), o, e, p0);
     if (pt < u.pixel_tiles) {
         y[t * u.pixel_tiles + pt - u.y_base] = word;
     }

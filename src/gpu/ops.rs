@@ -1040,9 +1040,20 @@ impl GpuConv2d {
         let (c_out, kh) = (s.c_out as u64, s.kh as u64);
         let plane_out = (s.h_out * s.w_out) as u64;
         let pixel_tiles = plane_out.div_ceil(4);
-        // Workgroups of 8 to 64 invocations (one packed word each), as few as a plane needs.
-        let wg = pixel_tiles.next_power_of_two().clamp(8, 64);
-        let plane_workgroups = pixel_tiles.div_ceil(wg);
+        let p = self.params;
+        let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
+        // The kernel's paths (see its header): 8 pixels per invocation, else 4 (the row path
+        // or pixel by pixel).
+        let px8 = sw == 1 && p.dilation[1] == 1 && s.w_out >= 8;
+        let row = p.dilation[1] == 1 && 3 * sw + kw <= 12 && s.w_out >= 4;
+        let two = match px8 {
+            true => !s.w_out.is_multiple_of(8),
+            false => row && !s.w_out.is_multiple_of(4),
+        };
+        // Workgroups of 8 to 64 invocations, as few as a plane needs.
+        let per_plane = if px8 { pixel_tiles.div_ceil(2) } else { pixel_tiles };
+        let wg = per_plane.next_power_of_two().clamp(8, 64);
+        let plane_workgroups = per_plane.div_ceil(wg);
         let in_plane_bytes = plane_words(x.dims) as u64 * 4;
         let m = c_out / s.c_in as u64;
         let split = ctx.split();
@@ -1086,10 +1097,6 @@ impl GpuConv2d {
             }
             _ => None,
         };
-        let p = self.params;
-        let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
-        // The row path (see the kernel's header).
-        let row = p.dilation[1] == 1 && 3 * sw + kw <= 12 && s.w_out >= 4;
         let overrides = [
             ("WG", wg as u32),
             ("KH", s.kh as u32),
@@ -1098,7 +1105,8 @@ impl GpuConv2d {
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
             ("SEARCH", u32::from(!self.near_levels)),
-            ("TWO", u32::from(row && !s.w_out.is_multiple_of(4))),
+            ("TWO", u32::from(two)),
+            ("PX8", u32::from(px8)),
             ("FLIP", domain.flip * 0x0101_0101),
         ];
         let output_dims = s.output_dims();
