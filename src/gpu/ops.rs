@@ -1051,7 +1051,11 @@ impl GpuConv2d {
             false => row && !s.w_out.is_multiple_of(4),
         };
         // Workgroups of 8 to 64 invocations, as few as a plane needs.
-        let per_plane = if px8 { pixel_tiles.div_ceil(2) } else { pixel_tiles };
+        let per_plane = if px8 {
+            pixel_tiles.div_ceil(2)
+        } else {
+            pixel_tiles
+        };
         let wg = per_plane.next_power_of_two().clamp(8, 64);
         let plane_workgroups = per_plane.div_ceil(wg);
         let in_plane_bytes = plane_words(x.dims) as u64 * 4;
@@ -2104,6 +2108,75 @@ mod tests {
             assert!(none.is_none(), "dw_repacked: the repacked path");
             let repacked = layer.run(repacking, &xt, &x_qp).unwrap();
             assert_eq!(ctx.read_q(&direct).unwrap(), ctx.read_q(&repacked).unwrap());
+        }
+    }
+
+    /// Each path of `conv2d_dw_direct.wgsl`, against the CPU reference: 8 pixels per
+    /// invocation (rows a multiple of 8 wide, or words across two rows), the 4-pixel row path
+    /// (aligned, across rows, stride 2 and 3), pixel by pixel (dilation, a span over 12
+    /// bytes, rows under 4 pixels), the widest kernel, a channel multiplier of 3, both input
+    /// dtypes, weight zero points and a padding wider than the kernel's reach.
+    #[test]
+    fn every_path_of_the_direct_depthwise_kernel_matches_the_reference() {
+        let cp = |stride, padding, dilation| ConvParams {
+            stride,
+            padding,
+            dilation: [dilation; 2],
+            groups: 1,
+        };
+        let cases: [([usize; 4], [usize; 2], ConvParams); 11] = [
+            ([2, 5, 9, 16], [3, 3], ConvParams::default().padding(1)),
+            ([1, 4, 7, 21], [3, 3], ConvParams::default().padding(1)),
+            ([1, 3, 11, 12], [5, 5], ConvParams::default().padding(2)),
+            (
+                [1, 4, 9, 14],
+                [3, 3],
+                ConvParams::default().padding(1).stride(2),
+            ),
+            ([1, 4, 10, 21], [3, 3], cp([1, 3], [0, 0], 1)),
+            (
+                [1, 3, 12, 13],
+                [3, 3],
+                ConvParams::default().padding(2).dilation(2),
+            ),
+            ([1, 3, 9, 30], [3, 5], cp([1, 3], [1, 1], 1)),
+            ([2, 3, 8, 3], [3, 3], ConvParams::default().padding(1)),
+            ([1, 2, 6, 19], [2, 8], cp([1, 1], [0, 3], 1)),
+            ([1, 2, 7, 9], [3, 3], ConvParams::default().padding(1)),
+            ([1, 3, 5, 11], [1, 1], cp([1, 1], [0, 5], 1)),
+        ];
+        for base in testing::contexts() {
+            let ctx = &base.enter().unwrap();
+            for (i, (x_dims, [kh, kw], p)) in cases.into_iter().enumerate() {
+                let c = x_dims[1];
+                // Channel multiplier 3 in the case with 2 channels, else 1.
+                let m = if c == 2 { 3 } else { 1 };
+                let p = p.groups(c);
+                let s = ConvShape::new(x_dims, [c * m, 1, kh, kw], p).unwrap();
+                let w: Vec<i8> = (0..s.weight_len())
+                    .map(|j| ((j * 53 + i * 7) % 255) as i8)
+                    .collect();
+                let zps = (0..c * m).map(|o| (o as i32 % 5) - 2).collect();
+                let w_qp = WeightQParams {
+                    scheme: QScheme::PerChannelAffine,
+                    scales: vec![0.004; c * m],
+                    zero_points: zps,
+                };
+                let dtype = [QDtype::QUInt8, QDtype::QInt8][i % 2];
+                let x_qp = QParams::new(0.03, [7, -5][i % 2], dtype).unwrap();
+                let out = QParams::new(0.08, 3, QDtype::QUInt8).unwrap();
+                let epi =
+                    Epilogue::new(RequantFormula::Fbgemm, 0.03, &w_qp, None, out, false, c * m)
+                        .unwrap();
+                let x: Vec<u8> = (0..s.input_len()).map(|j| (j * 97 + i) as u8).collect();
+                let want = crate::cpu::reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s)
+                    .unwrap();
+                let layer = GpuConv2d::new(ctx, &w, s.weight_dims(), &w_qp, &epi, p).unwrap();
+                let xt = ctx.upload_q(&x, s.input_dims(), dtype).unwrap();
+                let (y, _) = (layer.encode_direct(ctx, &xt, &x_qp, &s, None).unwrap())
+                    .unwrap_or_else(|| panic!("case {i}: not on the direct kernel"));
+                assert_eq!(ctx.read_q(&y).unwrap(), want, "case {i}: {s:?}");
+            }
         }
     }
 
