@@ -202,10 +202,22 @@ fn level_near(acc: i32, c: u32, h: vec4<u32>) -> i32 {
     let top = i32(h.w);
     let e = round(f32(acc) * bitcast<f32>(h.x) + bitcast<f32>(h.y));
     let k = clamp(i32(clamp(e, f32(base), f32(top))), base, top);
-    let last = max(top - base - 1, 0);
-    let down = k > base && acc < e_threshold(c, u32(clamp(k - base - 1, 0, last)));
-    let up = k < top && acc >= e_threshold(c, u32(clamp(k - base, 0, last)));
+    // The pair (t_k, t_(k+1)) of level k (`threshold_pairs` in `src/gpu/ops.rs`).
+    let i = u32(k - base);
+    let v = load_e(c * PAIR_VEC4 + 2u + (i >> 1u));
+    let pair = vec2<i32>(select(v.xy, v.zw, (i & 1u) == 1u));
+    let down = acc < pair.x;
+    let up = k < top && acc >= pair.y;
     return k - select(0, 1, down) + select(0, 1, up);
+}
+
+// vec4s per output channel of the threshold-pair table (SEARCH = 0).
+const PAIR_VEC4: u32 = 130u;
+
+// vec4s per output channel of the epilogue table bound (`etab` / `et`): the threshold pairs,
+// or (SEARCH = 1) the table of `epilogue_table.wgsl`. Both start with the same two vec4s.
+fn table_stride() -> u32 {
+    return select(E_VEC4, PAIR_VEC4, SEARCH == 0u);
 }
 
 // floor(a / d) for a < 2^23 and d >= 1, `rcp` = f32(1 / d): a float estimate within 2 of the
@@ -406,8 +418,8 @@ fn main8(o: u32, n: u32, i: u32) {
             hi += s0[1];
         }
     }
-    let e = load_e(o * E_VEC4);
-    let zs = vec4<i32>(z * i32(load_e(o * E_VEC4 + 1u).y));
+    let e = load_e(o * table_stride());
+    let zs = vec4<i32>(z * i32(load_e(o * table_stride() + 1u).y));
     let w0 = requantize(lo - zs, o, e, p0);
     let w1 = requantize(hi - zs, o, e, p0 + 4u);
     let out = t * u.pixel_tiles + 2u * i - u.y_base;
@@ -500,8 +512,8 @@ fn main(
             }
         }
     }
-    let e = load_e(o * E_VEC4);
-    let zs = z * i32(load_e(o * E_VEC4 + 1u).y);
+    let e = load_e(o * table_stride());
+    let zs = z * i32(load_e(o * table_stride() + 1u).y);
     let word = requantize(acc - vec4<i32>(zs), o, e, p0);
     if (pt < u.pixel_tiles) {
         y[t * u.pixel_tiles + pt - u.y_base] = word;

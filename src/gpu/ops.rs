@@ -353,26 +353,61 @@ pub struct GpuConv2d {
     epi: Epilogue,
     /// `Σ|w − w_zp|` per output channel, for the accumulator check of every run.
     sum_abs: Vec<i128>,
-    /// Every channel's estimated level is within one level of the epilogue's
-    /// ([`crate::quant::StepTable::estimate_within_one_level`]): kernels may correct it by its
-    /// two thresholds without a search.
-    near_levels: bool,
 }
 
 /// The device objects of a [`GpuConv2d`].
 #[derive(Debug)]
 struct LayerResources {
     weights: wgpu::Buffer,
-    /// Depthwise layers of at most 8 columns: the weights of the kernel that reads the packed
-    /// tensor (`conv2d_dw_direct.wgsl`, see [`direct_depthwise_weights`]), and again as a
-    /// texture (for the texture kernel).
-    dw_weights: Option<(wgpu::Buffer, Option<WeightTexture>)>,
+    /// Depthwise layers of at most 8 columns: the resources of the kernel that reads the
+    /// packed tensor (`conv2d_dw_direct.wgsl`).
+    direct: Option<DirectDepthwise>,
     /// The weights again as a read-only storage texture (for the texture kernels).
     weights_tex: Option<WeightTexture>,
     /// The epilogue table (`epilogue_table`): `TABLE_VEC4` vec4s per output channel.
     etab: wgpu::Buffer,
     /// The epilogue table again as a texture (for the texture kernels).
     etab_tex: Option<WeightTexture>,
+}
+
+/// The resources of `conv2d_dw_direct.wgsl`, each with its texture copy where the device
+/// allows (for the texture kernel).
+#[derive(Debug)]
+struct DirectDepthwise {
+    /// See [`direct_depthwise_weights`].
+    weights: (wgpu::Buffer, Option<WeightTexture>),
+    /// Where every channel's estimate is within one level of its epilogue's
+    /// ([`crate::quant::StepTable::estimate_within_one_level`]): the epilogue as threshold
+    /// pairs ([`threshold_pairs`]), one texel read per output and no search.
+    pairs: Option<(wgpu::Buffer, Option<WeightTexture>)>,
+}
+
+/// vec4s per output channel of [`threshold_pairs`].
+const PAIR_VEC4: u64 = 130;
+
+/// The epilogue of `conv2d_dw_direct.wgsl` where every estimate is within one level: per
+/// output channel, [`PAIR_VEC4`] vec4s: the header vec4 and the weight-sum vec4 of
+/// [`epilogue_table`], then for each level k from `base` to `top` the pair
+/// `(t_k, t_(k+1))` (k's smallest accumulator and k + 1's; `i32::MIN` below `base`'s,
+/// `i32::MAX` above `top`'s), two pairs per vec4.
+fn threshold_pairs(epi: &Epilogue, table: &[u32]) -> Vec<u32> {
+    let per = TABLE_VEC4 as usize * 4;
+    let mut words = Vec::with_capacity(epi.channels.len() * PAIR_VEC4 as usize * 4);
+    for (o, head) in table.chunks(per).enumerate() {
+        let t = epi.step_table(o);
+        let start = words.len();
+        words.extend_from_slice(&head[..8]);
+        let th = |k: i32| match k - t.base - 1 {
+            i if i < 0 => i32::MIN,
+            i => t.thresholds.get(i as usize).copied().unwrap_or(i32::MAX),
+        };
+        for k in t.base..=t.top {
+            let hi = if k == t.top { i32::MAX } else { th(k + 1) };
+            words.extend([th(k) as u32, hi as u32]);
+        }
+        words.resize(start + PAIR_VEC4 as usize * 4, 0);
+    }
+    words
 }
 
 /// Weights as an rgba32uint texture: vec4 i at texel (i % 2^log2_width, i >> log2_width).
@@ -609,22 +644,29 @@ impl GpuConv2d {
             } else {
                 None
             };
-            let dw_weights = match depthwise && kw <= 8 {
-                true => {
-                    let words = direct_depthwise_weights(w, w_dims, w_qp);
-                    let buffer = storage_buffer_init(
-                        ctx,
-                        bytemuck::cast_slice(&words),
+            // A buffer and (for the texture kernels) a texture of `words`.
+            let both = |words: &[u32], label: &str| -> Result<_> {
+                let buffer = storage_buffer_init(ctx, bytemuck::cast_slice(words), label)?;
+                let texture = match plan_k.textures {
+                    true => WeightTexture::new(ctx, words, plan_k.tex_width, plan_k.tex_max_height),
+                    false => None,
+                };
+                Ok((buffer, texture))
+            };
+            let direct = match depthwise && kw <= 8 {
+                true => Some(DirectDepthwise {
+                    weights: both(
+                        &direct_depthwise_weights(w, w_dims, w_qp),
                         "squint depthwise weights",
-                    )?;
-                    let texture = match plan_k.textures {
-                        true => {
-                            WeightTexture::new(ctx, &words, plan_k.tex_width, plan_k.tex_max_height)
-                        }
+                    )?,
+                    pairs: match near_levels {
+                        true => Some(both(
+                            &threshold_pairs(epi, &table),
+                            "squint depthwise epilogue",
+                        )?),
                         false => None,
-                    };
-                    Some((buffer, texture))
-                }
+                    },
+                }),
                 false => None,
             };
             Ok(LayerResources {
@@ -633,7 +675,7 @@ impl GpuConv2d {
                     bytemuck::cast_slice(&packed),
                     "squint conv weights",
                 )?,
-                dw_weights,
+                direct,
                 etab_tex: match weights_tex {
                     Some(_) => {
                         WeightTexture::new(ctx, &table, plan_k.tex_width, plan_k.tex_max_height)
@@ -657,7 +699,6 @@ impl GpuConv2d {
             res: Gated::new(res, ctx.gate()),
             epi: epi.clone(),
             sum_abs: weight_abs_sums(w, w_qp, c_out, k),
-            near_levels,
         })
     }
 
@@ -1029,8 +1070,14 @@ impl GpuConv2d {
         s: &ConvShape,
         timing: Option<Timing<'_>>,
     ) -> Result<Option<(GpuTensor, usize)>> {
-        let Some((dw_weights, dw_weights_tex)) = &self.res.dw_weights else {
+        let Some(direct) = &self.res.direct else {
             return Ok(None);
+        };
+        let (dw_weights, dw_weights_tex) = &direct.weights;
+        // The epilogue: threshold pairs, or the table the search reads.
+        let (table, table_tex, table_vec4) = match &direct.pairs {
+            Some((b, t)) => (b, t, PAIR_VEC4),
+            None => (&self.res.etab, &self.res.etab_tex, TABLE_VEC4),
         };
         let kernels = ctx.conv_plan()?;
         // The kernel's byte offsets are u32.
@@ -1076,7 +1123,7 @@ impl GpuConv2d {
                     e * s.c_in as u64 * in_plane_bytes,
                 ),
                 (0, c_out * kh * 32),
-                (0, c_out * TABLE_VEC4 * 16),
+                (0, c_out * table_vec4 * 16),
                 (b * c_out * pixel_tiles * 4, e * c_out * pixel_tiles * 4),
             ]
         };
@@ -1092,7 +1139,7 @@ impl GpuConv2d {
         // fit.
         let width = u64::from(kernels.tex_width);
         let texels = packed_bytes(x.dims).div_ceil(QUAD);
-        let textures = match (&self.res.etab_tex, dw_weights_tex) {
+        let textures = match (table_tex, dw_weights_tex) {
             (Some(e), Some(w))
                 if kernels.textures
                     && texture_rows(texels, width) <= u64::from(kernels.tex_max_height) =>
@@ -1108,7 +1155,7 @@ impl GpuConv2d {
             ("SW", sw),
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
-            ("SEARCH", u32::from(!self.near_levels)),
+            ("SEARCH", u32::from(direct.pairs.is_none())),
             ("TWO", u32::from(two)),
             ("PX8", u32::from(px8)),
             ("FLIP", domain.flip * 0x0101_0101),
@@ -1139,7 +1186,7 @@ impl GpuConv2d {
                             ),
                             None => {
                                 let ws = Slot::new(split, dw_weights, r[1].0, r[1].1);
-                                let es = Slot::new(split, &self.res.etab, r[2].0, r[2].1);
+                                let es = Slot::new(split, table, r[2].0, r[2].1);
                                 (Res::Buf(ws), ws.base(16), 0, Res::Buf(es), es.base(16), 0)
                             }
                         };
