@@ -15,7 +15,9 @@
 //! implicit-GEMM kernel (4 pixels x 8 channels per invocation; `dot4I8Packed` where the WGSL
 //! language feature exists, a plain integer fallback otherwise and on CPU adapters, where it
 //! is faster) or, for one input channel per group, a depthwise kernel computes the int32 sums
-//! and requantizes them in the same pass. The GEMM kernel on GPUs is the tiled one (a
+//! and requantizes them in the same pass. Depthwise convs of kernels up to 8 columns wide
+//! skip the repack: `conv2d_dw_direct.wgsl` reads the packed tensor (8 or 4 pixels of one
+//! channel per invocation). The GEMM kernel on GPUs is the tiled one (a
 //! workgroup covers several 8-channel blocks and stages both operands in workgroup memory);
 //! on CPU adapters, the classic one (one 8-channel block per workgroup, weights staged by
 //! subgroup broadcast, workgroup memory or direct loads). [`GpuConv2d::run_timed`] measures a layer with timestamp queries.
@@ -34,7 +36,9 @@
 //! in integer-emulated IEEE binary32 (round to nearest even, subnormals kept; see
 //! `shaders/common.wgsl`); the conv kernels requantize through each channel's exact step table
 //! ([`crate::quant::StepTable`], `shaders/epilogue_table.wgsl`): a float estimate of the
-//! output level, verified against the table and replaced by a table search when wrong.
+//! output level, verified against the table and replaced by a table search when wrong (the
+//! direct depthwise kernel, where the host proves the estimate within one level, moves it by
+//! at most one level by its two thresholds instead: [`crate::quant::StepTable::lookup_near`]).
 //!
 //! # Files
 //! * `adapter.rs`: backend names, [`DeviceOptions`], [`AdapterReport`], adapter enumeration and

@@ -751,7 +751,8 @@ impl GpuConv2d {
     }
 
     /// Like [`GpuConv2d::run_timed`], with the input repacking and the conv kernel timed
-    /// apart, each in a compute pass of its own: `[repack, conv]`. `None` without
+    /// apart, each in a compute pass of its own: `[repack, conv]` (a depthwise conv that
+    /// reads the packed tensor has no repack: an empty pass, timed, stands for it). `None` without
     /// `TIMESTAMP_QUERY`, and where the run takes several chunks of images or row bands (whose
     /// repacks reuse one scratch buffer, so they cannot all run first).
     #[doc(hidden)]

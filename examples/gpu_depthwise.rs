@@ -1,0 +1,70 @@
+//! GPU time of the depthwise int8 conv on MobileNetV2's depthwise shapes (3x3, one image):
+//! the kernel that reads the packed tensor (the default) against the repack and the kernel on
+//! repacked quads, in one run, medians of 15 timestamped runs each. Needs an adapter with
+//! timestamp queries; pick one with `WGPU_BACKEND` (e.g. `vulkan` for lavapipe).
+//!
+//! `cargo run --release --example gpu_depthwise`
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, KernelOptions};
+use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
+use squint::shape::{ConvParams, ConvShape};
+use std::time::Duration;
+
+fn main() {
+    let ctx = GpuContext::open(&DeviceOptions::default()).expect("a GPU adapter");
+    let rep = ctx
+        .with_kernel_options(KernelOptions {
+            dw_repacked: true,
+            ..Default::default()
+        })
+        .unwrap();
+    println!("{}", ctx.adapter_report().summary());
+    let shapes = [
+        (32, 112, 1),
+        (96, 112, 2),
+        (144, 56, 1),
+        (144, 56, 2),
+        (192, 28, 1),
+        (192, 28, 2),
+        (384, 14, 1),
+        (576, 14, 1),
+        (576, 14, 2),
+        (960, 7, 1),
+        (128, 56, 1),
+    ];
+    let (mut td, mut tr) = (0.0, 0.0);
+    for (c, hw, st) in shapes {
+        let p = ConvParams::default().padding(1).stride(st).groups(c);
+        let s = ConvShape::new([1, c, hw, hw], [c, 1, 3, 3], p).unwrap();
+        let w: Vec<i8> = (0..s.weight_len())
+            .map(|i| (i * 37 % 200) as i8 - 100)
+            .collect();
+        let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+        let x_qp = QParams::new(0.02, 0, QDtype::QUInt8).unwrap();
+        let out = QParams::new(0.1, 0, QDtype::QUInt8).unwrap();
+        let epi = Epilogue::new(RequantFormula::Fbgemm, 0.02, &w_qp, None, out, true, c).unwrap();
+        let layer = GpuConv2d::new(&ctx, &w, s.weight_dims(), &w_qp, &epi, p).unwrap();
+        let x: Vec<u8> = (0..s.input_len()).map(|i| (i * 13) as u8).collect();
+        let xt = ctx.upload_q(&x, s.input_dims(), QDtype::QUInt8).unwrap();
+        let time = |cx: &GpuContext| {
+            let mut v: Vec<Duration> = (0..15)
+                .map(|_| {
+                    let (_, t) = layer.run_timed(cx, &xt, &x_qp).unwrap();
+                    t.expect("timestamp queries")
+                })
+                .collect();
+            v.sort();
+            v[7].as_secs_f64() * 1e3
+        };
+        let (d, r) = (time(&ctx), time(&rep));
+        td += d;
+        tr += r;
+        println!(
+            "{c}x{hw}x{hw} s{st}: direct {d:.3} ms, repacked {r:.3} ms, {:.2}x",
+            r / d
+        );
+    }
+    println!(
+        "sum: direct {td:.3} ms, repacked {tr:.3} ms, {:.2}x",
+        tr / td
+    );
+}
