@@ -2266,10 +2266,17 @@ mod tests {
             // through the middle.
             let mut a_values: Vec<u32> = (0..2000).chain(top - 2000..=top).collect();
             a_values.extend((0..=top).step_by(d as usize * 7 + 1));
-            for k in [1u32, 2, 3, top / d, top / d - 1, top / d / 2] {
+            for k in [
+                1u32,
+                2,
+                3,
+                top / d,
+                (top / d).saturating_sub(1),
+                top / d / 2,
+            ] {
                 let m = k.saturating_mul(d);
                 a_values.extend(
-                    [m.saturating_sub(1), m, m + 1]
+                    [m.saturating_sub(1), m, m.saturating_add(1)]
                         .into_iter()
                         .filter(|&a| a <= top),
                 );
