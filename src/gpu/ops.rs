@@ -377,8 +377,9 @@ struct DirectDepthwise {
     /// See [`direct_depthwise_weights`].
     weights: (wgpu::Buffer, Option<WeightTexture>),
     /// Where every channel's estimate is within one level of its epilogue's
-    /// ([`crate::quant::StepTable::estimate_within_one_level`]): the epilogue as threshold
-    /// pairs ([`threshold_pairs`]), one texel read per output and no search.
+    /// ([`crate::quant::StepTable::estimate_within_one_level`]) and the table fits a buffer:
+    /// the epilogue as threshold pairs ([`threshold_pairs`]), one texel read per output and
+    /// no search.
     pairs: Option<(wgpu::Buffer, Option<WeightTexture>)>,
 }
 
@@ -644,29 +645,38 @@ impl GpuConv2d {
             } else {
                 None
             };
-            // A buffer and (for the texture kernels) a texture of `words`.
+            // A buffer and (for the texture kernels) a texture of `words`; `None` where the
+            // buffer would exceed the device's largest (the layer then runs without them).
             let both = |words: &[u32], label: &str| -> Result<_> {
+                if words.len() as u64 * 4 > ctx.split().max_buffer {
+                    return Ok(None);
+                }
                 let buffer = storage_buffer_init(ctx, bytemuck::cast_slice(words), label)?;
                 let texture = match plan_k.textures {
                     true => WeightTexture::new(ctx, words, plan_k.tex_width, plan_k.tex_max_height),
                     false => None,
                 };
-                Ok((buffer, texture))
+                Ok(Some((buffer, texture)))
             };
+            // The direct depthwise kernel's resources (its threshold pairs where every estimate
+            // is within one level).
             let direct = match depthwise && kw <= 8 {
-                true => Some(DirectDepthwise {
-                    weights: both(
-                        &direct_depthwise_weights(w, w_dims, w_qp),
-                        "squint depthwise weights",
-                    )?,
-                    pairs: match near_levels {
-                        true => Some(both(
-                            &threshold_pairs(epi, &table),
-                            "squint depthwise epilogue",
-                        )?),
-                        false => None,
-                    },
-                }),
+                true => {
+                    let weights = direct_depthwise_weights(w, w_dims, w_qp);
+                    match both(&weights, "squint depthwise weights")? {
+                        Some(weights) => Some(DirectDepthwise {
+                            weights,
+                            pairs: match near_levels {
+                                true => both(
+                                    &threshold_pairs(epi, &table),
+                                    "squint depthwise epilogue",
+                                )?,
+                                false => None,
+                            },
+                        }),
+                        None => None,
+                    }
+                }
                 false => None,
             };
             Ok(LayerResources {
