@@ -39,8 +39,8 @@
 //   `src/gpu/kernels.rs`; names and offsets checked by `kernel_contract.rs`).
 // * `x` / `xt`: the packed input tensor (words from `u.x_base`; XTEX: a copy, 4 words per
 //   texel).
-// * `wts` / `wt`: the weights w - w_zp as i32, two vec4s (8 values, zero past KW) per output
-//   channel and kernel row (from `u.w_base`).
+// * `wts` / `wt`: the weights w - w_zp as i32, KWV vec4s (4 or 8 values, zero past KW) per
+//   output channel and kernel row (from `u.w_base`).
 // * `etab` / `et`: the epilogue table, E_VEC4 vec4s per output channel (from
 //   `u.etab_base`).
 // * `y` (read_write): the packed output, `pixel_tiles` words per (n, o) plane (from
@@ -51,6 +51,8 @@ override WG: u32 = 64u;
 // taps unroll and the row path's byte indices are constants.
 override KH: u32 = 3u;
 override KW: u32 = 3u;
+// vec4s of weights per kernel row: (KW + 3) / 4.
+override KWV: u32 = 1u;
 override SW: u32 = 1u;
 // 1: the row path (dilation_w == 1, 3 * SW + KW <= 12, KW <= 8, output rows of at least 4
 // pixels); 0: pixel by pixel.
@@ -133,6 +135,14 @@ fn load_w(i: u32) -> vec4<i32> {
 //#else
     return wts[i - u.w_base];
 //#endif
+}
+
+// Kernel row ky's weights (the second vec4 zero when KW <= 4) from vec4 `wq` of the channel.
+fn weight_row(wq: u32, ky: u32) -> array<vec4<i32>, 2> {
+    if (KWV == 1u) {
+        return array<vec4<i32>, 2>(load_w(wq + ky), vec4<i32>(0));
+    }
+    return array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
 }
 
 // Weight kx (0..7) of a kernel row's two vec4s.
@@ -380,6 +390,22 @@ fn column_masks16(ox0: i32) -> vec4<u32> {
     );
 }
 
+// Where output channel o of image n reads: the byte offset of its input plane (u32
+// arithmetic, wrapping: a negative column offset from it wraps and is masked) and its first
+// weights vec4.
+struct Channel {
+    xplane: u32,
+    wq: u32,
+}
+
+fn channel(o: u32, n: u32) -> Channel {
+    var c = o;
+    if (MULT == 0u) {
+        c = udiv(o, u.channel_multiplier, u.m_rcp);
+    }
+    return Channel((n * u.c_in + c) * u.plane_words * 4u, o * KH * KWV);
+}
+
 // The 8-pixel path (`PX8`: stride 1, dilation 1, KW <= 8, output rows of at least 8 pixels):
 // invocation i computes output words 2i and 2i + 1, each kernel row from one 16-byte span
 // (two texel loads), the weights and epilogue header read once for 8 pixels.
@@ -387,12 +413,9 @@ fn main8(o: u32, n: u32, i: u32) {
     let t = n * u.c_out + o;
     let pairs = (u.pixel_tiles + 1u) / 2u;
     let p0 = min(i, pairs - 1u) * 8u;
-    var c = o;
-    if (MULT == 0u) {
-        c = udiv(o, u.channel_multiplier, u.m_rcp);
-    }
-    let xplane = (n * u.c_in + c) * u.plane_words * 4u;
-    let wq = o * KH * 2u;
+    let ch = channel(o, n);
+    let xplane = ch.xplane;
+    let wq = ch.wq;
     let z = u.x_zero_point;
     let zq = u32(z) * 0x01010101u;
     // Pixel j at output column ox0 + j of row oy0, or (TWO: rows not a multiple of 8 pixels
@@ -407,7 +430,7 @@ fn main8(o: u32, n: u32, i: u32) {
     var lo = vec4<i32>(0);
     var hi = vec4<i32>(0);
     for (var ky = 0u; ky < KH; ky++) {
-        let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+        let wr = weight_row(wq, ky);
         let s0 = row_sums8(xplane, oy0, ox0, cols0, ky, wr, zq);
         if (TWO == 1u) {
             let s1 = row_sums8(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
@@ -448,14 +471,9 @@ fn main(
     let t = n * u.c_out + o; // output plane
     let pt = wid.x * WG + lid;
     let ptc = min(pt, u.pixel_tiles - 1u);
-    var c = o;
-    if (MULT == 0u) {
-        c = udiv(o, u.channel_multiplier, u.m_rcp);
-    }
-    // Byte offset of the input plane (wrapping u32 arithmetic: a negative column offset
-    // wraps and is masked).
-    let xplane = (n * u.c_in + c) * u.plane_words * 4u;
-    let wq = o * KH * 2u;
+    let ch = channel(o, n);
+    let xplane = ch.xplane;
+    let wq = ch.wq;
     let z = u.x_zero_point;
     let zq = u32(z) * 0x01010101u;
     let p0 = ptc * 4u;
@@ -471,7 +489,7 @@ fn main(
         let cols0 = column_masks(ox0);
         let cols1 = column_masks(ox1);
         for (var ky = 0u; ky < KH; ky++) {
-            let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+            let wr = weight_row(wq, ky);
             let s0 = row_sums(xplane, oy0, ox0, cols0, ky, wr, zq);
             if (TWO == 1u) {
                 let s1 = row_sums(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
@@ -493,7 +511,7 @@ fn main(
         let ox = p - oy * u.w_out;
         let h = i32(u.h);
         for (var ky = 0u; ky < KH; ky++) {
-            let wr = array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+            let wr = weight_row(wq, ky);
             let iy = vec4<i32>(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
             let row_ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(h));
             for (var kx = 0u; kx < KW; kx++) {

@@ -557,14 +557,15 @@ fn pack_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) ->
 }
 
 /// The weights of `conv2d_dw_direct.wgsl` (one input channel per group, `kw <= 8`): per
-/// output channel and kernel row, 8 words (two vec4s), the row's `w - w_zp` as i32 bits and
-/// zeros after them.
+/// output channel and kernel row, one vec4 (`kw <= 4`) or two, the row's `w - w_zp` as i32
+/// bits and zeros after them.
 fn direct_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) -> Vec<u32> {
     let [c_out, _, kh, kw] = w_dims;
-    let mut words = vec![0u32; c_out * kh * 8];
+    let row_words = 4 * kw.div_ceil(4);
+    let mut words = vec![0u32; c_out * kh * row_words];
     for (i, &v) in w.iter().enumerate() {
         let (row, kx) = (i / kw, i % kw);
-        words[row * 8 + kx] = (v as i32 - w_qp.zero_point(row / kh)) as u32;
+        words[row * row_words + kx] = (v as i32 - w_qp.zero_point(row / kh)) as u32;
     }
     words
 }
@@ -1057,13 +1058,7 @@ impl GpuConv2d {
             if let Some(partial) = partial {
                 keep.buffer(partial);
             }
-            let y = GpuTensor {
-                dims: output_dims,
-                dtype: self.epi.out.dtype,
-                buffer: output,
-                device_id: ctx.id(),
-            };
-            Ok((y, passes))
+            Ok((self.output_tensor(ctx, output_dims, output), passes))
         })
     }
 
@@ -1133,7 +1128,7 @@ impl GpuConv2d {
                     b * s.c_in as u64 * in_plane_bytes,
                     e * s.c_in as u64 * in_plane_bytes,
                 ),
-                (0, c_out * kh * 32),
+                (0, c_out * kh * 16 * u64::from(kw.div_ceil(4))),
                 (0, c_out * table_vec4 * 16),
                 (b * c_out * pixel_tiles * 4, e * c_out * pixel_tiles * 4),
             ]
@@ -1163,6 +1158,7 @@ impl GpuConv2d {
             ("WG", wg as u32),
             ("KH", s.kh as u32),
             ("KW", kw),
+            ("KWV", kw.div_ceil(4)),
             ("SW", sw),
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
@@ -1262,15 +1258,24 @@ impl GpuConv2d {
             };
             drop(dispatches);
             input.keep_until_queued(keep);
-            let y = GpuTensor {
-                dims: output_dims,
-                dtype: self.epi.out.dtype,
-                buffer: output,
-                device_id: ctx.id(),
-            };
-            Ok((y, passes))
+            Ok((self.output_tensor(ctx, output_dims, output), passes))
         })?;
         Ok(Some(run))
+    }
+
+    /// The layer's output of shape `dims` held in `buffer` (in the epilogue's output dtype).
+    fn output_tensor(
+        &self,
+        ctx: &GpuContext,
+        dims: [usize; 4],
+        buffer: Arc<PooledBuffer>,
+    ) -> GpuTensor {
+        GpuTensor {
+            dims,
+            dtype: self.epi.out.dtype,
+            buffer,
+            device_id: ctx.id(),
+        }
     }
 
     /// Whether the layer's conv kernel reads signed bytes (`dot4I8Packed`) rather than
