@@ -12,9 +12,11 @@
 // and add exactly 0. Products of a byte and a value in [-255, 255] summed in wrapping i32: the
 // CPU reference's sum, bit for bit.
 //
-// Work: an invocation computes one packed output word (4 consecutive pixels of one output
-// plane); the grid is (word groups of a plane, output channels, images), so the weights and
-// the epilogue header a workgroup reads are the same for all its invocations. Where a kernel
+// Work: an invocation computes two packed output words (8 consecutive pixels of one output
+// plane; `PX8`: stride 1, dilation 1, output rows of at least 8 pixels, each kernel row from
+// one 16-byte span, see `main8`) or one (4 pixels); the grid is (invocation groups of a
+// plane, output channels, images), so the weights and the epilogue header a workgroup reads
+// are the same for all its invocations. In the 4-pixel path, where a kernel
 // row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
 // 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
 // texel loads (or four word loads): the 12 bytes from the first input column are aligned into
@@ -31,18 +33,17 @@
 // and divisions as float estimates corrected exactly (`udiv`) or avoided by the grid.
 //
 // Buffers (storage windows bound by the host; indices are global and the window's base is
-// subtracted). With XTEX (CPU adapters, where a storage-buffer load at per-invocation
-// addresses costs a loop over the SIMD lanes, and texel loads are vector gathers) the input
-// and the epilogue table are rgba32uint storage textures instead: vec4 i at texel
-// (i % 2^log2_width, i >> log2_width).
-// * `u` (uniform): the dispatch's workgroup range and the geometry (`ConvDwDirectParams` in
+// subtracted). With XTEX (CPU adapters) the input, the weights and the epilogue are
+// rgba32uint storage textures instead: vec4 i at texel (i % 2^log2_width, i >> log2_width).
+// * `u` (uniform): the dispatch's first image and the geometry (`ConvDwDirectParams` in
 //   `src/gpu/kernels.rs`; names and offsets checked by `kernel_contract.rs`).
 // * `x` / `xt`: the packed input tensor (words from `u.x_base`; XTEX: a copy, 4 words per
 //   texel).
 // * `wts` / `wt`: the weights w - w_zp as i32, KWV vec4s (4 or 8 values, zero past KW) per
 //   output channel and kernel row (from `u.w_base`).
-// * `etab` / `et`: the epilogue table, E_VEC4 vec4s per output channel (from
-//   `u.etab_base`).
+// * `etab` / `et`: the epilogue: threshold pairs, PAIR_VEC4 vec4s per output channel
+//   (SEARCH = 0, `threshold_pairs` in `src/gpu/ops.rs`), or the table of
+//   `epilogue_table.wgsl`, E_VEC4 per channel (SEARCH = 1); from `u.etab_base`.
 // * `y` (read_write): the packed output, `pixel_tiles` words per (n, o) plane (from
 //   `u.y_base`).
 

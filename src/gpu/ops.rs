@@ -1066,8 +1066,9 @@ impl GpuConv2d {
     /// (`conv2d_dw_direct.wgsl`, no repack), timed like [`GpuConv2d::encode_with`] (with
     /// `timing.parts`, an empty first pass stands for the repack there is none of). `None`
     /// (nothing recorded) for other layers, where the context's plan asks for the kernel on
-    /// repacked quads, or where one workgroup's input plane or output plane exceeds a binding
-    /// (those run by row bands on the other kernel).
+    /// repacked quads, where one image's input or output or the layer's tables exceed a
+    /// binding (such images run by row bands on the other kernel), where the grid exceeds the
+    /// device's workgroup limit, or where the kernel's float divisions would not be exact.
     fn encode_direct(
         &self,
         ctx: &GpuContext,
@@ -1141,8 +1142,8 @@ impl GpuConv2d {
             return Ok(None);
         }
         let domain = InputDomain::new(x.dtype, x_qp.zero_point, false);
-        // On CPU adapters the input (copied) and the epilogue table as textures, where they
-        // fit.
+        // On CPU adapters the input (copied), the weights and the epilogue as textures, where
+        // they fit.
         let width = u64::from(kernels.tex_width);
         let texels = packed_bytes(x.dims).div_ceil(QUAD);
         let textures = match (table_tex, dw_weights_tex) {
