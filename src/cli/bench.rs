@@ -330,10 +330,17 @@ pub fn run_bench(
             let peak = dot4_peak.map(PathPeak::Gpu);
             push(path, ms, format!("{name}; {kernel}; {how}"), peak)?;
             // The same time in its two passes, where the run allows (see `run_timed_parts`).
+            // A depthwise conv that reads the packed input has no repack (zero).
             if let Some([repack, conv]) = gpu_parts_ms(ctx, &layer, &xg, &xqp, opts.runs)? {
-                let detail = format!("{name}; conv_pack.wgsl in a pass of its own");
-                push("int8 gpu repack alone (timestamps)", repack, detail, None)?;
-                let detail = format!("{name}; {kernel} in a pass of its own");
+                if repack > 0.0 {
+                    let detail = format!("{name}; conv_pack.wgsl in a pass of its own");
+                    push("int8 gpu repack alone (timestamps)", repack, detail, None)?;
+                }
+                let how = match repack > 0.0 {
+                    true => "in a pass of its own",
+                    false => "reading the packed input, no repack",
+                };
+                let detail = format!("{name}; {kernel} {how}");
                 push("int8 gpu conv alone (timestamps)", conv, detail, peak)?;
             }
             if opts.gpu_variants {

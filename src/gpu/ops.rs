@@ -763,7 +763,7 @@ impl GpuConv2d {
 
     /// Like [`GpuConv2d::run_timed`], with the input repacking and the conv kernel timed
     /// apart, each in a compute pass of its own: `[repack, conv]` (a depthwise conv that
-    /// reads the packed tensor has no repack: an empty pass, timed, stands for it). `None` without
+    /// reads the packed tensor has no repack: zero). `None` without
     /// `TIMESTAMP_QUERY`, and where the run takes several chunks of images or row bands (whose
     /// repacks reuse one scratch buffer, so they cannot all run first).
     #[doc(hidden)]
@@ -808,16 +808,22 @@ impl GpuConv2d {
             resolve: &resolve,
             parts,
         };
-        let (y, passes) = self.encode_with(ctx, x, x_qp, &s, Some(timing))?;
+        let (y, timed) = self.encode_with(ctx, x, x_qp, &s, Some(timing))?;
         let raw = read_back(ctx, &resolve, 32)?;
         let at = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
         let period = ctx.queue().get_timestamp_period() as f64;
-        let times = (0..passes)
-            .map(|p| {
-                let ns = at(2 * p + 1).saturating_sub(at(2 * p)) as f64 * period;
-                Duration::from_nanos(ns.round() as u64)
-            })
-            .collect();
+        let pass = |p: usize| {
+            let ns = at(2 * p + 1).saturating_sub(at(2 * p)) as f64 * period;
+            Duration::from_nanos(ns.round() as u64)
+        };
+        let times = match timed {
+            Timed::Nothing => Vec::new(),
+            Timed::Whole => vec![pass(0)],
+            Timed::Apart => vec![pass(0), pass(1)],
+            // No repack: zero, where the parts are asked for.
+            Timed::ConvOnly if parts => vec![Duration::ZERO, pass(0)],
+            Timed::ConvOnly => vec![pass(0)],
+        };
         Ok((y, Some(times)))
     }
 
@@ -856,8 +862,8 @@ impl GpuConv2d {
     }
 
     /// [`GpuConv2d::encode`], timed with `timing` when given (the whole layer in one pass, or
-    /// with `timing.parts` where possible the repacks and the convs in a pass each), and how
-    /// many passes were timed (0, 1 or 2).
+    /// with `timing.parts` where possible the repacks and the convs in a pass each), and what
+    /// was timed.
     fn encode_with(
         &self,
         ctx: &GpuContext,
@@ -865,7 +871,7 @@ impl GpuConv2d {
         x_qp: &QParams,
         s: &ConvShape,
         timing: Option<Timing<'_>>,
-    ) -> Result<(GpuTensor, usize)> {
+    ) -> Result<(GpuTensor, Timed)> {
         if let Some(run) = self.encode_direct(ctx, x, x_qp, s, timing)? {
             return Ok(run);
         }
@@ -1032,18 +1038,18 @@ impl GpuConv2d {
                     record(ctx, encoder, &repack, Some((t.set, 0, 1)))?;
                     record(ctx, encoder, &conv, Some((t.set, 2, 3)))?;
                     encoder.resolve_query_set(t.set, 0..4, t.resolve, 0);
-                    2
+                    Timed::Apart
                 }
                 Some(t) => {
                     record(ctx, encoder, &dispatches, Some((t.set, 0, 1)))?;
                     drop(dispatches);
                     encoder.resolve_query_set(t.set, 0..2, t.resolve, 0);
-                    1
+                    Timed::Whole
                 }
                 None => {
                     record(ctx, encoder, &dispatches, None)?;
                     drop(dispatches);
-                    0
+                    Timed::Nothing
                 }
             };
             for run in band_runs {
@@ -1063,8 +1069,8 @@ impl GpuConv2d {
     }
 
     /// Records a depthwise conv on the kernel that reads the packed tensor itself
-    /// (`conv2d_dw_direct.wgsl`, no repack), timed like [`GpuConv2d::encode_with`] (with
-    /// `timing.parts`, an empty first pass stands for the repack there is none of). `None`
+    /// (`conv2d_dw_direct.wgsl`, no repack), timed like [`GpuConv2d::encode_with`] (the conv
+    /// alone, in one pass). `None`
     /// (nothing recorded) for other layers, where the context's plan asks for the kernel on
     /// repacked quads, where one image's input or output or the layer's tables exceed a
     /// binding (such images run by row bands on the other kernel), where the grid exceeds the
@@ -1076,7 +1082,7 @@ impl GpuConv2d {
         x_qp: &QParams,
         s: &ConvShape,
         timing: Option<Timing<'_>>,
-    ) -> Result<Option<(GpuTensor, usize)>> {
+    ) -> Result<Option<(GpuTensor, Timed)>> {
         let Some(direct) = &self.res.direct else {
             return Ok(None);
         };
@@ -1233,28 +1239,14 @@ impl GpuConv2d {
                 })
                 .collect();
             let passes = match timing {
-                Some(t) if t.parts => {
-                    // No repack: an empty pass, timed.
-                    drop(encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("squint depthwise conv (no repack)"),
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: t.set,
-                            beginning_of_pass_write_index: Some(0),
-                            end_of_pass_write_index: Some(1),
-                        }),
-                    }));
-                    record(ctx, encoder, &dispatches, Some((t.set, 2, 3)))?;
-                    encoder.resolve_query_set(t.set, 0..4, t.resolve, 0);
-                    2
-                }
                 Some(t) => {
                     record(ctx, encoder, &dispatches, Some((t.set, 0, 1)))?;
                     encoder.resolve_query_set(t.set, 0..2, t.resolve, 0);
-                    1
+                    Timed::ConvOnly
                 }
                 None => {
                     record(ctx, encoder, &dispatches, None)?;
-                    0
+                    Timed::Nothing
                 }
             };
             drop(dispatches);
@@ -1358,6 +1350,19 @@ impl GpuConv2d {
         };
         Ok(ConvPipelines { pack, conv })
     }
+}
+
+/// What a conv run's timestamp queries measured.
+#[derive(Clone, Copy)]
+enum Timed {
+    /// Nothing (no timing asked for).
+    Nothing,
+    /// The whole layer, in one pass (queries 0 and 1).
+    Whole,
+    /// The repack (queries 0 and 1) and the conv (2 and 3), each in a pass of its own.
+    Apart,
+    /// The conv of a layer without a repack, in one pass (queries 0 and 1).
+    ConvOnly,
 }
 
 /// The timestamp queries of a timed conv run: a query set of 4 and the buffer it resolves to;
@@ -2172,6 +2177,15 @@ mod tests {
             assert!(none.is_none(), "dw_repacked: the repacked path");
             let repacked = layer.run(repacking, &xt, &x_qp).unwrap();
             assert_eq!(ctx.read_q(&direct).unwrap(), ctx.read_q(&repacked).unwrap());
+            // Timed apart: no repack on the direct kernel, a repack on the other.
+            if ctx.has_timestamps() {
+                let (_, t) = layer.run_timed_parts(ctx, &xt, &x_qp).unwrap();
+                let [repack, conv] = t.expect("timestamps");
+                assert!(repack.is_zero() && !conv.is_zero(), "{repack:?} {conv:?}");
+                let (_, t) = layer.run_timed_parts(repacking, &xt, &x_qp).unwrap();
+                let [repack, conv] = t.expect("timestamps");
+                assert!(!repack.is_zero() && !conv.is_zero(), "{repack:?} {conv:?}");
+            }
         }
     }
 
