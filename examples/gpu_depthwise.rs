@@ -1,13 +1,15 @@
 //! GPU time of the depthwise int8 conv on MobileNetV2's depthwise shapes (3x3, one image):
 //! the kernel that reads the packed tensor (the default) against the repack and the kernel on
-//! repacked quads, in one run, medians of 15 timestamped runs each. Needs an adapter with
-//! timestamp queries; pick one with `WGPU_BACKEND` (e.g. `vulkan` for lavapipe).
+//! repacked quads, in one run, medians of 15 runs each: the compute passes by timestamp
+//! queries, and the wall time of the conv and the read-back of its output (which includes
+//! the copy of the input into a texture that both make on CPU adapters). Needs an adapter
+//! with timestamp queries; pick one with `WGPU_BACKEND` (e.g. `vulkan` for lavapipe).
 //!
 //! `cargo run --release --example gpu_depthwise`
 use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, KernelOptions};
 use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::shape::{ConvParams, ConvShape};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn main() {
     let ctx = GpuContext::open(&DeviceOptions::default()).expect("a GPU adapter");
@@ -31,7 +33,7 @@ fn main() {
         (960, 7, 1),
         (128, 56, 1),
     ];
-    let (mut td, mut tr) = (0.0, 0.0);
+    let (mut td, mut tr, mut wd, mut wr) = (0.0, 0.0, 0.0, 0.0);
     for (c, hw, st) in shapes {
         let p = ConvParams::default().padding(1).stride(st).groups(c);
         let s = ConvShape::new([1, c, hw, hw], [c, 1, 3, 3], p).unwrap();
@@ -55,16 +57,31 @@ fn main() {
             v.sort();
             v[7].as_secs_f64() * 1e3
         };
+        let wall = |cx: &GpuContext| {
+            let mut v: Vec<Duration> = (0..15)
+                .map(|_| {
+                    let t = Instant::now();
+                    cx.read_q(&layer.run(cx, &xt, &x_qp).unwrap()).unwrap();
+                    t.elapsed()
+                })
+                .collect();
+            v.sort();
+            v[7].as_secs_f64() * 1e3
+        };
         let (d, r) = (time(&ctx), time(&rep));
-        td += d;
-        tr += r;
+        let (dw, rw) = (wall(&ctx), wall(&rep));
+        (td, tr, wd, wr) = (td + d, tr + r, wd + dw, wr + rw);
         println!(
-            "{c}x{hw}x{hw} s{st}: direct {d:.3} ms, repacked {r:.3} ms, {:.2}x",
-            r / d
+            "{c}x{hw}x{hw} s{st}: passes direct {d:.3} ms, repacked {r:.3} ms, {:.2}x; \
+             with read-back {dw:.3} / {rw:.3} ms, {:.2}x",
+            r / d,
+            rw / dw
         );
     }
     println!(
-        "sum: direct {td:.3} ms, repacked {tr:.3} ms, {:.2}x",
-        tr / td
+        "sum: passes direct {td:.3} ms, repacked {tr:.3} ms, {:.2}x; with read-back \
+         {wd:.3} / {wr:.3} ms, {:.2}x",
+        tr / td,
+        wr / wd
     );
 }
