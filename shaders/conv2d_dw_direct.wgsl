@@ -19,11 +19,11 @@
 // are the same for all its invocations. In the 4-pixel path, where a kernel
 // row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
 // 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
-// texel loads (or four word loads): the 12 bytes from the first input column are aligned into
-// three words (funnel shifts), bytes outside the image replaced by z', and each byte unpacked
-// once for the 4 outputs; a word across two output rows (`TWO`) sums both rows' spans and
-// keeps each pixel's. Otherwise (dilation, wide strides or kernels) pixel by pixel, one byte
-// load per tap.
+// texel loads (or five word loads): the span from the first input column is aligned into
+// words (funnel shifts, `span_bytes`), bytes outside the image replaced by z', and each byte
+// unpacked once for the 4 outputs; a word across two output rows (`TWO`) sums both rows'
+// spans and keeps each pixel's. Otherwise (dilation, wide strides or kernels) pixel by
+// pixel, one byte load per tap.
 //
 // Written for CPU adapters as much as for GPUs: lavapipe and llvmpipe run 8 invocations as
 // SIMD lanes, execute both sides of a branch that depends on the invocation, run a storage
@@ -257,64 +257,63 @@ fn low_bytes(k: i32) -> u32 {
     return select(0u, 0xffffffffu >> (32u - 8u * u32(k)), k > 0);
 }
 
-// The byte masks of the 12-byte row span of output column ox0 (bytes 4k .. 4k + 3 in word
-// k): set where the input column lies in the image.
-fn column_masks(ox0: i32) -> vec3<u32> {
+// The byte masks of the 16-byte row span of output column ox0 (bytes 4k .. 4k + 3 in word
+// k; byte j is input column ox0 * SW - pad_w + j): set where the column lies in the image.
+fn column_masks(ox0: i32) -> vec4<u32> {
     let cx0 = ox0 * i32(SW) - i32(u.pad_w);
-    let lo = vec3<i32>(clamp(-cx0, 0, 12)) - vec3<i32>(0, 4, 8);
-    let hi = vec3<i32>(clamp(i32(u.w) - cx0, 0, 12)) - vec3<i32>(0, 4, 8);
-    let lo_c = clamp(lo, vec3<i32>(0), vec3<i32>(4));
-    let hi_c = clamp(hi, vec3<i32>(0), vec3<i32>(4));
-    return vec3<u32>(
-        low_bytes(hi_c.x) & ~low_bytes(lo_c.x),
-        low_bytes(hi_c.y) & ~low_bytes(lo_c.y),
-        low_bytes(hi_c.z) & ~low_bytes(lo_c.z),
+    let first = vec4<i32>(0, 4, 8, 12);
+    let lo = clamp(vec4<i32>(clamp(-cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
+    let hi = clamp(vec4<i32>(clamp(i32(u.w) - cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
+    return vec4<u32>(
+        low_bytes(hi.x) & ~low_bytes(lo.x),
+        low_bytes(hi.y) & ~low_bytes(lo.y),
+        low_bytes(hi.z) & ~low_bytes(lo.z),
+        low_bytes(hi.w) & ~low_bytes(lo.w),
     );
 }
 
-// Byte j (0..11) of the aligned words (a0, a1, a2).
-fn byte_of(a0: u32, a1: u32, a2: u32, j: u32) -> i32 {
-    let a = select(select(a0, a1, j >= 4u), a2, j >= 8u);
-    return i32((a >> ((j & 3u) * 8u)) & 0xffu);
+// Byte j (0..15) of the aligned words `a`.
+fn byte16(a: vec4<u32>, j: u32) -> i32 {
+    let v = select(select(a.x, a.y, j >= 4u), select(a.z, a.w, j >= 12u), j >= 8u);
+    return i32((v >> ((j & 3u) * 8u)) & 0xffu);
+}
+
+// The 16-byte span of kernel row ky for output row oy from output column ox0 (byte j: input
+// column ox0 * SW - pad_w + j), aligned into 4 words by funnel shifts, the bytes of columns
+// outside the image (`cols`, from `column_masks`) and of a row outside it replaced by z'
+// (`zq`: its byte in each lane).
+fn span_bytes(xplane: u32, oy: u32, ox0: i32, cols: vec4<u32>, ky: u32, zq: u32) -> vec4<u32> {
+    let h = i32(u.h);
+    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let row_ok = iy >= 0 && iy < h;
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 * i32(SW) - i32(u.pad_w));
+    // Word of the span's first byte: an arithmetic shift, so that a column left of the first
+    // plane's first byte gives word -1 (wrapping), whose next word is word 0.
+    let sp = load_span(u32(i32(b) >> 2u));
+    let r = (b & 3u) * 8u;
+    let m = select(vec4<u32>(0u), cols, vec4<bool>(row_ok));
+    let a = vec4<u32>(funnel(sp.w.x, sp.w.y, r), funnel(sp.w.y, sp.w.z, r),
+        funnel(sp.w.z, sp.w.w, r), funnel(sp.w.w, sp.e, r));
+    return (a & m) | (vec4<u32>(zq) & ~m);
 }
 
 // Kernel row ky's sums for 4 pixels on output row oy from output column ox0 (columns past the
-// row's end give values the caller drops), the row's weights `wr`.
+// row's end give values the caller drops), the row's weights `wr`; the span's first
+// 3 * SW + KW <= 12 bytes are read.
 fn row_sums(
     xplane: u32,
     oy: u32,
     ox0: i32,
-    cols: vec3<u32>,
+    cols: vec4<u32>,
     ky: u32,
     wr: array<vec4<i32>, 2>,
     zq: u32,
 ) -> vec4<i32> {
-    let h = i32(u.h);
-    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
-    let row_ok = iy >= 0 && iy < h;
-    // Byte j of the span is input column cx0 + j.
-    let cx0 = ox0 * i32(SW) - i32(u.pad_w);
-    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(cx0);
-    // Word of the span's first byte: an arithmetic shift, so that a column left of the first
-    // plane's first byte gives word -1 (wrapping), whose next word is word 0.
-    let span = load_span(u32(i32(b) >> 2u)).w;
-    let r = (b & 3u) * 8u;
-    // The bytes of columns outside the image, and of a row outside it, read z'.
-    let m = select(vec3<u32>(0u), cols, vec3<bool>(row_ok));
-    let a = vec3<u32>(funnel(span.x, span.y, r), funnel(span.y, span.z, r),
-        funnel(span.z, span.w, r));
-    let k = (a & m) | (vec3<u32>(zq) & ~m);
-    let a0 = k.x;
-    let a1 = k.y;
-    let a2 = k.z;
+    let k = span_bytes(xplane, oy, ox0, cols, ky, zq);
     var acc = vec4<i32>(0);
     for (var kx = 0u; kx < KW; kx++) {
-        let v = vec4<i32>(
-            byte_of(a0, a1, a2, kx),
-            byte_of(a0, a1, a2, SW + kx),
-            byte_of(a0, a1, a2, 2u * SW + kx),
-            byte_of(a0, a1, a2, 3u * SW + kx),
-        );
+        let v = vec4<i32>(byte16(k, kx), byte16(k, SW + kx), byte16(k, 2u * SW + kx),
+            byte16(k, 3u * SW + kx));
         acc += v * weight(wr, kx);
     }
     return acc;
@@ -335,7 +334,7 @@ fn requantize(v: vec4<i32>, c: u32, h: vec4<u32>, p0: u32) -> u32 {
 
 // The 8-pixel path's sums of kernel row ky for 8 pixels on output row oy from output column
 // ox0 (stride 1; columns past the row's end give values the caller drops): pixels 0..3 and
-// 4..7. The 16-byte span from input column ox0 - pad_w, masked by `cols`.
+// 4..7, from the span's first 7 + KW <= 15 bytes.
 fn row_sums8(
     xplane: u32,
     oy: u32,
@@ -345,19 +344,7 @@ fn row_sums8(
     wr: array<vec4<i32>, 2>,
     zq: u32,
 ) -> array<vec4<i32>, 2> {
-    let h = i32(u.h);
-    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
-    let row_ok = iy >= 0 && iy < h;
-    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 - i32(u.pad_w));
-    let q = u32(i32(b) >> 2u);
-    let sp = load_span(q);
-    let span = sp.w;
-    let w4 = sp.e;
-    let r = (b & 3u) * 8u;
-    let m = select(vec4<u32>(0u), cols, vec4<bool>(row_ok));
-    let a = vec4<u32>(funnel(span.x, span.y, r), funnel(span.y, span.z, r),
-        funnel(span.z, span.w, r), funnel(span.w, w4, r));
-    let k = (a & m) | (vec4<u32>(zq) & ~m);
+    let k = span_bytes(xplane, oy, ox0, cols, ky, zq);
     var lo = vec4<i32>(0);
     var hi = vec4<i32>(0);
     for (var kx = 0u; kx < KW; kx++) {
@@ -368,27 +355,6 @@ fn row_sums8(
             byte16(k, kx + 7u)) * wv;
     }
     return array<vec4<i32>, 2>(lo, hi);
-}
-
-// Byte j (0..15) of the aligned words `a`.
-fn byte16(a: vec4<u32>, j: u32) -> i32 {
-    let v = select(select(a.x, a.y, j >= 4u), select(a.z, a.w, j >= 12u), j >= 8u);
-    return i32((v >> ((j & 3u) * 8u)) & 0xffu);
-}
-
-// The byte masks of the 16-byte row span of output column ox0 (stride 1): set where the
-// input column lies in the image.
-fn column_masks16(ox0: i32) -> vec4<u32> {
-    let cx0 = ox0 - i32(u.pad_w);
-    let first = vec4<i32>(0, 4, 8, 12);
-    let lo = clamp(vec4<i32>(clamp(-cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
-    let hi = clamp(vec4<i32>(clamp(i32(u.w) - cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
-    return vec4<u32>(
-        low_bytes(hi.x) & ~low_bytes(lo.x),
-        low_bytes(hi.y) & ~low_bytes(lo.y),
-        low_bytes(hi.z) & ~low_bytes(lo.z),
-        low_bytes(hi.w) & ~low_bytes(lo.w),
-    );
 }
 
 // Where output channel o of image n reads: the byte offset of its input plane (u32
@@ -426,8 +392,8 @@ fn main8(o: u32, n: u32, i: u32) {
     let ox1 = ox0 - i32(u.w_out);
     let next_lo = vec4<i32>(0, 1, 2, 3) + ox0 >= vec4<i32>(i32(u.w_out));
     let next_hi = vec4<i32>(4, 5, 6, 7) + ox0 >= vec4<i32>(i32(u.w_out));
-    let cols0 = column_masks16(ox0);
-    let cols1 = column_masks16(ox1);
+    let cols0 = column_masks(ox0);
+    let cols1 = column_masks(ox1);
     var lo = vec4<i32>(0);
     var hi = vec4<i32>(0);
     for (var ky = 0u; ky < KH; ky++) {

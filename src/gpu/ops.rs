@@ -44,7 +44,7 @@ use super::split::{plan, SplitLimits};
 use crate::error::{Error, Result};
 use crate::quant::{
     dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QParams,
-    QuantizeSteps, WeightQParams,
+    QuantizeSteps, StepTable, WeightQParams,
 };
 use crate::shape::{ConvParams, ConvShape};
 
@@ -391,11 +391,10 @@ const PAIR_VEC4: u64 = 130;
 /// [`epilogue_table`], then for each level k from `base` to `top` the pair
 /// `(t_k, t_(k+1))` (k's smallest accumulator and k + 1's; `i32::MIN` below `base`'s,
 /// `i32::MAX` above `top`'s), two pairs per vec4.
-fn threshold_pairs(epi: &Epilogue, table: &[u32]) -> Vec<u32> {
+fn threshold_pairs(steps: &[StepTable], table: &[u32]) -> Vec<u32> {
     let per = TABLE_VEC4 as usize * 4;
-    let mut words = Vec::with_capacity(epi.channels.len() * PAIR_VEC4 as usize * 4);
-    for (o, head) in table.chunks(per).enumerate() {
-        let t = epi.step_table(o);
+    let mut words = Vec::with_capacity(steps.len() * PAIR_VEC4 as usize * 4);
+    for (t, head) in steps.iter().zip(table.chunks(per)) {
         let start = words.len();
         words.extend_from_slice(&head[..8]);
         let th = |k: i32| match k - t.base - 1 {
@@ -464,17 +463,14 @@ impl WeightTexture {
 
 /// The conv kernels' epilogue table (`shaders/epilogue_table.wgsl`): per output channel o,
 /// `TABLE_VEC4` vec4s: (bits of the f32 slope, bits of the f32 offset, base, top), then
-/// (`meta[o]`, 0, 0), then the `top - base` thresholds of [`Epilogue::step_table`], zero-padded
-/// to 256.
+/// (`meta[o]`, 0, 0), then the `top - base` thresholds of `steps[o]` (the channel's
+/// [`Epilogue::step_table`]), zero-padded to 256.
 ///
 /// With `search_only` the estimate is the constant `base`, so nearly every value takes the
 /// table search (to test that path).
-fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> (Vec<u32>, bool) {
+fn epilogue_table(steps: &[StepTable], meta: &[[i32; 2]], search_only: bool) -> Vec<u32> {
     let mut words = Vec::with_capacity(meta.len() * TABLE_VEC4 as usize * 4);
-    let mut near = !search_only;
-    for (o, m) in meta.iter().enumerate() {
-        let t = epi.step_table(o);
-        near = near && t.estimate_within_one_level();
+    for (t, m) in steps.iter().zip(meta) {
         // The estimate is only a speed hint; keep it finite.
         let (slope, offset) = if t.slope.is_finite() && t.offset.is_finite() && !search_only {
             (t.slope, t.offset)
@@ -495,7 +491,7 @@ fn epilogue_table(epi: &Epilogue, meta: &[[i32; 2]], search_only: bool) -> (Vec<
         words.extend(t.thresholds.iter().map(|&v| v as u32));
         words.resize(start + (TABLE_VEC4 as usize - 2) * 4, 0);
     }
-    (words, near)
+    words
 }
 
 /// The GEMM kernel's weight layout: vec4 ((block * k_quads + q) * 8 + lane) holds the 16
@@ -639,7 +635,12 @@ impl GpuConv2d {
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
-        let (table, near_levels) = epilogue_table(epi, &meta, plan_k.search_only);
+        let steps: Vec<StepTable> = (0..c_out).map(|o| epi.step_table(o)).collect();
+        let table = epilogue_table(&steps, &meta, plan_k.search_only);
+        // Every channel's estimate within one level: threshold pairs, no search (see
+        // `DirectDepthwise::pairs`).
+        let near_levels =
+            !plan_k.search_only && steps.iter().all(StepTable::estimate_within_one_level);
         let res = ctx.scoped("uploading conv weights", || {
             let weights_tex = if plan_k.textures {
                 WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
@@ -669,7 +670,7 @@ impl GpuConv2d {
                             weights,
                             pairs: match near_levels {
                                 true => both(
-                                    &threshold_pairs(epi, &table),
+                                    &threshold_pairs(&steps, &table),
                                     "squint depthwise epilogue",
                                 )?,
                                 false => None,
