@@ -12,11 +12,14 @@
 // and add exactly 0. Products of a byte and a value in [-255, 255] summed in wrapping i32: the
 // CPU reference's sum, bit for bit.
 //
-// Work: an invocation computes two packed output words (8 consecutive pixels of one output
-// plane; `PX8`: stride 1, dilation 1, output rows of at least 8 pixels, each kernel row from
-// one 16-byte span, see `main8`) or one (4 pixels); the grid is (invocation groups of a
-// plane, output channels, images), so the weights and the epilogue header a workgroup reads
-// are the same for all its invocations. In the 4-pixel path, where a kernel
+// Work: where output rows are a whole number of packed words (stride 1, dilation 1 across),
+// an invocation computes NW of them (up to 28 pixels of one output row, `main_rows`), each
+// kernel row from one span of the input row; elsewhere two packed output words (8
+// consecutive pixels of one output plane; `PX8`: stride 1, dilation 1, output rows of at
+// least 8 pixels, each kernel row from one 16-byte span, see `main8`) or one (4 pixels). The
+// grid is (invocation groups of a plane, output channels, images), so the weights and the
+// epilogue header a workgroup reads are the same for all its invocations. The epilogue is
+// the formula's own f32 operations where they are exact (`FEXACT`), else thresholds. In the 4-pixel path, where a kernel
 // row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
 // 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
 // texel loads (or five word loads): the span from the first input column is aligned into
@@ -39,11 +42,13 @@
 //   `src/gpu/kernels.rs`; names and offsets checked by `kernel_contract.rs`).
 // * `x` / `xt`: the packed input tensor (words from `u.x_base`; XTEX: a copy, 4 words per
 //   texel).
-// * `wts` / `wt`: the weights w - w_zp as i32, KWV vec4s (4 or 8 values, zero past KW) per
-//   output channel and kernel row (from `u.w_base`).
-// * `etab` / `et`: the epilogue: threshold pairs, PAIR_VEC4 vec4s per output channel
-//   (SEARCH = 0, `threshold_pairs` in `src/gpu/ops.rs`), or the table of
-//   `epilogue_table.wgsl`, E_VEC4 per channel (SEARCH = 1); from `u.etab_base`.
+// * `wts` / `wt`: the weights w - w_zp as i16 pairs (`direct_depthwise_weights` in
+//   `src/gpu/ops.rs`): per output channel, (KH + RPT - 1) / RPT vec4s of RPT kernel rows each
+//   (2 rows of 4 values, or 1 of 8; zero past KW), from `u.w_base`.
+// * `etab` / `et`: the epilogue: the float epilogue's one vec4 per output channel (FEXACT > 0,
+//   `float_epilogue` in `src/gpu/ops.rs`), threshold pairs, PAIR_VEC4 vec4s per output
+//   channel (SEARCH = 0, `threshold_pairs`: a header of one vec4, then the pairs), or the
+//   table of `epilogue_table.wgsl`, E_VEC4 per channel (SEARCH = 1); from `u.etab_base`.
 // * `y` (read_write): the packed output, `pixel_tiles` words per (n, o) plane (from
 //   `u.y_base`).
 
@@ -52,8 +57,8 @@ override WG: u32 = 64u;
 // taps unroll and the row path's byte indices are constants.
 override KH: u32 = 3u;
 override KW: u32 = 3u;
-// vec4s of weights per kernel row: (KW + 3) / 4.
-override KWV: u32 = 1u;
+// Kernel rows per weights vec4: 2 (KW <= 4) or 1.
+override RPT: u32 = 2u;
 override SW: u32 = 1u;
 // 1: the row path (dilation_w == 1, 3 * SW + KW <= 12, KW <= 8, output rows of at least 4
 // pixels); 0: pixel by pixel.
@@ -63,6 +68,14 @@ override ROW: u32 = 1u;
 override TWO: u32 = 0u;
 // 1: the 8-pixel path (`main8`).
 override PX8: u32 = 0u;
+// Words (4 pixels each, 1..=7) per invocation of the row path (`main_rows`: stride 1,
+// dilation 1, output rows a whole number of words); 0: not that path.
+override NW: u32 = 0u;
+// Aligned words of a kernel row's span in `main_rows` (the span's 4 * NW + KW - 1 bytes:
+// (4 * NW + KW - 2) / 4 + 1, at most 9), and the input texels (XTEX) or words / 4 (buffers)
+// read for them ((NA + 7) / 4, at most 4: the first word may be any of its texel's).
+override NA: u32 = 8u;
+override SPAN_T: u32 = 3u;
 // 1 when the channel multiplier is 1 (output channel o reads input channel o).
 override MULT: u32 = 1u;
 // 0 when every channel's float estimate is within one level of its epilogue's
@@ -72,6 +85,13 @@ override MULT: u32 = 1u;
 override SEARCH: u32 = 1u;
 // 0x80808080 for qint8 input (bytes to the unsigned domain), else 0.
 override FLIP: u32 = 0u;
+// The float epilogue (`float_epilogue` in `src/gpu/ops.rs`): 1 for FBGEMM's formula
+// rne(f32(f32(f32(acc) + b) * M)), 2 for QNNPACK's rne(f32(f32(acc + b) * M)), each then
+// clamped and offset by the output zero point: the CPU reference's operations, in the same
+// order, each correctly rounded in f32 (as Vulkan requires of OpFAdd, OpFMul and the
+// conversion; no multiply-add to fuse), on accumulators below 2^24 (exact in f32); 0: the
+// thresholds (SEARCH).
+override FEXACT: u32 = 0u;
 
 struct Params {
     n_begin: u32, // first image of the dispatch
@@ -99,9 +119,9 @@ struct Params {
     x_tex_log2_width: u32, // log2 width of the input texture (XTEX)
     w_tex_log2_width: u32, // log2 width of the weights texture (XTEX)
     etab_tex_log2_width: u32, // log2 width of the epilogue-table texture (XTEX)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    row_segments: u32, // invocations per output row (NW > 0)
+    segments_rcp: f32, // f32(1 / row_segments), for `udiv`
+    out_zero_point: i32, // the output zero point (FEXACT > 0)
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -138,12 +158,26 @@ fn load_w(i: u32) -> vec4<i32> {
 //#endif
 }
 
-// Kernel row ky's weights (the second vec4 zero when KW <= 4) from vec4 `wq` of the channel.
-fn weight_row(wq: u32, ky: u32) -> array<vec4<i32>, 2> {
-    if (KWV == 1u) {
-        return array<vec4<i32>, 2>(load_w(wq + ky), vec4<i32>(0));
+// The i16 pairs of `p` as four i32.
+fn halves(v: vec2<i32>) -> vec4<i32> {
+    return vec4<i32>((v.x << 16u) >> 16u, v.x >> 16u, (v.y << 16u) >> 16u, v.y >> 16u);
+}
+
+// The weights vec4 that holds kernel row ky, from the channel's vec4s at `wq`: read for the
+// first row it holds (ky a constant once the loops unroll), else `t` (the vec4 read before).
+fn weights_for_row(wq: u32, ky: u32, t: vec4<i32>) -> vec4<i32> {
+    if (ky % RPT == 0u) {
+        return load_w(wq + ky / RPT);
     }
-    return array<vec4<i32>, 2>(load_w(wq + 2u * ky), load_w(wq + 2u * ky + 1u));
+    return t;
+}
+
+// Kernel row ky's weights (the second vec4 zero when KW <= 4) from its weights vec4 `t`.
+fn weight_row(t: vec4<i32>, ky: u32) -> array<vec4<i32>, 2> {
+    if (RPT == 2u) {
+        return array<vec4<i32>, 2>(halves(select(t.xy, t.zw, (ky & 1u) == 1u)), vec4<i32>(0));
+    }
+    return array<vec4<i32>, 2>(halves(t.xy), halves(t.zw));
 }
 
 // Weight kx (0..7) of a kernel row's two vec4s.
@@ -209,13 +243,13 @@ fn load_span(q: u32) -> Span {
 // the estimate is within one level; thresholds past the table's ends are read clamped and
 // ignored).
 fn level_near(acc: i32, c: u32, h: vec4<u32>) -> i32 {
-    let base = i32(h.z);
-    let top = i32(h.w);
+    let base = (i32(h.z) << 16u) >> 16u;
+    let top = i32(h.z) >> 16u;
     let e = round(f32(acc) * bitcast<f32>(h.x) + bitcast<f32>(h.y));
     let k = clamp(i32(clamp(e, f32(base), f32(top))), base, top);
     // The pair (t_k, t_(k+1)) of level k (`threshold_pairs` in `src/gpu/ops.rs`).
     let i = u32(k - base);
-    let v = load_e(c * PAIR_VEC4 + 2u + (i >> 1u));
+    let v = load_e(c * PAIR_VEC4 + 1u + (i >> 1u));
     let pair = vec2<i32>(select(v.xy, v.zw, (i & 1u) == 1u));
     let down = acc < pair.x;
     let up = k < top && acc >= pair.y;
@@ -223,12 +257,31 @@ fn level_near(acc: i32, c: u32, h: vec4<u32>) -> i32 {
 }
 
 // vec4s per output channel of the threshold-pair table (SEARCH = 0).
-const PAIR_VEC4: u32 = 130u;
+const PAIR_VEC4: u32 = 129u;
 
 // vec4s per output channel of the epilogue table bound (`etab` / `et`): the threshold pairs,
-// or (SEARCH = 1) the table of `epilogue_table.wgsl`. Both start with the same two vec4s.
+// or (SEARCH = 1) the table of `epilogue_table.wgsl`.
 fn table_stride() -> u32 {
+    if (FEXACT > 0u) {
+        return 1u;
+    }
     return select(E_VEC4, PAIR_VEC4, SEARCH == 0u);
+}
+
+// The epilogue header of output channel o (the float epilogue's: see `requantize`; the
+// threshold pairs': slope, offset, base and top as i16, weight sum; the table's: slope,
+// offset, base, top) and the weight sum S(o) (the table's: from its second vec4).
+struct Header {
+    h: vec4<u32>,
+    s: i32,
+}
+
+fn header(o: u32) -> Header {
+    let h = load_e(o * table_stride());
+    if (FEXACT > 0u || SEARCH == 0u) {
+        return Header(h, i32(h.w));
+    }
+    return Header(h, i32(load_e(o * table_stride() + 1u).y));
 }
 
 // floor(a / d) for a < 2^23 and d >= 1, `rcp` = f32(1 / d): a float estimate within 2 of the
@@ -323,11 +376,26 @@ fn row_sums(
 // accumulators are `v` (bytes of pixels past the plane's end are 0).
 fn requantize(v: vec4<i32>, c: u32, h: vec4<u32>, p0: u32) -> u32 {
     let px_ok = vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(u.plane_out);
-    if (SEARCH == 1u) {
+    var l: vec4<i32>;
+    if (FEXACT > 0u) {
+        // Header: M, the bias (f32 for FBGEMM, i32 for QNNPACK), the clamp's bounds minus
+        // the zero point as i16, S.
+        var x: vec4<f32>;
+        if (FEXACT == 1u) {
+            x = vec4<f32>(v) + bitcast<f32>(h.y);
+        } else {
+            x = vec4<f32>(v + bitcast<i32>(h.y));
+        }
+        let lo = f32((i32(h.z) << 16u) >> 16u);
+        let hi = f32(i32(h.z) >> 16u);
+        l = vec4<i32>(clamp(round(x * bitcast<f32>(h.x)), vec4<f32>(lo), vec4<f32>(hi)))
+            + u.out_zero_point;
+    } else if (SEARCH == 1u) {
         return pack_levels(v, c, h, px_ok);
+    } else {
+        l = vec4<i32>(level_near(v.x, c, h), level_near(v.y, c, h), level_near(v.z, c, h),
+            level_near(v.w, c, h));
     }
-    let l = vec4<i32>(level_near(v.x, c, h), level_near(v.y, c, h), level_near(v.z, c, h),
-        level_near(v.w, c, h));
     let b = select(vec4<u32>(0u), vec4<u32>(l) & vec4<u32>(0xffu), px_ok);
     return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
 }
@@ -370,7 +438,7 @@ fn channel(o: u32, n: u32) -> Channel {
     if (MULT == 0u) {
         c = udiv(o, u.channel_multiplier, u.m_rcp);
     }
-    return Channel((n * u.c_in + c) * u.plane_words * 4u, o * KH * KWV);
+    return Channel((n * u.c_in + c) * u.plane_words * 4u, o * ((KH + RPT - 1u) / RPT));
 }
 
 // The 8-pixel path (`PX8`: stride 1, dilation 1, KW <= 8, output rows of at least 8 pixels):
@@ -396,8 +464,10 @@ fn main8(o: u32, n: u32, i: u32) {
     let cols1 = column_masks(ox1);
     var lo = vec4<i32>(0);
     var hi = vec4<i32>(0);
+    var wt = vec4<i32>(0);
     for (var ky = 0u; ky < KH; ky++) {
-        let wr = weight_row(wq, ky);
+        wt = weights_for_row(wq, ky, wt);
+        let wr = weight_row(wt, ky);
         let s0 = row_sums8(xplane, oy0, ox0, cols0, ky, wr, zq);
         if (TWO == 1u) {
             let s1 = row_sums8(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
@@ -408,10 +478,10 @@ fn main8(o: u32, n: u32, i: u32) {
             hi += s0[1];
         }
     }
-    let e = load_e(o * table_stride());
-    let zs = vec4<i32>(z * i32(load_e(o * table_stride() + 1u).y));
-    let w0 = requantize(lo - zs, o, e, p0);
-    let w1 = requantize(hi - zs, o, e, p0 + 4u);
+    let hd = header(o);
+    let zs = vec4<i32>(z * hd.s);
+    let w0 = requantize(lo - zs, o, hd.h, p0);
+    let w1 = requantize(hi - zs, o, hd.h, p0 + 4u);
     let out = t * u.pixel_tiles + 2u * i - u.y_base;
     if (2u * i < u.pixel_tiles) {
         y[out] = w0;
@@ -419,6 +489,175 @@ fn main8(o: u32, n: u32, i: u32) {
     if (2u * i + 1u < u.pixel_tiles) {
         y[out + 1u] = w1;
     }
+}
+
+// Word m (a constant) of the words `w` from word k (0..3, not constant): word k + m.
+fn pick_word(w: array<u32, 16>, k: u32, m: u32) -> u32 {
+    let a = select(w[m], w[m + 1u], k == 1u);
+    let b = select(w[m + 2u], w[m + 3u], k == 3u);
+    return select(a, b, k >= 2u);
+}
+
+// Aligned span word j (a constant) from the words `w` read from the span's first word's
+// (k: its index in `w`, r: the first byte's bit offset), masked by `m` (z' outside).
+fn aligned(w: array<u32, 16>, k: u32, r: u32, j: u32, m: u32, zq: u32) -> u32 {
+    let v = funnel(pick_word(w, k, j) ^ FLIP, pick_word(w, k, j + 1u) ^ FLIP, r);
+    return (v & m) | (zq & ~m);
+}
+
+// Texel j of the input copy from texel t when j < SPAN_T (a constant comparison), else 0.
+// Buffers: input words q + 4j .. q + 4j + 3 (before the unsigned domain's flip).
+fn span_part(t: i32, q: u32, j: u32) -> vec4<u32> {
+    if (j >= SPAN_T) {
+        return vec4<u32>(0u);
+    }
+//#if XTEX
+    return load_texel(t + i32(j));
+//#else
+    let i = q + 4u * j;
+    return vec4<u32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u)) ^ vec4<u32>(FLIP);
+//#endif
+}
+
+// The span of kernel row ky for output row oy from output column ox0 (byte i: input column
+// ox0 - pad_w + i) as aligned words (the first NA are used), the bytes of columns outside
+// the image (`cols`) and of a row outside it replaced by z' (`zq`). SPAN_T texels (or
+// 4 * SPAN_T words) are read from the span's first word's. Written without loops over
+// arrays: every index is a constant, so the arrays stay in registers.
+fn span_words(
+    xplane: u32,
+    oy: u32,
+    ox0: i32,
+    cols: array<u32, 9>,
+    ky: u32,
+    zq: u32,
+) -> array<u32, 9> {
+    let h = i32(u.h);
+    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let row_ok = iy >= 0 && iy < h;
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 - i32(u.pad_w));
+    // Word of the span's first byte: an arithmetic shift, so that a column left of the first
+    // plane's first byte gives word -1 (wrapping).
+    let q = u32(i32(b) >> 2u);
+    let t = i32(q) >> 2u;
+//#if XTEX
+    let k = q & 3u;
+//#else
+    let k = 0u;
+//#endif
+    let t0 = span_part(t, q, 0u);
+    let t1 = span_part(t, q, 1u);
+    let t2 = span_part(t, q, 2u);
+    let t3 = span_part(t, q, 3u);
+    let w = array<u32, 16>(t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w, t2.x, t2.y, t2.z,
+        t2.w, t3.x, t3.y, t3.z, t3.w);
+    let r = (b & 3u) * 8u;
+    let ok = select(0u, 0xffffffffu, row_ok);
+    return array<u32, 9>(
+        aligned(w, k, r, 0u, cols[0] & ok, zq),
+        aligned(w, k, r, 1u, cols[1] & ok, zq),
+        aligned(w, k, r, 2u, cols[2] & ok, zq),
+        aligned(w, k, r, 3u, cols[3] & ok, zq),
+        aligned(w, k, r, 4u, cols[4] & ok, zq),
+        aligned(w, k, r, 5u, cols[5] & ok, zq),
+        aligned(w, k, r, 6u, cols[6] & ok, zq),
+        aligned(w, k, r, 7u, cols[7] & ok, zq),
+        aligned(w, k, r, 8u, cols[8] & ok, zq),
+    );
+}
+
+// Byte i (a constant) of the aligned span words `a`.
+fn span_byte(a: array<u32, 9>, i: u32) -> i32 {
+    return i32((a[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu);
+}
+
+// Kernel row ky's sums (weights `wr`) for the 4 pixels of the invocation's word j (a
+// constant; 0 for j >= NW).
+fn word_sums(a: array<u32, 9>, j: u32, wr: array<vec4<i32>, 2>) -> vec4<i32> {
+    var acc = vec4<i32>(0);
+    if (j >= NW) {
+        return acc;
+    }
+    for (var kx = 0u; kx < KW; kx++) {
+        let i = 4u * j + kx;
+        acc += vec4<i32>(span_byte(a, i), span_byte(a, i + 1u), span_byte(a, i + 2u),
+            span_byte(a, i + 3u)) * weight(wr, kx);
+    }
+    return acc;
+}
+
+// The byte mask of the span's word j (a constant) for the span from input column cx0: set
+// where the column lies in the image.
+fn col_mask(cx0: i32, j: u32) -> u32 {
+    let first = i32(4u * j);
+    let lo = clamp(clamp(-cx0, 0, 36) - first, 0, 4);
+    let hi = clamp(clamp(i32(u.w) - cx0, 0, 36) - first, 0, 4);
+    return low_bytes(hi) & ~low_bytes(lo);
+}
+
+// Stores output word j (a constant) of the row path: `v` its accumulators, `p0` the
+// invocation's first pixel, `out` its first word's index in `y`, `ok` whether the
+// invocation is in the grid, `rest` the pixels from p0 to the row's end.
+fn store_word(v: vec4<i32>, o: u32, hd: Header, p0: u32, out: u32, ok: bool, rest: u32, j: u32) {
+    if (j >= NW) {
+        return;
+    }
+    let word = requantize(v - vec4<i32>(u.x_zero_point * hd.s), o, hd.h, p0 + 4u * j);
+    if (ok && 4u * j < rest) {
+        y[out + j] = word;
+    }
+}
+
+// The row path (`NW` > 0: stride 1, dilation 1, KW <= 8, output rows a whole number of
+// words): invocation i computes NW consecutive words of one output row (segment
+// i % row_segments of row i / row_segments; a row's last segment may be shorter and stores
+// fewer), each kernel row from one span of 4 * NW + KW - 1 bytes, so that no word is
+// computed twice and the span's texels, the weights and the header are read once for up to
+// 28 pixels.
+fn main_rows(o: u32, n: u32, i: u32) {
+    let t = n * u.c_out + o;
+    let rows = u.plane_out / u.w_out;
+    let ic = min(i, rows * u.row_segments - 1u);
+    let oy = udiv(ic, u.row_segments, u.segments_rcp);
+    let ox0 = (ic - oy * u.row_segments) * 4u * NW;
+    let ch = channel(o, n);
+    let zq = u32(u.x_zero_point) * 0x01010101u;
+    let cx0 = i32(ox0) - i32(u.pad_w);
+    let cols = array<u32, 9>(col_mask(cx0, 0u), col_mask(cx0, 1u), col_mask(cx0, 2u),
+        col_mask(cx0, 3u), col_mask(cx0, 4u), col_mask(cx0, 5u), col_mask(cx0, 6u),
+        col_mask(cx0, 7u), col_mask(cx0, 8u));
+    var a0 = vec4<i32>(0);
+    var a1 = vec4<i32>(0);
+    var a2 = vec4<i32>(0);
+    var a3 = vec4<i32>(0);
+    var a4 = vec4<i32>(0);
+    var a5 = vec4<i32>(0);
+    var a6 = vec4<i32>(0);
+    var wt = vec4<i32>(0);
+    for (var ky = 0u; ky < KH; ky++) {
+        wt = weights_for_row(ch.wq, ky, wt);
+        let wr = weight_row(wt, ky);
+        let a = span_words(ch.xplane, oy, i32(ox0), cols, ky, zq);
+        a0 += word_sums(a, 0u, wr);
+        a1 += word_sums(a, 1u, wr);
+        a2 += word_sums(a, 2u, wr);
+        a3 += word_sums(a, 3u, wr);
+        a4 += word_sums(a, 4u, wr);
+        a5 += word_sums(a, 5u, wr);
+        a6 += word_sums(a, 6u, wr);
+    }
+    let hd = header(o);
+    let p0 = oy * u.w_out + ox0;
+    let out = t * u.pixel_tiles + p0 / 4u - u.y_base;
+    let ok = i < rows * u.row_segments;
+    let rest = u.w_out - ox0;
+    store_word(a0, o, hd, p0, out, ok, rest, 0u);
+    store_word(a1, o, hd, p0, out, ok, rest, 1u);
+    store_word(a2, o, hd, p0, out, ok, rest, 2u);
+    store_word(a3, o, hd, p0, out, ok, rest, 3u);
+    store_word(a4, o, hd, p0, out, ok, rest, 4u);
+    store_word(a5, o, hd, p0, out, ok, rest, 5u);
+    store_word(a6, o, hd, p0, out, ok, rest, 6u);
 }
 
 @compute @workgroup_size(WG)
@@ -431,6 +670,10 @@ fn main(
     // The grid: (word groups of a plane, output channels, images).
     let o = wid.y;
     let n = u.n_begin + wid.z;
+    if (NW > 0u) {
+        main_rows(o, n, wid.x * WG + lid);
+        return;
+    }
     if (PX8 == 1u) {
         main8(o, n, wid.x * WG + lid);
         return;
@@ -455,8 +698,10 @@ fn main(
         let ox1 = ox0 - i32(u.w_out);
         let cols0 = column_masks(ox0);
         let cols1 = column_masks(ox1);
-        for (var ky = 0u; ky < KH; ky++) {
-            let wr = weight_row(wq, ky);
+        var wt = vec4<i32>(0);
+    for (var ky = 0u; ky < KH; ky++) {
+            wt = weights_for_row(wq, ky, wt);
+        let wr = weight_row(wt, ky);
             let s0 = row_sums(xplane, oy0, ox0, cols0, ky, wr, zq);
             if (TWO == 1u) {
                 let s1 = row_sums(xplane, oy0 + 1u, ox1, cols1, ky, wr, zq);
@@ -477,8 +722,10 @@ fn main(
         );
         let ox = p - oy * u.w_out;
         let h = i32(u.h);
-        for (var ky = 0u; ky < KH; ky++) {
-            let wr = weight_row(wq, ky);
+        var wt = vec4<i32>(0);
+    for (var ky = 0u; ky < KH; ky++) {
+            wt = weights_for_row(wq, ky, wt);
+        let wr = weight_row(wt, ky);
             let iy = vec4<i32>(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
             let row_ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(h));
             for (var kx = 0u; kx < KW; kx++) {
@@ -497,9 +744,8 @@ fn main(
             }
         }
     }
-    let e = load_e(o * table_stride());
-    let zs = z * i32(load_e(o * table_stride() + 1u).y);
-    let word = requantize(acc - vec4<i32>(zs), o, e, p0);
+    let hd = header(o);
+    let word = requantize(acc - vec4<i32>(z * hd.s), o, hd.h, p0);
     if (pt < u.pixel_tiles) {
         y[t * u.pixel_tiles + pt - u.y_base] = word;
     }

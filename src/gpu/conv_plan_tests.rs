@@ -863,3 +863,29 @@ fn parallel_k_splits_few_workgroups_into_slices_of_whole_chunks_none_empty() {
     let geo = ConvGeometry::new(&dw, ConvKernelLayout::Depthwise, 8, 1);
     assert_eq!(geo.parallel_k(1, 8, Some(4)), None);
 }
+
+#[test]
+fn plane_workgroups_launch_few_idle_lanes() {
+    // A 56x56 plane at 8 pixels per invocation: two workgroups of 196 (one idle lane in each
+    // last batch of 8), not seven of 64 (56 idle invocations).
+    assert_eq!(plane_workgroup(392, 8, 256), 196);
+    // A plane that fits a workgroup takes one.
+    assert_eq!(plane_workgroup(40, 8, 256), 40);
+    assert_eq!(plane_workgroup(3, 8, 256), 3);
+    // The device limit and warps of 32.
+    assert_eq!(plane_workgroup(392, 8, 64), 56);
+    assert_eq!(plane_workgroup(392, 32, 256), 196);
+    assert_eq!(plane_workgroup(1568, 8, 256), 224);
+    for items in 1..2000u64 {
+        for (lanes, limit) in [(8, 256), (32, 256), (8, 64), (32, 1024)] {
+            let wg = u64::from(plane_workgroup(items, lanes, limit));
+            assert!((1..=u64::from(limit)).contains(&wg));
+            // Never more idle lanes than a batch per workgroup plus a workgroup.
+            let launched = items.div_ceil(wg) * wg.div_ceil(lanes.into()) * u64::from(lanes);
+            assert!(
+                launched - items < wg + items.div_ceil(wg) * u64::from(lanes),
+                "{items}"
+            );
+        }
+    }
+}

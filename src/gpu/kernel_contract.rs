@@ -485,7 +485,9 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             x_tex_log2_width,
             w_tex_log2_width,
             etab_tex_log2_width,
-            _pad,
+            row_segments,
+            segments_rcp,
+            out_zero_point,
         }),
         Kernel::SoftFloatTest => rust_layout!(TestParams {
             item_begin,

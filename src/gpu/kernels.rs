@@ -882,6 +882,10 @@ pub(crate) struct ConvDwDirectParams {
     pub w_tex_log2_width: u32,
     /// Log2 of the epilogue-table texture's width (texture mode).
     pub etab_tex_log2_width: u32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 3],
+    /// Invocations per output row (the row path, `NW > 0`).
+    pub row_segments: u32,
+    /// `1 / row_segments` rounded to f32.
+    pub segments_rcp: f32,
+    /// The output zero point (the float epilogue).
+    pub out_zero_point: i32,
 }

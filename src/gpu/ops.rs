@@ -30,8 +30,9 @@ use super::buffers::{
 };
 use super::context::GpuContext;
 use super::conv_plan::{
-    image_chunks, input_texture_copies, texture_rows, BandInput, ConvGeometry, ConvKernelLayout,
-    InputDomain, KParallel, RowBand, ScratchLimits, ScratchPlan, TexelCopy, QUAD, TABLE_VEC4,
+    image_chunks, input_texture_copies, plane_workgroup, texture_rows, BandInput, ConvGeometry,
+    ConvKernelLayout, InputDomain, KParallel, RowBand, ScratchLimits, ScratchPlan, TexelCopy, QUAD,
+    TABLE_VEC4,
 };
 use super::gate::Gated;
 use super::kernels::{
@@ -44,7 +45,7 @@ use super::split::{plan, SplitLimits};
 use crate::error::{Error, Result};
 use crate::quant::{
     dequantize_one, inverse_scale, weight_abs_sums, ChannelRequant, Epilogue, QParams,
-    QuantizeSteps, StepTable, WeightQParams,
+    QuantizeSteps, RequantFormula, StepTable, WeightQParams,
 };
 use crate::shape::{ConvParams, ConvShape};
 
@@ -381,22 +382,76 @@ struct DirectDepthwise {
     /// the epilogue as threshold pairs ([`threshold_pairs`]), one texel read per output and
     /// no search.
     pairs: Option<(wgpu::Buffer, Option<WeightTexture>)>,
+    /// Where the formula's own f32 operations are exact on the adapter ([`float_epilogue`]):
+    /// their constants (one texel per channel, no table) and the kernel's `FEXACT`.
+    float: Option<((wgpu::Buffer, Option<WeightTexture>), u32)>,
+}
+
+/// The constants of `conv2d_dw_direct.wgsl`'s float epilogue (`FEXACT`), one vec4 per output
+/// channel: `M`, the bias (f32 bits for FBGEMM, i32 for QNNPACK), the output clamp's bounds
+/// minus the zero point as the low and high i16 of one word, and the weight sum `S(o)`
+/// (`sums`); with the kernel's `FEXACT` (1: FBGEMM, 2: QNNPACK).
+///
+/// The kernel then computes `rne(f32(f32(f32(acc) + b) * M))` (FBGEMM) or
+/// `rne(f32(f32(acc + b) * M))` (QNNPACK), clamps and adds the zero point: the CPU
+/// reference's operations ([`Epilogue::apply`]) in the same order. Vulkan requires f32
+/// addition, multiplication and integer conversion correctly rounded (round to nearest even),
+/// and an addition followed by a multiplication leaves nothing to fuse, so each result is the
+/// reference's bit for bit, provided the accumulators are exact in f32: `None` unless every
+/// channel's accumulators (plus the QNNPACK bias) stay below 2^24 in magnitude, from
+/// `max |x' - z'| <= 255` times the channel's `sum |w - w_zp|` (`abs_sums`). `None` also for
+/// the other formulas (oneDNN's has multiplies followed by additions, which a compiler may
+/// fuse; fixed point is integer) and for `M` outside `[2^-126, 2^100]` in magnitude (then a
+/// denormal flushed to zero, as GPUs may, cannot change a rounded level).
+fn float_epilogue(epi: &Epilogue, sums: &[i32], abs_sums: &[i128]) -> Option<(Vec<u32>, u32)> {
+    let code = match epi.formula {
+        RequantFormula::Fbgemm => 1,
+        RequantFormula::Qnnpack => 2,
+        _ => return None,
+    };
+    let zp = epi.out.zero_point;
+    let bounds = |v: i32| (v - zp) as i16 as u16 as u32;
+    let word2 = bounds(epi.clamp.min) | bounds(epi.clamp.max) << 16;
+    let mut words = Vec::with_capacity(epi.channels.len() * 4);
+    for ((c, &s), &a) in epi.channels.iter().zip(sums).zip(abs_sums) {
+        let m = c.mult.abs();
+        let bias = match code {
+            1 => c.bias_f32.to_bits(),
+            _ => c.bias_i32 as u32,
+        };
+        let reach = 255 * a
+            + if code == 2 {
+                (c.bias_i32 as i128).abs()
+            } else {
+                0
+            };
+        let finite = c.bias_f32.is_finite() || code == 2;
+        if !(finite && m >= f32::MIN_POSITIVE && m <= 2f32.powi(100) && reach < 1 << 24) {
+            return None;
+        }
+        words.extend([c.mult.to_bits(), bias, word2, s as u32]);
+    }
+    Some((words, code))
 }
 
 /// vec4s per output channel of [`threshold_pairs`].
-const PAIR_VEC4: u64 = 130;
+const PAIR_VEC4: u64 = 129;
 
 /// The epilogue of `conv2d_dw_direct.wgsl` where every estimate is within one level: per
-/// output channel, [`PAIR_VEC4`] vec4s: the header vec4 and the weight-sum vec4 of
-/// [`epilogue_table`], then for each level k from `base` to `top` the pair
-/// `(t_k, t_(k+1))` (k's smallest accumulator and k + 1's; `i32::MIN` below `base`'s,
-/// `i32::MAX` above `top`'s), two pairs per vec4.
+/// output channel, [`PAIR_VEC4`] vec4s: one header (the estimate's slope and offset of
+/// [`epilogue_table`], `base` and `top` as the low and high i16 of one word, and the weight
+/// sum), then for each level k from `base` to `top` the pair `(t_k, t_(k+1))` (k's smallest
+/// accumulator and k + 1's; `i32::MIN` below `base`'s, `i32::MAX` above `top`'s), two pairs
+/// per vec4. One texel for the header and the weight sum, where the table of
+/// [`epilogue_table`] takes two: a texel read fewer per invocation.
 fn threshold_pairs(steps: &[StepTable], table: &[u32]) -> Vec<u32> {
     let per = TABLE_VEC4 as usize * 4;
     let mut words = Vec::with_capacity(steps.len() * PAIR_VEC4 as usize * 4);
     for (t, head) in steps.iter().zip(table.chunks(per)) {
         let start = words.len();
-        words.extend_from_slice(&head[..8]);
+        // Output levels are bytes (at most [-128, 255]).
+        let (base, top) = (t.base as i16 as u16 as u32, t.top as i16 as u16 as u32);
+        words.extend([head[0], head[1], base | top << 16, head[5]]);
         let th = |k: i32| match k - t.base - 1 {
             i if i < 0 => i32::MIN,
             i => t.thresholds.get(i as usize).copied().unwrap_or(i32::MAX),
@@ -552,18 +607,71 @@ fn pack_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) ->
     packed
 }
 
+/// The row path of `conv2d_dw_direct.wgsl` (stride 1, dilation 1, output rows a whole number
+/// of packed words): each invocation computes `words` consecutive words of one output row,
+/// `segments` invocations per row, each kernel row from `span_words` aligned words read from
+/// `span_texels` texels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DwRowPath {
+    pub words: u64,
+    pub segments: u64,
+    pub span_words: u64,
+    pub span_texels: u64,
+}
+
+impl DwRowPath {
+    /// The path for output rows of `row_words` words and a `kh` x `kw` kernel (`kw <= 8`):
+    /// the words per invocation (1 to 7) that read the fewest texels per output row, counting
+    /// the input spans, the header and weights, one epilogue texel per output (those of a
+    /// row's shorter last segment included: they are computed too) and one for the
+    /// invocation itself.
+    pub(crate) fn new(row_words: u64, kh: u64, kw: u64) -> DwRowPath {
+        let path = |words: u64| {
+            let span_words = (4 * words + kw - 2) / 4 + 1;
+            DwRowPath {
+                words,
+                segments: row_words.div_ceil(words),
+                span_words,
+                span_texels: (span_words + 7) / 4,
+            }
+        };
+        let weights = kh.div_ceil(dw_rows_per_vec4(kw as usize) as u64);
+        let texels =
+            |r: &DwRowPath| r.segments * (kh * r.span_texels + 1 + weights + 4 * r.words + 1);
+        (1..=7.min(row_words.max(1)))
+            .map(path)
+            .min_by_key(|r| (texels(r), u64::MAX - r.words))
+            .unwrap_or_else(|| path(1))
+    }
+}
+
+/// Kernel rows per weights vec4 of `conv2d_dw_direct.wgsl`: two rows of four i16 (`kw <= 4`)
+/// or one of eight.
+fn dw_rows_per_vec4(kw: usize) -> usize {
+    if kw <= 4 {
+        2
+    } else {
+        1
+    }
+}
+
 /// The weights of `conv2d_dw_direct.wgsl` (one input channel per group, `kw <= 8`): per
-/// output channel and kernel row, one vec4 (`kw <= 4`) or two, the row's `w - w_zp` as i32
-/// bits and zeros after them.
+/// output channel, `kh / dw_rows_per_vec4(kw)` vec4s (rounded up) of the kernel rows'
+/// `w - w_zp` (in [-255, 255]) as i16, each row in a slot of 4 or 8 (zeros after it), two
+/// i16 per word, the lower first.
 fn direct_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) -> Vec<u32> {
     let [c_out, _, kh, kw] = w_dims;
-    let row_words = 4 * kw.div_ceil(4);
-    let mut words = vec![0u32; c_out * kh * row_words];
+    let rows = dw_rows_per_vec4(kw);
+    let (slot, per_channel) = (8 / rows, kh.div_ceil(rows) * 8);
+    let mut halves = vec![0u16; c_out * per_channel];
     for (i, &v) in w.iter().enumerate() {
-        let (row, kx) = (i / kw, i % kw);
-        words[row * row_words + kx] = (v as i32 - w_qp.zero_point(row / kh)) as u32;
+        let (o, tap) = (i / (kh * kw), i % (kh * kw));
+        let at = o * per_channel + tap / kw * slot + tap % kw;
+        halves[at] = (v as i32 - w_qp.zero_point(o)) as i16 as u16;
     }
-    words
+    (halves.chunks(2))
+        .map(|p| u32::from(p[0]) | u32::from(p[1]) << 16)
+        .collect()
 }
 
 impl GpuConv2d {
@@ -635,6 +743,7 @@ impl GpuConv2d {
             })
             .collect();
         let wzp = (0..c_out).any(|o| w_qp.zero_point(o) != 0);
+        let sum_abs = weight_abs_sums(w, w_qp, c_out, k);
         let steps: Vec<StepTable> = (0..c_out).map(|o| epi.step_table(o)).collect();
         let table = epilogue_table(&steps, &meta, plan_k.search_only);
         // Every channel's estimate within one level: threshold pairs, no search (see
@@ -675,6 +784,19 @@ impl GpuConv2d {
                                 )?,
                                 false => None,
                             },
+                            float: match plan_k.float_epilogue {
+                                true => {
+                                    let sums: Vec<i32> = meta.iter().map(|m| m[1]).collect();
+                                    match float_epilogue(epi, &sums, &sum_abs) {
+                                        Some((words, code)) => {
+                                            both(&words, "squint depthwise float epilogue")?
+                                                .map(|r| (r, code))
+                                        }
+                                        None => None,
+                                    }
+                                }
+                                false => None,
+                            },
                         }),
                         None => None,
                     }
@@ -710,7 +832,7 @@ impl GpuConv2d {
             wzp,
             res: Gated::new(res, ctx.gate()),
             epi: epi.clone(),
-            sum_abs: weight_abs_sums(w, w_qp, c_out, k),
+            sum_abs,
         })
     }
 
@@ -1088,12 +1210,14 @@ impl GpuConv2d {
             return Ok(None);
         };
         let (dw_weights, dw_weights_tex) = &direct.weights;
-        // The epilogue: threshold pairs, or the table the search reads.
-        let (table, table_tex, table_vec4) = match &direct.pairs {
-            Some((b, t)) => (b, t, PAIR_VEC4),
-            None => (&self.res.etab, &self.res.etab_tex, TABLE_VEC4),
-        };
         let kernels = ctx.conv_plan()?;
+        // The epilogue: the float one, threshold pairs, or the table the search reads.
+        let float = direct.float.as_ref().filter(|_| kernels.float_epilogue);
+        let (table, table_tex, table_vec4) = match (float, &direct.pairs) {
+            (Some(((b, t), _)), _) => (b, t, 1),
+            (None, Some((b, t))) => (b, t, PAIR_VEC4),
+            (None, None) => (&self.res.etab, &self.res.etab_tex, TABLE_VEC4),
+        };
         // The kernel's byte offsets are u32.
         if !kernels.dw_direct || packed_bytes(x.dims) >= 1 << 31 {
             return Ok(None);
@@ -1105,19 +1229,23 @@ impl GpuConv2d {
         let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
         // The kernel's paths (see its header): 8 pixels per invocation, else 4 (the row path
         // or pixel by pixel).
-        let px8 = sw == 1 && p.dilation[1] == 1 && s.w_out >= 8;
+        let rows = match sw == 1 && p.dilation[1] == 1 && s.w_out.is_multiple_of(4) {
+            true => Some(DwRowPath::new(s.w_out as u64 / 4, s.kh as u64, s.kw as u64)),
+            false => None,
+        };
+        let px8 = rows.is_none() && sw == 1 && p.dilation[1] == 1 && s.w_out >= 8;
         let row = p.dilation[1] == 1 && 3 * sw + kw <= 12 && s.w_out >= 4;
         let two = match px8 {
             true => !s.w_out.is_multiple_of(8),
             false => row && !s.w_out.is_multiple_of(4),
         };
-        // Workgroups of 8 to 64 invocations, as few as a plane needs.
-        let per_plane = if px8 {
-            pixel_tiles.div_ceil(2)
-        } else {
-            pixel_tiles
+        // Workgroups sized to the plane's invocations.
+        let per_plane = match rows {
+            Some(r) => s.h_out as u64 * r.segments,
+            None if px8 => pixel_tiles.div_ceil(2),
+            None => pixel_tiles,
         };
-        let wg = per_plane.next_power_of_two().clamp(8, 64);
+        let wg = u64::from(plane_workgroup(per_plane, kernels.lanes, kernels.wg_limit));
         let plane_workgroups = per_plane.div_ceil(wg);
         let in_plane_bytes = plane_words(x.dims) as u64 * 4;
         let m = c_out / s.c_in as u64;
@@ -1136,7 +1264,7 @@ impl GpuConv2d {
                     b * s.c_in as u64 * in_plane_bytes,
                     e * s.c_in as u64 * in_plane_bytes,
                 ),
-                (0, c_out * kh * 16 * u64::from(kw.div_ceil(4))),
+                (0, c_out * 16 * kh.div_ceil(dw_rows_per_vec4(s.kw) as u64)),
                 (0, c_out * table_vec4 * 16),
                 (b * c_out * pixel_tiles * 4, e * c_out * pixel_tiles * 4),
             ]
@@ -1166,13 +1294,17 @@ impl GpuConv2d {
             ("WG", wg as u32),
             ("KH", s.kh as u32),
             ("KW", kw),
-            ("KWV", kw.div_ceil(4)),
+            ("RPT", dw_rows_per_vec4(s.kw) as u32),
             ("SW", sw),
             ("ROW", u32::from(row)),
             ("MULT", u32::from(m == 1)),
             ("SEARCH", u32::from(direct.pairs.is_none())),
+            ("FEXACT", float.map_or(0, |f| f.1)),
             ("TWO", u32::from(two)),
             ("PX8", u32::from(px8)),
+            ("NW", rows.map_or(0, |r| r.words as u32)),
+            ("NA", rows.map_or(1, |r| r.span_words as u32)),
+            ("SPAN_T", rows.map_or(1, |r| r.span_texels as u32)),
             ("FLIP", domain.flip * 0x0101_0101),
         ];
         let output_dims = s.output_dims();
@@ -1232,7 +1364,9 @@ impl GpuConv2d {
                         x_tex_log2_width,
                         w_tex_log2_width,
                         etab_tex_log2_width,
-                        _pad: [0; 3],
+                        row_segments: rows.map_or(1, |r| r.segments as u32),
+                        segments_rcp: rows.map_or(1.0, |r| (1.0 / r.segments as f64) as f32),
+                        out_zero_point: self.epi.out.zero_point,
                     };
                     let res = vec![xs, ws, es, Res::Buf(ys)];
                     let grid = [plane_workgroups as u32, c_out as u32, (e - b) as u32];
@@ -2143,7 +2277,7 @@ fn run_layer_bytes(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{testing, KernelOptions};
+    use super::super::{testing, InputChoice, KernelOptions};
     use super::*;
     use crate::quant::{QDtype, QScheme, RequantFormula};
 
@@ -2203,7 +2337,11 @@ mod tests {
             dilation: [dilation; 2],
             groups: 1,
         };
-        let cases: [([usize; 4], [usize; 2], ConvParams); 11] = [
+        // Stride 1 across, dilation 1 across and output rows of whole words: the row path
+        // (cases 0, 2 and 11 to 14: one or several segments per row, a shorter last one,
+        // spans of 4 texels, vertical stride or dilation); rows of other widths: the 8-pixel
+        // path (across two rows: 1, 9), the 4-pixel row path, or pixel by pixel.
+        let cases: [([usize; 4], [usize; 2], ConvParams); 15] = [
             ([2, 5, 9, 16], [3, 3], ConvParams::default().padding(1)),
             ([1, 4, 7, 21], [3, 3], ConvParams::default().padding(1)),
             ([1, 3, 11, 12], [5, 5], ConvParams::default().padding(2)),
@@ -2223,8 +2361,30 @@ mod tests {
             ([1, 2, 6, 19], [2, 8], cp([1, 1], [0, 3], 1)),
             ([1, 2, 7, 9], [3, 3], ConvParams::default().padding(1)),
             ([1, 3, 5, 11], [1, 1], cp([1, 1], [0, 5], 1)),
+            ([2, 3, 5, 44], [3, 3], ConvParams::default().padding(1)),
+            ([1, 3, 4, 59], [2, 8], cp([1, 1], [1, 2], 1)),
+            ([1, 2, 9, 20], [3, 3], cp([2, 1], [1, 1], 1)),
+            (
+                [1, 3, 10, 16],
+                [3, 3],
+                ConvParams {
+                    stride: [1, 1],
+                    padding: [2, 1],
+                    dilation: [2, 1],
+                    groups: 1,
+                },
+            ),
         ];
-        for base in testing::contexts() {
+        // Input, weights and epilogue as textures (CPU adapters) and as buffers (GPUs).
+        let buffers = KernelOptions {
+            input: InputChoice::Buffer,
+            ..KernelOptions::default()
+        };
+        let contexts = testing::contexts().into_iter().flat_map(|c| {
+            let b = c.with_kernel_options(buffers).unwrap();
+            [c, b]
+        });
+        for base in contexts {
             let ctx = &base.enter().unwrap();
             for (i, (x_dims, [kh, kw], p)) in cases.into_iter().enumerate() {
                 let c = x_dims[1];
@@ -2255,6 +2415,79 @@ mod tests {
                 let (y, _) = (layer.encode_direct(ctx, &xt, &x_qp, &s, None).unwrap())
                     .unwrap_or_else(|| panic!("case {i}: not on the direct kernel"));
                 assert_eq!(ctx.read_q(&y).unwrap(), want, "case {i}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_float_epilogue_rounds_ties_and_sums_as_the_reference() {
+        // M = 0.5 exactly (input scale 0.5, weight scale 0.25, output scale 0.25): every odd
+        // accumulator of channel 0 (bias 0) is a tie, which round-to-nearest-even decides.
+        // Channel 1 (weight scale 2^-10, M = 2^-9): its bias over `sx * sw` (0.0375 / 2^-11
+        // = 76.8) is not exact in f32 and is added to accumulators of up to about 2^16 that
+        // stay within the output range, where f32 rounds the sum.
+        let p = ConvParams::default().padding(1).groups(2);
+        let s = ConvShape::new([1, 2, 6, 20], [2, 1, 3, 3], p).unwrap();
+        let w: Vec<i8> = (0..18)
+            .map(|j| if j < 9 { 1 } else { [127, -128, 101][j % 3] })
+            .collect();
+        let w_qp = WeightQParams {
+            scheme: QScheme::PerChannelSymmetric,
+            scales: vec![0.25, 2f32.powi(-10)],
+            zero_points: vec![0, 0],
+        };
+        let x_qp = QParams::new(0.5, 3, QDtype::QUInt8).unwrap();
+        let out = QParams::new(0.25, 128, QDtype::QUInt8).unwrap();
+        // Channel 0's inputs small (its levels within the output range), channel 1's large.
+        let x: Vec<u8> = (0..s.input_len())
+            .map(|j| (j * 37 % if j < 120 { 16 } else { 256 }) as u8)
+            .collect();
+        for base in testing::contexts() {
+            let ctx = &base.enter().unwrap();
+            let float = ctx.conv_plan().unwrap().float_epilogue;
+            for formula in [RequantFormula::Fbgemm, RequantFormula::Qnnpack] {
+                let bias = [0.0, 0.0375];
+                let epi = Epilogue::new(formula, 0.5, &w_qp, Some(&bias), out, false, 2).unwrap();
+                assert_eq!(epi.channels[0].mult, 0.5);
+                let layer = GpuConv2d::new(ctx, &w, s.weight_dims(), &w_qp, &epi, p).unwrap();
+                let direct = layer.res.direct.as_ref().unwrap();
+                assert_eq!(direct.float.is_some(), float, "{formula:?}");
+                let want = crate::cpu::reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s)
+                    .unwrap();
+                let xt = ctx.upload_q(&x, s.input_dims(), x_qp.dtype).unwrap();
+                let (y, _) = layer
+                    .encode_direct(ctx, &xt, &x_qp, &s, None)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(ctx.read_q(&y).unwrap(), want, "{formula:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_row_path_reads_the_fewest_texels_per_output_row() {
+        let path = |words, segments, span_words, span_texels| DwRowPath {
+            words,
+            segments,
+            span_words,
+            span_texels,
+        };
+        // A 56-pixel row (14 words) in two invocations of 28 pixels, each kernel row from 8
+        // aligned words in 3 texels (30 bytes from any byte of a texel).
+        assert_eq!(DwRowPath::new(14, 3, 3), path(7, 2, 8, 3));
+        // 11 words: 6 and 5 (7 and 4 would compute 3 words in vain).
+        assert_eq!(DwRowPath::new(11, 3, 3), path(6, 2, 7, 3));
+        // 8 columns: 35 bytes, 9 words, 4 texels.
+        assert_eq!(DwRowPath::new(7, 2, 8), path(7, 1, 9, 4));
+        assert_eq!(DwRowPath::new(1, 3, 3), path(1, 1, 2, 2));
+        for row_words in 1..64 {
+            for kw in 1..=8 {
+                let r = DwRowPath::new(row_words, 3, kw);
+                assert!((1..=7).contains(&r.words) && r.words * r.segments >= row_words);
+                // The span's bytes within its aligned words, and those words plus the next,
+                // from any word of the first texel, within the texels read.
+                assert!(r.span_words * 4 >= 4 * r.words + kw - 1 && r.span_words <= 9);
+                assert!(r.span_texels * 4 >= r.span_words + 4 && r.span_texels <= 4);
             }
         }
     }

@@ -126,6 +126,9 @@ pub struct KernelOptions {
     /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
     /// nearly every value takes the table search: tests that path.
     pub search_only: bool,
+    /// Requantize the direct depthwise kernel's outputs by its thresholds even where its float
+    /// epilogue applies (see [`ConvPlan::float_epilogue`]).
+    pub dw_thresholds: bool,
     /// The tiled GEMM kernel's workgroup `[pixel tiles, channel blocks]` (forces that kernel);
     /// `None`: [`GemmTile::DEFAULT`] where the tiled kernel is used.
     pub tile: Option<[u32; 2]>,
@@ -194,8 +197,17 @@ pub(crate) struct ConvPlan {
     pub dw_direct: bool,
     /// See [`KernelOptions::search_only`].
     pub search_only: bool,
+    /// The direct depthwise kernel may requantize with the formula's own f32 operations
+    /// (`float_epilogue` in `ops.rs`): on Vulkan, whose specification requires f32 addition,
+    /// multiplication and integer conversion correctly rounded.
+    pub float_epilogue: bool,
     /// Workgroup size of the conv kernels.
     pub wg: u32,
+    /// The lanes that run together (8 on CPU adapters: one SIMD batch; 32 on GPUs: a warp,
+    /// half a wavefront) and the largest workgroup (at most 256), for kernels that size their
+    /// workgroups to their work ([`super::conv_plan::plane_workgroup`]).
+    pub lanes: u32,
+    pub wg_limit: u32,
     /// Quads per K chunk staged in workgroup memory.
     pub tkq: u32,
     /// The tiled GEMM kernel's workgroup (used when `staging` is [`BStaging::Tiled`]).
@@ -212,7 +224,7 @@ pub(crate) struct ConvPlan {
 impl KernelOptions {
     /// Every forced alternative to the default choices, named (see
     /// [`GpuContext::kernel_variants`](super::GpuContext::kernel_variants)).
-    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 12] {
+    pub(crate) fn forced_variants() -> [(&'static str, KernelOptions); 13] {
         let d = KernelOptions::default();
         [
             (
@@ -283,6 +295,13 @@ impl KernelOptions {
                 "depthwise on repacked quads",
                 KernelOptions {
                     dw_repacked: true,
+                    ..d
+                },
+            ),
+            (
+                "depthwise with threshold pairs",
+                KernelOptions {
+                    dw_thresholds: true,
                     ..d
                 },
             ),
@@ -427,7 +446,10 @@ impl ConvPlan {
             depthwise: !o.no_depthwise,
             dw_direct: !o.dw_repacked,
             search_only: o.search_only,
+            float_epilogue: r.backend == "vulkan" && !o.dw_thresholds && !o.search_only,
             wg,
+            lanes: if cpu { 8 } else { 32 },
+            wg_limit: wg_max.min(256),
             tkq,
             // The classic kernel's geometry when the tiled one is not used.
             tile: tile.unwrap_or(GemmTile {
