@@ -88,9 +88,9 @@ override FLIP: u32 = 0u;
 // The float epilogue (`float_epilogue` in `src/gpu/ops.rs`): 1 for FBGEMM's formula
 // rne(f32(f32(f32(acc) + b) * M)), 2 for QNNPACK's rne(f32(f32(acc + b) * M)), each then
 // clamped and offset by the output zero point: the CPU reference's operations, in the same
-// order, each correctly rounded in f32 (as Vulkan requires of OpFAdd, OpFMul and the
-// conversion; no multiply-add to fuse), on accumulators below 2^24 (exact in f32); 0: the
-// thresholds (SEARCH).
+// order, on accumulators below 2^24 (exact in f32), used where each is correctly rounded to
+// nearest even (CPU adapters under Vulkan; no multiply-add to fuse); 0: the thresholds
+// (SEARCH).
 override FEXACT: u32 = 0u;
 
 struct Params {

@@ -39,6 +39,10 @@
 //! output level, verified against the table and replaced by a table search when wrong (the
 //! direct depthwise kernel, where the host proves the estimate within one level, moves it by
 //! at most one level by its two thresholds instead: [`crate::quant::StepTable::lookup_near`]).
+//! One exception, on CPU adapters only (lavapipe, whose f32 arithmetic is LLVM's, correctly
+//! rounded to nearest even): the direct depthwise kernel computes the FBGEMM and QNNPACK
+//! formulas in f32 as the CPU reference does (an addition, then a multiplication: nothing to
+//! fuse), where every accumulator is exact in f32; tested on ties.
 //!
 //! # Files
 //! * `adapter.rs`: backend names, [`DeviceOptions`], [`AdapterReport`], adapter enumeration and

@@ -394,10 +394,12 @@ struct DirectDepthwise {
 ///
 /// The kernel then computes `rne(f32(f32(f32(acc) + b) * M))` (FBGEMM) or
 /// `rne(f32(f32(acc + b) * M))` (QNNPACK), clamps and adds the zero point: the CPU
-/// reference's operations ([`Epilogue::apply`]) in the same order. Vulkan requires f32
-/// addition, multiplication and integer conversion correctly rounded (round to nearest even),
-/// and an addition followed by a multiplication leaves nothing to fuse, so each result is the
-/// reference's bit for bit, provided the accumulators are exact in f32: `None` unless every
+/// reference's operations ([`Epilogue::apply`]) in the same order. Where the adapter's f32
+/// addition, multiplication and integer conversion are correctly rounded to nearest even
+/// (lavapipe: LLVM's IEEE arithmetic; see [`super::pipelines::ConvPlan::float_epilogue`] for
+/// where it is used), an addition followed by a multiplication leaves nothing to fuse, and
+/// each result is the reference's bit for bit, provided the accumulators are exact in f32:
+/// `None` unless every
 /// channel's accumulators (plus the QNNPACK bias) stay below 2^24 in magnitude, from
 /// `max |x' - z'| <= 255` times the channel's `sum |w - w_zp|` (`abs_sums`). `None` also for
 /// the other formulas (oneDNN's has multiplies followed by additions, which a compiler may

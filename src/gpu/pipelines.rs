@@ -198,8 +198,10 @@ pub(crate) struct ConvPlan {
     /// See [`KernelOptions::search_only`].
     pub search_only: bool,
     /// The direct depthwise kernel may requantize with the formula's own f32 operations
-    /// (`float_epilogue` in `ops.rs`): on Vulkan, whose specification requires f32 addition,
-    /// multiplication and integer conversion correctly rounded.
+    /// (`float_epilogue` in `ops.rs`): on CPU adapters under Vulkan (lavapipe), whose f32
+    /// operations are LLVM's, correctly rounded to nearest even. Not on GPUs: Vulkan requires
+    /// f32 addition, multiplication and conversion correctly rounded but leaves the rounding
+    /// mode to the implementation, and no self-check of the device's mode exists yet.
     pub float_epilogue: bool,
     /// Workgroup size of the conv kernels.
     pub wg: u32,
@@ -446,7 +448,7 @@ impl ConvPlan {
             depthwise: !o.no_depthwise,
             dw_direct: !o.dw_repacked,
             search_only: o.search_only,
-            float_epilogue: r.backend == "vulkan" && !o.dw_thresholds && !o.search_only,
+            float_epilogue: cpu && r.backend == "vulkan" && !o.dw_thresholds && !o.search_only,
             wg,
             lanes: if cpu { 8 } else { 32 },
             wg_limit: wg_max.min(256),
