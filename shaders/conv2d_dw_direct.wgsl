@@ -19,8 +19,9 @@
 // least 8 pixels, each kernel row from one 16-byte span, see `main8`) or one (4 pixels). The
 // grid is (invocation groups of a plane, output channels, images), so the weights and the
 // epilogue header a workgroup reads are the same for all its invocations. The epilogue is
-// the formula's own f32 operations where they are exact (`FEXACT`), else thresholds. In the 4-pixel path, where a kernel
-// row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
+// the formula's own f32 operations where they are exact (`FEXACT`), else thresholds.
+//
+// In the 4-pixel path, where a kernel row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
 // 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
 // texel loads (or five word loads): the span from the first input column is aligned into
 // words (funnel shifts, `span_bytes`), bytes outside the image replaced by z', and each byte
@@ -85,13 +86,8 @@ override MULT: u32 = 1u;
 override SEARCH: u32 = 1u;
 // 0x80808080 for qint8 input (bytes to the unsigned domain), else 0.
 override FLIP: u32 = 0u;
-// The float epilogue (`float_epilogue` in `src/gpu/ops.rs`): 1 for FBGEMM's formula
-// rne(f32(f32(f32(acc) + b) * M)), 2 for QNNPACK's rne(f32(f32(acc + b) * M)), each then
-// clamped and offset by the output zero point: the CPU reference's operations, in the same
-// order, on accumulators below 2^24 (exact in f32), used where each is correctly rounded to
-// nearest even (CPU adapters under Vulkan; no multiply-add to fuse); 0: the thresholds
-// (SEARCH).
-override FEXACT: u32 = 0u;
+// FEXACT (`epilogue_table.wgsl`) > 0: the float epilogue, with the weight sum S(o) in its
+// header's last word and the output zero point in `u`; 0: the thresholds (SEARCH).
 
 struct Params {
     n_begin: u32, // first image of the dispatch
@@ -378,18 +374,7 @@ fn requantize(v: vec4<i32>, c: u32, h: vec4<u32>, p0: u32) -> u32 {
     let px_ok = vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(u.plane_out);
     var l: vec4<i32>;
     if (FEXACT > 0u) {
-        // Header: M, the bias (f32 for FBGEMM, i32 for QNNPACK), the clamp's bounds minus
-        // the zero point as i16, S.
-        var x: vec4<f32>;
-        if (FEXACT == 1u) {
-            x = vec4<f32>(v) + bitcast<f32>(h.y);
-        } else {
-            x = vec4<f32>(v + bitcast<i32>(h.y));
-        }
-        let lo = f32((i32(h.z) << 16u) >> 16u);
-        let hi = f32(i32(h.z) >> 16u);
-        l = vec4<i32>(clamp(round(x * bitcast<f32>(h.x)), vec4<f32>(lo), vec4<f32>(hi)))
-            + u.out_zero_point;
+        l = float_levels(v, h, u.out_zero_point);
     } else if (SEARCH == 1u) {
         return pack_levels(v, c, h, px_ok);
     } else {

@@ -18,6 +18,30 @@
 
 const E_VEC4: u32 = 66u;
 
+// The float epilogue (`float_epilogue` in `src/gpu/ops.rs`): 1 for FBGEMM's formula
+// rne(f32(f32(f32(acc) + b) * M)), 2 for QNNPACK's rne(f32(f32(acc + b) * M)), each then
+// clamped and offset by the output zero point: the CPU reference's operations in its order,
+// on accumulators below 2^24 (exact in f32), used only where f32 operations are correctly
+// rounded to nearest even (CPU adapters under Vulkan; an addition followed by a
+// multiplication leaves nothing to fuse). The header vec4 of channel c is then
+// (bits of M, bits of b (f32 for FBGEMM, i32 for QNNPACK), the clamp's bounds minus the zero
+// point as the low and high i16, the output zero point (this table; the direct depthwise
+// kernel's holds the weight sum there)). 0: the estimate and the thresholds.
+override FEXACT: u32 = 0u;
+
+// The float epilogue's levels of the 4 accumulators `v` (header `h`, output zero point `zp`).
+fn float_levels(v: vec4<i32>, h: vec4<u32>, zp: i32) -> vec4<i32> {
+    var x: vec4<f32>;
+    if (FEXACT == 1u) {
+        x = vec4<f32>(v) + bitcast<f32>(h.y);
+    } else {
+        x = vec4<f32>(v + bitcast<i32>(h.y));
+    }
+    let lo = f32((i32(h.z) << 16u) >> 16u);
+    let hi = f32(i32(h.z) >> 16u);
+    return vec4<i32>(clamp(round(x * bitcast<f32>(h.x)), vec4<f32>(lo), vec4<f32>(hi))) + zp;
+}
+
 // Threshold i (the smallest accumulator of level base + 1 + i) of channel c.
 fn e_threshold(c: u32, i: u32) -> i32 {
     let t = load_e(c * E_VEC4 + 2u + (i >> 2u));
@@ -52,12 +76,17 @@ fn requant_step(acc: i32, c: u32, h: vec4<u32>) -> i32 {
 // Requantizes the 4 pixels `v` of output channel `c` (header `h`) into one packed output word:
 // byte q is pixel q's output (0 for pixels past the end of the plane).
 fn pack_levels(v: vec4<i32>, c: u32, h: vec4<u32>, px_ok: vec4<bool>) -> u32 {
-    let r = vec4<u32>(
-        u32(requant_step(v.x, c, h)),
-        u32(requant_step(v.y, c, h)),
-        u32(requant_step(v.z, c, h)),
-        u32(requant_step(v.w, c, h)),
-    ) & vec4<u32>(0xffu);
+    var r: vec4<u32>;
+    if (FEXACT > 0u) {
+        r = vec4<u32>(float_levels(v, h, i32(h.w))) & vec4<u32>(0xffu);
+    } else {
+        r = vec4<u32>(
+            u32(requant_step(v.x, c, h)),
+            u32(requant_step(v.y, c, h)),
+            u32(requant_step(v.z, c, h)),
+            u32(requant_step(v.w, c, h)),
+        ) & vec4<u32>(0xffu);
+    }
     let b = select(vec4<u32>(0u), r, px_ok) << vec4<u32>(0u, 8u, 16u, 24u);
     return b.x | b.y | b.z | b.w;
 }

@@ -369,6 +369,10 @@ struct LayerResources {
     etab: wgpu::Buffer,
     /// The epilogue table again as a texture (for the texture kernels).
     etab_tex: Option<WeightTexture>,
+    /// Where the plan allows the float epilogue and the layer's accumulators are exact in
+    /// f32 ([`float_epilogue`]): the epilogue table with float headers ([`float_table`]), its
+    /// texture (where `etab_tex` is one), and the kernels' `FEXACT`.
+    float_etab: Option<(wgpu::Buffer, Option<WeightTexture>, u32)>,
 }
 
 /// The resources of `conv2d_dw_direct.wgsl`, each with its texture copy where the device
@@ -387,10 +391,11 @@ struct DirectDepthwise {
     float: Option<((wgpu::Buffer, Option<WeightTexture>), u32)>,
 }
 
-/// The constants of `conv2d_dw_direct.wgsl`'s float epilogue (`FEXACT`), one vec4 per output
+/// The header vec4s of the float epilogue (`FEXACT` in `epilogue_table.wgsl`), one per output
 /// channel: `M`, the bias (f32 bits for FBGEMM, i32 for QNNPACK), the output clamp's bounds
-/// minus the zero point as the low and high i16 of one word, and the weight sum `S(o)`
-/// (`sums`); with the kernel's `FEXACT` (1: FBGEMM, 2: QNNPACK).
+/// minus the zero point as the low and high i16 of one word, and `last(o)` (the weight sum
+/// for `conv2d_dw_direct.wgsl`, the output zero point in the table of [`float_table`]); with
+/// the kernels' `FEXACT` (1: FBGEMM, 2: QNNPACK).
 ///
 /// The kernel then computes `rne(f32(f32(f32(acc) + b) * M))` (FBGEMM) or
 /// `rne(f32(f32(acc + b) * M))` (QNNPACK), clamps and adds the zero point: the CPU
@@ -405,7 +410,11 @@ struct DirectDepthwise {
 /// the other formulas (oneDNN's has multiplies followed by additions, which a compiler may
 /// fuse; fixed point is integer) and for `M` outside `[2^-126, 2^100]` in magnitude (then a
 /// denormal flushed to zero, as GPUs may, cannot change a rounded level).
-fn float_epilogue(epi: &Epilogue, sums: &[i32], abs_sums: &[i128]) -> Option<(Vec<u32>, u32)> {
+fn float_epilogue(
+    epi: &Epilogue,
+    abs_sums: &[i128],
+    last: impl Fn(usize) -> u32,
+) -> Option<(Vec<u32>, u32)> {
     let code = match epi.formula {
         RequantFormula::Fbgemm => 1,
         RequantFormula::Qnnpack => 2,
@@ -415,7 +424,7 @@ fn float_epilogue(epi: &Epilogue, sums: &[i32], abs_sums: &[i128]) -> Option<(Ve
     let bounds = |v: i32| (v - zp) as i16 as u16 as u32;
     let word2 = bounds(epi.clamp.min) | bounds(epi.clamp.max) << 16;
     let mut words = Vec::with_capacity(epi.channels.len() * 4);
-    for ((c, &s), &a) in epi.channels.iter().zip(sums).zip(abs_sums) {
+    for (o, (c, &a)) in epi.channels.iter().zip(abs_sums).enumerate() {
         let m = c.mult.abs();
         let bias = match code {
             1 => c.bias_f32.to_bits(),
@@ -431,9 +440,21 @@ fn float_epilogue(epi: &Epilogue, sums: &[i32], abs_sums: &[i128]) -> Option<(Ve
         if !(finite && m >= f32::MIN_POSITIVE && m <= 2f32.powi(100) && reach < 1 << 24) {
             return None;
         }
-        words.extend([c.mult.to_bits(), bias, word2, s as u32]);
+        words.extend([c.mult.to_bits(), bias, word2, last(o)]);
     }
     Some((words, code))
+}
+
+/// The epilogue table of [`epilogue_table`] with each channel's header vec4 replaced by the
+/// float epilogue's (`headers`, 4 words per channel): for the conv kernels' `FEXACT`, whose
+/// `pack_levels` then reads the header and the weight-sum vec4 only.
+fn float_table(table: &[u32], headers: &[u32]) -> Vec<u32> {
+    let mut words = table.to_vec();
+    let per = TABLE_VEC4 as usize * 4;
+    for (chunk, h) in words.chunks_mut(per).zip(headers.chunks(4)) {
+        chunk[..4].copy_from_slice(h);
+    }
+    words
 }
 
 /// vec4s per output channel of [`threshold_pairs`].
@@ -752,6 +773,11 @@ impl GpuConv2d {
         // `DirectDepthwise::pairs`).
         let near_levels =
             !plan_k.search_only && steps.iter().all(StepTable::estimate_within_one_level);
+        let zp = epi.out.zero_point as u32;
+        let float_headers = match plan_k.float_epilogue {
+            true => float_epilogue(epi, &sum_abs, |_| zp),
+            false => None,
+        };
         let res = ctx.scoped("uploading conv weights", || {
             let weights_tex = if plan_k.textures {
                 WeightTexture::new(ctx, &packed, plan_k.tex_width, plan_k.tex_max_height)
@@ -788,8 +814,8 @@ impl GpuConv2d {
                             },
                             float: match plan_k.float_epilogue {
                                 true => {
-                                    let sums: Vec<i32> = meta.iter().map(|m| m[1]).collect();
-                                    match float_epilogue(epi, &sums, &sum_abs) {
+                                    let sums = |o: usize| meta[o][1] as u32;
+                                    match float_epilogue(epi, &sum_abs, sums) {
                                         Some((words, code)) => {
                                             both(&words, "squint depthwise float epilogue")?
                                                 .map(|r| (r, code))
@@ -824,6 +850,27 @@ impl GpuConv2d {
                     bytemuck::cast_slice(&table),
                     "squint conv epilogue",
                 )?,
+                float_etab: match float_headers {
+                    Some((headers, code)) if plan_k.float_epilogue => {
+                        let words = float_table(&table, &headers);
+                        let buffer = storage_buffer_init(
+                            ctx,
+                            bytemuck::cast_slice(&words),
+                            "squint conv float epilogue",
+                        )?;
+                        let texture = match plan_k.textures {
+                            true => WeightTexture::new(
+                                ctx,
+                                &words,
+                                plan_k.tex_width,
+                                plan_k.tex_max_height,
+                            ),
+                            false => None,
+                        };
+                        Some((buffer, texture, code))
+                    }
+                    _ => None,
+                },
             })
         })?;
         Ok(GpuConv2d {
@@ -1075,13 +1122,14 @@ impl GpuConv2d {
         let output_dims = s.output_dims();
         ctx.encode("conv2d", |encoder, keep| {
             let sums = ksplit || kpar.is_some();
-            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures, sums)?;
+            let fexact = self.float_code(&kernels, scratch.use_textures);
+            let pipelines = self.pipelines(ctx, &kernels, scratch.use_textures, sums, fexact)?;
             let reduce = match kpar {
                 Some(_) => Some(ctx.pipeline(
                     Kernel::ConvGemmReduce {
                         xtex: scratch.use_textures,
                     },
-                    &[],
+                    &[("FEXACT", fexact)],
                 )?),
                 None => None,
             };
@@ -1110,6 +1158,7 @@ impl GpuConv2d {
                 input: &input,
                 output: &output,
                 partial: None,
+                fexact,
             };
             let mut dispatches = Vec::new();
             let chunks = image_chunks(s.n as u64, scratch.images_per_chunk).count();
@@ -1440,15 +1489,29 @@ impl GpuConv2d {
         )
     }
 
+    /// The kernels' `FEXACT` for a run with `kernels` (textures or not): the float epilogue's
+    /// code where the plan allows it and the layer has its table (as a texture too, where the
+    /// run reads textures), else 0.
+    fn float_code(&self, kernels: &ConvPlan, use_textures: bool) -> u32 {
+        match &self.res.float_etab {
+            Some((_, tex, code)) if kernels.float_epilogue && (!use_textures || tex.is_some()) => {
+                *code
+            }
+            _ => 0,
+        }
+    }
+
     /// The repack and conv pipelines of this layer for the context's kernel choices (for the
-    /// slices of a conv split along K with `ksplit`).
+    /// slices of a conv split along K with `ksplit`, with the epilogue's `fexact`).
     fn pipelines(
         &self,
         ctx: &GpuContext,
         kernels: &ConvPlan,
         use_textures: bool,
         ksplit: bool,
+        fexact: u32,
     ) -> Result<ConvPipelines> {
+        let fexact = ("FEXACT", fexact);
         let pack = ctx.pipeline(Kernel::ConvPack { xtex: use_textures }, &[])?;
         let conv = match self.layout {
             ConvKernelLayout::Gemm { .. } => {
@@ -1464,6 +1527,7 @@ impl GpuConv2d {
                         let t = kernels.tile;
                         let overrides = [
                             wzp,
+                            fexact,
                             ("WG", t.wg()),
                             ("TP", t.pixel_tiles),
                             ("BPT", t.blocks),
@@ -1471,7 +1535,10 @@ impl GpuConv2d {
                         ];
                         ctx.pipeline(kernel, &overrides)?
                     }
-                    _ => ctx.pipeline(kernel, &[wzp, ("WG", kernels.wg), ("TKQ", kernels.tkq)])?,
+                    _ => {
+                        let overrides = [wzp, fexact, ("WG", kernels.wg), ("TKQ", kernels.tkq)];
+                        ctx.pipeline(kernel, &overrides)?
+                    }
                 }
             }
             ConvKernelLayout::Depthwise => {
@@ -1479,6 +1546,7 @@ impl GpuConv2d {
                 ctx.pipeline(
                     Kernel::ConvDw { xtex: use_textures },
                     &[
+                        fexact,
                         ("WG", kernels.wg),
                         ("IDENT", u32::from(c_out_per_group == 1)),
                     ],
@@ -1793,6 +1861,8 @@ struct ConvCall<'a> {
     /// For a slice of a conv split along K: the partial sums' buffer (indexed like the
     /// output, a vec4<i32> per packed word) and what this slice does with them.
     partial: Option<(&'a PooledBuffer, KPass)>,
+    /// The kernels' `FEXACT`: above 0, the layer's float epilogue table is bound.
+    fexact: u32,
 }
 
 /// Whether a run of `images` images (from image 0) of `geometry` in the parallel K slices `k`
@@ -2031,7 +2101,12 @@ impl<'a> ConvCall<'a> {
         let output = Slot::new(self.split, self.output, r[3].0, r[3].1);
         let output_base = output.base(4);
         let res = &self.layer.res;
-        match (self.use_textures, &res.weights_tex, &res.etab_tex) {
+        // The float epilogue's table where the kernels run it (see `GpuConv2d::float_code`).
+        let (etab, etab_tex) = match &res.float_etab {
+            Some((b, t, _)) if self.fexact > 0 => (b, t),
+            _ => (&res.etab, &res.etab_tex),
+        };
+        match (self.use_textures, &res.weights_tex, etab_tex) {
             (true, Some(weights), Some(etab)) => ConvWindows {
                 bindings: vec![
                     quads,
@@ -2049,7 +2124,7 @@ impl<'a> ConvCall<'a> {
             },
             _ => {
                 let weights = Slot::new(self.split, &res.weights, r[1].0, r[1].1);
-                let etab = Slot::new(self.split, &res.etab, r[2].0, r[2].1);
+                let etab = Slot::new(self.split, etab, r[2].0, r[2].1);
                 let (weights_base, etab_base) = (weights.base(16), etab.base(16));
                 ConvWindows {
                     bindings: vec![quads, Res::Buf(weights), Res::Buf(etab), Res::Buf(output)],
@@ -2427,12 +2502,14 @@ mod tests {
         // accumulator of channel 0 (bias 0) is a tie, which round-to-nearest-even decides.
         // Channel 1 (weight scale 2^-10, M = 2^-9): its bias over `sx * sw` (0.0375 / 2^-11
         // = 76.8) is not exact in f32 and is added to accumulators of up to about 2^16 that
-        // stay within the output range, where f32 rounds the sum.
-        let p = ConvParams::default().padding(1).groups(2);
-        let s = ConvShape::new([1, 2, 6, 20], [2, 1, 3, 3], p).unwrap();
-        let w: Vec<i8> = (0..18)
-            .map(|j| if j < 9 { 1 } else { [127, -128, 101][j % 3] })
-            .collect();
+        // stay within the output range, where f32 rounds the sum. As a depthwise conv (the
+        // direct kernel) and as the same conv with zero weights across channels (GEMM).
+        let taps = |o: usize| (0..9).map(move |j| if o == 0 { 1 } else { [127, -128, 101][j % 3] });
+        let dw = ConvParams::default().padding(1).groups(2);
+        let gemm = ConvParams::default().padding(1);
+        let w_dw: Vec<i8> = taps(0).chain(taps(1)).collect();
+        let zeros = || std::iter::repeat_n(0, 9);
+        let w_gemm: Vec<i8> = (taps(0).chain(zeros()).chain(zeros()).chain(taps(1))).collect();
         let w_qp = WeightQParams {
             scheme: QScheme::PerChannelSymmetric,
             scales: vec![0.25, 2f32.powi(-10)],
@@ -2441,7 +2518,7 @@ mod tests {
         let x_qp = QParams::new(0.5, 3, QDtype::QUInt8).unwrap();
         let out = QParams::new(0.25, 128, QDtype::QUInt8).unwrap();
         // Channel 0's inputs small (its levels within the output range), channel 1's large.
-        let x: Vec<u8> = (0..s.input_len())
+        let x: Vec<u8> = (0..240)
             .map(|j| (j * 37 % if j < 120 { 16 } else { 256 }) as u8)
             .collect();
         for base in testing::contexts() {
@@ -2451,17 +2528,29 @@ mod tests {
                 let bias = [0.0, 0.0375];
                 let epi = Epilogue::new(formula, 0.5, &w_qp, Some(&bias), out, false, 2).unwrap();
                 assert_eq!(epi.channels[0].mult, 0.5);
-                let layer = GpuConv2d::new(ctx, &w, s.weight_dims(), &w_qp, &epi, p).unwrap();
-                let direct = layer.res.direct.as_ref().unwrap();
-                assert_eq!(direct.float.is_some(), float, "{formula:?}");
-                let want = crate::cpu::reference::conv2d_quantized(&x, &x_qp, &w, &w_qp, &epi, &s)
-                    .unwrap();
-                let xt = ctx.upload_q(&x, s.input_dims(), x_qp.dtype).unwrap();
-                let (y, _) = layer
-                    .encode_direct(ctx, &xt, &x_qp, &s, None)
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(ctx.read_q(&y).unwrap(), want, "{formula:?}");
+                let mut got = Vec::new();
+                for (w, p, c_in) in [(&w_dw, dw, 1), (&w_gemm, gemm, 2)] {
+                    let s = ConvShape::new([1, 2, 6, 20], [2, c_in, 3, 3], p).unwrap();
+                    let want =
+                        crate::cpu::reference::conv2d_quantized(&x, &x_qp, w, &w_qp, &epi, &s)
+                            .unwrap();
+                    let layer = GpuConv2d::new(ctx, w, s.weight_dims(), &w_qp, &epi, p).unwrap();
+                    let xt = ctx.upload_q(&x, s.input_dims(), x_qp.dtype).unwrap();
+                    let y = match &layer.res.direct {
+                        Some(direct) => {
+                            assert_eq!(direct.float.is_some(), float, "{formula:?}");
+                            let run = layer.encode_direct(ctx, &xt, &x_qp, &s, None).unwrap();
+                            run.unwrap().0
+                        }
+                        None => {
+                            assert_eq!(layer.res.float_etab.is_some(), float, "{formula:?}");
+                            layer.run(ctx, &xt, &x_qp).unwrap()
+                        }
+                    };
+                    assert_eq!(ctx.read_q(&y).unwrap(), want, "{formula:?} {p:?}");
+                    got.push(want);
+                }
+                assert_eq!(got[0], got[1], "the same conv");
             }
         }
     }
