@@ -1280,7 +1280,10 @@ impl GpuConv2d {
         let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
         // The kernel's paths (see its header): 8 pixels per invocation, else 4 (the row path
         // or pixel by pixel).
-        let rows = match sw == 1 && p.dilation[1] == 1 && s.w_out.is_multiple_of(4) {
+        // Rows of words on CPU adapters, where they were measured (an invocation per 28
+        // pixels: 3.5x fewer than the 8-pixel path, too few to fill a GPU on small layers).
+        let whole_words = sw == 1 && p.dilation[1] == 1 && s.w_out.is_multiple_of(4);
+        let rows = match kernels.cpu && whole_words {
             true => Some(DwRowPath::new(s.w_out as u64 / 4, s.kh as u64, s.kw as u64)),
             false => None,
         };

@@ -205,9 +205,13 @@ pub(crate) struct ConvPlan {
     pub float_epilogue: bool,
     /// Workgroup size of the conv kernels.
     pub wg: u32,
+    /// The adapter is a CPU (lavapipe, llvmpipe): the kernel choices measured there (the
+    /// direct depthwise kernel's rows of words, larger workgroups).
+    pub cpu: bool,
     /// The lanes that run together (8 on CPU adapters: one SIMD batch; 32 on GPUs: a warp,
-    /// half a wavefront) and the largest workgroup (at most 256), for kernels that size their
-    /// workgroups to their work ([`super::conv_plan::plane_workgroup`]).
+    /// half a wavefront) and the largest workgroup (256 on CPU adapters, 64 on GPUs as
+    /// before it was sized to the work), for kernels that size their workgroups to their
+    /// work ([`super::conv_plan::plane_workgroup`]).
     pub lanes: u32,
     pub wg_limit: u32,
     /// Quads per K chunk staged in workgroup memory.
@@ -450,8 +454,9 @@ impl ConvPlan {
             search_only: o.search_only,
             float_epilogue: cpu && r.backend == "vulkan" && !o.dw_thresholds && !o.search_only,
             wg,
+            cpu,
             lanes: if cpu { 8 } else { 32 },
-            wg_limit: wg_max.min(256),
+            wg_limit: wg_max.min(if cpu { 256 } else { 64 }),
             tkq,
             // The classic kernel's geometry when the tiled one is not used.
             tile: tile.unwrap_or(GemmTile {
