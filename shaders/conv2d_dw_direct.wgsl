@@ -21,13 +21,13 @@
 // epilogue header a workgroup reads are the same for all its invocations. The epilogue is
 // the formula's own f32 operations where they are exact (`FEXACT`), else thresholds.
 //
-// In the 4-pixel path, where a kernel row's inputs for 4 pixels of one output row span at most 12 bytes (`ROW`: dilation_w = 1,
-// 3 * SW + KW <= 12, KW <= 8, output rows of at least 4 pixels), each kernel row costs two
-// texel loads (or five word loads): the span from the first input column is aligned into
-// words (funnel shifts, `span_bytes`), bytes outside the image replaced by z', and each byte
-// unpacked once for the 4 outputs; a word across two output rows (`TWO`) sums both rows'
-// spans and keeps each pixel's. Otherwise (dilation, wide strides or kernels) pixel by
-// pixel, one byte load per tap.
+// In the 4-pixel path, where a kernel row's inputs for 4 pixels of one output row span at
+// most 12 bytes (`ROW`: dilation_w = 1, 3 * SW + KW <= 12, KW <= 8, output rows of at least
+// 4 pixels), each kernel row costs two texel loads (or five word loads): the span from the
+// first input column is aligned into words (funnel shifts, `span_bytes`), bytes outside the
+// image replaced by z', and each byte unpacked once for the 4 outputs; a word across two
+// output rows (`TWO`) sums both rows' spans and keeps each pixel's. Otherwise (dilation, wide
+// strides or kernels) pixel by pixel, one byte load per tap.
 //
 // Written for CPU adapters as much as for GPUs: lavapipe and llvmpipe run 8 invocations as
 // SIMD lanes, execute both sides of a branch that depends on the invocation, run a storage
@@ -69,8 +69,8 @@ override ROW: u32 = 1u;
 override TWO: u32 = 0u;
 // 1: the 8-pixel path (`main8`).
 override PX8: u32 = 0u;
-// Words (4 pixels each, 1..=7) per invocation of the row path (`main_rows`: stride 1,
-// dilation 1, output rows a whole number of words); 0: not that path.
+// Words (4 pixels each, 1..=7) per invocation of the rows-of-words path (`main_rows`: stride
+// 1, dilation 1, output rows a whole number of words, CPU adapters); 0: not that path.
 override NW: u32 = 0u;
 // Aligned words of a kernel row's span in `main_rows` (the span's 4 * NW + KW - 1 bytes:
 // (4 * NW + KW - 2) / 4 + 1, at most 9), and the input texels (XTEX) or words / 4 (buffers)
@@ -580,7 +580,7 @@ fn col_mask(cx0: i32, j: u32) -> u32 {
     return low_bytes(hi) & ~low_bytes(lo);
 }
 
-// Stores output word j (a constant) of the row path: `v` its accumulators, `p0` the
+// Stores output word j (a constant) of the rows-of-words path: `v` its accumulators, `p0` the
 // invocation's first pixel, `out` its first word's index in `y`, `ok` whether the
 // invocation is in the grid, `rest` the pixels from p0 to the row's end.
 fn store_word(v: vec4<i32>, o: u32, hd: Header, p0: u32, out: u32, ok: bool, rest: u32, j: u32) {
@@ -593,7 +593,7 @@ fn store_word(v: vec4<i32>, o: u32, hd: Header, p0: u32, out: u32, ok: bool, res
     }
 }
 
-// The row path (`NW` > 0: stride 1, dilation 1, KW <= 8, output rows a whole number of
+// Rows of words (`NW` > 0: stride 1, dilation 1, KW <= 8, output rows a whole number of
 // words): invocation i computes NW consecutive words of one output row (segment
 // i % row_segments of row i / row_segments; a row's last segment may be shorter and stores
 // fewer), each kernel row from one span of 4 * NW + KW - 1 bytes, so that no word is

@@ -974,9 +974,9 @@ impl InputDomain {
 /// The workgroup size for `items` invocations per output plane (the grid's x dimension covers a
 /// plane, the others pick the plane): the size in `1..=limit` that launches the fewest lanes,
 /// counting a workgroup as its size rounded up to whole batches of `lanes` plus one batch of
-/// overhead (the smallest such size). A fixed size wastes up to a workgroup per plane: 392 invocations (a 56x56 plane
-/// at 8 pixels each) in workgroups of 64 launch 448; in two of 196, 400 (measured on
-/// lavapipe: the depthwise conv (iv) 11% faster).
+/// overhead (the smallest such size). A fixed size wastes up to a workgroup per plane: 392
+/// invocations (a 56x56 plane at 8 pixels each) in workgroups of 64 launch 448; in two of 196,
+/// 400 (measured on lavapipe: the depthwise conv (iv) 11% faster).
 pub(crate) fn plane_workgroup(items: u64, lanes: u32, limit: u32) -> u32 {
     let lanes = u64::from(lanes.max(1));
     let cost = |wg: u64| items.div_ceil(wg) * (wg.div_ceil(lanes) * lanes + lanes);

@@ -393,9 +393,9 @@ struct DirectDepthwise {
 
 /// The header vec4s of the float epilogue (`FEXACT` in `epilogue_table.wgsl`), one per output
 /// channel: `M`, the bias (f32 bits for FBGEMM, i32 for QNNPACK), the output clamp's bounds
-/// minus the zero point as the low and high i16 of one word, and `last(o)` (the weight sum
-/// for `conv2d_dw_direct.wgsl`, the output zero point in the table of [`float_table`]); with
-/// the kernels' `FEXACT` (1: FBGEMM, 2: QNNPACK).
+/// minus the zero point as the low and high i16 of one word, and the output zero point
+/// (`conv2d_dw_direct.wgsl` puts the weight sum there); with the kernels' `FEXACT` (1: FBGEMM,
+/// 2: QNNPACK).
 ///
 /// The kernel then computes `rne(f32(f32(f32(acc) + b) * M))` (FBGEMM) or
 /// `rne(f32(f32(acc + b) * M))` (QNNPACK), clamps and adds the zero point: the CPU
@@ -404,17 +404,13 @@ struct DirectDepthwise {
 /// (lavapipe: LLVM's IEEE arithmetic; see [`super::pipelines::ConvPlan::float_epilogue`] for
 /// where it is used), an addition followed by a multiplication leaves nothing to fuse, and
 /// each result is the reference's bit for bit, provided the accumulators are exact in f32:
-/// `None` unless every
-/// channel's accumulators (plus the QNNPACK bias) stay below 2^24 in magnitude, from
+/// `None` unless every channel's accumulators (plus the QNNPACK bias) stay below 2^24 in
+/// magnitude, from
 /// `max |x' - z'| <= 255` times the channel's `sum |w - w_zp|` (`abs_sums`). `None` also for
 /// the other formulas (oneDNN's has multiplies followed by additions, which a compiler may
 /// fuse; fixed point is integer) and for `M` outside `[2^-126, 2^100]` in magnitude (then a
 /// denormal flushed to zero, as GPUs may, cannot change a rounded level).
-fn float_epilogue(
-    epi: &Epilogue,
-    abs_sums: &[i128],
-    last: impl Fn(usize) -> u32,
-) -> Option<(Vec<u32>, u32)> {
+fn float_epilogue(epi: &Epilogue, abs_sums: &[i128]) -> Option<(Vec<u32>, u32)> {
     let code = match epi.formula {
         RequantFormula::Fbgemm => 1,
         RequantFormula::Qnnpack => 2,
@@ -424,7 +420,7 @@ fn float_epilogue(
     let bounds = |v: i32| (v - zp) as i16 as u16 as u32;
     let word2 = bounds(epi.clamp.min) | bounds(epi.clamp.max) << 16;
     let mut words = Vec::with_capacity(epi.channels.len() * 4);
-    for (o, (c, &a)) in epi.channels.iter().zip(abs_sums).enumerate() {
+    for (c, &a) in epi.channels.iter().zip(abs_sums) {
         let m = c.mult.abs();
         let bias = match code {
             1 => c.bias_f32.to_bits(),
@@ -440,7 +436,7 @@ fn float_epilogue(
         if !(finite && m >= f32::MIN_POSITIVE && m <= 2f32.powi(100) && reach < 1 << 24) {
             return None;
         }
-        words.extend([c.mult.to_bits(), bias, word2, last(o)]);
+        words.extend([c.mult.to_bits(), bias, word2, zp as u32]);
     }
     Some((words, code))
 }
@@ -630,10 +626,10 @@ fn pack_depthwise_weights(w: &[i8], w_dims: [usize; 4], w_qp: &WeightQParams) ->
     packed
 }
 
-/// The row path of `conv2d_dw_direct.wgsl` (stride 1, dilation 1, output rows a whole number
-/// of packed words): each invocation computes `words` consecutive words of one output row,
-/// `segments` invocations per row, each kernel row from `span_words` aligned words read from
-/// `span_texels` texels.
+/// The rows-of-words path of `conv2d_dw_direct.wgsl` (stride 1, dilation 1, output rows a
+/// whole number of packed words): each invocation computes `words` consecutive words of one
+/// output row, `segments` invocations per row, each kernel row from `span_words` aligned words
+/// read from `span_texels` texels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DwRowPath {
     pub words: u64,
@@ -773,9 +769,8 @@ impl GpuConv2d {
         // `DirectDepthwise::pairs`).
         let near_levels =
             !plan_k.search_only && steps.iter().all(StepTable::estimate_within_one_level);
-        let zp = epi.out.zero_point as u32;
         let float_headers = match plan_k.float_epilogue {
-            true => float_epilogue(epi, &sum_abs, |_| zp),
+            true => float_epilogue(epi, &sum_abs),
             false => None,
         };
         let res = ctx.scoped("uploading conv weights", || {
@@ -812,18 +807,18 @@ impl GpuConv2d {
                                 )?,
                                 false => None,
                             },
-                            float: match plan_k.float_epilogue {
-                                true => {
-                                    let sums = |o: usize| meta[o][1] as u32;
-                                    match float_epilogue(epi, &sum_abs, sums) {
-                                        Some((words, code)) => {
-                                            both(&words, "squint depthwise float epilogue")?
-                                                .map(|r| (r, code))
-                                        }
-                                        None => None,
+                            // The float headers with the weight sum in place of the zero
+                            // point (which the kernel's uniform holds).
+                            float: match &float_headers {
+                                Some((headers, code)) => {
+                                    let mut words = headers.clone();
+                                    for (h, m) in words.chunks_mut(4).zip(&meta) {
+                                        h[3] = m[1] as u32;
                                     }
+                                    both(&words, "squint depthwise float epilogue")?
+                                        .map(|r| (r, *code))
                                 }
-                                false => None,
+                                None => None,
                             },
                         }),
                         None => None,
@@ -851,7 +846,7 @@ impl GpuConv2d {
                     "squint conv epilogue",
                 )?,
                 float_etab: match float_headers {
-                    Some((headers, code)) if plan_k.float_epilogue => {
+                    Some((headers, code)) => {
                         let words = float_table(&table, &headers);
                         let buffer = storage_buffer_init(
                             ctx,
@@ -1278,10 +1273,10 @@ impl GpuConv2d {
         let pixel_tiles = plane_out.div_ceil(4);
         let p = self.params;
         let (kw, sw) = (s.kw as u32, p.stride[1] as u32);
-        // The kernel's paths (see its header): 8 pixels per invocation, else 4 (the row path
-        // or pixel by pixel).
-        // Rows of words on CPU adapters, where they were measured (an invocation per 28
-        // pixels: 3.5x fewer than the 8-pixel path, too few to fill a GPU on small layers).
+        // The kernel's paths (see its header): rows of words, 8 pixels per invocation, else 4
+        // (the 4-pixel row path or pixel by pixel). Rows of words on CPU adapters, where they
+        // were measured (an invocation per 28 pixels: 3.5x fewer than the 8-pixel path, too
+        // few to fill a GPU on small layers).
         let whole_words = sw == 1 && p.dilation[1] == 1 && s.w_out.is_multiple_of(4);
         let rows = match kernels.cpu && whole_words {
             true => Some(DwRowPath::new(s.w_out as u64 / 4, s.kh as u64, s.kw as u64)),
@@ -2417,7 +2412,7 @@ mod tests {
             dilation: [dilation; 2],
             groups: 1,
         };
-        // Stride 1 across, dilation 1 across and output rows of whole words: the row path
+        // Stride 1 across, dilation 1 across and output rows of whole words: rows of words
         // (cases 0, 2 and 11 to 14: one or several segments per row, a shorter last one,
         // spans of 4 texels, vertical stride or dilation); rows of other widths: the 8-pixel
         // path (across two rows: 1, 9), the 4-pixel row path, or pixel by pixel.

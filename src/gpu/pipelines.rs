@@ -126,9 +126,9 @@ pub struct KernelOptions {
     /// Give the step-table kernels (conv epilogue, quantize) a useless float estimate, so that
     /// nearly every value takes the table search: tests that path.
     pub search_only: bool,
-    /// Requantize the direct depthwise kernel's outputs by its thresholds even where its float
-    /// epilogue applies (see [`ConvPlan::float_epilogue`]).
-    pub dw_thresholds: bool,
+    /// Requantize by the step tables' thresholds even where the float epilogue applies (see
+    /// [`ConvPlan::float_epilogue`]): every conv kernel.
+    pub thresholds_only: bool,
     /// The tiled GEMM kernel's workgroup `[pixel tiles, channel blocks]` (forces that kernel);
     /// `None`: [`GemmTile::DEFAULT`] where the tiled kernel is used.
     pub tile: Option<[u32; 2]>,
@@ -305,9 +305,9 @@ impl KernelOptions {
                 },
             ),
             (
-                "depthwise with threshold pairs",
+                "thresholds (no float epilogue)",
                 KernelOptions {
-                    dw_thresholds: true,
+                    thresholds_only: true,
                     ..d
                 },
             ),
@@ -452,7 +452,7 @@ impl ConvPlan {
             depthwise: !o.no_depthwise,
             dw_direct: !o.dw_repacked,
             search_only: o.search_only,
-            float_epilogue: cpu && r.backend == "vulkan" && !o.dw_thresholds && !o.search_only,
+            float_epilogue: cpu && r.backend == "vulkan" && !o.thresholds_only && !o.search_only,
             wg,
             cpu,
             lanes: if cpu { 8 } else { 32 },
