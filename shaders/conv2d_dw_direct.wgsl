@@ -190,12 +190,12 @@ fn load_texel(i: i32) -> vec4<u32> {
     let mask = (1u << u.x_tex_log2_width) - 1u;
     return textureLoad(xt, vec2<u32>(j & mask, j >> u.x_tex_log2_width));
 }
+//#endif
 
 // Component k (0..3) of `t`.
 fn pick(t: vec4<u32>, k: u32) -> u32 {
     return select(select(t.x, t.y, k == 1u), select(t.z, t.w, k == 3u), k >= 2u);
 }
-//#endif
 
 // Input word `i` (a global word index, wrapping) in the unsigned domain; indices outside the
 // input read some other word (only ever for bytes the caller replaces by z').
@@ -310,15 +310,7 @@ fn low_bytes(k: i32) -> u32 {
 // k; byte j is input column ox0 * SW - pad_w + j): set where the column lies in the image.
 fn column_masks(ox0: i32) -> vec4<u32> {
     let cx0 = ox0 * i32(SW) - i32(u.pad_w);
-    let first = vec4<i32>(0, 4, 8, 12);
-    let lo = clamp(vec4<i32>(clamp(-cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
-    let hi = clamp(vec4<i32>(clamp(i32(u.w) - cx0, 0, 16)) - first, vec4<i32>(0), vec4<i32>(4));
-    return vec4<u32>(
-        low_bytes(hi.x) & ~low_bytes(lo.x),
-        low_bytes(hi.y) & ~low_bytes(lo.y),
-        low_bytes(hi.z) & ~low_bytes(lo.z),
-        low_bytes(hi.w) & ~low_bytes(lo.w),
-    );
+    return vec4<u32>(col_mask(cx0, 0u), col_mask(cx0, 1u), col_mask(cx0, 2u), col_mask(cx0, 3u));
 }
 
 // Byte j (0..15) of the aligned words `a`.
@@ -478,29 +470,27 @@ fn main8(o: u32, n: u32, i: u32) {
 
 // Word m (a constant) of the words `w` from word k (0..3, not constant): word k + m.
 fn pick_word(w: array<u32, 16>, k: u32, m: u32) -> u32 {
-    let a = select(w[m], w[m + 1u], k == 1u);
-    let b = select(w[m + 2u], w[m + 3u], k == 3u);
-    return select(a, b, k >= 2u);
+    return pick(vec4<u32>(w[m], w[m + 1u], w[m + 2u], w[m + 3u]), k);
 }
 
 // Aligned span word j (a constant) from the words `w` read from the span's first word's
 // (k: its index in `w`, r: the first byte's bit offset), masked by `m` (z' outside).
 fn aligned(w: array<u32, 16>, k: u32, r: u32, j: u32, m: u32, zq: u32) -> u32 {
-    let v = funnel(pick_word(w, k, j) ^ FLIP, pick_word(w, k, j + 1u) ^ FLIP, r);
+    let v = funnel(pick_word(w, k, j), pick_word(w, k, j + 1u), r);
     return (v & m) | (zq & ~m);
 }
 
-// Texel j of the input copy from texel t when j < SPAN_T (a constant comparison), else 0.
-// Buffers: input words q + 4j .. q + 4j + 3 (before the unsigned domain's flip).
+// Texel j of the input copy from texel t when j < SPAN_T (a constant comparison), else 0;
+// buffers: input words q + 4j .. q + 4j + 3. In the unsigned domain.
 fn span_part(t: i32, q: u32, j: u32) -> vec4<u32> {
     if (j >= SPAN_T) {
         return vec4<u32>(0u);
     }
 //#if XTEX
-    return load_texel(t + i32(j));
+    return load_texel(t + i32(j)) ^ vec4<u32>(FLIP);
 //#else
     let i = q + 4u * j;
-    return vec4<u32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u)) ^ vec4<u32>(FLIP);
+    return vec4<u32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));
 //#endif
 }
 
