@@ -783,6 +783,66 @@ fn resident_values_larger_than_a_binding_equal_the_reference() {
     }
 }
 
+/// `run_resident` runs a ReLU or clip inside the conv before it (the epilogue's clamp
+/// narrowed) where nothing else reads the conv's output: the chain's three activations, and
+/// neither activation of a graph whose conv outputs also feed an add or are graph outputs;
+/// the outputs equal the reference's either way, on every adapter.
+#[test]
+fn activations_fuse_into_their_convs_on_the_device_with_the_same_outputs() {
+    use squint::graph::testing::{chain_graph, conv};
+    let shared = |rng: &mut squint::rng::Rng, hw: usize| {
+        let mut b = GraphBuilder::new();
+        let x = b.input("x", &[2, 3, hw, hw]).unwrap();
+        let c1 = conv(rng, 8, 3, 3, Activation::None);
+        let c1 = b.node("c1", c1, &[x]).unwrap();
+        let clip = Op::Activation(Activation::Clip { min: 0.0, max: 6.0 });
+        let k = b.node("clip", clip, &[c1]).unwrap();
+        let add = Op::Add {
+            act: Activation::None,
+        };
+        let s = b.node("add", add, &[k, c1]).unwrap();
+        let c2 = b
+            .node("c2", conv(rng, 8, 8, 1, Activation::None), &[s])
+            .unwrap();
+        let relu = Op::Activation(Activation::Relu);
+        let r = b.node("relu", relu, &[c2]).unwrap();
+        b.build(&[r, c2]).unwrap()
+    };
+    let ctxs = gpu_contexts();
+    for (qc, build, fused) in [
+        (
+            QConfig::x86(),
+            chain_graph as fn(&mut _, usize) -> _,
+            &["clip1", "relu", "clip2"][..],
+        ),
+        (QConfig::qnnpack(), chain_graph, &["clip1", "relu", "clip2"]),
+        (QConfig::fbgemm(), shared, &[]),
+    ] {
+        let mut rng = squint::rng::Rng::new(31);
+        let mut p = PreparedGraph::new(build(&mut rng, 9), qc.clone()).unwrap();
+        let batch = |r: &mut squint::rng::Rng| {
+            Tensor::new(vec![2, 3, 9, 9], r.normal_vec(2 * 3 * 81, 1.0)).unwrap()
+        };
+        for _ in 0..2 {
+            p.calibrate(&[batch(&mut rng)]).unwrap();
+        }
+        let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
+        let x = [batch(&mut rng)];
+        let want = q.run(&mut ReferenceBackend::new(&q), &x).unwrap();
+        for ctx in &ctxs {
+            let mut backend = GpuBackend::new(ctx.clone(), &q);
+            assert_eq!(backend.fused_activations(&q), fused, "{}", qc.name);
+            let got = backend.run_resident(&q, &x).unwrap();
+            assert!(
+                got == want.outputs,
+                "{}: {}",
+                qc.name,
+                ctx.adapter_report().summary()
+            );
+        }
+    }
+}
+
 /// Whole graphs on every adapter, node by node through [`GpuBackend`]'s round trips and with
 /// the values kept on the device (`run_resident`): the residual block of every op kind, and
 /// a chain of convs into clips, a ReLU and an add (the device's own byte-table maps and

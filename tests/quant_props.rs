@@ -81,6 +81,29 @@ proptest! {
         if relu { prop_assert!(y >= zp_off); }
     }
 
+    /// A ReLU or clip fused into a conv (`Epilogue::then_clamp`) gives the ints the epilogue
+    /// then the clamp give, for any accumulator and any clamp range of the dtype; `None`
+    /// exactly where the ranges do not overlap.
+    #[test]
+    fn then_clamp_equals_the_epilogue_followed_by_the_clamp(
+        acc in any::<i32>(), formula in 0usize..4, sy in 1e-3f32..1.0, zp in 0i32..256,
+        relu in any::<bool>(), b in -10f32..10.0, dt in dtype(), a in 0i32..256, c in 0i32..256
+    ) {
+        let full = dt.full_range();
+        let zp = zp + full.min;
+        let out = QParams::new(sy, zp, dt).unwrap();
+        let w = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+        let epi = Epilogue::new(RequantFormula::ALL[formula], 0.02, &w, Some(&[b]), out, relu, 1).unwrap();
+        let r = QRange { min: a.min(c) + full.min, max: a.max(c) + full.min };
+        match epi.then_clamp(r) {
+            Some(fused) => {
+                prop_assert_eq!(fused.apply(acc, 0), r.clamp(epi.apply(acc, 0)));
+                prop_assert!(fused.validate().is_ok());
+            }
+            None => prop_assert!(r.max < epi.clamp.min || r.min > epi.clamp.max),
+        }
+    }
+
     /// The GPU kernels requantize through `StepTable` (estimate, verify, else search); it must
     /// equal the formula on the whole accumulator domain: at random accumulators, at both
     /// sides of every threshold and at the domain's ends.

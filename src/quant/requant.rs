@@ -302,6 +302,22 @@ impl Epilogue {
         })
     }
 
+    /// This epilogue followed by a clamp of its output ints to `r` (a ReLU's or a clip's on
+    /// the same qparams), as one epilogue: the clamp narrowed to the intersection, since
+    /// `clamp(clamp(y, a, b), lo, hi) = clamp(y, max(a, lo), min(b, hi))` for every `y`
+    /// where the two ranges overlap. `None` where they do not (every output would then be
+    /// one constant, which a clamp range cannot express).
+    pub fn then_clamp(&self, r: QRange) -> Option<Epilogue> {
+        let clamp = QRange {
+            min: self.clamp.min.max(r.min),
+            max: self.clamp.max.min(r.max),
+        };
+        (clamp.min <= clamp.max).then(|| Epilogue {
+            clamp,
+            ..self.clone()
+        })
+    }
+
     /// Checks what the kernels rely on in an epilogue whose public fields were set by hand
     /// (one from [`Epilogue::new`] always passes): a clamp range with `min <= max` inside the
     /// output dtype's range, and for `fixed-point` a left shift in `0..=30` and a right shift

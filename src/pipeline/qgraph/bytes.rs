@@ -11,7 +11,7 @@ use super::backend::QTensor;
 use crate::cpu::reference::pool::MemoryFormat;
 use crate::cpu::reference::{self as r, CpuCapability, QEngine};
 use crate::error::{Error, Result};
-use crate::quant::QParams;
+use crate::quant::{QDtype, QParams, QRange};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -41,14 +41,31 @@ pub(super) fn clip_table(engine: QEngine, qp: &QParams, min: f32, max: f32) -> R
     table(r::activation::hardtanh(engine, &all_bytes(), qp, min, max)?)
 }
 
+/// The range `[lo, hi]` of `dtype`'s ints when `t` maps every stored byte to its int clamped
+/// to that range (bytes read as unsigned for quint8, as signed for qint8): the table of a
+/// ReLU or a clip, checked on all 256 entries.
+pub(super) fn table_as_clamp(t: &[u8; 256], dtype: QDtype) -> Option<QRange> {
+    let int = |b: u8| match dtype {
+        QDtype::QUInt8 => i32::from(b),
+        QDtype::QInt8 => i32::from(b as i8),
+    };
+    let full = dtype.full_range();
+    let (lo, hi) = (
+        int(t[full.min as u8 as usize]),
+        int(t[full.max as u8 as usize]),
+    );
+    let is_clamp = lo <= hi && (0..=255u8).all(|b| int(t[b as usize]) == int(b).clamp(lo, hi));
+    is_clamp.then_some(QRange { min: lo, max: hi })
+}
+
 /// `x` mapped through `t` on the host. A table that is a clamp of the stored bytes, as
 /// unsigned (quint8) or as signed (qint8) ints (relu and clip always are), maps as that clamp,
 /// which vectorizes (`vpmaxub`/`vpminub`): the same bytes, checked against the table on all
 /// 256 entries first.
 pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
     use crate::cpu::fast::{par_bytes, wide};
-    let (lo, hi) = (t[0], t[255]);
-    if lo <= hi && (0..=255u8).all(|b| t[b as usize] == b.clamp(lo, hi)) {
+    if let Some(r) = table_as_clamp(t, QDtype::QUInt8) {
+        let (lo, hi) = (r.min as u8, r.max as u8);
         return par_bytes(x.len(), |s, out| {
             wide(&x[s..], out, |x, out| {
                 for (o, &v) in out.iter_mut().zip(x) {
@@ -57,8 +74,8 @@ pub(super) fn map_on_host(x: &[u8], t: &[u8; 256]) -> Vec<u8> {
             })
         });
     }
-    let (lo, hi) = (t[0x80] as i8, t[0x7f] as i8);
-    if lo <= hi && (0..=255u8).all(|b| t[b as usize] as i8 == (b as i8).clamp(lo, hi)) {
+    if let Some(r) = table_as_clamp(t, QDtype::QInt8) {
+        let (lo, hi) = (r.min as i8, r.max as i8);
         return par_bytes(x.len(), |s, out| {
             wide(&x[s..], out, |x, out| {
                 for (o, &v) in out.iter_mut().zip(x) {
