@@ -829,9 +829,14 @@ fn activations_fuse_into_their_convs_on_the_device_with_the_same_outputs() {
         let (q, _) = p.convert(&ConvertOptions::default()).unwrap();
         let x = [batch(&mut rng)];
         let want = q.run(&mut ReferenceBackend::new(&q), &x).unwrap();
+        assert_eq!(q.fused_activations(), fused, "{}", qc.name);
+        // The fast CPU path fuses them too; the reference runs them apart.
+        let cpu = FastCpuBackend::new(&q).run_outputs(&q, &x).unwrap();
+        assert!(cpu == want.outputs, "{}: fast CPU", qc.name);
+        let reference = q.run_outputs(&mut ReferenceBackend::new(&q), &x).unwrap();
+        assert!(reference == want.outputs, "{}: reference", qc.name);
         for ctx in &ctxs {
             let mut backend = GpuBackend::new(ctx.clone(), &q);
-            assert_eq!(backend.fused_activations(&q), fused, "{}", qc.name);
             let got = backend.run_resident(&q, &x).unwrap();
             assert!(
                 got == want.outputs,

@@ -66,6 +66,11 @@ fn check_pinned(model: &str, engine: &str) -> usize {
         .run(&mut FastCpuBackend::new(&q), std::slice::from_ref(&x))
         .unwrap();
     assert_eq!(fast.values, run.values, "{model}/{engine}: fast CPU path");
+    // Its outputs with the activations fused into the convs (where any are apart): the same.
+    let fused = FastCpuBackend::new(&q)
+        .run_outputs(&q, std::slice::from_ref(&x))
+        .unwrap();
+    assert_eq!(fused, run.outputs, "{model}/{engine}: fast CPU, fused");
     // Run on a worker of a 2-thread pool, every conv split across both threads.
     let split = FastConvOptions::splitting_small(Some(2));
     let on_pool = FastCpuBackend::new(&q)

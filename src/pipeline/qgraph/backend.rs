@@ -48,6 +48,18 @@ impl QTensor {
 pub trait QBackend {
     /// Conv2d with the conv's epilogue (its input qparams are `x.qp`).
     fn conv2d(&mut self, conv: &QConv, x: &QTensor) -> Result<Vec<u8>>;
+    /// Conv2d with `epi`, the conv's epilogue with a fused activation's clamp merged
+    /// (`QuantizedGraph::run_outputs`), where the backend runs it so; `None` (the default):
+    /// the graph then runs the conv and the activation apart.
+    fn conv2d_clamped(
+        &mut self,
+        conv: &QConv,
+        x: &QTensor,
+        epi: &Epilogue,
+    ) -> Result<Option<Vec<u8>>> {
+        let _ = (conv, x, epi);
+        Ok(None)
+    }
     /// Linear on `[N, in]`.
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>>;
     /// Elementwise add (optionally + ReLU) of two tensors of equal dims that PyTorch stores as
@@ -91,6 +103,13 @@ pub trait QBackend {
     fn relu(&mut self, x: &QTensor) -> Result<Vec<u8>>;
     /// Clamp to `[min, max]` (qparams unchanged).
     fn clip(&mut self, x: &QTensor, min: f32, max: f32) -> Result<Vec<u8>>;
+}
+
+/// The name under which a backend keeps the layer of conv `name` run with `epi`, a fused
+/// activation's clamp merged (`QBackend::conv2d_clamped`): apart from the conv's own layer,
+/// and fixed by the conv's revision (its output qparams) and the clamp.
+pub(super) fn clamped_slot(name: &str, epi: &Epilogue) -> String {
+    format!("{name} clamped to {}..={}", epi.clamp.min, epi.clamp.max)
 }
 
 /// The specification: [`crate::cpu::reference`]'s scalar ops, PyTorch eager's formulas for
@@ -320,6 +339,17 @@ impl FastCpuBackend {
         Ok(self)
     }
 
+    /// [`FastCpuBackend::run`]'s outputs through [`QuantizedGraph::run_outputs`]: each ReLU
+    /// or clip that alone reads a conv's output runs inside the conv (its clamp in the
+    /// epilogue), the same outputs without a pass over those tensors.
+    pub fn run_outputs(
+        &mut self,
+        graph: &QuantizedGraph,
+        inputs: &[Tensor<f32>],
+    ) -> Result<Vec<Tensor<f32>>> {
+        crate::cpu::fast::on_pool(self.opts.threads, || graph.run_outputs(self, inputs))
+    }
+
     /// Runs `graph` on `inputs` ([`QuantizedGraph::run`]) on a worker of the thread pool its
     /// convs run on (`crate::cpu::fast::on_pool`), so that each conv forks and joins from
     /// inside the pool: smaller layers split across the threads than when each conv is
@@ -385,6 +415,31 @@ impl QBackend for FastCpuBackend {
         let epi = conv.epi();
         self.packed(conv.name(), rev, w, w_dims, conv.w_qp(), epi, params, true)?
             .run(&x.data, x.dims4()?, &x.qp, &opts)
+    }
+    fn conv2d_clamped(
+        &mut self,
+        conv: &QConv,
+        x: &QTensor,
+        epi: &Epilogue,
+    ) -> Result<Option<Vec<u8>>> {
+        if x.qp != conv.in_qp() {
+            return Ok(None);
+        }
+        let opts = self.opts.clone();
+        let (w, w_dims, params) = (conv.w_q(), conv.w_dims(), conv.params());
+        // Kept apart from the conv's own layer, named by the clamp (fixed by the revision).
+        let slot = clamped_slot(conv.name(), epi);
+        let layer = self.packed(
+            &slot,
+            conv.revision(),
+            w,
+            w_dims,
+            conv.w_qp(),
+            epi,
+            params,
+            true,
+        )?;
+        layer.run(&x.data, x.dims4()?, &x.qp, &opts).map(Some)
     }
     fn linear(&mut self, l: &QLinear, x: &QTensor, out: &QParams) -> Result<Vec<u8>> {
         let (s, epi) = linear_as_conv(l, x, out)?;

@@ -29,8 +29,8 @@
 //! add's tables cost 65536 reference evaluations per path on the host, once per (qparams,
 //! ReLU, path): the backend keeps them.
 
-use super::backend::{linear_as_conv, QBackend, QTensor};
-use super::bytes::{clip_table, relu_table, table_as_clamp, AddTables, ConcatTables};
+use super::backend::{clamped_slot, linear_as_conv, QBackend, QTensor};
+use super::bytes::{clip_table, relu_table, AddTables, ConcatTables};
 use super::{check_node_output, node_error, run_node, QLinear, QNode, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{CpuCapability, QEngine};
@@ -73,17 +73,6 @@ struct CachedLayer {
     epi: Epilogue,
     shape: ConvShape,
     layer: GpuConv2d,
-}
-
-/// How many times each value of `g` is read: by nodes (once per input slot) and as a graph
-/// output.
-fn value_uses(g: &crate::graph::Graph) -> Vec<usize> {
-    let mut uses = vec![0; g.values().len()];
-    let read = g.nodes().iter().flat_map(|n| &n.inputs);
-    for v in read.chain(g.outputs()) {
-        uses[v.0] += 1;
-    }
-    uses
 }
 
 fn dims4(x: &QTensor) -> Result<[usize; 4]> {
@@ -555,7 +544,7 @@ impl GpuBackend {
     /// waiting; every other op runs as [`QBackend`] does, on inputs read back when they are
     /// on the device only, and its output is uploaded when a conv needs it. Only the graph's
     /// outputs and the host ops' inputs are read back. A ReLU or clip that alone reads a
-    /// conv's output runs inside the conv ([`GpuBackend::fused_activations`]).
+    /// conv's output runs inside the conv ([`QuantizedGraph::fused_activations`]).
     pub fn run_resident(
         &mut self,
         q: &QuantizedGraph,
@@ -590,25 +579,8 @@ impl GpuBackend {
             .collect()
     }
 
-    /// The names of the ReLU and clip nodes of `q` that [`GpuBackend::run_resident`] runs
-    /// inside the conv before them (see [`GpuBackend::fused_epilogue`]), in node order.
-    #[doc(hidden)]
-    pub fn fused_activations(&self, q: &QuantizedGraph) -> Vec<String> {
-        let (nodes, uses) = (q.graph.nodes(), value_uses(&q.graph));
-        let mut names = Vec::new();
-        let mut i = 0;
-        while i < nodes.len() {
-            if self.fused_epilogue(q, i, &uses).is_some() {
-                names.push(nodes[i + 1].name.clone());
-                i += 1;
-            }
-            i += 1;
-        }
-        names
-    }
-
     /// Every value of `q` run on `inputs` (see [`GpuBackend::run_resident`]); with `fuse`,
-    /// each ReLU or clip that [`GpuBackend::fused_epilogue`] allows runs inside its conv, and
+    /// each ReLU or clip of [`QuantizedGraph::fused_activations`] runs inside its conv, and
     /// the conv's own output (read by nothing else) is left uncomputed (`None`).
     fn resident_values(
         &mut self,
@@ -620,20 +592,20 @@ impl GpuBackend {
         let mut values: Vec<Option<Resident>> = (q.quantized_inputs(inputs)?.into_iter())
             .map(|v| v.map(Resident::on_host))
             .collect();
-        let uses = value_uses(g);
+        let fused_epilogues = match fuse {
+            true => q.fused_epilogues(),
+            false => vec![None; g.nodes().len()],
+        };
         let mut i = 0;
         while i < g.nodes().len() {
             let (node, qn) = (&g.nodes()[i], &q.nodes[i]);
-            let fused = match fuse {
-                true => self.fused_epilogue(q, i, &uses),
-                false => None,
-            };
+            let fused = fused_epilogues[i].as_ref();
             // A fused activation's output is the conv's, clamped.
             let last = &g.nodes()[i + usize::from(fused.is_some())];
             let out = q.qps[last.output.0];
             let dims = g.value(last.output).dims.clone();
             let v = self
-                .resident_node(&mut values, &node.inputs, qn, out, dims, fused.as_ref())
+                .resident_node(&mut values, &node.inputs, qn, out, dims, fused)
                 .map_err(|e| node_error(node, e))?;
             if let Some(h) = &v.host {
                 check_node_output(last, h.data.len(), &v.dims)?;
@@ -642,31 +614,6 @@ impl GpuBackend {
             i += 1 + usize::from(fused.is_some());
         }
         Ok(values)
-    }
-
-    /// The epilogue of conv node `i` with the ReLU or clip of node `i + 1` fused (its clamp
-    /// of the conv's output ints, `Epilogue::then_clamp`: the same ints), where node `i + 1`
-    /// reads only the conv's output, nothing else reads it (`uses`: each value's readers,
-    /// graph outputs counted), the activation keeps its input's qparams and its byte table is
-    /// a clamp. One pass over the tensor instead of two (35 of MobileNetV2's ReLU6s on
-    /// lavapipe: half of its time). `None` otherwise, and where the activation's table is an
-    /// error: the unfused node then reports it.
-    fn fused_epilogue(&self, q: &QuantizedGraph, i: usize, uses: &[usize]) -> Option<Epilogue> {
-        let nodes = q.graph.nodes();
-        let (node, next) = (nodes.get(i)?, nodes.get(i + 1)?);
-        let QNode::Conv2d(conv) = &q.nodes[i] else {
-            return None;
-        };
-        let qp = q.qps[node.output.0];
-        if next.inputs != [node.output] || uses[node.output.0] != 1 || q.qps[next.output.0] != qp {
-            return None;
-        }
-        let table = match &q.nodes[i + 1] {
-            QNode::Relu => relu_table(&qp).ok()?,
-            QNode::Clip { min, max } => clip_table(self.engine, &qp, *min, *max).ok()?,
-            _ => return None,
-        };
-        conv.epi().then_clamp(table_as_clamp(&table, qp.dtype)?)
     }
 
     /// The add of `inputs` (see [`QBackend::add`]) on the device, where both are there with the
@@ -750,16 +697,9 @@ impl GpuBackend {
                 conv.check_input_qp(&x.qp)?;
                 let xt = x.dev(&ctx)?;
                 let s = conv.shape(xt.dims)?;
-                // A fused clamp's layer is kept apart, named by its range (fixed by the
-                // revision: the conv's output qparams and the graph's bounds).
+                // A fused clamp's layer is kept apart (`clamped_slot`).
                 let (name, epi) = match fused {
-                    Some(e) => {
-                        let (lo, hi) = (e.clamp.min, e.clamp.max);
-                        (
-                            Cow::Owned(format!("{} clamped to {lo}..={hi}", conv.name())),
-                            e,
-                        )
-                    }
+                    Some(e) => (Cow::Owned(clamped_slot(conv.name(), e)), e),
                     None => (Cow::Borrowed(conv.name()), conv.epi()),
                 };
                 let key = (name.as_ref(), conv.revision(), true);

@@ -58,7 +58,7 @@ use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Conv2dOp, Graph, LinearOp, Op, ValueId};
 use crate::observers::weight_qparams;
-use crate::quant::{self, QDtype, QParams, RequantFormula, WeightQParams};
+use crate::quant::{self, Epilogue, QDtype, QParams, RequantFormula, WeightQParams};
 use crate::tensor::Tensor;
 
 /// The PyTorch engine whose formulas a qconfig's non-conv ops follow: `qnnpack` → QNNPACK,
@@ -410,37 +410,135 @@ impl QuantizedGraph {
 
     /// Quantizes the float inputs, runs every node on `backend` and dequantizes the outputs.
     pub fn run(&self, backend: &mut dyn QBackend, inputs: &[Tensor<f32>]) -> Result<GraphRun> {
+        let values: Vec<QTensor> = (self.run_values(backend, inputs, false)?.into_iter())
+            .map(|v| v.expect("every value is computed"))
+            .collect();
+        let outputs = self.dequantized_outputs(&values, |t| Some(t))?;
+        Ok(GraphRun { values, outputs })
+    }
+
+    /// [`QuantizedGraph::run`]'s outputs, with each ReLU or clip of
+    /// [`QuantizedGraph::fused_activations`] run inside its conv where `backend` can
+    /// ([`QBackend::conv2d_clamped`]): the same outputs, one pass over each such tensor
+    /// instead of two, and the convs' own outputs (read by nothing else) not kept.
+    pub fn run_outputs(
+        &self,
+        backend: &mut dyn QBackend,
+        inputs: &[Tensor<f32>],
+    ) -> Result<Vec<Tensor<f32>>> {
+        let values = self.run_values(backend, inputs, true)?;
+        self.dequantized_outputs(&values, |t| t.as_ref())
+    }
+
+    /// Every value of the graph run on `backend` (see [`QuantizedGraph::run_outputs`] for
+    /// `fuse`; a fused conv's own output is `None`).
+    fn run_values(
+        &self,
+        backend: &mut dyn QBackend,
+        inputs: &[Tensor<f32>],
+        fuse: bool,
+    ) -> Result<Vec<Option<QTensor>>> {
         let g = &self.graph;
         let mut values = self.quantized_inputs(inputs)?;
-        for (node, q) in g.nodes().iter().zip(&self.nodes) {
+        let fused = match fuse {
+            true => self.fused_epilogues(),
+            false => vec![None; g.nodes().len()],
+        };
+        let mut i = 0;
+        while i < g.nodes().len() {
+            let (node, q) = (&g.nodes()[i], &self.nodes[i]);
             let args: Vec<&QTensor> = node
                 .inputs
                 .iter()
                 .map(|v| values[v.0].as_ref().expect("inputs come first"))
                 .collect();
-            let out = self.qps[node.output.0];
-            let dims = g.value(node.output).dims.clone();
-            let data = run_node(backend, q, &args, &out).map_err(|e| node_error(node, e))?;
-            check_node_output(node, data.len(), &dims)?;
-            values[node.output.0] = Some(QTensor {
-                data,
-                dims,
-                qp: out,
-            });
+            let clamped = match (q, &fused[i]) {
+                (QNode::Conv2d(c), Some(epi)) => backend.conv2d_clamped(c, args[0], epi),
+                _ => Ok(None),
+            };
+            let clamped = clamped.map_err(|e| node_error(node, e))?;
+            // A fused activation's output is its conv's, clamped.
+            let step = 1 + usize::from(clamped.is_some());
+            let last = &g.nodes()[i + step - 1];
+            let data = match clamped {
+                Some(data) => data,
+                None => run_node(backend, q, &args, &self.qps[node.output.0])
+                    .map_err(|e| node_error(node, e))?,
+            };
+            let dims = g.value(last.output).dims.clone();
+            check_node_output(last, data.len(), &dims)?;
+            let qp = self.qps[last.output.0];
+            values[last.output.0] = Some(QTensor { data, dims, qp });
+            i += step;
         }
-        let values: Vec<QTensor> = values
-            .into_iter()
-            .map(|v| v.expect("every value is computed"))
-            .collect();
-        let outputs = g
-            .outputs()
-            .iter()
+        Ok(values)
+    }
+
+    /// The graph's outputs dequantized from `values` (`get`: a computed value).
+    fn dequantized_outputs<T>(
+        &self,
+        values: &[T],
+        get: impl Fn(&T) -> Option<&QTensor>,
+    ) -> Result<Vec<Tensor<f32>>> {
+        (self.graph.outputs().iter())
             .map(|o| {
-                let t = &values[o.0];
+                let t = get(&values[o.0]).expect("graph outputs are computed");
                 Tensor::new(t.dims.clone(), quant::dequantize_slice(&t.data, &t.qp))
             })
-            .collect::<Result<_>>()?;
-        Ok(GraphRun { values, outputs })
+            .collect()
+    }
+
+    /// The names of the ReLU and clip nodes that run inside the conv before them in
+    /// [`QuantizedGraph::run_outputs`] and [`GpuBackend::run_resident`] (where the backend
+    /// can), in node order: each that alone reads a conv's output (which is no graph output),
+    /// keeps its input's qparams and whose byte table is a clamp of the ints, the clamp then
+    /// merged into the conv's epilogue (`Epilogue::then_clamp`: the same ints).
+    pub fn fused_activations(&self) -> Vec<String> {
+        let nodes = self.graph.nodes();
+        (self.fused_epilogues().iter().enumerate())
+            .filter(|(_, e)| e.is_some())
+            .map(|(i, _)| nodes[i + 1].name.clone())
+            .collect()
+    }
+
+    /// Per node: for a conv whose output only the next node reads, where that node is a ReLU
+    /// or clip that keeps its input's qparams and whose byte table is a clamp of the ints
+    /// (and the output is no graph output), the conv's epilogue with that clamp merged
+    /// (`Epilogue::then_clamp`: the same ints as the conv then the activation); `None`
+    /// elsewhere, and where the activation's table is an error (the unfused node then
+    /// reports it).
+    pub(crate) fn fused_epilogues(&self) -> Vec<Option<Epilogue>> {
+        let (g, n) = (&self.graph, self.graph.nodes().len());
+        let mut uses = vec![0usize; g.values().len()];
+        for v in (g.nodes().iter().flat_map(|n| &n.inputs)).chain(g.outputs()) {
+            uses[v.0] += 1;
+        }
+        let fused = |i: usize| -> Option<Epilogue> {
+            let (node, next) = (&g.nodes()[i], g.nodes().get(i + 1)?);
+            let QNode::Conv2d(conv) = &self.nodes[i] else {
+                return None;
+            };
+            let qp = self.qps[node.output.0];
+            let alone = next.inputs == [node.output] && uses[node.output.0] == 1;
+            if !alone || self.qps[next.output.0] != qp {
+                return None;
+            }
+            let table = match &self.nodes[i + 1] {
+                QNode::Relu => bytes::relu_table(&qp).ok()?,
+                QNode::Clip { min, max } => bytes::clip_table(self.engine, &qp, *min, *max).ok()?,
+                _ => return None,
+            };
+            conv.epi()
+                .then_clamp(bytes::table_as_clamp(&table, qp.dtype)?)
+        };
+        // A fused activation is no conv: the node after it starts afresh.
+        let mut out: Vec<Option<Epilogue>> = vec![None; n];
+        let mut i = 0;
+        while i < n {
+            out[i] = fused(i);
+            i += 1 + usize::from(out[i].is_some());
+        }
+        out
     }
 
     /// The graph inputs checked (count, dims, finite values) and quantized, at their values'
