@@ -158,7 +158,26 @@ fn main(
     }
 
     // Zero points and the epilogue: requantize, pack the 4 pixels of each channel in a word.
+//#if SG
+    // The block's epilogue vec4s: lane j reads channel j's two and the subgroup shares them
+    // (CPU adapters run each read as a load per lane: 2 instead of 16 per invocation).
+    let b = block_channels(gg, bl);
+    let hv = block_vec4(b, min(sl, 7u), 0u);
+    let mv = block_vec4(b, min(sl, 7u), 1u);
+    let e = BlockEpilogue(
+        array<vec4<u32>, 8>(subgroupBroadcast(hv, 0u), subgroupBroadcast(hv, 1u),
+            subgroupBroadcast(hv, 2u), subgroupBroadcast(hv, 3u), subgroupBroadcast(hv, 4u),
+            subgroupBroadcast(hv, 5u), subgroupBroadcast(hv, 6u), subgroupBroadcast(hv, 7u)),
+        array<vec4<u32>, 8>(subgroupBroadcast(mv, 0u), subgroupBroadcast(mv, 1u),
+            subgroupBroadcast(mv, 2u), subgroupBroadcast(mv, 3u), subgroupBroadcast(mv, 4u),
+            subgroupBroadcast(mv, 5u), subgroupBroadcast(mv, 6u), subgroupBroadcast(mv, 7u)),
+    );
+    if (pt < u.pixel_tiles) {
+        finish_tile_with(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, gg, bl, pt, 0u, e);
+    }
+//#else
     if (pt < u.pixel_tiles) {
         finish_tile(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, gg, bl, pt, 0u);
     }
+//#endif
 }

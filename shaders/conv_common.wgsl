@@ -71,6 +71,11 @@ fn workgroup_place(wid: vec3<u32>, nwg: vec3<u32>) -> vec4<u32> {
 // Requantizes the 4 pixels' accumulators `acc` of output channel c and stores them as the
 // packed output word `pt` of plane `plane0 + c` (bytes of pixels past the plane's end are 0).
 fn store_channel(c: u32, acc: vec4<i32>, px_ok: vec4<bool>, plane0: u32, pt: u32) {
-    let h = load_e(c * E_VEC4);
+    store_channel_h(c, load_e(c * E_VEC4), acc, px_ok, plane0, pt);
+}
+
+// `store_channel` with channel c's epilogue header `h` already read.
+fn store_channel_h(c: u32, h: vec4<u32>, acc: vec4<i32>, px_ok: vec4<bool>, plane0: u32,
+    pt: u32) {
     y[(plane0 + c) * u.pixel_tiles + pt - u.y_base] = pack_levels(acc, c, h, px_ok);
 }

@@ -156,16 +156,46 @@ fn quad4(x0: vec4<u32>, x1: vec4<u32>, x2: vec4<u32>, x3: vec4<u32>, w: vec4<u32
     );
 }
 
-// Output channel j of the block (if it exists): zero-point corrections of the 4 pixels'
-// sums `v`, the epilogue, and the store of the packed word (with KSPLIT, of partial sums at
-// vec4 `po` past the word's index).
+// The epilogue vec4s of a block's 8 output channels: channel j's header `h[j]` and second
+// vec4 `m[j]` (weight zero point, weight sum); a block of fewer channels repeats its last.
+struct BlockEpilogue {
+    h: array<vec4<u32>, 8>,
+    m: array<vec4<u32>, 8>,
+}
+
+// The first output channel and the channel count (at most 8) of block `bl` of group g.
+fn block_channels(g: u32, bl: u32) -> vec2<u32> {
+    return vec2<u32>(g * u.c_out_per_group + bl * 8u, min(8u, u.c_out_per_group - bl * 8u));
+}
+
+// Channel j's vec4 of the block's epilogue at vec4 `k` of its table entry (0: header, 1:
+// weight terms), read by this invocation.
+fn block_vec4(b: vec2<u32>, j: u32, k: u32) -> vec4<u32> {
+    return load_e((b.x + min(j, b.y - 1u)) * E_VEC4 + k);
+}
+
+// The block's epilogue, every vec4 read by this invocation.
+fn block_epilogue(b: vec2<u32>) -> BlockEpilogue {
+    return BlockEpilogue(
+        array<vec4<u32>, 8>(block_vec4(b, 0u, 0u), block_vec4(b, 1u, 0u), block_vec4(b, 2u, 0u),
+            block_vec4(b, 3u, 0u), block_vec4(b, 4u, 0u), block_vec4(b, 5u, 0u),
+            block_vec4(b, 6u, 0u), block_vec4(b, 7u, 0u)),
+        array<vec4<u32>, 8>(block_vec4(b, 0u, 1u), block_vec4(b, 1u, 1u), block_vec4(b, 2u, 1u),
+            block_vec4(b, 3u, 1u), block_vec4(b, 4u, 1u), block_vec4(b, 5u, 1u),
+            block_vec4(b, 6u, 1u), block_vec4(b, 7u, 1u)),
+    );
+}
+
+// Output channel j of the block (if it exists; epilogue vec4s `e`): zero-point corrections of
+// the 4 pixels' sums `v`, the epilogue, and the store of the packed word (with KSPLIT, of
+// partial sums at vec4 `po` past the word's index).
 fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32,
-    pt: u32, po: u32) {
+    pt: u32, po: u32, e: BlockEpilogue) {
     if (j >= nch) {
         return;
     }
     let c = c0 + j;
-    let m = vec2<i32>(load_e(c * E_VEC4 + 1u).xy);
+    let m = vec2<i32>(e.m[j].xy);
     var acc = v;
     if (WZP == 1u) {
         acc = acc - m.x * sums;
@@ -184,7 +214,7 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 //#endif
     let z = u.x_zero_point;
     acc = acc + vec4<i32>(u.k_padded * z * m.x - z * m.y);
-    store_channel(c, acc, px_ok, plane0, pt);
+    store_channel_h(c, e.h[j], acc, px_ok, plane0, pt);
 }
 
 // The epilogue of an invocation's register tile: accumulators c<j> (channel j of block `bl`
@@ -193,17 +223,26 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 fn finish_tile(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>, c4: vec4<i32>,
     c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32, bl: u32,
     pt: u32, po: u32) {
+    let e = block_epilogue(block_channels(g, bl));
+    finish_tile_with(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, po, e);
+}
+
+// `finish_tile` with the block's epilogue vec4s `e` already read.
+fn finish_tile_with(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>,
+    c4: vec4<i32>, c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32,
+    bl: u32, pt: u32, po: u32, e: BlockEpilogue) {
     let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
     let px_ok = p < vec4<u32>(u.plane_out);
     let plane0 = (u.n_begin + n) * u.c_out;
-    let nch = min(8u, u.c_out_per_group - bl * 8u);
-    let ch0 = g * u.c_out_per_group + bl * 8u;
-    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt, po);
-    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt, po);
+    let b = block_channels(g, bl);
+    let ch0 = b.x;
+    let nch = b.y;
+    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt, po, e);
 }
