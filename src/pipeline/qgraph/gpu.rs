@@ -592,10 +592,7 @@ impl GpuBackend {
         let mut values: Vec<Option<Resident>> = (q.quantized_inputs(inputs)?.into_iter())
             .map(|v| v.map(Resident::on_host))
             .collect();
-        let fused_epilogues = match fuse {
-            true => q.fused_epilogues(),
-            false => vec![None; g.nodes().len()],
-        };
+        let fused_epilogues = q.fused_epilogues(fuse);
         let mut i = 0;
         while i < g.nodes().len() {
             let (node, qn) = (&g.nodes()[i], &q.nodes[i]);

@@ -440,10 +440,7 @@ impl QuantizedGraph {
     ) -> Result<Vec<Option<QTensor>>> {
         let g = &self.graph;
         let mut values = self.quantized_inputs(inputs)?;
-        let fused = match fuse {
-            true => self.fused_epilogues(),
-            false => vec![None; g.nodes().len()],
-        };
+        let fused = self.fused_epilogues(fuse);
         let mut i = 0;
         while i < g.nodes().len() {
             let (node, q) = (&g.nodes()[i], &self.nodes[i]);
@@ -495,7 +492,7 @@ impl QuantizedGraph {
     /// merged into the conv's epilogue (`Epilogue::then_clamp`: the same ints).
     pub fn fused_activations(&self) -> Vec<String> {
         let nodes = self.graph.nodes();
-        (self.fused_epilogues().iter().enumerate())
+        (self.fused_epilogues(true).iter().enumerate())
             .filter(|(_, e)| e.is_some())
             .map(|(i, _)| nodes[i + 1].name.clone())
             .collect()
@@ -506,9 +503,12 @@ impl QuantizedGraph {
     /// (and the output is no graph output), the conv's epilogue with that clamp merged
     /// (`Epilogue::then_clamp`: the same ints as the conv then the activation); `None`
     /// elsewhere, and where the activation's table is an error (the unfused node then
-    /// reports it).
-    pub(crate) fn fused_epilogues(&self) -> Vec<Option<Epilogue>> {
+    /// reports it). Without `fuse`, `None` everywhere (every node runs apart).
+    pub(crate) fn fused_epilogues(&self, fuse: bool) -> Vec<Option<Epilogue>> {
         let (g, n) = (&self.graph, self.graph.nodes().len());
+        if !fuse {
+            return vec![None; n];
+        }
         let mut uses = vec![0usize; g.values().len()];
         for v in (g.nodes().iter().flat_map(|n| &n.inputs)).chain(g.outputs()) {
             uses[v.0] += 1;
