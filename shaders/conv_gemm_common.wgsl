@@ -174,28 +174,21 @@ fn block_vec4(b: vec2<u32>, j: u32, k: u32) -> vec4<u32> {
     return load_e((b.x + min(j, b.y - 1u)) * E_VEC4 + k);
 }
 
-// The block's epilogue, every vec4 read by this invocation.
-fn block_epilogue(b: vec2<u32>) -> BlockEpilogue {
-    return BlockEpilogue(
-        array<vec4<u32>, 8>(block_vec4(b, 0u, 0u), block_vec4(b, 1u, 0u), block_vec4(b, 2u, 0u),
-            block_vec4(b, 3u, 0u), block_vec4(b, 4u, 0u), block_vec4(b, 5u, 0u),
-            block_vec4(b, 6u, 0u), block_vec4(b, 7u, 0u)),
-        array<vec4<u32>, 8>(block_vec4(b, 0u, 1u), block_vec4(b, 1u, 1u), block_vec4(b, 2u, 1u),
-            block_vec4(b, 3u, 1u), block_vec4(b, 4u, 1u), block_vec4(b, 5u, 1u),
-            block_vec4(b, 6u, 1u), block_vec4(b, 7u, 1u)),
-    );
-}
-
-// Output channel j of the block (if it exists; epilogue vec4s `e`): zero-point corrections of
-// the 4 pixels' sums `v`, the epilogue, and the store of the packed word (with KSPLIT, of
-// partial sums at vec4 `po` past the word's index).
+// Output channel j of the block (if it exists): zero-point corrections of the 4 pixels'
+// sums `v`, the epilogue, and the store of the packed word (with KSPLIT, of partial sums at
+// vec4 `po` past the word's index). The channel's epilogue vec4s are `e`'s where `preread`
+// (a constant at each call), else read here, when needed.
 fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<bool>, plane0: u32,
-    pt: u32, po: u32, e: BlockEpilogue) {
+    pt: u32, po: u32, e: BlockEpilogue, preread: bool) {
     if (j >= nch) {
         return;
     }
     let c = c0 + j;
-    let m = vec2<i32>(e.m[j].xy);
+    var mv = e.m[j];
+    if (!preread) {
+        mv = load_e(c * E_VEC4 + 1u);
+    }
+    let m = vec2<i32>(mv.xy);
     var acc = v;
     if (WZP == 1u) {
         acc = acc - m.x * sums;
@@ -214,7 +207,11 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 //#endif
     let z = u.x_zero_point;
     acc = acc + vec4<i32>(u.k_padded * z * m.x - z * m.y);
-    store_channel_h(c, e.h[j], acc, px_ok, plane0, pt);
+    if (preread) {
+        store_channel_h(c, e.h[j], acc, px_ok, plane0, pt);
+    } else {
+        store_channel(c, acc, px_ok, plane0, pt);
+    }
 }
 
 // The epilogue of an invocation's register tile: accumulators c<j> (channel j of block `bl`
@@ -223,26 +220,34 @@ fn finish(j: u32, v: vec4<i32>, sums: vec4<i32>, c0: u32, nch: u32, px_ok: vec4<
 fn finish_tile(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>, c4: vec4<i32>,
     c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32, bl: u32,
     pt: u32, po: u32) {
-    let e = block_epilogue(block_channels(g, bl));
-    finish_tile_with(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, po, e);
+    let empty = array<vec4<u32>, 8>();
+    let e = BlockEpilogue(empty, empty);
+    tile_epilogue(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, po, e, false);
 }
 
-// `finish_tile` with the block's epilogue vec4s `e` already read.
+// `finish_tile` with the block's epilogue vec4s `e` already read (subgroup staging).
 fn finish_tile_with(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>,
     c4: vec4<i32>, c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32,
     bl: u32, pt: u32, po: u32, e: BlockEpilogue) {
+    tile_epilogue(c0, c1, c2, c3, c4, c5, c6, c7, sums, n, g, bl, pt, po, e, true);
+}
+
+// `finish` for the tile's 8 channels (`e`, `preread`: see `finish`).
+fn tile_epilogue(c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>, c4: vec4<i32>,
+    c5: vec4<i32>, c6: vec4<i32>, c7: vec4<i32>, sums: vec4<i32>, n: u32, g: u32, bl: u32,
+    pt: u32, po: u32, e: BlockEpilogue, preread: bool) {
     let p = vec4<u32>(pt * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
     let px_ok = p < vec4<u32>(u.plane_out);
     let plane0 = (u.n_begin + n) * u.c_out;
     let b = block_channels(g, bl);
     let ch0 = b.x;
     let nch = b.y;
-    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt, po, e);
-    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt, po, e);
+    finish(0u, c0, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(1u, c1, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(2u, c2, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(3u, c3, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(4u, c4, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(5u, c5, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(6u, c6, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
+    finish(7u, c7, sums, ch0, nch, px_ok, plane0, pt, po, e, preread);
 }

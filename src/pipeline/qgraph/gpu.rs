@@ -22,12 +22,12 @@
 //! that follow them, on the device (queued, no waiting) and reads back only what the other
 //! ops and the outputs need: the same bits. There a ReLU or clip that alone reads a conv's
 //! output runs inside the conv, its clamp of the output ints merged into the epilogue's
-//! (`Epilogue::then_clamp`): one pass over the tensor instead of two. A conv's or linear's GPU layer (packed weights, epilogue
-//! table) is kept by node name and reused while it is the same layer: the same revision
-//! ([`QConv::revision`]; a linear's epilogue, built per call, is compared), else the same
-//! weights, epilogue and shape (a name alone does not identify weights across graphs). The
-//! add's tables cost 65536 reference evaluations per path on the host, once per (qparams,
-//! ReLU, path): the backend keeps them.
+//! (`Epilogue::then_clamp`): one pass over the tensor instead of two. A conv's or linear's
+//! GPU layer (packed weights, epilogue table) is kept by node name and reused while it is
+//! the same layer: the same revision ([`QConv::revision`]; a linear's epilogue, built per
+//! call, is compared), else the same weights, epilogue and shape (a name alone does not
+//! identify weights across graphs). The add's tables cost 65536 reference evaluations per
+//! path on the host, once per (qparams, ReLU, path): the backend keeps them.
 
 use super::backend::{clamped_slot, linear_as_conv, QBackend, QTensor};
 use super::bytes::{clip_table, relu_table, AddTables, ConcatTables};
