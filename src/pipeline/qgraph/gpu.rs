@@ -596,7 +596,7 @@ impl GpuBackend {
         let mut i = 0;
         while i < g.nodes().len() {
             let (node, qn) = (&g.nodes()[i], &q.nodes[i]);
-            let fused = fused_epilogues[i].as_ref();
+            let fused = fused_epilogues.get(i).and_then(Option::as_ref);
             // A fused activation's output is the conv's, clamped.
             let last = &g.nodes()[i + usize::from(fused.is_some())];
             let out = q.qps[last.output.0];

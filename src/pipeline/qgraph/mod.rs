@@ -174,6 +174,9 @@ pub struct QuantizedGraph {
     qps: Vec<QParams>,
     sources: Vec<Option<PointSource>>,
     nodes: Vec<QNode>,
+    /// [`QuantizedGraph::fused_epilogues`], made on first use (the graph's nodes and qparams
+    /// do not change after conversion).
+    fused: std::sync::OnceLock<Vec<Option<Epilogue>>>,
 }
 
 /// What [`QuantizedGraph::run`] returns.
@@ -365,6 +368,7 @@ impl QuantizedGraph {
             qps,
             sources,
             nodes,
+            fused: Default::default(),
         })
     }
 }
@@ -449,7 +453,7 @@ impl QuantizedGraph {
                 .iter()
                 .map(|v| values[v.0].as_ref().expect("inputs come first"))
                 .collect();
-            let clamped = match (q, &fused[i]) {
+            let clamped = match (q, fused.get(i).and_then(Option::as_ref)) {
                 (QNode::Conv2d(c), Some(epi)) => backend.conv2d_clamped(c, args[0], epi),
                 _ => Ok(None),
             };
@@ -503,12 +507,17 @@ impl QuantizedGraph {
     /// (and the output is no graph output), the conv's epilogue with that clamp merged
     /// (`Epilogue::then_clamp`: the same ints as the conv then the activation); `None`
     /// elsewhere, and where the activation's table is an error (the unfused node then
-    /// reports it). Without `fuse`, `None` everywhere (every node runs apart).
-    pub(crate) fn fused_epilogues(&self, fuse: bool) -> Vec<Option<Epilogue>> {
-        let (g, n) = (&self.graph, self.graph.nodes().len());
-        if !fuse {
-            return vec![None; n];
+    /// reports it). Made once per graph. Without `fuse`, empty (every node runs apart).
+    pub(crate) fn fused_epilogues(&self, fuse: bool) -> &[Option<Epilogue>] {
+        match fuse {
+            true => self.fused.get_or_init(|| self.make_fused_epilogues()),
+            false => &[],
         }
+    }
+
+    /// [`QuantizedGraph::fused_epilogues`], computed.
+    fn make_fused_epilogues(&self) -> Vec<Option<Epilogue>> {
+        let (g, n) = (&self.graph, self.graph.nodes().len());
         let mut uses = vec![0usize; g.values().len()];
         for v in (g.nodes().iter().flat_map(|n| &n.inputs)).chain(g.outputs()) {
             uses[v.0] += 1;
