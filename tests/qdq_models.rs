@@ -55,10 +55,39 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
     }
     for ctx in common::gpu_contexts() {
         let name = ctx.adapter_report().summary();
-        let got = run(&m, xs, &mut QdqGpu::new(ctx, native_add_kernel())).unwrap();
+        let mut gpu = QdqGpu::new(ctx, native_add_kernel());
+        let got = run(&m, xs, &mut gpu).unwrap();
         assert_eq!(got.values, want.values, "{model}/{sub}: {name}");
+        check_resident(&mut gpu, &m, xs, &want, &format!("{model}/{sub} on {name}"));
     }
     (m, meta["executed_op_types"].clone())
+}
+
+/// `gpu.run_resident` (values kept on the device) gives `want`'s ints at every value and its
+/// outputs' bits.
+fn check_resident(
+    gpu: &mut QdqGpu,
+    m: &onnx_qdq::QdqModel,
+    xs: &[squint::tensor::Tensor<f32>],
+    want: &squint::pipeline::qdq::QdqRun,
+    what: &str,
+) {
+    let got = gpu.run_resident_values(m, xs).unwrap();
+    for (i, (g, w)) in got.values.iter().zip(&want.values).enumerate() {
+        assert_eq!(g, w, "{what}, resident: value {}", m.graph.values()[i].name);
+    }
+    let bits = |v: &[squint::tensor::Tensor<f32>]| -> Vec<Vec<u32>> {
+        v.iter()
+            .map(|t| t.data.iter().map(|f| f.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits(&got.outputs), bits(&want.outputs), "{what}, resident");
+    let outputs = gpu.run_resident(m, xs).unwrap();
+    assert_eq!(
+        bits(&outputs),
+        bits(&want.outputs),
+        "{what}, resident outputs"
+    );
 }
 
 /// The fixture models: a ResNet- and a MobileNet-shaped one from PyTorch, and the MobileNet
@@ -266,8 +295,10 @@ fn uint8_weight_qdq_models_run_exactly_on_every_device() {
             assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
             for ctx in &gpus {
                 let name = ctx.adapter_report().summary();
-                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel())).unwrap();
+                let mut gpu = QdqGpu::new(ctx.clone(), native_add_kernel());
+                let got = run(&m, xs, &mut gpu).unwrap();
                 assert_eq!(got.values, want.values, "{model} {tag} on {name}");
+                check_resident(&mut gpu, &m, xs, &want, &format!("{model} {tag} on {name}"));
             }
         }
     }
@@ -316,9 +347,10 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
     );
 }
 
-/// The fast CPU path and every GPU adapter give the reference's ints at every value of both
-/// QDQ models, hence ORT's output; one backend of each kind runs all four models in turn
-/// (its per-node caches must not carry a layer or table over to another model).
+/// The fast CPU path and every GPU adapter, node by node and with the values kept on the
+/// device, give the reference's ints at every value of both QDQ models, hence ORT's output;
+/// one backend of each kind runs all the models in turn (its per-node caches must not carry a
+/// layer or table over to another model).
 #[test]
 fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
     let gpus = common::gpu_contexts();
@@ -346,6 +378,7 @@ fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
                         m.graph.values()[i].name
                     );
                 }
+                check_resident(backend, &m, xs, &want, &format!("{model} {tag} on {name}"));
             }
         }
     }

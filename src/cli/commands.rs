@@ -608,7 +608,10 @@ fn cmd_run_qdq(a: RunArgs) -> Result<ExitCode> {
         DeviceKind::Gpu => {
             let ctx = squint::gpu::GpuContext::open(&a.gpu.options())?;
             let name = ctx.adapter_report().summary();
-            (qdq::run(&m, xs, &mut qdq::QdqGpu::new(ctx, add))?, name)
+            // The values stay on the device between convs and adds; every value is read
+            // back at the end (for --cross-check and --out-ints).
+            let mut gpu = qdq::QdqGpu::new(ctx, add);
+            (gpu.run_resident_values(&m, xs)?, name)
         }
     };
     if a.cross_check {

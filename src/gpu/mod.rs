@@ -105,7 +105,9 @@ pub use adapter::{list_adapters, AdapterReport, BackendChoice, DeviceOptions};
 pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use context::{open_all, GpuContext};
 pub use graph_ops::{AvgPoolPlan, FloatAvgPoolPlan, LutInput};
-pub use ops::{check_conv2d_args, conv2d_quantized, conv2d_quantized_with, GpuConv2d};
+pub use ops::{
+    check_conv2d_args, check_conv2d_layer_args, conv2d_quantized, conv2d_quantized_with, GpuConv2d,
+};
 pub use peak::GpuPeak;
 #[doc(hidden)]
 pub use pipelines::{DotChoice, InputChoice, KernelOptions, StagingChoice};

@@ -2265,17 +2265,31 @@ pub fn check_conv2d_args(
     epi: &Epilogue,
     s: &ConvShape,
 ) -> Result<()> {
+    check_conv2d_layer_args(Some(x.len()), x_qp, w, w_qp, epi, s)
+}
+
+/// [`check_conv2d_args`] for a layer built before its input exists: the input's length is
+/// checked only when given (a device tensor's dims are checked when the layer runs).
+pub fn check_conv2d_layer_args(
+    x_len: Option<usize>,
+    x_qp: &QParams,
+    w: &[i8],
+    w_qp: &WeightQParams,
+    epi: &Epilogue,
+    s: &ConvShape,
+) -> Result<()> {
     let checked = ConvShape::new(s.input_dims(), s.weight_dims(), s.params)?;
     if checked != *s {
         return Err(Error::Shape(format!(
             "inconsistent conv shape {s:?} (derived: {checked:?})"
         )));
     }
-    for (what, got, want) in [
-        ("input", x.len(), s.input_len()),
-        ("weight", w.len(), s.weight_len()),
-    ] {
-        if got != want {
+    let lengths = [
+        ("input", x_len, s.input_len()),
+        ("weight", Some(w.len()), s.weight_len()),
+    ];
+    for (what, got, want) in lengths {
+        if let Some(got) = got.filter(|&g| g != want) {
             return Err(Error::Shape(format!(
                 "{what} has {got} elements, the conv shape needs {want}"
             )));

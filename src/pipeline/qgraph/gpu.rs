@@ -487,16 +487,27 @@ impl QBackend for GpuBackend {
 
 /// A value of [`GpuBackend::run_resident`]: its dims and qparams, and its bytes on the device,
 /// on the host or both (each made from the other when first needed).
-struct Resident {
-    dims: Vec<usize>,
-    qp: QParams,
-    dev: Option<GpuTensor>,
-    host: Option<QTensor>,
+/// (Also the values of [`crate::pipeline::qdq::QdqGpu::run_resident`].)
+pub(crate) struct Resident {
+    pub(crate) dims: Vec<usize>,
+    pub(crate) qp: QParams,
+    pub(crate) dev: Option<GpuTensor>,
+    pub(crate) host: Option<QTensor>,
 }
 
 impl Resident {
+    /// A value on the device only.
+    pub(crate) fn on_device(dims: Vec<usize>, qp: QParams, dev: GpuTensor) -> Resident {
+        Resident {
+            dims,
+            qp,
+            dev: Some(dev),
+            host: None,
+        }
+    }
+
     /// A value on the host only.
-    fn on_host(t: QTensor) -> Resident {
+    pub(crate) fn on_host(t: QTensor) -> Resident {
         Resident {
             dims: t.dims.clone(),
             qp: t.qp,
@@ -506,7 +517,7 @@ impl Resident {
     }
 
     /// The value's bytes on the host, read back now if they are only on the device.
-    fn host(&mut self, ctx: &GpuContext) -> Result<&QTensor> {
+    pub(crate) fn host(&mut self, ctx: &GpuContext) -> Result<&QTensor> {
         if self.host.is_none() {
             let t = self
                 .dev
@@ -522,7 +533,7 @@ impl Resident {
     }
 
     /// The value on the device, uploaded now if it is only on the host (4-D values only).
-    fn dev(&mut self, ctx: &GpuContext) -> Result<GpuTensor> {
+    pub(crate) fn dev(&mut self, ctx: &GpuContext) -> Result<GpuTensor> {
         if let Some(t) = &self.dev {
             return Ok(t.clone());
         }
@@ -677,12 +688,7 @@ impl GpuBackend {
         fused: Option<&Epilogue>,
     ) -> Result<Resident> {
         let ctx = self.ctx.clone();
-        let on_device = |dev: GpuTensor| Resident {
-            dims: dims.clone(),
-            qp: out,
-            dev: Some(dev),
-            host: None,
-        };
+        let on_device = |dev: GpuTensor| Resident::on_device(dims.clone(), out, dev);
         if let (QNode::Add { relu, formats }, [_, _]) = (qn, inputs) {
             if let Some(y) = self.add_on_device(values, inputs, out, *relu, *formats)? {
                 return Ok(on_device(y));

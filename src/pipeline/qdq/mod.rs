@@ -21,14 +21,19 @@
 //! [`QdqGpu`] (every op on the GPU; `QLinearAveragePool`'s float steps in the GPU's
 //! integer-emulated binary32, division included). The convs of both fast paths
 //! use [`ort_epilogue`]: ORT's requantization written as a squint [`Epilogue`].
+//! [`QdqGpu::run_resident`] keeps the convs' and adds' values on the device, reading back only
+//! what the other ops and the outputs need: the same bits without a round trip per node.
+
+mod gpu;
+
+pub use gpu::QdqGpu;
 
 use crate::cpu::fast::{FastConvOptions, PackedConv2d};
 use crate::cpu::reference::cat::CatInput;
 use crate::cpu::reference::ort::{self, add::QLinearAddKernel, conv::QWeight};
 use crate::cpu::reference::pool::Pool2dParams;
 use crate::error::{Error, Result};
-use crate::gpu::{AvgPoolPlan, FloatAvgPoolPlan, GpuContext, LutInput};
-use crate::graph::{Activation, Op};
+use crate::graph::{Activation, Conv2dOp, Op};
 use crate::io::onnx_qdq::{QdqModel, QdqWeight};
 use crate::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
@@ -381,168 +386,6 @@ impl QdqBackend for QdqFastCpu {
     }
 }
 
-/// The ops on a GPU: convs and gemms on the GPU conv with [`ort_epilogue`]; add and concat
-/// through byte tables the host computes with the reference on every byte (pair), gathered on
-/// the GPU; max pool, global average pool and `QLinearAveragePool` (a float sum of
-/// dequantized taps, divided twice: the float-average mode of the pool kernel, in integer-
-/// emulated binary32) on the GPU's pool kernels.
-#[derive(Debug)]
-pub struct QdqGpu {
-    ctx: GpuContext,
-    add: QLinearAddKernel,
-    /// The add's byte-pair tables, computed once per (a, b, y) qparams.
-    add_tables: AddTables,
-    /// Each conv's layer (weights and epilogue on the GPU), reused for the same weight,
-    /// qparams and shape.
-    layers: HashMap<usize, (LayerKey, crate::gpu::GpuConv2d)>,
-}
-
-impl QdqGpu {
-    /// A backend on `ctx` reproducing ORT's `add` kernel.
-    pub fn new(ctx: GpuContext, add: QLinearAddKernel) -> Self {
-        QdqGpu {
-            ctx,
-            add,
-            add_tables: AddTables::default(),
-            layers: HashMap::new(),
-        }
-    }
-}
-
-impl QdqBackend for QdqGpu {
-    fn add_kernel(&self) -> QLinearAddKernel {
-        self.add
-    }
-    fn conv(
-        &mut self,
-        node: usize,
-        w: &QdqWeight,
-        x: &[u8],
-        x_qp: &QParams,
-        y_qp: &QParams,
-        s: &ConvShape,
-    ) -> Result<Vec<u8>> {
-        let ctx = &self.ctx;
-        let layer = cached_layer(&mut self.layers, node, w, x_qp, y_qp, s, |w8, w_qp, epi| {
-            crate::gpu::check_conv2d_args(x, x_qp, w8, w_qp, epi, s)?;
-            crate::gpu::GpuConv2d::new(ctx, w8, s.weight_dims(), w_qp, epi, s.params)
-        })?;
-        crate::gpu::conv2d_quantized_with(ctx, layer, x, x_qp, s)
-    }
-    fn add(
-        &mut self,
-        a: &[u8],
-        a_qp: &QParams,
-        b: &[u8],
-        b_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        let qps = [*a_qp, *b_qp, *y_qp];
-        let t = self
-            .add_tables
-            .get(self.add, qps, true)?
-            .ok_or_else(|| Error::Gpu("the add's byte-pair table was not built".into()))?;
-        // The binary kernel's table has two halves (for operands split at an element); both
-        // are this one.
-        let t = [t, t].concat();
-        self.ctx.binary_bytes(a, b, &t, a.len())
-    }
-    fn concat(&mut self, xs: &[CatInput<'_>], axis: usize, y_qp: &QParams) -> Result<Vec<u8>> {
-        let all: Vec<u8> = (0..=255u8).collect();
-        let first = xs
-            .first()
-            .ok_or_else(|| Error::Shape("concat: no inputs".into()))?;
-        let outer: usize = first.dims[..axis].iter().product();
-        let mut tables = Vec::with_capacity(xs.len());
-        for x in xs {
-            let one = CatInput {
-                data: &all,
-                dims: &[256],
-                qp: x.qp,
-            };
-            let t = ort::concat::qlinear_concat(&[one], 0, y_qp)?.0;
-            tables.push(
-                <[u8; 256]>::try_from(t.as_slice())
-                    .map_err(|_| Error::Gpu("a byte table does not have 256 entries".into()))?,
-            );
-        }
-        let inputs: Vec<LutInput<'_>> = xs
-            .iter()
-            .zip(&tables)
-            .map(|(x, t)| LutInput {
-                data: x.data,
-                block: x.dims[axis..].iter().product(),
-                table: t,
-            })
-            .collect();
-        self.ctx.concat_bytes(&inputs, outer)
-    }
-    fn max_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        qp: &QParams,
-        p: &Pool2dParams,
-    ) -> Result<Vec<u8>> {
-        // ORT's max pool ignores padded taps: the generic kernel's skipped taps.
-        self.ctx.max_pool2d_bytes(x, d, qp.dtype, p, false)
-    }
-    fn avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        p: &ort::pool::AvgPoolParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        ort::qdq::check_qparams("QLinearAveragePool x", x_qp)?;
-        ort::qdq::check_qparams("QLinearAveragePool y", y_qp)?;
-        let Some(win) = ort::pool::average_pool_windows([d[2], d[3]], p)? else {
-            return self.global_avg_pool(x, d, x_qp, y_qp);
-        };
-        let r = y_qp.dtype.full_range();
-        let range = |v: &[[usize; 2]]| v.iter().map(|&[a, b]| [a as u32, b as u32]).collect();
-        // The float sum of dequantized taps, / count, / sy, + zy, rounded: ORT's formula in
-        // the GPU's integer-emulated binary32.
-        let plan = FloatAvgPoolPlan {
-            rows: range(&win.rows),
-            cols: range(&win.cols),
-            divisors: win.counts.iter().map(|&c| c as f32).collect(),
-            tap_zp: x_qp.zero_point,
-            x_scale: x_qp.scale,
-            y_scale: y_qp.scale,
-            add: y_qp.zero_point as f32,
-            post_add: 0,
-            clamp: [r.min, r.max],
-        };
-        self.ctx.float_avg_pool2d_bytes(x, d, x_qp.dtype, &plan)
-    }
-    fn global_avg_pool(
-        &mut self,
-        x: &[u8],
-        d: [usize; 4],
-        x_qp: &QParams,
-        y_qp: &QParams,
-    ) -> Result<Vec<u8>> {
-        ort::qdq::check_qparams("QLinearGlobalAveragePool x", x_qp)?;
-        ort::qdq::check_qparams("QLinearGlobalAveragePool y", y_qp)?;
-        let m = ort::pool::global_average_pool_scale(x_qp, y_qp, d[2] * d[3])?;
-        let r = y_qp.dtype.full_range();
-        // (Σ x − zx·N) · m, rounded, + zy: the reference's exact int32 sum, then
-        // MlasRequantizeOutput.
-        let plan = AvgPoolPlan {
-            rows: vec![[0, d[2] as u32]],
-            cols: vec![[0, d[3] as u32]],
-            multipliers: vec![m],
-            tap_zp: x_qp.zero_point,
-            add: None,
-            post_add: y_qp.zero_point,
-            clamp: [r.min, r.max],
-        };
-        self.ctx.avg_pool2d_bytes(x, d, x_qp.dtype, &plan)
-    }
-}
-
 fn weight(w: &QdqWeight) -> QWeight<'_> {
     QWeight {
         data: &w.data,
@@ -624,38 +467,48 @@ pub fn run_reference(
 
 /// Runs `m` on float `inputs`, every int8 op on `backend`.
 pub fn run(m: &QdqModel, inputs: &[Tensor<f32>], backend: &mut dyn QdqBackend) -> Result<QdqRun> {
+    let qparams = run_qparams(m)?;
+    let mut r = run_model(m, &qparams, inputs, backend)?;
+    shift_back(m, &mut r.values);
+    Ok(r)
+}
+
+/// The activation qparams `m` runs with, after refusing a model ONNX Runtime would not run
+/// in int8 throughout ([`refuse_int8_activations`]): its own, or, where it has int8
+/// activations, ORT's `QDQS8ToU8Transformer`'s: every int8 activation (each has one reader
+/// here) runs as uint8 with its zero point + 128. Most formulas only see `x − zx` and give the
+/// same ints shifted by 128, but a zero point added in float before rounding
+/// (QLinearAveragePool's) does not, so squint runs the model ORT runs, then shifts back
+/// ([`shift_back`]; dequantized outputs are the same either way).
+fn run_qparams(m: &QdqModel) -> Result<Cow<'_, [QParams]>> {
     refuse_int8_activations(m)?;
     if !m.qparams.iter().any(|q| q.dtype == QDtype::QInt8) {
-        return run_model(m, &m.qparams, inputs, backend);
+        return Ok(Cow::Borrowed(&m.qparams));
     }
-    // ORT's QDQS8ToU8Transformer: every int8 activation (each has one reader here) runs as
-    // uint8 with its zero point + 128. Most formulas only see `x − zx` and give the same
-    // ints shifted by 128, but a zero point added in float before rounding
-    // (QLinearAveragePool's) does not, so run the model ORT runs, then shift back.
-    let shifted = m
-        .qparams
-        .iter()
+    let shifted = (m.qparams.iter())
         .map(|q| match q.dtype {
             QDtype::QInt8 => QParams::new(q.scale, q.zero_point + 128, QDtype::QUInt8),
             QDtype::QUInt8 => Ok(*q),
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut r = run_model(m, &shifted, inputs, backend)?;
-    for (v, q) in r.values.iter_mut().zip(&m.qparams) {
+    Ok(Cow::Owned(shifted))
+}
+
+/// The stored bytes of values run with [`run_qparams`] as `m`'s own: int8 ones shifted back.
+fn shift_back(m: &QdqModel, values: &mut [Vec<u8>]) {
+    for (v, q) in values.iter_mut().zip(&m.qparams) {
         if q.dtype == QDtype::QInt8 {
             v.iter_mut().for_each(|b| *b ^= 0x80);
         }
     }
-    Ok(r)
 }
 
-/// [`run`] of `m` with the activation qparams `qparams` (one per value) in place of its own.
-fn run_model(
+/// The graph inputs quantized as `QuantizeLinear` does (`qparams`: one per value), by value.
+fn quantized_inputs(
     m: &QdqModel,
     qparams: &[QParams],
     inputs: &[Tensor<f32>],
-    backend: &mut dyn QdqBackend,
-) -> Result<QdqRun> {
+) -> Result<Vec<Option<Vec<u8>>>> {
     let g = &m.graph;
     g.check_inputs(inputs)?;
     let mut values: Vec<Option<Vec<u8>>> = vec![None; g.values().len()];
@@ -667,145 +520,192 @@ fn run_model(
             &qparams[id.0],
         ));
     }
-    for (i, node) in g.nodes().iter().enumerate() {
-        let at = |e: Error| Error::Graph {
-            at: format!("node '{}' ({})", node.name, node.op.kind()),
-            message: e.to_string(),
-        };
-        let arg = |k: usize| -> &[u8] {
-            values[node.inputs[k].0]
-                .as_deref()
-                .expect("inputs come first")
-        };
-        let xd = &g.value(node.inputs[0]).dims;
-        let xq = &qparams[node.inputs[0].0];
-        let yq = &qparams[node.output.0];
-        let yd = &g.value(node.output).dims;
-        let need_weight = || {
-            m.weights[i]
-                .as_ref()
-                .ok_or_else(|| Error::InvalidParameter("the node has no quantized weight".into()))
-        };
-        let y = (|| -> Result<Vec<u8>> {
-            match &node.op {
-                Op::Conv2d(c) => {
-                    if c.act != Activation::None {
-                        return Err(Error::InvalidParameter(
-                            "a fused activation after a quantized conv is not supported".into(),
-                        ));
-                    }
-                    let w = need_weight()?;
-                    let wd = dims4(&c.weight.dims)?;
-                    let s = ConvShape::new(dims4(xd)?, wd, c.params)?;
-                    backend.conv(i, w, arg(0), xq, yq, &s)
-                }
-                Op::Linear(l) => {
-                    if l.act != Activation::None {
-                        return Err(Error::InvalidParameter(
-                            "a fused activation after a quantized gemm is not supported".into(),
-                        ));
-                    }
-                    let w = need_weight()?;
-                    let [o, k] = [l.weight.dims[0], l.weight.dims[1]];
-                    let rows: usize = xd[..xd.len() - 1].iter().product();
-                    let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
-                    backend.conv(i, w, arg(0), xq, yq, &s)
-                }
-                Op::Add {
-                    act: Activation::None,
-                } => {
-                    let bq = &qparams[node.inputs[1].0];
-                    let bd = &g.value(node.inputs[1]).dims;
-                    if xd != bd {
-                        // Broadcasting: ORT's BroadcastLooper on the host reference, for
-                        // every backend (its operand swap decides the float order).
-                        let kernel = backend.add_kernel();
-                        return Ok(ort::add::qlinear_add_broadcast(
-                            kernel,
-                            arg(0),
-                            xd,
-                            xq,
-                            arg(1),
-                            bd,
-                            bq,
-                            yq,
-                        )?
-                        .0);
-                    }
-                    backend.add(arg(0), xq, arg(1), bq, yq)
-                }
-                Op::Concat { axis } => {
-                    let ins: Vec<CatInput<'_>> = node
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| CatInput {
-                            data: arg(k),
-                            dims: &g.value(*v).dims,
-                            qp: &qparams[v.0],
-                        })
-                        .collect();
-                    backend.concat(&ins, *axis, yq)
-                }
-                Op::MaxPool2d(p) => {
-                    same_qparams(xq, yq, "MaxPool")?;
-                    backend.max_pool(arg(0), dims4(xd)?, xq, p)
-                }
-                Op::AvgPool2d {
-                    pool,
-                    count_include_pad,
-                    divisor_override: None,
-                } if !pool.ceil_mode && pool.dilation == [1, 1] => {
-                    let p = ort::pool::AvgPoolParams {
-                        kernel: pool.kernel,
-                        stride: pool.stride,
-                        pads: [
-                            pool.padding[0],
-                            pool.padding[1],
-                            pool.padding[0],
-                            pool.padding[1],
-                        ],
-                        count_include_pad: *count_include_pad,
-                    };
-                    backend.avg_pool(arg(0), dims4(xd)?, xq, &p, yq)
-                }
-                Op::AdaptiveAvgPool2d { output: [1, 1] } => {
-                    backend.global_avg_pool(arg(0), dims4(xd)?, xq, yq)
-                }
-                Op::Reshape { .. } => {
-                    same_qparams(xq, yq, "Flatten/Reshape")?;
-                    Ok(arg(0).to_vec())
-                }
-                other => Err(Error::InvalidParameter(format!(
-                    "{} is not an op squint runs with ONNX Runtime's int8 formulas",
-                    other.kind()
-                ))),
-            }
-        })()
-        .map_err(at)?;
-        if y.len() != yd.iter().product::<usize>() {
-            return Err(at(Error::Shape(format!(
-                "{} values for dims {yd:?}",
-                y.len()
-            ))));
-        }
-        values[node.output.0] = Some(y);
+    Ok(values)
+}
+
+/// The error of node `i` of `m`, naming it.
+fn node_error(m: &QdqModel, i: usize, e: Error) -> Error {
+    let node = &m.graph.nodes()[i];
+    Error::Graph {
+        at: format!("node '{}' ({})", node.name, node.op.kind()),
+        message: e.to_string(),
     }
-    let values: Vec<Vec<u8>> = values
-        .into_iter()
-        .map(|v| v.expect("every value is computed"))
-        .collect();
-    let outputs = g
-        .outputs()
-        .iter()
+}
+
+/// Checks that node `i`'s output has as many bytes as its dims hold.
+fn check_output_len(m: &QdqModel, i: usize, len: usize) -> Result<()> {
+    let yd = &m.graph.value(m.graph.nodes()[i].output).dims;
+    if len != yd.iter().product::<usize>() {
+        return Err(node_error(
+            m,
+            i,
+            Error::Shape(format!("{len} values for dims {yd:?}")),
+        ));
+    }
+    Ok(())
+}
+
+/// The graph outputs of `values` (bytes of `qparams`), dequantized as `DequantizeLinear`
+/// does.
+fn dequantized_outputs(
+    m: &QdqModel,
+    qparams: &[QParams],
+    values: &[&[u8]],
+) -> Result<Vec<Tensor<f32>>> {
+    (m.graph.outputs().iter())
         .map(|o| {
             let qp = qparams[o.0];
-            let data = values[o.0]
-                .iter()
+            let data = (values[o.0].iter())
                 .map(|&b| ort::qdq::dequantize_value(b, &qp))
                 .collect();
-            Tensor::new(g.value(*o).dims.clone(), data)
+            Tensor::new(m.graph.value(*o).dims.clone(), data)
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// [`run`] of `m` with the activation qparams `qparams` (one per value) in place of its own.
+fn run_model(
+    m: &QdqModel,
+    qparams: &[QParams],
+    inputs: &[Tensor<f32>],
+    backend: &mut dyn QdqBackend,
+) -> Result<QdqRun> {
+    let mut values = quantized_inputs(m, qparams, inputs)?;
+    for (i, node) in m.graph.nodes().iter().enumerate() {
+        let args: Vec<&[u8]> = (node.inputs.iter())
+            .map(|v| values[v.0].as_deref().expect("inputs come first"))
+            .collect();
+        let y = run_node(m, qparams, i, &args, backend).map_err(|e| node_error(m, i, e))?;
+        check_output_len(m, i, y.len())?;
+        values[node.output.0] = Some(y);
+    }
+    let values: Vec<Vec<u8>> = (values.into_iter())
+        .map(|v| v.expect("every value is computed"))
+        .collect();
+    let bytes: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let outputs = dequantized_outputs(m, qparams, &bytes)?;
     Ok(QdqRun { values, outputs })
+}
+
+/// Node `i`'s weight and conv shape (`QLinearConv`, input dims from the graph; a conv with a
+/// fused activation is not one of ORT's int8 ops).
+fn conv_args<'m>(m: &'m QdqModel, i: usize, c: &Conv2dOp) -> Result<(&'m QdqWeight, ConvShape)> {
+    if c.act != Activation::None {
+        return Err(Error::InvalidParameter(
+            "a fused activation after a quantized conv is not supported".into(),
+        ));
+    }
+    let w = (m.weights[i].as_ref())
+        .ok_or_else(|| Error::InvalidParameter("the node has no quantized weight".into()))?;
+    let xd = &m.graph.value(m.graph.nodes()[i].inputs[0]).dims;
+    let s = ConvShape::new(dims4(xd)?, dims4(&c.weight.dims)?, c.params)?;
+    Ok((w, s))
+}
+
+/// Node `i` of `m` on `backend`, its inputs' bytes `args` (activation qparams `qparams`).
+fn run_node(
+    m: &QdqModel,
+    qparams: &[QParams],
+    i: usize,
+    args: &[&[u8]],
+    backend: &mut dyn QdqBackend,
+) -> Result<Vec<u8>> {
+    let g = &m.graph;
+    let node = &g.nodes()[i];
+    let arg = |k: usize| args[k];
+    let xd = &g.value(node.inputs[0]).dims;
+    let xq = &qparams[node.inputs[0].0];
+    let yq = &qparams[node.output.0];
+    let need_weight = || {
+        m.weights[i]
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameter("the node has no quantized weight".into()))
+    };
+    match &node.op {
+        Op::Conv2d(c) => {
+            let (w, s) = conv_args(m, i, c)?;
+            backend.conv(i, w, arg(0), xq, yq, &s)
+        }
+        Op::Linear(l) => {
+            if l.act != Activation::None {
+                return Err(Error::InvalidParameter(
+                    "a fused activation after a quantized gemm is not supported".into(),
+                ));
+            }
+            let w = need_weight()?;
+            let [o, k] = [l.weight.dims[0], l.weight.dims[1]];
+            let rows: usize = xd[..xd.len() - 1].iter().product();
+            let s = ConvShape::new([rows, k, 1, 1], [o, k, 1, 1], ConvParams::default())?;
+            backend.conv(i, w, arg(0), xq, yq, &s)
+        }
+        Op::Add {
+            act: Activation::None,
+        } => {
+            let bq = &qparams[node.inputs[1].0];
+            let bd = &g.value(node.inputs[1]).dims;
+            if xd != bd {
+                // Broadcasting: ORT's BroadcastLooper on the host reference, for
+                // every backend (its operand swap decides the float order).
+                let kernel = backend.add_kernel();
+                return Ok(ort::add::qlinear_add_broadcast(
+                    kernel,
+                    arg(0),
+                    xd,
+                    xq,
+                    arg(1),
+                    bd,
+                    bq,
+                    yq,
+                )?
+                .0);
+            }
+            backend.add(arg(0), xq, arg(1), bq, yq)
+        }
+        Op::Concat { axis } => {
+            let ins: Vec<CatInput<'_>> = node
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, v)| CatInput {
+                    data: arg(k),
+                    dims: &g.value(*v).dims,
+                    qp: &qparams[v.0],
+                })
+                .collect();
+            backend.concat(&ins, *axis, yq)
+        }
+        Op::MaxPool2d(p) => {
+            same_qparams(xq, yq, "MaxPool")?;
+            backend.max_pool(arg(0), dims4(xd)?, xq, p)
+        }
+        Op::AvgPool2d {
+            pool,
+            count_include_pad,
+            divisor_override: None,
+        } if !pool.ceil_mode && pool.dilation == [1, 1] => {
+            let p = ort::pool::AvgPoolParams {
+                kernel: pool.kernel,
+                stride: pool.stride,
+                pads: [
+                    pool.padding[0],
+                    pool.padding[1],
+                    pool.padding[0],
+                    pool.padding[1],
+                ],
+                count_include_pad: *count_include_pad,
+            };
+            backend.avg_pool(arg(0), dims4(xd)?, xq, &p, yq)
+        }
+        Op::AdaptiveAvgPool2d { output: [1, 1] } => {
+            backend.global_avg_pool(arg(0), dims4(xd)?, xq, yq)
+        }
+        Op::Reshape { .. } => {
+            same_qparams(xq, yq, "Flatten/Reshape")?;
+            Ok(arg(0).to_vec())
+        }
+        other => Err(Error::InvalidParameter(format!(
+            "{} is not an op squint runs with ONNX Runtime's int8 formulas",
+            other.kind()
+        ))),
+    }
 }
