@@ -16,7 +16,8 @@
 #                          (SQUINT_REQUIRE_GPU=1: nothing skips)
 #   $OUT/bench.json        squint bench --large --gpu-variants --json (every standard shape, 2 CPU
 #                          threads, every GPU kernel variant)
-#   $OUT/bench_models.json squint bench --model on the tiny ResNet and MobileNet
+#   $OUT/bench_models.json squint bench --model on the tiny ResNet and MobileNet (float, with
+#                          calibration, and ORT's per-channel QDQ models)
 #   $OUT/ort.md            squint vs ONNX Runtime on the machine's CPU, one thread (if ORT is
 #                          there and SKIP_ORT is unset)
 #   $OUT/summary.txt       the exit status of each step and the machine's CPU and GPU
@@ -127,6 +128,9 @@ run() {
       d=tests/data/models/$m
       timeout 120 devrun/squint bench --json --runs 9 --backend vulkan --model "$d/model_bn.onnx" \
         --input "$d/input.npy" --calib "$d/calib.npy"
+      # ORT's QDQ model: values on the device against a round trip per node.
+      timeout 120 devrun/squint bench --json --runs 9 --backend vulkan \
+        --model "$d/qdq_per_channel/model_qdq.onnx" --input "$d/input.npy"
     done
   } >"$out/bench_models.json" 2>>"$out/tests.log"
   echo "bench --model: exit $?" >>"$sum"

@@ -159,19 +159,24 @@ fn main(
     // slot 4j + m from input word k of that slot's channel.
     let img = (u.img_begin + n) * u.c_in;
     var quads: array<vec4<u32>, 4>;
+    // Slot q * 16 + 4j + m is slot i of group g: one division for the first, then counted
+    // (CPU adapters divide integers lane by lane).
+    var g = (q * 16u) / u.slots_per_group;
+    var i = q * 16u - g * u.slots_per_group;
     for (var j = 0u; j < 4u; j++) {
         // Bytes: b[m] = the input word of slot 4j + m (4 pixels), or the pad byte x 4.
         var b: array<u32, 4>;
         for (var m = 0u; m < 4u; m++) {
-            let s = q * 16u + j * 4u + m;
-            let g = s / u.slots_per_group;
-            let i = s - g * u.slots_per_group;
             var v = zfill;
             if (g < u.groups && i < u.c_in_per_group) {
                 v = load_word((img + g * u.c_in_per_group + i) * u.plane_words + k)
                     ^ (u.flip * 0x01010101u);
             }
             b[m] = v;
+            i += 1u;
+            let wrap = i == u.slots_per_group;
+            g = select(g, g + 1u, wrap);
+            i = select(i, 0u, wrap);
         }
         // Transpose: pixel p's word j = byte p of b[0], b[1], b[2], b[3].
         for (var p = 0u; p < 4u; p++) {
@@ -180,12 +185,19 @@ fn main(
                 | (((b[2] >> sh) & 0xffu) << 16u) | (((b[3] >> sh) & 0xffu) << 24u);
         }
     }
+    // Plane position pos = k * 4 + p + pos_shift is input pixel (iy, ix): one division for
+    // the first, then counted.
+    let pos0 = k * 4u + u.pos_shift;
+    var iy = pos0 / u.w;
+    var ix = pos0 - iy * u.w;
     for (var p = 0u; p < 4u; p++) {
-        let pos = k * 4u + p + u.pos_shift;
+        let pos = pos0 + p;
         if (pos >= u.pos_begin && pos < u.pos_end) {
-            let iy = pos / u.w;
-            let ix = pos - iy * u.w;
             store_pixel_quad(n, iy + u.pad_h, ix + u.pad_w, q, quads[p]);
         }
+        ix += 1u;
+        let wrap = ix == u.w;
+        iy = select(iy, iy + 1u, wrap);
+        ix = select(ix, 0u, wrap);
     }
 }
