@@ -778,7 +778,11 @@ fn resident_values_larger_than_a_binding_equal_the_reference() {
             let got = GpuBackend::new(small, &q)
                 .run_resident_values(&q, &x)
                 .unwrap();
-            assert!(got == want.values, "{}", ctx.adapter_report().summary());
+            assert!(
+                got.values == want.values && got.outputs == want.outputs,
+                "{}",
+                ctx.adapter_report().summary()
+            );
         }
     }
 }
@@ -895,7 +899,8 @@ fn whole_graphs_equal_the_reference_value_for_value() {
             let x = std::slice::from_ref(&x);
             let got = q.run(&mut backend, x).unwrap();
             let resident = backend.run_resident_values(&q, x).unwrap();
-            for values in [&got.values, &resident] {
+            assert_eq!(resident.outputs, want.outputs, "{name}");
+            for values in [&got.values, &resident.values] {
                 assert_eq!(values.len(), q.graph().values().len());
                 for (i, (a, b)) in values.iter().zip(&want.values).enumerate() {
                     assert_eq!(

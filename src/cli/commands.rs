@@ -661,10 +661,10 @@ fn cmd_run_graph(a: RunArgs) -> Result<ExitCode> {
         DeviceKind::Gpu => {
             let ctx = squint::gpu::GpuContext::open(&a.gpu.options())?;
             let name = ctx.adapter_report().summary();
-            (
-                q.run(&mut GpuBackend::new(ctx, &q), std::slice::from_ref(&x))?,
-                name,
-            )
+            // The values stay on the device between nodes; every value is read back at the
+            // end (for --cross-check and --out-ints).
+            let mut gpu = GpuBackend::new(ctx, &q);
+            (gpu.run_resident_values(&q, std::slice::from_ref(&x))?, name)
         }
     };
     if a.cross_check {

@@ -208,9 +208,10 @@ impl QdqGpu {
         dequantized_outputs(m, &qparams, &bytes)
     }
 
-    /// [`QdqGpu::run_resident`], every value read back at the end (for tests: the same as
-    /// [`super::run`]'s).
-    #[doc(hidden)]
+    /// [`QdqGpu::run_resident`] with every value read back at the end: [`super::run`]'s
+    /// [`QdqRun`] bit for bit, with one read-back per value instead of an upload and a
+    /// read-back per node (what `squint run --device gpu` uses, whose `--cross-check`
+    /// compares every value).
     pub fn run_resident_values(&mut self, m: &QdqModel, inputs: &[Tensor<f32>]) -> Result<QdqRun> {
         let qparams = run_qparams(m)?;
         let ctx = self.ctx.clone();

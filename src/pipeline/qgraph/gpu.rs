@@ -31,7 +31,7 @@
 
 use super::backend::{clamped_slot, linear_as_conv, QBackend, QTensor};
 use super::bytes::{clip_table, relu_table, AddTables, ConcatTables};
-use super::{check_node_output, node_error, run_node, QLinear, QNode, QuantizedGraph};
+use super::{check_node_output, node_error, run_node, GraphRun, QLinear, QNode, QuantizedGraph};
 use crate::cpu::reference::pool::{nhwc_multiplier, AvgOptions, MemoryFormat, Pool2dParams};
 use crate::cpu::reference::{CpuCapability, QEngine};
 use crate::error::{Error, Result};
@@ -576,18 +576,21 @@ impl GpuBackend {
             .collect()
     }
 
-    /// [`GpuBackend::run_resident`], every value read back at the end (for tests: the same
-    /// as [`QuantizedGraph::run`]'s `values`).
-    #[doc(hidden)]
+    /// [`GpuBackend::run_resident`] with every value read back at the end (no activation
+    /// fused, so that each has its own value): [`QuantizedGraph::run`]'s [`GraphRun`] bit for
+    /// bit, with one read-back per value instead of an upload and a read-back per node (what
+    /// `squint run --device gpu` uses, whose `--cross-check` compares every value).
     pub fn run_resident_values(
         &mut self,
         q: &QuantizedGraph,
         inputs: &[Tensor<f32>],
-    ) -> Result<Vec<QTensor>> {
+    ) -> Result<GraphRun> {
         let ctx = self.ctx.clone();
-        (self.resident_values(q, inputs, false)?.into_iter())
+        let values: Vec<QTensor> = (self.resident_values(q, inputs, false)?.into_iter())
             .map(|v| v.expect("every value is computed").host(&ctx).cloned())
-            .collect()
+            .collect::<Result<_>>()?;
+        let outputs = q.dequantized_outputs(&values, |t| Some(t))?;
+        Ok(GraphRun { values, outputs })
     }
 
     /// Every value of `q` run on `inputs` (see [`GpuBackend::run_resident`]); with `fuse`,
