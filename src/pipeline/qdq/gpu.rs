@@ -19,11 +19,12 @@ use crate::shape::ConvShape;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
-/// The ops on a GPU: convs and gemms on the GPU conv with [`ort_epilogue`](super::ort_epilogue); add and concat
-/// through byte tables the host computes with the reference on every byte (pair), gathered on
-/// the GPU; max pool, global average pool and `QLinearAveragePool` (a float sum of
-/// dequantized taps, divided twice: the float-average mode of the pool kernel, in integer-
-/// emulated binary32) on the GPU's pool kernels.
+/// The ops on a GPU: convs and gemms on the GPU conv with
+/// [`ort_epilogue`](super::ort_epilogue); add and concat through byte tables the host computes
+/// with the reference on every byte (pair), gathered on the GPU; max pool, global average
+/// pool and `QLinearAveragePool` (a float sum of dequantized taps, divided twice: the
+/// float-average mode of the pool kernel, in integer-emulated binary32) on the GPU's pool
+/// kernels. [`QdqGpu::run_resident`] keeps the convs' and adds' values on the device.
 #[derive(Debug)]
 pub struct QdqGpu {
     ctx: GpuContext,

@@ -321,8 +321,8 @@ impl AddTables {
 /// uint8 weights through [`as_int8_weight`]); adds of ORT's AVX2 kernel in vectors
 /// ([`crate::cpu::fast::qlinear_add_avx2`], where the CPU has AVX2 and FMA), of the other
 /// kernels through byte-pair tables of the reference (for adds of 2^16 elements or more, or
-/// qparams seen before); the other ops on the reference. A packed layer is reused only for the same weight, qparams and shape (one
-/// backend may run several models).
+/// qparams seen before); the other ops on the reference. A packed layer is reused only for
+/// the same weight, qparams and shape (one backend may run several models).
 #[derive(Debug, Default)]
 pub struct QdqFastCpu {
     /// The `QLinearAdd` kernel to reproduce.
