@@ -292,9 +292,8 @@ impl QdqGpu {
                 act: Activation::None,
             } => {
                 let qps = [x_qp, qparams[node.inputs[1].0], y_qp];
-                if let Some(y) =
-                    self.add_on_device(values, [node.inputs[0].0, node.inputs[1].0], qps)?
-                {
+                let ab = [node.inputs[0].0, node.inputs[1].0];
+                if let Some(y) = self.add_on_device(values, ab, qps, &dims)? {
                     return Ok(Resident::on_device(dims, y_qp, y));
                 }
             }
@@ -321,19 +320,21 @@ impl QdqGpu {
     }
 
     /// `QLinearAdd` of values `a` and `b` (qparams `qps`: a, b, y) on the device, where they
-    /// have the same 4-D dims and one of them is there (the other is uploaded): every element
-    /// is its byte pair's entry in the add's table. `None` otherwise.
+    /// and the output (`y_dims`) have the same 4-D dims and one of them is there (the other
+    /// is uploaded): every element is its byte pair's entry in the add's table. `None`
+    /// otherwise (the host path then runs it, or reports what is wrong with it).
     fn add_on_device(
         &mut self,
         values: &mut [Option<Resident>],
         [a, b]: [usize; 2],
         qps: [QParams; 3],
+        y_dims: &[usize],
     ) -> Result<Option<GpuTensor>> {
         let (Some(ra), Some(rb)) = (&values[a], &values[b]) else {
             return Ok(None);
         };
-        let four_d = ra.dims.len() == 4;
-        if ra.dims != rb.dims || !four_d || (ra.dev.is_none() && rb.dev.is_none()) {
+        let same = ra.dims == rb.dims && ra.dims == y_dims;
+        if !same || ra.dims.len() != 4 || (ra.dev.is_none() && rb.dev.is_none()) {
             return Ok(None);
         }
         let ctx = self.ctx.clone();
