@@ -485,9 +485,9 @@ impl QBackend for GpuBackend {
     }
 }
 
-/// A value of [`GpuBackend::run_resident`]: its dims and qparams, and its bytes on the device,
-/// on the host or both (each made from the other when first needed).
-/// (Also the values of [`crate::pipeline::qdq::QdqGpu::run_resident`].)
+/// A value of [`GpuBackend::run_resident`] (and of
+/// [`crate::pipeline::qdq::QdqGpu::run_resident`]): its dims and qparams, and its bytes on the
+/// device, on the host or both (each made from the other when first needed).
 pub(crate) struct Resident {
     pub(crate) dims: Vec<usize>,
     pub(crate) qp: QParams,
