@@ -840,4 +840,27 @@ fn bench_times_every_gpu_kernel_variant_of_the_shapes_asked_for() {
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
+    // The float baseline on the same adapter, and every kernel timing's speed against it
+    // (the CPU paths' against float32 cpu; none for read-backs).
+    let row = |prefix: &str| {
+        results
+            .iter()
+            .find(|x| x["path"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} row in {paths:?}"))
+    };
+    let ms = |r: &Value| r["ms"].as_f64().unwrap();
+    let f32_gpu = row("float32 gpu kernel");
+    assert_eq!(f32_gpu["peak_loop"], "f32 fma");
+    assert_eq!(f32_gpu["vs_f32"].as_f64(), Some(1.0));
+    for (path, base) in [
+        ("int8 gpu kernel (", f32_gpu),
+        ("int8 gpu kernel [texture input]", f32_gpu),
+        ("int8 cpu fast", row("float32 cpu")),
+    ] {
+        let r = row(path);
+        let want = ms(base) / ms(r);
+        let got = r["vs_f32"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want, "{path}: {got} vs {want}");
+    }
+    assert!(row("int8 gpu end-to-end")["vs_f32"].is_null());
 }

@@ -12,7 +12,9 @@ use squint::cpu::{
     fast::{FastConvOptions, PeakLoop},
 };
 use squint::error::Result;
-use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuPeak, KernelOptions, StagingChoice};
+use squint::gpu::{
+    DeviceOptions, GpuContext, GpuConv2d, GpuConv2dF32, GpuPeak, KernelOptions, StagingChoice,
+};
 use squint::quant::{self, Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::rng::Rng;
 use squint::shape::{ConvParams, ConvShape};
@@ -140,6 +142,10 @@ pub struct BenchResult {
     pub peak_gops: Option<f64>,
     /// `gops / peak_gops`.
     pub fraction_of_peak: Option<f64>,
+    /// How many times faster than float32 on the same device this path is: CPU paths against
+    /// `float32 cpu`, the GPU kernel timings against `float32 gpu kernel` (see
+    /// [`same_device_f32`]); `None` for the other paths (read-backs, parts of a kernel).
+    pub vs_f32: Option<f64>,
 }
 
 /// Everything measured.
@@ -229,10 +235,12 @@ pub fn run_bench(
             gpu_peaks.push((kind.name().to_string(), g));
         }
     }
-    let dot4_peak = gpu_peaks
-        .iter()
-        .find(|(k, _)| k == GpuPeak::Dot4I8.name())
-        .map(|p| p.1);
+    let gpu_peak = |kind: GpuPeak| {
+        gpu_peaks
+            .iter()
+            .find(|(k, _)| k == kind.name())
+            .map(|p| PathPeak::Gpu(kind, p.1))
+    };
     let mut rng = Rng::new(42);
     for shape in selected_shapes(opts)? {
         let s = ConvShape::new(shape.x, shape.w, shape.params)?;
@@ -261,7 +269,7 @@ pub fn run_bench(
             let gops = ops / (ms * 1e-3) / 1e9;
             let (peak_name, peak_gops) = match peak {
                 Some(PathPeak::Cpu(l)) => (Some(l.name()), Some(peaks.get(l)? * threads as f64)),
-                Some(PathPeak::Gpu(g)) => (Some(GpuPeak::Dot4I8.name()), Some(g)),
+                Some(PathPeak::Gpu(kind, g)) => (Some(kind.name()), Some(g)),
                 None => (None, None),
             };
             let r = BenchResult {
@@ -273,6 +281,7 @@ pub fn run_bench(
                 peak_loop: peak_name.map(str::to_string),
                 peak_gops,
                 fraction_of_peak: peak_gops.map(|p| gops / p),
+                vs_f32: None,
             };
             progress(&r);
             results.push(r);
@@ -327,7 +336,7 @@ pub fn run_bench(
             } else {
                 "int8 gpu kernel (wall)"
             };
-            let peak = dot4_peak.map(PathPeak::Gpu);
+            let peak = gpu_peak(GpuPeak::Dot4I8);
             push(path, ms, format!("{name}; {kernel}; {how}"), peak)?;
             // The same time in its two passes, where the run allows (see `run_timed_parts`).
             // A depthwise conv that reads the packed input has no repack (zero).
@@ -365,7 +374,27 @@ pub fn run_bench(
                 ctx.read_q(&layer.run(ctx, &xg, &xqp)?).map(|_| ())
             })?;
             push("int8 gpu end-to-end", ms, format!("{name}; {kernel}"), None)?;
+            // The float baseline on the same adapter, timed the same way.
+            let layer = GpuConv2dF32::new(ctx, &w, shape.w, None, shape.params)?;
+            let xg = ctx.upload_f32(&x, shape.x)?;
+            let kernel = match layer.is_depthwise() {
+                true => "f32 depthwise kernel",
+                false => "f32 GEMM kernel",
+            };
+            let (ms, how) = gpu_timed_ms(ctx, opts.runs, || {
+                let (_, t) = layer.run_timed(ctx, &xg)?;
+                Ok(t)
+            })?;
+            let path = match ctx.has_timestamps() {
+                true => "float32 gpu kernel (timestamps)",
+                false => "float32 gpu kernel (wall)",
+            };
+            let detail = format!("{name}; {kernel}; {how}");
+            push(path, ms, detail, gpu_peak(GpuPeak::FmaF32))?;
         }
+    }
+    for i in 0..results.len() {
+        results[i].vs_f32 = same_device_f32(&results, &results[i]).map(|f| f / results[i].ms);
     }
     Ok(BenchReport {
         cpu_isa: isa.to_string(),
@@ -413,24 +442,34 @@ fn gpu_layer_ms(
     x_qp: &QParams,
     runs: usize,
 ) -> Result<(f64, &'static str)> {
+    gpu_timed_ms(ctx, runs, || Ok(layer.run_timed(ctx, x, x_qp)?.1))
+}
+
+/// GPU time of one call of `run_timed` (a layer's run, returning its timestamp-query time
+/// where the device has them), the median of `runs`: the timestamps where given, else the wall
+/// time of the call and the wait for the GPU; with how it was measured.
+fn gpu_timed_ms(
+    ctx: &GpuContext,
+    runs: usize,
+    mut run_timed: impl FnMut() -> Result<Option<std::time::Duration>>,
+) -> Result<(f64, &'static str)> {
     // Warm-up: at least 500 ms of runs. A real GPU raises its clocks under load only
     // gradually: on an H200, with 100 ms of warm-up, the same kernel and shape timed 2.19 ms
     // right after the CPU paths and 0.60 ms a few seconds of GPU work later; with 500 ms, the
     // first timing matched the later ones.
     let start = Instant::now();
     while start.elapsed().as_millis() < 500 {
-        let _y = layer.run(ctx, x, x_qp)?;
+        run_timed()?;
         ctx.finish()?;
     }
     if ctx.has_timestamps() {
         let ms = median_value(runs, || {
-            let (_, t) = layer.run_timed(ctx, x, x_qp)?;
-            Ok(t.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
+            Ok(run_timed()?.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
         })?;
         Ok((ms, "GPU timestamp queries"))
     } else {
         let ms = median_ms(runs, || {
-            let _y = layer.run(ctx, x, x_qp)?;
+            run_timed()?;
             ctx.finish()
         })?;
         Ok((ms, "wall time (no timestamp queries)"))
@@ -507,8 +546,8 @@ fn gpu_variant_contexts(ctx: &GpuContext) -> Vec<(String, GpuContext)> {
 enum PathPeak {
     /// A CPU loop, per thread (times the threads used).
     Cpu(PeakLoop),
-    /// The adapter's `dot4I8Packed` GOPS.
-    Gpu(f64),
+    /// One of the adapter's loops and its GOPS.
+    Gpu(GpuPeak, f64),
 }
 
 /// Per-thread peaks of the instruction loops, each measured once per run, when first needed.
@@ -534,8 +573,26 @@ impl Peaks {
     }
 }
 
-/// The report as a table with ratios against float32 on the CPU and, for the CPU paths, the
-/// fraction of the peak of the instruction each is built on.
+/// The milliseconds of the float32 path on the same device as `r` (same shape): `float32
+/// cpu` for the CPU paths (`float32 cpu`, `int8 cpu ...`), `float32 gpu kernel` for the GPU
+/// kernel timings (`int8 gpu kernel ...`, of the whole layer; not its parts, nor the paths
+/// that include transfers); `None` for the others or where that path was not measured.
+pub fn same_device_f32(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
+    let base = if r.path.starts_with("float32 cpu") || r.path.starts_with("int8 cpu") {
+        "float32 cpu"
+    } else if r.path.starts_with("float32 gpu kernel") || r.path.starts_with("int8 gpu kernel") {
+        "float32 gpu kernel"
+    } else {
+        return None;
+    };
+    results
+        .iter()
+        .find(|o| o.shape == r.shape && o.path.starts_with(base))
+        .map(|o| o.ms)
+}
+
+/// The report as a table with each path's speed against float32 on the same device
+/// ([`BenchResult::vs_f32`]) and the fraction of the peak of the instruction it is built on.
 pub fn format_bench(r: &BenchReport) -> String {
     let mut s = format!(
         "cpu: {} ({} threads); gpu: {}\n",
@@ -570,22 +627,13 @@ pub fn format_bench(r: &BenchReport) -> String {
         "shape", "path", "ms", "GOPS", "vs f32", "% peak"
     );
     for res in &r.results {
-        let f32_ms = r
-            .results
-            .iter()
-            .find(|o| o.shape == res.shape && o.path == "float32 cpu")
-            .map_or(f64::NAN, |o| o.ms);
+        let vs = res.vs_f32.map_or(String::new(), |v| format!("{v:.2}x"));
         let peak = res
             .fraction_of_peak
             .map_or(String::new(), |f| format!("{:.0}%", f * 100.0));
         s += &format!(
-            "{:<38} {:<28} {:>10.3} {:>9.1} {:>8.2}x {:>7}\n",
-            res.shape,
-            res.path,
-            res.ms,
-            res.gops,
-            f32_ms / res.ms,
-            peak
+            "{:<38} {:<28} {:>10.3} {:>9.1} {:>9} {:>7}\n",
+            res.shape, res.path, res.ms, res.gops, vs, peak
         );
     }
     s

@@ -74,17 +74,21 @@ pub enum Command {
     ///
     ///          squint report --model model.json --weights model.safetensors --calib calib.npy
     Report(ReportArgs),
-    /// Benchmark the int8 conv: float32 CPU, int8 CPU fast path and reference, int8 GPU.
+    /// Benchmark the int8 conv: float32 CPU, int8 CPU fast path and reference, int8 GPU and
+    /// float32 GPU.
     ///
-    /// Prints ms, GOPS (2·N·Cout·Hout·Wout·Cin/groups·KH·KW / time) and the ratio to float32
-    /// per shape and path. Quote results as ratios measured in one run, naming the machine.
+    /// Prints ms, GOPS (2·N·Cout·Hout·Wout·Cin/groups·KH·KW / time), the speed against float32
+    /// on the same device ("vs f32": CPU paths against float32 cpu, GPU kernel timings against
+    /// float32 gpu kernel) and the fraction of the peak of the instruction each path is built
+    /// on, per shape and path. Quote results as ratios measured in one run, naming the machine.
     Bench(BenchArgs),
 }
 
 /// Arguments of `squint bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Print JSON (`results`: shape, path, ms, gops).
+    /// Print JSON (`results`: shape, path, ms, gops, vs_f32, peak_loop, peak_gops,
+    /// fraction_of_peak).
     #[arg(long)]
     pub json: bool,
     /// CPU threads for the fast paths (default: all cores).

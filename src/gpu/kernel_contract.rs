@@ -19,6 +19,9 @@ fn all_kernels() -> Vec<Kernel> {
     ];
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
+        all.push(Kernel::ConvF32Pack { xtex });
+        all.push(Kernel::ConvF32Gemm { xtex });
+        all.push(Kernel::ConvF32Dw { xtex });
         all.push(Kernel::ConvDw { xtex });
         all.push(Kernel::ConvDwDirect { xtex });
         all.push(Kernel::ConvGemmReduce { xtex });
@@ -63,7 +66,10 @@ fn all_kernels() -> Vec<Kernel> {
             | Kernel::GraphLut
             | Kernel::GraphAdd
             | Kernel::GraphPool
-            | Kernel::Peak { .. } => {}
+            | Kernel::Peak { .. }
+            | Kernel::ConvF32Pack { .. }
+            | Kernel::ConvF32Gemm { .. }
+            | Kernel::ConvF32Dw { .. } => {}
         }
     }
     all
@@ -501,6 +507,38 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             _pad,
         }),
         Kernel::GraphAdd => rust_layout!(GraphAddParams { total, split, _pad }),
+        Kernel::ConvF32Pack { .. } | Kernel::ConvF32Gemm { .. } | Kernel::ConvF32Dw { .. } => {
+            rust_layout!(ConvF32Params {
+                items,
+                c_in,
+                h_in,
+                w_in,
+                c_out,
+                h_out,
+                w_out,
+                kh,
+                kw,
+                stride_h,
+                stride_w,
+                pad_h,
+                pad_w,
+                dil_h,
+                dil_w,
+                c_in_per_group,
+                c_out_per_group,
+                quads_per_group,
+                quads_per_pixel,
+                padded_h,
+                padded_w,
+                blocks_per_group,
+                pixel_tiles,
+                a_log2_width,
+                w_log2_width,
+                _pad0,
+                _pad1,
+                _pad2,
+            })
+        }
         Kernel::Peak { .. } => rust_layout!(PeakParams {
             iters,
             seed,

@@ -42,6 +42,10 @@ const GRAPH_LUT: ShaderFile = shader!("graph_lut.wgsl");
 const GRAPH_ADD: ShaderFile = shader!("graph_add.wgsl");
 const GRAPH_POOL: ShaderFile = shader!("graph_pool.wgsl");
 const PEAK: ShaderFile = shader!("peak.wgsl");
+const CONV_F32_COMMON: ShaderFile = shader!("conv_f32_common.wgsl");
+const CONV_F32_PACK: ShaderFile = shader!("conv_f32_pack.wgsl");
+const CONV_F32_GEMM: ShaderFile = shader!("conv2d_f32_gemm.wgsl");
+const CONV_F32_DW: ShaderFile = shader!("conv2d_f32_dw.wgsl");
 
 /// Workgroup size of the element-wise kernels (`@workgroup_size(64)`).
 pub(crate) const WORKGROUP: u64 = 64;
@@ -120,6 +124,21 @@ pub(crate) enum Kernel {
     /// The adapter's peak: a register-only `dot4I8Packed` (`dot4`) or f32 `fma` loop.
     Peak {
         dot4: bool,
+    },
+    /// The f32 conv baseline's input repack into f32 quads (`conv_f32_pack.wgsl`), into a
+    /// texture (`xtex`) or a buffer.
+    ConvF32Pack {
+        xtex: bool,
+    },
+    /// The f32 implicit-GEMM conv (`conv2d_f32_gemm.wgsl`), its quads and weights in
+    /// textures (`xtex`) or buffers.
+    ConvF32Gemm {
+        xtex: bool,
+    },
+    /// The f32 depthwise conv (`conv2d_f32_dw.wgsl`), its quads and weights in textures
+    /// (`xtex`) or buffers.
+    ConvF32Dw {
+        xtex: bool,
     },
 }
 
@@ -257,6 +276,9 @@ impl Kernel {
             Kernel::GraphAdd => "squint graph_add",
             Kernel::GraphPool => "squint graph_pool",
             Kernel::Peak { .. } => "squint peak",
+            Kernel::ConvF32Pack { .. } => "squint conv_f32_pack",
+            Kernel::ConvF32Gemm { .. } => "squint conv2d_f32_gemm",
+            Kernel::ConvF32Dw { .. } => "squint conv2d_f32_dw",
         }
     }
 
@@ -276,7 +298,12 @@ impl Kernel {
                     flags.push("DOT4");
                 }
             }
-            Kernel::ConvPack { xtex } | Kernel::ConvDw { xtex } | Kernel::ConvDwDirect { xtex } => {
+            Kernel::ConvPack { xtex }
+            | Kernel::ConvDw { xtex }
+            | Kernel::ConvDwDirect { xtex }
+            | Kernel::ConvF32Pack { xtex }
+            | Kernel::ConvF32Gemm { xtex }
+            | Kernel::ConvF32Dw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
                 }
@@ -336,6 +363,9 @@ impl Kernel {
             Kernel::GraphAdd => &[COMMON, GRAPH_ADD],
             Kernel::GraphPool => &[COMMON, GRAPH_POOL],
             Kernel::Peak { .. } => &[COMMON, PEAK],
+            Kernel::ConvF32Pack { .. } => &[CONV_F32_COMMON, CONV_F32_PACK],
+            Kernel::ConvF32Gemm { .. } => &[CONV_F32_COMMON, CONV_F32_GEMM],
+            Kernel::ConvF32Dw { .. } => &[CONV_F32_COMMON, CONV_F32_DW],
         }
     }
 
@@ -354,8 +384,16 @@ impl Kernel {
     pub(crate) fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
-            Kernel::Quantize | Kernel::Dequantize | Kernel::SoftFloatTest => {
-                &[Uniform, Read, Write]
+            Kernel::Quantize
+            | Kernel::Dequantize
+            | Kernel::SoftFloatTest
+            | Kernel::ConvF32Pack { xtex: false } => &[Uniform, Read, Write],
+            Kernel::ConvF32Pack { xtex: true } => &[Uniform, Read, StorageTexture],
+            Kernel::ConvF32Gemm { xtex: false } | Kernel::ConvF32Dw { xtex: false } => {
+                &[Uniform, Read, Read, Read, Write]
+            }
+            Kernel::ConvF32Gemm { xtex: true } | Kernel::ConvF32Dw { xtex: true } => {
+                &[Uniform, Texture, Texture, Read, Write]
             }
             Kernel::ConvPack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
@@ -728,6 +766,68 @@ pub(crate) struct TestParams {
     pub item_count: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
+}
+
+/// Uniform of the f32 conv kernels (`conv_f32_common.wgsl`; see `float_conv.rs`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct ConvF32Params {
+    /// Invocations with work (repack, depthwise) or workgroups with work (GEMM).
+    pub items: u32,
+    /// Input channels.
+    pub c_in: u32,
+    /// Input height.
+    pub h_in: u32,
+    /// Input width.
+    pub w_in: u32,
+    /// Output channels.
+    pub c_out: u32,
+    /// Output height.
+    pub h_out: u32,
+    /// Output width.
+    pub w_out: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Vertical stride.
+    pub stride_h: u32,
+    /// Horizontal stride.
+    pub stride_w: u32,
+    /// Rows of zero padding above.
+    pub pad_h: u32,
+    /// Columns of zero padding on the left.
+    pub pad_w: u32,
+    /// Vertical dilation.
+    pub dil_h: u32,
+    /// Horizontal dilation.
+    pub dil_w: u32,
+    /// Input channels per group.
+    pub c_in_per_group: u32,
+    /// Output channels per group.
+    pub c_out_per_group: u32,
+    /// f32 quads (4 channels) per group: `ceil(c_in_per_group / 4)`.
+    pub quads_per_group: u32,
+    /// f32 quads per padded pixel: `groups * quads_per_group`.
+    pub quads_per_pixel: u32,
+    /// Padded rows the conv reads.
+    pub padded_h: u32,
+    /// Padded columns the conv reads.
+    pub padded_w: u32,
+    /// 8-channel blocks per group.
+    pub blocks_per_group: u32,
+    /// 4-pixel tiles per output plane.
+    pub pixel_tiles: u32,
+    /// Log2 width of the quads texture (textures only).
+    pub a_log2_width: u32,
+    /// Log2 width of the weights texture (textures only).
+    pub w_log2_width: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad0: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad1: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad2: u32,
 }
 
 /// Uniform of `peak.wgsl`.

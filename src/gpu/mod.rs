@@ -55,6 +55,9 @@
 //! * `buffers.rs`: [`GpuTensor`], [`GpuF32Tensor`], uploads, read-backs, binding windows and
 //!   dispatch recording.
 //! * `ops.rs`: quantize, dequantize, requantize and [`GpuConv2d`] (weight packing, encoding).
+//! * `float_conv.rs`: [`GpuConv2dF32`], the f32 conv that `squint bench` compares the int8
+//!   kernels with on the same adapter (`conv_f32_pack.wgsl`, `conv2d_f32_gemm.wgsl`,
+//!   `conv2d_f32_dw.wgsl`; not bit-exact, its error bounded in the tests).
 //! * `graph_ops.rs`: the byte-level ops of graph models ([`GpuContext::concat_bytes`],
 //!   [`GpuContext::map_bytes`], [`GpuContext::binary_bytes`], [`GpuContext::max_pool2d_bytes`],
 //!   [`GpuContext::avg_pool2d_bytes`]; kernels `graph_lut.wgsl`, `graph_add.wgsl`,
@@ -90,6 +93,7 @@ mod adapter;
 mod buffers;
 mod context;
 mod conv_plan;
+mod float_conv;
 mod gate;
 mod graph_ops;
 mod kernels;
@@ -104,6 +108,7 @@ pub mod testing;
 pub use adapter::{list_adapters, AdapterReport, BackendChoice, DeviceOptions};
 pub use buffers::{GpuF32Tensor, GpuTensor};
 pub use context::{open_all, GpuContext};
+pub use float_conv::GpuConv2dF32;
 pub use graph_ops::{AvgPoolPlan, FloatAvgPoolPlan, LutInput};
 pub use ops::{
     check_conv2d_args, check_conv2d_layer_args, conv2d_quantized, conv2d_quantized_with, GpuConv2d,

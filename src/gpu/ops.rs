@@ -486,15 +486,20 @@ fn threshold_pairs(steps: &[StepTable], table: &[u32]) -> Vec<u32> {
 
 /// Weights as an rgba32uint texture: vec4 i at texel (i % 2^log2_width, i >> log2_width).
 #[derive(Debug)]
-struct WeightTexture {
+pub(crate) struct WeightTexture {
     _texture: wgpu::Texture,
-    view: wgpu::TextureView,
-    log2_width: u32,
+    pub(crate) view: wgpu::TextureView,
+    pub(crate) log2_width: u32,
 }
 
 impl WeightTexture {
     /// `None` when the device's texture limits cannot hold `words`.
-    fn new(ctx: &GpuContext, words: &[u32], tex_width: u32, max_height: u32) -> Option<Self> {
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        words: &[u32],
+        tex_width: u32,
+        max_height: u32,
+    ) -> Option<Self> {
         let texels = words.len().div_ceil(4).max(1) as u64;
         if tex_width == 0 {
             return None;

@@ -1,0 +1,405 @@
+//! The f32 conv on the GPU: the float baseline that `squint bench` times the int8 kernels
+//! against on the same adapter ("int8 faster than f32 on the GPU" is a claim about the same
+//! device, not about a CPU float path).
+//!
+//! [`GpuConv2dF32`] mirrors the int8 layer's structure so that the comparison measures the
+//! arithmetic and the bytes, not two different designs: the input is repacked into f32 quads
+//! (`conv_f32_pack.wgsl`, 4 channels per vec4 where the int8 quads hold 16), in a texture on
+//! CPU adapters where it fits (as the int8 quads are: their loads are much cheaper there than
+//! buffer loads), and either an implicit GEMM with the int8 kernel's register tile, 4 pixels
+//! x 8 channels per invocation (`conv2d_f32_gemm.wgsl`), or, for depthwise layers (one input
+//! and one output channel per group), 4 pixels x 4 channels per invocation
+//! (`conv2d_f32_dw.wgsl`) computes the output.
+//!
+//! Float results are not bit-exact: WGSL lets the compiler fuse multiply-adds and pick the
+//! summation order, so the tests bound each output's error by `K * 2^-22 * Σ|x·w|` against
+//! the f64-accumulated [`crate::cpu::reference::conv2d_f32`]. Unlike the int8 layer, this
+//! baseline does not split its work: a tensor larger than a binding, or more workgroups than
+//! a dispatch takes, is an [`Error::DeviceLimit`].
+
+use std::time::Duration;
+
+use super::buffers::{
+    check_dims, read_back, record, storage_buffer_init, Dispatch, GpuF32Tensor, Res, Slot,
+    STORAGE_USAGE,
+};
+use super::context::GpuContext;
+use super::gate::Gated;
+use super::kernels::{ConvF32Params, Kernel};
+use super::ops::WeightTexture;
+use super::pool::PooledTexture;
+use crate::error::{Error, Result};
+use crate::shape::{ConvParams, ConvShape};
+
+/// Invocations per workgroup of the GEMM kernel (its `WG` override) and of the others.
+const WG: u64 = 64;
+
+/// An f32 conv layer on the GPU (weights and bias uploaded once, at construction).
+#[derive(Debug)]
+pub struct GpuConv2dF32 {
+    device_id: u64,
+    w_dims: [usize; 4],
+    params: ConvParams,
+    depthwise: bool,
+    /// The layer's device objects (dropped inside the device's gate).
+    res: Gated<Resources>,
+}
+
+/// The device objects of a [`GpuConv2dF32`].
+#[derive(Debug)]
+struct Resources {
+    /// The weights, packed for the kernel ([`pack_gemm_weights`], [`pack_depthwise_weights`]).
+    weights: wgpu::Buffer,
+    /// The same as a texture, where the adapter's kernels read textures and they fit.
+    weights_tex: Option<WeightTexture>,
+    bias: wgpu::Buffer,
+}
+
+/// The depthwise kernel's weights: one vec4 per (4-channel quad, tap), zeros past the last
+/// channel.
+fn pack_depthwise_weights(w: &[f32], w_dims: [usize; 4]) -> Vec<f32> {
+    let [c, _, kh, kw] = w_dims;
+    let taps = kh * kw;
+    let mut out = vec![0f32; c.div_ceil(4) * taps * 4];
+    for ch in 0..c {
+        for t in 0..taps {
+            out[((ch / 4) * taps + t) * 4 + ch % 4] = w[ch * taps + t];
+        }
+    }
+    out
+}
+
+/// The GEMM kernel's weights: one vec4 per (group, 8-channel block, K quad, lane), K quads in
+/// (ky, kx, 4-channel quad) order, zeros past the group's channels.
+fn pack_gemm_weights(w: &[f32], w_dims: [usize; 4], groups: usize) -> Vec<f32> {
+    let [o, i, kh, kw] = w_dims;
+    let opg = o / groups;
+    let blocks = opg.div_ceil(8);
+    let qpg = i.div_ceil(4);
+    let k_quads = kh * kw * qpg;
+    let mut out = vec![0f32; groups * blocks * k_quads * 8 * 4];
+    for g in 0..groups {
+        for oc in 0..opg {
+            let (bl, lane) = (oc / 8, oc % 8);
+            let c = g * opg + oc;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    for ic in 0..i {
+                        let kq = (ky * kw + kx) * qpg + ic / 4;
+                        let at = (((g * blocks + bl) * k_quads + kq) * 8 + lane) * 4 + ic % 4;
+                        out[at] = w[((c * i + ic) * kh + ky) * kw + kx];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl GpuConv2dF32 {
+    /// Uploads a float conv layer: `w` (OIHW, shape `w_dims`), an optional bias of one value
+    /// per output channel, and the conv hyperparameters. Validates everything that does not
+    /// depend on the input.
+    pub fn new(
+        ctx: &GpuContext,
+        w: &[f32],
+        w_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        params: ConvParams,
+    ) -> Result<Self> {
+        let ctx = &ctx.enter()?;
+        params.validate()?;
+        let n = check_dims(w_dims, "weight")?;
+        if w.len() != n {
+            return Err(Error::Shape(format!(
+                "weight has {} elements, the shape {w_dims:?} needs {n}",
+                w.len()
+            )));
+        }
+        let [o, i, _, _] = w_dims;
+        if o % params.groups != 0 {
+            return Err(Error::Shape(format!(
+                "{o} output channels are not divisible by {} groups",
+                params.groups
+            )));
+        }
+        let zeros;
+        let bias = match bias {
+            Some(b) if b.len() != o => {
+                return Err(Error::Shape(format!(
+                    "bias has {} values, the layer has {o} output channels",
+                    b.len()
+                )))
+            }
+            Some(b) => b,
+            None => {
+                zeros = vec![0f32; o];
+                &zeros
+            }
+        };
+        let depthwise = i == 1 && o == params.groups;
+        let weights = if depthwise {
+            pack_depthwise_weights(w, w_dims)
+        } else {
+            pack_gemm_weights(w, w_dims, params.groups)
+        };
+        let bytes = std::mem::size_of_val(weights.as_slice()) as u64;
+        if bytes > ctx.split().max_binding {
+            return Err(Error::DeviceLimit(format!(
+                "f32 conv weights: {bytes} bytes exceed the device's largest storage binding ({} \
+                 bytes); the f32 baseline does not split its work",
+                ctx.split().max_binding
+            )));
+        }
+        let plan = ctx.conv_plan()?;
+        let res = ctx.scoped("uploading f32 conv weights", || {
+            let bits: &[u32] = bytemuck::cast_slice(&weights);
+            Ok(Resources {
+                weights: storage_buffer_init(
+                    ctx,
+                    bytemuck::cast_slice(bits),
+                    "squint f32 weights",
+                )?,
+                weights_tex: match plan.textures {
+                    true => WeightTexture::new(ctx, bits, plan.tex_width, plan.tex_max_height),
+                    false => None,
+                },
+                bias: storage_buffer_init(ctx, bytemuck::cast_slice(bias), "squint f32 bias")?,
+            })
+        })?;
+        Ok(GpuConv2dF32 {
+            device_id: ctx.id(),
+            w_dims,
+            params,
+            depthwise,
+            res: Gated::new(res, ctx.gate()),
+        })
+    }
+
+    /// Whether the layer runs on the depthwise kernel (one input and one output channel per
+    /// group), else the GEMM kernel.
+    pub fn is_depthwise(&self) -> bool {
+        self.depthwise
+    }
+
+    /// The output shape for an input of shape `x_dims` (validates the geometry).
+    pub fn output_shape(&self, x_dims: [usize; 4]) -> Result<ConvShape> {
+        ConvShape::new(x_dims, self.w_dims, self.params)
+    }
+
+    /// Runs the conv; the output stays on the GPU, the work is queued on the context.
+    pub fn run(&self, ctx: &GpuContext, x: &GpuF32Tensor) -> Result<GpuF32Tensor> {
+        Ok(self.run_inner(ctx, x, false)?.0)
+    }
+
+    /// Like [`GpuConv2dF32::run`], and measures the GPU time of the layer (repack and conv,
+    /// one compute pass) with timestamp queries: waits for the GPU. The time is `None` when
+    /// the device has no `TIMESTAMP_QUERY`.
+    pub fn run_timed(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuF32Tensor,
+    ) -> Result<(GpuF32Tensor, Option<Duration>)> {
+        self.run_inner(ctx, x, true)
+    }
+
+    /// The uniform record for input `s`. The depthwise kernel's input is packed as one group
+    /// of all the channels.
+    fn params_for(&self, s: &ConvShape) -> ConvF32Params {
+        let p = self.params;
+        let (g, cipg) = match self.depthwise {
+            true => (1, s.c_in),
+            false => (p.groups, s.c_in_per_group()),
+        };
+        let qpg = cipg.div_ceil(4);
+        let u = |v: usize| v as u32;
+        ConvF32Params {
+            items: 0,
+            c_in: u(s.c_in),
+            h_in: u(s.h),
+            w_in: u(s.w),
+            c_out: u(s.c_out),
+            h_out: u(s.h_out),
+            w_out: u(s.w_out),
+            kh: u(s.kh),
+            kw: u(s.kw),
+            stride_h: u(p.stride[0]),
+            stride_w: u(p.stride[1]),
+            pad_h: u(p.padding[0]),
+            pad_w: u(p.padding[1]),
+            dil_h: u(p.dilation[0]),
+            dil_w: u(p.dilation[1]),
+            c_in_per_group: u(cipg),
+            c_out_per_group: u(s.c_out_per_group()),
+            quads_per_group: u(qpg),
+            quads_per_pixel: u(g * qpg),
+            padded_h: u((s.h_out - 1) * p.stride[0] + (s.kh - 1) * p.dilation[0] + 1),
+            padded_w: u((s.w_out - 1) * p.stride[1] + (s.kw - 1) * p.dilation[1] + 1),
+            blocks_per_group: u(s.c_out_per_group().div_ceil(8)),
+            pixel_tiles: u((s.h_out * s.w_out).div_ceil(4)),
+            ..Default::default()
+        }
+    }
+
+    fn run_inner(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuF32Tensor,
+        timed: bool,
+    ) -> Result<(GpuF32Tensor, Option<Duration>)> {
+        let ctx = &ctx.enter()?;
+        ctx.check_same(self.device_id, "GpuConv2dF32::run (layer)")?;
+        ctx.check_same(x.device_id, "GpuConv2dF32::run (input)")?;
+        let s = self.output_shape(x.dims)?;
+        let mut u = self.params_for(&s);
+        let split = ctx.split();
+        let limit = |what: &str, detail: String| {
+            Error::DeviceLimit(format!(
+                "f32 conv {what}: {detail}; the f32 baseline does not split its work"
+            ))
+        };
+        let fits = |bytes: u64, what: &str| match bytes > split.max_binding {
+            true => Err(limit(
+                what,
+                format!(
+                    "{bytes} bytes exceed the device's largest storage binding ({} bytes)",
+                    split.max_binding
+                ),
+            )),
+            false => Ok(()),
+        };
+        // Each dispatch is one explicit 3-D grid of workgroups.
+        let grid = |g: [u64; 3], what: &str| {
+            let max = u64::from(split.max_workgroups);
+            match g.iter().any(|&d| d > max) {
+                true => Err(limit(
+                    what,
+                    format!("a grid of {g:?} workgroups exceeds the device's {max} per dimension"),
+                )),
+                false => Ok(g.map(|d| d as u32)),
+            }
+        };
+        let y_bytes = s.output_len() as u64 * 4;
+        fits(s.input_len() as u64 * 4, "input")?;
+        fits(y_bytes, "output")?;
+        let (n, qpp, tiles) = (
+            s.n as u64,
+            u64::from(u.quads_per_pixel),
+            u64::from(u.pixel_tiles),
+        );
+        u.items = u.quads_per_pixel * u.padded_w;
+        let row_quads = u64::from(u.items);
+        let quads = n * u64::from(u.padded_h) * row_quads;
+        let pack_grid = grid([row_quads.div_ceil(WG), u64::from(u.padded_h), n], "repack")?;
+        let (kernel_of, conv_grid): (fn(bool) -> Kernel, _) = if self.depthwise {
+            let g = grid([tiles.div_ceil(WG), qpp, n], "depthwise kernel")?;
+            (|xtex| Kernel::ConvF32Dw { xtex }, g)
+        } else {
+            let blocks = self.params.groups as u64 * u64::from(u.blocks_per_group);
+            let g = grid([tiles.div_ceil(WG), blocks, n], "GEMM kernel")?;
+            (|xtex| Kernel::ConvF32Gemm { xtex }, g)
+        };
+        // The quads in a texture where the layer's weights are one and the quads fit.
+        let plan = ctx.conv_plan()?;
+        let tex_rows = quads.div_ceil(u64::from(plan.tex_width.max(1)));
+        let weights_tex = self
+            .res
+            .weights_tex
+            .as_ref()
+            .filter(|_| tex_rows <= u64::from(plan.tex_max_height));
+        if weights_tex.is_none() {
+            fits(quads * 16, "repacked input")?;
+        }
+        let xtex = weights_tex.is_some();
+        if let Some(w) = weights_tex {
+            u.a_log2_width = plan.tex_width.trailing_zeros();
+            u.w_log2_width = w.log2_width;
+        }
+        let query = (timed && ctx.has_timestamps()).then(|| {
+            let d = ctx.device();
+            let set = d.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("squint f32 conv timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("squint f32 conv timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (set, resolve)
+        });
+        let res = &*self.res;
+        let y = ctx.encode("running an f32 conv", |enc, keep| {
+            let y = ctx.pooled_buffer(y_bytes, STORAGE_USAGE, "squint f32 tensor")?;
+            let x_slot = Slot::new(split, &x.buffer, 0, s.input_len() as u64 * 4);
+            let y_slot = Slot::new(split, &y, 0, y_bytes);
+            let b_slot = Slot::new(split, &res.bias, 0, res.bias.size());
+            let pack_pipe = ctx.pipeline(Kernel::ConvF32Pack { xtex }, &[])?;
+            let conv_pipe = ctx.pipeline(kernel_of(xtex), &[])?;
+            let mut texture: Option<PooledTexture> = None;
+            let mut buffer = None;
+            let (quads_in, quads_out, weights) = match weights_tex {
+                Some(w) => {
+                    let rows = tex_rows.div_ceil(16) * 16;
+                    let rows = rows.min(u64::from(plan.tex_max_height)) as u32;
+                    let t = texture.insert(ctx.pooled_texture(plan.tex_width, rows));
+                    (Res::Tex(t.view()), Res::Tex(t.view()), Res::Tex(&w.view))
+                }
+                None => {
+                    let b = buffer.insert(ctx.pooled_buffer(
+                        quads * 16,
+                        STORAGE_USAGE,
+                        "squint f32 quads",
+                    )?);
+                    let q = Slot::new(split, b, 0, quads * 16);
+                    let w = Slot::new(split, &res.weights, 0, res.weights.size());
+                    (Res::Buf(q), Res::Buf(q), Res::Buf(w))
+                }
+            };
+            let list = vec![
+                Dispatch::grid(&pack_pipe, &u, vec![Res::Buf(x_slot), quads_out], pack_grid),
+                Dispatch::grid(
+                    &conv_pipe,
+                    &u,
+                    vec![quads_in, weights, Res::Buf(b_slot), Res::Buf(y_slot)],
+                    conv_grid,
+                ),
+            ];
+            let ts = query.as_ref().map(|(set, _)| (set, 0, 1));
+            record(ctx, enc, &list, ts)?;
+            drop(list);
+            if let Some((set, resolve)) = &query {
+                enc.resolve_query_set(set, 0..2, resolve, 0);
+            }
+            if let Some(t) = texture {
+                keep.texture(t);
+            }
+            if let Some(b) = buffer {
+                keep.buffer(b);
+            }
+            Ok(y)
+        })?;
+        let t = match &query {
+            Some((_, resolve)) => {
+                let raw = read_back(ctx, resolve, 16)?;
+                let at = |i: usize| {
+                    u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+                };
+                let period = f64::from(ctx.queue().get_timestamp_period());
+                let ns = at(1).saturating_sub(at(0)) as f64 * period;
+                Some(Duration::from_nanos(ns.round() as u64))
+            }
+            None => None,
+        };
+        Ok((
+            GpuF32Tensor {
+                dims: s.output_dims(),
+                buffer: y,
+                device_id: ctx.id(),
+            },
+            t,
+        ))
+    }
+}

@@ -1,0 +1,134 @@
+//! The f32 conv baseline on the GPU (`GpuConv2dF32`, what `squint bench` times the int8
+//! kernels against on the same adapter): every output within the float error bound of the
+//! f64-accumulated CPU reference, on every adapter, for GEMM and depthwise layers of every
+//! geometry; bad arguments give typed errors.
+//!
+//! The bound: a sum of K products in f32 (any order, fused or not) is within
+//! `K * 2^-24 * Σ|x·w|` of the exact sum (plus the bias's rounding); the tests allow twice
+//! that. A wrong tap, channel or pixel misses it by orders of magnitude.
+
+mod common;
+
+use common::{gpu_contexts, Rng};
+use squint::cpu::reference;
+use squint::gpu::GpuConv2dF32;
+use squint::shape::{ConvParams, ConvShape};
+use squint::Error;
+
+fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect()
+}
+
+/// Runs one layer on every adapter and checks each output against the reference's bound.
+fn check(seed: u64, x_dims: [usize; 4], w_dims: [usize; 4], params: ConvParams, bias: bool) {
+    let s = ConvShape::new(x_dims, w_dims, params).expect("valid shape");
+    let mut rng = Rng::new(seed);
+    let x = values(&mut rng, s.input_len());
+    let w = values(&mut rng, s.weight_len());
+    let b = bias.then(|| values(&mut rng, s.c_out));
+    let want = reference::conv2d_f32(&x, &w, b.as_deref(), &s).unwrap();
+    let ax: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let aw: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let mag = reference::conv2d_f32(&ax, &aw, None, &s).unwrap();
+    let k = s.k() as f64;
+    let plane = s.h_out * s.w_out;
+    for ctx in gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let layer = GpuConv2dF32::new(&ctx, &w, w_dims, b.as_deref(), params).unwrap();
+        let xg = ctx.upload_f32(&x, x_dims).unwrap();
+        let y = layer.run(&ctx, &xg).unwrap();
+        assert_eq!(y.dims, s.output_dims(), "{name}");
+        let got = ctx.read_f32(&y).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+            let bias_mag = b.as_ref().map_or(0.0, |b| b[(i / plane) % s.c_out].abs()) as f64;
+            let bound = 2.0 * (k + 1.0) * f64::from(f32::EPSILON) / 2.0
+                * (mag[i] as f64 + bias_mag)
+                + f64::from(f32::MIN_POSITIVE);
+            let err = (g as f64 - r as f64).abs();
+            assert!(
+                err <= bound,
+                "{name}: {x_dims:?} * {w_dims:?} {params:?}: output {i} is {g}, the reference \
+                 {r} (error {err:e}, bound {bound:e})"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_f32_conv_matches_the_reference_with_padding_and_odd_sizes() {
+    check(
+        1,
+        [1, 3, 9, 11],
+        [8, 3, 3, 3],
+        ConvParams::default().padding(1),
+        true,
+    );
+    check(
+        2,
+        [1, 32, 8, 8],
+        [40, 32, 1, 1],
+        ConvParams::default(),
+        false,
+    );
+}
+
+#[test]
+fn gemm_f32_conv_matches_the_reference_with_stride_batch_and_partial_blocks() {
+    check(
+        3,
+        [2, 20, 7, 7],
+        [13, 20, 3, 3],
+        ConvParams::default().stride(2).padding(1),
+        true,
+    );
+}
+
+#[test]
+fn gemm_f32_conv_matches_the_reference_with_groups_and_dilation() {
+    let p = ConvParams::default().groups(4).dilation(2).padding(2);
+    check(4, [1, 16, 12, 10], [24, 4, 3, 3], p, true);
+    // A channel multiplier of 2: one input channel per group, but not depthwise.
+    check(
+        5,
+        [1, 8, 10, 10],
+        [16, 1, 3, 3],
+        ConvParams::default().groups(8),
+        false,
+    );
+}
+
+#[test]
+fn depthwise_f32_conv_matches_the_reference() {
+    let p = ConvParams::default().groups(12).padding(1);
+    check(6, [2, 12, 15, 13], [12, 1, 3, 3], p, true);
+    let p = ConvParams {
+        stride: [2, 1],
+        padding: [2, 1],
+        dilation: [2, 1],
+        groups: 6,
+    };
+    check(7, [1, 6, 17, 9], [6, 1, 5, 3], p, false);
+}
+
+#[test]
+fn f32_conv_layer_arguments_are_checked() {
+    for ctx in gpu_contexts() {
+        let p = ConvParams::default();
+        let w = vec![0f32; 8 * 3 * 3 * 3];
+        let e = GpuConv2dF32::new(&ctx, &w[1..], [8, 3, 3, 3], None, p).unwrap_err();
+        assert!(matches!(e, Error::Shape(_)), "{e}");
+        let e = GpuConv2dF32::new(&ctx, &w, [8, 3, 3, 3], Some(&[0.0; 7]), p).unwrap_err();
+        assert!(matches!(e, Error::Shape(_)), "{e}");
+        let e = GpuConv2dF32::new(&ctx, &w, [8, 3, 3, 3], None, p.groups(3)).unwrap_err();
+        assert!(matches!(e, Error::Shape(_)), "{e}");
+        let e = GpuConv2dF32::new(&ctx, &w, [8, 3, 3, 3], None, p.stride(0)).unwrap_err();
+        assert!(matches!(e, Error::InvalidParameter(_)), "{e}");
+        // An input of the wrong channel count, or smaller than the kernel.
+        let layer = GpuConv2dF32::new(&ctx, &w, [8, 3, 3, 3], None, p).unwrap();
+        let x = ctx.upload_f32(&[0.0; 4 * 25], [1, 4, 5, 5]).unwrap();
+        assert!(matches!(layer.run(&ctx, &x), Err(Error::Shape(_))));
+        let x = ctx.upload_f32(&[0.0; 3 * 4], [1, 3, 2, 2]).unwrap();
+        assert!(layer.run(&ctx, &x).is_err());
+    }
+}
