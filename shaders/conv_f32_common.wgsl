@@ -39,7 +39,7 @@ struct Params {
     pixel_tiles: u32, // ceil(h_out * w_out / 4)
     a_log2_width: u32, // XTEX: log2 width of the quads texture
     w_log2_width: u32, // XTEX: log2 width of the weights texture
-    _pad0: u32,
+    x_log2_width: u32, // XTEX: log2 width of the input's texture copy (the NCHW floats, 4 per texel)
     _pad1: u32,
     _pad2: u32,
 }

@@ -1,14 +1,25 @@
-// squint: repacks an NCHW f32 input into the f32 quads of `conv2d_f32_gemm.wgsl` (layout in
+// squint: repacks an NCHW f32 input (with XTEX, read from a texture copy of its buffer) into the f32 quads of `conv2d_f32_gemm.wgsl` (layout in
 // `conv_f32_common.wgsl`): one invocation per quad (grid: quads of a padded row, rows,
 // images), zeros for padding and for the channels
 // that round a group up to 4.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
 //#if XTEX
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(2) var xo: texture_storage_2d<rgba32uint, write>;
 //#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> xp: array<vec4<f32>>;
 //#endif
+
+// Input float f (NCHW order).
+fn load_x(f: u32) -> f32 {
+//#if XTEX
+    let t = textureLoad(xt, tex_index(f >> 2u, u.x_log2_width));
+    return bitcast<f32>(t[f & 3u]);
+//#else
+    return x[f];
+//#endif
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -36,7 +47,7 @@ fn main(
         let base = (n * u.c_in + g * u.c_in_per_group) * plane + iy * u.w_in + ix;
         for (var l = 0u; l < 4u; l++) {
             if (c0 + l < u.c_in_per_group) {
-                v[l] = x[base + (c0 + l) * plane];
+                v[l] = load_x(base + (c0 + l) * plane);
             }
         }
     }

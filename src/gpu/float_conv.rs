@@ -24,9 +24,10 @@ use super::buffers::{
     STORAGE_USAGE,
 };
 use super::context::GpuContext;
+use super::conv_plan::{input_texture_copies, texture_rows};
 use super::gate::Gated;
 use super::kernels::{ConvF32Params, Kernel};
-use super::ops::WeightTexture;
+use super::ops::{copy_into_texture, WeightTexture};
 use super::pool::PooledTexture;
 use crate::error::{Error, Result};
 use crate::shape::{ConvParams, ConvShape};
@@ -299,20 +300,25 @@ impl GpuConv2dF32 {
             let g = grid([tiles.div_ceil(WG), blocks, n], "GEMM kernel")?;
             (|xtex| Kernel::ConvF32Gemm { xtex }, g)
         };
-        // The quads in a texture where the layer's weights are one and the quads fit.
+        // Textures (a copy of the input, the quads, the weights) where the layer's weights are
+        // one and the others fit.
         let plan = ctx.conv_plan()?;
-        let tex_rows = quads.div_ceil(u64::from(plan.tex_width.max(1)));
-        let weights_tex = self
-            .res
-            .weights_tex
-            .as_ref()
-            .filter(|_| tex_rows <= u64::from(plan.tex_max_height));
+        let width = u64::from(plan.tex_width.max(1));
+        let rows = |texels: u64| texture_rows(texels, width).min(u64::from(plan.tex_max_height));
+        let x_texels = (s.input_len() as u64).div_ceil(4);
+        let weights_tex = self.res.weights_tex.as_ref().filter(|_| {
+            let max = u64::from(plan.tex_max_height);
+            quads.div_ceil(width) <= max
+                && x_texels.div_ceil(width) <= max
+                && x.buffer.size() >= x_texels * 16
+        });
         if weights_tex.is_none() {
             fits(quads * 16, "repacked input")?;
         }
         let xtex = weights_tex.is_some();
         if let Some(w) = weights_tex {
             u.a_log2_width = plan.tex_width.trailing_zeros();
+            u.x_log2_width = plan.tex_width.trailing_zeros();
             u.w_log2_width = w.log2_width;
         }
         let query = (timed && ctx.has_timestamps()).then(|| {
@@ -338,14 +344,18 @@ impl GpuConv2dF32 {
             let b_slot = Slot::new(split, &res.bias, 0, res.bias.size());
             let pack_pipe = ctx.pipeline(Kernel::ConvF32Pack { xtex }, &[])?;
             let conv_pipe = ctx.pipeline(kernel_of(xtex), &[])?;
-            let mut texture: Option<PooledTexture> = None;
+            let mut textures: Vec<PooledTexture> = Vec::new();
             let mut buffer = None;
-            let (quads_in, quads_out, weights) = match weights_tex {
+            let (x_in, quads_in, quads_out, weights) = match weights_tex {
                 Some(w) => {
-                    let rows = tex_rows.div_ceil(16) * 16;
-                    let rows = rows.min(u64::from(plan.tex_max_height)) as u32;
-                    let t = texture.insert(ctx.pooled_texture(plan.tex_width, rows));
-                    (Res::Tex(t.view()), Res::Tex(t.view()), Res::Tex(&w.view))
+                    let xt = ctx.pooled_texture(plan.tex_width, rows(x_texels) as u32);
+                    for copy in input_texture_copies(x_texels, width) {
+                        copy_into_texture(enc, &x.buffer, xt.texture(), width, copy);
+                    }
+                    textures.push(xt);
+                    textures.push(ctx.pooled_texture(plan.tex_width, rows(quads) as u32));
+                    let (xt, qt) = (textures[0].view(), textures[1].view());
+                    (Res::Tex(xt), Res::Tex(qt), Res::Tex(qt), Res::Tex(&w.view))
                 }
                 None => {
                     let b = buffer.insert(ctx.pooled_buffer(
@@ -355,11 +365,11 @@ impl GpuConv2dF32 {
                     )?);
                     let q = Slot::new(split, b, 0, quads * 16);
                     let w = Slot::new(split, &res.weights, 0, res.weights.size());
-                    (Res::Buf(q), Res::Buf(q), Res::Buf(w))
+                    (Res::Buf(x_slot), Res::Buf(q), Res::Buf(q), Res::Buf(w))
                 }
             };
             let list = vec![
-                Dispatch::grid(&pack_pipe, &u, vec![Res::Buf(x_slot), quads_out], pack_grid),
+                Dispatch::grid(&pack_pipe, &u, vec![x_in, quads_out], pack_grid),
                 Dispatch::grid(
                     &conv_pipe,
                     &u,
@@ -373,7 +383,7 @@ impl GpuConv2dF32 {
             if let Some((set, resolve)) = &query {
                 enc.resolve_query_set(set, 0..2, resolve, 0);
             }
-            if let Some(t) = texture {
+            for t in textures {
                 keep.texture(t);
             }
             if let Some(b) = buffer {

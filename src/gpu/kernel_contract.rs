@@ -534,7 +534,7 @@ fn rust_uniform(kernel: Kernel) -> Layout {
                 pixel_tiles,
                 a_log2_width,
                 w_log2_width,
-                _pad0,
+                x_log2_width,
                 _pad1,
                 _pad2,
             })

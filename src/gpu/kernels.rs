@@ -388,7 +388,7 @@ impl Kernel {
             | Kernel::Dequantize
             | Kernel::SoftFloatTest
             | Kernel::ConvF32Pack { xtex: false } => &[Uniform, Read, Write],
-            Kernel::ConvF32Pack { xtex: true } => &[Uniform, Read, StorageTexture],
+            Kernel::ConvF32Pack { xtex: true } => &[Uniform, Texture, StorageTexture],
             Kernel::ConvF32Gemm { xtex: false } | Kernel::ConvF32Dw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
@@ -822,8 +822,8 @@ pub(crate) struct ConvF32Params {
     pub a_log2_width: u32,
     /// Log2 width of the weights texture (textures only).
     pub w_log2_width: u32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad0: u32,
+    /// Log2 width of the input's texture copy (textures only).
+    pub x_log2_width: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad1: u32,
     /// Padding to a multiple of 16 bytes.

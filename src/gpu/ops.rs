@@ -1787,7 +1787,7 @@ impl<'a> ConvInput<'a> {
 }
 
 /// Records `copy` from `buffer` (rows of `width` quad-sized texels) into `texture`.
-fn copy_into_texture(
+pub(crate) fn copy_into_texture(
     encoder: &mut wgpu::CommandEncoder,
     buffer: &wgpu::Buffer,
     texture: &wgpu::Texture,
