@@ -11,12 +11,29 @@ mod common;
 
 use common::{gpu_contexts, Rng};
 use squint::cpu::reference;
-use squint::gpu::GpuConv2dF32;
+use squint::gpu::{GpuContext, GpuConv2dF32, InputChoice, KernelOptions};
 use squint::shape::{ConvParams, ConvShape};
 use squint::Error;
 
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect()
+}
+
+/// Every adapter, each twice: with its default input (textures on CPU adapters) and with
+/// storage buffers (the default on GPUs).
+fn contexts() -> Vec<(String, GpuContext)> {
+    let mut all = Vec::new();
+    for ctx in gpu_contexts() {
+        let name = ctx.adapter_report().summary();
+        let buffers = KernelOptions {
+            input: InputChoice::Buffer,
+            ..KernelOptions::default()
+        };
+        let b = ctx.with_kernel_options(buffers).unwrap();
+        all.push((format!("{name} [buffers]"), b));
+        all.push((name, ctx));
+    }
+    all
 }
 
 /// Runs one layer on every adapter and checks each output against the reference's bound.
@@ -32,8 +49,7 @@ fn check(seed: u64, x_dims: [usize; 4], w_dims: [usize; 4], params: ConvParams, 
     let mag = reference::conv2d_f32(&ax, &aw, None, &s).unwrap();
     let k = s.k() as f64;
     let plane = s.h_out * s.w_out;
-    for ctx in gpu_contexts() {
-        let name = ctx.adapter_report().summary();
+    for (name, ctx) in contexts() {
         let layer = GpuConv2dF32::new(&ctx, &w, w_dims, b.as_deref(), params).unwrap();
         let xg = ctx.upload_f32(&x, x_dims).unwrap();
         let y = layer.run(&ctx, &xg).unwrap();
