@@ -397,6 +397,34 @@ fn row_i32_generic(
     }
 }
 
+/// Generic int16 row (any stride) into int32 accumulators, wrapping: the portable path's
+/// int8 row (inputs `x − z` and weights `w − ζ` both fit int16), in a loop compilers
+/// vectorize with widening multiply-adds (NEON `smlal`; SSE2 `pmullw`/`pmulhw` pairs).
+#[inline(always)]
+fn row_i16_generic(
+    plane: &[i16],
+    base: usize,
+    offs: &[usize],
+    w: &[i16],
+    sx: usize,
+    acc: &mut [i32],
+) {
+    acc.fill(0);
+    let n = acc.len();
+    for (&off, &wt) in offs.iter().zip(w) {
+        let (start, wt) = (base + off, i32::from(wt));
+        if sx == 1 {
+            for (d, &v) in acc.iter_mut().zip(&plane[start..start + n]) {
+                *d = d.wrapping_add(wt * i32::from(v));
+            }
+        } else {
+            for (i, d) in acc.iter_mut().enumerate() {
+                *d = d.wrapping_add(wt * i32::from(plane[start + i * sx]));
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn row_f32_generic_fma(
@@ -993,6 +1021,18 @@ pub(super) fn run_int8(
     {
         return run_int8_pairs(pc, &cc, wprime, x, (flip, z), s, opts.threads, out);
     }
+    // The portable path: exact int16 products into int32, where the weights fit int16 (the
+    // inputs `x − z` always do). Its f32 row would run `mul_add`, a library call where the
+    // target has no FMA, and even with one converts and requantizes the same values.
+    if isa == Isa::Portable {
+        if let Ok(w16) = wprime
+            .iter()
+            .map(|&v| i16::try_from(v))
+            .collect::<Result<Vec<i16>, _>>()
+        {
+            return run_int8_i16(pc, &cc, &w16, x, x_qp, s, opts.threads, out);
+        }
+    }
     // The f32 path's weights (`w − ζ`), built only where it runs (the kernels above take
     // their own layouts).
     let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
@@ -1029,6 +1069,48 @@ pub(super) fn run_int8(
                     // SAFETY: as above.
                     unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
                 }
+            }
+        }
+    });
+}
+
+/// The portable int8 depthwise conv: each channel's padded plane as int16 `x − z`, rows of
+/// int32 sums by [`row_i16_generic`], requantized per channel (`w16`: `w − ζ` per channel
+/// and tap).
+#[allow(clippy::too_many_arguments)]
+fn run_int8_i16(
+    pc: &PackedConv2d,
+    cc: &super::CallConsts,
+    w16: &[i16],
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+    threads: Option<usize>,
+    out: super::SinkPtr,
+) {
+    let pl = Plane::new(s);
+    let taps = s.kh * s.kw;
+    let (g, cog) = (s.params.groups, s.c_out_per_group());
+    let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
+    let plane_out = s.h_out * s.w_out;
+    let (dtype, zp) = (x_qp.dtype, x_qp.zero_point);
+    let ranges = item_ranges(s.n * g, threads);
+    par_for(threads, ranges.len(), |task| {
+        let mut plane = vec![0i16; pl.len()];
+        let mut acc = vec![0i32; plane_out];
+        for item in ranges[task].clone() {
+            let (n, gi) = (item / g, item % g);
+            let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
+            // x − z lies in [-255, 255]: exact in int16.
+            pl.fill(s, src, &mut plane, |b| (dtype.byte_to_int(b) - zp) as i16);
+            for o in gi * cog..(gi + 1) * cog {
+                let w = &w16[o * taps..(o + 1) * taps];
+                for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
+                    row_i16_generic(&plane, oy * sy * pl.wp, &pl.offs, w, sx, row);
+                }
+                let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(cc, o, a, y);
+                // SAFETY: output channel o of batch n belongs to this task only.
+                unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
             }
         }
     });

@@ -75,7 +75,10 @@
 //! (unit strides), and on AVX2 with `vpmaddubsw` where no pair can saturate, else an exact
 //! `vpmaddwd` kernel on i16 pairs; otherwise an f32 FMA kernel on `x − x_zp` and `w − ζ`,
 //! exact because every partial sum is an integer of magnitude ≤ 2^24; an int32 kernel beyond
-//! that.
+//! that. The portable path (every CPU but x86 with AVX2) multiplies `x − x_zp` and `w − ζ` as
+//! int16 into int32 sums, in row loops compilers vectorize (where the weights fit int16, as
+//! int8 weights always do): its f32 kernel would call `f32::mul_add`, a library routine on
+//! targets without FMA.
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
