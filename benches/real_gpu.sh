@@ -24,7 +24,7 @@
 # Record the figures in the README with the adapter's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(gpu_ops gpu_sweep gpu_stress gpu_graph_ops graph_models concurrency)
+TESTS=(gpu_ops gpu_sweep gpu_stress gpu_graph_ops graph_models concurrency gpu_float_conv qdq_models)
 
 prepare() {
   grep -qx '/devrun/' .git/info/exclude 2>/dev/null || echo /devrun/ >>.git/info/exclude
