@@ -148,3 +148,26 @@ fn f32_conv_layer_arguments_are_checked() {
         assert!(layer.run(&ctx, &x).is_err());
     }
 }
+
+/// Work beyond a binding or a dispatch's workgroups is a `DeviceLimit` error (the f32
+/// baseline does not split), not a panic, and the layer still runs where it fits.
+#[test]
+fn f32_conv_beyond_the_device_limits_is_a_device_limit_error() {
+    for ctx in gpu_contexts() {
+        let p = ConvParams::default().padding(1);
+        let w = vec![0.5f32; 8 * 8 * 3 * 3];
+        let x = vec![1.0f32; 8 * 32 * 32];
+        for (small, what) in [
+            (ctx.with_split_limits(4096, 65535), "binding"),
+            (ctx.with_split_limits(1 << 30, 2), "workgroups"),
+        ] {
+            let layer = GpuConv2dF32::new(&small, &w, [8, 8, 3, 3], None, p).unwrap();
+            let xg = small.upload_f32(&x, [1, 8, 32, 32]).unwrap();
+            let e = layer.run(&small, &xg).unwrap_err();
+            assert!(matches!(e, Error::DeviceLimit(_)), "{what}: {e}");
+            assert!(e.to_string().contains("f32 conv"), "{e}");
+            let y = layer.run(&ctx, &ctx.upload_f32(&x, [1, 8, 32, 32]).unwrap());
+            assert_eq!(ctx.read_f32(&y.unwrap()).unwrap().len(), 8 * 32 * 32);
+        }
+    }
+}
