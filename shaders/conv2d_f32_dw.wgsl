@@ -1,54 +1,42 @@
 // squint: depthwise f32 conv2d (one input and one output channel per group), the float
-// counterpart of the int8 depthwise kernels. It reads the input repacked by
-// `conv_f32_pack.wgsl` as one group of all the channels (4 consecutive channels per quad,
-// padding included, so no bounds tests): each invocation computes 4 consecutive output pixels
-// of one plane x the 4 channels of one quad, one vec4 multiply-add per pixel and tap (4 A
-// loads and 1 B load per 16 multiply-adds). Grid: pixel tiles, channel quads, images.
-// Weights: one vec4 per (channel quad, tap), taps in (ky, kx) order, 0 past the last channel.
-// Bias: one f32 per channel. Output: plain NCHW f32.
+// counterpart of `conv2d_dw_direct.wgsl`: it reads the NCHW input itself (no repack; XTEX: a
+// texture copy of its buffer, 4 floats per texel), each invocation computing 4 consecutive
+// output pixels of one row of one channel.
+// * SPAN (unit stride and dilation along rows, KW <= 10): each kernel row's KW + 3 input
+//   columns are read once, as 4 texels from the row's first column rounded down to a texel
+//   (the column's lane-dependent offset in the texel picked by selects), and shared by the
+//   4 pixels: 4 texel loads per kernel row for 4 * KW multiply-adds.
+// * Otherwise every tap reads its 4 pixels' inputs.
+// Rows and columns outside the input (padding) read 0. Grid: x the 4-pixel tiles of the
+// plane (rows of `col_tiles`), y the channel, z the image. Weights: KH * KW f32 per channel
+// (OIHW). Bias: one f32 per channel. Output: plain NCHW f32.
+
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SPAN: u32 = 0u;
 
 //#if XTEX
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
 //#else
-@group(0) @binding(1) var<storage, read> xp: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wts: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 //#endif
+@group(0) @binding(2) var<storage, read> wts: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-// Quad i of the repacked input.
-fn load_a(i: u32) -> vec4<f32> {
+// Input float f (NCHW order).
+fn load_x(f: u32) -> f32 {
 //#if XTEX
-    return bitcast<vec4<f32>>(textureLoad(xt, tex_index(i, u.a_log2_width)));
+    let t = textureLoad(xt, tex_index(f >> 2u, u.x_log2_width));
+    return bitcast<f32>(t[f & 3u]);
 //#else
-    return xp[i];
+    return x[f];
 //#endif
 }
 
-// Weight vec4 i.
-fn load_b(i: u32) -> vec4<f32> {
-//#if XTEX
-    return bitcast<vec4<f32>>(textureLoad(wt, tex_index(i, u.w_log2_width)));
-//#else
-    return wts[i];
-//#endif
-}
-
-// Stores channel l of the quad (if it exists) for the pixels `p` inside the plane; `v` holds
-// the 4 pixels' values.
-fn store(c: u32, v: vec4<f32>, n: u32, p: vec4<u32>) {
-    if (c >= u.c_out) {
-        return;
-    }
-    let plane = u.h_out * u.w_out;
-    let base = (n * u.c_out + c) * plane;
-    let out = v + vec4<f32>(bias[c]);
-    for (var q = 0u; q < 4u; q++) {
-        if (p[q] < plane) {
-            y[base + p[q]] = out[q];
-        }
-    }
+// Element r (0 to 3) of (a, b, c, d).
+fn pick4(a: f32, b: f32, c: f32, d: f32, r: u32) -> f32 {
+    return select(select(a, b, r == 1u), select(c, d, r == 3u), r >= 2u);
 }
 
 @compute @workgroup_size(64)
@@ -56,36 +44,69 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Grid: x the group of 64 pixel tiles, y the channel quad, z the image.
-    let pt = wid.x * 64u + lid;
-    if (pt >= u.pixel_tiles) {
+    let i = wid.x * 64u + lid;
+    if (i >= u.h_out * u.col_tiles) {
         return;
     }
-    let cq = wid.y;
-    let n = wid.z;
-    let p0 = pt * 4u;
-    let p = vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let a = tile_quads(p0, n, cq);
-    // acc<q>: pixel q, lane l for channel 4 * cq + l.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var b = cq * u.kh * u.kw;
-    for (var ky = 0u; ky < u.kh; ky++) {
-        for (var kx = 0u; kx < u.kw; kx++) {
-            let at = a + vec4<u32>((ky * u.dil_h * u.padded_w + kx * u.dil_w) * u.quads_per_pixel);
-            let wv = load_b(b);
-            b += 1u;
-            acc0 += load_a(at.x) * wv;
-            acc1 += load_a(at.y) * wv;
-            acc2 += load_a(at.z) * wv;
-            acc3 += load_a(at.w) * wv;
+    let oy = i / u.col_tiles;
+    let ox0 = (i - oy * u.col_tiles) * 4u;
+    let c = wid.y;
+    let plane = wid.z * u.c_out + c;
+    let xs = plane * u.h_in * u.w_in;
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < KH; ky++) {
+        // Unsigned wrap-around makes the padding rows and columns fail the bounds tests.
+        let iy = oy * u.stride_h + ky * u.dil_h - u.pad_h;
+        let row_ok = iy < u.h_in;
+        let rb = xs + iy * u.w_in;
+        let wb = (c * KH + ky) * KW;
+        if (SPAN == 1u) {
+            // Input columns c0 .. c0 + KW + 2 of the row.
+            let c0 = ox0 - u.pad_w;
+            var v: array<f32, 13>;
+//#if XTEX
+            // The first column's float index, -3 or more (arithmetic: a texel before the
+            // tensor's first is read as garbage, and masked).
+            let f0 = i32(rb) + i32(ox0) - i32(u.pad_w);
+            let t0 = u32(f0 >> 2u);
+            let r = u32(f0 & 3);
+            var win: array<f32, 16>;
+            for (var t = 0u; t < 4u; t++) {
+                let tx = bitcast<vec4<f32>>(textureLoad(xt, tex_index(t0 + t, u.x_log2_width)));
+                win[4u * t] = tx.x;
+                win[4u * t + 1u] = tx.y;
+                win[4u * t + 2u] = tx.z;
+                win[4u * t + 3u] = tx.w;
+            }
+            for (var j = 0u; j < KW + 3u; j++) {
+                let val = pick4(win[j], win[j + 1u], win[j + 2u], win[j + 3u], r);
+                v[j] = select(0.0, val, row_ok && c0 + j < u.w_in);
+            }
+//#else
+            for (var j = 0u; j < KW + 3u; j++) {
+                let ok = row_ok && c0 + j < u.w_in;
+                v[j] = select(0.0, x[select(0u, rb + c0 + j, ok)], ok);
+            }
+//#endif
+            for (var kx = 0u; kx < KW; kx++) {
+                acc += vec4<f32>(v[kx], v[kx + 1u], v[kx + 2u], v[kx + 3u]) * wts[wb + kx];
+            }
+        } else {
+            for (var kx = 0u; kx < KW; kx++) {
+                let ix = (vec4<u32>(ox0) + vec4<u32>(0u, 1u, 2u, 3u)) * u.stride_w
+                    + vec4<u32>(kx * u.dil_w - u.pad_w);
+                let ok = vec4<bool>(row_ok) & (ix < vec4<u32>(u.w_in));
+                let f = select(vec4<u32>(0u), vec4<u32>(rb) + ix, ok);
+                let xv = vec4<f32>(load_x(f.x), load_x(f.y), load_x(f.z), load_x(f.w));
+                acc += select(vec4<f32>(0.0), xv, ok) * wts[wb + kx];
+            }
         }
     }
-    let c0 = cq * 4u;
-    store(c0, vec4<f32>(acc0.x, acc1.x, acc2.x, acc3.x), n, p);
-    store(c0 + 1u, vec4<f32>(acc0.y, acc1.y, acc2.y, acc3.y), n, p);
-    store(c0 + 2u, vec4<f32>(acc0.z, acc1.z, acc2.z, acc3.z), n, p);
-    store(c0 + 3u, vec4<f32>(acc0.w, acc1.w, acc2.w, acc3.w), n, p);
+    let ys = (plane * u.h_out + oy) * u.w_out + ox0;
+    let out = acc + vec4<f32>(bias[c]);
+    for (var q = 0u; q < 4u; q++) {
+        if (ox0 + q < u.w_out) {
+            y[ys + q] = out[q];
+        }
+    }
 }

@@ -40,7 +40,7 @@ struct Params {
     a_log2_width: u32, // XTEX: log2 width of the quads texture
     w_log2_width: u32, // XTEX: log2 width of the weights texture
     x_log2_width: u32, // XTEX: log2 width of the input's texture copy (the NCHW floats, 4 per texel)
-    _pad1: u32,
+    col_tiles: u32, // depthwise: 4-pixel tiles per output row, ceil(w_out / 4)
     _pad2: u32,
 }
 

@@ -127,6 +127,27 @@ fn depthwise_f32_conv_matches_the_reference() {
     check(7, [1, 6, 17, 9], [6, 1, 5, 3], p, false);
 }
 
+/// The depthwise kernel's per-tap path: strided or dilated columns, and kernels wider than
+/// the shared span (10 columns).
+#[test]
+fn depthwise_f32_conv_with_strided_dilated_or_wide_rows_matches_the_reference() {
+    let p = ConvParams::default().groups(5).stride(2).padding(1);
+    check(8, [2, 5, 13, 14], [5, 1, 3, 3], p, true);
+    let p = ConvParams {
+        stride: [1, 1],
+        padding: [0, 3],
+        dilation: [1, 2],
+        groups: 4,
+    };
+    check(9, [1, 4, 9, 30], [4, 1, 2, 5], p, false);
+    let p = ConvParams {
+        padding: [0, 5],
+        groups: 3,
+        ..ConvParams::default()
+    };
+    check(10, [1, 3, 5, 20], [3, 1, 1, 11], p, true);
+}
+
 #[test]
 fn f32_conv_layer_arguments_are_checked() {
     for ctx in gpu_contexts() {

@@ -49,25 +49,13 @@ pub struct GpuConv2dF32 {
 /// The device objects of a [`GpuConv2dF32`].
 #[derive(Debug)]
 struct Resources {
-    /// The weights, packed for the kernel ([`pack_gemm_weights`], [`pack_depthwise_weights`]).
+    /// The weights: packed for the GEMM kernel ([`pack_gemm_weights`]), or as given (OIHW)
+    /// for the depthwise kernel.
     weights: wgpu::Buffer,
-    /// The same as a texture, where the adapter's kernels read textures and they fit.
+    /// The GEMM kernel's weights as a texture, where the adapter's kernels read textures and
+    /// they fit.
     weights_tex: Option<WeightTexture>,
     bias: wgpu::Buffer,
-}
-
-/// The depthwise kernel's weights: one vec4 per (4-channel quad, tap), zeros past the last
-/// channel.
-fn pack_depthwise_weights(w: &[f32], w_dims: [usize; 4]) -> Vec<f32> {
-    let [c, _, kh, kw] = w_dims;
-    let taps = kh * kw;
-    let mut out = vec![0f32; c.div_ceil(4) * taps * 4];
-    for ch in 0..c {
-        for t in 0..taps {
-            out[((ch / 4) * taps + t) * 4 + ch % 4] = w[ch * taps + t];
-        }
-    }
-    out
 }
 
 /// The GEMM kernel's weights: one vec4 per (group, 8-channel block, K quad, lane), K quads in
@@ -139,10 +127,9 @@ impl GpuConv2dF32 {
             }
         };
         let depthwise = i == 1 && o == params.groups;
-        let weights = if depthwise {
-            pack_depthwise_weights(w, w_dims)
-        } else {
-            pack_gemm_weights(w, w_dims, params.groups)
+        let weights = match depthwise {
+            true => w.to_vec(),
+            false => pack_gemm_weights(w, w_dims, params.groups),
         };
         let bytes = std::mem::size_of_val(weights.as_slice()) as u64;
         if bytes > ctx.split().max_binding {
@@ -161,7 +148,7 @@ impl GpuConv2dF32 {
                     bytemuck::cast_slice(bits),
                     "squint f32 weights",
                 )?,
-                weights_tex: match plan.textures {
+                weights_tex: match plan.textures && !depthwise {
                     true => WeightTexture::new(ctx, bits, plan.tex_width, plan.tex_max_height),
                     false => None,
                 },
@@ -204,14 +191,10 @@ impl GpuConv2dF32 {
         self.run_inner(ctx, x, true)
     }
 
-    /// The uniform record for input `s`. The depthwise kernel's input is packed as one group
-    /// of all the channels.
+    /// The uniform record for input `s`.
     fn params_for(&self, s: &ConvShape) -> ConvF32Params {
         let p = self.params;
-        let (g, cipg) = match self.depthwise {
-            true => (1, s.c_in),
-            false => (p.groups, s.c_in_per_group()),
-        };
+        let (g, cipg) = (p.groups, s.c_in_per_group());
         let qpg = cipg.div_ceil(4);
         let u = |v: usize| v as u32;
         ConvF32Params {
@@ -238,6 +221,7 @@ impl GpuConv2dF32 {
             padded_w: u((s.w_out - 1) * p.stride[1] + (s.kw - 1) * p.dilation[1] + 1),
             blocks_per_group: u(s.c_out_per_group().div_ceil(8)),
             pixel_tiles: u((s.h_out * s.w_out).div_ceil(4)),
+            col_tiles: u(s.w_out.div_ceil(4)),
             ..Default::default()
         }
     }
@@ -283,44 +267,16 @@ impl GpuConv2dF32 {
         let y_bytes = s.output_len() as u64 * 4;
         fits(s.input_len() as u64 * 4, "input")?;
         fits(y_bytes, "output")?;
-        let (n, qpp, tiles) = (
-            s.n as u64,
-            u64::from(u.quads_per_pixel),
-            u64::from(u.pixel_tiles),
-        );
-        u.items = u.quads_per_pixel * u.padded_w;
-        let row_quads = u64::from(u.items);
-        let quads = n * u64::from(u.padded_h) * row_quads;
-        let pack_grid = grid([row_quads.div_ceil(WG), u64::from(u.padded_h), n], "repack")?;
-        let (kernel_of, conv_grid): (fn(bool) -> Kernel, _) = if self.depthwise {
-            let g = grid([tiles.div_ceil(WG), qpp, n], "depthwise kernel")?;
-            (|xtex| Kernel::ConvF32Dw { xtex }, g)
-        } else {
-            let blocks = self.params.groups as u64 * u64::from(u.blocks_per_group);
-            let g = grid([tiles.div_ceil(WG), blocks, n], "GEMM kernel")?;
-            (|xtex| Kernel::ConvF32Gemm { xtex }, g)
-        };
-        // Textures (a copy of the input, the quads, the weights) where the layer's weights are
-        // one and the others fit.
+        let (n, tiles) = (s.n as u64, u64::from(u.pixel_tiles));
         let plan = ctx.conv_plan()?;
         let width = u64::from(plan.tex_width.max(1));
-        let rows = |texels: u64| texture_rows(texels, width).min(u64::from(plan.tex_max_height));
+        let max_rows = u64::from(plan.tex_max_height);
+        let rows = |texels: u64| texture_rows(texels, width).min(max_rows);
+        // The input as a texture copy, on adapters whose kernels read textures, where it fits.
         let x_texels = (s.input_len() as u64).div_ceil(4);
-        let weights_tex = self.res.weights_tex.as_ref().filter(|_| {
-            let max = u64::from(plan.tex_max_height);
-            quads.div_ceil(width) <= max
-                && x_texels.div_ceil(width) <= max
-                && x.buffer.size() >= x_texels * 16
-        });
-        if weights_tex.is_none() {
-            fits(quads * 16, "repacked input")?;
-        }
-        let xtex = weights_tex.is_some();
-        if let Some(w) = weights_tex {
-            u.a_log2_width = plan.tex_width.trailing_zeros();
-            u.x_log2_width = plan.tex_width.trailing_zeros();
-            u.w_log2_width = w.log2_width;
-        }
+        let x_tex_ok = plan.textures
+            && x_texels.div_ceil(width) <= max_rows
+            && x.buffer.size() >= x_texels * 16;
         let query = (timed && ctx.has_timestamps()).then(|| {
             let d = ctx.device();
             let set = d.create_query_set(&wgpu::QuerySetDescriptor {
@@ -337,46 +293,111 @@ impl GpuConv2dF32 {
             (set, resolve)
         });
         let res = &*self.res;
+        // The depthwise kernel: unit-stride, undilated rows of at most 10 columns read each
+        // kernel row's span once.
+        let (kh, kw) = (s.kh as u32, s.kw as u32);
+        let span =
+            u32::from(self.params.stride[1] == 1 && self.params.dilation[1] == 1 && kw <= 10);
+        let dw_grid = match self.depthwise {
+            true => Some(grid(
+                [
+                    (u64::from(u.h_out) * u64::from(u.col_tiles)).div_ceil(WG),
+                    s.c_out as u64,
+                    n,
+                ],
+                "depthwise kernel",
+            )?),
+            false => None,
+        };
+        // The GEMM kernel: its quads and weights in textures where the layer's weights are
+        // one and the quads fit.
+        u.items = u.quads_per_pixel * u.padded_w;
+        let row_quads = u64::from(u.items);
+        let quads = n * u64::from(u.padded_h) * row_quads;
+        let weights_tex = res
+            .weights_tex
+            .as_ref()
+            .filter(|_| x_tex_ok && quads.div_ceil(width) <= max_rows);
+        if !self.depthwise && weights_tex.is_none() {
+            fits(quads * 16, "repacked input")?;
+        }
+        let xtex = match self.depthwise {
+            true => x_tex_ok,
+            false => weights_tex.is_some(),
+        };
+        if xtex {
+            u.a_log2_width = plan.tex_width.trailing_zeros();
+            u.x_log2_width = plan.tex_width.trailing_zeros();
+        }
+        if let Some(w) = weights_tex {
+            u.w_log2_width = w.log2_width;
+        }
+        let gemm_grids = match self.depthwise {
+            true => None,
+            false => {
+                let pack = grid([row_quads.div_ceil(WG), u64::from(u.padded_h), n], "repack")?;
+                let blocks = self.params.groups as u64 * u64::from(u.blocks_per_group);
+                Some((pack, grid([tiles.div_ceil(WG), blocks, n], "GEMM kernel")?))
+            }
+        };
         let y = ctx.encode("running an f32 conv", |enc, keep| {
             let y = ctx.pooled_buffer(y_bytes, STORAGE_USAGE, "squint f32 tensor")?;
             let x_slot = Slot::new(split, &x.buffer, 0, s.input_len() as u64 * 4);
             let y_slot = Slot::new(split, &y, 0, y_bytes);
             let b_slot = Slot::new(split, &res.bias, 0, res.bias.size());
-            let pack_pipe = ctx.pipeline(Kernel::ConvF32Pack { xtex }, &[])?;
-            let conv_pipe = ctx.pipeline(kernel_of(xtex), &[])?;
+            let w_slot = Slot::new(split, &res.weights, 0, res.weights.size());
             let mut textures: Vec<PooledTexture> = Vec::new();
-            let mut buffer = None;
-            let (x_in, quads_in, quads_out, weights) = match weights_tex {
-                Some(w) => {
-                    let xt = ctx.pooled_texture(plan.tex_width, rows(x_texels) as u32);
-                    for copy in input_texture_copies(x_texels, width) {
-                        copy_into_texture(enc, &x.buffer, xt.texture(), width, copy);
-                    }
-                    textures.push(xt);
+            if xtex {
+                let xt = ctx.pooled_texture(plan.tex_width, rows(x_texels) as u32);
+                for copy in input_texture_copies(x_texels, width) {
+                    copy_into_texture(enc, &x.buffer, xt.texture(), width, copy);
+                }
+                textures.push(xt);
+                if !self.depthwise {
                     textures.push(ctx.pooled_texture(plan.tex_width, rows(quads) as u32));
-                    let (xt, qt) = (textures[0].view(), textures[1].view());
-                    (Res::Tex(xt), Res::Tex(qt), Res::Tex(qt), Res::Tex(&w.view))
                 }
-                None => {
-                    let b = buffer.insert(ctx.pooled_buffer(
-                        quads * 16,
-                        STORAGE_USAGE,
-                        "squint f32 quads",
-                    )?);
-                    let q = Slot::new(split, b, 0, quads * 16);
-                    let w = Slot::new(split, &res.weights, 0, res.weights.size());
-                    (Res::Buf(x_slot), Res::Buf(q), Res::Buf(q), Res::Buf(w))
-                }
-            };
-            let list = vec![
-                Dispatch::grid(&pack_pipe, &u, vec![x_in, quads_out], pack_grid),
-                Dispatch::grid(
-                    &conv_pipe,
+            }
+            let mut buffer = None;
+            let mut list = Vec::new();
+            if let Some(g) = dw_grid {
+                let pipe = ctx.pipeline(
+                    Kernel::ConvF32Dw { xtex },
+                    &[("KH", kh), ("KW", kw), ("SPAN", span)],
+                )?;
+                let x_in = match textures.first() {
+                    Some(t) => Res::Tex(t.view()),
+                    None => Res::Buf(x_slot),
+                };
+                let res = vec![x_in, Res::Buf(w_slot), Res::Buf(b_slot), Res::Buf(y_slot)];
+                list.push(Dispatch::grid(&pipe, &u, res, g));
+            }
+            if let Some((pack_grid, conv_grid)) = gemm_grids {
+                let pack_pipe = ctx.pipeline(Kernel::ConvF32Pack { xtex }, &[])?;
+                let conv_pipe = ctx.pipeline(Kernel::ConvF32Gemm { xtex }, &[])?;
+                let (x_in, quads_in, weights) = match weights_tex {
+                    Some(w) => {
+                        let (xt, qt) = (textures[0].view(), textures[1].view());
+                        (Res::Tex(xt), Res::Tex(qt), Res::Tex(&w.view))
+                    }
+                    None => {
+                        let b = buffer.insert(ctx.pooled_buffer(
+                            quads * 16,
+                            STORAGE_USAGE,
+                            "squint f32 quads",
+                        )?);
+                        let q = Slot::new(split, b, 0, quads * 16);
+                        (Res::Buf(x_slot), Res::Buf(q), Res::Buf(w_slot))
+                    }
+                };
+                list.push(Dispatch::grid(
+                    &pack_pipe,
                     &u,
-                    vec![quads_in, weights, Res::Buf(b_slot), Res::Buf(y_slot)],
-                    conv_grid,
-                ),
-            ];
+                    vec![x_in, quads_in],
+                    pack_grid,
+                ));
+                let res = vec![quads_in, weights, Res::Buf(b_slot), Res::Buf(y_slot)];
+                list.push(Dispatch::grid(&conv_pipe, &u, res, conv_grid));
+            }
             let ts = query.as_ref().map(|(set, _)| (set, 0, 1));
             record(ctx, enc, &list, ts)?;
             drop(list);

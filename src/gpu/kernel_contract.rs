@@ -535,7 +535,7 @@ fn rust_uniform(kernel: Kernel) -> Layout {
                 a_log2_width,
                 w_log2_width,
                 x_log2_width,
-                _pad1,
+                col_tiles,
                 _pad2,
             })
         }

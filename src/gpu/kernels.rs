@@ -135,8 +135,8 @@ pub(crate) enum Kernel {
     ConvF32Gemm {
         xtex: bool,
     },
-    /// The f32 depthwise conv (`conv2d_f32_dw.wgsl`), its quads and weights in textures
-    /// (`xtex`) or buffers.
+    /// The f32 depthwise conv (`conv2d_f32_dw.wgsl`), reading the input from a texture copy
+    /// (`xtex`) or its buffer.
     ConvF32Dw {
         xtex: bool,
     },
@@ -392,9 +392,8 @@ impl Kernel {
             Kernel::ConvF32Gemm { xtex: false } | Kernel::ConvF32Dw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
-            Kernel::ConvF32Gemm { xtex: true } | Kernel::ConvF32Dw { xtex: true } => {
-                &[Uniform, Texture, Texture, Read, Write]
-            }
+            Kernel::ConvF32Gemm { xtex: true } => &[Uniform, Texture, Texture, Read, Write],
+            Kernel::ConvF32Dw { xtex: true } => &[Uniform, Texture, Read, Read, Write],
             Kernel::ConvPack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
             Kernel::Requantize | Kernel::GraphLut | Kernel::GraphPool => {
@@ -824,8 +823,8 @@ pub(crate) struct ConvF32Params {
     pub w_log2_width: u32,
     /// Log2 width of the input's texture copy (textures only).
     pub x_log2_width: u32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad1: u32,
+    /// 4-pixel tiles per output row (depthwise).
+    pub col_tiles: u32,
     /// Padding to a multiple of 16 bytes.
     pub _pad2: u32,
 }
