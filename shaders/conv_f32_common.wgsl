@@ -1,16 +1,15 @@
 // squint: the f32 conv kernels' uniform, shared by `conv_f32_pack.wgsl`,
 // `conv2d_f32_gemm.wgsl` and `conv2d_f32_dw.wgsl` (the float baseline of `squint bench`, see
-// `src/gpu/float_conv.rs`). With XTEX the quads and the weights are rgba32uint storage
-// textures holding the f32 bits (vec4 i at texel (i % 2^log2_width, i >> log2_width)), read
-// and written through `bitcast`, as the int8 kernels read theirs on CPU adapters. Float
-// results are not bit-exact across adapters (WGSL allows fused
+// `src/gpu/float_conv.rs`). With XTEX the input's copy, the quads and the GEMM weights are
+// rgba32uint storage textures holding the f32 bits (vec4 i at texel (i % 2^log2_width,
+// i >> log2_width)), read and written through `bitcast`, as the int8 kernels read theirs on
+// CPU adapters. Float results are not bit-exact across adapters (WGSL allows fused
 // multiply-adds and any summation order the compiler picks); the tests bound the error.
 //
-// Layout of the repacked input ("f32 quads", the float analogue of the int8 quads of
-// `conv_pack.wgsl`): one vec4<f32> holds 4 channels of one group at one padded pixel, quad
-// index ((n * padded_h + py) * padded_w + px) * quads_per_pixel + g * quads_per_group + q;
-// padding and the channels that round a group up to 4 are 0. The depthwise kernel's input is
-// packed as one group of all the channels (4 channels of the image per quad).
+// Layout of the GEMM kernel's repacked input ("f32 quads", the float analogue of the int8
+// quads of `conv_pack.wgsl`): one vec4<f32> holds 4 channels of one group at one padded pixel,
+// quad index ((n * padded_h + py) * padded_w + px) * quads_per_pixel + g * quads_per_group + q;
+// padding and the channels that round a group up to 4 are 0.
 
 // The host side is `ConvF32Params` in `src/gpu/kernels.rs`.
 struct Params {

@@ -3,19 +3,20 @@
 //! device, not about a CPU float path).
 //!
 //! [`GpuConv2dF32`] mirrors the int8 layer's structure so that the comparison measures the
-//! arithmetic and the bytes, not two different designs: the input is repacked into f32 quads
-//! (`conv_f32_pack.wgsl`, 4 channels per vec4 where the int8 quads hold 16), in a texture on
-//! CPU adapters where it fits (as the int8 quads are: their loads are much cheaper there than
-//! buffer loads), and either an implicit GEMM with the int8 kernel's register tile, 4 pixels
-//! x 8 channels per invocation (`conv2d_f32_gemm.wgsl`), or, for depthwise layers (one input
-//! and one output channel per group), 4 pixels x 4 channels per invocation
-//! (`conv2d_f32_dw.wgsl`) computes the output.
+//! arithmetic and the bytes, not two different designs. A GEMM layer's input is repacked into
+//! f32 quads (`conv_f32_pack.wgsl`, 4 channels per vec4 where the int8 quads hold 16), in a
+//! texture on CPU adapters where it fits (as the int8 quads are: texel loads are much cheaper
+//! there than buffer loads), then an implicit GEMM with the int8 kernel's register tile, 4
+//! pixels x 8 channels per invocation, computes the output (`conv2d_f32_gemm.wgsl`). A
+//! depthwise layer (one input and one output channel per group) reads the NCHW input itself,
+//! as `conv2d_dw_direct.wgsl` reads the packed tensor (from a texture copy on CPU adapters), 4
+//! pixels of a row per invocation (`conv2d_f32_dw.wgsl`).
 //!
 //! Float results are not bit-exact: WGSL lets the compiler fuse multiply-adds and pick the
-//! summation order, so the tests bound each output's error by `K * 2^-22 * Σ|x·w|` against
-//! the f64-accumulated [`crate::cpu::reference::conv2d_f32`]. Unlike the int8 layer, this
-//! baseline does not split its work: a tensor larger than a binding, or more workgroups than
-//! a dispatch takes, is an [`Error::DeviceLimit`].
+//! summation order, so the tests bound each output's error by `(K + 1) · 2^-23 · Σ|x·w|`
+//! (plus the bias) against the f64-accumulated [`crate::cpu::reference::conv2d_f32`]. Unlike
+//! the int8 layer, this baseline does not split its work: a tensor larger than a binding, or
+//! more workgroups than a dispatch takes, is an [`Error::DeviceLimit`].
 
 use std::time::Duration;
 
@@ -180,8 +181,8 @@ impl GpuConv2dF32 {
         Ok(self.run_inner(ctx, x, false)?.0)
     }
 
-    /// Like [`GpuConv2dF32::run`], and measures the GPU time of the layer (repack and conv,
-    /// one compute pass) with timestamp queries: waits for the GPU. The time is `None` when
+    /// Like [`GpuConv2dF32::run`], and measures the GPU time of the layer (its dispatches in
+    /// one compute pass: repack and conv, or the depthwise conv) with timestamp queries: waits for the GPU. The time is `None` when
     /// the device has no `TIMESTAMP_QUERY`.
     pub fn run_timed(
         &self,
