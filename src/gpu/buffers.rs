@@ -427,6 +427,42 @@ pub(crate) fn buffer_with_data(
     Ok(buffer)
 }
 
+/// A timestamp query set of `count` queries (two per timed pass: its beginning and end) and
+/// the buffer it resolves to (8 bytes per query).
+pub(crate) fn timestamp_queries(ctx: &GpuContext, count: u32) -> (wgpu::QuerySet, wgpu::Buffer) {
+    let d = ctx.device();
+    let set = d.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("squint timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count,
+    });
+    let resolve = d.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("squint timestamps"),
+        size: 8 * u64::from(count),
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    (set, resolve)
+}
+
+/// The durations of passes `0..passes` timed into the queries resolved to `resolve` (pass p
+/// between queries 2p and 2p + 1; see [`timestamp_queries`]): waits for the GPU.
+pub(crate) fn pass_durations(
+    ctx: &GpuContext,
+    resolve: &wgpu::Buffer,
+    passes: usize,
+) -> Result<Vec<std::time::Duration>> {
+    let raw = read_back(ctx, resolve, 16 * passes as u64)?;
+    let at = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let period = f64::from(ctx.queue().get_timestamp_period());
+    Ok((0..passes)
+        .map(|p| {
+            let ns = at(2 * p + 1).saturating_sub(at(2 * p)) as f64 * period;
+            std::time::Duration::from_nanos(ns.round() as u64)
+        })
+        .collect())
+}
+
 /// Copies the first `size` bytes of `buffer` back to the host: submits the pending work with
 /// the copy and waits for the queue.
 pub(crate) fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {

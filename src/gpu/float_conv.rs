@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use super::buffers::{
-    check_dims, read_back, record, storage_buffer_init, Dispatch, GpuF32Tensor, Res, Slot,
-    STORAGE_USAGE,
+    check_dims, pass_durations, record, storage_buffer_init, timestamp_queries, Dispatch,
+    GpuF32Tensor, Res, Slot, STORAGE_USAGE,
 };
 use super::context::GpuContext;
 use super::conv_plan::{input_texture_copies, texture_rows};
@@ -278,21 +278,7 @@ impl GpuConv2dF32 {
         let x_tex_ok = plan.textures
             && x_texels.div_ceil(width) <= max_rows
             && x.buffer.size() >= x_texels * 16;
-        let query = (timed && ctx.has_timestamps()).then(|| {
-            let d = ctx.device();
-            let set = d.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("squint f32 conv timestamps"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = d.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("squint f32 conv timestamps"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            (set, resolve)
-        });
+        let query = (timed && ctx.has_timestamps()).then(|| timestamp_queries(ctx, 2));
         let res = &*self.res;
         // The depthwise kernel: unit-stride, undilated rows of at most 10 columns read each
         // kernel row's span once.
@@ -414,15 +400,7 @@ impl GpuConv2dF32 {
             Ok(y)
         })?;
         let t = match &query {
-            Some((_, resolve)) => {
-                let raw = read_back(ctx, resolve, 16)?;
-                let at = |i: usize| {
-                    u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"))
-                };
-                let period = f64::from(ctx.queue().get_timestamp_period());
-                let ns = at(1).saturating_sub(at(0)) as f64 * period;
-                Some(Duration::from_nanos(ns.round() as u64))
-            }
+            Some((_, resolve)) => Some(pass_durations(ctx, resolve, 1)?[0]),
             None => None,
         };
         Ok((

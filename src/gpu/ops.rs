@@ -25,8 +25,9 @@ use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use super::buffers::{
-    check_dims, groups_for, groups_for_elementwise, packed_bytes, plane_words, read_back, record,
-    storage_buffer_init, Dispatch, GpuF32Tensor, GpuTensor, Res, Slot, STORAGE_USAGE,
+    check_dims, groups_for, groups_for_elementwise, packed_bytes, pass_durations, plane_words,
+    read_back, record, storage_buffer_init, timestamp_queries, Dispatch, GpuF32Tensor, GpuTensor,
+    Res, Slot, STORAGE_USAGE,
 };
 use super::context::GpuContext;
 use super::conv_plan::{
@@ -963,31 +964,15 @@ impl GpuConv2d {
         if !ctx.has_timestamps() {
             return Ok((self.encode(ctx, x, x_qp, &s)?, None));
         }
-        let d = ctx.device();
-        let qs = d.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("squint conv timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 4,
-        });
-        let resolve = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("squint timestamps"),
-            size: 32,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let (qs, resolve) = timestamp_queries(ctx, 4);
         let timing = Timing {
             set: &qs,
             resolve: &resolve,
             parts,
         };
         let (y, timed) = self.encode_with(ctx, x, x_qp, &s, Some(timing))?;
-        let raw = read_back(ctx, &resolve, 32)?;
-        let at = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-        let period = ctx.queue().get_timestamp_period() as f64;
-        let pass = |p: usize| {
-            let ns = at(2 * p + 1).saturating_sub(at(2 * p)) as f64 * period;
-            Duration::from_nanos(ns.round() as u64)
-        };
+        let passes = pass_durations(ctx, &resolve, 2)?;
+        let pass = |p: usize| passes[p];
         let times = match timed {
             Timed::Nothing => Vec::new(),
             Timed::Whole => vec![pass(0)],
