@@ -64,6 +64,9 @@ fn store(j: u32, acc: vec4<f32>, c0: u32, nch: u32, n: u32, p: vec4<u32>) {
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+//#if SG
+    @builtin(subgroup_invocation_id) sl: u32,
+//#endif
 ) {
     // Grid: x the group of WG pixel tiles, y the channel block (over all groups), z the image.
     let cb = wid.y;
@@ -85,7 +88,13 @@ fn main(
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
     let k_quads = u.kh * u.kw * u.quads_per_group;
+//#if SG
+    // Lane j of each subgroup loads channel j's B vec4; `subgroupBroadcast` gives every lane
+    // all 8 (one load per lane instead of 8, as in the int8 kernel's SG staging).
+    var b = cb * k_quads * 8u + min(sl, 7u);
+//#else
     var b = cb * k_quads * 8u;
+//#endif
     for (var ky = 0u; ky < u.kh; ky++) {
         for (var kx = 0u; kx < u.kw; kx++) {
             let t = (ky * u.dil_h * u.padded_w + kx * u.dil_w) * u.quads_per_pixel;
@@ -95,6 +104,17 @@ fn main(
                 let x1 = load_a(at.y + q);
                 let x2 = load_a(at.z + q);
                 let x3 = load_a(at.w + q);
+//#if SG
+                let wv = load_b(b);
+                c0 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 0u));
+                c1 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 1u));
+                c2 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 2u));
+                c3 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 3u));
+                c4 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 4u));
+                c5 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 5u));
+                c6 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 6u));
+                c7 += dot4px(x0, x1, x2, x3, subgroupBroadcast(wv, 7u));
+//#else
                 c0 += dot4px(x0, x1, x2, x3, load_b(b));
                 c1 += dot4px(x0, x1, x2, x3, load_b(b + 1u));
                 c2 += dot4px(x0, x1, x2, x3, load_b(b + 2u));
@@ -103,6 +123,7 @@ fn main(
                 c5 += dot4px(x0, x1, x2, x3, load_b(b + 5u));
                 c6 += dot4px(x0, x1, x2, x3, load_b(b + 6u));
                 c7 += dot4px(x0, x1, x2, x3, load_b(b + 7u));
+//#endif
                 b += 8u;
             }
         }

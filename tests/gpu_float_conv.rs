@@ -11,7 +11,7 @@ mod common;
 
 use common::{gpu_contexts, Rng};
 use squint::cpu::reference;
-use squint::gpu::{GpuContext, GpuConv2dF32, InputChoice, KernelOptions};
+use squint::gpu::{GpuContext, GpuConv2dF32, InputChoice, KernelOptions, StagingChoice};
 use squint::shape::{ConvParams, ConvShape};
 use squint::Error;
 
@@ -19,8 +19,9 @@ fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect()
 }
 
-/// Every adapter, each twice: with its default input (textures on CPU adapters) and with
-/// storage buffers (the default on GPUs).
+/// Every adapter, each three times: with its default input (textures on CPU adapters) and
+/// weight loads (subgroup broadcasts where it has subgroups), with storage buffers (the
+/// default on GPUs), and with every invocation loading its weights.
 fn contexts() -> Vec<(String, GpuContext)> {
     let mut all = Vec::new();
     for ctx in gpu_contexts() {
@@ -31,6 +32,12 @@ fn contexts() -> Vec<(String, GpuContext)> {
         };
         let b = ctx.with_kernel_options(buffers).unwrap();
         all.push((format!("{name} [buffers]"), b));
+        let direct = KernelOptions {
+            staging: StagingChoice::Direct,
+            ..KernelOptions::default()
+        };
+        let d = ctx.with_kernel_options(direct).unwrap();
+        all.push((format!("{name} [direct weight loads]"), d));
         all.push((name, ctx));
     }
     all

@@ -27,7 +27,7 @@ use super::buffers::{
 use super::context::GpuContext;
 use super::conv_plan::{input_texture_copies, texture_rows};
 use super::gate::Gated;
-use super::kernels::{ConvF32Params, Kernel};
+use super::kernels::{BStaging, ConvF32Params, Kernel};
 use super::ops::{copy_into_texture, WeightTexture};
 use super::pool::PooledTexture;
 use crate::error::{Error, Result};
@@ -360,7 +360,12 @@ impl GpuConv2dF32 {
             }
             if let Some((pack_grid, conv_grid)) = gemm_grids {
                 let pack_pipe = ctx.pipeline(Kernel::ConvF32Pack { xtex }, &[])?;
-                let conv_pipe = ctx.pipeline(Kernel::ConvF32Gemm { xtex }, &[])?;
+                // Subgroup broadcasts of the weights where the adapter has subgroups, unless
+                // the int8 kernels are forced to load their weights directly or through
+                // workgroup memory (the f32 kernel then loads them directly).
+                let sg =
+                    plan.subgroups && !matches!(plan.staging, BStaging::Direct | BStaging::Shared);
+                let conv_pipe = ctx.pipeline(Kernel::ConvF32Gemm { xtex, sg }, &[])?;
                 let (x_in, quads_in, weights) = match weights_tex {
                     Some(w) => {
                         let (xt, qt) = (textures[0].view(), textures[1].view());

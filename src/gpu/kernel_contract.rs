@@ -20,7 +20,8 @@ fn all_kernels() -> Vec<Kernel> {
     for xtex in [false, true] {
         all.push(Kernel::ConvPack { xtex });
         all.push(Kernel::ConvF32Pack { xtex });
-        all.push(Kernel::ConvF32Gemm { xtex });
+        all.push(Kernel::ConvF32Gemm { xtex, sg: false });
+        all.push(Kernel::ConvF32Gemm { xtex, sg: true });
         all.push(Kernel::ConvF32Dw { xtex });
         all.push(Kernel::ConvDw { xtex });
         all.push(Kernel::ConvDwDirect { xtex });

@@ -131,9 +131,11 @@ pub(crate) enum Kernel {
         xtex: bool,
     },
     /// The f32 implicit-GEMM conv (`conv2d_f32_gemm.wgsl`), its quads and weights in
-    /// textures (`xtex`) or buffers.
+    /// textures (`xtex`) or buffers, the weights shared by subgroup broadcasts (`sg`) or
+    /// loaded by every invocation.
     ConvF32Gemm {
         xtex: bool,
+        sg: bool,
     },
     /// The f32 depthwise conv (`conv2d_f32_dw.wgsl`), reading the input from a texture copy
     /// (`xtex`) or its buffer.
@@ -302,10 +304,17 @@ impl Kernel {
             | Kernel::ConvDw { xtex }
             | Kernel::ConvDwDirect { xtex }
             | Kernel::ConvF32Pack { xtex }
-            | Kernel::ConvF32Gemm { xtex }
             | Kernel::ConvF32Dw { xtex } => {
                 if xtex {
                     flags.push("XTEX");
+                }
+            }
+            Kernel::ConvF32Gemm { xtex, sg } => {
+                if xtex {
+                    flags.push("XTEX");
+                }
+                if sg {
+                    flags.push("SG");
                 }
             }
             Kernel::ConvGemmReduce { xtex } => {
@@ -389,10 +398,10 @@ impl Kernel {
             | Kernel::SoftFloatTest
             | Kernel::ConvF32Pack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvF32Pack { xtex: true } => &[Uniform, Texture, StorageTexture],
-            Kernel::ConvF32Gemm { xtex: false } | Kernel::ConvF32Dw { xtex: false } => {
+            Kernel::ConvF32Gemm { xtex: false, .. } | Kernel::ConvF32Dw { xtex: false } => {
                 &[Uniform, Read, Read, Read, Write]
             }
-            Kernel::ConvF32Gemm { xtex: true } => &[Uniform, Texture, Texture, Read, Write],
+            Kernel::ConvF32Gemm { xtex: true, .. } => &[Uniform, Texture, Texture, Read, Write],
             Kernel::ConvF32Dw { xtex: true } => &[Uniform, Texture, Read, Read, Write],
             Kernel::ConvPack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
