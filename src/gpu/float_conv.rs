@@ -7,7 +7,9 @@
 //! f32 quads (`conv_f32_pack.wgsl`, 4 channels per vec4 where the int8 quads hold 16), in a
 //! texture on CPU adapters where it fits (as the int8 quads are: texel loads are much cheaper
 //! there than buffer loads), then an implicit GEMM with the int8 kernel's register tile, 4
-//! pixels x 8 channels per invocation, computes the output (`conv2d_f32_gemm.wgsl`). A
+//! pixels x 8 channels per invocation, computes the output (`conv2d_f32_gemm.wgsl`; its
+//! weights shared by subgroup broadcasts where the adapter has subgroups, as the int8
+//! kernel's on CPU adapters). A
 //! depthwise layer (one input and one output channel per group) reads the NCHW input itself,
 //! as `conv2d_dw_direct.wgsl` reads the packed tensor (from a texture copy on CPU adapters), 4
 //! pixels of a row per invocation (`conv2d_f32_dw.wgsl`).
