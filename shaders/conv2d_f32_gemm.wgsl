@@ -3,7 +3,9 @@
 // pixels of one plane x the 8 output channels of one channel block. Per quad of K it loads 4 A
 // vec4s (4 channels of each pixel, from `conv_f32_pack.wgsl`'s quads) and 8 B vec4s and does
 // 128 multiply-adds, where the int8 kernel does 512 with the same loads (16 channels per
-// vec4). Workgroups: WG pixel tiles of one (image, channel block), pixel tiles fastest.
+// vec4). Workgroups: WG pixel tiles of one (image, channel block). SG: lane j of each subgroup
+// loads channel j's B vec4 and `subgroupBroadcast` hands all 8 to every lane (subgroups of at
+// least 8 lanes; the host chooses it as for the int8 kernel).
 //
 // Weights: one vec4 per (channel block, K quad, lane j of the block), K quads in
 // (ky, kx, quad) order; channels past the group's last and the channels that round a group up
