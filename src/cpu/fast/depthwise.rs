@@ -1024,35 +1024,48 @@ pub(super) fn run_int8(
     // The portable path: exact int16 products into int32, where the weights fit int16 (the
     // inputs `x − z` always do). Its f32 row would run `mul_add`, a library call where the
     // target has no FMA, and even with one converts and requantizes the same values.
-    if isa == Isa::Portable {
-        if let Ok(w16) = wprime
-            .iter()
-            .map(|&v| i16::try_from(v))
-            .collect::<Result<Vec<i16>, _>>()
-        {
-            return run_int8_i16(pc, &cc, &w16, x, x_qp, s, opts.threads, out);
-        }
-    }
+    let w16: Option<Vec<i16>> = match isa {
+        Isa::Portable => wprime.iter().map(|&v| i16::try_from(v).ok()).collect(),
+        _ => None,
+    };
     // The f32 path's weights (`w − ζ`), built only where it runs (the kernels above take
     // their own layouts).
-    let wf: Vec<f32> = wprime.iter().map(|&v| v as f32).collect();
+    let wf: Vec<f32> = match (&w16, exact_f32) {
+        (None, true) => wprime.iter().map(|&v| v as f32).collect(),
+        _ => Vec::new(),
+    };
     par_for(opts.threads, ranges.len(), |task| {
         // Planes and accumulators are reused across the task's items: the padding of a
         // plane stays zero, only its interior is rewritten.
         let (mut planef, mut phases, mut tmp) = (Vec::new(), Vec::new(), Vec::new());
-        let mut planei = Vec::new();
+        let (mut planei, mut plane16) = (Vec::new(), Vec::new());
         let mut acc = vec![0i32; plane_out];
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
             let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
-            if exact_f32 {
+            if let Some(w16) = &w16 {
+                if plane16.is_empty() {
+                    plane16 = vec![0i16; pl.len()];
+                }
+                // x − z lies in [-255, 255]: exact in int16.
+                pl.fill(s, src, &mut plane16, |b| (dtype.byte_to_int(b) - zp) as i16);
+                for o in gi * cog..(gi + 1) * cog {
+                    let w = &w16[o * taps..(o + 1) * taps];
+                    for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
+                        row_i16_generic(&plane16, oy * sy * pl.wp, &pl.offs, w, sx, row);
+                    }
+                    let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
+                    // SAFETY: output channel o of batch n belongs to this task only.
+                    unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
+                }
+            } else if exact_f32 {
                 let image = Image::Bytes { x: src, flip, z };
                 let input = pl.prepare(isa, s, image, &mut planef, &mut phases, &mut tmp);
                 for o in gi * cog..(gi + 1) * cog {
                     let accf: &mut [f32] = bytemuck::cast_slice_mut(&mut acc[..]);
                     channel::<true>(isa, s, &pl, input, &wf[o * taps..(o + 1) * taps], 0.0, accf);
                     let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
-                    // SAFETY: output channel o of batch n belongs to this task only.
+                    // SAFETY: as above.
                     unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
                 }
             } else {
@@ -1069,48 +1082,6 @@ pub(super) fn run_int8(
                     // SAFETY: as above.
                     unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
                 }
-            }
-        }
-    });
-}
-
-/// The portable int8 depthwise conv: each channel's padded plane as int16 `x − z`, rows of
-/// int32 sums by [`row_i16_generic`], requantized per channel (`w16`: `w − ζ` per channel
-/// and tap).
-#[allow(clippy::too_many_arguments)]
-fn run_int8_i16(
-    pc: &PackedConv2d,
-    cc: &super::CallConsts,
-    w16: &[i16],
-    x: &[u8],
-    x_qp: &QParams,
-    s: &ConvShape,
-    threads: Option<usize>,
-    out: super::SinkPtr,
-) {
-    let pl = Plane::new(s);
-    let taps = s.kh * s.kw;
-    let (g, cog) = (s.params.groups, s.c_out_per_group());
-    let (sy, sx) = (s.params.stride[0], s.params.stride[1]);
-    let plane_out = s.h_out * s.w_out;
-    let (dtype, zp) = (x_qp.dtype, x_qp.zero_point);
-    let ranges = item_ranges(s.n * g, threads);
-    par_for(threads, ranges.len(), |task| {
-        let mut plane = vec![0i16; pl.len()];
-        let mut acc = vec![0i32; plane_out];
-        for item in ranges[task].clone() {
-            let (n, gi) = (item / g, item % g);
-            let src = &x[(n * s.c_in + gi) * s.h * s.w..][..s.h * s.w];
-            // x − z lies in [-255, 255]: exact in int16.
-            pl.fill(s, src, &mut plane, |b| (dtype.byte_to_int(b) - zp) as i16);
-            for o in gi * cog..(gi + 1) * cog {
-                let w = &w16[o * taps..(o + 1) * taps];
-                for (oy, row) in acc.chunks_exact_mut(s.w_out).enumerate() {
-                    row_i16_generic(&plane, oy * sy * pl.wp, &pl.offs, w, sx, row);
-                }
-                let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(cc, o, a, y);
-                // SAFETY: output channel o of batch n belongs to this task only.
-                unsafe { out.write(requant, &acc, (n * s.c_out + o) * plane_out) };
             }
         }
     });
