@@ -4,13 +4,54 @@
 
 mod common;
 
+use squint::cpu::reference::ort::add::QLinearAddKernel;
 use squint::cpu::reference::ort::pool::AvgPoolParams;
 use squint::io::{npy, onnx_qdq};
-use squint::pipeline::qdq::{
-    native_add_kernel, run, run_reference, QdqBackend, QdqFastCpu, QdqGpu, QdqReference,
-};
+use squint::pipeline::qdq::{run, run_reference, QdqBackend, QdqFastCpu, QdqGpu, QdqReference};
 use squint::quant::{QDtype, QParams};
 use std::path::{Path, PathBuf};
+
+/// The `QLinearAdd` kernel of the ONNX Runtime that wrote the fixtures' outputs: every
+/// fixture was written on x86-64 with AVX2 and FMA (each `meta.json` records the CPU's flags;
+/// `fixtures_were_written_where_ort_adds_with_avx2` checks them), whatever CPU runs the tests:
+/// on ARM, where ORT would run other add kernels, squint still reproduces these files.
+fn fixture_add_kernel() -> QLinearAddKernel {
+    QLinearAddKernel::Avx2
+}
+
+/// The fast CPU backend adding as the fixtures' ONNX Runtime did ([`fixture_add_kernel`]).
+fn fast_cpu() -> QdqFastCpu {
+    let mut b = QdqFastCpu::default();
+    b.add = Some(fixture_add_kernel());
+    b
+}
+
+#[test]
+fn fixtures_were_written_where_ort_adds_with_avx2() {
+    let mut metas = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n == "meta.json") {
+                metas.push(p);
+            }
+        }
+    }
+    assert!(metas.len() >= 10, "{metas:?}");
+    for p in metas {
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let flags = meta["cpu_flags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no cpu_flags", p.display()));
+        for f in ["avx2", "fma"] {
+            assert!(flags.iter().any(|v| v == f), "{}: no {f}", p.display());
+        }
+    }
+}
 
 /// The calibration batches of a fixture model (one graph input each).
 fn calib_batches(model: &str) -> Vec<Vec<squint::tensor::Tensor<f32>>> {
@@ -34,7 +75,7 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
     let m = onnx_qdq::load(&d.join(sub).join("model_qdq.onnx")).unwrap();
     let x = npy::read::<f32>(d.join("input.npy")).unwrap();
     let xs = std::slice::from_ref(&x);
-    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
     let ort = npy::read::<f32>(d.join(sub).join("output.npy")).unwrap();
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(
@@ -42,9 +83,9 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
         bits(&ort.data),
         "{model}/{sub}"
     );
-    let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+    let fast = run(&m, xs, &mut fast_cpu()).unwrap();
     assert_eq!(fast.values, want.values, "{model}/{sub}: cpu-fast");
-    let mut pooled = QdqFastCpu::default();
+    let mut pooled = fast_cpu();
     // The second run of a backend adds through byte-pair tables.
     for i in 0..2 {
         let got = pooled.run(&m, xs).unwrap();
@@ -55,7 +96,7 @@ fn check_ort_fixture(model: &str, sub: &str) -> (onnx_qdq::QdqModel, serde_json:
     }
     for ctx in common::gpu_contexts() {
         let name = ctx.adapter_report().summary();
-        let mut gpu = QdqGpu::new(ctx, native_add_kernel());
+        let mut gpu = QdqGpu::new(ctx, fixture_add_kernel());
         let got = run(&m, xs, &mut gpu).unwrap();
         assert_eq!(got.values, want.values, "{model}/{sub}: {name}");
         check_resident(&mut gpu, &m, xs, &want, &format!("{model}/{sub} on {name}"));
@@ -135,7 +176,7 @@ fn fast_cpu_adds_equal_the_reference_for_every_kernel() {
         QLinearAddKernel::Sse2,
         QLinearAddKernel::Raw,
     ] {
-        let mut fast = QdqFastCpu::default();
+        let mut fast = fast_cpu();
         fast.add = Some(kernel);
         for [x, y, z] in cases {
             let want = qlinear_add(kernel, &a, &x, &b, &y, &z).unwrap();
@@ -163,7 +204,7 @@ fn qdq_models_run_bit_for_bit_like_onnx_runtime() {
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
             let d = dir(model).join(tag);
             let m = onnx_qdq::load(&d.join("model_qdq.onnx")).unwrap();
-            let run = run_reference(&m, std::slice::from_ref(&x), native_add_kernel()).unwrap();
+            let run = run_reference(&m, std::slice::from_ref(&x), fixture_add_kernel()).unwrap();
             let want = npy::read::<f32>(d.join("output.npy")).unwrap();
             let got = &run.outputs[0];
             assert_eq!(got.dims, want.dims, "{model} {tag}");
@@ -283,7 +324,7 @@ fn uint8_weight_qdq_models_run_exactly_on_every_device() {
                 .iter()
                 .flatten()
                 .all(|w| w.dtype == squint::quant::QDtype::QUInt8));
-            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
             let ort = npy::read::<f32>(dir(model).join(tag).join("output.npy")).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(
@@ -291,11 +332,11 @@ fn uint8_weight_qdq_models_run_exactly_on_every_device() {
                 bits(&ort.data),
                 "{model} {tag}"
             );
-            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            let fast = run(&m, xs, &mut fast_cpu()).unwrap();
             assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
             for ctx in &gpus {
                 let name = ctx.adapter_report().summary();
-                let mut gpu = QdqGpu::new(ctx.clone(), native_add_kernel());
+                let mut gpu = QdqGpu::new(ctx.clone(), fixture_add_kernel());
                 let got = run(&m, xs, &mut gpu).unwrap();
                 assert_eq!(got.values, want.values, "{model} {tag} on {name}");
                 check_resident(&mut gpu, &m, xs, &want, &format!("{model} {tag} on {name}"));
@@ -336,7 +377,7 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
     zp.int32_data.clear();
     let qdq = onnx_qdq::from_bytes(&m.write_to_bytes().unwrap(), &path).unwrap();
     let x = npy::read::<f32>(dir("resnet_tiny").join("input.npy")).unwrap();
-    let e = run_reference(&qdq, &[x], native_add_kernel())
+    let e = run_reference(&qdq, &[x], fixture_add_kernel())
         .unwrap_err()
         .to_string();
     assert!(
@@ -354,17 +395,17 @@ fn int8_activation_qdq_models_are_refused_naming_the_value() {
 #[test]
 fn qdq_models_give_the_same_ints_on_cpu_fast_and_every_gpu() {
     let gpus = common::gpu_contexts();
-    let mut fast_cpu = QdqFastCpu::default();
+    let mut fast_cpu = fast_cpu();
     let mut gpu_backends: Vec<QdqGpu> = gpus
         .iter()
-        .map(|c| QdqGpu::new(c.clone(), native_add_kernel()))
+        .map(|c| QdqGpu::new(c.clone(), fixture_add_kernel()))
         .collect();
     for model in MODELS {
         let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
         let xs = std::slice::from_ref(&x);
         for tag in ["qdq_per_tensor", "qdq_per_channel"] {
             let m = onnx_qdq::load(&dir(model).join(tag).join("model_qdq.onnx")).unwrap();
-            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
             let fast = run(&m, xs, &mut fast_cpu).unwrap();
             assert_eq!(fast.values, want.values, "{model} {tag} cpu-fast");
             for (ctx, backend) in gpus.iter().zip(&mut gpu_backends) {
@@ -394,11 +435,11 @@ fn cpu_fast_backend_repacks_a_weight_edited_between_runs() {
     let mut m = onnx_qdq::load(&dir(model).join("qdq_per_tensor").join("model_qdq.onnx")).unwrap();
     let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
     let xs = std::slice::from_ref(&x);
-    let mut fast = QdqFastCpu::default();
+    let mut fast = fast_cpu();
     let before = run(&m, xs, &mut fast).unwrap();
     assert_eq!(
         before.values,
-        run_reference(&m, xs, native_add_kernel()).unwrap().values
+        run_reference(&m, xs, fixture_add_kernel()).unwrap().values
     );
     let twin = m.clone();
     assert_eq!(run(&twin, xs, &mut fast).unwrap().values, before.values);
@@ -411,7 +452,7 @@ fn cpu_fast_backend_repacks_a_weight_edited_between_runs() {
         &w.data,
         &twin.weights[node].as_ref().unwrap().data
     ));
-    let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+    let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
     assert_ne!(
         want.values, before.values,
         "the edit changes the model's ints"
@@ -490,7 +531,7 @@ fn qlinear_average_pool_on_the_gpu_equals_the_reference() {
             .collect();
         cases.push((x, d, x_qp, p, y_qp));
     }
-    let add = native_add_kernel();
+    let add = fixture_add_kernel();
     for ctx in &gpus {
         let name = ctx.adapter_report().summary();
         let mut gpu = QdqGpu::new(ctx.clone(), add);
@@ -543,9 +584,9 @@ fn ort_preset_quantizes_like_quantize_static() {
                 assert!(off <= 1, "{what} {}: biases differ by {off}", node.name);
             }
             // Activations, by value name (ORT renames the output).
-            let ours_run = run_reference(&ours, xs, native_add_kernel()).unwrap();
-            let theirs_run = run_reference(&theirs, xs, native_add_kernel()).unwrap();
-            let fast = run(&ours, xs, &mut QdqFastCpu::default()).unwrap();
+            let ours_run = run_reference(&ours, xs, fixture_add_kernel()).unwrap();
+            let theirs_run = run_reference(&theirs, xs, fixture_add_kernel()).unwrap();
+            let fast = run(&ours, xs, &mut fast_cpu()).unwrap();
             assert_eq!(fast.values, ours_run.values, "{what}: cpu-fast");
             let mut pairs: Vec<(usize, usize)> = ours
                 .graph
@@ -618,14 +659,14 @@ fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
                 );
             }
             let m = onnx_qdq::load(&d.join("model_qdq.onnx")).unwrap();
-            let want = run_reference(&m, xs, native_add_kernel()).unwrap();
+            let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
             let ort = npy::read::<f32>(d.join("ort_output.npy")).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&want.outputs[0].data), bits(&ort.data), "{what}");
-            let fast = run(&m, xs, &mut QdqFastCpu::default()).unwrap();
+            let fast = run(&m, xs, &mut fast_cpu()).unwrap();
             assert_eq!(fast.values, want.values, "{what} cpu-fast");
             for ctx in &gpus {
-                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), native_add_kernel()));
+                let got = run(&m, xs, &mut QdqGpu::new(ctx.clone(), fixture_add_kernel()));
                 let name = ctx.adapter_report().summary();
                 assert_eq!(got.unwrap().values, want.values, "{what} on {name}");
             }
@@ -641,8 +682,8 @@ fn qdq_models_squint_writes_run_in_onnx_runtime_bit_for_bit() {
             let back = onnx_qdq::from_bytes(&onnx_qdq::to_bytes(&today).unwrap(), &path).unwrap();
             assert_eq!(back.qparams, today.qparams, "{what}");
             assert_eq!(back.weights, today.weights, "{what}");
-            let a = run_reference(&today, xs, native_add_kernel()).unwrap();
-            let b = run_reference(&back, xs, native_add_kernel()).unwrap();
+            let a = run_reference(&today, xs, fixture_add_kernel()).unwrap();
+            let b = run_reference(&back, xs, fixture_add_kernel()).unwrap();
             assert_eq!(a.values, b.values, "{what}");
         }
     }
@@ -678,5 +719,5 @@ fn broadcasting_adds_run_bit_for_bit_like_onnx_runtime() {
         |_, _| {},
     )
     .unwrap();
-    run_reference(&q, xs, native_add_kernel()).unwrap();
+    run_reference(&q, xs, fixture_add_kernel()).unwrap();
 }
