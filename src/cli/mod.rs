@@ -97,9 +97,10 @@ pub struct BenchArgs {
     /// Timed runs per path (median reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// ISA path of the fast CPU kernels: avx512-vnni, avx-vnni, avx2 or portable (default: the
-    /// fastest this CPU has). `--isa avx2` measures the AVX2 kernels on an AVX-512 machine;
-    /// with --model, every layer of the model runs on that path.
+    /// ISA path of the fast CPU kernels: avx512-vnni, avx-vnni, avx2 (x86-64), neon-dotprod
+    /// (AArch64 with the dot-product extension) or portable (default: the fastest this CPU
+    /// has). `--isa avx2` measures the AVX2 kernels on an AVX-512 machine; with --model,
+    /// every layer of the model runs on that path.
     #[arg(long)]
     pub isa: Option<String>,
     /// Also run the large shape (8x256x56x56), meant for real GPUs.

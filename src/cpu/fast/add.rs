@@ -10,7 +10,9 @@ use super::par_bytes;
 use crate::cpu::reference::ort::add::avx2_constants;
 use crate::cpu::reference::ort::add::{qlinear_add, QLinearAddKernel};
 use crate::error::{Error, Result};
-use crate::quant::{QDtype, QParams};
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+use crate::quant::QDtype;
+use crate::quant::QParams;
 
 /// `QLinearAdd` of `a` and `b` (equal lengths, the three dtypes equal) with ORT's AVX2 kernel:
 /// the bytes of `ort::add::qlinear_add(QLinearAddKernel::Avx2, ..)`, 32 elements per step

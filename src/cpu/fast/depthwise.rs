@@ -141,7 +141,7 @@ impl Plane {
 
     /// The column phases of this geometry where path `isa` runs them (the SIMD paths).
     fn phased(&self, isa: Isa) -> Option<&Phases> {
-        self.phases.as_ref().filter(|_| isa != Isa::Portable)
+        self.phases.as_ref().filter(|_| isa.is_x86_simd())
     }
 
     /// Writes `row`, the `W` values of input row `y`, into `buf` split by column phase (see
@@ -156,7 +156,7 @@ impl Plane {
         row: &[f32],
         buf: &mut [f32],
     ) {
-        assert!(isa != Isa::Portable);
+        assert!(isa.is_x86_simd());
         let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
         let (sx, wq) = (s.params.stride[1], phases.wq);
         let at = |p: usize, idx: usize| (p * self.hp + y + ph) * wq + idx;
@@ -186,7 +186,7 @@ impl Plane {
         buf: &mut [f32],
         split: impl FnOnce(&mut [f32], &mut [f32]),
     ) {
-        assert!(isa != Isa::Portable && s.params.stride[1] == 2);
+        assert!(isa.is_x86_simd() && s.params.stride[1] == 2);
         let (ph, pw) = (s.params.padding[0], s.params.padding[1]);
         let at = |p: usize, idx: usize| (p * self.hp + y + ph) * phases.wq + idx;
         // Input column x is plane column x + pw: the even ones go to phase pw mod 2 from
@@ -300,6 +300,7 @@ impl Plane {
     }
 
     /// Copies `src` (an `h × w` image) into the interior of `plane`, row by row with `f`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn fill_rows<T>(
         &self,
         s: &ConvShape,
@@ -502,7 +503,7 @@ fn channel<const I32: bool>(
         None => (plane, sy * pl.wp, offs, sx),
     };
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable && step == 1 {
+    if isa.is_x86_simd() && step == 1 {
         let lanes = if isa == Isa::Avx512Vnni { 16 } else { 8 };
         let max_off = row_offs.iter().copied().max().unwrap_or(0);
         let rs = row_step;
@@ -530,7 +531,7 @@ fn channel<const I32: bool>(
     for oy in 0..s.h_out {
         let base = oy * row_step;
         #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Portable {
+        if isa.is_x86_simd() {
             // SAFETY: every non-portable path includes AVX2 and FMA (checked when chosen).
             unsafe { row_f32_generic_fma(rows, base, row_offs, w, step, &mut acc) };
         } else {
@@ -560,7 +561,7 @@ fn row_i32(
     acc: &mut [i32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable {
+    if isa.is_x86_simd() {
         // SAFETY: every non-portable path includes AVX2.
         return unsafe { row_i32_generic_avx2(plane, base, offs, w, sx, acc) };
     }
@@ -669,6 +670,7 @@ fn column_groups(kw: usize) -> usize {
 }
 
 /// Whether the flat kernel (`x86::dw_i8_flat`: unit strides and column dilation) applies.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn flat_eligible(params: &ConvParams) -> bool {
     params.stride == [1, 1] && params.dilation[1] == 1
 }
@@ -1025,7 +1027,7 @@ pub(super) fn run_int8(
     // inputs `x − z` always do). Its f32 row would run `mul_add`, a library call where the
     // target has no FMA, and even with one converts and requantizes the same values.
     let w16: Option<Vec<i16>> = match isa {
-        Isa::Portable => wprime.iter().map(|&v| i16::try_from(v).ok()).collect(),
+        Isa::NeonDot | Isa::Portable => wprime.iter().map(|&v| i16::try_from(v).ok()).collect(),
         _ => None,
     };
     // The f32 path's weights (`w − ζ`), built only where it runs (the kernels above take
@@ -1242,7 +1244,7 @@ fn bytes_to_f32(isa: Isa, src: &[u8], flip: u8, z: i32, dst: &mut [f32]) {
         return unsafe { super::x86::bytes_to_f32_avx512(src, flip, z, dst) };
     }
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable {
+    if isa.is_x86_simd() {
         // SAFETY: every non-portable path includes AVX2 (checked when chosen).
         return unsafe { super::x86::bytes_to_f32_avx2(src, flip, z, dst) };
     }
@@ -1266,7 +1268,7 @@ pub(super) fn run_f32(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable && s.c_out_per_group() == 1 && lanes_f32_preferred(isa, s) {
+    if isa.is_x86_simd() && s.c_out_per_group() == 1 && lanes_f32_preferred(isa, s) {
         let wl = lanes_w.get_or_init(|| pack_lanes(w, s.c_out, s.kh * s.kw, isa));
         return run_f32_lanes(isa, x, wl, bias, clamp, s, threads, out);
     }

@@ -65,15 +65,44 @@ unsafe fn gemm_tile(
                 (Isa::Avx512Vnni, _, _) => by_nr!(gemm_f32_avx512, 4),
                 (Isa::Avx2 | Isa::AvxVnni, _, 1) => by_nr!(gemm_f32_avx2, 1),
                 (Isa::Avx2 | Isa::AvxVnni, _, _) => by_nr!(gemm_f32_avx2, 2),
-                (Isa::Portable, _, _) => {
+                (Isa::NeonDot | Isa::Portable, _, _) => {
                     super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out)
                 }
             }
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::NeonDot {
+        use super::aarch64::gemm_f32_neon;
+        let (a, wp) = (act.as_ptr(), w.as_ptr());
+        // The kernel `gemm_f32_neon::<nr, $mv>` (nr from 1 to NR).
+        macro_rules! by_nr {
+            ($mv:literal) => {
+                match nr {
+                    1 => gemm_f32_neon::<1, $mv>(a, offs, cs, nc, wp, NR, out),
+                    2 => gemm_f32_neon::<2, $mv>(a, offs, cs, nc, wp, NR, out),
+                    3 => gemm_f32_neon::<3, $mv>(a, offs, cs, nc, wp, NR, out),
+                    4 => gemm_f32_neon::<4, $mv>(a, offs, cs, nc, wp, NR, out),
+                    5 => gemm_f32_neon::<5, $mv>(a, offs, cs, nc, wp, NR, out),
+                    _ => gemm_f32_neon::<NR, $mv>(a, offs, cs, nc, wp, NR, out),
+                }
+            };
+        }
+        // SAFETY: NEON is part of every AArch64 target with `std`; every read range is
+        // guaranteed by the caller (whole vectors of 4 pixels).
+        unsafe {
+            match npx.div_ceil(4) {
+                1 => by_nr!(1),
+                2 => by_nr!(2),
+                3 => by_nr!(3),
+                _ => by_nr!(4),
+            }
+        }
+        return;
+    }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = nr;
+        let _ = (nr, isa); // one portable kernel
         super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out);
     }
 }
@@ -181,7 +210,7 @@ impl PackedConvF32 {
             params,
             packed: panels,
             #[cfg(target_arch = "x86_64")]
-            nhwc: (isa != Isa::Portable && g == 1).then(std::sync::OnceLock::new),
+            nhwc: (isa.is_x86_simd() && g == 1).then(std::sync::OnceLock::new),
             dw_lanes: std::sync::OnceLock::new(),
             gemm_layout: GemmLayout::Auto,
         })
@@ -500,7 +529,7 @@ pub(crate) fn dot_lanes_f64<const R: usize>(
         Isa::Avx512Vnni => return unsafe { super::x86::dot_lanes_f64_avx512(a, rows) },
         // SAFETY: as above (both paths include AVX2 and FMA).
         Isa::AvxVnni | Isa::Avx2 => return unsafe { super::x86::dot_lanes_f64_avx2(a, rows) },
-        Isa::Portable => {}
+        Isa::NeonDot | Isa::Portable => {}
     }
     let mut acc = [[0f64; 8]; R];
     for (i, x) in a[..body].chunks_exact(8).enumerate() {

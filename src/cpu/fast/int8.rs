@@ -1,6 +1,8 @@
 //! The int8 blocked GEMM conv: weight panels, activation repacking, tiling and threads.
 
-use super::{par_for, thread_count, Isa, PackedConv2d, SendPtr, Sink, SinkPtr};
+#[cfg(target_arch = "x86_64")]
+use super::SinkPtr;
+use super::{par_for, thread_count, Isa, PackedConv2d, SendPtr, Sink};
 use crate::quant::{QDtype, QParams};
 use crate::shape::ConvShape;
 
@@ -13,7 +15,7 @@ fn tile_params(isa: Isa) -> (usize, usize, usize) {
         Isa::Avx512Vnni => (6, 64, 4),
         Isa::AvxVnni => (6, 16, 4),
         Isa::Avx2 => (4, 16, 8),
-        Isa::Portable => (4, 16, 4),
+        Isa::NeonDot | Isa::Portable => (4, 16, 4),
     }
 }
 
@@ -44,6 +46,13 @@ pub(super) struct Panels {
     /// them (most layers never do).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) nhwc: Option<std::sync::OnceLock<super::Lines>>,
+    /// Whether the kernels are `neon-dotprod`'s `sdot` ones (signed activations, see
+    /// [`Panels::kernel_init`]).
+    sdot: bool,
+    /// `neon-dotprod` only: `128·Σ w` of every panel lane, `[group][tile][nr]` (wrapping),
+    /// which the `sdot` kernel's `init` adds back (see [`Panels::kernel_init`]); empty on
+    /// the other paths.
+    sdot_bias: Vec<i32>,
 }
 
 /// The AVX2 path's second packing (see [`Panels::quads`]).
@@ -112,6 +121,18 @@ impl Panels {
                 })
             })
         });
+        // `sdot` reads activations as `u − 128` (see `Panels::kernel_init`): the kernel's
+        // sum lacks 128·Σw per lane.
+        let sdot = isa == Isa::NeonDot;
+        let mut sdot_bias = vec![0i32; if sdot { g * tiles_per_group * nr } else { 0 }];
+        if sdot {
+            for (i, l) in lanes.clone().enumerate() {
+                let (panel, r) = (i / (taps * ncb * nr), i % nr);
+                let sum: i32 = l.iter().map(|&v| v as i32).sum();
+                let b = &mut sdot_bias[panel * nr + r];
+                *b = b.wrapping_add(sum.wrapping_mul(128));
+            }
+        }
         let as_quads = |l: [i8; 4]| l.map(|v| v as u8);
         // AVX2's exact kernel: two i32 words of sign-extended i16 pairs (w0, w2), (w1, w3).
         let as_pairs = |l: [i8; 4]| -> [u8; 8] {
@@ -129,8 +150,7 @@ impl Panels {
             (lanes.flat_map(as_pairs).collect(), Some(quads))
         };
         #[cfg(target_arch = "x86_64")]
-        let simd = matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni | Isa::Avx2);
-        let nhwc = (simd && g == 1 && !ones).then(std::sync::OnceLock::new);
+        let nhwc = (isa.is_x86_simd() && g == 1 && !ones).then(std::sync::OnceLock::new);
         #[cfg(not(target_arch = "x86_64"))]
         let nhwc = None;
         Panels {
@@ -143,6 +163,33 @@ impl Panels {
             data,
             quads,
             nhwc,
+            sdot,
+            sdot_bias,
+        }
+    }
+
+    /// The `init` that tile `tile` (of group `g`; `ctiles` is the all-one panel) passes to
+    /// the GEMM kernel for folding constants `init`: the same, but for `neon-dotprod`, whose
+    /// `sdot` kernel reads the activations as `s = u − 128` (stored `u ^ 0x80`, see
+    /// [`Panels::act_bytes`]) and so computes `Σ s·w = Σ u·w − 128·Σ w`: there the init
+    /// also holds `+128·Σ w` of each panel lane (wrapping, exact modulo 2^32 like every other
+    /// term of the folding).
+    fn kernel_init(&self, g: usize, tile: usize, init: [i32; 6]) -> [i32; 6] {
+        if !self.sdot {
+            return init;
+        }
+        let bias = &self.sdot_bias[(g * self.tiles_per_group + tile) * self.nr..][..self.nr];
+        std::array::from_fn(|r| bias.get(r).map_or(init[r], |&b| init[r].wrapping_add(b)))
+    }
+
+    /// The bytes the repack stores for `(z, flip)` of [`flip_and_z`] (the padding byte and
+    /// the flip of every stored activation): the u8 activations, or for `neon-dotprod` their
+    /// `sdot` form `u ^ 0x80` (`u − 128` as i8).
+    fn act_bytes(&self, z: u8, flip: u8) -> (u8, u8) {
+        if self.sdot {
+            (z ^ 0x80, flip ^ 0x80)
+        } else {
+            (z, flip)
         }
     }
 
@@ -249,15 +296,31 @@ unsafe fn gemm_tile(
                 }
                 (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init),
                 (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init),
-                (Isa::Portable, _, _) => {
+                (Isa::NeonDot | Isa::Portable, _, _) => {
                     super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init)
                 }
             }
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::NeonDot {
+        use super::aarch64::gemm_i8_sdot;
+        let (a, wp) = (act.as_ptr(), w.as_ptr());
+        // SAFETY: the ISA and every read range are guaranteed by the caller (whole vectors
+        // of 4 pixels); the panels hold 4 channels (`tile_params`).
+        unsafe {
+            match npx.div_ceil(4) {
+                1 => gemm_i8_sdot::<1>(a, offs, cbs, ncb, wp, out, init),
+                2 => gemm_i8_sdot::<2>(a, offs, cbs, ncb, wp, out, init),
+                3 => gemm_i8_sdot::<3>(a, offs, cbs, ncb, wp, out, init),
+                _ => gemm_i8_sdot::<4>(a, offs, cbs, ncb, wp, out, init),
+            }
+        }
+        return;
+    }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = maddubs; // AVX2 only
+        let _ = (maddubs, nvalid, isa); // x86 only
         super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init);
     }
 }
@@ -543,6 +606,8 @@ pub(super) fn run(
     let geo = Geometry::new(s, p.ncb, p.px);
     // AVX2: `vpmaddubsw` where the activations' range rules out its saturation.
     let (pdata, panel_len, maddubs) = p.for_activations(p.act_max(x, x_qp));
+    // The bytes the kernels read (u8 activations, or `sdot`'s i8 form).
+    let (kz, kflip) = p.act_bytes(z, flip);
     // Small planes: the channels-in-lanes kernel, where it wastes fewer lanes (on AVX2 only
     // where `vpmaddubsw` is exact).
     #[cfg(target_arch = "x86_64")]
@@ -578,7 +643,7 @@ pub(super) fn run(
     super::with_scratch(&super::SCRATCH_U8, len, |buf| {
         for n in 0..s.n {
             for g in 0..s.params.groups {
-                repack(x, s, n, g, &geo, z, flip, buf, opts.threads);
+                repack(x, s, n, g, &geo, kz, kflip, buf, opts.threads);
                 let buf = &buf[..];
                 let panels = &pdata[g * p.tiles_per_group * panel_len..];
                 par_for(opts.threads, ptiles * cchunks, |item| {
@@ -605,13 +670,14 @@ pub(super) fn run(
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
                         let w = &panels[p.ctiles * panel_len..][..panel_len];
+                        let init = p.kernel_init(g, p.ctiles, [0; 6]);
                         // SAFETY: the ISA was checked when packing; the buffer holds every
                         // plane plus slack past the last tile (see `Geometry::new`); `maddubs`
                         // only where `for_activations` proved it exact.
                         unsafe {
                             gemm_tile(
                                 isa, act, &offs, cbs, p.ncb, w, p.nr, 1, npx, maddubs, &mut tile,
-                                &[0; 6],
+                                &init,
                             )
                         };
                         rowsum = tile[0];
@@ -620,8 +686,11 @@ pub(super) fn run(
                     for ct in chunk * per_chunk..ct_end {
                         let o0 = g * cog + ct * p.nr;
                         let nvalid = p.nr.min(cog - ct * p.nr);
-                        let init: [i32; 6] =
-                            std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 });
+                        let init = p.kernel_init(
+                            g,
+                            ct,
+                            std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 }),
+                        );
                         let w = &panels[ct * panel_len..][..panel_len];
                         // SAFETY: as above.
                         unsafe {

@@ -82,8 +82,22 @@
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
-//! tested there), `avx2`, and `portable` (scalar). [`PackedConv2d::with_isa`] forces one, for
-//! tests and benchmarks (`squint bench --isa avx2`).
+//! tested there), `avx2`, `neon-dotprod` (AArch64 with the dot-product extension: the int8
+//! GEMM convs on `sdot`, see below; every other kernel as `portable`), and `portable`
+//! (plain Rust). [`PackedConv2d::with_isa`] forces one, for tests and benchmarks (`squint
+//! bench --isa avx2`).
+//!
+//! ## AArch64: `sdot` on shifted activations
+//!
+//! NEON's `sdot` multiplies signed bytes by signed bytes (4 products per int32 lane, 16 per
+//! instruction, no saturation); Armv8.6's mixed-sign `usdot` is not on most ARM CPUs in use.
+//! So the repack stores `s = u ^ 0x80` (`u − 128` read as i8, padding included) and the
+//! panels' folding constants gain `128·Σ w` per lane: `Σ s·w + 128·Σ w = Σ u·w`, the same
+//! GEMM term as on every path (the all-one row-sum panel likewise), exact in wrapping int32.
+//! The micro-kernel keeps 4 channels × 16 pixels in 16 accumulators, one weight vector
+//! (4 channels × 4 bytes) per step, each channel's bytes picked by `sdot`'s lane index (see
+//! the `aarch64` module). The kernels run on x86 CI under user-mode QEMU (`.ci/aarch64`),
+//! checked bit for bit against the reference by the same sweeps.
 //!
 //! ## AVX2: `vpmaddubsw` only where it cannot saturate
 //!
@@ -112,6 +126,8 @@
 //! reference sums the same products exactly and rounds once, so results differ from it in the
 //! last bits (relative error ≲ K·2^-24 of Σ|x·w|).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod add;
 mod depthwise;
 mod float;
@@ -284,13 +300,23 @@ pub enum Isa {
     AvxVnni,
     /// AVX2 + FMA (exact `vpmaddwd` emulation of the u8×s8 dot product).
     Avx2,
+    /// AArch64 NEON with the dot-product extension (`sdot`, Armv8.2-A and later: Cortex-A76+,
+    /// Neoverse N1+, Apple M1+): the int8 GEMM convs on `sdot`, everything else as the
+    /// portable path.
+    NeonDot,
     /// Scalar code, any CPU.
     Portable,
 }
 
 impl Isa {
     /// Every path, fastest first.
-    pub const ALL: [Isa; 4] = [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Portable];
+    pub const ALL: [Isa; 5] = [
+        Isa::Avx512Vnni,
+        Isa::AvxVnni,
+        Isa::Avx2,
+        Isa::NeonDot,
+        Isa::Portable,
+    ];
 
     /// The name reported by [`detected_isa`].
     pub fn name(self) -> &'static str {
@@ -298,11 +324,19 @@ impl Isa {
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::AvxVnni => "avx-vnni",
             Isa::Avx2 => "avx2",
+            Isa::NeonDot => "neon-dotprod",
             Isa::Portable => "portable",
         }
     }
 
-    /// Parses a path name ([`Isa::name`]: `avx512-vnni`, `avx-vnni`, `avx2`, `portable`) and
+    /// Whether this is one of the x86 SIMD paths (AVX-512 VNNI, AVX-VNNI, AVX2), whose
+    /// kernels share layouts and helpers that the other paths do not have.
+    pub(crate) fn is_x86_simd(self) -> bool {
+        matches!(self, Isa::Avx512Vnni | Isa::AvxVnni | Isa::Avx2)
+    }
+
+    /// Parses a path name ([`Isa::name`]: `avx512-vnni`, `avx-vnni`, `avx2`, `neon-dotprod`,
+    /// `portable`) and
     /// checks that this CPU can run it.
     pub fn parse(name: &str) -> Result<Isa> {
         let isa = Isa::ALL
@@ -343,7 +377,9 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
@@ -410,7 +446,7 @@ impl std::fmt::Display for Isa {
 /// end).
 static ISA_OVERRIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
 
-/// The ISA path the fast kernels use on this CPU: `"avx512-vnni"`, `"avx-vnni"`, `"avx2"` or
+/// The ISA path the fast kernels use on this CPU: `"avx512-vnni"`, `"avx-vnni"`, `"avx2"`, `"neon-dotprod"` or
 /// `"portable"`.
 pub fn detected_isa() -> &'static str {
     Isa::detect().name()
@@ -874,6 +910,7 @@ impl PackedConv2d {
     }
 
     /// A bound on `|acc|` of output channel `o` (`max|x − x_zp|·Σ|w − ζ|`), saturated to u64.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn acc_bound(&self, x_qp: &QParams, o: usize) -> u64 {
         u64::try_from(Self::max_dx(x_qp) * self.sum_abs[o]).unwrap_or(u64::MAX)
     }
@@ -995,7 +1032,8 @@ impl PackedConv2d {
 
     /// The register-only loop of the instruction input `x` runs on ([`PeakLoop`]): the GEMM's
     /// int8 instruction, the AVX-512 VNNI depthwise kernels' `vpdpbusd`, or the FMA of the
-    /// other depthwise kernels (which compute in f32); `None` on the portable path.
+    /// other x86 depthwise kernels (which compute in f32); `None` on the portable path and
+    /// for `neon-dotprod`'s depthwise convs (the portable int16 rows).
     pub fn peak_loop(&self, x: &[u8], x_qp: &QParams) -> Option<PeakLoop> {
         match &self.kind {
             Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
@@ -1005,6 +1043,8 @@ impl PackedConv2d {
                 self.isa,
                 self.isa == Isa::Avx2 && depthwise::maddubs_exact(lanes, x, x_qp),
             ),
+            // `neon-dotprod` runs the portable depthwise rows (int16 products).
+            Kind::Depthwise { vnni: None, .. } if self.isa == Isa::NeonDot => None,
             Kind::Depthwise { vnni: None, .. } => PeakLoop::f32(self.isa),
         }
     }
@@ -1112,6 +1152,7 @@ impl SinkPtr {
     /// The channel's plane, `rows·width` values from `base`, must lie in the output and belong
     /// to the caller; `flat` holds `(rows − 1)·stride + width` values at least, and `bytes` as
     /// many.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn write_rows(
         self,
         requant: impl FnOnce(&[i32], &mut [u8]),

@@ -678,7 +678,7 @@ pub(super) fn run_f32(
     out: &mut [f32],
 ) {
     use super::x86::{gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512};
-    debug_assert!(s.params.groups == 1 && isa != Isa::Portable);
+    debug_assert!(s.params.groups == 1 && isa.is_x86_simd());
     let w = w.f32s();
     match isa {
         Isa::Avx512Vnni => {

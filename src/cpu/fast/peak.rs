@@ -21,6 +21,10 @@ pub enum PeakLoop {
     FmaZmm,
     /// ymm `vfmadd` (f32, AVX2 + FMA): 8 multiply-adds per instruction.
     FmaYmm,
+    /// NEON `sdot` (AArch64 dot-product extension): 16 i8·i8 products per instruction.
+    SdotNeon,
+    /// NEON `fmla` on 4 f32 lanes: 4 multiply-adds per instruction.
+    FmlaNeon,
 }
 
 impl PeakLoop {
@@ -33,6 +37,8 @@ impl PeakLoop {
             PeakLoop::MaddwdYmm => "vpmaddwd ymm",
             PeakLoop::FmaZmm => "vfmadd zmm",
             PeakLoop::FmaYmm => "vfmadd ymm",
+            PeakLoop::SdotNeon => "sdot",
+            PeakLoop::FmlaNeon => "fmla",
         }
     }
 
@@ -41,8 +47,9 @@ impl PeakLoop {
         match self {
             PeakLoop::DpbusdZmm => 128,
             PeakLoop::DpbusdYmm | PeakLoop::MaddubsYmm | PeakLoop::MaddwdYmm => 64,
-            PeakLoop::FmaZmm => 32,
+            PeakLoop::FmaZmm | PeakLoop::SdotNeon => 32,
             PeakLoop::FmaYmm => 16,
+            PeakLoop::FmlaNeon => 8,
         }
     }
 
@@ -54,6 +61,7 @@ impl PeakLoop {
             Isa::AvxVnni => Some(PeakLoop::DpbusdYmm),
             Isa::Avx2 if maddubs => Some(PeakLoop::MaddubsYmm),
             Isa::Avx2 => Some(PeakLoop::MaddwdYmm),
+            Isa::NeonDot => Some(PeakLoop::SdotNeon),
             Isa::Portable => None,
         }
     }
@@ -63,6 +71,7 @@ impl PeakLoop {
         match isa {
             Isa::Avx512Vnni => Some(PeakLoop::FmaZmm),
             Isa::AvxVnni | Isa::Avx2 => Some(PeakLoop::FmaYmm),
+            Isa::NeonDot => Some(PeakLoop::FmlaNeon),
             Isa::Portable => None,
         }
     }
@@ -95,7 +104,22 @@ impl PeakLoop {
             };
             Ok(r)
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            use super::aarch64::peak as p;
+            let seed = 0x0102_0304;
+            // SAFETY: `sdot` runs only where the dot-product extension was detected; NEON is
+            // part of every AArch64 target Rust supports with `std`.
+            let r = unsafe {
+                match self {
+                    PeakLoop::SdotNeon if Isa::NeonDot.is_available() => p::sdot(iters, seed),
+                    PeakLoop::FmlaNeon => p::fmla(iters, seed),
+                    _ => return Err(self.unavailable()),
+                }
+            };
+            Ok(r)
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             let _ = iters;
             Err(self.unavailable())
@@ -111,7 +135,9 @@ impl PeakLoop {
     pub fn measure(self, target: Duration) -> Result<f64> {
         #[cfg(target_arch = "x86_64")]
         let chains = super::x86::peak::CHAINS as u64;
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        let chains = super::aarch64::CHAINS as u64;
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let chains = 1;
         // Calibrate: double the steps until a run takes a tenth of the target.
         let mut iters = 1u64 << 12;
