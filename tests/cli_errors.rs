@@ -715,7 +715,10 @@ fn every_bad_input_exits_1_with_one_error_line_and_writes_nothing() {
         Row {
             what: "bench on an unknown ISA path",
             args: args(&["bench", "--no-gpu", "--isa", "avx3"]),
-            mentions: vec!["avx3", "avx512-vnni, avx-vnni, avx2, neon-dotprod, portable"],
+            mentions: vec![
+                "avx3",
+                "avx512-vnni, avx-vnni, avx2, neon-dotprod, portable",
+            ],
             outputs: vec![],
         },
         Row {

@@ -669,8 +669,12 @@ fn column_groups(kw: usize) -> usize {
     }
 }
 
-/// Whether the flat kernel (`x86::dw_i8_flat`: unit strides and column dilation) applies.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// Whether the flat kernel (`x86::dw_i8_flat`, `aarch64::dw_i8_flat_sdot`: unit strides and
+/// column dilation) applies.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 fn flat_eligible(params: &ConvParams) -> bool {
     params.stride == [1, 1] && params.dilation[1] == 1
 }
@@ -696,7 +700,12 @@ pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
                 _ => false,
             }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    // `neon-dotprod`: the flat kernel on `sdot`.
+    #[cfg(target_arch = "aarch64")]
+    {
+        isa == Isa::NeonDot && column_groups(kw) <= 4 && flat_eligible(params)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (isa, params, kw);
         false
@@ -1012,6 +1021,10 @@ pub(super) fn run_int8(
             _ => {}
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if let (Some(lanes), Isa::NeonDot) = (vnni, isa) {
+        return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out);
+    }
     let _ = vnni;
     // The layer's cached call constants (the ymm paths' vector epilogue: `requant_with`).
     let cc = pc.call_consts(x_qp);
@@ -1099,14 +1112,15 @@ pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
     super::int8::PairBounds::of(quads).exact_for(act_max)
 }
 
-/// The int8 depthwise conv on AVX-VNNI, or on AVX2 where [`maddubs_exact`] (unit strides and
-/// column dilation, every `w − ζ` an i8: the lanes of [`pack_vnni`]): per (batch, group) the
-/// flat padded plane of `u = x ^ flip`
-/// (`z` at padded positions, as for `x86::dw_i8_flat`), then per output channel the ymm flat
-/// kernel's accumulators of every flat position, requantized in one pass over the flat
-/// positions, and the real outputs' rows copied out (`SinkPtr::write_rows`: +12% on AVX2 and
-/// +19% on AVX-VNNI against gathering the rows' accumulators before requantizing them).
-#[cfg(target_arch = "x86_64")]
+/// The int8 depthwise conv on AVX-VNNI, on AVX2 where [`maddubs_exact`], and on
+/// `neon-dotprod` (unit strides and column dilation, every `w − ζ` an i8: the lanes of
+/// [`pack_vnni`]): per (batch, group) the flat padded plane of `u = x ^ flip` (`z` at padded
+/// positions, as for `x86::dw_i8_flat`; for `sdot`, signed bytes `u ^ 0x80`, see the
+/// `aarch64` module), then per output channel the flat kernel's accumulators of every flat
+/// position (blocks of 32 positions on x86, 16 on NEON), requantized in one pass over the
+/// flat positions, and the real outputs' rows copied out (`SinkPtr::write_rows`: +12% on AVX2
+/// and +19% on AVX-VNNI against gathering the rows' accumulators before requantizing them).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[allow(clippy::too_many_arguments)]
 fn run_int8_vnni_ymm(
     pc: &PackedConv2d,
@@ -1125,11 +1139,21 @@ fn run_int8_vnni_ymm(
     let (wp, hp) = (s.w + 2 * pw, s.h + 2 * ph);
     let plane_in = s.h * s.w;
     let plane_out = s.h_out * s.w_out;
-    let blocks = (s.h_out * wp).div_ceil(32);
+    // Positions per block of the kernel.
+    const BLOCK: usize = if cfg!(target_arch = "x86_64") { 32 } else { 16 };
+    let blocks = (s.h_out * wp).div_ceil(BLOCK);
     let row_step = p.dilation[0] * wp;
     // Every read of the kernel (see its `# Safety`).
-    let flat_len = (hp * wp).max(32 * blocks + 4 * ng + (kh - 1) * row_step + 32);
+    let flat_len = (hp * wp).max(BLOCK * blocks + 4 * ng + (kh - 1) * row_step + BLOCK);
+    #[cfg(target_arch = "aarch64")]
+    let kernel = match ng {
+        1 => super::aarch64::dw_i8_flat_sdot::<1>,
+        2 => super::aarch64::dw_i8_flat_sdot::<2>,
+        _ => super::aarch64::dw_i8_flat_sdot::<4>,
+    };
+    #[cfg(target_arch = "x86_64")]
     use super::x86::{dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs};
+    #[cfg(target_arch = "x86_64")]
     let kernel = match (pc.isa, super::int8::vex_vnni(), ng) {
         (Isa::Avx2, _, 1) => dw_i8_flat_maddubs::<1>,
         (Isa::Avx2, _, 2) => dw_i8_flat_maddubs::<2>,
@@ -1143,6 +1167,12 @@ fn run_int8_vnni_ymm(
     };
     assert!(x.len() >= s.n * s.c_in * plane_in && lanes.len() >= s.c_out * kh * ng);
     let (flip, z) = super::int8::flip_and_z(x_qp);
+    // `sdot` reads signed bytes: the plane holds `u ^ 0x80` (`u − 128`).
+    let sdot = cfg!(target_arch = "aarch64");
+    let (flip, zb) = match sdot {
+        true => (flip ^ 0x80, z as u8 ^ 0x80),
+        false => (flip, z as u8),
+    };
     // Per output channel, cached by the layer per input qparams: the kernel's initial value
     // `−z·Σ w'` (the GEMM's `corr0`; padded taps read `z` and add (z − z)·w' = 0), and the
     // epilogue's vector constants where every channel has them (else `requant_row`'s own).
@@ -1150,19 +1180,39 @@ fn run_int8_vnni_ymm(
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
         // `z` at padded positions (written once), the interior rewritten per item.
-        let mut plane = vec![z as u8; flat_len];
-        let mut flat_acc = vec![0i32; 32 * blocks];
-        let mut bytes = vec![0u8; 32 * blocks];
+        let mut plane = vec![zb; flat_len];
+        let mut flat_acc = vec![0i32; BLOCK * blocks];
+        let mut bytes = vec![0u8; BLOCK * blocks];
         for item in ranges[task].clone() {
             let (n, gi) = (item / g, item % g);
             let src = &x[(n * s.c_in + gi) * plane_in..][..plane_in];
-            // SAFETY: both paths here have AVX2 (checked when packing).
-            unsafe { super::x86::copy_rows_xor_avx2(src, s.w, &mut plane, ph * wp + pw, wp, flip) };
+            // SAFETY: both x86 paths here have AVX2 (checked when packing).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                super::x86::copy_rows_xor_avx2(src, s.w, &mut plane, ph * wp + pw, wp, flip)
+            };
+            #[cfg(target_arch = "aarch64")]
+            for (row, dst) in src
+                .chunks_exact(s.w)
+                .zip(plane[ph * wp + pw..].chunks_mut(wp))
+            {
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = v ^ flip;
+                }
+            }
             for o in gi * cog..(gi + 1) * cog {
-                let init = cc.corr0[o];
                 let wts = &lanes[o * kh * ng..(o + 1) * kh * ng];
+                // `sdot`'s sums lack `128·Σ w'` (the lanes' bytes, 0 past the kernel).
+                let shift = || -> i32 {
+                    let bytes = wts.iter().flat_map(|w| w.to_le_bytes());
+                    bytes.map(|b| b as i8 as i32).sum::<i32>().wrapping_mul(128)
+                };
+                let init = match sdot {
+                    true => cc.corr0[o].wrapping_add(shift()),
+                    false => cc.corr0[o],
+                };
                 // SAFETY: the ISA was checked when packing; the plane holds `flat_len` bytes,
-                // `flat_acc` 32 values per block, `wts` kh·ng words.
+                // `flat_acc` BLOCK values per block, `wts` kh·ng words.
                 unsafe {
                     kernel(
                         plane.as_ptr(),

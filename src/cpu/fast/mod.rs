@@ -96,8 +96,11 @@
 //! GEMM term as on every path (the all-one row-sum panel likewise), exact in wrapping int32.
 //! The micro-kernel keeps 4 channels × 16 pixels in 16 accumulators, one weight vector
 //! (4 channels × 4 bytes) per step, each channel's bytes picked by `sdot`'s lane index (see
-//! the `aarch64` module). The kernels run on x86 CI under user-mode QEMU (`.ci/aarch64`),
-//! checked bit for bit against the reference by the same sweeps.
+//! the `aarch64` module). Depthwise convs with unit strides and column dilation run the x86
+//! flat kernel's scheme on `sdot` (`aarch64::dw_i8_flat_sdot`: the padded plane holds
+//! `u ^ 0x80`, the initial value `(128 − z)·Σ w'`). The kernels run on x86 CI under
+//! user-mode QEMU (`.ci/aarch64`), checked bit for bit against the reference by the same
+//! sweeps.
 //!
 //! ## AVX2: `vpmaddubsw` only where it cannot saturate
 //!
@@ -1025,6 +1028,10 @@ impl PackedConv2d {
                 true => "avx2 depthwise vpmaddubsw".into(),
                 false => "avx2 depthwise vpmaddwd".into(),
             },
+            Kind::Depthwise { vnni, .. } if self.isa == Isa::NeonDot => match vnni {
+                Some(_) => "neon-dotprod depthwise sdot".into(),
+                None => "neon-dotprod depthwise (portable int16)".into(),
+            },
             Kind::Depthwise { .. } => format!("{} depthwise", self.isa),
             Kind::Gemm(_) => self.isa.to_string(),
         }
@@ -1152,7 +1159,10 @@ impl SinkPtr {
     /// The channel's plane, `rows·width` values from `base`, must lie in the output and belong
     /// to the caller; `flat` holds `(rows − 1)·stride + width` values at least, and `bytes` as
     /// many.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     unsafe fn write_rows(
         self,
         requant: impl FnOnce(&[i32], &mut [u8]),

@@ -1,7 +1,8 @@
 //! AArch64 NEON kernels of the `neon-dotprod` path ([`super::Isa::NeonDot`]): the int8 GEMM
-//! micro-kernel on `sdot`, the f32 GEMM micro-kernel on `fmla`, and register-only loops of
-//! both for `squint bench`'s peaks. Everything else on AArch64 runs the portable kernels,
-//! which compilers vectorize (the int8 depthwise rows to `smlal`, the f32 ones to `fmla`).
+//! micro-kernel and the int8 depthwise kernel (unit strides) on `sdot`, the f32 GEMM
+//! micro-kernel on `fmla`, and register-only loops of both instructions for `squint bench`'s
+//! peaks. Everything else on AArch64 runs the portable kernels, which compilers vectorize
+//! (the other int8 depthwise rows to `smlal`, the f32 ones to `fmla`).
 //!
 //! `sdot` multiplies **signed** bytes by signed bytes (four products summed into each int32
 //! lane, no saturation). The activations are u8 (`u`, see the module docs of `fast`), so the
@@ -141,6 +142,64 @@ pub(crate) unsafe fn gemm_f32_neon<const NR: usize, const MV: usize>(
         for (v, &lanes) in acc.iter().enumerate() {
             // SAFETY: 4·MV ≤ 16 ≤ 64 lanes per row.
             unsafe { vst1q_f32(row.as_mut_ptr().add(4 * v), lanes) };
+        }
+    }
+}
+
+/// The int8 depthwise conv of one output channel with unit strides and column dilation on
+/// `sdot`, over a flat padded plane of `sdot` bytes (`u ^ 0x80`, see the module docs), as
+/// the x86 `dw_i8_flat_avxvnni` kernel does with `vpdpbusd`: the flat positions go by blocks
+/// of 16, each computed as four *phases* `s < 4` of 4 lanes (lane `l` of phase `s` is
+/// position `q0 + 4l + s`), so that taps `4j .. 4j + 4` of kernel row `ky` of those 4
+/// positions are the 16 bytes loaded at `q0 + s + ky·row_step + 4j`, an `sdot` operand as
+/// they are, against the row's 4 weights `w − ζ` (one word of `wts`, 0 past the kernel). The
+/// accumulators start at `init` (`(128 − z)·Σ w'`: the padded taps read `z − 128` and the
+/// shift's `−128·Σ w'` is added back), so that `acc = Σ (u − z)·w'` exactly (wrapping
+/// int32), and are stored in position order (a 4 × 4 transpose) to `acc[0 .. 16·blocks]`.
+///
+/// # Safety
+/// The CPU must have the dot-product extension; `plane` readable for
+/// `16·blocks + 4·NG + (kh − 1)·row_step + 16` bytes; `acc` holds `16·blocks` values; `wts`
+/// holds `kh·NG` words.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn dw_i8_flat_sdot<const NG: usize>(
+    plane: *const u8,
+    row_step: usize,
+    blocks: usize,
+    wts: &[i32],
+    kh: usize,
+    init: i32,
+    acc: &mut [i32],
+) {
+    assert!(acc.len() >= 16 * blocks && wts.len() >= kh * NG);
+    let init = vdupq_n_s32(init);
+    for b in 0..blocks {
+        let mut a = [init; 4];
+        // SAFETY: the caller guarantees every read (see # Safety); the stores stay inside
+        // `acc` (checked above).
+        unsafe {
+            let mut p = plane.add(16 * b).cast::<i8>();
+            for ky in 0..kh {
+                for j in 0..NG {
+                    let wv = vreinterpretq_s8_s32(vdupq_n_s32(wts[ky * NG + j]));
+                    for (s, av) in a.iter_mut().enumerate() {
+                        *av = sdot_lane::<0>(*av, vld1q_s8(p.add(s + 4 * j)), wv);
+                    }
+                }
+                p = p.add(row_step);
+            }
+            // Row l of the transpose: positions 4l .. 4l + 3 (phase s's lane l).
+            let t0 = vtrn1q_s32(a[0], a[1]);
+            let t1 = vtrn2q_s32(a[0], a[1]);
+            let t2 = vtrn1q_s32(a[2], a[3]);
+            let t3 = vtrn2q_s32(a[2], a[3]);
+            let r = |x: int32x4_t| vreinterpretq_s64_s32(x);
+            let back = |x: int64x2_t| vreinterpretq_s32_s64(x);
+            let dst = acc.as_mut_ptr().add(16 * b);
+            vst1q_s32(dst, back(vtrn1q_s64(r(t0), r(t2))));
+            vst1q_s32(dst.add(4), back(vtrn1q_s64(r(t1), r(t3))));
+            vst1q_s32(dst.add(8), back(vtrn2q_s64(r(t0), r(t2))));
+            vst1q_s32(dst.add(12), back(vtrn2q_s64(r(t1), r(t3))));
         }
     }
 }
