@@ -453,7 +453,7 @@ fn row_i32_generic_avx2(
 }
 
 /// Calls `$f::<NV, R, [extra const]>` for runtime `nv` in 1..=4 and `r` in 1..=3.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! dw_dispatch {
     ($f:ident $(, $c:ident)?; $nv:expr, $r:expr; $($arg:expr),*) => {
         match ($nv, $r) {
@@ -523,6 +523,28 @@ fn channel<const I32: bool>(
                 } else {
                     dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
                 }
+            }
+        });
+        return;
+    }
+    // `neon-dotprod`: the same register-blocked rows on `fmla`, 4 lanes per vector.
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::NeonDot && step == 1 {
+        let lanes = 4;
+        let max_off = row_offs.iter().copied().max().unwrap_or(0);
+        let rs = row_step;
+        // The bound that makes the unchecked reads below sound (whole vectors).
+        assert!((s.h_out - 1) * rs + max_off + n.div_ceil(lanes) * lanes <= rows.len());
+        for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
+            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, 4·nv) lie in `rows` (asserted
+            // above); writes at (oy + i)·n + c0 + [0, 4·(nv − 1) + tail) stay below
+            // Hout·Wout; NEON is part of every AArch64 target with `std`.
+            unsafe {
+                use super::aarch64::dw_neon;
+                let q = rows.as_ptr().add(oy * rs + c0);
+                let o = out.as_mut_ptr().add(oy * n + c0);
+                let offs = row_offs;
+                dw_dispatch!(dw_neon, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
             }
         });
         return;
@@ -628,7 +650,7 @@ fn channel_pairs(
 /// The register blocks of the SIMD row kernels over an `h_out x n` output: up to 3 rows
 /// (`oy`, `r`) by up to 4 vectors of `lanes` (`c0`, `nv`), the last vector holding `tail`
 /// outputs (1..=lanes).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn for_each_block(
     h_out: usize,
     n: usize,

@@ -1,8 +1,9 @@
 //! AArch64 NEON kernels of the `neon-dotprod` path ([`super::Isa::NeonDot`]): the int8 GEMM
 //! micro-kernel and the int8 depthwise kernel (unit strides) on `sdot`, the f32 GEMM
-//! micro-kernel on `fmla`, and register-only loops of both instructions for `squint bench`'s
-//! peaks. Everything else on AArch64 runs the portable kernels, which compilers vectorize
-//! (the other int8 depthwise rows to `smlal`, the f32 ones to `fmla`).
+//! micro-kernel and f32 depthwise kernel (unit column stride) on `fmla`, and register-only
+//! loops of both instructions for `squint bench`'s peaks. Everything else on AArch64 runs
+//! the portable kernels, which compilers vectorize (the other int8 depthwise rows to
+//! `smlal`, the f32 ones to `fmla`).
 //!
 //! `sdot` multiplies **signed** bytes by signed bytes (four products summed into each int32
 //! lane, no saturation). The activations are u8 (`u`, see the module docs of `fast`), so the
@@ -200,6 +201,59 @@ pub(crate) unsafe fn dw_i8_flat_sdot<const NG: usize>(
             vst1q_s32(dst.add(4), back(vtrn1q_s64(r(t1), r(t3))));
             vst1q_s32(dst.add(8), back(vtrn2q_s64(r(t0), r(t2))));
             vst1q_s32(dst.add(12), back(vtrn2q_s64(r(t1), r(t3))));
+        }
+    }
+}
+
+/// The f32 depthwise kernel of the `neon-dotprod` path (unit column stride): `R` output rows ×
+/// `NV` vectors of 4 columns, as the x86 `dw_avx2` kernel. For row `r`, lane `l` of vector
+/// `v`: `acc = fma chain over t of p[r·rs + offs[t] + 4v + l] · w[t]` (taps in order, from 0,
+/// as on every path), then `acc + bias`, stored at `out[r·os + 4v + l]` as f32, or as i32
+/// (truncating; the caller guarantees exact integers) when `I32` is set. Only the first
+/// `tail` lanes of the last vector are stored.
+///
+/// # Safety
+/// `p` readable at `r·rs + offs[t] + [0, 4·NV)` for every row and tap; `out` writable at
+/// `r·os + [0, 4·(NV−1) + tail)`; `1 <= tail <= 4`; `w` holds `offs.len()` weights.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dw_neon<const NV: usize, const R: usize, const I32: bool>(
+    p: *const f32,
+    rs: usize,
+    offs: &[usize],
+    w: &[f32],
+    bias: f32,
+    out: *mut f32,
+    os: usize,
+    tail: usize,
+) {
+    let mut acc = [[vdupq_n_f32(0.0); NV]; R];
+    for (&off, &wt) in offs.iter().zip(w) {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller guarantees the reads (see # Safety).
+            let q = unsafe { p.add(r * rs + off) };
+            for (v, a) in accr.iter_mut().enumerate() {
+                *a = vfmaq_n_f32(*a, unsafe { vld1q_f32(q.add(4 * v)) }, wt);
+            }
+        }
+    }
+    let b = vdupq_n_f32(bias);
+    for (r, accr) in acc.iter().enumerate() {
+        for (v, &a) in accr.iter().enumerate() {
+            let y = vaddq_f32(a, b);
+            let mut lanes = [0f32; 4];
+            if I32 {
+                let t = vcvtq_s32_f32(y);
+                // SAFETY: a local array of 4 lanes.
+                unsafe { vst1q_s32(lanes.as_mut_ptr().cast(), t) };
+            } else {
+                // SAFETY: as above.
+                unsafe { vst1q_f32(lanes.as_mut_ptr(), y) };
+            }
+            let n = if v + 1 == NV { tail } else { 4 };
+            // SAFETY: the caller guarantees the writes (see # Safety).
+            let d = unsafe { std::slice::from_raw_parts_mut(out.add(r * os + 4 * v), n) };
+            d.copy_from_slice(&lanes[..n]);
         }
     }
 }
