@@ -75,16 +75,18 @@
 //! (unit strides), and on AVX2 with `vpmaddubsw` where no pair can saturate, else an exact
 //! `vpmaddwd` kernel on i16 pairs; otherwise an f32 FMA kernel on `x − x_zp` and `w − ζ`,
 //! exact because every partial sum is an integer of magnitude ≤ 2^24; an int32 kernel beyond
-//! that. The portable path (every CPU but x86 with AVX2) multiplies `x − x_zp` and `w − ζ` as
-//! int16 into int32 sums, in row loops compilers vectorize (where the weights fit int16, as
-//! int8 weights always do): its f32 kernel would call `f32::mul_add`, a library routine on
-//! targets without FMA.
+//! that. On `neon-dotprod` unit-stride convs run an `sdot` flat kernel (see *AArch64*
+//! below). The portable path (and `neon-dotprod`'s other depthwise convs) multiplies
+//! `x − x_zp` and `w − ζ` as int16 into int32 sums, in row loops compilers vectorize (where
+//! the weights fit int16, as int8 weights always do): its f32 kernel would call
+//! `f32::mul_add`, a library routine on targets without FMA.
 //!
 //! ISA paths, chosen at run time: `avx512-vnni` (zmm `vpdpbusd`), `avx-vnni` (ymm `vpdpbusd`,
 //! VEX-encoded; EVEX-encoded on AVX512-VNNI CPUs without AVX-VNNI, which is how the path is
 //! tested there), `avx2`, `neon-dotprod` (AArch64 with the dot-product extension: the int8
-//! GEMM convs on `sdot`, see below; every other kernel as `portable`), and `portable`
-//! (plain Rust). [`PackedConv2d::with_isa`] forces one, for tests and benchmarks (`squint
+//! GEMM and unit-stride depthwise convs on `sdot`, the f32 GEMM and unit-stride depthwise
+//! convs on `fmla`, see below; every other kernel as `portable`), and `portable` (plain
+//! Rust). [`PackedConv2d::with_isa`] forces one, for tests and benchmarks (`squint
 //! bench --isa avx2`).
 //!
 //! ## AArch64: `sdot` on shifted activations
@@ -122,7 +124,8 @@
 //!
 //! [`conv2d_f32`]: the same direct structure (phase planes, one plane per input channel) with
 //! an f32 GEMM micro-kernel using FMA (6 channels × 4 zmm of 16 pixels on AVX-512, 6 × 2 ymm on
-//! AVX2); depthwise-like convs use a direct row kernel. Summation order, identical on every ISA path (the portable path uses
+//! AVX2, 6 × 4 NEON vectors of 4 on `neon-dotprod`); depthwise-like convs use a direct row
+//! kernel. Summation order, identical on every ISA path (the portable path uses
 //! `f32::mul_add`), so that all paths give the same bits: for each output,
 //! `acc = 0; for (ky, kx) in row-major order { for ci in group { acc = fma(x, w, acc) } }`, with
 //! padded taps included as `fma(0, w, acc)`, then `y = acc + bias` (one f32 add). The f64
@@ -304,8 +307,9 @@ pub enum Isa {
     /// AVX2 + FMA (exact `vpmaddwd` emulation of the u8×s8 dot product).
     Avx2,
     /// AArch64 NEON with the dot-product extension (`sdot`, Armv8.2-A and later: Cortex-A76+,
-    /// Neoverse N1+, Apple M1+): the int8 GEMM convs on `sdot`, everything else as the
-    /// portable path.
+    /// Neoverse N1+, Apple M1+): the int8 GEMM and unit-stride depthwise convs on `sdot`, the
+    /// f32 GEMM and unit-stride depthwise convs on `fmla`, everything else as the portable
+    /// path.
     NeonDot,
     /// Scalar code, any CPU.
     Portable,
@@ -1040,7 +1044,7 @@ impl PackedConv2d {
     /// The register-only loop of the instruction input `x` runs on ([`PeakLoop`]): the GEMM's
     /// int8 instruction, the AVX-512 VNNI depthwise kernels' `vpdpbusd`, or the FMA of the
     /// other x86 depthwise kernels (which compute in f32); `None` on the portable path and
-    /// for `neon-dotprod`'s depthwise convs (the portable int16 rows).
+    /// for `neon-dotprod`'s strided depthwise convs (the portable int16 rows).
     pub fn peak_loop(&self, x: &[u8], x_qp: &QParams) -> Option<PeakLoop> {
         match &self.kind {
             Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
