@@ -502,9 +502,15 @@ fn channel<const I32: bool>(
         Some(ph) => (plane, sy * ph.wq, &ph.offs[..], 1),
         None => (plane, sy * pl.wp, offs, sx),
     };
-    #[cfg(target_arch = "x86_64")]
-    if isa.is_x86_simd() && step == 1 {
-        let lanes = if isa == Isa::Avx512Vnni { 16 } else { 8 };
+    // The register-blocked SIMD rows: AVX-512 (16 lanes), AVX2 (8), and `neon-dotprod`'s
+    // `fmla` (4).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if (isa.is_x86_simd() || isa == Isa::NeonDot) && step == 1 {
+        let lanes = match isa {
+            Isa::Avx512Vnni => 16,
+            Isa::NeonDot => 4,
+            _ => 8,
+        };
         let max_off = row_offs.iter().copied().max().unwrap_or(0);
         let rs = row_step;
         // The bound that makes the unchecked SIMD reads below sound (whole vectors).
@@ -512,39 +518,25 @@ fn channel<const I32: bool>(
         for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
             // SAFETY: reads at (oy + i)·rs + off + c0 + [0, lanes·nv) lie in `rows`
             // (asserted above); writes at (oy + i)·n + c0 + [0, lanes·(nv − 1) + tail) stay
-            // below Hout·Wout; the ISA was checked available.
+            // below Hout·Wout; the ISA was checked available (NEON is part of every AArch64
+            // target with `std`).
             unsafe {
-                use super::x86::*;
                 let q = rows.as_ptr().add(oy * rs + c0);
                 let o = out.as_mut_ptr().add(oy * n + c0);
                 let offs = row_offs;
+                #[cfg(target_arch = "x86_64")]
                 if isa == Isa::Avx512Vnni {
+                    use super::x86::dw_avx512;
                     dw_dispatch!(dw_avx512, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
                 } else {
+                    use super::x86::dw_avx2;
                     dw_dispatch!(dw_avx2, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
                 }
-            }
-        });
-        return;
-    }
-    // `neon-dotprod`: the same register-blocked rows on `fmla`, 4 lanes per vector.
-    #[cfg(target_arch = "aarch64")]
-    if isa == Isa::NeonDot && step == 1 {
-        let lanes = 4;
-        let max_off = row_offs.iter().copied().max().unwrap_or(0);
-        let rs = row_step;
-        // The bound that makes the unchecked reads below sound (whole vectors).
-        assert!((s.h_out - 1) * rs + max_off + n.div_ceil(lanes) * lanes <= rows.len());
-        for_each_block(s.h_out, n, lanes, |oy, r, c0, nv, tail| {
-            // SAFETY: reads at (oy + i)·rs + off + c0 + [0, 4·nv) lie in `rows` (asserted
-            // above); writes at (oy + i)·n + c0 + [0, 4·(nv − 1) + tail) stay below
-            // Hout·Wout; NEON is part of every AArch64 target with `std`.
-            unsafe {
-                use super::aarch64::dw_neon;
-                let q = rows.as_ptr().add(oy * rs + c0);
-                let o = out.as_mut_ptr().add(oy * n + c0);
-                let offs = row_offs;
-                dw_dispatch!(dw_neon, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
+                #[cfg(target_arch = "aarch64")]
+                {
+                    use super::aarch64::dw_neon;
+                    dw_dispatch!(dw_neon, I32; nv, r; q, rs, offs, w, bias, o, n, tail)
+                }
             }
         });
         return;
