@@ -9,6 +9,8 @@ the CPU's model name and flags (quote it as it is: these machines are shared and
     pip install onnxruntime onnx numpy
     python3 benches/peers/compare_ort.py --threads 1 --isa avx512-vnni --isa avx2 \
         [--act-bits 7 --act-bits 8] [--json]
+
+On ARM: `--isa neon-dotprod --isa portable` (ONNX Runtime's wheels run its ARM kernels).
 """
 import argparse
 import json
@@ -24,18 +26,28 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def cpu_name():
-    flags, name = set(), "unknown CPU"
+    """The CPU's model name and the flags that choose squint's ISA paths: x86's `flags` line,
+    or AArch64's `Features` (`asimddp`: the dot product of `neon-dotprod`; `i8mm`) with the
+    implementer and part numbers where Linux gives no model name."""
+    flags, name, part = set(), "unknown CPU", {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and name == "unknown CPU":
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and name == "unknown CPU":
+                    name = value
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                elif key in ("CPU implementer", "CPU part"):
+                    part.setdefault(key, value)
     except OSError:
         pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
-    return f"{name} ({os.cpu_count()} cores; {', '.join(isa) or 'no AVX2'})"
+    if name == "unknown CPU" and part:
+        name = "ARM CPU " + ", ".join(f"{k.lower()} {v}" for k, v in part.items())
+    known = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm")
+    isa = [f for f in known if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {', '.join(isa) or 'no AVX2 or NEON'})"
 
 
 def squint_bench(exe, threads, runs, isa, act_bits):

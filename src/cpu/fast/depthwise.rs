@@ -1028,16 +1028,16 @@ pub(super) fn run_int8(
             Isa::Avx512Vnni => {
                 return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out)
             }
-            Isa::AvxVnni => return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out),
+            Isa::AvxVnni => return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out),
             _ if maddubs_exact(lanes, x, x_qp) => {
-                return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out)
+                return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out)
             }
             _ => {}
         }
     }
     #[cfg(target_arch = "aarch64")]
     if let (Some(lanes), Isa::NeonDot) = (vnni, isa) {
-        return run_int8_vnni_ymm(pc, lanes, x, x_qp, s, opts.threads, out);
+        return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out);
     }
     let _ = vnni;
     // The layer's cached call constants (the ymm paths' vector epilogue: `requant_with`).
@@ -1136,7 +1136,7 @@ pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
 /// and +19% on AVX-VNNI against gathering the rows' accumulators before requantizing them).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[allow(clippy::too_many_arguments)]
-fn run_int8_vnni_ymm(
+fn run_int8_flat(
     pc: &PackedConv2d,
     lanes: &[i32],
     x: &[u8],
