@@ -695,9 +695,10 @@ fn flat_eligible(params: &ConvParams) -> bool {
 
 /// Whether one of the VNNI depthwise kernels handles a conv with these hyperparameters and
 /// kernel size, on this CPU: at most 4 column groups (`kw ≤ 16`), and either the flat kernel
-/// (unit strides and column dilation; AVX512-VNNI or AVX-VNNI), or the AVX512-VNNI permutation
-/// kernel, which needs VBMI (`vpermt2b`) and must reach every input column of a chunk of 16
-/// outputs and one column group from a single 64-byte load: `15·sx + (min(kw, 4) − 1)·dw ≤ 63`.
+/// (unit strides and column dilation; AVX512-VNNI, AVX-VNNI, AVX2 or `neon-dotprod`'s `sdot`),
+/// or the AVX512-VNNI permutation kernel, which needs VBMI (`vpermt2b`) and must reach every
+/// input column of a chunk of 16 outputs and one column group from a single 64-byte load:
+/// `15·sx + (min(kw, 4) − 1)·dw ≤ 63`.
 pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
