@@ -46,12 +46,9 @@ pub(super) struct Panels {
     /// them (most layers never do).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) nhwc: Option<std::sync::OnceLock<super::Lines>>,
-    /// Whether the kernels are `neon-dotprod`'s `sdot` ones (signed activations, see
-    /// [`Panels::kernel_init`]).
-    sdot: bool,
     /// `neon-dotprod` only: `128·Σ w` of every panel lane, `[group][tile][nr]` (wrapping),
     /// which the `sdot` kernel's `init` adds back (see [`Panels::kernel_init`]); empty on
-    /// the other paths.
+    /// the other paths (never empty on `neon-dotprod`: every layer has a tile).
     sdot_bias: Vec<i32>,
 }
 
@@ -163,9 +160,14 @@ impl Panels {
             data,
             quads,
             nhwc,
-            sdot,
             sdot_bias,
         }
+    }
+
+    /// Whether the kernels are `neon-dotprod`'s `sdot` ones (signed activations, see
+    /// [`Panels::kernel_init`]).
+    fn sdot(&self) -> bool {
+        !self.sdot_bias.is_empty()
     }
 
     /// The `init` that tile `tile` (of group `g`; `ctiles` is the all-one panel) passes to
@@ -175,7 +177,7 @@ impl Panels {
     /// also holds `+128·Σ w` of each panel lane (wrapping, exact modulo 2^32 like every other
     /// term of the folding).
     fn kernel_init(&self, g: usize, tile: usize, init: [i32; 6]) -> [i32; 6] {
-        if !self.sdot {
+        if !self.sdot() {
             return init;
         }
         let bias = &self.sdot_bias[(g * self.tiles_per_group + tile) * self.nr..][..self.nr];
@@ -186,7 +188,7 @@ impl Panels {
     /// the flip of every stored activation): the u8 activations, or for `neon-dotprod` their
     /// `sdot` form `u ^ 0x80` (`u − 128` as i8).
     fn act_bytes(&self, z: u8, flip: u8) -> (u8, u8) {
-        if self.sdot {
+        if self.sdot() {
             (z ^ 0x80, flip ^ 0x80)
         } else {
             (z, flip)
