@@ -750,3 +750,50 @@ fn layout_diff_reports_a_moved_field_and_a_size_change() {
     );
     assert!(diff.contains("field 2:"), "{diff}");
 }
+
+/// The workgroup variables of the kernels, by kernel label, each checked by reading its
+/// kernel to be written before any invocation reads it (pipelines compile without wgpu's
+/// zero-initialization, see `compile_pipeline`):
+/// * `conv2d_gemm.wgsl` (SHARED), `wtile`: each chunk's first `qn * 8` vec4s are written
+///   between two barriers, and the quads read (`q % TKQ < qn`) lie in them;
+/// * `conv2d_gemm_tiled.wgsl`: `pbase` (all `TP * 4` entries written, then a barrier); `ta`
+///   and `tb` (every (chunk quad, pixel) and (chunk quad, channel) slot written between the
+///   chunk's barriers, WG being a multiple of TKQ; the pads, `ta`'s fifth and `tb`'s ninth
+///   vec4 of each group, are never read).
+const AUDITED_WORKGROUP_VARIABLES: &[(&str, &str)] = &[
+    ("squint conv2d_gemm", "wtile"),
+    ("squint conv2d_gemm", "ta"),
+    ("squint conv2d_gemm", "tb"),
+    ("squint conv2d_gemm", "pbase"),
+];
+
+#[test]
+fn workgroup_variables_are_only_those_audited_for_write_before_read() {
+    let mut seen: std::collections::BTreeSet<&(&str, &str)> = Default::default();
+    for kernel in all_kernels() {
+        let source = kernel.source().unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        for (_, g) in module.global_variables.iter() {
+            if g.space != naga::AddressSpace::WorkGroup {
+                continue;
+            }
+            let name = g.name.clone().unwrap_or_default();
+            let key = AUDITED_WORKGROUP_VARIABLES
+                .iter()
+                .find(|&&(label, var)| label == kernel.label() && var == name);
+            assert!(
+                key.is_some(),
+                "{kernel:?} declares the workgroup variable {:?}: pipelines compile without \
+                 zero-initializing workgroup memory, so check that every invocation writes it \
+                 before any reads it, then add it to AUDITED_WORKGROUP_VARIABLES",
+                name
+            );
+            seen.extend(key);
+        }
+    }
+    // The list names no variable that no kernel has any more.
+    for key in AUDITED_WORKGROUP_VARIABLES {
+        assert!(seen.contains(key), "{key:?} is in no kernel");
+    }
+}
