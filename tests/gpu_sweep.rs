@@ -186,8 +186,24 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
+/// The conv sweep's cases in two halves (even and odd case numbers), one test each, so that
+/// the test harness runs them on two threads: most of their time is the software adapters'
+/// single-threaded pipeline compiles (one per kernel specialization, with a cold shader cache).
+const SWEEP_PARTS: usize = 2;
+
 #[test]
-fn conv_sweep_matches_cpu_reference_on_every_adapter() {
+fn conv_sweep_even_cases_match_cpu_reference_on_every_adapter() {
+    conv_sweep(0);
+}
+
+#[test]
+fn conv_sweep_odd_cases_match_cpu_reference_on_every_adapter() {
+    conv_sweep(1);
+}
+
+/// Runs the sweep's cases whose number is `part` modulo [`SWEEP_PARTS`] on every adapter and
+/// kernel variant (the cases and their strength checks are those of the whole sweep).
+fn conv_sweep(part: usize) {
     let ctxs = gpu_contexts();
     if ctxs.is_empty() {
         return;
@@ -333,9 +349,9 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
             let t = Instant::now();
             let mut runs = 0;
             for (ci, (c, per)) in cases.iter().zip(&expected).enumerate() {
-                // The default variant runs every case; the others every third case and all
-                // the large ones (to bound the test time).
-                if vi > 0 && ci < 150 && ci % 3 != vi % 3 {
+                // The default variant runs every case of the part; the others every third
+                // random case and all the large ones (to bound the test time).
+                if ci % SWEEP_PARTS != part || (vi > 0 && ci < 150 && ci % 3 != vi % 3) {
                     continue;
                 }
                 for (f, e) in RequantFormula::ALL.iter().zip(per) {
@@ -361,17 +377,22 @@ fn conv_sweep_matches_cpu_reference_on_every_adapter() {
                 }
             }
             eprintln!(
-                "{name}: {runs} conv runs ({} cases x formulas, {skipped} skipped) bit-exact in \
-                 {:.2?}",
+                "{name}: {runs} conv runs (part {part} of {SWEEP_PARTS} of {} cases x formulas) \
+                 bit-exact in {:.2?}",
                 cases.len(),
                 t.elapsed()
             );
-            // The default variant runs every pair with an epilogue; the others about a third
-            // of the random cases and every large one.
+            // The default variant runs every pair of the part with an epilogue; the others
+            // about a third of its random cases and every large one of it.
             let min_runs = if vi == 0 {
-                pairs - skipped
+                expected
+                    .iter()
+                    .skip(part)
+                    .step_by(SWEEP_PARTS)
+                    .map(|per| per.iter().flatten().count())
+                    .sum()
             } else {
-                (150 / 3 + large.len()) * RequantFormula::ALL.len() * 9 / 10
+                (150 / 3 + large.len()) * RequantFormula::ALL.len() * 9 / 10 / SWEEP_PARTS
             };
             assert!(
                 runs >= min_runs,
