@@ -536,9 +536,10 @@ pub(crate) fn compile_pipeline(
             // Every workgroup variable of squint's kernels is written before it is read (the
             // audit is in `AUDITED_WORKGROUP_VARIABLES`, `kernel_contract.rs`), so wgpu's
             // zeroing pass is dead work. It is not free: on GL, naga zeroes a workgroup array
-            // with one invocation and an array constructor, and Mesa's GLSL compiler took 9 s
-            // (against 1.1 s without it) to build the tiled GEMM kernel, whose tiles hold 1,600
-            // vec4s; on GPUs it is a pass over workgroup memory at every workgroup's start.
+            // with one invocation and an array constructor, and llvmpipe (GL) took 9.4 s
+            // (against 1.1 s without it) to build the tiled GEMM kernel, whose tiles hold
+            // 1,568 vec4s; on GPUs it is a pass over workgroup memory at every workgroup's
+            // start.
             zero_initialize_workgroup_memory: false,
         },
         cache: None,
