@@ -32,9 +32,11 @@
 // Written for CPU adapters as much as for GPUs: lavapipe and llvmpipe run 8 invocations as
 // SIMD lanes, execute both sides of a branch that depends on the invocation, run a storage
 // buffer load at per-invocation addresses as a loop over the lanes (texel loads are plain
-// per-lane loads), and divide integers lane by lane. Hence no branch but the final store's,
-// loops of constant trip counts (KH, KW: unrolled), the input and tables in textures there,
-// and divisions as float estimates corrected exactly (`udiv`) or avoided by the grid.
+// per-lane loads), read a uniform inside a loop as a per-lane gather, and divide integers
+// lane by lane. Hence no branch but the final store's, loops of constant trip counts (KH,
+// KW: unrolled), the input and tables in textures there, the uniforms that loops read
+// copied once (`lu`), and divisions as float estimates corrected exactly (`udiv`) or
+// avoided by the grid.
 //
 // Buffers (storage windows bound by the host; indices are global and the window's base is
 // subtracted). With XTEX (CPU adapters) the input, the weights and the epilogue are
@@ -135,22 +137,44 @@ struct Params {
 //#endif
 @group(0) @binding(4) var<storage, read_write> y: array<u32>;
 
+// The uniforms read inside loops (over kernel rows and the epilogue's search), copied once per
+// invocation by `main`: lavapipe (Mesa 22.3, LLVM 15) compiled a uniform read inside a loop as
+// a per-lane gather (8 bounds-checked scalar loads) in every iteration, which was a fifth of
+// the rows-of-words path's time on (iv).
+struct LoopUniforms {
+    h: u32,
+    w: u32,
+    stride_h: u32,
+    dilation_h: u32,
+    dilation_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    x_base: u32,
+    w_base: u32,
+    etab_base: u32,
+    x_tex_log2_width: u32,
+    w_tex_log2_width: u32,
+    etab_tex_log2_width: u32,
+}
+
+var<private> lu: LoopUniforms;
+
 fn load_e(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.etab_tex_log2_width) - 1u;
-    return textureLoad(et, vec2<u32>(i & mask, i >> u.etab_tex_log2_width));
+    let mask = (1u << lu.etab_tex_log2_width) - 1u;
+    return textureLoad(et, vec2<u32>(i & mask, i >> lu.etab_tex_log2_width));
 //#else
-    return etab[i - u.etab_base];
+    return etab[i - lu.etab_base];
 //#endif
 }
 
 // Weights vec4 `i`.
 fn load_w(i: u32) -> vec4<i32> {
 //#if XTEX
-    let mask = (1u << u.w_tex_log2_width) - 1u;
-    return vec4<i32>(textureLoad(wt, vec2<u32>(i & mask, i >> u.w_tex_log2_width)));
+    let mask = (1u << lu.w_tex_log2_width) - 1u;
+    return vec4<i32>(textureLoad(wt, vec2<u32>(i & mask, i >> lu.w_tex_log2_width)));
 //#else
-    return wts[i - u.w_base];
+    return wts[i - lu.w_base];
 //#endif
 }
 
@@ -187,8 +211,8 @@ fn weight(w: array<vec4<i32>, 2>, kx: u32) -> i32 {
 // Texel `i` of the input copy (4 words); out of the texture for a negative `i`.
 fn load_texel(i: i32) -> vec4<u32> {
     let j = u32(i);
-    let mask = (1u << u.x_tex_log2_width) - 1u;
-    return textureLoad(xt, vec2<u32>(j & mask, j >> u.x_tex_log2_width));
+    let mask = (1u << lu.x_tex_log2_width) - 1u;
+    return textureLoad(xt, vec2<u32>(j & mask, j >> lu.x_tex_log2_width));
 }
 //#endif
 
@@ -203,7 +227,7 @@ fn load_x(i: u32) -> u32 {
 //#if XTEX
     return pick(load_texel(i32(i) >> 2u), i & 3u) ^ FLIP;
 //#else
-    return x[min(i - u.x_base, arrayLength(&x) - 1u)] ^ FLIP;
+    return x[min(i - lu.x_base, arrayLength(&x) - 1u)] ^ FLIP;
 //#endif
 }
 
@@ -309,7 +333,7 @@ fn low_bytes(k: i32) -> u32 {
 // The byte masks of the 16-byte row span of output column ox0 (bytes 4k .. 4k + 3 in word
 // k; byte j is input column ox0 * SW - pad_w + j): set where the column lies in the image.
 fn column_masks(ox0: i32) -> vec4<u32> {
-    let cx0 = ox0 * i32(SW) - i32(u.pad_w);
+    let cx0 = ox0 * i32(SW) - i32(lu.pad_w);
     return vec4<u32>(col_mask(cx0, 0u), col_mask(cx0, 1u), col_mask(cx0, 2u), col_mask(cx0, 3u));
 }
 
@@ -324,10 +348,10 @@ fn byte16(a: vec4<u32>, j: u32) -> i32 {
 // outside the image (`cols`, from `column_masks`) and of a row outside it replaced by z'
 // (`zq`: its byte in each lane).
 fn span_bytes(xplane: u32, oy: u32, ox0: i32, cols: vec4<u32>, ky: u32, zq: u32) -> vec4<u32> {
-    let h = i32(u.h);
-    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let h = i32(lu.h);
+    let iy = i32(oy * lu.stride_h + ky * lu.dilation_h) - i32(lu.pad_h);
     let row_ok = iy >= 0 && iy < h;
-    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 * i32(SW) - i32(u.pad_w));
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * lu.w + u32(ox0 * i32(SW) - i32(lu.pad_w));
     // Word of the span's first byte: an arithmetic shift, so that a column left of the first
     // plane's first byte gives word -1 (wrapping), whose next word is word 0.
     let sp = load_span(u32(i32(b) >> 2u));
@@ -507,10 +531,10 @@ fn span_words(
     ky: u32,
     zq: u32,
 ) -> array<u32, 9> {
-    let h = i32(u.h);
-    let iy = i32(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+    let h = i32(lu.h);
+    let iy = i32(oy * lu.stride_h + ky * lu.dilation_h) - i32(lu.pad_h);
     let row_ok = iy >= 0 && iy < h;
-    let b = xplane + u32(clamp(iy, 0, h - 1)) * u.w + u32(ox0 - i32(u.pad_w));
+    let b = xplane + u32(clamp(iy, 0, h - 1)) * lu.w + u32(ox0 - i32(lu.pad_w));
     // Word of the span's first byte: an arithmetic shift, so that a column left of the first
     // plane's first byte gives word -1 (wrapping).
     let q = u32(i32(b) >> 2u);
@@ -566,7 +590,7 @@ fn word_sums(a: array<u32, 9>, j: u32, wr: array<vec4<i32>, 2>) -> vec4<i32> {
 fn col_mask(cx0: i32, j: u32) -> u32 {
     let first = i32(4u * j);
     let lo = clamp(clamp(-cx0, 0, 36) - first, 0, 4);
-    let hi = clamp(clamp(i32(u.w) - cx0, 0, 36) - first, 0, 4);
+    let hi = clamp(clamp(i32(lu.w) - cx0, 0, 36) - first, 0, 4);
     return low_bytes(hi) & ~low_bytes(lo);
 }
 
@@ -597,7 +621,7 @@ fn main_rows(o: u32, n: u32, i: u32) {
     let ox0 = (ic - oy * u.row_segments) * 4u * NW;
     let ch = channel(o, n);
     let zq = u32(u.x_zero_point) * 0x01010101u;
-    let cx0 = i32(ox0) - i32(u.pad_w);
+    let cx0 = i32(ox0) - i32(lu.pad_w);
     let cols = array<u32, 9>(col_mask(cx0, 0u), col_mask(cx0, 1u), col_mask(cx0, 2u),
         col_mask(cx0, 3u), col_mask(cx0, 4u), col_mask(cx0, 5u), col_mask(cx0, 6u),
         col_mask(cx0, 7u), col_mask(cx0, 8u));
@@ -643,6 +667,9 @@ fn main(
     // No branch depends on the invocation but the final store's, and every loop has a
     // constant trip count: CPU adapters run both sides of a divergent branch.
     // The grid: (word groups of a plane, output channels, images).
+    lu = LoopUniforms(u.h, u.w, u.stride_h, u.dilation_h, u.dilation_w, u.pad_h, u.pad_w,
+        u.x_base, u.w_base, u.etab_base, u.x_tex_log2_width, u.w_tex_log2_width,
+        u.etab_tex_log2_width);
     let o = wid.y;
     let n = u.n_begin + wid.z;
     if (NW > 0u) {
@@ -696,18 +723,18 @@ fn main(
             udiv(p.w, u.w_out, u.w_out_rcp),
         );
         let ox = p - oy * u.w_out;
-        let h = i32(u.h);
+        let h = i32(lu.h);
         var wt = vec4<i32>(0);
     for (var ky = 0u; ky < KH; ky++) {
             wt = weights_for_row(wq, ky, wt);
         let wr = weight_row(wt, ky);
-            let iy = vec4<i32>(oy * u.stride_h + ky * u.dilation_h) - i32(u.pad_h);
+            let iy = vec4<i32>(oy * lu.stride_h + ky * lu.dilation_h) - i32(lu.pad_h);
             let row_ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(h));
             for (var kx = 0u; kx < KW; kx++) {
                 let wv = weight(wr, kx);
-                let ix = vec4<i32>(ox * SW + kx * u.dilation_w) - i32(u.pad_w);
-                let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(u.w)));
-                let bi = xplane + vec4<u32>(max(iy, vec4<i32>(0))) * u.w
+                let ix = vec4<i32>(ox * SW + kx * lu.dilation_w) - i32(lu.pad_w);
+                let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(lu.w)));
+                let bi = xplane + vec4<u32>(max(iy, vec4<i32>(0))) * lu.w
                     + vec4<u32>(max(ix, vec4<i32>(0)));
                 let v = vec4<i32>(
                     i32((load_x(bi.x >> 2u) >> ((bi.x & 3u) * 8u)) & 0xffu),

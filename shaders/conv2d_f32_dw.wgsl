@@ -24,10 +24,27 @@ override SPAN: u32 = 0u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// The uniforms read inside the loops over kernel rows, copied once per invocation by `main`:
+// lavapipe (Mesa 22.3, LLVM 15) compiled a uniform read inside a loop as a per-lane gather
+// (8 bounds-checked scalar loads) in every iteration (`conv2d_dw_direct.wgsl` measured it).
+struct LoopUniforms {
+    stride_h: u32,
+    stride_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    h_in: u32,
+    w_in: u32,
+    x_log2_width: u32,
+}
+
+var<private> lu: LoopUniforms;
+
 // Input float f (NCHW order).
 fn load_x(f: u32) -> f32 {
 //#if XTEX
-    let t = textureLoad(xt, tex_index(f >> 2u, u.x_log2_width));
+    let t = textureLoad(xt, tex_index(f >> 2u, lu.x_log2_width));
     return bitcast<f32>(t[f & 3u]);
 //#else
     return x[f];
@@ -44,6 +61,8 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    lu = LoopUniforms(u.stride_h, u.stride_w, u.dil_h, u.dil_w, u.pad_h, u.pad_w, u.h_in, u.w_in,
+        u.x_log2_width);
     let i = wid.x * 64u + lid;
     if (i >= u.h_out * u.col_tiles) {
         return;
@@ -52,27 +71,27 @@ fn main(
     let ox0 = (i - oy * u.col_tiles) * 4u;
     let c = wid.y;
     let plane = wid.z * u.c_out + c;
-    let xs = plane * u.h_in * u.w_in;
+    let xs = plane * lu.h_in * lu.w_in;
     var acc = vec4<f32>(0.0);
     for (var ky = 0u; ky < KH; ky++) {
         // Unsigned wrap-around makes the padding rows and columns fail the bounds tests.
-        let iy = oy * u.stride_h + ky * u.dil_h - u.pad_h;
-        let row_ok = iy < u.h_in;
-        let rb = xs + iy * u.w_in;
+        let iy = oy * lu.stride_h + ky * lu.dil_h - lu.pad_h;
+        let row_ok = iy < lu.h_in;
+        let rb = xs + iy * lu.w_in;
         let wb = (c * KH + ky) * KW;
         if (SPAN == 1u) {
             // Input columns c0 .. c0 + KW + 2 of the row.
-            let c0 = ox0 - u.pad_w;
+            let c0 = ox0 - lu.pad_w;
             var v: array<f32, 13>;
 //#if XTEX
             // The first column's float index, -3 or more (arithmetic: a texel before the
             // tensor's first is read as garbage, and masked).
-            let f0 = i32(rb) + i32(ox0) - i32(u.pad_w);
+            let f0 = i32(rb) + i32(ox0) - i32(lu.pad_w);
             let t0 = u32(f0 >> 2u);
             let r = u32(f0 & 3);
             var win: array<f32, 16>;
             for (var t = 0u; t < 4u; t++) {
-                let tx = bitcast<vec4<f32>>(textureLoad(xt, tex_index(t0 + t, u.x_log2_width)));
+                let tx = bitcast<vec4<f32>>(textureLoad(xt, tex_index(t0 + t, lu.x_log2_width)));
                 win[4u * t] = tx.x;
                 win[4u * t + 1u] = tx.y;
                 win[4u * t + 2u] = tx.z;
@@ -80,11 +99,11 @@ fn main(
             }
             for (var j = 0u; j < KW + 3u; j++) {
                 let val = pick4(win[j], win[j + 1u], win[j + 2u], win[j + 3u], r);
-                v[j] = select(0.0, val, row_ok && c0 + j < u.w_in);
+                v[j] = select(0.0, val, row_ok && c0 + j < lu.w_in);
             }
 //#else
             for (var j = 0u; j < KW + 3u; j++) {
-                let ok = row_ok && c0 + j < u.w_in;
+                let ok = row_ok && c0 + j < lu.w_in;
                 v[j] = select(0.0, x[select(0u, rb + c0 + j, ok)], ok);
             }
 //#endif
@@ -93,9 +112,9 @@ fn main(
             }
         } else {
             for (var kx = 0u; kx < KW; kx++) {
-                let ix = (vec4<u32>(ox0) + vec4<u32>(0u, 1u, 2u, 3u)) * u.stride_w
-                    + vec4<u32>(kx * u.dil_w - u.pad_w);
-                let ok = vec4<bool>(row_ok) & (ix < vec4<u32>(u.w_in));
+                let ix = (vec4<u32>(ox0) + vec4<u32>(0u, 1u, 2u, 3u)) * lu.stride_w
+                    + vec4<u32>(kx * lu.dil_w - lu.pad_w);
+                let ok = vec4<bool>(row_ok) & (ix < vec4<u32>(lu.w_in));
                 let f = select(vec4<u32>(0u), vec4<u32>(rb) + ix, ok);
                 let xv = vec4<f32>(load_x(f.x), load_x(f.y), load_x(f.z), load_x(f.w));
                 acc += select(vec4<f32>(0.0), xv, ok) * wts[wb + kx];

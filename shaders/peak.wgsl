@@ -27,6 +27,9 @@ fn main(
 ) {
     let w = linear_index(wid, nwg, lid);
     let b = u.seed * 2654435761u + w;
+    // The trip count read once: lavapipe compiled the loop condition's uniform read as a
+    // per-lane gather in every iteration, which held its f32 `fma` loop 10% below this one.
+    let iters = u.iters;
 //#if DOT4
     var a0 = i32(w);
     var a1 = a0 + 1;
@@ -36,7 +39,7 @@ fn main(
     var a5 = a0 + 5;
     var a6 = a0 + 6;
     var a7 = a0 + 7;
-    for (var i = 0u; i < u.iters; i = i + 1u) {
+    for (var i = 0u; i < iters; i = i + 1u) {
         a0 = a0 + dot4I8Packed(bitcast<u32>(a0), b);
         a1 = a1 + dot4I8Packed(bitcast<u32>(a1), b);
         a2 = a2 + dot4I8Packed(bitcast<u32>(a2), b);
@@ -58,7 +61,7 @@ fn main(
     var a5 = c + 5.0;
     var a6 = c + 6.0;
     var a7 = c + 7.0;
-    for (var i = 0u; i < u.iters; i = i + 1u) {
+    for (var i = 0u; i < iters; i = i + 1u) {
         a0 = fma(a0, m, c);
         a1 = fma(a1, m, c);
         a2 = fma(a2, m, c);
