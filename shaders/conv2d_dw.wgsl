@@ -150,6 +150,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    read_load_uniforms();
     let place = workgroup_place(wid, nwg);
     if (place.w == 0u) {
         return;
@@ -190,7 +191,12 @@ fn main(
     let wq = ob * u.taps;
     var off = 0u;
     var kx = 0u;
-    for (var tap = 0u; tap < u.taps; tap++) {
+    // The uniforms the loop reads, read once (`read_load_uniforms`).
+    let taps = u.taps;
+    let step_x = u.step_x;
+    let step_y = u.step_y;
+    let kw = u.kw;
+    for (var tap = 0u; tap < taps; tap++) {
         let w = load_b(wq + tap);
         // Channels 0..3 and 4..7 of the block: words 0, 1 and 2, 3 of `w`.
         let wl4 = vec4<i32>(w_lo16(w).xy, w_hi16(w).xy).xzyw;
@@ -207,11 +213,11 @@ fn main(
         b1 += x1.hi * wh4;
         b2 += x2.hi * wh4;
         b3 += x3.hi * wh4;
-        off += u.step_x;
+        off += step_x;
         kx += 1u;
-        if (kx == u.kw) {
+        if (kx == kw) {
             kx = 0u;
-            off += u.step_y;
+            off += step_y;
         }
     }
 

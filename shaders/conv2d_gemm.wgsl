@@ -37,6 +37,7 @@ fn main(
     @builtin(subgroup_invocation_id) sl: u32,
 //#endif
 ) {
+    read_load_uniforms();
     let place = workgroup_place(wid, nwg);
     if (place.w == 0u) {
         return;
@@ -83,7 +84,14 @@ fn main(
     var off = 0u;
     var qq = 0u;
     var kx = 0u;
-    for (var q = 0u; q < u.k_quads; q++) {
+    // The uniforms the loop reads, read once (`read_load_uniforms`).
+    let k_quads = u.k_quads;
+    let quads_per_group = u.quads_per_group;
+    let step_kx = u.step_kx;
+    let step_ky = u.step_ky;
+    let w_tap_skip = u.w_tap_skip;
+    let kw = u.kw;
+    for (var q = 0u; q < k_quads; q++) {
 //#if SG
         let wv = load_b(wi);
         let w0 = subgroupBroadcast(wv, 0u);
@@ -100,7 +108,7 @@ fn main(
         // barriers).
         let qi = q % TKQ;
         if (qi == 0u) {
-            let qn = min(TKQ, u.k_quads - q);
+            let qn = min(TKQ, k_quads - q);
             workgroupBarrier();
             for (var e = lid; e < qn * 8u; e += WG) {
                 wtile[e] = load_b(wi + e);
@@ -145,14 +153,14 @@ fn main(
         }
         off += 1u;
         qq += 1u;
-        if (qq == u.quads_per_group) {
+        if (qq == quads_per_group) {
             qq = 0u;
-            off += u.step_kx;
-            wi += u.w_tap_skip;
+            off += step_kx;
+            wi += w_tap_skip;
             kx += 1u;
-            if (kx == u.kw) {
+            if (kx == kw) {
                 kx = 0u;
-                off += u.step_ky;
+                off += step_ky;
             }
         }
     }

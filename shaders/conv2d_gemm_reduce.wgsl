@@ -15,6 +15,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    read_load_uniforms();
     let r = (wid.y * nwg.x + wid.x) * 64u + lid;
     if (r >= u.slice_words) {
         return;

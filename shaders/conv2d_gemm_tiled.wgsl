@@ -43,15 +43,27 @@ var<workgroup> pbase: array<u32, TP * 4u>;
 
 // Carries a quad index `qq` past the quads of one tap into the tap (kx, ky) it lies in.
 fn walk_taps(qq: ptr<function, u32>, kx: ptr<function, u32>, ky: ptr<function, u32>) {
-    while (*qq >= u.quads_per_group) {
-        *qq -= u.quads_per_group;
+    while (*qq >= lt.quads_per_group) {
+        *qq -= lt.quads_per_group;
         *kx += 1u;
-        if (*kx == u.kw) {
+        if (*kx == lt.kw) {
             *kx = 0u;
             *ky += 1u;
         }
     }
 }
+
+// The uniforms the loop over K reads (here and in `walk_taps`), copied once per invocation
+// as `read_load_uniforms` copies the loads' (lavapipe compiled a uniform read inside a loop
+// as a per-lane gather in every iteration).
+struct LoopUniforms {
+    quads_per_group: u32,
+    kw: u32,
+    blocks_per_group: u32,
+    k_quads: u32,
+}
+
+var<private> lt: LoopUniforms;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -59,6 +71,8 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    read_load_uniforms();
+    lt = LoopUniforms(u.quads_per_group, u.kw, u.blocks_per_group, u.k_quads);
 //#if KSPLIT
     // Slice s of the tile numbered wl / k_slices (see `workgroup_place`), and its quads.
     let wl = wid.y * nwg.x + wid.x;
@@ -134,10 +148,10 @@ fn main(
         for (var e = lid; e < TKQ * 8u * BPT; e += WG) {
             let qb = e / (8u * BPT);
             let cw = e % (8u * BPT);
-            let blk = g * u.blocks_per_group + min(bl0 + cw / 8u, u.blocks_per_group - 1u);
+            let blk = g * lt.blocks_per_group + min(bl0 + cw / 8u, lt.blocks_per_group - 1u);
             var v = vec4<u32>(0u);
             if (q0 + qb < q_hi) {
-                v = load_b((blk * u.k_quads + q0 + qb) * 8u + cw % 8u);
+                v = load_b((blk * lt.k_quads + q0 + qb) * 8u + cw % 8u);
             }
             tb[(qb * BPT + cw / 8u) * 9u + cw % 8u] = v;
         }

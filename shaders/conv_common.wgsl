@@ -25,33 +25,53 @@
 @group(0) @binding(5) var<storage, read_write> part: array<vec4<i32>>;
 //#endif
 
+// The uniforms the loads below read, copied once per invocation by `read_load_uniforms` (the
+// first statement of every kernel that appends this file): lavapipe (Mesa 22.3, LLVM 15)
+// compiled a uniform read inside a loop as a per-lane gather (8 bounds-checked scalar loads)
+// in every iteration.
+struct LoadUniforms {
+    quads_tex_log2_width: u32,
+    w_tex_log2_width: u32,
+    etab_tex_log2_width: u32,
+    a_base: u32,
+    w_base: u32,
+    etab_base: u32,
+}
+
+var<private> lu: LoadUniforms;
+
+fn read_load_uniforms() {
+    lu = LoadUniforms(u.quads_tex_log2_width, u.w_tex_log2_width, u.etab_tex_log2_width,
+        u.a_base, u.w_base, u.etab_base);
+}
+
 // The A quad with (chunk-relative) index i.
 fn load_a(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.quads_tex_log2_width) - 1u;
-    return textureLoad(xt, vec2<u32>(i & mask, i >> u.quads_tex_log2_width));
+    let mask = (1u << lu.quads_tex_log2_width) - 1u;
+    return textureLoad(xt, vec2<u32>(i & mask, i >> lu.quads_tex_log2_width));
 //#else
-    return xa[i - u.a_base];
+    return xa[i - lu.a_base];
 //#endif
 }
 
 // The B (weight) vec4 with index i.
 fn load_b(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.w_tex_log2_width) - 1u;
-    return textureLoad(wt, vec2<u32>(i & mask, i >> u.w_tex_log2_width));
+    let mask = (1u << lu.w_tex_log2_width) - 1u;
+    return textureLoad(wt, vec2<u32>(i & mask, i >> lu.w_tex_log2_width));
 //#else
-    return wts[i - u.w_base];
+    return wts[i - lu.w_base];
 //#endif
 }
 
 // Vec4 i of the epilogue table.
 fn load_e(i: u32) -> vec4<u32> {
 //#if XTEX
-    let mask = (1u << u.etab_tex_log2_width) - 1u;
-    return textureLoad(et, vec2<u32>(i & mask, i >> u.etab_tex_log2_width));
+    let mask = (1u << lu.etab_tex_log2_width) - 1u;
+    return textureLoad(et, vec2<u32>(i & mask, i >> lu.etab_tex_log2_width));
 //#else
-    return etab[i - u.etab_base];
+    return etab[i - lu.etab_base];
 //#endif
 }
 

@@ -797,3 +797,63 @@ fn workgroup_variables_are_only_those_audited_for_write_before_read() {
         assert!(seen.contains(key), "{key:?} is in no kernel");
     }
 }
+
+/// Whether function `f` stores into the global variable `g` at its top level.
+fn stores_global(f: &naga::Function, g: naga::Handle<naga::GlobalVariable>) -> bool {
+    f.body.iter().any(|s| match s {
+        naga::Statement::Store { pointer, .. } => {
+            matches!(f.expressions[*pointer], naga::Expression::GlobalVariable(h) if h == g)
+        }
+        _ => false,
+    })
+}
+
+#[test]
+fn private_copies_of_uniforms_are_filled_before_the_entry_points_first_branch_or_loop() {
+    // Kernels copy the uniforms their loops read into private variables (lavapipe compiled a
+    // uniform read inside a loop as a per-lane gather in every iteration). A copy read before
+    // it is filled holds zeros, so each must be filled before the entry point's first branch
+    // or loop: by a store, or by a call of a function that stores it (`read_load_uniforms`).
+    let mut privates = 0;
+    for kernel in all_kernels() {
+        let source = kernel.source().unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        let entry = &module.entry_points[0].function;
+        let prefix: Vec<&naga::Statement> = entry
+            .body
+            .iter()
+            .take_while(|s| {
+                matches!(
+                    s,
+                    naga::Statement::Emit(_)
+                        | naga::Statement::Store { .. }
+                        | naga::Statement::Call { .. }
+                )
+            })
+            .collect();
+        for (h, g) in module.global_variables.iter() {
+            if g.space != naga::AddressSpace::Private {
+                continue;
+            }
+            privates += 1;
+            let filled = prefix.iter().any(|s| match s {
+                naga::Statement::Store { pointer, .. } => {
+                    matches!(entry.expressions[*pointer], naga::Expression::GlobalVariable(v) if v == h)
+                }
+                naga::Statement::Call { function, .. } => {
+                    stores_global(&module.functions[*function], h)
+                }
+                _ => false,
+            });
+            assert!(
+                filled,
+                "{kernel:?}: the private variable {:?} is not filled before the entry point's \
+                 first branch or loop",
+                g.name
+            );
+        }
+    }
+    // The kernels that copy uniforms (the conv kernels) are among the variants.
+    assert!(privates > 0);
+}
