@@ -23,10 +23,27 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// The uniforms the loops over K read, copied once per invocation by `main`: lavapipe (Mesa
+// 22.3, LLVM 15) compiled a uniform read inside a loop as a per-lane gather (8 bounds-checked
+// scalar loads) in every iteration (as in the int8 kernels).
+struct LoopUniforms {
+    a_log2_width: u32,
+    w_log2_width: u32,
+    kh: u32,
+    kw: u32,
+    dil_h: u32,
+    dil_w: u32,
+    padded_w: u32,
+    quads_per_pixel: u32,
+    quads_per_group: u32,
+}
+
+var<private> lu: LoopUniforms;
+
 // Quad i of the repacked input.
 fn load_a(i: u32) -> vec4<f32> {
 //#if XTEX
-    return bitcast<vec4<f32>>(textureLoad(xt, tex_index(i, u.a_log2_width)));
+    return bitcast<vec4<f32>>(textureLoad(xt, tex_index(i, lu.a_log2_width)));
 //#else
     return xp[i];
 //#endif
@@ -35,7 +52,7 @@ fn load_a(i: u32) -> vec4<f32> {
 // Weight vec4 i.
 fn load_b(i: u32) -> vec4<f32> {
 //#if XTEX
-    return bitcast<vec4<f32>>(textureLoad(wt, tex_index(i, u.w_log2_width)));
+    return bitcast<vec4<f32>>(textureLoad(wt, tex_index(i, lu.w_log2_width)));
 //#else
     return wts[i];
 //#endif
@@ -70,6 +87,8 @@ fn main(
     @builtin(subgroup_invocation_id) sl: u32,
 //#endif
 ) {
+    lu = LoopUniforms(u.a_log2_width, u.w_log2_width, u.kh, u.kw, u.dil_h, u.dil_w, u.padded_w,
+        u.quads_per_pixel, u.quads_per_group);
     // Grid: x the group of WG pixel tiles, y the channel block (over all groups), z the image.
     let cb = wid.y;
     let n = wid.z;
@@ -97,11 +116,11 @@ fn main(
 //#else
     var b = cb * k_quads * 8u;
 //#endif
-    for (var ky = 0u; ky < u.kh; ky++) {
-        for (var kx = 0u; kx < u.kw; kx++) {
-            let t = (ky * u.dil_h * u.padded_w + kx * u.dil_w) * u.quads_per_pixel;
+    for (var ky = 0u; ky < lu.kh; ky++) {
+        for (var kx = 0u; kx < lu.kw; kx++) {
+            let t = (ky * lu.dil_h * lu.padded_w + kx * lu.dil_w) * lu.quads_per_pixel;
             let at = a + vec4<u32>(t);
-            for (var q = 0u; q < u.quads_per_group; q++) {
+            for (var q = 0u; q < lu.quads_per_group; q++) {
                 let x0 = load_a(at.x + q);
                 let x1 = load_a(at.y + q);
                 let x2 = load_a(at.z + q);
