@@ -16,9 +16,9 @@
 //   (f32 bits at `tab[2ho + 2wo + oy * wo + ox]`), divided by `scale_y`, plus `add_f32`, then
 //   `v = rne(.) + post_add`, clamped. Binary32 steps as above (`sf_div` included).
 //
-// Buffers: `u` (uniform), `tab` (storage, read; average only, one word otherwise), `x`
-// (storage, read: input bytes, four per word), `y` (storage, read_write: output bytes, four
-// per word). Each invocation writes one output word (four outputs).
+// Buffers: `params` (uniform; `u` its copy), `tab` (storage, read; average only, one word
+// otherwise), `x` (storage, read: input bytes, four per word), `y` (storage, read_write:
+// output bytes, four per word). Each invocation writes one output word (four outputs).
 
 struct Params {
     total: u32,
@@ -47,7 +47,11 @@ struct Params {
     scale_y: u32,
 }
 
-@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(0) var<uniform> params: Params;
+// A copy of the uniforms, filled first by `main`: the pooling loops read most of them, and
+// lavapipe (Mesa 22.3, LLVM 15) compiled a uniform read inside a loop as a per-lane gather in
+// every iteration.
+var<private> u: Params;
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<u32>;
@@ -131,6 +135,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    u = params;
     let w = linear_index(wid, nwg, lid);
     if (w >= (u.total + 3u) / 4u) {
         return;
