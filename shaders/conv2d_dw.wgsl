@@ -162,11 +162,13 @@ fn main(
 
     // Input channel of each output channel (clamped past the slice's last one), relative to
     // the first quad read.
-    let c0 = min(o0, u.c_end - 1u) / u.channel_multiplier;
+    let c_end = u.c_end;
+    let multiplier = u.channel_multiplier;
+    let c0 = min(o0, c_end - 1u) / multiplier;
     let tq0 = c0 / 16u;
     var r: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) {
-        r[j] = min(o0 + j, u.c_end - 1u) / u.channel_multiplier - tq0 * 16u;
+        r[j] = min(o0 + j, c_end - 1u) / multiplier - tq0 * 16u;
     }
     let two = r[7] >= 16u;
     let half = (o0 / 8u) & 1u;

@@ -121,10 +121,11 @@ fn main(
             }
         }
     }
-    let ys = (plane * u.h_out + oy) * u.w_out + ox0;
+    let w_out = u.w_out;
+    let ys = (plane * u.h_out + oy) * w_out + ox0;
     let out = acc + vec4<f32>(bias[c]);
     for (var q = 0u; q < 4u; q++) {
-        if (ox0 + q < u.w_out) {
+        if (ox0 + q < w_out) {
             y[ys + q] = out[q];
         }
     }

@@ -21,8 +21,10 @@ fn main(
         return;
     }
     var acc = vec4<i32>(0);
-    for (var s = 0u; s < u.k_slices; s++) {
-        acc += part[s * u.slice_words + r];
+    let slices = u.k_slices;
+    let slice_words = u.slice_words;
+    for (var s = 0u; s < slices; s++) {
+        acc += part[s * slice_words + r];
     }
     // The word's place: packed word pt of plane (image, channel c).
     let word = u.p_base + r;

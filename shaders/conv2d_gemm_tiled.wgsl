@@ -98,12 +98,20 @@ fn main(
     let bl0 = (cb - g * tiles_per_group) * BPT;
 
     // Top-left-tap A quad of each of the tile's pixels (clamped to the plane for reading).
+    let last = u.plane_out - 1u;
+    let w_out = u.w_out;
+    let row0 = n * u.padded_h;
+    let stride_h = u.stride_h;
+    let stride_w = u.stride_w;
+    let padded_w = u.padded_w;
+    let quads_per_pixel = u.quads_per_pixel;
+    let group_quad = g * u.quads_per_group;
     for (var e = lid; e < TP * 4u; e += WG) {
-        let pc = min(ptg * TP * 4u + e, u.plane_out - 1u);
-        let oy = pc / u.w_out;
-        let ox = pc - oy * u.w_out;
-        pbase[e] = ((n * u.padded_h + oy * u.stride_h) * u.padded_w + ox * u.stride_w)
-            * u.quads_per_pixel + g * u.quads_per_group;
+        let pc = min(ptg * TP * 4u + e, last);
+        let oy = pc / w_out;
+        let ox = pc - oy * w_out;
+        pbase[e] = ((row0 + oy * stride_h) * padded_w + ox * stride_w) * quads_per_pixel
+            + group_quad;
     }
     workgroupBarrier();
 

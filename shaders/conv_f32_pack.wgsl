@@ -11,10 +11,10 @@
 @group(0) @binding(2) var<storage, read_write> xp: array<vec4<f32>>;
 //#endif
 
-// Input float f (NCHW order).
-fn load_x(f: u32) -> f32 {
+// Input float f (NCHW order); `log2w`: the input texture's log2 width (XTEX).
+fn load_x(f: u32, log2w: u32) -> f32 {
 //#if XTEX
-    let t = textureLoad(xt, tex_index(f >> 2u, u.x_log2_width));
+    let t = textureLoad(xt, tex_index(f >> 2u, log2w));
     return bitcast<f32>(t[f & 3u]);
 //#else
     return x[f];
@@ -45,9 +45,12 @@ fn main(
     if (iy < u.h_in && ix < u.w_in) {
         let plane = u.h_in * u.w_in;
         let base = (n * u.c_in + g * u.c_in_per_group) * plane + iy * u.w_in + ix;
+        // The uniforms the loop reads, read once (see `kernel_contract.rs`).
+        let c_in_per_group = u.c_in_per_group;
+        let log2w = u.x_log2_width;
         for (var l = 0u; l < 4u; l++) {
-            if (c0 + l < u.c_in_per_group) {
-                v[l] = load_x(base + (c0 + l) * plane);
+            if (c0 + l < c_in_per_group) {
+                v[l] = load_x(base + (c0 + l) * plane, log2w);
             }
         }
     }

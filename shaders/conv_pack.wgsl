@@ -71,7 +71,11 @@ struct Params {
     _pad0: u32,
 }
 
-@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(0) var<uniform> params: Params;
+// A copy of the uniforms, filled first by `main`: lavapipe (Mesa 22.3, LLVM 15) compiled a
+// uniform read inside a loop as a per-lane gather in every iteration, and this kernel's loops
+// read them (`kernel_contract.rs` checks that no kernel reads a uniform inside a loop).
+var<private> u: Params;
 //#if XTEX
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(2) var qt: texture_storage_2d<rgba32uint, write>;
@@ -135,6 +139,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    u = params;
     let local = linear_index(wid, nwg, lid);
     if (local >= u.item_count) {
         return;

@@ -36,20 +36,28 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    // The uniforms the loops read, read once (see `kernel_contract.rs`); the values table is
+    // read at each byte's index.
+    let item_count = u.item_count;
+    let item_begin = u.item_begin;
+    let plane_words = u.plane_words;
+    let q_base = u.q_base;
+    let plane_len = u.plane;
+    let y_base = u.y_base;
     for (var j = 0u; j < ITEMS_PER; j = j + 1u) {
         let local = item_index(wid, nwg, lid, j);
-        if (local >= u.item_count) {
+        if (local >= item_count) {
             return;
         }
-        let word_index = u.item_begin + local;
-        let plane = word_index / u.plane_words;
-        let first = (word_index - plane * u.plane_words) * 4u;
-        let word = q[word_index - u.q_base];
+        let word_index = item_begin + local;
+        let plane = word_index / plane_words;
+        let first = (word_index - plane * plane_words) * 4u;
+        let word = q[word_index - q_base];
         for (var b = 0u; b < 4u; b = b + 1u) {
             let pos = first + b;
-            if (pos < u.plane) {
+            if (pos < plane_len) {
                 let v = (word >> (8u * b)) & 0xffu;
-                y[plane * u.plane + pos - u.y_base] = u.values[v >> 2u][v & 3u];
+                y[plane * plane_len + pos - y_base] = u.values[v >> 2u][v & 3u];
             }
         }
     }

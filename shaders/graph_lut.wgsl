@@ -22,7 +22,11 @@ struct Params {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(0) var<uniform> params: Params;
+// A copy of the uniforms, filled first by `main`: lavapipe (Mesa 22.3, LLVM 15) compiled a
+// uniform read inside a loop as a per-lane gather in every iteration, and this kernel's loops
+// read them (`kernel_contract.rs` checks that no kernel reads a uniform inside a loop).
+var<private> u: Params;
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<u32>;
@@ -37,6 +41,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    u = params;
     let w = linear_index(wid, nwg, lid);
     if (w >= (u.total + 3u) / 4u) {
         return;

@@ -39,6 +39,19 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
 
+// The scalars `level` reads, copied once per invocation by `main` (its binary search is a
+// loop: lavapipe compiled a uniform read inside a loop as a per-lane gather in every
+// iteration; the thresholds are read at per-invocation indices, a gather anyway).
+struct LevelUniforms {
+    inv_scale: u32,
+    zp: i32,
+    qmin: i32,
+    qmax: i32,
+    nan_q: i32,
+}
+
+var<private> lq: LevelUniforms;
+
 // Threshold i.
 fn thr(i: u32) -> u32 {
     return u.thresholds[i >> 2u][i & 3u];
@@ -52,21 +65,21 @@ fn order_key(b: u32) -> u32 {
 // The quantized level of the f32 with bits b.
 fn level(b: u32) -> i32 {
     if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return u.nan_q;
+        return lq.nan_q;
     }
     let key = order_key(b);
-    let e = round(bitcast<f32>(b) * bitcast<f32>(u.inv_scale)) + f32(u.zp);
-    let k = clamp(i32(clamp(e, f32(u.qmin), f32(u.qmax))), u.qmin, u.qmax);
-    let lo_ok = k == u.qmin || thr(u32(k - u.qmin - 1)) <= key;
-    let hi_ok = k == u.qmax || key < thr(u32(k - u.qmin));
+    let e = round(bitcast<f32>(b) * bitcast<f32>(lq.inv_scale)) + f32(lq.zp);
+    let k = clamp(i32(clamp(e, f32(lq.qmin), f32(lq.qmax))), lq.qmin, lq.qmax);
+    let lo_ok = k == lq.qmin || thr(u32(k - lq.qmin - 1)) <= key;
+    let hi_ok = k == lq.qmax || key < thr(u32(k - lq.qmin));
     if (lo_ok && hi_ok) {
         return k;
     }
-    var lo = u.qmin;
-    var hi = u.qmax;
+    var lo = lq.qmin;
+    var hi = lq.qmax;
     while (lo < hi) {
         let mid = lo + (hi - lo + 1) / 2;
-        if (thr(u32(mid - u.qmin - 1)) <= key) {
+        if (thr(u32(mid - lq.qmin - 1)) <= key) {
             lo = mid;
         } else {
             hi = mid - 1;
@@ -81,23 +94,31 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    lq = LevelUniforms(u.inv_scale, u.zp, u.qmin, u.qmax, u.nan_q);
+    // The uniforms the loops read, read once (see `kernel_contract.rs`).
+    let item_count = u.item_count;
+    let item_begin = u.item_begin;
+    let plane_words = u.plane_words;
+    let x_base = u.x_base;
+    let plane_len = u.plane;
+    let y_base = u.y_base;
     for (var j = 0u; j < ITEMS_PER; j = j + 1u) {
         let local = item_index(wid, nwg, lid, j);
-        if (local >= u.item_count) {
+        if (local >= item_count) {
             return;
         }
-        let word = u.item_begin + local;
-        let plane = word / u.plane_words;
-        let first = (word - plane * u.plane_words) * 4u;
+        let word = item_begin + local;
+        let plane = word / plane_words;
+        let first = (word - plane * plane_words) * 4u;
         var packed = 0u;
         for (var b = 0u; b < 4u; b = b + 1u) {
             let pos = first + b;
-            if (pos < u.plane) {
-                let v = x[plane * u.plane + pos - u.x_base];
+            if (pos < plane_len) {
+                let v = x[plane * plane_len + pos - x_base];
                 let q = level(v);
                 packed = packed | ((u32(q) & 0xffu) << (8u * b));
             }
         }
-        y[word - u.y_base] = packed;
+        y[word - y_base] = packed;
     }
 }

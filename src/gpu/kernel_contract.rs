@@ -857,3 +857,152 @@ fn private_copies_of_uniforms_are_filled_before_the_entry_points_first_branch_or
     // The kernels that copy uniforms (the conv kernels) are among the variants.
     assert!(privates > 0);
 }
+
+/// The uniform `e` (an expression of `f`) loads, when it loads one at a constant place: a
+/// member or a constant-index element of a `var<uniform>` (a table read at a per-invocation
+/// index is a gather on every adapter, wherever it is read).
+fn uniform_loaded(
+    module: &naga::Module,
+    f: &naga::Function,
+    e: naga::Handle<naga::Expression>,
+) -> Option<String> {
+    let naga::Expression::Load { pointer } = f.expressions[e] else {
+        return None;
+    };
+    let (mut p, mut member) = (pointer, None);
+    loop {
+        match f.expressions[p] {
+            naga::Expression::AccessIndex { base, index } => {
+                member = Some(index);
+                p = base;
+            }
+            naga::Expression::Access { base, index } => {
+                if !matches!(
+                    f.expressions[index],
+                    naga::Expression::Literal(_) | naga::Expression::Constant(_)
+                ) {
+                    return None;
+                }
+                p = base;
+            }
+            naga::Expression::GlobalVariable(g) => {
+                let var = &module.global_variables[g];
+                if var.space != naga::AddressSpace::Uniform {
+                    return None;
+                }
+                let field = match (&module.types[var.ty].inner, member) {
+                    (naga::TypeInner::Struct { members, .. }, Some(i)) => {
+                        members[i as usize].name.clone().unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
+                return Some(format!("{}.{field}", var.name.clone().unwrap_or_default()));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The uniform reads inside loops of `block` (of function `f`; `in_loop` whether the block
+/// lies in one), as descriptions; `reads` tells which functions read a uniform at a constant
+/// place, themselves or through their calls.
+fn uniform_reads_in_loops(
+    module: &naga::Module,
+    f: &naga::Function,
+    block: &naga::Block,
+    in_loop: bool,
+    reads: &[bool],
+    found: &mut Vec<String>,
+) {
+    for s in block.iter() {
+        match s {
+            naga::Statement::Emit(range) if in_loop => {
+                let name = f.name.clone().unwrap_or_default();
+                for e in range.clone() {
+                    if let Some(field) = uniform_loaded(module, f, e) {
+                        found.push(format!("`{field}` in `{name}`"));
+                    }
+                }
+            }
+            naga::Statement::Call { function, .. } if in_loop && reads[function.index()] => {
+                let callee = module.functions[*function].name.clone().unwrap_or_default();
+                let name = f.name.clone().unwrap_or_default();
+                found.push(format!(
+                    "a call of `{callee}` (which reads uniforms) in `{name}`"
+                ));
+            }
+            naga::Statement::Block(b) => {
+                uniform_reads_in_loops(module, f, b, in_loop, reads, found)
+            }
+            naga::Statement::If { accept, reject, .. } => {
+                uniform_reads_in_loops(module, f, accept, in_loop, reads, found);
+                uniform_reads_in_loops(module, f, reject, in_loop, reads, found);
+            }
+            naga::Statement::Switch { cases, .. } => {
+                for c in cases {
+                    uniform_reads_in_loops(module, f, &c.body, in_loop, reads, found);
+                }
+            }
+            naga::Statement::Loop {
+                body, continuing, ..
+            } => {
+                uniform_reads_in_loops(module, f, body, true, reads, found);
+                uniform_reads_in_loops(module, f, continuing, true, reads, found);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `block` of `f` emits a uniform load at a constant place or calls a function that
+/// `reads`.
+fn block_reads_uniform(module: &naga::Module, f: &naga::Function, reads: &[bool]) -> bool {
+    let mut found = Vec::new();
+    // Every statement as if in a loop: then each uniform read is reported.
+    uniform_reads_in_loops(module, f, &f.body, true, reads, &mut found);
+    !found.is_empty()
+}
+
+#[test]
+fn no_kernel_reads_a_uniform_inside_a_loop() {
+    // lavapipe (Mesa 22.3, LLVM 15) compiled a uniform read inside a loop as a per-lane gather
+    // (8 bounds-checked scalar loads) in every iteration: a fifth of the depthwise kernel's
+    // time. Kernels read such uniforms before their loops (`let`s, or private copies).
+    let mut failures = Vec::new();
+    for kernel in all_kernels() {
+        let source = kernel.source().unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        // Which functions read uniforms, through their calls too (to a fixed point).
+        let mut reads = vec![false; module.functions.len()];
+        loop {
+            let next: Vec<bool> = module
+                .functions
+                .iter()
+                .map(|(_, f)| block_reads_uniform(&module, f, &reads))
+                .collect();
+            if next == reads {
+                break;
+            }
+            reads = next;
+        }
+        let mut found = Vec::new();
+        for (_, f) in module.functions.iter() {
+            uniform_reads_in_loops(&module, f, &f.body, false, &reads, &mut found);
+        }
+        let entry = &module.entry_points[0].function;
+        uniform_reads_in_loops(&module, entry, &entry.body, false, &reads, &mut found);
+        found.sort();
+        found.dedup();
+        if !found.is_empty() {
+            failures.push(format!("{}: {}", kernel.label(), found.join(", ")));
+        }
+    }
+    failures.sort();
+    failures.dedup();
+    assert!(
+        failures.is_empty(),
+        "uniform reads inside loops:\n{}",
+        failures.join("\n")
+    );
+}
