@@ -193,7 +193,7 @@ fn main(
     let wq = ob * u.taps;
     var off = 0u;
     var kx = 0u;
-    // The uniforms the loop reads, read once (`read_load_uniforms`).
+    // The uniforms the loop reads, read once (as `read_load_uniforms` reads the loads').
     let taps = u.taps;
     let step_x = u.step_x;
     let step_y = u.step_y;

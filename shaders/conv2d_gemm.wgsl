@@ -84,7 +84,7 @@ fn main(
     var off = 0u;
     var qq = 0u;
     var kx = 0u;
-    // The uniforms the loop reads, read once (`read_load_uniforms`).
+    // The uniforms the loop reads, read once (as `read_load_uniforms` reads the loads').
     let k_quads = u.k_quads;
     let quads_per_group = u.quads_per_group;
     let step_kx = u.step_kx;

@@ -21,8 +21,8 @@
 //   outside the input, all zero point.
 //
 // Buffers:
-// * `u` (uniform): the dispatch's item range and kind, geometry, window bases, flip and pad
-//   byte.
+// * `params` (uniform; `u` its private copy): the dispatch's item range and kind, geometry,
+//   window bases, flip and pad byte.
 // * `xt` (read-only storage texture rgba32uint; XTEX) or `x` (storage, read): the packed input,
 //   four values per u32 little-endian, `plane_words` words per (n, c) plane; the texture is a
 //   copy of the tensor's buffer, word i at texel i / 4 = (t % 2^x_tex_log2_width,

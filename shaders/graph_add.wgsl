@@ -6,8 +6,8 @@
 // 65536-entry tables with the CPU formula, so no float arithmetic runs on the GPU.
 //
 // Buffers:
-// * `u` (uniform): the element count and the first element that uses table 1 (ATen's scalar
-//   tail; elements below it use table 0).
+// * `params` (uniform; `u` its private copy): the element count and the first element that
+//   uses table 1 (ATen's scalar tail; elements below it use table 0).
 // * `tab` (storage, read): table t's entry for bytes (a, b) is byte `t * 65536 + a * 256 + b`,
 //   four per word, little-endian.
 // * `a`, `b` (storage, read): the inputs' stored bytes, four per word.

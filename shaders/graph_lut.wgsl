@@ -6,7 +6,8 @@
 // for ReLU and clamp), so no float arithmetic runs on the GPU.
 //
 // Buffers:
-// * `u` (uniform): the output size, the output elements per outer index, the input count.
+// * `params` (uniform; `u` its private copy): the output size, the output elements per outer
+//   index, the input count.
 // * `tab` (storage, read): per input i, words `4i..4i+3` = (first byte of the input in `x`,
 //   its elements per outer index, the first output element of its block within an outer
 //   index, unused); then, from word `4 * n_inputs`, 64 words per input: its table, four

@@ -28,7 +28,7 @@ fn main(
     let w = linear_index(wid, nwg, lid);
     let b = u.seed * 2654435761u + w;
     // The trip count read once: lavapipe compiled the loop condition's uniform read as a
-    // per-lane gather in every iteration, which held its f32 `fma` loop 10% below this one.
+    // per-lane gather in every iteration, which held the f32 `fma` loop 11% below this one.
     let iters = u.iters;
 //#if DOT4
     var a0 = i32(w);

@@ -5,7 +5,8 @@
 // of `u.plane` values; output stored bytes of the epilogue's output dtype.
 //
 // Buffers:
-// * `u` (uniform): the dispatch's item range, geometry, window bases, output zp and clamp.
+// * `params` (uniform; `u` its private copy): the dispatch's item range, geometry, window
+//   bases, output zp and clamp.
 // * `acc` (storage, read): i32 accumulators, flat, a window starting at element `u.acc_base`.
 // * `epi` (storage, read): one `ChannelRequant` record per channel, a window starting at record
 //   `u.epi_base`.

@@ -1,6 +1,8 @@
 //! The host/shader contract: the `//#if` preprocessor's rules, every kernel variant's source
 //! passing them, and every uniform record having the layout (size, field offsets, scalar types)
-//! of the WGSL struct its kernel binds at binding 0, read from the source by naga.
+//! of the WGSL struct its kernel binds at binding 0, read from the source by naga; and rules on
+//! every variant's naga IR: workgroup variables audited for write-before-read, no uniform read
+//! inside a loop, private copies of uniforms filled first.
 
 use super::*;
 
