@@ -594,12 +594,17 @@ fn wgsl_scalar(module: &naga::Module, ty: naga::Handle<naga::Type>) -> &'static 
     }
 }
 
+/// `kernel`'s WGSL source parsed by naga (a parse error panics, naming the kernel and the line).
+fn parse_kernel(kernel: Kernel) -> naga::Module {
+    let source = kernel.source().unwrap();
+    naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)))
+}
+
 /// The layout of the struct `kernel`'s WGSL source binds at `@group(0) @binding(0)` as
 /// `var<uniform>`, by naga's reflection.
 fn wgsl_uniform(kernel: Kernel) -> Layout {
-    let source = kernel.source().unwrap();
-    let module = naga::front::wgsl::parse_str(&source)
-        .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+    let module = parse_kernel(kernel);
     let binding0 = naga::ResourceBinding {
         group: 0,
         binding: 0,
@@ -773,9 +778,7 @@ const AUDITED_WORKGROUP_VARIABLES: &[(&str, &str)] = &[
 fn workgroup_variables_are_only_those_audited_for_write_before_read() {
     let mut seen: std::collections::BTreeSet<&(&str, &str)> = Default::default();
     for kernel in all_kernels() {
-        let source = kernel.source().unwrap();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        let module = parse_kernel(kernel);
         for (_, g) in module.global_variables.iter() {
             if g.space != naga::AddressSpace::WorkGroup {
                 continue;
@@ -800,14 +803,19 @@ fn workgroup_variables_are_only_those_audited_for_write_before_read() {
     }
 }
 
+/// Whether statement `s` of function `f` stores into the global variable `g`.
+fn stores_into(
+    f: &naga::Function,
+    s: &naga::Statement,
+    g: naga::Handle<naga::GlobalVariable>,
+) -> bool {
+    matches!(s, naga::Statement::Store { pointer, .. }
+        if matches!(f.expressions[*pointer], naga::Expression::GlobalVariable(h) if h == g))
+}
+
 /// Whether function `f` stores into the global variable `g` at its top level.
 fn stores_global(f: &naga::Function, g: naga::Handle<naga::GlobalVariable>) -> bool {
-    f.body.iter().any(|s| match s {
-        naga::Statement::Store { pointer, .. } => {
-            matches!(f.expressions[*pointer], naga::Expression::GlobalVariable(h) if h == g)
-        }
-        _ => false,
-    })
+    f.body.iter().any(|s| stores_into(f, s, g))
 }
 
 #[test]
@@ -818,9 +826,7 @@ fn private_copies_of_uniforms_are_filled_before_the_entry_points_first_branch_or
     // or loop: by a store, or by a call of a function that stores it (`read_load_uniforms`).
     let mut privates = 0;
     for kernel in all_kernels() {
-        let source = kernel.source().unwrap();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        let module = parse_kernel(kernel);
         let entry = &module.entry_points[0].function;
         let prefix: Vec<&naga::Statement> = entry
             .body
@@ -840,13 +846,10 @@ fn private_copies_of_uniforms_are_filled_before_the_entry_points_first_branch_or
             }
             privates += 1;
             let filled = prefix.iter().any(|s| match s {
-                naga::Statement::Store { pointer, .. } => {
-                    matches!(entry.expressions[*pointer], naga::Expression::GlobalVariable(v) if v == h)
-                }
                 naga::Statement::Call { function, .. } => {
                     stores_global(&module.functions[*function], h)
                 }
-                _ => false,
+                _ => stores_into(entry, s, h),
             });
             assert!(
                 filled,
@@ -972,9 +975,7 @@ fn no_kernel_reads_a_uniform_inside_a_loop() {
     // time. Kernels read such uniforms before their loops (`let`s, or private copies).
     let mut failures = Vec::new();
     for kernel in all_kernels() {
-        let source = kernel.source().unwrap();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&source)));
+        let module = parse_kernel(kernel);
         // Which functions read uniforms, through their calls too (to a fixed point).
         let mut reads = vec![false; module.functions.len()];
         loop {
