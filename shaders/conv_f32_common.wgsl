@@ -40,7 +40,7 @@ struct Params {
     w_log2_width: u32, // XTEX: log2 width of the weights texture
     x_log2_width: u32, // XTEX: log2 width of the input's texture copy (the NCHW floats, 4 per texel)
     col_tiles: u32, // depthwise: 4-pixel tiles per output row, ceil(w_out / 4)
-    _pad2: u32,
+    col_tiles_rcp: f32, // depthwise: f32(1 / col_tiles), for `udiv`
 }
 
 @group(0) @binding(0) var<uniform> u: Params;

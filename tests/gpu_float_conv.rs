@@ -134,6 +134,25 @@ fn depthwise_f32_conv_matches_the_reference() {
     check(7, [1, 6, 17, 9], [6, 1, 5, 3], p, false);
 }
 
+/// The depthwise kernel where input rows are whole texels (each span's first column at the
+/// same lane of its texel for every invocation: pad_w mod 4 = 0, 3, 2, 1), with kernel rows
+/// of one, two and three weight vec4s (KW = 3, 5, 7, 9, 10), and output rows of whole vec4s
+/// (one vec4 store per invocation) or not.
+#[test]
+fn depthwise_f32_conv_on_rows_of_whole_texels_matches_the_reference() {
+    let p = |pad: [usize; 2], groups| ConvParams {
+        padding: pad,
+        groups,
+        ..ConvParams::default()
+    };
+    check(11, [1, 8, 12, 16], [8, 1, 3, 3], p([1, 1], 8), true);
+    check(12, [2, 4, 9, 8], [4, 1, 3, 3], p([0, 0], 4), false);
+    check(13, [1, 4, 7, 12], [4, 1, 3, 5], p([1, 2], 4), true);
+    check(14, [1, 3, 6, 20], [3, 1, 2, 7], p([0, 3], 3), false);
+    check(15, [1, 2, 5, 24], [2, 1, 1, 9], p([0, 4], 2), true);
+    check(16, [1, 2, 4, 16], [2, 1, 3, 10], p([1, 5], 2), true);
+}
+
 /// The depthwise kernel's per-tap path: strided or dilated columns, and kernels wider than
 /// the shared span (10 columns).
 #[test]

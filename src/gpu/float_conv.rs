@@ -52,13 +52,25 @@ pub struct GpuConv2dF32 {
 /// The device objects of a [`GpuConv2dF32`].
 #[derive(Debug)]
 struct Resources {
-    /// The weights: packed for the GEMM kernel ([`pack_gemm_weights`]), or as given (OIHW)
-    /// for the depthwise kernel.
+    /// The weights: packed for the GEMM kernel ([`pack_gemm_weights`]) or in rows of vec4s for
+    /// the depthwise kernel ([`dw_weight_rows`]).
     weights: wgpu::Buffer,
-    /// The GEMM kernel's weights as a texture, where the adapter's kernels read textures and
-    /// they fit.
+    /// The weights as a texture, where the adapter's kernels read textures and they fit.
     weights_tex: Option<WeightTexture>,
     bias: wgpu::Buffer,
+}
+
+/// The depthwise kernel's weights (OIHW with one input channel per group): per channel and
+/// kernel row, the row's `kw` values in `ceil(kw / 4)` vec4s, zero past `kw`, so that a row is
+/// one load for `kw <= 4` (`conv2d_f32_dw.wgsl`).
+fn dw_weight_rows(w: &[f32], w_dims: [usize; 4]) -> Vec<f32> {
+    let [o, _, kh, kw] = w_dims;
+    let rw = 4 * kw.div_ceil(4);
+    let mut rows = vec![0f32; o * kh * rw];
+    for (dst, src) in rows.chunks_exact_mut(rw).zip(w.chunks_exact(kw)) {
+        dst[..kw].copy_from_slice(src);
+    }
+    rows
 }
 
 /// The GEMM kernel's weights: one vec4 per (group, 8-channel block, K quad, lane), K quads in
@@ -131,7 +143,7 @@ impl GpuConv2dF32 {
         };
         let depthwise = i == 1 && o == params.groups;
         let weights = match depthwise {
-            true => w.to_vec(),
+            true => dw_weight_rows(w, w_dims),
             false => pack_gemm_weights(w, w_dims, params.groups),
         };
         let bytes = std::mem::size_of_val(weights.as_slice()) as u64;
@@ -151,7 +163,7 @@ impl GpuConv2dF32 {
                     bytemuck::cast_slice(bits),
                     "squint f32 weights",
                 )?,
-                weights_tex: match plan.textures && !depthwise {
+                weights_tex: match plan.textures {
                     true => WeightTexture::new(ctx, bits, plan.tex_width, plan.tex_max_height),
                     false => None,
                 },
@@ -225,6 +237,7 @@ impl GpuConv2dF32 {
             blocks_per_group: u(s.c_out_per_group().div_ceil(8)),
             pixel_tiles: u((s.h_out * s.w_out).div_ceil(4)),
             col_tiles: u(s.w_out.div_ceil(4)),
+            col_tiles_rcp: 1.0 / s.w_out.div_ceil(4) as f32,
             ..Default::default()
         }
     }
@@ -283,10 +296,16 @@ impl GpuConv2dF32 {
         let query = (timed && ctx.has_timestamps()).then(|| timestamp_queries(ctx, 2));
         let res = &*self.res;
         // The depthwise kernel: unit-stride, undilated rows of at most 10 columns read each
-        // kernel row's span once.
+        // kernel row's span once, from a constant lane of its first texel where input rows are
+        // whole texels; output rows of whole vec4s are stored as vec4s.
         let (kh, kw) = (s.kh as u32, s.kw as u32);
         let span =
             u32::from(self.params.stride[1] == 1 && self.params.dilation[1] == 1 && kw <= 10);
+        let r0 = match span == 1 && s.w % 4 == 0 {
+            true => (4 - (self.params.padding[1] % 4) as u32) % 4,
+            false => 4,
+        };
+        let y4 = s.w_out % 4 == 0;
         let dw_grid = match self.depthwise {
             true => Some(grid(
                 [
@@ -306,19 +325,20 @@ impl GpuConv2dF32 {
         let weights_tex = res
             .weights_tex
             .as_ref()
-            .filter(|_| x_tex_ok && quads.div_ceil(width) <= max_rows);
+            .filter(|_| !self.depthwise && x_tex_ok && quads.div_ceil(width) <= max_rows);
         if !self.depthwise && weights_tex.is_none() {
             fits(quads * 16, "repacked input")?;
         }
         let xtex = match self.depthwise {
-            true => x_tex_ok,
+            true => x_tex_ok && res.weights_tex.is_some(),
             false => weights_tex.is_some(),
         };
         if xtex {
             u.a_log2_width = plan.tex_width.trailing_zeros();
             u.x_log2_width = plan.tex_width.trailing_zeros();
         }
-        if let Some(w) = weights_tex {
+        let dw_weights_tex = res.weights_tex.as_ref().filter(|_| self.depthwise && xtex);
+        if let Some(w) = weights_tex.or(dw_weights_tex) {
             u.w_log2_width = w.log2_width;
         }
         let gemm_grids = match self.depthwise {
@@ -350,14 +370,20 @@ impl GpuConv2dF32 {
             let mut list = Vec::new();
             if let Some(g) = dw_grid {
                 let pipe = ctx.pipeline(
-                    Kernel::ConvF32Dw { xtex },
-                    &[("KH", kh), ("KW", kw), ("SPAN", span)],
+                    Kernel::ConvF32Dw { xtex, y4 },
+                    &[
+                        ("KH", kh),
+                        ("KW", kw),
+                        ("SPAN", span),
+                        ("R0", r0),
+                        ("RW", kw.div_ceil(4)),
+                    ],
                 )?;
-                let x_in = match textures.first() {
-                    Some(t) => Res::Tex(t.view()),
-                    None => Res::Buf(x_slot),
+                let (x_in, w_in) = match (textures.first(), dw_weights_tex) {
+                    (Some(t), Some(w)) => (Res::Tex(t.view()), Res::Tex(&w.view)),
+                    _ => (Res::Buf(x_slot), Res::Buf(w_slot)),
                 };
-                let res = vec![x_in, Res::Buf(w_slot), Res::Buf(b_slot), Res::Buf(y_slot)];
+                let res = vec![x_in, w_in, Res::Buf(b_slot), Res::Buf(y_slot)];
                 list.push(Dispatch::grid(&pipe, &u, res, g));
             }
             if let Some((pack_grid, conv_grid)) = gemm_grids {

@@ -24,7 +24,8 @@ fn all_kernels() -> Vec<Kernel> {
         all.push(Kernel::ConvF32Pack { xtex });
         all.push(Kernel::ConvF32Gemm { xtex, sg: false });
         all.push(Kernel::ConvF32Gemm { xtex, sg: true });
-        all.push(Kernel::ConvF32Dw { xtex });
+        all.push(Kernel::ConvF32Dw { xtex, y4: false });
+        all.push(Kernel::ConvF32Dw { xtex, y4: true });
         all.push(Kernel::ConvDw { xtex });
         all.push(Kernel::ConvDwDirect { xtex });
         all.push(Kernel::ConvGemmReduce { xtex });
@@ -539,7 +540,7 @@ fn rust_uniform(kernel: Kernel) -> Layout {
                 w_log2_width,
                 x_log2_width,
                 col_tiles,
-                _pad2,
+                col_tiles_rcp,
             })
         }
         Kernel::Peak { .. } => rust_layout!(PeakParams {

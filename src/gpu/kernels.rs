@@ -32,6 +32,7 @@ const DEQUANTIZE: ShaderFile = shader!("dequantize.wgsl");
 const REQUANTIZE: ShaderFile = shader!("requantize.wgsl");
 const CONV_PACK: ShaderFile = shader!("conv_pack.wgsl");
 const CONV_DW_DIRECT: ShaderFile = shader!("conv2d_dw_direct.wgsl");
+const UDIV: ShaderFile = shader!("udiv.wgsl");
 const CONV_GEMM_COMMON: ShaderFile = shader!("conv_gemm_common.wgsl");
 const CONV_GEMM: ShaderFile = shader!("conv2d_gemm.wgsl");
 const CONV_GEMM_TILED: ShaderFile = shader!("conv2d_gemm_tiled.wgsl");
@@ -138,9 +139,11 @@ pub(crate) enum Kernel {
         sg: bool,
     },
     /// The f32 depthwise conv (`conv2d_f32_dw.wgsl`), reading the input from a texture copy
-    /// (`xtex`) or its buffer.
+    /// and the weights from a texture (`xtex`) or both from buffers, storing one vec4 per
+    /// invocation where output rows are whole vec4s (`y4`).
     ConvF32Dw {
         xtex: bool,
+        y4: bool,
     },
 }
 
@@ -160,7 +163,7 @@ pub(crate) enum Binding {
 /// The flags a kernel source may test in `//#if FLAG` lines: those [`Kernel::source`] sets for
 /// some variant. [`preprocess`] rejects any other, so a misspelt flag cannot silently drop (or
 /// keep) a section.
-pub(crate) const FLAGS: [&str; 6] = ["XTEX", "PACKED", "SG", "SHARED", "DOT4", "KSPLIT"];
+pub(crate) const FLAGS: [&str; 7] = ["XTEX", "PACKED", "SG", "SHARED", "DOT4", "KSPLIT", "Y4"];
 
 /// Keeps the lines of `src` (the text of the shader file `file`) whose enclosing `//#if FLAG`
 /// sections are enabled by `flags`; the directive lines themselves are dropped.
@@ -303,10 +306,17 @@ impl Kernel {
             Kernel::ConvPack { xtex }
             | Kernel::ConvDw { xtex }
             | Kernel::ConvDwDirect { xtex }
-            | Kernel::ConvF32Pack { xtex }
-            | Kernel::ConvF32Dw { xtex } => {
+            | Kernel::ConvF32Pack { xtex } => {
                 if xtex {
                     flags.push("XTEX");
+                }
+            }
+            Kernel::ConvF32Dw { xtex, y4 } => {
+                if xtex {
+                    flags.push("XTEX");
+                }
+                if y4 {
+                    flags.push("Y4");
                 }
             }
             Kernel::ConvF32Gemm { xtex, sg } => {
@@ -366,7 +376,7 @@ impl Kernel {
                 CONV_GEMM_REDUCE,
             ],
             Kernel::ConvDw { .. } => &[EPILOGUE_TABLE, CONV_COMMON, CONV_DW],
-            Kernel::ConvDwDirect { .. } => &[EPILOGUE_TABLE, CONV_DW_DIRECT],
+            Kernel::ConvDwDirect { .. } => &[EPILOGUE_TABLE, UDIV, CONV_DW_DIRECT],
             Kernel::SoftFloatTest => &[COMMON, SOFTFLOAT_TEST],
             Kernel::GraphLut => &[COMMON, GRAPH_LUT],
             Kernel::GraphAdd => &[COMMON, GRAPH_ADD],
@@ -374,7 +384,7 @@ impl Kernel {
             Kernel::Peak { .. } => &[COMMON, PEAK],
             Kernel::ConvF32Pack { .. } => &[CONV_F32_COMMON, CONV_F32_PACK],
             Kernel::ConvF32Gemm { .. } => &[CONV_F32_COMMON, CONV_F32_GEMM],
-            Kernel::ConvF32Dw { .. } => &[CONV_F32_COMMON, CONV_F32_DW],
+            Kernel::ConvF32Dw { .. } => &[CONV_F32_COMMON, UDIV, CONV_F32_DW],
         }
     }
 
@@ -398,11 +408,12 @@ impl Kernel {
             | Kernel::SoftFloatTest
             | Kernel::ConvF32Pack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvF32Pack { xtex: true } => &[Uniform, Texture, StorageTexture],
-            Kernel::ConvF32Gemm { xtex: false, .. } | Kernel::ConvF32Dw { xtex: false } => {
+            Kernel::ConvF32Gemm { xtex: false, .. } | Kernel::ConvF32Dw { xtex: false, .. } => {
                 &[Uniform, Read, Read, Read, Write]
             }
-            Kernel::ConvF32Gemm { xtex: true, .. } => &[Uniform, Texture, Texture, Read, Write],
-            Kernel::ConvF32Dw { xtex: true } => &[Uniform, Texture, Read, Read, Write],
+            Kernel::ConvF32Gemm { xtex: true, .. } | Kernel::ConvF32Dw { xtex: true, .. } => {
+                &[Uniform, Texture, Texture, Read, Write]
+            }
             Kernel::ConvPack { xtex: false } => &[Uniform, Read, Write],
             Kernel::ConvPack { xtex: true } => &[Uniform, Texture, StorageTexture],
             Kernel::Requantize | Kernel::GraphLut | Kernel::GraphPool => {
@@ -834,8 +845,8 @@ pub(crate) struct ConvF32Params {
     pub x_log2_width: u32,
     /// 4-pixel tiles per output row (depthwise).
     pub col_tiles: u32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad2: u32,
+    /// `f32(1 / col_tiles)`, for `udiv` (depthwise).
+    pub col_tiles_rcp: f32,
 }
 
 /// Uniform of `peak.wgsl`.
