@@ -1,12 +1,14 @@
 //! GPU time of the depthwise int8 conv on MobileNetV2's depthwise shapes (3x3, one image):
 //! the kernel that reads the packed tensor (the default) against the repack and the kernel on
-//! repacked quads, in one run, medians of 15 runs each: the compute passes by timestamp
-//! queries, and the wall time of the conv and the read-back of its output (which includes
-//! the copy of the input into a texture that both make on CPU adapters). Needs an adapter
+//! repacked quads, and against the f32 depthwise conv on the same adapter (`GpuConv2dF32`,
+//! the baseline of `squint bench`'s "vs f32"), in one run, medians of 15 runs each: the
+//! compute passes by timestamp queries, and the wall time of the conv and the read-back of
+//! its output (which includes the copy of the input into a texture that both make on CPU
+//! adapters). Needs an adapter
 //! with timestamp queries; pick one with `WGPU_BACKEND` (e.g. `vulkan` for lavapipe).
 //!
 //! `cargo run --release --example gpu_depthwise`
-use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, KernelOptions};
+use squint::gpu::{DeviceOptions, GpuContext, GpuConv2d, GpuConv2dF32, KernelOptions};
 use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQParams};
 use squint::shape::{ConvParams, ConvShape};
 use std::time::{Duration, Instant};
@@ -33,7 +35,7 @@ fn main() {
         (960, 7, 1),
         (128, 56, 1),
     ];
-    let (mut td, mut tr, mut wd, mut wr) = (0.0, 0.0, 0.0, 0.0);
+    let (mut td, mut tr, mut wd, mut wr, mut tf) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for (c, hw, st) in shapes {
         let p = ConvParams::default().padding(1).stride(st).groups(c);
         let s = ConvShape::new([1, c, hw, hw], [c, 1, 3, 3], p).unwrap();
@@ -70,18 +72,43 @@ fn main() {
         };
         let (d, r) = (time(&ctx), time(&rep));
         let (dw, rw) = (wall(&ctx), wall(&rep));
-        (td, tr, wd, wr) = (td + d, tr + r, wd + dw, wr + rw);
+        let f = time_f32(&ctx, &s, &w, p);
+        (td, tr, wd, wr, tf) = (td + d, tr + r, wd + dw, wr + rw, tf + f);
         println!(
             "{c}x{hw}x{hw} s{st}: passes direct {d:.3} ms, repacked {r:.3} ms, {:.2}x; \
-             with read-back {dw:.3} / {rw:.3} ms, {:.2}x",
+             with read-back {dw:.3} / {rw:.3} ms, {:.2}x; f32 {f:.3} ms, int8 {:.2}x faster",
             r / d,
-            rw / dw
+            rw / dw,
+            f / d
         );
     }
     println!(
         "sum: passes direct {td:.3} ms, repacked {tr:.3} ms, {:.2}x; with read-back \
-         {wd:.3} / {wr:.3} ms, {:.2}x",
+         {wd:.3} / {wr:.3} ms, {:.2}x; f32 {tf:.3} ms, int8 {:.2}x faster",
         tr / td,
-        wr / wd
+        wr / wd,
+        tf / td
     );
+}
+
+/// Median GPU time (timestamps, 15 runs) of the f32 depthwise conv of shape `s`, with the int8
+/// layer's weights as floats.
+fn time_f32(ctx: &GpuContext, s: &ConvShape, w: &[i8], p: ConvParams) -> f64 {
+    let wf: Vec<f32> = w.iter().map(|&v| f32::from(v) * 0.01).collect();
+    let layer = GpuConv2dF32::new(ctx, &wf, s.weight_dims(), None, p).unwrap();
+    let x: Vec<f32> = (0..s.input_len())
+        .map(|i| (i % 251) as f32 * 0.02)
+        .collect();
+    let xt = ctx.upload_f32(&x, s.input_dims()).unwrap();
+    let mut v: Vec<Duration> = (0..15)
+        .map(|_| {
+            layer
+                .run_timed(ctx, &xt)
+                .unwrap()
+                .1
+                .expect("timestamp queries")
+        })
+        .collect();
+    v.sort();
+    v[7].as_secs_f64() * 1e3
 }
