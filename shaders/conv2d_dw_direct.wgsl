@@ -81,6 +81,11 @@ override NA: u32 = 8u;
 override SPAN_T: u32 = 3u;
 // 1 when the channel multiplier is 1 (output channel o reads input channel o).
 override MULT: u32 = 1u;
+// Output channels (planes) per workgroup: 1, or, on small planes of the 8- and 4-pixel paths,
+// as many as a workgroup holds (lane l computes invocation l mod `plane_invocations` of the
+// workgroup's plane l / `plane_invocations`): lavapipe pays a fixed cost per workgroup, which
+// one workgroup per 7x7 or 14x14 plane made most of the kernel's time.
+override CPW: u32 = 1u;
 // 0 when every channel's float estimate is within one level of its epilogue's
 // (`StepTable::estimate_within_one_level`): its two thresholds then decide the level; 1: the
 // table's search where they do not confirm it (whose loop body CPU adapters run for every
@@ -120,6 +125,10 @@ struct Params {
     row_segments: u32, // invocations per output row (NW > 0)
     segments_rcp: f32, // f32(1 / row_segments), for `udiv`
     out_zero_point: i32, // the output zero point (FEXACT > 0)
+    plane_invocations: u32, // invocations per output plane (CPW > 1)
+    plane_invocations_rcp: f32, // f32(1 / plane_invocations), for `udiv`
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Params;
@@ -654,18 +663,28 @@ fn main(
     lu = LoopUniforms(u.h, u.w, u.stride_h, u.dilation_h, u.dilation_w, u.pad_h, u.pad_w,
         u.x_base, u.w_base, u.etab_base, u.x_tex_log2_width, u.w_tex_log2_width,
         u.etab_tex_log2_width);
-    let o = wid.y;
+    var o = wid.y;
+    var pt = wid.x * WG + lid;
+    if (CPW > 1u) {
+        // (One workgroup along x.) Lanes past the workgroup's last plane, or past the last
+        // channel, compute the last channel's first invocation and store nothing: their
+        // invocation index is past every plane's.
+        let k = udiv(lid, u.plane_invocations, u.plane_invocations_rcp);
+        let oc = wid.y * CPW + k;
+        let valid = k < CPW && oc < u.c_out;
+        o = select(u.c_out - 1u, oc, valid);
+        pt = select(u.pixel_tiles, lid - k * u.plane_invocations, valid);
+    }
     let n = u.n_begin + wid.z;
     if (NW > 0u) {
-        main_rows(o, n, wid.x * WG + lid);
+        main_rows(o, n, pt);
         return;
     }
     if (PX8 == 1u) {
-        main8(o, n, wid.x * WG + lid);
+        main8(o, n, pt);
         return;
     }
     let t = n * u.c_out + o; // output plane
-    let pt = wid.x * WG + lid;
     let ptc = min(pt, u.pixel_tiles - 1u);
     let ch = channel(o, n);
     let xplane = ch.xplane;

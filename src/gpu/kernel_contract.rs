@@ -498,6 +498,10 @@ fn rust_uniform(kernel: Kernel) -> Layout {
             row_segments,
             segments_rcp,
             out_zero_point,
+            plane_invocations,
+            plane_invocations_rcp,
+            _pad0,
+            _pad1,
         }),
         Kernel::SoftFloatTest => rust_layout!(TestParams {
             item_begin,

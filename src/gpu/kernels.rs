@@ -1007,4 +1007,13 @@ pub(crate) struct ConvDwDirectParams {
     pub segments_rcp: f32,
     /// The output zero point (the float epilogue).
     pub out_zero_point: i32,
+    /// Invocations per output plane (`CPW > 1`: the workgroup's lanes go by planes of this
+    /// many).
+    pub plane_invocations: u32,
+    /// `1 / plane_invocations` rounded to f32.
+    pub plane_invocations_rcp: f32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad0: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad1: u32,
 }

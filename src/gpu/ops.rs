@@ -1285,7 +1285,22 @@ impl GpuConv2d {
             None => pixel_tiles,
         };
         let wg = u64::from(plane_workgroup(per_plane, kernels.lanes, kernels.wg_limit));
-        let plane_workgroups = per_plane.div_ceil(wg);
+        // On CPU adapters, as many planes per workgroup as one holds where a plane fills at
+        // most half of one (the 8- and 4-pixel paths on small planes): lavapipe pays a fixed
+        // cost per workgroup (`CPW` in the kernel).
+        let limit = u64::from(kernels.wg_limit);
+        let cpw = match kernels.cpu && rows.is_none() && 2 * per_plane <= limit {
+            true => (limit / per_plane).min(c_out),
+            false => 1,
+        };
+        let wg = match cpw > 1 {
+            true => cpw * per_plane,
+            false => wg,
+        };
+        let plane_workgroups = match cpw > 1 {
+            true => 1,
+            false => per_plane.div_ceil(wg),
+        };
         let in_plane_bytes = plane_words(x.dims) as u64 * 4;
         let m = c_out / s.c_in as u64;
         let split = ctx.split();
@@ -1345,6 +1360,7 @@ impl GpuConv2d {
             ("NA", rows.map_or(1, |r| r.span_words as u32)),
             ("SPAN_T", rows.map_or(1, |r| r.span_texels as u32)),
             ("FLIP", domain.flip * 0x0101_0101),
+            ("CPW", cpw as u32),
         ];
         let output_dims = s.output_dims();
         let run = ctx.encode("depthwise conv2d", |encoder, keep| {
@@ -1406,9 +1422,17 @@ impl GpuConv2d {
                         row_segments: rows.map_or(1, |r| r.segments as u32),
                         segments_rcp: rows.map_or(1.0, |r| (1.0 / r.segments as f64) as f32),
                         out_zero_point: self.epi.out.zero_point,
+                        plane_invocations: per_plane as u32,
+                        plane_invocations_rcp: (1.0 / per_plane as f64) as f32,
+                        _pad0: 0,
+                        _pad1: 0,
                     };
                     let res = vec![xs, ws, es, Res::Buf(ys)];
-                    let grid = [plane_workgroups as u32, c_out as u32, (e - b) as u32];
+                    let grid = [
+                        plane_workgroups as u32,
+                        c_out.div_ceil(cpw) as u32,
+                        (e - b) as u32,
+                    ];
                     Dispatch::grid(&pipe, &params, res, grid)
                 })
                 .collect();
