@@ -18,7 +18,9 @@
 // consecutive pixels of one output plane; `PX8`: stride 1, dilation 1, output rows of at
 // least 8 pixels, each kernel row from one 16-byte span, see `main8`) or one (4 pixels). The
 // grid is (invocation groups of a plane, output channels, images), so the weights and the
-// epilogue header a workgroup reads are the same for all its invocations. The epilogue is
+// epilogue header a workgroup reads are the same for all its invocations; except with CPW > 1
+// (small planes on CPU adapters), where a workgroup holds CPW whole planes, (1, channel
+// groups, images). The epilogue is
 // the formula's own f32 operations where they are exact (`FEXACT`), else thresholds.
 //
 // In the 4-pixel path, where a kernel row's inputs for 4 pixels of one output row span at
@@ -659,7 +661,8 @@ fn main(
 ) {
     // No branch depends on the invocation but the final store's, and every loop has a
     // constant trip count: CPU adapters run both sides of a divergent branch.
-    // The grid: (word groups of a plane, output channels, images).
+    // The grid: (word groups of a plane, output channels, images), or with CPW > 1 (1, groups
+    // of CPW output channels, images).
     lu = LoopUniforms(u.h, u.w, u.stride_h, u.dilation_h, u.dilation_w, u.pad_h, u.pad_w,
         u.x_base, u.w_base, u.etab_base, u.x_tex_log2_width, u.w_tex_log2_width,
         u.etab_tex_log2_width);
