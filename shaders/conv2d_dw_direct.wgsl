@@ -85,8 +85,9 @@ override SPAN_T: u32 = 3u;
 override MULT: u32 = 1u;
 // Output channels (planes) per workgroup: 1, or, on small planes of the 8- and 4-pixel paths,
 // as many as a workgroup holds (lane l computes invocation l mod `plane_invocations` of the
-// workgroup's plane l / `plane_invocations`): lavapipe pays a fixed cost per workgroup, which
-// one workgroup per 7x7 or 14x14 plane made most of the kernel's time.
+// workgroup's plane l / `plane_invocations`): lavapipe pays a fixed cost per workgroup, a
+// large part of the time of one workgroup per 7x7 or 14x14 plane (those layers ran 24-26%
+// faster with it; README, *The f32 depthwise GPU kernel*).
 override CPW: u32 = 1u;
 // 0 when every channel's float estimate is within one level of its epilogue's
 // (`StepTable::estimate_within_one_level`): its two thresholds then decide the level; 1: the
