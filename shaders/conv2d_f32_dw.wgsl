@@ -2,9 +2,9 @@
 // counterpart of `conv2d_dw_direct.wgsl`: it reads the NCHW input itself (no repack; XTEX: a
 // texture copy of its buffer, 4 floats per texel), each invocation computing 4 consecutive
 // output pixels of one row of one channel.
-// * SPAN (unit stride and dilation along rows, KW <= 10): each kernel row's KW + 3 input
-//   columns are read once, as the texels that hold them from the row's first column rounded
-//   down to a texel, and shared by the 4 pixels. Where that column's lane in its texel is the
+// * SPAN (undilated rows, 3 * SW + KW <= 13 for the column stride SW): each kernel row's
+//   3 * SW + KW input columns are read once, as the texels that hold them from the row's
+//   first column rounded down to a texel, and shared by the 4 pixels. Where that column's lane in its texel is the
 //   same for every invocation (input rows a whole number of texels: R0 = -pad_w mod 4) the
 //   values are picked at constant indices, 3 texels for KW = 3; else (R0 = 4) 4 texels, and
 //   each value picked by selects on the lane.
@@ -24,6 +24,8 @@
 override KH: u32 = 3u;
 override KW: u32 = 3u;
 override SPAN: u32 = 0u;
+// The column stride (SPAN).
+override SW: u32 = 1u;
 // The lane of a SPAN row's first input column in its texel when it is the same for every
 // invocation (0 to 3), else 4.
 override R0: u32 = 4u;
@@ -116,17 +118,17 @@ fn main(
             for (var j = 0u; j < RW; j++) {
                 wr[j] = load_w(wb + j);
             }
-            // Input columns c0 .. c0 + KW + 2 of the row.
-            let c0 = ox0 - lu.pad_w;
+            // Input columns c0 .. c0 + 3 * SW + KW - 1 of the row.
+            let c0 = ox0 * SW - lu.pad_w;
             var v: array<f32, 13>;
 //#if XTEX
             // The first column's float index, -3 or more (arithmetic: a texel before the
             // tensor's first is read as garbage, and masked).
-            let f0 = i32(rb) + i32(ox0) - i32(lu.pad_w);
+            let f0 = i32(rb) + i32(ox0 * SW) - i32(lu.pad_w);
             let t0 = u32(f0 >> 2u);
             var win: array<f32, 16>;
             // The texels that hold the span: (R0 + KW + 2) / 4 + 1 of them where R0 is known.
-            let nt = select(4u, (R0 + KW + 2u) / 4u + 1u, R0 < 4u);
+            let nt = select(4u, (R0 + 3u * SW + KW - 1u) / 4u + 1u, R0 < 4u);
             for (var t = 0u; t < nt; t++) {
                 let tx = bitcast<vec4<f32>>(textureLoad(xt, tex_index(t0 + t, lu.x_log2_width)));
                 win[4u * t] = tx.x;
@@ -134,7 +136,7 @@ fn main(
                 win[4u * t + 2u] = tx.z;
                 win[4u * t + 3u] = tx.w;
             }
-            for (var j = 0u; j < KW + 3u; j++) {
+            for (var j = 0u; j < 3u * SW + KW; j++) {
                 var val: f32;
                 if (R0 < 4u) {
                     val = win[j + R0];
@@ -145,14 +147,14 @@ fn main(
                 v[j] = select(0.0, val, row_ok && c0 + j < lu.w_in);
             }
 //#else
-            for (var j = 0u; j < KW + 3u; j++) {
+            for (var j = 0u; j < 3u * SW + KW; j++) {
                 let ok = row_ok && c0 + j < lu.w_in;
                 v[j] = select(0.0, x[select(0u, rb + c0 + j, ok)], ok);
             }
 //#endif
             for (var kx = 0u; kx < KW; kx++) {
                 let wk = wr[kx / 4u][kx % 4u];
-                acc += vec4<f32>(v[kx], v[kx + 1u], v[kx + 2u], v[kx + 3u]) * wk;
+                acc += vec4<f32>(v[kx], v[kx + SW], v[kx + 2u * SW], v[kx + 3u * SW]) * wk;
             }
         } else {
             for (var kx = 0u; kx < KW; kx++) {

@@ -136,8 +136,9 @@ fn depthwise_f32_conv_matches_the_reference() {
 
 /// The depthwise kernel where input rows are whole texels (each span's first column at the
 /// same lane of its texel for every invocation: pad_w mod 4 = 0, 3, 2, 1), with kernel rows
-/// of one, two and three weight vec4s (KW = 3, 5, 7, 9, 10), and output rows of whole vec4s
-/// (one vec4 store per invocation) or not.
+/// of one, two and three weight vec4s (KW = 3, 5, 7, 9, 10), column strides 1 to 3 (the
+/// span of 4 pixels' inputs up to its 13 columns), and output rows of whole vec4s (one vec4
+/// store per invocation) or not.
 #[test]
 fn depthwise_f32_conv_on_rows_of_whole_texels_matches_the_reference() {
     let p = |pad: [usize; 2], groups| ConvParams {
@@ -145,6 +146,25 @@ fn depthwise_f32_conv_on_rows_of_whole_texels_matches_the_reference() {
         groups,
         ..ConvParams::default()
     };
+    let strided = |sw: usize, pad: [usize; 2], groups| ConvParams {
+        stride: [1, sw],
+        ..p(pad, groups)
+    };
+    check(
+        17,
+        [1, 4, 10, 16],
+        [4, 1, 3, 3],
+        strided(2, [1, 1], 4),
+        true,
+    );
+    check(
+        18,
+        [2, 2, 6, 24],
+        [2, 1, 3, 3],
+        strided(3, [1, 1], 2),
+        false,
+    );
+    check(19, [1, 2, 5, 20], [2, 1, 1, 7], strided(2, [0, 3], 2), true);
     check(11, [1, 8, 12, 16], [8, 1, 3, 3], p([1, 1], 8), true);
     check(12, [2, 4, 9, 8], [4, 1, 3, 3], p([0, 0], 4), false);
     check(13, [1, 4, 7, 12], [4, 1, 3, 5], p([1, 2], 4), true);

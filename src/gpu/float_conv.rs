@@ -295,12 +295,11 @@ impl GpuConv2dF32 {
             && x.buffer.size() >= x_texels * 16;
         let query = (timed && ctx.has_timestamps()).then(|| timestamp_queries(ctx, 2));
         let res = &*self.res;
-        // The depthwise kernel: unit-stride, undilated rows of at most 10 columns read each
-        // kernel row's span once, from a constant lane of its first texel where input rows are
-        // whole texels; output rows of whole vec4s are stored as vec4s.
-        let (kh, kw) = (s.kh as u32, s.kw as u32);
-        let span =
-            u32::from(self.params.stride[1] == 1 && self.params.dilation[1] == 1 && kw <= 10);
+        // The depthwise kernel: undilated rows whose 4 pixels' inputs span at most 13 columns
+        // read each kernel row's span once, from a constant lane of its first texel where input
+        // rows are whole texels; output rows of whole vec4s are stored as vec4s.
+        let (kh, kw, sw) = (s.kh as u32, s.kw as u32, self.params.stride[1] as u32);
+        let span = u32::from(self.params.dilation[1] == 1 && 3 * sw + kw <= 13);
         let r0 = match span == 1 && s.w % 4 == 0 {
             true => (4 - (self.params.padding[1] % 4) as u32) % 4,
             false => 4,
@@ -375,6 +374,7 @@ impl GpuConv2dF32 {
                         ("KH", kh),
                         ("KW", kw),
                         ("SPAN", span),
+                        ("SW", sw),
                         ("R0", r0),
                         ("RW", kw.div_ceil(4)),
                     ],
