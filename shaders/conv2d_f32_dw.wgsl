@@ -4,10 +4,10 @@
 // output pixels of one row of one channel.
 // * SPAN (undilated rows, 3 * SW + KW <= 13 for the column stride SW): each kernel row's
 //   3 * SW + KW input columns are read once, as the texels that hold them from the row's
-//   first column rounded down to a texel, and shared by the 4 pixels. Where that column's lane in its texel is the
-//   same for every invocation (input rows a whole number of texels: R0 = -pad_w mod 4) the
-//   values are picked at constant indices, 3 texels for KW = 3; else (R0 = 4) 4 texels, and
-//   each value picked by selects on the lane.
+//   first column rounded down to a texel, and shared by the 4 pixels. Where that column's
+//   lane in its texel is the same for every invocation (input rows a whole number of texels:
+//   R0 = -pad_w mod 4) the values are picked at constant indices, 3 texels for KW = 3 and
+//   SW <= 2; else (R0 = 4) 4 texels, and each value picked by selects on the lane.
 // * Otherwise every tap reads its 4 pixels' inputs.
 // Rows and columns outside the input (padding) read 0. Grid: x the 4-pixel tiles of the
 // plane (rows of `col_tiles`), y the channel, z the image.
@@ -127,7 +127,8 @@ fn main(
             let f0 = i32(rb) + i32(ox0 * SW) - i32(lu.pad_w);
             let t0 = u32(f0 >> 2u);
             var win: array<f32, 16>;
-            // The texels that hold the span: (R0 + KW + 2) / 4 + 1 of them where R0 is known.
+            // The texels that hold the span: (R0 + 3 * SW + KW - 1) / 4 + 1 of them where R0 is
+            // known.
             let nt = select(4u, (R0 + 3u * SW + KW - 1u) / 4u + 1u, R0 < 4u);
             for (var t = 0u; t < nt; t++) {
                 let tx = bitcast<vec4<f32>>(textureLoad(xt, tex_index(t0 + t, lu.x_log2_width)));

@@ -298,8 +298,11 @@ impl GpuConv2dF32 {
         // The depthwise kernel: undilated rows whose 4 pixels' inputs span at most 13 columns
         // read each kernel row's span once, from a constant lane of its first texel where input
         // rows are whole texels; output rows of whole vec4s are stored as vec4s.
-        let (kh, kw, sw) = (s.kh as u32, s.kw as u32, self.params.stride[1] as u32);
-        let span = u32::from(self.params.dilation[1] == 1 && 3 * sw + kw <= 13);
+        let (kh, kw) = (s.kh as u32, s.kw as u32);
+        let sw = self.params.stride[1];
+        let span = u32::from(self.params.dilation[1] == 1 && sw <= 4 && 3 * sw + s.kw <= 13);
+        // (Only the span reads the stride as a constant.)
+        let sw = if span == 1 { sw as u32 } else { 1 };
         let r0 = match span == 1 && s.w % 4 == 0 {
             true => (4 - (self.params.padding[1] % 4) as u32) % 4,
             false => 4,
