@@ -1278,16 +1278,15 @@ impl GpuConv2d {
             true => !s.w_out.is_multiple_of(8),
             false => row && !s.w_out.is_multiple_of(4),
         };
-        // Workgroups sized to the plane's invocations.
+        // Invocations per output plane.
         let per_plane = match rows {
             Some(r) => s.h_out as u64 * r.segments,
             None if px8 => pixel_tiles.div_ceil(2),
             None => pixel_tiles,
         };
-        let wg = u64::from(plane_workgroup(per_plane, kernels.lanes, kernels.wg_limit));
         // On CPU adapters, as many planes per workgroup as one holds where a plane fills at
         // most half of one (the 8- and 4-pixel paths on small planes): lavapipe pays a fixed
-        // cost per workgroup (`CPW` in the kernel).
+        // cost per workgroup (`CPW` in the kernel). Otherwise workgroups sized to the plane.
         let limit = u64::from(kernels.wg_limit);
         let cpw = match kernels.cpu && rows.is_none() && 2 * per_plane <= limit {
             true => (limit / per_plane).min(c_out),
@@ -1295,12 +1294,10 @@ impl GpuConv2d {
         };
         let wg = match cpw > 1 {
             true => cpw * per_plane,
-            false => wg,
+            false => u64::from(plane_workgroup(per_plane, kernels.lanes, kernels.wg_limit)),
         };
-        let plane_workgroups = match cpw > 1 {
-            true => 1,
-            false => per_plane.div_ceil(wg),
-        };
+        // (1 when cpw > 1: cpw · per_plane ≥ per_plane.)
+        let plane_workgroups = per_plane.div_ceil(wg);
         let in_plane_bytes = plane_words(x.dims) as u64 * 4;
         let m = c_out / s.c_in as u64;
         let split = ctx.split();
