@@ -25,15 +25,18 @@
 //! # int8 on AVX-VNNI, and on AVX2 where `vpmaddubsw` cannot saturate
 //!
 //! The flat layout on ymm registers (`x86::dw_i8_flat_avxvnni`): blocks of 32 positions, four
-//! phases of 8 lanes, raw accumulators stored in position order (a 4 × 8 transpose), then the
-//! real outputs' rows gathered and requantized per channel (the AVX2 epilogue of long rows,
-//! with the AVX-512 path's saturating packs). On AVX2 without VNNI the same kernel runs with
+//! phases of 8 lanes, requantized in the registers where every channel's formula is a float
+//! one with finite constants (the AVX-512 path's operations and saturating packs on 8 lanes,
+//! one in-lane shuffle to position order), the bytes of each flat position stored and the
+//! real outputs' rows copied out; otherwise raw accumulators stored in position order (a
+//! 4 × 8 transpose) and requantized per channel afterwards. On AVX2 without VNNI the same kernel runs with
 //! `vpmaddubsw` + `vpmaddwd` by ones for `vpdpbusd` (`x86::dw_i8_flat_maddubs`) where the
 //! call's activations and the weight lanes prove that no int16 pair sum can saturate
 //! ([`maddubs_exact`], the GEMM's `PairBounds`: always for 7-bit activations, as PyTorch's x86
 //! preset gives); otherwise the pair plane below. On the target depthwise shape both are
-//! faster than the f32 kernel (one thread: 1.17x with AVX-VNNI, 1.05x with AVX2 and 7-bit
-//! activations).
+//! faster than the f32 kernel (one thread, Intel Xeon with AVX-VNNI: 1.65–1.74x with
+//! AVX-VNNI, 1.26–1.29x with AVX2 and 7-bit activations; 1.12x and 0.95x before the epilogue
+//! moved into the kernel and the plane's rows were copied as whole vectors).
 //!
 //! # int8 on AVX-VNNI and AVX2, small planes
 //!
@@ -1192,6 +1195,11 @@ fn run_int8_flat(
     // `−z·Σ w'` (the GEMM's `corr0`; padded taps read `z` and add (z − z)·w' = 0), and the
     // epilogue's vector constants where every channel has them (else `requant_row`'s own).
     let cc = pc.call_consts(x_qp);
+    #[cfg(target_arch = "x86_64")]
+    let ks_ymm = match out {
+        super::SinkPtr::Bytes(_) => cc.requant_ymm.as_deref(),
+        super::SinkPtr::Acc(_) => None,
+    };
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
         // `z` at padded positions (written once), the interior rewritten per item.
@@ -1226,24 +1234,31 @@ fn run_int8_flat(
                     true => cc.corr0[o].wrapping_add(shift()),
                     false => cc.corr0[o],
                 };
+                let base = (n * s.c_out + o) * plane_out;
+                let geo = (wp, s.h_out, s.w_out);
+                // The epilogue in the kernel where the channel has ymm constants: bytes.
+                #[cfg(target_arch = "x86_64")]
+                if let Some(ks) = ks_ymm {
+                    // SAFETY: as below; `bytes` holds BLOCK values per block, the constants
+                    // are the layer's (`requant_ymm`: every channel `ymm_tile_ready`), and
+                    // output channel o of batch n belongs to this task only.
+                    unsafe {
+                        let dst = super::x86::DwYmmOut::Bytes(&ks[o], &mut bytes);
+                        kernel(plane.as_ptr(), row_step, blocks, wts, kh, init, dst);
+                        out.write_byte_rows(&bytes, geo, base);
+                    }
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                let dst = super::x86::DwYmmOut::Acc(&mut flat_acc);
+                #[cfg(target_arch = "aarch64")]
+                let dst = &mut flat_acc;
                 // SAFETY: the ISA was checked when packing; the plane holds `flat_len` bytes,
                 // `flat_acc` BLOCK values per block, `wts` kh·ng words.
-                unsafe {
-                    kernel(
-                        plane.as_ptr(),
-                        row_step,
-                        blocks,
-                        wts,
-                        kh,
-                        init,
-                        &mut flat_acc,
-                    )
-                };
-                let base = (n * s.c_out + o) * plane_out;
+                unsafe { kernel(plane.as_ptr(), row_step, blocks, wts, kh, init, dst) };
                 // SAFETY: output channel o of batch n belongs to this task only.
                 unsafe {
                     let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
-                    let geo = (wp, s.h_out, s.w_out);
                     out.write_rows(requant, &flat_acc, geo, base, &mut bytes)
                 };
             }

@@ -10,7 +10,8 @@
 //!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
 
 use super::gemm::dpbusd_maddubs;
-use super::requant::{pack4_512, requant_rel_512, Requant512};
+use super::requant::{finite_256, pack4_256, pack4_512, requant_rel_512, Mode, Requant512};
+use crate::quant::RequantFormula;
 use std::arch::x86_64::*;
 
 /// Depthwise kernel on AVX-512: `R` output rows × `NV` vectors of 16 columns. For row `r`,
@@ -459,8 +460,18 @@ pub(crate) unsafe fn dw_i8_flat<const NG: usize>(
     }
 }
 
+/// Where the ymm flat int8 depthwise kernels put each block of 32 flat positions.
+pub(crate) enum DwYmmOut<'a> {
+    /// The raw accumulators, in position order (`32·blocks` values).
+    Acc(&'a mut [i32]),
+    /// The requantized bytes, in position order (`32·blocks` bytes): the channel's epilogue
+    /// `k` ([`Requant512::ymm_tile_ready`], built with a bound of the accumulators) fused
+    /// into the kernel, as [`dw_i8_flat`] does on 16 lanes.
+    Bytes(&'a Requant512, &'a mut [u8]),
+}
+
 /// Defines the ymm flat int8 depthwise kernel (see [`dw_i8_flat`], of which it is the
-/// 8-lane version without the epilogue) with the given `vpdpbusd` intrinsic.
+/// 8-lane version) with the given `vpdpbusd` intrinsic.
 macro_rules! dw_i8_flat_ymm {
     ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
         $(#[$doc])*
@@ -469,12 +480,18 @@ macro_rules! dw_i8_flat_ymm {
         /// lanes (lane `l` of phase `s` is position `q0 + 4l + s`): the taps `4j .. 4j + 4`
         /// of kernel row `ky` of those 8 positions are the 32 bytes loaded at
         /// `q0 + s + ky·row_step + 4j`, a `vpdpbusd` operand as they are. The accumulators
-        /// start at `init` (`−z·Σ w'`), so that `acc = Σ (u − z)·w'` exactly (wrapping int32),
-        /// and are stored in position order (a 4 × 8 transpose) to `acc[0 .. 32·blocks]`.
+        /// start at `init` (`−z·Σ w'`), so that `acc = Σ (u − z)·w'` exactly (wrapping int32).
+        /// [`DwYmmOut::Acc`] stores them in position order (a 4 × 8 transpose);
+        /// [`DwYmmOut::Bytes`] requantizes the four phases in the registers ([`finite_256!`],
+        /// [`pack4_256!`]: the bytes of `requant_row_finite_avx2`), and one in-lane byte
+        /// shuffle restores position order (128-bit lane `h` of the packs holds, at byte
+        /// `4s + a`, phase `s`'s lane `4h + a`: position `16h + 4a + s`), so that no
+        /// accumulator leaves the registers: on the 56×56 depthwise conv the separate pass
+        /// over stored accumulators took about 40% of the kernel's time.
         ///
         /// # Safety
         /// The features must be available; `plane` readable for
-        /// `32·blocks + 4·NG + (kh − 1)·row_step + 32` bytes; `acc` holds `32·blocks` values;
+        /// `32·blocks + 4·NG + (kh − 1)·row_step + 32` bytes; `out` holds `32·blocks` values;
         /// `wts` holds `kh·NG` words.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const NG: usize>(
@@ -484,40 +501,85 @@ macro_rules! dw_i8_flat_ymm {
             wts: &[i32],
             kh: usize,
             init: i32,
-            acc: &mut [i32],
+            out: DwYmmOut,
         ) {
-            debug_assert!(acc.len() >= 32 * blocks && wts.len() >= kh * NG);
+            debug_assert!(wts.len() >= kh * NG);
             // SAFETY: the caller guarantees the features and the ranges listed above.
             unsafe {
                 let init = _mm256_set1_epi32(init);
-                for b in 0..blocks {
-                    let mut a = [init; 4];
-                    let mut p = plane.add(32 * b);
-                    for ky in 0..kh {
-                        for j in 0..NG {
-                            let wv = _mm256_set1_epi32(*wts.get_unchecked(ky * NG + j));
-                            for (s, av) in a.iter_mut().enumerate() {
-                                let u = _mm256_loadu_si256(p.add(s + 4 * j).cast());
-                                *av = $dpbusd(*av, u, wv);
+                // The four phases' accumulators of block `b`.
+                macro_rules! block {
+                    ($b:expr) => {{
+                        let mut a = [init; 4];
+                        let mut p = plane.add(32 * $b);
+                        for ky in 0..kh {
+                            for j in 0..NG {
+                                let wv = _mm256_set1_epi32(*wts.get_unchecked(ky * NG + j));
+                                for (s, av) in a.iter_mut().enumerate() {
+                                    let u = _mm256_loadu_si256(p.add(s + 4 * j).cast());
+                                    *av = $dpbusd(*av, u, wv);
+                                }
                             }
+                            p = p.add(row_step);
                         }
-                        p = p.add(row_step);
+                        a
+                    }};
+                }
+                match out {
+                    DwYmmOut::Acc(acc) => {
+                        debug_assert!(acc.len() >= 32 * blocks);
+                        for b in 0..blocks {
+                            let a = block!(b);
+                            // Position order: 128-bit half h of phase s holds positions
+                            // 16h + 4l + s (l < 4); a 4 × 4 transpose per half, then the
+                            // halves.
+                            let t0 = _mm256_unpacklo_epi32(a[0], a[1]);
+                            let t1 = _mm256_unpacklo_epi32(a[2], a[3]);
+                            let t2 = _mm256_unpackhi_epi32(a[0], a[1]);
+                            let t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+                            let r0 = _mm256_unpacklo_epi64(t0, t1);
+                            let r1 = _mm256_unpackhi_epi64(t0, t1);
+                            let r2 = _mm256_unpacklo_epi64(t2, t3);
+                            let r3 = _mm256_unpackhi_epi64(t2, t3);
+                            let dst = acc.as_mut_ptr().add(32 * b);
+                            let (lo, hi) = (
+                                _mm256_permute2x128_si256::<0x20>,
+                                _mm256_permute2x128_si256::<0x31>,
+                            );
+                            _mm256_storeu_si256(dst.cast(), lo(r0, r1));
+                            _mm256_storeu_si256(dst.add(8).cast(), lo(r2, r3));
+                            _mm256_storeu_si256(dst.add(16).cast(), hi(r0, r1));
+                            _mm256_storeu_si256(dst.add(24).cast(), hi(r2, r3));
+                        }
                     }
-                    // Position order: 128-bit half h of phase s holds positions
-                    // 16h + 4l + s (l < 4); a 4 × 4 transpose per half, then the halves.
-                    let t0 = _mm256_unpacklo_epi32(a[0], a[1]);
-                    let t1 = _mm256_unpacklo_epi32(a[2], a[3]);
-                    let t2 = _mm256_unpackhi_epi32(a[0], a[1]);
-                    let t3 = _mm256_unpackhi_epi32(a[2], a[3]);
-                    let r0 = _mm256_unpacklo_epi64(t0, t1);
-                    let r1 = _mm256_unpackhi_epi64(t0, t1);
-                    let r2 = _mm256_unpacklo_epi64(t2, t3);
-                    let r3 = _mm256_unpackhi_epi64(t2, t3);
-                    let dst = acc.as_mut_ptr().add(32 * b);
-                    _mm256_storeu_si256(dst.cast(), _mm256_permute2x128_si256::<0x20>(r0, r1));
-                    _mm256_storeu_si256(dst.add(8).cast(), _mm256_permute2x128_si256::<0x20>(r2, r3));
-                    _mm256_storeu_si256(dst.add(16).cast(), _mm256_permute2x128_si256::<0x31>(r0, r1));
-                    _mm256_storeu_si256(dst.add(24).cast(), _mm256_permute2x128_si256::<0x31>(r2, r3));
+                    DwYmmOut::Bytes(k, bytes) => {
+                        debug_assert!(bytes.len() >= 32 * blocks);
+                        let Mode::Finite(formula) = k.mode else {
+                            unreachable!("the caller checked ymm_tile_ready");
+                        };
+                        let order = _mm256_loadu_si256(PHASE_ORDER.as_ptr().cast());
+                        // One loop per formula (the first two constant, so that the match
+                        // in `finite_256!` folds away).
+                        macro_rules! blocks {
+                            ($formula:expr) => {
+                                for b in 0..blocks {
+                                    let a = block!(b);
+                                    let y0 = finite_256!(k, $formula, a[0]);
+                                    let y1 = finite_256!(k, $formula, a[1]);
+                                    let y2 = finite_256!(k, $formula, a[2]);
+                                    let y3 = finite_256!(k, $formula, a[3]);
+                                    let v = pack4_256!(k, y0, y1, y2, y3);
+                                    let v = _mm256_shuffle_epi8(v, order);
+                                    _mm256_storeu_si256(bytes.as_mut_ptr().add(32 * b).cast(), v);
+                                }
+                            };
+                        }
+                        match formula {
+                            RequantFormula::Qnnpack => blocks!(RequantFormula::Qnnpack),
+                            RequantFormula::Fbgemm => blocks!(RequantFormula::Fbgemm),
+                            f => blocks!(f),
+                        }
+                    }
                 }
             }
         }

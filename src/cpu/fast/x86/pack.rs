@@ -185,7 +185,7 @@ pub(crate) unsafe fn copy_rows_xor_avx512(
     }
 }
 
-/// [`copy_rows_xor_avx512`] on AVX2 (the loop vectorized by the compiler for ymm).
+/// [`copy_rows_xor_avx512`] on AVX2 ([`copy_rows_strided_xor_avx2`]).
 ///
 /// # Safety
 /// avx2 must be available.
@@ -198,9 +198,85 @@ pub(crate) unsafe fn copy_rows_xor_avx2(
     stride: usize,
     flip: u8,
 ) {
-    for (y, row) in src.chunks_exact(w).enumerate() {
-        for (d, &v) in dst[at + y * stride..][..w].iter_mut().zip(row) {
-            *d = v ^ flip;
+    let h = src.len() / w;
+    if h == 0 {
+        return;
+    }
+    assert!(at + (h - 1) * stride + w <= dst.len());
+    // SAFETY: row y reads `src[y·w ..][..w]` and writes `dst[at + y·stride ..][..w]`, inside
+    // both slices (asserted above); they cannot overlap (one is borrowed mutably).
+    unsafe {
+        let d = dst.as_mut_ptr().add(at);
+        copy_rows_strided_xor_avx2(src.as_ptr(), w, d, stride, w, h, flip)
+    }
+}
+
+/// Copies `h` rows of `w` bytes from `src + y·src_stride` to `dst + y·dst_stride`, xored with
+/// `flip`: ymm loads and stores, the last one of a row overlapping the one before it rather
+/// than a byte loop (the compiler's loop ran a 56-byte row's last 24 bytes one at a time,
+/// a quarter of the time of the int8 depthwise kernel it feeds), 16- and 8-byte ones for
+/// shorter rows; nothing outside the rows is read or written.
+///
+/// # Safety
+/// avx2 must be available; every row readable at `src` and writable at `dst`, the two
+/// disjoint.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn copy_rows_strided_xor_avx2(
+    src: *const u8,
+    src_stride: usize,
+    dst: *mut u8,
+    dst_stride: usize,
+    w: usize,
+    h: usize,
+    flip: u8,
+) {
+    // SAFETY: every access lies in `[0, w)` of a row (the caller's ranges).
+    unsafe {
+        let f = _mm256_set1_epi8(flip as i8);
+        let f16 = _mm_set1_epi8(flip as i8);
+        let f8 = u64::from_ne_bytes([flip; 8]);
+        for y in 0..h {
+            let (s, d) = (src.add(y * src_stride), dst.add(y * dst_stride));
+            // (Macros, not closures: closures are not reliably inlined into target-feature
+            // code.)
+            macro_rules! put32 {
+                ($i:expr) => {{
+                    let v = _mm256_loadu_si256(s.add($i).cast());
+                    _mm256_storeu_si256(d.add($i).cast(), _mm256_xor_si256(v, f));
+                }};
+            }
+            macro_rules! put16 {
+                ($i:expr) => {{
+                    let v = _mm_loadu_si128(s.add($i).cast());
+                    _mm_storeu_si128(d.add($i).cast(), _mm_xor_si128(v, f16));
+                }};
+            }
+            macro_rules! put8 {
+                ($i:expr) => {{
+                    let v = s.add($i).cast::<u64>().read_unaligned();
+                    d.add($i).cast::<u64>().write_unaligned(v ^ f8);
+                }};
+            }
+            if w >= 32 {
+                let mut i = 0;
+                while i + 32 <= w {
+                    put32!(i);
+                    i += 32;
+                }
+                if i < w {
+                    put32!(w - 32);
+                }
+            } else if w >= 16 {
+                put16!(0);
+                put16!(w - 16);
+            } else if w >= 8 {
+                put8!(0);
+                put8!(w - 8);
+            } else {
+                for i in 0..w {
+                    *d.add(i) = *s.add(i) ^ flip;
+                }
+            }
         }
     }
 }

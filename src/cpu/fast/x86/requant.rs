@@ -648,6 +648,8 @@ unsafe fn store32_bytes(y: [__m256i; 4], signed: bool, dst: *mut u8) {
 /// it inlines into the target-feature code of its callers.
 macro_rules! finite_256 {
     ($k:expr, $formula:expr, $a:expr) => {{
+        use $crate::cpu::fast::x86::requant::Requant512;
+        use $crate::quant::RequantFormula;
         let (k, a): (&Requant512, __m256i) = ($k, $a);
         let v = match $formula {
             RequantFormula::Qnnpack => _mm256_mul_ps(
@@ -676,6 +678,29 @@ macro_rules! finite_256 {
         >(v))
     }};
 }
+
+/// The stored bytes of four vectors of [`finite_256!`] results, the 8-lane [`pack4_512!`]:
+/// `pack4_256!(k, y0, y1, y2, y3) -> __m256i`, holding in 128-bit lane `i` the bytes of
+/// `y0[4i .. 4i + 4]`, `y1[..]`, `y2[..]`, `y3[..]` (the in-lane order of the packs), the
+/// zero point added and the clamp applied by the saturating packs (see [`Requant512`]).
+/// Needs avx2 and `std::arch::x86_64::*` in scope.
+macro_rules! pack4_256 {
+    ($k:expr, $y0:expr, $y1:expr, $y2:expr, $y3:expr) => {{
+        let k: &$crate::cpu::fast::x86::requant::Requant512 = $k;
+        let zp16 = _mm256_set1_epi16(k.zp16);
+        let a = _mm256_adds_epi16(_mm256_packs_epi32($y0, $y1), zp16);
+        let b = _mm256_adds_epi16(_mm256_packs_epi32($y2, $y3), zp16);
+        let (bmin, bmax) = (_mm256_set1_epi8(k.bmin), _mm256_set1_epi8(k.bmax));
+        if k.unsigned {
+            _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(a, b), bmin), bmax)
+        } else {
+            _mm256_min_epi8(_mm256_max_epi8(_mm256_packs_epi16(a, b), bmin), bmax)
+        }
+    }};
+}
+
+// Path-based scope, as above, for the ymm depthwise kernel.
+pub(super) use {finite_256, pack4_256};
 
 /// The `8·j`-th to `8·j + 7`-th of the `rem` accumulators at `src` (lanes past `rem` read as
 /// 0, and never accessed: `vpmaskmovd`), for a row's tail without copying it.
@@ -751,8 +776,6 @@ unsafe fn requant_row_finite_avx2(
     unsafe {
         let n = acc.len().min(out.len());
         let body = n / 32 * 32;
-        let zp16 = _mm256_set1_epi16(k.zp16);
-        let (bmin, bmax) = (_mm256_set1_epi8(k.bmin), _mm256_set1_epi8(k.bmax));
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         // (Macros, not closures: closures are not reliably inlined into target-feature code.)
         // The tail (< 32 accumulators) as one more step: masked loads (0 past the row), its
@@ -775,13 +798,7 @@ unsafe fn requant_row_finite_avx2(
                         };
                         *yj = $y;
                     }
-                    let a = _mm256_adds_epi16(_mm256_packs_epi32(y[0], y[1]), zp16);
-                    let b = _mm256_adds_epi16(_mm256_packs_epi32(y[2], y[3]), zp16);
-                    let bytes = if k.unsigned {
-                        _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(a, b), bmin), bmax)
-                    } else {
-                        _mm256_min_epi8(_mm256_max_epi8(_mm256_packs_epi16(a, b), bmin), bmax)
-                    };
+                    let bytes = pack4_256!(k, y[0], y[1], y[2], y[3]);
                     let bytes = _mm256_permutevar8x32_epi32(bytes, order);
                     if tail {
                         store_tail_bytes(out.as_mut_ptr().add(i), bytes, rem);
