@@ -42,13 +42,15 @@
 //!
 //! Where the f32 kernel runs with the channels in the lanes (output planes of 64 pixels or
 //! fewer, 196 or fewer at strides above 1: 7×7 planes, 14×14 and 28×28 ones at stride 2; see
-//! [`lanes_f32_preferred`]), so does the int8 conv
-//! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
-//! 2^24 bound of the last section, then each channel's accumulators requantized. The flat
-//! kernel wastes most of its lanes on such planes (one thread, 960x7x7: 54.6 → 36 µs on AVX2,
-//! stride 2 576x14x14: 65 → 30, with the changes to the f32 kernel and the epilogues of the
-//! same session).
-//!
+//! [`lanes_f32_preferred`]) and the flat kernel cannot run (strides above 1, or AVX2 where
+//! `vpmaddubsw` could saturate), so does the int8 conv (`run_int8_lanes`): the inputs as
+//! `u − z` in f32, the weights `w − ζ`, exact under the 2^24 bound of the last section, then
+//! each channel's accumulators requantized. It runs the f32 kernel plus the conversions, so it
+//! cannot beat the f32 conv (0.6–0.7x on MobileNetV2's stride-2 14x14 and 28x28 layers, one
+//! thread, Intel Xeon). Unit-stride small planes run the flat kernel since it requantizes
+//! in its registers and copies short rows as whole words (960x7x7: lanes 0.064 ms, flat
+//! 0.044 on AVX-VNNI, 0.055 on AVX2; the f32 conv 0.043).
+
 //! # int8 on AVX2, exact for any range
 //!
 //! With unit column stride, a *pair plane* per (batch, group): the i32 at padded position `i`
@@ -1022,9 +1024,21 @@ pub(super) fn run_int8(
     };
     let z = zp + if flip != 0 { 128 } else { 0 };
     let ranges = item_ranges(s.n * g, opts.threads);
-    // AVX2 and AVX-VNNI on small planes: the f32 channels-in-lanes kernel (exact here).
+    // The ymm flat kernel where it runs: unit strides (the `vnni` lanes exist), AVX-VNNI, or
+    // AVX2 where `vpmaddubsw` cannot saturate.
+    #[cfg(target_arch = "x86_64")]
+    let flat = match (vnni, isa) {
+        (Some(l), Isa::AvxVnni) => Some(l),
+        (Some(l), Isa::Avx2) if maddubs_exact(l, x, x_qp) => Some(l),
+        _ => None,
+    };
+    // AVX2 and AVX-VNNI on small planes the flat kernel does not run (strided ones): the f32
+    // channels-in-lanes kernel (exact here). Where the flat kernel runs it is faster since
+    // it requantizes in its registers and copies short rows as whole words (960x7x7, one
+    // thread, AVX-VNNI: 0.064 → 0.046 ms).
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni)
+        && flat.is_none()
         && exact_f32
         && s.c_out_per_group() == 1
         && lanes_f32_preferred(isa, s)
@@ -1039,17 +1053,12 @@ pub(super) fn run_int8(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = lanes_w;
     #[cfg(target_arch = "x86_64")]
-    if let Some(lanes) = vnni {
-        match isa {
-            Isa::Avx512Vnni => {
-                return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out)
-            }
-            Isa::AvxVnni => return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out),
-            _ if maddubs_exact(lanes, x, x_qp) => {
-                return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out)
-            }
-            _ => {}
-        }
+    if let (Some(lanes), Isa::Avx512Vnni) = (vnni, isa) {
+        return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(lanes) = flat {
+        return run_int8_flat(pc, lanes, x, x_qp, s, opts.threads, out);
     }
     #[cfg(target_arch = "aarch64")]
     if let (Some(lanes), Isa::NeonDot) = (vnni, isa) {
