@@ -42,14 +42,24 @@
 //!
 //! Where the f32 kernel runs with the channels in the lanes (output planes of 64 pixels or
 //! fewer, 196 or fewer at strides above 1: 7×7 planes, 14×14 and 28×28 ones at stride 2; see
-//! [`lanes_f32_preferred`]) and the flat kernel cannot run (strides above 1, or AVX2 where
-//! `vpmaddubsw` could saturate), so does the int8 conv (`run_int8_lanes`): the inputs as
-//! `u − z` in f32, the weights `w − ζ`, exact under the 2^24 bound of the last section, then
-//! each channel's accumulators requantized. It runs the f32 kernel plus the conversions, so it
-//! cannot beat the f32 conv (0.6–0.7x on MobileNetV2's stride-2 14x14 and 28x28 layers, one
-//! thread, Intel Xeon). Unit-stride small planes run the flat kernel since it requantizes
-//! in its registers and copies short rows as whole words (960x7x7: lanes 0.064 ms, flat
-//! 0.044 on AVX-VNNI, 0.055 on AVX2; the f32 conv 0.043).
+//! [`lanes_f32_preferred`]) and no integer kernel below runs, so does the int8 conv
+//! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
+//! 2^24 bound of the last section, then each channel's accumulators requantized. It runs the
+//! f32 kernel plus the conversions, so it cannot beat the f32 conv (0.6–0.7x on MobileNetV2's
+//! stride-2 14x14 and 28x28 layers, one thread, Intel Xeon), and is the fallback. Unit-stride
+//! small planes run the flat kernel since it requantizes in its registers and copies short
+//! rows as whole words (960x7x7: lanes 0.064 ms, flat 0.044 on AVX-VNNI, 0.055 on AVX2; the
+//! f32 conv 0.043).
+//!
+//! # int8 on AVX-VNNI and AVX2, column stride 2
+//!
+//! `x86::dw_i8_s2_avxvnni` (`kw ≤ 4`, no column dilation; on AVX2 with `vpmaddubsw` where
+//! [`maddubs_exact`]): over the flat kernel's padded plane of `u`, the four bytes at
+//! `2·ox` of a kernel row are output `ox`'s `vpdpbusd` operand lane (the taps `kx < 4`), so
+//! eight outputs come from two 16-byte loads and one in-lane byte shuffle per kernel row;
+//! requantized in the registers and stored straight into the output. One thread, Intel Xeon,
+//! against the f32 conv: AVX-VNNI 1.03–2.42x on every MobileNetV2 stride-2 layer (576x14x14
+//! 0.66x → 1.03x, 192x28x28 0.66x → 1.56x), AVX2 0.83–1.97x.
 
 //! # int8 on AVX2, exact for any range
 //!
@@ -710,6 +720,13 @@ fn flat_eligible(params: &ConvParams) -> bool {
     params.stride == [1, 1] && params.dilation[1] == 1
 }
 
+/// Whether the ymm stride-2 kernel (`x86::dw_i8_s2_avxvnni`: column stride 2, no column
+/// dilation, one column group) applies.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn s2_eligible(params: &ConvParams, kw: usize) -> bool {
+    params.stride[1] == 2 && params.dilation[1] == 1 && kw <= 4
+}
+
 /// Whether one of the VNNI depthwise kernels handles a conv with these hyperparameters and
 /// kernel size, on this CPU: at most 4 column groups (`kw ≤ 16`), and either the flat kernel
 /// (unit strides and column dilation; AVX512-VNNI, AVX-VNNI, AVX2 or `neon-dotprod`'s `sdot`),
@@ -727,8 +744,9 @@ pub(super) fn vnni_eligible(isa: Isa, params: &ConvParams, kw: usize) -> bool {
                         && 15 * params.stride[1] + (kw.min(4) - 1) * params.dilation[1] <= 63)
                 }
                 // AVX2: `vpmaddubsw` for `vpdpbusd` where no pair can saturate (checked per
-                // call by `maddubs_exact`), the pair-plane kernel otherwise.
-                Isa::AvxVnni | Isa::Avx2 => flat,
+                // call by `maddubs_exact`), the pair-plane kernel otherwise. Column stride 2
+                // without column dilation, `kw ≤ 4`: `x86::dw_i8_s2_avxvnni`.
+                Isa::AvxVnni | Isa::Avx2 => flat || s2_eligible(params, kw),
                 _ => false,
             }
     }
@@ -1027,11 +1045,22 @@ pub(super) fn run_int8(
     // The ymm flat kernel where it runs: unit strides (the `vnni` lanes exist), AVX-VNNI, or
     // AVX2 where `vpmaddubsw` cannot saturate.
     #[cfg(target_arch = "x86_64")]
-    let flat = match (vnni, isa) {
+    let ymm_dot = match (vnni, isa) {
         (Some(l), Isa::AvxVnni) => Some(l),
         (Some(l), Isa::Avx2) if maddubs_exact(l, x, x_qp) => Some(l),
         _ => None,
     };
+    #[cfg(target_arch = "x86_64")]
+    let flat = ymm_dot.filter(|_| flat_eligible(&s.params));
+    // Column stride 2 on the ymm paths, where the epilogue runs in the kernel's registers.
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(lanes), false, super::SinkPtr::Bytes(_)) = (ymm_dot, flat_eligible(&s.params), out)
+    {
+        let cc = pc.call_consts(x_qp);
+        if let Some(ks) = cc.requant_ymm.as_deref() {
+            return run_int8_s2(pc, lanes, &cc, ks, x, x_qp, s, opts.threads, out);
+        }
+    }
     // AVX2 and AVX-VNNI on small planes the flat kernel does not run (strided ones): the f32
     // channels-in-lanes kernel (exact here). Where the flat kernel runs it is faster since
     // it requantizes in its registers and copies short rows as whole words (960x7x7, one
@@ -1281,6 +1310,83 @@ fn run_int8_flat(
                 unsafe {
                     let requant = |a: &[i32], y: &mut [u8]| pc.requant_with(&cc, o, a, y);
                     out.write_rows(requant, &flat_acc, geo, base, &mut bytes)
+                };
+            }
+        }
+    });
+}
+
+/// The int8 depthwise conv at column stride 2 on AVX-VNNI, and on AVX2 where
+/// [`maddubs_exact`] (`lanes` from [`pack_vnni`], one column group, every channel's epilogue
+/// `ks` ready for the ymm registers): per (batch, group) the padded plane of `u = x ^ flip`
+/// (`z` at padded positions, as for the flat kernel), then `x86::dw_i8_s2_avxvnni` per output
+/// channel, straight into the output. One thread, Intel Xeon: MobileNetV2's stride-2 layers
+/// ran the f32 channels-in-lanes kernel on converted inputs (576x14x14 0.060 ms, 0.66x the
+/// f32 conv) or the pairs kernel (144x56x56 0.124 ms, 1.0x).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_int8_s2(
+    pc: &PackedConv2d,
+    lanes: &[i32],
+    cc: &super::CallConsts,
+    ks: &[super::x86::Requant512],
+    x: &[u8],
+    x_qp: &QParams,
+    s: &ConvShape,
+    threads: Option<usize>,
+    out: super::SinkPtr,
+) {
+    use super::x86::{dw_i8_s2_avxvnni, dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs};
+    let p = &s.params;
+    let kh = s.kh;
+    let (g, cog) = (p.groups, s.c_out_per_group());
+    let (ph, pw) = (p.padding[0], p.padding[1]);
+    let (wp, hp) = (s.w + 2 * pw, s.h + 2 * ph);
+    let (plane_in, plane_out) = (s.h * s.w, s.h_out * s.w_out);
+    let (row_step, sy_step) = (p.dilation[0] * wp, p.stride[0] * wp);
+    // Every read of the kernel (its `# Safety`).
+    let len = (hp * wp).max((s.h_out - 1) * sy_step + (kh - 1) * row_step + 2 * s.w_out + 24);
+    assert!(s2_eligible(p, s.kw) && lanes.len() >= s.c_out * kh && ks.len() >= s.c_out);
+    assert!(x.len() >= s.n * s.c_in * plane_in);
+    let kernel = match (pc.isa, super::int8::vex_vnni()) {
+        (Isa::Avx2, _) => dw_i8_s2_maddubs,
+        (_, true) => dw_i8_s2_avxvnni,
+        (_, false) => dw_i8_s2_avxvnni_evex,
+    };
+    let super::SinkPtr::Bytes(y) = out else {
+        unreachable!("the caller checked a byte output");
+    };
+    let (flip, z) = super::int8::flip_and_z(x_qp);
+    let ranges = item_ranges(s.n * g, threads);
+    par_for(threads, ranges.len(), |task| {
+        // `z` at padded positions (written once), the interior rewritten per item.
+        let mut plane = vec![z as u8; len];
+        for item in ranges[task].clone() {
+            let (n, gi) = (item / g, item % g);
+            let src = &x[(n * s.c_in + gi) * plane_in..][..plane_in];
+            // SAFETY: both paths here have AVX2 (checked when packing).
+            unsafe { super::x86::copy_rows_xor_avx2(src, s.w, &mut plane, ph * wp + pw, wp, flip) };
+            for o in gi * cog..(gi + 1) * cog {
+                // SAFETY: the ISA was checked when packing; the plane holds every byte the
+                // kernel reads (`len`), `lanes` kh words per channel, `ks[o]` is ready for
+                // the ymm registers (`requant_ymm`); output channel o of batch n lies in the
+                // output and belongs to this task only.
+                unsafe {
+                    let y = &y; // (the whole `Send` wrapper, not its pointer field)
+                    let dst = y.0.add((n * s.c_out + o) * plane_out);
+                    let w = &lanes[o * kh..(o + 1) * kh];
+                    let geo = (s.h_out, s.w_out);
+                    let init = cc.corr0[o];
+                    kernel(
+                        plane.as_ptr(),
+                        (row_step, sy_step),
+                        geo,
+                        w,
+                        kh,
+                        init,
+                        &ks[o],
+                        dst,
+                    )
                 };
             }
         }

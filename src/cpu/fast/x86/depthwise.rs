@@ -586,6 +586,124 @@ macro_rules! dw_i8_flat_ymm {
     };
 }
 
+/// Defines the ymm int8 depthwise kernel for column stride 2 (no column dilation, `kw ≤ 4`)
+/// with the given `vpdpbusd` intrinsic.
+macro_rules! dw_i8_s2_ymm {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+        $(#[$doc])*
+        ///
+        /// Over the padded plane of `u = x ^ flip` (`z` at padded positions, rows of `wp`
+        /// bytes), output `(oy, ox)` of kernel row `ky` reads the four bytes at
+        /// `oy·sy_step + ky·row_step + 2·ox`: the taps `kx < 4` (`w'` is 0 past `kw`), one
+        /// `vpdpbusd` operand lane. Eight outputs `ox0 .. ox0 + 8` take their lanes from the
+        /// 16 bytes at `2·ox0` (low 128 bits) and at `2·ox0 + 8` (high), one in-lane byte
+        /// shuffle each (lane `j` of a half: bytes `2j .. 2j + 4`). Accumulators start at
+        /// `init` (`−z·Σ w'`): `acc = Σ (u − z)·w'` exactly (wrapping int32), requantized
+        /// in the registers with the channel's constants `k` ([`finite_256!`],
+        /// [`pack4_256!`]) and stored as the `h_out × w_out` bytes at `out`.
+        ///
+        /// # Safety
+        /// The features must be available; `k` [`Requant512::ymm_tile_ready`] (built with a
+        /// bound of the accumulators); `plane` readable for `(h_out − 1)·sy_step +
+        /// (kh − 1)·row_step + 2·w_out + 24` bytes; `out` writable for `h_out·w_out` bytes;
+        /// `wts` holds `kh` words.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            plane: *const u8,
+            (row_step, sy_step): (usize, usize),
+            (h_out, w_out): (usize, usize),
+            wts: &[i32],
+            kh: usize,
+            init: i32,
+            k: &Requant512,
+            out: *mut u8,
+        ) {
+            debug_assert!(wts.len() >= kh);
+            let Mode::Finite(formula) = k.mode else {
+                unreachable!("the caller checked ymm_tile_ready");
+            };
+            // SAFETY: the caller guarantees the features and the ranges listed above.
+            unsafe {
+                let init = _mm256_set1_epi32(init);
+                let pat = _mm256_setr_epi8(
+                    0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5,
+                    6, 7, 6, 7, 8, 9,
+                );
+                // One loop per formula (the first two constant, so that the match in
+                // `finite_256!` folds away).
+                macro_rules! rows {
+                    ($formula:expr) => {
+                        for oy in 0..h_out {
+                            let row = plane.add(oy * sy_step);
+                            let dst = out.add(oy * w_out);
+                            for ox in (0..w_out).step_by(8) {
+                                let mut a = init;
+                                let mut p = row.add(2 * ox);
+                                for ky in 0..kh {
+                                    let v = _mm256_loadu2_m128i(p.add(8).cast(), p.cast());
+                                    let q = _mm256_shuffle_epi8(v, pat);
+                                    let wv = _mm256_set1_epi32(*wts.get_unchecked(ky));
+                                    a = $dpbusd(a, q, wv);
+                                    p = p.add(row_step);
+                                }
+                                let y = finite_256!(k, $formula, a);
+                                // Lane h of the packs starts with the bytes of y[4h .. 4h + 4].
+                                let v = pack4_256!(k, y, y, y, y);
+                                let lo = _mm256_castsi256_si128(v);
+                                let hi = _mm256_extracti128_si256::<1>(v);
+                                let bytes = _mm_cvtsi128_si64(_mm_unpacklo_epi32(lo, hi)) as u64;
+                                let d = dst.add(ox);
+                                match w_out - ox {
+                                    8.. => d.cast::<u64>().write_unaligned(bytes),
+                                    n @ 4.. => {
+                                        d.cast::<u32>().write_unaligned(bytes as u32);
+                                        let last = (bytes >> (8 * (n - 4))) as u32;
+                                        d.add(n - 4).cast::<u32>().write_unaligned(last);
+                                    }
+                                    n => {
+                                        for i in 0..n {
+                                            *d.add(i) = (bytes >> (8 * i)) as u8;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    };
+                }
+                match formula {
+                    RequantFormula::Qnnpack => rows!(RequantFormula::Qnnpack),
+                    RequantFormula::Fbgemm => rows!(RequantFormula::Fbgemm),
+                    f => rows!(f),
+                }
+            }
+        }
+    };
+}
+
+dw_i8_s2_ymm!(
+    /// The int8 depthwise conv of one output channel at column stride 2 on AVX-VNNI (VEX
+    /// `vpdpbusd`).
+    dw_i8_s2_avxvnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+
+dw_i8_s2_ymm!(
+    /// [`dw_i8_s2_avxvnni`] with EVEX `vpdpbusd` (AVX512-VNNI + VL).
+    dw_i8_s2_avxvnni_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
+
+dw_i8_s2_ymm!(
+    /// [`dw_i8_s2_avxvnni`] on AVX2 with `vpmaddubsw` for `vpdpbusd` ([`dpbusd_maddubs`]):
+    /// exact only where no int16 pair sum can saturate (the caller's `maddubs_exact`).
+    dw_i8_s2_maddubs,
+    "avx2",
+    dpbusd_maddubs
+);
+
 dw_i8_flat_ymm!(
     /// The flat int8 depthwise conv of one output channel on AVX-VNNI (VEX `vpdpbusd`), unit
     /// strides and column dilation: raw accumulators of every flat position.
