@@ -3,7 +3,7 @@
 //! ("int8 faster than f32 on every shape, on every ISA") checked shape by shape, where
 //! `squint bench` times one depthwise shape. Both layers are packed once and write into a
 //! reused buffer, as in `squint bench`; int8 runs on 7-bit activations (PyTorch's x86 preset)
-//! unless `SQUINT_ACT_BITS=8`; each figure is the median of 41 runs, the two paths alternated
+//! unless `SQUINT_ACT_BITS=8`; each figure is the median of 41 runs (`SQUINT_ROUNDS`), the two paths alternated
 //! in rounds so that a noisy neighbour slows both.
 //!
 //! `cargo run --release --example cpu_depthwise [-- FILTER...]`: only the rows whose
@@ -13,36 +13,26 @@ use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQP
 use squint::shape::{ConvParams, ConvShape};
 use std::time::Instant;
 
+#[path = "common/mobilenet_v2_depthwise.rs"]
+mod mobilenet_v2_depthwise;
+
 fn main() -> squint::Result<()> {
     let bits: u32 = std::env::var("SQUINT_ACT_BITS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let shapes = [
-        (32, 112, 1),
-        (96, 112, 2),
-        (144, 56, 1),
-        (144, 56, 2),
-        (192, 28, 1),
-        (192, 28, 2),
-        (384, 14, 1),
-        (576, 14, 1),
-        (576, 14, 2),
-        (960, 7, 1),
-        (128, 56, 1),
-    ];
     let rounds: usize = std::env::var("SQUINT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(41);
     let filters: Vec<String> = std::env::args().skip(1).collect();
     let opts = FastConvOptions::with_threads(1);
-    println!("one thread, {bits}-bit activations; ms are medians of 41 runs");
+    println!("one thread, {bits}-bit activations; ms are medians of {rounds} runs");
     println!("| isa | shape | int8 kernel | int8 ms | f32 ms | int8 vs f32 |");
     println!("|---|---|---|---|---|---|");
     for isa in Isa::available() {
         let mut worst = f64::INFINITY;
-        for (c, hw, st) in shapes {
+        for (c, hw, st) in mobilenet_v2_depthwise::LAYERS {
             let name = format!("{isa} {c}x{hw}x{hw} s{st}");
             if !filters.iter().all(|f| name.contains(f.as_str())) {
                 continue;

@@ -13,6 +13,9 @@ use squint::quant::{Epilogue, QDtype, QParams, QScheme, RequantFormula, WeightQP
 use squint::shape::{ConvParams, ConvShape};
 use std::time::{Duration, Instant};
 
+#[path = "common/mobilenet_v2_depthwise.rs"]
+mod mobilenet_v2_depthwise;
+
 fn main() {
     let ctx = GpuContext::open(&DeviceOptions::default()).expect("a GPU adapter");
     let rep = ctx
@@ -22,21 +25,8 @@ fn main() {
         })
         .unwrap();
     println!("{}", ctx.adapter_report().summary());
-    let shapes = [
-        (32, 112, 1),
-        (96, 112, 2),
-        (144, 56, 1),
-        (144, 56, 2),
-        (192, 28, 1),
-        (192, 28, 2),
-        (384, 14, 1),
-        (576, 14, 1),
-        (576, 14, 2),
-        (960, 7, 1),
-        (128, 56, 1),
-    ];
     let (mut td, mut tr, mut wd, mut wr, mut tf) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (c, hw, st) in shapes {
+    for (c, hw, st) in mobilenet_v2_depthwise::LAYERS {
         let p = ConvParams::default().padding(1).stride(st).groups(c);
         let s = ConvShape::new([1, c, hw, hw], [c, 1, 3, 3], p).unwrap();
         let w: Vec<i8> = (0..s.weight_len())

@@ -29,8 +29,8 @@
 //! one with finite constants (the AVX-512 path's operations and saturating packs on 8 lanes,
 //! one in-lane shuffle to position order), the bytes of each flat position stored and the
 //! real outputs' rows copied out; otherwise raw accumulators stored in position order (a
-//! 4 × 8 transpose) and requantized per channel afterwards. On AVX2 without VNNI the same kernel runs with
-//! `vpmaddubsw` + `vpmaddwd` by ones for `vpdpbusd` (`x86::dw_i8_flat_maddubs`) where the
+//! 4 × 8 transpose) and requantized per channel afterwards. On AVX2 without VNNI the same
+//! kernel runs with `vpmaddubsw` + `vpmaddwd` by ones for `vpdpbusd` (`x86::dw_i8_flat_maddubs`) where the
 //! call's activations and the weight lanes prove that no int16 pair sum can saturate
 //! ([`maddubs_exact`], the GEMM's `PairBounds`: always for 7-bit activations, as PyTorch's x86
 //! preset gives); otherwise the pair plane below. On the target depthwise shape both are
@@ -1042,8 +1042,9 @@ pub(super) fn run_int8(
     };
     let z = zp + if flip != 0 { 128 } else { 0 };
     let ranges = item_ranges(s.n * g, opts.threads);
-    // The ymm flat kernel where it runs: unit strides (the `vnni` lanes exist), AVX-VNNI, or
-    // AVX2 where `vpmaddubsw` cannot saturate.
+    // The ymm `vpdpbusd` kernels where they run: the `vnni` lanes exist (unit strides, or
+    // column stride 2 with `kw ≤ 4`), on AVX-VNNI, or on AVX2 where `vpmaddubsw` cannot
+    // saturate; the flat kernel at unit strides, `run_int8_s2` at column stride 2.
     #[cfg(target_arch = "x86_64")]
     let ymm_dot = match (vnni, isa) {
         (Some(l), Isa::AvxVnni) => Some(l),
@@ -1064,7 +1065,7 @@ pub(super) fn run_int8(
     // AVX2 and AVX-VNNI on small planes the flat kernel does not run (strided ones): the f32
     // channels-in-lanes kernel (exact here). Where the flat kernel runs it is faster since
     // it requantizes in its registers and copies short rows as whole words (960x7x7, one
-    // thread, AVX-VNNI: 0.064 → 0.046 ms).
+    // thread, AVX-VNNI: 0.064 → 0.044 ms).
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::AvxVnni)
         && flat.is_none()
@@ -1441,8 +1442,9 @@ fn run_int8_pairs(
         .collect();
     let ranges = item_ranges(s.n * g, threads);
     par_for(threads, ranges.len(), |task| {
-        // The padding of `d` stays zero across items; only its interior is rewritten.
-        let mut d = vec![0i16; pl.len() + dw];
+        // The padding of `d` stays zero across items; only its interior is rewritten (at
+        // stride 2 `d` is `pairs` itself, read as i16).
+        let mut d = vec![0i16; if direct { 0 } else { pl.len() + dw }];
         let mut pairs = vec![0i32; len];
         let mut acc = vec![0i32; plane_out];
         for item in ranges[task].clone() {

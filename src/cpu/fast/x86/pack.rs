@@ -215,7 +215,8 @@ pub(crate) unsafe fn copy_rows_xor_avx2(
 /// `flip`: ymm loads and stores, the last one of a row overlapping the one before it rather
 /// than a byte loop (the compiler's loop ran a 56-byte row's last 24 bytes one at a time,
 /// a quarter of the time of the int8 depthwise kernel it feeds), 16-, 8- and 4-byte ones for
-/// shorter rows (a 7×7 plane's rows cost as much as the kernel one byte at a time); nothing outside the rows is read or written.
+/// shorter rows (a 7×7 plane's rows cost as much as the kernel one byte at a time); nothing
+/// outside the rows is read or written.
 ///
 /// # Safety
 /// avx2 must be available; every row readable at `src` and writable at `dst`, the two
