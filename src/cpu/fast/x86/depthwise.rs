@@ -1084,3 +1084,150 @@ pub(crate) unsafe fn dw_f32_lanes_avx2(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{Epilogue, QDtype, QParams, QScheme, WeightQParams};
+    use crate::rng::Rng;
+
+    /// The sums of the ymm depthwise kernels, by scalar code: output `(oy, ox)` of a plane
+    /// with rows of `wp` bytes, kernel row `ky` at `oy·sy_step + ky·wp + sx·ox`, four taps.
+    fn sums(plane: &[u8], wts: &[i32], init: i32, geo: [usize; 5]) -> Vec<i32> {
+        let [h_out, w_out, sy_step, wp, sx] = geo;
+        let mut acc = Vec::new();
+        for oy in 0..h_out {
+            for ox in 0..w_out {
+                let mut a = init;
+                for (ky, w) in wts.iter().enumerate() {
+                    for (i, wb) in w.to_le_bytes().iter().enumerate() {
+                        let u = plane[oy * sy_step + ky * wp + sx * ox + i] as i32;
+                        a = a.wrapping_add(u * *wb as i8 as i32);
+                    }
+                }
+                acc.push(a);
+            }
+        }
+        acc
+    }
+
+    /// Every `vpdpbusd` encoding of the ymm depthwise kernels this CPU runs (VEX with
+    /// AVX-VNNI, EVEX with AVX512-VNNI, `vpmaddubsw` on AVX2 with 7-bit activations) gives the
+    /// scalar sums, and the bytes of the scalar epilogue, for every float formula. The
+    /// dispatcher runs one encoding per machine (VEX where AVX-VNNI exists), so the sweeps
+    /// through the public API cover only that one; this covers the others.
+    #[test]
+    fn ymm_depthwise_kernels_match_scalar_code_in_every_encoding() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return; // no ymm path on this CPU
+        }
+        let vex = std::arch::is_x86_feature_detected!("avxvnni");
+        let evex = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni");
+        let mut rng = Rng::new(11);
+        let (wp, hp, kh) = (20, 11, 3);
+        // Full 7-bit activations (no `vpmaddubsw` pair can saturate: 2·127·128 < 2^15) and
+        // full-range weights, requantized coarsely; then small ones with a unit multiplier, so
+        // that an accumulator off by one changes its byte.
+        let cases = [(128, 127, -1234i32, 0.5, 3.0), (4, 3, -20, 0.0002, 0.002)];
+        let formulas = [
+            RequantFormula::Qnnpack,
+            RequantFormula::Fbgemm,
+            RequantFormula::Onednn,
+        ];
+        for ((umax, wmax, init, out_scale, bias), formula) in
+            cases.into_iter().flat_map(|c| formulas.map(|f| (c, f)))
+        {
+            let plane: Vec<u8> = (0..hp * wp + 96).map(|_| rng.below(umax) as u8).collect();
+            let wts: Vec<i32> = (0..kh)
+                .map(|_| {
+                    let b = [0, 1, 2].map(|_| rng.range_i32(-wmax - 1, wmax) as i8 as u8);
+                    i32::from_le_bytes([b[0], b[1], b[2], 0])
+                })
+                .collect();
+            let bound = (umax * 128 * 3 * kh) as u64 + init.unsigned_abs() as u64;
+            let out_qp = QParams::new(out_scale, 128, QDtype::QUInt8).unwrap();
+            let w_qp = WeightQParams::per_tensor(QScheme::PerTensorSymmetric, 0.01, 0);
+            let epi = Epilogue::new(formula, 0.02, &w_qp, Some(&[bias]), out_qp, false, 1).unwrap();
+            let k = Requant512::new(&epi, 0, bound).unwrap();
+            assert!(k.ymm_tile_ready());
+            let bytes =
+                |acc: &[i32]| -> Vec<u8> { acc.iter().map(|&a| epi.apply(a, 0) as u8).collect() };
+            // Column stride 2, row stride 2: 5 x 7 outputs (the last row chunk of 8 partial).
+            let (h_out, w_out) = (5, 7);
+            let acc = sums(&plane, &wts, init, [h_out, w_out, 2 * wp, wp, 2]);
+            type S2 = unsafe fn(
+                *const u8,
+                (usize, usize),
+                (usize, usize),
+                &[i32],
+                usize,
+                i32,
+                &Requant512,
+                *mut u8,
+            );
+            let mut s2: Vec<(&str, S2)> = vec![("maddubs", dw_i8_s2_maddubs)];
+            if vex {
+                s2.push(("vex", dw_i8_s2_avxvnni));
+            }
+            if evex {
+                s2.push(("evex", dw_i8_s2_avxvnni_evex));
+            }
+            for (name, f) in s2 {
+                let mut out = vec![0u8; h_out * w_out];
+                // SAFETY: the features were checked; the plane holds every byte read
+                // (4·2·wp + 2·wp + 2·7 + 24 < hp·wp + 96).
+                unsafe {
+                    f(
+                        plane.as_ptr(),
+                        (wp, 2 * wp),
+                        (h_out, w_out),
+                        &wts,
+                        kh,
+                        init,
+                        &k,
+                        out.as_mut_ptr(),
+                    )
+                };
+                assert_eq!(out, bytes(&acc), "stride 2, {name}, {formula:?}");
+            }
+            // The flat kernel: two blocks of 32 flat positions, unit strides.
+            let acc = sums(&plane, &wts, init, [1, 64, 0, wp, 1]);
+            type Flat = unsafe fn(*const u8, usize, usize, &[i32], usize, i32, DwYmmOut);
+            let mut flat: Vec<(&str, Flat)> = vec![("maddubs", dw_i8_flat_maddubs::<1>)];
+            if vex {
+                flat.push(("vex", dw_i8_flat_avxvnni::<1>));
+            }
+            if evex {
+                flat.push(("evex", dw_i8_flat_avxvnni_evex::<1>));
+            }
+            for (name, f) in flat {
+                let (mut raw, mut out) = (vec![0i32; 64], vec![0u8; 64]);
+                // SAFETY: as above (64 + 4 + 2·wp + 32 bytes read).
+                unsafe {
+                    f(
+                        plane.as_ptr(),
+                        wp,
+                        2,
+                        &wts,
+                        kh,
+                        init,
+                        DwYmmOut::Acc(&mut raw),
+                    );
+                    f(
+                        plane.as_ptr(),
+                        wp,
+                        2,
+                        &wts,
+                        kh,
+                        init,
+                        DwYmmOut::Bytes(&k, &mut out),
+                    );
+                }
+                assert_eq!(raw, acc, "flat sums, {name}");
+                assert_eq!(out, bytes(&acc), "flat bytes, {name}, {formula:?}");
+            }
+        }
+    }
+}
