@@ -10,7 +10,9 @@
 //!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
 
 use super::gemm::dpbusd_maddubs;
-use super::requant::{finite_256, pack4_256, pack4_512, requant_rel_512, Mode, Requant512};
+use super::requant::{
+    finite_256, pack4_256, pack4_512, requant_rel_512, store_tail_bytes, Mode, Requant512,
+};
 use crate::quant::RequantFormula;
 use std::arch::x86_64::*;
 
@@ -653,20 +655,11 @@ macro_rules! dw_i8_s2_ymm {
                                 let v = pack4_256!(k, y, y, y, y);
                                 let lo = _mm256_castsi256_si128(v);
                                 let hi = _mm256_extracti128_si256::<1>(v);
-                                let bytes = _mm_cvtsi128_si64(_mm_unpacklo_epi32(lo, hi)) as u64;
+                                let bytes = _mm_unpacklo_epi32(lo, hi);
                                 let d = dst.add(ox);
                                 match w_out - ox {
-                                    8.. => d.cast::<u64>().write_unaligned(bytes),
-                                    n @ 4.. => {
-                                        d.cast::<u32>().write_unaligned(bytes as u32);
-                                        let last = (bytes >> (8 * (n - 4))) as u32;
-                                        d.add(n - 4).cast::<u32>().write_unaligned(last);
-                                    }
-                                    n => {
-                                        for i in 0..n {
-                                            *d.add(i) = (bytes >> (8 * i)) as u8;
-                                        }
-                                    }
+                                    8.. => _mm_storel_epi64(d.cast(), bytes),
+                                    n => store_tail_bytes(d, _mm256_castsi128_si256(bytes), n),
                                 }
                             }
                         }

@@ -719,15 +719,16 @@ unsafe fn load_tail8(src: *const i32, rem: usize, j: usize) -> __m256i {
     unsafe { _mm256_maskload_epi32(src.wrapping_add(8 * j), mask) }
 }
 
-/// Stores the first `len < 32` bytes of `v` at `dst`, by pieces of 16, 8, 4 and single bytes
-/// (no call: `copy_from_slice` of a variable length calls `memcpy`, 14% of a small-plane
-/// depthwise conv on these paths).
+/// Stores the first `len < 32` bytes of `v` at `dst`, by pieces of 16 and 8 bytes, then the
+/// last 4 to 7 as two overlapping 4-byte stores, or 1 to 3 single bytes (no call:
+/// `copy_from_slice` of a variable length calls `memcpy`, 14% of a small-plane depthwise conv
+/// on these paths).
 ///
 /// # Safety
 /// avx2 must be available; `dst .. dst + len` writable.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn store_tail_bytes(dst: *mut u8, v: __m256i, len: usize) {
+pub(super) unsafe fn store_tail_bytes(dst: *mut u8, v: __m256i, len: usize) {
     debug_assert!(len < 32);
     // SAFETY: every store below lies in `dst .. dst + len`.
     unsafe {
@@ -743,15 +744,16 @@ unsafe fn store_tail_bytes(dst: *mut u8, v: __m256i, len: usize) {
             cur = _mm_srli_si128::<8>(cur);
             off += 8;
         }
-        let mut word = _mm_cvtsi128_si32(cur) as u32;
-        if len - off >= 4 {
-            dst.add(off).cast::<u32>().write_unaligned(word);
-            word = _mm_cvtsi128_si32(_mm_srli_si128::<4>(cur)) as u32;
-            off += 4;
-        }
-        for i in off..len {
-            *dst.add(i) = word as u8;
-            word >>= 8;
+        // The last `rem < 8` bytes are the low bytes of `q`.
+        let (rem, q) = (len - off, _mm_cvtsi128_si64(cur) as u64);
+        if rem >= 4 {
+            dst.add(off).cast::<u32>().write_unaligned(q as u32);
+            let last = (q >> (8 * (rem - 4))) as u32;
+            dst.add(off + rem - 4).cast::<u32>().write_unaligned(last);
+        } else {
+            for i in 0..rem {
+                *dst.add(off + i) = (q >> (8 * i)) as u8;
+            }
         }
     }
 }
