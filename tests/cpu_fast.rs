@@ -754,6 +754,93 @@ fn channels_in_lanes_depthwise_matches_reference() {
     }
 }
 
+/// The small-plane int8 depthwise kernels (output rows of at most 8 pixels, input rows of at
+/// most 16 bytes, `kw ≤ 4`: `x86::dw_i8_small_avxvnni` and its EVEX and `vpmaddubsw` forms)
+/// equal the reference on every x86 ISA that runs them: AVX-512 VNNI (before the
+/// channels-in-lanes quads), AVX-VNNI, and AVX2 on 7-bit activations (where `vpmaddubsw` is
+/// exact; 8-bit ones take the exact fallbacks). MobileNet's 7×7 outputs at strides 1 and 2,
+/// rows of 8 outputs (whole 8-byte stores) and of 1 to 3 (byte stores), output rows not a
+/// multiple of the kernel's four, one output row, 5-row kernels, row dilation, paddings
+/// beyond the kernel's reach, 16-byte input rows, channel multipliers, one to three images
+/// (the input's last planes read from a copy), random epilogues and weight schemes, one and
+/// two threads.
+#[test]
+fn small_plane_int8_depthwise_matches_reference_on_every_ymm_isa() {
+    let isas: Vec<Isa> = [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.is_available())
+        .collect();
+    if isas.is_empty() {
+        eprintln!("no AVX2: the small-plane depthwise kernels do not run");
+        return;
+    }
+    let dw = |c: usize, mult: usize, n: usize, hw: [usize; 2], k: [usize; 2], st: usize| {
+        move |pad: [usize; 2], dh: usize| {
+            let params = ConvParams {
+                stride: [st, st],
+                padding: pad,
+                dilation: [dh, 1],
+                groups: c,
+            };
+            ConvShape::new([n, c, hw[0], hw[1]], [c * mult, 1, k[0], k[1]], params).unwrap()
+        }
+    };
+    let shapes = [
+        dw(960, 1, 1, [7, 7], [3, 3], 1)([1, 1], 1),
+        dw(576, 1, 2, [14, 14], [3, 3], 2)([1, 1], 1),
+        dw(24, 1, 3, [8, 8], [3, 3], 1)([1, 1], 1),
+        dw(16, 1, 2, [16, 16], [3, 3], 2)([1, 1], 1),
+        dw(13, 1, 2, [3, 3], [3, 3], 1)([1, 1], 1),
+        dw(7, 1, 1, [5, 2], [2, 2], 1)([1, 0], 1),
+        dw(9, 1, 2, [1, 7], [1, 3], 1)([0, 1], 1),
+        dw(11, 1, 1, [9, 7], [5, 3], 1)([2, 1], 1),
+        dw(10, 1, 2, [12, 6], [3, 4], 1)([2, 2], 2),
+        dw(6, 1, 1, [4, 5], [2, 2], 1)([3, 3], 1),
+        dw(5, 2, 2, [7, 7], [3, 3], 1)([1, 1], 1),
+        dw(4, 3, 1, [13, 13], [3, 3], 2)([1, 1], 1),
+        dw(19, 1, 2, [6, 9], [4, 4], 2)([1, 1], 1),
+    ];
+    let mut rng = Rng::new(0x5a_a11);
+    for (i, s) in shapes.into_iter().enumerate() {
+        for round in 0..4 {
+            let mut c = random_case_for(&mut rng, s);
+            // Rounds 0 and 1: 7-bit activations `u = x ^ flip ≤ 127` (PyTorch's x86 preset),
+            // where AVX2 runs `vpmaddubsw`.
+            if round < 2 {
+                let dtype = c.x_qp.dtype;
+                let seven = |b: u8| match dtype {
+                    QDtype::QUInt8 => b & 0x7f,
+                    _ => b | 0x80,
+                };
+                c.x.iter_mut().for_each(|b| *b = seven(*b));
+                c.x_qp.zero_point = match dtype {
+                    QDtype::QUInt8 => c.x_qp.zero_point.min(127),
+                    _ => c.x_qp.zero_point.min(-1),
+                };
+            }
+            let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &s);
+            for &isa in &isas {
+                let p =
+                    PackedConv2d::with_isa(&c.w, s.weight_dims(), &c.w_qp, &c.epi, s.params, isa)
+                        .unwrap();
+                for threads in [1, 2] {
+                    let opts = FastConvOptions::splitting_small(Some(threads));
+                    let got = p.run(&c.x, s.input_dims(), &c.x_qp, &opts);
+                    assert!(
+                        same(&got, &want),
+                        "shape {i} round {round} ({}), {isa}, {threads} threads: {}",
+                        c.desc,
+                        match (&got, &want) {
+                            (Ok(g), Ok(w)) => first_diff(g, w),
+                            _ => format!("{got:?} vs {want:?}"),
+                        }
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn target_like_shapes_match_reference() {
     let mut rng = Rng::new(77);

@@ -38,18 +38,29 @@
 //! AVX-VNNI, 1.26–1.29x with AVX2 and 7-bit activations; 1.12x and 0.95x before the epilogue
 //! moved into the kernel and the plane's rows were copied as whole vectors).
 //!
-//! # int8 on AVX-VNNI and AVX2, small planes
+//! # int8 on AVX-VNNI, AVX2 and AVX-512 VNNI, small planes
 //!
-//! Where the f32 kernel runs with the channels in the lanes (output planes of 64 pixels or
-//! fewer, 196 or fewer at strides above 1: 7×7 planes, 14×14 and 28×28 ones at stride 2; see
-//! [`lanes_f32_preferred`]) and no integer kernel below runs, so does the int8 conv
-//! (`run_int8_lanes`): the inputs as `u − z` in f32, the weights `w − ζ`, exact under the
-//! 2^24 bound of the last section, then each channel's accumulators requantized. It runs the
-//! f32 kernel plus the conversions, so it cannot beat the f32 conv (0.6–0.7x on MobileNetV2's
-//! stride-2 14x14 and 28x28 layers, one thread, Intel Xeon), and is the fallback. Unit-stride
-//! small planes run the flat kernel since it requantizes in its registers and copies short
-//! rows as whole words (960x7x7: lanes 0.064 ms, flat 0.044 on AVX-VNNI, 0.055 on AVX2; the
-//! f32 conv 0.043).
+//! Output rows of at most 8 pixels from input rows of at most 16 bytes, `kw ≤ 4`
+//! (`x86::DwSmall`: MobileNetV2's 7×7 outputs, at strides 1 and 2): `run_int8_small` runs
+//! `x86::dw_i8_small_avxvnni` (and its EVEX and `vpmaddubsw` forms) over a run of channels,
+//! straight from the input into the output. Each input row becomes one ymm register of
+//! `vpdpbusd` operands (one 16-byte load into both halves, one byte shuffle, one XOR that
+//! puts `z` at padded taps), each output row the sum of `kh` `vpdpbusd`s of those registers,
+//! four output rows requantized at a time in the registers; no padded plane, no stored
+//! accumulator. One thread, Intel Xeon, against the f32 conv: 960x7x7 0.87x → 1.3–1.45x
+//! (AVX-VNNI), 0.71x → 1.1–1.2x (AVX2), 0.87x → 1.1x (AVX-512 VNNI, where it runs before the
+//! channels-in-lanes quads: 0.036 → 0.032 ms); 576x14x14 stride 2 1.0x → 2.0x (AVX-VNNI),
+//! 0.8x → 1.5x (AVX2), 0.9x → 1.4–1.6x (AVX-512). It needs every channel's epilogue to be a
+//! float formula with finite constants ([`small_ks`]).
+//!
+//! Elsewhere, where the f32 kernel runs with the channels in the lanes (output planes of 64
+//! pixels or fewer, 196 or fewer at strides above 1; see [`lanes_f32_preferred`]) and no
+//! integer kernel runs, so does the int8 conv (`run_int8_lanes`): the inputs as `u − z` in
+//! f32, the weights `w − ζ`, exact under the 2^24 bound of the last section, then each
+//! channel's accumulators requantized. It runs the f32 kernel plus the conversions, so it
+//! cannot beat the f32 conv, and is the fallback. Unit-stride small planes the small kernel
+//! does not take run the flat kernel, which requantizes in its registers and copies short
+//! rows as whole words.
 //!
 //! # int8 on AVX-VNNI and AVX2, column stride 2
 //!
@@ -1018,6 +1029,7 @@ pub(super) fn run_int8(
     pc: &PackedConv2d,
     wprime: &[i32],
     vnni: Option<&[i32]>,
+    pairs: super::int8::PairBounds,
     lanes_w: &std::sync::OnceLock<Vec<f32>>,
     x: &[u8],
     x_qp: &QParams,
@@ -1048,17 +1060,25 @@ pub(super) fn run_int8(
     #[cfg(target_arch = "x86_64")]
     let ymm_dot = match (vnni, isa) {
         (Some(l), Isa::AvxVnni) => Some(l),
-        (Some(l), Isa::Avx2) if maddubs_exact(l, x, x_qp) => Some(l),
+        (Some(l), Isa::Avx2) if maddubs_exact(pairs, x, x_qp) => Some(l),
         _ => None,
     };
     #[cfg(target_arch = "x86_64")]
     let flat = ymm_dot.filter(|_| flat_eligible(&s.params));
-    // Column stride 2 on the ymm paths, where the epilogue runs in the kernel's registers.
+    // Small output planes (on AVX-512 VNNI too: `small_ks`), then column stride 2 on the
+    // ymm paths, where the epilogue runs in the kernel's registers.
     #[cfg(target_arch = "x86_64")]
-    if let (Some(lanes), false, super::SinkPtr::Bytes(_)) = (ymm_dot, flat_eligible(&s.params), out)
-    {
+    if let (Some(lanes), super::SinkPtr::Bytes(_)) = (ymm_dot.or(vnni), out) {
         let cc = pc.call_consts(x_qp);
-        if let Some(ks) = cc.requant_ymm.as_deref() {
+        if let Some(ks) = small_ks(pc, &cc, s, x, x_qp) {
+            let (flip, z) = super::int8::flip_and_z(x_qp);
+            if let Some(geo) = super::x86::DwSmall::new(s, flip, z as u8) {
+                return run_int8_small(pc, lanes, &cc, ks, &geo, x, s, opts.threads, out);
+            }
+        }
+        if let (Some(ks), Some(_), false) =
+            (cc.requant_ymm.as_deref(), ymm_dot, flat_eligible(&s.params))
+        {
             return run_int8_s2(pc, lanes, &cc, ks, x, x_qp, s, opts.threads, out);
         }
     }
@@ -1171,14 +1191,55 @@ pub(super) fn run_int8(
     });
 }
 
-/// Whether AVX2's `vpmaddubsw` computes the flat kernel's `vpdpbusd` exactly for input `x`:
-/// no pair of the weight lanes `lanes` ([`pack_vnni`]) can leave int16 with the largest u8
-/// activation of `x` (or its zero point, the padding), see `int8::PairBounds`.
-pub(super) fn maddubs_exact(lanes: &[i32], x: &[u8], x_qp: &QParams) -> bool {
-    let (flip, z) = super::int8::flip_and_z(x_qp);
-    let act_max = x.iter().fold(z as u8, |m, &v| m.max(v ^ flip));
+/// The int16 pair bounds of the weight lanes `lanes` ([`pack_vnni`]), see `int8::PairBounds`.
+pub(super) fn pair_bounds(lanes: &[i32]) -> super::int8::PairBounds {
     let quads = lanes.iter().map(|w| w.to_le_bytes().map(|b| b as i8));
-    super::int8::PairBounds::of(quads).exact_for(act_max)
+    super::int8::PairBounds::of(quads)
+}
+
+/// Whether AVX2's `vpmaddubsw` computes the VNNI kernels' `vpdpbusd` exactly for input `x`:
+/// no pair of weight lanes with bounds `pairs` ([`pair_bounds`]) can leave int16 with the
+/// largest u8 activation of `x` (or its zero point, the padding).
+pub(super) fn maddubs_exact(pairs: super::int8::PairBounds, x: &[u8], x_qp: &QParams) -> bool {
+    let (flip, z) = super::int8::flip_and_z(x_qp);
+    pairs.exact_for(super::int8::act_max(x, flip, z as u8))
+}
+
+/// The epilogue constants of every channel for the small-plane kernels
+/// (`x86::dw_i8_small_avxvnni`) where they run conv `s` on input `x` (bytes out): the `vnni`
+/// lanes exist, the shape fits `x86::DwSmall`, every channel's formula is a float one with
+/// finite constants, and the ISA runs `vpdpbusd` on ymm registers (AVX-VNNI, AVX-512 VNNI's
+/// EVEX form) or AVX2 where [`maddubs_exact`]. On AVX-512 VNNI they run before the
+/// channels-in-lanes quads (960x7x7, one thread, Intel Xeon: 0.036 → 0.032 ms; 576x14x14
+/// stride 2: 0.034 → 0.021 ms).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn small_ks<'a>(
+    pc: &PackedConv2d,
+    cc: &'a super::CallConsts,
+    s: &ConvShape,
+    x: &[u8],
+    x_qp: &QParams,
+) -> Option<&'a [super::x86::Requant512]> {
+    let super::Kind::Depthwise {
+        vnni: Some(_),
+        pairs,
+        ..
+    } = &pc.kind
+    else {
+        return None;
+    };
+    if !super::x86::DwSmall::fits(s) {
+        return None;
+    }
+    match pc.isa {
+        Isa::Avx512Vnni => cc
+            .requant
+            .as_deref()
+            .filter(|ks| ks.iter().all(|k| k.ymm_tile_ready())),
+        Isa::AvxVnni => cc.requant_ymm.as_deref(),
+        Isa::Avx2 if maddubs_exact(*pairs, x, x_qp) => cc.requant_ymm.as_deref(),
+        _ => None,
+    }
 }
 
 /// The int8 depthwise conv on AVX-VNNI, on AVX2 where [`maddubs_exact`], and on
@@ -1390,6 +1451,97 @@ fn run_int8_s2(
                     )
                 };
             }
+        }
+    });
+}
+
+/// The int8 depthwise conv with small output planes (`x86::DwSmall`: rows of at most 8
+/// pixels, `kw ≤ 4`, input rows of at most 16 bytes; MobileNetV2's 7×7 outputs) on the ymm
+/// `vpdpbusd` kernels (`lanes` from [`pack_vnni`], one column group; every channel's
+/// epilogue `ks` ready for the ymm registers): `x86::dw_i8_small_avxvnni` per output
+/// channel, straight from the input into the output. Nothing is built per channel but the
+/// kernel's row vectors; the flat kernel copied each plane into a padded one and its
+/// output rows out of another (960x7x7, one thread, Intel Xeon with AVX-VNNI: 0.87x the f32
+/// conv).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_int8_small(
+    pc: &PackedConv2d,
+    lanes: &[i32],
+    cc: &super::CallConsts,
+    ks: &[super::x86::Requant512],
+    geo: &super::x86::DwSmall,
+    x: &[u8],
+    s: &ConvShape,
+    threads: Option<usize>,
+    out: super::SinkPtr,
+) {
+    use super::x86::{dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs};
+    let kh = s.kh;
+    let (g, cog) = (s.params.groups, s.c_out_per_group());
+    let (plane_in, plane_out) = (s.h * s.w, s.h_out * s.w_out);
+    assert!(s.kw <= 4 && lanes.len() >= s.c_out * kh && ks.len() >= s.c_out);
+    assert!(x.len() >= s.n * s.c_in * plane_in);
+    let kernel = match (pc.isa, super::int8::vex_vnni()) {
+        (Isa::Avx2, _) => dw_i8_small_maddubs,
+        (_, true) => dw_i8_small_avxvnni,
+        (_, false) => dw_i8_small_avxvnni_evex,
+    };
+    let super::SinkPtr::Bytes(y) = out else {
+        unreachable!("the caller checked a byte output");
+    };
+    // Each input row is read as 16 bytes (`w ≤ 16`): `reads ≥ plane_in`. Item `i` (batch
+    // `i / g`, group `i % g`; one input channel per group) has its plane at `i·plane_in`;
+    // the items below `fit` are read in place, the others (the input's last planes) from a
+    // copy.
+    let reads = geo.reads();
+    let fit = match x.len().checked_sub(reads) {
+        Some(room) => room / plane_in + 1,
+        None => 0,
+    };
+    let ranges = item_ranges(s.n * g, threads);
+    par_for(threads, ranges.len(), |task| {
+        let y = &y; // (the whole `Send` wrapper, not its pointer field)
+        let mut copy = Vec::new();
+        let r = ranges[task].clone();
+        let mut i = r.start;
+        while i < r.end {
+            let (n, gi) = (i / g, i % g);
+            // One call for the run of items of one image read in place (`cog == 1`: item
+            // `i`'s output plane is plane `i`), else one per item for its `cog` channels.
+            let (src, src_step, end) = if i >= fit {
+                copy.clear();
+                copy.extend_from_slice(&x[i * plane_in..(i + 1) * plane_in]);
+                copy.resize(reads, 0);
+                (copy.as_ptr(), 0, i + 1)
+            } else if cog == 1 {
+                (
+                    x[i * plane_in..].as_ptr(),
+                    plane_in,
+                    r.end.min((n + 1) * g).min(fit),
+                )
+            } else {
+                (x[i * plane_in..].as_ptr(), 0, i + 1)
+            };
+            let (o0, o1) = (gi * cog, (gi + end - i) * cog);
+            // SAFETY: the ISA was checked when packing; every plane read lies in the input
+            // (items below `fit`) or in `copy` (`reads` bytes); `lanes` holds kh words per
+            // channel; every `ks` is ready for the ymm registers (the caller's filter), all of
+            // the layer's formula; output channels o0..o1 of batch n lie in the output
+            // (`o1 ≤ c_out`: the run stays in image n) and belong to this task only.
+            unsafe {
+                let dst = y.0.add((n * s.c_out + o0) * plane_out);
+                kernel(
+                    geo,
+                    (src, src_step),
+                    &lanes[o0 * kh..o1 * kh],
+                    kh,
+                    &cc.corr0[o0..o1],
+                    &ks[o0..o1],
+                    (dst, plane_out),
+                )
+            };
+            i = end;
         }
     });
 }

@@ -200,7 +200,7 @@ impl Panels {
     pub(super) fn act_max(&self, x: &[u8], x_qp: &QParams) -> u8 {
         let (flip, z) = flip_and_z(x_qp);
         match &self.quads {
-            Some(_) => x.iter().fold(z as u8, |m, &v| m.max(v ^ flip)),
+            Some(_) => act_max(x, flip, z as u8),
             None => u8::MAX,
         }
     }
@@ -218,6 +218,18 @@ impl Panels {
             _ => (&self.data, self.panel_len, false),
         }
     }
+}
+
+/// The largest u8 activation `v ^ flip` of `x`, or `z` (the padding) if larger: what decides
+/// whether AVX2's `vpmaddubsw` is exact ([`PairBounds::exact_for`]). One pass over the input
+/// per call, on whole ymm registers where AVX2 runs.
+pub(super) fn act_max(x: &[u8], flip: u8, z: u8) -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected.
+        return unsafe { super::x86::max_xor_avx2(x, flip) }.max(z);
+    }
+    x.iter().fold(z, |m, &v| m.max(v ^ flip))
 }
 
 /// Whether the `avx-vnni` path uses the VEX encoding (else the EVEX one, see [`Isa::AvxVnni`]).

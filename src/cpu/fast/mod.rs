@@ -559,6 +559,10 @@ enum Kind {
         /// `depthwise::vnni_eligible` and every `w − ζ` is a valid i8): per output channel and
         /// kernel row, 1, 2 or 4 lanes of four `w − ζ` bytes along the row (0 past the kernel).
         vnni: Option<Vec<i32>>,
+        /// The int16 pair bounds of the `vnni` lanes (AVX2's `vpmaddubsw` runs where they
+        /// prove it exact for a call's activations: `depthwise::maddubs_exact`); computed per
+        /// call, they were a quarter of a 960x7x7 layer's time.
+        pairs: int8::PairBounds,
         /// The weights of the channels-in-lanes kernel (`nhwc::pack_depthwise`, from `vnni`),
         /// for small output planes on AVX-512 VNNI; packed on the first call that uses them.
         #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -783,9 +787,13 @@ impl PackedConv2d {
             let vnni = (depthwise::vnni_eligible(isa, &params, kw)
                 && wprime.iter().all(|&v| i8::try_from(v).is_ok()))
             .then(|| depthwise::pack_vnni(&wprime, c_out, kh, kw));
+            let pairs = vnni
+                .as_deref()
+                .map_or_else(Default::default, depthwise::pair_bounds);
             Kind::Depthwise {
                 wprime,
                 vnni,
+                pairs,
                 nhwc: std::sync::OnceLock::new(),
                 lanes_f32: std::sync::OnceLock::new(),
             }
@@ -1018,8 +1026,9 @@ impl PackedConv2d {
     /// The micro-kernel input `x` runs on: the ISA path's name, and on AVX2 whether the GEMM
     /// takes `vpmaddubsw` (where the activations' maximum and the weights' pair sums rule out
     /// its int16 saturation) or the exact `vpmaddwd` emulation; e.g. `avx2 vpmaddubsw`. (For
-    /// depthwise convs, the kernel of planes of more than 64 outputs: smaller ones run the f32
-    /// channels-in-lanes kernel on AVX2 and AVX-VNNI, see `depthwise`.)
+    /// depthwise convs, the instruction of the integer kernels where they run; some shapes
+    /// take other kernels, e.g. small strided planes without them the f32 channels-in-lanes
+    /// one on AVX2 and AVX-VNNI, see `depthwise`.)
     pub fn kernel_name(&self, x: &[u8], x_qp: &QParams) -> String {
         match &self.kind {
             Kind::Gemm(p) if self.isa == Isa::Avx2 => match p.uses_maddubs(x, x_qp) {
@@ -1027,8 +1036,10 @@ impl PackedConv2d {
                 false => "avx2 vpmaddwd".into(),
             },
             Kind::Depthwise {
-                vnni: Some(lanes), ..
-            } if self.isa == Isa::Avx2 => match depthwise::maddubs_exact(lanes, x, x_qp) {
+                vnni: Some(_),
+                pairs,
+                ..
+            } if self.isa == Isa::Avx2 => match depthwise::maddubs_exact(*pairs, x, x_qp) {
                 true => "avx2 depthwise vpmaddubsw".into(),
                 false => "avx2 depthwise vpmaddwd".into(),
             },
@@ -1049,10 +1060,12 @@ impl PackedConv2d {
         match &self.kind {
             Kind::Gemm(p) => PeakLoop::int8(self.isa, p.uses_maddubs(x, x_qp)),
             Kind::Depthwise {
-                vnni: Some(lanes), ..
+                vnni: Some(_),
+                pairs,
+                ..
             } => PeakLoop::int8(
                 self.isa,
-                self.isa == Isa::Avx2 && depthwise::maddubs_exact(lanes, x, x_qp),
+                self.isa == Isa::Avx2 && depthwise::maddubs_exact(*pairs, x, x_qp),
             ),
             // `neon-dotprod` runs the portable depthwise rows (int16 products).
             Kind::Depthwise { vnni: None, .. } if self.isa == Isa::NeonDot => None,
@@ -1065,16 +1078,28 @@ impl PackedConv2d {
             Kind::Depthwise {
                 wprime,
                 vnni,
+                pairs,
                 nhwc,
                 lanes_f32,
             } => {
                 let opts = &opts.for_work(s.macs(), Grain::Int8Depthwise);
-                // Small output planes on AVX-512 VNNI: the channels in the lanes.
+                // Small output planes on AVX-512 VNNI: the channels in the lanes, unless
+                // the small-plane ymm kernels run them (`depthwise::small_ks`, faster).
                 #[cfg(target_arch = "x86_64")]
                 let out = match (out, vnni) {
                     (Sink::Bytes(y), Some(lanes))
                         if nhwc::depthwise_applies(s, self.isa)
-                            && self.gemm_layout.nhwc(|| nhwc::depthwise_prefer(s)) =>
+                            && self.gemm_layout.nhwc(|| {
+                                nhwc::depthwise_prefer(s)
+                                    && depthwise::small_ks(
+                                        self,
+                                        &self.call_consts(x_qp),
+                                        s,
+                                        x,
+                                        x_qp,
+                                    )
+                                    .is_none()
+                            }) =>
                     {
                         let w = nhwc.get_or_init(|| nhwc::pack_depthwise(lanes, s.c_out, s.kh));
                         let cc = self.call_consts(x_qp);
@@ -1090,6 +1115,7 @@ impl PackedConv2d {
                     self,
                     wprime,
                     vnni.as_deref(),
+                    *pairs,
                     lanes_f32,
                     x,
                     x_qp,

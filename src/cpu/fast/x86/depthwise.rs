@@ -8,6 +8,10 @@
 //!   [`dw_i8_flat`] (unit strides and column dilation, over a flat padded plane described by
 //!   [`DwFlat`]) and [`dw_i8_channel`] (any stride or dilation, straight from the input with
 //!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
+//! * int8 on ymm registers (AVX-VNNI, AVX-512 VNNI's EVEX form, AVX2's `vpmaddubsw` where
+//!   exact), epilogue fused ([`finite_256!`], [`pack4_256!`]): [`dw_i8_flat_avxvnni`] (the
+//!   flat layout), [`dw_i8_s2_avxvnni`] (column stride 2) and [`dw_i8_small_avxvnni`] (output
+//!   rows of at most 8 pixels, straight from the input, geometry in [`DwSmall`]).
 
 use super::gemm::dpbusd_maddubs;
 use super::requant::{
@@ -698,6 +702,252 @@ dw_i8_s2_ymm!(
     dpbusd_maddubs
 );
 
+/// Padded input rows the small-plane kernels ([`dw_i8_small_avxvnni`]) hold at most.
+pub(crate) const SMALL_ROWS: usize = 32;
+
+/// The geometry of the small-plane ymm int8 depthwise kernels ([`dw_i8_small_avxvnni`]):
+/// output rows of at most 8 pixels, kernels of at most 4 columns, input rows of at most 16
+/// bytes (every column a row's outputs read lies in one 16-byte load), and at most
+/// [`SMALL_ROWS`] padded rows read.
+pub(crate) struct DwSmall {
+    /// The byte shuffle of a row: byte `4l + j` of 128-bit half `h` is the input column
+    /// that kernel column `j` of output column `ox = 4h + l` reads, or `0x80` (a zero) where
+    /// that column is padding, past the kernel or past the row.
+    idx: [u8; 32],
+    /// XORed into the shuffled row: `flip` at real columns (`u = x ^ flip`), `z` elsewhere.
+    fix: [u8; 32],
+    /// The zero point of `u` (every byte of a padding row).
+    z: u8,
+    /// Input rows and their length.
+    h: usize,
+    w: usize,
+    /// Padding rows above the input.
+    ph: usize,
+    /// Padded rows the outputs read: `(h_out − 1)·sy + (kh − 1)·dh + 1`.
+    rows: usize,
+    sy: usize,
+    dh: usize,
+    h_out: usize,
+    w_out: usize,
+}
+
+impl DwSmall {
+    /// The geometry of `s` with activations `u = x ^ flip` of zero point `z`, or `None`
+    /// where the small-plane kernels do not apply (see [`DwSmall`]; column dilation is any).
+    pub(crate) fn new(s: &crate::shape::ConvShape, flip: u8, z: u8) -> Option<Self> {
+        if !Self::fits(s) {
+            return None;
+        }
+        let p = &s.params;
+        let (sy, sx) = (p.stride[0], p.stride[1]);
+        let (dh, dw) = (p.dilation[0], p.dilation[1]);
+        let rows = (s.h_out - 1) * sy + (s.kh - 1) * dh + 1;
+        let (mut idx, mut fix) = ([0x80u8; 32], [z; 32]);
+        for ox in 0..s.w_out {
+            for j in 0..s.kw {
+                let col = (ox * sx + j * dw) as isize - p.padding[1] as isize;
+                if (0..s.w as isize).contains(&col) {
+                    let b = 16 * (ox / 4) + 4 * (ox % 4) + j;
+                    (idx[b], fix[b]) = (col as u8, flip);
+                }
+            }
+        }
+        Some(DwSmall {
+            idx,
+            fix,
+            z,
+            h: s.h,
+            w: s.w,
+            ph: p.padding[0],
+            rows,
+            sy,
+            dh,
+            h_out: s.h_out,
+            w_out: s.w_out,
+        })
+    }
+
+    /// Whether the small-plane kernels apply to `s` (see [`DwSmall`]).
+    pub(crate) fn fits(s: &crate::shape::ConvShape) -> bool {
+        let p = &s.params;
+        let rows = (s.h_out - 1) * p.stride[0] + (s.kh - 1) * p.dilation[0] + 1;
+        s.w_out <= 8 && s.kw <= 4 && s.w <= 16 && rows <= SMALL_ROWS
+    }
+
+    /// Bytes from the start of a plane that the kernels read: each input row's 16.
+    pub(crate) fn reads(&self) -> usize {
+        (self.h - 1) * self.w + 16
+    }
+}
+
+/// Defines the small-plane ymm int8 depthwise kernel with the given `vpdpbusd` intrinsic.
+macro_rules! dw_i8_small_ymm {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+        $(#[$doc])*
+        ///
+        /// Channel `c < init.len()` reads its plane at `src + c·src_step`, its `kh` weight
+        /// words at `wts[c·kh..]` (the four `w'` bytes of each kernel row, 0 past the
+        /// kernel) and writes its `h_out × w_out` bytes at `out + c·out_step`. Each input row
+        /// becomes one vector of `vpdpbusd` operands, lane `ox` (`< 8`) the four activations
+        /// that kernel columns `0..4` of output column `ox` read: the row's 16 bytes loaded
+        /// into both 128-bit halves, one byte shuffle ([`DwSmall`]'s `idx`, zeros at padding)
+        /// and one XOR (`fix`: `u = x ^ flip`, `z` at padding); padding rows are `z` in every
+        /// byte. Output row `oy` is then `Σ_ky vpdpbusd(row oy·sy + ky·dh, w'[ky])` from
+        /// `init[c]` (`−z·Σ w'`: padded taps read `z` and add nothing, so `acc = Σ (u − z)·w'`
+        /// exactly, wrapping int32), four output rows at a time, requantized in the registers
+        /// with `ks[c]` ([`finite_256!`], [`pack4_256!`]) and stored row by row: no padded
+        /// plane, no stored accumulators, one load, shuffle and XOR per input row. One call
+        /// runs many channels (a call per channel, with its prologue, cost a tenth of the
+        /// time).
+        ///
+        /// # Safety
+        /// The features must be available; every `ks[c]` [`Requant512::ymm_tile_ready`]
+        /// (built with a bound of the accumulators), all with the formula of `ks[0]`;
+        /// `ks.len() ≥ init.len()`, `wts.len() ≥ kh·init.len()`; for every channel, `src +
+        /// c·src_step` readable for [`DwSmall::reads`] bytes (its `h × w` plane, rows read
+        /// whole as 16 bytes) and `out + c·out_step` writable for `h_out·w_out` bytes.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            g: &DwSmall,
+            (src, src_step): (*const u8, usize),
+            wts: &[i32],
+            kh: usize,
+            init: &[i32],
+            ks: &[Requant512],
+            (out, out_step): (*mut u8, usize),
+        ) {
+            let nc = init.len();
+            debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= SMALL_ROWS);
+            debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+            if nc == 0 {
+                return;
+            }
+            let Mode::Finite(formula) = ks[0].mode else {
+                unreachable!("the caller checked ymm_tile_ready");
+            };
+            // SAFETY: the caller guarantees the features and the ranges listed above; every
+            // index of `q` is below `g.rows ≤ SMALL_ROWS` (its construction).
+            unsafe {
+                let idx = _mm256_loadu_si256(g.idx.as_ptr().cast());
+                let fix = _mm256_loadu_si256(g.fix.as_ptr().cast());
+                let zq = _mm256_set1_epi8(g.z as i8);
+                // Row r of the packs' result: its 8 bytes at 8r (lane order of `pack4_256!`
+                // is rows within each 128-bit half, columns 4h .. 4h + 4 in half h).
+                let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                let (h_out, w_out) = (g.h_out, g.w_out);
+                // Rows `..g.rows`, the only ones read: the padding rows written once, the
+                // input rows per channel (not initialized whole: that was 32 stores per
+                // channel).
+                let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
+                let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
+                for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+                    if !real.contains(&yp) {
+                        qv.write(zq);
+                    }
+                }
+                // The padded row of each group of four output rows (rows past the last repeat
+                // it: computed, not stored).
+                let mut grp = [[0usize; 4]; SMALL_ROWS.div_ceil(4)];
+                for (gi, r) in grp.iter_mut().enumerate().take(h_out.div_ceil(4)) {
+                    *r = [0, 1, 2, 3].map(|i| (4 * gi + i).min(h_out - 1) * g.sy);
+                }
+                let grp = &grp[..h_out.div_ceil(4)];
+                // One loop per formula (the first two constant, so that the match in
+                // `finite_256!` folds away) and for `kh = 3` (unrolled).
+                macro_rules! channels {
+                    ($formula:expr, $kh:expr) => {
+                        for c in 0..nc {
+                            let (src, out) = (src.add(c * src_step), out.add(c * out_step));
+                            let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
+                            let first = src.wrapping_sub(real.start * g.w);
+                            for yp in real.clone() {
+                                let r = _mm_loadu_si128(first.add(yp * g.w).cast());
+                                let r = _mm256_broadcastsi128_si256(r);
+                                q.get_unchecked_mut(yp)
+                                    .write(_mm256_xor_si256(_mm256_shuffle_epi8(r, idx), fix));
+                            }
+                            let row = |i: usize| q.get_unchecked(i).assume_init();
+                            let a0 = _mm256_set1_epi32(*init.get_unchecked(c));
+                            for (gi, r) in grp.iter().enumerate() {
+                                let oy = 4 * gi;
+                                let mut a = [a0; 4];
+                                for ky in 0..$kh {
+                                    let wv = _mm256_set1_epi32(*wts.get_unchecked(ky));
+                                    let o = ky * g.dh;
+                                    a[0] = $dpbusd(a[0], row(r[0] + o), wv);
+                                    a[1] = $dpbusd(a[1], row(r[1] + o), wv);
+                                    a[2] = $dpbusd(a[2], row(r[2] + o), wv);
+                                    a[3] = $dpbusd(a[3], row(r[3] + o), wv);
+                                }
+                                let y0 = finite_256!(k, $formula, a[0]);
+                                let y1 = finite_256!(k, $formula, a[1]);
+                                let y2 = finite_256!(k, $formula, a[2]);
+                                let y3 = finite_256!(k, $formula, a[3]);
+                                let v = pack4_256!(k, y0, y1, y2, y3);
+                                let v = _mm256_permutevar8x32_epi32(v, order);
+                                let (lo, hi) = (
+                                    _mm256_castsi256_si128(v),
+                                    _mm256_extracti128_si256::<1>(v),
+                                );
+                                let rb =
+                                    [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+                                for (i, &b) in rb.iter().enumerate().take(h_out - oy) {
+                                    let oyr = oy + i;
+                                    let d = out.add(oyr * w_out);
+                                    // Eight bytes where they stay inside the plane (the next
+                                    // row's store overwrites the excess), else exactly
+                                    // `w_out`.
+                                    if w_out == 8 || (w_out >= 4 && oyr + 1 < h_out) {
+                                        _mm_storel_epi64(d.cast(), b);
+                                    } else {
+                                        store_tail_bytes(d, _mm256_castsi128_si256(b), w_out);
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    ($formula:expr) => {
+                        match kh {
+                            3 => channels!($formula, 3),
+                            _ => channels!($formula, kh),
+                        }
+                    };
+                }
+                match formula {
+                    RequantFormula::Qnnpack => channels!(RequantFormula::Qnnpack),
+                    RequantFormula::Fbgemm => channels!(RequantFormula::Fbgemm),
+                    f => channels!(f),
+                }
+            }
+        }
+    };
+}
+
+dw_i8_small_ymm!(
+    /// The int8 depthwise conv of a run of output channels with small output planes (rows
+    /// of at most 8 pixels, see [`DwSmall`]) on AVX-VNNI (VEX `vpdpbusd`), straight from the
+    /// input.
+    dw_i8_small_avxvnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+
+dw_i8_small_ymm!(
+    /// [`dw_i8_small_avxvnni`] with EVEX `vpdpbusd` (AVX512-VNNI + VL).
+    dw_i8_small_avxvnni_evex,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
+
+dw_i8_small_ymm!(
+    /// [`dw_i8_small_avxvnni`] on AVX2 with `vpmaddubsw` for `vpdpbusd` ([`dpbusd_maddubs`]):
+    /// exact only where no int16 pair sum can saturate (the caller's `maddubs_exact`).
+    dw_i8_small_maddubs,
+    "avx2",
+    dpbusd_maddubs
+);
+
 dw_i8_flat_ymm!(
     /// The flat int8 depthwise conv of one output channel on AVX-VNNI (VEX `vpdpbusd`), unit
     /// strides and column dilation: raw accumulators of every flat position.
@@ -1185,6 +1435,51 @@ mod tests {
                     )
                 };
                 assert_eq!(out, bytes(&acc), "stride 2, {name}, {formula:?}");
+            }
+            // The small-plane kernel, two channels: 11 x 16 inputs (rows of 16 bytes), stride
+            // 2, no padding: 5 x 7 outputs; the second channel's plane one row further on.
+            let geo = {
+                let p = crate::shape::ConvParams::default().stride(2);
+                let s = crate::shape::ConvShape::new([1, 1, 11, 16], [1, 1, 3, 3], p).unwrap();
+                DwSmall::new(&s, 0, 0).unwrap()
+            };
+            let (h_out, w_out) = (5, 7);
+            let mut want = sums(&plane, &wts, init, [h_out, w_out, 32, 16, 2]);
+            want.extend(sums(&plane[16..], &wts, init, [h_out, w_out, 32, 16, 2]));
+            type Small = unsafe fn(
+                &DwSmall,
+                (*const u8, usize),
+                &[i32],
+                usize,
+                &[i32],
+                &[Requant512],
+                (*mut u8, usize),
+            );
+            let mut small: Vec<(&str, Small)> = vec![("maddubs", dw_i8_small_maddubs)];
+            if vex {
+                small.push(("vex", dw_i8_small_avxvnni));
+            }
+            if evex {
+                small.push(("evex", dw_i8_small_avxvnni_evex));
+            }
+            let wts2 = [wts.clone(), wts.clone()].concat();
+            let ks = [k.clone(), k.clone()];
+            for (name, f) in small {
+                let mut out = vec![0u8; 2 * h_out * w_out];
+                // SAFETY: the features were checked; each channel reads 16 + 10·16 + 16 bytes
+                // of the plane at most, and writes its 35 output bytes.
+                unsafe {
+                    f(
+                        &geo,
+                        (plane.as_ptr(), 16),
+                        &wts2,
+                        kh,
+                        &[init, init],
+                        &ks,
+                        (out.as_mut_ptr(), h_out * w_out),
+                    )
+                };
+                assert_eq!(out, bytes(&want), "small planes, {name}, {formula:?}");
             }
             // The flat kernel: two blocks of 32 flat positions, unit strides.
             let acc = sums(&plane, &wts, init, [1, 64, 0, wp, 1]);

@@ -27,8 +27,9 @@ mod requant;
 pub(super) use depthwise::{
     dw_avx2, dw_avx512, dw_f32_lanes_avx2, dw_f32_lanes_avx512, dw_i8_channel, dw_i8_flat,
     dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs, dw_i8_s2_avxvnni,
-    dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs, dw_pairs_avx2, dw_quads_avx512, dw_quads_row_avx512,
-    has_vbmi, Bytes64, DwFlat, DwGeom, DwYmmOut, LanesGeom,
+    dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs, dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex,
+    dw_i8_small_maddubs, dw_pairs_avx2, dw_quads_avx512, dw_quads_row_avx512, has_vbmi, Bytes64,
+    DwFlat, DwGeom, DwSmall, DwYmmOut, LanesGeom,
 };
 pub(super) use dot::{dot_lanes_f64_avx2, dot_lanes_f64_avx512};
 pub(super) use gemm::{
@@ -40,7 +41,7 @@ pub(super) use gemm::{
 pub(super) use pack::{
     add_bias_runs_avx512, bytes_to_f32_avx2, bytes_to_f32_avx512, bytes_to_f32_split2_avx2,
     bytes_to_i16_avx2, copy_rows_strided_xor_avx2, copy_rows_xor_avx2, copy_rows_xor_avx512,
-    interleave4, interleave4_avx512, pair_plane_avx2, qlinear_add_avx2,
+    interleave4, interleave4_avx512, max_xor_avx2, pair_plane_avx2, qlinear_add_avx2,
 };
 pub(super) use requant::{
     requant_row_avx2, requant_row_avx512, requant_row_cached_avx2, requant_tile_avx2,
