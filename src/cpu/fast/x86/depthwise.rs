@@ -1463,7 +1463,7 @@ mod tests {
                 small.push(("evex", dw_i8_small_avxvnni_evex));
             }
             let wts2 = [wts.clone(), wts.clone()].concat();
-            let ks = [k.clone(), k.clone()];
+            let ks = [k, k];
             for (name, f) in small {
                 let mut out = vec![0u8; 2 * h_out * w_out];
                 // SAFETY: the features were checked; each channel reads 16 + 10·16 + 16 bytes
