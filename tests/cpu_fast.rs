@@ -755,9 +755,10 @@ fn channels_in_lanes_depthwise_matches_reference() {
 }
 
 /// The small-plane int8 depthwise kernels (output rows of at most 8 pixels, input rows of at
-/// most 16 bytes, `kw ≤ 4`: `x86::dw_i8_small_avxvnni` and its EVEX and `vpmaddubsw` forms)
-/// equal the reference on every x86 ISA that runs them: AVX-512 VNNI (before the
-/// channels-in-lanes quads), AVX-VNNI, and AVX2 on 7-bit activations (where `vpmaddubsw` is
+/// most 16 bytes, `kw ≤ 4`: `x86::dw_i8_small_avxvnni` and its EVEX and `vpmaddubsw` forms,
+/// `x86::dw_i8_small_avx512`) equal the reference on every x86 ISA that runs them: AVX-512
+/// VNNI (zmm, every epilogue record, before the channels-in-lanes quads), AVX-VNNI, and AVX2
+/// on 7-bit activations (where `vpmaddubsw` is
 /// exact; 8-bit ones take the exact fallbacks). MobileNet's 7×7 outputs at strides 1 and 2,
 /// rows of 8 outputs (whole 8-byte stores) and of 1 to 3 (byte stores), output rows not a
 /// multiple of the kernel's four, one output row, 5-row kernels, row dilation, paddings

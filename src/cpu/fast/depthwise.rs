@@ -47,11 +47,12 @@
 //! `vpdpbusd` operands (one 16-byte load into both halves, one byte shuffle, one XOR that
 //! puts `z` at padded taps), each output row the sum of `kh` `vpdpbusd`s of those registers,
 //! four output rows requantized at a time in the registers; no padded plane, no stored
-//! accumulator. One thread, Intel Xeon, against the f32 conv: 960x7x7 0.87x → 1.3–1.45x
-//! (AVX-VNNI), 0.71x → 1.1–1.2x (AVX2), 0.87x → 1.1x (AVX-512 VNNI, where it runs before the
-//! channels-in-lanes quads: 0.036 → 0.032 ms); 576x14x14 stride 2 1.0x → 2.0x (AVX-VNNI),
-//! 0.8x → 1.5x (AVX2), 0.9x → 1.4–1.6x (AVX-512). It needs every channel's epilogue to be a
-//! float formula with finite constants ([`small_ks`]).
+//! accumulator. On AVX-512 VNNI, `x86::dw_i8_small_avx512` puts two output rows in each zmm
+//! `vpdpbusd` and runs before the channels-in-lanes quads. One thread, Intel Xeon, against the
+//! f32 conv: 960x7x7 0.87x → 1.3–1.45x (AVX-VNNI), 0.71x → 1.1–1.2x (AVX2), 0.87x → 1.6–2.0x
+//! (AVX-512 VNNI, 0.036 → 0.022 ms); 576x14x14 stride 2 1.0x → 2.0x (AVX-VNNI), 0.8x → 1.5x
+//! (AVX2), 0.9x → 1.9–2.3x (AVX-512). The ymm kernels need every channel's epilogue to be a
+//! float formula with finite constants, the zmm one takes any ([`small_ks`]).
 //!
 //! Elsewhere, where the f32 kernel runs with the channels in the lanes (output planes of 64
 //! pixels or fewer, 196 or fewer at strides above 1; see [`lanes_f32_preferred`]) and no
@@ -1206,12 +1207,12 @@ pub(super) fn maddubs_exact(pairs: super::int8::PairBounds, x: &[u8], x_qp: &QPa
 }
 
 /// The epilogue constants of every channel for the small-plane kernels
-/// (`x86::dw_i8_small_avxvnni`) where they run conv `s` on input `x` (bytes out): the `vnni`
-/// lanes exist, the shape fits `x86::DwSmall`, every channel's formula is a float one with
-/// finite constants, and the ISA runs `vpdpbusd` on ymm registers (AVX-VNNI, AVX-512 VNNI's
-/// EVEX form) or AVX2 where [`maddubs_exact`]. On AVX-512 VNNI they run before the
-/// channels-in-lanes quads (960x7x7, one thread, Intel Xeon: 0.036 → 0.032 ms; 576x14x14
-/// stride 2: 0.034 → 0.021 ms).
+/// (`x86::dw_i8_small_avxvnni`, `x86::dw_i8_small_avx512`) where they run conv `s` on input
+/// `x` (bytes out): the `vnni` lanes exist, the shape fits `x86::DwSmall`, and either
+/// AVX-512 VNNI (the zmm kernel, every epilogue record), or the ymm kernels where every
+/// channel's formula is a float one with finite constants: AVX-VNNI, or AVX2 where
+/// [`maddubs_exact`]. On AVX-512 VNNI they run before the channels-in-lanes quads (one
+/// thread, Intel Xeon: 960x7x7 0.036 → 0.022 ms, 576x14x14 stride 2 0.034 → 0.015 ms).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn small_ks<'a>(
     pc: &PackedConv2d,
@@ -1232,10 +1233,7 @@ pub(super) fn small_ks<'a>(
         return None;
     }
     match pc.isa {
-        Isa::Avx512Vnni => cc
-            .requant
-            .as_deref()
-            .filter(|ks| ks.iter().all(|k| k.ymm_tile_ready())),
+        Isa::Avx512Vnni => cc.requant.as_deref(),
         Isa::AvxVnni => cc.requant_ymm.as_deref(),
         Isa::Avx2 if maddubs_exact(*pairs, x, x_qp) => cc.requant_ymm.as_deref(),
         _ => None,
@@ -1476,7 +1474,9 @@ fn run_int8_small(
     threads: Option<usize>,
     out: super::SinkPtr,
 ) {
-    use super::x86::{dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs};
+    use super::x86::{
+        dw_i8_small_avx512, dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs,
+    };
     let kh = s.kh;
     let (g, cog) = (s.params.groups, s.c_out_per_group());
     let (plane_in, plane_out) = (s.h * s.w, s.h_out * s.w_out);
@@ -1484,6 +1484,7 @@ fn run_int8_small(
     assert!(x.len() >= s.n * s.c_in * plane_in);
     let kernel = match (pc.isa, super::int8::vex_vnni()) {
         (Isa::Avx2, _) => dw_i8_small_maddubs,
+        (Isa::Avx512Vnni, _) => dw_i8_small_avx512,
         (_, true) => dw_i8_small_avxvnni,
         (_, false) => dw_i8_small_avxvnni_evex,
     };

@@ -11,7 +11,8 @@
 //! * int8 on ymm registers (AVX-VNNI, AVX-512 VNNI's EVEX form, AVX2's `vpmaddubsw` where
 //!   exact), epilogue fused ([`finite_256!`], [`pack4_256!`]): [`dw_i8_flat_avxvnni`] (the
 //!   flat layout), [`dw_i8_s2_avxvnni`] (column stride 2) and [`dw_i8_small_avxvnni`] (output
-//!   rows of at most 8 pixels, straight from the input, geometry in [`DwSmall`]).
+//!   rows of at most 8 pixels, straight from the input, geometry in [`DwSmall`]; its zmm
+//!   form [`dw_i8_small_avx512`], two output rows per `vpdpbusd`, on AVX-512 VNNI).
 
 use super::gemm::dpbusd_maddubs;
 use super::requant::{
@@ -947,6 +948,110 @@ dw_i8_small_ymm!(
     "avx2",
     dpbusd_maddubs
 );
+
+/// The output byte order of [`dw_i8_small_avx512`]'s packs: dword `2r` (`2r + 1`) of the
+/// result is output row `r`'s columns `0..4` (`4..8`). The packs leave in 128-bit lane `2h`
+/// (`2h + 1`), at dword `j`, columns `0..4` (`4..8`) of row `2j + h` (row pair `j`'s half `h`).
+const SMALL_ROWS_ORDER: [i32; 16] = {
+    let mut t = [0i32; 16];
+    let mut r = 0;
+    while r < 8 {
+        let (j, h) = (r as i32 / 2, r as i32 % 2);
+        t[2 * r] = 8 * h + j;
+        t[2 * r + 1] = 8 * h + 4 + j;
+        r += 1;
+    }
+    t
+};
+
+/// The small-plane int8 depthwise kernel on zmm registers (AVX-512 VNNI): the operations of
+/// [`dw_i8_small_avxvnni`] with two output rows per `vpdpbusd` (the ymm operand rows of
+/// rows `oy` and `oy + 1` in the two halves), eight output rows per step, every epilogue
+/// record requantized in the registers ([`requant_rel_512!`], [`pack4_512!`]: the fixed-point
+/// formula and non-finite constants too) and each row stored with one masked byte store. Half
+/// the `vpdpbusd`s and epilogue operations of the ymm kernel per output.
+///
+/// # Safety
+/// avx2, avx512f, avx512bw, avx512vl and avx512vnni must be available; as
+/// [`dw_i8_small_avxvnni`] otherwise (every `ks[c]` any record, any formula).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn dw_i8_small_avx512(
+    g: &DwSmall,
+    (src, src_step): (*const u8, usize),
+    wts: &[i32],
+    kh: usize,
+    init: &[i32],
+    ks: &[Requant512],
+    (out, out_step): (*mut u8, usize),
+) {
+    let nc = init.len();
+    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= SMALL_ROWS);
+    debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+    // SAFETY: the caller guarantees the features and the ranges listed above; every index
+    // of `q` is below `g.rows ≤ SMALL_ROWS` (its construction); the masked stores write
+    // `w_out` bytes of each output row only.
+    unsafe {
+        let idx = _mm256_loadu_si256(g.idx.as_ptr().cast());
+        let fix = _mm256_loadu_si256(g.fix.as_ptr().cast());
+        let zq = _mm256_set1_epi8(g.z as i8);
+        let order = _mm512_loadu_si512(SMALL_ROWS_ORDER.as_ptr().cast());
+        let (h_out, w_out) = (g.h_out, g.w_out);
+        let row_mask = (1u64 << w_out) - 1;
+        let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
+        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
+        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+            if !real.contains(&yp) {
+                qv.write(zq);
+            }
+        }
+        // The padded row of each output row of each group of eight (rows past the last
+        // repeat it: computed, not stored).
+        let mut grp = [[0usize; 8]; SMALL_ROWS.div_ceil(8)];
+        for (gi, r) in grp.iter_mut().enumerate().take(h_out.div_ceil(8)) {
+            *r = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| (8 * gi + i).min(h_out - 1) * g.sy);
+        }
+        let grp = &grp[..h_out.div_ceil(8)];
+        for c in 0..nc {
+            let (src, out) = (src.add(c * src_step), out.add(c * out_step));
+            let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
+            let first = src.wrapping_sub(real.start * g.w);
+            for yp in real.clone() {
+                let r = _mm_loadu_si128(first.add(yp * g.w).cast());
+                let r = _mm256_broadcastsi128_si256(r);
+                q.get_unchecked_mut(yp)
+                    .write(_mm256_xor_si256(_mm256_shuffle_epi8(r, idx), fix));
+            }
+            let row = |i: usize| q.get_unchecked(i).assume_init();
+            let pair = |a: usize, b: usize| {
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(row(a)), row(b))
+            };
+            let a0 = _mm512_set1_epi32(init.get_unchecked(c).wrapping_add(k.int_bias()));
+            for (gi, r) in grp.iter().enumerate() {
+                let oy = 8 * gi;
+                let mut a = [a0; 4];
+                for ky in 0..kh {
+                    let wv = _mm512_set1_epi32(*wts.get_unchecked(ky));
+                    let o = ky * g.dh;
+                    a[0] = _mm512_dpbusd_epi32(a[0], pair(r[0] + o, r[1] + o), wv);
+                    a[1] = _mm512_dpbusd_epi32(a[1], pair(r[2] + o, r[3] + o), wv);
+                    a[2] = _mm512_dpbusd_epi32(a[2], pair(r[4] + o, r[5] + o), wv);
+                    a[3] = _mm512_dpbusd_epi32(a[3], pair(r[6] + o, r[7] + o), wv);
+                }
+                let y0 = requant_rel_512!(k, a[0], false);
+                let y1 = requant_rel_512!(k, a[1], false);
+                let y2 = requant_rel_512!(k, a[2], false);
+                let y3 = requant_rel_512!(k, a[3], false);
+                let v = _mm512_permutexvar_epi32(order, pack4_512!(k, y0, y1, y2, y3));
+                for i in 0..8.min(h_out - oy) {
+                    // Row i's bytes are bytes 8i .. 8i + w_out of `v`.
+                    let d = out.add((oy + i) * w_out).wrapping_sub(8 * i);
+                    _mm512_mask_storeu_epi8(d.cast(), row_mask << (8 * i), v);
+                }
+            }
+        }
+    }
+}
 
 dw_i8_flat_ymm!(
     /// The flat int8 depthwise conv of one output channel on AVX-VNNI (VEX `vpdpbusd`), unit
