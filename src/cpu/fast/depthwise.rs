@@ -1102,7 +1102,7 @@ pub(super) fn run_int8(
         return run_int8_lanes(pc, &cc, wl, x, (flip, z), s, opts.threads, out);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = lanes_w;
+    let _ = (lanes_w, pairs);
     #[cfg(target_arch = "x86_64")]
     if let (Some(lanes), Isa::Avx512Vnni) = (vnni, isa) {
         return run_int8_vnni(pc, wprime, lanes, x, x_qp, s, opts.threads, out);
