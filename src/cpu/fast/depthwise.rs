@@ -1454,13 +1454,15 @@ fn run_int8_s2(
 }
 
 /// The int8 depthwise conv with small output planes (`x86::DwSmall`: rows of at most 8
-/// pixels, `kw ≤ 4`, input rows of at most 16 bytes; MobileNetV2's 7×7 outputs) on the ymm
-/// `vpdpbusd` kernels (`lanes` from [`pack_vnni`], one column group; every channel's
-/// epilogue `ks` ready for the ymm registers): `x86::dw_i8_small_avxvnni` per output
-/// channel, straight from the input into the output. Nothing is built per channel but the
-/// kernel's row vectors; the flat kernel copied each plane into a padded one and its
-/// output rows out of another (960x7x7, one thread, Intel Xeon with AVX-VNNI: 0.87x the f32
-/// conv).
+/// pixels, `kw ≤ 4`, input rows of at most 16 bytes; MobileNetV2's 7×7 outputs) on the
+/// small-plane kernels (`lanes` from [`pack_vnni`], one column group; `ks` from
+/// [`small_ks`]): `x86::dw_i8_small_avx512` on AVX-512 VNNI, `x86::dw_i8_small_avxvnni` (or
+/// its EVEX or `vpmaddubsw` form) on the ymm paths, one call per run of channels of one
+/// image, straight from the input into the output. Nothing is built per channel but the
+/// kernel's row vectors; the flat kernel copied each plane into a padded one and its output
+/// rows out of another (960x7x7, one thread, Intel Xeon with AVX-VNNI: 0.87x the f32 conv).
+/// The input's last planes, whose last rows' 16-byte loads would pass its end, are read from
+/// a copy.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_int8_small(
@@ -1527,8 +1529,9 @@ fn run_int8_small(
             let (o0, o1) = (gi * cog, (gi + end - i) * cog);
             // SAFETY: the ISA was checked when packing; every plane read lies in the input
             // (items below `fit`) or in `copy` (`reads` bytes); `lanes` holds kh words per
-            // channel; every `ks` is ready for the ymm registers (the caller's filter), all of
-            // the layer's formula; output channels o0..o1 of batch n lie in the output
+            // channel; `ks` holds what the kernel needs (`small_ks`: ymm-ready records on the
+            // ymm paths, any on AVX-512), all of the layer's formula; output channels o0..o1
+            // of batch n lie in the output
             // (`o1 ≤ c_out`: the run stays in image n) and belong to this task only.
             unsafe {
                 let dst = y.0.add((n * s.c_out + o0) * plane_out);

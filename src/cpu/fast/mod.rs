@@ -1084,7 +1084,7 @@ impl PackedConv2d {
             } => {
                 let opts = &opts.for_work(s.macs(), Grain::Int8Depthwise);
                 // Small output planes on AVX-512 VNNI: the channels in the lanes, unless
-                // the small-plane ymm kernels run them (`depthwise::small_ks`, faster).
+                // the small-plane zmm kernel runs them (`depthwise::small_ks`, faster).
                 #[cfg(target_arch = "x86_64")]
                 let out = match (out, vnni) {
                     (Sink::Bytes(y), Some(lanes))

@@ -781,6 +781,86 @@ impl DwSmall {
     }
 }
 
+/// The `vpdpbusd` operand rows of the small-plane kernels, one ymm register per padded input
+/// row (see [`dw_i8_small_avxvnni`]): rows `..g.rows`, the only ones read; the padding rows
+/// (`z` in every byte) written once, the input rows per channel ([`SmallRows::load`]; not
+/// initialized whole: that was 32 stores per channel).
+struct SmallRows {
+    q: [std::mem::MaybeUninit<__m256i>; SMALL_ROWS],
+    idx: __m256i,
+    fix: __m256i,
+    /// The padded rows that are input rows.
+    real: std::ops::Range<usize>,
+}
+
+impl SmallRows {
+    /// The rows of geometry `g`, padding rows written.
+    ///
+    /// # Safety
+    /// avx2 must be available.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(g: &DwSmall) -> Self {
+        let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
+        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
+        let zq = _mm256_set1_epi8(g.z as i8);
+        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+            if !real.contains(&yp) {
+                qv.write(zq);
+            }
+        }
+        // SAFETY: `DwSmall`'s tables are 32 bytes each.
+        let (idx, fix) = unsafe {
+            (
+                _mm256_loadu_si256(g.idx.as_ptr().cast()),
+                _mm256_loadu_si256(g.fix.as_ptr().cast()),
+            )
+        };
+        SmallRows { q, idx, fix, real }
+    }
+
+    /// Writes the input rows of the plane at `src`: each row's 16 bytes in both halves, one
+    /// byte shuffle, one XOR.
+    ///
+    /// # Safety
+    /// avx2 must be available; `src` readable for [`DwSmall::reads`] bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(&mut self, g: &DwSmall, src: *const u8) {
+        let first = src.wrapping_sub(self.real.start * g.w);
+        for yp in self.real.clone() {
+            // SAFETY: input row `yp − ph < h` lies in the `reads` bytes at `src`; `yp <
+            // g.rows ≤ SMALL_ROWS`.
+            unsafe {
+                let r = _mm256_broadcastsi128_si256(_mm_loadu_si128(first.add(yp * g.w).cast()));
+                let v = _mm256_xor_si256(_mm256_shuffle_epi8(r, self.idx), self.fix);
+                self.q.get_unchecked_mut(yp).write(v);
+            }
+        }
+    }
+
+    /// Padded row `i`.
+    ///
+    /// # Safety
+    /// `i < g.rows` (written by [`SmallRows::new`] or [`SmallRows::load`]).
+    #[inline(always)]
+    unsafe fn row(&self, i: usize) -> __m256i {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.q.get_unchecked(i).assume_init() }
+    }
+}
+
+/// The padded row (`oy·sy`) of each output row of each group of `N` output rows of `g`, the
+/// rows past the last repeating it (computed, not stored), and the number of groups.
+fn row_groups<const N: usize>(g: &DwSmall) -> ([[usize; N]; SMALL_ROWS], usize) {
+    let mut grp = [[0usize; N]; SMALL_ROWS];
+    let n = g.h_out.div_ceil(N);
+    for (gi, r) in grp.iter_mut().enumerate().take(n) {
+        *r = std::array::from_fn(|i| (N * gi + i).min(g.h_out - 1) * g.sy);
+    }
+    (grp, n)
+}
+
 /// Defines the small-plane ymm int8 depthwise kernel with the given `vpdpbusd` intrinsic.
 macro_rules! dw_i8_small_ymm {
     ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
@@ -830,30 +910,13 @@ macro_rules! dw_i8_small_ymm {
             // SAFETY: the caller guarantees the features and the ranges listed above; every
             // index of `q` is below `g.rows ≤ SMALL_ROWS` (its construction).
             unsafe {
-                let idx = _mm256_loadu_si256(g.idx.as_ptr().cast());
-                let fix = _mm256_loadu_si256(g.fix.as_ptr().cast());
-                let zq = _mm256_set1_epi8(g.z as i8);
                 // Row r of the packs' result: its 8 bytes at 8r (lane order of `pack4_256!`
                 // is rows within each 128-bit half, columns 4h .. 4h + 4 in half h).
                 let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
                 let (h_out, w_out) = (g.h_out, g.w_out);
-                // Rows `..g.rows`, the only ones read: the padding rows written once, the
-                // input rows per channel (not initialized whole: that was 32 stores per
-                // channel).
-                let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
-                let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
-                for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
-                    if !real.contains(&yp) {
-                        qv.write(zq);
-                    }
-                }
-                // The padded row of each group of four output rows (rows past the last repeat
-                // it: computed, not stored).
-                let mut grp = [[0usize; 4]; SMALL_ROWS.div_ceil(4)];
-                for (gi, r) in grp.iter_mut().enumerate().take(h_out.div_ceil(4)) {
-                    *r = [0, 1, 2, 3].map(|i| (4 * gi + i).min(h_out - 1) * g.sy);
-                }
-                let grp = &grp[..h_out.div_ceil(4)];
+                let mut q = SmallRows::new(g);
+                let (grp, ngrp) = row_groups::<4>(g);
+                let grp = &grp[..ngrp];
                 // One loop per formula (the first two constant, so that the match in
                 // `finite_256!` folds away) and for `kh = 3` (unrolled).
                 macro_rules! channels {
@@ -861,14 +924,8 @@ macro_rules! dw_i8_small_ymm {
                         for c in 0..nc {
                             let (src, out) = (src.add(c * src_step), out.add(c * out_step));
                             let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
-                            let first = src.wrapping_sub(real.start * g.w);
-                            for yp in real.clone() {
-                                let r = _mm_loadu_si128(first.add(yp * g.w).cast());
-                                let r = _mm256_broadcastsi128_si256(r);
-                                q.get_unchecked_mut(yp)
-                                    .write(_mm256_xor_si256(_mm256_shuffle_epi8(r, idx), fix));
-                            }
-                            let row = |i: usize| q.get_unchecked(i).assume_init();
+                            q.load(g, src);
+                            let row = |i: usize| q.row(i);
                             let a0 = _mm256_set1_epi32(*init.get_unchecked(c));
                             for (gi, r) in grp.iter().enumerate() {
                                 let oy = 4 * gi;
@@ -992,37 +1049,17 @@ pub(crate) unsafe fn dw_i8_small_avx512(
     // of `q` is below `g.rows ≤ SMALL_ROWS` (its construction); the masked stores write
     // `w_out` bytes of each output row only.
     unsafe {
-        let idx = _mm256_loadu_si256(g.idx.as_ptr().cast());
-        let fix = _mm256_loadu_si256(g.fix.as_ptr().cast());
-        let zq = _mm256_set1_epi8(g.z as i8);
         let order = _mm512_loadu_si512(SMALL_ROWS_ORDER.as_ptr().cast());
         let (h_out, w_out) = (g.h_out, g.w_out);
         let row_mask = (1u64 << w_out) - 1;
-        let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
-        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
-        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
-            if !real.contains(&yp) {
-                qv.write(zq);
-            }
-        }
-        // The padded row of each output row of each group of eight (rows past the last
-        // repeat it: computed, not stored).
-        let mut grp = [[0usize; 8]; SMALL_ROWS.div_ceil(8)];
-        for (gi, r) in grp.iter_mut().enumerate().take(h_out.div_ceil(8)) {
-            *r = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| (8 * gi + i).min(h_out - 1) * g.sy);
-        }
-        let grp = &grp[..h_out.div_ceil(8)];
+        let mut q = SmallRows::new(g);
+        let (grp, ngrp) = row_groups::<8>(g);
+        let grp = &grp[..ngrp];
         for c in 0..nc {
             let (src, out) = (src.add(c * src_step), out.add(c * out_step));
             let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
-            let first = src.wrapping_sub(real.start * g.w);
-            for yp in real.clone() {
-                let r = _mm_loadu_si128(first.add(yp * g.w).cast());
-                let r = _mm256_broadcastsi128_si256(r);
-                q.get_unchecked_mut(yp)
-                    .write(_mm256_xor_si256(_mm256_shuffle_epi8(r, idx), fix));
-            }
-            let row = |i: usize| q.get_unchecked(i).assume_init();
+            q.load(g, src);
+            let row = |i: usize| q.row(i);
             let pair = |a: usize, b: usize| {
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(row(a)), row(b))
             };
