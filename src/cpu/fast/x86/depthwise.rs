@@ -608,7 +608,10 @@ macro_rules! dw_i8_s2_ymm {
         /// shuffle each (lane `j` of a half: bytes `2j .. 2j + 4`). Accumulators start at
         /// `init` (`−z·Σ w'`): `acc = Σ (u − z)·w'` exactly (wrapping int32), requantized
         /// in the registers with the channel's constants `k` ([`finite_256!`],
-        /// [`pack4_256!`]) and stored as the `h_out × w_out` bytes at `out`.
+        /// [`pack4_256!`]) and stored as the `h_out × w_out` bytes at `out`. Four output rows
+        /// per step share one pack (one row per step packed a quarter of a register:
+        /// 144x56x56 stride 2 0.096 → 0.074 ms on AVX-VNNI, 0.118 → 0.096 on AVX2, one
+        /// thread, Intel Xeon).
         ///
         /// # Safety
         /// The features must be available; `k` [`Requant512::ymm_tile_ready`] (built with a
@@ -640,31 +643,43 @@ macro_rules! dw_i8_s2_ymm {
                 );
                 // One loop per formula (the first two constant, so that the match in
                 // `finite_256!` folds away).
+                // Row r of the packs' result: its 8 bytes at 8r (see `dw_i8_small_avxvnni`).
+                let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                // Four output rows per step (rows past the last repeat it: computed, not
+                // stored), so that one pack serves 32 outputs: one row per step packed a
+                // quarter of a register.
                 macro_rules! rows {
                     ($formula:expr) => {
-                        for oy in 0..h_out {
-                            let row = plane.add(oy * sy_step);
-                            let dst = out.add(oy * w_out);
+                        for oy in (0..h_out).step_by(4) {
+                            let rows = [0, 1, 2, 3].map(|i| plane.add((oy + i).min(h_out - 1) * sy_step));
                             for ox in (0..w_out).step_by(8) {
-                                let mut a = init;
-                                let mut p = row.add(2 * ox);
+                                let mut a = [init; 4];
                                 for ky in 0..kh {
-                                    let v = _mm256_loadu2_m128i(p.add(8).cast(), p.cast());
-                                    let q = _mm256_shuffle_epi8(v, pat);
                                     let wv = _mm256_set1_epi32(*wts.get_unchecked(ky));
-                                    a = $dpbusd(a, q, wv);
-                                    p = p.add(row_step);
+                                    let at = ky * row_step + 2 * ox;
+                                    for (r, ar) in a.iter_mut().enumerate() {
+                                        let p = rows[r].add(at);
+                                        let v = _mm256_loadu2_m128i(p.add(8).cast(), p.cast());
+                                        *ar = $dpbusd(*ar, _mm256_shuffle_epi8(v, pat), wv);
+                                    }
                                 }
-                                let y = finite_256!(k, $formula, a);
-                                // Lane h of the packs starts with the bytes of y[4h .. 4h + 4].
-                                let v = pack4_256!(k, y, y, y, y);
-                                let lo = _mm256_castsi256_si128(v);
-                                let hi = _mm256_extracti128_si256::<1>(v);
-                                let bytes = _mm_unpacklo_epi32(lo, hi);
-                                let d = dst.add(ox);
-                                match w_out - ox {
-                                    8.. => _mm_storel_epi64(d.cast(), bytes),
-                                    n => store_tail_bytes(d, _mm256_castsi128_si256(bytes), n),
+                                let y0 = finite_256!(k, $formula, a[0]);
+                                let y1 = finite_256!(k, $formula, a[1]);
+                                let y2 = finite_256!(k, $formula, a[2]);
+                                let y3 = finite_256!(k, $formula, a[3]);
+                                let v = pack4_256!(k, y0, y1, y2, y3);
+                                let v = _mm256_permutevar8x32_epi32(v, order);
+                                let (lo, hi) = (
+                                    _mm256_castsi256_si128(v),
+                                    _mm256_extracti128_si256::<1>(v),
+                                );
+                                let rb = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+                                for (i, &b) in rb.iter().enumerate().take(h_out - oy) {
+                                    let d = out.add((oy + i) * w_out + ox);
+                                    match w_out - ox {
+                                        8.. => _mm_storel_epi64(d.cast(), b),
+                                        n => store_tail_bytes(d, _mm256_castsi128_si256(b), n),
+                                    }
                                 }
                             }
                         }
