@@ -69,9 +69,10 @@
 //! [`maddubs_exact`]): over the flat kernel's padded plane of `u`, the four bytes at
 //! `2·ox` of a kernel row are output `ox`'s `vpdpbusd` operand lane (the taps `kx < 4`), so
 //! eight outputs come from two 16-byte loads and one in-lane byte shuffle per kernel row;
-//! requantized in the registers and stored straight into the output. One thread, Intel Xeon,
-//! against the f32 conv: AVX-VNNI 1.03–2.42x on every MobileNetV2 stride-2 layer (576x14x14
-//! 0.66x → 1.03x, 192x28x28 0.66x → 1.56x), AVX2 0.83–1.97x.
+//! requantized in the registers (four output rows per step, one pack for 32 outputs) and
+//! stored straight into the output. One thread, Intel Xeon, against the f32 conv, on
+//! MobileNetV2's stride-2 layers with inputs of 28x28 and more (the 14x14 one runs the
+//! small-plane kernel): AVX-VNNI 1.65–3.06x, AVX2 1.23–2.28x (192x28x28 0.66x before).
 
 //! # int8 on AVX2, exact for any range
 //!
