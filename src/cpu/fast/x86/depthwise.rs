@@ -641,17 +641,17 @@ macro_rules! dw_i8_s2_ymm {
                     0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5,
                     6, 7, 6, 7, 8, 9,
                 );
-                // One loop per formula (the first two constant, so that the match in
-                // `finite_256!` folds away).
                 // Row r of the packs' result: its 8 bytes at 8r (see `dw_i8_small_avxvnni`).
                 let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-                // Four output rows per step (rows past the last repeat it: computed, not
-                // stored), so that one pack serves 32 outputs: one row per step packed a
-                // quarter of a register.
+                // One loop per formula (the first two constant, so that the match in
+                // `finite_256!` folds away). Four output rows per step (rows past the last
+                // repeat it: computed, not stored), so that one pack serves 32 outputs: one
+                // row per step packed a quarter of a register.
                 macro_rules! rows {
                     ($formula:expr) => {
                         for oy in (0..h_out).step_by(4) {
-                            let rows = [0, 1, 2, 3].map(|i| plane.add((oy + i).min(h_out - 1) * sy_step));
+                            let rows = [0, 1, 2, 3]
+                                .map(|i| plane.add((oy + i).min(h_out - 1) * sy_step));
                             for ox in (0..w_out).step_by(8) {
                                 let mut a = [init; 4];
                                 for ky in 0..kh {
@@ -721,7 +721,8 @@ dw_i8_s2_ymm!(
 /// Padded input rows the small-plane kernels ([`dw_i8_small_avxvnni`]) hold at most.
 pub(crate) const SMALL_ROWS: usize = 32;
 
-/// The geometry of the small-plane ymm int8 depthwise kernels ([`dw_i8_small_avxvnni`]):
+/// The geometry of the small-plane int8 depthwise kernels ([`dw_i8_small_avxvnni`],
+/// [`dw_i8_small_avx512`]):
 /// output rows of at most 8 pixels, kernels of at most 4 columns, input rows of at most 16
 /// bytes (every column a row's outputs read lies in one 16-byte load), and at most
 /// [`SMALL_ROWS`] padded rows read.
