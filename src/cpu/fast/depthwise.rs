@@ -1072,7 +1072,7 @@ pub(super) fn run_int8(
     #[cfg(target_arch = "x86_64")]
     if let (Some(lanes), super::SinkPtr::Bytes(_)) = (ymm_dot.or(vnni), out) {
         let cc = pc.call_consts(x_qp);
-        if let Some(ks) = small_ks(pc, &cc, s, x, x_qp) {
+        if let Some(ks) = small_ks(pc, &cc, s, ymm_dot.is_some()) {
             let (flip, z) = super::int8::flip_and_z(x_qp);
             if let Some(geo) = super::x86::DwSmall::new(s, flip, z as u8) {
                 return run_int8_small(pc, lanes, &cc, ks, &geo, x, s, opts.threads, out);
@@ -1208,35 +1208,27 @@ pub(super) fn maddubs_exact(pairs: super::int8::PairBounds, x: &[u8], x_qp: &QPa
 }
 
 /// The epilogue constants of every channel for the small-plane kernels
-/// (`x86::dw_i8_small_avxvnni`, `x86::dw_i8_small_avx512`) where they run conv `s` on input
-/// `x` (bytes out): the `vnni` lanes exist, the shape fits `x86::DwSmall`, and either
-/// AVX-512 VNNI (the zmm kernel, every epilogue record), or the ymm kernels where every
-/// channel's formula is a float one with finite constants: AVX-VNNI, or AVX2 where
-/// [`maddubs_exact`]. On AVX-512 VNNI they run before the channels-in-lanes quads (one
-/// thread, Intel Xeon: 960x7x7 0.036 → 0.022 ms, 576x14x14 stride 2 0.034 → 0.015 ms).
+/// (`x86::dw_i8_small_avxvnni`, `x86::dw_i8_small_avx512`) where they run conv `s` (bytes
+/// out): the `vnni` lanes exist, the shape fits `x86::DwSmall`, and either AVX-512 VNNI (the
+/// zmm kernel, every epilogue record), or the ymm kernels where every channel's formula is a
+/// float one with finite constants and `ymm_dot` (the caller found that the ymm `vpdpbusd`
+/// kernels run this input: AVX-VNNI, or AVX2 where [`maddubs_exact`], decided once per
+/// call). On AVX-512 VNNI they run before the channels-in-lanes quads (one thread, Intel
+/// Xeon: 960x7x7 0.036 → 0.022 ms, 576x14x14 stride 2 0.034 → 0.015 ms).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn small_ks<'a>(
     pc: &PackedConv2d,
     cc: &'a super::CallConsts,
     s: &ConvShape,
-    x: &[u8],
-    x_qp: &QParams,
+    ymm_dot: bool,
 ) -> Option<&'a [super::x86::Requant512]> {
-    let super::Kind::Depthwise {
-        vnni: Some(_),
-        pairs,
-        ..
-    } = &pc.kind
-    else {
-        return None;
-    };
-    if !super::x86::DwSmall::fits(s) {
+    let vnni = matches!(&pc.kind, super::Kind::Depthwise { vnni: Some(_), .. });
+    if !vnni || !super::x86::DwSmall::fits(s) {
         return None;
     }
     match pc.isa {
         Isa::Avx512Vnni => cc.requant.as_deref(),
-        Isa::AvxVnni => cc.requant_ymm.as_deref(),
-        Isa::Avx2 if maddubs_exact(*pairs, x, x_qp) => cc.requant_ymm.as_deref(),
+        Isa::AvxVnni | Isa::Avx2 if ymm_dot => cc.requant_ymm.as_deref(),
         _ => None,
     }
 }

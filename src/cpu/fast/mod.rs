@@ -1091,14 +1091,8 @@ impl PackedConv2d {
                         if nhwc::depthwise_applies(s, self.isa)
                             && self.gemm_layout.nhwc(|| {
                                 nhwc::depthwise_prefer(s)
-                                    && depthwise::small_ks(
-                                        self,
-                                        &self.call_consts(x_qp),
-                                        s,
-                                        x,
-                                        x_qp,
-                                    )
-                                    .is_none()
+                                    && depthwise::small_ks(self, &self.call_consts(x_qp), s, false)
+                                        .is_none()
                             }) =>
                     {
                         let w = nhwc.get_or_init(|| nhwc::pack_depthwise(lanes, s.c_out, s.kh));
