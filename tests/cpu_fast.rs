@@ -1324,7 +1324,6 @@ fn clamped_float_convs_equal_the_conv_then_the_clamp_on_every_path() {
 /// clamped or not, split across threads or not, into an output full of garbage.
 #[test]
 fn small_plane_float_depthwise_is_identical_across_isas() {
-    let mut rng = Rng::new(0xd7a9e5);
     let cases = [
         // (batch, channels, h, w, kernel, stride, dilation, padding)
         (1, 960, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1]),
@@ -1334,10 +1333,51 @@ fn small_plane_float_depthwise_is_identical_across_isas() {
         (1, 1, 3, 4, [1, 1], [1, 1], [1, 1], [0, 0]),
         (2, 15, 11, 5, [2, 3], [2, 1], [1, 2], [0, 1]),
         // Strided with 196 and 182 outputs (13x14 from an odd input width): channels in
-        // the lanes on every path since the kernel's weights are packed once.
+        // the lanes on AVX2 since the kernel's weights are packed once (AVX-512 reads these
+        // 3x3 stride-2 ones straight from the input).
         (1, 19, 28, 28, [3, 3], [2, 2], [1, 1], [1, 1]),
         (1, 24, 26, 27, [3, 3], [2, 2], [1, 1], [1, 1]),
     ];
+    float_depthwise_is_identical_across_isas(&mut Rng::new(0xd7a9e5), &cases);
+}
+
+/// 3x3 stride-2 float depthwise convs with padding 1, which AVX-512 reads straight from the
+/// input (rows of 6 outputs or more: `x86::dw3x3s2_f32_avx512`): the bits of the portable
+/// path on every ISA path, for rows of one vector exactly, with a tail, several blocks of
+/// four vectors, odd widths and heights, one or two input rows (padding rows below), batches,
+/// bias or none, clamped or not, split across threads or not.
+#[test]
+fn stride_2_float_depthwise_straight_from_the_input_is_identical_across_isas() {
+    let (k, s2, d1, p1) = ([3, 3], [2, 2], [1, 1], [1, 1]);
+    let cases = [
+        // (batch, channels, h, w, kernel, stride, dilation, padding)
+        (1, 5, 112, 112, k, s2, d1, p1),
+        (2, 3, 33, 141, k, s2, d1, p1),
+        (1, 3, 17, 32, k, s2, d1, p1),
+        (1, 4, 1, 40, k, s2, d1, p1),
+        (1, 2, 2, 12, k, s2, d1, p1),
+        (2, 7, 9, 11, k, s2, d1, p1),
+        (1, 3, 30, 256, k, s2, d1, p1),
+    ];
+    float_depthwise_is_identical_across_isas(&mut Rng::new(0x35_3232), &cases);
+}
+
+/// One float depthwise case: (batch, channels, h, w, kernel, stride, dilation, padding).
+type DepthwiseCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+);
+
+/// Each case on random inputs, weights and biases: the portable path within rounding of the
+/// reference, and every ISA path (1 and 2 threads) the portable path's bits, without and with
+/// a bias and a clamp, into an output full of NaNs.
+fn float_depthwise_is_identical_across_isas(rng: &mut Rng, cases: &[DepthwiseCase]) {
     for (case_no, &(n, c, h, w, k, stride, dilation, padding)) in cases.iter().enumerate() {
         let params = ConvParams {
             stride,
