@@ -21,12 +21,20 @@ fn pixels_per_tile(isa: Isa) -> usize {
     }
 }
 
+/// Where the fused epilogue of a float GEMM tile stores (x86: `x86::TileRows`; the other
+/// paths run the caller's epilogue).
+#[cfg(target_arch = "x86_64")]
+type Rows = super::x86::TileRows;
+#[cfg(not(target_arch = "x86_64"))]
+type Rows = ();
+
 /// Runs one f32 GEMM tile (see `x86::gemm_f32_avx512`): the first `nr ≤ NR` channels of a
-/// panel.
+/// panel, into `out`, or on x86 with `rows` through the fused epilogue into the output
+/// (`rows` is `None` on the other paths).
 ///
 /// # Safety
 /// `isa` must be available; `act` readable at `offs[t] + c·cs + [0, npx rounded up to a
-/// vector)`, `w` for a whole panel.
+/// vector)`, `w` for a whole panel; `rows` as `x86::gemm_f32_avx512` requires.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_tile(
     isa: Isa,
@@ -38,6 +46,7 @@ unsafe fn gemm_tile(
     nr: usize,
     npx: usize,
     out: &mut TileF,
+    rows: Option<&Rows>,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -47,12 +56,12 @@ unsafe fn gemm_tile(
         macro_rules! by_nr {
             ($f:ident, $mv:literal) => {
                 match nr {
-                    1 => $f::<1, $mv>(a, offs, cs, nc, wp, NR, out),
-                    2 => $f::<2, $mv>(a, offs, cs, nc, wp, NR, out),
-                    3 => $f::<3, $mv>(a, offs, cs, nc, wp, NR, out),
-                    4 => $f::<4, $mv>(a, offs, cs, nc, wp, NR, out),
-                    5 => $f::<5, $mv>(a, offs, cs, nc, wp, NR, out),
-                    _ => $f::<NR, $mv>(a, offs, cs, nc, wp, NR, out),
+                    1 => $f::<1, $mv>(a, offs, cs, nc, wp, NR, out, rows),
+                    2 => $f::<2, $mv>(a, offs, cs, nc, wp, NR, out, rows),
+                    3 => $f::<3, $mv>(a, offs, cs, nc, wp, NR, out, rows),
+                    4 => $f::<4, $mv>(a, offs, cs, nc, wp, NR, out, rows),
+                    5 => $f::<5, $mv>(a, offs, cs, nc, wp, NR, out, rows),
+                    _ => $f::<NR, $mv>(a, offs, cs, nc, wp, NR, out, rows),
                 }
             };
         }
@@ -66,11 +75,14 @@ unsafe fn gemm_tile(
                 (Isa::Avx2 | Isa::AvxVnni, _, 1) => by_nr!(gemm_f32_avx2, 1),
                 (Isa::Avx2 | Isa::AvxVnni, _, _) => by_nr!(gemm_f32_avx2, 2),
                 (Isa::NeonDot | Isa::Portable, _, _) => {
+                    assert!(rows.is_none(), "the fused epilogue is x86's");
                     super::portable::gemm_f32(act, offs, cs, nc, w, NR, npx, out)
                 }
             }
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rows;
     #[cfg(target_arch = "aarch64")]
     if isa == Isa::NeonDot {
         use super::aarch64::gemm_f32_neon;
@@ -399,14 +411,50 @@ impl PackedConvF32 {
                         }
                         let act = &src[q0..];
                         let mut tile: TileF = [[0.0; 64]; 6];
+                        // One run of consecutive outputs per channel (a 1x1 conv over whole
+                        // planes): the x86 kernels add the bias, clamp and store it themselves.
+                        let fused = match segs[..] {
+                            [(0, off, len)] if len == npx && isa.is_x86_simd() => Some(off),
+                            _ => None,
+                        };
                         for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
                             let wpan = &pan[ct * panel_len..][..panel_len];
                             let nr = NR.min(cog - ct * NR);
+                            let o0 = gi * cog + ct * NR;
+                            #[cfg(target_arch = "x86_64")]
+                            let rows = fused.map(|off| super::x86::TileRows {
+                                // SAFETY: in the output: channel o0's plane, at the run.
+                                dst: unsafe { outp.0.add((n * s.c_out + o0) * plane_out + off) },
+                                stride: plane_out,
+                                npx,
+                                bias: std::array::from_fn(|r| {
+                                    bias.map_or(0.0, |b| if r < nr { b[o0 + r] } else { 0.0 })
+                                }),
+                                clamp: clamp.map(|c| (c.lo, c.hi)),
+                            });
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let rows: Option<Rows> = None;
                             // SAFETY: the ISA was checked; the buffer holds every plane plus
-                            // slack, or the input every channel whose tiles read no slack.
+                            // slack, or the input every channel whose tiles read no slack; with
+                            // `rows`, channels o0 + r (r < nr) of the tile's run are this
+                            // task's outputs.
                             unsafe {
-                                gemm_tile(isa, act, &geo.offs, cs, cig, wpan, nr, npx, &mut tile)
+                                gemm_tile(
+                                    isa,
+                                    act,
+                                    &geo.offs,
+                                    cs,
+                                    cig,
+                                    wpan,
+                                    nr,
+                                    npx,
+                                    &mut tile,
+                                    rows.as_ref(),
+                                )
                             };
+                            if fused.is_some() {
+                                continue;
+                            }
                             for (r, row) in tile.iter().enumerate().take(nr) {
                                 let o = gi * cog + ct * NR + r;
                                 let b = bias.map_or(0.0, |b| b[o]);

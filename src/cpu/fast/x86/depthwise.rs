@@ -1415,8 +1415,7 @@ unsafe fn dw3x3s2_block<const NV: usize>(
     let (h_out, w_out) = (h.div_ceil(2), w.div_ceil(2));
     let mask = |k: usize| -> __mmask16 { ((1u32 << k.min(16)) - 1) as u16 };
     // Columns of input vector `j` (two per output vector) that exist.
-    let in_mask: [__mmask16; 8] =
-        std::array::from_fn(|j| mask(w.saturating_sub(32 * v0 + 16 * j)));
+    let in_mask: [__mmask16; 8] = std::array::from_fn(|j| mask(w.saturating_sub(32 * v0 + 16 * j)));
     let out_mask: [__mmask16; NV] =
         std::array::from_fn(|v| mask(w_out.saturating_sub(16 * (v0 + v))));
     let (c0, xp, op) = (32 * v0, x.as_ptr(), out.as_mut_ptr());

@@ -17,6 +17,25 @@ type Tile = [[i32; 64]; 6];
 /// Float accumulator tile: up to 6 channels × 64 pixels (the callers' `float::TileF`).
 type TileF = [[f32; 64]; 6];
 
+/// The epilogue of a float GEMM tile whose pixels are consecutive outputs of each channel's
+/// plane (a 1x1 conv over whole planes): channel `r`'s sums go, plus `bias[r]`, then clamped
+/// as `F32Clamp::apply` (`vminps(vmaxps(y, lo), hi)`) where `clamp` is set, straight into
+/// `dst + r·stride + [0, npx)`: the operations of the tile's separate epilogue
+/// (`add_bias_runs_avx512`, the scalar loop) without the tile's store and reload (a
+/// float MobileNetV2 spent 8% of its time in that epilogue).
+pub(crate) struct TileRows {
+    /// Channel 0's first output.
+    pub dst: *mut f32,
+    /// Floats from one channel's outputs to the next's.
+    pub stride: usize,
+    /// Outputs per channel (the tile's pixels).
+    pub npx: usize,
+    /// One bias per channel of the tile (0.0 for a conv without bias, as the epilogue adds).
+    pub bias: [f32; 6],
+    /// `(lo, hi)` of a fused clamp.
+    pub clamp: Option<(f32, f32)>,
+}
+
 /// int8 GEMM tile on AVX-512 VNNI: `out[r][16v + l] = Σ_{t, cb} Σ_{j<4} act[...]·w[...]`
 /// `+ init[r]` (wrapping int32) for `NR` channels and `16·MV` pixels.
 ///
@@ -242,16 +261,20 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
 macro_rules! gemm_f32_tile {
     (
         $(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $prefetch:literal,
-        $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident
+        $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident, $add:ident,
+        $max:ident, $min:ident, $store_first:ident
     ) => {
         $(#[$doc])*
         ///
         /// The first `NR` channels of panels of `pnr` channels per `(tap, c)` (a panel's last,
-        /// partial tile computes only the channels that exist).
+        /// partial tile computes only the channels that exist). The sums go into `out`, or
+        /// with `rows` through its epilogue into the output (see [`TileRows`]).
         ///
         /// # Safety
         /// The features must be available; all reads in range as for [`gemm_i8_avx512`];
-        /// `NR ≤ pnr`.
+        /// `NR ≤ pnr`; with `rows`, `dst + r·stride + [0, npx)` writable for `r < NR` and
+        /// `npx ≤ lanes·MV`.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
             act: *const f32,
@@ -261,6 +284,7 @@ macro_rules! gemm_f32_tile {
             w: *const f32,
             pnr: usize,
             out: &mut TileF,
+            rows: Option<&TileRows>,
         ) {
             // SAFETY: the caller guarantees the target features and the memory ranges
             // listed in `# Safety`; every access below stays inside them.
@@ -294,14 +318,61 @@ macro_rules! gemm_f32_tile {
                         p = p.add(cs);
                     }
                 }
+                let Some(d) = rows else {
+                    for (r, accr) in acc.iter().enumerate() {
+                        for (v, &x) in accr.iter().enumerate() {
+                            $store(out[r].as_mut_ptr().add($lanes * v), x);
+                        }
+                    }
+                    return;
+                };
+                let bounds = d.clamp.map(|(lo, hi)| ($set1(lo), $set1(hi)));
                 for (r, accr) in acc.iter().enumerate() {
+                    let b = $set1(d.bias[r]);
+                    let row = d.dst.add(r * d.stride);
                     for (v, &x) in accr.iter().enumerate() {
-                        $store(out[r].as_mut_ptr().add($lanes * v), x);
+                        let mut y = $add(x, b);
+                        if let Some((lo, hi)) = bounds {
+                            y = $min($max(y, lo), hi);
+                        }
+                        let n = d.npx.saturating_sub($lanes * v).min($lanes);
+                        $store_first(row.add($lanes * v), y, n);
                     }
                 }
             }
         }
     };
+}
+
+/// Stores the first `n ≤ 16` lanes of `v` at `p` (masked).
+///
+/// # Safety
+/// avx512f must be available; `p + [0, n)` writable.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_first_ps512(p: *mut f32, v: __m512, n: usize) {
+    // SAFETY: the store is masked to the `n` lanes the caller guarantees writable.
+    unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+}
+
+/// Stores the first `n ≤ 8` lanes of `v` at `p` (`vmaskmovps` below 8).
+///
+/// # Safety
+/// avx2 must be available; `p + [0, n)` writable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_first_ps256(p: *mut f32, v: __m256, n: usize) {
+    // SAFETY: a full store when `n = 8`, else masked to the `n` lanes the caller guarantees
+    // writable (lane `l` stored where mask lane `l` has its top bit set: `l < n`).
+    unsafe {
+        if n >= 8 {
+            _mm256_storeu_ps(p, v)
+        } else {
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+            _mm256_maskstore_ps(p, m, v)
+        }
+    }
 }
 
 macro_rules! gemm_nhwc_i8_tile {
@@ -472,8 +543,11 @@ macro_rules! gemm_f32_nhwc_tile {
 /// one ([`gemm_f32_nhwc_tile`]), from the same vector intrinsics.
 macro_rules! gemm_f32_tiles {
     ($(#[$fdoc:meta])* $flat:ident, $(#[$ndoc:meta])* $nhwc:ident, $features:literal,
-     $lanes:literal, $vecs:literal, $prefetch:literal, $($intrinsic:ident),+) => {
-        gemm_f32_tile!($(#[$fdoc])* $flat, $features, $lanes, $prefetch, $($intrinsic),+);
+     $lanes:literal, $vecs:literal, $prefetch:literal, $($intrinsic:ident),+;
+     $($epilogue:ident),+) => {
+        gemm_f32_tile!(
+            $(#[$fdoc])* $flat, $features, $lanes, $prefetch, $($intrinsic),+, $($epilogue),+
+        );
         gemm_f32_nhwc_tile!($(#[$ndoc])* $nhwc, $features, $lanes, $vecs, $($intrinsic),+);
     };
 }
@@ -499,7 +573,11 @@ gemm_f32_tiles!(
     _mm512_loadu_ps,
     _mm512_set1_ps,
     _mm512_fmadd_ps,
-    _mm512_storeu_ps
+    _mm512_storeu_ps;
+    _mm512_add_ps,
+    _mm512_max_ps,
+    _mm512_min_ps,
+    store_first_ps512
 );
 
 gemm_f32_tiles!(
@@ -516,7 +594,11 @@ gemm_f32_tiles!(
     _mm256_loadu_ps,
     _mm256_set1_ps,
     _mm256_fmadd_ps,
-    _mm256_storeu_ps
+    _mm256_storeu_ps;
+    _mm256_add_ps,
+    _mm256_max_ps,
+    _mm256_min_ps,
+    store_first_ps256
 );
 
 /// Transposes the first `npx ≤ 64` pixel rows of the first `nch ≤ 64` channel accumulators

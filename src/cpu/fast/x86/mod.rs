@@ -25,8 +25,8 @@ pub(super) mod peak;
 mod requant;
 
 pub(super) use depthwise::{
-    dw3x3s2_f32_avx512, dw_avx2, dw_avx512, dw_f32_lanes_avx2, dw_f32_lanes_avx512, dw_i8_channel, dw_i8_flat,
-    dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs, dw_i8_s2_avxvnni,
+    dw3x3s2_f32_avx512, dw_avx2, dw_avx512, dw_f32_lanes_avx2, dw_f32_lanes_avx512, dw_i8_channel,
+    dw_i8_flat, dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs, dw_i8_s2_avxvnni,
     dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs, dw_i8_small_avx512, dw_i8_small_avxvnni,
     dw_i8_small_avxvnni_evex, dw_i8_small_maddubs, dw_pairs_avx2, dw_quads_avx512,
     dw_quads_row_avx512, has_vbmi, Bytes64, DwFlat, DwGeom, DwSmall, DwYmmOut, LanesGeom,
@@ -36,7 +36,7 @@ pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512, gemm_i8_avx2,
     gemm_i8_avx2_maddubs, gemm_i8_avx512, gemm_i8_avxvnni, gemm_i8_avxvnni_evex,
     gemm_nhwc_avx2_maddubs, gemm_nhwc_avx512, gemm_nhwc_avxvnni, gemm_nhwc_avxvnni_evex,
-    transpose_pixels_avx512,
+    transpose_pixels_avx512, TileRows,
 };
 pub(super) use pack::{
     add_bias_runs_avx512, bytes_to_f32_avx2, bytes_to_f32_avx512, bytes_to_f32_split2_avx2,
