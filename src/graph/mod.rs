@@ -92,6 +92,8 @@ pub struct Graph {
     outputs: Vec<ValueId>,
     /// Each conv's float weights packed for the fast kernels, built on the first float run.
     packed: float::PackedConvs,
+    /// The buffers a float run left, for the next run's outputs.
+    buffers: float::RunBuffers,
 }
 
 impl Graph {
@@ -395,6 +397,7 @@ impl GraphBuilder {
             inputs: self.inputs,
             outputs: outputs.to_vec(),
             packed: Default::default(),
+            buffers: Default::default(),
         })
     }
 }

@@ -277,6 +277,47 @@ fn fused_float_runs_give_the_outputs_of_unfused_runs() {
     }
 }
 
+/// A float run reuses the buffers its graph's last run left (`RunBuffers`), and gives the
+/// bits of a fresh clone's run (no kept buffers), run after run on new inputs, on graphs
+/// whose values grow and shrink (the buffers are truncated and grown), and with concurrent
+/// runs of one graph.
+#[test]
+fn float_runs_reusing_the_last_runs_buffers_give_a_fresh_graphs_bits() {
+    let mut rng = crate::rng::Rng::new(23);
+    let graphs = [
+        testing::chain_graph(&mut rng, 9),
+        testing::block_graph(&mut rng, 8),
+    ];
+    let bits = |t: &[Tensor<f32>]| -> Vec<u32> {
+        t.iter()
+            .flat_map(|t| t.data.iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    for (i, g) in graphs.iter().enumerate() {
+        let dims = g.value(g.inputs()[0]).dims.clone();
+        let n: usize = dims.iter().product();
+        for round in 0..3 {
+            let x = Tensor::new(dims.clone(), rng.normal_vec(n, 2.0)).unwrap();
+            let xs = std::slice::from_ref(&x);
+            let want = bits(&g.clone().run_f32(xs).unwrap());
+            assert_eq!(
+                bits(&g.run_f32(xs).unwrap()),
+                want,
+                "graph {i} round {round}"
+            );
+            assert!(g.buffers.kept() > 0, "graph {i}: the run kept no buffer");
+            std::thread::scope(|sc| {
+                let runs: Vec<_> = (0..3)
+                    .map(|_| sc.spawn(|| g.run_f32(xs).unwrap()))
+                    .collect();
+                for r in runs {
+                    assert_eq!(bits(&r.join().unwrap()), want, "graph {i} round {round}");
+                }
+            });
+        }
+    }
+}
+
 #[test]
 fn float_values_computed_in_place_equal_each_node_evaluated_alone() {
     let mut rng = crate::rng::Rng::new(5);
