@@ -1341,16 +1341,23 @@ fn small_plane_float_depthwise_is_identical_across_isas() {
     float_depthwise_is_identical_across_isas(&mut Rng::new(0xd7a9e5), &cases);
 }
 
-/// 3x3 stride-2 float depthwise convs with padding 1, which AVX-512 reads straight from the
-/// input (rows of 6 outputs or more: `x86::dw3x3s2_f32_avx512`): the bits of the portable
-/// path on every ISA path, for rows of one vector exactly, with a tail, several blocks of
-/// four vectors, odd widths and heights, one or two input rows (padding rows below), batches,
+/// 3x3 float depthwise convs with padding 1, which AVX-512 reads straight from the input
+/// (stride 2 with rows of 6 outputs or more, stride 1 with 14 or more:
+/// `x86::dw3x3s2_f32_avx512`, `x86::dw3x3s1_f32_avx512`): the bits of the portable path on
+/// every ISA path, for rows of one vector exactly, with a tail, several blocks of four
+/// vectors, odd widths and heights, one or two input rows (padding rows below), batches,
 /// bias or none, clamped or not, split across threads or not.
 #[test]
-fn stride_2_float_depthwise_straight_from_the_input_is_identical_across_isas() {
-    let (k, s2, d1, p1) = ([3, 3], [2, 2], [1, 1], [1, 1]);
+fn float_3x3_depthwise_straight_from_the_input_is_identical_across_isas() {
+    let (k, s1, s2, d1, p1) = ([3, 3], [1, 1], [2, 2], [1, 1], [1, 1]);
     let cases = [
         // (batch, channels, h, w, kernel, stride, dilation, padding)
+        (1, 3, 112, 112, k, s1, d1, p1),
+        (2, 4, 14, 14, k, s1, d1, p1),
+        (1, 3, 20, 70, k, s1, d1, p1),
+        (1, 2, 1, 16, k, s1, d1, p1),
+        (1, 2, 2, 32, k, s1, d1, p1),
+        (2, 5, 9, 17, k, s1, d1, p1),
         (1, 5, 112, 112, k, s2, d1, p1),
         (2, 3, 33, 141, k, s2, d1, p1),
         (1, 3, 17, 32, k, s2, d1, p1),

@@ -1651,8 +1651,8 @@ pub(super) fn run_f32(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && is_3x3_s2_p1(s) && s.w_out >= 6 {
-        return run_f32_3x3s2(x, w, bias, clamp, s, threads, out);
+    if isa == Isa::Avx512Vnni && direct_3x3_applies(s) {
+        return run_f32_3x3(x, w, bias, clamp, s, threads, out);
     }
     #[cfg(target_arch = "x86_64")]
     if isa.is_x86_simd() && s.c_out_per_group() == 1 && lanes_f32_preferred(isa, s) {
@@ -1688,28 +1688,38 @@ pub(super) fn run_f32(
     });
 }
 
-/// Whether `s` is a 3x3 depthwise conv (one channel per group) with strides 2, padding 1 and
-/// no dilation, the shape of [`run_f32_3x3s2`].
+/// Whether [`run_f32_3x3`] runs `s` on AVX-512: a 3x3 depthwise conv (one channel per group)
+/// with padding 1, no dilation and strides 1 with rows of 14 outputs or more, or 2 with rows
+/// of 6 or more. One thread, Intel Xeon, medians of 400 runs, MobileNetV2's layers against
+/// the paths before: stride 2, 96x112x112 0.56 → 0.23 ms and 144x56x56 0.12 → 0.078 (split
+/// planes), 192x28x28 0.055 → 0.017 and 576x14x14 0.034 → 0.026 (channels in lanes); stride
+/// 1, 32x112x112 0.31 → 0.20, 144x56x56 0.35 → 0.24, 192x28x28 0.118 → 0.074 (padded
+/// planes), 384x14x14 0.073 → 0.040 and 576x14x14 0.10 → 0.069 (channels in lanes). Below
+/// those rows the channels in the lanes were faster or even: 960x7x7 0.062 against 0.094,
+/// 960x8x8 stride 2 0.021 against 0.028, 960x10x10 and 960x12x12 at unit stride either way
+/// in repeated runs.
 #[cfg(target_arch = "x86_64")]
-fn is_3x3_s2_p1(s: &ConvShape) -> bool {
+fn direct_3x3_applies(s: &ConvShape) -> bool {
     let p = &s.params;
-    (s.kh, s.kw) == (3, 3)
-        && p.stride == [2, 2]
+    let shape = (s.kh, s.kw) == (3, 3)
         && p.padding == [1, 1]
         && p.dilation == [1, 1]
         && s.c_in_per_group() == 1
-        && s.c_out_per_group() == 1
+        && s.c_out_per_group() == 1;
+    shape
+        && match p.stride {
+            [1, 1] => s.w_out >= 14,
+            [2, 2] => s.w_out >= 6,
+            _ => false,
+        }
 }
 
-/// [`run_f32`] of a conv [`is_3x3_s2_p1`] on AVX-512 with output rows of 6 or more: each
-/// channel straight from its input plane (`x86::dw3x3s2_f32_avx512`, the clamp fused), where
-/// the phase-split copy of the plane cost more than the FMAs, and before the channels in the
-/// lanes. One thread, Intel Xeon, medians of 400 runs, MobileNetV2's layers: 96x112x112
-/// 0.56 → 0.23 ms and 144x56x56 0.12 → 0.078 (split planes); 192x28x28 0.055 → 0.017 and
-/// 576x14x14 0.034 → 0.026 (channels in lanes). Rows of 5 outputs were even (960x10x10), of
-/// 4 the lanes were faster (960x8x8 0.021 against 0.028).
+/// [`run_f32`] of a conv where [`direct_3x3_applies`], on AVX-512: each channel straight from
+/// its input plane (`x86::dw3x3s1_f32_avx512`, `x86::dw3x3s2_f32_avx512`, the clamp fused),
+/// without the padded or phase-split copy of the plane, or the transpositions of the
+/// channels-in-lanes kernel, that cost more than the FMAs.
 #[cfg(target_arch = "x86_64")]
-fn run_f32_3x3s2(
+fn run_f32_3x3(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -1719,7 +1729,8 @@ fn run_f32_3x3s2(
     out: &mut [f32],
 ) {
     let (plane_in, plane_out) = (s.h * s.w, s.h_out * s.w_out);
-    assert!(s.h_out == s.h.div_ceil(2) && s.w_out == s.w.div_ceil(2));
+    let sx = s.params.stride[1];
+    assert!(s.h_out == s.h.div_ceil(sx) && s.w_out == s.w.div_ceil(sx));
     assert!(x.len() >= s.n * s.c_in * plane_in && w.len() >= s.c_out * 9);
     let outp = SendPtr(out.as_mut_ptr());
     let ranges = item_ranges(s.n * s.c_out, threads);
@@ -1732,7 +1743,11 @@ fn run_f32_3x3s2(
             let b = bias.map_or(0.0, |b| b[o]);
             // SAFETY: the path's ISA (AVX-512) was checked available when chosen.
             unsafe {
-                super::x86::dw3x3s2_f32_avx512(
+                let kernel = match sx {
+                    1 => super::x86::dw3x3s1_f32_avx512,
+                    _ => super::x86::dw3x3s2_f32_avx512,
+                };
+                kernel(
                     src,
                     s.h,
                     s.w,

@@ -1470,6 +1470,117 @@ unsafe fn dw3x3s2_block<const NV: usize>(
     }
 }
 
+/// One channel of a 3x3 unit-stride f32 depthwise conv with padding 1 and no dilation,
+/// straight from the input plane `x` (`h × w`, row-major) into `out` (`h × w`): no padded copy
+/// of the plane and, on small planes, no transposition into lanes. Per 16 outputs from
+/// column `ox₀` and input row, three loads from columns `ox₀ − 1`, `ox₀`, `ox₀ + 1`, each
+/// masked to the columns inside the row (the lanes off the row are neither read nor
+/// faulted, and read `+0.0`); rows off the plane are zero vectors. The operations of
+/// [`dw3x3s2_f32_avx512`] (padding taps included, clamp fused), so the bits of [`dw_avx512`]
+/// over the padded plane. Four vectors (64 outputs) of a row at a time.
+///
+/// # Safety
+/// avx512f must be available.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dw3x3s1_f32_avx512(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    bias: f32,
+    clamp: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    assert!(x.len() >= h * w && wt.len() >= 9 && out.len() >= h * w && w > 0);
+    let nvec = w.div_ceil(16);
+    let mut v0 = 0;
+    while v0 < nvec {
+        let nv = (nvec - v0).min(4);
+        // SAFETY: avx512f is available (the caller); the block's reads and writes are in
+        // range (see `dw3x3s1_block`).
+        unsafe {
+            match nv {
+                1 => dw3x3s1_block::<1>(x, h, w, v0, wt, bias, clamp, out),
+                2 => dw3x3s1_block::<2>(x, h, w, v0, wt, bias, clamp, out),
+                3 => dw3x3s1_block::<3>(x, h, w, v0, wt, bias, clamp, out),
+                _ => dw3x3s1_block::<4>(x, h, w, v0, wt, bias, clamp, out),
+            }
+        }
+        v0 += nv;
+    }
+}
+
+/// Output columns `16·v0 .. 16·(v0 + NV)` (those that exist) of every output row of
+/// [`dw3x3s1_f32_avx512`].
+///
+/// # Safety
+/// avx512f must be available; the lengths as asserted by [`dw3x3s1_f32_avx512`];
+/// `16·v0 < w`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw3x3s1_block<const NV: usize>(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    v0: usize,
+    wt: &[f32],
+    bias: f32,
+    clamp: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    // The lanes `l` of vector `v` whose column `16·(v0 + v) + l + kx − 1` lies in `[0, w)`.
+    let cols = |v: usize, kx: usize| -> __mmask16 {
+        let c0 = (16 * (v0 + v) + kx) as isize - 1;
+        (0..16)
+            .filter(|l| (0..w as isize).contains(&(c0 + l)))
+            .fold(0u16, |m, l| m | (1 << l))
+    };
+    let in_mask: [[__mmask16; 3]; NV] =
+        std::array::from_fn(|v| std::array::from_fn(|k| cols(v, k)));
+    let out_mask: [__mmask16; NV] = std::array::from_fn(|v| cols(v, 1));
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // SAFETY: loads are masked to the columns `[0, w)` of rows `iy < h` (`x` holds `h·w`; the
+    // addresses of masked-off lanes, one before a row's start or after its end, are neither
+    // read nor faulted, and are formed with wrapping arithmetic); stores are masked to the
+    // columns `< w` of rows `< h`.
+    unsafe {
+        let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
+        let b = _mm512_set1_ps(bias);
+        for oy in 0..h {
+            let mut acc = [_mm512_setzero_ps(); NV];
+            for ky in 0..3 {
+                let iy = (oy + ky).wrapping_sub(1);
+                if iy >= h {
+                    // A padding row: `+0.0` times each weight, as over the padded plane.
+                    let z = _mm512_setzero_ps();
+                    for a in acc.iter_mut() {
+                        for t in 0..3 {
+                            *a = _mm512_fmadd_ps(z, wv[3 * ky + t], *a);
+                        }
+                    }
+                    continue;
+                }
+                let row = xp.wrapping_add(iy * w + 16 * v0).wrapping_sub(1);
+                for (v, a) in acc.iter_mut().enumerate() {
+                    for kx in 0..3 {
+                        let q = row.wrapping_add(16 * v + kx);
+                        let xv = _mm512_maskz_loadu_ps(in_mask[v][kx], q);
+                        *a = _mm512_fmadd_ps(xv, wv[3 * ky + kx], *a);
+                    }
+                }
+            }
+            for (v, &a) in acc.iter().enumerate() {
+                let mut y = _mm512_add_ps(a, b);
+                if let Some((lo, hi)) = clamp {
+                    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                }
+                _mm512_mask_storeu_ps(op.add(oy * w + 16 * (v0 + v)), out_mask[v], y);
+            }
+        }
+    }
+}
+
 /// `store(j, v[j])` for `j < n ≤ L`, with the count a constant in each arm: a loop over a
 /// variable count of consecutive vector stores from an array compiles to a `memcpy` call (11%
 /// of a 960x7x7 depthwise conv on AVX2).
