@@ -433,7 +433,10 @@ impl PackedConvF32 {
                                 clamp: clamp.map(|c| (c.lo, c.hi)),
                             });
                             #[cfg(not(target_arch = "x86_64"))]
-                            let rows: Option<Rows> = None;
+                            let rows: Option<Rows> = {
+                                let _ = o0; // no fused epilogue off x86
+                                None
+                            };
                             // SAFETY: the ISA was checked; the buffer holds every plane plus
                             // slack, or the input every channel whose tiles read no slack; with
                             // `rows`, channels o0 + r (r < nr) of the tile's run are this
