@@ -1343,7 +1343,7 @@ fn small_plane_float_depthwise_is_identical_across_isas() {
 
 /// 3x3 float depthwise convs with padding 1, which AVX-512 reads straight from the input
 /// (stride 2 with rows of 6 outputs or more, stride 1 with 14 or more:
-/// `x86::dw3x3s2_f32_avx512`, `x86::dw3x3s1_f32_avx512`): the bits of the portable path on
+/// `x86::dw3x3_f32_avx512`): the bits of the portable path on
 /// every ISA path, for rows of one vector exactly, with a tail, several blocks of four
 /// vectors, odd widths and heights, one or two input rows (padding rows below), batches,
 /// bias or none, clamped or not, split across threads or not.

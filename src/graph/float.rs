@@ -143,7 +143,8 @@ struct Spare(Vec<Vec<f32>>);
 /// MobileNetV2, one thread, Intel Xeon: its 16x112x112 → 96 conv took 1.0 ms in the model
 /// against 0.59 ms alone, the 4.8 MB output's `memset` and first writes). With [`Spare`]
 /// choosing by capacity, the model's run went 8.3 → 7.9 ms (medians of 100 runs, 7 of 8
-/// alternated rounds faster). A few MB per graph, as a runtime's arena; a clone starts
+/// alternated rounds faster). The graph holds up to [`Spare::MAX`] buffers, its largest
+/// values' (a few MB for one 224x224 image), as a runtime's arena does; a clone starts
 /// without.
 #[derive(Default)]
 pub(super) struct RunBuffers(std::sync::Mutex<Spare>);
@@ -207,7 +208,6 @@ impl Spare {
         match fit {
             Some(i) => {
                 let mut b = self.0.swap_remove(i);
-
                 b.resize(len, 0.0);
                 b
             }

@@ -1715,7 +1715,7 @@ fn direct_3x3_applies(s: &ConvShape) -> bool {
 }
 
 /// [`run_f32`] of a conv where [`direct_3x3_applies`], on AVX-512: each channel straight from
-/// its input plane (`x86::dw3x3s1_f32_avx512`, `x86::dw3x3s2_f32_avx512`, the clamp fused),
+/// its input plane (`x86::dw3x3_f32_avx512`, the clamp fused),
 /// without the padded or phase-split copy of the plane, or the transpositions of the
 /// channels-in-lanes kernel, that cost more than the FMAs.
 #[cfg(target_arch = "x86_64")]
@@ -1744,8 +1744,8 @@ fn run_f32_3x3(
             // SAFETY: the path's ISA (AVX-512) was checked available when chosen.
             unsafe {
                 let kernel = match sx {
-                    1 => super::x86::dw3x3s1_f32_avx512,
-                    _ => super::x86::dw3x3s2_f32_avx512,
+                    1 => super::x86::dw3x3_f32_avx512::<1>,
+                    _ => super::x86::dw3x3_f32_avx512::<2>,
                 };
                 kernel(
                     src,

@@ -1348,14 +1348,21 @@ pub(crate) unsafe fn dw_f32_lanes_avx512(
     }
 }
 
-/// One channel of a 3x3 stride-2 f32 depthwise conv with padding 1 and no dilation, straight
-/// from the input plane `x` (`h × w`, row-major) into `out` (`⌈h/2⌉ × ⌈w/2⌉`): no padded or
-/// phase-split copy of the plane (on MobileNetV2's stride-2 layers the copy cost more than
-/// the FMAs). Output `(oy, ox)` reads input columns `2·ox − 1 + kx`: per 16 outputs, two
-/// loads of 32 columns from `2·ox₀`, whose even lanes (`vpermt2ps`) are the `kx = 1` column,
-/// odd lanes the `kx = 2` one, and the odd lanes moved up one lane (`valignd`, the lane
-/// before from the previous vector or the padding) the `kx = 0` one. Rows and columns
-/// outside the plane read `+0.0` (masked loads, zero vectors) and still take their FMA:
+/// One channel of a 3x3 f32 depthwise conv with stride `S` (1 or 2) in both directions,
+/// padding 1 and no dilation, straight from the input plane `x` (`h × w`, row-major) into
+/// `out` (`⌈h/S⌉ × ⌈w/S⌉`): no padded or phase-split copy of the plane and, on small planes,
+/// no transposition into lanes (on MobileNetV2's depthwise layers those cost more than the
+/// FMAs). Output `(oy, ox)` reads input columns `S·ox − 1 + kx`. Per 16 outputs from column
+/// `ox₀` and input row:
+///
+/// * `S = 1`: three loads, from columns `ox₀ − 1`, `ox₀`, `ox₀ + 1`, each masked to the
+///   columns inside the row;
+/// * `S = 2`: two loads of 32 columns from `2·ox₀`, whose even lanes (`vpermt2ps`) are the
+///   `kx = 1` column, odd lanes the `kx = 2` one, and the odd lanes moved up one lane
+///   (`valignd`, the lane before from the previous vector or the padding) the `kx = 0` one.
+///
+/// Rows and columns outside the plane read `+0.0` (masked-off lanes are neither read nor
+/// faulted; rows off the plane are zero vectors) and still take their FMA:
 /// `acc = fma(x, w[t], acc)` over the taps `t = 3·ky + kx` in order from `+0.0`, then
 /// `acc + bias`, then with `clamp = Some((lo, hi))` `vminps(vmaxps(y, lo), hi)`: per output,
 /// the operations of [`dw_avx512`] over the padded plane and of `F32Clamp::apply`, so the
@@ -1365,7 +1372,7 @@ pub(crate) unsafe fn dw_f32_lanes_avx512(
 /// avx512f must be available.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn dw3x3s2_f32_avx512(
+pub(crate) unsafe fn dw3x3_f32_avx512<const S: usize>(
     x: &[f32],
     h: usize,
     w: usize,
@@ -1374,20 +1381,21 @@ pub(crate) unsafe fn dw3x3s2_f32_avx512(
     clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
-    let (h_out, w_out) = (h.div_ceil(2), w.div_ceil(2));
+    assert!(S == 1 || S == 2);
+    let (h_out, w_out) = (h.div_ceil(S), w.div_ceil(S));
     assert!(x.len() >= h * w && wt.len() >= 9 && out.len() >= h_out * w_out && w > 0);
     let nvec = w_out.div_ceil(16);
     let mut v0 = 0;
     while v0 < nvec {
         let nv = (nvec - v0).min(4);
         // SAFETY: avx512f is available (the caller); the block's reads and writes are in
-        // range (see `dw3x3s2_block`).
+        // range (see `dw3x3_block`).
         unsafe {
             match nv {
-                1 => dw3x3s2_block::<1>(x, h, w, v0, wt, bias, clamp, out),
-                2 => dw3x3s2_block::<2>(x, h, w, v0, wt, bias, clamp, out),
-                3 => dw3x3s2_block::<3>(x, h, w, v0, wt, bias, clamp, out),
-                _ => dw3x3s2_block::<4>(x, h, w, v0, wt, bias, clamp, out),
+                1 => dw3x3_block::<S, 1>(x, h, w, v0, wt, bias, clamp, out),
+                2 => dw3x3_block::<S, 2>(x, h, w, v0, wt, bias, clamp, out),
+                3 => dw3x3_block::<S, 3>(x, h, w, v0, wt, bias, clamp, out),
+                _ => dw3x3_block::<S, 4>(x, h, w, v0, wt, bias, clamp, out),
             }
         }
         v0 += nv;
@@ -1395,14 +1403,14 @@ pub(crate) unsafe fn dw3x3s2_f32_avx512(
 }
 
 /// Output columns `16·v0 .. 16·(v0 + NV)` (those that exist) of every output row of
-/// [`dw3x3s2_f32_avx512`].
+/// [`dw3x3_f32_avx512`].
 ///
 /// # Safety
-/// avx512f must be available; the lengths as asserted by [`dw3x3s2_f32_avx512`];
-/// `16·v0 < ⌈w/2⌉`.
+/// avx512f must be available; the lengths as asserted by [`dw3x3_f32_avx512`];
+/// `16·v0 < ⌈w/S⌉`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn dw3x3s2_block<const NV: usize>(
+unsafe fn dw3x3_block<const S: usize, const NV: usize>(
     x: &[f32],
     h: usize,
     w: usize,
@@ -1412,16 +1420,31 @@ unsafe fn dw3x3s2_block<const NV: usize>(
     clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
-    let (h_out, w_out) = (h.div_ceil(2), w.div_ceil(2));
-    let mask = |k: usize| -> __mmask16 { ((1u32 << k.min(16)) - 1) as u16 };
-    // Columns of input vector `j` (two per output vector) that exist.
-    let in_mask: [__mmask16; 8] = std::array::from_fn(|j| mask(w.saturating_sub(32 * v0 + 16 * j)));
-    let out_mask: [__mmask16; NV] =
-        std::array::from_fn(|v| mask(w_out.saturating_sub(16 * (v0 + v))));
-    let (c0, xp, op) = (32 * v0, x.as_ptr(), out.as_mut_ptr());
-    // SAFETY: loads are masked to the columns `c < w` of rows `iy < h` (`x` holds `h·w`);
-    // the column before the block (`c0 − 1`, when `v0 > 0`) exists since `16·v0 < w_out`;
-    // stores are masked to the output columns `< w_out` of rows `< h_out`.
+    let (h_out, w_out) = (h.div_ceil(S), w.div_ceil(S));
+    // The lanes `l` whose input column `c0 + l` lies in `[0, w)`.
+    let cols = |c0: isize| -> __mmask16 {
+        let first = |n: isize| ((1u32 << n.clamp(0, 16)) - 1) as u16;
+        first(w as isize - c0) & !first(-c0)
+    };
+    // Stride 1: per vector and kernel column, the load from column 16·(v0 + v) + kx − 1.
+    // Stride 2: per vector, the two loads from columns 32·(v0 + v) and 32·(v0 + v) + 16.
+    let in_mask: [[__mmask16; 3]; NV] = std::array::from_fn(|v| {
+        let c = (16 * (v0 + v)) as isize;
+        match S {
+            1 => [cols(c - 1), cols(c), cols(c + 1)],
+            _ => [cols(2 * c), cols(2 * c + 16), 0],
+        }
+    });
+    let out_mask: [__mmask16; NV] = std::array::from_fn(|v| {
+        let n = w_out.saturating_sub(16 * (v0 + v)).min(16);
+        ((1u32 << n) - 1) as u16
+    });
+    let (c0, xp, op) = (16 * S * v0, x.as_ptr(), out.as_mut_ptr());
+    // SAFETY: loads are masked to the columns `[0, w)` of rows `iy < h` (`x` holds `h·w`; the
+    // addresses of masked-off lanes, before a row's start or after its end, are neither read
+    // nor faulted, and are formed with wrapping arithmetic); the column before the block
+    // (`c0 − 1`, read at stride 2 when `v0 > 0`) exists since `16·v0 < ⌈w/2⌉`; stores are
+    // masked to the output columns `< w_out` of rows `< h_out`.
     unsafe {
         let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -1430,33 +1453,43 @@ unsafe fn dw3x3s2_block<const NV: usize>(
         for oy in 0..h_out {
             let mut acc = [_mm512_setzero_ps(); NV];
             for ky in 0..3 {
-                let iy = (2 * oy + ky).wrapping_sub(1);
+                let iy = (S * oy + ky).wrapping_sub(1);
+                let taps = &wv[3 * ky..3 * ky + 3];
                 if iy >= h {
                     // A padding row: `+0.0` times each weight, as over the padded plane.
                     let z = _mm512_setzero_ps();
                     for a in acc.iter_mut() {
-                        for t in 0..3 {
-                            *a = _mm512_fmadd_ps(z, wv[3 * ky + t], *a);
+                        for &t in taps {
+                            *a = _mm512_fmadd_ps(z, t, *a);
                         }
                     }
                     continue;
                 }
-                let row = xp.add(iy * w + c0);
+                let row = xp.wrapping_add(iy * w + c0);
+                if S == 1 {
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        for (kx, &t) in taps.iter().enumerate() {
+                            let q = row.wrapping_add(16 * v + kx).wrapping_sub(1);
+                            *a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(in_mask[v][kx], q), t, *a);
+                        }
+                    }
+                    continue;
+                }
                 let mut prev = if v0 == 0 {
                     _mm512_setzero_si512()
                 } else {
                     _mm512_set1_epi32((*row.sub(1)).to_bits() as i32)
                 };
                 for (v, a) in acc.iter_mut().enumerate() {
-                    let lo = _mm512_maskz_loadu_ps(in_mask[2 * v], row.add(32 * v));
-                    let hi = _mm512_maskz_loadu_ps(in_mask[2 * v + 1], row.add(32 * v + 16));
+                    let lo = _mm512_maskz_loadu_ps(in_mask[v][0], row.wrapping_add(32 * v));
+                    let hi = _mm512_maskz_loadu_ps(in_mask[v][1], row.wrapping_add(32 * v + 16));
                     let even = _mm512_permutex2var_ps(lo, ie, hi);
                     let odd = _mm512_castps_si512(_mm512_permutex2var_ps(lo, io, hi));
                     let left = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(odd, prev));
                     prev = odd;
-                    *a = _mm512_fmadd_ps(left, wv[3 * ky], *a);
-                    *a = _mm512_fmadd_ps(even, wv[3 * ky + 1], *a);
-                    *a = _mm512_fmadd_ps(_mm512_castsi512_ps(odd), wv[3 * ky + 2], *a);
+                    *a = _mm512_fmadd_ps(left, taps[0], *a);
+                    *a = _mm512_fmadd_ps(even, taps[1], *a);
+                    *a = _mm512_fmadd_ps(_mm512_castsi512_ps(odd), taps[2], *a);
                 }
             }
             for (v, &a) in acc.iter().enumerate() {
@@ -1465,117 +1498,6 @@ unsafe fn dw3x3s2_block<const NV: usize>(
                     y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
                 }
                 _mm512_mask_storeu_ps(op.add(oy * w_out + 16 * (v0 + v)), out_mask[v], y);
-            }
-        }
-    }
-}
-
-/// One channel of a 3x3 unit-stride f32 depthwise conv with padding 1 and no dilation,
-/// straight from the input plane `x` (`h × w`, row-major) into `out` (`h × w`): no padded copy
-/// of the plane and, on small planes, no transposition into lanes. Per 16 outputs from
-/// column `ox₀` and input row, three loads from columns `ox₀ − 1`, `ox₀`, `ox₀ + 1`, each
-/// masked to the columns inside the row (the lanes off the row are neither read nor
-/// faulted, and read `+0.0`); rows off the plane are zero vectors. The operations of
-/// [`dw3x3s2_f32_avx512`] (padding taps included, clamp fused), so the bits of [`dw_avx512`]
-/// over the padded plane. Four vectors (64 outputs) of a row at a time.
-///
-/// # Safety
-/// avx512f must be available.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn dw3x3s1_f32_avx512(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    wt: &[f32],
-    bias: f32,
-    clamp: Option<(f32, f32)>,
-    out: &mut [f32],
-) {
-    assert!(x.len() >= h * w && wt.len() >= 9 && out.len() >= h * w && w > 0);
-    let nvec = w.div_ceil(16);
-    let mut v0 = 0;
-    while v0 < nvec {
-        let nv = (nvec - v0).min(4);
-        // SAFETY: avx512f is available (the caller); the block's reads and writes are in
-        // range (see `dw3x3s1_block`).
-        unsafe {
-            match nv {
-                1 => dw3x3s1_block::<1>(x, h, w, v0, wt, bias, clamp, out),
-                2 => dw3x3s1_block::<2>(x, h, w, v0, wt, bias, clamp, out),
-                3 => dw3x3s1_block::<3>(x, h, w, v0, wt, bias, clamp, out),
-                _ => dw3x3s1_block::<4>(x, h, w, v0, wt, bias, clamp, out),
-            }
-        }
-        v0 += nv;
-    }
-}
-
-/// Output columns `16·v0 .. 16·(v0 + NV)` (those that exist) of every output row of
-/// [`dw3x3s1_f32_avx512`].
-///
-/// # Safety
-/// avx512f must be available; the lengths as asserted by [`dw3x3s1_f32_avx512`];
-/// `16·v0 < w`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw3x3s1_block<const NV: usize>(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    v0: usize,
-    wt: &[f32],
-    bias: f32,
-    clamp: Option<(f32, f32)>,
-    out: &mut [f32],
-) {
-    // The lanes `l` of vector `v` whose column `16·(v0 + v) + l + kx − 1` lies in `[0, w)`.
-    let cols = |v: usize, kx: usize| -> __mmask16 {
-        let c0 = (16 * (v0 + v) + kx) as isize - 1;
-        (0..16)
-            .filter(|l| (0..w as isize).contains(&(c0 + l)))
-            .fold(0u16, |m, l| m | (1 << l))
-    };
-    let in_mask: [[__mmask16; 3]; NV] =
-        std::array::from_fn(|v| std::array::from_fn(|k| cols(v, k)));
-    let out_mask: [__mmask16; NV] = std::array::from_fn(|v| cols(v, 1));
-    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
-    // SAFETY: loads are masked to the columns `[0, w)` of rows `iy < h` (`x` holds `h·w`; the
-    // addresses of masked-off lanes, one before a row's start or after its end, are neither
-    // read nor faulted, and are formed with wrapping arithmetic); stores are masked to the
-    // columns `< w` of rows `< h`.
-    unsafe {
-        let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(wt[t]));
-        let b = _mm512_set1_ps(bias);
-        for oy in 0..h {
-            let mut acc = [_mm512_setzero_ps(); NV];
-            for ky in 0..3 {
-                let iy = (oy + ky).wrapping_sub(1);
-                if iy >= h {
-                    // A padding row: `+0.0` times each weight, as over the padded plane.
-                    let z = _mm512_setzero_ps();
-                    for a in acc.iter_mut() {
-                        for t in 0..3 {
-                            *a = _mm512_fmadd_ps(z, wv[3 * ky + t], *a);
-                        }
-                    }
-                    continue;
-                }
-                let row = xp.wrapping_add(iy * w + 16 * v0).wrapping_sub(1);
-                for (v, a) in acc.iter_mut().enumerate() {
-                    for kx in 0..3 {
-                        let q = row.wrapping_add(16 * v + kx);
-                        let xv = _mm512_maskz_loadu_ps(in_mask[v][kx], q);
-                        *a = _mm512_fmadd_ps(xv, wv[3 * ky + kx], *a);
-                    }
-                }
-            }
-            for (v, &a) in acc.iter().enumerate() {
-                let mut y = _mm512_add_ps(a, b);
-                if let Some((lo, hi)) = clamp {
-                    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-                }
-                _mm512_mask_storeu_ps(op.add(oy * w + 16 * (v0 + v)), out_mask[v], y);
             }
         }
     }
