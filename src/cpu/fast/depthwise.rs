@@ -1732,6 +1732,11 @@ fn run_f32_3x3(
     let sx = s.params.stride[1];
     assert!(s.h_out == s.h.div_ceil(sx) && s.w_out == s.w.div_ceil(sx));
     assert!(x.len() >= s.n * s.c_in * plane_in && w.len() >= s.c_out * 9);
+    let kernel = match sx {
+        1 => super::x86::dw3x3_f32_avx512::<1>,
+        _ => super::x86::dw3x3_f32_avx512::<2>,
+    };
+    let clamp = clamp.map(|c| (c.lo, c.hi));
     let outp = SendPtr(out.as_mut_ptr());
     let ranges = item_ranges(s.n * s.c_out, threads);
     par_for(threads, ranges.len(), |task| {
@@ -1742,21 +1747,7 @@ fn run_f32_3x3(
             let src = &x[item * plane_in..][..plane_in];
             let b = bias.map_or(0.0, |b| b[o]);
             // SAFETY: the path's ISA (AVX-512) was checked available when chosen.
-            unsafe {
-                let kernel = match sx {
-                    1 => super::x86::dw3x3_f32_avx512::<1>,
-                    _ => super::x86::dw3x3_f32_avx512::<2>,
-                };
-                kernel(
-                    src,
-                    s.h,
-                    s.w,
-                    &w[o * 9..][..9],
-                    b,
-                    clamp.map(|c| (c.lo, c.hi)),
-                    dst,
-                )
-            };
+            unsafe { kernel(src, s.h, s.w, &w[o * 9..][..9], b, clamp, dst) };
         }
     });
 }
