@@ -775,34 +775,101 @@ fn small_plane_int8_depthwise_matches_reference_on_every_ymm_isa() {
         eprintln!("no AVX2: the small-plane depthwise kernels do not run");
         return;
     }
-    let dw = |c: usize, mult: usize, n: usize, hw: [usize; 2], k: [usize; 2], st: usize| {
-        move |pad: [usize; 2], dh: usize| {
-            let params = ConvParams {
-                stride: [st, st],
-                padding: pad,
-                dilation: [dh, 1],
-                groups: c,
-            };
-            ConvShape::new([n, c, hw[0], hw[1]], [c * mult, 1, k[0], k[1]], params).unwrap()
-        }
+    let shapes = [
+        dw_shape(960, 1, 1, [7, 7], [3, 3], 1)([1, 1], 1),
+        dw_shape(576, 1, 2, [14, 14], [3, 3], 2)([1, 1], 1),
+        dw_shape(24, 1, 3, [8, 8], [3, 3], 1)([1, 1], 1),
+        dw_shape(16, 1, 2, [16, 16], [3, 3], 2)([1, 1], 1),
+        dw_shape(13, 1, 2, [3, 3], [3, 3], 1)([1, 1], 1),
+        dw_shape(7, 1, 1, [5, 2], [2, 2], 1)([1, 0], 1),
+        dw_shape(9, 1, 2, [1, 7], [1, 3], 1)([0, 1], 1),
+        dw_shape(11, 1, 1, [9, 7], [5, 3], 1)([2, 1], 1),
+        dw_shape(10, 1, 2, [12, 6], [3, 4], 1)([2, 2], 2),
+        dw_shape(6, 1, 1, [4, 5], [2, 2], 1)([3, 3], 1),
+        dw_shape(5, 2, 2, [7, 7], [3, 3], 1)([1, 1], 1),
+        dw_shape(4, 3, 1, [13, 13], [3, 3], 2)([1, 1], 1),
+        dw_shape(19, 1, 2, [6, 9], [4, 4], 2)([1, 1], 1),
+    ];
+    int8_depthwise_matches_reference_on(&isas, &shapes, 0x5a_a11);
+}
+
+/// The int8 depthwise kernel for output rows of 9 to 32 pixels (`x86::dw_i8_rows_avx512`,
+/// AVX-512 VNNI + VBMI: one or two vectors per row, input rows of at most 64 bytes, `kw ≤ 4`,
+/// at most 64 padded rows) equals the reference, and so does every other ISA on the same
+/// shapes: MobileNetV2's 14×14 and 28×28 outputs at strides 1 and 2; rows of exactly 16 and
+/// 32 outputs (a pack's rows fill the 64-byte store), of 9, 12, 15, 17 and 28; 64-byte input
+/// rows; 64 padded rows (the most it holds) and 65 (the other kernels); output rows not a
+/// multiple of four (a two-vector step whose second pack is past the last row) and one
+/// output row; row and column dilation with unequal strides; a 5×4 kernel with paddings
+/// beyond its reach; one-column kernels; channel multipliers; one to three images; random
+/// epilogues (every formula) and weight schemes, 7- and 8-bit activations, one and two
+/// threads.
+#[test]
+fn int8_depthwise_on_rows_of_up_to_32_pixels_matches_reference() {
+    let isas = Isa::available();
+    if !Isa::Avx512Vnni.is_available() {
+        eprintln!("no AVX-512 VNNI: the row depthwise kernel does not run");
+    }
+    let dilated = |w: usize, dil: [usize; 2], st: [usize; 2]| {
+        let params = ConvParams {
+            stride: st,
+            padding: [2, 2],
+            dilation: dil,
+            groups: 6,
+        };
+        ConvShape::new([2, 6, 20, w], [6, 1, 3, 3], params).unwrap()
     };
     let shapes = [
-        dw(960, 1, 1, [7, 7], [3, 3], 1)([1, 1], 1),
-        dw(576, 1, 2, [14, 14], [3, 3], 2)([1, 1], 1),
-        dw(24, 1, 3, [8, 8], [3, 3], 1)([1, 1], 1),
-        dw(16, 1, 2, [16, 16], [3, 3], 2)([1, 1], 1),
-        dw(13, 1, 2, [3, 3], [3, 3], 1)([1, 1], 1),
-        dw(7, 1, 1, [5, 2], [2, 2], 1)([1, 0], 1),
-        dw(9, 1, 2, [1, 7], [1, 3], 1)([0, 1], 1),
-        dw(11, 1, 1, [9, 7], [5, 3], 1)([2, 1], 1),
-        dw(10, 1, 2, [12, 6], [3, 4], 1)([2, 2], 2),
-        dw(6, 1, 1, [4, 5], [2, 2], 1)([3, 3], 1),
-        dw(5, 2, 2, [7, 7], [3, 3], 1)([1, 1], 1),
-        dw(4, 3, 1, [13, 13], [3, 3], 2)([1, 1], 1),
-        dw(19, 1, 2, [6, 9], [4, 4], 2)([1, 1], 1),
+        dw_shape(384, 1, 1, [14, 14], [3, 3], 1)([1, 1], 1),
+        dw_shape(192, 1, 2, [28, 28], [3, 3], 2)([1, 1], 1),
+        dw_shape(192, 1, 1, [28, 28], [3, 3], 1)([1, 1], 1),
+        dw_shape(144, 1, 1, [56, 56], [3, 3], 2)([1, 1], 1),
+        dw_shape(17, 1, 3, [16, 16], [3, 3], 1)([1, 1], 1),
+        dw_shape(9, 1, 1, [11, 9], [3, 3], 1)([1, 1], 1),
+        dw_shape(6, 1, 2, [5, 64], [1, 4], 4)([0, 0], 1),
+        dw_shape(6, 1, 2, [9, 64], [3, 3], 2)([1, 1], 1),
+        dw_shape(5, 1, 1, [62, 12], [3, 3], 1)([1, 1], 1),
+        dw_shape(5, 1, 1, [63, 12], [3, 3], 1)([1, 1], 1),
+        dw_shape(5, 1, 1, [62, 30], [3, 3], 1)([1, 1], 1),
+        dw_shape(3, 1, 2, [13, 17], [3, 1], 1)([1, 0], 1),
+        dilated(14, [2, 2], [2, 1]),
+        dilated(14, [1, 3], [3, 1]),
+        dilated(40, [3, 2], [1, 2]),
+        dw_shape(5, 2, 2, [14, 14], [3, 3], 1)([1, 1], 1),
+        dw_shape(5, 3, 1, [28, 28], [3, 3], 1)([1, 1], 1),
+        dw_shape(7, 1, 1, [10, 13], [5, 4], 1)([3, 3], 1),
+        dw_shape(8, 1, 2, [3, 12], [3, 3], 1)([0, 1], 1),
+        dw_shape(4, 1, 1, [6, 15], [2, 1], 1)([0, 0], 2),
     ];
-    let mut rng = Rng::new(0x5a_a11);
-    for (i, s) in shapes.into_iter().enumerate() {
+    int8_depthwise_matches_reference_on(&isas, &shapes, 0x16_c015);
+}
+
+/// A depthwise shape: `c` groups of `mult` output channels, `n` images of `hw`, kernel `k`,
+/// stride `st` both ways; then padding and row dilation.
+fn dw_shape(
+    c: usize,
+    mult: usize,
+    n: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    st: usize,
+) -> impl Fn([usize; 2], usize) -> ConvShape {
+    move |pad: [usize; 2], dh: usize| {
+        let params = ConvParams {
+            stride: [st, st],
+            padding: pad,
+            dilation: [dh, 1],
+            groups: c,
+        };
+        ConvShape::new([n, c, hw[0], hw[1]], [c * mult, 1, k[0], k[1]], params).unwrap()
+    }
+}
+
+/// Four random cases per shape (rounds 0 and 1 on 7-bit activations) on every ISA of
+/// `isas`, one and two threads, equal to the reference.
+fn int8_depthwise_matches_reference_on(isas: &[Isa], shapes: &[ConvShape], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (i, &s) in shapes.iter().enumerate() {
         for round in 0..4 {
             let mut c = random_case_for(&mut rng, s);
             // Rounds 0 and 1: 7-bit activations `u = x ^ flip ≤ 127` (PyTorch's x86 preset),
@@ -820,7 +887,7 @@ fn small_plane_int8_depthwise_matches_reference_on_every_ymm_isa() {
                 };
             }
             let want = reference::conv2d_quantized(&c.x, &c.x_qp, &c.w, &c.w_qp, &c.epi, &s);
-            for &isa in &isas {
+            for &isa in isas {
                 let p =
                     PackedConv2d::with_isa(&c.w, s.weight_dims(), &c.w_qp, &c.epi, s.params, isa)
                         .unwrap();

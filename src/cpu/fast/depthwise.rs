@@ -41,7 +41,7 @@
 //! # int8 on AVX-VNNI, AVX2 and AVX-512 VNNI, small planes
 //!
 //! Output rows of at most 8 pixels from input rows of at most 16 bytes, `kw ≤ 4`
-//! (`x86::DwSmall`: MobileNetV2's 7×7 outputs, at strides 1 and 2): `run_int8_small` runs
+//! (`x86::DwSmall`: MobileNetV2's 7×7 outputs, at strides 1 and 2): `run_int8_rows` runs
 //! `x86::dw_i8_small_avxvnni` (and its EVEX and `vpmaddubsw` forms) over a run of channels,
 //! straight from the input into the output. Each input row becomes one ymm register of
 //! `vpdpbusd` operands (one 16-byte load into both halves, one byte shuffle, one XOR that
@@ -1075,7 +1075,20 @@ pub(super) fn run_int8(
         if let Some(ks) = small_ks(pc, &cc, s, ymm_dot.is_some()) {
             let (flip, z) = super::int8::flip_and_z(x_qp);
             if let Some(geo) = super::x86::DwSmall::new(s, flip, z as u8) {
-                return run_int8_small(pc, lanes, &cc, ks, &geo, x, s, opts.threads, out);
+                let k = (&geo, geo.reads(), small_kernel(isa));
+                return run_int8_rows(k, lanes, &cc, ks, x, s, opts.threads, out);
+            }
+        }
+        // Rows of 9 to 32 pixels on AVX-512 VNNI + VBMI.
+        if let (Isa::Avx512Vnni, Some(ks), true) =
+            (isa, cc.requant.as_deref(), super::x86::has_vbmi())
+        {
+            let (flip, z) = super::int8::flip_and_z(x_qp);
+            if let Some(geo) = super::x86::DwRows::new(s, flip, z as u8) {
+                use super::x86::dw_i8_rows_avx512 as rows;
+                let kernel: RowsKernel<_> = if geo.nv == 1 { rows::<1> } else { rows::<2> };
+                let k = (&geo, s.h * s.w, kernel);
+                return run_int8_rows(k, lanes, &cc, ks, x, s, opts.threads, out);
             }
         }
         if let (Some(ks), Some(_), false) =
@@ -1446,51 +1459,71 @@ fn run_int8_s2(
     });
 }
 
-/// The int8 depthwise conv with small output planes (`x86::DwSmall`: rows of at most 8
-/// pixels, `kw ≤ 4`, input rows of at most 16 bytes; MobileNetV2's 7×7 outputs) on the
-/// small-plane kernels (`lanes` from [`pack_vnni`], one column group; `ks` from
-/// [`small_ks`]): `x86::dw_i8_small_avx512` on AVX-512 VNNI, `x86::dw_i8_small_avxvnni` (or
-/// its EVEX or `vpmaddubsw` form) on the ymm paths, one call per run of channels of one
-/// image, straight from the input into the output. Nothing is built per channel but the
-/// kernel's row vectors; the flat kernel copied each plane into a padded one and its output
-/// rows out of another (960x7x7, one thread, Intel Xeon with AVX-VNNI: 0.87x the f32 conv).
-/// The input's last planes, whose last rows' 16-byte loads would pass its end, are read from
-/// a copy.
+/// The kernels [`run_int8_rows`] drives (`x86::dw_i8_small_avx512` and its ymm forms over
+/// `x86::DwSmall`, `x86::dw_i8_rows_avx512` over `x86::DwRows`): a run of channels,
+/// straight from the input into the output, the arguments of `x86::dw_i8_small_avx512`.
+#[cfg(target_arch = "x86_64")]
+type RowsKernel<G> = unsafe fn(
+    &G,
+    (*const u8, usize),
+    &[i32],
+    usize,
+    &[i32],
+    &[super::x86::Requant512],
+    (*mut u8, usize),
+);
+
+/// The small-plane kernel of `isa` (see [`run_int8_rows`]).
+#[cfg(target_arch = "x86_64")]
+fn small_kernel(isa: Isa) -> RowsKernel<super::x86::DwSmall> {
+    use super::x86::{
+        dw_i8_small_avx512, dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs,
+    };
+    match (isa, super::int8::vex_vnni()) {
+        (Isa::Avx2, _) => dw_i8_small_maddubs,
+        (Isa::Avx512Vnni, _) => dw_i8_small_avx512,
+        (_, true) => dw_i8_small_avxvnni,
+        (_, false) => dw_i8_small_avxvnni_evex,
+    }
+}
+
+/// The int8 depthwise conv on the row kernels that read the input in place and write the
+/// output directly (`lanes` from [`pack_vnni`], one column group; `ks` the epilogue records
+/// the kernel takes; `reads` the bytes from a plane's start that it reads):
+/// * small output planes (`x86::DwSmall`: rows of at most 8 pixels, `kw ≤ 4`, input rows of
+///   at most 16 bytes; MobileNetV2's 7×7 outputs): `x86::dw_i8_small_avx512` on AVX-512
+///   VNNI, `x86::dw_i8_small_avxvnni` (or its EVEX or `vpmaddubsw` form) on the ymm paths
+///   ([`small_kernel`]); the flat kernel copied each plane into a padded one and its output
+///   rows out of another (960x7x7, one thread, Intel Xeon with AVX-VNNI: 0.87x the f32 conv);
+/// * rows of at most 32 pixels on AVX-512 VNNI + VBMI (`x86::DwRows`, MobileNetV2's 14×14
+///   and 28×28 outputs): `x86::dw_i8_rows_avx512`.
+///
+/// One kernel call per run of channels of one image; nothing is built per channel but the
+/// kernel's row vectors. The input's last planes, whose last rows' loads would pass its end
+/// (`reads` beyond the plane), are read from a copy.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn run_int8_small(
-    pc: &PackedConv2d,
+fn run_int8_rows<G: Sync>(
+    (geo, reads, kernel): (&G, usize, RowsKernel<G>),
     lanes: &[i32],
     cc: &super::CallConsts,
     ks: &[super::x86::Requant512],
-    geo: &super::x86::DwSmall,
     x: &[u8],
     s: &ConvShape,
     threads: Option<usize>,
     out: super::SinkPtr,
 ) {
-    use super::x86::{
-        dw_i8_small_avx512, dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs,
-    };
     let kh = s.kh;
     let (g, cog) = (s.params.groups, s.c_out_per_group());
     let (plane_in, plane_out) = (s.h * s.w, s.h_out * s.w_out);
     assert!(s.kw <= 4 && lanes.len() >= s.c_out * kh && ks.len() >= s.c_out);
-    assert!(x.len() >= s.n * s.c_in * plane_in);
-    let kernel = match (pc.isa, super::int8::vex_vnni()) {
-        (Isa::Avx2, _) => dw_i8_small_maddubs,
-        (Isa::Avx512Vnni, _) => dw_i8_small_avx512,
-        (_, true) => dw_i8_small_avxvnni,
-        (_, false) => dw_i8_small_avxvnni_evex,
-    };
+    assert!(x.len() >= s.n * s.c_in * plane_in && reads >= plane_in);
     let super::SinkPtr::Bytes(y) = out else {
         unreachable!("the caller checked a byte output");
     };
-    // Each input row is read as 16 bytes (`w ≤ 16`): `reads ≥ plane_in`. Item `i` (batch
-    // `i / g`, group `i % g`; one input channel per group) has its plane at `i·plane_in`;
-    // the items below `fit` are read in place, the others (the input's last planes) from a
-    // copy.
-    let reads = geo.reads();
+    // Item `i` (batch `i / g`, group `i % g`; one input channel per group) has its plane at
+    // `i·plane_in`; the items below `fit` are read in place, the others (the input's last
+    // planes) from a copy.
     let fit = match x.len().checked_sub(reads) {
         Some(room) => room / plane_in + 1,
         None => 0,
@@ -1520,10 +1553,11 @@ fn run_int8_small(
                 (x[i * plane_in..].as_ptr(), 0, i + 1)
             };
             let (o0, o1) = (gi * cog, (gi + end - i) * cog);
-            // SAFETY: the ISA was checked when packing; every plane read lies in the input
-            // (items below `fit`) or in `copy` (`reads` bytes); `lanes` holds kh words per
-            // channel; `ks` holds what the kernel needs (`small_ks`: ymm-ready records on the
-            // ymm paths, any on AVX-512), all of the layer's formula; output channels o0..o1
+            // SAFETY: the ISA was checked when packing (and VBMI by the caller of the row
+            // kernel); every plane read lies in the input (items below `fit`) or in `copy`
+            // (`reads` bytes); `lanes` holds kh words per channel; `ks` holds what the kernel
+            // needs (`small_ks`: ymm-ready records on the ymm paths, any on AVX-512), all of
+            // the layer's formula; output channels o0..o1
             // of batch n lie in the output
             // (`o1 ≤ c_out`: the run stays in image n) and belong to this task only.
             unsafe {

@@ -1106,6 +1106,211 @@ pub(crate) unsafe fn dw_i8_small_avx512(
     }
 }
 
+/// Padded input rows the row kernel [`dw_i8_rows_avx512`] holds at most (64 rows of one or
+/// two zmm registers, 4 or 8 KB of stack).
+pub(crate) const ROWS_MAX: usize = 64;
+
+/// The geometry of [`dw_i8_rows_avx512`]: output rows of at most 32 pixels (`nv` vectors of
+/// 16), kernels of at most 4 columns, input rows of at most 64 bytes (one masked load each),
+/// any stride and dilation, and at most [`ROWS_MAX`] padded rows read (MobileNetV2's 14×14
+/// and 28×28 outputs, at strides 1 and 2).
+pub(crate) struct DwRows {
+    /// Vectors of 16 outputs per row: 1 (`w_out ≤ 16`) or 2.
+    pub(crate) nv: usize,
+    /// The byte permutations of a row (`vpermb`), one per vector `v`: byte `4·l + j` is the
+    /// input column that kernel column `j` of output column `ox = 16v + l` reads, where bit
+    /// `4·l + j` of `take[v]` is set; the other bytes (padding, past the kernel or past the
+    /// row) take `z`.
+    idx: [Bytes64; 2],
+    take: [u64; 2],
+    /// The output byte order after [`pack4_512!`] of the vectors `j < 4` (row `⌊j/nv⌋`,
+    /// vector `j mod nv`): byte `r·w_out + ox` (`ox = 16v + 4i + a`) is byte `16i + 4j + a`,
+    /// `j = r·nv + v`, of the packs.
+    order: Bytes64,
+    /// `u = x ^ flip`, and the zero point of `u` (every byte of a padding row).
+    flip: u8,
+    z: u8,
+    /// Input rows and their length.
+    h: usize,
+    w: usize,
+    /// Padding rows above the input.
+    ph: usize,
+    /// Padded rows the outputs read: `(h_out − 1)·sy + (kh − 1)·dh + 1`.
+    rows: usize,
+    sy: usize,
+    dh: usize,
+    h_out: usize,
+    w_out: usize,
+}
+
+impl DwRows {
+    /// The geometry of `s` with activations `u = x ^ flip` of zero point `z`, or `None`
+    /// where [`dw_i8_rows_avx512`] does not apply (see [`DwRows`]).
+    pub(crate) fn new(s: &crate::shape::ConvShape, flip: u8, z: u8) -> Option<Self> {
+        if !Self::fits(s) {
+            return None;
+        }
+        let p = &s.params;
+        let (sx, dw) = (p.stride[1], p.dilation[1]);
+        let nv = s.w_out.div_ceil(16);
+        let (mut idx, mut take) = ([[0u8; 64]; 2], [0u64; 2]);
+        for ox in 0..s.w_out {
+            let (v, l) = (ox / 16, ox % 16);
+            for j in 0..s.kw {
+                let col = (ox * sx + j * dw) as isize - p.padding[1] as isize;
+                if (0..s.w as isize).contains(&col) {
+                    idx[v][4 * l + j] = col as u8;
+                    take[v] |= 1 << (4 * l + j);
+                }
+            }
+        }
+        let mut order = [0u8; 64];
+        for r in 0..4 / nv {
+            for ox in 0..s.w_out {
+                let (j, i, a) = (r * nv + ox / 16, ox % 16 / 4, ox % 4);
+                order[r * s.w_out + ox] = (16 * i + 4 * j + a) as u8;
+            }
+        }
+        Some(DwRows {
+            nv,
+            idx: idx.map(Bytes64),
+            take,
+            order: Bytes64(order),
+            flip,
+            z,
+            h: s.h,
+            w: s.w,
+            ph: p.padding[0],
+            rows: Self::rows(s),
+            sy: p.stride[0],
+            dh: p.dilation[0],
+            h_out: s.h_out,
+            w_out: s.w_out,
+        })
+    }
+
+    /// Padded rows the outputs of `s` read.
+    fn rows(s: &crate::shape::ConvShape) -> usize {
+        (s.h_out - 1) * s.params.stride[0] + (s.kh - 1) * s.params.dilation[0] + 1
+    }
+
+    /// Whether [`dw_i8_rows_avx512`] applies to `s` (see [`DwRows`]).
+    pub(crate) fn fits(s: &crate::shape::ConvShape) -> bool {
+        s.w_out <= 32 && s.kw <= 4 && s.w <= 64 && Self::rows(s) <= ROWS_MAX
+    }
+}
+
+/// The int8 depthwise conv of a run of channels with output rows of at most `16·NV` pixels
+/// on AVX-512 VNNI + VBMI ([`DwRows`], `NV = g.nv`), straight from the input into the
+/// output: per channel, every input row becomes `NV` zmm registers of `vpdpbusd` operands (one
+/// masked load, one XOR, one `vpermb` per vector that also puts `z` at padded taps; padding
+/// rows hold `z` in every byte, written once), then each output row is the sum of `kh`
+/// `vpdpbusd`s of those rows against the broadcast weight words, four output rows requantized
+/// at a time in the registers ([`requant_rel_512!`], [`pack4_512!`]: every formula), put in
+/// row order with one `vpermb` per pack and stored with one masked store per pack (its
+/// `4/NV` rows of `w_out ≤ 16·NV` bytes are contiguous). With `init[c] = −z·Σ w'` every tap
+/// contributes `(u − z)·w'`, padded ones 0: the exact accumulator (wrapping int32), as in
+/// [`dw_i8_small_avx512`], of which this is the form for rows of 9 to 32 pixels (where
+/// [`dw_i8_channel`] rebuilt each input row's operands for every output row that reads it
+/// and requantized rows one by one, and [`dw_i8_flat`] copied every plane into a padded one).
+///
+/// Channel `c` reads the `h × w` plane at `src + c·src_step` and writes the `h_out × w_out`
+/// plane at `out + c·out_step`; `wts[c·kh + ky]` holds the four bytes `w'[ky][0..4]` (0 past
+/// the kernel), `ks[c]` its epilogue.
+///
+/// # Safety
+/// avx2, avx512f, avx512bw, avx512vl, avx512vnni and avx512vbmi must be available; `NV`
+/// equal to `g.nv`; every channel's input plane readable (`h·w` bytes) and output plane
+/// writable (`h_out·w_out` bytes); `wts` holds `kh·nc` words, `ks` `nc` records
+/// (`nc = init.len()`), and `kh` is the geometry's.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
+    g: &DwRows,
+    (src, src_step): (*const u8, usize),
+    wts: &[i32],
+    kh: usize,
+    init: &[i32],
+    ks: &[Requant512],
+    (out, out_step): (*mut u8, usize),
+) {
+    let nc = init.len();
+    debug_assert!(NV == g.nv && (NV == 1 || NV == 2));
+    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= ROWS_MAX);
+    debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+    let mask = |bytes: usize| -> u64 {
+        if bytes >= 64 {
+            !0
+        } else {
+            (1u64 << bytes) - 1
+        }
+    };
+    // Output rows per pack (and per store).
+    let rpp = 4 / NV;
+    // SAFETY: the caller guarantees the features and the ranges listed above; the loads are
+    // masked to each input row, the stores to the output rows of the step; every index of
+    // `q` is below `g.rows ≤ ROWS_MAX` (padded row `oy·sy + ky·dh` of an output row
+    // `oy < h_out`), written before it is read (padding rows here, input rows per channel).
+    unsafe {
+        let ix: [__m512i; NV] =
+            std::array::from_fn(|v| _mm512_loadu_si512(g.idx[v].0.as_ptr().cast()));
+        let order = _mm512_loadu_si512(g.order.0.as_ptr().cast());
+        let (flip, zv) = (_mm512_set1_epi8(g.flip as i8), _mm512_set1_epi8(g.z as i8));
+        let (h_out, w_out) = (g.h_out, g.w_out);
+        let load_mask = mask(g.w);
+        let mut q = [[std::mem::MaybeUninit::<__m512i>::uninit(); NV]; ROWS_MAX];
+        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
+        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+            if !real.contains(&yp) {
+                qv.iter_mut().for_each(|v| _ = v.write(zv));
+            }
+        }
+        for c in 0..nc {
+            let (src, out) = (src.add(c * src_step), out.add(c * out_step));
+            let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
+            let first = src.wrapping_sub(real.start * g.w);
+            for yp in real.clone() {
+                let r = _mm512_maskz_loadu_epi8(load_mask, first.add(yp * g.w).cast());
+                let r = _mm512_xor_si512(r, flip);
+                let qr = q.get_unchecked_mut(yp);
+                for v in 0..NV {
+                    qr[v].write(_mm512_mask_permutexvar_epi8(zv, g.take[v], ix[v], r));
+                }
+            }
+            let row = |i: usize, v: usize| q.get_unchecked(i)[v].assume_init();
+            let a0 = _mm512_set1_epi32(init.get_unchecked(c).wrapping_add(k.int_bias()));
+            for oy in (0..h_out).step_by(4) {
+                // Rows past the last repeat it (computed, not stored).
+                let r: [usize; 4] = std::array::from_fn(|i| (oy + i).min(h_out - 1) * g.sy);
+                // Accumulator `i·NV + v`: output row `oy + i`, vector `v`.
+                let mut a = [[a0; NV]; 4];
+                for ky in 0..kh {
+                    let wv = _mm512_set1_epi32(*wts.get_unchecked(ky));
+                    let o = ky * g.dh;
+                    for (ai, ri) in a.iter_mut().zip(r) {
+                        for (v, av) in ai.iter_mut().enumerate() {
+                            *av = _mm512_dpbusd_epi32(*av, row(ri + o, v), wv);
+                        }
+                    }
+                }
+                let a: &[__m512i] = a.as_flattened();
+                for (p, a) in a.chunks_exact(4).enumerate() {
+                    let y0 = requant_rel_512!(k, a[0], false);
+                    let y1 = requant_rel_512!(k, a[1], false);
+                    let y2 = requant_rel_512!(k, a[2], false);
+                    let y3 = requant_rel_512!(k, a[3], false);
+                    let v = _mm512_permutexvar_epi8(order, pack4_512!(k, y0, y1, y2, y3));
+                    let oy = oy + p * rpp;
+                    if oy < h_out {
+                        let m = mask(rpp.min(h_out - oy) * w_out);
+                        _mm512_mask_storeu_epi8(out.add(oy * w_out).cast(), m, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
 dw_i8_flat_ymm!(
     /// The flat int8 depthwise conv of one output channel on AVX-VNNI (VEX `vpdpbusd`), unit
     /// strides and column dilation: raw accumulators of every flat position.

@@ -26,10 +26,11 @@ mod requant;
 
 pub(super) use depthwise::{
     dw3x3_f32_avx512, dw_avx2, dw_avx512, dw_f32_lanes_avx2, dw_f32_lanes_avx512, dw_i8_channel,
-    dw_i8_flat, dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs, dw_i8_s2_avxvnni,
-    dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs, dw_i8_small_avx512, dw_i8_small_avxvnni,
-    dw_i8_small_avxvnni_evex, dw_i8_small_maddubs, dw_pairs_avx2, dw_quads_avx512,
-    dw_quads_row_avx512, has_vbmi, Bytes64, DwFlat, DwGeom, DwSmall, DwYmmOut, LanesGeom,
+    dw_i8_flat, dw_i8_flat_avxvnni, dw_i8_flat_avxvnni_evex, dw_i8_flat_maddubs, dw_i8_rows_avx512,
+    dw_i8_s2_avxvnni, dw_i8_s2_avxvnni_evex, dw_i8_s2_maddubs, dw_i8_small_avx512,
+    dw_i8_small_avxvnni, dw_i8_small_avxvnni_evex, dw_i8_small_maddubs, dw_pairs_avx2,
+    dw_quads_avx512, dw_quads_row_avx512, has_vbmi, Bytes64, DwFlat, DwGeom, DwRows, DwSmall,
+    DwYmmOut, LanesGeom,
 };
 pub(super) use dot::{dot_lanes_f64_avx2, dot_lanes_f64_avx512};
 pub(super) use gemm::{
