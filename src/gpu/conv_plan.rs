@@ -115,7 +115,7 @@ pub(crate) struct KParallel {
 }
 
 impl KParallel {
-    /// Bytes of the slices' partial sums for `images` images of `geometry`: a vec4<i32> per
+    /// Bytes of the slices' partial sums for `images` images of `geometry`: a `vec4<i32>` per
     /// packed output word and slice.
     pub(crate) fn partial_bytes(&self, geometry: &ConvGeometry, images: u64) -> u64 {
         self.slices * images * geometry.c_out * geometry.pixel_tiles * 16

@@ -1868,7 +1868,7 @@ struct ConvCall<'a> {
     input: &'a ConvInput<'a>,
     output: &'a PooledBuffer,
     /// For a slice of a conv split along K: the partial sums' buffer (indexed like the
-    /// output, a vec4<i32> per packed word) and what this slice does with them.
+    /// output, a `vec4<i32>` per packed word) and what this slice does with them.
     partial: Option<(&'a PooledBuffer, KPass)>,
     /// The kernels' `FEXACT`: above 0, the layer's float epilogue table is bound.
     fexact: u32,

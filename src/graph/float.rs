@@ -230,7 +230,7 @@ fn pool_geometry(x: &[usize], y: &[usize], p: &super::Pool2dParams) -> PoolGeome
 /// The output of `node` (step `step` of `plan`) computed in its first input's buffer, taken
 /// from `live`, where the node is an activation, a flatten or reshape, or an add of two
 /// inputs of the same dims, and that input is read for the last time here (and is not also
-/// its second input); `None` otherwise (nothing taken). The same values as [`eval_node`].
+/// its second input); `None` otherwise (nothing taken). The same values as [`eval_node_then`] without an activation.
 fn in_place(
     node: &Node,
     step: usize,
@@ -338,7 +338,7 @@ pub(super) fn eval_node(
     eval_node_then(node, packed, args, out_dims, None, &mut Spare::default())
 }
 
-/// [`eval_node`], a conv's output then passed through `then` (the activation node fused into
+/// `eval_node` (the tests' entry), a conv's output then passed through `then` (the activation node fused into
 /// it, `Graph::fusable_activations`: only for convs without an activation of their own).
 fn eval_node_then(
     node: &Node,

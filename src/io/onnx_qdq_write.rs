@@ -6,7 +6,7 @@
 //! another; a graph output is the `DequantizeLinear` of `{v}_QuantizeLinear_Input`. The float
 //! ops between them are `Conv`, `Gemm` (`transB = 1`), `Add`, `Concat`, `MaxPool`,
 //! `AveragePool`, `GlobalAveragePool`, `Reshape` (opset 13, IR version 8). Reading the file
-//! back with [`super::onnx_qdq::from_bytes`] gives the same model, and ONNX Runtime runs it.
+//! back with [`crate::io::onnx_qdq::from_bytes`] gives the same model, and ONNX Runtime runs it.
 
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Op};

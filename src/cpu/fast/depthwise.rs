@@ -54,6 +54,22 @@
 //! (AVX2), 0.9x → 1.9–2.3x (AVX-512). The ymm kernels need every channel's epilogue to be a
 //! float formula with finite constants, the zmm one takes any ([`small_ks`]).
 //!
+//! # int8 on AVX-512 VNNI + VBMI, rows of 9 to 32 pixels
+//!
+//! Output rows of at most 32 pixels from input rows of at most 64 bytes, `kw ≤ 4`, at most
+//! 64 padded rows (`x86::DwRows`: MobileNetV2's 14×14 and 28×28 outputs, strides 1 and 2):
+//! `x86::dw_i8_rows_avx512` through the same driver (`run_int8_rows`). Each input row becomes
+//! one or two zmm registers of `vpdpbusd` operands once per channel (a masked load, one
+//! `vpermb` per 16 outputs that also puts `z` at padded taps), each output row the sum of
+//! `kh` `vpdpbusd`s of them, four output rows requantized per step in the registers and
+//! stored with one masked store per 64 bytes (consecutive output rows are contiguous). It
+//! runs before the flat and the per-channel (`x86::dw_i8_channel`) kernels: the first copied
+//! every plane into a padded one, the second rebuilt an input row's operands for each output
+//! row reading it and requantized one row at a time. One thread, Intel Xeon (Emerald Rapids),
+//! against the f32 conv (whose direct 3×3 kernel had left int8 behind on these shapes):
+//! 192x28x28 stride 2 0.63x → 1.35x (0.025 → 0.013 ms), 384x14x14 0.86x → 1.6x (0.035 →
+//! 0.019), 576x14x14 0.77x → 1.6x, 192x28x28 1.18x → 1.7x, 144x56x56 stride 2 1.49x → 2.1x.
+//!
 //! Elsewhere, where the f32 kernel runs with the channels in the lanes (output planes of 64
 //! pixels or fewer, 196 or fewer at strides above 1; see [`lanes_f32_preferred`]) and no
 //! integer kernel runs, so does the int8 conv (`run_int8_lanes`): the inputs as `u − z` in

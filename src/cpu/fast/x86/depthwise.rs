@@ -7,7 +7,9 @@
 //!   [`requant_rel_512!`] and [`pack4_512!`] macros of the `requant` module):
 //!   [`dw_i8_flat`] (unit strides and column dilation, over a flat padded plane described by
 //!   [`DwFlat`]) and [`dw_i8_channel`] (any stride or dilation, straight from the input with
-//!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]).
+//!   `vpermt2b`, so it also needs AVX-512 VBMI, see [`has_vbmi`]; geometry in [`DwGeom`]);
+//!   on output rows of at most 32 pixels [`dw_i8_rows_avx512`] (VBMI too; geometry in
+//!   [`DwRows`]), one or two zmm operand registers per input row, four output rows per step.
 //! * int8 on ymm registers (AVX-VNNI, AVX-512 VNNI's EVEX form, AVX2's `vpmaddubsw` where
 //!   exact), epilogue fused ([`finite_256!`], [`pack4_256!`]): [`dw_i8_flat_avxvnni`] (the
 //!   flat layout), [`dw_i8_s2_avxvnni`] (column stride 2) and [`dw_i8_small_avxvnni`] (output
