@@ -1233,8 +1233,11 @@ fn float_conv_matches_reference_and_is_identical_across_isas() {
 
 /// On every x86 path the float GEMM's two layouts (flat positions or output channels in the
 /// lanes: 64 on AVX-512, 16 on AVX2) give the same bits, on random shapes (strides, dilation,
-/// padding, channel counts off 16 and 64) and on the small planes where the channels-in-lanes
-/// layout is chosen.
+/// padding, channel counts off 16 and 64), on the small planes where the channels-in-lanes
+/// layout is chosen, and on 1×1 convs that it runs straight from the NCHW input (strides 1
+/// and 2, planes below and above a run of 36 pixels and off 16, output channels off 64, two
+/// images; one with padding, which takes the NHWC copy), unclamped and clamped (the
+/// transposing epilogue's bias and clamp: equal to the unclamped output clamped).
 #[test]
 fn float_gemm_layouts_give_identical_bits() {
     let isas: Vec<Isa> = Isa::available()
@@ -1254,7 +1257,18 @@ fn float_gemm_layouts_give_identical_bits() {
         let p = ConvParams::default().padding(1);
         shapes.push(ConvShape::new([2, c, hw, hw], [c, c, 3, 3], p).unwrap());
     }
+    let one = ConvParams::default();
+    for (xd, co, p) in [
+        ([1, 160, 7, 7], 96, one),
+        ([2, 40, 14, 14], 64, one),
+        ([1, 33, 9, 11], 70, one.stride(2)),
+        ([1, 24, 5, 6], 17, one),
+        ([1, 20, 6, 6], 64, one.padding(1)),
+    ] {
+        shapes.push(ConvShape::new(xd, [co, xd[1], 1, 1], p).unwrap());
+    }
     assert!(shapes.len() > 20, "too few one-group shapes drawn");
+    let clamp = fast::F32Clamp { lo: -0.1, hi: 0.3 };
     for (i, s) in shapes.iter().enumerate() {
         let (x, w, bias) = random_f32_layer(&mut rng, s);
         let mut outs = Vec::new();
@@ -1265,16 +1279,28 @@ fn float_gemm_layouts_give_identical_bits() {
                     .with_gemm_layout(layout);
                 let opts = FastConvOptions::with_threads(1 + i % 2);
                 let got = p.run(&x, s.input_dims(), bias.as_deref(), &opts).unwrap();
-                outs.push((format!("{isa} {layout:?}"), got));
+                let mut clamped = vec![f32::NAN; s.output_len()];
+                let (xd, b) = (s.input_dims(), bias.as_deref());
+                p.run_into_clamped(&x, xd, b, Some(clamp), &opts, &mut clamped)
+                    .unwrap();
+                outs.push((format!("{isa} {layout:?}"), got, clamped));
             }
         }
-        for (what, got) in &outs[1..] {
+        let want_clamped: Vec<f32> = outs[0].1.iter().map(|&v| clamp.apply(v)).collect();
+        for (what, got, clamped) in &outs {
             assert!(
                 got.iter()
                     .zip(&outs[0].1)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "case {i} ({s:?}): {what} differs from {}",
                 outs[0].0
+            );
+            assert!(
+                clamped
+                    .iter()
+                    .zip(&want_clamped)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {i} ({s:?}): {what} clamped differs from the clamped output",
             );
         }
     }

@@ -653,12 +653,33 @@ pub(super) fn pack_f32(
 /// AVX-512 / AVX2, channels in lanes against flat): 1x256x14x14 +26% / +13%, 1x512x7x7
 /// +21% / +24%, 1x128x28x28 +8% / +12%, 1x64x56x56 -4% / -2% (flat kept there); on the 62×62
 /// plane of 121 channels, whose rounding to 64 or 16 lanes wastes 5%, flat is 5% faster.
+///
+/// A 1×1 conv without padding ([`reads_nchw`]) on AVX-512 skips the NHWC copy, and its
+/// transposing epilogue (`x86::nhwc_f32_out_avx512`) costs about 21 input channels' worth of
+/// multiply-adds per output: the channels-in-lanes kernel runs where
+/// `K / (1.1·nhwc) + 21 < K / flat` (`K` the input channels, `nhwc` and `flat` the lane
+/// fractions above; 1.1 the channels-in-lanes kernel's higher rate at equal fill). Fitted on
+/// three of MobileNetV2's 1×1 convs and checked on all 34 (one thread, Intel Xeon, Emerald
+/// Rapids): it picks the faster layout on each, e.g. every 7×7 one (576→160 0.084 → 0.068 ms,
+/// 960→320 0.26 → 0.19) and the 14×14 ones with 64 outputs (384→64 0.078 → 0.060), flat for
+/// the 14×14 expansions (64→384: 0.069 flat, 0.081 channels in lanes) and every larger plane.
 pub(super) fn prefer_f32(s: &ConvShape, qtot: usize, isa: Isa) -> bool {
     let nc = f32_lanes(isa);
     let plane = s.h_out * s.w_out;
     let flat = plane as f64 / qtot as f64;
     let nhwc = plane as f64 / (plane.div_ceil(MR) * MR) as f64 * channel_fill(s.c_out, nc);
+    if isa == Isa::Avx512Vnni && reads_nchw(s) {
+        let k = s.c_in as f64;
+        return k / (1.1 * nhwc) + 21.0 < k / flat;
+    }
     nhwc * 0.95 > flat
+}
+
+/// Whether the channels-in-lanes f32 conv reads the NCHW input itself (a 1×1 conv without
+/// padding: input channel `c` of a pixel lies `c·H·W` values after its first) rather than a
+/// padded NHWC copy.
+fn reads_nchw(s: &ConvShape) -> bool {
+    s.kh == 1 && s.kw == 1 && s.params.padding == [0, 0]
 }
 
 /// The f32 conv of `x` with the weights `w` ([`pack_f32`]) plus `bias` into `out` (NCHW): per
@@ -683,9 +704,10 @@ pub(super) fn run_f32(
     match isa {
         Isa::Avx512Vnni => {
             let k = by_m!(gemm_f32_nhwc_avx512);
-            run_f32_with::<64>(k, w, x, s, bias, clamp, threads, out)
+            run_f32_with::<64>(isa, k, w, x, s, bias, clamp, threads, out)
         }
         _ => run_f32_with::<16>(
+            isa,
             by_m!(gemm_f32_nhwc_avx2),
             w,
             x,
@@ -701,11 +723,12 @@ pub(super) fn run_f32(
 /// A micro-kernel of [`run_f32`]: up to 6 pixels × `NC` channels (see
 /// `x86::gemm_f32_nhwc_avx512`), one per pixel count as for [`I8Kernel`].
 type F32Kernel<const NC: usize> =
-    unsafe fn(*const f32, &[usize; MR], &[usize], usize, *const f32, &mut [[f32; NC]; MR]);
+    unsafe fn(*const f32, &[usize; MR], &[usize], usize, usize, *const f32, &mut [[f32; NC]; MR]);
 
 /// [`run_f32`] with `NC` output channels per weight row and `kernels` (by pixel count).
 #[allow(clippy::too_many_arguments)]
 fn run_f32_with<const NC: usize>(
+    isa: Isa,
     kernels: [F32Kernel<NC>; MR],
     w: &[f32],
     x: &[f32],
@@ -719,29 +742,40 @@ fn run_f32_with<const NC: usize>(
     let (ph, pw) = (p.padding[0], p.padding[1]);
     let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
     let cin = s.c_in;
-    let taps: Vec<usize> = (0..s.kh * s.kw)
-        .map(|t| ((t / s.kw) * p.dilation[0] * wp + (t % s.kw) * p.dilation[1]) * cin)
-        .collect();
     let plane_out = s.h_out * s.w_out;
     let plane_in = s.h * s.w;
+    // A 1×1 conv without padding reads the NCHW image itself ([`reads_nchw`]); the others a
+    // padded NHWC copy (on MobileNetV2's 7×7 1×1 convs, one thread, Intel Xeon, the copy
+    // cost the path 10–25%).
+    let direct = reads_nchw(s);
+    let (cs, row_step, pixel) = match direct {
+        true => (plane_in, s.w, 1),
+        false => (1, wp * cin, cin),
+    };
+    let taps: Vec<usize> = (0..s.kh * s.kw)
+        .map(|t| (t / s.kw) * p.dilation[0] * row_step + (t % s.kw) * p.dilation[1] * pixel)
+        .collect();
     // Work items: runs of `F32_RUN` micro-tiles × channel tiles.
     let runs = plane_out.div_ceil(MR * F32_RUN);
     let tiles = s.c_out.div_ceil(NC);
     let tile_len = taps.len() * cin * NC;
-    // The padded NHWC copy of one image at a time; runs × channel tiles in parallel.
-    let mut buf = vec![0f32; hp * wp * cin];
+    // The padded NHWC copy of one image at a time (unless `direct`); runs × channel tiles in
+    // parallel.
+    let mut buf = vec![0f32; if direct { 0 } else { hp * wp * cin }];
     let outp = SendPtr(out.as_mut_ptr());
     for n in 0..s.n {
         let img = &x[n * cin * plane_in..][..cin * plane_in];
-        for y in 0..s.h {
-            let row = &mut buf[((y + ph) * wp + pw) * cin..][..s.w * cin];
-            for (c, ch) in img.chunks_exact(plane_in).enumerate() {
-                for (d, &v) in row[c..].iter_mut().step_by(cin).zip(&ch[y * s.w..][..s.w]) {
-                    *d = v;
+        if !direct {
+            for y in 0..s.h {
+                let row = &mut buf[((y + ph) * wp + pw) * cin..][..s.w * cin];
+                for (c, ch) in img.chunks_exact(plane_in).enumerate() {
+                    for (d, &v) in row[c..].iter_mut().step_by(cin).zip(&ch[y * s.w..][..s.w]) {
+                        *d = v;
+                    }
                 }
             }
         }
-        let act = &buf[..];
+        let act = if direct { img } else { &buf[..] };
         par_for(threads, runs * tiles, |item| {
             let outp = &outp; // (the whole `Send` wrapper, not its pointer field)
             let (r, tile) = (item / tiles, item % tiles);
@@ -761,17 +795,35 @@ fn run_f32_with<const NC: usize>(
                 // results are not stored).
                 let pm: [usize; MR] =
                     pixel_offsets(first + m0, (count - m0).min(MR), s.w_out, |oy, ox| {
-                        (oy * p.stride[0] * wp + ox * p.stride[1]) * cin
+                        oy * p.stride[0] * row_step + ox * p.stride[1] * pixel
                     });
                 let acc: &mut [[f32; NC]; MR] =
                     (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
                 // SAFETY: the ISA was checked when packing; every read lies in the padded copy
-                // (pixel and tap offsets inside the padded image, `cin` values each) and in the
-                // tile's weights.
+                // or the image (pixel and tap offsets inside it, `cin` values `cs` apart each)
+                // and in the tile's weights.
                 let kernel = kernels[(count - m0).min(MR) - 1];
-                unsafe { kernel(act.as_ptr(), &pm, &taps, cin, wt.as_ptr(), acc) };
+                unsafe { kernel(act.as_ptr(), &pm, &taps, cin, cs, wt.as_ptr(), acc) };
             }
             // Channel by channel, the run's pixels are consecutive outputs.
+            if NC == 64 && isa == Isa::Avx512Vnni {
+                let b: [f32; 64] = std::array::from_fn(|j| match (bias, j < nch) {
+                    (Some(b), true) => b[o0 + j],
+                    _ => 0.0,
+                });
+                let dst = (n * s.c_out + o0) * plane_out + first;
+                let bounds = clamp.map(|c| (c.lo, c.hi));
+                // SAFETY: AVX-512 was checked when packing; `px` holds the run's `count`
+                // pixel rows of 64 channels; channels o0 .. o0 + nch, pixels first .. first +
+                // count lie in the output, written by this task only.
+                unsafe {
+                    let rows = px.as_flattened();
+                    let out = outp.0.add(dst);
+                    super::x86::nhwc_f32_out_avx512(rows, count, &b[..nch], bounds, out, plane_out)
+                };
+                F32_SCRATCH.set(scratch);
+                return;
+            }
             for (j, o) in (o0..o0 + nch).enumerate() {
                 let bo = bias.map_or(0.0, |b| b[o]);
                 // SAFETY: pixels first .. first + count of channel o lie in the output, written

@@ -500,15 +500,20 @@ macro_rules! gemm_f32_nhwc_tile {
         /// Only the first `M ≤ 6` pixels are computed (a run's last, partial micro-tile); the
         /// other rows of `acc` are left as they are.
         ///
+        /// Input channel `c` of a pixel lies `c·cs` values after its first (`cs = 1` in an
+        /// NHWC image, the plane's size where a 1×1 conv reads the NCHW input itself).
+        ///
         /// # Safety
         /// The features must be available; every activation read (`act + pix[m] + taps[t] +
-        /// [0, cin)`, `m < M`) and the `taps.len()·cin` weight rows must be readable.
+        /// c·cs`, `c < cin`, `m < M`) and the `taps.len()·cin` weight rows must be readable.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const M: usize>(
             act: *const f32,
             pix: &[usize; 6],
             taps: &[usize],
             cin: usize,
+            cs: usize,
             w: *const f32,
             acc: &mut [[f32; $lanes * $vecs]; 6],
         ) {
@@ -520,8 +525,9 @@ macro_rules! gemm_f32_nhwc_tile {
                     let p: [*const f32; M] = std::array::from_fn(|m| act.add(pix[m] + t));
                     for c in 0..cin {
                         let b: [_; $vecs] = std::array::from_fn(|v| $load(wp.add($lanes * v)));
+                        let off = c * cs;
                         for (m, rm) in r.iter_mut().enumerate() {
-                            let a = $set1(*p[m].add(c));
+                            let a = $set1(*p[m].add(off));
                             for v in 0..$vecs {
                                 rm[v] = $fma(a, b[v], rm[v]);
                             }
@@ -561,7 +567,7 @@ gemm_f32_tiles!(
     /// The channels-in-lanes f32 GEMM tile on AVX-512 (see `cpu::fast::nhwc`): 6 output
     /// pixels × 64 output channels (4 zmm), `acc[m][i] = fma(a, w, acc[m][i])` for each tap
     /// `t` (in the order of `taps`) and each input channel `c < cin` (in order), where `a` is
-    /// the activation at `act + pix[m] + taps[t] + c`, broadcast to every lane, and `w` the
+    /// the activation at `act + pix[m] + taps[t] + c·cs`, broadcast to every lane, and `w` the
     /// 64-channel weight row `w[(t·cin + c)·64 ..]`: the documented order of the f32 conv,
     /// from `+0.0`; the sums are stored into `acc[m]`.
     gemm_f32_nhwc_avx512,
@@ -664,4 +670,51 @@ pub(crate) unsafe fn transpose16_epi32(r: [__m512i; 16]) -> [__m512i; 16] {
         out[12 + k] = _mm512_shuffle_i32x4::<0xDD>(v1, w1);
     }
     out
+}
+
+/// The epilogue of the channels-in-lanes f32 GEMM on AVX-512 ([`gemm_f32_nhwc_avx512`]'s
+/// accumulator rows, one per pixel, 64 channels each): for channel `j < nch` and pixel
+/// `i < count`, `out[j·stride + i] = clamp(rows[64·i + j] + bias[j])` ([`crate::cpu::fast::F32Clamp`]'s
+/// `max` then `min`; the `+ bias` always, `+0.0` without one, as the scalar code), 16 pixels
+/// × 16 channels at a time through one 16×16 transposition, each channel's pixels stored
+/// with one masked store. The scalar loop read each accumulator with a 256-byte stride.
+///
+/// # Safety
+/// avx512f must be available; `rows` holds `64·count` values, `bias` `nch ≤ 64`; `out +
+/// j·stride + [0, count)` writable for every `j < nch`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn nhwc_f32_out_avx512(
+    rows: &[f32],
+    count: usize,
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    out: *mut f32,
+    stride: usize,
+) {
+    let nch = bias.len();
+    debug_assert!(rows.len() >= 64 * count && nch <= 64 && count >= 1);
+    // SAFETY: the caller guarantees the feature and the ranges above; rows past `count` are
+    // read as the last one (not stored), the stores are masked to `count` pixels.
+    unsafe {
+        let bounds = clamp.map(|(lo, hi)| (_mm512_set1_ps(lo), _mm512_set1_ps(hi)));
+        for p0 in (0..count).step_by(16) {
+            let np = (count - p0).min(16);
+            let m: __mmask16 = ((1u32 << np) - 1) as __mmask16;
+            for c0 in (0..nch).step_by(16) {
+                let r: [__m512i; 16] = std::array::from_fn(|i| {
+                    let p = p0 + i.min(np - 1);
+                    _mm512_loadu_si512(rows.as_ptr().add(64 * p + c0).cast())
+                });
+                let t = transpose16_epi32(r);
+                for (j, &tj) in t.iter().enumerate().take(nch - c0) {
+                    let c = c0 + j;
+                    let mut y = _mm512_add_ps(_mm512_castsi512_ps(tj), _mm512_set1_ps(bias[c]));
+                    if let Some((lo, hi)) = bounds {
+                        y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                    }
+                    _mm512_mask_storeu_ps(out.add(c * stride + p0), m, y);
+                }
+            }
+        }
+    }
 }
