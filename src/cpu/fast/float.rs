@@ -368,6 +368,15 @@ impl PackedConvF32 {
             1
         };
         let per_chunk = ctiles.div_ceil(cchunks);
+        // Blocks of pixel tiles whose activations (about 64 KB: `pblock·px·cig` values) stay
+        // in cache while every channel tile of the chunk runs over them, channel tiles outer:
+        // the outputs are then written a plane at a time, where pixel tiles outer wrote a
+        // tile's run into every plane in turn. With few input channels the tiles are short
+        // and the scattered writes dominated (one thread, Intel Xeon, MobileNetV2's 16→96
+        // conv on 112×112: 41 → 61 GFLOPS, 24→144 on 56×56 0.33 → 0.25 ms); with 256 input
+        // channels or more, one tile per block (as before). At least `4·threads` blocks.
+        let pblock = (256 / cig.max(1)).min(ptiles.div_ceil(4 * nthreads)).max(1);
+        let pblocks = ptiles.div_ceil(pblock);
         let plane_out = s.h_out * s.w_out;
         let outp = SendPtr(out.as_mut_ptr());
         super::with_scratch(&super::SCRATCH_F32, buf_len, |buf| {
@@ -401,92 +410,102 @@ impl PackedConvF32 {
                         (&buf[..], geo.plane)
                     };
                     let pan = &panels[gi * ctiles * panel_len..];
-                    par_for(opts.threads, ptiles * cchunks, |item| {
-                        let (pt, chunk) = (item / cchunks, item % cchunks);
-                        let q0 = pt * px;
-                        let npx = px.min(geo.qtot - q0);
-                        let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
-                        if segs.is_empty() {
-                            return;
-                        }
-                        let act = &src[q0..];
+                    par_for(opts.threads, pblocks * cchunks, |item| {
+                        let (pb, chunk) = (item / cchunks, item % cchunks);
+                        // The block's pixel tiles: first position, positions, output runs.
+                        let block: Vec<(usize, usize, Vec<_>)> = (pb * pblock
+                            ..((pb + 1) * pblock).min(ptiles))
+                            .map(|pt| {
+                                let (q0, npx) = (pt * px, px.min(geo.qtot - pt * px));
+                                (q0, npx, segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out))
+                            })
+                            .filter(|(_, _, segs)| !segs.is_empty())
+                            .collect();
+                        // Every value read below is written by the kernel first.
                         let mut tile: TileF = [[0.0; 64]; 6];
-                        // One run of consecutive outputs per channel (a 1x1 conv over whole
-                        // planes): the x86 kernels add the bias, clamp and store it themselves.
-                        let fused = match segs[..] {
-                            [(0, off, len)] if len == npx && isa.is_x86_simd() => Some(off),
-                            _ => None,
-                        };
                         for ct in chunk * per_chunk..((chunk + 1) * per_chunk).min(ctiles) {
-                            let wpan = &pan[ct * panel_len..][..panel_len];
-                            let nr = NR.min(cog - ct * NR);
-                            let o0 = gi * cog + ct * NR;
-                            #[cfg(target_arch = "x86_64")]
-                            let rows = fused.map(|off| super::x86::TileRows {
-                                // SAFETY: in the output: channel o0's plane, at the run.
-                                dst: unsafe { outp.0.add((n * s.c_out + o0) * plane_out + off) },
-                                stride: plane_out,
-                                npx,
-                                bias: std::array::from_fn(|r| {
-                                    bias.map_or(0.0, |b| if r < nr { b[o0 + r] } else { 0.0 })
-                                }),
-                                clamp: clamp.map(|c| (c.lo, c.hi)),
-                            });
-                            #[cfg(not(target_arch = "x86_64"))]
-                            let rows: Option<Rows> = {
-                                let _ = o0; // no fused epilogue off x86
-                                None
-                            };
-                            // SAFETY: the ISA was checked; the buffer holds every plane plus
-                            // slack, or the input every channel whose tiles read no slack; with
-                            // `rows`, channels o0 + r (r < nr) of the tile's run are this
-                            // task's outputs.
-                            unsafe {
-                                gemm_tile(
-                                    isa,
-                                    act,
-                                    &geo.offs,
-                                    cs,
-                                    cig,
-                                    wpan,
-                                    nr,
-                                    npx,
-                                    &mut tile,
-                                    rows.as_ref(),
-                                )
-                            };
-                            if fused.is_some() {
-                                continue;
-                            }
-                            for (r, row) in tile.iter().enumerate().take(nr) {
-                                let o = gi * cog + ct * NR + r;
-                                let b = bias.map_or(0.0, |b| b[o]);
-                                let base = (n * s.c_out + o) * plane_out;
+                            for (q0, npx, segs) in &block {
+                                let (q0, npx) = (*q0, *npx);
+                                let act = &src[q0..];
+                                // One run of consecutive outputs per channel (a 1x1 conv over
+                                // whole planes): the x86 kernels add the bias, clamp and store
+                                // it themselves.
+                                let fused = match segs[..] {
+                                    [(0, off, len)] if len == npx && isa.is_x86_simd() => Some(off),
+                                    _ => None,
+                                };
+                                let wpan = &pan[ct * panel_len..][..panel_len];
+                                let nr = NR.min(cog - ct * NR);
+                                let o0 = gi * cog + ct * NR;
                                 #[cfg(target_arch = "x86_64")]
-                                if isa == Isa::Avx512Vnni {
-                                    // SAFETY: the ISA was checked; the runs lie in the tile row
-                                    // and in channel o's plane, written by this task only.
-                                    unsafe {
-                                        super::x86::add_bias_runs_avx512(
-                                            row,
-                                            &segs,
-                                            b,
-                                            clamp.map(|c| (c.lo, c.hi)),
-                                            outp.0.add(base),
-                                        )
-                                    };
+                                let rows = fused.map(|off| super::x86::TileRows {
+                                    // SAFETY: in the output: channel o0's plane, at the run.
+                                    dst: unsafe {
+                                        outp.0.add((n * s.c_out + o0) * plane_out + off)
+                                    },
+                                    stride: plane_out,
+                                    npx,
+                                    bias: std::array::from_fn(|r| {
+                                        bias.map_or(0.0, |b| if r < nr { b[o0 + r] } else { 0.0 })
+                                    }),
+                                    clamp: clamp.map(|c| (c.lo, c.hi)),
+                                });
+                                #[cfg(not(target_arch = "x86_64"))]
+                                let rows: Option<Rows> = {
+                                    let _ = o0; // no fused epilogue off x86
+                                    None
+                                };
+                                // SAFETY: the ISA was checked; the buffer holds every plane plus
+                                // slack, or the input every channel whose tiles read no slack; with
+                                // `rows`, channels o0 + r (r < nr) of the tile's run are this
+                                // task's outputs.
+                                unsafe {
+                                    gemm_tile(
+                                        isa,
+                                        act,
+                                        &geo.offs,
+                                        cs,
+                                        cig,
+                                        wpan,
+                                        nr,
+                                        npx,
+                                        &mut tile,
+                                        rows.as_ref(),
+                                    )
+                                };
+                                if fused.is_some() {
                                     continue;
                                 }
-                                for &(at, off, len) in &segs {
-                                    // SAFETY: pixel tile pt × channel o is written by this task
-                                    // only, inside the output.
-                                    let dst = unsafe { outp.slice(base + off, len) };
-                                    for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
-                                        *d = a + b;
+                                for (r, row) in tile.iter().enumerate().take(nr) {
+                                    let o = gi * cog + ct * NR + r;
+                                    let b = bias.map_or(0.0, |b| b[o]);
+                                    let base = (n * s.c_out + o) * plane_out;
+                                    #[cfg(target_arch = "x86_64")]
+                                    if isa == Isa::Avx512Vnni {
+                                        // SAFETY: the ISA was checked; the runs lie in the tile row
+                                        // and in channel o's plane, written by this task only.
+                                        unsafe {
+                                            super::x86::add_bias_runs_avx512(
+                                                row,
+                                                &segs,
+                                                b,
+                                                clamp.map(|c| (c.lo, c.hi)),
+                                                outp.0.add(base),
+                                            )
+                                        };
+                                        continue;
                                     }
-                                    // The run is in L1 now.
-                                    if let Some(c) = clamp {
-                                        c.apply_slice(dst);
+                                    for &(at, off, len) in segs {
+                                        // SAFETY: pixel tile pt × channel o is written by this task
+                                        // only, inside the output.
+                                        let dst = unsafe { outp.slice(base + off, len) };
+                                        for (d, &a) in dst.iter_mut().zip(&row[at..at + len]) {
+                                            *d = a + b;
+                                        }
+                                        // The run is in L1 now.
+                                        if let Some(c) = clamp {
+                                            c.apply_slice(dst);
+                                        }
                                     }
                                 }
                             }
