@@ -487,7 +487,7 @@ impl PackedConvF32 {
                                         unsafe {
                                             super::x86::add_bias_runs_avx512(
                                                 row,
-                                                &segs,
+                                                segs,
                                                 b,
                                                 clamp.map(|c| (c.lo, c.hi)),
                                                 outp.0.add(base),
