@@ -723,6 +723,49 @@ dw_i8_s2_ymm!(
 /// Padded input rows the small-plane kernels ([`dw_i8_small_avxvnni`]) hold at most.
 pub(crate) const SMALL_ROWS: usize = 32;
 
+/// The rows of one channel's plane that the row kernels ([`dw_i8_small_avxvnni`] and
+/// [`dw_i8_rows_avx512`]) read, as padded rows `yp` (input row `yp − ph`).
+struct RowPlane {
+    /// Input rows and their length.
+    h: usize,
+    w: usize,
+    /// Padding rows above the input.
+    ph: usize,
+    /// Padded rows the outputs read: `(h_out − 1)·sy + (kh − 1)·dh + 1`.
+    rows: usize,
+    sy: usize,
+    dh: usize,
+    h_out: usize,
+    w_out: usize,
+}
+
+impl RowPlane {
+    /// The rows of conv `s` (one input channel per group).
+    fn new(s: &crate::shape::ConvShape) -> Self {
+        let p = &s.params;
+        RowPlane {
+            h: s.h,
+            w: s.w,
+            ph: p.padding[0],
+            rows: Self::rows(s),
+            sy: p.stride[0],
+            dh: p.dilation[0],
+            h_out: s.h_out,
+            w_out: s.w_out,
+        }
+    }
+
+    /// Padded rows the outputs of `s` read.
+    fn rows(s: &crate::shape::ConvShape) -> usize {
+        (s.h_out - 1) * s.params.stride[0] + (s.kh - 1) * s.params.dilation[0] + 1
+    }
+
+    /// The padded rows (of those read) that are input rows.
+    fn real(&self) -> std::ops::Range<usize> {
+        self.ph.min(self.rows)..(self.ph + self.h).min(self.rows)
+    }
+}
+
 /// The geometry of the small-plane int8 depthwise kernels ([`dw_i8_small_avxvnni`],
 /// [`dw_i8_small_avx512`]):
 /// output rows of at most 8 pixels, kernels of at most 4 columns, input rows of at most 16
@@ -737,17 +780,8 @@ pub(crate) struct DwSmall {
     fix: [u8; 32],
     /// The zero point of `u` (every byte of a padding row).
     z: u8,
-    /// Input rows and their length.
-    h: usize,
-    w: usize,
-    /// Padding rows above the input.
-    ph: usize,
-    /// Padded rows the outputs read: `(h_out − 1)·sy + (kh − 1)·dh + 1`.
-    rows: usize,
-    sy: usize,
-    dh: usize,
-    h_out: usize,
-    w_out: usize,
+    /// The rows read.
+    p: RowPlane,
 }
 
 impl DwSmall {
@@ -758,9 +792,7 @@ impl DwSmall {
             return None;
         }
         let p = &s.params;
-        let (sy, sx) = (p.stride[0], p.stride[1]);
-        let (dh, dw) = (p.dilation[0], p.dilation[1]);
-        let rows = (s.h_out - 1) * sy + (s.kh - 1) * dh + 1;
+        let (sx, dw) = (p.stride[1], p.dilation[1]);
         let (mut idx, mut fix) = ([0x80u8; 32], [z; 32]);
         for ox in 0..s.w_out {
             for j in 0..s.kw {
@@ -775,27 +807,18 @@ impl DwSmall {
             idx,
             fix,
             z,
-            h: s.h,
-            w: s.w,
-            ph: p.padding[0],
-            rows,
-            sy,
-            dh,
-            h_out: s.h_out,
-            w_out: s.w_out,
+            p: RowPlane::new(s),
         })
     }
 
     /// Whether the small-plane kernels apply to `s` (see [`DwSmall`]).
     pub(crate) fn fits(s: &crate::shape::ConvShape) -> bool {
-        let p = &s.params;
-        let rows = (s.h_out - 1) * p.stride[0] + (s.kh - 1) * p.dilation[0] + 1;
-        s.w_out <= 8 && s.kw <= 4 && s.w <= 16 && rows <= SMALL_ROWS
+        s.w_out <= 8 && s.kw <= 4 && s.w <= 16 && RowPlane::rows(s) <= SMALL_ROWS
     }
 
     /// Bytes from the start of a plane that the kernels read: each input row's 16.
     pub(crate) fn reads(&self) -> usize {
-        (self.h - 1) * self.w + 16
+        (self.p.h - 1) * self.p.w + 16
     }
 }
 
@@ -820,9 +843,9 @@ impl SmallRows {
     #[target_feature(enable = "avx2")]
     unsafe fn new(g: &DwSmall) -> Self {
         let mut q = [std::mem::MaybeUninit::<__m256i>::uninit(); SMALL_ROWS];
-        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
+        let real = g.p.real();
         let zq = _mm256_set1_epi8(g.z as i8);
-        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+        for (yp, qv) in q.iter_mut().enumerate().take(g.p.rows) {
             if !real.contains(&yp) {
                 qv.write(zq);
             }
@@ -845,12 +868,12 @@ impl SmallRows {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load(&mut self, g: &DwSmall, src: *const u8) {
-        let first = src.wrapping_sub(self.real.start * g.w);
+        let first = src.wrapping_sub(self.real.start * g.p.w);
         for yp in self.real.clone() {
             // SAFETY: input row `yp − ph < h` lies in the `reads` bytes at `src`; `yp <
-            // g.rows ≤ SMALL_ROWS`.
+            // g.p.rows ≤ SMALL_ROWS`.
             unsafe {
-                let r = _mm256_broadcastsi128_si256(_mm_loadu_si128(first.add(yp * g.w).cast()));
+                let r = _mm256_broadcastsi128_si256(_mm_loadu_si128(first.add(yp * g.p.w).cast()));
                 let v = _mm256_xor_si256(_mm256_shuffle_epi8(r, self.idx), self.fix);
                 self.q.get_unchecked_mut(yp).write(v);
             }
@@ -860,7 +883,7 @@ impl SmallRows {
     /// Padded row `i`.
     ///
     /// # Safety
-    /// `i < g.rows` (written by [`SmallRows::new`] or [`SmallRows::load`]).
+    /// `i < g.p.rows` (written by [`SmallRows::new`] or [`SmallRows::load`]).
     #[inline(always)]
     unsafe fn row(&self, i: usize) -> __m256i {
         // SAFETY: guaranteed by the caller.
@@ -872,9 +895,9 @@ impl SmallRows {
 /// rows past the last repeating it (computed, not stored), and the number of groups.
 fn row_groups<const N: usize>(g: &DwSmall) -> ([[usize; N]; SMALL_ROWS], usize) {
     let mut grp = [[0usize; N]; SMALL_ROWS];
-    let n = g.h_out.div_ceil(N);
+    let n = g.p.h_out.div_ceil(N);
     for (gi, r) in grp.iter_mut().enumerate().take(n) {
-        *r = std::array::from_fn(|i| (N * gi + i).min(g.h_out - 1) * g.sy);
+        *r = std::array::from_fn(|i| (N * gi + i).min(g.p.h_out - 1) * g.p.sy);
     }
     (grp, n)
 }
@@ -917,8 +940,8 @@ macro_rules! dw_i8_small_ymm {
             (out, out_step): (*mut u8, usize),
         ) {
             let nc = init.len();
-            debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= SMALL_ROWS);
-            debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+            debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.p.rows <= SMALL_ROWS);
+            debug_assert!(g.p.rows > (g.p.h_out - 1) * g.p.sy + (kh - 1) * g.p.dh);
             if nc == 0 {
                 return;
             }
@@ -926,12 +949,12 @@ macro_rules! dw_i8_small_ymm {
                 unreachable!("the caller checked ymm_tile_ready");
             };
             // SAFETY: the caller guarantees the features and the ranges listed above; every
-            // index of `q` is below `g.rows ≤ SMALL_ROWS` (its construction).
+            // index of `q` is below `g.p.rows ≤ SMALL_ROWS` (its construction).
             unsafe {
                 // Row r of the packs' result: its 8 bytes at 8r (lane order of `pack4_256!`
                 // is rows within each 128-bit half, columns 4h .. 4h + 4 in half h).
                 let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-                let (h_out, w_out) = (g.h_out, g.w_out);
+                let (h_out, w_out) = (g.p.h_out, g.p.w_out);
                 let mut q = SmallRows::new(g);
                 let (grp, ngrp) = row_groups::<4>(g);
                 let grp = &grp[..ngrp];
@@ -950,7 +973,7 @@ macro_rules! dw_i8_small_ymm {
                                 let mut a = [a0; 4];
                                 for ky in 0..$kh {
                                     let wv = _mm256_set1_epi32(*wts.get_unchecked(ky));
-                                    let o = ky * g.dh;
+                                    let o = ky * g.p.dh;
                                     a[0] = $dpbusd(a[0], row(r[0] + o), wv);
                                     a[1] = $dpbusd(a[1], row(r[1] + o), wv);
                                     a[2] = $dpbusd(a[2], row(r[2] + o), wv);
@@ -1061,14 +1084,14 @@ pub(crate) unsafe fn dw_i8_small_avx512(
     (out, out_step): (*mut u8, usize),
 ) {
     let nc = init.len();
-    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= SMALL_ROWS);
-    debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.p.rows <= SMALL_ROWS);
+    debug_assert!(g.p.rows > (g.p.h_out - 1) * g.p.sy + (kh - 1) * g.p.dh);
     // SAFETY: the caller guarantees the features and the ranges listed above; every index
-    // of `q` is below `g.rows ≤ SMALL_ROWS` (its construction); the masked stores write
+    // of `q` is below `g.p.rows ≤ SMALL_ROWS` (its construction); the masked stores write
     // `w_out` bytes of each output row only.
     unsafe {
         let order = _mm512_loadu_si512(SMALL_ROWS_ORDER.as_ptr().cast());
-        let (h_out, w_out) = (g.h_out, g.w_out);
+        let (h_out, w_out) = (g.p.h_out, g.p.w_out);
         let row_mask = (1u64 << w_out) - 1;
         let mut q = SmallRows::new(g);
         let (grp, ngrp) = row_groups::<8>(g);
@@ -1087,7 +1110,7 @@ pub(crate) unsafe fn dw_i8_small_avx512(
                 let mut a = [a0; 4];
                 for ky in 0..kh {
                     let wv = _mm512_set1_epi32(*wts.get_unchecked(ky));
-                    let o = ky * g.dh;
+                    let o = ky * g.p.dh;
                     a[0] = _mm512_dpbusd_epi32(a[0], pair(r[0] + o, r[1] + o), wv);
                     a[1] = _mm512_dpbusd_epi32(a[1], pair(r[2] + o, r[3] + o), wv);
                     a[2] = _mm512_dpbusd_epi32(a[2], pair(r[4] + o, r[5] + o), wv);
@@ -1132,17 +1155,8 @@ pub(crate) struct DwRows {
     /// `u = x ^ flip`, and the zero point of `u` (every byte of a padding row).
     flip: u8,
     z: u8,
-    /// Input rows and their length.
-    h: usize,
-    w: usize,
-    /// Padding rows above the input.
-    ph: usize,
-    /// Padded rows the outputs read: `(h_out − 1)·sy + (kh − 1)·dh + 1`.
-    rows: usize,
-    sy: usize,
-    dh: usize,
-    h_out: usize,
-    w_out: usize,
+    /// The rows read.
+    p: RowPlane,
 }
 
 impl DwRows {
@@ -1180,25 +1194,13 @@ impl DwRows {
             order: Bytes64(order),
             flip,
             z,
-            h: s.h,
-            w: s.w,
-            ph: p.padding[0],
-            rows: Self::rows(s),
-            sy: p.stride[0],
-            dh: p.dilation[0],
-            h_out: s.h_out,
-            w_out: s.w_out,
+            p: RowPlane::new(s),
         })
-    }
-
-    /// Padded rows the outputs of `s` read.
-    fn rows(s: &crate::shape::ConvShape) -> usize {
-        (s.h_out - 1) * s.params.stride[0] + (s.kh - 1) * s.params.dilation[0] + 1
     }
 
     /// Whether [`dw_i8_rows_avx512`] applies to `s` (see [`DwRows`]).
     pub(crate) fn fits(s: &crate::shape::ConvShape) -> bool {
-        s.w_out <= 32 && s.kw <= 4 && s.w <= 64 && Self::rows(s) <= ROWS_MAX
+        s.w_out <= 32 && s.kw <= 4 && s.w <= 64 && RowPlane::rows(s) <= ROWS_MAX
     }
 }
 
@@ -1238,8 +1240,8 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
 ) {
     let nc = init.len();
     debug_assert!(NV == g.nv && (NV == 1 || NV == 2));
-    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.rows <= ROWS_MAX);
-    debug_assert!(g.rows > (g.h_out - 1) * g.sy + (kh - 1) * g.dh);
+    debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.p.rows <= ROWS_MAX);
+    debug_assert!(g.p.rows > (g.p.h_out - 1) * g.p.sy + (kh - 1) * g.p.dh);
     let mask = |bytes: usize| -> u64 {
         if bytes >= 64 {
             !0
@@ -1251,18 +1253,18 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
     let rpp = 4 / NV;
     // SAFETY: the caller guarantees the features and the ranges listed above; the loads are
     // masked to each input row, the stores to the output rows of the step; every index of
-    // `q` is below `g.rows ≤ ROWS_MAX` (padded row `oy·sy + ky·dh` of an output row
+    // `q` is below `g.p.rows ≤ ROWS_MAX` (padded row `oy·sy + ky·dh` of an output row
     // `oy < h_out`), written before it is read (padding rows here, input rows per channel).
     unsafe {
         let ix: [__m512i; NV] =
             std::array::from_fn(|v| _mm512_loadu_si512(g.idx[v].0.as_ptr().cast()));
         let order = _mm512_loadu_si512(g.order.0.as_ptr().cast());
         let (flip, zv) = (_mm512_set1_epi8(g.flip as i8), _mm512_set1_epi8(g.z as i8));
-        let (h_out, w_out) = (g.h_out, g.w_out);
-        let load_mask = mask(g.w);
+        let (h_out, w_out) = (g.p.h_out, g.p.w_out);
+        let load_mask = mask(g.p.w);
         let mut q = [[std::mem::MaybeUninit::<__m512i>::uninit(); NV]; ROWS_MAX];
-        let real = g.ph.min(g.rows)..(g.ph + g.h).min(g.rows);
-        for (yp, qv) in q.iter_mut().enumerate().take(g.rows) {
+        let real = g.p.real();
+        for (yp, qv) in q.iter_mut().enumerate().take(g.p.rows) {
             if !real.contains(&yp) {
                 qv.iter_mut().for_each(|v| _ = v.write(zv));
             }
@@ -1270,9 +1272,9 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
         for c in 0..nc {
             let (src, out) = (src.add(c * src_step), out.add(c * out_step));
             let (wts, k) = (wts.get_unchecked(c * kh..), ks.get_unchecked(c));
-            let first = src.wrapping_sub(real.start * g.w);
+            let first = src.wrapping_sub(real.start * g.p.w);
             for yp in real.clone() {
-                let r = _mm512_maskz_loadu_epi8(load_mask, first.add(yp * g.w).cast());
+                let r = _mm512_maskz_loadu_epi8(load_mask, first.add(yp * g.p.w).cast());
                 let r = _mm512_xor_si512(r, flip);
                 let qr = q.get_unchecked_mut(yp);
                 for v in 0..NV {
@@ -1283,12 +1285,12 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
             let a0 = _mm512_set1_epi32(init.get_unchecked(c).wrapping_add(k.int_bias()));
             for oy in (0..h_out).step_by(4) {
                 // Rows past the last repeat it (computed, not stored).
-                let r: [usize; 4] = std::array::from_fn(|i| (oy + i).min(h_out - 1) * g.sy);
+                let r: [usize; 4] = std::array::from_fn(|i| (oy + i).min(h_out - 1) * g.p.sy);
                 // Accumulator `i·NV + v`: output row `oy + i`, vector `v`.
                 let mut a = [[a0; NV]; 4];
                 for ky in 0..kh {
                     let wv = _mm512_set1_epi32(*wts.get_unchecked(ky));
-                    let o = ky * g.dh;
+                    let o = ky * g.p.dh;
                     for (ai, ri) in a.iter_mut().zip(r) {
                         for (v, av) in ai.iter_mut().enumerate() {
                             *av = _mm512_dpbusd_epi32(*av, row(ri + o, v), wv);
