@@ -821,23 +821,22 @@ fn run_f32_with<const NC: usize>(
                     let out = outp.0.add(dst);
                     super::x86::nhwc_f32_out_avx512(rows, count, &b[..nch], bounds, out, plane_out)
                 };
-                F32_SCRATCH.set(scratch);
-                return;
-            }
-            for (j, o) in (o0..o0 + nch).enumerate() {
-                let bo = bias.map_or(0.0, |b| b[o]);
-                // SAFETY: pixels first .. first + count of channel o lie in the output, written
-                // by this task only.
-                let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out + first, count) };
-                match clamp {
-                    None => dst
-                        .iter_mut()
-                        .zip(px.iter())
-                        .for_each(|(d, row)| *d = row[j] + bo),
-                    Some(c) => dst
-                        .iter_mut()
-                        .zip(px.iter())
-                        .for_each(|(d, row)| *d = c.apply(row[j] + bo)),
+            } else {
+                for (j, o) in (o0..o0 + nch).enumerate() {
+                    let bo = bias.map_or(0.0, |b| b[o]);
+                    // SAFETY: pixels first .. first + count of channel o lie in the output, written
+                    // by this task only.
+                    let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out + first, count) };
+                    match clamp {
+                        None => dst
+                            .iter_mut()
+                            .zip(px.iter())
+                            .for_each(|(d, row)| *d = row[j] + bo),
+                        Some(c) => dst
+                            .iter_mut()
+                            .zip(px.iter())
+                            .for_each(|(d, row)| *d = c.apply(row[j] + bo)),
+                    }
                 }
             }
             F32_SCRATCH.set(scratch);

@@ -290,7 +290,7 @@ unsafe fn dw_i8_block<const NG: usize, const NV: usize>(
         let fv = _mm512_set1_epi8(g.flip as i8);
         let col0 = 16 * c0;
         let valid = (g.w_out - col0).min(16 * NV);
-        let smask: __mmask64 = if valid == 64 { !0 } else { (1u64 << valid) - 1 };
+        let smask: __mmask64 = super::low_bits(valid);
         // (Plain loops: closures, e.g. in `array::from_fn`, are not reliably inlined into
         // target-feature code.)
         let mut idx = [[_mm512_setzero_si512(); NG]; NV];
@@ -456,7 +456,7 @@ pub(crate) unsafe fn dw_i8_flat<const NG: usize>(
                     let y3 = requant_rel_512!(k, acc[3], false);
                     let bytes = _mm512_shuffle_epi8(pack4_512!(k, y0, y1, y2, y3), tr);
                     for &(at, off, len) in segs {
-                        let bits = if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
+                        let bits = super::low_bits(len);
                         _mm512_mask_storeu_epi8(
                             out.add(off).wrapping_sub(at).cast(),
                             bits << at,
@@ -1242,13 +1242,6 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
     debug_assert!(NV == g.nv && (NV == 1 || NV == 2));
     debug_assert!(wts.len() >= kh * nc && ks.len() >= nc && g.p.rows <= ROWS_MAX);
     debug_assert!(g.p.rows > (g.p.h_out - 1) * g.p.sy + (kh - 1) * g.p.dh);
-    let mask = |bytes: usize| -> u64 {
-        if bytes >= 64 {
-            !0
-        } else {
-            (1u64 << bytes) - 1
-        }
-    };
     // Output rows per pack (and per store).
     let rpp = 4 / NV;
     // SAFETY: the caller guarantees the features and the ranges listed above; the loads are
@@ -1261,7 +1254,7 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
         let order = _mm512_loadu_si512(g.order.0.as_ptr().cast());
         let (flip, zv) = (_mm512_set1_epi8(g.flip as i8), _mm512_set1_epi8(g.z as i8));
         let (h_out, w_out) = (g.p.h_out, g.p.w_out);
-        let load_mask = mask(g.p.w);
+        let load_mask = super::low_bits(g.p.w);
         let mut q = [[std::mem::MaybeUninit::<__m512i>::uninit(); NV]; ROWS_MAX];
         let real = g.p.real();
         for (yp, qv) in q.iter_mut().enumerate().take(g.p.rows) {
@@ -1306,7 +1299,7 @@ pub(crate) unsafe fn dw_i8_rows_avx512<const NV: usize>(
                     let v = _mm512_permutexvar_epi8(order, pack4_512!(k, y0, y1, y2, y3));
                     let oy = oy + p * rpp;
                     if oy < h_out {
-                        let m = mask(rpp.min(h_out - oy) * w_out);
+                        let m = super::low_bits(rpp.min(h_out - oy) * w_out);
                         _mm512_mask_storeu_epi8(out.add(oy * w_out).cast(), m, v);
                     }
                 }
@@ -1368,7 +1361,7 @@ pub(crate) unsafe fn dw_quads_row_avx512(
     // SAFETY: the caller guarantees the features and the ranges above; the loads are masked
     // to the row.
     unsafe {
-        let lm: __mmask64 = if w >= 64 { !0 } else { (1u64 << w) - 1 };
+        let lm: __mmask64 = super::low_bits(w);
         let (f, zv) = (_mm512_set1_epi8(flip as i8), _mm512_set1_epi8(z as i8));
         let ix = _mm512_loadu_si512(idx.0.as_ptr().cast());
         let q: [__m512i; 16] = std::array::from_fn(|i| {

@@ -674,10 +674,11 @@ pub(crate) unsafe fn transpose16_epi32(r: [__m512i; 16]) -> [__m512i; 16] {
 
 /// The epilogue of the channels-in-lanes f32 GEMM on AVX-512 ([`gemm_f32_nhwc_avx512`]'s
 /// accumulator rows, one per pixel, 64 channels each): for channel `j < nch` and pixel
-/// `i < count`, `out[j·stride + i] = clamp(rows[64·i + j] + bias[j])` ([`crate::cpu::fast::F32Clamp`]'s
-/// `max` then `min`; the `+ bias` always, `+0.0` without one, as the scalar code), 16 pixels
-/// × 16 channels at a time through one 16×16 transposition, each channel's pixels stored
-/// with one masked store. The scalar loop read each accumulator with a 256-byte stride.
+/// `i < count`, `out[j·stride + i] = clamp(rows[64·i + j] + bias[j])`
+/// ([`crate::cpu::fast::F32Clamp`]'s `max` then `min`; the `+ bias` always, `+0.0` without
+/// one, as the scalar code), 16 pixels × 16 channels at a time through one 16×16
+/// transposition, each channel's pixels stored with one masked store. The scalar loop read
+/// each accumulator with a 256-byte stride.
 ///
 /// # Safety
 /// avx512f must be available; `rows` holds `64·count` values, `bias` `nch ≤ 64`; `out +

@@ -17,6 +17,17 @@
 //! [`super::Isa`] a conv was packed for is checked available when packing), and must pass
 //! pointers valid for the reads and writes documented per function.
 
+/// The mask of the first `n` lanes of a 64-lane (byte) vector op: `n` low bits set, every
+/// bit from 64 on.
+#[inline(always)]
+pub(super) fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 mod depthwise;
 mod dot;
 mod gemm;

@@ -157,7 +157,7 @@ pub(crate) unsafe fn copy_rows_xor_avx512(
     if w <= 64 && h > 0 {
         // Rows of one vector (the depthwise planes of small images): one mask, no slicing.
         assert!(at + (h - 1) * stride + w <= dst.len());
-        let m: __mmask64 = if w == 64 { !0 } else { (1u64 << w) - 1 };
+        let m: __mmask64 = super::low_bits(w);
         let (s0, d0) = (src.as_ptr(), dst.as_mut_ptr().wrapping_add(at));
         for y in 0..h {
             // SAFETY: row y is `w` bytes of `src` and of `dst` (asserted above), the accesses
@@ -176,7 +176,7 @@ pub(crate) unsafe fn copy_rows_xor_avx512(
         unsafe {
             while i < w {
                 let rem = (w - i).min(64);
-                let m: __mmask64 = if rem == 64 { !0 } else { (1u64 << rem) - 1 };
+                let m: __mmask64 = super::low_bits(rem);
                 let v = _mm512_maskz_loadu_epi8(m, row.as_ptr().add(i).cast());
                 _mm512_mask_storeu_epi8(d.as_mut_ptr().add(i).cast(), m, _mm512_xor_si512(v, f));
                 i += rem;
@@ -304,7 +304,7 @@ pub(crate) unsafe fn interleave4_avx512(src: [*const u8; 4], n: usize, flip: u8,
         let mut i = 0;
         while i < n {
             let rem = (n - i).min(64);
-            let lm: __mmask64 = if rem == 64 { !0 } else { (1u64 << rem) - 1 };
+            let lm: __mmask64 = super::low_bits(rem);
             let mut r = [_mm512_setzero_si512(); 4];
             for (rj, s) in r.iter_mut().zip(src) {
                 *rj = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, s.add(i).cast()), f);

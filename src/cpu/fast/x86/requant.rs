@@ -508,7 +508,7 @@ pub(crate) unsafe fn requant_row_avx512(epi: &Epilogue, o: usize, acc: &[i32], o
                 *yj = requant_rel_512!(&k, a, true);
             }
             let bytes = _mm512_permutexvar_epi32(order, pack4_512!(&k, y[0], y[1], y[2], y[3]));
-            let m: __mmask64 = if rem == 64 { !0 } else { (1u64 << rem) - 1 };
+            let m: __mmask64 = super::low_bits(rem);
             _mm512_mask_storeu_epi8(out.as_mut_ptr().add(i).cast(), m, bytes);
             i += rem;
         }
@@ -531,7 +531,7 @@ impl RunMask {
     /// The run at tile position `at`, output offset `off`, `len` long (`at + len ≤ 64`).
     pub(crate) fn new(at: usize, off: usize, len: usize) -> Self {
         debug_assert!(at + len <= 64);
-        let bits = if len >= 64 { !0u64 } else { (1u64 << len) - 1 };
+        let bits = super::low_bits(len);
         RunMask {
             bits: bits << at,
             shift: off as isize - at as isize,
