@@ -692,23 +692,31 @@ pub(super) fn pack_f32(
 /// +21% / +24%, 1x128x28x28 +8% / +12%, 1x64x56x56 -4% / -2% (flat kept there); on the 62×62
 /// plane of 121 channels, whose rounding to 64 or 16 lanes wastes 5%, flat is 5% faster.
 ///
-/// A 1×1 conv without padding ([`reads_nchw`]) on AVX-512 skips the NHWC copy, and its
-/// transposing epilogue (`x86::nhwc_f32_out_avx512`) costs about 21 input channels' worth of
-/// multiply-adds per output: the channels-in-lanes kernel runs where
-/// `K / (1.1·nhwc) + 21 < K / flat` (`K` the input channels, `nhwc` and `flat` the lane
-/// fractions above; 1.1 the channels-in-lanes kernel's higher rate at equal fill). Fitted on
-/// three of MobileNetV2's 1×1 convs and checked on all 34 (one thread, Intel Xeon, Emerald
-/// Rapids): it picks the faster layout on each, e.g. every 7×7 one (576→160 0.084 → 0.068 ms,
-/// 960→320 0.26 → 0.19) and the 14×14 ones with 64 outputs (384→64 0.078 → 0.060), flat for
-/// the 14×14 expansions (64→384: 0.069 flat, 0.081 channels in lanes) and every larger plane.
+/// A 1×1 conv without padding ([`reads_nchw`]) skips the NHWC copy, and its transposing
+/// epilogue (`x86::nhwc_f32_out_avx512` / `nhwc_f32_out_avx2`) costs about `e` input
+/// channels' worth of multiply-adds per output: the channels-in-lanes kernel runs where
+/// `K / (a·nhwc) + e < K / flat` (`K` the input channels, `nhwc` and `flat` the lane
+/// fractions above; `a` the channels-in-lanes kernel's higher rate at equal fill): `a = 1.1,
+/// e = 21` on AVX-512, `a = 1.2, e = 25` on the ymm paths. Each fitted on MobileNetV2's 1×1
+/// convs with both layouts timed (one thread, Intel Xeon, Emerald Rapids), where it picks
+/// the faster layout, or one within 3% of it, on each of the 34. AVX-512: every 7×7 one
+/// (576→160 0.084 → 0.068 ms, 960→320 0.26 → 0.19) and the 14×14 ones with 64 outputs
+/// (384→64 0.078 → 0.060), flat for the 14×14 expansions (64→384: 0.069 flat, 0.081 channels
+/// in lanes) and every larger plane. AVX2: every 7×7 one (960→160 0.25 → 0.19 ms), the 14×14
+/// ones from 192 or more channels (384→64 0.137 → 0.118, 576→96 0.29 → 0.27), flat for the
+/// 14×14 expansions (64→384: 0.13 flat, 0.15 channels in lanes) and every larger plane.
 pub(super) fn prefer_f32(s: &ConvShape, qtot: usize, isa: Isa) -> bool {
     let nc = f32_lanes(isa);
     let plane = s.h_out * s.w_out;
     let flat = plane as f64 / qtot as f64;
     let nhwc = plane as f64 / (plane.div_ceil(MR) * MR) as f64 * channel_fill(s.c_out, nc);
-    if isa == Isa::Avx512Vnni && reads_nchw(s) {
+    if reads_nchw(s) {
         let k = s.c_in as f64;
-        return k / (1.1 * nhwc) + 21.0 < k / flat;
+        let (a, e) = match isa {
+            Isa::Avx512Vnni => (1.1, 21.0),
+            _ => (1.2, 25.0),
+        };
+        return k / (a * nhwc) + e < k / flat;
     }
     nhwc * 0.95 > flat
 }
@@ -742,10 +750,9 @@ pub(super) fn run_f32(
     match isa {
         Isa::Avx512Vnni => {
             let k = by_m!(gemm_f32_nhwc_avx512);
-            run_f32_with::<64>(isa, k, w, x, s, bias, clamp, threads, out)
+            run_f32_with::<64>(k, w, x, s, bias, clamp, threads, out)
         }
         _ => run_f32_with::<16>(
-            isa,
             by_m!(gemm_f32_nhwc_avx2),
             w,
             x,
@@ -763,10 +770,10 @@ pub(super) fn run_f32(
 type F32Kernel<const NC: usize> =
     unsafe fn(*const f32, &[usize; MR], &[usize], usize, usize, *const f32, &mut [[f32; NC]; MR]);
 
-/// [`run_f32`] with `NC` output channels per weight row and `kernels` (by pixel count).
+/// [`run_f32`] with `NC` output channels per weight row (64 on AVX-512, 16 on AVX2, see
+/// [`f32_lanes`]) and `kernels` (by pixel count).
 #[allow(clippy::too_many_arguments)]
 fn run_f32_with<const NC: usize>(
-    isa: Isa,
     kernels: [F32Kernel<NC>; MR],
     w: &[f32],
     x: &[f32],
@@ -849,40 +856,25 @@ fn run_f32_with<const NC: usize>(
                 let kernel = kernels[(count - m0).min(MR) - 1];
                 unsafe { kernel(act.as_ptr(), &pm, &taps, cin, cs, wt.as_ptr(), acc) };
             }
-            // Channel by channel, the run's pixels are consecutive outputs.
-            if NC == 64 && isa == Isa::Avx512Vnni {
-                let b: [f32; 64] = std::array::from_fn(|j| match (bias, j < nch) {
-                    (Some(b), true) => b[o0 + j],
-                    _ => 0.0,
-                });
-                let dst = (n * s.c_out + o0) * plane_out + first;
-                let bounds = clamp.map(|c| (c.lo, c.hi));
-                // SAFETY: AVX-512 was checked when packing; `px` holds the run's `count`
-                // pixel rows of 64 channels; channels o0 .. o0 + nch, pixels first .. first +
-                // count lie in the output, written by this task only.
-                unsafe {
-                    let rows = px.as_flattened();
-                    let out = outp.0.add(dst);
-                    super::x86::nhwc_f32_out_avx512(rows, count, &b[..nch], bounds, out, plane_out)
-                };
-            } else {
-                for (j, o) in (o0..o0 + nch).enumerate() {
-                    let bo = bias.map_or(0.0, |b| b[o]);
-                    // SAFETY: pixels first .. first + count of channel o lie in the output, written
-                    // by this task only.
-                    let dst = unsafe { outp.slice((n * s.c_out + o) * plane_out + first, count) };
-                    match clamp {
-                        None => dst
-                            .iter_mut()
-                            .zip(px.iter())
-                            .for_each(|(d, row)| *d = row[j] + bo),
-                        Some(c) => dst
-                            .iter_mut()
-                            .zip(px.iter())
-                            .for_each(|(d, row)| *d = c.apply(row[j] + bo)),
-                    }
+            // Channel by channel, the run's pixels are consecutive outputs: the rows
+            // transposed back (16×16 blocks on AVX-512, 8×8 on AVX2), bias and clamp fused.
+            let b: [f32; NC] = std::array::from_fn(|j| match (bias, j < nch) {
+                (Some(b), true) => b[o0 + j],
+                _ => 0.0,
+            });
+            let (b, rows) = (&b[..nch], px.as_flattened());
+            let bounds = clamp.map(|c| (c.lo, c.hi));
+            // SAFETY: the ISA was checked when packing (AVX-512 for 64 channels per row, AVX2
+            // at least for 16); `px` holds the run's `count` pixel rows of NC channels;
+            // channels o0 .. o0 + nch, pixels first .. first + count lie in the output,
+            // written by this task only.
+            unsafe {
+                let out = outp.0.add((n * s.c_out + o0) * plane_out + first);
+                match NC {
+                    64 => super::x86::nhwc_f32_out_avx512(rows, count, b, bounds, out, plane_out),
+                    _ => super::x86::nhwc_f32_out_avx2(rows, count, b, bounds, out, plane_out),
                 }
-            }
+            };
             F32_SCRATCH.set(scratch);
         });
     }
@@ -926,6 +918,41 @@ mod tests {
             for (isa, px, nr) in paths {
                 let qtot = super::super::int8::Geometry::new(&s, c / 4, px).qtot;
                 assert_eq!(prefer(&s, qtot, nr, isa), want, "{isa}: {c}x{hw}x{hw}");
+            }
+        }
+    }
+
+    /// The float layout rule of 1×1 convs read straight from NCHW picks the layout measured
+    /// faster on MobileNetV2's 1×1 convs (one thread, Intel Xeon), on AVX-512 (64 channels
+    /// per row, flat tiles of 64 pixels) and AVX2 (16, 16): channels in lanes on every 7×7
+    /// plane and on the 14×14 projections (on AVX-512 only those to 64 channels: 96 fill
+    /// 75% of two 64-lane rows), flat on the 14×14 expansions and larger planes.
+    #[test]
+    fn float_1x1_layout_follows_the_measured_mobilenet_choices() {
+        for (c_in, hw, c_out, avx512, avx2) in [
+            (960, 7, 160, true, true),
+            (160, 7, 960, true, true),
+            (320, 7, 1280, true, true),
+            (384, 14, 64, true, true),
+            (192, 14, 64, true, true),
+            (576, 14, 96, false, true),
+            (384, 14, 96, false, true),
+            (64, 14, 384, false, false),
+            (96, 14, 576, false, false),
+            (32, 28, 192, false, false),
+            (144, 56, 24, false, false),
+            (24, 56, 144, false, false),
+        ] {
+            let s = ConvShape::new(
+                [1, c_in, hw, hw],
+                [c_out, c_in, 1, 1],
+                ConvParams::default(),
+            )
+            .unwrap();
+            for (isa, px, want) in [(Isa::Avx512Vnni, 64, avx512), (Isa::Avx2, 16, avx2)] {
+                let qtot = super::super::int8::Geometry::new(&s, c_in, px).qtot;
+                let got = prefer_f32(&s, qtot, isa);
+                assert_eq!(got, want, "{c_in}x{hw}x{hw} -> {c_out} {isa}");
             }
         }
     }

@@ -719,3 +719,79 @@ pub(crate) unsafe fn nhwc_f32_out_avx512(
         }
     }
 }
+
+/// The 8×8 transposition of f32 lanes: lane `i` of output `c` is lane `c` of input `i`
+/// (unpacks and shuffles within 128-bit lanes, then one lane permutation across them).
+///
+/// # Safety
+/// avx must be available.
+#[inline]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
+    // s[h][k]: lane L of 128-bit half j holds element k + 4j of row 4h + L.
+    let s: [[__m256; 4]; 2] = std::array::from_fn(|h| {
+        let (r0, r1, r2, r3) = (r[4 * h], r[4 * h + 1], r[4 * h + 2], r[4 * h + 3]);
+        let (a, b) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (c, d) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        [
+            _mm256_shuffle_ps::<0x44>(a, c),
+            _mm256_shuffle_ps::<0xEE>(a, c),
+            _mm256_shuffle_ps::<0x44>(b, d),
+            _mm256_shuffle_ps::<0xEE>(b, d),
+        ]
+    });
+    std::array::from_fn(|c| match c < 4 {
+        true => _mm256_permute2f128_ps::<0x20>(s[0][c], s[1][c]),
+        false => _mm256_permute2f128_ps::<0x31>(s[0][c - 4], s[1][c - 4]),
+    })
+}
+
+/// [`nhwc_f32_out_avx512`] on AVX2 ([`gemm_f32_nhwc_avx2`]'s rows of 16 channels): for
+/// channel `j < nch` and pixel `i < count`, `out[j·stride + i] = clamp(rows[16·i + j] +
+/// bias[j])`, 8 pixels × 8 channels at a time through one 8×8 transposition, each channel's
+/// pixels stored with one (masked, for a last partial group) store.
+///
+/// # Safety
+/// avx2 must be available; `rows` holds `16·count` values, `bias` `nch ≤ 16`; `out +
+/// j·stride + [0, count)` writable for every `j < nch`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn nhwc_f32_out_avx2(
+    rows: &[f32],
+    count: usize,
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    out: *mut f32,
+    stride: usize,
+) {
+    let nch = bias.len();
+    debug_assert!(rows.len() >= 16 * count && nch <= 16 && count >= 1);
+    // SAFETY: the caller guarantees the feature and the ranges above; rows past `count` are
+    // read as the last one (not stored), the stores cover `count` pixels only.
+    unsafe {
+        let bounds = clamp.map(|(lo, hi)| (_mm256_set1_ps(lo), _mm256_set1_ps(hi)));
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for p0 in (0..count).step_by(8) {
+            let np = (count - p0).min(8);
+            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(np as i32), lanes);
+            for c0 in (0..nch).step_by(8) {
+                let r: [__m256; 8] = std::array::from_fn(|i| {
+                    let p = p0 + i.min(np - 1);
+                    _mm256_loadu_ps(rows.as_ptr().add(16 * p + c0))
+                });
+                let t = transpose8_ps(r);
+                for (j, &tj) in t.iter().enumerate().take(nch - c0) {
+                    let c = c0 + j;
+                    let mut y = _mm256_add_ps(tj, _mm256_set1_ps(bias[c]));
+                    if let Some((lo, hi)) = bounds {
+                        y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+                    }
+                    let dst = out.add(c * stride + p0);
+                    match np {
+                        8 => _mm256_storeu_ps(dst, y),
+                        _ => _mm256_maskstore_ps(dst, m, y),
+                    }
+                }
+            }
+        }
+    }
+}
