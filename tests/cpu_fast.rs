@@ -591,6 +591,13 @@ fn channels_in_lanes_gemm_matches_reference() {
             ConvParams::default().dilation(2).padding(2),
         ),
         ([1, 64, 8, 8], [64, 64, 1, 1], ConvParams::default()),
+        // Rows of 17 pixels (a last group of one) and 18 channel blocks (16 + 2) in the
+        // NHWC copy's 16×16 transpositions.
+        (
+            [1, 70, 3, 17],
+            [20, 70, 3, 3],
+            ConvParams::default().padding(1),
+        ),
         (
             [1, 7, 5, 23],
             [65, 7, 5, 1],

@@ -99,18 +99,22 @@ fn channel_fill(c_out: usize, tile: usize) -> f64 {
 }
 
 /// Copies image `n` of `x` into `buf` as the padded NHWC u8 activations `u = x ^ flip`:
-/// `[Hp][Wp][4·⌈Cin/4⌉]`, `z` at padded pixels and channels.
-fn repack(x: &[u8], s: &ConvShape, n: usize, flip: u8, z: u8, buf: &mut [u8]) {
+/// `[Hp][Wp][4·⌈Cin/4⌉]`, `z` at padded pixels and channels. Each block of 4 channels is
+/// interleaved into quads first, then the quads are written pixel by pixel (through 16×16
+/// transpositions where `avx512`: the layer's path is AVX-512 VNNI).
+fn repack(x: &[u8], s: &ConvShape, n: usize, (flip, z): (u8, u8), avx512: bool, buf: &mut [u8]) {
     let p = &s.params;
     let (ph, pw) = (p.padding[0], p.padding[1]);
     let wp = s.w + 2 * pw;
-    let cpix = 4 * s.c_in.div_ceil(4);
+    let ncb = s.c_in.div_ceil(4);
+    let cpix = 4 * ncb;
     fill_padding(buf, s, cpix, z);
     let plane = s.h * s.w;
     let img = &x[n * s.c_in * plane..][..s.c_in * plane];
     let zplane = vec![z ^ flip; plane];
-    let mut plane4 = vec![0u32; plane];
-    for cb in 0..s.c_in.div_ceil(4) {
+    // The quads of every channel block, `[cb][y][x]`.
+    let mut quads = take_buffer(&NHWC_QUADS, ncb * plane);
+    for (cb, q) in quads.chunks_exact_mut(plane).enumerate() {
         let src: [&[u8]; 4] = std::array::from_fn(|j| {
             let c = 4 * cb + j;
             match c < s.c_in {
@@ -118,20 +122,34 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, flip: u8, z: u8, buf: &mut [u8]) {
                 false => &zplane[..],
             }
         });
-        super::int8::interleave(src, flip, bytemuck::cast_slice_mut(&mut plane4));
-        for (y, row) in plane4.chunks_exact(s.w).enumerate() {
-            let at = &mut buf[((y + ph) * wp + pw) * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
-            for (xi, &q) in row.iter().enumerate() {
-                // SAFETY: 4 bytes at xi·cpix lie in `at` (xi < w).
-                unsafe {
-                    at.as_mut_ptr()
-                        .add(xi * cpix)
-                        .cast::<u32>()
-                        .write_unaligned(q)
-                };
+        super::int8::interleave(src, flip, bytemuck::cast_slice_mut(q));
+    }
+    // The image's pixels: from pixel (ph, pw) to the end of pixel (ph + h − 1, pw + w − 1).
+    let interior = &mut buf[(ph * wp + pw) * cpix..][..((s.h - 1) * wp + s.w) * cpix];
+    if avx512 {
+        // SAFETY: the layer's path (AVX-512 VNNI) was checked when packing; pixel (y, x) of
+        // the image lies at y·wp·cpix + x·cpix in `interior`, `cpix = 4·ncb` bytes each.
+        unsafe {
+            let at = interior.as_mut_ptr();
+            super::x86::quads_to_pixels_avx512(&quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
+        };
+    } else {
+        for (cb, q) in quads.chunks_exact(plane).enumerate() {
+            for (y, row) in q.chunks_exact(s.w).enumerate() {
+                let at = &mut interior[y * wp * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
+                for (xi, &q) in row.iter().enumerate() {
+                    // SAFETY: 4 bytes at xi·cpix lie in `at` (xi < w).
+                    unsafe {
+                        at.as_mut_ptr()
+                            .add(xi * cpix)
+                            .cast::<u32>()
+                            .write_unaligned(q)
+                    };
+                }
             }
         }
     }
+    NHWC_QUADS.set(quads);
 }
 
 /// Sets the padding of a padded NHWC image `buf` of shape `s`'s input (`[Hp][Wp][pix]`, `pix`
@@ -166,6 +184,8 @@ fn take_buffer<T: Copy + Default + 'static>(
 thread_local! {
     /// The padded NHWC copy of [`run`]'s input image (see [`take_buffer`]).
     static NHWC_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The channel blocks' quads of [`repack`] (see [`take_buffer`]).
+    static NHWC_QUADS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The padded NHWC copy of [`run_f32`]'s input image (see [`take_buffer`]).
     static NHWC_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -289,7 +309,14 @@ fn run_with<const NC: usize>(
     // tile consecutive (one weight panel in L2 at a time, as in `run_f32_with`).
     let mut buf = take_buffer(&NHWC_U8, hp * wp * cpix + 64);
     for n in 0..s.n {
-        repack(x, s, n, flip, zi as u8, &mut buf);
+        repack(
+            x,
+            s,
+            n,
+            (flip, zi as u8),
+            pc.isa == Isa::Avx512Vnni,
+            &mut buf,
+        );
         let act = &buf[..];
         par_for(threads, blocks * tiles, |item| {
             let (b, tile) = (item % blocks, item / blocks);

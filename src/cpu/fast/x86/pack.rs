@@ -291,6 +291,55 @@ pub(crate) unsafe fn copy_rows_strided_xor_avx2(
     }
 }
 
+/// The quads of `ncb` channel blocks, each a plane of `h × w` 4-byte lanes (`quads[(cb·h +
+/// y)·w + x]`), written pixel by pixel: quad `cb` of pixel `(y, x)` to `dst + y·row + x·cpix +
+/// 4·cb`; 16 pixels × 16 blocks at a time through one 16×16 transposition, each pixel's
+/// blocks with one masked store (a pixel's 16 blocks are 64 contiguous bytes), where one
+/// 4-byte store per quad had been the padded NHWC copy's hot spot.
+///
+/// # Safety
+/// avx512f must be available; `quads` holds `ncb·h·w` values; for every `y < h`, `x < w`,
+/// `dst + y·row + x·cpix + [0, 4·ncb)` is writable.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn quads_to_pixels_avx512(
+    quads: &[u32],
+    ncb: usize,
+    (h, w): (usize, usize),
+    dst: *mut u8,
+    row: usize,
+    cpix: usize,
+) {
+    let plane = h * w;
+    debug_assert!(quads.len() >= ncb * plane);
+    // SAFETY: the caller guarantees the feature and the destination ranges; the loads are
+    // masked to the row's `nx` pixels of blocks below `ncb`, the stores to the pixel's `nb`
+    // blocks.
+    unsafe {
+        for y in 0..h {
+            for x0 in (0..w).step_by(16) {
+                let nx = (w - x0).min(16);
+                let lm = super::low_bits(nx) as __mmask16;
+                for cb0 in (0..ncb).step_by(16) {
+                    let nb = (ncb - cb0).min(16);
+                    let r: [__m512i; 16] = std::array::from_fn(|i| match i < nb {
+                        true => {
+                            let at = quads.as_ptr().add((cb0 + i) * plane + y * w + x0);
+                            _mm512_maskz_loadu_epi32(lm, at.cast())
+                        }
+                        false => _mm512_setzero_si512(),
+                    });
+                    let t = super::gemm::transpose16_epi32(r);
+                    let sm = super::low_bits(nb) as __mmask16;
+                    for (x, &tx) in t.iter().enumerate().take(nx) {
+                        let at = dst.add(y * row + (x0 + x) * cpix + 4 * cb0);
+                        _mm512_mask_storeu_epi32(at.cast(), sm, tx);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// [`interleave4`] with AVX-512 (64 positions per step), then the SSE2 version for the rest.
 ///
 /// # Safety
