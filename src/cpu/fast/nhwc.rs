@@ -131,7 +131,7 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, (flip, z): (u8, u8), avx512: bool, 
         // the image lies at y·wp·cpix + x·cpix in `interior`, `cpix = 4·ncb` bytes each.
         unsafe {
             let at = interior.as_mut_ptr();
-            super::x86::quads_to_pixels_avx512(&quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
+            super::x86::planes_to_pixels_avx512(&quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
         };
     } else {
         for (cb, q) in quads.chunks_exact(plane).enumerate() {
@@ -844,11 +844,24 @@ fn run_f32_with<const NC: usize>(
         let img = &x[n * cin * plane_in..][..cin * plane_in];
         if !direct {
             fill_padding(&mut buf, s, cin, 0.0);
-            for y in 0..s.h {
-                let row = &mut buf[((y + ph) * wp + pw) * cin..][..s.w * cin];
-                for (c, ch) in img.chunks_exact(plane_in).enumerate() {
-                    for (d, &v) in row[c..].iter_mut().step_by(cin).zip(&ch[y * s.w..][..s.w]) {
-                        *d = v;
+            // The image's pixels, from pixel (ph, pw) on, `cin` values each.
+            let interior = &mut buf[(ph * wp + pw) * cin..][..((s.h - 1) * wp + s.w) * cin];
+            if NC == 64 {
+                // SAFETY: the layer's path (AVX-512) was checked when packing; pixel (y, x)
+                // lies at (y·wp + x)·cin in `interior`, `cin` values each.
+                unsafe {
+                    let (at, planes) = (interior.as_mut_ptr().cast(), bytemuck::cast_slice(img));
+                    let (row, pixel) = (4 * wp * cin, 4 * cin);
+                    super::x86::planes_to_pixels_avx512(planes, cin, (s.h, s.w), at, row, pixel)
+                };
+            } else {
+                for y in 0..s.h {
+                    let row = &mut interior[y * wp * cin..][..s.w * cin];
+                    for (c, ch) in img.chunks_exact(plane_in).enumerate() {
+                        let src = &ch[y * s.w..][..s.w];
+                        for (d, &v) in row[c..].iter_mut().step_by(cin).zip(src) {
+                            *d = v;
+                        }
                     }
                 }
             }

@@ -291,17 +291,17 @@ pub(crate) unsafe fn copy_rows_strided_xor_avx2(
     }
 }
 
-/// The quads of `ncb` channel blocks, each a plane of `h × w` 4-byte lanes (`quads[(cb·h +
-/// y)·w + x]`), written pixel by pixel: quad `cb` of pixel `(y, x)` to `dst + y·row + x·cpix +
-/// 4·cb`; 16 pixels × 16 blocks at a time through one 16×16 transposition, each pixel's
-/// blocks with one masked store (a pixel's 16 blocks are 64 contiguous bytes), where one
-/// 4-byte store per quad had been the padded NHWC copy's hot spot.
+/// `ncb` planes of `h × w` 32-bit values (`quads[(cb·h + y)·w + x]`: the int8 NHWC copy's
+/// quads of 4 channels, or f32 channels) written pixel by pixel: value `cb` of pixel `(y, x)`
+/// to `dst + y·row + x·cpix + 4·cb` (bytes); 16 pixels × 16 planes at a time through one
+/// 16×16 transposition, each pixel's 16 values with one masked store (64 contiguous bytes),
+/// where one 4-byte store per value had been the padded NHWC copies' hot spot.
 ///
 /// # Safety
 /// avx512f must be available; `quads` holds `ncb·h·w` values; for every `y < h`, `x < w`,
 /// `dst + y·row + x·cpix + [0, 4·ncb)` is writable.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn quads_to_pixels_avx512(
+pub(crate) unsafe fn planes_to_pixels_avx512(
     quads: &[u32],
     ncb: usize,
     (h, w): (usize, usize),
