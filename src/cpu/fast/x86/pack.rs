@@ -291,47 +291,47 @@ pub(crate) unsafe fn copy_rows_strided_xor_avx2(
     }
 }
 
-/// `ncb` planes of `h × w` 32-bit values (`quads[(cb·h + y)·w + x]`: the int8 NHWC copy's
-/// quads of 4 channels, or f32 channels) written pixel by pixel: value `cb` of pixel `(y, x)`
-/// to `dst + y·row + x·cpix + 4·cb` (bytes); 16 pixels × 16 planes at a time through one
+/// `n` planes of `h × w` 32-bit values (`planes[(c·h + y)·w + x]`: the int8 NHWC copy's
+/// quads of 4 channels, or f32 channels) written pixel by pixel: value `c` of pixel `(y, x)`
+/// to `dst + y·row + x·pixel + 4·c` (bytes); 16 pixels × 16 planes at a time through one
 /// 16×16 transposition, each pixel's 16 values with one masked store (64 contiguous bytes),
 /// where one 4-byte store per value had been the padded NHWC copies' hot spot.
 ///
 /// # Safety
-/// avx512f must be available; `quads` holds `ncb·h·w` values; for every `y < h`, `x < w`,
-/// `dst + y·row + x·cpix + [0, 4·ncb)` is writable.
+/// avx512f must be available; `planes` holds `n·h·w` values; for every `y < h`, `x < w`,
+/// `dst + y·row + x·pixel + [0, 4·n)` is writable.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn planes_to_pixels_avx512(
-    quads: &[u32],
-    ncb: usize,
+    planes: &[u32],
+    n: usize,
     (h, w): (usize, usize),
     dst: *mut u8,
     row: usize,
-    cpix: usize,
+    pixel: usize,
 ) {
     let plane = h * w;
-    debug_assert!(quads.len() >= ncb * plane);
+    debug_assert!(planes.len() >= n * plane);
     // SAFETY: the caller guarantees the feature and the destination ranges; the loads are
-    // masked to the row's `nx` pixels of blocks below `ncb`, the stores to the pixel's `nb`
-    // blocks.
+    // masked to the row's `nx` pixels of planes below `n`, the stores to the pixel's `nc`
+    // values.
     unsafe {
         for y in 0..h {
             for x0 in (0..w).step_by(16) {
                 let nx = (w - x0).min(16);
                 let lm = super::low_bits(nx) as __mmask16;
-                for cb0 in (0..ncb).step_by(16) {
-                    let nb = (ncb - cb0).min(16);
-                    let r: [__m512i; 16] = std::array::from_fn(|i| match i < nb {
+                for c0 in (0..n).step_by(16) {
+                    let nc = (n - c0).min(16);
+                    let r: [__m512i; 16] = std::array::from_fn(|i| match i < nc {
                         true => {
-                            let at = quads.as_ptr().add((cb0 + i) * plane + y * w + x0);
+                            let at = planes.as_ptr().add((c0 + i) * plane + y * w + x0);
                             _mm512_maskz_loadu_epi32(lm, at.cast())
                         }
                         false => _mm512_setzero_si512(),
                     });
                     let t = super::gemm::transpose16_epi32(r);
-                    let sm = super::low_bits(nb) as __mmask16;
+                    let sm = super::low_bits(nc) as __mmask16;
                     for (x, &tx) in t.iter().enumerate().take(nx) {
-                        let at = dst.add(y * row + (x0 + x) * cpix + 4 * cb0);
+                        let at = dst.add(y * row + (x0 + x) * pixel + 4 * c0);
                         _mm512_mask_storeu_epi32(at.cast(), sm, tx);
                     }
                 }
