@@ -1308,6 +1308,7 @@ fn with_scratch<T: Copy + Default + 'static, R>(
 thread_local! {
     static SCRATCH_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_U32: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `dst[i] = row[ix0 + sx·i]` for every `i < dst.len()`: the columns that a strided conv's

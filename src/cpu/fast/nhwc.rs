@@ -112,44 +112,44 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, (flip, z): (u8, u8), avx512: bool, 
     let plane = s.h * s.w;
     let img = &x[n * s.c_in * plane..][..s.c_in * plane];
     let zplane = vec![z ^ flip; plane];
-    // The quads of every channel block, `[cb][y][x]`.
-    let mut quads = take_buffer(&NHWC_QUADS, ncb * plane);
-    for (cb, q) in quads.chunks_exact_mut(plane).enumerate() {
-        let src: [&[u8]; 4] = std::array::from_fn(|j| {
-            let c = 4 * cb + j;
-            match c < s.c_in {
-                true => &img[c * plane..][..plane],
-                false => &zplane[..],
-            }
-        });
-        super::int8::interleave(src, flip, bytemuck::cast_slice_mut(q));
-    }
-    // The image's pixels: from pixel (ph, pw) to the end of pixel (ph + h − 1, pw + w − 1).
-    let interior = &mut buf[(ph * wp + pw) * cpix..][..((s.h - 1) * wp + s.w) * cpix];
-    if avx512 {
-        // SAFETY: the layer's path (AVX-512 VNNI) was checked when packing; pixel (y, x) of
-        // the image lies at y·wp·cpix + x·cpix in `interior`, `cpix = 4·ncb` bytes each.
-        unsafe {
-            let at = interior.as_mut_ptr();
-            super::x86::planes_to_pixels_avx512(&quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
-        };
-    } else {
-        for (cb, q) in quads.chunks_exact(plane).enumerate() {
-            for (y, row) in q.chunks_exact(s.w).enumerate() {
-                let at = &mut interior[y * wp * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
-                for (xi, &q) in row.iter().enumerate() {
-                    // SAFETY: 4 bytes at xi·cpix lie in `at` (xi < w).
-                    unsafe {
-                        at.as_mut_ptr()
-                            .add(xi * cpix)
-                            .cast::<u32>()
-                            .write_unaligned(q)
-                    };
+    // The quads of every channel block, `[cb][y][x]` (each written before it is read).
+    super::with_scratch(&super::SCRATCH_U32, ncb * plane, |quads| {
+        for (cb, q) in quads.chunks_exact_mut(plane).enumerate() {
+            let src: [&[u8]; 4] = std::array::from_fn(|j| {
+                let c = 4 * cb + j;
+                match c < s.c_in {
+                    true => &img[c * plane..][..plane],
+                    false => &zplane[..],
+                }
+            });
+            super::int8::interleave(src, flip, bytemuck::cast_slice_mut(q));
+        }
+        // The image's pixels: from pixel (ph, pw) to the end of pixel (ph + h − 1, pw + w − 1).
+        let interior = &mut buf[(ph * wp + pw) * cpix..][..((s.h - 1) * wp + s.w) * cpix];
+        if avx512 {
+            // SAFETY: the layer's path (AVX-512 VNNI) was checked when packing; pixel (y, x) of
+            // the image lies at y·wp·cpix + x·cpix in `interior`, `cpix = 4·ncb` bytes each.
+            unsafe {
+                let at = interior.as_mut_ptr();
+                super::x86::planes_to_pixels_avx512(quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
+            };
+        } else {
+            for (cb, q) in quads.chunks_exact(plane).enumerate() {
+                for (y, row) in q.chunks_exact(s.w).enumerate() {
+                    let at = &mut interior[y * wp * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
+                    for (xi, &q) in row.iter().enumerate() {
+                        // SAFETY: 4 bytes at xi·cpix lie in `at` (xi < w).
+                        unsafe {
+                            at.as_mut_ptr()
+                                .add(xi * cpix)
+                                .cast::<u32>()
+                                .write_unaligned(q)
+                        };
+                    }
                 }
             }
         }
-    }
-    NHWC_QUADS.set(quads);
+    });
 }
 
 /// Sets the padding of a padded NHWC image `buf` of shape `s`'s input (`[Hp][Wp][pix]`, `pix`
@@ -167,27 +167,6 @@ fn fill_padding<T: Copy>(buf: &mut [T], s: &ConvShape, pix: usize, v: T) {
         r[(pw + s.w) * pix..].fill(v);
     }
     rest.fill(v);
-}
-
-/// A buffer of `len` values taken from `cell` (this thread's, reused across calls; an empty
-/// one on a nested call), for the caller to put back with `cell.set`. Its values are stale:
-/// the caller writes every value it reads.
-fn take_buffer<T: Copy + Default + 'static>(
-    cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
-    len: usize,
-) -> Vec<T> {
-    let mut buf = cell.with_borrow_mut(std::mem::take);
-    buf.resize(len, T::default());
-    buf
-}
-
-thread_local! {
-    /// The padded NHWC copy of [`run`]'s input image (see [`take_buffer`]).
-    static NHWC_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The channel blocks' quads of [`repack`] (see [`take_buffer`]).
-    static NHWC_QUADS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The padded NHWC copy of [`run_f32`]'s input image (see [`take_buffer`]).
-    static NHWC_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The conv of `pc` on input `x` (qparams `x_qp`) into the stored output bytes `out`, with the
@@ -307,61 +286,57 @@ fn run_with<const NC: usize>(
     debug_assert_eq!(int8_lanes(pc.isa), NC);
     // One image's copy at a time; channel tiles × blocks in parallel, the blocks of one
     // tile consecutive (one weight panel in L2 at a time, as in `run_f32_with`).
-    let mut buf = take_buffer(&NHWC_U8, hp * wp * cpix + 64);
-    for n in 0..s.n {
-        repack(
-            x,
-            s,
-            n,
-            (flip, zi as u8),
-            pc.isa == Isa::Avx512Vnni,
-            &mut buf,
-        );
-        let act = &buf[..];
-        par_for(threads, blocks * tiles, |item| {
-            let (b, tile) = (item % blocks, item / blocks);
-            let p0 = b * BLOCK;
-            let npx = BLOCK.min(plane_out - p0);
-            let o0 = tile * NC;
-            let nch = NC.min(s.c_out - o0);
-            let mut init = [0i32; NC];
-            init[..nch].copy_from_slice(&corr0[o0..o0 + nch]);
-            let wt = &w[tile * tile_len..][..tile_len];
-            // The input pixel of each output pixel of the block (past its end: the last one,
-            // whose results are not stored).
-            let pix: [usize; BLOCK + MR] = pixel_offsets(p0, npx, s.w_out, |oy, ox| {
-                (oy * p.stride[0] * wp + ox * p.stride[1]) * cpix
+    // (Each byte of the copy is written before it is read: the padding by `repack`.)
+    super::with_scratch(&super::SCRATCH_U8, hp * wp * cpix + 64, |buf| {
+        for n in 0..s.n {
+            repack(x, s, n, (flip, zi as u8), pc.isa == Isa::Avx512Vnni, buf);
+            let act = &buf[..];
+            par_for(threads, blocks * tiles, |item| {
+                let (b, tile) = (item % blocks, item / blocks);
+                let p0 = b * BLOCK;
+                let npx = BLOCK.min(plane_out - p0);
+                let o0 = tile * NC;
+                let nch = NC.min(s.c_out - o0);
+                let mut init = [0i32; NC];
+                init[..nch].copy_from_slice(&corr0[o0..o0 + nch]);
+                let wt = &w[tile * tile_len..][..tile_len];
+                // The input pixel of each output pixel of the block (past its end: the last one,
+                // whose results are not stored).
+                let pix: [usize; BLOCK + MR] = pixel_offsets(p0, npx, s.w_out, |oy, ox| {
+                    (oy * p.stride[0] * wp + ox * p.stride[1]) * cpix
+                });
+                // Pixel rows of the block's accumulators, 6 per micro-tile (this thread's; every
+                // row the epilogue stores is written here first).
+                with_px_scratch::<NC, _>(|px| {
+                    // (Blocking the taps so that a chunk's weights stay in L1, every micro-tile per
+                    // chunk, measured slower on the 14x14 layer: the whole reduction per
+                    // micro-tile.)
+                    for m0 in (0..npx).step_by(MR) {
+                        let tile_px: &mut [[i32; NC]; MR] =
+                            (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
+                        let pm: &[usize; MR] = pix[m0..m0 + MR].try_into().expect("6 pixels");
+                        // SAFETY: the ISA was checked when packing; every read lies in the padded
+                        // copy (pixel and tap offsets inside the padded image, `cpix` bytes each)
+                        // and in the tile's weights.
+                        let kernel = kernels[(npx - m0).min(MR) - 1];
+                        unsafe {
+                            kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), &init, tile_px)
+                        };
+                    }
+                    epilogue(
+                        px,
+                        Block {
+                            n,
+                            p0,
+                            npx,
+                            o0,
+                            nch,
+                        },
+                    );
+                });
             });
-            // Pixel rows of the block's accumulators, 6 per micro-tile (this thread's; every
-            // row the epilogue stores is written here first).
-            with_px_scratch::<NC, _>(|px| {
-                // (Blocking the taps so that a chunk's weights stay in L1, every micro-tile per
-                // chunk, measured slower on the 14x14 layer: the whole reduction per
-                // micro-tile.)
-                for m0 in (0..npx).step_by(MR) {
-                    let tile_px: &mut [[i32; NC]; MR] =
-                        (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
-                    let pm: &[usize; MR] = pix[m0..m0 + MR].try_into().expect("6 pixels");
-                    // SAFETY: the ISA was checked when packing; every read lies in the padded
-                    // copy (pixel and tap offsets inside the padded image, `cpix` bytes each)
-                    // and in the tile's weights.
-                    let kernel = kernels[(npx - m0).min(MR) - 1];
-                    unsafe { kernel(act.as_ptr(), pm, &taps, ncb, wt.as_ptr(), &init, tile_px) };
-                }
-                epilogue(
-                    px,
-                    Block {
-                        n,
-                        p0,
-                        npx,
-                        o0,
-                        nch,
-                    },
-                );
-            });
-        });
-    }
-    NHWC_U8.set(buf);
+        }
+    });
 }
 
 /// `at(oy, ox)` of output pixels `p0 .. p0 + npx` (rows of `w_out`), the last one repeated
@@ -838,87 +813,91 @@ fn run_f32_with<const NC: usize>(
     let tile_len = taps.len() * cin * NC;
     // The padded NHWC copy of one image at a time (unless `direct`); channel tiles × runs in
     // parallel.
-    let mut buf = take_buffer(&NHWC_F32, if direct { 0 } else { hp * wp * cin });
     let outp = SendPtr(out.as_mut_ptr());
-    for n in 0..s.n {
-        let img = &x[n * cin * plane_in..][..cin * plane_in];
-        if !direct {
-            fill_padding(&mut buf, s, cin, 0.0);
-            // The image's pixels, from pixel (ph, pw) on, `cin` values each.
-            let interior = &mut buf[(ph * wp + pw) * cin..][..((s.h - 1) * wp + s.w) * cin];
-            if NC == 64 {
-                // SAFETY: the layer's path (AVX-512) was checked when packing; pixel (y, x)
-                // lies at (y·wp + x)·cin in `interior`, `cin` values each.
-                unsafe {
-                    let (at, planes) = (interior.as_mut_ptr().cast(), bytemuck::cast_slice(img));
-                    let (row, pixel) = (4 * wp * cin, 4 * cin);
-                    super::x86::planes_to_pixels_avx512(planes, cin, (s.h, s.w), at, row, pixel)
-                };
-            } else {
-                for y in 0..s.h {
-                    let row = &mut interior[y * wp * cin..][..s.w * cin];
-                    for (c, ch) in img.chunks_exact(plane_in).enumerate() {
-                        let src = &ch[y * s.w..][..s.w];
-                        for (d, &v) in row[c..].iter_mut().step_by(cin).zip(src) {
-                            *d = v;
+    let len = if direct { 0 } else { hp * wp * cin };
+    super::with_scratch(&super::SCRATCH_F32, len, |buf| {
+        for n in 0..s.n {
+            let img = &x[n * cin * plane_in..][..cin * plane_in];
+            if !direct {
+                fill_padding(buf, s, cin, 0.0);
+                // The image's pixels, from pixel (ph, pw) on, `cin` values each.
+                let interior = &mut buf[(ph * wp + pw) * cin..][..((s.h - 1) * wp + s.w) * cin];
+                if NC == 64 {
+                    // SAFETY: the layer's path (AVX-512) was checked when packing; pixel (y, x)
+                    // lies at (y·wp + x)·cin in `interior`, `cin` values each.
+                    unsafe {
+                        let (at, planes) =
+                            (interior.as_mut_ptr().cast(), bytemuck::cast_slice(img));
+                        let (row, pixel) = (4 * wp * cin, 4 * cin);
+                        super::x86::planes_to_pixels_avx512(planes, cin, (s.h, s.w), at, row, pixel)
+                    };
+                } else {
+                    for y in 0..s.h {
+                        let row = &mut interior[y * wp * cin..][..s.w * cin];
+                        for (c, ch) in img.chunks_exact(plane_in).enumerate() {
+                            let src = &ch[y * s.w..][..s.w];
+                            for (d, &v) in row[c..].iter_mut().step_by(cin).zip(src) {
+                                *d = v;
+                            }
                         }
                     }
                 }
             }
-        }
-        let act = if direct { img } else { &buf[..] };
-        par_for(threads, runs * tiles, |item| {
-            let outp = &outp; // (the whole `Send` wrapper, not its pointer field)
-            let (r, tile) = (item % runs, item / runs);
-            let o0 = tile * NC;
-            let nch = NC.min(s.c_out - o0);
-            let wt = &w[tile * tile_len..][..tile_len];
-            let first = r * MR * F32_RUN;
-            let count = (MR * F32_RUN).min(plane_out - first);
-            // The run's accumulators, a pixel row each (this thread's; every row read below
-            // is written first).
-            let mut scratch = F32_SCRATCH.with_borrow_mut(std::mem::take);
-            scratch.resize(MR * F32_RUN * 64, 0.0);
-            let (px, _) = scratch.as_chunks_mut::<NC>();
-            let px = &mut px[..MR * F32_RUN];
-            for m0 in (0..count).step_by(MR) {
-                // The input pixel of each output pixel (past the plane: the last one, whose
-                // results are not stored).
-                let pm: [usize; MR] =
-                    pixel_offsets(first + m0, (count - m0).min(MR), s.w_out, |oy, ox| {
-                        oy * p.stride[0] * row_step + ox * p.stride[1] * pixel
-                    });
-                let acc: &mut [[f32; NC]; MR] =
-                    (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
-                // SAFETY: the ISA was checked when packing; every read lies in the padded copy
-                // or the image (pixel and tap offsets inside it, `cin` values `cs` apart each)
-                // and in the tile's weights.
-                let kernel = kernels[(count - m0).min(MR) - 1];
-                unsafe { kernel(act.as_ptr(), &pm, &taps, cin, cs, wt.as_ptr(), acc) };
-            }
-            // Channel by channel, the run's pixels are consecutive outputs: the rows
-            // transposed back (16×16 blocks on AVX-512, 8×8 on AVX2), bias and clamp fused.
-            let b: [f32; NC] = std::array::from_fn(|j| match (bias, j < nch) {
-                (Some(b), true) => b[o0 + j],
-                _ => 0.0,
-            });
-            let (b, rows) = (&b[..nch], px.as_flattened());
-            let bounds = clamp.map(|c| (c.lo, c.hi));
-            // SAFETY: the ISA was checked when packing (AVX-512 for 64 channels per row, AVX2
-            // at least for 16); `px` holds the run's `count` pixel rows of NC channels;
-            // channels o0 .. o0 + nch, pixels first .. first + count lie in the output,
-            // written by this task only.
-            unsafe {
-                let out = outp.0.add((n * s.c_out + o0) * plane_out + first);
-                match NC {
-                    64 => super::x86::nhwc_f32_out_avx512(rows, count, b, bounds, out, plane_out),
-                    _ => super::x86::nhwc_f32_out_avx2(rows, count, b, bounds, out, plane_out),
+            let act = if direct { img } else { &buf[..] };
+            par_for(threads, runs * tiles, |item| {
+                let outp = &outp; // (the whole `Send` wrapper, not its pointer field)
+                let (r, tile) = (item % runs, item / runs);
+                let o0 = tile * NC;
+                let nch = NC.min(s.c_out - o0);
+                let wt = &w[tile * tile_len..][..tile_len];
+                let first = r * MR * F32_RUN;
+                let count = (MR * F32_RUN).min(plane_out - first);
+                // The run's accumulators, a pixel row each (this thread's; every row read below
+                // is written first).
+                let mut scratch = F32_SCRATCH.with_borrow_mut(std::mem::take);
+                scratch.resize(MR * F32_RUN * 64, 0.0);
+                let (px, _) = scratch.as_chunks_mut::<NC>();
+                let px = &mut px[..MR * F32_RUN];
+                for m0 in (0..count).step_by(MR) {
+                    // The input pixel of each output pixel (past the plane: the last one, whose
+                    // results are not stored).
+                    let pm: [usize; MR] =
+                        pixel_offsets(first + m0, (count - m0).min(MR), s.w_out, |oy, ox| {
+                            oy * p.stride[0] * row_step + ox * p.stride[1] * pixel
+                        });
+                    let acc: &mut [[f32; NC]; MR] =
+                        (&mut px[m0..m0 + MR]).try_into().expect("6 pixel rows");
+                    // SAFETY: the ISA was checked when packing; every read lies in the padded copy
+                    // or the image (pixel and tap offsets inside it, `cin` values `cs` apart each)
+                    // and in the tile's weights.
+                    let kernel = kernels[(count - m0).min(MR) - 1];
+                    unsafe { kernel(act.as_ptr(), &pm, &taps, cin, cs, wt.as_ptr(), acc) };
                 }
-            };
-            F32_SCRATCH.set(scratch);
-        });
-    }
-    NHWC_F32.set(buf);
+                // Channel by channel, the run's pixels are consecutive outputs: the rows
+                // transposed back (16×16 blocks on AVX-512, 8×8 on AVX2), bias and clamp fused.
+                let b: [f32; NC] = std::array::from_fn(|j| match (bias, j < nch) {
+                    (Some(b), true) => b[o0 + j],
+                    _ => 0.0,
+                });
+                let (b, rows) = (&b[..nch], px.as_flattened());
+                let bounds = clamp.map(|c| (c.lo, c.hi));
+                // SAFETY: the ISA was checked when packing (AVX-512 for 64 channels per row, AVX2
+                // at least for 16); `px` holds the run's `count` pixel rows of NC channels;
+                // channels o0 .. o0 + nch, pixels first .. first + count lie in the output,
+                // written by this task only.
+                unsafe {
+                    let out = outp.0.add((n * s.c_out + o0) * plane_out + first);
+                    match NC {
+                        64 => {
+                            super::x86::nhwc_f32_out_avx512(rows, count, b, bounds, out, plane_out)
+                        }
+                        _ => super::x86::nhwc_f32_out_avx2(rows, count, b, bounds, out, plane_out),
+                    }
+                };
+                F32_SCRATCH.set(scratch);
+            });
+        }
+    });
 }
 
 thread_local! {
