@@ -126,29 +126,16 @@ fn repack(x: &[u8], s: &ConvShape, n: usize, (flip, z): (u8, u8), avx512: bool, 
         }
         // The image's pixels: from pixel (ph, pw) to the end of pixel (ph + h − 1, pw + w − 1).
         let interior = &mut buf[(ph * wp + pw) * cpix..][..((s.h - 1) * wp + s.w) * cpix];
-        if avx512 {
-            // SAFETY: the layer's path (AVX-512 VNNI) was checked when packing; pixel (y, x) of
-            // the image lies at y·wp·cpix + x·cpix in `interior`, `cpix = 4·ncb` bytes each.
-            unsafe {
-                let at = interior.as_mut_ptr();
-                super::x86::planes_to_pixels_avx512(quads, ncb, (s.h, s.w), at, wp * cpix, cpix)
-            };
-        } else {
-            for (cb, q) in quads.chunks_exact(plane).enumerate() {
-                for (y, row) in q.chunks_exact(s.w).enumerate() {
-                    let at = &mut interior[y * wp * cpix + 4 * cb..][..(s.w - 1) * cpix + 4];
-                    for (xi, &q) in row.iter().enumerate() {
-                        // SAFETY: 4 bytes at xi·cpix lie in `at` (xi < w).
-                        unsafe {
-                            at.as_mut_ptr()
-                                .add(xi * cpix)
-                                .cast::<u32>()
-                                .write_unaligned(q)
-                        };
-                    }
-                }
+        let (at, row) = (interior.as_mut_ptr(), wp * cpix);
+        // SAFETY: the layer's path was checked when packing (AVX-512 VNNI where `avx512`, else
+        // AVX-VNNI or AVX2: AVX2 at least); pixel (y, x) of the image lies at y·wp·cpix +
+        // x·cpix in `interior`, `cpix = 4·ncb` bytes each.
+        unsafe {
+            match avx512 {
+                true => super::x86::planes_to_pixels_avx512(quads, ncb, (s.h, s.w), at, row, cpix),
+                false => super::x86::planes_to_pixels_avx2(quads, ncb, (s.h, s.w), at, row, cpix),
             }
-        }
+        };
     });
 }
 
@@ -822,26 +809,17 @@ fn run_f32_with<const NC: usize>(
                 fill_padding(buf, s, cin, 0.0);
                 // The image's pixels, from pixel (ph, pw) on, `cin` values each.
                 let interior = &mut buf[(ph * wp + pw) * cin..][..((s.h - 1) * wp + s.w) * cin];
-                if NC == 64 {
-                    // SAFETY: the layer's path (AVX-512) was checked when packing; pixel (y, x)
-                    // lies at (y·wp + x)·cin in `interior`, `cin` values each.
-                    unsafe {
-                        let (at, planes) =
-                            (interior.as_mut_ptr().cast(), bytemuck::cast_slice(img));
-                        let (row, pixel) = (4 * wp * cin, 4 * cin);
-                        super::x86::planes_to_pixels_avx512(planes, cin, (s.h, s.w), at, row, pixel)
-                    };
-                } else {
-                    for y in 0..s.h {
-                        let row = &mut interior[y * wp * cin..][..s.w * cin];
-                        for (c, ch) in img.chunks_exact(plane_in).enumerate() {
-                            let src = &ch[y * s.w..][..s.w];
-                            for (d, &v) in row[c..].iter_mut().step_by(cin).zip(src) {
-                                *d = v;
-                            }
-                        }
+                // SAFETY: the layer's path was checked when packing (AVX-512 for 64 channels
+                // per row, AVX2 at least for 16); pixel (y, x) lies at (y·wp + x)·cin in
+                // `interior`, `cin` values each.
+                unsafe {
+                    let (at, planes) = (interior.as_mut_ptr().cast(), bytemuck::cast_slice(img));
+                    let (row, pixel, hw) = (4 * wp * cin, 4 * cin, (s.h, s.w));
+                    match NC {
+                        64 => super::x86::planes_to_pixels_avx512(planes, cin, hw, at, row, pixel),
+                        _ => super::x86::planes_to_pixels_avx2(planes, cin, hw, at, row, pixel),
                     }
-                }
+                };
             }
             let act = if direct { img } else { &buf[..] };
             par_for(threads, runs * tiles, |item| {

@@ -727,7 +727,7 @@ pub(crate) unsafe fn nhwc_f32_out_avx512(
 /// avx must be available.
 #[inline]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
+pub(crate) unsafe fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
     // s[h][k]: lane L of 128-bit half j holds element k + 4j of row 4h + L.
     let s: [[__m256; 4]; 2] = std::array::from_fn(|h| {
         let (r0, r1, r2, r3) = (r[4 * h], r[4 * h + 1], r[4 * h + 2], r[4 * h + 3]);

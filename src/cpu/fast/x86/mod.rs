@@ -53,8 +53,8 @@ pub(super) use gemm::{
 pub(super) use pack::{
     add_bias_runs_avx512, bytes_to_f32_avx2, bytes_to_f32_avx512, bytes_to_f32_split2_avx2,
     bytes_to_i16_avx2, copy_rows_strided_xor_avx2, copy_rows_xor_avx2, copy_rows_xor_avx512,
-    interleave4, interleave4_avx512, max_xor_avx2, pair_plane_avx2, planes_to_pixels_avx512,
-    qlinear_add_avx2,
+    interleave4, interleave4_avx512, max_xor_avx2, pair_plane_avx2, planes_to_pixels_avx2,
+    planes_to_pixels_avx512, qlinear_add_avx2,
 };
 pub(super) use requant::{
     requant_row_avx2, requant_row_avx512, requant_row_cached_avx2, requant_tile_avx2,

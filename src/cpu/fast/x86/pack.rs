@@ -340,6 +340,53 @@ pub(crate) unsafe fn planes_to_pixels_avx512(
     }
 }
 
+/// [`planes_to_pixels_avx512`] on AVX2: 8 pixels × 8 planes at a time through one 8×8
+/// transposition, each pixel's 8 values with one (masked, for a last partial group of
+/// planes) 32-byte store.
+///
+/// # Safety
+/// avx2 must be available; ranges as for [`planes_to_pixels_avx512`].
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn planes_to_pixels_avx2(
+    planes: &[u32],
+    n: usize,
+    (h, w): (usize, usize),
+    dst: *mut u8,
+    row: usize,
+    pixel: usize,
+) {
+    let plane = h * w;
+    debug_assert!(planes.len() >= n * plane);
+    // SAFETY: the caller guarantees the feature and the destination ranges; the loads are
+    // masked to the row's `nx` pixels of planes below `n`, the stores to the pixel's `nc`
+    // values.
+    unsafe {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for y in 0..h {
+            for x0 in (0..w).step_by(8) {
+                let nx = (w - x0).min(8);
+                let lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(nx as i32), lanes);
+                for c0 in (0..n).step_by(8) {
+                    let nc = (n - c0).min(8);
+                    let r: [__m256; 8] = std::array::from_fn(|i| match i < nc {
+                        true => {
+                            let at = planes.as_ptr().add((c0 + i) * plane + y * w + x0);
+                            _mm256_castsi256_ps(_mm256_maskload_epi32(at.cast(), lm))
+                        }
+                        false => _mm256_setzero_ps(),
+                    });
+                    let t = super::gemm::transpose8_ps(r);
+                    let sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc as i32), lanes);
+                    for (x, &tx) in t.iter().enumerate().take(nx) {
+                        let at = dst.add(y * row + (x0 + x) * pixel + 4 * c0);
+                        _mm256_maskstore_epi32(at.cast(), sm, _mm256_castps_si256(tx));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// [`interleave4`] with AVX-512 (64 positions per step), then the SSE2 version for the rest.
 ///
 /// # Safety
