@@ -592,7 +592,7 @@ fn channels_in_lanes_gemm_matches_reference() {
         ),
         ([1, 64, 8, 8], [64, 64, 1, 1], ConvParams::default()),
         // Rows of 17 pixels (a last group of one) and 18 channel blocks (16 + 2) in the
-        // NHWC copy's 16×16 transpositions.
+        // NHWC copy's 16×16 and 8×8 transpositions (17 = 16 + 1 = 8 + 8 + 1).
         (
             [1, 70, 3, 17],
             [20, 70, 3, 3],

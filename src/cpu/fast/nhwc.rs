@@ -100,8 +100,8 @@ fn channel_fill(c_out: usize, tile: usize) -> f64 {
 
 /// Copies image `n` of `x` into `buf` as the padded NHWC u8 activations `u = x ^ flip`:
 /// `[Hp][Wp][4·⌈Cin/4⌉]`, `z` at padded pixels and channels. Each block of 4 channels is
-/// interleaved into quads first, then the quads are written pixel by pixel (through 16×16
-/// transpositions where `avx512`: the layer's path is AVX-512 VNNI).
+/// interleaved into quads first, then the quads are written pixel by pixel through 16×16
+/// transpositions where `avx512` (the layer's path is AVX-512 VNNI), else 8×8 ones (AVX2).
 fn repack(x: &[u8], s: &ConvShape, n: usize, (flip, z): (u8, u8), avx512: bool, buf: &mut [u8]) {
     let p = &s.params;
     let (ph, pw) = (p.padding[0], p.padding[1]);
