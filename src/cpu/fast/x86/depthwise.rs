@@ -740,6 +740,21 @@ struct RowPlane {
 }
 
 impl RowPlane {
+    /// `(ox, j, col)` for every output column `ox` and kernel column `j` of `s` whose input
+    /// column `col` lies inside the row (the other taps read padding): the column tables of
+    /// both row kernels.
+    fn real_taps(s: &crate::shape::ConvShape) -> impl Iterator<Item = (usize, usize, u8)> + '_ {
+        let p = &s.params;
+        (0..s.w_out).flat_map(move |ox| {
+            (0..s.kw).filter_map(move |j| {
+                let col = (ox * p.stride[1] + j * p.dilation[1]) as isize - p.padding[1] as isize;
+                (0..s.w as isize)
+                    .contains(&col)
+                    .then_some((ox, j, col as u8))
+            })
+        })
+    }
+
     /// The rows of conv `s` (one input channel per group).
     fn new(s: &crate::shape::ConvShape) -> Self {
         let p = &s.params;
@@ -791,17 +806,10 @@ impl DwSmall {
         if !Self::fits(s) {
             return None;
         }
-        let p = &s.params;
-        let (sx, dw) = (p.stride[1], p.dilation[1]);
         let (mut idx, mut fix) = ([0x80u8; 32], [z; 32]);
-        for ox in 0..s.w_out {
-            for j in 0..s.kw {
-                let col = (ox * sx + j * dw) as isize - p.padding[1] as isize;
-                if (0..s.w as isize).contains(&col) {
-                    let b = 16 * (ox / 4) + 4 * (ox % 4) + j;
-                    (idx[b], fix[b]) = (col as u8, flip);
-                }
-            }
+        for (ox, j, col) in RowPlane::real_taps(s) {
+            let b = 16 * (ox / 4) + 4 * (ox % 4) + j;
+            (idx[b], fix[b]) = (col, flip);
         }
         Some(DwSmall {
             idx,
@@ -1166,19 +1174,12 @@ impl DwRows {
         if !Self::fits(s) {
             return None;
         }
-        let p = &s.params;
-        let (sx, dw) = (p.stride[1], p.dilation[1]);
         let nv = s.w_out.div_ceil(16);
         let (mut idx, mut take) = ([[0u8; 64]; 2], [0u64; 2]);
-        for ox in 0..s.w_out {
+        for (ox, j, col) in RowPlane::real_taps(s) {
             let (v, l) = (ox / 16, ox % 16);
-            for j in 0..s.kw {
-                let col = (ox * sx + j * dw) as isize - p.padding[1] as isize;
-                if (0..s.w as isize).contains(&col) {
-                    idx[v][4 * l + j] = col as u8;
-                    take[v] |= 1 << (4 * l + j);
-                }
-            }
+            idx[v][4 * l + j] = col;
+            take[v] |= 1 << (4 * l + j);
         }
         let mut order = [0u8; 64];
         for r in 0..4 / nv {
