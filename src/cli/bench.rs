@@ -289,11 +289,15 @@ pub fn run_bench(
         };
         // Both CPU paths pack their weights once, as a model's layers do, and write into one
         // output buffer, as a runtime's preallocated (arena) outputs are: allocating and
-        // zeroing the output is not timed.
+        // zeroing the output is not timed. Their runs are timed on the pool's workers (see
+        // `cpu::fast::on_pool`), as a model's ops run: a call from outside the pool would
+        // also time waking it (tens of microseconds on a virtual machine), every run.
         let packed_f32 = cpu::fast::PackedConvF32::new(&w, shape.w, shape.params, isa)?;
         let mut y_f32 = vec![0f32; s.output_len()];
-        let ms = median_ms(opts.runs, || {
-            packed_f32.run_into(&x, shape.x, None, &fopts, &mut y_f32)
+        let ms = cpu::fast::on_pool(opts.threads, || {
+            median_ms(opts.runs, || {
+                packed_f32.run_into(&x, shape.x, None, &fopts, &mut y_f32)
+            })
         })?;
         push(
             "float32 cpu",
@@ -304,8 +308,10 @@ pub fn run_bench(
         let packed =
             cpu::fast::PackedConv2d::with_isa(&w_q, shape.w, &w_qp, &epi, shape.params, isa)?;
         let mut y_q = vec![0u8; s.output_len()];
-        let ms = median_ms(opts.runs, || {
-            packed.run_into(&x_q, shape.x, &xqp, &fopts, &mut y_q)
+        let ms = cpu::fast::on_pool(opts.threads, || {
+            median_ms(opts.runs, || {
+                packed.run_into(&x_q, shape.x, &xqp, &fopts, &mut y_q)
+            })
         })?;
         let kernel = packed.kernel_name(&x_q, &xqp);
         let bits = opts.act_bits;

@@ -952,8 +952,9 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         let results = match a.threads {
             Some(t) => {
                 squint::cpu::fast::FastConvOptions::with_threads(t).validate()?;
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
+                // A pool of exactly `t` workers (one included: the model's ops run on the
+                // current pool), pinned as the fast kernels' own pools are.
+                squint::cpu::fast::pool_builder(t)
                     .build()
                     .map_err(|e| {
                         squint::Error::InvalidParameter(format!(

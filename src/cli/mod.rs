@@ -401,6 +401,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    start_global_pool();
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -415,6 +416,19 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// Builds rayon's global pool, which the CPU paths use where `--threads` is not given, with
+/// its workers pinned as the library's local pools are (see `cpu::fast::pool_builder`): as
+/// many as rayon would start (`RAYON_NUM_THREADS`, else one per CPU this process may use).
+fn start_global_pool() {
+    let t = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // This fails only where the global pool exists already, which then stays as it is.
+    let _ = squint::cpu::fast::pool_builder(t).build_global();
 }
 
 /// Prints `--help` / `--version` as clap does; prints any other command-line error as one line

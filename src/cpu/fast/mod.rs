@@ -151,7 +151,7 @@ use crate::quant::{weight_abs_sums, Epilogue, QParams, WeightQParams};
 use crate::shape::{ConvParams, ConvShape};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use add::qlinear_add_avx2;
@@ -264,13 +264,76 @@ fn on_a_worker(threads: Option<usize>) -> bool {
 pub fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
     match threads {
         Some(1) => f(),
-        None if rayon::current_thread_index().is_some() => f(),
+        None if rayon::current_thread_index().is_some() => with_spinning_workers(f),
         // The current pool (the global one outside any pool).
-        None => rayon::scope(|_| f()),
+        None => rayon::scope(|_| with_spinning_workers(f)),
         Some(t) => match pool(t) {
-            Ok(p) => p.install(f),
+            Ok(p) => p.install(|| with_spinning_workers(f)),
             Err(_) => f(),
         },
+    }
+}
+
+/// Runs `f` on this worker while the pool's other workers wait for its parallel loops by
+/// spinning rather than sleeping, as ONNX Runtime's workers do during a run (unless the
+/// environment variable `SQUINT_SPIN` is `0`). A sleeping rayon worker takes 22–40 µs to
+/// pick up a fork, a spinning one under a microsecond (measured from inside a pool of two
+/// after idle gaps of 20 µs to 5 ms, 2-vCPU KVM guest, Intel Xeon; rayon's workers fall
+/// asleep about 20 µs after their last job): the int8 convs of a MobileNetV2 take 15–80 µs
+/// each, and with sleeping workers its run on two threads was no faster than on one.
+///
+/// Each other worker runs a spinner (a broadcast job of a scope around `f`) that executes
+/// the pool's jobs (`rayon::yield_now`) until `f` returns, or until it has found no job for
+/// [`SPIN_IDLE`]: a spinner may start inside a worker's wait for some other job, which
+/// cannot resume beneath it, and the bound keeps that from waiting on `f` (or forever, where
+/// `f` waits on it). One such region at a time in the process (a run that finds another
+/// spinning runs without); the spinning costs CPU time while `f` runs, nothing after.
+fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static SPINNING: AtomicBool = AtomicBool::new(false);
+    let disabled = std::env::var("SQUINT_SPIN").is_ok_and(|v| v.trim() == "0");
+    if disabled || rayon::current_num_threads() < 2 || SPINNING.swap(true, Ordering::AcqRel) {
+        return f();
+    }
+    /// Stores its value into its flag when dropped (a panic's unwinding included).
+    struct SetOnDrop<'a>(&'a AtomicBool, bool);
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(self.1, Ordering::Release);
+        }
+    }
+    // Frees the region after the scope, which waits for every spinner.
+    let _region = SetOnDrop(&SPINNING, false);
+    let done = AtomicBool::new(false);
+    let me = rayon::current_thread_index();
+    rayon::in_place_scope(|s| {
+        s.spawn_broadcast(|_, ctx| {
+            // This worker runs `f`; a worker that takes its broadcast after `f` returned
+            // finds `done` set and returns at once.
+            if Some(ctx.index()) != me {
+                spin_for_jobs(&done);
+            }
+        });
+        let _done = SetOnDrop(&done, true);
+        f()
+    })
+}
+
+/// How long a spinner of [`with_spinning_workers`] polls without finding a job before it
+/// returns (and its worker may sleep): longer than the gaps between a model's parallel
+/// loops (an elementwise op, a small conv run on one thread), short against a run.
+const SPIN_IDLE: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Executes the pool's jobs until `done` is set or none was found for [`SPIN_IDLE`].
+fn spin_for_jobs(done: &AtomicBool) {
+    let mut last = std::time::Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            last = std::time::Instant::now();
+        } else if last.elapsed() > SPIN_IDLE {
+            return;
+        } else {
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -503,7 +566,51 @@ fn thread_count(threads: Option<usize>) -> usize {
     }
 }
 
-/// A cached local rayon pool of `t` threads; an error if the system cannot create it.
+/// A rayon pool builder of `t` worker threads named `squint-conv-{i}`, each pinned to a CPU
+/// of its own where this thread may run on at least `t` CPUs: worker `i` to the `i`-th of
+/// them (unpinned otherwise, or where the environment variable `SQUINT_PIN_THREADS` is
+/// `0`). Every local pool of the fast kernels (see [`FastConvOptions::threads`]) is built
+/// this way, and the `squint` tool builds its global pool so.
+///
+/// Why pin: rayon's idle workers sleep, and Linux wakes a sleeping worker on the CPU of the
+/// thread that wakes it when it deems that cheap, so an unpinned pool of two often ends up
+/// with both workers on one CPU, taking turns, while the other CPU idles (seen with `perf
+/// sched timehist` on a 2-vCPU KVM guest, Intel Xeon: `squint bench --threads 2` then ran
+/// its convs at one thread's speed or below, and not only at first: once paired, the
+/// workers stayed paired for the rest of the run). Pinned, the same bench in alternation
+/// with unpinned runs: 1x256x14x14 3x3 int8 0.22–0.28 ms against 0.42–0.43, f32 0.83–1.12
+/// against 1.56–1.72; 1x64x56x56 int8 0.23–0.41 against 0.47–0.71. ONNX Runtime's workers
+/// spin rather than sleep, so stay on their CPUs; OpenMP runtimes pin with
+/// `OMP_PROC_BIND`. A pinned worker cannot move off a CPU that another busy process
+/// shares; results never depend on it.
+pub fn pool_builder(t: usize) -> rayon::ThreadPoolBuilder {
+    let disabled = std::env::var("SQUINT_PIN_THREADS").is_ok_and(|v| v.trim() == "0");
+    let cpus = pin_plan(t, disabled, core_affinity::get_core_ids());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .thread_name(|i| format!("squint-conv-{i}"))
+        .start_handler(move |i| {
+            if let Some(&cpu) = cpus.as_ref().and_then(|c| c.get(i)) {
+                // A failure leaves the worker unpinned: slower at worst, same results.
+                core_affinity::set_for_current(cpu);
+            }
+        })
+}
+
+/// The CPUs the `t` workers of a pool are pinned to, worker `i` to the `i`-th (see
+/// [`pool_builder`]): the first `t` of `cpus` (those this thread may run on), where there
+/// are at least `t` and pinning is not `disabled`.
+fn pin_plan(
+    t: usize,
+    disabled: bool,
+    cpus: Option<Vec<core_affinity::CoreId>>,
+) -> Option<Vec<core_affinity::CoreId>> {
+    let cpus = cpus.filter(|c| !disabled && c.len() >= t)?;
+    Some(cpus[..t].to_vec())
+}
+
+/// A cached local rayon pool of `t` threads ([`pool_builder`]); an error if the system
+/// cannot create it.
 fn pool(t: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
@@ -513,13 +620,9 @@ fn pool(t: usize) -> Result<Arc<rayon::ThreadPool>> {
     if let Some(p) = pools.get(&t) {
         return Ok(p.clone());
     }
-    let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .thread_name(|i| format!("squint-conv-{i}"))
-        .build()
-        .map_err(|e| {
-            Error::InvalidParameter(format!("cannot start a pool of {t} CPU threads: {e}"))
-        })?;
+    let p = pool_builder(t).build().map_err(|e| {
+        Error::InvalidParameter(format!("cannot start a pool of {t} CPU threads: {e}"))
+    })?;
     let p = Arc::new(p);
     pools.insert(t, p.clone());
     Ok(p)
@@ -1421,6 +1524,7 @@ pub fn conv2d_f32(
 #[cfg(test)]
 mod tests {
     use super::{on_pool, FastConvOptions, Grain, IN_POOL_GRAIN_DIVISOR};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn convs_under_a_grain_run_on_the_calling_thread_unless_split_small() {
@@ -1507,5 +1611,86 @@ mod tests {
             Some(2),
             || super::on_a_worker(Some(2))
         )));
+    }
+
+    #[test]
+    fn pin_plan_takes_the_first_cpus_only_where_there_are_enough() {
+        use core_affinity::CoreId;
+        let cpus: Vec<CoreId> = [3, 5, 9].map(|id| CoreId { id }).to_vec();
+        let ids = |p: Option<Vec<CoreId>>| p.map(|c| c.iter().map(|c| c.id).collect::<Vec<_>>());
+        assert_eq!(
+            ids(super::pin_plan(2, false, Some(cpus.clone()))),
+            Some(vec![3, 5])
+        );
+        assert_eq!(
+            ids(super::pin_plan(3, false, Some(cpus.clone()))),
+            Some(vec![3, 5, 9])
+        );
+        assert_eq!(ids(super::pin_plan(4, false, Some(cpus.clone()))), None);
+        assert_eq!(ids(super::pin_plan(2, true, Some(cpus))), None);
+        assert_eq!(ids(super::pin_plan(1, false, None)), None);
+    }
+
+    #[test]
+    fn pool_workers_each_run_on_their_own_cpu() {
+        let Some(cpus) = core_affinity::get_core_ids() else {
+            return; // no affinity on this platform: nothing is pinned
+        };
+        let t = cpus.len().min(4);
+        let pool = super::pool_builder(t).build().expect("a pool");
+        let masks = pool.broadcast(|_| core_affinity::get_core_ids().unwrap_or_default());
+        let pinned = std::env::var("SQUINT_PIN_THREADS").map_or(true, |v| v.trim() != "0");
+        for (i, mask) in masks.iter().enumerate() {
+            let mask: Vec<usize> = mask.iter().map(|c| c.id).collect();
+            match pinned {
+                true => assert_eq!(mask, [cpus[i].id], "worker {i} of {t}"),
+                false => assert_eq!(mask.len(), cpus.len(), "worker {i} unpinned"),
+            }
+        }
+    }
+
+    /// Runs `work` loops of 64 items on the pool of `on_pool`, each item summing its index;
+    /// the total of every loop.
+    fn loops_on_pool(threads: Option<usize>, work: usize) -> u64 {
+        on_pool(threads, || {
+            let total = AtomicU64::new(0);
+            for _ in 0..work {
+                super::par_for(None, 64, |i| {
+                    total.fetch_add(i as u64, Ordering::Relaxed);
+                });
+            }
+            total.into_inner()
+        })
+    }
+
+    #[test]
+    fn on_pool_with_spinning_workers_runs_every_loop_and_survives_a_panic() {
+        let want = 10 * (0..64u64).sum::<u64>();
+        assert_eq!(loops_on_pool(Some(2), 10), want);
+        let panicked = std::panic::catch_unwind(|| on_pool(Some(2), || panic!("inside f")));
+        assert!(panicked.is_err(), "the panic reaches the caller");
+        // The spinners stopped and the region was freed: later runs go on as before.
+        assert_eq!(loops_on_pool(Some(2), 10), want);
+        assert_eq!(loops_on_pool(None, 10), want);
+    }
+
+    #[test]
+    fn concurrent_and_nested_runs_on_one_pool_all_finish() {
+        // Runs that start on several workers at once (one of them spins its pool's other
+        // workers, whose spinners may start inside the others' waits) and runs nested in
+        // them: each returns, with its own loops' total.
+        let want = 3 * (0..64u64).sum::<u64>();
+        let pool = super::pool(2).expect("a pool of two");
+        let totals: Vec<u64> = pool.install(|| {
+            use rayon::prelude::*;
+            (0..8)
+                .into_par_iter()
+                .map(|k| match k % 2 {
+                    0 => loops_on_pool(None, 3),
+                    _ => on_pool(None, || loops_on_pool(None, 3)),
+                })
+                .collect()
+        });
+        assert_eq!(totals, vec![want; 8]);
     }
 }
