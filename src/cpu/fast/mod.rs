@@ -323,7 +323,9 @@ fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// loops (an elementwise op, a small conv run on one thread), short against a run.
 const SPIN_IDLE: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Executes the pool's jobs until `done` is set or none was found for [`SPIN_IDLE`].
+/// Executes the pool's jobs until `done` is set or none was found for [`SPIN_IDLE`]. Between
+/// two looks for a job it pauses 16 times (`spin_loop`, a few hundred nanoseconds): each
+/// look reads the other workers' deques, whose owners write them at every fork.
 fn spin_for_jobs(done: &AtomicBool) {
     let mut last = std::time::Instant::now();
     while !done.load(Ordering::Acquire) {
@@ -332,7 +334,9 @@ fn spin_for_jobs(done: &AtomicBool) {
         } else if last.elapsed() > SPIN_IDLE {
             return;
         } else {
-            std::hint::spin_loop();
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
         }
     }
 }
