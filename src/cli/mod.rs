@@ -91,7 +91,9 @@ pub struct BenchArgs {
     /// fraction_of_peak).
     #[arg(long)]
     pub json: bool,
-    /// CPU threads for the fast paths (default: all cores).
+    /// CPU threads for the fast paths (default: all cores). Each worker is pinned to a CPU of
+    /// its own (SQUINT_PIN_THREADS=0: not), and the timed runs keep the other workers
+    /// spinning for work, as a model's run does (SQUINT_SPIN=0: not).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Timed runs per path (median reported).

@@ -167,8 +167,9 @@ pub const MAX_THREADS: usize = 1024;
 /// Options of the fast CPU kernels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FastConvOptions {
-    /// Worker threads: `None` = the global rayon pool (one per core by default); `Some(1)` runs
-    /// on the calling thread; `Some(n)` runs on a cached local pool of `n` threads, for `n` in
+    /// Worker threads: `None` = the current rayon pool (outside any, the global one: one per
+    /// core by default); `Some(1)` runs on the calling thread; `Some(n)` runs on a cached
+    /// local pool of `n` threads (built by [`pool_builder`]: pinned), for `n` in
     /// `1..=`[`MAX_THREADS`] (other counts are an [`Error::InvalidParameter`]).
     pub threads: Option<usize>,
     /// Split every conv across the threads, however small. By default (`false`) a conv with
