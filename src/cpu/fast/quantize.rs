@@ -10,8 +10,8 @@
 //! replaced by 0 first. Zero points so far outside the dtype that `lo` or `hi` leave ±2^24
 //! take the reference.
 //!
-//! Both loops run compiled for the widest vectors of the CPU (`wide`), in 32 KiB chunks across
-//! the pool's threads inside a model run (`par_bytes`).
+//! Both loops run compiled for the widest vectors of the CPU (`wide`), in chunks of 4 KiB
+//! (`PAR_BYTES_CHUNK`) across the pool's threads inside a model run (`par_bytes`).
 
 use crate::quant::{inverse_scale, quantize_slice as reference, rne, QParams};
 
