@@ -261,7 +261,9 @@ fn on_a_worker(threads: Option<usize>) -> bool {
 /// on, or on the calling thread where that is one already (or `threads` is one). Every
 /// parallel loop `f` starts on that pool then forks and joins from inside it, which costs a
 /// fraction of a join from outside (see [`IN_POOL_GRAIN_DIVISOR`]): a model's run calls
-/// its ops this way (see `FastCpuBackend::run`). A pool that cannot be built runs `f` here.
+/// its ops this way (see `FastCpuBackend::run`). While `f` runs, the pool's other workers
+/// spin for its forks rather than sleep (`with_spinning_workers`; `SQUINT_SPIN=0`: not).
+/// A pool that cannot be built runs `f` here.
 pub fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
     match threads {
         Some(1) => f(),
