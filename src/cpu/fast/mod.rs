@@ -293,7 +293,7 @@ pub fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
 /// spinning runs without); the spinning costs CPU time while `f` runs, nothing after.
 fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static SPINNING: AtomicBool = AtomicBool::new(false);
-    let disabled = std::env::var("SQUINT_SPIN").is_ok_and(|v| v.trim() == "0");
+    let disabled = turned_off("SQUINT_SPIN");
     if disabled || rayon::current_num_threads() < 2 || SPINNING.swap(true, Ordering::AcqRel) {
         return f();
     }
@@ -319,6 +319,11 @@ fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         let _done = SetOnDrop(&done, true);
         f()
     })
+}
+
+/// Whether the environment variable `name` turns its feature off (is `0`).
+fn turned_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.trim() == "0")
 }
 
 /// How long a spinner of [`with_spinning_workers`] polls without finding a job before it
@@ -597,7 +602,7 @@ fn thread_count(threads: Option<usize>) -> usize {
 /// `OMP_PROC_BIND`. A pinned worker cannot move off a CPU that another busy process
 /// shares; results never depend on it.
 pub fn pool_builder(t: usize) -> rayon::ThreadPoolBuilder {
-    let disabled = std::env::var("SQUINT_PIN_THREADS").is_ok_and(|v| v.trim() == "0");
+    let disabled = turned_off("SQUINT_PIN_THREADS");
     let cpus = pin_plan(t, disabled, core_affinity::get_core_ids());
     rayon::ThreadPoolBuilder::new()
         .num_threads(t)
