@@ -9,6 +9,10 @@ use crate::shape::ConvShape;
 /// Accumulator tile (up to 6 channels × 64 pixels).
 type Tile = [[i32; 64]; 6];
 
+/// Where a ymm tile's fused epilogue stores (see [`fused_kernel`]).
+#[cfg(target_arch = "x86_64")]
+type Rows<'a> = super::x86::I8Rows<'a>;
+
 /// Tile sizes of an ISA path: `(channels per tile, pixels per tile, weight bytes per lane)`.
 fn tile_params(isa: Isa) -> (usize, usize, usize) {
     match isa {
@@ -248,6 +252,7 @@ pub(super) fn vex_vnni() -> bool {
 /// to a vector)` for every tap and channel block, `w` for one whole panel (in the 4-byte lanes
 /// of `vpmaddubsw` when `maddubs`, which needs [`PairBounds::exact_for`] the activations).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 unsafe fn gemm_tile(
     isa: Isa,
     act: &[u8],
@@ -265,6 +270,7 @@ unsafe fn gemm_tile(
     #[cfg(target_arch = "x86_64")]
     {
         use super::x86::*;
+        let rows = None; // (the fused epilogue runs through `fused_kernel`)
         let (a, wp) = (act.as_ptr(), w.as_ptr());
         // SAFETY: the ISA and every read range are guaranteed by the caller; the panel layout
         // matches the kernel (`tile_params`).
@@ -291,25 +297,25 @@ unsafe fn gemm_tile(
                     nr!(1 2 3 4 5)(a, offs, cbs, ncb, wp, out, init)
                 }
                 (Isa::AvxVnni, _, 1) if vex_vnni() => {
-                    gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
                 (Isa::AvxVnni, _, _) if vex_vnni() => {
-                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
                 (Isa::AvxVnni, _, 1) => {
-                    gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
                 (Isa::AvxVnni, _, _) => {
-                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
                 (Isa::Avx2, _, 1) if maddubs => {
-                    gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
                 (Isa::Avx2, _, _) if maddubs => {
-                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, out, init)
+                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, out, init, rows)
                 }
-                (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init),
-                (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init),
+                (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init, rows),
+                (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init, rows),
                 (Isa::NeonDot | Isa::Portable, _, _) => {
                     super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init)
                 }
@@ -592,6 +598,28 @@ pub(super) fn flip_and_z(x_qp: &QParams) -> (u8, i32) {
     (flip, x_qp.zero_point + if flip != 0 { 128 } else { 0 })
 }
 
+/// A ymm GEMM tile kernel of 16 pixels (`x86::gemm_i8_avxvnni` and its kin), called with
+/// its fused epilogue.
+#[cfg(target_arch = "x86_64")]
+type FusedKernel =
+    unsafe fn(*const u8, &[usize], usize, usize, *const u8, &mut Tile, &[i32; 6], Option<&Rows>);
+
+/// The 16-pixel kernel of a ymm path (`None` on the others), as [`gemm_tile`] picks it:
+/// chosen once per layer call, so that the loop over a pixel tile's channel tiles is only
+/// kernel calls (on MobileNetV2's 1×1 expansions, with K = 16 to 32, the loop's own work
+/// had taken a quarter of the conv).
+#[cfg(target_arch = "x86_64")]
+fn fused_kernel(isa: Isa, maddubs: bool) -> Option<FusedKernel> {
+    use super::x86::*;
+    match isa {
+        Isa::AvxVnni if vex_vnni() => Some(gemm_i8_avxvnni::<6, 2>),
+        Isa::AvxVnni => Some(gemm_i8_avxvnni_evex::<6, 2>),
+        Isa::Avx2 if maddubs => Some(gemm_i8_avx2_maddubs::<4, 2>),
+        Isa::Avx2 => Some(gemm_i8_avx2::<4, 2>),
+        Isa::Avx512Vnni | Isa::NeonDot | Isa::Portable => None,
+    }
+}
+
 /// The int8 GEMM conv of `pc` on input `x` into `sink`.
 pub(super) fn run(
     pc: &PackedConv2d,
@@ -652,6 +680,13 @@ pub(super) fn run(
     let plane_out = s.h_out * s.w_out;
     let out = sink.ptr();
     let epi = &pc.epi;
+    // The ymm paths' tiles of 16 pixels with the fused epilogue (`x86::I8Rows`), where every
+    // channel's constants are ready and no weight zero point needs the row sums.
+    #[cfg(target_arch = "x86_64")]
+    let fused: Option<FusedKernel> = match (ks_ymm, out, pc.any_wzp) {
+        (Some(_), SinkPtr::Bytes(_), false) => fused_kernel(isa, maddubs),
+        _ => None,
+    };
     // Slack: a SIMD kernel reads whole vectors (up to the tile size) past any offset.
     let len = geo.planes * geo.plane * 4 + 64 * 4;
     super::with_scratch(&super::SCRATCH_U8, len, |buf| {
@@ -681,6 +716,46 @@ pub(super) fn run(
                             .collect()
                     });
                     let mut tile: Tile = [[0; 64]; 6];
+                    let ct_end = ((chunk + 1) * per_chunk).min(p.ctiles);
+                    // A tile that is one run of 16 outputs per channel, on a ymm path: each
+                    // channel tile's kernel requantizes and stores its outputs itself.
+                    #[cfg(target_arch = "x86_64")]
+                    if let (Some(kern), Some(ks), SinkPtr::Bytes(b), &[(0, off, 16)]) =
+                        (fused, ks_ymm, out, &segs[..])
+                    {
+                        for ct in chunk * per_chunk..ct_end {
+                            let o0 = g * cog + ct * p.nr;
+                            let nvalid = p.nr.min(cog - ct * p.nr);
+                            let init = p.kernel_init(
+                                g,
+                                ct,
+                                std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 }),
+                            );
+                            let rows = Rows {
+                                // SAFETY: in the output: channel o0's plane, at the run.
+                                dst: unsafe { b.0.add((n * s.c_out + o0) * plane_out + off) },
+                                stride: plane_out,
+                                ks: &ks[o0..o0 + nvalid],
+                            };
+                            let w = &panels[ct * panel_len..][..panel_len];
+                            // SAFETY: as below (`fused` is the ymm kernel of this path and
+                            // tile size, 16 pixels); channels o0 + r (r < nvalid) of the run
+                            // are this task's outputs.
+                            unsafe {
+                                kern(
+                                    act.as_ptr(),
+                                    &offs,
+                                    cbs,
+                                    p.ncb,
+                                    w.as_ptr(),
+                                    &mut tile,
+                                    &init,
+                                    Some(&rows),
+                                )
+                            };
+                        }
+                        return;
+                    }
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
                         let w = &panels[p.ctiles * panel_len..][..panel_len];
@@ -696,7 +771,6 @@ pub(super) fn run(
                         };
                         rowsum = tile[0];
                     }
-                    let ct_end = ((chunk + 1) * per_chunk).min(p.ctiles);
                     for ct in chunk * per_chunk..ct_end {
                         let o0 = g * cog + ct * p.nr;
                         let nvalid = p.nr.min(cog - ct * p.nr);
@@ -713,6 +787,7 @@ pub(super) fn run(
                                 &mut tile, &init,
                             )
                         };
+                        let base = (n * s.c_out + o0) * plane_out;
                         if pc.any_wzp {
                             for (r, row) in tile.iter_mut().enumerate().take(nvalid) {
                                 let zeta = pc.wzp[o0 + r];
@@ -721,7 +796,6 @@ pub(super) fn run(
                                 }
                             }
                         }
-                        let base = (n * s.c_out + o0) * plane_out;
                         #[cfg(target_arch = "x86_64")]
                         if let (Some(ks), Some(runs), SinkPtr::Bytes(b)) = (consts, &runs, out) {
                             // SAFETY: as below; the ISA was checked when packing, the runs lie

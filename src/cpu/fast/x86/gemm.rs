@@ -12,6 +12,8 @@
 
 use std::arch::x86_64::*;
 
+use super::requant::{store_rows16_avx2, I8Rows};
+
 /// Accumulator tile: up to 6 channels × 64 pixels (the callers' `int8::Tile`).
 type Tile = [[i32; 64]; 6];
 /// Float accumulator tile: up to 6 channels × 64 pixels (the callers' `float::TileF`).
@@ -97,9 +99,13 @@ macro_rules! gemm_i8_ymm {
     ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
         $(#[$doc])*
         ///
+        /// With `rows` (and `MV = 2`: 16 pixels) the sums go through its epilogue into the
+        /// output (see [`I8Rows`]) instead of into `out`.
+        ///
         /// # Safety
         /// The features must be available; reads as for [`gemm_i8_avx512`] with 32-byte
-        /// vectors.
+        /// vectors; `rows` as [`store_rows16_avx2`] requires.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
             act: *const u8,
@@ -109,6 +115,7 @@ macro_rules! gemm_i8_ymm {
             w: *const u8,
             out: &mut Tile,
             init: &[i32; 6],
+            rows: Option<&I8Rows>,
         ) {
             // SAFETY: the caller guarantees the target features and the memory ranges listed
             // in `# Safety`; every access below stays inside them.
@@ -135,14 +142,38 @@ macro_rules! gemm_i8_ymm {
                         p = p.add(cbs);
                     }
                 }
-                for (r, accr) in acc.iter().enumerate() {
-                    for (v, &x) in accr.iter().enumerate() {
-                        _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
-                    }
-                }
+                store_i8_ymm(&acc, out, rows);
             }
         }
     };
+}
+
+/// The end of a ymm int8 tile: the accumulators through `rows`' epilogue (16 pixels) or into
+/// `out`.
+///
+/// # Safety
+/// avx2 must be available; `rows` as [`store_rows16_avx2`] requires.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_i8_ymm<const NR: usize, const MV: usize>(
+    acc: &[[__m256i; MV]; NR],
+    out: &mut Tile,
+    rows: Option<&I8Rows>,
+) {
+    if let (Some(d), 2) = (rows, MV) {
+        // SAFETY: `MV = 2`, so each row is two vectors; the caller guarantees `rows`.
+        unsafe {
+            let acc2 = std::slice::from_raw_parts(acc.as_ptr().cast::<[__m256i; 2]>(), NR);
+            store_rows16_avx2(acc2, d)
+        };
+        return;
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (v, &x) in accr.iter().enumerate() {
+            // SAFETY: row r < NR ≤ 6 of the tile, lanes 8v .. 8v + 8 < 64.
+            unsafe { _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x) };
+        }
+    }
 }
 
 gemm_i8_ymm!(
@@ -189,9 +220,12 @@ gemm_i8_ymm!(
 /// `vpmaddwd` then gives `a0·w0 + a2·w2` and `a1·w1 + a3·w3` exactly (|pair sum| ≤ 2·255·128),
 /// unlike `vpmaddubsw`, whose int16 pair sums saturate.
 ///
+/// With `rows`, the epilogue of [`gemm_i8_avxvnni`]'s.
+///
 /// # Safety
 /// avx2 must be available; reads as for [`gemm_i8_avx512`] with 32-byte vectors, and
-/// `offs.len()·ncb·NR·8` weight bytes.
+/// `offs.len()·ncb·NR·8` weight bytes; `rows` as [`store_rows16_avx2`] requires.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
     act: *const u8,
@@ -201,6 +235,7 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
     w: *const u8,
     out: &mut Tile,
     init: &[i32; 6],
+    rows: Option<&I8Rows>,
 ) {
     // SAFETY: the caller guarantees the target features and the memory ranges listed
     // in `# Safety`; every access below stays inside them.
@@ -236,11 +271,7 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
                 p = p.add(cbs);
             }
         }
-        for (r, accr) in acc.iter().enumerate() {
-            for (v, &x) in accr.iter().enumerate() {
-                _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x);
-            }
-        }
+        store_i8_ymm(&acc, out, rows);
     }
 }
 

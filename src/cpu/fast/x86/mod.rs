@@ -58,5 +58,5 @@ pub(super) use pack::{
 };
 pub(super) use requant::{
     requant_row_avx2, requant_row_avx512, requant_row_cached_avx2, requant_tile_avx2,
-    requant_tile_avx512, Requant512, RunMask,
+    requant_tile_avx512, I8Rows, Requant512, RunMask,
 };

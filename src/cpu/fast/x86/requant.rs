@@ -37,9 +37,8 @@ fn round_clamp_256(v: __m256) -> __m256i {
         _mm256_max_ps(v, _mm256_set1_ps(-1.0e9)),
         _mm256_set1_ps(1.0e9),
     );
-    let r = _mm256_cvtps_epi32(_mm256_round_ps::<
-        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-    >(c));
+    // `vcvtps2dq` rounds as MXCSR says: to nearest, ties to even, in every Rust program.
+    let r = _mm256_cvtps_epi32(c);
     _mm256_andnot_si256(nan, r)
 }
 
@@ -673,9 +672,9 @@ macro_rules! finite_256 {
         } else {
             v
         };
-        _mm256_cvtps_epi32(_mm256_round_ps::<
-            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-        >(v))
+        // `vcvtps2dq` rounds as MXCSR says: to nearest, ties to even, in every Rust program
+        // (the `vroundps` before it was a tenth of this epilogue).
+        _mm256_cvtps_epi32(v)
     }};
 }
 
@@ -912,7 +911,7 @@ pub(crate) unsafe fn requant_tile_avx2(
 }
 
 /// 16 accumulators at `acc` requantized with `k` and `formula` (finite constants), as 16
-/// bytes in order: [`requant_row_finite_avx2`]'s operations on two vectors.
+/// bytes in order: [`requant16_regs_avx2`] on the two vectors there.
 ///
 /// # Safety
 /// avx2 must be available; `acc .. acc + 16` readable.
@@ -920,12 +919,27 @@ pub(crate) unsafe fn requant_tile_avx2(
 #[target_feature(enable = "avx2")]
 unsafe fn requant16_avx2(k: &Requant512, formula: RequantFormula, acc: *const i32) -> __m128i {
     // SAFETY: the caller guarantees the 16 values.
-    let (y0, y1) = unsafe {
+    let (a0, a1) = unsafe {
         (
-            finite_256!(k, formula, _mm256_loadu_si256(acc.cast())),
-            finite_256!(k, formula, _mm256_loadu_si256(acc.add(8).cast())),
+            _mm256_loadu_si256(acc.cast()),
+            _mm256_loadu_si256(acc.add(8).cast()),
         )
     };
+    requant16_regs_avx2(k, formula, a0, a1)
+}
+
+/// The 16 accumulators `a0` (first 8) and `a1` (next 8) requantized with `k` and `formula`
+/// (finite constants), as 16 bytes in order: [`requant_row_finite_avx2`]'s operations on two
+/// vectors.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn requant16_regs_avx2(
+    k: &Requant512,
+    formula: RequantFormula,
+    a0: __m256i,
+    a1: __m256i,
+) -> __m128i {
+    let (y0, y1) = (finite_256!(k, formula, a0), finite_256!(k, formula, a1));
     // i16 lanes [y0 0..4, y1 0..4 | y0 4..8, y1 4..8], the zero point added with saturation.
     let a = _mm256_adds_epi16(_mm256_packs_epi32(y0, y1), _mm256_set1_epi16(k.zp16));
     let (lo, hi) = (_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
@@ -937,6 +951,52 @@ unsafe fn requant16_avx2(k: &Requant512, formula: RequantFormula, acc: *const i3
     };
     // Dwords [y0 0..4, y1 0..4, y0 4..8, y1 4..8] to [y0 0..4, y0 4..8, y1 0..4, y1 4..8].
     _mm_shuffle_epi32::<0b11_01_10_00>(bytes)
+}
+
+/// Where a ymm int8 GEMM tile of 16 pixels stores its outputs itself: the pixels are one run
+/// of 16 consecutive outputs in each channel's plane (a 1×1 conv's tiles; a 3×3 conv's tiles
+/// inside one output row), and every channel's constants are [`Requant512::ymm_tile_ready`].
+/// Channel `r < ks.len()` of the tile goes, requantized ([`requant16_regs_avx2`]: the bytes
+/// [`requant_tile_avx2`] stores), to `dst + r·stride + [0, 16)`, from the registers: no
+/// tile store and reload, and no call per tile for the epilogue (on MobileNetV2's 1×1
+/// expansions, K = 16 to 32, the separate epilogue took longer than the GEMM).
+pub(crate) struct I8Rows<'a> {
+    /// Channel 0's first output.
+    pub dst: *mut u8,
+    /// Bytes from one channel's outputs to the next's.
+    pub stride: usize,
+    /// The constants of the tile's channels (those that exist: at most the tile's).
+    pub ks: &'a [Requant512],
+}
+
+/// Stores the first `rows.ks.len()` rows of a ymm tile's 16-pixel accumulators `acc` through
+/// [`I8Rows`]'s epilogue.
+///
+/// # Safety
+/// avx2 must be available; `rows` as [`I8Rows`] requires (`dst + r·stride + [0, 16)` writable,
+/// every constant ready); `rows.ks.len() ≤ acc.len()`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn store_rows16_avx2(acc: &[[__m256i; 2]], rows: &I8Rows) {
+    let Some(Mode::Finite(formula)) = rows.ks.first().map(|k| k.mode) else {
+        return;
+    };
+    // One loop per formula, as in `requant_tile_avx2` (every channel of a layer has the same).
+    macro_rules! rows {
+        ($formula:expr) => {
+            for (r, (k, a)) in rows.ks.iter().zip(acc).enumerate() {
+                debug_assert!(k.mode == Mode::Finite($formula));
+                let y = requant16_regs_avx2(k, $formula, a[0], a[1]);
+                // SAFETY: guaranteed by the caller.
+                unsafe { _mm_storeu_si128(rows.dst.add(r * rows.stride).cast(), y) };
+            }
+        };
+    }
+    match formula {
+        RequantFormula::Qnnpack => rows!(RequantFormula::Qnnpack),
+        RequantFormula::Fbgemm => rows!(RequantFormula::Fbgemm),
+        f => rows!(f),
+    }
 }
 
 /// [`Epilogue::apply`] for output channel `o`, 8 lanes at a time (see [`requant_row_avx512`]).
