@@ -695,6 +695,16 @@ pub(super) fn run(
                 repack(x, s, n, g, &geo, kz, kflip, buf, opts.threads);
                 let buf = &buf[..];
                 let panels = &pdata[g * p.tiles_per_group * panel_len..];
+                // Each channel tile's kernel `init` (the folding constants of its channels that
+                // exist), once per group rather than per tile.
+                let inits: Vec<[i32; 6]> = (0..p.ctiles)
+                    .map(|ct| {
+                        let o0 = g * cog + ct * p.nr;
+                        let nvalid = p.nr.min(cog - ct * p.nr);
+                        let c = std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 });
+                        p.kernel_init(g, ct, c)
+                    })
+                    .collect();
                 par_for(opts.threads, ptiles * cchunks, |item| {
                     let (pt, chunk) = (item / cchunks, item % cchunks);
                     // Balanced tiles of whole vectors (e.g. 13 vectors as 4 + 3 + 3 + 3 rather
@@ -726,11 +736,6 @@ pub(super) fn run(
                         for ct in chunk * per_chunk..ct_end {
                             let o0 = g * cog + ct * p.nr;
                             let nvalid = p.nr.min(cog - ct * p.nr);
-                            let init = p.kernel_init(
-                                g,
-                                ct,
-                                std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 }),
-                            );
                             let rows = Rows {
                                 // SAFETY: in the output: channel o0's plane, at the run.
                                 dst: unsafe { b.0.add((n * s.c_out + o0) * plane_out + off) },
@@ -749,7 +754,7 @@ pub(super) fn run(
                                     p.ncb,
                                     w.as_ptr(),
                                     &mut tile,
-                                    &init,
+                                    &inits[ct],
                                     Some(&rows),
                                 )
                             };
@@ -774,17 +779,13 @@ pub(super) fn run(
                     for ct in chunk * per_chunk..ct_end {
                         let o0 = g * cog + ct * p.nr;
                         let nvalid = p.nr.min(cog - ct * p.nr);
-                        let init = p.kernel_init(
-                            g,
-                            ct,
-                            std::array::from_fn(|r| if r < nvalid { corr0[o0 + r] } else { 0 }),
-                        );
+                        let init = &inits[ct];
                         let w = &panels[ct * panel_len..][..panel_len];
                         // SAFETY: as above.
                         unsafe {
                             gemm_tile(
                                 isa, act, &offs, cbs, p.ncb, w, p.nr, nvalid, npx, maddubs,
-                                &mut tile, &init,
+                                &mut tile, init,
                             )
                         };
                         let base = (n * s.c_out + o0) * plane_out;
