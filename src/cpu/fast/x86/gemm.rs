@@ -142,7 +142,7 @@ macro_rules! gemm_i8_ymm {
                         p = p.add(cbs);
                     }
                 }
-                store_i8_ymm(&acc, out, rows);
+                store_i8_ymm(acc, out, rows);
             }
         }
     };
@@ -156,10 +156,12 @@ macro_rules! gemm_i8_ymm {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn store_i8_ymm<const NR: usize, const MV: usize>(
-    acc: &[[__m256i; MV]; NR],
+    acc: [[__m256i; MV]; NR],
     out: &mut Tile,
     rows: Option<&I8Rows>,
 ) {
+    // (`acc` by value: taken by reference, the kernels kept a copy of every accumulator in
+    // memory, stored at every step of their loop.)
     if let (Some(d), 2) = (rows, MV) {
         // SAFETY: `MV = 2`, so each row is two vectors; the caller guarantees `rows`.
         unsafe {
@@ -271,7 +273,7 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
                 p = p.add(cbs);
             }
         }
-        store_i8_ymm(&acc, out, rows);
+        store_i8_ymm(acc, out, rows);
     }
 }
 
