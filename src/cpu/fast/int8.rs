@@ -270,7 +270,6 @@ unsafe fn gemm_tile(
     #[cfg(target_arch = "x86_64")]
     {
         use super::x86::*;
-        let rows = None; // (the fused epilogue runs through `fused_kernel`)
         let (a, wp) = (act.as_ptr(), w.as_ptr());
         // SAFETY: the ISA and every read range are guaranteed by the caller; the panel layout
         // matches the kernel (`tile_params`).
@@ -297,25 +296,29 @@ unsafe fn gemm_tile(
                     nr!(1 2 3 4 5)(a, offs, cbs, ncb, wp, out, init)
                 }
                 (Isa::AvxVnni, _, 1) if vex_vnni() => {
-                    gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::AvxVnni, _, _) if vex_vnni() => {
-                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::AvxVnni, _, 1) => {
-                    gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::AvxVnni, _, _) => {
-                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::Avx2, _, 1) if maddubs => {
-                    gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::Avx2, _, _) if maddubs => {
-                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, out, init, rows)
+                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
-                (Isa::Avx2, _, 1) => gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, out, init, rows),
-                (Isa::Avx2, _, _) => gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, out, init, rows),
+                (Isa::Avx2, _, 1) => {
+                    gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
+                }
+                (Isa::Avx2, _, _) => {
+                    gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
+                }
                 (Isa::NeonDot | Isa::Portable, _, _) => {
                     super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init)
                 }
@@ -602,7 +605,7 @@ pub(super) fn flip_and_z(x_qp: &QParams) -> (u8, i32) {
 /// its fused epilogue.
 #[cfg(target_arch = "x86_64")]
 type FusedKernel =
-    unsafe fn(*const u8, &[usize], usize, usize, *const u8, &mut Tile, &[i32; 6], Option<&Rows>);
+    unsafe fn(*const u8, &[usize], usize, usize, *const u8, &[i32; 6], super::x86::YmmOut);
 
 /// The 16-pixel kernel of a ymm path (`None` on the others), as [`gemm_tile`] picks it:
 /// chosen once per layer call, so that the loop over a pixel tile's channel tiles is only
@@ -725,7 +728,6 @@ pub(super) fn run(
                             .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
                             .collect()
                     });
-                    let mut tile: Tile = [[0; 64]; 6];
                     let ct_end = ((chunk + 1) * per_chunk).min(p.ctiles);
                     // A tile that is one run of 16 outputs per channel, on a ymm path: each
                     // channel tile's kernel requantizes and stores its outputs itself.
@@ -753,14 +755,14 @@ pub(super) fn run(
                                     cbs,
                                     p.ncb,
                                     w.as_ptr(),
-                                    &mut tile,
                                     &inits[ct],
-                                    Some(&rows),
+                                    super::x86::YmmOut::Rows(&rows),
                                 )
                             };
                         }
                         return;
                     }
+                    let mut tile: Tile = [[0; 64]; 6];
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
                         let w = &panels[p.ctiles * panel_len..][..panel_len];

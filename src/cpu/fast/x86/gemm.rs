@@ -99,13 +99,11 @@ macro_rules! gemm_i8_ymm {
     ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
         $(#[$doc])*
         ///
-        /// With `rows` (and `MV = 2`: 16 pixels) the sums go through its epilogue into the
-        /// output (see [`I8Rows`]) instead of into `out`.
+        /// The sums go into `out` (see [`YmmOut`]).
         ///
         /// # Safety
         /// The features must be available; reads as for [`gemm_i8_avx512`] with 32-byte
-        /// vectors; `rows` as [`store_rows16_avx2`] requires.
-        #[allow(clippy::too_many_arguments)]
+        /// vectors; `out` as [`YmmOut`] requires.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name<const NR: usize, const MV: usize>(
             act: *const u8,
@@ -113,9 +111,8 @@ macro_rules! gemm_i8_ymm {
             cbs: usize,
             ncb: usize,
             w: *const u8,
-            out: &mut Tile,
             init: &[i32; 6],
-            rows: Option<&I8Rows>,
+            out: YmmOut,
         ) {
             // SAFETY: the caller guarantees the target features and the memory ranges listed
             // in `# Safety`; every access below stays inside them.
@@ -142,38 +139,48 @@ macro_rules! gemm_i8_ymm {
                         p = p.add(cbs);
                     }
                 }
-                store_i8_ymm(acc, out, rows);
+                store_i8_ymm(acc, out);
             }
         }
     };
 }
 
-/// The end of a ymm int8 tile: the accumulators through `rows`' epilogue (16 pixels) or into
-/// `out`.
+/// Where a ymm int8 GEMM tile puts its sums: into an accumulator tile (`Tile`: row `r`, pixels
+/// `8v ..`), or, for a tile of 16 pixels (`MV = 2`), requantized straight into the output
+/// (`Rows`, see [`I8Rows`]; the caller guarantees its ranges and constants as
+/// [`store_rows16_avx2`] requires).
+pub(crate) enum YmmOut<'a> {
+    /// The accumulator tile.
+    Tile(&'a mut Tile),
+    /// The fused epilogue.
+    Rows(&'a I8Rows<'a>),
+}
+
+/// The end of a ymm int8 tile: the accumulators into `out`.
 ///
 /// # Safety
-/// avx2 must be available; `rows` as [`store_rows16_avx2`] requires.
+/// avx2 must be available; `out` as [`YmmOut`] requires.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn store_i8_ymm<const NR: usize, const MV: usize>(
-    acc: [[__m256i; MV]; NR],
-    out: &mut Tile,
-    rows: Option<&I8Rows>,
-) {
+unsafe fn store_i8_ymm<const NR: usize, const MV: usize>(acc: [[__m256i; MV]; NR], out: YmmOut) {
     // (`acc` by value: taken by reference, the kernels kept a copy of every accumulator in
     // memory, stored at every step of their loop.)
-    if let (Some(d), 2) = (rows, MV) {
-        // SAFETY: `MV = 2`, so each row is two vectors; the caller guarantees `rows`.
-        unsafe {
-            let acc2 = std::slice::from_raw_parts(acc.as_ptr().cast::<[__m256i; 2]>(), NR);
-            store_rows16_avx2(acc2, d)
-        };
-        return;
-    }
-    for (r, accr) in acc.iter().enumerate() {
-        for (v, &x) in accr.iter().enumerate() {
-            // SAFETY: row r < NR ≤ 6 of the tile, lanes 8v .. 8v + 8 < 64.
-            unsafe { _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v).cast(), x) };
+    match out {
+        YmmOut::Rows(d) => {
+            assert!(MV == 2, "the fused epilogue takes tiles of 16 pixels");
+            // SAFETY: `MV = 2`, so each row is two vectors; the caller guarantees `d`.
+            unsafe {
+                let acc2 = std::slice::from_raw_parts(acc.as_ptr().cast::<[__m256i; 2]>(), NR);
+                store_rows16_avx2(acc2, d)
+            }
+        }
+        YmmOut::Tile(t) => {
+            for (r, accr) in acc.iter().enumerate() {
+                for (v, &x) in accr.iter().enumerate() {
+                    // SAFETY: row r < NR ≤ 6 of the tile, lanes 8v .. 8v + 8 < 64.
+                    unsafe { _mm256_storeu_si256(t[r].as_mut_ptr().add(8 * v).cast(), x) };
+                }
+            }
         }
     }
 }
@@ -222,12 +229,11 @@ gemm_i8_ymm!(
 /// `vpmaddwd` then gives `a0·w0 + a2·w2` and `a1·w1 + a3·w3` exactly (|pair sum| ≤ 2·255·128),
 /// unlike `vpmaddubsw`, whose int16 pair sums saturate.
 ///
-/// With `rows`, the epilogue of [`gemm_i8_avxvnni`]'s.
+/// The sums go into `out` (see [`YmmOut`]).
 ///
 /// # Safety
 /// avx2 must be available; reads as for [`gemm_i8_avx512`] with 32-byte vectors, and
-/// `offs.len()·ncb·NR·8` weight bytes; `rows` as [`store_rows16_avx2`] requires.
-#[allow(clippy::too_many_arguments)]
+/// `offs.len()·ncb·NR·8` weight bytes; `out` as [`YmmOut`] requires.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
     act: *const u8,
@@ -235,9 +241,8 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
     cbs: usize,
     ncb: usize,
     w: *const u8,
-    out: &mut Tile,
     init: &[i32; 6],
-    rows: Option<&I8Rows>,
+    out: YmmOut,
 ) {
     // SAFETY: the caller guarantees the target features and the memory ranges listed
     // in `# Safety`; every access below stays inside them.
@@ -273,7 +278,7 @@ pub(crate) unsafe fn gemm_i8_avx2<const NR: usize, const MV: usize>(
                 p = p.add(cbs);
             }
         }
-        store_i8_ymm(acc, out, rows);
+        store_i8_ymm(acc, out);
     }
 }
 

@@ -48,7 +48,7 @@ pub(super) use gemm::{
     gemm_f32_avx2, gemm_f32_avx512, gemm_f32_nhwc_avx2, gemm_f32_nhwc_avx512, gemm_i8_avx2,
     gemm_i8_avx2_maddubs, gemm_i8_avx512, gemm_i8_avxvnni, gemm_i8_avxvnni_evex,
     gemm_nhwc_avx2_maddubs, gemm_nhwc_avx512, gemm_nhwc_avxvnni, gemm_nhwc_avxvnni_evex,
-    nhwc_f32_out_avx2, nhwc_f32_out_avx512, transpose_pixels_avx512, TileRows,
+    nhwc_f32_out_avx2, nhwc_f32_out_avx512, transpose_pixels_avx512, TileRows, YmmOut,
 };
 pub(super) use pack::{
     add_bias_runs_avx512, bytes_to_f32_avx2, bytes_to_f32_avx512, bytes_to_f32_split2_avx2,
