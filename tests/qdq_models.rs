@@ -460,6 +460,34 @@ fn cpu_fast_backend_repacks_a_weight_edited_between_runs() {
     assert_eq!(run(&m, xs, &mut fast).unwrap().values, want.values);
 }
 
+/// `run_outputs` writes each conv's output into the previous run's buffers: the same outputs
+/// as the reference on every call, for inputs that alternate (stale bytes of the other
+/// input's run would show), and on a model with other value sizes in between.
+#[test]
+fn cpu_fast_run_outputs_reusing_buffers_equals_the_reference() {
+    let bits = |ts: &[squint::tensor::Tensor<f32>]| {
+        ts.iter()
+            .map(|t| t.data.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let mut fast = fast_cpu();
+    let mut checked = 0;
+    for model in MODELS {
+        let m = onnx_qdq::load(&dir(model).join("qdq_per_tensor").join("model_qdq.onnx")).unwrap();
+        let x = npy::read::<f32>(dir(model).join("input.npy")).unwrap();
+        let mut y = x.clone();
+        y.data.iter_mut().for_each(|v| *v = 0.5 - *v);
+        for input in [&x, &y, &x, &y] {
+            let xs = std::slice::from_ref(input);
+            let want = run_reference(&m, xs, fixture_add_kernel()).unwrap();
+            let got = fast.run_outputs(&m, xs).unwrap();
+            assert_eq!(bits(&got), bits(&want.outputs), "{model}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8);
+}
+
 /// `report` on a QDQ model: a row per value, every value's qparams the model's own, and the
 /// int8 values close to the float ops (whose values are clamped to their quantization ranges,
 /// where `quantize_static` put the ReLUs it removed).
