@@ -386,6 +386,28 @@ pub(super) fn segments(
     segs
 }
 
+/// `Some(off)` exactly where [`segments`]`(q0, q0 + npx, ..)` is the one run `(0, off, 16)`
+/// of a 16-pixel tile, found without building the list (the fused ymm tiles' test, once per
+/// pixel tile).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn one_run16(
+    q0: usize,
+    npx: usize,
+    wrow: usize,
+    w_out: usize,
+    h_out: usize,
+) -> Option<usize> {
+    if npx != 16 {
+        return None;
+    }
+    if wrow == w_out {
+        // Rows without padding continue each other: one run while it stays in the plane.
+        return (q0 + 16 <= h_out * w_out).then_some(q0);
+    }
+    let (oy, ox) = (q0 / wrow, q0 % wrow);
+    (oy < h_out && ox + 16 <= w_out).then_some(oy * w_out + ox)
+}
+
 /// Input geometry of one run: how the activation buffer is laid out.
 ///
 /// The padded input (`Hp × Wp`, padding holding the activation zero point) is split into
@@ -717,24 +739,16 @@ pub(super) fn run(
                     let q0 = unit * (nvec * pt / ptiles);
                     let npx = unit * (nvec * (pt + 1) / ptiles) - q0;
                     let act = &buf[q0 * 4..];
-                    let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
-                    if segs.is_empty() {
-                        return;
-                    }
-                    // The runs as store masks, once per tile, where the AVX-512 epilogue runs.
-                    #[cfg(target_arch = "x86_64")]
-                    let runs: Option<Vec<super::x86::RunMask>> = consts.map(|_| {
-                        segs.iter()
-                            .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
-                            .collect()
-                    });
                     let ct_end = ((chunk + 1) * per_chunk).min(p.ctiles);
                     // A tile that is one run of 16 outputs per channel, on a ymm path: each
                     // channel tile's kernel requantizes and stores its outputs itself.
                     #[cfg(target_arch = "x86_64")]
-                    if let (Some(kern), Some(ks), SinkPtr::Bytes(b), &[(0, off, 16)]) =
-                        (fused, ks_ymm, out, &segs[..])
-                    {
+                    if let (Some(kern), Some(ks), SinkPtr::Bytes(b), Some(off)) = (
+                        fused,
+                        ks_ymm,
+                        out,
+                        one_run16(q0, npx, geo.wrow, s.w_out, s.h_out),
+                    ) {
                         for ct in chunk * per_chunk..ct_end {
                             let o0 = g * cog + ct * p.nr;
                             let nvalid = p.nr.min(cog - ct * p.nr);
@@ -762,6 +776,17 @@ pub(super) fn run(
                         }
                         return;
                     }
+                    let segs = segments(q0, q0 + npx, geo.wrow, s.w_out, s.h_out);
+                    if segs.is_empty() {
+                        return;
+                    }
+                    // The runs as store masks, once per tile, where the AVX-512 epilogue runs.
+                    #[cfg(target_arch = "x86_64")]
+                    let runs: Option<Vec<super::x86::RunMask>> = consts.map(|_| {
+                        segs.iter()
+                            .map(|&(at, off, len)| super::x86::RunMask::new(at, off, len))
+                            .collect()
+                    });
                     let mut tile: Tile = [[0; 64]; 6];
                     let mut rowsum = [0i32; 64];
                     if pc.any_wzp {
@@ -858,7 +883,44 @@ pub(super) fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::act_max;
+    use super::{act_max, one_run16, segments};
+
+    /// `one_run16` names a tile's run exactly where `segments` finds the one run `(0, off, 16)`:
+    /// every 16-pixel tile start of planes with and without padding columns, tiles crossing
+    /// rows, the plane's end and past it, and tiles of other sizes.
+    #[test]
+    fn one_run16_agrees_with_segments_on_every_tile() {
+        let mut seen = [0usize; 2];
+        for (w_out, pad) in [
+            (1, 0),
+            (7, 0),
+            (7, 2),
+            (14, 2),
+            (16, 0),
+            (16, 1),
+            (56, 2),
+            (17, 3),
+        ] {
+            let wrow = w_out + pad;
+            for h_out in [1, 2, 5] {
+                for q0 in 0..wrow * (h_out + 1) + 20 {
+                    for npx in [16, 32] {
+                        let want = match segments(q0, q0 + npx, wrow, w_out, h_out)[..] {
+                            [(0, off, 16)] if npx == 16 => Some(off),
+                            _ => None,
+                        };
+                        assert_eq!(
+                            one_run16(q0, npx, wrow, w_out, h_out),
+                            want,
+                            "q0 {q0} npx {npx} wrow {wrow} w_out {w_out} h_out {h_out}"
+                        );
+                        seen[usize::from(want.is_some())] += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen[0] > 100 && seen[1] > 100, "{seen:?}");
+    }
     use crate::rng::Rng;
 
     /// The activations' maximum (AVX2 where the CPU has it: 128-byte steps, then the tail)
