@@ -900,8 +900,11 @@ pub(crate) unsafe fn requant_tile_avx2(
             }
         };
     }
-    let Some(Mode::Finite(formula)) = ks.first().map(|k| k.mode) else {
+    let Some(first) = ks.first() else {
         return;
+    };
+    let Mode::Finite(formula) = first.mode else {
+        unreachable!("the caller checked ymm_tile_ready");
     };
     match formula {
         RequantFormula::Qnnpack => rows!(RequantFormula::Qnnpack),
@@ -978,8 +981,12 @@ pub(crate) struct I8Rows<'a> {
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn store_rows16_avx2(acc: &[[__m256i; 2]], rows: &I8Rows) {
-    let Some(Mode::Finite(formula)) = rows.ks.first().map(|k| k.mode) else {
+    let Some(first) = rows.ks.first() else {
         return;
+    };
+    // (A silent return here would leave the outputs unwritten.)
+    let Mode::Finite(formula) = first.mode else {
+        unreachable!("the caller checked ymm_tile_ready");
     };
     // One loop per formula, as in `requant_tile_avx2` (every channel of a layer has the same).
     macro_rules! rows {
