@@ -9,7 +9,7 @@ use crate::shape::ConvShape;
 /// Accumulator tile (up to 6 channels × 64 pixels).
 type Tile = [[i32; 64]; 6];
 
-/// Where a ymm tile's fused epilogue stores (see [`fused_kernel`]).
+/// Where a ymm tile's fused epilogue stores (see [`ymm16_kernel`]).
 #[cfg(target_arch = "x86_64")]
 type Rows<'a> = super::x86::I8Rows<'a>;
 
@@ -298,26 +298,19 @@ unsafe fn gemm_tile(
                 (Isa::AvxVnni, _, 1) if vex_vnni() => {
                     gemm_i8_avxvnni::<6, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
-                (Isa::AvxVnni, _, _) if vex_vnni() => {
-                    gemm_i8_avxvnni::<6, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
-                }
                 (Isa::AvxVnni, _, 1) => {
                     gemm_i8_avxvnni_evex::<6, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
-                }
-                (Isa::AvxVnni, _, _) => {
-                    gemm_i8_avxvnni_evex::<6, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::Avx2, _, 1) if maddubs => {
                     gemm_i8_avx2_maddubs::<4, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
-                (Isa::Avx2, _, _) if maddubs => {
-                    gemm_i8_avx2_maddubs::<4, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
-                }
                 (Isa::Avx2, _, 1) => {
                     gemm_i8_avx2::<4, 1>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
-                (Isa::Avx2, _, _) => {
-                    gemm_i8_avx2::<4, 2>(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
+                // 16 pixels: the kernel the fused tiles run too.
+                (Isa::AvxVnni | Isa::Avx2, _, _) => {
+                    let k = ymm16_kernel(isa, maddubs).expect("a ymm path");
+                    k(a, offs, cbs, ncb, wp, init, YmmOut::Tile(out))
                 }
                 (Isa::NeonDot | Isa::Portable, _, _) => {
                     super::portable::gemm_i8(act, offs, cbs, ncb, w, nr, npx, out, init)
@@ -623,18 +616,18 @@ pub(super) fn flip_and_z(x_qp: &QParams) -> (u8, i32) {
     (flip, x_qp.zero_point + if flip != 0 { 128 } else { 0 })
 }
 
-/// A ymm GEMM tile kernel of 16 pixels (`x86::gemm_i8_avxvnni` and its kin), called with
-/// its fused epilogue.
+/// A ymm GEMM tile kernel of 16 pixels (`x86::gemm_i8_avxvnni` and its kin), writing into an
+/// accumulator tile or through the fused epilogue (`x86::YmmOut`).
 #[cfg(target_arch = "x86_64")]
-type FusedKernel =
+type Ymm16Kernel =
     unsafe fn(*const u8, &[usize], usize, usize, *const u8, &[i32; 6], super::x86::YmmOut);
 
-/// The 16-pixel kernel of a ymm path (`None` on the others), as [`gemm_tile`] picks it:
-/// chosen once per layer call, so that the loop over a pixel tile's channel tiles is only
-/// kernel calls (on MobileNetV2's 1×1 expansions, with K = 16 to 32, the loop's own work
+/// The 16-pixel kernel of a ymm path (`None` on the others), for [`gemm_tile`] and the fused
+/// tiles alike; the fused tiles choose it once per layer call, so that the loop over a pixel
+/// tile's channel tiles is only kernel calls (on MobileNetV2's 1×1 expansions, with K = 16 to 32, the loop's own work
 /// had taken a quarter of the conv).
 #[cfg(target_arch = "x86_64")]
-fn fused_kernel(isa: Isa, maddubs: bool) -> Option<FusedKernel> {
+fn ymm16_kernel(isa: Isa, maddubs: bool) -> Option<Ymm16Kernel> {
     use super::x86::*;
     match isa {
         Isa::AvxVnni if vex_vnni() => Some(gemm_i8_avxvnni::<6, 2>),
@@ -708,8 +701,8 @@ pub(super) fn run(
     // The ymm paths' tiles of 16 pixels with the fused epilogue (`x86::I8Rows`), where every
     // channel's constants are ready and no weight zero point needs the row sums.
     #[cfg(target_arch = "x86_64")]
-    let fused: Option<FusedKernel> = match (ks_ymm, out, pc.any_wzp) {
-        (Some(_), SinkPtr::Bytes(_), false) => fused_kernel(isa, maddubs),
+    let fused: Option<Ymm16Kernel> = match (ks_ymm, out, pc.any_wzp) {
+        (Some(_), SinkPtr::Bytes(_), false) => ymm16_kernel(isa, maddubs),
         _ => None,
     };
     // Slack: a SIMD kernel reads whole vectors (up to the tile size) past any offset.
